@@ -1,0 +1,455 @@
+// N-API surface of the text2sql engine. Its TypeScript types live in src/native.ts.
+//
+// Every long call runs in a Napi::AsyncWorker and returns a Promise. Execute() touches no napi
+// values: arguments are copied into plain C++ values on the main thread first, and any
+// std::exception becomes a rejection whose message names the failing call.
+#include "engine.h"
+
+#include "ggml.h"
+
+#include <napi.h>
+
+#include <functional>
+#include <mutex>
+#include <string>
+
+namespace {
+
+using t2s::engine;
+
+std::mutex g_log_mutex;
+std::string g_last_log;
+
+void log_callback(ggml_log_level level, const char * text, void *) {
+    if (level == GGML_LOG_LEVEL_ERROR || level == GGML_LOG_LEVEL_WARN) {
+        std::lock_guard<std::mutex> lock(g_log_mutex);
+        g_last_log = text;
+    }
+}
+
+// A Promise-returning worker: `work` runs off the main thread, `done` converts its result.
+class task : public Napi::AsyncWorker {
+public:
+    task(Napi::Env env, std::string name, std::function<void()> work, std::function<Napi::Value(Napi::Env)> done)
+        : Napi::AsyncWorker(env), name_(std::move(name)), work_(std::move(work)), done_(std::move(done)),
+          deferred_(Napi::Promise::Deferred::New(env)) {}
+
+    Napi::Promise promise() { return deferred_.Promise(); }
+
+    std::function<void()> on_finish; // runs on the main thread, success or failure
+
+protected:
+    void Execute() override {
+        try {
+            work_();
+        } catch (const std::exception & ex) {
+            SetError(name_ + ": " + ex.what());
+        } catch (...) {
+            SetError(name_ + ": unknown native error");
+        }
+    }
+    void OnOK() override {
+        if (on_finish) on_finish();
+        Napi::Env env = Env();
+        try {
+            deferred_.Resolve(done_(env));
+        } catch (const Napi::Error & err) {
+            deferred_.Reject(err.Value());
+        }
+    }
+    void OnError(const Napi::Error & err) override {
+        if (on_finish) on_finish();
+        deferred_.Reject(err.Value());
+    }
+
+private:
+    std::string name_;
+    std::function<void()> work_;
+    std::function<Napi::Value(Napi::Env)> done_;
+    Napi::Promise::Deferred deferred_;
+};
+
+Napi::Object stats_to_js(Napi::Env env, const t2s::batch_stats & s) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("lossSum", s.loss_sum);
+    o.Set("nTokens", (double) s.n_tokens);
+    o.Set("nCorrect", (double) s.n_correct);
+    return o;
+}
+
+class native_engine : public Napi::ObjectWrap<native_engine> {
+public:
+    static Napi::FunctionReference * ctor;
+
+    static Napi::Function init_class(Napi::Env env) {
+        return DefineClass(env, "NativeEngine", {
+            InstanceMethod("info", &native_engine::info),
+            InstanceMethod("accumulate", &native_engine::accumulate),
+            InstanceMethod("evaluate", &native_engine::evaluate),
+            InstanceMethod("logits", &native_engine::logits),
+            InstanceMethod("step", &native_engine::step),
+            InstanceMethod("zeroGrad", &native_engine::zero_grad),
+            InstanceMethod("getAdapter", &native_engine::get_adapter),
+            InstanceMethod("setAdapter", &native_engine::set_adapter),
+            InstanceMethod("resetAdapter", &native_engine::reset_adapter),
+            InstanceMethod("saveAdapter", &native_engine::save_adapter),
+            InstanceMethod("loadAdapter", &native_engine::load_adapter),
+            InstanceMethod("getOptimizerState", &native_engine::get_optimizer_state),
+            InstanceMethod("setOptimizerState", &native_engine::set_optimizer_state),
+            InstanceMethod("graphOps", &native_engine::graph_ops),
+            InstanceMethod("dispose", &native_engine::dispose),
+        });
+    }
+
+    explicit native_engine(const Napi::CallbackInfo & info) : Napi::ObjectWrap<native_engine>(info) {}
+
+    std::unique_ptr<engine> e;
+    bool busy = false;
+
+private:
+    engine & live(const Napi::Env & env, const char * call) {
+        if (!e) throw Napi::Error::New(env, std::string(call) + ": the engine has been disposed");
+        if (busy) throw Napi::Error::New(env, std::string(call) + ": the engine is busy with another call (await it first)");
+        return *e;
+    }
+
+    Napi::Value run(Napi::Env env, const char * name, std::function<void()> work, std::function<Napi::Value(Napi::Env)> done) {
+        auto * t = new task(env, name, std::move(work), std::move(done));
+        busy = true;
+        Napi::ObjectReference self = Napi::Persistent(Value());
+        auto self_ptr = std::make_shared<Napi::ObjectReference>(std::move(self));
+        t->on_finish = [this, self_ptr]() { busy = false; self_ptr->Reset(); };
+        Napi::Promise p = t->promise();
+        t->Queue();
+        return p;
+    }
+
+    Napi::Value info(const Napi::CallbackInfo & info) {
+        Napi::Env env = info.Env();
+        engine & en = live(env, "info");
+        const t2s::llama_hparams & hp = en.hp;
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("nVocab", (double) hp.n_vocab);
+        o.Set("nEmbd", (double) hp.n_embd);
+        o.Set("nLayer", (double) hp.n_layer);
+        o.Set("nHead", (double) hp.n_head);
+        o.Set("nHeadKv", (double) hp.n_head_kv);
+        o.Set("nFf", (double) hp.n_ff);
+        o.Set("nCtx", (double) hp.n_ctx);
+        o.Set("ropeFreqBase", hp.rope_freq_base);
+        o.Set("rmsEps", hp.rms_eps);
+        o.Set("weightType", en.weight_type);
+        o.Set("device", en.device_name);
+        o.Set("trainableParams", (double) t2s::lora_param_count(en));
+        o.Set("loraScale", en.opts.lora.scale());
+        o.Set("optimizerSteps", (double) en.adam.t);
+        Napi::Array targets = Napi::Array::New(env);
+        uint32_t k = 0;
+        for (int t = 0; t < t2s::TARGET_COUNT; t++) if (en.opts.lora.targets[t]) targets.Set(k++, t2s::target_hf_name(t));
+        o.Set("targets", targets);
+        return o;
+    }
+
+    struct batch_args { std::vector<int32_t> tokens; std::vector<uint8_t> mask; int64_t n_seq, seq_len; };
+
+    static batch_args read_batch(const Napi::CallbackInfo & info, const char * call) {
+        Napi::Env env = info.Env();
+        if (info.Length() < 4 || !info[0].IsTypedArray() || !info[1].IsTypedArray() || !info[2].IsNumber() || !info[3].IsNumber()) {
+            throw Napi::TypeError::New(env, std::string(call) + "(tokens: Int32Array, mask: Uint8Array, nSeq, seqLen, ...) got wrong arguments");
+        }
+        Napi::TypedArray ta = info[0].As<Napi::TypedArray>(), tm = info[1].As<Napi::TypedArray>();
+        if (ta.TypedArrayType() != napi_int32_array || tm.TypedArrayType() != napi_uint8_array) {
+            throw Napi::TypeError::New(env, std::string(call) + ": tokens must be an Int32Array and mask a Uint8Array");
+        }
+        batch_args b;
+        b.n_seq = info[2].As<Napi::Number>().Int64Value();
+        b.seq_len = info[3].As<Napi::Number>().Int64Value();
+        if (b.n_seq <= 0 || b.seq_len <= 0 || (int64_t) ta.ElementLength() != b.n_seq * b.seq_len || (int64_t) tm.ElementLength() != b.n_seq * b.seq_len) {
+            throw Napi::RangeError::New(env, std::string(call) + ": tokens and mask must both hold nSeq × seqLen = " +
+                std::to_string(b.n_seq) + " × " + std::to_string(b.seq_len) + " values (got " + std::to_string(ta.ElementLength()) +
+                " and " + std::to_string(tm.ElementLength()) + ")");
+        }
+        Napi::Int32Array t32 = info[0].As<Napi::Int32Array>();
+        Napi::Uint8Array m8 = info[1].As<Napi::Uint8Array>();
+        b.tokens.assign(t32.Data(), t32.Data() + t32.ElementLength());
+        b.mask.assign(m8.Data(), m8.Data() + m8.ElementLength());
+        return b;
+    }
+
+    Napi::Value accumulate(const Napi::CallbackInfo & info) {
+        Napi::Env env = info.Env();
+        engine & en = live(env, "accumulate");
+        auto b = std::make_shared<batch_args>(read_batch(info, "accumulate"));
+        if (info.Length() < 5 || !info[4].IsNumber()) throw Napi::TypeError::New(env, "accumulate: gradScale must be a number");
+        const float scale = info[4].As<Napi::Number>().FloatValue();
+        auto res = std::make_shared<t2s::batch_stats>();
+        return run(env, "accumulate", [&en, b, scale, res]() {
+            *res = t2s::engine_accumulate(en, b->tokens.data(), b->mask.data(), b->n_seq, b->seq_len, scale);
+        }, [res](Napi::Env env) { return stats_to_js(env, *res); });
+    }
+
+    Napi::Value evaluate(const Napi::CallbackInfo & info) {
+        Napi::Env env = info.Env();
+        engine & en = live(env, "evaluate");
+        auto b = std::make_shared<batch_args>(read_batch(info, "evaluate"));
+        auto res = std::make_shared<t2s::batch_stats>();
+        return run(env, "evaluate", [&en, b, res]() {
+            *res = t2s::engine_evaluate(en, b->tokens.data(), b->mask.data(), b->n_seq, b->seq_len);
+        }, [res](Napi::Env env) { return stats_to_js(env, *res); });
+    }
+
+    Napi::Value logits(const Napi::CallbackInfo & info) {
+        Napi::Env env = info.Env();
+        engine & en = live(env, "logits");
+        if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
+            throw Napi::TypeError::New(env, "logits(tokens: Int32Array) got wrong arguments");
+        }
+        Napi::Int32Array t = info[0].As<Napi::Int32Array>();
+        auto toks = std::make_shared<std::vector<int32_t>>(t.Data(), t.Data() + t.ElementLength());
+        auto res = std::make_shared<std::vector<float>>();
+        return run(env, "logits", [&en, toks, res]() {
+            *res = t2s::engine_logits(en, toks->data(), (int64_t) toks->size());
+        }, [res](Napi::Env env) -> Napi::Value {
+            Napi::Float32Array out = Napi::Float32Array::New(env, res->size());
+            std::copy(res->begin(), res->end(), out.Data());
+            return out;
+        });
+    }
+
+    Napi::Value step(const Napi::CallbackInfo & info) {
+        Napi::Env env = info.Env();
+        engine & en = live(env, "step");
+        if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "step(params) needs an object");
+        Napi::Object o = info[0].As<Napi::Object>();
+        t2s::step_params p;
+        auto num = [&](const char * key, float & dst) {
+            Napi::Value v = o.Get(key);
+            if (v.IsUndefined()) return;
+            if (!v.IsNumber()) throw Napi::TypeError::New(env, std::string("step: ") + key + " must be a number");
+            dst = v.As<Napi::Number>().FloatValue();
+        };
+        num("lr", p.lr); num("beta1", p.beta1); num("beta2", p.beta2); num("eps", p.eps);
+        num("weightDecay", p.weight_decay); num("maxGradNorm", p.max_grad_norm);
+        auto res = std::make_shared<double>(0.0);
+        return run(env, "step", [&en, p, res]() { *res = t2s::engine_step(en, p); },
+                   [res](Napi::Env env) { return Napi::Number::New(env, *res); });
+    }
+
+    Napi::Value zero_grad(const Napi::CallbackInfo & info) {
+        t2s::engine_zero_grad(live(info.Env(), "zeroGrad"));
+        return info.Env().Undefined();
+    }
+
+    static Napi::Array tensors_to_js(Napi::Env env, const std::vector<t2s::host_tensor> & ts) {
+        Napi::Array arr = Napi::Array::New(env, ts.size());
+        for (size_t i = 0; i < ts.size(); i++) {
+            Napi::Object o = Napi::Object::New(env);
+            o.Set("name", ts[i].name);
+            Napi::Array ne = Napi::Array::New(env, ts[i].ne.size());
+            for (size_t k = 0; k < ts[i].ne.size(); k++) ne.Set((uint32_t) k, (double) ts[i].ne[k]);
+            o.Set("ne", ne);
+            Napi::Float32Array d = Napi::Float32Array::New(env, ts[i].data.size());
+            std::copy(ts[i].data.begin(), ts[i].data.end(), d.Data());
+            o.Set("data", d);
+            arr.Set((uint32_t) i, o);
+        }
+        return arr;
+    }
+
+    static std::vector<t2s::host_tensor> tensors_from_js(Napi::Env env, Napi::Value v, const char * call) {
+        if (!v.IsArray()) throw Napi::TypeError::New(env, std::string(call) + ": expected an array of {name, ne, data}");
+        Napi::Array arr = v.As<Napi::Array>();
+        std::vector<t2s::host_tensor> out;
+        for (uint32_t i = 0; i < arr.Length(); i++) {
+            Napi::Value item = arr.Get(i);
+            if (!item.IsObject()) throw Napi::TypeError::New(env, std::string(call) + ": item " + std::to_string(i) + " is not an object");
+            Napi::Object o = item.As<Napi::Object>();
+            Napi::Value d = o.Get("data"), ne = o.Get("ne"), name = o.Get("name");
+            if (!name.IsString() || !ne.IsArray() || !d.IsTypedArray() || d.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
+                throw Napi::TypeError::New(env, std::string(call) + ": item " + std::to_string(i) + " needs name: string, ne: number[], data: Float32Array");
+            }
+            t2s::host_tensor h;
+            h.name = name.As<Napi::String>().Utf8Value();
+            Napi::Array nea = ne.As<Napi::Array>();
+            for (uint32_t k = 0; k < nea.Length(); k++) h.ne.push_back(nea.Get(k).As<Napi::Number>().Int64Value());
+            Napi::Float32Array fa = d.As<Napi::Float32Array>();
+            h.data.assign(fa.Data(), fa.Data() + fa.ElementLength());
+            out.push_back(std::move(h));
+        }
+        return out;
+    }
+
+    Napi::Value get_adapter(const Napi::CallbackInfo & info) {
+        Napi::Env env = info.Env();
+        engine & en = live(env, "getAdapter");
+        const bool grads = info.Length() > 0 && info[0].ToBoolean().Value();
+        return tensors_to_js(env, t2s::lora_get(en, grads));
+    }
+
+    Napi::Value set_adapter(const Napi::CallbackInfo & info) {
+        Napi::Env env = info.Env();
+        engine & en = live(env, "setAdapter");
+        auto ts = tensors_from_js(env, info.Length() ? info[0] : env.Undefined(), "setAdapter");
+        try {
+            t2s::lora_set(en, ts);
+        } catch (const std::exception & ex) {
+            throw Napi::Error::New(env, std::string("setAdapter: ") + ex.what());
+        }
+        return env.Undefined();
+    }
+
+    Napi::Value reset_adapter(const Napi::CallbackInfo & info) {
+        t2s::lora_reset(live(info.Env(), "resetAdapter"));
+        return info.Env().Undefined();
+    }
+
+    Napi::Value save_adapter(const Napi::CallbackInfo & info) {
+        Napi::Env env = info.Env();
+        engine & en = live(env, "saveAdapter");
+        if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "saveAdapter(path: string)");
+        std::string path = info[0].As<Napi::String>().Utf8Value();
+        return run(env, "saveAdapter", [&en, path]() { t2s::lora_save_gguf(en, path); },
+                   [](Napi::Env env) { return env.Undefined(); });
+    }
+
+    Napi::Value load_adapter(const Napi::CallbackInfo & info) {
+        Napi::Env env = info.Env();
+        engine & en = live(env, "loadAdapter");
+        if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "loadAdapter(path: string)");
+        std::string path = info[0].As<Napi::String>().Utf8Value();
+        return run(env, "loadAdapter", [&en, path]() { t2s::lora_load_gguf(en, path); },
+                   [](Napi::Env env) { return env.Undefined(); });
+    }
+
+    // AdamW moments and step count, for resumable training.
+    Napi::Value get_optimizer_state(const Napi::CallbackInfo & info) {
+        Napi::Env env = info.Env();
+        engine & en = live(env, "getOptimizerState");
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("t", (double) en.adam.t);
+        std::vector<t2s::host_tensor> m, v;
+        std::vector<t2s::host_tensor> shapes = t2s::lora_get(en, false);
+        for (size_t i = 0; i < en.adam.m.size(); i++) {
+            m.push_back({shapes[i].name, shapes[i].ne, en.adam.m[i]});
+            v.push_back({shapes[i].name, shapes[i].ne, en.adam.v[i]});
+        }
+        o.Set("m", tensors_to_js(env, m));
+        o.Set("v", tensors_to_js(env, v));
+        return o;
+    }
+
+    Napi::Value set_optimizer_state(const Napi::CallbackInfo & info) {
+        Napi::Env env = info.Env();
+        engine & en = live(env, "setOptimizerState");
+        if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "setOptimizerState({t, m, v})");
+        Napi::Object o = info[0].As<Napi::Object>();
+        auto m = tensors_from_js(env, o.Get("m"), "setOptimizerState");
+        auto v = tensors_from_js(env, o.Get("v"), "setOptimizerState");
+        std::vector<t2s::host_tensor> shapes = t2s::lora_get(en, false);
+        if (!m.empty() && (m.size() != shapes.size() || v.size() != shapes.size())) {
+            throw Napi::Error::New(env, "setOptimizerState: expected " + std::to_string(shapes.size()) + " moment tensors, got " + std::to_string(m.size()));
+        }
+        for (size_t i = 0; i < m.size(); i++) {
+            if (m[i].name != shapes[i].name || m[i].data.size() != shapes[i].data.size() || v[i].data.size() != shapes[i].data.size()) {
+                throw Napi::Error::New(env, "setOptimizerState: moment tensor " + std::to_string(i) + " ('" + m[i].name + "') does not match '" + shapes[i].name + "'");
+            }
+        }
+        en.adam.t = o.Get("t").As<Napi::Number>().Int64Value();
+        en.adam.m.clear();
+        en.adam.v.clear();
+        for (size_t i = 0; i < m.size(); i++) {
+            en.adam.m.push_back(std::move(m[i].data));
+            en.adam.v.push_back(std::move(v[i].data));
+        }
+        return env.Undefined();
+    }
+
+    Napi::Value graph_ops(const Napi::CallbackInfo & info) {
+        Napi::Env env = info.Env();
+        engine & en = live(env, "graphOps");
+        const int64_t T = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().Int64Value() : 8;
+        std::vector<std::string> ops = t2s::engine_graph_ops(en, T);
+        Napi::Array arr = Napi::Array::New(env, ops.size());
+        for (size_t i = 0; i < ops.size(); i++) arr.Set((uint32_t) i, ops[i]);
+        return arr;
+    }
+
+    Napi::Value dispose(const Napi::CallbackInfo & info) {
+        Napi::Env env = info.Env();
+        if (busy) throw Napi::Error::New(env, "dispose: the engine is busy with another call (await it first)");
+        e.reset();
+        return env.Undefined();
+    }
+};
+
+Napi::FunctionReference * native_engine::ctor = nullptr;
+
+// createEngine(options) -> Promise<NativeEngine>
+Napi::Value create_engine(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "createEngine(options) needs an object");
+    Napi::Object o = info[0].As<Napi::Object>();
+    t2s::engine_options opts;
+    auto str = [&](const char * k, std::string & dst) { Napi::Value v = o.Get(k); if (v.IsString()) dst = v.As<Napi::String>().Utf8Value(); };
+    str("modelPath", opts.model_path);
+    str("device", opts.device);
+    if (o.Get("threads").IsNumber()) opts.threads = o.Get("threads").As<Napi::Number>().Int32Value();
+    if (o.Get("r").IsNumber()) opts.lora.r = o.Get("r").As<Napi::Number>().Int32Value();
+    if (o.Get("alpha").IsNumber()) opts.lora.alpha = o.Get("alpha").As<Napi::Number>().FloatValue();
+    if (o.Get("dropout").IsNumber()) opts.lora.dropout = o.Get("dropout").As<Napi::Number>().FloatValue();
+    if (o.Get("rslora").IsBoolean()) opts.lora.rslora = o.Get("rslora").As<Napi::Boolean>().Value();
+    if (o.Get("seed").IsNumber()) opts.lora.seed = (uint64_t) o.Get("seed").As<Napi::Number>().Int64Value();
+    Napi::Value tv = o.Get("targets");
+    if (!tv.IsArray()) throw Napi::TypeError::New(env, "createEngine: targets must be an array of module names");
+    Napi::Array ta = tv.As<Napi::Array>();
+    for (uint32_t i = 0; i < ta.Length(); i++) {
+        const std::string name = ta.Get(i).ToString().Utf8Value();
+        const int t = t2s::parse_target(name);
+        if (t < 0) throw Napi::Error::New(env, "createEngine: unknown LoRA target '" + name + "'; use q, k, v, o, gate, up, down (or q_proj, ...)");
+        opts.lora.targets[t] = true;
+    }
+    if (opts.model_path.empty()) throw Napi::TypeError::New(env, "createEngine: modelPath must be a non-empty string");
+
+    auto res = std::make_shared<std::unique_ptr<engine>>();
+    auto * t = new task(env, "createEngine", [opts, res]() { *res = t2s::engine_init(opts); },
+        [res](Napi::Env env) -> Napi::Value {
+            Napi::Object obj = native_engine::ctor->New({});
+            native_engine::Unwrap(obj)->e = std::move(*res);
+            return obj;
+        });
+    Napi::Promise p = t->promise();
+    t->Queue();
+    return p;
+}
+
+Napi::Value system_info(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    Napi::Object o = Napi::Object::New(env);
+    Napi::Array devs = Napi::Array::New(env);
+    for (size_t i = 0; i < ggml_backend_dev_count(); i++) {
+        ggml_backend_dev_t d = ggml_backend_dev_get(i);
+        Napi::Object dv = Napi::Object::New(env);
+        dv.Set("name", ggml_backend_dev_name(d));
+        dv.Set("description", ggml_backend_dev_description(d));
+        dv.Set("backend", ggml_backend_reg_name(ggml_backend_dev_backend_reg(d)));
+        devs.Set((uint32_t) i, dv);
+    }
+    o.Set("devices", devs);
+    std::lock_guard<std::mutex> lock(g_log_mutex);
+    o.Set("lastLog", g_last_log);
+    return o;
+}
+
+Napi::Object init(Napi::Env env, Napi::Object exports) {
+    ggml_log_set(log_callback, nullptr);
+    Napi::Function cls = native_engine::init_class(env);
+    native_engine::ctor = new Napi::FunctionReference(Napi::Persistent(cls));
+    exports.Set("NativeEngine", cls);
+    exports.Set("createEngine", Napi::Function::New(env, create_engine));
+    exports.Set("systemInfo", Napi::Function::New(env, system_info));
+    return exports;
+}
+
+} // namespace
+
+NODE_API_MODULE(text2sql, init)

@@ -1,0 +1,379 @@
+// Loading a Llama-architecture GGUF onto a ggml backend, with the transposed weight copies the
+// backward pass multiplies by (dX = Wᵀ·dY through a fast mul_mat, never autodiff's out_prod).
+#include "engine.h"
+
+#include "ggml-cpu.h"
+#include "gguf.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <stdexcept>
+#include <thread>
+
+namespace t2s {
+
+static const char * k_stems[TARGET_COUNT] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+static const char * k_short[TARGET_COUNT] = {"q", "k", "v", "o", "gate", "up", "down"};
+static const char * k_hf[TARGET_COUNT]    = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+
+const char * target_gguf_stem(int t)  { return k_stems[t]; }
+const char * target_short_name(int t) { return k_short[t]; }
+const char * target_hf_name(int t)    { return k_hf[t]; }
+
+int parse_target(const std::string & name) {
+    for (int t = 0; t < TARGET_COUNT; t++) {
+        if (name == k_stems[t] || name == k_short[t] || name == k_hf[t]) return t;
+    }
+    return -1;
+}
+
+int64_t llama_hparams::target_in(int t) const {
+    switch (t) {
+        case TARGET_DOWN: return n_ff;
+        default:          return n_embd;
+    }
+}
+
+int64_t llama_hparams::target_out(int t) const {
+    switch (t) {
+        case TARGET_Q: case TARGET_O: return n_embd;
+        case TARGET_K: case TARGET_V: return n_embd_kv();
+        default:                      return t == TARGET_DOWN ? n_embd : n_ff;
+    }
+}
+
+float lora_config::scale() const {
+    return rslora ? alpha / std::sqrt((float) r) : alpha / (float) r;
+}
+
+engine::~engine() {
+    if (galloc)   ggml_gallocr_free(galloc);
+    if (buf_lora) ggml_backend_buffer_free(buf_lora);
+    if (ctx_lora) ggml_free(ctx_lora);
+    if (buf_w)    ggml_backend_buffer_free(buf_w);
+    if (ctx_w)    ggml_free(ctx_w);
+    if (backend)  ggml_backend_free(backend);
+}
+
+// ---------------------------------------------------------------------------------------------
+// GGUF metadata helpers
+
+namespace {
+
+struct gguf_file {
+    gguf_context * g = nullptr;
+    ggml_context * meta = nullptr; // tensor descriptions only (no_alloc)
+    ~gguf_file() {
+        if (g) gguf_free(g);
+        if (meta) ggml_free(meta);
+    }
+};
+
+int64_t kv_int(gguf_context * g, const std::string & key, int64_t def, bool required, const std::string & path) {
+    const int64_t id = gguf_find_key(g, key.c_str());
+    if (id < 0) {
+        if (required) throw std::runtime_error(path + ": GGUF metadata key '" + key + "' is missing");
+        return def;
+    }
+    switch (gguf_get_kv_type(g, id)) {
+        case GGUF_TYPE_UINT32: return gguf_get_val_u32(g, id);
+        case GGUF_TYPE_INT32:  return gguf_get_val_i32(g, id);
+        case GGUF_TYPE_UINT64: return (int64_t) gguf_get_val_u64(g, id);
+        case GGUF_TYPE_INT64:  return gguf_get_val_i64(g, id);
+        case GGUF_TYPE_UINT16: return gguf_get_val_u16(g, id);
+        default: throw std::runtime_error(path + ": GGUF metadata key '" + key + "' is not an integer");
+    }
+}
+
+float kv_float(gguf_context * g, const std::string & key, float def, const std::string & path) {
+    const int64_t id = gguf_find_key(g, key.c_str());
+    if (id < 0) return def;
+    switch (gguf_get_kv_type(g, id)) {
+        case GGUF_TYPE_FLOAT32: return gguf_get_val_f32(g, id);
+        case GGUF_TYPE_FLOAT64: return (float) gguf_get_val_f64(g, id);
+        default: throw std::runtime_error(path + ": GGUF metadata key '" + key + "' is not a float");
+    }
+}
+
+std::string kv_str(gguf_context * g, const std::string & key) {
+    const int64_t id = gguf_find_key(g, key.c_str());
+    if (id < 0 || gguf_get_kv_type(g, id) != GGUF_TYPE_STRING) return "";
+    return gguf_get_val_str(g, id);
+}
+
+std::string shape_str(const ggml_tensor * t) {
+    std::string s = "[";
+    for (int i = 0; i < ggml_n_dims(t); i++) s += (i ? ", " : "") + std::to_string(t->ne[i]);
+    return s + "]";
+}
+
+std::string shape_str(const std::vector<int64_t> & ne) {
+    std::string s = "[";
+    for (size_t i = 0; i < ne.size(); i++) s += (i ? ", " : "") + std::to_string(ne[i]);
+    return s + "]";
+}
+
+// Chooses and starts the ggml backend for `device`.
+ggml_backend_t init_backend(const std::string & device, ggml_backend_t & cpu_out) {
+    cpu_out = nullptr;
+    auto find_dev = [](const char * reg_name) -> ggml_backend_dev_t {
+        for (size_t i = 0; i < ggml_backend_dev_count(); i++) {
+            ggml_backend_dev_t d = ggml_backend_dev_get(i);
+            ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(d);
+            if (strcmp(ggml_backend_reg_name(reg), reg_name) == 0) return d;
+        }
+        return nullptr;
+    };
+    ggml_backend_dev_t dev = nullptr;
+    if (device == "cpu") {
+        dev = nullptr;
+    } else if (device == "cuda" || device == "metal") {
+        dev = find_dev(device == "cuda" ? "CUDA" : "MTL");
+        if (!dev) {
+            throw std::runtime_error("device '" + device + "' was requested but this build of the text2sql engine has no " +
+                (device == "cuda" ? std::string("CUDA backend (rebuild with TEXT2SQL_CUDA=1 npm run build:native, with nvcc on PATH)")
+                                  : std::string("Metal backend (Metal is built on macOS only)")));
+        }
+    } else if (device == "auto") {
+        dev = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_GPU);
+    } else {
+        throw std::runtime_error("device must be one of auto, cpu, cuda, metal; got '" + device + "'");
+    }
+    if (dev) {
+        ggml_backend_t b = ggml_backend_dev_init(dev, nullptr);
+        if (!b) throw std::runtime_error(std::string("failed to initialise the ") + ggml_backend_dev_name(dev) + " backend");
+        return b;
+    }
+    ggml_backend_t b = ggml_backend_cpu_init();
+    if (!b) throw std::runtime_error("failed to initialise the CPU backend");
+    cpu_out = b;
+    return b;
+}
+
+// Copies a 2D weight [n_in, n_out] of a 2-byte or 4-byte type into its transpose [n_out, n_in].
+void transpose_2d(const uint8_t * src, uint8_t * dst, int64_t n_in, int64_t n_out, size_t esz) {
+    const int64_t blk = 64;
+    for (int64_t o0 = 0; o0 < n_out; o0 += blk) {
+        for (int64_t i0 = 0; i0 < n_in; i0 += blk) {
+            const int64_t o1 = std::min(o0 + blk, n_out), i1 = std::min(i0 + blk, n_in);
+            for (int64_t o = o0; o < o1; o++) {
+                for (int64_t i = i0; i < i1; i++) {
+                    memcpy(dst + (i * n_out + o) * esz, src + (o * n_in + i) * esz, esz);
+                }
+            }
+        }
+    }
+}
+
+} // namespace
+
+// ---------------------------------------------------------------------------------------------
+
+std::unique_ptr<engine> engine_init(const engine_options & opts) {
+    const std::string & path = opts.model_path;
+    {
+        FILE * f = fopen(path.c_str(), "rb");
+        if (!f) throw std::runtime_error("cannot open model file '" + path + "': " + strerror(errno));
+        char magic[4] = {0};
+        const size_t n = fread(magic, 1, 4, f);
+        fclose(f);
+        if (n != 4 || memcmp(magic, "GGUF", 4) != 0) {
+            throw std::runtime_error("'" + path + "' is not a GGUF file (it does not start with the GGUF magic)");
+        }
+    }
+
+    gguf_file gf;
+    gguf_init_params gp = { /*no_alloc =*/ true, /*ctx =*/ &gf.meta };
+    gf.g = gguf_init_from_file(path.c_str(), gp);
+    if (!gf.g) throw std::runtime_error("'" + path + "' could not be read as GGUF (corrupt or truncated file)");
+
+    const std::string arch = kv_str(gf.g, "general.architecture");
+    if (arch != "llama") {
+        throw std::runtime_error("'" + path + "' has architecture '" + arch + "'; the text2sql engine supports only 'llama' (Llama, TinyLlama and kin)");
+    }
+
+    auto e = std::make_unique<engine>();
+    e->opts = opts;
+    llama_hparams & hp = e->hp;
+    hp.n_embd    = kv_int(gf.g, "llama.embedding_length", 0, true, path);
+    hp.n_layer   = kv_int(gf.g, "llama.block_count", 0, true, path);
+    hp.n_ff      = kv_int(gf.g, "llama.feed_forward_length", 0, true, path);
+    hp.n_head    = kv_int(gf.g, "llama.attention.head_count", 0, true, path);
+    hp.n_head_kv = kv_int(gf.g, "llama.attention.head_count_kv", hp.n_head, false, path);
+    hp.n_ctx     = kv_int(gf.g, "llama.context_length", 2048, false, path);
+    hp.n_rot     = kv_int(gf.g, "llama.rope.dimension_count", hp.n_head ? hp.n_embd / hp.n_head : 0, false, path);
+    hp.rope_freq_base = kv_float(gf.g, "llama.rope.freq_base", 10000.0f, path);
+    hp.rms_eps   = kv_float(gf.g, "llama.attention.layer_norm_rms_epsilon", 1e-5f, path);
+    const std::string scaling = kv_str(gf.g, "llama.rope.scaling.type");
+    if (scaling == "linear") {
+        const float factor = kv_float(gf.g, "llama.rope.scaling.factor", 1.0f, path);
+        hp.rope_freq_scale = factor > 0 ? 1.0f / factor : 1.0f;
+    } else if (!scaling.empty() && scaling != "none") {
+        throw std::runtime_error("'" + path + "' uses RoPE scaling '" + scaling + "'; supported: none, linear");
+    }
+    if (hp.n_head <= 0 || hp.n_head_kv <= 0 || hp.n_embd % hp.n_head != 0 || hp.n_head % hp.n_head_kv != 0 || hp.n_layer <= 0) {
+        throw std::runtime_error("'" + path + "' has inconsistent hyperparameters (n_embd " + std::to_string(hp.n_embd) +
+            ", heads " + std::to_string(hp.n_head) + ", kv heads " + std::to_string(hp.n_head_kv) + ")");
+    }
+    if (hp.n_rot != hp.head_dim()) {
+        throw std::runtime_error("'" + path + "': partial rotary embeddings (rope.dimension_count " + std::to_string(hp.n_rot) +
+            " != head dim " + std::to_string(hp.head_dim()) + ") are not supported");
+    }
+
+    // Tensor lookup with shape and type checks.
+    auto find = [&](const std::string & name, std::vector<int64_t> ne, bool matrix, bool required) -> ggml_tensor * {
+        ggml_tensor * t = ggml_get_tensor(gf.meta, name.c_str());
+        if (!t) {
+            if (required) throw std::runtime_error("'" + path + "' has no tensor '" + name + "'");
+            return nullptr;
+        }
+        const bool ok_type = matrix ? (t->type == GGML_TYPE_F32 || t->type == GGML_TYPE_F16 || t->type == GGML_TYPE_BF16)
+                                    : t->type == GGML_TYPE_F32;
+        if (!ok_type) {
+            throw std::runtime_error("'" + path + "': tensor '" + name + "' has type " + ggml_type_name(t->type) +
+                "; supported: " + (matrix ? "F32, F16, BF16 (quantized models cannot be trained; use an F16/BF16/F32 GGUF)" : "F32"));
+        }
+        for (size_t i = 0; i < 4; i++) {
+            const int64_t want = i < ne.size() ? ne[i] : 1;
+            if (t->ne[i] != want) {
+                throw std::runtime_error("'" + path + "': tensor '" + name + "' has shape " + shape_str(t) + ", expected " + shape_str(ne));
+            }
+        }
+        return t;
+    };
+
+    ggml_tensor * m_tok = ggml_get_tensor(gf.meta, "token_embd.weight");
+    if (!m_tok) throw std::runtime_error("'" + path + "' has no tensor 'token_embd.weight'");
+    hp.n_vocab = m_tok->ne[1];
+    m_tok = find("token_embd.weight", {hp.n_embd, hp.n_vocab}, true, true);
+    ggml_tensor * m_out_norm = find("output_norm.weight", {hp.n_embd}, false, true);
+    ggml_tensor * m_out = find("output.weight", {hp.n_embd, hp.n_vocab}, true, false);
+    ggml_tensor * m_rope_freqs = find("rope_freqs.weight", {hp.n_rot / 2}, false, false);
+
+    struct layer_meta { ggml_tensor * attn_norm, * ffn_norm; std::array<ggml_tensor *, TARGET_COUNT> w; };
+    std::vector<layer_meta> lm(hp.n_layer);
+    for (int64_t il = 0; il < hp.n_layer; il++) {
+        const std::string p = "blk." + std::to_string(il) + ".";
+        lm[il].attn_norm = find(p + "attn_norm.weight", {hp.n_embd}, false, true);
+        lm[il].ffn_norm  = find(p + "ffn_norm.weight", {hp.n_embd}, false, true);
+        for (int t = 0; t < TARGET_COUNT; t++) {
+            lm[il].w[t] = find(p + k_stems[t] + ".weight", {hp.target_in(t), hp.target_out(t)}, true, true);
+        }
+    }
+    e->weight_type = ggml_type_name(lm[0].w[TARGET_Q]->type);
+    for (auto & c : e->weight_type) c = (char) tolower(c);
+
+    // Backend and weight memory: every base tensor plus a transposed copy of each matrix.
+    e->backend = init_backend(opts.device, e->backend_cpu);
+    e->device_name = ggml_backend_name(e->backend);
+    if (e->backend_cpu) {
+        const int n_threads = opts.threads > 0 ? opts.threads : (int) std::max(1u, std::thread::hardware_concurrency());
+        ggml_backend_cpu_set_n_threads(e->backend_cpu, n_threads);
+    }
+
+    const size_t n_tensors = 8 + hp.n_layer * (2 + 2 * TARGET_COUNT);
+    ggml_init_params ip = { ggml_tensor_overhead() * n_tensors, nullptr, true };
+    e->ctx_w = ggml_init(ip);
+    auto dup = [&](ggml_tensor * src) {
+        ggml_tensor * t = ggml_dup_tensor(e->ctx_w, src);
+        ggml_set_name(t, ggml_get_name(src));
+        return t;
+    };
+    auto dup_t = [&](ggml_tensor * src) {
+        ggml_tensor * t = ggml_new_tensor_2d(e->ctx_w, src->type, src->ne[1], src->ne[0]);
+        ggml_format_name(t, "%s.T", ggml_get_name(src));
+        return t;
+    };
+    struct copy_job { ggml_tensor * src_meta; ggml_tensor * dst; bool transpose; };
+    std::vector<copy_job> jobs;
+
+    e->tok_embd = dup(m_tok);
+    jobs.push_back({m_tok, e->tok_embd, false});
+    e->output_norm = dup(m_out_norm);
+    jobs.push_back({m_out_norm, e->output_norm, false});
+    if (m_out) {
+        e->output = dup(m_out);
+        jobs.push_back({m_out, e->output, false});
+    } else {
+        e->output = e->tok_embd; // tied embeddings
+    }
+    ggml_tensor * m_out_src = m_out ? m_out : m_tok;
+    e->output_t = dup_t(m_out_src);
+    jobs.push_back({m_out_src, e->output_t, true});
+    if (m_rope_freqs) {
+        e->rope_freqs = dup(m_rope_freqs);
+        jobs.push_back({m_rope_freqs, e->rope_freqs, false});
+    }
+    e->layers.resize(hp.n_layer);
+    for (int64_t il = 0; il < hp.n_layer; il++) {
+        llama_layer & L = e->layers[il];
+        L.attn_norm = dup(lm[il].attn_norm); jobs.push_back({lm[il].attn_norm, L.attn_norm, false});
+        L.ffn_norm  = dup(lm[il].ffn_norm);  jobs.push_back({lm[il].ffn_norm, L.ffn_norm, false});
+        for (int t = 0; t < TARGET_COUNT; t++) {
+            L.w[t]  = dup(lm[il].w[t]);   jobs.push_back({lm[il].w[t], L.w[t], false});
+            L.wt[t] = dup_t(lm[il].w[t]); jobs.push_back({lm[il].w[t], L.wt[t], true});
+        }
+    }
+    e->buf_w = ggml_backend_alloc_ctx_tensors(e->ctx_w, e->backend);
+    if (!e->buf_w) throw std::runtime_error("out of memory allocating the model weights on " + e->device_name);
+    ggml_backend_buffer_set_usage(e->buf_w, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
+
+    // Read each tensor once from the file; write it (and its transpose) to the backend.
+    FILE * f = fopen(path.c_str(), "rb");
+    if (!f) throw std::runtime_error("cannot open model file '" + path + "'");
+    std::vector<uint8_t> buf, tbuf;
+    const size_t data_off = gguf_get_data_offset(gf.g);
+    for (const copy_job & j : jobs) {
+        const int64_t id = gguf_find_tensor(gf.g, ggml_get_name(j.src_meta));
+        const size_t nbytes = ggml_nbytes(j.src_meta);
+        buf.resize(nbytes);
+        if (fseeko(f, (off_t) (data_off + gguf_get_tensor_offset(gf.g, id)), SEEK_SET) != 0 || fread(buf.data(), 1, nbytes, f) != nbytes) {
+            fclose(f);
+            throw std::runtime_error("'" + path + "' is truncated: cannot read the data of tensor '" + ggml_get_name(j.src_meta) + "'");
+        }
+        if (j.transpose) {
+            tbuf.resize(nbytes);
+            transpose_2d(buf.data(), tbuf.data(), j.src_meta->ne[0], j.src_meta->ne[1], ggml_type_size(j.src_meta->type));
+            ggml_backend_tensor_set(j.dst, tbuf.data(), 0, nbytes);
+        } else {
+            ggml_backend_tensor_set(j.dst, buf.data(), 0, nbytes);
+        }
+    }
+    fclose(f);
+
+    // LoRA tensors.
+    const lora_config & lc = opts.lora;
+    if (lc.r <= 0) throw std::runtime_error("lora.r must be a positive integer, got " + std::to_string(lc.r));
+    if (!(lc.dropout >= 0.0f && lc.dropout < 1.0f)) throw std::runtime_error("lora.dropout must be in [0, 1), got " + std::to_string(lc.dropout));
+    int n_targets = 0;
+    for (int t = 0; t < TARGET_COUNT; t++) n_targets += lc.targets[t];
+    if (n_targets == 0) throw std::runtime_error("lora.target_modules is empty: choose from q, k, v, o, gate, up, down");
+
+    ggml_init_params lp = { ggml_tensor_overhead() * (4 * n_targets * hp.n_layer + 4), nullptr, true };
+    e->ctx_lora = ggml_init(lp);
+    for (int64_t il = 0; il < hp.n_layer; il++) {
+        for (int t = 0; t < TARGET_COUNT; t++) {
+            if (!lc.targets[t]) continue;
+            lora_pair p;
+            p.layer = (int) il;
+            p.target = t;
+            p.a  = ggml_new_tensor_2d(e->ctx_lora, GGML_TYPE_F32, hp.target_in(t), lc.r);
+            p.b  = ggml_new_tensor_2d(e->ctx_lora, GGML_TYPE_F32, lc.r, hp.target_out(t));
+            p.ga = ggml_dup_tensor(e->ctx_lora, p.a);
+            p.gb = ggml_dup_tensor(e->ctx_lora, p.b);
+            ggml_set_name(p.a, p.name_a().c_str());
+            ggml_set_name(p.b, p.name_b().c_str());
+            e->lora.push_back(p);
+        }
+    }
+    e->buf_lora = ggml_backend_alloc_ctx_tensors(e->ctx_lora, e->backend);
+    if (!e->buf_lora) throw std::runtime_error("out of memory allocating the LoRA adapter on " + e->device_name);
+    lora_reset(*e);
+
+    e->galloc = ggml_gallocr_new(ggml_backend_get_default_buffer_type(e->backend));
+    return e;
+}
+
+} // namespace t2s

@@ -1,0 +1,488 @@
+// The Llama forward pass with LoRA, and its hand-written backward pass, as one ggml graph.
+//
+// Each forward piece has a backward twin (`*_back`). The backward never uses autodiff's OUT_PROD
+// on a frozen weight: dX = Wᵀ·dY is a mul_mat against a transposed copy of W. Norm, softmax and
+// cross-entropy gradients are composed from basic ops that every ggml backend (CPU, CUDA, Metal)
+// implements, so nothing silently falls back to the CPU.
+#include "engine.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+
+namespace t2s {
+
+namespace {
+
+enum class graph_mode { logits, eval, train };
+
+struct graph_inputs {
+    ggml_tensor * tokens  = nullptr; // [T] i32
+    ggml_tensor * pos     = nullptr; // [T] i32
+    ggml_tensor * kq_mask = nullptr; // [T, T] f32, 0 or -inf
+    ggml_tensor * onehot  = nullptr; // [n_vocab, T] f32, 1 at each position's target
+    ggml_tensor * weight  = nullptr; // [1, T] f32, gradient weight of each position (mask · grad_scale)
+    std::vector<std::pair<ggml_tensor *, int>> drop; // dropout masks [n_in, T] and the lora pair index
+};
+
+struct graph_outputs {
+    ggml_tensor * logits   = nullptr; // [n_vocab, T]
+    ggml_tensor * p_target = nullptr; // [1, T]  softmax probability of the target
+    ggml_tensor * argmax   = nullptr; // [T] i32
+};
+
+struct graph_ctx {
+    engine & e;
+    ggml_context * ctx;
+    int64_t T;
+    graph_mode mode;
+    bool dropout;
+    graph_inputs in;
+    // lora pair index per [layer][target], -1 when the target has no adapter
+    std::vector<std::array<int, TARGET_COUNT>> lora_idx;
+    // gradient accumulation nodes (ggml_cpy into the persistent gradient tensors)
+    std::vector<ggml_tensor *> grad_updates;
+};
+
+// Saved forward state of one adapted linear layer, for its backward twin.
+struct linear_saved {
+    ggml_tensor * x  = nullptr; // [n_in, T]
+    ggml_tensor * xd = nullptr; // [n_in, T]   dropout(x) (== x without dropout)
+    ggml_tensor * t  = nullptr; // [r, T]      A·xd
+    ggml_tensor * mask = nullptr; // [n_in, T] dropout mask (scaled by 1/(1-p)), or null
+    int lora = -1;
+};
+
+ggml_tensor * transpose_cont(ggml_context * ctx, ggml_tensor * x) {
+    return ggml_cont(ctx, ggml_transpose(ctx, x));
+}
+
+// y = W·x + s·B·(A·dropout(x))
+ggml_tensor * linear(graph_ctx & g, int il, int target, ggml_tensor * x, linear_saved & sv) {
+    engine & e = g.e;
+    ggml_context * ctx = g.ctx;
+    ggml_tensor * y = ggml_mul_mat(ctx, e.layers[il].w[target], x); // [n_out, T]
+    sv.x = x;
+    sv.lora = g.lora_idx[il][target];
+    if (sv.lora < 0) return y;
+    lora_pair & p = e.lora[sv.lora];
+    ggml_tensor * xd = x;
+    if (g.dropout) {
+        sv.mask = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, x->ne[0], x->ne[1]); // [n_in, T]
+        ggml_set_input(sv.mask);
+        g.in.drop.emplace_back(sv.mask, sv.lora);
+        xd = ggml_mul(ctx, x, sv.mask);                                       // [n_in, T]
+    }
+    sv.xd = xd;
+    sv.t = ggml_mul_mat(ctx, p.a, xd);                                        // [r, T]
+    ggml_tensor * u = ggml_mul_mat(ctx, p.b, sv.t);                           // [n_out, T]
+    return ggml_add(ctx, y, ggml_scale(ctx, u, e.opts.lora.scale()));         // [n_out, T]
+}
+
+// Backward twin of linear(): accumulates dA, dB and returns dx = Wᵀ·dy + Aᵀ·(s·Bᵀ·dy) ⊙ mask.
+ggml_tensor * linear_back(graph_ctx & g, int il, int target, const linear_saved & sv, ggml_tensor * dy) {
+    engine & e = g.e;
+    ggml_context * ctx = g.ctx;
+    ggml_tensor * dx = ggml_mul_mat(ctx, e.layers[il].wt[target], dy);       // [n_in, T]
+    if (sv.lora < 0) return dx;
+    lora_pair & p = e.lora[sv.lora];
+    ggml_tensor * du = ggml_scale(ctx, dy, e.opts.lora.scale());               // [n_out, T]
+    ggml_tensor * du_t = transpose_cont(ctx, du);                              // [T, n_out]
+    ggml_tensor * dB = ggml_mul_mat(ctx, transpose_cont(ctx, sv.t), du_t);     // [r, n_out]
+    ggml_tensor * dt = ggml_mul_mat(ctx, transpose_cont(ctx, p.b), du);        // [r, T]
+    ggml_tensor * dA = ggml_mul_mat(ctx, transpose_cont(ctx, sv.xd), transpose_cont(ctx, dt)); // [n_in, r]
+    g.grad_updates.push_back(ggml_cpy(ctx, ggml_add(ctx, p.ga, dA), p.ga));
+    g.grad_updates.push_back(ggml_cpy(ctx, ggml_add(ctx, p.gb, dB), p.gb));
+    ggml_tensor * dxd = ggml_mul_mat(ctx, transpose_cont(ctx, p.a), dt);      // [n_in, T]
+    if (sv.mask) dxd = ggml_mul(ctx, dxd, sv.mask);
+    return ggml_add(ctx, dx, dxd);                                             // [n_in, T]
+}
+
+// RMS norm without the weight: n = x / sqrt(mean(x²) + eps).
+// Backward twin, composed from basic ops (RMS_NORM_BACK is missing on Metal):
+// dx = (dn - n · mean(dn ⊙ n)) / sqrt(mean(x²) + eps)
+ggml_tensor * rms_norm_back(graph_ctx & g, ggml_tensor * x, ggml_tensor * n, ggml_tensor * dn) {
+    ggml_context * ctx = g.ctx;
+    const float inv_n = 1.0f / (float) x->ne[0];
+    ggml_tensor * rms = ggml_sqrt(ctx, ggml_scale_bias(ctx, ggml_sum_rows(ctx, ggml_sqr(ctx, x)), inv_n, g.e.hp.rms_eps)); // [1, T]
+    ggml_tensor * c = ggml_scale(ctx, ggml_sum_rows(ctx, ggml_mul(ctx, dn, n)), inv_n);  // [1, T]
+    return ggml_div(ctx, ggml_sub(ctx, dn, ggml_mul(ctx, n, c)), rms);                   // [n_embd, T]
+}
+
+// Softmax backward twin, composed (SOFT_MAX_BACK is missing on Metal): dS = P ⊙ (dP - Σ_k dP ⊙ P).
+ggml_tensor * soft_max_back(graph_ctx & g, ggml_tensor * p, ggml_tensor * dp) {
+    ggml_context * ctx = g.ctx;
+    ggml_tensor * dot = ggml_sum_rows(ctx, ggml_mul(ctx, dp, p));              // [1, T_q, n_head]
+    return ggml_mul(ctx, p, ggml_sub(ctx, dp, dot));                           // [T_k, T_q, n_head]
+}
+
+ggml_tensor * rope(graph_ctx & g, ggml_tensor * x) {
+    const llama_hparams & hp = g.e.hp;
+    return ggml_rope_ext(g.ctx, x, g.in.pos, g.e.rope_freqs, (int) hp.n_rot, 0, (int) hp.n_ctx,
+                         hp.rope_freq_base, hp.rope_freq_scale, 0.0f, 1.0f, 0.0f, 0.0f);
+}
+
+ggml_tensor * rope_back(graph_ctx & g, ggml_tensor * dy) {
+    const llama_hparams & hp = g.e.hp;
+    return ggml_rope_ext_back(g.ctx, dy, g.in.pos, g.e.rope_freqs, (int) hp.n_rot, 0, (int) hp.n_ctx,
+                              hp.rope_freq_base, hp.rope_freq_scale, 0.0f, 1.0f, 0.0f, 0.0f);
+}
+
+// [X, T, n_head] (contiguous) -> [T·g, X, n_head_kv]: the heads sharing one K/V head are folded
+// into the contracted dimension, so one mul_mat sums their contributions to dK or dV.
+ggml_tensor * fold_heads(graph_ctx & g, ggml_tensor * t) {
+    const llama_hparams & hp = g.e.hp;
+    const int64_t grp = hp.n_head / hp.n_head_kv;
+    const int64_t X = t->ne[0], T = t->ne[1];
+    ggml_tensor * t4 = ggml_reshape_4d(g.ctx, t, X, T, grp, hp.n_head_kv);       // [X, T, g, n_kv]
+    ggml_tensor * p = ggml_cont(g.ctx, ggml_permute(g.ctx, t4, 2, 0, 1, 3));    // [T, g, X, n_kv]
+    return ggml_reshape_3d(g.ctx, p, T * grp, X, hp.n_head_kv);                  // [T·g, X, n_kv]
+}
+
+struct layer_saved {
+    ggml_tensor * x = nullptr, * n1 = nullptr, * x1 = nullptr, * n2 = nullptr; // [n_embd, T]
+    ggml_tensor * qr = nullptr;  // [hd, n_head, T]     roped q
+    ggml_tensor * kr = nullptr;  // [hd, n_head_kv, T]  roped k
+    ggml_tensor * v3 = nullptr;  // [hd, n_head_kv, T]
+    ggml_tensor * p = nullptr;   // [T_k, T_q, n_head]  attention probabilities
+    ggml_tensor * g = nullptr, * sg = nullptr, * u = nullptr; // [n_ff, T]
+    linear_saved lin[TARGET_COUNT];
+};
+
+// One Llama block. Returns x2 = x1 + FFN(norm(x1)), x1 = x + Attn(norm(x)).
+ggml_tensor * layer_forward(graph_ctx & g, int il, ggml_tensor * x, layer_saved & s) {
+    engine & e = g.e;
+    ggml_context * ctx = g.ctx;
+    const llama_hparams & hp = e.hp;
+    const llama_layer & L = e.layers[il];
+    const int64_t T = g.T, hd = hp.head_dim();
+
+    s.x = x;                                                                     // [n_embd, T]
+    s.n1 = ggml_rms_norm(ctx, x, hp.rms_eps);                                    // [n_embd, T]
+    ggml_tensor * h = ggml_mul(ctx, s.n1, L.attn_norm);                          // [n_embd, T]
+    ggml_tensor * q = linear(g, il, TARGET_Q, h, s.lin[TARGET_Q]);              // [n_embd, T]
+    ggml_tensor * k = linear(g, il, TARGET_K, h, s.lin[TARGET_K]);              // [n_embd_kv, T]
+    ggml_tensor * v = linear(g, il, TARGET_V, h, s.lin[TARGET_V]);              // [n_embd_kv, T]
+    s.qr = rope(g, ggml_reshape_3d(ctx, q, hd, hp.n_head, T));                  // [hd, n_head, T]
+    s.kr = rope(g, ggml_reshape_3d(ctx, k, hd, hp.n_head_kv, T));               // [hd, n_head_kv, T]
+    s.v3 = ggml_reshape_3d(ctx, v, hd, hp.n_head_kv, T);                        // [hd, n_head_kv, T]
+
+    ggml_tensor * Q = ggml_permute(ctx, s.qr, 0, 2, 1, 3);                      // [hd, T, n_head]
+    ggml_tensor * K = ggml_permute(ctx, s.kr, 0, 2, 1, 3);                      // [hd, T, n_head_kv]
+    ggml_tensor * kq = ggml_mul_mat(ctx, K, Q);                                 // [T_k, T_q, n_head]
+    s.p = ggml_soft_max_ext(ctx, kq, g.in.kq_mask, 1.0f / std::sqrt((float) hd), 0.0f); // [T_k, T_q, n_head]
+    ggml_tensor * Vt = ggml_cont(ctx, ggml_permute(ctx, s.v3, 1, 2, 0, 3));      // [T_k, hd, n_head_kv]
+    ggml_tensor * o = ggml_mul_mat(ctx, Vt, s.p);                               // [hd, T_q, n_head]
+    o = ggml_cont(ctx, ggml_permute(ctx, o, 0, 2, 1, 3));                       // [hd, n_head, T]
+    o = ggml_reshape_2d(ctx, o, hp.n_embd, T);                                  // [n_embd, T]
+    o = linear(g, il, TARGET_O, o, s.lin[TARGET_O]);                            // [n_embd, T]
+    s.x1 = ggml_add(ctx, x, o);                                                 // [n_embd, T]
+
+    s.n2 = ggml_rms_norm(ctx, s.x1, hp.rms_eps);                                // [n_embd, T]
+    ggml_tensor * h2 = ggml_mul(ctx, s.n2, L.ffn_norm);                         // [n_embd, T]
+    s.g = linear(g, il, TARGET_GATE, h2, s.lin[TARGET_GATE]);                   // [n_ff, T]
+    s.u = linear(g, il, TARGET_UP, h2, s.lin[TARGET_UP]);                       // [n_ff, T]
+    s.sg = ggml_silu(ctx, s.g);                                                 // [n_ff, T]
+    ggml_tensor * a = ggml_mul(ctx, s.sg, s.u);                                 // [n_ff, T]
+    ggml_tensor * d = linear(g, il, TARGET_DOWN, a, s.lin[TARGET_DOWN]);        // [n_embd, T]
+    return ggml_add(ctx, s.x1, d);                                              // [n_embd, T]
+}
+
+// Backward twin of layer_forward(): dx2 -> dx.
+ggml_tensor * layer_backward(graph_ctx & g, int il, const layer_saved & s, ggml_tensor * dx2) {
+    engine & e = g.e;
+    ggml_context * ctx = g.ctx;
+    const llama_hparams & hp = e.hp;
+    const llama_layer & L = e.layers[il];
+    const int64_t T = g.T, hd = hp.head_dim();
+
+    // FFN
+    ggml_tensor * da = linear_back(g, il, TARGET_DOWN, s.lin[TARGET_DOWN], dx2); // [n_ff, T]
+    ggml_tensor * du = ggml_mul(ctx, da, s.sg);                                 // [n_ff, T]
+    ggml_tensor * dg = ggml_silu_back(ctx, ggml_mul(ctx, da, s.u), s.g);        // [n_ff, T]
+    ggml_tensor * dh2 = ggml_add(ctx,
+        linear_back(g, il, TARGET_GATE, s.lin[TARGET_GATE], dg),
+        linear_back(g, il, TARGET_UP, s.lin[TARGET_UP], du));                   // [n_embd, T]
+    ggml_tensor * dx1 = ggml_add(ctx, dx2,
+        rms_norm_back(g, s.x1, s.n2, ggml_mul(ctx, dh2, L.ffn_norm)));          // [n_embd, T]
+
+    // attention output projection
+    ggml_tensor * dattn = linear_back(g, il, TARGET_O, s.lin[TARGET_O], dx1);   // [n_embd, T]
+    ggml_tensor * dO = ggml_reshape_3d(ctx, dattn, hd, hp.n_head, T);           // [hd, n_head, T]
+    dO = ggml_cont(ctx, ggml_permute(ctx, dO, 0, 2, 1, 3));                     // [hd, T_q, n_head]
+
+    // O = V·P: dP = Vᵀ·dO, dV = Σ_(q, heads of the group) dO·Pᵀ
+    ggml_tensor * V = ggml_permute(ctx, s.v3, 0, 2, 1, 3);                      // [hd, T_k, n_head_kv]
+    ggml_tensor * dP = ggml_mul_mat(ctx, V, dO);                                // [T_k, T_q, n_head]
+    ggml_tensor * dV = ggml_mul_mat(ctx, fold_heads(g, dO), fold_heads(g, s.p)); // [hd, T_k, n_head_kv]
+
+    // S = scale·K·Q + mask, P = softmax(S)
+    ggml_tensor * dS = soft_max_back(g, s.p, dP);                               // [T_k, T_q, n_head]
+    dS = ggml_scale(ctx, dS, 1.0f / std::sqrt((float) hd));                    // [T_k, T_q, n_head]
+    ggml_tensor * Kt = ggml_cont(ctx, ggml_permute(ctx, s.kr, 1, 2, 0, 3));      // [T_k, hd, n_head_kv]
+    ggml_tensor * dQ = ggml_mul_mat(ctx, Kt, dS);                               // [hd, T_q, n_head]
+    ggml_tensor * Q = ggml_cont(ctx, ggml_permute(ctx, s.qr, 0, 2, 1, 3));      // [hd, T_q, n_head]
+    // dK[d, k, j] = Σ_(q, heads i of group j) dS[k, q, h] · Q[d, q, h]
+    ggml_tensor * dK = ggml_mul_mat(ctx, fold_heads(g, Q), fold_heads(g, dS)); // [hd, T_k, n_head_kv]
+
+    ggml_tensor * dq = rope_back(g, ggml_cont(ctx, ggml_permute(ctx, dQ, 0, 2, 1, 3))); // [hd, n_head, T]
+    ggml_tensor * dk = rope_back(g, ggml_cont(ctx, ggml_permute(ctx, dK, 0, 2, 1, 3))); // [hd, n_head_kv, T]
+    ggml_tensor * dv = ggml_cont(ctx, ggml_permute(ctx, dV, 0, 2, 1, 3));               // [hd, n_head_kv, T]
+
+    ggml_tensor * dh = linear_back(g, il, TARGET_Q, s.lin[TARGET_Q], ggml_reshape_2d(ctx, dq, hp.n_embd, T)); // [n_embd, T]
+    dh = ggml_add(ctx, dh, linear_back(g, il, TARGET_K, s.lin[TARGET_K], ggml_reshape_2d(ctx, dk, hp.n_embd_kv(), T)));
+    dh = ggml_add(ctx, dh, linear_back(g, il, TARGET_V, s.lin[TARGET_V], ggml_reshape_2d(ctx, dv, hp.n_embd_kv(), T)));
+    return ggml_add(ctx, dx1, rms_norm_back(g, s.x, s.n1, ggml_mul(ctx, dh, L.attn_norm))); // [n_embd, T]
+}
+
+ggml_cgraph * build_graph(graph_ctx & g, graph_outputs & out) {
+    engine & e = g.e;
+    ggml_context * ctx = g.ctx;
+    const llama_hparams & hp = e.hp;
+    const int64_t T = g.T;
+
+    g.in.tokens = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, T);                    // [T]
+    g.in.pos = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, T);                       // [T]
+    g.in.kq_mask = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, T, T);                // [T_k, T_q]
+    ggml_set_input(g.in.tokens);
+    ggml_set_input(g.in.pos);
+    ggml_set_input(g.in.kq_mask);
+
+    const size_t graph_size = 1024 + (size_t) hp.n_layer * 640;
+    ggml_cgraph * gf = ggml_new_graph_custom(ctx, graph_size, false);
+
+    ggml_tensor * x = ggml_get_rows(ctx, e.tok_embd, g.in.tokens);              // [n_embd, T]
+    std::vector<layer_saved> saved(hp.n_layer);
+    for (int il = 0; il < hp.n_layer; il++) x = layer_forward(g, il, x, saved[il]);
+    ggml_tensor * nf = ggml_rms_norm(ctx, x, hp.rms_eps);                       // [n_embd, T]
+    ggml_tensor * hf = ggml_mul(ctx, nf, e.output_norm);                        // [n_embd, T]
+    out.logits = ggml_mul_mat(ctx, e.output, hf);                               // [n_vocab, T]
+    ggml_set_output(out.logits);
+    if (g.mode == graph_mode::logits) {
+        ggml_build_forward_expand(gf, out.logits);
+        return gf;
+    }
+
+    g.in.onehot = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, hp.n_vocab, T);       // [n_vocab, T]
+    ggml_set_input(g.in.onehot);
+    ggml_tensor * P = ggml_soft_max(ctx, out.logits);                           // [n_vocab, T]
+    out.p_target = ggml_sum_rows(ctx, ggml_mul(ctx, P, g.in.onehot));           // [1, T]
+    out.argmax = ggml_argmax(ctx, out.logits);                                  // [T]
+    ggml_set_output(out.p_target);
+    ggml_set_output(out.argmax);
+    ggml_build_forward_expand(gf, out.p_target);
+    ggml_build_forward_expand(gf, out.argmax);
+    if (g.mode == graph_mode::eval) return gf;
+
+    // d(Σ w_t · NLL_t)/d logits = w_t · (P - onehot)
+    g.in.weight = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, 1, T);                 // [1, T]
+    ggml_set_input(g.in.weight);
+    ggml_tensor * dlogits = ggml_mul(ctx, ggml_sub(ctx, P, g.in.onehot), g.in.weight); // [n_vocab, T]
+    ggml_tensor * dhf = ggml_mul_mat(ctx, e.output_t, dlogits);                 // [n_embd, T]
+    ggml_tensor * dx = rms_norm_back(g, x, nf, ggml_mul(ctx, dhf, e.output_norm)); // [n_embd, T]
+    for (int il = (int) hp.n_layer - 1; il >= 0; il--) {
+        dx = layer_backward(g, il, saved[il], dx);
+    }
+    for (ggml_tensor * t : g.grad_updates) ggml_build_forward_expand(gf, t);
+    return gf;
+}
+
+// Runs one sequence of T input tokens; targets[j] (token j+1) weighted by w[j].
+struct seq_result { double loss = 0; int64_t n = 0; int64_t correct = 0; };
+
+struct graph_run {
+    std::vector<uint8_t> meta;
+    ggml_context * ctx = nullptr;
+    ~graph_run() { if (ctx) ggml_free(ctx); }
+};
+
+void make_graph_ctx(graph_run & run, const engine & e) {
+    const size_t graph_size = 1024 + (size_t) e.hp.n_layer * 640;
+    const size_t mem = ggml_tensor_overhead() * graph_size * 2 + ggml_graph_overhead_custom(graph_size, false);
+    run.meta.resize(mem);
+    ggml_init_params ip = { mem, run.meta.data(), true };
+    run.ctx = ggml_init(ip);
+}
+
+void fill_common_inputs(graph_ctx & g, const int32_t * tokens) {
+    const int64_t T = g.T;
+    ggml_backend_tensor_set(g.in.tokens, tokens, 0, T * sizeof(int32_t));
+    std::vector<int32_t> pos(T);
+    for (int64_t i = 0; i < T; i++) pos[i] = (int32_t) i;
+    ggml_backend_tensor_set(g.in.pos, pos.data(), 0, T * sizeof(int32_t));
+    std::vector<float> mask(T * T);
+    for (int64_t q = 0; q < T; q++) {
+        for (int64_t k = 0; k < T; k++) mask[q * T + k] = k <= q ? 0.0f : -INFINITY;
+    }
+    ggml_backend_tensor_set(g.in.kq_mask, mask.data(), 0, mask.size() * sizeof(float));
+}
+
+std::vector<std::array<int, TARGET_COUNT>> lora_index(const engine & e) {
+    std::vector<std::array<int, TARGET_COUNT>> idx(e.hp.n_layer);
+    for (auto & a : idx) a.fill(-1);
+    for (size_t i = 0; i < e.lora.size(); i++) idx[e.lora[i].layer][e.lora[i].target] = (int) i;
+    return idx;
+}
+
+void compute(engine & e, ggml_cgraph * gf) {
+    if (!ggml_gallocr_alloc_graph(e.galloc, gf)) {
+        throw std::runtime_error("out of memory allocating the compute graph on " + e.device_name);
+    }
+}
+
+void run_graph(engine & e, ggml_cgraph * gf) {
+    const ggml_status st = ggml_backend_graph_compute(e.backend, gf);
+    if (st != GGML_STATUS_SUCCESS) throw std::runtime_error(std::string("graph compute failed on ") + e.device_name + " (status " + std::to_string((int) st) + ")");
+}
+
+// One sequence: tokens[0..n_in) are inputs; position j predicts tokens[j+1] with weight w[j].
+seq_result run_sequence(engine & e, graph_mode mode, const int32_t * tokens, const float * mask_next,
+                        int64_t T, float grad_scale) {
+    graph_run run;
+    make_graph_ctx(run, e);
+    const bool dropout = mode == graph_mode::train && e.opts.lora.dropout > 0.0f;
+    graph_ctx g{e, run.ctx, T, mode, dropout, {}, lora_index(e), {}};
+    graph_outputs out;
+    ggml_cgraph * gf = build_graph(g, out);
+    compute(e, gf);
+    fill_common_inputs(g, tokens);
+
+    const int64_t V = e.hp.n_vocab;
+    std::vector<float> onehot((size_t) V * T, 0.0f);
+    for (int64_t j = 0; j < T; j++) onehot[(size_t) j * V + tokens[j + 1]] = 1.0f;
+    ggml_backend_tensor_set(g.in.onehot, onehot.data(), 0, onehot.size() * sizeof(float));
+    if (g.in.weight) {
+        std::vector<float> w(T);
+        for (int64_t j = 0; j < T; j++) w[j] = mask_next[j] * grad_scale;
+        ggml_backend_tensor_set(g.in.weight, w.data(), 0, T * sizeof(float));
+    }
+    if (dropout) {
+        // Each adapted layer draws its own mask, as each PEFT module has its own nn.Dropout.
+        // The stream is seeded by (seed, call number) so runs are reproducible.
+        const float p = e.opts.lora.dropout, keep_scale = 1.0f / (1.0f - p);
+        uint64_t s = e.opts.lora.seed * 0x9E3779B97F4A7C15ull + (++e.dropout_calls) * 0xD1B54A32D192ED03ull;
+        std::vector<float> m;
+        for (auto & dm : g.in.drop) {
+            m.resize(ggml_nelements(dm.first));
+            for (float & x : m) {
+                s ^= s << 13; s ^= s >> 7; s ^= s << 17; // xorshift64
+                x = ((double) (s >> 11) * (1.0 / 9007199254740992.0)) < p ? 0.0f : keep_scale;
+            }
+            ggml_backend_tensor_set(dm.first, m.data(), 0, m.size() * sizeof(float));
+        }
+    }
+    run_graph(e, gf);
+
+    std::vector<float> pt(T);
+    std::vector<int32_t> am(T);
+    ggml_backend_tensor_get(out.p_target, pt.data(), 0, T * sizeof(float));
+    ggml_backend_tensor_get(out.argmax, am.data(), 0, T * sizeof(int32_t));
+    seq_result r;
+    std::vector<float> row;
+    for (int64_t j = 0; j < T; j++) {
+        if (mask_next[j] == 0.0f) continue;
+        double nll;
+        if (pt[j] > 1e-30f) {
+            nll = -std::log((double) pt[j]);
+        } else {
+            // the target's probability underflowed: take the exact log-softmax from the logits row
+            row.resize(V);
+            ggml_backend_tensor_get(out.logits, row.data(), (size_t) j * V * sizeof(float), V * sizeof(float));
+            double mx = -INFINITY, sum = 0;
+            for (float l : row) mx = std::max(mx, (double) l);
+            for (float l : row) sum += std::exp((double) l - mx);
+            nll = mx + std::log(sum) - row[tokens[j + 1]];
+        }
+        r.loss += nll;
+        r.n += 1;
+        r.correct += am[j] == tokens[j + 1];
+    }
+    return r;
+}
+
+batch_stats run_batch(engine & e, graph_mode mode, const int32_t * tokens, const uint8_t * mask,
+                      int64_t n_seq, int64_t seq_len, float grad_scale) {
+    if (n_seq <= 0 || seq_len <= 0) throw std::runtime_error("batch is empty");
+    for (int64_t i = 0; i < n_seq * seq_len; i++) {
+        if (tokens[i] < 0 || tokens[i] >= e.hp.n_vocab) {
+            throw std::runtime_error("token id " + std::to_string(tokens[i]) + " at sequence " + std::to_string(i / seq_len) +
+                ", position " + std::to_string(i % seq_len) + " is outside the vocabulary [0, " + std::to_string(e.hp.n_vocab) + ")");
+        }
+    }
+    batch_stats st;
+    std::vector<float> w;
+    for (int64_t s = 0; s < n_seq; s++) {
+        const int32_t * tk = tokens + s * seq_len;
+        const uint8_t * mk = mask + s * seq_len;
+        if (mk[0]) throw std::runtime_error("mask of sequence " + std::to_string(s) + " marks position 0, which has no preceding token to predict it from");
+        int64_t last = -1;
+        for (int64_t j = seq_len - 1; j >= 1; j--) if (mk[j]) { last = j; break; }
+        if (last < 0) continue; // nothing to learn from this sequence
+        const int64_t T = last; // inputs tokens[0..last), targets tokens[1..last]
+        if (T > e.hp.n_ctx) {
+            throw std::runtime_error("sequence " + std::to_string(s) + " needs " + std::to_string(T + 1) +
+                " tokens but the model's context length is " + std::to_string(e.hp.n_ctx));
+        }
+        w.assign(T, 0.0f);
+        for (int64_t j = 0; j < T; j++) w[j] = mk[j + 1] ? 1.0f : 0.0f;
+        seq_result r = run_sequence(e, mode, tk, w.data(), T, grad_scale);
+        st.loss_sum += r.loss;
+        st.n_tokens += r.n;
+        st.n_correct += r.correct;
+    }
+    return st;
+}
+
+} // namespace
+
+batch_stats engine_accumulate(engine & e, const int32_t * tokens, const uint8_t * mask,
+                              int64_t n_seq, int64_t seq_len, float grad_scale) {
+    return run_batch(e, graph_mode::train, tokens, mask, n_seq, seq_len, grad_scale);
+}
+
+batch_stats engine_evaluate(engine & e, const int32_t * tokens, const uint8_t * mask,
+                            int64_t n_seq, int64_t seq_len) {
+    return run_batch(e, graph_mode::eval, tokens, mask, n_seq, seq_len, 0.0f);
+}
+
+std::vector<float> engine_logits(engine & e, const int32_t * tokens, int64_t T) {
+    if (T <= 0) throw std::runtime_error("logits: no tokens");
+    if (T > e.hp.n_ctx) throw std::runtime_error("logits: " + std::to_string(T) + " tokens exceed the model's context length " + std::to_string(e.hp.n_ctx));
+    for (int64_t i = 0; i < T; i++) {
+        if (tokens[i] < 0 || tokens[i] >= e.hp.n_vocab) {
+            throw std::runtime_error("token id " + std::to_string(tokens[i]) + " at position " + std::to_string(i) + " is outside the vocabulary [0, " + std::to_string(e.hp.n_vocab) + ")");
+        }
+    }
+    graph_run run;
+    make_graph_ctx(run, e);
+    graph_ctx g{e, run.ctx, T, graph_mode::logits, false, {}, lora_index(e), {}};
+    graph_outputs out;
+    ggml_cgraph * gf = build_graph(g, out);
+    compute(e, gf);
+    fill_common_inputs(g, tokens);
+    run_graph(e, gf);
+    std::vector<float> logits((size_t) T * e.hp.n_vocab);
+    ggml_backend_tensor_get(out.logits, logits.data(), 0, logits.size() * sizeof(float));
+    return logits;
+}
+
+std::vector<std::string> engine_graph_ops(engine & e, int64_t T) {
+    graph_run run;
+    make_graph_ctx(run, e);
+    graph_ctx g{e, run.ctx, T, graph_mode::train, e.opts.lora.dropout > 0.0f, {}, lora_index(e), {}};
+    graph_outputs out;
+    ggml_cgraph * gf = build_graph(g, out);
+    std::vector<std::string> ops;
+    for (int i = 0; i < ggml_graph_n_nodes(gf); i++) {
+        ggml_tensor * t = ggml_graph_node(gf, i);
+        std::string s = t->op == GGML_OP_UNARY ? std::string("UNARY:") + ggml_unary_op_name(ggml_get_unary_op(t)) : ggml_op_name(t->op);
+        for (int j = 0; j < GGML_MAX_SRC && t->src[j]; j++) {
+            s += std::string(j ? "," : " ") + ggml_type_name(t->src[j]->type) + (ggml_is_contiguous(t->src[j]) ? "" : "~");
+        }
+        ops.push_back(s);
+    }
+    return ops;
+}
+
+} // namespace t2s
