@@ -89,11 +89,11 @@ std::vector<host_tensor> lora_get(const engine & e, bool gradients) {
     return out;
 }
 
-void lora_set(engine & e, const std::vector<host_tensor> & tensors) {
+void lora_set(engine & e, const std::vector<host_tensor> & tensors, bool gradients) {
     std::map<std::string, ggml_tensor *> by_name;
     for (lora_pair & p : e.lora) {
-        by_name[p.name_a()] = p.a;
-        by_name[p.name_b()] = p.b;
+        by_name[p.name_a()] = gradients ? p.ga : p.a;
+        by_name[p.name_b()] = gradients ? p.gb : p.b;
     }
     // validate everything before writing anything
     for (const host_tensor & h : tensors) {

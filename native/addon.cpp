@@ -290,8 +290,9 @@ private:
         Napi::Env env = info.Env();
         engine & en = live(env, "setAdapter");
         auto ts = tensors_from_js(env, info.Length() ? info[0] : env.Undefined(), "setAdapter");
+        const bool grads = info.Length() > 1 && info[1].ToBoolean().Value();
         try {
-            t2s::lora_set(en, ts);
+            t2s::lora_set(en, ts, grads);
         } catch (const std::exception & ex) {
             throw Napi::Error::New(env, std::string("setAdapter: ") + ex.what());
         }

@@ -144,7 +144,7 @@ int64_t lora_param_count(const engine & e);
 void lora_reset(engine & e);                          // PEFT init: A ~ U(±1/sqrt(n_in)), B = 0
 struct host_tensor { std::string name; std::vector<int64_t> ne; std::vector<float> data; };
 std::vector<host_tensor> lora_get(const engine & e, bool gradients);
-void lora_set(engine & e, const std::vector<host_tensor> & tensors);
+void lora_set(engine & e, const std::vector<host_tensor> & tensors, bool gradients = false);
 void lora_save_gguf(const engine & e, const std::string & path);
 void lora_load_gguf(engine & e, const std::string & path);
 

@@ -1,0 +1,317 @@
+// LoraEngine: the typed, validated face of the native engine. Every argument is checked here,
+// with the option's name, what was expected and what arrived, before it crosses the boundary.
+import fs from "node:fs";
+import {
+  loadNative,
+  type NativeBatchStats,
+  type NativeEngine,
+  type NativeEngineInfo,
+  type NativeOptimizerState,
+  type NativeTensor,
+} from "./native.js";
+
+export type Device = "auto" | "cpu" | "cuda" | "metal";
+
+/** The seven adaptable linear layers of a Llama block, by short name. */
+export const LORA_TARGETS = ["q", "k", "v", "o", "gate", "up", "down"] as const;
+export type LoraTarget = (typeof LORA_TARGETS)[number];
+const HF_NAMES: Record<string, LoraTarget> = {
+  q_proj: "q", k_proj: "k", v_proj: "v", o_proj: "o", gate_proj: "gate", up_proj: "up", down_proj: "down",
+};
+
+export interface LoraOptions {
+  /** Rank (default 8). */
+  r?: number;
+  /** Scale numerator: the update is (alpha / r)·B·A, or alpha / sqrt(r) with rsLoRA (default 16). */
+  alpha?: number;
+  /** Dropout on the LoRA branch input, as PEFT (default 0). */
+  dropout?: number;
+  /** Rank-stabilised scaling alpha / sqrt(r) (default false). */
+  rslora?: boolean;
+  /** Any of q, k, v, o, gate, up, down or their HF names q_proj, ... (default q, v). */
+  targetModules?: string[];
+  /** Seed of the A initialisation and the dropout stream (default 42). */
+  seed?: number;
+}
+
+export interface EngineOptions {
+  /** Path to a Llama-architecture GGUF with F32, F16 or BF16 weights. */
+  model: string;
+  device?: Device;
+  /** CPU threads (default: all cores). */
+  threads?: number;
+  lora?: LoraOptions;
+}
+
+export interface StepOptions {
+  lr: number;
+  beta1?: number;
+  beta2?: number;
+  eps?: number;
+  weightDecay?: number;
+  /** Clip the global gradient norm to this value; 0 disables clipping. */
+  maxGradNorm?: number;
+}
+
+/** A right-padded batch: `tokens` and `mask` hold nSeq rows of seqLen values. */
+export interface Batch {
+  tokens: Int32Array;
+  mask: Uint8Array;
+  nSeq: number;
+  seqLen: number;
+}
+
+export interface Sequence {
+  tokens: ArrayLike<number>;
+  /** 1 where the token is a training target; position 0 can never be one. Default: all but 0. */
+  mask?: ArrayLike<number>;
+}
+
+export type BatchStats = NativeBatchStats;
+export type AdapterTensor = NativeTensor;
+export type EngineInfo = NativeEngineInfo;
+export type OptimizerState = NativeOptimizerState;
+
+function fail(option: string, expected: string, got: unknown): never {
+  const shown = typeof got === "string" ? JSON.stringify(got) : Array.isArray(got) ? `[${got.join(", ")}]` : String(got);
+  throw new TypeError(`${option}: expected ${expected}, got ${shown}`);
+}
+
+function checkInt(option: string, v: unknown, min: number): number {
+  if (typeof v !== "number" || !Number.isInteger(v) || v < min) fail(option, `an integer >= ${min}`, v);
+  return v;
+}
+
+function checkNum(option: string, v: unknown, ok: (x: number) => boolean, expected: string): number {
+  if (typeof v !== "number" || !Number.isFinite(v) || !ok(v)) fail(option, expected, v);
+  return v;
+}
+
+/** Maps q_proj/attn_q/q to the short name; throws naming the unknown module. */
+export function normalizeTarget(name: string): LoraTarget {
+  const stems: Record<string, LoraTarget> = { attn_q: "q", attn_k: "k", attn_v: "v", attn_output: "o", ffn_gate: "gate", ffn_up: "up", ffn_down: "down" };
+  const t = (LORA_TARGETS as readonly string[]).includes(name) ? (name as LoraTarget) : HF_NAMES[name] ?? stems[name];
+  if (!t) {
+    throw new TypeError(`lora.target_modules: unknown module ${JSON.stringify(name)}; expected any of ${LORA_TARGETS.join(", ")} or ${Object.keys(HF_NAMES).join(", ")}`);
+  }
+  return t;
+}
+
+/** Right-pads sequences into one batch. */
+export function makeBatch(seqs: Sequence[]): Batch {
+  if (!Array.isArray(seqs) || seqs.length === 0) fail("batch", "a non-empty array of sequences", seqs);
+  const seqLen = Math.max(...seqs.map((s) => s.tokens.length));
+  const tokens = new Int32Array(seqs.length * seqLen);
+  const mask = new Uint8Array(seqs.length * seqLen);
+  seqs.forEach((s, i) => {
+    if (s.mask && s.mask.length !== s.tokens.length) {
+      fail(`batch[${i}].mask`, `${s.tokens.length} values (one per token)`, `${s.mask.length} values`);
+    }
+    for (let j = 0; j < s.tokens.length; j++) {
+      tokens[i * seqLen + j] = s.tokens[j];
+      mask[i * seqLen + j] = s.mask ? (s.mask[j] ? 1 : 0) : j > 0 ? 1 : 0;
+    }
+  });
+  return { tokens, mask, nSeq: seqs.length, seqLen };
+}
+
+export class LoraEngine {
+  readonly info: EngineInfo;
+  readonly options: Required<Omit<EngineOptions, "lora">> & { lora: Required<LoraOptions> };
+  #native: NativeEngine | null;
+  #queue: Promise<unknown> = Promise.resolve();
+
+  private constructor(native: NativeEngine, options: LoraEngine["options"]) {
+    this.#native = native;
+    this.options = options;
+    this.info = native.info();
+  }
+
+  /** Loads the model and creates a fresh adapter (A ~ U(±1/sqrt(n_in)), B = 0). */
+  static async create(options: EngineOptions): Promise<LoraEngine> {
+    if (typeof options !== "object" || options === null) fail("options", "an object", options);
+    if (typeof options.model !== "string" || options.model === "") fail("model", "a path to a GGUF file", options.model);
+    if (!fs.existsSync(options.model)) throw new Error(`model: file not found: ${options.model}`);
+    const device = options.device ?? "auto";
+    if (!["auto", "cpu", "cuda", "metal"].includes(device)) fail("device", "one of auto, cpu, cuda, metal", device);
+    const threads = checkInt("threads", options.threads ?? 0, 0);
+    const l = options.lora ?? {};
+    const lora: Required<LoraOptions> = {
+      r: checkInt("lora.r", l.r ?? 8, 1),
+      alpha: checkNum("lora.alpha", l.alpha ?? 16, (x) => x > 0, "a positive number"),
+      dropout: checkNum("lora.dropout", l.dropout ?? 0, (x) => x >= 0 && x < 1, "a number in [0, 1)"),
+      rslora: l.rslora ?? false,
+      targetModules: [],
+      seed: checkInt("lora.seed", l.seed ?? 42, 0),
+    };
+    if (typeof lora.rslora !== "boolean") fail("lora.rslora", "a boolean", lora.rslora);
+    const targets = l.targetModules ?? ["q", "v"];
+    if (!Array.isArray(targets) || targets.length === 0) fail("lora.target_modules", "a non-empty list of modules", targets);
+    lora.targetModules = [...new Set(targets.map(normalizeTarget))];
+    const native = await loadNative().createEngine({
+      modelPath: options.model,
+      device,
+      threads,
+      r: lora.r,
+      alpha: lora.alpha,
+      dropout: lora.dropout,
+      rslora: lora.rslora,
+      seed: lora.seed,
+      targets: lora.targetModules,
+    });
+    return new LoraEngine(native, { model: options.model, device, threads, lora });
+  }
+
+  get trainableParams(): number {
+    return this.info.trainableParams;
+  }
+
+  #live(call: string): NativeEngine {
+    if (!this.#native) throw new Error(`${call}: the engine has been disposed`);
+    return this.#native;
+  }
+
+  /** Runs native calls one after another, in call order. */
+  #serial<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.#queue.then(fn, fn);
+    this.#queue = next.catch(() => undefined);
+    return next;
+  }
+
+  #checkBatch(call: string, b: Batch): void {
+    if (!(b.tokens instanceof Int32Array)) fail(`${call}: batch.tokens`, "an Int32Array", b.tokens);
+    if (!(b.mask instanceof Uint8Array)) fail(`${call}: batch.mask`, "a Uint8Array", b.mask);
+    checkInt(`${call}: batch.nSeq`, b.nSeq, 1);
+    checkInt(`${call}: batch.seqLen`, b.seqLen, 2);
+    if (b.tokens.length !== b.nSeq * b.seqLen || b.mask.length !== b.nSeq * b.seqLen) {
+      fail(`${call}: batch`, `tokens and mask of nSeq × seqLen = ${b.nSeq * b.seqLen} values`, `${b.tokens.length} and ${b.mask.length}`);
+    }
+    this.#checkTokens(call, b.tokens, b.seqLen);
+    for (let s = 0; s < b.nSeq; s++) {
+      if (b.mask[s * b.seqLen]) fail(`${call}: batch.mask[${s}][0]`, "0 (the first token has nothing before it to predict it from)", 1);
+      let last = 0;
+      for (let j = b.seqLen - 1; j > 0; j--) if (b.mask[s * b.seqLen + j]) { last = j; break; }
+      if (last > this.info.nCtx) {
+        throw new RangeError(`${call}: sequence ${s} needs ${last + 1} tokens but the model's context length is ${this.info.nCtx}`);
+      }
+    }
+  }
+
+  #checkTokens(call: string, tokens: Int32Array, rowLen: number): void {
+    for (let i = 0; i < tokens.length; i++) {
+      const t = tokens[i];
+      if (t < 0 || t >= this.info.nVocab) {
+        throw new RangeError(`${call}: token id ${t} at sequence ${Math.floor(i / rowLen)}, position ${i % rowLen} is outside the vocabulary [0, ${this.info.nVocab})`);
+      }
+    }
+  }
+
+  /**
+   * Adds the gradients of Σ NLL / divisor over the batch's masked tokens. Pass as divisor the
+   * number of masked tokens in the whole accumulated batch (token-weighted loss).
+   */
+  accumulate(batch: Batch, divisor: number): Promise<BatchStats> {
+    const native = this.#live("accumulate");
+    this.#checkBatch("accumulate", batch);
+    checkNum("accumulate: divisor", divisor, (x) => x > 0, "a positive number (masked tokens in the accumulated batch)");
+    return this.#serial(() => native.accumulate(batch.tokens, batch.mask, batch.nSeq, batch.seqLen, 1 / divisor));
+  }
+
+  /** Loss sum, masked-token count and correct predictions, without gradients or dropout. */
+  evaluate(batch: Batch): Promise<BatchStats> {
+    const native = this.#live("evaluate");
+    this.#checkBatch("evaluate", batch);
+    return this.#serial(() => native.evaluate(batch.tokens, batch.mask, batch.nSeq, batch.seqLen));
+  }
+
+  /** Next-token logits at every position: nTokens rows of nVocab. */
+  async logits(tokens: ArrayLike<number>): Promise<Float32Array[]> {
+    const native = this.#live("logits");
+    const t = Int32Array.from(tokens);
+    if (t.length === 0) fail("logits: tokens", "at least one token", "none");
+    if (t.length > this.info.nCtx) throw new RangeError(`logits: ${t.length} tokens exceed the model's context length ${this.info.nCtx}`);
+    this.#checkTokens("logits", t, t.length);
+    const flat = await this.#serial(() => native.logits(t));
+    const V = this.info.nVocab;
+    return Array.from({ length: t.length }, (_, i) => flat.subarray(i * V, (i + 1) * V));
+  }
+
+  /** One AdamW step (torch.optim.AdamW semantics) after clipping; returns the norm before clipping. */
+  step(o: StepOptions): Promise<number> {
+    const native = this.#live("step");
+    if (typeof o !== "object" || o === null) fail("step", "an object with lr", o);
+    const p = {
+      lr: checkNum("step: lr", o.lr, (x) => x >= 0, "a number >= 0"),
+      beta1: checkNum("step: beta1", o.beta1 ?? 0.9, (x) => x >= 0 && x < 1, "a number in [0, 1)"),
+      beta2: checkNum("step: beta2", o.beta2 ?? 0.999, (x) => x >= 0 && x < 1, "a number in [0, 1)"),
+      eps: checkNum("step: eps", o.eps ?? 1e-8, (x) => x > 0, "a positive number"),
+      weightDecay: checkNum("step: weightDecay", o.weightDecay ?? 0, (x) => x >= 0, "a number >= 0"),
+      maxGradNorm: checkNum("step: maxGradNorm", o.maxGradNorm ?? 0, (x) => x >= 0, "a number >= 0 (0 disables clipping)"),
+    };
+    return this.#serial(() => native.step(p));
+  }
+
+  zeroGrad(): Promise<void> {
+    const native = this.#live("zeroGrad");
+    return this.#serial(async () => native.zeroGrad());
+  }
+
+  /** LoRA weights (or their accumulated gradients), named as in a GGUF LoRA. */
+  getAdapter(opts: { gradients?: boolean } = {}): Promise<AdapterTensor[]> {
+    const native = this.#live("getAdapter");
+    return this.#serial(async () => native.getAdapter(opts.gradients ?? false));
+  }
+
+  /** Sets LoRA weights by name (a subset is fine), or with gradients: true the accumulated gradients. */
+  setAdapter(tensors: AdapterTensor[], opts: { gradients?: boolean } = {}): Promise<void> {
+    const native = this.#live("setAdapter");
+    if (!Array.isArray(tensors)) fail("setAdapter", "an array of {name, ne, data}", tensors);
+    return this.#serial(async () => native.setAdapter(tensors, opts.gradients ?? false));
+  }
+
+  /** Back to a fresh adapter (same seed) and a fresh optimizer. */
+  resetAdapter(): Promise<void> {
+    const native = this.#live("resetAdapter");
+    return this.#serial(async () => native.resetAdapter());
+  }
+
+  /** Writes a GGUF LoRA that llama.cpp, Ollama and node-llama-cpp load as it is. */
+  saveAdapter(path: string): Promise<void> {
+    const native = this.#live("saveAdapter");
+    if (typeof path !== "string" || path === "") fail("saveAdapter: path", "a file path", path);
+    return this.#serial(() => native.saveAdapter(path));
+  }
+
+  loadAdapter(path: string): Promise<void> {
+    const native = this.#live("loadAdapter");
+    if (typeof path !== "string" || path === "") fail("loadAdapter: path", "a file path", path);
+    if (!fs.existsSync(path)) return Promise.reject(new Error(`loadAdapter: file not found: ${path}`));
+    return this.#serial(() => native.loadAdapter(path));
+  }
+
+  getOptimizerState(): Promise<OptimizerState> {
+    const native = this.#live("getOptimizerState");
+    return this.#serial(async () => native.getOptimizerState());
+  }
+
+  setOptimizerState(state: OptimizerState): Promise<void> {
+    const native = this.#live("setOptimizerState");
+    return this.#serial(async () => native.setOptimizerState(state));
+  }
+
+  /** The ops of the training graph for nTokens tokens, for the backend-portability check. */
+  graphOps(nTokens = 8): Promise<string[]> {
+    const native = this.#live("graphOps");
+    checkInt("graphOps: nTokens", nTokens, 1);
+    return this.#serial(async () => native.graphOps(nTokens));
+  }
+
+  /** Frees the model and adapter memory after pending calls finish. */
+  async dispose(): Promise<void> {
+    const native = this.#native;
+    if (!native) return;
+    this.#native = null;
+    await this.#queue;
+    native.dispose();
+  }
+}

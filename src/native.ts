@@ -1,0 +1,135 @@
+// The native boundary: the hand-written types of the C++ addon (native/addon.cpp) and its loader.
+// Nothing else in text2sql talks to the addon directly; src/engine.ts validates arguments first.
+import { spawnSync } from "node:child_process";
+import fs from "node:fs";
+import { createRequire } from "node:module";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+export interface NativeEngineOptions {
+  modelPath: string;
+  device: "auto" | "cpu" | "cuda" | "metal";
+  threads: number; // 0: all cores
+  r: number;
+  alpha: number;
+  dropout: number;
+  rslora: boolean;
+  seed: number;
+  targets: string[]; // q, k, v, o, gate, up, down (or q_proj, ...)
+}
+
+export interface NativeBatchStats {
+  lossSum: number; // Σ token NLL over unmasked positions
+  nTokens: number; // unmasked positions
+  nCorrect: number; // unmasked positions whose argmax is the target
+}
+
+export interface NativeTensor {
+  name: string; // e.g. blk.0.attn_q.weight.lora_a
+  ne: number[]; // ggml order: ne[0] is the fastest-moving dimension
+  data: Float32Array;
+}
+
+export interface NativeStepParams {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  maxGradNorm: number; // <= 0: no clipping
+}
+
+export interface NativeEngineInfo {
+  nVocab: number;
+  nEmbd: number;
+  nLayer: number;
+  nHead: number;
+  nHeadKv: number;
+  nFf: number;
+  nCtx: number;
+  ropeFreqBase: number;
+  rmsEps: number;
+  weightType: string; // f32 | f16 | bf16
+  device: string; // ggml backend name, e.g. CPU, CUDA0, MTL0
+  trainableParams: number;
+  loraScale: number;
+  optimizerSteps: number;
+  targets: string[]; // HF names
+}
+
+export interface NativeOptimizerState {
+  t: number;
+  m: NativeTensor[];
+  v: NativeTensor[];
+}
+
+export interface NativeEngine {
+  info(): NativeEngineInfo;
+  /** tokens/mask: nSeq × seqLen, row-major, right-padded; mask[j] = 1 marks token j as a target. */
+  accumulate(tokens: Int32Array, mask: Uint8Array, nSeq: number, seqLen: number, gradScale: number): Promise<NativeBatchStats>;
+  evaluate(tokens: Int32Array, mask: Uint8Array, nSeq: number, seqLen: number): Promise<NativeBatchStats>;
+  /** [nTokens × nVocab] logits, row-major. */
+  logits(tokens: Int32Array): Promise<Float32Array>;
+  /** AdamW after global-norm clipping; zeroes the gradients; resolves to the norm before clipping. */
+  step(params: NativeStepParams): Promise<number>;
+  zeroGrad(): void;
+  getAdapter(gradients?: boolean): NativeTensor[];
+  /** Sets the LoRA weights, or with gradients = true the accumulated gradients. */
+  setAdapter(tensors: NativeTensor[], gradients?: boolean): void;
+  resetAdapter(): void;
+  saveAdapter(path: string): Promise<void>;
+  loadAdapter(path: string): Promise<void>;
+  getOptimizerState(): NativeOptimizerState;
+  setOptimizerState(state: NativeOptimizerState): void;
+  /** One line per node of the training graph for nTokens tokens: "OP TYPE,TYPE~" (~ = non-contiguous). */
+  graphOps(nTokens: number): string[];
+  dispose(): void;
+}
+
+export interface NativeDevice {
+  name: string;
+  description: string;
+  backend: string;
+}
+
+export interface NativeAddon {
+  createEngine(options: NativeEngineOptions): Promise<NativeEngine>;
+  systemInfo(): { devices: NativeDevice[]; lastLog: string };
+}
+
+/** The package root (holds package.json), from dist/src/ or src/. */
+export function packageRoot(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  while (!fs.existsSync(path.join(dir, "package.json"))) {
+    const up = path.dirname(dir);
+    if (up === dir) throw new Error("text2sql: cannot find the package root");
+    dir = up;
+  }
+  return dir;
+}
+
+let addon: NativeAddon | undefined;
+
+/**
+ * Loads the addon, building it first when it is missing: `npm install text2sql` under npm 11 runs
+ * no install scripts of a dependency until they are approved, so the first use builds instead.
+ */
+export function loadNative(): NativeAddon {
+  if (addon) return addon;
+  const root = packageRoot();
+  const file = path.join(root, "build", "Release", "text2sql.node");
+  if (!fs.existsSync(file)) {
+    process.stderr.write("text2sql: the native engine is not built yet; building it now (once, about a minute)\n");
+    const r = spawnSync(process.execPath, [path.join(root, "scripts", "build-native.mjs")], {
+      cwd: root,
+      stdio: ["ignore", "ignore", "inherit"],
+      env: { ...process.env, TEXT2SQL_BUILD_QUIET: "1" },
+    });
+    if (r.status !== 0 || !fs.existsSync(file)) {
+      throw new Error(`text2sql: building the native engine failed (see the messages above); run \`node ${path.join(root, "scripts", "build-native.mjs")}\` to retry`);
+    }
+  }
+  const require = createRequire(import.meta.url);
+  addon = require(file) as NativeAddon;
+  return addon;
+}

@@ -1,0 +1,55 @@
+// Test models, made once per option set and cached in the OS temp folder (they are random-weight
+// Llama GGUFs with the real SPM vocab, see scripts/make-test-model.ts).
+import { createHash } from "node:crypto";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { makeTestModel, type MakeTestModelOptions } from "../../scripts/make-test-model.js";
+
+const dir = path.join(os.tmpdir(), "text2sql-test-models");
+const pending = new Map<string, Promise<string>>();
+
+export function testModel(opts: Omit<MakeTestModelOptions, "path"> = {}): Promise<string> {
+  // the generator's source is part of the key: a change to it makes new models
+  const src = fs.readFileSync(new URL("../../scripts/make-test-model.ts", import.meta.url));
+  const key = createHash("sha256").update(JSON.stringify(opts)).update(src).digest("hex").slice(0, 16);
+  const file = path.join(dir, `${key}.gguf`);
+  let p = pending.get(file);
+  if (!p) {
+    p = fs.existsSync(file)
+      ? Promise.resolve(file)
+      : (fs.mkdirSync(dir, { recursive: true }), makeTestModel({ ...opts, path: file }));
+    pending.set(file, p);
+  }
+  return p;
+}
+
+export function tempDir(prefix = "t2s-"): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+/** Relative error ‖a − b‖ / ‖b‖ over all entries. */
+export function relError(a: ArrayLike<number>[], b: ArrayLike<number>[]): number {
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < b.length; i++) {
+    for (let j = 0; j < b[i].length; j++) {
+      const d = a[i][j] - b[i][j];
+      num += d * d;
+      den += b[i][j] * b[i][j];
+    }
+  }
+  return Math.sqrt(num / den);
+}
+
+/** log_softmax in float64 of each logits row. */
+export function logSoftmax(rows: Float32Array[]): Float64Array[] {
+  return rows.map((r) => {
+    let mx = -Infinity;
+    for (const x of r) mx = Math.max(mx, x);
+    let s = 0;
+    for (const x of r) s += Math.exp(x - mx);
+    const lse = mx + Math.log(s);
+    return Float64Array.from(r, (x) => x - lse);
+  });
+}
