@@ -478,8 +478,11 @@ std::vector<std::string> engine_graph_ops(engine & e, int64_t T) {
         ggml_tensor * t = ggml_graph_node(gf, i);
         std::string s = t->op == GGML_OP_UNARY ? std::string("UNARY:") + ggml_unary_op_name(ggml_get_unary_op(t)) : ggml_op_name(t->op);
         for (int j = 0; j < GGML_MAX_SRC && t->src[j]; j++) {
-            s += std::string(j ? "," : " ") + ggml_type_name(t->src[j]->type) + (ggml_is_contiguous(t->src[j]) ? "" : "~");
+            const ggml_tensor * src = t->src[j];
+            const char * layout = ggml_is_contiguous(src) ? "" : src->nb[0] == ggml_type_size(src->type) ? "~" : "^";
+            s += std::string(j ? "," : " ") + ggml_type_name(src->type) + layout;
         }
+        if (t->op == GGML_OP_MUL_MAT && (t->src[0]->ne[2] < t->src[1]->ne[2] || t->src[0]->ne[3] < t->src[1]->ne[3])) s += " broadcast";
         ops.push_back(s);
     }
     return ops;

@@ -210,7 +210,7 @@ export class LoraEngine {
    * Adds the gradients of Σ NLL / divisor over the batch's masked tokens. Pass as divisor the
    * number of masked tokens in the whole accumulated batch (token-weighted loss).
    */
-  accumulate(batch: Batch, divisor: number): Promise<BatchStats> {
+  async accumulate(batch: Batch, divisor: number): Promise<BatchStats> {
     const native = this.#live("accumulate");
     this.#checkBatch("accumulate", batch);
     checkNum("accumulate: divisor", divisor, (x) => x > 0, "a positive number (masked tokens in the accumulated batch)");
@@ -218,7 +218,7 @@ export class LoraEngine {
   }
 
   /** Loss sum, masked-token count and correct predictions, without gradients or dropout. */
-  evaluate(batch: Batch): Promise<BatchStats> {
+  async evaluate(batch: Batch): Promise<BatchStats> {
     const native = this.#live("evaluate");
     this.#checkBatch("evaluate", batch);
     return this.#serial(() => native.evaluate(batch.tokens, batch.mask, batch.nSeq, batch.seqLen));
@@ -237,7 +237,7 @@ export class LoraEngine {
   }
 
   /** One AdamW step (torch.optim.AdamW semantics) after clipping; returns the norm before clipping. */
-  step(o: StepOptions): Promise<number> {
+  async step(o: StepOptions): Promise<number> {
     const native = this.#live("step");
     if (typeof o !== "object" || o === null) fail("step", "an object with lr", o);
     const p = {
@@ -251,56 +251,56 @@ export class LoraEngine {
     return this.#serial(() => native.step(p));
   }
 
-  zeroGrad(): Promise<void> {
+  async zeroGrad(): Promise<void> {
     const native = this.#live("zeroGrad");
     return this.#serial(async () => native.zeroGrad());
   }
 
   /** LoRA weights (or their accumulated gradients), named as in a GGUF LoRA. */
-  getAdapter(opts: { gradients?: boolean } = {}): Promise<AdapterTensor[]> {
+  async getAdapter(opts: { gradients?: boolean } = {}): Promise<AdapterTensor[]> {
     const native = this.#live("getAdapter");
     return this.#serial(async () => native.getAdapter(opts.gradients ?? false));
   }
 
   /** Sets LoRA weights by name (a subset is fine), or with gradients: true the accumulated gradients. */
-  setAdapter(tensors: AdapterTensor[], opts: { gradients?: boolean } = {}): Promise<void> {
+  async setAdapter(tensors: AdapterTensor[], opts: { gradients?: boolean } = {}): Promise<void> {
     const native = this.#live("setAdapter");
     if (!Array.isArray(tensors)) fail("setAdapter", "an array of {name, ne, data}", tensors);
     return this.#serial(async () => native.setAdapter(tensors, opts.gradients ?? false));
   }
 
   /** Back to a fresh adapter (same seed) and a fresh optimizer. */
-  resetAdapter(): Promise<void> {
+  async resetAdapter(): Promise<void> {
     const native = this.#live("resetAdapter");
     return this.#serial(async () => native.resetAdapter());
   }
 
   /** Writes a GGUF LoRA that llama.cpp, Ollama and node-llama-cpp load as it is. */
-  saveAdapter(path: string): Promise<void> {
+  async saveAdapter(path: string): Promise<void> {
     const native = this.#live("saveAdapter");
     if (typeof path !== "string" || path === "") fail("saveAdapter: path", "a file path", path);
     return this.#serial(() => native.saveAdapter(path));
   }
 
-  loadAdapter(path: string): Promise<void> {
+  async loadAdapter(path: string): Promise<void> {
     const native = this.#live("loadAdapter");
     if (typeof path !== "string" || path === "") fail("loadAdapter: path", "a file path", path);
-    if (!fs.existsSync(path)) return Promise.reject(new Error(`loadAdapter: file not found: ${path}`));
+    if (!fs.existsSync(path)) throw new Error(`loadAdapter: file not found: ${path}`);
     return this.#serial(() => native.loadAdapter(path));
   }
 
-  getOptimizerState(): Promise<OptimizerState> {
+  async getOptimizerState(): Promise<OptimizerState> {
     const native = this.#live("getOptimizerState");
     return this.#serial(async () => native.getOptimizerState());
   }
 
-  setOptimizerState(state: OptimizerState): Promise<void> {
+  async setOptimizerState(state: OptimizerState): Promise<void> {
     const native = this.#live("setOptimizerState");
     return this.#serial(async () => native.setOptimizerState(state));
   }
 
   /** The ops of the training graph for nTokens tokens, for the backend-portability check. */
-  graphOps(nTokens = 8): Promise<string[]> {
+  async graphOps(nTokens = 8): Promise<string[]> {
     const native = this.#live("graphOps");
     checkInt("graphOps: nTokens", nTokens, 1);
     return this.#serial(async () => native.graphOps(nTokens));

@@ -81,7 +81,11 @@ export interface NativeEngine {
   loadAdapter(path: string): Promise<void>;
   getOptimizerState(): NativeOptimizerState;
   setOptimizerState(state: NativeOptimizerState): void;
-  /** One line per node of the training graph for nTokens tokens: "OP TYPE,TYPE~" (~ = non-contiguous). */
+  /**
+   * One line per node of the training graph for nTokens tokens: "OP TYPE,TYPE~[ broadcast]", where
+   * a source type ends in "~" when the tensor is a non-contiguous view with contiguous rows and "^"
+   * when even its rows are strided; "broadcast" marks a MUL_MAT whose src0 repeats over dims 2/3.
+   */
   graphOps(nTokens: number): string[];
   dispose(): void;
 }
