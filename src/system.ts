@@ -1,0 +1,6 @@
+import { loadNative, type NativeDevice } from "./native.js";
+
+/** The compute devices this build of the native engine can use (CPU always; CUDA/Metal when built). */
+export function systemInfo(): { devices: NativeDevice[] } {
+  return { devices: loadNative().systemInfo().devices };
+}
