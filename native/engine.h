@@ -160,6 +160,9 @@ std::vector<float> engine_logits(engine & e, const int32_t * tokens, int64_t n_t
 double engine_step(engine & e, const step_params & p); // returns the gradient norm before clipping
 void engine_zero_grad(engine & e);
 
+// Throws when the backend lacks an op of the training graph (no silent CPU fallback).
+void engine_check_backend_ops(engine & e);
+
 // The ops a training graph uses, for the portability test: one line per node "OP" or "UNARY:SILU".
 std::vector<std::string> engine_graph_ops(engine & e, int64_t n_tokens);
 

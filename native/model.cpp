@@ -373,6 +373,7 @@ std::unique_ptr<engine> engine_init(const engine_options & opts) {
     lora_reset(*e);
 
     e->galloc = ggml_gallocr_new(ggml_backend_get_default_buffer_type(e->backend));
+    engine_check_backend_ops(*e);
     return e;
 }
 

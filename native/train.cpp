@@ -467,6 +467,26 @@ std::vector<float> engine_logits(engine & e, const int32_t * tokens, int64_t T) 
     return logits;
 }
 
+void engine_check_backend_ops(engine & e) {
+    graph_run run;
+    make_graph_ctx(run, e);
+    graph_ctx g{e, run.ctx, 8, graph_mode::train, e.opts.lora.dropout > 0.0f, {}, lora_index(e), {}};
+    graph_outputs out;
+    ggml_cgraph * gf = build_graph(g, out);
+    for (int i = 0; i < ggml_graph_n_nodes(gf); i++) {
+        ggml_tensor * t = ggml_graph_node(gf, i);
+        const bool view = t->op == GGML_OP_NONE || t->op == GGML_OP_RESHAPE || t->op == GGML_OP_TRANSPOSE ||
+                          t->op == GGML_OP_VIEW || t->op == GGML_OP_PERMUTE;
+        if (view) continue; // views compute nothing
+        if (!ggml_backend_supports_op(e.backend, t)) {
+            std::string types;
+            for (int j = 0; j < GGML_MAX_SRC && t->src[j]; j++) types += std::string(j ? ", " : "") + ggml_type_name(t->src[j]->type);
+            throw std::runtime_error("the training graph needs " + std::string(ggml_op_desc(t)) + " (" + types + ") which the " +
+                e.device_name + " backend does not support; nothing falls back to the CPU silently, so choose device 'cpu' or report this");
+        }
+    }
+}
+
 std::vector<std::string> engine_graph_ops(engine & e, int64_t T) {
     graph_run run;
     make_graph_ctx(run, e);

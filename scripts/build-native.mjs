@@ -69,13 +69,32 @@ function main() {
   } catch {
     fail("cmake was not found on PATH; install CMake >= 3.15 (apt install cmake, brew install cmake)");
   }
+  if (cuda) {
+    try {
+      execFileSync("nvcc", ["--version"], { stdio: "ignore" });
+    } catch {
+      fail("TEXT2SQL_CUDA=1 asks for the CUDA backend, but nvcc was not found on PATH (install the CUDA toolkit, or build without TEXT2SQL_CUDA for the CPU)");
+    }
+  }
   const args = [cmakeJs, "build", "--directory", root, "--out", path.join(root, "build"), "--parallel", String(jobs),
     "--CDLLAMA_CPP_DIR=" + src, "--CDTEXT2SQL_CUDA=" + (cuda ? "ON" : "OFF"), "--log-level", "warn"];
   log(`building the native engine (ggml from source, ${cuda ? "CPU + CUDA" : process.platform === "darwin" ? "CPU + Metal" : "CPU"}, ${jobs} jobs; the first build takes about a minute)`);
+  // cmake-js reuses build/ without re-running CMake: when the options change (say CUDA on or
+  // off, or a new llama.cpp source), configure again so the new values reach the cache
+  const stampFile = path.join(root, "build", ".text2sql-options");
+  const options = JSON.stringify({ src, cuda });
+  const stale = !fs.existsSync(stampFile) || fs.readFileSync(stampFile, "utf8") !== options;
+  if (stale && fs.existsSync(path.join(root, "build", "CMakeCache.txt"))) args[1] = "configure";
+  if (stale && args[1] === "configure") {
+    const c = spawnSync(process.execPath, args, { cwd: root, stdio: ["ignore", process.env.TEXT2SQL_BUILD_QUIET ? "ignore" : "inherit", "inherit"] });
+    if (c.status !== 0) fail("cmake-js configure exited with status " + c.status);
+    args[1] = "build";
+  }
   const r = spawnSync(process.execPath, args, { cwd: root, stdio: ["ignore", process.env.TEXT2SQL_BUILD_QUIET ? "ignore" : "inherit", "inherit"] });
   if (r.status !== 0) fail("cmake-js exited with status " + r.status);
   const out = path.join(root, "build", "Release", "text2sql.node");
   if (!fs.existsSync(out)) fail(`${out} was not produced`);
+  fs.writeFileSync(stampFile, options);
   log(`native engine ready: ${path.relative(process.cwd(), out) || out} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
 }
 
