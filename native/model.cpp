@@ -152,18 +152,29 @@ ggml_backend_t init_backend(const std::string & device, ggml_backend_t & cpu_out
     return b;
 }
 
-// Copies a 2D weight [n_in, n_out] of a 2-byte or 4-byte type into its transpose [n_out, n_in].
-void transpose_2d(const uint8_t * src, uint8_t * dst, int64_t n_in, int64_t n_out, size_t esz) {
-    const int64_t blk = 64;
+// Copies a 2D weight [n_in, n_out] into its transpose [n_out, n_in], in cache-sized tiles.
+template <typename T>
+void transpose_tiles(const T * src, T * dst, int64_t n_in, int64_t n_out) {
+    const int64_t blk = 32;
     for (int64_t o0 = 0; o0 < n_out; o0 += blk) {
+        const int64_t o1 = std::min(o0 + blk, n_out);
         for (int64_t i0 = 0; i0 < n_in; i0 += blk) {
-            const int64_t o1 = std::min(o0 + blk, n_out), i1 = std::min(i0 + blk, n_in);
-            for (int64_t o = o0; o < o1; o++) {
-                for (int64_t i = i0; i < i1; i++) {
-                    memcpy(dst + (i * n_out + o) * esz, src + (o * n_in + i) * esz, esz);
-                }
+            const int64_t i1 = std::min(i0 + blk, n_in);
+            for (int64_t i = i0; i < i1; i++) {
+                T * d = dst + i * n_out;
+                for (int64_t o = o0; o < o1; o++) d[o] = src[o * n_in + i];
             }
         }
+    }
+}
+
+void transpose_2d(const uint8_t * src, uint8_t * dst, int64_t n_in, int64_t n_out, size_t esz) {
+    if (esz == 2) {
+        transpose_tiles((const uint16_t *) src, (uint16_t *) dst, n_in, n_out);
+    } else if (esz == 4) {
+        transpose_tiles((const uint32_t *) src, (uint32_t *) dst, n_in, n_out);
+    } else {
+        throw std::runtime_error("transpose: unsupported element size " + std::to_string(esz));
     }
 }
 
