@@ -1,20 +1,12 @@
 // Tiers 1 and 2: finite-difference gradient checks of every LoRA target, accumulation against one
 // big batch, AdamW against numbers worked out by hand, and an overfit run.
 import { beforeAll, describe, expect, test } from "vitest";
-import { LoraEngine, makeBatch, type AdapterTensor, type Batch } from "../src/engine.js";
-import { testModel } from "./helpers/models.js";
+import { LoraEngine, makeBatch, type Batch } from "../src/engine.js";
+import { randomize, rng, testModel } from "./helpers/models.js";
 
 const ALL = ["q", "k", "v", "o", "gate", "up", "down"];
 
-function rng(seed: number) {
-  let s = seed >>> 0;
-  return () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32) * 2 - 1;
-}
 
-function randomize(ts: AdapterTensor[], seed: number, scale: number): AdapterTensor[] {
-  const r = rng(seed);
-  return ts.map((t) => ({ ...t, data: Float32Array.from(t.data, () => r() * scale) }));
-}
 
 /** Four sequences of different lengths; the first `prompt` tokens of each are not targets. */
 function sequences(n: number, seed: number) {

@@ -1,21 +1,16 @@
 // Tier 3: agreement with an independent implementation. Our logits against llama.cpp's (through
 // node-llama-cpp) on the same GGUF, with flash attention off and an F32 K/V cache; engine-notes
 // section 1 measured llama.cpp at 2.2e-7 from an exact float64 model in that setting.
-import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { beforeAll, describe, expect, test } from "vitest";
 import path from "node:path";
-import { LoraEngine, type AdapterTensor } from "../src/engine.js";
+import { LoraEngine } from "../src/engine.js";
 import { llamaCppLogProbs } from "./helpers/llamacpp.js";
-import { logSoftmax, relError, tempDir, testModel } from "./helpers/models.js";
+import { logSoftmax, randomize, relError, tempDir, testModel } from "./helpers/models.js";
 
 // "[INST] Generate SQL ..." style tokens: BOS then ordinary ids
 const TOKENS = [1, 518, 25580, 29962, 3251, 403, 3758, 363, 278, 1494, 1139, 29889, 894, 29901, 1128, 1784];
 const ALL = ["q", "k", "v", "o", "gate", "up", "down"];
 
-function randomize(ts: AdapterTensor[], seed: number, scale: number): AdapterTensor[] {
-  let s = seed >>> 0;
-  const rnd = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32) * 2 - 1;
-  return ts.map((t) => ({ ...t, data: Float32Array.from(t.data, () => rnd() * scale) }));
-}
 
 describe("logits agree with llama.cpp", () => {
   let model: string;

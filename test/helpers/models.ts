@@ -53,3 +53,15 @@ export function logSoftmax(rows: Float32Array[]): Float64Array[] {
     return Float64Array.from(r, (x) => x - lse);
   });
 }
+
+/** A small seeded generator of uniform numbers in [-1, 1). */
+export function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32) * 2 - 1;
+}
+
+/** The same tensors filled with seeded uniform values in [-scale, scale). */
+export function randomize<T extends { data: Float32Array }>(ts: T[], seed: number, scale: number): T[] {
+  const r = rng(seed);
+  return ts.map((t) => ({ ...t, data: Float32Array.from(t.data, () => r() * scale) }));
+}
