@@ -6,7 +6,8 @@
 // keeps the ggml objects in build/, so a rebuild after editing native/ only recompiles our files.
 //
 //   node scripts/build-native.mjs            CPU (+ Metal on macOS)
-//   TEXT2SQL_CUDA=1 node scripts/build-native.mjs   also the CUDA backend (needs nvcc)
+//   TEXT2SQL_CUDA=1 node scripts/build-native.mjs   also the CUDA backend (needs nvcc;
+//                                                   TEXT2SQL_CUDA_ARCHITECTURES="89;90" picks GPUs)
 //
 // Also used on first import when the addon is missing (see src/native.ts).
 import { execFileSync, spawnSync } from "node:child_process";
@@ -78,11 +79,15 @@ function main() {
   }
   const args = [cmakeJs, "build", "--directory", root, "--out", path.join(root, "build"), "--parallel", String(jobs),
     "--CDLLAMA_CPP_DIR=" + src, "--CDTEXT2SQL_CUDA=" + (cuda ? "ON" : "OFF"), "--log-level", "warn"];
+  // CUDA architectures: ggml's default is the GPUs of this machine ("native"); set
+  // TEXT2SQL_CUDA_ARCHITECTURES (e.g. "89;90") to build for others, or where no GPU is visible
+  const archs = process.env.TEXT2SQL_CUDA_ARCHITECTURES;
+  if (cuda && archs) args.push("--CDCMAKE_CUDA_ARCHITECTURES=" + archs);
   log(`building the native engine (ggml from source, ${cuda ? "CPU + CUDA" : process.platform === "darwin" ? "CPU + Metal" : "CPU"}, ${jobs} jobs; the first build takes about a minute)`);
   // cmake-js reuses build/ without re-running CMake: when the options change (say CUDA on or
   // off, or a new llama.cpp source), configure again so the new values reach the cache
   const stampFile = path.join(root, "build", ".text2sql-options");
-  const options = JSON.stringify({ src, cuda });
+  const options = JSON.stringify({ src, cuda, archs: cuda ? archs ?? null : null });
   const stale = !fs.existsSync(stampFile) || fs.readFileSync(stampFile, "utf8") !== options;
   if (stale && fs.existsSync(path.join(root, "build", "CMakeCache.txt"))) args[1] = "configure";
   if (stale && args[1] === "configure") {
