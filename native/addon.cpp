@@ -328,6 +328,7 @@ private:
         engine & en = live(env, "getOptimizerState");
         Napi::Object o = Napi::Object::New(env);
         o.Set("t", (double) en.adam.t);
+        o.Set("dropoutCalls", (double) en.dropout_calls);
         std::vector<t2s::host_tensor> m, v;
         std::vector<t2s::host_tensor> shapes = t2s::lora_get(en, false);
         for (size_t i = 0; i < en.adam.m.size(); i++) {
@@ -355,7 +356,9 @@ private:
                 throw Napi::Error::New(env, "setOptimizerState: moment tensor " + std::to_string(i) + " ('" + m[i].name + "') does not match '" + shapes[i].name + "'");
             }
         }
+        if (!o.Get("t").IsNumber()) throw Napi::TypeError::New(env, "setOptimizerState: t must be a number");
         en.adam.t = o.Get("t").As<Napi::Number>().Int64Value();
+        if (o.Get("dropoutCalls").IsNumber()) en.dropout_calls = (uint64_t) o.Get("dropoutCalls").As<Napi::Number>().Int64Value();
         en.adam.m.clear();
         en.adam.v.clear();
         for (size_t i = 0; i < m.size(); i++) {

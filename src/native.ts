@@ -58,7 +58,8 @@ export interface NativeEngineInfo {
 }
 
 export interface NativeOptimizerState {
-  t: number;
+  t: number; // AdamW steps taken
+  dropoutCalls?: number; // position in the dropout stream, so a resumed run draws the same masks
   m: NativeTensor[];
   v: NativeTensor[];
 }

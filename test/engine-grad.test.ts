@@ -2,7 +2,7 @@
 // big batch, AdamW against numbers worked out by hand, and an overfit run.
 import { beforeAll, describe, expect, test } from "vitest";
 import { LoraEngine, makeBatch, type Batch } from "../src/engine.js";
-import { randomize, rng, testModel } from "./helpers/models.js";
+import { randomize, rng, tempDir, testModel } from "./helpers/models.js";
 
 const ALL = ["q", "k", "v", "o", "gate", "up", "down"];
 
@@ -215,5 +215,41 @@ describe("half-precision weights", () => {
       }
       expect(Math.sqrt(num / den), type).toBeLessThan(tol);
     }
+  });
+});
+
+describe("resuming", () => {
+  test("adapter GGUF + optimizer state resume a run exactly, dropout stream included", async () => {
+    const model = await testModel({ type: "f32" });
+    const batch = makeBatch(sequences(2, 31));
+    const N = maskedTokens(batch);
+    const lora = { targetModules: ["q", "v", "down"], dropout: 0.1, seed: 5 };
+    const hp = { lr: 1e-2, weightDecay: 0.01, maxGradNorm: 1 };
+    const train = async (e: LoraEngine, steps: number) => {
+      for (let i = 0; i < steps; i++) {
+        await e.accumulate(batch, N);
+        await e.step(hp);
+      }
+    };
+    const straight = await LoraEngine.create({ model, device: "cpu", lora });
+    await train(straight, 5);
+    const want = await straight.getAdapter();
+    await straight.dispose();
+
+    const first = await LoraEngine.create({ model, device: "cpu", lora });
+    await train(first, 3);
+    const file = `${tempDir()}/checkpoint.gguf`;
+    await first.saveAdapter(file);
+    const state = await first.getOptimizerState();
+    await first.dispose();
+    expect(state).toMatchObject({ t: 3, dropoutCalls: 6 }); // one dropout draw per sequence
+
+    const resumed = await LoraEngine.create({ model, device: "cpu", lora });
+    await resumed.loadAdapter(file);
+    await resumed.setOptimizerState(state);
+    await train(resumed, 2);
+    const got = await resumed.getAdapter();
+    await resumed.dispose();
+    expect(got.map((t) => Array.from(t.data))).toEqual(want.map((t) => Array.from(t.data)));
   });
 });
