@@ -1,10 +1,13 @@
 #!/usr/bin/env node
-// The text2sql command line. Training, generation and serving commands arrive with their issues;
-// this entry point already checks an install and describes a model.
-import { Command } from "commander";
+// The text2sql command line.
+import cliProgress from "cli-progress";
+import { Command, Option } from "commander";
 import { createRequire } from "node:module";
+import { loadConfig, type TrainConfig } from "./config.js";
 import { LoraEngine } from "./engine.js";
+import { resolveModelPath } from "./models.js";
 import { systemInfo } from "./system.js";
+import { formatSummary, prepareData, trainSft, type TrainSummary } from "./trainer.js";
 
 const pkg = createRequire(import.meta.url)("../../package.json") as { version: string };
 
@@ -48,6 +51,153 @@ program
     console.log(`device      ${i.device}`);
     console.log(`LoRA        r=${o.rank} on ${i.targets.join(", ")}: ${i.trainableParams.toLocaleString("en-US")} trainable parameters`);
   });
+
+interface CommonFlags {
+  config?: string;
+  model?: string;
+  data?: string;
+  output?: string;
+  maxSteps?: string;
+  device?: string;
+  threads?: string;
+  set: string[];
+  json?: boolean;
+  resume?: boolean;
+}
+
+function collect(v: string, acc: string[]): string[] {
+  return [...acc, v];
+}
+
+function withConfigFlags(cmd: Command): Command {
+  return cmd
+    .option("-c, --config <file>", "YAML config (see configs/)")
+    .option("--model <path>", "model.path: a Llama GGUF, or builtin:tiny")
+    .option("--data <file>", "data.path: CSV, JSONL or Spider JSON")
+    .option("--output <dir>", "output.dir")
+    .option("--max-steps <n>", "train.max_steps")
+    .addOption(new Option("--device <device>", "train.device").choices(["auto", "cpu", "cuda", "metal"]))
+    .option("--threads <n>", "train.threads (0: all cores)")
+    .option("--set <key=value>", "set any config key, e.g. --set train.lr=1e-4 (repeatable)", collect, [])
+    .option("--json", "machine-readable output: one JSON object per line on stdout");
+}
+
+function configFrom(o: CommonFlags): TrainConfig {
+  const num = (flag: string, v?: string) => {
+    if (v === undefined) return undefined;
+    const n = Number(v);
+    if (!Number.isFinite(n)) throw new Error(`${flag}: expected a number, got ${JSON.stringify(v)}`);
+    return n;
+  };
+  return loadConfig({
+    file: o.config,
+    overrides: {
+      "model.path": o.model,
+      "data.path": o.data,
+      "output.dir": o.output,
+      "train.max_steps": num("--max-steps", o.maxSteps),
+      "train.device": o.device,
+      "train.threads": num("--threads", o.threads),
+    },
+    set: o.set,
+  });
+}
+
+withConfigFlags(program.command("train"))
+  .description("fine-tune a LoRA adapter on question/SQL pairs (Ctrl-C saves a checkpoint; --resume continues)")
+  .option("--resume", "continue from the latest checkpoint in output.dir")
+  .addHelpText("after", `
+Examples:
+  npx text2sql train --config configs/quickstart.yaml
+  npx text2sql train --config configs/config_spider.yaml --data ../shared/spider/spider_text_sql.csv --max-steps 200
+  npx text2sql train --config configs/config_spider.yaml --resume
+
+Writes to output.dir: config.yaml (effective config), metrics.jsonl, loss.svg, summary.json,
+checkpoints/checkpoint-<step>/ (adapter, optimizer and trainer state; the last train.keep_checkpoints
+are kept) and final_model/adapter.gguf (a GGUF LoRA for llama.cpp, Ollama and node-llama-cpp).`)
+  .action(async (o: CommonFlags) => {
+    const cfg = configFrom(o);
+    const json = !!o.json;
+    const emit = (obj: object) => process.stdout.write(JSON.stringify(obj) + "\n");
+    const tty = !json && process.stderr.isTTY;
+    const ac = new AbortController();
+    let sigints = 0;
+    const onSigint = () => {
+      sigints++;
+      if (sigints > 1) process.exit(130);
+      ac.abort();
+      process.stderr.write("\ntext2sql: stopping after the current micro-step and saving a checkpoint (Ctrl-C again to quit at once)\n");
+    };
+    process.on("SIGINT", onSigint);
+    process.on("SIGTERM", onSigint);
+    let bar: cliProgress.SingleBar | null = null;
+    let lastLine = 0;
+    const summary: TrainSummary = await trainSft(cfg, {
+      resume: !!o.resume,
+      signal: ac.signal,
+      command: `npx text2sql ${process.argv.slice(2).filter((a) => a !== "--resume").join(" ")}`,
+      onLog: (msg) => (json ? emit({ type: "log", message: msg }) : process.stderr.write(`${msg}\n`)),
+      onEval: (e) => {
+        if (json) return emit({ type: "eval", ...e });
+        const line = `eval @ step ${e.step}: loss ${e.loss.toFixed(4)}, token accuracy ${(100 * e.accuracy).toFixed(1)}%`;
+        if (bar) process.stderr.write("\r\x1b[K" + line + "\n");
+        else process.stderr.write(line + "\n");
+      },
+      onStep: (e) => {
+        if (json) return emit({ type: "step", ...e });
+        const payload = { loss: e.loss.toFixed(4), lr: e.lr.toExponential(2), tps: e.tokensPerS.toFixed(0), eta: fmtTime(e.etaS) };
+        if (tty) {
+          if (!bar) {
+            bar = new cliProgress.SingleBar({
+              format: "train |{bar}| {value}/{total} steps | loss {loss} | lr {lr} | {tps} tok/s | ETA {eta}",
+              barsize: 24,
+              hideCursor: true,
+              stream: process.stderr,
+            }, cliProgress.Presets.shades_classic);
+            bar.start(e.totalSteps, e.step - 1, payload);
+          }
+          bar.update(e.step, payload);
+        } else if (e.step === e.totalSteps || performance.now() - lastLine > 10_000 || e.step === 1) {
+          lastLine = performance.now();
+          process.stderr.write(`step ${e.step}/${e.totalSteps} | loss ${payload.loss} | lr ${payload.lr} | ${payload.tps} tok/s | ETA ${payload.eta}\n`);
+        }
+      },
+    });
+    (bar as cliProgress.SingleBar | null)?.stop();
+    process.off("SIGINT", onSigint);
+    process.off("SIGTERM", onSigint);
+    if (json) emit({ type: "summary", ...summary });
+    else process.stderr.write(`\n${formatSummary(summary)}\n`);
+    if (summary.interrupted) process.exit(130);
+  });
+
+withConfigFlags(program.command("data"))
+  .description("dry run: read, split and tokenize the data, and print its figures (no training)")
+  .addHelpText("after", `
+Example:
+  npx text2sql data --config configs/config_spider.yaml --data ../shared/spider/spider_text_sql.csv`)
+  .action(async (o: CommonFlags) => {
+    const cfg = configFrom(o);
+    const modelPath = await resolveModelPath(cfg.model.path, (m) => process.stderr.write(m + "\n"));
+    const { summary: s } = await prepareData(cfg, modelPath, o.json ? () => {} : (m) => process.stderr.write(m + "\n"));
+    if (o.json) {
+      console.log(JSON.stringify(s, null, 2));
+      return;
+    }
+    const l = (x: { p50: number; p95: number; max: number; mean: number }) => `p50 ${x.p50}, p95 ${x.p95}, max ${x.max}, mean ${x.mean.toFixed(1)}`;
+    console.log(`rows read        ${s.rows} (${s.duplicates} duplicates, kept)`);
+    console.log(`split            train ${s.split.train} / eval ${s.split.eval} / test ${s.split.test}`);
+    console.log(`prompt tokens    ${l(s.promptTokens)}`);
+    console.log(`SQL tokens       ${l(s.completionTokens)}`);
+    console.log(`example tokens   ${l(s.totalTokens)} (BOS + prompt + SQL + EOS)`);
+    console.log(`over ${s.maxSeqLen} tokens  ${s.overMaxSeqLen} (${cfg.data.too_long === "skip" ? `${s.skippedTooLong} skipped` : `${s.truncated} truncated, ${s.skippedTooLong} skipped`})`);
+  });
+
+function fmtTime(s: number): string {
+  if (!Number.isFinite(s)) return "?";
+  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = Math.floor(s % 60);
+  return h ? `${h}h${String(m).padStart(2, "0")}m` : m ? `${m}m${String(sec).padStart(2, "0")}s` : `${sec}s`;
+}
 
 program.parseAsync().catch((err: unknown) => {
   console.error(`text2sql: ${err instanceof Error ? err.message : String(err)}`);

@@ -1,0 +1,347 @@
+// Training configuration: a YAML file, CLI overrides and `--set key=value`, validated as a whole
+// before any work. Unknown keys name the closest known key; wrong types say what was expected.
+import fs from "node:fs";
+import YAML from "yaml";
+
+export const DEFAULT_TEMPLATE = "[INST] Generate SQL for the following question. Question: {question} [/INST]";
+
+export interface TrainConfig {
+  model: { path: string };
+  lora: {
+    r: number;
+    alpha: number;
+    dropout: number;
+    target_modules: string[];
+    use_rslora: boolean;
+    init_adapter: string | null;
+    seed: number;
+  };
+  data: {
+    path: string | null;
+    train_path: string | null;
+    eval_path: string | null;
+    format: "auto" | "csv" | "jsonl" | "spider";
+    columns: { question: string; sql: string; schema: string | null };
+    tables_path: string | null;
+    split: number[];
+    shuffle: boolean;
+    seed: number;
+    max_seq_len: number;
+    too_long: "skip" | "truncate";
+    template: string;
+    loss_on: "completion" | "all";
+    group_by_length: boolean;
+  };
+  train: {
+    epochs: number;
+    max_steps: number | null;
+    batch_size: number;
+    grad_accum: number;
+    lr: number;
+    lr_schedule: "cosine" | "linear" | "constant";
+    warmup_steps: number;
+    weight_decay: number;
+    max_grad_norm: number;
+    beta1: number;
+    beta2: number;
+    eps: number;
+    eval_every: number;
+    save_every: number;
+    keep_checkpoints: number;
+    seed: number;
+    threads: number;
+    device: "auto" | "cpu" | "cuda" | "metal";
+  };
+  output: { dir: string };
+}
+
+type Kind = "string" | "number" | "integer" | "boolean" | "string[]" | "number[]";
+interface Field {
+  kind: Kind;
+  nullable?: boolean;
+  values?: readonly string[];
+  min?: number;
+  max?: number;
+  /** the bound is exclusive */
+  minExclusive?: boolean;
+  maxExclusive?: boolean;
+  doc: string;
+}
+
+/** Every key, its type and meaning; the defaults are in DEFAULTS. */
+export const SCHEMA: Record<string, Field> = {
+  "model.path": { kind: "string", doc: "a Llama-architecture GGUF (F32/F16/BF16), or builtin:tiny for a tiny random model" },
+  "lora.r": { kind: "integer", min: 1, doc: "LoRA rank" },
+  "lora.alpha": { kind: "number", min: 0, minExclusive: true, doc: "LoRA alpha: the update is scaled by alpha / r" },
+  "lora.dropout": { kind: "number", min: 0, max: 1, maxExclusive: true, doc: "dropout on the LoRA branch input" },
+  "lora.target_modules": { kind: "string[]", doc: "q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj (or q, k, ...)" },
+  "lora.use_rslora": { kind: "boolean", doc: "scale by alpha / sqrt(r) instead of alpha / r" },
+  "lora.init_adapter": { kind: "string", nullable: true, doc: "start from this GGUF LoRA adapter instead of a fresh one" },
+  "lora.seed": { kind: "integer", min: 0, doc: "seed of the adapter initialisation and dropout" },
+  "data.path": { kind: "string", nullable: true, doc: "one dataset file, split into train/eval/test by data.split" },
+  "data.train_path": { kind: "string", nullable: true, doc: "an explicit training file (bypasses the split)" },
+  "data.eval_path": { kind: "string", nullable: true, doc: "an explicit evaluation file (with data.train_path)" },
+  "data.format": { kind: "string", values: ["auto", "csv", "jsonl", "spider"], doc: "file format; auto picks by extension" },
+  "data.columns.question": { kind: "string", doc: "CSV column / JSON field holding the question" },
+  "data.columns.sql": { kind: "string", doc: "CSV column / JSON field holding the SQL" },
+  "data.columns.schema": { kind: "string", nullable: true, doc: "optional column / field with the schema text (for {schema})" },
+  "data.tables_path": { kind: "string", nullable: true, doc: "Spider tables.json, for {schema} in Spider-format data" },
+  "data.split": { kind: "number[]", doc: "train/eval/test fractions, e.g. [0.9, 0.05, 0.05]" },
+  "data.shuffle": { kind: "boolean", doc: "shuffle before splitting (false keeps file order)" },
+  "data.seed": { kind: "integer", min: 0, doc: "seed of the split shuffle" },
+  "data.max_seq_len": { kind: "integer", min: 4, doc: "longest example in tokens, BOS and EOS included" },
+  "data.too_long": { kind: "string", values: ["skip", "truncate"], doc: "longer examples are skipped, or their prompt is cut from the left" },
+  "data.template": { kind: "string", doc: "prompt template with {question} and optionally {schema}" },
+  "data.loss_on": { kind: "string", values: ["completion", "all"], doc: "which tokens carry the loss: the SQL and EOS, or all but BOS" },
+  "data.group_by_length": { kind: "boolean", doc: "batch examples of similar length together" },
+  "train.epochs": { kind: "number", min: 0, minExclusive: true, doc: "passes over the training split" },
+  "train.max_steps": { kind: "integer", min: 1, nullable: true, doc: "stop after this many optimizer steps (overrides epochs)" },
+  "train.batch_size": { kind: "integer", min: 1, doc: "examples per micro-batch" },
+  "train.grad_accum": { kind: "integer", min: 1, doc: "micro-batches per optimizer step" },
+  "train.lr": { kind: "number", min: 0, doc: "peak learning rate" },
+  "train.lr_schedule": { kind: "string", values: ["cosine", "linear", "constant"], doc: "decay after warmup" },
+  "train.warmup_steps": { kind: "integer", min: 0, doc: "linear warmup steps" },
+  "train.weight_decay": { kind: "number", min: 0, doc: "AdamW decoupled weight decay" },
+  "train.max_grad_norm": { kind: "number", min: 0, doc: "clip the global gradient norm (0: off)" },
+  "train.beta1": { kind: "number", min: 0, max: 1, maxExclusive: true, doc: "AdamW beta1" },
+  "train.beta2": { kind: "number", min: 0, max: 1, maxExclusive: true, doc: "AdamW beta2" },
+  "train.eps": { kind: "number", min: 0, minExclusive: true, doc: "AdamW epsilon" },
+  "train.eval_every": { kind: "integer", min: 0, doc: "evaluate every N optimizer steps (0: only at start and end)" },
+  "train.save_every": { kind: "integer", min: 0, doc: "checkpoint every N optimizer steps (0: never)" },
+  "train.keep_checkpoints": { kind: "integer", min: 1, doc: "keep the last K checkpoints" },
+  "train.seed": { kind: "integer", min: 0, doc: "seed of the training order" },
+  "train.threads": { kind: "integer", min: 0, doc: "CPU threads (0: all cores)" },
+  "train.device": { kind: "string", values: ["auto", "cpu", "cuda", "metal"], doc: "compute device" },
+  "output.dir": { kind: "string", doc: "where checkpoints, final_model/, metrics.jsonl and the loss curve go" },
+};
+
+export const DEFAULTS: TrainConfig = {
+  model: { path: "" },
+  lora: { r: 8, alpha: 16, dropout: 0.05, target_modules: ["q_proj", "v_proj"], use_rslora: false, init_adapter: null, seed: 42 },
+  data: {
+    path: null,
+    train_path: null,
+    eval_path: null,
+    format: "auto",
+    columns: { question: "text_query", sql: "sql_command", schema: null },
+    tables_path: null,
+    split: [0.9, 0.05, 0.05],
+    shuffle: true,
+    seed: 42,
+    max_seq_len: 256,
+    too_long: "skip",
+    template: DEFAULT_TEMPLATE,
+    loss_on: "completion",
+    group_by_length: false,
+  },
+  train: {
+    epochs: 3,
+    max_steps: null,
+    batch_size: 1,
+    grad_accum: 16,
+    lr: 2e-4,
+    lr_schedule: "cosine",
+    warmup_steps: 0,
+    weight_decay: 0,
+    max_grad_norm: 1,
+    beta1: 0.9,
+    beta2: 0.999,
+    eps: 1e-8,
+    eval_every: 100,
+    save_every: 200,
+    keep_checkpoints: 3,
+    seed: 42,
+    threads: 0,
+    device: "auto",
+  },
+  output: { dir: "outputs/run" },
+};
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ConfigError";
+  }
+}
+
+function levenshtein(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...new Array<number>(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) d[0][j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+  }
+  return d[a.length][b.length];
+}
+
+/** The known key closest to `key` (by edit distance on the last part, then on the whole path). */
+export function closestKey(key: string): string {
+  const last = key.split(".").pop()!;
+  let best = "";
+  let bestScore = Infinity;
+  for (const k of Object.keys(SCHEMA)) {
+    const score = Math.min(levenshtein(last, k.split(".").pop()!) * 2 + (k.startsWith(key.split(".")[0] + ".") ? 0 : 1), levenshtein(key, k) * 2);
+    if (score < bestScore) {
+      bestScore = score;
+      best = k;
+    }
+  }
+  return best;
+}
+
+function describe(v: unknown): string {
+  if (v === null) return "null";
+  if (Array.isArray(v)) return `a list (${JSON.stringify(v)})`;
+  if (typeof v === "string") return `the string ${JSON.stringify(v)}`;
+  if (typeof v === "object") return "a mapping";
+  return `${typeof v} ${String(v)}`;
+}
+
+function checkField(key: string, f: Field, v: unknown, where: string): void {
+  const bad = (expected: string): never => {
+    throw new ConfigError(`${where}${key}: expected ${expected}, got ${describe(v)}`);
+  };
+  if (v === null) {
+    if (f.nullable) return;
+    bad(`${expectedOf(f)} (it cannot be null)`);
+  }
+  switch (f.kind) {
+    case "string":
+      if (typeof v !== "string") bad(expectedOf(f));
+      if (f.values && !f.values.includes(v as string)) bad(expectedOf(f));
+      if (!f.values && v === "" && key !== "data.template") bad("a non-empty string");
+      return;
+    case "boolean":
+      if (typeof v !== "boolean") bad("true or false");
+      return;
+    case "string[]":
+      if (!Array.isArray(v) || v.length === 0 || !v.every((x) => typeof x === "string" && x !== "")) bad("a non-empty list of names");
+      return;
+    case "number[]":
+      if (!Array.isArray(v) || !v.every((x) => typeof x === "number" && Number.isFinite(x))) bad("a list of numbers");
+      return;
+    case "number":
+    case "integer": {
+      if (typeof v !== "number" || !Number.isFinite(v)) bad(expectedOf(f));
+      const n = v as number;
+      if (f.kind === "integer" && !Number.isInteger(n)) bad(expectedOf(f));
+      if (f.min !== undefined && (f.minExclusive ? n <= f.min : n < f.min)) bad(expectedOf(f));
+      if (f.max !== undefined && (f.maxExclusive ? n >= f.max : n > f.max)) bad(expectedOf(f));
+    }
+  }
+}
+
+function expectedOf(f: Field): string {
+  if (f.values) return `one of ${f.values.join(", ")}`;
+  const what = f.kind === "integer" ? "an integer" : f.kind === "number" ? "a number" : f.kind === "string" ? "a string" : f.kind;
+  const lo = f.min !== undefined ? `${f.minExclusive ? ">" : ">="} ${f.min}` : "";
+  const hi = f.max !== undefined ? `${f.maxExclusive ? "<" : "<="} ${f.max}` : "";
+  const range = [lo, hi].filter(Boolean).join(" and ");
+  return range ? `${what} ${range}` : what;
+}
+
+/** Flattens a nested mapping into dotted keys, checking for unknown keys on the way. */
+function flatten(obj: Record<string, unknown>, prefix: string, out: Map<string, unknown>, where: string): void {
+  for (const [k, v] of Object.entries(obj)) {
+    const key = prefix ? `${prefix}.${k}` : k;
+    if (key in SCHEMA) {
+      out.set(key, v);
+    } else if (v !== null && typeof v === "object" && !Array.isArray(v) && Object.keys(SCHEMA).some((s) => s.startsWith(key + "."))) {
+      flatten(v as Record<string, unknown>, key, out, where);
+    } else {
+      throw new ConfigError(`${where}unknown key '${key}'; did you mean '${closestKey(key)}'?`);
+    }
+  }
+}
+
+function setPath(cfg: Record<string, unknown>, key: string, value: unknown): void {
+  const parts = key.split(".");
+  let o = cfg;
+  for (const p of parts.slice(0, -1)) o = o[p] as Record<string, unknown>;
+  o[parts[parts.length - 1]] = value;
+}
+
+export function getPath(cfg: TrainConfig, key: string): unknown {
+  return key.split(".").reduce<unknown>((o, p) => (o as Record<string, unknown>)[p], cfg);
+}
+
+export interface ConfigSources {
+  /** YAML file */
+  file?: string;
+  /** already-parsed overrides by dotted key (CLI flags) */
+  overrides?: Record<string, unknown>;
+  /** `key=value` strings; the value is parsed as YAML (numbers, booleans, lists) */
+  set?: string[];
+}
+
+/** Reads, merges and validates a configuration. Throws ConfigError naming the key and the problem. */
+export function loadConfig(src: ConfigSources): TrainConfig {
+  const cfg: TrainConfig = structuredClone(DEFAULTS);
+  const apply = (values: Map<string, unknown>, where: string) => {
+    for (const [k, v] of values) {
+      checkField(k, SCHEMA[k], v, where);
+      setPath(cfg as unknown as Record<string, unknown>, k, v);
+    }
+  };
+  if (src.file) {
+    if (!fs.existsSync(src.file)) throw new ConfigError(`config file not found: ${src.file}`);
+    let doc: unknown;
+    try {
+      doc = YAML.parse(fs.readFileSync(src.file, "utf8"));
+    } catch (err) {
+      throw new ConfigError(`${src.file}: invalid YAML: ${(err as Error).message}`);
+    }
+    if (doc !== null && doc !== undefined) {
+      if (typeof doc !== "object" || Array.isArray(doc)) throw new ConfigError(`${src.file}: expected a mapping of settings at the top level`);
+      const flat = new Map<string, unknown>();
+      flatten(doc as Record<string, unknown>, "", flat, `${src.file}: `);
+      apply(flat, `${src.file}: `);
+    }
+  }
+  const over = new Map<string, unknown>();
+  for (const [k, v] of Object.entries(src.overrides ?? {})) {
+    if (v === undefined) continue;
+    if (!(k in SCHEMA)) throw new ConfigError(`unknown key '${k}'; did you mean '${closestKey(k)}'?`);
+    over.set(k, v);
+  }
+  apply(over, "");
+  const sets = new Map<string, unknown>();
+  for (const s of src.set ?? []) {
+    const eq = s.indexOf("=");
+    if (eq <= 0) throw new ConfigError(`--set ${s}: expected key=value`);
+    const key = s.slice(0, eq).trim();
+    if (!(key in SCHEMA)) throw new ConfigError(`--set: unknown key '${key}'; did you mean '${closestKey(key)}'?`);
+    const raw = s.slice(eq + 1);
+    let value: unknown = raw;
+    try {
+      value = SCHEMA[key].kind === "string" ? (raw === "null" ? null : raw) : YAML.parse(raw);
+    } catch {
+      // keep the raw string: the type check below says what was expected
+    }
+    sets.set(key, value);
+  }
+  apply(sets, "--set ");
+  validateWhole(cfg);
+  return cfg;
+}
+
+function validateWhole(cfg: TrainConfig): void {
+  if (!cfg.model.path) throw new ConfigError("model.path: expected a GGUF path (or builtin:tiny), got nothing (set it in the config or pass --model)");
+  const d = cfg.data;
+  if (!d.path && !d.train_path) throw new ConfigError("data.path: expected a dataset file (or data.train_path), got nothing (set it in the config or pass --data)");
+  if (d.path && d.train_path) throw new ConfigError("data.train_path: set either data.path (split by data.split) or data.train_path (explicit files), not both");
+  if (d.eval_path && !d.train_path) throw new ConfigError("data.eval_path: needs data.train_path (explicit files bypass the split)");
+  if (d.split.length !== 3 || d.split.some((x) => x < 0) || Math.abs(d.split.reduce((a, b) => a + b, 0) - 1) > 1e-9 || d.split[0] <= 0) {
+    throw new ConfigError(`data.split: expected three fractions [train, eval, test] that sum to 1, got ${JSON.stringify(d.split)}`);
+  }
+  if (!d.template.includes("{question}")) throw new ConfigError(`data.template: expected a template containing {question}, got ${JSON.stringify(d.template)}`);
+  for (const m of d.template.match(/\{[a-z_]+\}/g) ?? []) {
+    if (m !== "{question}" && m !== "{schema}") throw new ConfigError(`data.template: unknown placeholder ${m}; use {question} and {schema}`);
+  }
+}
+
+/** The effective configuration as YAML, for the output folder. */
+export function configToYaml(cfg: TrainConfig): string {
+  return `# effective configuration written by text2sql\n${YAML.stringify(cfg)}`;
+}

@@ -1,0 +1,288 @@
+// Datasets of question/SQL pairs: CSV (streamed with csv-parse), JSONL and Spider JSON (with
+// tables.json for schema-carrying prompts). Bad input is an error naming the file, the line and
+// what is wrong; duplicates are counted and reported, never dropped silently.
+import { parse } from "csv-parse";
+import fs from "node:fs";
+import path from "node:path";
+import type { TrainConfig } from "./config.js";
+
+export interface Example {
+  question: string;
+  sql: string;
+  schema?: string;
+  /** where it came from, for messages: "file:line" */
+  source: string;
+}
+
+export class DataError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "DataError";
+  }
+}
+
+export interface DatasetReport {
+  files: string[];
+  rows: number;
+  duplicates: number;
+  split: { train: number; eval: number; test: number };
+}
+
+export interface Dataset {
+  train: Example[];
+  eval: Example[];
+  test: Example[];
+  report: DatasetReport;
+}
+
+/** Byte offset of the first invalid UTF-8 sequence, or -1. */
+export function findInvalidUtf8(buf: Uint8Array): number {
+  let i = 0;
+  while (i < buf.length) {
+    const b = buf[i];
+    if (b < 0x80) {
+      i++;
+      continue;
+    }
+    const n = b >= 0xc2 && b <= 0xdf ? 1 : b >= 0xe0 && b <= 0xef ? 2 : b >= 0xf0 && b <= 0xf4 ? 3 : 0;
+    if (n === 0 || i + n > buf.length - 1) return i; // bad lead byte, or the sequence is cut off
+    for (let k = 1; k <= n; k++) if ((buf[i + k] & 0xc0) !== 0x80) return i;
+    const c = buf[i + 1];
+    if ((b === 0xe0 && c < 0xa0) || (b === 0xed && c >= 0xa0) || (b === 0xf0 && c < 0x90) || (b === 0xf4 && c >= 0x90)) return i; // overlong, surrogate, > U+10FFFF
+    i += n + 1;
+  }
+  return -1;
+}
+
+function lineOf(buf: Uint8Array, offset: number): number {
+  let line = 1;
+  for (let i = 0; i < offset; i++) if (buf[i] === 0x0a) line++;
+  return line;
+}
+
+function checkUtf8(file: string): void {
+  const buf = fs.readFileSync(file);
+  try {
+    new TextDecoder("utf-8", { fatal: true }).decode(buf);
+    return;
+  } catch {
+    // find where, for the message
+  }
+  const bad = findInvalidUtf8(buf);
+  if (bad >= 0) {
+    throw new DataError(`${file}:${lineOf(buf, bad)}: invalid UTF-8 (byte 0x${buf[bad].toString(16).padStart(2, "0")} at offset ${bad}); save the file as UTF-8`);
+  }
+}
+
+function formatOf(file: string, format: TrainConfig["data"]["format"]): "csv" | "jsonl" | "spider" {
+  if (format !== "auto") return format;
+  const ext = path.extname(file).toLowerCase();
+  if (ext === ".csv" || ext === ".tsv") return "csv";
+  if (ext === ".jsonl" || ext === ".ndjson") return "jsonl";
+  if (ext === ".json") return "spider";
+  throw new DataError(`${file}: cannot tell the format from the extension '${ext}'; set data.format to csv, jsonl or spider`);
+}
+
+async function readCsv(file: string, cols: TrainConfig["data"]["columns"]): Promise<Example[]> {
+  checkUtf8(file);
+  const parser = fs.createReadStream(file).pipe(parse({ bom: true, columns: true, info: true, skip_empty_lines: true, trim: true }));
+  const out: Example[] = [];
+  let checkedHeader = false;
+  try {
+    for await (const item of parser as AsyncIterable<{ record: Record<string, string>; info: { lines: number } }>) {
+      const { record, info } = item;
+      if (!checkedHeader) {
+        const header = Object.keys(record);
+        for (const c of [cols.question, cols.sql, ...(cols.schema ? [cols.schema] : [])]) {
+          if (!header.includes(c)) {
+            throw new DataError(`${file}:1: missing column '${c}' (the header has: ${header.join(", ")}); map columns with data.columns.question / data.columns.sql`);
+          }
+        }
+        checkedHeader = true;
+      }
+      const line = info.lines;
+      const question = record[cols.question];
+      const sql = record[cols.sql];
+      if (!question) throw new DataError(`${file}:${line}: empty ${cols.question}`);
+      if (!sql) throw new DataError(`${file}:${line}: empty ${cols.sql}`);
+      const ex: Example = { question, sql, source: `${file}:${line}` };
+      if (cols.schema) {
+        if (!record[cols.schema]) throw new DataError(`${file}:${line}: empty ${cols.schema}`);
+        ex.schema = record[cols.schema];
+      }
+      out.push(ex);
+    }
+  } catch (err) {
+    if (err instanceof DataError) throw err;
+    const e = err as Error & { code?: string; lines?: number };
+    const line = e.lines ?? "?";
+    if (e.code === "CSV_QUOTE_NOT_CLOSED") throw new DataError(`${file}:${line}: unterminated quote (a field opens with " and never closes)`);
+    if (e.code === "CSV_RECORD_INCONSISTENT_FIELDS_LENGTH" || e.code === "CSV_RECORD_DONT_MATCH_COLUMNS_LENGTH") {
+      throw new DataError(`${file}:${line}: wrong number of fields (${e.message.replace(/^Invalid Record Length: /, "")})`);
+    }
+    throw new DataError(`${file}:${line}: ${e.message}`);
+  }
+  return out;
+}
+
+function pick(obj: Record<string, unknown>, names: string[]): unknown {
+  for (const n of names) if (obj[n] !== undefined) return obj[n];
+  return undefined;
+}
+
+function fromObject(obj: unknown, cols: TrainConfig["data"]["columns"], where: string, schemas?: Map<string, string>): Example {
+  if (obj === null || typeof obj !== "object" || Array.isArray(obj)) throw new DataError(`${where}: expected an object with a question and its SQL`);
+  const o = obj as Record<string, unknown>;
+  const q = pick(o, [cols.question, "question"]);
+  const s = pick(o, [cols.sql, "sql", "query"]);
+  if (typeof q !== "string" || !q.trim()) throw new DataError(`${where}: missing or empty question (field '${cols.question}' or 'question')`);
+  if (typeof s !== "string" || !s.trim()) throw new DataError(`${where}: missing or empty SQL (field '${cols.sql}', 'sql' or 'query')`);
+  const ex: Example = { question: q.trim(), sql: s.trim(), source: where };
+  if (cols.schema && typeof o[cols.schema] === "string") ex.schema = o[cols.schema] as string;
+  else if (schemas && typeof o.db_id === "string") {
+    const sc = schemas.get(o.db_id);
+    if (!sc) throw new DataError(`${where}: db_id '${o.db_id}' is not in tables.json`);
+    ex.schema = sc;
+  }
+  return ex;
+}
+
+async function readJsonl(file: string, cols: TrainConfig["data"]["columns"]): Promise<Example[]> {
+  checkUtf8(file);
+  const text = fs.readFileSync(file, "utf8").replace(/^\uFEFF/, "");
+  const out: Example[] = [];
+  text.split(/\r?\n/).forEach((raw, i) => {
+    if (!raw.trim()) return;
+    let obj: unknown;
+    try {
+      obj = JSON.parse(raw);
+    } catch (err) {
+      throw new DataError(`${file}:${i + 1}: invalid JSON (${(err as Error).message})`);
+    }
+    out.push(fromObject(obj, cols, `${file}:${i + 1}`));
+  });
+  return out;
+}
+
+interface SpiderTables {
+  db_id: string;
+  table_names_original: string[];
+  column_names_original: [number, string][];
+  column_types: string[];
+  primary_keys: (number | number[])[];
+  foreign_keys: [number, number][];
+}
+
+/** CREATE TABLE statements with primary and foreign keys for every database of a tables.json. */
+export function spiderSchemas(tablesFile: string): Map<string, string> {
+  checkUtf8(tablesFile);
+  let dbs: SpiderTables[];
+  try {
+    dbs = JSON.parse(fs.readFileSync(tablesFile, "utf8").replace(/^\uFEFF/, ""));
+  } catch (err) {
+    throw new DataError(`${tablesFile}: invalid JSON (${(err as Error).message})`);
+  }
+  const out = new Map<string, string>();
+  for (const db of dbs) {
+    const pks = new Set(db.primary_keys.flat());
+    const stmts = db.table_names_original.map((table, ti) => {
+      const cols: string[] = [];
+      db.column_names_original.forEach(([t, name], ci) => {
+        if (t === ti) cols.push(`  ${name} ${db.column_types[ci]}${pks.has(ci) ? " PRIMARY KEY" : ""}`);
+      });
+      for (const [from, to] of db.foreign_keys) {
+        const [ft, fc] = db.column_names_original[from];
+        const [tt, tc] = db.column_names_original[to];
+        if (ft === ti) cols.push(`  FOREIGN KEY (${fc}) REFERENCES ${db.table_names_original[tt]}(${tc})`);
+      }
+      return `CREATE TABLE ${table} (\n${cols.join(",\n")}\n);`;
+    });
+    out.set(db.db_id, stmts.join("\n"));
+  }
+  return out;
+}
+
+async function readSpider(file: string, cols: TrainConfig["data"]["columns"], tablesPath: string | null): Promise<Example[]> {
+  checkUtf8(file);
+  const text = fs.readFileSync(file, "utf8").replace(/^\uFEFF/, "");
+  let arr: unknown;
+  try {
+    arr = JSON.parse(text);
+  } catch (err) {
+    const m = /position (\d+)/.exec((err as Error).message);
+    const line = m ? text.slice(0, Number(m[1])).split("\n").length : "?";
+    throw new DataError(`${file}:${line}: invalid JSON (${(err as Error).message})`);
+  }
+  if (!Array.isArray(arr)) throw new DataError(`${file}: expected a JSON array of {db_id, question, query} (Spider format)`);
+  const schemas = tablesPath ? spiderSchemas(tablesPath) : undefined;
+  return arr.map((o, i) => fromObject(o, cols, `${file}: item ${i}`, schemas));
+}
+
+export async function readExamples(file: string, cfg: TrainConfig["data"]): Promise<Example[]> {
+  if (!fs.existsSync(file)) throw new DataError(`data file not found: ${file}`);
+  const fmt = formatOf(file, cfg.format);
+  const rows = fmt === "csv" ? await readCsv(file, cfg.columns) : fmt === "jsonl" ? await readJsonl(file, cfg.columns) : await readSpider(file, cfg.columns, cfg.tables_path);
+  if (rows.length === 0) throw new DataError(`${file}: no examples`);
+  return rows;
+}
+
+/** A seeded shuffle (splitmix32 + Fisher-Yates), the same on every platform. */
+export function shuffled<T>(items: readonly T[], seed: number): T[] {
+  let s = seed >>> 0;
+  const next = () => {
+    s = (s + 0x9e3779b9) >>> 0;
+    let z = s;
+    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
+    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
+    return ((z ^ (z >>> 16)) >>> 0) / 2 ** 32;
+  };
+  const out = items.slice();
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(next() * (i + 1));
+    [out[i], out[j]] = [out[j], out[i]];
+  }
+  return out;
+}
+
+/** Train/eval/test sizes for n rows: train = floor(n·s0), the rest shared by s1 : s2 (rounded). */
+export function splitSizes(n: number, split: number[]): { train: number; eval: number; test: number } {
+  const train = Math.floor(n * split[0] + 1e-9);
+  const rest = n - train;
+  const evalN = split[1] + split[2] > 0 ? Math.round((rest * split[1]) / (split[1] + split[2])) : 0;
+  return { train, eval: evalN, test: rest - evalN };
+}
+
+function countDuplicates(rows: Example[]): number {
+  const seen = new Set<string>();
+  let dup = 0;
+  for (const r of rows) {
+    const k = `${r.question}\u0000${r.sql}\u0000${r.schema ?? ""}`;
+    if (seen.has(k)) dup++;
+    else seen.add(k);
+  }
+  return dup;
+}
+
+/** Reads the configured data and splits it (or reads the explicit train/eval files). */
+export async function loadDataset(cfg: TrainConfig["data"]): Promise<Dataset> {
+  if (cfg.train_path) {
+    const train = await readExamples(cfg.train_path, cfg);
+    const evalRows = cfg.eval_path ? await readExamples(cfg.eval_path, cfg) : [];
+    const all = [...train, ...evalRows];
+    return {
+      train: cfg.shuffle ? shuffled(train, cfg.seed) : train,
+      eval: evalRows,
+      test: [],
+      report: { files: [cfg.train_path, ...(cfg.eval_path ? [cfg.eval_path] : [])], rows: all.length, duplicates: countDuplicates(all), split: { train: train.length, eval: evalRows.length, test: 0 } },
+    };
+  }
+  const rows = await readExamples(cfg.path!, cfg);
+  const order = cfg.shuffle ? shuffled(rows, cfg.seed) : rows;
+  const sizes = splitSizes(rows.length, cfg.split);
+  return {
+    train: order.slice(0, sizes.train),
+    eval: order.slice(sizes.train, sizes.train + sizes.eval),
+    test: order.slice(sizes.train + sizes.eval),
+    report: { files: [cfg.path!], rows: rows.length, duplicates: countDuplicates(rows), split: sizes },
+  };
+}
