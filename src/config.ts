@@ -175,19 +175,47 @@ function levenshtein(a: string, b: string): number {
   return d[a.length][b.length];
 }
 
-/** The known key closest to `key` (by edit distance on the last part, then on the whole path). */
+/** Names other trainers (HF Trainer, PEFT, the seed's Python) use for our keys. */
+const ALIASES: Record<string, string> = {
+  learning_rate: "train.lr",
+  lr_scheduler_type: "train.lr_schedule",
+  num_train_epochs: "train.epochs",
+  num_epochs: "train.epochs",
+  per_device_train_batch_size: "train.batch_size",
+  gradient_accumulation_steps: "train.grad_accum",
+  max_grad: "train.max_grad_norm",
+  clip: "train.max_grad_norm",
+  eval_steps: "train.eval_every",
+  save_steps: "train.save_every",
+  save_total_limit: "train.keep_checkpoints",
+  output_dir: "output.dir",
+  rank: "lora.r",
+  lora_r: "lora.r",
+  lora_alpha: "lora.alpha",
+  lora_dropout: "lora.dropout",
+  rslora: "lora.use_rslora",
+  max_length: "data.max_seq_len",
+  max_len: "data.max_seq_len",
+  model_name: "model.path",
+  model_name_or_path: "model.path",
+};
+
+/** The known key closest to `key`: a known alias, else the nearest name in the same group, else overall. */
 export function closestKey(key: string): string {
-  const last = key.split(".").pop()!;
-  let best = "";
-  let bestScore = Infinity;
-  for (const k of Object.keys(SCHEMA)) {
-    const score = Math.min(levenshtein(last, k.split(".").pop()!) * 2 + (k.startsWith(key.split(".")[0] + ".") ? 0 : 1), levenshtein(key, k) * 2);
-    if (score < bestScore) {
-      bestScore = score;
-      best = k;
-    }
+  const parts = key.split(".");
+  const last = parts[parts.length - 1];
+  if (ALIASES[last]) return ALIASES[last];
+  const keys = Object.keys(SCHEMA);
+  const nearest = (cands: string[], of: (k: string) => string, target: string) =>
+    cands.map((k) => ({ k, d: levenshtein(target, of(k)) })).sort((a, b) => a.d - b.d)[0];
+  if (parts.length > 1) {
+    const group = keys.filter((k) => k.startsWith(parts[0] + "."));
+    const best = group.length ? nearest(group, (k) => k.slice(parts[0].length + 1), parts.slice(1).join(".")) : undefined;
+    if (best && best.d <= Math.max(2, Math.floor(last.length / 2))) return best.k;
   }
-  return best;
+  const byLast = nearest(keys, (k) => k.split(".").pop()!, last);
+  const byFull = nearest(keys, (k) => k, key);
+  return byLast.d <= byFull.d ? byLast.k : byFull.k;
 }
 
 function describe(v: unknown): string {
@@ -249,6 +277,10 @@ function flatten(obj: Record<string, unknown>, prefix: string, out: Map<string, 
       out.set(key, v);
     } else if (v !== null && typeof v === "object" && !Array.isArray(v) && Object.keys(SCHEMA).some((s) => s.startsWith(key + "."))) {
       flatten(v as Record<string, unknown>, key, out, where);
+    } else if (!prefix && v !== null && typeof v === "object" && !Array.isArray(v)) {
+      const groups = [...new Set(Object.keys(SCHEMA).map((k) => k.split(".")[0]))];
+      const near = groups.map((g) => ({ g, d: levenshtein(g, k) })).sort((a, b) => a.d - b.d)[0];
+      throw new ConfigError(`${where}unknown section '${key}'; did you mean '${near.g}'? (sections: ${groups.join(", ")})`);
     } else {
       throw new ConfigError(`${where}unknown key '${key}'; did you mean '${closestKey(key)}'?`);
     }
