@@ -117,8 +117,8 @@ async function readCsv(file: string, cols: TrainConfig["data"]["columns"]): Prom
     const e = err as Error & { code?: string; lines?: number };
     const line = e.lines ?? "?";
     if (e.code === "CSV_QUOTE_NOT_CLOSED") throw new DataError(`${file}:${line}: unterminated quote (a field opens with " and never closes)`);
-    if (e.code === "CSV_RECORD_INCONSISTENT_FIELDS_LENGTH" || e.code === "CSV_RECORD_DONT_MATCH_COLUMNS_LENGTH") {
-      throw new DataError(`${file}:${line}: wrong number of fields (${e.message.replace(/^Invalid Record Length: /, "")})`);
+    if (e.code?.startsWith("CSV_RECORD_INCONSISTENT") || e.code === "CSV_RECORD_DONT_MATCH_COLUMNS_LENGTH") {
+      throw new DataError(`${file}:${line}: wrong number of fields (${e.message.replace(/^Invalid Record Length: /, "").replace(/ on line \d+$/, "")}); quote fields that contain commas`);
     }
     throw new DataError(`${file}:${line}: ${e.message}`);
   }
