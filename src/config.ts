@@ -298,9 +298,13 @@ export function getPath(cfg: TrainConfig, key: string): unknown {
   return key.split(".").reduce<unknown>((o, p) => (o as Record<string, unknown>)[p], cfg);
 }
 
+export type DeepPartial<T> = { [K in keyof T]?: T[K] extends (infer U)[] ? U[] : T[K] extends object | null ? DeepPartial<T[K]> : T[K] };
+
 export interface ConfigSources {
   /** YAML file */
   file?: string;
+  /** settings as a nested object, applied after the file (as trainSft() takes them) */
+  object?: DeepPartial<TrainConfig>;
   /** already-parsed overrides by dotted key (CLI flags) */
   overrides?: Record<string, unknown>;
   /** `key=value` strings; the value is parsed as YAML (numbers, booleans, lists) */
@@ -330,6 +334,11 @@ export function loadConfig(src: ConfigSources): TrainConfig {
       flatten(doc as Record<string, unknown>, "", flat, `${src.file}: `);
       apply(flat, `${src.file}: `);
     }
+  }
+  if (src.object) {
+    const flat = new Map<string, unknown>();
+    flatten(src.object as Record<string, unknown>, "", flat, "");
+    apply(flat, "");
   }
   const over = new Map<string, unknown>();
   for (const [k, v] of Object.entries(src.overrides ?? {})) {

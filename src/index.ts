@@ -17,3 +17,17 @@ export {
   type StepOptions,
 } from "./engine.js";
 export { systemInfo } from "./system.js";
+export {
+  trainSft,
+  prepareData,
+  formatSummary,
+  type TrainOptions,
+  type TrainHooks,
+  type TrainSummary,
+  type StepEvent,
+  type EvalEvent,
+  type DataSummary,
+} from "./trainer.js";
+export { loadConfig, DEFAULTS as DEFAULT_CONFIG, ConfigError, type TrainConfig, type ConfigSources } from "./config.js";
+export { loadDataset, readExamples, spiderSchemas, DataError, type Example, type Dataset } from "./data.js";
+export { Tokenizer, encodeExample, renderPrompt, DEFAULT_TEMPLATE } from "./prompt.js";

@@ -2,7 +2,7 @@
 // rate, evaluation, checkpoints and resuming. The native engine only accumulates and steps.
 import fs from "node:fs";
 import path from "node:path";
-import { configToYaml, type TrainConfig } from "./config.js";
+import { configToYaml, loadConfig, type DeepPartial, type TrainConfig } from "./config.js";
 import { loadDataset, shuffled, type DatasetReport } from "./data.js";
 import { LoraEngine, makeBatch, type OptimizerState } from "./engine.js";
 import { readGguf } from "./gguf.js";
@@ -210,8 +210,17 @@ function gib(n: number): string {
   return `${(n / 2 ** 30).toFixed(2)} GiB`;
 }
 
-/** Fine-tunes a LoRA adapter on question/SQL pairs. Resolves to a summary of the run. */
-export async function trainSft(cfg: TrainConfig, hooks: TrainHooks = {}): Promise<TrainSummary> {
+/** trainSft's options: a YAML config file and/or settings in the config's shape (they win). */
+export type TrainOptions = DeepPartial<TrainConfig> & { config?: string };
+
+/**
+ * Fine-tunes a LoRA adapter on question/SQL pairs. Resolves to a summary of the run.
+ *
+ *   await trainSft({ config: "configs/quickstart.yaml", train: { max_steps: 50 } }, { onStep: (e) => console.log(e.loss) })
+ */
+export async function trainSft(options: TrainOptions | TrainConfig, hooks: TrainHooks = {}): Promise<TrainSummary> {
+  const { config: file, ...object } = options as TrainOptions;
+  const cfg = loadConfig({ file, object });
   const log = hooks.onLog ?? (() => {});
   const t0 = performance.now();
   const out = cfg.output.dir;
