@@ -145,11 +145,11 @@ are kept) and final_model/adapter.gguf (a GGUF LoRA for llama.cpp, Ollama and no
       },
       onStep: (e) => {
         if (json) return emit({ type: "step", ...e });
-        const payload = { loss: e.loss.toFixed(4), lr: e.lr.toExponential(2), tps: e.tokensPerS.toFixed(0), eta: fmtTime(e.etaS) };
+        const payload = { loss: e.loss.toFixed(4), lr: e.lr.toExponential(2), tps: e.tokensPerS.toFixed(0), remaining: fmtTime(e.etaS) };
         if (tty) {
           if (!bar) {
             bar = new cliProgress.SingleBar({
-              format: "train |{bar}| {value}/{total} steps | loss {loss} | lr {lr} | {tps} tok/s | ETA {eta}",
+              format: "train |{bar}| {value}/{total} steps | loss {loss} | lr {lr} | {tps} tok/s | ETA {remaining}",
               barsize: 24,
               hideCursor: true,
               stream: process.stderr,
@@ -159,7 +159,7 @@ are kept) and final_model/adapter.gguf (a GGUF LoRA for llama.cpp, Ollama and no
           bar.update(e.step, payload);
         } else if (e.step === e.totalSteps || performance.now() - lastLine > 10_000 || e.step === 1) {
           lastLine = performance.now();
-          process.stderr.write(`step ${e.step}/${e.totalSteps} | loss ${payload.loss} | lr ${payload.lr} | ${payload.tps} tok/s | ETA ${payload.eta}\n`);
+          process.stderr.write(`step ${e.step}/${e.totalSteps} | loss ${payload.loss} | lr ${payload.lr} | ${payload.tps} tok/s | ETA ${payload.remaining}\n`);
         }
       },
     });

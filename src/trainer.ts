@@ -295,11 +295,15 @@ export async function trainSft(options: TrainOptions | TrainConfig, hooks: Train
       const idx = Array.from({ length: data.train.length }, (_, i) => i);
       let o = shuffled(idx, tc.seed + epoch);
       if (cfg.data.group_by_length) {
-        // sort chunks of 16 steps by length, then shuffle the steps inside the epoch
+        // within chunks of 16 steps, sort by length so each micro-batch holds similar lengths
+        // (less padding), then shuffle the order of the steps
         const chunk = perStep * 16;
-        const sorted: number[] = [];
-        for (let i = 0; i < o.length; i += chunk) sorted.push(...o.slice(i, i + chunk).sort((a, b) => data.train[b].tokens.length - data.train[a].tokens.length));
-        o = sorted;
+        const steps: number[][] = [];
+        for (let i = 0; i < o.length; i += chunk) {
+          const sorted = o.slice(i, i + chunk).sort((a, b) => data.train[b].tokens.length - data.train[a].tokens.length);
+          for (let j = 0; j < sorted.length; j += perStep) steps.push(sorted.slice(j, j + perStep));
+        }
+        o = shuffled(steps, tc.seed + epoch + 1).flat();
       }
       return o;
     };
