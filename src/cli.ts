@@ -3,7 +3,7 @@
 import cliProgress from "cli-progress";
 import { Command, Option } from "commander";
 import { createRequire } from "node:module";
-import { loadConfig, type TrainConfig } from "./config.js";
+import { DEFAULTS, getPath, loadConfig, SCHEMA, type TrainConfig } from "./config.js";
 import { LoraEngine } from "./engine.js";
 import { resolveModelPath } from "./models.js";
 import { systemInfo } from "./system.js";
@@ -16,6 +16,17 @@ program
   .name("text2sql")
   .description("Fine-tune small Llama-family models with LoRA to turn questions into SQL (no Python).")
   .version(pkg.version);
+
+program
+  .command("keys")
+  .description("list every config key with its type, default and meaning")
+  .action(() => {
+    for (const [key, f] of Object.entries(SCHEMA)) {
+      const def = JSON.stringify(getPath(DEFAULTS, key));
+      const type = f.values ? f.values.join(" | ") : f.kind + (f.nullable ? " | null" : "");
+      console.log(`${key.padEnd(24)} ${type.padEnd(28)} default ${def}\n${" ".repeat(25)}${f.doc}`);
+    }
+  });
 
 program
   .command("doctor")
@@ -71,7 +82,7 @@ function collect(v: string, acc: string[]): string[] {
 
 function withConfigFlags(cmd: Command): Command {
   return cmd
-    .option("-c, --config <file>", "YAML config (see configs/)")
+    .option("-c, --config <file>", "YAML config (see configs/; `text2sql keys` lists every key)")
     .option("--model <path>", "model.path: a Llama GGUF, or builtin:tiny")
     .option("--data <file>", "data.path: CSV, JSONL or Spider JSON")
     .option("--output <dir>", "output.dir")
