@@ -148,11 +148,18 @@ are kept) and final_model/adapter.gguf (a GGUF LoRA for llama.cpp, Ollama and no
       signal: ac.signal,
       command: `npx text2sql ${process.argv.slice(2).filter((a) => a !== "--resume").join(" ")}`,
       onLog: (msg) => (json ? emit({ type: "log", message: msg }) : process.stderr.write(`${msg}\n`)),
+      onEvalProgress: (done, total, step) => {
+        if (json) return;
+        if (tty) {
+          process.stderr.write(`\r\x1b[Keval @ step ${step}: ${done}/${total} examples`);
+        } else if (done === Math.min(total, cfg.train.batch_size)) {
+          process.stderr.write(`eval @ step ${step}: ${total} examples...\n`);
+        }
+      },
       onEval: (e) => {
         if (json) return emit({ type: "eval", ...e });
         const line = `eval @ step ${e.step}: loss ${e.loss.toFixed(4)}, token accuracy ${(100 * e.accuracy).toFixed(1)}%`;
-        if (bar) process.stderr.write("\r\x1b[K" + line + "\n");
-        else process.stderr.write(line + "\n");
+        process.stderr.write((tty ? "\r\x1b[K" : "") + line + "\n");
       },
       onStep: (e) => {
         if (json) return emit({ type: "step", ...e });

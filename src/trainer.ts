@@ -64,6 +64,8 @@ export interface TrainSummary {
 export interface TrainHooks {
   onStep?: (e: StepEvent) => void;
   onEval?: (e: EvalEvent) => void;
+  /** examples evaluated so far, during an evaluation */
+  onEvalProgress?: (done: number, total: number, step: number) => void;
   /** human-readable progress of the preparation phases */
   onLog?: (msg: string) => void;
   /** abort: the current micro-step finishes, a checkpoint is saved, the summary says interrupted */
@@ -282,6 +284,7 @@ export async function trainSft(options: TrainOptions | TrainConfig, hooks: Train
         lossSum += st.lossSum;
         n += st.nTokens;
         correct += st.nCorrect;
+        hooks.onEvalProgress?.(Math.min(i + tc.batch_size, data.eval.length), data.eval.length, step);
         if (hooks.signal?.aborted) return;
       }
       lastEval = { step, loss: lossSum / n, accuracy: correct / n, tokens: n };
@@ -309,6 +312,7 @@ export async function trainSft(options: TrainOptions | TrainConfig, hooks: Train
     };
     let epochOrder = order(state.epoch);
     let tokensSeen = 0;
+    let trainSeconds = 0; // time in accumulate/step only: evaluation and checkpoints excluded
     const loopStart = performance.now();
     let interrupted = false;
     let lastLoss = NaN;
@@ -321,6 +325,7 @@ export async function trainSft(options: TrainOptions | TrainConfig, hooks: Train
         state.offset = 0;
         epochOrder = order(state.epoch);
       }
+      const stepT0 = performance.now();
       const ids = epochOrder.slice(state.offset, state.offset + perStep);
       const exs = ids.map((i) => data.train[i]);
       const divisor = exs.reduce((n, e) => n + e.mask.reduce((a, b) => a + b, 0), 0); // targets in the whole step
@@ -352,10 +357,11 @@ export async function trainSft(options: TrainOptions | TrainConfig, hooks: Train
       const opt = await engine.getOptimizerState();
       state.optimizer = { t: opt.t, dropoutCalls: opt.dropoutCalls ?? 0 };
       tokensSeen += stepTokens;
+      trainSeconds += (performance.now() - stepT0) / 1000;
       lastLoss = lossSum / divisor;
       recent.push(lastLoss);
       if (recent.length > 10) recent.shift();
-      const elapsedS = (performance.now() - loopStart) / 1000;
+      const elapsedS = (performance.now() - loopStart) / 1000; // wall time, evaluations included (for the ETA)
       const ev: StepEvent = {
         step: state.step,
         totalSteps,
@@ -364,7 +370,7 @@ export async function trainSft(options: TrainOptions | TrainConfig, hooks: Train
         lr,
         gradNorm,
         tokens: stepTokens,
-        tokensPerS: tokensSeen / elapsedS,
+        tokensPerS: tokensSeen / trainSeconds,
         elapsedS,
         etaS: (elapsedS / (state.step - (resumeFrom ? resumeFrom.step : 0))) * (totalSteps - state.step),
       };
@@ -407,7 +413,7 @@ export async function trainSft(options: TrainOptions | TrainConfig, hooks: Train
       evalLoss: lastEval ? (lastEval as EvalEvent).loss : null,
       evalAccuracy: lastEval ? (lastEval as EvalEvent).accuracy : null,
       wallS: (performance.now() - t0) / 1000,
-      tokensPerS: tokensSeen / ((performance.now() - loopStart) / 1000),
+      tokensPerS: trainSeconds > 0 ? tokensSeen / trainSeconds : 0,
       peakRssBytes: peak,
       trainableParams: engine.trainableParams,
       memory: { baseWeights, transposedCopies: transposed, lora, gradients: lora, optimizer: 2 * lora, activationsAndOther: Math.max(0, peak - baseWeights - transposed - 4 * lora) },
