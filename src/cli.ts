@@ -2,9 +2,11 @@
 // The text2sql command line.
 import cliProgress from "cli-progress";
 import { Command, Option } from "commander";
+import fs from "node:fs";
 import { createRequire } from "node:module";
 import { DEFAULTS, getPath, loadConfig, SCHEMA, type TrainConfig } from "./config.js";
 import { LoraEngine } from "./engine.js";
+import { disposeGenerators, generateSql } from "./generate.js";
 import { resolveModelPath } from "./models.js";
 import { systemInfo } from "./system.js";
 import { formatSummary, prepareData, trainSft, type TrainSummary } from "./trainer.js";
@@ -209,6 +211,45 @@ Example:
     console.log(`SQL tokens       ${l(s.completionTokens)}`);
     console.log(`example tokens   ${l(s.totalTokens)} (BOS + prompt + SQL + EOS)`);
     console.log(`over ${s.maxSeqLen} tokens  ${s.overMaxSeqLen} (${cfg.data.too_long === "skip" ? `${s.skippedTooLong} skipped` : `${s.truncated} truncated, ${s.skippedTooLong} skipped`})`);
+  });
+
+program
+  .command("generate")
+  .description("turn a question into SQL with a trained adapter (greedy decoding, through node-llama-cpp)")
+  .argument("<question...>", "the question (quote it, or pass it as several words)")
+  .option("--adapter <path>", "adapter.gguf, or a trainer output / final_model / checkpoint folder", undefined)
+  .option("--model <path>", "base model GGUF (default: the base recorded in the adapter folder)")
+  .option("--schema <file>", "CREATE TABLE statements: fills {schema} in schema-aware templates and validates the SQL in SQLite")
+  .option("--max-tokens <n>", "longest SQL in tokens", "256")
+  .addOption(new Option("--device <device>", "where to run").choices(["auto", "cpu"]).default("auto"))
+  .option("--threads <n>", "CPU threads")
+  .option("--json", "print the whole result as JSON")
+  .addHelpText("after", `
+Examples:
+  npx text2sql generate "How many heads of the departments are older than 56?" --adapter outputs/spider
+  npx text2sql generate "Which singers are from France?" --adapter outputs/spider --schema schema.sql --json`)
+  .action(async (words: string[], o: { adapter?: string; model?: string; schema?: string; maxTokens: string; device: "auto" | "cpu"; threads?: string; json?: boolean }) => {
+    const question = words.join(" ");
+    if (!o.adapter && !o.model) throw new Error("give --adapter (a trainer output folder) and/or --model (a base GGUF)");
+    if (o.schema && !fs.existsSync(o.schema)) throw new Error(`--schema: file not found: ${o.schema}`);
+    const maxTokens = Number(o.maxTokens);
+    if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new Error(`--max-tokens: expected an integer >= 1, got ${JSON.stringify(o.maxTokens)}`);
+    const r = await generateSql({
+      question,
+      adapter: o.adapter,
+      model: o.model,
+      schema: o.schema ? fs.readFileSync(o.schema, "utf8") : undefined,
+      maxTokens,
+      device: o.device,
+      threads: o.threads ? Number(o.threads) : undefined,
+      parallel: 1,
+    });
+    await disposeGenerators();
+    if (o.json) console.log(JSON.stringify(r, null, 2));
+    else {
+      console.log(r.sql);
+      if (r.valid === false) console.error(`text2sql: the SQL does not fit the schema: ${r.error}`);
+    }
   });
 
 function fmtTime(s: number): string {

@@ -31,3 +31,15 @@ export {
 export { loadConfig, DEFAULTS as DEFAULT_CONFIG, ConfigError, type TrainConfig, type ConfigSources } from "./config.js";
 export { loadDataset, readExamples, spiderSchemas, DataError, type Example, type Dataset } from "./data.js";
 export { Tokenizer, encodeExample, renderPrompt, DEFAULT_TEMPLATE } from "./prompt.js";
+export {
+  generateSql,
+  disposeGenerators,
+  SqlGenerator,
+  validateSql,
+  extractSql,
+  resolveAdapter,
+  checkAdapterFits,
+  type GenerateOptions,
+  type GeneratorOptions,
+  type GenerateResult,
+} from "./generate.js";

@@ -1,0 +1,251 @@
+#!/usr/bin/env python3
+"""Records reference logits of exported PEFT adapters with PyTorch, for test/peft.test.ts.
+
+It shares no code with text2sql and works in Hugging Face row order throughout: the tiny GGUF's
+q_proj/k_proj weights are un-permuted back to HF order (the inverse of llama.cpp's converter
+permutation), RoPE is HF's rotate_half (not ggml's adjacent pairs), GQA repeats KV heads with
+repeat_interleave, RMSNorm and SwiGLU as in transformers' LlamaModel, and each target module
+computes y = W x + s * B (A x) with s = lora_alpha / r (lora_alpha / sqrt(r) with use_rslora),
+reading adapter_model.safetensors (with a small numpy reader written here) and
+adapter_config.json exactly as PEFT would. Everything is float64.
+
+The PEFT folders come from the test itself, so only the fixture (logits) is committed:
+
+  PEFT_RECORD_DIR=/tmp/t2s-peft-rec npx vitest run test/peft.test.ts -t record
+  /usr/bin/python3 scripts/make-peft-reference.py /tmp/t2s-peft-rec test/fixtures/peft-reference.json
+
+The record step writes /tmp/t2s-peft-rec/manifest.json (the GGUF path, the adapter's seed and
+scale, and one folder per case). It needs Debian's python3-torch (1.13) and the gguf-py reader
+from the llama.cpp source that node-llama-cpp ships.
+"""
+import hashlib
+import json
+import math
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "node_modules", ".cache", "text2sql", "llama.cpp", "gguf-py"))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from gguf.gguf_reader import GGUFReader  # noqa: E402
+
+torch.set_default_dtype(torch.float64)
+
+TOKENS = [1, 518, 25580, 29962, 3251, 403, 3758, 363, 278, 1494, 1139]
+N_IDS = 256  # logits recorded per position: these vocabulary ids, plus the full-vocab logsumexp
+
+HF_NAMES = {
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+    "attn_norm": "input_layernorm",
+    "ffn_norm": "post_attention_layernorm",
+}
+
+
+def field(r, key):
+    return r.fields[key].parts[-1][0].item()
+
+
+def unpermute(w, n_head):
+    """Inverse of llama.cpp's w.reshape(n_head, 2, rows/n_head/2, cols).swapaxes(1, 2).reshape(rows, cols)."""
+    rows, cols = w.shape
+    return w.reshape(n_head, rows // n_head // 2, 2, cols).swapaxes(1, 2).reshape(rows, cols)
+
+
+def permute(w, n_head):
+    rows, cols = w.shape
+    return w.reshape(n_head, 2, rows // n_head // 2, cols).swapaxes(1, 2).reshape(rows, cols)
+
+
+def load_hf(path):
+    """The GGUF's weights under HF names, in HF row order."""
+    r = GGUFReader(path)
+    hp = {
+        "n_embd": field(r, "llama.embedding_length"),
+        "n_layer": field(r, "llama.block_count"),
+        "n_head": field(r, "llama.attention.head_count"),
+        "n_head_kv": field(r, "llama.attention.head_count_kv"),
+        "eps": field(r, "llama.attention.layer_norm_rms_epsilon"),
+        "base": field(r, "llama.rope.freq_base"),
+    }
+    w = {}
+    for t in r.tensors:
+        a = np.array(t.data, dtype=np.float64)
+        name = t.name
+        if name == "token_embd.weight":
+            w["model.embed_tokens.weight"] = a
+        elif name == "output_norm.weight":
+            w["model.norm.weight"] = a
+        elif name == "output.weight":
+            w["lm_head.weight"] = a
+        else:
+            _, il, stem, _ = name.split(".")
+            if stem == "attn_q":
+                u = unpermute(a, hp["n_head"])
+                assert np.array_equal(permute(u, hp["n_head"]), a)
+                a = u
+            elif stem == "attn_k":
+                u = unpermute(a, hp["n_head_kv"])
+                assert np.array_equal(permute(u, hp["n_head_kv"]), a)
+                a = u
+            w[f"model.layers.{il}.{HF_NAMES[stem]}.weight"] = a
+    if "lm_head.weight" not in w:
+        w["lm_head.weight"] = w["model.embed_tokens.weight"]
+    return {k: torch.tensor(v) for k, v in w.items()}, hp
+
+
+def read_safetensors(path):
+    """A minimal safetensors reader: F32, F16 and BF16 to float64 numpy arrays."""
+    with open(path, "rb") as f:
+        buf = f.read()
+    n = int.from_bytes(buf[:8], "little")
+    header = json.loads(buf[8:8 + n].decode("utf8"))
+    data = buf[8 + n:]
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        b, e = info["data_offsets"]
+        raw = data[b:e]
+        if info["dtype"] == "F32":
+            a = np.frombuffer(raw, dtype="<f4").astype(np.float64)
+        elif info["dtype"] == "F16":
+            a = np.frombuffer(raw, dtype="<f2").astype(np.float64)
+        elif info["dtype"] == "BF16":
+            a = (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+        else:
+            raise ValueError(f"{path}: {name}: dtype {info['dtype']}")
+        out[name] = a.reshape(info["shape"])
+    return out
+
+
+def load_peft(folder):
+    with open(os.path.join(folder, "adapter_config.json")) as f:
+        cfg = json.load(f)
+    assert cfg["peft_type"] == "LORA" and cfg["bias"] == "none" and not cfg["fan_in_fan_out"]
+    r, alpha = cfg["r"], cfg["lora_alpha"]
+    scale = alpha / math.sqrt(r) if cfg.get("use_rslora") else alpha / r
+    st = read_safetensors(os.path.join(folder, "adapter_model.safetensors"))
+    lora = {}
+    for key, a in st.items():
+        assert key.startswith("base_model.model.") and key.endswith(".weight"), key
+        module, ab = key[len("base_model.model."):-len(".weight")].rsplit(".", 1)
+        assert module.split(".")[-1] in cfg["target_modules"], key
+        lora.setdefault(module, {})[ab] = torch.tensor(a)
+    for module, p in lora.items():
+        assert p["lora_A"].shape[0] == r and p["lora_B"].shape[1] == r, module
+    return lora, scale, cfg
+
+
+def rms_norm(x, weight, eps):
+    return x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps) * weight
+
+
+def rotate_half(x):
+    h = x.shape[-1] // 2
+    return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
+
+
+def rope_hf(x, base):
+    # x: [T, heads, hd]; transformers' LlamaRotaryEmbedding + apply_rotary_pos_emb
+    T, _, hd = x.shape
+    inv_freq = 1.0 / base ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd)
+    freqs = torch.arange(T, dtype=torch.float64)[:, None] * inv_freq[None, :]
+    emb = torch.cat((freqs, freqs), dim=-1)
+    cos, sin = emb.cos()[:, None, :], emb.sin()[:, None, :]
+    return x * cos + rotate_half(x) * sin
+
+
+def forward(w, hp, tokens, lora=None, scale=0.0):
+    d, nh, nkv = hp["n_embd"], hp["n_head"], hp["n_head_kv"]
+    hd, g = d // nh, nh // nkv
+    T = len(tokens)
+
+    def lin(x, module):
+        y = x @ w[module + ".weight"].T
+        if lora is not None and module in lora:
+            y = y + scale * (x @ lora[module]["lora_A"].T) @ lora[module]["lora_B"].T
+        return y
+
+    x = w["model.embed_tokens.weight"][torch.tensor(tokens)]
+    mask = torch.full((T, T), -math.inf).triu(1)
+    for il in range(hp["n_layer"]):
+        p = f"model.layers.{il}."
+        h = rms_norm(x, w[p + "input_layernorm.weight"], hp["eps"])
+        q = rope_hf(lin(h, p + "self_attn.q_proj").view(T, nh, hd), hp["base"])
+        k = rope_hf(lin(h, p + "self_attn.k_proj").view(T, nkv, hd), hp["base"]).repeat_interleave(g, dim=1)
+        v = lin(h, p + "self_attn.v_proj").view(T, nkv, hd).repeat_interleave(g, dim=1)
+        att = torch.einsum("qhd,khd->hqk", q, k) / math.sqrt(hd) + mask
+        o = torch.einsum("hqk,khd->qhd", torch.softmax(att, -1), v).reshape(T, d)
+        x = x + lin(o, p + "self_attn.o_proj")
+        h2 = rms_norm(x, w[p + "post_attention_layernorm.weight"], hp["eps"])
+        x = x + lin(torch.nn.functional.silu(lin(h2, p + "mlp.gate_proj")) * lin(h2, p + "mlp.up_proj"), p + "mlp.down_proj")
+    return rms_norm(x, w["model.norm.weight"], hp["eps"]) @ w["lm_head.weight"].T
+
+
+def sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def rel_error(a, b):
+    return float(torch.linalg.norm(a - b) / torch.linalg.norm(b))
+
+
+def main():
+    rec_dir, out_path = sys.argv[1], sys.argv[2]
+    with open(os.path.join(rec_dir, "manifest.json")) as f:
+        manifest = json.load(f)
+    w, hp = load_hf(manifest["model"])
+    V = w["lm_head.weight"].shape[0]
+    ids = sorted(int(i) for i in np.random.default_rng(7).choice(V, N_IDS, replace=False))
+
+    def record(logits):
+        return {
+            "logits": [[float(f"{x:.9g}") for x in row[ids].tolist()] for row in logits],
+            "logsumexp": [float(f"{x:.12g}") for x in torch.logsumexp(logits, -1).tolist()],
+        }
+
+    base = forward(w, hp, TOKENS)
+    cases, full = [], {}
+    for c in manifest["cases"]:
+        folder = os.path.join(rec_dir, c["dir"])
+        lora, scale, cfg = load_peft(folder)
+        logits = forward(w, hp, TOKENS, lora, scale)
+        full[c["name"]] = logits
+        cases.append({
+            **c,
+            "scale": scale,
+            "files": {n: sha256(os.path.join(folder, n)) for n in ("adapter_config.json", "adapter_model.safetensors")},
+            **record(logits),
+        })
+        print(f"{c['name']}: scale {scale}, relative change against the base model {rel_error(logits, base):.3g}")
+    for c in cases:
+        if c.get("unpermute") is False:
+            c["relErrorAgainstGood"] = rel_error(full[c["name"]], full[c["sameAs"]])
+            print(f"{c['name']}: relative error against {c['sameAs']} {c['relErrorAgainstGood']:.3g}")
+
+    fixture = {
+        "about": "logits of exported PEFT adapters, recorded by scripts/make-peft-reference.py (PyTorch " + torch.__version__ + ", float64, HF row order, rotate_half RoPE)",
+        "model": {"makeTestModel": manifest["makeTestModel"], "sha256": sha256(manifest["model"])},
+        "adapter": manifest["adapter"],
+        "tokens": TOKENS,
+        "vocabIds": ids,
+        "base": record(base),
+        "cases": cases,
+    }
+    with open(out_path, "w") as f:
+        json.dump(fixture, f, separators=(",", ":"))
+        f.write("\n")
+    print(f"wrote {out_path}: {len(cases)} cases, {len(TOKENS)} positions x {len(ids)} logits")
+
+
+if __name__ == "__main__":
+    main()

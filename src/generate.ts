@@ -1,0 +1,305 @@
+// Question to SQL through node-llama-cpp: the base GGUF plus the trained GGUF LoRA, the exact
+// training prompt, greedy decoding that stops at EOS or the end of the statement, and optional
+// validation of the SQL against a schema in SQLite (prepared, never run).
+import fs from "node:fs";
+import path from "node:path";
+import { getLlama, LlamaLogLevel, type Llama, type LlamaContext, type LlamaContextSequence, type LlamaModel, type Token } from "node-llama-cpp";
+import { DEFAULT_TEMPLATE } from "./config.js";
+import { GgufValueType, readGguf } from "./gguf.js";
+import { cpuLlama, renderPrompt } from "./prompt.js";
+
+export interface GeneratorOptions {
+  /** base model GGUF; defaults to the base recorded in the adapter folder */
+  model?: string;
+  /** an adapter.gguf, a final_model/ or checkpoint folder, or a trainer output folder */
+  adapter?: string;
+  /** the prompt template; defaults to the one recorded in the adapter folder, else the seed's */
+  template?: string;
+  device?: "auto" | "cpu";
+  /** questions decoded at the same time (parallel sequences of one context) */
+  parallel?: number;
+  /** context length per sequence (prompt + SQL) */
+  contextSize?: number;
+  /** CPU threads for decoding (default: node-llama-cpp's choice). On a busy machine fewer is faster. */
+  threads?: number;
+}
+
+export interface GenerateOptions {
+  question: string;
+  /** CREATE TABLE statements: fills {schema} in schema-aware templates, and enables validation */
+  schema?: string;
+  maxTokens?: number;
+  /** 0 (default) decodes greedily */
+  temperature?: number;
+  /** check the SQL against the schema in an in-memory SQLite (default: true when a schema is given) */
+  validate?: boolean;
+}
+
+export interface GenerateResult {
+  sql: string;
+  /** generated tokens */
+  tokens: number;
+  ms: number;
+  /** set when the SQL was validated against a schema */
+  valid?: boolean;
+  error?: string;
+}
+
+interface ResolvedAdapter {
+  adapterFile?: string;
+  baseModel?: string;
+  template?: string;
+}
+
+/** Finds adapter.gguf and the recorded base model/template for a file or any trainer output folder. */
+export function resolveAdapter(p: string): ResolvedAdapter {
+  if (!fs.existsSync(p)) throw new Error(`adapter: not found: ${p}`);
+  let dir: string;
+  let file: string;
+  if (fs.statSync(p).isDirectory()) {
+    const candidates = [p, path.join(p, "final_model")];
+    const hit = candidates.find((d) => fs.existsSync(path.join(d, "adapter.gguf")));
+    if (!hit) throw new Error(`adapter: no adapter.gguf in ${p} or ${path.join(p, "final_model")}`);
+    dir = hit;
+    file = path.join(hit, "adapter.gguf");
+  } else {
+    file = p;
+    dir = path.dirname(p);
+  }
+  const out: ResolvedAdapter = { adapterFile: file };
+  const meta = path.join(dir, "text2sql.json");
+  if (fs.existsSync(meta)) {
+    const m = JSON.parse(fs.readFileSync(meta, "utf8")) as { base_model?: string; template?: string };
+    out.baseModel = m.base_model;
+    out.template = m.template;
+  }
+  return out;
+}
+
+/**
+ * Checks that a GGUF LoRA fits a base GGUF before llama.cpp sees it: the architecture, and every
+ * lora_a [n_in, r] / lora_b [r, n_out] against its base tensor [n_in, n_out]. Throws naming the
+ * tensor and both shapes.
+ */
+export function checkAdapterFits(modelPath: string, adapterFile: string): void {
+  const base = readGguf(modelPath);
+  const ad = readGguf(adapterFile);
+  const str = (f: typeof base, k: string) => {
+    const v = f.metadata.get(k);
+    return v && v.type === GgufValueType.STRING ? String(v.value) : undefined;
+  };
+  if (str(ad, "general.type") !== "adapter") throw new Error(`adapter: ${adapterFile} is not a GGUF LoRA adapter (general.type is ${str(ad, "general.type") ?? "missing"})`);
+  if (str(ad, "general.architecture") !== str(base, "general.architecture")) {
+    throw new Error(`adapter: ${adapterFile} is for architecture '${str(ad, "general.architecture")}' but ${modelPath} is '${str(base, "general.architecture")}'`);
+  }
+  const byName = new Map(base.tensors.map((t) => [t.name, t]));
+  const shape = (ne: number[]) => `[${ne.join(", ")}]`;
+  for (const t of ad.tensors) {
+    const m = /^(.*)\.lora_([ab])$/.exec(t.name);
+    if (!m) throw new Error(`adapter: ${adapterFile} has a tensor '${t.name}' that is not a LoRA a/b tensor`);
+    const w = byName.get(m[1]);
+    if (!w) throw new Error(`adapter: tensor '${t.name}' adapts '${m[1]}', which ${modelPath} does not have`);
+    const ok = m[2] === "a" ? t.ne[0] === w.ne[0] : t.ne[1] === w.ne[1];
+    if (!ok) {
+      throw new Error(`adapter: tensor '${t.name}' has shape ${shape(t.ne)} but the base tensor '${m[1]}' has shape ${shape(w.ne)} (${m[2] === "a" ? "lora_a needs [n_in, r]" : "lora_b needs [r, n_out]"}); the adapter was trained on another base model`);
+    }
+  }
+}
+
+/** Cuts the SQL out of a completion: after [/INST] if present, up to the end of the first statement. */
+export function extractSql(text: string): string {
+  const inst = text.lastIndexOf("[/INST]");
+  let s = inst >= 0 ? text.slice(inst + 7) : text;
+  let quote: string | null = null;
+  for (let i = 0; i < s.length; i++) {
+    const c = s[i];
+    if (quote) {
+      if (c === quote) quote = null;
+    } else if (c === "'" || c === '"' || c === "`") {
+      quote = c;
+    } else if (c === ";") {
+      s = s.slice(0, i);
+      break;
+    }
+  }
+  s = s.trim();
+  return s ? `${s};` : "";
+}
+
+/** Whether the text already holds a complete statement (a ; outside quotes). */
+function statementEnded(text: string): boolean {
+  let quote: string | null = null;
+  for (const c of text) {
+    if (quote) {
+      if (c === quote) quote = null;
+    } else if (c === "'" || c === '"' || c === "`") quote = c;
+    else if (c === ";") return true;
+  }
+  return false;
+}
+
+type SqliteCtor = typeof import("better-sqlite3");
+let sqliteCtor: SqliteCtor | undefined;
+
+/** better-sqlite3, loaded on first use: training needs no SQLite, so a missing build blocks nothing else. */
+async function sqlite(): Promise<SqliteCtor> {
+  if (!sqliteCtor) {
+    try {
+      sqliteCtor = (await import("better-sqlite3")).default;
+      new sqliteCtor(":memory:").close();
+    } catch (err) {
+      sqliteCtor = undefined;
+      throw new Error(`SQL validation needs better-sqlite3's native module, which did not load (${(err as Error).message.split("\n")[0]}); ` +
+        "approve and build it with: npm install-scripts approve better-sqlite3 && npm rebuild better-sqlite3");
+    }
+  }
+  return sqliteCtor;
+}
+
+/**
+ * Checks SQL against a schema: builds the schema in an in-memory SQLite database and prepares the
+ * statement. Nothing is executed; a statement that would write is reported invalid.
+ */
+export async function validateSql(sql: string, schema: string): Promise<{ valid: boolean; error?: string }> {
+  const Database = await sqlite();
+  const db = new Database(":memory:");
+  try {
+    try {
+      db.exec(schema);
+    } catch (err) {
+      throw new Error(`schema: ${(err as Error).message}`);
+    }
+    try {
+      const stmt = db.prepare(sql);
+      if (!stmt.readonly) return { valid: false, error: "not a read-only query (only SELECT/WITH queries are accepted)" };
+      return { valid: true };
+    } catch (err) {
+      return { valid: false, error: (err as Error).message };
+    }
+  } finally {
+    db.close();
+  }
+}
+
+export class SqlGenerator {
+  readonly modelPath: string;
+  readonly adapterPath: string | undefined;
+  readonly template: string;
+  private readonly free: LlamaContextSequence[];
+  private readonly waiting: (() => void)[] = [];
+
+  private constructor(
+    private readonly model: LlamaModel,
+    private readonly context: LlamaContext,
+    opts: { modelPath: string; adapterPath?: string; template: string },
+  ) {
+    this.modelPath = opts.modelPath;
+    this.adapterPath = opts.adapterPath;
+    this.template = opts.template;
+    // one sequence per parallel slot, reused from question to question
+    this.free = Array.from({ length: context.totalSequences }, () => context.getSequence());
+  }
+
+  /** Loads the model (and adapter) once; reuse the generator for every question. */
+  static async load(o: GeneratorOptions): Promise<SqlGenerator> {
+    const a = o.adapter ? resolveAdapter(o.adapter) : {};
+    const modelPath = o.model ?? a.baseModel;
+    if (!modelPath) throw new Error("model: give the base model GGUF (no adapter folder with a recorded base was given)");
+    if (!fs.existsSync(modelPath)) throw new Error(`model: file not found: ${modelPath}`);
+    const parallel = o.parallel ?? 4;
+    if (!Number.isInteger(parallel) || parallel < 1) throw new TypeError(`parallel: expected an integer >= 1, got ${parallel}`);
+    if (a.adapterFile) checkAdapterFits(modelPath, a.adapterFile);
+    const llama: Llama = o.device === "cpu" ? await cpuLlama() : await getLlama({ build: "never", progressLogs: false, logLevel: LlamaLogLevel.error });
+    const model = await llama.loadModel({ modelPath });
+    try {
+      const context = await model.createContext({
+        sequences: parallel,
+        contextSize: (o.contextSize ?? 1024) * parallel,
+        lora: a.adapterFile ? { adapters: [{ filePath: a.adapterFile, scale: 1 }] } : undefined,
+        failedCreationRemedy: false,
+        ...(o.threads ? { threads: o.threads } : {}),
+      });
+      return new SqlGenerator(model, context, { modelPath, adapterPath: a.adapterFile, template: o.template ?? a.template ?? DEFAULT_TEMPLATE });
+    } catch (err) {
+      await model.dispose();
+      const msg = (err as Error).message;
+      throw new Error(a.adapterFile ? `adapter: ${a.adapterFile} could not be applied to ${modelPath} (${msg}); is it an adapter for this base model?` : msg);
+    }
+  }
+
+  private async acquire(): Promise<LlamaContextSequence> {
+    while (this.free.length === 0) await new Promise<void>((r) => this.waiting.push(r));
+    return this.free.pop()!;
+  }
+
+  private release(s: LlamaContextSequence): void {
+    this.free.push(s);
+    this.waiting.shift()?.();
+  }
+
+  /** The exact training prompt's tokens: BOS + prompt. */
+  promptTokens(question: string, schema?: string): Token[] {
+    const prompt = renderPrompt(this.template, { question, schema });
+    const bos = this.model.tokens.bos;
+    return [...(bos != null ? [bos] : []), ...this.model.tokenize(prompt, false)];
+  }
+
+  async generate(o: GenerateOptions): Promise<GenerateResult> {
+    if (typeof o.question !== "string" || !o.question.trim()) throw new TypeError("question: expected a non-empty string");
+    const maxTokens = o.maxTokens ?? 256;
+    const t0 = performance.now();
+    const tokens = this.promptTokens(o.question.trim(), o.schema);
+    const sequence = await this.acquire();
+    const out: Token[] = [];
+    try {
+      await sequence.clearHistory();
+      const eos = this.model.tokens.eos;
+      for await (const t of sequence.evaluate(tokens, { temperature: o.temperature ?? 0 })) {
+        if (t === eos) break;
+        out.push(t);
+        if (out.length >= maxTokens || statementEnded(this.model.detokenize(out))) break;
+      }
+    } finally {
+      this.release(sequence);
+    }
+    const sql = extractSql(this.model.detokenize(out));
+    const result: GenerateResult = { sql, tokens: out.length, ms: performance.now() - t0 };
+    if (o.schema && o.validate !== false) Object.assign(result, await validateSql(sql, o.schema));
+    return result;
+  }
+
+  /** Many questions at once, decoded in parallel sequences; results in input order. */
+  generateMany(items: GenerateOptions[]): Promise<GenerateResult[]> {
+    return Promise.all(items.map((it) => this.generate(it)));
+  }
+
+  async dispose(): Promise<void> {
+    await this.context.dispose();
+    await this.model.dispose();
+  }
+}
+
+const cache = new Map<string, Promise<SqlGenerator>>();
+
+/**
+ * Question to SQL. The model and context are loaded on the first call and reused by later calls
+ * with the same model, adapter and device (see SqlGenerator for explicit control).
+ */
+export async function generateSql(o: GenerateOptions & GeneratorOptions): Promise<GenerateResult> {
+  if (typeof o.question !== "string" || !o.question.trim()) throw new TypeError("question: expected a non-empty string");
+  const key = JSON.stringify([o.model, o.adapter, o.device, o.template, o.parallel, o.contextSize, o.threads]);
+  let g = cache.get(key);
+  if (!g) {
+    g = SqlGenerator.load(o);
+    cache.set(key, g);
+    g.catch(() => cache.delete(key));
+  }
+  return (await g).generate(o);
+}
+
+/** Frees the models generateSql() keeps loaded. */
+export async function disposeGenerators(): Promise<void> {
+  const all = [...cache.values()];
+  cache.clear();
+  for (const g of all) await (await g.catch(() => null))?.dispose();
+}

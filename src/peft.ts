@@ -1,0 +1,567 @@
+// Hugging Face PEFT adapters: export our LoRA to `adapter_model.safetensors` + `adapter_config.json`
+// and import such a folder back, with a minimal safetensors reader and writer.
+//
+// The one subtle point (../shared/docs/engine-notes.md §3): llama.cpp's converter permutes the rows
+// of q_proj and k_proj, so a LoRA trained on GGUF weights has the rows of q/k `lora_B` in GGUF
+// order. Export applies the inverse permutation to those, import re-applies the forward one.
+// `lora_A` and the other five modules are never permuted.
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16, GgufValueType, readGguf } from "./gguf.js";
+
+// ---------------------------------------------------------------------------
+// safetensors
+// ---------------------------------------------------------------------------
+
+export type SafetensorsDtype = "F32" | "F16" | "BF16";
+
+export interface SafetensorsTensor {
+  name: string;
+  /** Row-major (torch) shape. */
+  shape: number[];
+  /** Values as f32 (converted from F16/BF16 when read). */
+  data: Float32Array;
+}
+
+export interface SafetensorsFile {
+  tensors: (SafetensorsTensor & { dtype: string })[];
+  metadata: Record<string, string>;
+}
+
+const DTYPE_SIZE: Record<SafetensorsDtype, number> = { F32: 4, F16: 2, BF16: 2 };
+const LITTLE_ENDIAN_HOST = os.endianness() === "LE";
+
+function product(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+function shapeStr(shape: readonly number[]): string {
+  return `[${shape.join(", ")}]`;
+}
+
+/**
+ * Writes a safetensors file: an 8-byte little-endian header length, a JSON header (padded with
+ * spaces to a multiple of 8) and the raw little-endian data, in the order given.
+ */
+export function writeSafetensors(
+  file: string,
+  tensors: (SafetensorsTensor & { dtype?: SafetensorsDtype })[],
+  metadata: Record<string, string> = { format: "pt" },
+): void {
+  const header: Record<string, unknown> = { __metadata__: metadata };
+  const chunks: Buffer[] = [];
+  let offset = 0;
+  const seen = new Set<string>();
+  for (const t of tensors) {
+    const dtype = t.dtype ?? "F32";
+    if (!(dtype in DTYPE_SIZE)) throw new TypeError(`writeSafetensors: tensor ${t.name}: unsupported dtype ${dtype}`);
+    if (t.name === "__metadata__" || seen.has(t.name)) throw new TypeError(`writeSafetensors: duplicate or reserved tensor name ${JSON.stringify(t.name)}`);
+    seen.add(t.name);
+    if (!t.shape.every((d) => Number.isInteger(d) && d >= 0) || product(t.shape) !== t.data.length) {
+      throw new TypeError(`writeSafetensors: tensor ${t.name}: shape ${shapeStr(t.shape)} does not hold ${t.data.length} values`);
+    }
+    let bytes: Buffer;
+    if (dtype === "F32") {
+      if (LITTLE_ENDIAN_HOST) {
+        bytes = Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+      } else {
+        bytes = Buffer.alloc(t.data.length * 4);
+        t.data.forEach((x, i) => bytes.writeFloatLE(x, i * 4));
+      }
+    } else {
+      const bits = dtype === "F16" ? f32ToF16(t.data) : f32ToBf16(t.data);
+      bytes = Buffer.alloc(bits.length * 2);
+      bits.forEach((x, i) => bytes.writeUInt16LE(x, i * 2));
+    }
+    header[t.name] = { dtype, shape: t.shape, data_offsets: [offset, offset + bytes.length] };
+    chunks.push(bytes);
+    offset += bytes.length;
+  }
+  let json = JSON.stringify(header);
+  const bodyLen = Buffer.byteLength(json, "utf8");
+  json += " ".repeat((8 - (bodyLen % 8)) % 8);
+  const head = Buffer.from(json, "utf8");
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(head.length));
+  fs.writeFileSync(file, Buffer.concat([len, head, ...chunks]));
+}
+
+/** Reads a safetensors file; F32, F16 and BF16 tensors come back as f32. Errors name the file. */
+export function readSafetensors(file: string): SafetensorsFile {
+  if (!fs.existsSync(file)) throw new Error(`${file}: file not found`);
+  const buf = fs.readFileSync(file);
+  const bad = (what: string): never => {
+    throw new Error(`${file}: not a valid safetensors file: ${what}`);
+  };
+  if (buf.length < 8) bad(`only ${buf.length} bytes long (the header length alone takes 8)`);
+  const headerLen = buf.readBigUInt64LE(0);
+  if (headerLen > BigInt(buf.length - 8)) bad(`header length ${headerLen} exceeds the file size ${buf.length}`);
+  const n = Number(headerLen);
+  let header: unknown;
+  try {
+    header = JSON.parse(buf.subarray(8, 8 + n).toString("utf8"));
+  } catch (e) {
+    bad(`the header is not JSON (${(e as Error).message})`);
+  }
+  if (typeof header !== "object" || header === null || Array.isArray(header)) bad("the header is not a JSON object");
+  const data = buf.subarray(8 + n);
+  const out: SafetensorsFile = { tensors: [], metadata: {} };
+  for (const [name, v] of Object.entries(header as Record<string, unknown>)) {
+    if (name === "__metadata__") {
+      if (typeof v !== "object" || v === null || Array.isArray(v)) bad("__metadata__ is not an object");
+      out.metadata = v as Record<string, string>;
+      continue;
+    }
+    const info = v as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
+    if (typeof info !== "object" || info === null) bad(`tensor ${name}: its header entry is not an object`);
+    const { dtype, shape, data_offsets: offs } = info;
+    if (typeof dtype !== "string" || !(dtype in DTYPE_SIZE)) {
+      bad(`tensor ${name} has dtype ${JSON.stringify(dtype)}; only F32, F16 and BF16 are supported`);
+    }
+    if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0)) {
+      bad(`tensor ${name} has shape ${JSON.stringify(shape)}; expected a list of non-negative integers`);
+    }
+    if (!Array.isArray(offs) || offs.length !== 2 || !offs.every((d) => Number.isInteger(d) && d >= 0) || offs[1] < offs[0]) {
+      bad(`tensor ${name} has data_offsets ${JSON.stringify(offs)}; expected [begin, end]`);
+    }
+    const [begin, end] = offs as [number, number];
+    const size = DTYPE_SIZE[dtype as SafetensorsDtype];
+    const count = product(shape as number[]);
+    if (end - begin !== count * size) {
+      bad(`tensor ${name}: shape ${shapeStr(shape as number[])} of ${dtype} needs ${count * size} bytes but data_offsets [${begin}, ${end}] span ${end - begin}`);
+    }
+    if (end > data.length) bad(`tensor ${name}: data_offsets [${begin}, ${end}] run past the end of the data (${data.length} bytes; truncated file?)`);
+    const bytes = data.subarray(begin, end);
+    let values: Float32Array;
+    if (dtype === "F32") {
+      values = new Float32Array(count);
+      if (LITTLE_ENDIAN_HOST) new Uint8Array(values.buffer).set(bytes);
+      else for (let i = 0; i < count; i++) values[i] = bytes.readFloatLE(i * 4);
+    } else {
+      const bits = new Uint16Array(count);
+      for (let i = 0; i < count; i++) bits[i] = bytes.readUInt16LE(i * 2);
+      values = dtype === "F16" ? f16ToF32(bits) : bf16ToF32(bits);
+    }
+    out.tensors.push({ name, dtype: dtype as string, shape: shape as number[], data: values });
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// The q/k row permutation
+// ---------------------------------------------------------------------------
+
+function checkPermutable(rows: number, nHead: number, what: string): number {
+  if (!Number.isInteger(nHead) || nHead < 1 || rows % (2 * nHead) !== 0) {
+    throw new RangeError(`${what}: ${rows} rows cannot be split into ${nHead} heads of an even size`);
+  }
+  return rows / nHead / 2;
+}
+
+/**
+ * llama.cpp's converter permutation, HF row order -> GGUF row order, of a row-major [rows, cols]
+ * matrix: `w.reshape(nHead, 2, rows/nHead/2, cols).swapaxes(1, 2).reshape(rows, cols)`.
+ */
+export function permuteRows(data: Float32Array, rows: number, cols: number, nHead: number): Float32Array {
+  const half = checkPermutable(rows, nHead, "permuteRows");
+  const out = new Float32Array(data.length);
+  for (let h = 0; h < nHead; h++) {
+    for (let i = 0; i < half; i++) {
+      for (let j = 0; j < 2; j++) {
+        const dst = h * 2 * half + i * 2 + j; // GGUF row
+        const src = h * 2 * half + j * half + i; // HF row
+        out.set(data.subarray(src * cols, (src + 1) * cols), dst * cols);
+      }
+    }
+  }
+  return out;
+}
+
+/** The inverse of {@link permuteRows}: GGUF row order -> HF row order. */
+export function unpermuteRows(data: Float32Array, rows: number, cols: number, nHead: number): Float32Array {
+  const half = checkPermutable(rows, nHead, "unpermuteRows");
+  const out = new Float32Array(data.length);
+  for (let h = 0; h < nHead; h++) {
+    for (let i = 0; i < half; i++) {
+      for (let j = 0; j < 2; j++) {
+        const src = h * 2 * half + i * 2 + j; // GGUF row
+        const dst = h * 2 * half + j * half + i; // HF row
+        out.set(data.subarray(src * cols, (src + 1) * cols), dst * cols);
+      }
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// Names
+// ---------------------------------------------------------------------------
+
+type Module = "q_proj" | "k_proj" | "v_proj" | "o_proj" | "gate_proj" | "up_proj" | "down_proj";
+
+/** The seven modules in a fixed order (the export's tensor order within a layer). */
+const MODULES: { hf: Module; short: string; stem: string; group: "self_attn" | "mlp" }[] = [
+  { hf: "q_proj", short: "q", stem: "attn_q", group: "self_attn" },
+  { hf: "k_proj", short: "k", stem: "attn_k", group: "self_attn" },
+  { hf: "v_proj", short: "v", stem: "attn_v", group: "self_attn" },
+  { hf: "o_proj", short: "o", stem: "attn_output", group: "self_attn" },
+  { hf: "gate_proj", short: "gate", stem: "ffn_gate", group: "mlp" },
+  { hf: "up_proj", short: "up", stem: "ffn_up", group: "mlp" },
+  { hf: "down_proj", short: "down", stem: "ffn_down", group: "mlp" },
+];
+const BY_STEM = new Map(MODULES.map((m) => [m.stem, m]));
+const BY_HF = new Map(MODULES.map((m) => [m.hf as string, m]));
+const MODULE_RANK = new Map(MODULES.map((m, i) => [m.hf as string, i]));
+
+function moduleOf(name: string, where: string): (typeof MODULES)[number] {
+  const m = BY_HF.get(name) ?? MODULES.find((x) => x.short === name || x.stem === name);
+  if (!m) throw new TypeError(`${where}: unknown module ${JSON.stringify(name)}; expected any of ${MODULES.map((x) => x.hf).join(", ")}`);
+  return m;
+}
+
+/** `blk.3.attn_q.weight.lora_a` -> { layer 3, q_proj, A }. */
+function parseGgufName(name: string): { layer: number; module: (typeof MODULES)[number]; ab: "A" | "B" } | null {
+  const m = /^blk\.(\d+)\.([a-z_]+)\.weight\.lora_(a|b)$/.exec(name);
+  const mod = m ? BY_STEM.get(m[2]) : undefined;
+  if (!m || !mod) return null;
+  return { layer: Number(m[1]), module: mod, ab: m[3] === "a" ? "A" : "B" };
+}
+
+function ggufName(layer: number, module: (typeof MODULES)[number], ab: "A" | "B"): string {
+  return `blk.${layer}.${module.stem}.weight.lora_${ab === "A" ? "a" : "b"}`;
+}
+
+function peftKey(layer: number, module: (typeof MODULES)[number], ab: "A" | "B"): string {
+  return `base_model.model.model.layers.${layer}.${module.group}.${module.hf}.lora_${ab}.weight`;
+}
+
+// ---------------------------------------------------------------------------
+// Export
+// ---------------------------------------------------------------------------
+
+export const PEFT_WEIGHTS = "adapter_model.safetensors";
+export const PEFT_CONFIG = "adapter_config.json";
+
+/** One adapter tensor as the engine gives it: GGUF name, ggml `ne`, data in GGUF row order. */
+export interface PeftTensor {
+  name: string;
+  ne: number[];
+  data: Float32Array;
+}
+
+export interface PeftExportMeta {
+  r: number;
+  alpha: number;
+  dropout: number;
+  rslora: boolean;
+  /** HF names (q_proj, ...); short names (q, ...) are accepted too. */
+  targetModules: string[];
+  /** `base_model_name_or_path`, e.g. "TinyLlama/TinyLlama-1.1B-Chat-v1.0". */
+  baseModel: string;
+  nHead: number;
+  nHeadKv: number;
+}
+
+export interface PeftExportOptions {
+  /**
+   * @internal Apply the inverse q/k permutation to lora_B (default true). Only tests turn it off,
+   * to show the permutation matters.
+   */
+  unpermute?: boolean;
+}
+
+/** The adapter_config.json that {@link exportPeft} writes (current PEFT keys, defaults kept). */
+export function peftConfigJson(meta: Omit<PeftExportMeta, "nHead" | "nHeadKv">): Record<string, unknown> {
+  const targets = [...new Set(meta.targetModules.map((t) => moduleOf(t, "exportPeft: targetModules").hf))];
+  targets.sort((a, b) => MODULE_RANK.get(a)! - MODULE_RANK.get(b)!);
+  return {
+    alpha_pattern: {},
+    auto_mapping: null,
+    base_model_name_or_path: meta.baseModel,
+    bias: "none",
+    fan_in_fan_out: false,
+    inference_mode: true,
+    init_lora_weights: true,
+    layer_replication: null,
+    layers_pattern: null,
+    layers_to_transform: null,
+    loftq_config: {},
+    lora_alpha: meta.alpha,
+    lora_dropout: meta.dropout,
+    megatron_config: null,
+    megatron_core: "megatron.core",
+    modules_to_save: null,
+    peft_type: "LORA",
+    r: meta.r,
+    rank_pattern: {},
+    revision: null,
+    target_modules: targets,
+    task_type: "CAUSAL_LM",
+    use_dora: false,
+    use_rslora: meta.rslora,
+  };
+}
+
+function checkMeta(meta: PeftExportMeta): void {
+  const int = (k: keyof PeftExportMeta, min: number) => {
+    const v = meta[k];
+    if (typeof v !== "number" || !Number.isInteger(v) || v < min) throw new TypeError(`exportPeft: meta.${k}: expected an integer >= ${min}, got ${String(v)}`);
+  };
+  if (typeof meta !== "object" || meta === null) throw new TypeError("exportPeft: meta: expected an object");
+  int("r", 1);
+  int("nHead", 1);
+  int("nHeadKv", 1);
+  if (typeof meta.alpha !== "number" || !(meta.alpha > 0)) throw new TypeError(`exportPeft: meta.alpha: expected a positive number, got ${String(meta.alpha)}`);
+  if (typeof meta.dropout !== "number" || !(meta.dropout >= 0 && meta.dropout < 1)) throw new TypeError(`exportPeft: meta.dropout: expected a number in [0, 1), got ${String(meta.dropout)}`);
+  if (typeof meta.rslora !== "boolean") throw new TypeError(`exportPeft: meta.rslora: expected a boolean, got ${String(meta.rslora)}`);
+  if (typeof meta.baseModel !== "string") throw new TypeError(`exportPeft: meta.baseModel: expected a string, got ${String(meta.baseModel)}`);
+  if (!Array.isArray(meta.targetModules) || meta.targetModules.length === 0) throw new TypeError("exportPeft: meta.targetModules: expected a non-empty list of modules");
+}
+
+/**
+ * Writes `dir/adapter_model.safetensors` (float32, layers in order, q k v o gate up down, A then
+ * B) and `dir/adapter_config.json`. Creates `dir`. Returns the two file paths.
+ */
+export function exportPeft(dir: string, tensors: PeftTensor[], meta: PeftExportMeta, opts: PeftExportOptions = {}): { weights: string; config: string } {
+  checkMeta(meta);
+  const config = peftConfigJson(meta);
+  const targets = new Set(config.target_modules as string[]);
+
+  interface Pair { layer: number; module: (typeof MODULES)[number]; A?: PeftTensor; B?: PeftTensor }
+  const pairs = new Map<string, Pair>();
+  for (const t of tensors) {
+    const p = parseGgufName(t.name);
+    if (!p) throw new TypeError(`exportPeft: ${JSON.stringify(t.name)} is not a LoRA tensor name like blk.0.attn_q.weight.lora_a`);
+    if (!targets.has(p.module.hf)) {
+      throw new TypeError(`exportPeft: tensor ${t.name} is for ${p.module.hf}, which is not in meta.targetModules [${[...targets].join(", ")}]`);
+    }
+    if (!Array.isArray(t.ne) || t.ne.length !== 2 || product(t.ne) !== t.data.length) {
+      throw new TypeError(`exportPeft: tensor ${t.name}: ne ${JSON.stringify(t.ne)} does not hold its ${t.data.length} values`);
+    }
+    const rAxis = p.ab === "A" ? t.ne[1] : t.ne[0];
+    if (rAxis !== meta.r) throw new RangeError(`exportPeft: tensor ${t.name} has rank ${rAxis} (ne ${shapeStr(t.ne)}) but meta.r is ${meta.r}`);
+    const key = `${p.layer}/${p.module.hf}`;
+    const pair = pairs.get(key) ?? { layer: p.layer, module: p.module };
+    if (pair[p.ab]) throw new TypeError(`exportPeft: duplicate tensor ${t.name}`);
+    pair[p.ab] = t;
+    pairs.set(key, pair);
+  }
+  const layers = [...new Set([...pairs.values()].map((p) => p.layer))].sort((a, b) => a - b);
+  if (layers.length === 0) throw new TypeError("exportPeft: no adapter tensors");
+
+  const out: SafetensorsTensor[] = [];
+  for (const layer of layers) {
+    for (const module of MODULES) {
+      if (!targets.has(module.hf)) continue;
+      const pair = pairs.get(`${layer}/${module.hf}`);
+      if (!pair?.A || !pair.B) {
+        throw new TypeError(`exportPeft: missing ${ggufName(layer, module, pair?.A ? "B" : "A")} (every layer needs lora_a and lora_b of each target)`);
+      }
+      const [nIn] = pair.A.ne;
+      const [, nOut] = pair.B.ne;
+      let b = pair.B.data;
+      const nh = module.hf === "q_proj" ? meta.nHead : module.hf === "k_proj" ? meta.nHeadKv : 0;
+      if (nh && opts.unpermute !== false) b = unpermuteRows(b, nOut, meta.r, nh);
+      out.push({ name: peftKey(layer, module, "A"), shape: [meta.r, nIn], data: pair.A.data });
+      out.push({ name: peftKey(layer, module, "B"), shape: [nOut, meta.r], data: b });
+    }
+  }
+
+  fs.mkdirSync(dir, { recursive: true });
+  const weights = path.join(dir, PEFT_WEIGHTS);
+  const configPath = path.join(dir, PEFT_CONFIG);
+  writeSafetensors(weights, out, { format: "pt" });
+  fs.writeFileSync(configPath, JSON.stringify(config, null, 2) + "\n");
+  return { weights, config: configPath };
+}
+
+// ---------------------------------------------------------------------------
+// Import
+// ---------------------------------------------------------------------------
+
+export interface PeftConfig {
+  r: number;
+  alpha: number;
+  dropout: number;
+  rslora: boolean;
+  /** HF names in a fixed order (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj). */
+  targetModules: string[];
+  /** `base_model_name_or_path`, when the file gives one. */
+  baseModel?: string;
+  /** `layers_to_transform`, when the file restricts the adapter to some layers. */
+  layersToTransform?: number[];
+}
+
+export interface PeftImportExpect {
+  nHead: number;
+  nHeadKv: number;
+  /** The engine's adapter tensors (names and ggml ne), e.g. from `engine.getAdapter()`. */
+  tensors: { name: string; ne: number[] }[];
+}
+
+/**
+ * Reads and checks `dir/adapter_config.json`. Target modules given as a string (PEFT's regex form,
+ * or "all-linear") come back as the modules whose tensors `adapter_model.safetensors` holds.
+ */
+export function readPeftConfig(dir: string): PeftConfig {
+  const file = path.join(dir, PEFT_CONFIG);
+  if (!fs.existsSync(dir)) throw new Error(`${dir}: PEFT adapter folder not found`);
+  if (!fs.existsSync(file)) throw new Error(`${file}: file not found (a PEFT adapter folder holds ${PEFT_CONFIG} and ${PEFT_WEIGHTS})`);
+  let c: Record<string, unknown>;
+  try {
+    c = JSON.parse(fs.readFileSync(file, "utf8"));
+  } catch (e) {
+    throw new Error(`${file}: not valid JSON (${(e as Error).message})`);
+  }
+  const bad = (key: string, expected: string): never => {
+    throw new Error(`${file}: ${key}: expected ${expected}, got ${JSON.stringify(c[key])}`);
+  };
+  if (typeof c !== "object" || c === null || Array.isArray(c)) throw new Error(`${file}: expected a JSON object`);
+  if (c.peft_type !== undefined && c.peft_type !== "LORA") bad("peft_type", '"LORA" (only LoRA adapters are supported)');
+  const r = c.r ?? 8;
+  if (typeof r !== "number" || !Number.isInteger(r) || r < 1) bad("r", "an integer >= 1");
+  const alpha = c.lora_alpha ?? 8;
+  if (typeof alpha !== "number" || !(alpha > 0)) bad("lora_alpha", "a positive number");
+  const dropout = c.lora_dropout ?? 0;
+  if (typeof dropout !== "number" || !(dropout >= 0 && dropout < 1)) bad("lora_dropout", "a number in [0, 1)");
+  const rslora = c.use_rslora ?? false;
+  if (typeof rslora !== "boolean") bad("use_rslora", "a boolean");
+  if ((c.bias ?? "none") !== "none") bad("bias", '"none" (LoRA bias terms are not supported)');
+  if (c.fan_in_fan_out === true) bad("fan_in_fan_out", "false (Llama's linear layers are not Conv1D)");
+  if (c.use_dora === true) bad("use_dora", "false (DoRA is not supported)");
+  if (c.modules_to_save != null && !(Array.isArray(c.modules_to_save) && c.modules_to_save.length === 0)) {
+    bad("modules_to_save", "null (fully trained extra modules are not supported)");
+  }
+  for (const k of ["rank_pattern", "alpha_pattern"]) {
+    const v = c[k];
+    if (v != null && !(typeof v === "object" && Object.keys(v as object).length === 0)) bad(k, "{} (per-module ranks and alphas are not supported)");
+  }
+  if (c.layer_replication != null) bad("layer_replication", "null");
+  let targetModules: string[] = [];
+  const tm = c.target_modules;
+  if (Array.isArray(tm)) {
+    if (tm.length === 0 || !tm.every((x) => typeof x === "string")) bad("target_modules", "a non-empty list of module names");
+    targetModules = [...new Set(tm.map((x: string) => moduleOf(x, `${file}: target_modules`).hf))];
+    targetModules.sort((a, b) => MODULE_RANK.get(a)! - MODULE_RANK.get(b)!);
+  } else if (typeof tm !== "string") {
+    bad("target_modules", "a list of module names");
+  }
+  const out: PeftConfig = { r: r as number, alpha: alpha as number, dropout: dropout as number, rslora: rslora as boolean, targetModules };
+  if (typeof c.base_model_name_or_path === "string") out.baseModel = c.base_model_name_or_path;
+  const lt = c.layers_to_transform;
+  if (lt != null) {
+    const list = typeof lt === "number" ? [lt] : lt;
+    if (!Array.isArray(list) || !list.every((x) => Number.isInteger(x) && x >= 0)) bad("layers_to_transform", "null, a layer index or a list of them");
+    out.layersToTransform = list as number[];
+  }
+  return out;
+}
+
+/**
+ * Reads a PEFT LoRA folder into the engine's tensors: GGUF names, ggml `ne`, q/k lora_B rows in
+ * GGUF order, in the order of `expect.tensors` (only those the adapter has). The caller creates
+ * the engine with `config`'s r, alpha and target modules first (see {@link readPeftConfig}).
+ */
+export function importPeft(dir: string, expect: PeftImportExpect): { tensors: PeftTensor[]; config: PeftConfig } {
+  const config = readPeftConfig(dir);
+  const configFile = path.join(dir, PEFT_CONFIG);
+  const file = path.join(dir, PEFT_WEIGHTS);
+  if (!fs.existsSync(file)) {
+    const bin = fs.existsSync(path.join(dir, "adapter_model.bin")) ? " (adapter_model.bin, a pickle, is not read: save with safe_serialization=True)" : "";
+    throw new Error(`${file}: file not found${bin}`);
+  }
+  const st = readSafetensors(file);
+
+  // what the engine holds: GGUF name -> ne
+  const want = new Map<string, number[]>();
+  let engineR: number | undefined;
+  for (const t of expect.tensors) {
+    want.set(t.name, t.ne);
+    const p = parseGgufName(t.name);
+    if (p?.ab === "A") engineR = t.ne[1];
+  }
+  if (engineR !== undefined && engineR !== config.r) {
+    throw new RangeError(`${configFile}: r is ${config.r} but the engine's adapter has rank ${engineR}; create the engine with lora.r = ${config.r}`);
+  }
+
+  const got = new Map<string, PeftTensor>();
+  const found = new Set<string>(); // "layer/module" with any tensor
+  const keyRe = /^base_model\.model\.model\.layers\.(\d+)\.(self_attn|mlp)\.([A-Za-z0-9_]+)\.lora_(A|B)(?:\.[A-Za-z0-9_-]+)?\.weight$/;
+  for (const t of st.tensors) {
+    const m = keyRe.exec(t.name);
+    if (!m) {
+      throw new Error(`${file}: unexpected tensor ${t.name}: expected LoRA keys like base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight`);
+    }
+    const layer = Number(m[1]);
+    const module = BY_HF.get(m[3]);
+    if (!module || module.group !== m[2]) {
+      throw new Error(`${file}: tensor ${t.name} is for an unknown module ${m[2]}.${m[3]}; expected ${MODULES.map((x) => `${x.group}.${x.hf}`).join(", ")}`);
+    }
+    const ab = m[4] as "A" | "B";
+    const gname = ggufName(layer, module, ab);
+    const ne = want.get(gname);
+    if (!ne) {
+      throw new Error(`${file}: tensor ${t.name} has no place in the engine's adapter (no ${gname}): the model has ${expect.tensors.length ? `these targets: ${[...new Set(expect.tensors.map((x) => parseGgufName(x.name)?.module.hf))].join(", ")}` : "no adapter tensors"} and layers 0..${Math.max(-1, ...expect.tensors.map((x) => parseGgufName(x.name)?.layer ?? -1))}`);
+    }
+    if (config.targetModules.length && !config.targetModules.includes(module.hf)) {
+      throw new Error(`${file}: tensor ${t.name} is for ${module.hf}, which is not in ${PEFT_CONFIG}'s target_modules [${config.targetModules.join(", ")}]`);
+    }
+    const expectedShape = [ne[1], ne[0]];
+    if (t.shape.length !== 2 || t.shape[0] !== expectedShape[0] || t.shape[1] !== expectedShape[1]) {
+      throw new Error(`${file}: tensor ${t.name} has shape ${shapeStr(t.shape)} but the model needs ${shapeStr(expectedShape)} (for ${gname})`);
+    }
+    if (got.has(gname)) throw new Error(`${file}: two tensors map to ${gname} (the second is ${t.name})`);
+    let data = t.data;
+    if (ab === "B" && (module.hf === "q_proj" || module.hf === "k_proj")) {
+      data = permuteRows(data, t.shape[0], t.shape[1], module.hf === "q_proj" ? expect.nHead : expect.nHeadKv);
+    }
+    got.set(gname, { name: gname, ne: [...ne], data });
+    found.add(`${layer}/${module.hf}`);
+  }
+  if (got.size === 0) throw new Error(`${file}: holds no LoRA tensors`);
+
+  // every target of the config (or, for a regex config, every module present) in every layer
+  const targets = config.targetModules.length ? config.targetModules : [...new Set([...found].map((k) => k.split("/")[1]))];
+  if (!config.targetModules.length) config.targetModules = MODULES.map((m) => m.hf).filter((m) => targets.includes(m));
+  const layers = [...new Set(expect.tensors.map((t) => parseGgufName(t.name)?.layer).filter((l): l is number => l !== undefined))].sort((a, b) => a - b);
+  for (const layer of config.layersToTransform ?? layers) {
+    for (const hf of targets) {
+      const module = BY_HF.get(hf)!;
+      for (const ab of ["A", "B"] as const) {
+        const gname = ggufName(layer, module, ab);
+        if (!want.has(gname)) {
+          throw new Error(`${configFile}: target ${hf} has no place in the engine's adapter (no ${gname}); create the engine with target modules [${config.targetModules.join(", ")}]`);
+        }
+        if (!got.has(gname)) throw new Error(`${file}: missing tensor ${peftKey(layer, module, ab)} (target ${hf}, layer ${layer})`);
+      }
+    }
+  }
+
+  const tensors = expect.tensors.filter((t) => got.has(t.name)).map((t) => got.get(t.name)!);
+  return { tensors, config };
+}
+
+// ---------------------------------------------------------------------------
+// Format sniffing
+// ---------------------------------------------------------------------------
+
+/** True when `dir` is a folder holding adapter_config.json and adapter_model.safetensors. */
+export function isPeftDir(dir: string): boolean {
+  try {
+    return fs.statSync(dir).isDirectory() && fs.existsSync(path.join(dir, PEFT_CONFIG)) && fs.existsSync(path.join(dir, PEFT_WEIGHTS));
+  } catch {
+    return false;
+  }
+}
+
+/** True when `file` is a GGUF file whose metadata says general.type = "adapter" (a GGUF LoRA). */
+export function isGgufAdapter(file: string): boolean {
+  try {
+    if (!fs.statSync(file).isFile()) return false;
+    const v = readGguf(file).metadata.get("general.type"); // the header only, not the tensor data
+    return v?.type === GgufValueType.STRING && v.value === "adapter";
+  } catch {
+    return false;
+  }
+}

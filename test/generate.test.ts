@@ -1,0 +1,91 @@
+// generateSql through node-llama-cpp: after an overfit run on a tiny model it returns exactly the
+// trained SQL for each training question (training, export, loading and the prompt all agree).
+import fs from "node:fs";
+import path from "node:path";
+import { afterAll, describe, expect, test } from "vitest";
+import { disposeGenerators, extractSql, generateSql, SqlGenerator, validateSql } from "../src/generate.js";
+import { LoraEngine } from "../src/engine.js";
+import { trainSft } from "../src/trainer.js";
+import { tempDir, testModel } from "./helpers/models.js";
+
+const PAIRS = [
+  ["How many heads of the departments are older than 56?", "SELECT count(*) FROM head WHERE age > 56"],
+  ["List the name and age of every head, oldest first.", "SELECT name , age FROM head ORDER BY age DESC"],
+  ["What is the average budget of departments in Texas?", "SELECT avg(budget) FROM department WHERE state = 'Texas'"],
+  ["Which singers are from France?", "SELECT name FROM singer WHERE country = 'France'"],
+];
+const SCHEMA = "CREATE TABLE head (id INTEGER PRIMARY KEY, name TEXT, age INTEGER);\nCREATE TABLE department (id INTEGER PRIMARY KEY, state TEXT, budget REAL);\nCREATE TABLE singer (id INTEGER PRIMARY KEY, name TEXT, country TEXT);";
+
+afterAll(() => disposeGenerators());
+
+describe("generateSql", () => {
+  test("after an overfit run it returns exactly the trained SQL for every training question", async () => {
+    const dir = tempDir("t2s-overfit-");
+    const csv = path.join(dir, "pairs.csv");
+    fs.writeFileSync(csv, ["text_query,sql_command", ...PAIRS.map(([q, s]) => `"${q}","${s}"`)].join("\n") + "\n");
+    const summary = await trainSft({
+      model: { path: await testModel({ nEmbd: 128, nHead: 4, nHeadKv: 2, nFf: 256 }) },
+      lora: { r: 16, alpha: 32, dropout: 0, target_modules: ["q", "k", "v", "o", "gate", "up", "down"] },
+      data: { path: csv, split: [1, 0, 0] },
+      train: { max_steps: 150, batch_size: 4, grad_accum: 1, lr: 1e-2, lr_schedule: "constant", eval_every: 0, save_every: 0, threads: 2 },
+      output: { dir: path.join(dir, "out") },
+    });
+    expect(summary.trainLoss).toBeLessThan(0.01);
+    // the adapter folder records the base model and the template
+    const many = await new Promise<Awaited<ReturnType<SqlGenerator["generateMany"]>>>((resolve, reject) => {
+      SqlGenerator.load({ adapter: path.join(dir, "out"), device: "cpu", parallel: 2, threads: 1 })
+        .then(async (g) => {
+          try {
+            resolve(await g.generateMany(PAIRS.map(([question]) => ({ question, schema: SCHEMA }))));
+          } finally {
+            await g.dispose();
+          }
+        }, reject);
+    });
+    expect(many.map((r) => r.sql)).toEqual(PAIRS.map(([, sql]) => `${sql};`));
+    for (const r of many) {
+      expect(r).toMatchObject({ valid: true });
+      expect(r.tokens).toBeGreaterThan(5);
+      expect(r.ms).toBeGreaterThan(0);
+    }
+    // the one-call API, loaded once and reused
+    const one = await generateSql({ question: PAIRS[0][0], adapter: path.join(dir, "out", "final_model"), device: "cpu", threads: 1 });
+    expect(one.sql).toBe(`${PAIRS[0][1]};`);
+    expect(one.valid).toBeUndefined();
+  });
+
+  test("errors: an empty question, a missing adapter or model, an adapter for another base", async () => {
+    const model = await testModel();
+    await expect(generateSql({ question: "  ", model, device: "cpu" })).rejects.toThrow("question: expected a non-empty string");
+    await expect(generateSql({ question: "q?", adapter: path.join(tempDir(), "nope"), device: "cpu" })).rejects.toThrow(/adapter: not found/);
+    await expect(generateSql({ question: "q?", model: path.join(tempDir(), "nope.gguf"), device: "cpu" })).rejects.toThrow(/model: file not found/);
+    await expect(generateSql({ question: "q?", adapter: tempDir(), device: "cpu" })).rejects.toThrow(/no adapter.gguf in/);
+    // an adapter trained on the 64-wide test model, offered to a 128-wide one
+    const e = await LoraEngine.create({ model, device: "cpu" });
+    const file = path.join(tempDir(), "adapter.gguf");
+    await e.saveAdapter(file);
+    await e.dispose();
+    const other = await testModel({ nEmbd: 128, nHead: 4, nHeadKv: 2, nFf: 256 });
+    await expect(generateSql({ question: "q?", model: other, adapter: file, device: "cpu" })).rejects.toThrow(
+      "adapter: tensor 'blk.0.attn_q.weight.lora_a' has shape [64, 8] but the base tensor 'blk.0.attn_q.weight' has shape [128, 128]");
+    await expect(generateSql({ question: "q?", model: other, adapter: model, device: "cpu" })).rejects.toThrow(/is not a GGUF LoRA adapter/);
+  });
+});
+
+describe("SQL validation (prepared in an in-memory SQLite, never run)", () => {
+  test("valid, unknown column, syntax error, and statements that would write", async () => {
+    expect(await validateSql("SELECT name FROM head WHERE age > 56;", SCHEMA)).toEqual({ valid: true });
+    expect(await validateSql("SELECT nme FROM head", SCHEMA)).toEqual({ valid: false, error: "no such column: nme" });
+    expect((await validateSql("SELEC name FROM head", SCHEMA)).error).toMatch(/syntax error/);
+    expect(await validateSql("DELETE FROM head", SCHEMA)).toMatchObject({ valid: false, error: expect.stringMatching(/not a read-only query/) });
+    expect(await validateSql("WITH x AS (SELECT 1) SELECT * FROM x", SCHEMA)).toEqual({ valid: true });
+    await expect(validateSql("SELECT 1", "CREATE TABL oops")).rejects.toThrow(/^schema: /);
+  });
+
+  test("extractSql takes the SQL after [/INST] up to the end of the first statement", () => {
+    expect(extractSql(" SELECT 1 ")).toBe("SELECT 1;");
+    expect(extractSql("[INST] q [/INST] SELECT a FROM t; SELECT b")).toBe("SELECT a FROM t;");
+    expect(extractSql("SELECT ';' FROM t; junk")).toBe("SELECT ';' FROM t;");
+    expect(extractSql("   ")).toBe("");
+  });
+});
