@@ -6,7 +6,8 @@ import fs from "node:fs";
 import { createRequire } from "node:module";
 import { DEFAULTS, getPath, loadConfig, SCHEMA, type TrainConfig } from "./config.js";
 import { LoraEngine } from "./engine.js";
-import { disposeGenerators, generateSql } from "./generate.js";
+import { disposeGenerators, generateSql, resolveAdapter } from "./generate.js";
+import { mergeAdapter } from "./merge.js";
 import { resolveModelPath } from "./models.js";
 import { systemInfo } from "./system.js";
 import { formatSummary, prepareData, trainSft, type TrainSummary } from "./trainer.js";
@@ -250,6 +251,42 @@ Examples:
       console.log(r.sql);
       if (r.valid === false) console.error(`text2sql: the SQL does not fit the schema: ${r.error}`);
     }
+  });
+
+program
+  .command("export")
+  .description("write base + adapter into a new GGUF (--merge) that loads with no adapter")
+  .requiredOption("--merge", "merge the adapter into the base weights (the only export for now: adapters are saved as GGUF LoRA and PEFT already)")
+  .requiredOption("--adapter <path>", "adapter.gguf, or a trainer output / final_model / checkpoint folder")
+  .requiredOption("--out <file>", "the merged GGUF to write")
+  .option("--model <path>", "base model GGUF (default: the base recorded in the adapter folder)")
+  .addOption(new Option("--type <type>", "weight type of the merged matrices (default f16, or the base's type when wider)").choices(["f16", "bf16", "f32"]))
+  .addHelpText("after", `
+Example:
+  npx text2sql export --merge --adapter outputs/spider --out tinyllama-spider.gguf`)
+  .action(async (o: { adapter: string; out: string; model?: string; type?: "f16" | "bf16" | "f32" }) => {
+    const a = resolveAdapter(o.adapter);
+    const model = o.model ?? a.baseModel;
+    if (!model) throw new Error(`--model: the adapter folder records no base model; pass --model base.gguf`);
+    const tty = process.stderr.isTTY;
+    let bar: cliProgress.SingleBar | null = null;
+    const r = await mergeAdapter({
+      model,
+      adapter: a.adapterFile!,
+      out: o.out,
+      type: o.type,
+      onProgress: (done, total) => {
+        if (!tty) return;
+        if (!bar) {
+          bar = new cliProgress.SingleBar({ format: "merge |{bar}| {value}/{total} tensors | ETA {eta_formatted}", barsize: 24, stream: process.stderr }, cliProgress.Presets.shades_classic);
+          bar.start(total, 0);
+        }
+        bar.update(done);
+      },
+    });
+    (bar as cliProgress.SingleBar | null)?.stop();
+    for (const w of r.warnings) process.stderr.write(`text2sql: warning: ${w}\n`);
+    process.stderr.write(`text2sql: wrote ${r.out} (${r.type}; ${r.merged} of ${r.tensors} tensors merged) from ${model} + ${a.adapterFile}\n`);
   });
 
 function fmtTime(s: number): string {

@@ -43,3 +43,6 @@ export {
   type GeneratorOptions,
   type GenerateResult,
 } from "./generate.js";
+export { saveAdapterBoth, loadAdapterInto, baseModelName } from "./adapters.js";
+export { exportPeft, importPeft, readPeftConfig, isPeftDir, isGgufAdapter, type PeftConfig, type PeftExportMeta } from "./peft.js";
+export { mergeAdapter, type MergeOptions, type MergeResult, type MergeType } from "./merge.js";

@@ -2,6 +2,7 @@
 // rate, evaluation, checkpoints and resuming. The native engine only accumulates and steps.
 import fs from "node:fs";
 import path from "node:path";
+import { baseModelName, loadAdapterInto, saveAdapterBoth } from "./adapters.js";
 import { configToYaml, loadConfig, type DeepPartial, type TrainConfig } from "./config.js";
 import { loadDataset, shuffled, type DatasetReport } from "./data.js";
 import { LoraEngine, makeBatch, type OptimizerState } from "./engine.js";
@@ -165,13 +166,13 @@ function checkpointDirs(out: string): { step: number; dir: string }[] {
     .sort((a, b) => a.step - b.step);
 }
 
-async function saveCheckpoint(engine: LoraEngine, out: string, state: TrainerState, opt: OptimizerState, keep: number): Promise<string> {
+async function saveCheckpoint(engine: LoraEngine, out: string, state: TrainerState, opt: OptimizerState, keep: number, baseName: string): Promise<string> {
   const root = path.join(out, "checkpoints");
   const dir = path.join(root, `checkpoint-${state.step}`);
   const tmp = `${dir}.tmp-${process.pid}`;
   fs.rmSync(tmp, { recursive: true, force: true });
   fs.mkdirSync(tmp, { recursive: true });
-  await engine.saveAdapter(path.join(tmp, "adapter.gguf"));
+  await saveAdapterBoth(engine, tmp, baseName);
   // AdamW moments as raw little-endian float32: m of every tensor, then v of every tensor
   const parts: Buffer[] = [];
   for (const t of [...opt.m, ...opt.v]) parts.push(Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength));
@@ -243,9 +244,10 @@ export async function trainSft(options: TrainOptions | TrainConfig, hooks: Train
   try {
     log(`model: ${modelPath} (${engine.info.nLayer} layers, n_embd ${engine.info.nEmbd}, ${engine.info.weightType}) on ${engine.info.device}; ` +
       `LoRA r=${cfg.lora.r} on ${engine.info.targets.join(", ")}: ${engine.trainableParams.toLocaleString("en-US")} trainable parameters`);
+    const baseName = baseModelName(modelPath);
     if (cfg.lora.init_adapter && !resumeFrom) {
-      await engine.loadAdapter(cfg.lora.init_adapter);
-      log(`adapter: starting from ${cfg.lora.init_adapter}`);
+      const kind = await loadAdapterInto(engine, cfg.lora.init_adapter);
+      log(`adapter: starting from ${cfg.lora.init_adapter} (${kind === "peft" ? "PEFT" : "GGUF LoRA"})`);
     }
 
     const perStep = tc.batch_size * tc.grad_accum;
@@ -344,7 +346,7 @@ export async function trainSft(options: TrainOptions | TrainConfig, hooks: Train
         const opt = await engine.getOptimizerState();
         stepStart.optimizer = { t: opt.t, dropoutCalls: stepStart.optimizer.dropoutCalls };
         stepStart.tensors = state.tensors;
-        const dir = await saveCheckpoint(engine, out, stepStart, opt, tc.keep_checkpoints);
+        const dir = await saveCheckpoint(engine, out, stepStart, opt, tc.keep_checkpoints, baseName);
         log(`interrupted: checkpoint saved to ${dir}`);
         state = stepStart;
         interrupted = true;
@@ -380,7 +382,7 @@ export async function trainSft(options: TrainOptions | TrainConfig, hooks: Train
       const last = state.step === totalSteps;
       if (tc.eval_every > 0 && state.step % tc.eval_every === 0 && !last) await evaluate(state.step);
       if (tc.save_every > 0 && state.step % tc.save_every === 0 && !last) {
-        await saveCheckpoint(engine, out, state, opt, tc.keep_checkpoints);
+        await saveCheckpoint(engine, out, state, opt, tc.keep_checkpoints, baseName);
       }
     }
 
@@ -388,8 +390,7 @@ export async function trainSft(options: TrainOptions | TrainConfig, hooks: Train
     if (!interrupted) {
       await evaluate(state.step);
       finalModel = path.join(out, "final_model");
-      fs.mkdirSync(finalModel, { recursive: true });
-      await engine.saveAdapter(path.join(finalModel, "adapter.gguf"));
+      await saveAdapterBoth(engine, finalModel, baseName);
       fs.writeFileSync(path.join(finalModel, "text2sql.json"), JSON.stringify({ base_model: path.resolve(modelPath), lora: cfg.lora, template: cfg.data.template, steps: state.step }, null, 2) + "\n");
     }
     fs.writeFileSync(path.join(out, "loss.svg"), lossCurveSvg(history.train, history.eval, `text2sql: ${path.basename(out)}`));

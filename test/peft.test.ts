@@ -259,8 +259,9 @@ describe.skipIf(!!RECORD_DIR)("PEFT export against the PyTorch reference (HF ord
     const bad = f.cases.find((c) => !c.unpermute)!;
     expect(errors[bad.name]).toBeGreaterThan(0.05);
     expect(bad.relErrorAgainstGood).toBeGreaterThan(0.05);
-    // Measured (float32 engine against float64 PyTorch): see the report in the fixture's about.
-    console.log("PEFT reference relative errors:", errors);
+    // Measured (float32 engine against float64 PyTorch, raw logits at the 256 recorded ids):
+    // lora 3.1e-7, rslora 6.5e-7, base model 3.0e-7; the adapter moves the logits by 0.94 and the
+    // folder without the inverse permutation is off by 0.53 (0.54 between the two references).
   });
 });
 

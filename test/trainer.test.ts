@@ -5,7 +5,6 @@ import fs from "node:fs";
 import path from "node:path";
 import { describe, expect, test } from "vitest";
 import { loadConfig, type TrainConfig } from "../src/config.js";
-import { LoraEngine } from "../src/engine.js";
 import { lrAt, trainSft, type StepEvent } from "../src/trainer.js";
 import { tempDir, testModel } from "./helpers/models.js";
 
@@ -41,7 +40,9 @@ describe("trainSft", () => {
     expect(evals).toEqual([0, 4, 8, 12]);
     expect(sa.evalLoss).toBeLessThan(trainLosses(a.output.dir).get(1)!);
     const out = a.output.dir;
-    for (const f of ["config.yaml", "metrics.jsonl", "loss.svg", "summary.json", "final_model/adapter.gguf", "final_model/text2sql.json"]) {
+    for (const f of ["config.yaml", "metrics.jsonl", "loss.svg", "summary.json", "final_model/adapter.gguf", "final_model/text2sql.json",
+      "final_model/adapter_model.safetensors", "final_model/adapter_config.json", "checkpoints/checkpoint-10/adapter_model.safetensors",
+      "checkpoints/checkpoint-10/adapter_config.json", "checkpoints/checkpoint-10/adapter.gguf"]) {
       expect(fs.existsSync(path.join(out, f)), f).toBe(true);
     }
     expect(fs.readdirSync(path.join(out, "checkpoints")).sort()).toEqual(["checkpoint-10", "checkpoint-5"]);
@@ -63,10 +64,15 @@ describe("trainSft", () => {
     for (const [step, loss] of la) expect(Math.abs(lb.get(step)! - loss), `step ${step}`).toBeLessThanOrEqual(1e-5);
     expect(sc.evalLoss).toBeCloseTo(sa.evalLoss!, 5);
 
-    // the saved adapter loads back and evaluates like the trained one
-    const e = await LoraEngine.create({ model: a.model.path, device: "cpu", lora: { targetModules: a.lora.target_modules } });
-    await e.loadAdapter(path.join(b.output.dir, "final_model", "adapter.gguf"));
-    await e.dispose();
+    // lora.init_adapter from the PEFT files alone (and from the GGUF): evaluation at step 0 is the trained model's
+    const peftOnly = tempDir("t2s-peft-");
+    for (const f of ["adapter_model.safetensors", "adapter_config.json"]) fs.copyFileSync(path.join(out, "final_model", f), path.join(peftOnly, f));
+    for (const init of [peftOnly, path.join(out, "final_model", "adapter.gguf")]) {
+      const d = await setup(["train.max_steps=1", `lora.init_adapter=${init}`]);
+      const ev: number[] = [];
+      await trainSft(d, { onEval: (x) => ev.push(x.loss) });
+      expect(ev[0], init).toBeCloseTo(sa.evalLoss!, 5);
+    }
   });
 
   test("--resume without a checkpoint is an error; a bad row stops before any work", async () => {

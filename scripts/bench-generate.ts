@@ -1,0 +1,104 @@
+/**
+ * npm run bench:generate: question-to-SQL generation at TinyLlama shape (random weights), through
+ * generateSql's SqlGenerator with and without a LoRA adapter, next to a plain node-llama-cpp
+ * decode loop on the same model and prompt. Prints time to first token and decode tokens/s.
+ *
+ *   npm run bench:generate -- [--type bf16|f16] [--tokens 64] [--runs 3] [--threads N]
+ *
+ * Random weights never emit EOS or a semicolon on purpose, so every run decodes --tokens tokens.
+ */
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { getLlama, LlamaLogLevel, type Token } from "node-llama-cpp";
+import { LoraEngine } from "../src/engine.js";
+import { SqlGenerator } from "../src/generate.js";
+import { TINYLLAMA_PRESET, makeTestModel, type TestModelType } from "./make-test-model.js";
+
+function arg(name: string, def: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 && process.argv[i + 1] ? process.argv[i + 1] : def;
+}
+
+const QUESTION = "How many heads of the departments are older than 56 ?";
+
+async function main(): Promise<void> {
+  const type = arg("type", "bf16") as TestModelType;
+  const nTokens = Number(arg("tokens", "64"));
+  const runs = Number(arg("runs", "3"));
+  const threads = Number(arg("threads", String(os.availableParallelism())));
+  const dir = process.env.TEXT2SQL_BENCH_DIR || path.join(os.tmpdir(), "text2sql-bench");
+  fs.mkdirSync(dir, { recursive: true });
+  const model = path.join(dir, `tinyllama-shape-${type}.gguf`);
+  if (!fs.existsSync(model)) {
+    process.stderr.write(`making a TinyLlama-shaped ${type} model with random weights: ${model}\n`);
+    await makeTestModel({ path: model, type, ...TINYLLAMA_PRESET });
+  }
+  const adapter = path.join(dir, "tinyllama-shape-qv-r8.gguf");
+  if (!fs.existsSync(adapter)) {
+    // a non-zero adapter (B random): what a trained one costs at inference
+    const e = await LoraEngine.create({ model, device: "cpu", lora: { r: 8, targetModules: ["q_proj", "v_proj"] } });
+    const ts = await e.getAdapter();
+    await e.setAdapter(ts.map((t) => ({ ...t, data: Float32Array.from(t.data, (_, i) => Math.sin(i) * 0.01) })));
+    await e.saveAdapter(adapter);
+    await e.dispose();
+  }
+
+  const rows: { name: string; ttftMs: number; tokensPerS: number }[] = [];
+  const median = (xs: number[]) => xs.slice().sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+  for (const withAdapter of [false, true]) {
+    const g = await SqlGenerator.load({ model, adapter: withAdapter ? adapter : undefined, device: "cpu", parallel: 1, threads, contextSize: 512 });
+    const ttft: number[] = [];
+    const tps: number[] = [];
+    for (let r = 0; r <= runs; r++) {
+      // time to first token: one generate with maxTokens 1; throughput: the full run minus it
+      const first = await g.generate({ question: QUESTION, maxTokens: 1 });
+      const full = await g.generate({ question: QUESTION, maxTokens: nTokens });
+      if (r === 0) continue; // warm-up
+      ttft.push(first.ms);
+      tps.push((full.tokens - 1) / ((full.ms - first.ms) / 1000));
+    }
+    rows.push({ name: withAdapter ? "generateSql + LoRA" : "generateSql, no adapter", ttftMs: median(ttft), tokensPerS: median(tps) });
+    await g.dispose();
+  }
+
+  // plain node-llama-cpp on the same prompt tokens
+  {
+    const llama = await getLlama({ gpu: false, build: "never", progressLogs: false, logLevel: LlamaLogLevel.error });
+    const m = await llama.loadModel({ modelPath: model });
+    const ctx = await m.createContext({ contextSize: 512, threads });
+    const seq = ctx.getSequence();
+    const g = await SqlGenerator.load({ model, device: "cpu", parallel: 1, threads: 1, contextSize: 256 });
+    const prompt = g.promptTokens(QUESTION);
+    await g.dispose();
+    const ttft: number[] = [];
+    const tps: number[] = [];
+    for (let r = 0; r <= runs; r++) {
+      await seq.clearHistory();
+      const t0 = performance.now();
+      let n = 0;
+      let tFirst = 0;
+      for await (const _t of seq.evaluate(prompt as Token[], { temperature: 0 })) {
+        if (n++ === 0) tFirst = performance.now();
+        if (n >= nTokens) break;
+      }
+      const t1 = performance.now();
+      if (r === 0) continue;
+      ttft.push(tFirst - t0);
+      tps.push((n - 1) / ((t1 - tFirst) / 1000));
+    }
+    rows.push({ name: "plain node-llama-cpp", ttftMs: median(ttft), tokensPerS: median(tps) });
+    await ctx.dispose();
+    await m.dispose();
+  }
+
+  console.log(`\nGeneration at TinyLlama shape (${type}, random weights; prompt of the seed's template; ${nTokens} tokens; ${threads} threads; ${os.cpus()[0]?.model ?? ""})`);
+  console.log("                           TTFT ms   decode tokens/s");
+  for (const r of rows) console.log(`${r.name.padEnd(26)} ${r.ttftMs.toFixed(0).padStart(7)}   ${r.tokensPerS.toFixed(1).padStart(8)}`);
+}
+
+main().catch((err: unknown) => {
+  console.error(`bench:generate: ${err instanceof Error ? err.message : String(err)}`);
+  process.exit(1);
+});
