@@ -11,17 +11,34 @@ export const GGUF_ADAPTER = "adapter.gguf";
 /** The name a PEFT config gives the base model: the GGUF's recorded HF repository, or its name. */
 export function baseModelName(modelPath: string): string {
   const g = readGguf(modelPath);
-  for (const key of ["general.source.huggingface.repository", "general.base_model.0.repo_url", "general.name"]) {
+  for (const key of ["general.source.huggingface.repository", "general.base_model.0.repo_url", "general.source.url", "general.name"]) {
     const v = g.metadata.get(key);
-    if (v && v.type === GgufValueType.STRING && String(v.value)) return String(v.value);
+    if (v && v.type === GgufValueType.STRING && String(v.value)) {
+      // PEFT wants a hub id ("TinyLlama/TinyLlama-1.1B-Chat-v1.0"), not a URL
+      return String(v.value).replace(/^https?:\/\/huggingface\.co\//, "").replace(/\/$/, "");
+    }
   }
   return path.basename(modelPath);
 }
 
-/** Writes `dir/adapter.gguf` and the PEFT files next to it. */
-export async function saveAdapterBoth(engine: LoraEngine, dir: string, baseModel: string): Promise<void> {
+export interface AdapterRecord {
+  /** the GGUF the adapter was trained on (absolute path) */
+  basePath: string;
+  /** the base's hub id or name, for adapter_config.json */
+  baseModel: string;
+  /** the prompt template it was trained with */
+  template: string;
+  steps: number;
+}
+
+/**
+ * Writes `dir/adapter.gguf`, the PEFT files next to it, and `text2sql.json` (the base model and the
+ * prompt template, so that generation and export need nothing else).
+ */
+export async function saveAdapterBoth(engine: LoraEngine, dir: string, rec: AdapterRecord): Promise<void> {
   fs.mkdirSync(dir, { recursive: true });
   await engine.saveAdapter(path.join(dir, GGUF_ADAPTER));
+  const baseModel = rec.baseModel;
   const l = engine.options.lora;
   exportPeft(dir, await engine.getAdapter(), {
     r: l.r,
@@ -33,6 +50,7 @@ export async function saveAdapterBoth(engine: LoraEngine, dir: string, baseModel
     nHead: engine.info.nHead,
     nHeadKv: engine.info.nHeadKv,
   });
+  fs.writeFileSync(path.join(dir, "text2sql.json"), JSON.stringify({ base_model: rec.basePath, base_model_name: rec.baseModel, lora: l, template: rec.template, steps: rec.steps }, null, 2) + "\n");
 }
 
 /**

@@ -2,7 +2,7 @@
 // rate, evaluation, checkpoints and resuming. The native engine only accumulates and steps.
 import fs from "node:fs";
 import path from "node:path";
-import { baseModelName, loadAdapterInto, saveAdapterBoth } from "./adapters.js";
+import { baseModelName, loadAdapterInto, saveAdapterBoth, type AdapterRecord } from "./adapters.js";
 import { configToYaml, loadConfig, type DeepPartial, type TrainConfig } from "./config.js";
 import { loadDataset, shuffled, type DatasetReport } from "./data.js";
 import { LoraEngine, makeBatch, type OptimizerState } from "./engine.js";
@@ -166,13 +166,13 @@ function checkpointDirs(out: string): { step: number; dir: string }[] {
     .sort((a, b) => a.step - b.step);
 }
 
-async function saveCheckpoint(engine: LoraEngine, out: string, state: TrainerState, opt: OptimizerState, keep: number, baseName: string): Promise<string> {
+async function saveCheckpoint(engine: LoraEngine, out: string, state: TrainerState, opt: OptimizerState, keep: number, rec: Omit<AdapterRecord, "steps">): Promise<string> {
   const root = path.join(out, "checkpoints");
   const dir = path.join(root, `checkpoint-${state.step}`);
   const tmp = `${dir}.tmp-${process.pid}`;
   fs.rmSync(tmp, { recursive: true, force: true });
   fs.mkdirSync(tmp, { recursive: true });
-  await saveAdapterBoth(engine, tmp, baseName);
+  await saveAdapterBoth(engine, tmp, { ...rec, steps: state.step });
   // AdamW moments as raw little-endian float32: m of every tensor, then v of every tensor
   const parts: Buffer[] = [];
   for (const t of [...opt.m, ...opt.v]) parts.push(Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength));
@@ -244,7 +244,7 @@ export async function trainSft(options: TrainOptions | TrainConfig, hooks: Train
   try {
     log(`model: ${modelPath} (${engine.info.nLayer} layers, n_embd ${engine.info.nEmbd}, ${engine.info.weightType}) on ${engine.info.device}; ` +
       `LoRA r=${cfg.lora.r} on ${engine.info.targets.join(", ")}: ${engine.trainableParams.toLocaleString("en-US")} trainable parameters`);
-    const baseName = baseModelName(modelPath);
+    const record = { basePath: path.resolve(modelPath), baseModel: baseModelName(modelPath), template: cfg.data.template };
     if (cfg.lora.init_adapter && !resumeFrom) {
       const kind = await loadAdapterInto(engine, cfg.lora.init_adapter);
       log(`adapter: starting from ${cfg.lora.init_adapter} (${kind === "peft" ? "PEFT" : "GGUF LoRA"})`);
@@ -346,7 +346,7 @@ export async function trainSft(options: TrainOptions | TrainConfig, hooks: Train
         const opt = await engine.getOptimizerState();
         stepStart.optimizer = { t: opt.t, dropoutCalls: stepStart.optimizer.dropoutCalls };
         stepStart.tensors = state.tensors;
-        const dir = await saveCheckpoint(engine, out, stepStart, opt, tc.keep_checkpoints, baseName);
+        const dir = await saveCheckpoint(engine, out, stepStart, opt, tc.keep_checkpoints, record);
         log(`interrupted: checkpoint saved to ${dir}`);
         state = stepStart;
         interrupted = true;
@@ -382,7 +382,7 @@ export async function trainSft(options: TrainOptions | TrainConfig, hooks: Train
       const last = state.step === totalSteps;
       if (tc.eval_every > 0 && state.step % tc.eval_every === 0 && !last) await evaluate(state.step);
       if (tc.save_every > 0 && state.step % tc.save_every === 0 && !last) {
-        await saveCheckpoint(engine, out, state, opt, tc.keep_checkpoints, baseName);
+        await saveCheckpoint(engine, out, state, opt, tc.keep_checkpoints, record);
       }
     }
 
@@ -390,8 +390,7 @@ export async function trainSft(options: TrainOptions | TrainConfig, hooks: Train
     if (!interrupted) {
       await evaluate(state.step);
       finalModel = path.join(out, "final_model");
-      await saveAdapterBoth(engine, finalModel, baseName);
-      fs.writeFileSync(path.join(finalModel, "text2sql.json"), JSON.stringify({ base_model: path.resolve(modelPath), lora: cfg.lora, template: cfg.data.template, steps: state.step }, null, 2) + "\n");
+      await saveAdapterBoth(engine, finalModel, { ...record, steps: state.step });
     }
     fs.writeFileSync(path.join(out, "loss.svg"), lossCurveSvg(history.train, history.eval, `text2sql: ${path.basename(out)}`));
 
