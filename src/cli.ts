@@ -8,6 +8,7 @@ import { DEFAULTS, getPath, loadConfig, SCHEMA, type TrainConfig } from "./confi
 import { LoraEngine } from "./engine.js";
 import { disposeGenerators, generateSql, resolveAdapter } from "./generate.js";
 import { mergeAdapter } from "./merge.js";
+import { startServer } from "./server.js";
 import { resolveModelPath } from "./models.js";
 import { systemInfo } from "./system.js";
 import { formatSummary, prepareData, trainSft, type TrainSummary } from "./trainer.js";
@@ -287,6 +288,54 @@ Example:
     (bar as cliProgress.SingleBar | null)?.stop();
     for (const w of r.warnings) process.stderr.write(`text2sql: warning: ${w}\n`);
     process.stderr.write(`text2sql: wrote ${r.out} (${r.type}; ${r.merged} of ${r.tensors} tensors merged) from ${model} + ${a.adapterFile}\n`);
+  });
+
+program
+  .command("serve")
+  .description("serve question → SQL over HTTP (POST /generate_sql, GET /health) with a web page at /")
+  .option("--adapter <path>", "adapter.gguf, or a trainer output / final_model / checkpoint folder")
+  .option("--model <path>", "base model GGUF (default: the base recorded in the adapter folder)")
+  .option("--port <n>", "port", "8080")
+  .option("--host <host>", "address to bind; anything but 127.0.0.1 exposes the API to the network", "127.0.0.1")
+  .option("--token <token>", "require 'Authorization: Bearer <token>' on the API (default: $TEXT2SQL_TOKEN)")
+  .option("--parallel <n>", "questions decoded at once", "4")
+  .option("--queue <n>", "requests that may wait beyond those being decoded (more get 503)", "64")
+  .addOption(new Option("--device <device>", "where to run").choices(["auto", "cpu"]).default("auto"))
+  .option("--threads <n>", "CPU threads for decoding")
+  .addHelpText("after", `
+Examples:
+  npx text2sql serve --adapter outputs/spider
+  curl -s localhost:8080/generate_sql -H 'content-type: application/json' -d '{"question": "How many singers are there?"}'`)
+  .action(async (o: { adapter?: string; model?: string; port: string; host: string; token?: string; parallel: string; queue: string; device: "auto" | "cpu"; threads?: string }) => {
+    if (!o.adapter && !o.model) throw new Error("give --adapter (a trainer output folder) and/or --model (a base GGUF)");
+    const int = (flag: string, v: string, min: number) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < min) throw new Error(`${flag}: expected an integer >= ${min}, got ${JSON.stringify(v)}`);
+      return n;
+    };
+    const server = await startServer({
+      adapter: o.adapter,
+      model: o.model,
+      port: int("--port", o.port, 0),
+      host: o.host,
+      token: o.token ?? process.env.TEXT2SQL_TOKEN,
+      parallel: int("--parallel", o.parallel, 1),
+      maxQueue: int("--queue", o.queue, 0),
+      device: o.device,
+      threads: o.threads ? int("--threads", o.threads, 1) : undefined,
+    });
+    let stopping = false;
+    const stop = (sig: string) => {
+      if (stopping) return;
+      stopping = true;
+      process.stderr.write(`text2sql serve: ${sig}: finishing requests in flight, then exiting\n`);
+      server.close().then(() => process.exit(0), (err: unknown) => {
+        process.stderr.write(`text2sql serve: ${(err as Error).message}\n`);
+        process.exit(1);
+      });
+    };
+    process.on("SIGINT", () => stop("SIGINT"));
+    process.on("SIGTERM", () => stop("SIGTERM"));
   });
 
 function fmtTime(s: number): string {

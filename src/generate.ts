@@ -185,14 +185,17 @@ export class SqlGenerator {
   readonly modelPath: string;
   readonly adapterPath: string | undefined;
   readonly template: string;
+  /** where node-llama-cpp decodes: cpu, cuda, metal or vulkan */
+  readonly device: string;
   private readonly free: LlamaContextSequence[];
   private readonly waiting: (() => void)[] = [];
 
   private constructor(
     private readonly model: LlamaModel,
     private readonly context: LlamaContext,
-    opts: { modelPath: string; adapterPath?: string; template: string },
+    opts: { modelPath: string; adapterPath?: string; template: string; device: string },
   ) {
+    this.device = opts.device;
     this.modelPath = opts.modelPath;
     this.adapterPath = opts.adapterPath;
     this.template = opts.template;
@@ -219,7 +222,7 @@ export class SqlGenerator {
         failedCreationRemedy: false,
         ...(o.threads ? { threads: o.threads } : {}),
       });
-      return new SqlGenerator(model, context, { modelPath, adapterPath: a.adapterFile, template: o.template ?? a.template ?? DEFAULT_TEMPLATE });
+      return new SqlGenerator(model, context, { modelPath, adapterPath: a.adapterFile, template: o.template ?? a.template ?? DEFAULT_TEMPLATE, device: llama.gpu || "cpu" });
     } catch (err) {
       await model.dispose();
       const msg = (err as Error).message;

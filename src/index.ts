@@ -46,3 +46,4 @@ export {
 export { saveAdapterBoth, loadAdapterInto, baseModelName } from "./adapters.js";
 export { exportPeft, importPeft, readPeftConfig, isPeftDir, isGgufAdapter, type PeftConfig, type PeftExportMeta } from "./peft.js";
 export { mergeAdapter, type MergeOptions, type MergeResult, type MergeType } from "./merge.js";
+export { startServer, type ServerOptions, type RunningServer } from "./server.js";

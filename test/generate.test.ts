@@ -1,39 +1,21 @@
 // generateSql through node-llama-cpp: after an overfit run on a tiny model it returns exactly the
 // trained SQL for each training question (training, export, loading and the prompt all agree).
-import fs from "node:fs";
 import path from "node:path";
 import { afterAll, describe, expect, test } from "vitest";
 import { disposeGenerators, extractSql, generateSql, SqlGenerator, validateSql } from "../src/generate.js";
 import { LoraEngine } from "../src/engine.js";
-import { trainSft } from "../src/trainer.js";
 import { tempDir, testModel } from "./helpers/models.js";
-
-const PAIRS = [
-  ["How many heads of the departments are older than 56?", "SELECT count(*) FROM head WHERE age > 56"],
-  ["List the name and age of every head, oldest first.", "SELECT name , age FROM head ORDER BY age DESC"],
-  ["What is the average budget of departments in Texas?", "SELECT avg(budget) FROM department WHERE state = 'Texas'"],
-  ["Which singers are from France?", "SELECT name FROM singer WHERE country = 'France'"],
-];
-const SCHEMA = "CREATE TABLE head (id INTEGER PRIMARY KEY, name TEXT, age INTEGER);\nCREATE TABLE department (id INTEGER PRIMARY KEY, state TEXT, budget REAL);\nCREATE TABLE singer (id INTEGER PRIMARY KEY, name TEXT, country TEXT);";
+import { overfitAdapter, PAIRS, SCHEMA } from "./helpers/overfit.js";
 
 afterAll(() => disposeGenerators());
 
 describe("generateSql", () => {
   test("after an overfit run it returns exactly the trained SQL for every training question", async () => {
-    const dir = tempDir("t2s-overfit-");
-    const csv = path.join(dir, "pairs.csv");
-    fs.writeFileSync(csv, ["text_query,sql_command", ...PAIRS.map(([q, s]) => `"${q}","${s}"`)].join("\n") + "\n");
-    const summary = await trainSft({
-      model: { path: await testModel({ nEmbd: 128, nHead: 4, nHeadKv: 2, nFf: 256 }) },
-      lora: { r: 16, alpha: 32, dropout: 0, target_modules: ["q", "k", "v", "o", "gate", "up", "down"] },
-      data: { path: csv, split: [1, 0, 0] },
-      train: { max_steps: 150, batch_size: 4, grad_accum: 1, lr: 1e-2, lr_schedule: "constant", eval_every: 0, save_every: 0, threads: 2 },
-      output: { dir: path.join(dir, "out") },
-    });
-    expect(summary.trainLoss).toBeLessThan(0.01);
+    const { outputDir, trainLoss } = await overfitAdapter();
+    expect(trainLoss).toBeLessThan(0.01);
     // the adapter folder records the base model and the template
     const many = await new Promise<Awaited<ReturnType<SqlGenerator["generateMany"]>>>((resolve, reject) => {
-      SqlGenerator.load({ adapter: path.join(dir, "out"), device: "cpu", parallel: 2, threads: 1 })
+      SqlGenerator.load({ adapter: outputDir, device: "cpu", parallel: 2, threads: 1 })
         .then(async (g) => {
           try {
             resolve(await g.generateMany(PAIRS.map(([question]) => ({ question, schema: SCHEMA }))));
@@ -49,7 +31,7 @@ describe("generateSql", () => {
       expect(r.ms).toBeGreaterThan(0);
     }
     // the one-call API, loaded once and reused
-    const one = await generateSql({ question: PAIRS[0][0], adapter: path.join(dir, "out", "final_model"), device: "cpu", threads: 1 });
+    const one = await generateSql({ question: PAIRS[0][0], adapter: path.join(outputDir, "final_model"), device: "cpu", threads: 1 });
     expect(one.sql).toBe(`${PAIRS[0][1]};`);
     expect(one.valid).toBeUndefined();
   });

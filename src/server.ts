@@ -1,0 +1,178 @@
+// `text2sql serve`: an HTTP API and a web page for question → SQL, on Fastify. The model and
+// adapter load once; requests queue onto the model's parallel sequences, with a cap (503 and
+// Retry-After beyond it). Every request is validated by JSON schema; bad requests get clear JSON
+// errors, never a crash.
+import Fastify, { type FastifyError, type FastifyInstance } from "fastify";
+import fs from "node:fs";
+import path from "node:path";
+import { SqlGenerator } from "./generate.js";
+import { packageRoot } from "./native.js";
+
+export interface ServerOptions {
+  /** adapter.gguf or a trainer output folder (its base model is used unless `model` is given) */
+  adapter?: string;
+  model?: string;
+  host?: string;
+  port?: number;
+  /** require `Authorization: Bearer <token>` on the API */
+  token?: string;
+  /** questions decoded at once (parallel sequences) */
+  parallel?: number;
+  /** requests allowed to wait beyond the ones being decoded; more get 503 */
+  maxQueue?: number;
+  device?: "auto" | "cpu";
+  threads?: number;
+  maxTokens?: number;
+  /** log lines (default: stderr) */
+  log?: (line: string) => void;
+}
+
+export interface RunningServer {
+  url: string;
+  app: FastifyInstance;
+  generator: SqlGenerator;
+  /** stop taking requests, finish those in flight, free the model */
+  close(): Promise<void>;
+}
+
+export const BODY_LIMIT = 64 * 1024;
+
+const generateSchema = {
+  body: {
+    type: "object",
+    required: ["question"],
+    additionalProperties: false,
+    properties: {
+      question: { type: "string", minLength: 1, maxLength: 4000 },
+      schema: { type: "string", maxLength: 60000 },
+    },
+  },
+} as const;
+
+function fieldOf(err: FastifyError): string {
+  const v = err.validation?.[0];
+  if (!v) return "body";
+  const missing = (v.params as { missingProperty?: string; additionalProperty?: string }).missingProperty;
+  const extra = (v.params as { additionalProperty?: string }).additionalProperty;
+  if (missing) return `${missing}: required`;
+  if (extra) return `${extra}: unknown field (send question and optionally schema)`;
+  const field = v.instancePath.replace(/^\//, "") || "body";
+  if (field === "body" && v.keyword === "type") return 'body: send a JSON object like {"question": "...", "schema": "CREATE TABLE ..."}';
+  if (v.keyword === "minLength") return `${field}: must not be empty`;
+  if (v.keyword === "maxLength") return `${field}: too long (${v.message})`;
+  return `${field}: ${v.message}`;
+}
+
+export async function startServer(o: ServerOptions = {}): Promise<RunningServer> {
+  const log = o.log ?? ((line: string) => process.stderr.write(line + "\n"));
+  const t0 = performance.now();
+  const host = o.host ?? "127.0.0.1";
+  const parallel = o.parallel ?? 4;
+  const maxQueue = o.maxQueue ?? 64;
+  const generator = await SqlGenerator.load({ adapter: o.adapter, model: o.model, device: o.device, parallel, threads: o.threads });
+  const page = fs.readFileSync(path.join(packageRoot(), "src", "web", "index.html"));
+  const started = Date.now();
+  let served = 0;
+  let pending = 0;
+
+  const app = Fastify({
+    bodyLimit: BODY_LIMIT,
+    logger: false,
+    return503OnClosing: true,
+    // reject unknown fields instead of silently dropping them
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false } },
+  });
+  app.removeContentTypeParser("text/plain"); // JSON only: anything else is 415
+  let stopping = false;
+  // while stopping, answer in-flight requests with Connection: close, so no idle keep-alive
+  // socket holds the shutdown until its timeout
+  app.addHook("onSend", async (_req, reply, payload) => {
+    if (stopping) reply.header("connection", "close");
+    return payload;
+  });
+
+  app.addHook("onRequest", async (req, reply) => {
+    if (!o.token || req.url === "/" || req.method === "OPTIONS") return;
+    if (req.headers.authorization !== `Bearer ${o.token}`) {
+      return reply.code(401).header("WWW-Authenticate", "Bearer").send({ error: "authorization: this server wants 'Authorization: Bearer <token>'" });
+    }
+  });
+
+  app.setErrorHandler((err: FastifyError, _req, reply) => {
+    if (err.validation) return reply.code(400).send({ error: fieldOf(err) });
+    if (err.code === "FST_ERR_CTP_BODY_TOO_LARGE") return reply.code(413).send({ error: `request body over ${BODY_LIMIT / 1024} KiB` });
+    if (err.code === "FST_ERR_CTP_INVALID_MEDIA_TYPE") return reply.code(415).send({ error: "content-type: send application/json" });
+    if (err.code === "FST_ERR_CTP_EMPTY_JSON_BODY") return reply.code(400).send({ error: "body: empty; send JSON like {\"question\": \"...\"}" });
+    if (err.statusCode === 400 && (err.code === "FST_ERR_CTP_INVALID_JSON_BODY" || err instanceof SyntaxError || /JSON/.test(err.message))) {
+      return reply.code(400).send({ error: `body: malformed JSON (${err.message})` });
+    }
+    if (err.statusCode && err.statusCode < 500) return reply.code(err.statusCode).send({ error: err.message });
+    log(`error: ${err.stack ?? err.message}`);
+    return reply.code(500).send({ error: `internal error: ${err.message}` });
+  });
+
+  app.setNotFoundHandler((req, reply) => reply.code(404).send({ error: `no route ${req.method} ${req.url.split("?")[0]}; routes: GET /, GET /health, POST /generate_sql` }));
+
+  app.get("/", async (_req, reply) => reply.type("text/html; charset=utf-8").send(page));
+
+  app.get("/health", async () => ({
+    status: "ok",
+    model: generator.modelPath,
+    adapter: generator.adapterPath ?? null,
+    device: generator.device,
+    uptimeS: (Date.now() - started) / 1000,
+    requestsServed: served,
+    inFlight: pending,
+    parallel,
+    maxQueue,
+  }));
+
+  app.post("/generate_sql", { schema: generateSchema }, async (req, reply) => {
+    const body = req.body as { question: string; schema?: string };
+    const question = body.question.trim();
+    if (!question) return reply.code(400).send({ error: "question: must not be empty" });
+    if (pending >= parallel + maxQueue) {
+      return reply.code(503).header("Retry-After", "1").send({ error: `busy: ${pending} requests in flight or queued; retry shortly` });
+    }
+    pending++;
+    try {
+      const schema = body.schema?.trim() ? body.schema : undefined;
+      const r = await generator.generate({ question, schema, maxTokens: o.maxTokens });
+      served++;
+      return { sql: r.sql, ...(r.valid !== undefined ? { valid: r.valid } : {}), ...(r.error ? { error: r.error } : {}), ms: Math.round(r.ms * 10) / 10 };
+    } catch (err) {
+      const msg = (err as Error).message;
+      if (/^schema: /.test(msg)) return reply.code(400).send({ error: msg });
+      throw err;
+    } finally {
+      pending--;
+    }
+  });
+
+  const address = await app.listen({ host, port: o.port ?? 8080 });
+  const readyS = ((performance.now() - t0) / 1000).toFixed(1);
+  log(`text2sql serve: listening on ${address}`);
+  log(`  model   ${generator.modelPath}`);
+  log(`  adapter ${generator.adapterPath ?? "(none)"}`);
+  log(`  device  ${generator.device}, ${parallel} parallel sequences, queue of ${maxQueue}`);
+  log(`  ready in ${readyS} s`);
+  if (host !== "127.0.0.1" && host !== "localhost" && host !== "::1") {
+    log(o.token
+      ? `  note: bound to ${host}; the API wants 'Authorization: Bearer <token>'`
+      : `  WARNING: bound to ${host} with no authentication: anyone who can reach this address can use the API (pass --token to require one)`);
+  }
+  let closing: Promise<void> | undefined;
+  return {
+    url: address,
+    app,
+    generator,
+    close() {
+      closing ??= (async () => {
+        stopping = true;
+        await app.close();
+        await generator.dispose();
+      })();
+      return closing;
+    },
+  };
+}
