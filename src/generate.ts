@@ -192,15 +192,20 @@ export class SqlGenerator {
 
   private constructor(
     private readonly model: LlamaModel,
-    private readonly context: LlamaContext,
+    private readonly contexts: LlamaContext[],
     opts: { modelPath: string; adapterPath?: string; template: string; device: string },
   ) {
     this.device = opts.device;
     this.modelPath = opts.modelPath;
     this.adapterPath = opts.adapterPath;
     this.template = opts.template;
-    // one sequence per parallel slot, reused from question to question
-    this.free = Array.from({ length: context.totalSequences }, () => context.getSequence());
+    // one single-sequence context per parallel slot, reused from question to question
+    this.free = contexts.map((c) => c.getSequence());
+  }
+
+  /** questions decoded at the same time */
+  get parallel(): number {
+    return this.contexts.length;
   }
 
   /** Loads the model (and adapter) once; reuse the generator for every question. */
@@ -215,14 +220,20 @@ export class SqlGenerator {
     const llama: Llama = o.device === "cpu" ? await cpuLlama() : await getLlama({ build: "never", progressLogs: false, logLevel: LlamaLogLevel.error });
     const model = await llama.loadModel({ modelPath });
     try {
-      const context = await model.createContext({
-        sequences: parallel,
-        contextSize: (o.contextSize ?? 1024) * parallel,
-        lora: a.adapterFile ? { adapters: [{ filePath: a.adapterFile, scale: 1 }] } : undefined,
-        failedCreationRemedy: false,
-        ...(o.threads ? { threads: o.threads } : {}),
-      });
-      return new SqlGenerator(model, context, { modelPath, adapterPath: a.adapterFile, template: o.template ?? a.template ?? DEFAULT_TEMPLATE, device: llama.gpu || "cpu" });
+      // Parallel questions decode in separate single-sequence contexts over the one loaded model:
+      // several sequences in one context gave corrupted outputs under concurrent decoding with
+      // node-llama-cpp 3.21.1 (test/generate.test.ts checks 50 concurrent questions).
+      const contexts: LlamaContext[] = [];
+      for (let i = 0; i < parallel; i++) {
+        contexts.push(await model.createContext({
+          sequences: 1,
+          contextSize: o.contextSize ?? 1024,
+          lora: a.adapterFile ? { adapters: [{ filePath: a.adapterFile, scale: 1 }] } : undefined,
+          failedCreationRemedy: false,
+          ...(o.threads ? { threads: o.threads } : {}),
+        }));
+      }
+      return new SqlGenerator(model, contexts, { modelPath, adapterPath: a.adapterFile, template: o.template ?? a.template ?? DEFAULT_TEMPLATE, device: llama.gpu || "cpu" });
     } catch (err) {
       await model.dispose();
       const msg = (err as Error).message;
@@ -277,7 +288,7 @@ export class SqlGenerator {
   }
 
   async dispose(): Promise<void> {
-    await this.context.dispose();
+    for (const c of this.contexts) await c.dispose();
     await this.model.dispose();
   }
 }

@@ -36,6 +36,20 @@ describe("generateSql", () => {
     expect(one.valid).toBeUndefined();
   });
 
+  test("50 questions at once over 4 parallel decoders give exactly the answers of one-at-a-time decoding", async () => {
+    // guards against cross-talk between concurrent decodes (several sequences of one
+    // node-llama-cpp 3.21.1 context corrupted ~10% of these answers; see SqlGenerator.load)
+    const { outputDir } = await overfitAdapter();
+    const g = await SqlGenerator.load({ adapter: outputDir, device: "cpu", parallel: 4, threads: 1 });
+    try {
+      expect(g.parallel).toBe(4);
+      const rs = await g.generateMany(Array.from({ length: 50 }, (_, i) => ({ question: PAIRS[i % 4][0] })));
+      rs.forEach((r, i) => expect(r.sql, `question ${i}`).toBe(`${PAIRS[i % 4][1]};`));
+    } finally {
+      await g.dispose();
+    }
+  });
+
   test("errors: an empty question, a missing adapter or model, an adapter for another base", async () => {
     const model = await testModel();
     await expect(generateSql({ question: "  ", model, device: "cpu" })).rejects.toThrow("question: expected a non-empty string");

@@ -82,7 +82,7 @@ describe("serve", () => {
     const rs = await Promise.all(Array.from({ length: 50 }, (_, i) => post(server.url, { question: PAIRS[i % 4][0] })));
     rs.forEach((r, i) => {
       expect(r.status).toBe(200);
-      expect(r.json.sql).toBe(`${PAIRS[i % 4][1]};`);
+      expect(r.json.sql, `request ${i}`).toBe(`${PAIRS[i % 4][1]};`);
     });
     expect(process.memoryUsage().rss - rss0).toBeLessThan(200 * 1024 * 1024);
   });
