@@ -58,7 +58,7 @@ async function main(): Promise<void> {
   } finally {
     await server.close();
   }
-  console.log(`\ntext2sql serve, quickstart tiny model + adapter, ${parallel} parallel sequences, ${threads} decode thread(s), ${seconds} s per level (${os.cpus()[0]?.model ?? ""})`);
+  console.log(`\ntext2sql serve, quickstart tiny model + adapter, ${parallel} parallel decoders, ${threads} decode thread(s), ${seconds} s per level (${os.cpus()[0]?.model ?? ""})`);
   console.log("clients   requests   p50 ms   p99 ms   req/s   errors");
   for (const r of rows) console.log(r);
 }

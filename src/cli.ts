@@ -298,7 +298,7 @@ program
   .option("--port <n>", "port", "8080")
   .option("--host <host>", "address to bind; anything but 127.0.0.1 exposes the API to the network", "127.0.0.1")
   .option("--token <token>", "require 'Authorization: Bearer <token>' on the API (default: $TEXT2SQL_TOKEN)")
-  .option("--parallel <n>", "questions decoded at once", "4")
+  .option("--parallel <n>", "questions decoded at once (parallel decoders over the one loaded model)", "4")
   .option("--queue <n>", "requests that may wait beyond those being decoded (more get 503)", "64")
   .addOption(new Option("--device <device>", "where to run").choices(["auto", "cpu"]).default("auto"))
   .option("--threads <n>", "CPU threads for decoding")

@@ -16,7 +16,7 @@ export interface GeneratorOptions {
   /** the prompt template; defaults to the one recorded in the adapter folder, else the seed's */
   template?: string;
   device?: "auto" | "cpu";
-  /** questions decoded at the same time (parallel sequences of one context) */
+  /** questions decoded at the same time (one single-sequence context each, over one loaded model) */
   parallel?: number;
   /** context length per sequence (prompt + SQL) */
   contextSize?: number;
@@ -282,7 +282,7 @@ export class SqlGenerator {
     return result;
   }
 
-  /** Many questions at once, decoded in parallel sequences; results in input order. */
+  /** Many questions at once, decoded in parallel; results in input order. */
   generateMany(items: GenerateOptions[]): Promise<GenerateResult[]> {
     return Promise.all(items.map((it) => this.generate(it)));
   }

@@ -1,5 +1,5 @@
 // `text2sql serve`: an HTTP API and a web page for question → SQL, on Fastify. The model and
-// adapter load once; requests queue onto the model's parallel sequences, with a cap (503 and
+// adapter load once; requests queue onto the model's parallel decoders, with a cap (503 and
 // Retry-After beyond it). Every request is validated by JSON schema; bad requests get clear JSON
 // errors, never a crash.
 import Fastify, { type FastifyError, type FastifyInstance } from "fastify";
@@ -16,7 +16,7 @@ export interface ServerOptions {
   port?: number;
   /** require `Authorization: Bearer <token>` on the API */
   token?: string;
-  /** questions decoded at once (parallel sequences) */
+  /** questions decoded at once (parallel decoders over the one loaded model) */
   parallel?: number;
   /** requests allowed to wait beyond the ones being decoded; more get 503 */
   maxQueue?: number;
@@ -154,7 +154,7 @@ export async function startServer(o: ServerOptions = {}): Promise<RunningServer>
   log(`text2sql serve: listening on ${address}`);
   log(`  model   ${generator.modelPath}`);
   log(`  adapter ${generator.adapterPath ?? "(none)"}`);
-  log(`  device  ${generator.device}, ${parallel} parallel sequences, queue of ${maxQueue}`);
+  log(`  device  ${generator.device}, ${parallel} parallel decoders, queue of ${maxQueue}`);
   log(`  ready in ${readyS} s`);
   if (host !== "127.0.0.1" && host !== "localhost" && host !== "::1") {
     log(o.token
