@@ -5,7 +5,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { getLlama, LlamaLogLevel, type Llama, type LlamaContext, type LlamaContextSequence, type LlamaModel, type Token } from "node-llama-cpp";
 import { DEFAULT_TEMPLATE } from "./config.js";
-import { GgufValueType, readGguf } from "./gguf.js";
+import { checkAdapterFits } from "./merge.js";
 import { cpuLlama, renderPrompt } from "./prompt.js";
 
 export interface GeneratorOptions {
@@ -74,36 +74,6 @@ export function resolveAdapter(p: string): ResolvedAdapter {
     out.template = m.template;
   }
   return out;
-}
-
-/**
- * Checks that a GGUF LoRA fits a base GGUF before llama.cpp sees it: the architecture, and every
- * lora_a [n_in, r] / lora_b [r, n_out] against its base tensor [n_in, n_out]. Throws naming the
- * tensor and both shapes.
- */
-export function checkAdapterFits(modelPath: string, adapterFile: string): void {
-  const base = readGguf(modelPath);
-  const ad = readGguf(adapterFile);
-  const str = (f: typeof base, k: string) => {
-    const v = f.metadata.get(k);
-    return v && v.type === GgufValueType.STRING ? String(v.value) : undefined;
-  };
-  if (str(ad, "general.type") !== "adapter") throw new Error(`adapter: ${adapterFile} is not a GGUF LoRA adapter (general.type is ${str(ad, "general.type") ?? "missing"})`);
-  if (str(ad, "general.architecture") !== str(base, "general.architecture")) {
-    throw new Error(`adapter: ${adapterFile} is for architecture '${str(ad, "general.architecture")}' but ${modelPath} is '${str(base, "general.architecture")}'`);
-  }
-  const byName = new Map(base.tensors.map((t) => [t.name, t]));
-  const shape = (ne: number[]) => `[${ne.join(", ")}]`;
-  for (const t of ad.tensors) {
-    const m = /^(.*)\.lora_([ab])$/.exec(t.name);
-    if (!m) throw new Error(`adapter: ${adapterFile} has a tensor '${t.name}' that is not a LoRA a/b tensor`);
-    const w = byName.get(m[1]);
-    if (!w) throw new Error(`adapter: tensor '${t.name}' adapts '${m[1]}', which ${modelPath} does not have`);
-    const ok = m[2] === "a" ? t.ne[0] === w.ne[0] : t.ne[1] === w.ne[1];
-    if (!ok) {
-      throw new Error(`adapter: tensor '${t.name}' has shape ${shape(t.ne)} but the base tensor '${m[1]}' has shape ${shape(w.ne)} (${m[2] === "a" ? "lora_a needs [n_in, r]" : "lora_b needs [r, n_out]"}); the adapter was trained on another base model`);
-    }
-  }
 }
 
 /** Cuts the SQL out of a completion: after [/INST] if present, up to the end of the first statement. */

@@ -38,12 +38,11 @@ export {
   validateSql,
   extractSql,
   resolveAdapter,
-  checkAdapterFits,
   type GenerateOptions,
   type GeneratorOptions,
   type GenerateResult,
 } from "./generate.js";
 export { saveAdapterBoth, loadAdapterInto, baseModelName } from "./adapters.js";
 export { exportPeft, importPeft, readPeftConfig, isPeftDir, isGgufAdapter, type PeftConfig, type PeftExportMeta } from "./peft.js";
-export { mergeAdapter, type MergeOptions, type MergeResult, type MergeType } from "./merge.js";
+export { mergeAdapter, checkAdapterFits, type MergeOptions, type MergeResult, type MergeType } from "./merge.js";
 export { startServer, type ServerOptions, type RunningServer } from "./server.js";

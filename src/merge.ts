@@ -130,19 +130,19 @@ interface Delta {
     Bm: Float64Array; // [n_out][r]
 }
 
-function checkAdapter(model: GgufFile, adapter: GgufFile, warnings: string[]): { pairs: Map<string, LoraPair>; scale: number; r: number; alpha: number } {
+function checkAdapter(model: GgufFile, adapter: GgufFile, warnings: string[], who = "mergeAdapter"): { pairs: Map<string, LoraPair>; scale: number; r: number; alpha: number } {
     const ap = adapter.path;
     const gtype = metaString(adapter, "general.type");
     const atype = metaString(adapter, "adapter.type");
     if (gtype !== "adapter" || atype !== "lora") {
         throw new Error(
-            `mergeAdapter: ${ap} is not a GGUF LoRA adapter (general.type ${JSON.stringify(gtype ?? null)}, ` +
+            `${who}: ${ap} is not a GGUF LoRA adapter (general.type ${JSON.stringify(gtype ?? null)}, ` +
                 `adapter.type ${JSON.stringify(atype ?? null)}; expected "adapter" and "lora")`,
         );
     }
     const arch = metaString(adapter, "general.architecture");
     if (arch !== "llama") {
-        throw new Error(`mergeAdapter: ${ap} is an adapter for architecture ${JSON.stringify(arch ?? null)}; only "llama" is supported`);
+        throw new Error(`${who}: ${ap} is an adapter for architecture ${JSON.stringify(arch ?? null)}; only "llama" is supported`);
     }
 
     const baseByName = new Map(model.tensors.map((t) => [t.name, t]));
@@ -155,7 +155,7 @@ function checkAdapter(model: GgufFile, adapter: GgufFile, warnings: string[]): {
                 ignored.push(t.name);
                 continue;
             }
-            throw new Error(`mergeAdapter: ${ap}: tensor "${t.name}" is neither a .lora_a nor a .lora_b tensor`);
+            throw new Error(`${who}: ${ap}: tensor "${t.name}" is neither a .lora_a nor a .lora_b tensor`);
         }
         const [, baseName, which] = m as unknown as [string, string, "a" | "b"];
         const h = halves.get(baseName) ?? {};
@@ -165,7 +165,7 @@ function checkAdapter(model: GgufFile, adapter: GgufFile, warnings: string[]): {
     if (ignored.length > 0) {
         warnings.push(`ignored ${ignored.length} norm tensor(s) in the adapter (${ignored.join(", ")}), as llama.cpp does`);
     }
-    if (halves.size === 0) throw new Error(`mergeAdapter: ${ap} holds no LoRA tensors`);
+    if (halves.size === 0) throw new Error(`${who}: ${ap} holds no LoRA tensors`);
 
     const textR = metaNumber(adapter, "text2sql.lora.r");
     const pairs = new Map<string, LoraPair>();
@@ -173,19 +173,19 @@ function checkAdapter(model: GgufFile, adapter: GgufFile, warnings: string[]): {
     let rFrom = "";
     for (const [name, h] of halves) {
         if (!h.a || !h.b) {
-            throw new Error(`mergeAdapter: ${ap}: "${name}.lora_${h.a ? "a" : "b"}" has no matching "${name}.lora_${h.a ? "b" : "a"}"`);
+            throw new Error(`${who}: ${ap}: "${name}.lora_${h.a ? "a" : "b"}" has no matching "${name}.lora_${h.a ? "b" : "a"}"`);
         }
         const { a, b } = h;
         const base = baseByName.get(name);
-        if (!base) throw new Error(`mergeAdapter: ${ap}: tensor "${a.name}" adapts "${name}", which the base model ${model.path} does not have`);
+        if (!base) throw new Error(`${who}: ${ap}: tensor "${a.name}" adapts "${name}", which the base model ${model.path} does not have`);
         for (const t of [a, b]) {
-            if (t.ne.length !== 2) throw new Error(`mergeAdapter: ${ap}: tensor "${t.name}" has shape ${shape(t.ne)}; expected 2 dimensions`);
+            if (t.ne.length !== 2) throw new Error(`${who}: ${ap}: tensor "${t.name}" has shape ${shape(t.ne)}; expected 2 dimensions`);
             if (t.type !== GgmlType.F32 && t.type !== GgmlType.F16 && t.type !== GgmlType.BF16) {
-                throw new Error(`mergeAdapter: ${ap}: tensor "${t.name}" has type ${ggmlTypeName(t.type)}; supported: F32, F16, BF16`);
+                throw new Error(`${who}: ${ap}: tensor "${t.name}" has type ${ggmlTypeName(t.type)}; supported: F32, F16, BF16`);
             }
         }
         if (base.ne.length !== 2) {
-            throw new Error(`mergeAdapter: ${ap}: tensor "${a.name}" adapts "${name}", which has shape ${shape(base.ne)} in the base; only 2D weights can be adapted`);
+            throw new Error(`${who}: ${ap}: tensor "${a.name}" adapts "${name}", which has shape ${shape(base.ne)} in the base; only 2D weights can be adapted`);
         }
         const [nIn, nOut] = base.ne as [number, number];
         const embd = name === EMBD_NAME;
@@ -199,37 +199,48 @@ function checkAdapter(model: GgufFile, adapter: GgufFile, warnings: string[]): {
         ] as const) {
             if (t.ne[0] !== want[0] || t.ne[1] !== want[1]) {
                 throw new Error(
-                    `mergeAdapter: the adapter does not fit this model: tensor "${t.name}" has shape ${shape(t.ne)} but ` +
+                    `${who}: the adapter does not fit this model: tensor "${t.name}" has shape ${shape(t.ne)} but ` +
                         `base tensor "${name}" has shape ${shape(base.ne)} (so ${t.name.slice(name.length + 1)} must be ${layout} = ${shape(want)}); ` +
                         `adapter ${ap}, model ${model.path}`,
                 );
             }
         }
-        if (r < 1) throw new Error(`mergeAdapter: ${ap}: tensor "${b.name}" has rank 0`);
+        if (r < 1) throw new Error(`${who}: ${ap}: tensor "${b.name}" has rank 0`);
         if (rAll === undefined) {
             rAll = r;
             rFrom = name;
         } else if (r !== rAll) {
-            throw new Error(`mergeAdapter: ${ap}: inconsistent LoRA rank: "${name}" has r = ${r} but "${rFrom}" has r = ${rAll}`);
+            throw new Error(`${who}: ${ap}: inconsistent LoRA rank: "${name}" has r = ${r} but "${rFrom}" has r = ${rAll}`);
         }
         pairs.set(name, { base, a, b, r, embd });
     }
     const r = rAll!;
     if (textR !== undefined && textR !== r) {
-        throw new Error(`mergeAdapter: ${ap}: text2sql.lora.r is ${textR} but the LoRA tensors have rank ${r}`);
+        throw new Error(`${who}: ${ap}: text2sql.lora.r is ${textR} but the LoRA tensors have rank ${r}`);
     }
     const alphaValue = adapter.metadata.get("adapter.lora.alpha");
     let alpha = 0;
     if (alphaValue !== undefined) {
         if (alphaValue.type !== GgufValueType.FLOAT32) {
-            throw new Error(`mergeAdapter: ${ap}: adapter.lora.alpha has value type ${alphaValue.type}; expected FLOAT32 (${GgufValueType.FLOAT32})`);
+            throw new Error(`${who}: ${ap}: adapter.lora.alpha has value type ${alphaValue.type}; expected FLOAT32 (${GgufValueType.FLOAT32})`);
         }
         alpha = alphaValue.value;
-        if (!Number.isFinite(alpha)) throw new Error(`mergeAdapter: ${ap}: adapter.lora.alpha is ${alpha}`);
+        if (!Number.isFinite(alpha)) throw new Error(`${who}: ${ap}: adapter.lora.alpha is ${alpha}`);
     }
     // llama.cpp: scale = alpha ? alpha / rank : 1 (rank = lora_b ne[0]), computed in float32
     const scale = alpha !== 0 ? Math.fround(alpha / r) : 1;
     return { pairs, scale, r, alpha };
+}
+
+/**
+ * Checks that a GGUF LoRA fits a base GGUF (architecture, pairing, every shape, one rank) without
+ * reading tensor data; throws naming the tensor and both shapes. Generation calls it before
+ * llama.cpp sees the adapter.
+ */
+export function checkAdapterFits(modelPath: string, adapterPath: string): void {
+    const model = readGgufNamed(modelPath, "model");
+    const adapter = readGgufNamed(adapterPath, "adapter");
+    checkAdapter(model, adapter, [], "adapter");
 }
 
 /** Read one pair's A and B as the float64 [r][n_in] and [n_out][r] matrices of the generic formula. */

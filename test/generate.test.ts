@@ -63,7 +63,7 @@ describe("generateSql", () => {
     await e.dispose();
     const other = await testModel({ nEmbd: 128, nHead: 4, nHeadKv: 2, nFf: 256 });
     await expect(generateSql({ question: "q?", model: other, adapter: file, device: "cpu" })).rejects.toThrow(
-      "adapter: tensor 'blk.0.attn_q.weight.lora_a' has shape [64, 8] but the base tensor 'blk.0.attn_q.weight' has shape [128, 128]");
+      'adapter: the adapter does not fit this model: tensor "blk.0.attn_q.weight.lora_a" has shape [64, 8] but base tensor "blk.0.attn_q.weight" has shape [128, 128]');
     await expect(generateSql({ question: "q?", model: other, adapter: model, device: "cpu" })).rejects.toThrow(/is not a GGUF LoRA adapter/);
   });
 });
