@@ -19,7 +19,10 @@ let llamaPromise: Promise<Llama> | undefined;
 
 /** node-llama-cpp's prebuilt CPU binding, loaded once (tokenizing needs no GPU and no build). */
 export function cpuLlama(): Promise<Llama> {
-  llamaPromise ??= getLlama({ gpu: false, build: "never", progressLogs: false, logLevel: LlamaLogLevel.error });
+  llamaPromise ??= getLlama({ gpu: false, build: "never", progressLogs: false, logLevel: LlamaLogLevel.error }).catch((err: unknown) => {
+    llamaPromise = undefined; // let a later call retry
+    throw err;
+  });
   return llamaPromise;
 }
 

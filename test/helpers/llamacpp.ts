@@ -10,27 +10,11 @@
  * an additive constant by that, so we return log-probabilities: compare them with
  * log_softmax of your own logits.
  */
-import { getLlama, LlamaLogLevel } from "node-llama-cpp";
 import type { Llama, LlamaContextOptions, Token } from "node-llama-cpp";
+import { cpuLlama } from "../../src/prompt.js";
 
-let llamaPromise: Promise<Llama> | undefined;
-
-/**
- * The process-wide CPU-only llama.cpp binding (loaded once; prebuilt binaries only,
- * never compiled or downloaded). Only errors are logged.
- */
-export function getCpuLlama(): Promise<Llama> {
-    llamaPromise ??= getLlama({
-        gpu: false,
-        build: "never",
-        progressLogs: false,
-        logLevel: LlamaLogLevel.error,
-    }).catch((err: unknown) => {
-        llamaPromise = undefined; // allow a retry
-        throw err;
-    });
-    return llamaPromise;
-}
+/** The process-wide CPU-only llama.cpp binding (the one src/prompt.ts uses; prebuilt, never built). */
+export const getCpuLlama: () => Promise<Llama> = cpuLlama;
 
 export interface LlamaCppEvalOptions {
     /** A GGUF LoRA adapter (general.type = "adapter") applied on top of the model. */
