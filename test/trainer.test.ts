@@ -78,6 +78,10 @@ describe("trainSft", () => {
   test("--resume without a checkpoint is an error; a bad row stops before any work", async () => {
     const c = await setup();
     await expect(trainSft(c, { resume: true })).rejects.toThrow(/--resume: no checkpoint in/);
+    // an example longer than the model's context (128 tokens here) stops before training
+    const long = await setup();
+    fs.appendFileSync(long.data.path!, `${"how many ".repeat(60)}?,SELECT 1\n`);
+    await expect(trainSft({ ...long, data: { ...long.data, split: [1, 0, 0], max_seq_len: 512 } })).rejects.toThrow(/d\.csv:42: \d+ tokens exceed the model's context length 128; set data.max_seq_len <= 128/);
     fs.appendFileSync(c.data.path!, "\"unclosed,SELECT 1\n");
     await expect(trainSft(c)).rejects.toThrow(/d\.csv:\d+: unterminated quote/);
   });
