@@ -7,6 +7,7 @@ import { createRequire } from "node:module";
 import { DEFAULTS, getPath, loadConfig, SCHEMA, type TrainConfig } from "./config.js";
 import { LoraEngine } from "./engine.js";
 import { disposeGenerators, generateSql, resolveAdapter } from "./generate.js";
+import { evaluateSql, formatEvalReport } from "./eval.js";
 import { mergeAdapter } from "./merge.js";
 import { startServer } from "./server.js";
 import { resolveModelPath } from "./models.js";
@@ -166,6 +167,7 @@ Example:
     console.log(`prompt tokens    ${l(s.promptTokens)}`);
     console.log(`SQL tokens       ${l(s.completionTokens)}`);
     console.log(`example tokens   ${l(s.totalTokens)} (BOS + prompt + SQL + EOS)`);
+    console.log(`over 1,024       ${s.over1024}; over 2,048 ${s.over2048}`);
     console.log(`over ${s.maxSeqLen} tokens  ${s.overMaxSeqLen} (${cfg.data.too_long === "skip" ? `${s.skippedTooLong} skipped` : `${s.truncated} truncated, ${s.skippedTooLong} skipped`})`);
   });
 
@@ -206,6 +208,55 @@ Examples:
       console.log(r.sql);
       if (r.valid === false) console.error(`text2sql: the SQL does not fit the schema: ${r.error}`);
     }
+  });
+
+program
+  .command("eval")
+  .description("score SQL: exact-set match, components, execution accuracy on SQLite, by Spider hardness; eval loss and token accuracy")
+  .requiredOption("--data <file>", "Spider JSON with db_id (or a CSV/JSONL the trainer reads, for the metrics that need no database)")
+  .option("--tables <file>", "Spider tables.json (schemas for prompts and parsing)")
+  .option("--db-dir <dir>", "databases as <dir>/<db_id>/<db_id>.sqlite, for execution accuracy")
+  .option("--predictions <file>", "score these predictions (one SQL per line, dataset order) instead of generating")
+  .option("--adapter <path>", "adapter or trainer output folder to generate with (and for eval loss / token accuracy)")
+  .option("--model <path>", "base model GGUF (default: the adapter's recorded base)")
+  .requiredOption("--output <dir>", "where eval.json and predictions.jsonl go")
+  .option("--limit <n>", "only the first n examples")
+  .option("--parallel <n>", "questions generated at once", "4")
+  .option("--threads <n>", "CPU threads")
+  .option("--json", "print the report as JSON")
+  .addHelpText("after", `
+Examples:
+  npx text2sql eval --data ../shared/spider/dev.json --tables ../shared/spider/tables.json --predictions gold.sql --output outputs/eval-gold
+  npx text2sql eval --data dev.json --tables tables.json --db-dir database/ --adapter outputs/spider-schema --output outputs/eval`)
+  .action(async (o: { data: string; tables?: string; dbDir?: string; predictions?: string; adapter?: string; model?: string; output: string; limit?: string; parallel: string; threads?: string; json?: boolean }) => {
+    const tty = !o.json && process.stderr.isTTY;
+    let bar: cliProgress.SingleBar | null = null;
+    let phase = "";
+    const report = await evaluateSql({
+      data: o.data,
+      tables: o.tables,
+      dbDir: o.dbDir,
+      predictions: o.predictions,
+      adapter: o.adapter,
+      model: o.model,
+      output: o.output,
+      limit: o.limit ? Number(o.limit) : undefined,
+      parallel: Number(o.parallel),
+      threads: o.threads ? Number(o.threads) : undefined,
+      onProgress: (p, done, total) => {
+        if (!tty) return;
+        if (p !== phase) {
+          (bar as cliProgress.SingleBar | null)?.stop();
+          phase = p;
+          bar = new cliProgress.SingleBar({ format: `${p.padEnd(8)} |{bar}| {value}/{total} | ETA {eta_formatted}`, barsize: 24, stream: process.stderr }, cliProgress.Presets.shades_classic);
+          bar.start(total, 0);
+        }
+        bar?.update(done);
+      },
+    });
+    (bar as cliProgress.SingleBar | null)?.stop();
+    if (o.json) console.log(JSON.stringify(report, null, 2));
+    else console.log(formatEvalReport(report));
   });
 
 program

@@ -41,6 +41,9 @@ export interface DataSummary extends DatasetReport {
   totalTokens: LengthStats;
   overMaxSeqLen: number;
   maxSeqLen: number;
+  /** examples (all splits) over 1,024 and 2,048 tokens, as the template makes them */
+  over1024: number;
+  over2048: number;
 }
 
 export interface TrainSummary {
@@ -149,6 +152,8 @@ export async function prepareData(cfg: TrainConfig, modelPath: string, log: (m: 
     totalTokens: stats(totals),
     overMaxSeqLen: over,
     maxSeqLen: opts.maxSeqLen,
+    over1024: totals.filter((n) => n > 1024).length,
+    over2048: totals.filter((n) => n > 2048).length,
   };
   return { train, eval: evalSet, summary };
 }

@@ -1,0 +1,237 @@
+// `text2sql eval`: what matters for text-to-SQL. Exact-set match and component match (Spider's
+// rules), execution accuracy on SQLite (read-only, timed out, row multisets), a table by Spider
+// hardness, error categories, and the seed's teacher-forced eval loss and token accuracy.
+import fs from "node:fs";
+import path from "node:path";
+import { DEFAULT_TEMPLATE, DEFAULTS } from "./config.js";
+import { readExamples, spiderSchemas, type Example } from "./data.js";
+import { LoraEngine, makeBatch } from "./engine.js";
+import { closeAll, executionMatch, isSingleReadQuery } from "./exec-metrics.js";
+import { SqlGenerator, resolveAdapter } from "./generate.js";
+import { encodeExample, Tokenizer } from "./prompt.js";
+import { componentMatch, hardness, HARDNESS_LEVELS, type Hardness } from "./spider-metrics.js";
+import type { SpiderSchemaEntry } from "./sqlparse.js";
+import { loadAdapterInto } from "./adapters.js";
+
+export interface EvalOptions {
+  /** Spider JSON ({db_id, question, query}[]) or any CSV/JSONL the trainer reads */
+  data: string;
+  /** Spider tables.json: schemas for the prompt and for parsing */
+  tables?: string;
+  /** databases as <dir>/<db_id>/<db_id>.sqlite, for execution accuracy */
+  dbDir?: string;
+  /** score these predictions (one SQL per line, in the dataset's order) instead of generating */
+  predictions?: string;
+  /** adapter (file or trainer output folder) to generate with and to compute eval loss */
+  adapter?: string;
+  /** base model GGUF (default: the adapter's recorded base) */
+  model?: string;
+  /** prompt template (default: the adapter's, else the seed's) */
+  template?: string;
+  output: string;
+  limit?: number;
+  parallel?: number;
+  threads?: number;
+  timeoutMs?: number;
+  onProgress?: (phase: "generate" | "score" | "loss", done: number, total: number) => void;
+}
+
+interface Item {
+  question: string;
+  gold: string;
+  dbId?: string;
+  schema?: string;
+  entry?: SpiderSchemaEntry;
+}
+
+export interface EvalRow {
+  i: number;
+  db_id?: string;
+  question: string;
+  gold: string;
+  prediction: string;
+  hardness: Hardness | "unknown";
+  exact: boolean;
+  components: Record<string, boolean>;
+  execution?: boolean;
+  category?: string;
+  error?: string;
+}
+
+export interface EvalReport {
+  examples: number;
+  exactMatch: number;
+  componentMatch: Record<string, number>;
+  executionAccuracy: number | null;
+  byHardness: Record<string, { count: number; exact: number; execution: number | null }>;
+  errors: Record<string, number>;
+  evalLoss: number | null;
+  tokenAccuracy: number | null;
+  output: { report: string; predictions: string };
+}
+
+/** Spider JSON items, with each database's schema (CREATE TABLE text and parser entry) from tables.json. */
+function readSpiderItems(o: EvalOptions): Item[] {
+  const tables = o.tables ? spiderSchemas(o.tables) : undefined;
+  const entries = new Map<string, SpiderSchemaEntry>();
+  if (o.tables) for (const e of JSON.parse(fs.readFileSync(o.tables, "utf8")) as SpiderSchemaEntry[]) entries.set((e as { db_id: string }).db_id, e);
+  const arr = JSON.parse(fs.readFileSync(o.data, "utf8")) as { db_id?: string; question?: string; query?: string }[];
+  if (!Array.isArray(arr)) throw new Error(`${o.data}: expected a Spider JSON array of {db_id, question, query}`);
+  return arr.map((x, i) => {
+    if (typeof x.question !== "string" || typeof x.query !== "string") throw new Error(`${o.data}: item ${i} lacks question or query`);
+    if (x.db_id && tables && !tables.has(x.db_id)) throw new Error(`${o.data}: item ${i}: db_id '${x.db_id}' is not in ${o.tables}`);
+    return { question: x.question, gold: x.query, dbId: x.db_id, schema: x.db_id ? tables?.get(x.db_id) : undefined, entry: x.db_id ? entries.get(x.db_id) : undefined };
+  });
+}
+
+async function loadItems(o: EvalOptions): Promise<Item[]> {
+  if (!fs.existsSync(o.data)) throw new Error(`--data: file not found: ${o.data}`);
+  const items = o.data.endsWith(".json") ? readSpiderItems(o) : (await readExamples(o.data, structuredClone(DEFAULTS.data))).map((e: Example) => ({ question: e.question, gold: e.sql }));
+  return o.limit ? items.slice(0, o.limit) : items;
+}
+
+function readPredictions(file: string, n: number): string[] {
+  if (!fs.existsSync(file)) throw new Error(`--predictions: file not found: ${file}`);
+  const lines = fs.readFileSync(file, "utf8").replace(/\r\n/g, "\n").replace(/\n$/, "").split("\n");
+  if (lines.length < n) throw new Error(`--predictions: ${file} has ${lines.length} lines but the dataset has ${n} examples (one SQL per line, in order)`);
+  return lines.slice(0, n);
+}
+
+/** Teacher-forced eval loss and token accuracy of the adapter on the items (the seed's metrics). */
+async function tokenMetrics(o: EvalOptions, items: Item[], template: string): Promise<{ loss: number; accuracy: number } | null> {
+  if (!o.adapter) return null;
+  const a = resolveAdapter(o.adapter);
+  const model = o.model ?? a.baseModel;
+  if (!model) return null;
+  const metaFile = path.join(path.dirname(a.adapterFile!), "text2sql.json");
+  const lora = fs.existsSync(metaFile) ? (JSON.parse(fs.readFileSync(metaFile, "utf8")).lora ?? {}) : {};
+  const engine = await LoraEngine.create({ model, device: "cpu", threads: o.threads ?? 0, lora: { r: lora.r, alpha: lora.alpha, rslora: lora.rslora, targetModules: lora.targetModules } });
+  const tok = await Tokenizer.load(model);
+  try {
+    await loadAdapterInto(engine, a.adapterFile!);
+    let lossSum = 0, n = 0, correct = 0;
+    for (const [i, it] of items.entries()) {
+      const e = encodeExample(tok, { question: it.question, sql: it.gold, schema: it.schema, source: `${o.data}:${i}` }, { template, maxSeqLen: engine.info.nCtx, tooLong: "truncate", lossOn: "completion" });
+      if (e) {
+        const st = await engine.evaluate(makeBatch([e]));
+        lossSum += st.lossSum;
+        n += st.nTokens;
+        correct += st.nCorrect;
+      }
+      o.onProgress?.("loss", i + 1, items.length);
+    }
+    return n ? { loss: lossSum / n, accuracy: correct / n } : null;
+  } finally {
+    await tok.dispose();
+    await engine.dispose();
+  }
+}
+
+export async function evaluateSql(o: EvalOptions): Promise<EvalReport> {
+  const items = await loadItems(o);
+  if (items.length === 0) throw new Error(`${o.data}: no examples`);
+  fs.mkdirSync(o.output, { recursive: true });
+
+  // predictions: from a file, or generated in parallel with the adapter
+  let preds: string[];
+  let template = o.template ?? DEFAULT_TEMPLATE;
+  if (o.predictions) {
+    preds = readPredictions(o.predictions, items.length);
+  } else {
+    if (!o.adapter && !o.model) throw new Error("give --predictions, or --adapter/--model to generate them");
+    const g = await SqlGenerator.load({ adapter: o.adapter, model: o.model, template: o.template, parallel: o.parallel ?? 4, threads: o.threads, device: "cpu" });
+    template = g.template;
+    try {
+      preds = new Array<string>(items.length);
+      let done = 0;
+      await Promise.all(items.map(async (it, i) => {
+        const r = await g.generate({ question: it.question, schema: it.schema, validate: false });
+        preds[i] = r.sql;
+        o.onProgress?.("generate", ++done, items.length);
+      }));
+    } finally {
+      await g.dispose();
+    }
+  }
+
+  const rows: EvalRow[] = [];
+  const errors: Record<string, number> = {};
+  let canExec = 0;
+  try {
+    for (const [i, it] of items.entries()) {
+      const pred = preds[i].trim();
+      let level: Hardness | "unknown" = "unknown";
+      try {
+        level = hardness(it.gold, it.entry);
+      } catch {
+        // a gold query Spider's own parser cannot read either
+      }
+      const cm = componentMatch(it.gold, pred, it.entry);
+      const row: EvalRow = {
+        i, db_id: it.dbId, question: it.question, gold: it.gold, prediction: pred, hardness: level, exact: cm.all,
+        components: { select: cm.select, from: cm.from, where: cm.where, groupBy: cm.groupBy, orderBy: cm.orderBy, limit: cm.limit, iuen: cm.iuen },
+      };
+      const db = o.dbDir && it.dbId ? path.join(o.dbDir, it.dbId, `${it.dbId}.sqlite`) : undefined;
+      if (db && fs.existsSync(db)) {
+        canExec++;
+        const q = isSingleReadQuery(pred);
+        const r = q.ok ? await executionMatch(db, it.gold, pred, { timeoutMs: o.timeoutMs ?? 5000 }) : { match: false, category: "not_a_query", error: q.why };
+        row.execution = r.match;
+        if (!r.match) {
+          row.category = r.category;
+          row.error = r.error;
+        }
+      }
+      if (row.category) errors[row.category] = (errors[row.category] ?? 0) + 1;
+      rows.push(row);
+      o.onProgress?.("score", i + 1, items.length);
+    }
+  } finally {
+    await closeAll();
+  }
+
+  const tm = o.predictions ? null : await tokenMetrics(o, items, template);
+  const frac = (xs: boolean[]) => (xs.length ? xs.filter(Boolean).length / xs.length : 0);
+  const byHardness: EvalReport["byHardness"] = {};
+  for (const h of [...HARDNESS_LEVELS, "unknown"] as const) {
+    const rs = rows.filter((r) => r.hardness === h);
+    if (rs.length === 0 && h === "unknown") continue;
+    const ex = rs.filter((r) => r.execution !== undefined);
+    byHardness[h] = { count: rs.length, exact: frac(rs.map((r) => r.exact)), execution: ex.length ? frac(ex.map((r) => r.execution!)) : null };
+  }
+  const comp: Record<string, number> = {};
+  for (const k of Object.keys(rows[0].components)) comp[k] = frac(rows.map((r) => r.components[k]));
+  const executed = rows.filter((r) => r.execution !== undefined);
+  const report: EvalReport = {
+    examples: rows.length,
+    exactMatch: frac(rows.map((r) => r.exact)),
+    componentMatch: comp,
+    executionAccuracy: canExec ? frac(executed.map((r) => r.execution!)) : null,
+    byHardness,
+    errors,
+    evalLoss: tm?.loss ?? null,
+    tokenAccuracy: tm?.accuracy ?? null,
+    output: { report: path.join(o.output, "eval.json"), predictions: path.join(o.output, "predictions.jsonl") },
+  };
+  fs.writeFileSync(report.output.predictions, rows.map((r) => JSON.stringify(r)).join("\n") + "\n");
+  fs.writeFileSync(report.output.report, JSON.stringify(report, null, 2) + "\n");
+  return report;
+}
+
+export function formatEvalReport(r: EvalReport): string {
+  const pct = (x: number | null) => (x === null ? "   n/a" : `${(100 * x).toFixed(1).padStart(5)}%`);
+  const lines = [
+    `examples         ${r.examples}`,
+    `exact match      ${pct(r.exactMatch)}`,
+    `execution        ${pct(r.executionAccuracy)}${r.executionAccuracy === null ? " (no databases: pass --db-dir <dir>/<db_id>/<db_id>.sqlite)" : ""}`,
+    `eval loss        ${r.evalLoss === null ? "n/a" : r.evalLoss.toFixed(4)}   token accuracy ${pct(r.tokenAccuracy)}`,
+    `components       ${Object.entries(r.componentMatch).map(([k, v]) => `${k} ${pct(v).trim()}`).join(", ")}`,
+    "",
+    "hardness   count    exact   execution",
+    ...Object.entries(r.byHardness).map(([h, v]) => `${h.padEnd(8)} ${String(v.count).padStart(7)}   ${pct(v.exact)}   ${pct(v.execution)}`),
+  ];
+  const errs = Object.entries(r.errors);
+  if (errs.length) lines.push("", `errors           ${errs.map(([k, v]) => `${k} ${v}`).join(", ")}`);
+  lines.push("", `report           ${r.output.report}`, `per example      ${r.output.predictions}`);
+  return lines.join("\n");
+}

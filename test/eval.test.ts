@@ -1,0 +1,96 @@
+// text2sql eval end to end: a tiny model and adapter, a Spider-format dataset and SQLite databases
+// we make; a predictions file scored without generating; and Spider dev's gold queries.
+import Database from "better-sqlite3";
+import fs from "node:fs";
+import path from "node:path";
+import { describe, expect, test } from "vitest";
+import { evaluateSql } from "../src/eval.js";
+import { tempDir } from "./helpers/models.js";
+import { overfitAdapter, PAIRS, SCHEMA } from "./helpers/overfit.js";
+
+const spider = path.resolve("../shared/spider");
+const hasSpider = fs.existsSync(path.join(spider, "dev.json"));
+
+/** A Spider-style dataset over one database "company" holding the overfit pairs' tables. */
+function makeDataset(): { dir: string; data: string; tables: string; dbDir: string } {
+  const dir = tempDir("t2s-eval-");
+  const dbDir = path.join(dir, "database");
+  fs.mkdirSync(path.join(dbDir, "company"), { recursive: true });
+  const db = new Database(path.join(dbDir, "company", "company.sqlite"));
+  db.exec(SCHEMA);
+  db.exec(`INSERT INTO head VALUES (1, 'Ann', 60), (2, 'Bob', 45), (3, 'Cid', 70);
+    INSERT INTO department VALUES (1, 'Texas', 100.0), (2, 'Texas', 300.0), (3, 'Ohio', 50.0);
+    INSERT INTO singer VALUES (1, 'Edith', 'France'), (2, 'Joe', 'USA'), (3, 'Yves', 'France');`);
+  db.close();
+  const tables = path.join(dir, "tables.json");
+  fs.writeFileSync(tables, JSON.stringify([{
+    db_id: "company",
+    table_names_original: ["head", "department", "singer"],
+    table_names: ["head", "department", "singer"],
+    column_names_original: [[-1, "*"], [0, "id"], [0, "name"], [0, "age"], [1, "id"], [1, "state"], [1, "budget"], [2, "id"], [2, "name"], [2, "country"]],
+    column_names: [[-1, "*"], [0, "id"], [0, "name"], [0, "age"], [1, "id"], [1, "state"], [1, "budget"], [2, "id"], [2, "name"], [2, "country"]],
+    column_types: ["text", "number", "text", "number", "number", "text", "number", "number", "text", "text"],
+    primary_keys: [1, 4, 7],
+    foreign_keys: [],
+  }]));
+  const data = path.join(dir, "dev.json");
+  fs.writeFileSync(data, JSON.stringify(PAIRS.map(([question, query]) => ({ db_id: "company", question, query }))));
+  return { dir, data, tables, dbDir };
+}
+
+describe("text2sql eval", () => {
+  test("generates with the adapter and scores 100% on every metric for the trained questions", async () => {
+    const { outputDir } = await overfitAdapter();
+    const d = makeDataset();
+    const out = path.join(d.dir, "out");
+    const r = await evaluateSql({ data: d.data, tables: d.tables, dbDir: d.dbDir, adapter: outputDir, output: out, threads: 1 });
+    expect(r.examples).toBe(4);
+    expect(r.exactMatch).toBe(1);
+    expect(r.executionAccuracy).toBe(1);
+    expect(Object.values(r.componentMatch).every((v) => v === 1)).toBe(true);
+    expect(r.evalLoss).toBeLessThan(0.05);
+    expect(r.tokenAccuracy).toBe(1);
+    const rows = fs.readFileSync(path.join(out, "predictions.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l));
+    expect(rows.map((x) => x.prediction)).toEqual(PAIRS.map(([, s]) => `${s};`));
+    expect(JSON.parse(fs.readFileSync(path.join(out, "eval.json"), "utf8")).exactMatch).toBe(1);
+  });
+
+  test("scores a predictions file without generating: wrong, reordered, writing and broken queries as the rules say", async () => {
+    const d = makeDataset();
+    const preds = path.join(d.dir, "preds.sql");
+    fs.writeFileSync(preds, [
+      "SELECT count(*) FROM head WHERE age > 40", // wrong value: exact-set match ignores values, execution does not
+      "SELECT age , name FROM head ORDER BY age DESC", // columns reordered: the same set, the same rows
+      "DELETE FROM department", // writes: wrong without running
+      "SELECT name FROM singers WHERE country = 'France'", // no such table
+    ].join("\n") + "\n");
+    const r = await evaluateSql({ data: d.data, tables: d.tables, dbDir: d.dbDir, predictions: preds, output: path.join(d.dir, "out") });
+    const rows = fs.readFileSync(r.output.predictions, "utf8").trim().split("\n").map((l) => JSON.parse(l));
+    expect(rows.map((x) => x.exact)).toEqual([true, true, false, false]);
+    expect(rows.map((x) => x.execution)).toEqual([false, true, false, false]);
+    expect(rows[2].category).toBe("not_a_query");
+    expect(rows[3].category).toBe("no_such_table");
+    expect(r.errors).toMatchObject({ not_a_query: 1, no_such_table: 1, wrong: 1 });
+    // the database was not touched
+    const db = new Database(path.join(d.dbDir, "company", "company.sqlite"), { readonly: true });
+    expect(db.prepare("SELECT count(*) AS n FROM department").get()).toEqual({ n: 3 });
+    db.close();
+    await expect(evaluateSql({ data: d.data, tables: d.tables, predictions: path.join(d.dir, "none.sql"), output: d.dir })).rejects.toThrow(/--predictions: file not found/);
+    fs.writeFileSync(preds, "SELECT 1\n");
+    await expect(evaluateSql({ data: d.data, tables: d.tables, predictions: preds, output: d.dir })).rejects.toThrow(/has 1 lines but the dataset has 4 examples/);
+  });
+});
+
+describe.skipIf(!hasSpider)("Spider dev gold (../shared/spider)", () => {
+  test("gold predictions: exact match 100%, hardness easy 248 / medium 446 / hard 174 / extra 166", async () => {
+    const dir = tempDir("t2s-gold-");
+    const dev = JSON.parse(fs.readFileSync(path.join(spider, "dev.json"), "utf8")) as { query: string }[];
+    const preds = path.join(dir, "gold.sql");
+    fs.writeFileSync(preds, dev.map((x) => x.query.replace(/\s+/g, " ")).join("\n") + "\n");
+    const r = await evaluateSql({ data: path.join(spider, "dev.json"), tables: path.join(spider, "tables.json"), predictions: preds, output: dir });
+    expect(r.examples).toBe(1034);
+    expect(r.exactMatch).toBe(1);
+    expect(r.executionAccuracy).toBeNull(); // no databases in ../shared
+    expect(Object.fromEntries(Object.entries(r.byHardness).map(([h, v]) => [h, v.count]))).toEqual({ easy: 248, medium: 446, hard: 174, extra: 166 });
+  });
+});
