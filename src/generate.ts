@@ -204,7 +204,7 @@ export class SqlGenerator {
       for (let i = 0; i < parallel; i++) {
         contexts.push(await model.createContext({
           sequences: 1,
-          contextSize: o.contextSize ?? 1024,
+          contextSize: o.contextSize ?? 2048, // schema prompts of Spider reach p95 ~1,100 tokens
           lora: a.adapterFile ? { adapters: [{ filePath: a.adapterFile, scale: 1 }] } : undefined,
           failedCreationRemedy: false,
           threads,

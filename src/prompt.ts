@@ -66,8 +66,10 @@ export interface Encoded {
   mask: number[];
   promptLen: number; // BOS + prompt tokens
   completionLen: number; // SQL tokens + EOS
-  /** the prompt was cut from the left to fit maxSeqLen */
+  /** the example did not fit maxSeqLen as written: tables were dropped or the prompt cut */
   truncated: boolean;
+  /** CREATE TABLE statements dropped from the end of the schema to fit */
+  tablesDropped: number;
   source: string;
 }
 
@@ -78,18 +80,47 @@ export interface EncodeOptions {
   lossOn: "completion" | "all";
 }
 
-/** BOS + prompt + SQL + EOS; null when the example is too long and is skipped. */
+/**
+ * A schema cut to its first `keep` CREATE TABLE statements (the serialisation is deterministic, so
+ * the same tables go for the same database every time).
+ */
+export function keepTables(schema: string, keep: number): string {
+  const stmts = schema.split(/(?<=;)\n/);
+  return stmts.slice(0, keep).join("\n");
+}
+
+/**
+ * BOS + prompt + SQL + EOS; null when the example is too long and is skipped. With
+ * tooLong = "truncate", a schema in the prompt loses whole tables from its end first (counted in
+ * `tablesDropped`); only if that is not enough is the prompt cut from the left.
+ */
 export function encodeExample(tok: Tokenizer, ex: Example, o: EncodeOptions): Encoded | null {
   let prompt = tok.encode(renderPrompt(o.template, ex));
   const completion = [...tok.encode(ex.sql), tok.eos];
   const total = 1 + prompt.length + completion.length;
   const truncated = total > o.maxSeqLen;
-  if (truncated) {
+  let tablesDropped = 0;
+  if (truncated && o.tooLong === "truncate" && ex.schema && o.template.includes("{schema}")) {
+    // the most tables that fit (binary search over the statement count)
+    const n = ex.schema.split(/(?<=;)\n/).length;
+    const fits = (keep: number) => 1 + tok.encode(renderPrompt(o.template, { ...ex, schema: keepTables(ex.schema!, keep) })).length + completion.length <= o.maxSeqLen;
+    let lo = 0, hi = n - 1;
+    while (lo < hi) {
+      const mid = Math.ceil((lo + hi) / 2);
+      if (fits(mid)) lo = mid;
+      else hi = mid - 1;
+    }
+    if (lo > 0 && fits(lo)) {
+      tablesDropped = n - lo;
+      prompt = tok.encode(renderPrompt(o.template, { ...ex, schema: keepTables(ex.schema, lo) }));
+    }
+  }
+  if (1 + prompt.length + completion.length > o.maxSeqLen) {
     const room = o.maxSeqLen - 1 - completion.length;
     if (o.tooLong === "skip" || room < 1) return null;
     prompt = prompt.slice(prompt.length - room); // keep the end of the prompt, next to [/INST]
   }
   const tokens = [tok.bos, ...prompt, ...completion];
   const mask = tokens.map((_, i) => (i === 0 ? 0 : o.lossOn === "all" || i > prompt.length ? 1 : 0));
-  return { tokens, mask, promptLen: 1 + prompt.length, completionLen: completion.length, truncated, source: ex.source };
+  return { tokens, mask, promptLen: 1 + prompt.length, completionLen: completion.length, truncated, tablesDropped, source: ex.source };
 }

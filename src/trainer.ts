@@ -41,6 +41,9 @@ export interface DataSummary extends DatasetReport {
   totalTokens: LengthStats;
   overMaxSeqLen: number;
   maxSeqLen: number;
+  /** schemas that lost tables to fit max_seq_len, and the tables dropped in all */
+  schemasShortened: number;
+  tablesDropped: number;
   /** examples (all splits) over 1,024 and 2,048 tokens, as the template makes them */
   over1024: number;
   over2048: number;
@@ -116,6 +119,8 @@ export async function prepareData(cfg: TrainConfig, modelPath: string, log: (m: 
   const totals: number[] = [];
   let skipped = 0;
   let truncated = 0;
+  let schemasShortened = 0;
+  let tablesDropped = 0;
   let over = 0;
   const encode = (rows: typeof ds.train) => {
     const out: Encoded[] = [];
@@ -130,6 +135,10 @@ export async function prepareData(cfg: TrainConfig, modelPath: string, log: (m: 
       if (!e) skipped++;
       else {
         if (e.truncated) truncated++;
+        if (e.tablesDropped) {
+          schemasShortened++;
+          tablesDropped += e.tablesDropped;
+        }
         out.push(e);
       }
     }
@@ -140,7 +149,12 @@ export async function prepareData(cfg: TrainConfig, modelPath: string, log: (m: 
   encode(ds.test);
   await tok.dispose();
   if (over) {
-    log(`data: ${over} rows are longer than ${opts.maxSeqLen} tokens: ${opts.tooLong === "skip" ? `${skipped} skipped` : `${truncated} truncated on the prompt side${skipped ? `, ${skipped} skipped (the SQL alone is too long)` : ""}`}`);
+    const how = opts.tooLong === "skip"
+      ? `${skipped} skipped`
+      : `${truncated} shortened` +
+        (schemasShortened ? ` (${schemasShortened} by dropping ${tablesDropped} CREATE TABLE statements from the end of their schema, ${truncated - schemasShortened} by cutting the prompt from the left)` : " by cutting the prompt from the left") +
+        (skipped ? `, ${skipped} skipped (the SQL alone is too long)` : "");
+    log(`data: warning: ${over} rows are longer than ${opts.maxSeqLen} tokens: ${how}`);
   }
   if (train.length === 0) throw new Error("data: no training examples left after tokenizing");
   const summary: DataSummary = {
@@ -152,6 +166,8 @@ export async function prepareData(cfg: TrainConfig, modelPath: string, log: (m: 
     totalTokens: stats(totals),
     overMaxSeqLen: over,
     maxSeqLen: opts.maxSeqLen,
+    schemasShortened,
+    tablesDropped,
     over1024: totals.filter((n) => n > 1024).length,
     over2048: totals.filter((n) => n > 2048).length,
   };

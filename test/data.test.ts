@@ -115,6 +115,17 @@ describe("tokenizing", () => {
     expect(cut.tokens).toHaveLength(20);
     expect(cut.truncated).toBe(true);
     expect(cut.tokens.slice(-sql.length - 1)).toEqual([...sql, tok.eos]);
+    // a schema in the prompt loses whole tables from its end first
+    const schema = Array.from({ length: 12 }, (_, i) => `CREATE TABLE t${i} (\n  id number PRIMARY KEY,\n  name text\n);`).join("\n");
+    const st = { ...o, template: "[INST] Schema:\n{schema}\nQuestion: {question} [/INST]", tooLong: "truncate" as const, maxSeqLen: 120 };
+    const full = encodeExample(tok, { ...ex, schema }, { ...st, maxSeqLen: 10_000 })!;
+    expect(full.tokens.length).toBeGreaterThan(120);
+    const fit = encodeExample(tok, { ...ex, schema }, st)!;
+    expect(fit.tokens.length).toBeLessThanOrEqual(120);
+    expect(fit.tablesDropped).toBeGreaterThan(0);
+    expect(tok.decode(fit.tokens)).toContain("[INST] Schema:"); // the start of the prompt is kept
+    expect(tok.decode(fit.tokens)).toContain("CREATE TABLE t0");
+    expect(tok.decode(fit.tokens)).not.toContain("CREATE TABLE t11");
     await tok.dispose();
   });
 });
