@@ -322,6 +322,8 @@ class DbRunner {
   /** Resolves once the process has exited. */
   exited(): Promise<void> {
     if (this.child.exitCode !== null || this.child.signalCode !== null || this.child.pid === undefined) return Promise.resolve();
+    // hold the event loop while waiting: an unref'd child would let the process exit mid-await
+    this.child.ref();
     return new Promise((resolve) => this.child.once("exit", () => resolve()));
   }
 }

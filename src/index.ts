@@ -46,3 +46,7 @@ export { saveAdapterBoth, loadAdapterInto, baseModelName } from "./adapters.js";
 export { exportPeft, importPeft, readPeftConfig, isPeftDir, isGgufAdapter, type PeftConfig, type PeftExportMeta } from "./peft.js";
 export { mergeAdapter, checkAdapterFits, type MergeOptions, type MergeResult, type MergeType } from "./merge.js";
 export { startServer, type ServerOptions, type RunningServer } from "./server.js";
+export { evaluateSql, formatEvalReport, type EvalOptions, type EvalReport, type EvalRow } from "./eval.js";
+export { executionMatch, runReadOnly, isSingleReadQuery, schemaFromSqlite, sameResult, closeAll as closeSqlWorkers } from "./exec-metrics.js";
+export { hardness, exactMatch, componentMatch, type Hardness, type ComponentMatch } from "./spider-metrics.js";
+export { parseSql } from "./sqlparse.js";

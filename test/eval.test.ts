@@ -1,6 +1,7 @@
 // text2sql eval end to end: a tiny model and adapter, a Spider-format dataset and SQLite databases
 // we make; a predictions file scored without generating; and Spider dev's gold queries.
 import Database from "better-sqlite3";
+import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { describe, expect, test } from "vitest";
@@ -78,6 +79,23 @@ describe("text2sql eval", () => {
     await expect(evaluateSql({ data: d.data, tables: d.tables, predictions: path.join(d.dir, "none.sql"), output: d.dir })).rejects.toThrow(/--predictions: file not found/);
     fs.writeFileSync(preds, "SELECT 1\n");
     await expect(evaluateSql({ data: d.data, tables: d.tables, predictions: preds, output: d.dir })).rejects.toThrow(/has 1 lines but the dataset has 4 examples/);
+  });
+});
+
+describe("the eval command", () => {
+  test("text2sql eval --data --tables --db-dir --predictions --output --json", () => {
+    const d = makeDataset();
+    const preds = path.join(d.dir, "gold.sql");
+    fs.writeFileSync(preds, PAIRS.map(([, s]) => s).join("\n") + "\n");
+    const out = path.join(d.dir, "report");
+    const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..");
+    const stdout = execFileSync(process.execPath, ["dist/src/cli.js", "eval", "--data", d.data, "--tables", d.tables, "--db-dir", d.dbDir, "--predictions", preds, "--output", out, "--json"], { cwd: ROOT, encoding: "utf8" });
+    const r = JSON.parse(stdout);
+    expect(r).toMatchObject({ examples: 4, exactMatch: 1, executionAccuracy: 1, errors: {} });
+    expect(fs.existsSync(path.join(out, "eval.json"))).toBe(true);
+    const text = execFileSync(process.execPath, ["dist/src/cli.js", "eval", "--data", d.data, "--tables", d.tables, "--predictions", preds, "--output", out], { cwd: ROOT, encoding: "utf8" });
+    expect(text).toMatch(/exact match +100\.0%/);
+    expect(text).toMatch(/execution +n\/a \(no databases/);
   });
 });
 
