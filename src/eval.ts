@@ -166,10 +166,19 @@ export async function evaluateSql(o: EvalOptions): Promise<EvalReport> {
       } catch {
         // a gold query Spider's own parser cannot read either
       }
-      const cm = componentMatch(it.gold, pred, it.entry);
+      let cm: ReturnType<typeof componentMatch> | null = null;
+      let goldError: string | undefined;
+      try {
+        cm = componentMatch(it.gold, pred, it.entry);
+      } catch (err) {
+        // a gold query that Spider's parser cannot read (it fails in the reference too): no set match
+        goldError = `gold query does not parse: ${(err as Error).message}`;
+      }
+      const none = { select: false, from: false, where: false, groupBy: false, orderBy: false, limit: false, iuen: false };
       const row: EvalRow = {
-        i, db_id: it.dbId, question: it.question, gold: it.gold, prediction: pred, hardness: level, exact: cm.all,
-        components: { select: cm.select, from: cm.from, where: cm.where, groupBy: cm.groupBy, orderBy: cm.orderBy, limit: cm.limit, iuen: cm.iuen },
+        i, db_id: it.dbId, question: it.question, gold: it.gold, prediction: pred, hardness: level, exact: cm?.all ?? false,
+        components: cm ? { select: cm.select, from: cm.from, where: cm.where, groupBy: cm.groupBy, orderBy: cm.orderBy, limit: cm.limit, iuen: cm.iuen } : none,
+        ...(goldError ? { category: "gold_unparsed", error: goldError } : {}),
       };
       const db = o.dbDir && it.dbId ? path.join(o.dbDir, it.dbId, `${it.dbId}.sqlite`) : undefined;
       if (db && fs.existsSync(db)) {

@@ -111,4 +111,16 @@ describe.skipIf(!hasSpider)("Spider dev gold (../shared/spider)", () => {
     expect(r.executionAccuracy).toBeNull(); // no databases in ../shared
     expect(Object.fromEntries(Object.entries(r.byHardness).map(([h, v]) => [h, v.count]))).toEqual({ easy: 248, medium: 446, hard: 174, extra: 166 });
   });
+
+  test("train gold: the one query Spider's parser cannot read is reported, not fatal", async () => {
+    const dir = tempDir("t2s-gold-");
+    const train = JSON.parse(fs.readFileSync(path.join(spider, "train_spider.json"), "utf8")) as { query: string }[];
+    const preds = path.join(dir, "gold.sql");
+    fs.writeFileSync(preds, train.map((x) => x.query.replace(/\s+/g, " ")).join("\n") + "\n");
+    const r = await evaluateSql({ data: path.join(spider, "train_spider.json"), tables: path.join(spider, "tables.json"), predictions: preds, output: dir });
+    expect(r.examples).toBe(7000);
+    expect(r.errors).toEqual({ gold_unparsed: 1 });
+    expect(r.byHardness.unknown.count).toBe(1);
+    expect(r.exactMatch).toBeGreaterThan(0.999);
+  });
 });
