@@ -99,16 +99,16 @@ function readPredictions(file: string, n: number): string[] {
 
 /** Teacher-forced eval loss and token accuracy of the adapter on the items (the seed's metrics). */
 async function tokenMetrics(o: EvalOptions, items: Item[], template: string): Promise<{ loss: number; accuracy: number } | null> {
-  if (!o.adapter) return null;
-  const a = resolveAdapter(o.adapter);
-  const model = o.model ?? a.baseModel;
+  // with an adapter: its recorded LoRA settings; the base model alone: a fresh adapter (B = 0)
+  const a = o.adapter ? resolveAdapter(o.adapter) : undefined;
+  const model = o.model ?? a?.baseModel;
   if (!model) return null;
-  const metaFile = path.join(path.dirname(a.adapterFile!), "text2sql.json");
-  const lora = fs.existsSync(metaFile) ? (JSON.parse(fs.readFileSync(metaFile, "utf8")).lora ?? {}) : {};
+  const metaFile = a ? path.join(path.dirname(a.adapterFile!), "text2sql.json") : "";
+  const lora = a && fs.existsSync(metaFile) ? (JSON.parse(fs.readFileSync(metaFile, "utf8")).lora ?? {}) : {};
   const engine = await LoraEngine.create({ model, device: "cpu", threads: o.threads ?? 0, lora: { r: lora.r, alpha: lora.alpha, rslora: lora.rslora, targetModules: lora.targetModules } });
   const tok = await Tokenizer.load(model);
   try {
-    await loadAdapterInto(engine, a.adapterFile!);
+    if (a) await loadAdapterInto(engine, a.adapterFile!);
     let lossSum = 0, n = 0, correct = 0;
     for (const [i, it] of items.entries()) {
       const e = encodeExample(tok, { question: it.question, sql: it.gold, schema: it.schema, source: `${o.data}:${i}` }, { template, maxSeqLen: engine.info.nCtx, tooLong: "truncate", lossOn: "completion" });
