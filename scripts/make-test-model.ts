@@ -14,6 +14,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
+import { packageRoot } from "../src/native.js";
 import { GgmlType, GgufValueType, f32ToBf16, f32ToF16, gv, readGguf, writeGguf } from "../src/gguf.js";
 import type { GgufTensorSpec, GgufValue, TensorData } from "../src/gguf.js";
 
@@ -68,24 +69,6 @@ const GGML_TYPE: Record<TestModelType, number> = { f32: GgmlType.F32, f16: GgmlT
 // ---------------------------------------------------------------------------
 // Locating llama.cpp
 // ---------------------------------------------------------------------------
-
-/** Root of this package: the nearest ancestor directory holding the text2sql package.json. */
-function packageRoot(): string {
-    let dir = path.dirname(fileURLToPath(import.meta.url));
-    for (;;) {
-        const pkg = path.join(dir, "package.json");
-        if (fs.existsSync(pkg)) {
-            try {
-                if (JSON.parse(fs.readFileSync(pkg, "utf8")).name === "text2sql") return dir;
-            } catch {
-                // not a valid package.json: keep walking up
-            }
-        }
-        const parent = path.dirname(dir);
-        if (parent === dir) throw new Error(`cannot find the text2sql package root above ${fileURLToPath(import.meta.url)}`);
-        dir = parent;
-    }
-}
 
 /**
  * The llama.cpp source tree unpacked from node-llama-cpp's bundle:

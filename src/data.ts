@@ -164,7 +164,7 @@ async function readJsonl(file: string, cols: TrainConfig["data"]["columns"]): Pr
   return out;
 }
 
-interface SpiderTables {
+export interface SpiderTables {
   db_id: string;
   table_names_original: string[];
   column_names_original: [number, string][];
@@ -173,15 +173,20 @@ interface SpiderTables {
   foreign_keys: [number, number][];
 }
 
-/** CREATE TABLE statements with primary and foreign keys for every database of a tables.json. */
-export function spiderSchemas(tablesFile: string): Map<string, string> {
+/** The entries of a Spider tables.json. */
+export function readSpiderTables(tablesFile: string): SpiderTables[] {
+  if (!fs.existsSync(tablesFile)) throw new DataError(`tables file not found: ${tablesFile}`);
   checkUtf8(tablesFile);
-  let dbs: SpiderTables[];
   try {
-    dbs = JSON.parse(fs.readFileSync(tablesFile, "utf8").replace(/^\uFEFF/, ""));
+    return JSON.parse(fs.readFileSync(tablesFile, "utf8").replace(/^\uFEFF/, ""));
   } catch (err) {
     throw new DataError(`${tablesFile}: invalid JSON (${(err as Error).message})`);
   }
+}
+
+/** CREATE TABLE statements with primary and foreign keys for every database of a tables.json. */
+export function spiderSchemas(tables: string | SpiderTables[]): Map<string, string> {
+  const dbs = typeof tables === "string" ? readSpiderTables(tables) : tables;
   const out = new Map<string, string>();
   for (const db of dbs) {
     const pks = new Set(db.primary_keys.flat());

@@ -4,7 +4,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { DEFAULT_TEMPLATE, DEFAULTS } from "./config.js";
-import { readExamples, spiderSchemas, type Example } from "./data.js";
+import { readExamples, readSpiderTables, spiderSchemas, type Example } from "./data.js";
 import { LoraEngine, makeBatch } from "./engine.js";
 import { closeAll, executionMatch, isSingleReadQuery } from "./exec-metrics.js";
 import { SqlGenerator, resolveAdapter } from "./generate.js";
@@ -72,9 +72,9 @@ export interface EvalReport {
 
 /** Spider JSON items, with each database's schema (CREATE TABLE text and parser entry) from tables.json. */
 function readSpiderItems(o: EvalOptions): Item[] {
-  const tables = o.tables ? spiderSchemas(o.tables) : undefined;
-  const entries = new Map<string, SpiderSchemaEntry>();
-  if (o.tables) for (const e of JSON.parse(fs.readFileSync(o.tables, "utf8")) as SpiderSchemaEntry[]) entries.set((e as { db_id: string }).db_id, e);
+  const dbs = o.tables ? readSpiderTables(o.tables) : [];
+  const tables = o.tables ? spiderSchemas(dbs) : undefined;
+  const entries = new Map<string, SpiderSchemaEntry>(dbs.map((e) => [e.db_id, e as unknown as SpiderSchemaEntry]));
   const arr = JSON.parse(fs.readFileSync(o.data, "utf8")) as { db_id?: string; question?: string; query?: string }[];
   if (!Array.isArray(arr)) throw new Error(`${o.data}: expected a Spider JSON array of {db_id, question, query}`);
   return arr.map((x, i) => {
