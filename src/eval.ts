@@ -103,8 +103,7 @@ async function tokenMetrics(o: EvalOptions, items: Item[], template: string): Pr
   const a = o.adapter ? resolveAdapter(o.adapter) : undefined;
   const model = o.model ?? a?.baseModel;
   if (!model) return null;
-  const metaFile = a ? path.join(path.dirname(a.adapterFile!), "text2sql.json") : "";
-  const lora = a && fs.existsSync(metaFile) ? (JSON.parse(fs.readFileSync(metaFile, "utf8")).lora ?? {}) : {};
+  const lora = a?.lora ?? {};
   const engine = await LoraEngine.create({ model, device: "cpu", threads: o.threads ?? 0, lora: { r: lora.r, alpha: lora.alpha, rslora: lora.rslora, targetModules: lora.targetModules } });
   const tok = await Tokenizer.load(model);
   try {

@@ -53,6 +53,8 @@ interface ResolvedAdapter {
   adapterFile?: string;
   baseModel?: string;
   template?: string;
+  /** the LoRA settings it was trained with (text2sql.json), to build a matching engine */
+  lora?: { r?: number; alpha?: number; rslora?: boolean; targetModules?: string[] };
 }
 
 /** Finds adapter.gguf and the recorded base model/template for a file or any trainer output folder. */
@@ -73,9 +75,10 @@ export function resolveAdapter(p: string): ResolvedAdapter {
   const out: ResolvedAdapter = { adapterFile: file };
   const meta = path.join(dir, "text2sql.json");
   if (fs.existsSync(meta)) {
-    const m = JSON.parse(fs.readFileSync(meta, "utf8")) as { base_model?: string; template?: string };
+    const m = JSON.parse(fs.readFileSync(meta, "utf8")) as { base_model?: string; template?: string; lora?: ResolvedAdapter["lora"] };
     out.baseModel = m.base_model;
     out.template = m.template;
+    out.lora = m.lora;
   }
   return out;
 }
