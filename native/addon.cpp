@@ -97,6 +97,7 @@ public:
             InstanceMethod("getOptimizerState", &native_engine::get_optimizer_state),
             InstanceMethod("setOptimizerState", &native_engine::set_optimizer_state),
             InstanceMethod("graphOps", &native_engine::graph_ops),
+            InstanceMethod("takeProfile", &native_engine::take_profile),
             InstanceMethod("dispose", &native_engine::dispose),
         });
     }
@@ -143,6 +144,11 @@ private:
         o.Set("trainableParams", (double) t2s::lora_param_count(en));
         o.Set("loraScale", en.opts.lora.scale());
         o.Set("optimizerSteps", (double) en.adam.t);
+        o.Set("lean", en.opts.lean);
+        o.Set("checkpoint", en.opts.checkpoint);
+        o.Set("weightBytes", (double) en.weight_bytes);
+        o.Set("transposedBytes", (double) en.transposed_bytes);
+        o.Set("computeBytes", (double) t2s::engine_compute_bytes(en));
         Napi::Array targets = Napi::Array::New(env);
         uint32_t k = 0;
         for (int t = 0; t < t2s::TARGET_COUNT; t++) if (en.opts.lora.targets[t]) targets.Set(k++, t2s::target_hf_name(t));
@@ -378,6 +384,25 @@ private:
         return arr;
     }
 
+    // takeProfile() -> [{phase, op, count, ms, flop}], slowest first; clears the accumulated timings.
+    Napi::Value take_profile(const Napi::CallbackInfo & info) {
+        Napi::Env env = info.Env();
+        engine & en = live(env, "takeProfile");
+        if (busy) throw Napi::Error::New(env, "takeProfile: the engine is busy with another call (await it first)");
+        std::vector<t2s::profile_entry> p = t2s::engine_profile_take(en);
+        Napi::Array out = Napi::Array::New(env, p.size());
+        for (size_t i = 0; i < p.size(); i++) {
+            Napi::Object o = Napi::Object::New(env);
+            o.Set("phase", p[i].phase);
+            o.Set("op", p[i].op);
+            o.Set("count", (double) p[i].count);
+            o.Set("ms", p[i].ms);
+            o.Set("flop", p[i].flop);
+            out.Set((uint32_t) i, o);
+        }
+        return out;
+    }
+
     Napi::Value dispose(const Napi::CallbackInfo & info) {
         Napi::Env env = info.Env();
         if (busy) throw Napi::Error::New(env, "dispose: the engine is busy with another call (await it first)");
@@ -398,6 +423,9 @@ Napi::Value create_engine(const Napi::CallbackInfo & info) {
     str("modelPath", opts.model_path);
     str("device", opts.device);
     if (o.Get("threads").IsNumber()) opts.threads = o.Get("threads").As<Napi::Number>().Int32Value();
+    if (o.Get("lean").IsBoolean()) opts.lean = o.Get("lean").As<Napi::Boolean>().Value();
+    if (o.Get("checkpoint").IsBoolean()) opts.checkpoint = o.Get("checkpoint").As<Napi::Boolean>().Value();
+    if (o.Get("profile").IsBoolean()) opts.profile = o.Get("profile").As<Napi::Boolean>().Value();
     if (o.Get("r").IsNumber()) opts.lora.r = o.Get("r").As<Napi::Number>().Int32Value();
     if (o.Get("alpha").IsNumber()) opts.lora.alpha = o.Get("alpha").As<Napi::Number>().FloatValue();
     if (o.Get("dropout").IsNumber()) opts.lora.dropout = o.Get("dropout").As<Napi::Number>().FloatValue();

@@ -54,7 +54,7 @@ struct llama_layer {
     ggml_tensor * attn_norm = nullptr; // [n_embd] f32
     ggml_tensor * ffn_norm  = nullptr; // [n_embd] f32
     std::array<ggml_tensor *, TARGET_COUNT> w  {};  // [n_in, n_out]  frozen weights
-    std::array<ggml_tensor *, TARGET_COUNT> wt {};  // [n_out, n_in]  transposed copies for dX = Wᵀ·dY
+    std::array<ggml_tensor *, TARGET_COUNT> wt {};  // [n_out, n_in]  transposed copies for dX = Wᵀ·dY (null when lean)
 };
 
 struct lora_config {
@@ -105,7 +105,24 @@ struct engine_options {
     std::string model_path;
     std::string device = "auto"; // auto | cpu | cuda | metal
     int threads = 0;             // 0: hardware concurrency
+    // lean: no transposed weight copies; each Wᵀ is made in the graph just before its backward
+    // product and freed right after (about half the weight memory, a little more time).
+    bool lean = false;
+    // checkpoint: the forward pass keeps only each layer's input and the outputs of its
+    // attention projections; the backward pass recomputes the rest of the layer (norms, RoPE,
+    // attention, the FFN) just before that layer's backward (less activation memory, more time).
+    bool checkpoint = false;
+    bool profile = false;        // time every graph node (slow); read with engine_profile_take
     lora_config lora;
+};
+
+// Per-op timings gathered when engine_options.profile is set.
+struct profile_entry {
+    std::string phase; // forward | backward
+    std::string op;    // e.g. MUL_MAT bf16 x f32 (weight), SOFT_MAX f32
+    int64_t count = 0;
+    double  ms    = 0.0;
+    double  flop  = 0.0; // multiply-adds x 2, for MUL_MAT
 };
 
 struct engine {
@@ -134,6 +151,10 @@ struct engine {
 
     ggml_gallocr_t galloc = nullptr;
     std::vector<uint8_t> graph_meta;         // scratch for graph contexts
+    size_t weight_bytes = 0;                 // base weights (+ transposed copies unless lean)
+    size_t transposed_bytes = 0;             // of which transposed copies
+    std::vector<profile_entry> profile;      // accumulated when opts.profile
+    bool ckpt_keep_ffn = false;              // checkpointing also keeps the gate/up outputs
 
     ~engine();
 };
@@ -162,6 +183,12 @@ void engine_zero_grad(engine & e);
 
 // Throws when the backend lacks an op of the training graph (no silent CPU fallback).
 void engine_check_backend_ops(engine & e);
+
+// Per-op timings since the last call (engine_options.profile), slowest first.
+std::vector<profile_entry> engine_profile_take(engine & e);
+
+// Bytes of the compute buffer (activations and temporaries): the largest graph so far.
+size_t engine_compute_bytes(const engine & e);
 
 // The ops a training graph uses, for the portability test: one line per node "OP" or "UNARY:SILU".
 std::vector<std::string> engine_graph_ops(engine & e, int64_t n_tokens);

@@ -311,8 +311,10 @@ std::unique_ptr<engine> engine_init(const engine_options & opts) {
         e->output = e->tok_embd; // tied embeddings
     }
     ggml_tensor * m_out_src = m_out ? m_out : m_tok;
-    e->output_t = dup_t(m_out_src);
-    jobs.push_back({m_out_src, e->output_t, true});
+    if (!opts.lean) {
+        e->output_t = dup_t(m_out_src);
+        jobs.push_back({m_out_src, e->output_t, true});
+    }
     if (m_rope_freqs) {
         e->rope_freqs = dup(m_rope_freqs);
         jobs.push_back({m_rope_freqs, e->rope_freqs, false});
@@ -324,12 +326,14 @@ std::unique_ptr<engine> engine_init(const engine_options & opts) {
         L.ffn_norm  = dup(lm[il].ffn_norm);  jobs.push_back({lm[il].ffn_norm, L.ffn_norm, false});
         for (int t = 0; t < TARGET_COUNT; t++) {
             L.w[t]  = dup(lm[il].w[t]);   jobs.push_back({lm[il].w[t], L.w[t], false});
-            L.wt[t] = dup_t(lm[il].w[t]); jobs.push_back({lm[il].w[t], L.wt[t], true});
+            if (!opts.lean) { L.wt[t] = dup_t(lm[il].w[t]); jobs.push_back({lm[il].w[t], L.wt[t], true}); }
         }
     }
     e->buf_w = ggml_backend_alloc_ctx_tensors(e->ctx_w, e->backend);
     if (!e->buf_w) throw std::runtime_error("out of memory allocating the model weights on " + e->device_name);
     ggml_backend_buffer_set_usage(e->buf_w, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
+    e->weight_bytes = ggml_backend_buffer_get_size(e->buf_w);
+    for (const copy_job & j : jobs) if (j.transpose) e->transposed_bytes += ggml_nbytes(j.dst);
 
     // Read each tensor once from the file; write it (and its transpose) to the backend.
     FILE * f = fopen(path.c_str(), "rb");
@@ -383,6 +387,7 @@ std::unique_ptr<engine> engine_init(const engine_options & opts) {
     if (!e->buf_lora) throw std::runtime_error("out of memory allocating the LoRA adapter on " + e->device_name);
     lora_reset(*e);
 
+    e->ckpt_keep_ffn = getenv("TEXT2SQL_CKPT_KEEP_FFN") != nullptr; // EXPERIMENT
     e->galloc = ggml_gallocr_new(ggml_backend_get_default_buffer_type(e->backend));
     engine_check_backend_ops(*e);
     return e;

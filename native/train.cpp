@@ -6,9 +6,13 @@
 // implements, so nothing silently falls back to the CPU.
 #include "engine.h"
 
+#include "ggml-cpu.h"
+
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <stdexcept>
 
 namespace t2s {
@@ -27,6 +31,7 @@ struct graph_inputs {
 };
 
 struct graph_outputs {
+    int n_forward = 0;                // graph nodes of the forward pass (the rest is backward)
     ggml_tensor * logits   = nullptr; // [n_vocab, T]
     ggml_tensor * p_target = nullptr; // [1, T]  softmax probability of the target
     ggml_tensor * argmax   = nullptr; // [T] i32
@@ -47,6 +52,7 @@ struct graph_ctx {
 
 // Saved forward state of one adapted linear layer, for its backward twin.
 struct linear_saved {
+    ggml_tensor * y  = nullptr; // [n_out, T]  output (null when the recompute does not need it)
     ggml_tensor * x  = nullptr; // [n_in, T]
     ggml_tensor * xd = nullptr; // [n_in, T]   dropout(x) (== x without dropout)
     ggml_tensor * t  = nullptr; // [r, T]      A·xd
@@ -58,33 +64,87 @@ ggml_tensor * transpose_cont(ggml_context * ctx, ggml_tensor * x) {
     return ggml_cont(ctx, ggml_transpose(ctx, x));
 }
 
-// y = W·x + s·B·(A·dropout(x))
-ggml_tensor * linear(graph_ctx & g, int il, int target, ggml_tensor * x, linear_saved & sv) {
-    engine & e = g.e;
-    ggml_context * ctx = g.ctx;
-    ggml_tensor * y = ggml_mul_mat(ctx, e.layers[il].w[target], x); // [n_out, T]
-    sv.x = x;
-    sv.lora = g.lora_idx[il][target];
-    if (sv.lora < 0) return y;
-    lora_pair & p = e.lora[sv.lora];
-    ggml_tensor * xd = x;
-    if (g.dropout) {
-        sv.mask = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, x->ne[0], x->ne[1]); // [n_in, T]
-        ggml_set_input(sv.mask);
-        g.in.drop.emplace_back(sv.mask, sv.lora);
-        xd = ggml_mul(ctx, x, sv.mask);                                       // [n_in, T]
+// dst = contiguous copy of the transposed view a, in 64 x 64 tiles (ggml's generic copy moves one
+// element at a time through strided loops).
+template <typename T>
+void transpose_tiles(ggml_tensor * dst, const ggml_tensor * a, int ith, int nth) {
+    const int64_t n0 = dst->ne[0], n1 = dst->ne[1]; // dst [n0, n1]; a(i0, i1) at i0·nb0 + i1·nb1
+    const size_t nb0 = a->nb[0], nb1 = a->nb[1];
+    const char * src = (const char *) a->data;
+    T * out = (T *) dst->data;
+    const int64_t B = 64;
+    const int64_t n_tiles1 = (n1 + B - 1) / B;
+    for (int64_t t1 = ith; t1 < n_tiles1; t1 += nth) {
+        const int64_t i1_end = std::min(n1, (t1 + 1) * B);
+        for (int64_t i0b = 0; i0b < n0; i0b += B) {
+            const int64_t i0_end = std::min(n0, i0b + B);
+            for (int64_t i1 = t1 * B; i1 < i1_end; i1++) {
+                T * row = out + i1 * n0;
+                const char * s1 = src + i1 * nb1;
+                for (int64_t i0 = i0b; i0 < i0_end; i0++) row[i0] = *(const T *) (s1 + i0 * nb0);
+            }
+        }
     }
-    sv.xd = xd;
-    sv.t = ggml_mul_mat(ctx, p.a, xd);                                        // [r, T]
-    ggml_tensor * u = ggml_mul_mat(ctx, p.b, sv.t);                           // [n_out, T]
-    return ggml_add(ctx, y, ggml_scale(ctx, u, e.opts.lora.scale()));         // [n_out, T]
 }
 
-// Backward twin of linear(): accumulates dA, dB and returns dx = Wᵀ·dy + Aᵀ·(s·Bᵀ·dy) ⊙ mask.
-ggml_tensor * linear_back(graph_ctx & g, int il, int target, const linear_saved & sv, ggml_tensor * dy) {
+void transpose_op(ggml_tensor * dst, const ggml_tensor * a, int ith, int nth, void *) {
+    switch (ggml_type_size(a->type)) {
+        case 2: transpose_tiles<uint16_t>(dst, a, ith, nth); break;
+        case 4: transpose_tiles<uint32_t>(dst, a, ith, nth); break;
+        default: GGML_ABORT("transpose_op: unsupported type %s", ggml_type_name(a->type));
+    }
+}
+
+// Wᵀ for dX = Wᵀ·dY: the copy made at load (fast mode) or a copy made in the graph (lean mode),
+// which the allocator frees right after its product. On the CPU a tiled custom op makes it;
+// GPU backends use their own copy kernel.
+ggml_tensor * weight_t(graph_ctx & g, ggml_tensor * w, ggml_tensor * w_t) {
+    if (w_t) return w_t;                                                       // [n_out, n_in]
+    ggml_tensor * wv = ggml_transpose(g.ctx, w);                               // [n_out, n_in] view
+    if (g.e.backend_cpu) return ggml_map_custom1(g.ctx, wv, transpose_op, GGML_N_TASKS_MAX, nullptr); // [n_out, n_in]
+    return ggml_cont(g.ctx, wv);                                               // [n_out, n_in]
+}
+
+// y = W·x + s·B·(A·dropout(x))
+// With `kept` (the first forward pass's state, when recomputing a checkpointed layer) the dropout
+// mask is the one drawn then, and the output is taken from it when reuse_y is set; need_y = false
+// recomputes only what linear_back needs.
+ggml_tensor * linear(graph_ctx & g, int il, int target, ggml_tensor * x, linear_saved & sv,
+                     const linear_saved * kept = nullptr, bool reuse_y = false, bool need_y = true) {
     engine & e = g.e;
     ggml_context * ctx = g.ctx;
-    ggml_tensor * dx = ggml_mul_mat(ctx, e.layers[il].wt[target], dy);       // [n_in, T]
+    sv.x = x;
+    sv.lora = g.lora_idx[il][target];
+    const bool compute_y = need_y && !(kept && reuse_y);
+    ggml_tensor * y = compute_y ? ggml_mul_mat(ctx, e.layers[il].w[target], x) : nullptr; // [n_out, T]
+    if (sv.lora >= 0) {
+        lora_pair & p = e.lora[sv.lora];
+        ggml_tensor * xd = x;
+        if (kept) {
+            sv.mask = kept->mask;
+        } else if (g.dropout) {
+            sv.mask = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, x->ne[0], x->ne[1]); // [n_in, T]
+            ggml_set_input(sv.mask);
+            g.in.drop.emplace_back(sv.mask, sv.lora);
+        }
+        if (sv.mask) xd = ggml_mul(ctx, x, sv.mask);                          // [n_in, T]
+        sv.xd = xd;
+        sv.t = ggml_mul_mat(ctx, p.a, xd);                                    // [r, T]
+        if (compute_y) {
+            ggml_tensor * u = ggml_mul_mat(ctx, p.b, sv.t);                   // [n_out, T]
+            y = ggml_add(ctx, y, ggml_scale(ctx, u, e.opts.lora.scale()));     // [n_out, T]
+        }
+    }
+    sv.y = compute_y ? y : (kept && reuse_y ? kept->y : nullptr);
+    return sv.y;
+}
+
+// Backward twin of linear(): accumulates dA, dB and returns dx = Wᵀ·dy + Aᵀ·(s·Bᵀ·dy) ⊙ mask
+// (null when need_dx is false: the first layer's input gradient is not needed).
+ggml_tensor * linear_back(graph_ctx & g, int il, int target, const linear_saved & sv, ggml_tensor * dy, bool need_dx = true) {
+    engine & e = g.e;
+    ggml_context * ctx = g.ctx;
+    ggml_tensor * dx = need_dx ? ggml_mul_mat(ctx, weight_t(g, e.layers[il].w[target], e.layers[il].wt[target]), dy) : nullptr; // [n_in, T]
     if (sv.lora < 0) return dx;
     lora_pair & p = e.lora[sv.lora];
     ggml_tensor * du = ggml_scale(ctx, dy, e.opts.lora.scale());               // [n_out, T]
@@ -94,6 +154,7 @@ ggml_tensor * linear_back(graph_ctx & g, int il, int target, const linear_saved 
     ggml_tensor * dA = ggml_mul_mat(ctx, transpose_cont(ctx, sv.xd), transpose_cont(ctx, dt)); // [n_in, r]
     g.grad_updates.push_back(ggml_cpy(ctx, ggml_add(ctx, p.ga, dA), p.ga));
     g.grad_updates.push_back(ggml_cpy(ctx, ggml_add(ctx, p.gb, dB), p.gb));
+    if (!need_dx) return nullptr;
     ggml_tensor * dxd = ggml_mul_mat(ctx, transpose_cont(ctx, p.a), dt);      // [n_in, T]
     if (sv.mask) dxd = ggml_mul(ctx, dxd, sv.mask);
     return ggml_add(ctx, dx, dxd);                                             // [n_in, T]
@@ -151,7 +212,10 @@ struct layer_saved {
 };
 
 // One Llama block. Returns x2 = x1 + FFN(norm(x1)), x1 = x + Attn(norm(x)).
-ggml_tensor * layer_forward(graph_ctx & g, int il, ggml_tensor * x, layer_saved & s) {
+// Recompute for a checkpointed layer: `kept` is the first pass's state. The outputs of the q, k, v
+// and o projections are taken from it; the rest is computed again, except the block's output (the
+// next layer's kept input): it returns null then.
+ggml_tensor * layer_forward(graph_ctx & g, int il, ggml_tensor * x, layer_saved & s, const layer_saved * kept = nullptr) {
     engine & e = g.e;
     ggml_context * ctx = g.ctx;
     const llama_hparams & hp = e.hp;
@@ -161,9 +225,10 @@ ggml_tensor * layer_forward(graph_ctx & g, int il, ggml_tensor * x, layer_saved 
     s.x = x;                                                                     // [n_embd, T]
     s.n1 = ggml_rms_norm(ctx, x, hp.rms_eps);                                    // [n_embd, T]
     ggml_tensor * h = ggml_mul(ctx, s.n1, L.attn_norm);                          // [n_embd, T]
-    ggml_tensor * q = linear(g, il, TARGET_Q, h, s.lin[TARGET_Q]);              // [n_embd, T]
-    ggml_tensor * k = linear(g, il, TARGET_K, h, s.lin[TARGET_K]);              // [n_embd_kv, T]
-    ggml_tensor * v = linear(g, il, TARGET_V, h, s.lin[TARGET_V]);              // [n_embd_kv, T]
+    auto kl = [&](int t) { return kept ? &kept->lin[t] : nullptr; };
+    ggml_tensor * q = linear(g, il, TARGET_Q, h, s.lin[TARGET_Q], kl(TARGET_Q), true); // [n_embd, T]
+    ggml_tensor * k = linear(g, il, TARGET_K, h, s.lin[TARGET_K], kl(TARGET_K), true); // [n_embd_kv, T]
+    ggml_tensor * v = linear(g, il, TARGET_V, h, s.lin[TARGET_V], kl(TARGET_V), true); // [n_embd_kv, T]
     s.qr = rope(g, ggml_reshape_3d(ctx, q, hd, hp.n_head, T));                  // [hd, n_head, T]
     s.kr = rope(g, ggml_reshape_3d(ctx, k, hd, hp.n_head_kv, T));               // [hd, n_head_kv, T]
     s.v3 = ggml_reshape_3d(ctx, v, hd, hp.n_head_kv, T);                        // [hd, n_head_kv, T]
@@ -176,17 +241,18 @@ ggml_tensor * layer_forward(graph_ctx & g, int il, ggml_tensor * x, layer_saved 
     ggml_tensor * o = ggml_mul_mat(ctx, Vt, s.p);                               // [hd, T_q, n_head]
     o = ggml_cont(ctx, ggml_permute(ctx, o, 0, 2, 1, 3));                       // [hd, n_head, T]
     o = ggml_reshape_2d(ctx, o, hp.n_embd, T);                                  // [n_embd, T]
-    o = linear(g, il, TARGET_O, o, s.lin[TARGET_O]);                            // [n_embd, T]
+    o = linear(g, il, TARGET_O, o, s.lin[TARGET_O], kl(TARGET_O), true);       // [n_embd, T]
     s.x1 = ggml_add(ctx, x, o);                                                 // [n_embd, T]
 
     s.n2 = ggml_rms_norm(ctx, s.x1, hp.rms_eps);                                // [n_embd, T]
     ggml_tensor * h2 = ggml_mul(ctx, s.n2, L.ffn_norm);                         // [n_embd, T]
-    s.g = linear(g, il, TARGET_GATE, h2, s.lin[TARGET_GATE]);                   // [n_ff, T]
-    s.u = linear(g, il, TARGET_UP, h2, s.lin[TARGET_UP]);                       // [n_ff, T]
+    const bool keep_ffn = e.ckpt_keep_ffn;
+    s.g = linear(g, il, TARGET_GATE, h2, s.lin[TARGET_GATE], kl(TARGET_GATE), keep_ffn); // [n_ff, T]
+    s.u = linear(g, il, TARGET_UP, h2, s.lin[TARGET_UP], kl(TARGET_UP), keep_ffn);       // [n_ff, T]
     s.sg = ggml_silu(ctx, s.g);                                                 // [n_ff, T]
     ggml_tensor * a = ggml_mul(ctx, s.sg, s.u);                                 // [n_ff, T]
-    ggml_tensor * d = linear(g, il, TARGET_DOWN, a, s.lin[TARGET_DOWN]);        // [n_embd, T]
-    return ggml_add(ctx, s.x1, d);                                              // [n_embd, T]
+    ggml_tensor * d = linear(g, il, TARGET_DOWN, a, s.lin[TARGET_DOWN], kl(TARGET_DOWN), false, !kept); // [n_embd, T]
+    return kept ? nullptr : ggml_add(ctx, s.x1, d);                             // [n_embd, T]
 }
 
 // Backward twin of layer_forward(): dx2 -> dx.
@@ -230,9 +296,14 @@ ggml_tensor * layer_backward(graph_ctx & g, int il, const layer_saved & s, ggml_
     ggml_tensor * dk = rope_back(g, ggml_cont(ctx, ggml_permute(ctx, dK, 0, 2, 1, 3))); // [hd, n_head_kv, T]
     ggml_tensor * dv = ggml_cont(ctx, ggml_permute(ctx, dV, 0, 2, 1, 3));               // [hd, n_head_kv, T]
 
-    ggml_tensor * dh = linear_back(g, il, TARGET_Q, s.lin[TARGET_Q], ggml_reshape_2d(ctx, dq, hp.n_embd, T)); // [n_embd, T]
-    dh = ggml_add(ctx, dh, linear_back(g, il, TARGET_K, s.lin[TARGET_K], ggml_reshape_2d(ctx, dk, hp.n_embd_kv(), T)));
-    dh = ggml_add(ctx, dh, linear_back(g, il, TARGET_V, s.lin[TARGET_V], ggml_reshape_2d(ctx, dv, hp.n_embd_kv(), T)));
+    // The first layer's input gradient (into the frozen embeddings) is not needed: only the
+    // adapters' gradients are computed there.
+    const bool need_dx = il > 0;
+    ggml_tensor * dhq = linear_back(g, il, TARGET_Q, s.lin[TARGET_Q], ggml_reshape_2d(ctx, dq, hp.n_embd, T), need_dx);     // [n_embd, T]
+    ggml_tensor * dhk = linear_back(g, il, TARGET_K, s.lin[TARGET_K], ggml_reshape_2d(ctx, dk, hp.n_embd_kv(), T), need_dx); // [n_embd, T]
+    ggml_tensor * dhv = linear_back(g, il, TARGET_V, s.lin[TARGET_V], ggml_reshape_2d(ctx, dv, hp.n_embd_kv(), T), need_dx); // [n_embd, T]
+    if (!need_dx) return nullptr;
+    ggml_tensor * dh = ggml_add(ctx, ggml_add(ctx, dhq, dhk), dhv);            // [n_embd, T]
     return ggml_add(ctx, dx1, rms_norm_back(g, s.x, s.n1, ggml_mul(ctx, dh, L.attn_norm))); // [n_embd, T]
 }
 
@@ -273,18 +344,31 @@ ggml_cgraph * build_graph(graph_ctx & g, graph_outputs & out) {
     ggml_set_output(out.argmax);
     ggml_build_forward_expand(gf, out.p_target);
     ggml_build_forward_expand(gf, out.argmax);
+    out.n_forward = ggml_graph_n_nodes(gf);
     if (g.mode == graph_mode::eval) return gf;
 
     // d(Σ w_t · NLL_t)/d logits = w_t · (P - onehot)
     g.in.weight = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, 1, T);                 // [1, T]
     ggml_set_input(g.in.weight);
     ggml_tensor * dlogits = ggml_mul(ctx, ggml_sub(ctx, P, g.in.onehot), g.in.weight); // [n_vocab, T]
-    ggml_tensor * dhf = ggml_mul_mat(ctx, e.output_t, dlogits);                 // [n_embd, T]
+    ggml_tensor * dhf = ggml_mul_mat(ctx, weight_t(g, e.output, e.output_t), dlogits); // [n_embd, T]
     ggml_tensor * dx = rms_norm_back(g, x, nf, ggml_mul(ctx, dhf, e.output_norm)); // [n_embd, T]
+    ggml_build_forward_expand(gf, dx);
+    // Layer by layer, each expanded before the next is built, so that the node order (which the
+    // allocator follows) is: recompute layer il (checkpointing), its backward, its adapter
+    // gradient updates; then layer il-1. Whatever no later node reads is freed on the way.
     for (int il = (int) hp.n_layer - 1; il >= 0; il--) {
-        dx = layer_backward(g, il, saved[il], dx);
+        layer_saved recomputed;
+        const layer_saved * s = &saved[il];
+        if (e.opts.checkpoint) {
+            layer_forward(g, il, saved[il].x, recomputed, &saved[il]);
+            s = &recomputed;
+        }
+        dx = layer_backward(g, il, *s, dx);
+        if (dx) ggml_build_forward_expand(gf, dx);
+        for (ggml_tensor * t : g.grad_updates) ggml_build_forward_expand(gf, t);
+        g.grad_updates.clear();
     }
-    for (ggml_tensor * t : g.grad_updates) ggml_build_forward_expand(gf, t);
     return gf;
 }
 
@@ -331,9 +415,68 @@ void compute(engine & e, ggml_cgraph * gf) {
     }
 }
 
-void run_graph(engine & e, ggml_cgraph * gf) {
-    const ggml_status st = ggml_backend_graph_compute(e.backend, gf);
-    if (st != GGML_STATUS_SUCCESS) throw std::runtime_error(std::string("graph compute failed on ") + e.device_name + " (status " + std::to_string((int) st) + ")");
+bool is_weight(const engine & e, const ggml_tensor * t) {
+    if (!t) return false;
+    if (t->buffer == e.buf_w) return true;
+    if (t->view_src) return is_weight(e, t->view_src);
+    return (t->op == GGML_OP_MAP_CUSTOM1 || t->op == GGML_OP_CONT || t->op == GGML_OP_TRANSPOSE) && is_weight(e, t->src[0]);
+}
+
+bool op_is_view(ggml_op op) {
+    return op == GGML_OP_NONE || op == GGML_OP_RESHAPE || op == GGML_OP_TRANSPOSE || op == GGML_OP_VIEW || op == GGML_OP_PERMUTE;
+}
+
+// "MUL_MAT bf16 x f32 (frozen weight)", "SOFT_MAX f32 x f32", "CUSTOM bf16 (weight transpose)" ...
+std::string profile_key(const engine & e, const ggml_tensor * t) {
+    std::string k = t->op == GGML_OP_UNARY ? std::string("UNARY ") + ggml_unary_op_name(ggml_get_unary_op(t)) : ggml_op_name(t->op);
+    for (int j = 0; j < 2 && t->src[j]; j++) k += std::string(j ? " x " : " ") + ggml_type_name(t->src[j]->type);
+    if (t->op == GGML_OP_MUL_MAT) {
+        const int64_t r = e.opts.lora.r, V = e.hp.n_vocab;
+        if (is_weight(e, t->src[0])) k += t->src[0]->ne[0] == V || t->src[0]->ne[1] == V ? " (output head)" : " (frozen weight)";
+        else if (t->src[0]->ne[0] == r || t->src[0]->ne[1] == r || t->ne[0] == r || t->ne[1] == r) k += " (LoRA)";
+        else k += " (attention)";
+    } else if ((t->op == GGML_OP_MAP_CUSTOM1 || t->op == GGML_OP_CONT) && is_weight(e, t->src[0])) {
+        k += " (weight transpose)";
+    }
+    return k;
+}
+
+void run_graph(engine & e, ggml_cgraph * gf, int n_forward) {
+    if (!e.opts.profile) {
+        const ggml_status st = ggml_backend_graph_compute(e.backend, gf);
+        if (st != GGML_STATUS_SUCCESS) throw std::runtime_error(std::string("graph compute failed on ") + e.device_name + " (status " + std::to_string((int) st) + ")");
+        return;
+    }
+    // One node at a time, timed. Adds a thread start-up per node: small next to the big products.
+    std::map<std::pair<std::string, std::string>, profile_entry> acc;
+    for (const profile_entry & p : e.profile) acc[{p.phase, p.op}] = p;
+    std::vector<uint8_t> meta(ggml_graph_overhead_custom(1, false) + ggml_tensor_overhead());
+    ggml_init_params ip = { meta.size(), meta.data(), true };
+    ggml_context * ctx1 = ggml_init(ip);
+    ggml_cgraph * one = ggml_new_graph_custom(ctx1, 1, false);
+    const int n = ggml_graph_n_nodes(gf);
+    for (int i = 0; i < n; i++) {
+        ggml_tensor * t = ggml_graph_node(gf, i);
+        if (op_is_view(t->op)) continue;
+        ggml_graph_clear(one);
+        ggml_graph_add_node(one, t);
+        const auto t0 = std::chrono::steady_clock::now();
+        const ggml_status st = ggml_backend_graph_compute(e.backend, one);
+        ggml_backend_synchronize(e.backend);
+        const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+        if (st != GGML_STATUS_SUCCESS) throw std::runtime_error(std::string("graph compute failed on ") + e.device_name + " (status " + std::to_string((int) st) + ")");
+        const std::string phase = n_forward == 0 || i < n_forward ? "forward" : "backward";
+        const std::string key = profile_key(e, t);
+        profile_entry & p = acc[{phase, key}];
+        p.phase = phase;
+        p.op = key;
+        p.count += 1;
+        p.ms += ms;
+        if (t->op == GGML_OP_MUL_MAT) p.flop += 2.0 * (double) t->src[0]->ne[0] * (double) ggml_nelements(t);
+    }
+    ggml_free(ctx1);
+    e.profile.clear();
+    for (auto & kv : acc) e.profile.push_back(kv.second);
 }
 
 // One sequence: tokens[0..n_in) are inputs; position j predicts tokens[j+1] with weight w[j].
@@ -372,7 +515,7 @@ seq_result run_sequence(engine & e, graph_mode mode, const int32_t * tokens, con
             ggml_backend_tensor_set(dm.first, m.data(), 0, m.size() * sizeof(float));
         }
     }
-    run_graph(e, gf);
+    run_graph(e, gf, out.n_forward);
 
     std::vector<float> pt(T);
     std::vector<int32_t> am(T);
@@ -461,10 +604,21 @@ std::vector<float> engine_logits(engine & e, const int32_t * tokens, int64_t T) 
     ggml_cgraph * gf = build_graph(g, out);
     compute(e, gf);
     fill_common_inputs(g, tokens);
-    run_graph(e, gf);
+    run_graph(e, gf, 0);
     std::vector<float> logits((size_t) T * e.hp.n_vocab);
     ggml_backend_tensor_get(out.logits, logits.data(), 0, logits.size() * sizeof(float));
     return logits;
+}
+
+std::vector<profile_entry> engine_profile_take(engine & e) {
+    std::vector<profile_entry> p = std::move(e.profile);
+    e.profile.clear();
+    std::sort(p.begin(), p.end(), [](const profile_entry & a, const profile_entry & b) { return a.ms > b.ms; });
+    return p;
+}
+
+size_t engine_compute_bytes(const engine & e) {
+    return e.galloc ? ggml_gallocr_get_buffer_size(e.galloc, 0) : 0;
 }
 
 void engine_check_backend_ops(engine & e) {
@@ -475,9 +629,7 @@ void engine_check_backend_ops(engine & e) {
     ggml_cgraph * gf = build_graph(g, out);
     for (int i = 0; i < ggml_graph_n_nodes(gf); i++) {
         ggml_tensor * t = ggml_graph_node(gf, i);
-        const bool view = t->op == GGML_OP_NONE || t->op == GGML_OP_RESHAPE || t->op == GGML_OP_TRANSPOSE ||
-                          t->op == GGML_OP_VIEW || t->op == GGML_OP_PERMUTE;
-        if (view) continue; // views compute nothing
+        if (op_is_view(t->op)) continue; // views compute nothing
         if (!ggml_backend_supports_op(e.backend, t)) {
             std::string types;
             for (int j = 0; j < GGML_MAX_SRC && t->src[j]; j++) types += std::string(j ? ", " : "") + ggml_type_name(t->src[j]->type);

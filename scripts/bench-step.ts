@@ -1,27 +1,66 @@
 /**
- * npm run bench:step: times one LoRA training step at TinyLlama shape with random weights.
+ * npm run bench:step: times LoRA training steps at TinyLlama shape with random weights.
  *
- * For each weight type (F16 and BF16 by default) it makes a TinyLlama-shaped GGUF (cached in
- * $TEXT2SQL_BENCH_DIR, default <tmp>/text2sql-bench), then runs the step in a child process so
- * that each type's peak RSS is its own: r=8 on q and v, one sequence of 256 tokens (batch 1), all
- * of them targets, then AdamW. One warm-up step, then the mean of --steps timed steps.
+ * Each configuration runs in its own child process, so that its peak RSS is its own: one sequence
+ * (batch 1) whose tokens are all targets, then AdamW; one warm-up step, then the mean of --steps
+ * timed steps. TinyLlama-shaped GGUFs are made on first use in $TEXT2SQL_BENCH_DIR (default
+ * <tmp>/text2sql-bench).
  *
- *   npm run bench:step -- [--types f16,bf16] [--steps 3] [--tokens 256] [--threads N] [--json]
+ *   npm run bench:step                      bf16 and f16, fast and lean memory, 256 tokens, r=8 on q,v
+ *   npm run bench:step -- --profile         the same with a per-op profile (forward / backward)
+ *   npm run bench:step -- --scaling         step time and memory against sequence length, rank,
+ *                                           targets, threads and checkpointing
+ *   options: --types bf16,f16 --memory fast,lean --tokens 256 --steps 3 --threads N --json
  *
- * Reference on the 2-core dev machine (engine-notes section 6): PyTorch 1.13 bf16, 54 tokens/s at 3.7 GB peak.
+ * Reference on the 2-core dev machine (engine-notes section 6): PyTorch 1.13 bf16, 4.73 s/step,
+ * 54 tokens/s at 3.7 GB peak.
  */
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { LoraEngine, makeBatch } from "../src/engine.js";
+import { LoraEngine, makeBatch, type ProfileEntry } from "../src/engine.js";
 import { TINYLLAMA_PRESET, makeTestModel, type TestModelType } from "./make-test-model.js";
 
-interface Args { types: TestModelType[]; steps: number; tokens: number; threads: number; json: boolean; child?: string; type?: string }
+interface Config {
+  type: TestModelType;
+  memory: "fast" | "lean";
+  checkpointing: boolean;
+  tokens: number;
+  r: number;
+  targets: string[];
+  threads: number;
+}
+
+interface Result extends Config {
+  loadS: number;
+  sPerStep: number;
+  tokensPerS: number;
+  peakRssGB: number;
+  weightGB: number;
+  transposedGB: number;
+  computeGB: number;
+  trainable: number;
+  device: string;
+  profile?: ProfileEntry[];
+}
+
+interface Args { types: TestModelType[]; memory: ("fast" | "lean")[]; steps: number; tokens: number; threads: number; json: boolean; profile: boolean; scaling: boolean }
+
+const HELP = `usage: npm run bench:step -- [options]
+  --types bf16,f16      weight types (f32, f16, bf16)
+  --memory fast,lean    memory modes (lean also turns on gradient checkpointing)
+  --tokens 256          sequence length
+  --steps 3             timed steps after one warm-up step
+  --threads N           CPU threads (default: all cores)
+  --profile             per-op profile of one step (forward and backward)
+  --scaling             the scaling table (bf16): sequence length 64-1024, rank 8-64,
+                        q,v versus all seven targets, 1 versus 2 threads, checkpointing at 1,024
+  --json                print the results as JSON`;
 
 function parse(argv: string[]): Args {
-  const a: Args = { types: ["f16", "bf16"], steps: 3, tokens: 256, threads: 0, json: false };
+  const a: Args = { types: ["bf16", "f16"], memory: ["fast", "lean"], steps: 3, tokens: 256, threads: 0, json: false, profile: false, scaling: false };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     const v = () => {
@@ -30,79 +69,149 @@ function parse(argv: string[]): Args {
       return x;
     };
     if (k === "--types") a.types = v().split(",") as TestModelType[];
+    else if (k === "--memory") a.memory = v().split(",") as ("fast" | "lean")[];
     else if (k === "--steps") a.steps = Number(v());
     else if (k === "--tokens") a.tokens = Number(v());
     else if (k === "--threads") a.threads = Number(v());
     else if (k === "--json") a.json = true;
-    else if (k === "--child") a.child = v();
-    else if (k === "--type") a.type = v();
+    else if (k === "--profile") a.profile = true;
+    else if (k === "--scaling") a.scaling = true;
     else if (k === "--help" || k === "-h") {
-      console.log("usage: npm run bench:step -- [--types f16,bf16] [--steps 3] [--tokens 256] [--threads N] [--json]");
+      console.log(HELP);
       process.exit(0);
     } else throw new Error(`unknown option ${k} (see --help)`);
   }
   for (const t of a.types) if (!["f32", "f16", "bf16"].includes(t)) throw new Error(`--types: unknown type ${t}; use f32, f16, bf16`);
+  for (const m of a.memory) if (m !== "fast" && m !== "lean") throw new Error(`--memory: unknown mode ${m}; use fast, lean`);
   if (!(a.steps >= 1) || !(a.tokens >= 2)) throw new Error("--steps must be >= 1 and --tokens >= 2");
   return a;
 }
 
-interface Result { type: string; loadS: number; sPerStep: number; tokensPerS: number; peakRssGB: number; trainable: number; device: string; threads: number }
-
-async function child(a: Args): Promise<void> {
+async function child(file: string, c: Config, steps: number, profile: boolean): Promise<void> {
   const t0 = performance.now();
-  const e = await LoraEngine.create({ model: a.child!, device: "cpu", threads: a.threads, lora: { r: 8, alpha: 16, targetModules: ["q_proj", "v_proj"] } });
+  const e = await LoraEngine.create({ model: file, device: "cpu", threads: c.threads, memory: c.memory, checkpointing: c.checkpointing, profile, lora: { r: c.r, alpha: 2 * c.r, targetModules: c.targets } });
   const loadS = (performance.now() - t0) / 1000;
-  const tokens = Array.from({ length: a.tokens + 1 }, (_, i) => (i === 0 ? 1 : 100 + ((i * 7919) % 31000)));
+  const tokens = Array.from({ length: c.tokens + 1 }, (_, i) => (i === 0 ? 1 : 100 + ((i * 7919) % 31000)));
   const batch = makeBatch([{ tokens }]); // every position after the first is a target
   const step = async () => {
-    await e.accumulate(batch, a.tokens);
+    await e.accumulate(batch, c.tokens);
     await e.step({ lr: 2e-4, maxGradNorm: 1 });
   };
   await step(); // warm-up: graph allocation, page faults
+  if (profile) e.takeProfile(); // drop the warm-up's timings
   const t1 = performance.now();
-  for (let i = 0; i < a.steps; i++) await step();
-  const sPerStep = (performance.now() - t1) / 1000 / a.steps;
+  for (let i = 0; i < steps; i++) await step();
+  const sPerStep = (performance.now() - t1) / 1000 / steps;
+  const mem = e.memoryInfo();
   const r: Result = {
-    type: a.type ?? "?",
+    ...c,
+    threads: c.threads || os.availableParallelism(),
     loadS,
     sPerStep,
-    tokensPerS: a.tokens / sPerStep,
+    tokensPerS: c.tokens / sPerStep,
     peakRssGB: (process.resourceUsage().maxRSS * 1024) / 1e9,
+    weightGB: mem.weightBytes / 1e9,
+    transposedGB: mem.transposedBytes / 1e9,
+    computeGB: mem.computeBytes / 1e9,
     trainable: e.trainableParams,
     device: e.info.device,
-    threads: a.threads || os.availableParallelism(),
+    profile: profile ? e.takeProfile().map((p) => ({ ...p, ms: p.ms / steps, flop: p.flop / steps, count: p.count / steps })) : undefined,
   };
   await e.dispose();
   process.stdout.write(JSON.stringify(r) + "\n");
 }
 
-async function main(): Promise<void> {
-  const a = parse(process.argv.slice(2));
-  if (a.child) return child(a);
+async function modelFile(type: TestModelType): Promise<string> {
   const dir = process.env.TEXT2SQL_BENCH_DIR || path.join(os.tmpdir(), "text2sql-bench");
   fs.mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, `tinyllama-shape-${type}.gguf`);
+  if (!fs.existsSync(file)) {
+    process.stderr.write(`making a TinyLlama-shaped ${type} model with random weights: ${file}\n`);
+    await makeTestModel({ path: file, type, ...TINYLLAMA_PRESET });
+  }
+  return file;
+}
+
+async function runConfig(c: Config, steps: number, profile: boolean): Promise<Result> {
+  const file = await modelFile(c.type);
+  const label = `${c.type} ${c.memory}${c.checkpointing ? "+ckpt" : ""} T=${c.tokens} r=${c.r} ${c.targets.join(",")} ${c.threads || os.availableParallelism()} threads`;
+  process.stderr.write(`timing ${label}: 1 warm-up + ${steps} steps\n`);
+  const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), "--child", file, JSON.stringify({ c, steps, profile })], { stdio: ["ignore", "pipe", "inherit"], encoding: "utf8" });
+  if (r.status !== 0) throw new Error(`the run ${label} failed (exit ${r.status})`);
+  return JSON.parse(r.stdout.trim().split("\n").pop()!) as Result;
+}
+
+const gb = (x: number) => `${x.toFixed(2)} GB`;
+
+function printTable(title: string, rows: Result[]): void {
+  console.log(`\n${title}`);
+  console.log("weights  memory      tokens  rank  targets  threads   s/step  tokens/s  peak RSS   weights   compute buf");
+  for (const r of rows) {
+    console.log(
+      `${r.type.padEnd(8)} ${(r.memory + (r.checkpointing ? "+ckpt" : "")).padEnd(10)}  ${String(r.tokens).padStart(6)}  ${String(r.r).padStart(4)}  ${(r.targets.length === 7 ? "all 7" : r.targets.join(",")).padEnd(7)}  ${String(r.threads).padStart(7)}  ${r.sPerStep.toFixed(2).padStart(7)}  ${r.tokensPerS.toFixed(1).padStart(8)}  ${gb(r.peakRssGB).padStart(8)}  ${gb(r.weightGB).padStart(8)}  ${gb(r.computeGB).padStart(10)}`,
+    );
+  }
+}
+
+function printProfile(r: Result): void {
+  const prof = r.profile ?? [];
+  const total = prof.reduce((s, p) => s + p.ms, 0);
+  console.log(`\nper-op profile, ${r.type} ${r.memory}${r.checkpointing ? "+ckpt" : ""}, ${r.tokens} tokens (one step, nodes timed one by one: ${(total / 1000).toFixed(2)} s)`);
+  console.log("phase     op                                              calls      ms   share   GFLOP/s");
+  for (const p of prof) {
+    if (p.ms / total < 0.002) continue;
+    const gflops = p.flop > 0 ? (p.flop / (p.ms / 1000) / 1e9).toFixed(0) : "";
+    console.log(`${p.phase.padEnd(9)} ${p.op.padEnd(47)} ${String(Math.round(p.count)).padStart(6)} ${p.ms.toFixed(0).padStart(7)}  ${((100 * p.ms) / total).toFixed(1).padStart(5)}%  ${gflops.padStart(8)}`);
+  }
+  for (const phase of ["forward", "backward"]) {
+    const ms = prof.filter((p) => p.phase === phase).reduce((s, p) => s + p.ms, 0);
+    console.log(`${phase}: ${(ms / 1000).toFixed(2)} s (${((100 * ms) / total).toFixed(0)}%)`);
+  }
+}
+
+async function main(): Promise<void> {
+  if (process.argv[2] === "--child") {
+    const { c, steps, profile } = JSON.parse(process.argv[4]) as { c: Config; steps: number; profile: boolean };
+    return child(process.argv[3], c, steps, profile);
+  }
+  const a = parse(process.argv.slice(2));
+  const base: Config = { type: "bf16", memory: "fast", checkpointing: false, tokens: a.tokens, r: 8, targets: ["q", "v"], threads: a.threads };
+  const ALL = ["q", "k", "v", "o", "gate", "up", "down"];
   const results: Result[] = [];
-  for (const type of a.types) {
-    const file = path.join(dir, `tinyllama-shape-${type}.gguf`);
-    if (!fs.existsSync(file)) {
-      process.stderr.write(`making a TinyLlama-shaped ${type} model with random weights: ${file}\n`);
-      await makeTestModel({ path: file, type, ...TINYLLAMA_PRESET });
+  const tables: [string, Result[]][] = [];
+  if (a.scaling) {
+    const run = async (title: string, cs: Partial<Config>[], steps = a.steps) => {
+      const rows: Result[] = [];
+      for (const c of cs) rows.push(await runConfig({ ...base, ...c }, steps, false));
+      results.push(...rows);
+      tables.push([title, rows]);
+    };
+    await run("sequence length (bf16, fast, r=8 on q,v)", [64, 128, 256, 512, 1024].map((tokens) => ({ tokens })), 2);
+    await run("rank (bf16, fast, 256 tokens, q,v)", [8, 16, 32, 64].map((r) => ({ r })));
+    await run("targets (bf16, fast, 256 tokens, r=8)", [{ targets: ["q", "v"] }, { targets: ALL }]);
+    await run("threads (bf16, fast, 256 tokens, r=8 on q,v)", [{ threads: 1 }, { threads: 2 }], 2);
+    await run("gradient checkpointing at 1,024 tokens (bf16, r=8 on q,v)", [
+      { tokens: 1024 },
+      { tokens: 1024, checkpointing: true },
+      { tokens: 1024, memory: "lean", checkpointing: true },
+    ], 2);
+  } else {
+    const rows: Result[] = [];
+    for (const type of a.types) {
+      for (const memory of a.memory) rows.push(await runConfig({ ...base, type, memory, checkpointing: memory === "lean" }, a.steps, a.profile));
     }
-    process.stderr.write(`timing ${type}: 1 warm-up + ${a.steps} steps of ${a.tokens} tokens\n`);
-    const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), "--child", file, "--type", type, "--steps", String(a.steps), "--tokens", String(a.tokens), "--threads", String(a.threads)], { stdio: ["ignore", "pipe", "inherit"], encoding: "utf8" });
-    if (r.status !== 0) throw new Error(`the ${type} run failed (exit ${r.status})`);
-    results.push(JSON.parse(r.stdout.trim().split("\n").pop()!));
+    results.push(...rows);
+    tables.push([`LoRA step at TinyLlama shape (r=8 on q,v; ${a.tokens} tokens, batch 1; CPU, ${rows[0]?.threads} threads; ${os.cpus()[0]?.model ?? ""})`, rows]);
   }
   if (a.json) {
     console.log(JSON.stringify(results, null, 2));
     return;
   }
-  console.log(`\nLoRA step at TinyLlama shape (r=8 on q,v; ${a.tokens} tokens, batch 1; ${results[0]?.device}, ${results[0]?.threads} threads; ${os.cpus()[0]?.model ?? ""})`);
-  console.log("weights  load s   s/step   tokens/s   peak RSS   trainable");
-  for (const r of results) {
-    console.log(`${r.type.padEnd(8)} ${r.loadS.toFixed(1).padStart(6)}   ${r.sPerStep.toFixed(2).padStart(6)}   ${r.tokensPerS.toFixed(1).padStart(8)}   ${r.peakRssGB.toFixed(2).padStart(5)} GB   ${r.trainable.toLocaleString("en-US")}`);
-  }
-  console.log("reference (engine-notes §6, same machine type): PyTorch 1.13 bf16 4.73 s/step, 54 tokens/s, 3.7 GB peak");
+  console.log(`\nmachine: ${os.cpus()[0]?.model ?? "?"}, ${os.availableParallelism()} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB`);
+  for (const [title, rows] of tables) printTable(title, rows);
+  for (const r of results) if (r.profile) printProfile(r);
+  console.log("\nreference (engine-notes §6, same machine type): PyTorch 1.13 bf16 4.73 s/step, 54 tokens/s, 3.7 GB peak");
+  console.log("compute buf: ggml's compute buffer (activations and temporaries) of the largest graph; weights: base weights + transposed copies (fast)");
 }
 
 main().catch((err: unknown) => {

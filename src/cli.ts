@@ -30,6 +30,7 @@ interface CommonFlags {
   maxSteps?: string;
   device?: string;
   threads?: string;
+  memory?: string;
   set: string[];
   json?: boolean;
   resume?: boolean;
@@ -48,6 +49,7 @@ function withConfigFlags(cmd: Command): Command {
     .option("--max-steps <n>", "train.max_steps")
     .addOption(new Option("--device <device>", "train.device").choices(["auto", "cpu", "cuda", "metal"]))
     .option("--threads <n>", "train.threads (0: all cores)")
+    .addOption(new Option("--memory <mode>", "train.memory: fast keeps transposed weight copies (about 2x the model's size); lean makes them on the fly and recomputes layers (about 1.1x)").choices(["fast", "lean"]))
     .option("--set <key=value>", "set any config key, e.g. --set train.lr=1e-4 (repeatable)", collect, [])
     .option("--json", "machine-readable output: one JSON object per line on stdout");
 }
@@ -68,6 +70,7 @@ function configFrom(o: CommonFlags): TrainConfig {
       "train.max_steps": num("--max-steps", o.maxSteps),
       "train.device": o.device,
       "train.threads": num("--threads", o.threads),
+      "train.memory": o.memory,
     },
     set: o.set,
   });

@@ -51,6 +51,8 @@ export interface TrainConfig {
     seed: number;
     threads: number;
     device: "auto" | "cpu" | "cuda" | "metal";
+    memory: "fast" | "lean";
+    gradient_checkpointing: "auto" | "on" | "off";
   };
   output: { dir: string };
 }
@@ -112,6 +114,8 @@ export const SCHEMA: Record<string, Field> = {
   "train.seed": { kind: "integer", min: 0, doc: "seed of the training order" },
   "train.threads": { kind: "integer", min: 0, doc: "CPU threads (0: all cores)" },
   "train.device": { kind: "string", values: ["auto", "cpu", "cuda", "metal"], doc: "compute device" },
+  "train.memory": { kind: "string", values: ["fast", "lean"], doc: "fast keeps a transposed copy of each frozen matrix (2x weight memory); lean makes them on the fly" },
+  "train.gradient_checkpointing": { kind: "string", values: ["auto", "on", "off"], doc: "recompute each layer in the backward pass (less activation memory, ~10-25% more time); auto: on with memory lean" },
   "output.dir": { kind: "string", doc: "where checkpoints, final_model/, metrics.jsonl and the loss curve go" },
 };
 
@@ -153,6 +157,8 @@ export const DEFAULTS: TrainConfig = {
     seed: 42,
     threads: 0,
     device: "auto",
+    memory: "fast",
+    gradient_checkpointing: "auto",
   },
   output: { dir: "outputs/run" },
 };

@@ -6,6 +6,7 @@ import {
   type NativeBatchStats,
   type NativeEngine,
   type NativeEngineInfo,
+  type NativeProfileEntry,
   type NativeOptimizerState,
   type NativeTensor,
 } from "./native.js";
@@ -40,6 +41,18 @@ export interface EngineOptions {
   device?: Device;
   /** CPU threads (default: all cores). */
   threads?: number;
+  /**
+   * "fast" (default) keeps a transposed copy of every frozen matrix for the backward pass (twice
+   * the weight memory); "lean" makes each one in the graph when it is needed and frees it.
+   */
+  memory?: "fast" | "lean";
+  /**
+   * Gradient checkpointing: the forward pass keeps each layer's input and its q/k/v/o outputs,
+   * and the backward pass recomputes the rest of the layer. Default: on with memory "lean".
+   */
+  checkpointing?: boolean;
+  /** Time every graph node (slow; for benchmarks): read with takeProfile(). */
+  profile?: boolean;
   lora?: LoraOptions;
 }
 
@@ -71,6 +84,7 @@ export type BatchStats = NativeBatchStats;
 export type AdapterTensor = NativeTensor;
 export type EngineInfo = NativeEngineInfo;
 export type OptimizerState = NativeOptimizerState;
+export type ProfileEntry = NativeProfileEntry;
 
 function fail(option: string, expected: string, got: unknown): never {
   const shown = typeof got === "string" ? JSON.stringify(got) : Array.isArray(got) ? `[${got.join(", ")}]` : String(got);
@@ -135,6 +149,12 @@ export class LoraEngine {
     const device = options.device ?? "auto";
     if (!["auto", "cpu", "cuda", "metal"].includes(device)) fail("device", "one of auto, cpu, cuda, metal", device);
     const threads = checkInt("threads", options.threads ?? 0, 0);
+    const memory = options.memory ?? "fast";
+    if (memory !== "fast" && memory !== "lean") fail("memory", '"fast" or "lean"', memory);
+    const checkpointing = options.checkpointing ?? memory === "lean";
+    if (typeof checkpointing !== "boolean") fail("checkpointing", "a boolean", checkpointing);
+    const profile = options.profile ?? false;
+    if (typeof profile !== "boolean") fail("profile", "a boolean", profile);
     const l = options.lora ?? {};
     const lora: Required<LoraOptions> = {
       r: checkInt("lora.r", l.r ?? 8, 1),
@@ -152,6 +172,9 @@ export class LoraEngine {
       modelPath: options.model,
       device,
       threads,
+      lean: memory === "lean",
+      checkpoint: checkpointing,
+      profile,
       r: lora.r,
       alpha: lora.alpha,
       dropout: lora.dropout,
@@ -159,11 +182,23 @@ export class LoraEngine {
       seed: lora.seed,
       targets: lora.targetModules,
     });
-    return new LoraEngine(native, { model: options.model, device, threads, lora });
+    return new LoraEngine(native, { model: options.model, device, threads, memory, checkpointing, profile, lora });
   }
 
   get trainableParams(): number {
     return this.info.trainableParams;
+  }
+
+  /** Memory the engine holds now: weights (and transposed copies) and the compute buffer. */
+  memoryInfo(): { weightBytes: number; transposedBytes: number; computeBytes: number } {
+    const i = this.#live("memoryInfo").info();
+    return { weightBytes: i.weightBytes, transposedBytes: i.transposedBytes, computeBytes: i.computeBytes };
+  }
+
+  /** Per-op timings since the last call (engine created with profile: true), slowest first. */
+  takeProfile(): ProfileEntry[] {
+    if (!this.options.profile) throw new Error("takeProfile: create the engine with profile: true");
+    return this.#live("takeProfile").takeProfile();
   }
 
   #live(call: string): NativeEngine {

@@ -10,6 +10,9 @@ export interface NativeEngineOptions {
   modelPath: string;
   device: "auto" | "cpu" | "cuda" | "metal";
   threads: number; // 0: all cores
+  lean: boolean; // no transposed weight copies: each Wᵀ is made in the graph when needed
+  checkpoint: boolean; // gradient checkpointing: recompute each layer in the backward pass
+  profile: boolean; // time every graph node (slow); read with takeProfile()
   r: number;
   alpha: number;
   dropout: number;
@@ -55,6 +58,19 @@ export interface NativeEngineInfo {
   loraScale: number;
   optimizerSteps: number;
   targets: string[]; // HF names
+  lean: boolean;
+  checkpoint: boolean;
+  weightBytes: number; // base weights, plus the transposed copies unless lean
+  transposedBytes: number; // of which transposed copies
+  computeBytes: number; // compute buffer (activations, temporaries): the largest graph so far
+}
+
+export interface NativeProfileEntry {
+  phase: "forward" | "backward";
+  op: string; // e.g. "MUL_MAT bf16 x f32 (frozen weight)"
+  count: number;
+  ms: number;
+  flop: number; // for MUL_MAT: 2 · multiply-adds
 }
 
 export interface NativeOptimizerState {
@@ -88,6 +104,8 @@ export interface NativeEngine {
    * when even its rows are strided; "broadcast" marks a MUL_MAT whose src0 repeats over dims 2/3.
    */
   graphOps(nTokens: number): string[];
+  /** Per-op timings gathered since the last call (engine created with profile), slowest first. */
+  takeProfile(): NativeProfileEntry[];
   dispose(): void;
 }
 

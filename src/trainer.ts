@@ -6,7 +6,6 @@ import { baseModelName, loadAdapterInto, saveAdapterBoth, type AdapterRecord } f
 import { configToYaml, loadConfig, type DeepPartial, type TrainConfig } from "./config.js";
 import { loadDataset, shuffled, type DatasetReport } from "./data.js";
 import { LoraEngine, makeBatch, type OptimizerState } from "./engine.js";
-import { readGguf } from "./gguf.js";
 import { resolveModelPath } from "./models.js";
 import { lossCurveSvg, type Series } from "./plot.js";
 import { encodeExample, Tokenizer, type Encoded } from "./prompt.js";
@@ -64,7 +63,7 @@ export interface TrainSummary {
   tokensPerS: number;
   peakRssBytes: number;
   trainableParams: number;
-  memory: { baseWeights: number; transposedCopies: number; lora: number; gradients: number; optimizer: number; activationsAndOther: number };
+  memory: { baseWeights: number; transposedCopies: number; lora: number; gradients: number; optimizer: number; computeBuffer: number; other: number };
   data: DataSummary;
 }
 
@@ -260,6 +259,8 @@ export async function trainSft(options: TrainOptions | TrainConfig, hooks: Train
     model: modelPath,
     device: tc.device,
     threads: tc.threads,
+    memory: tc.memory,
+    checkpointing: tc.gradient_checkpointing === "auto" ? tc.memory === "lean" : tc.gradient_checkpointing === "on",
     lora: { r: cfg.lora.r, alpha: cfg.lora.alpha, dropout: cfg.lora.dropout, rslora: cfg.lora.use_rslora, targetModules: cfg.lora.target_modules, seed: cfg.lora.seed },
   });
   try {
@@ -420,10 +421,9 @@ export async function trainSft(options: TrainOptions | TrainConfig, hooks: Train
     fs.writeFileSync(path.join(out, "loss.svg"), lossCurveSvg(history.train, history.eval, `text2sql: ${path.basename(out)}`));
 
     // memory: what the engine holds, and the rest of the peak
-    const g = readGguf(modelPath);
-    const baseWeights = g.tensors.reduce((n, t) => n + t.byteLength, 0);
-    const matrices = g.tensors.filter((t) => /^blk\.\d+\.(attn_(q|k|v|output)|ffn_(gate|up|down))\.weight$/.test(t.name) || t.name === "output.weight");
-    const transposed = matrices.reduce((n, t) => n + t.byteLength, 0) + (g.tensors.some((t) => t.name === "output.weight") ? 0 : g.tensors.find((t) => t.name === "token_embd.weight")!.byteLength);
+    const mem = engine.memoryInfo();
+    const baseWeights = mem.weightBytes - mem.transposedBytes;
+    const transposed = mem.transposedBytes;
     const lora = engine.trainableParams * 4;
     const peak = process.resourceUsage().maxRSS * 1024;
     const summary: TrainSummary = {
@@ -441,7 +441,7 @@ export async function trainSft(options: TrainOptions | TrainConfig, hooks: Train
       tokensPerS: trainSeconds > 0 ? tokensSeen / trainSeconds : 0,
       peakRssBytes: peak,
       trainableParams: engine.trainableParams,
-      memory: { baseWeights, transposedCopies: transposed, lora, gradients: lora, optimizer: 2 * lora, activationsAndOther: Math.max(0, peak - baseWeights - transposed - 4 * lora) },
+      memory: { baseWeights, transposedCopies: transposed, lora, gradients: lora, optimizer: 2 * lora, computeBuffer: mem.computeBytes, other: Math.max(0, peak - baseWeights - transposed - 4 * lora - mem.computeBytes) },
       data: data.summary,
     };
     fs.writeFileSync(path.join(out, "summary.json"), JSON.stringify(summary, null, 2) + "\n");
@@ -461,7 +461,7 @@ export function formatSummary(s: TrainSummary): string {
     `token accuracy  ${s.evalAccuracy === null ? "n/a" : (100 * s.evalAccuracy).toFixed(1) + "%"}`,
     `wall time       ${(s.wallS / 60).toFixed(1)} min, ${s.tokensPerS.toFixed(1)} tokens/s`,
     `trainable       ${s.trainableParams.toLocaleString("en-US")} parameters`,
-    `peak memory     ${gib(s.peakRssBytes)}: base weights ${gib(m.baseWeights)}, transposed copies ${gib(m.transposedCopies)}, LoRA ${gib(m.lora)}, gradients ${gib(m.gradients)}, optimizer state ${gib(m.optimizer)}, activations and other ${gib(m.activationsAndOther)}`,
+    `peak memory     ${gib(s.peakRssBytes)}: base weights ${gib(m.baseWeights)}, transposed copies ${gib(m.transposedCopies)}, LoRA ${gib(m.lora)}, gradients ${gib(m.gradients)}, optimizer state ${gib(m.optimizer)}, compute buffer (activations) ${gib(m.computeBuffer)}, other ${gib(m.other)}`,
     s.finalModel ? `adapter         ${path.join(s.finalModel, "adapter.gguf")}` : "",
     `metrics         ${path.join(s.outputDir, "metrics.jsonl")}, ${path.join(s.outputDir, "loss.svg")}`,
   ].filter(Boolean).join("\n");

@@ -9,7 +9,7 @@ import { loadNative, type NativeEngineOptions } from "../src/native.js";
 import { tempDir, testModel } from "./helpers/models.js";
 
 const nativeOpts = (o: Partial<NativeEngineOptions>): NativeEngineOptions => ({
-  modelPath: "", device: "cpu", threads: 1, r: 8, alpha: 16, dropout: 0, rslora: false, seed: 1, targets: ["q", "v"], ...o,
+  modelPath: "", device: "cpu", threads: 1, lean: false, checkpoint: false, profile: false, r: 8, alpha: 16, dropout: 0, rslora: false, seed: 1, targets: ["q", "v"], ...o,
 });
 
 describe("bad input gets an Error, never a crash", () => {

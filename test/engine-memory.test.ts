@@ -1,0 +1,88 @@
+// Lean memory mode (transposed weights made in the graph) and gradient checkpointing (layers
+// recomputed in the backward pass) compute the same numbers as the fast mode: the same ops on the
+// same inputs, only kept or freed differently. They must agree exactly, with dropout on, every
+// target adapted and every weight type; and they must really hold less memory.
+import { beforeAll, describe, expect, test } from "vitest";
+import { LoraEngine, makeBatch, type EngineOptions } from "../src/engine.js";
+import { randomize, rng, testModel } from "./helpers/models.js";
+
+const ALL = ["q", "k", "v", "o", "gate", "up", "down"];
+
+function sequences(n: number, len: number, seed: number) {
+  const r = rng(seed);
+  return Array.from({ length: n }, (_, i) => {
+    const tokens = [1, ...Array.from({ length: len - 1 - i * 3 }, () => 100 + Math.floor((r() + 1) * 15000))];
+    return { tokens, mask: tokens.map((_, j) => (j >= 2 ? 1 : 0)) };
+  });
+}
+
+async function run(model: string, extra: Partial<EngineOptions>) {
+  const engine = await LoraEngine.create({ model, device: "cpu", threads: 2, lora: { targetModules: ALL, r: 4, alpha: 8, dropout: 0.1, seed: 3 }, ...extra });
+  await engine.setAdapter(randomize(await engine.getAdapter(), 11, 0.2));
+  const batch = makeBatch(sequences(3, 40, 5));
+  const stats = await engine.accumulate(batch, 100);
+  const grads = await engine.getAdapter({ gradients: true });
+  const logits = await engine.logits(batch.tokens.subarray(0, 20));
+  const mem = engine.memoryInfo();
+  await engine.dispose();
+  return { stats, grads, logits, mem };
+}
+
+function maxAbsDiff(a: { data: Float32Array }[], b: { data: Float32Array }[]): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) for (let j = 0; j < a[i].data.length; j++) m = Math.max(m, Math.abs(a[i].data[j] - b[i].data[j]));
+  return m;
+}
+
+describe.each(["f32", "bf16", "f16"] as const)("memory modes (%s weights)", (type) => {
+  let model: string;
+  beforeAll(async () => {
+    model = await testModel({ type });
+  });
+
+  test("lean, checkpointing and both give exactly the fast mode's loss, gradients and logits", async () => {
+    const fast = await run(model, { memory: "fast", checkpointing: false });
+    let nonzero = 0;
+    for (const g of fast.grads) for (const x of g.data) nonzero += x !== 0 ? 1 : 0;
+    expect(nonzero).toBeGreaterThan(1000); // every target received gradient
+    for (const extra of [{ memory: "lean" as const, checkpointing: false }, { memory: "fast" as const, checkpointing: true }, { memory: "lean" as const }]) {
+      const other = await run(model, extra);
+      expect(other.stats).toEqual(fast.stats);
+      expect(maxAbsDiff(other.grads, fast.grads)).toBe(0);
+      expect(Array.from(other.logits)).toEqual(Array.from(fast.logits));
+    }
+  });
+
+  test("lean holds no transposed copies; checkpointing shrinks the compute buffer", async () => {
+    const fast = await run(model, { memory: "fast", checkpointing: false });
+    const ckpt = await run(model, { memory: "fast", checkpointing: true });
+    const lean = await run(model, { memory: "lean", checkpointing: false });
+    expect(fast.mem.transposedBytes).toBeGreaterThan(0);
+    expect(lean.mem.transposedBytes).toBe(0);
+    expect(lean.mem.weightBytes).toBe(fast.mem.weightBytes - fast.mem.transposedBytes);
+    expect(ckpt.mem.computeBytes).toBeLessThan(fast.mem.computeBytes);
+  });
+});
+
+test("checkpointing defaults to on with memory lean, and options are validated", async () => {
+  const model = await testModel({ type: "f32" });
+  const e = await LoraEngine.create({ model, device: "cpu", memory: "lean" });
+  expect(e.options.checkpointing).toBe(true);
+  expect(e.info.lean).toBe(true);
+  expect(e.info.checkpoint).toBe(true);
+  await e.dispose();
+  await expect(LoraEngine.create({ model, memory: "small" as never })).rejects.toThrow(/memory: expected "fast" or "lean", got "small"/);
+  await expect(LoraEngine.create({ model, checkpointing: "yes" as never })).rejects.toThrow(/checkpointing: expected a boolean/);
+});
+
+test("profile: per-op timings of a step, forward and backward, with matrix-product FLOPs", async () => {
+  const model = await testModel({ type: "bf16" });
+  const e = await LoraEngine.create({ model, device: "cpu", profile: true, memory: "lean" });
+  await e.accumulate(makeBatch(sequences(1, 30, 2)), 1);
+  const p = e.takeProfile();
+  expect(p.some((x) => x.phase === "forward" && x.op.startsWith("MUL_MAT bf16") && x.flop > 0)).toBe(true);
+  expect(p.some((x) => x.phase === "backward" && x.op.includes("(weight transpose)"))).toBe(true);
+  expect(p.some((x) => x.phase === "backward" && x.op.includes("(LoRA)"))).toBe(true);
+  expect(e.takeProfile()).toEqual([]); // taken
+  await e.dispose();
+});
