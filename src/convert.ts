@@ -1,0 +1,676 @@
+// Convert a Hugging Face Llama checkpoint folder (config.json, safetensors weights, SentencePiece
+// tokenizer.model, tokenizer_config.json, ...) to a GGUF that llama.cpp, node-llama-cpp and our
+// engine load: a TypeScript port of what llama.cpp's convert_hf_to_gguf.py does for
+// LlamaForCausalLM (conversion/llama.py, conversion/base.py and gguf-py's SpecialVocab).
+//
+// - Tensors are renamed (model.layers.N.self_attn.q_proj.weight -> blk.N.attn_q.weight, ...), the
+//   rows of q_proj and k_proj are permuted for ggml's RoPE layout (../shared/docs/engine-notes.md
+//   section 3), and 1-D tensors (the norms) are stored as F32, as llama.cpp does.
+// - The conversion streams: each tensor is read from its shard in blocks of whole rows (whole
+//   heads for q/k), converted and written before the next block is read, so memory stays at a
+//   few tens of MB whatever the model size.
+// - The GGUF is written under a temporary name and renamed at the end (writeGguf), so an
+//   interrupted conversion never leaves a complete-looking file.
+import fs from "node:fs";
+import path from "node:path";
+import {
+  GgmlType,
+  bf16ToF32,
+  f16ToF32,
+  f32ToBf16,
+  f32ToF16,
+  ggmlTensorByteLength,
+  gv,
+  writeGguf,
+  type GgufTensorSpec,
+  type GgufValue,
+  type TensorData,
+} from "./gguf.js";
+import { openHfWeights, StReader, SAFETENSORS_DTYPE_SIZE, type StTensorInfo } from "./safetensors-index.js";
+import {
+  parseSentencePieceModel,
+  SentencePieceModelType,
+  SentencePieceType,
+  sentencePieceModelTypeName,
+  type SentencePieceModel,
+} from "./sentencepiece.js";
+
+export type ConvertOutType = "auto" | "bf16" | "f16" | "f32";
+
+export interface ConvertOptions {
+  /** Storage type of the 2-D weights. "auto" (default) keeps each tensor's checkpoint precision. */
+  outtype?: ConvertOutType;
+  /** general.name; default: the repository name when dir is a hub cache snapshot, else the folder name. */
+  name?: string;
+  /** Progress messages (one line each). */
+  log?: (message: string) => void;
+  /** Bytes of tensor data written so far and in all (called after every block). */
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface ConvertResult {
+  file: string;
+  /** The storage type of the 2-D weights ("f32", "f16" or "bf16"; for "auto", that of token_embd). */
+  outtype: "f32" | "f16" | "bf16";
+  nTensors: number;
+  warnings: string[];
+}
+
+export const SUPPORTED_ARCHITECTURES = "LlamaForCausalLM (Llama, Llama 2, TinyLlama, ...) and MistralForCausalLM, with a SentencePiece tokenizer.model";
+
+/** llama_ftype of each output type (general.file_type). */
+const FILE_TYPE = { f32: 0, f16: 1, bf16: 32 } as const;
+const GGML_OF = { f32: GgmlType.F32, f16: GgmlType.F16, bf16: GgmlType.BF16 } as const;
+const OUTTYPE_OF_DTYPE: Record<string, "f32" | "f16" | "bf16"> = { F32: "f32", F16: "f16", BF16: "bf16" };
+
+/** Source bytes per block (whole rows / whole heads): bounds memory for any tensor size. */
+const BLOCK_BYTES = 16 << 20;
+
+// ---------------------------------------------------------------------------
+// Small helpers
+// ---------------------------------------------------------------------------
+
+type Json = Record<string, unknown>;
+
+function readJson(file: string): Json | undefined {
+  if (!fs.existsSync(file)) return undefined;
+  let v: unknown;
+  try {
+    v = JSON.parse(fs.readFileSync(file, "utf8"));
+  } catch (e) {
+    throw new Error(`${file}: not valid JSON (${(e as Error).message})`);
+  }
+  if (typeof v !== "object" || v === null || Array.isArray(v)) throw new Error(`${file}: expected a JSON object`);
+  return v as Json;
+}
+
+/**
+ * llama.cpp's converter permutation of the rows of a row-major [rows, cols] matrix of any element
+ * size, HF order -> GGUF order: `w.reshape(nHead, 2, rows/nHead/2, cols).swapaxes(1, 2).reshape(rows, cols)`.
+ * `src` may hold any whole number of heads (rows a multiple of rows-per-head).
+ */
+export function permuteRowsBytes(src: Uint8Array, rowBytes: number, rowsPerHead: number, inverse = false): Uint8Array {
+  if (rowsPerHead % 2 !== 0) throw new RangeError(`permuteRowsBytes: ${rowsPerHead} rows per head is odd`);
+  const rows = src.length / rowBytes;
+  if (!Number.isInteger(rows) || rows % rowsPerHead !== 0) {
+    throw new RangeError(`permuteRowsBytes: ${src.length} bytes are not whole heads of ${rowsPerHead} rows of ${rowBytes} bytes`);
+  }
+  const half = rowsPerHead / 2;
+  const out = new Uint8Array(src.length);
+  for (let h0 = 0; h0 < rows; h0 += rowsPerHead) {
+    for (let i = 0; i < half; i++) {
+      for (let j = 0; j < 2; j++) {
+        const gguf = h0 + i * 2 + j; // GGUF row
+        const hf = h0 + j * half + i; // HF row
+        const [from, to] = inverse ? [gguf, hf] : [hf, gguf];
+        out.set(src.subarray(from * rowBytes, (from + 1) * rowBytes), to * rowBytes);
+      }
+    }
+  }
+  return out;
+}
+
+/** The repository name of a hub cache snapshot (.../models--org--name/snapshots/<hash>), else the folder name. */
+function defaultModelName(dir: string): string {
+  const abs = path.resolve(dir);
+  const m = /models--[^/\\]+--([^/\\]+)[/\\]snapshots[/\\][^/\\]+$/.exec(abs);
+  return m ? m[1]! : path.basename(abs);
+}
+
+// ---------------------------------------------------------------------------
+// Hyperparameters
+// ---------------------------------------------------------------------------
+
+interface HParams {
+  arch: string;
+  nEmbd: number;
+  nFf: number;
+  nLayer: number;
+  nHead: number;
+  nHeadKv: number;
+  headDim: number;
+  headDimExplicit: boolean;
+  nCtx: number;
+  rmsEps: number;
+  ropeTheta: number;
+  vocabSize: number | undefined;
+  tied: boolean;
+  rope: { type: "none" } | { type: "linear"; factor: number } | { type: "llama3"; factors: Float32Array };
+}
+
+function readHParams(dir: string, warn: (m: string) => void): { hp: HParams; config: Json } {
+  const file = path.join(dir, "config.json");
+  const config = readJson(file);
+  if (!config) throw new Error(`${dir}: no config.json; expected a Hugging Face checkpoint folder (config.json, model.safetensors, tokenizer.model)`);
+
+  const archs = Array.isArray(config.architectures) ? config.architectures.filter((a): a is string => typeof a === "string") : [];
+  const modelType = typeof config.model_type === "string" ? config.model_type : undefined;
+  const ok = archs.length > 0 ? archs.find((a) => a === "LlamaForCausalLM" || a === "MistralForCausalLM") : modelType === "llama" || modelType === "mistral" ? modelType : undefined;
+  if (!ok) {
+    const found = archs.length > 0 ? archs.join(", ") : modelType ? `model_type ${modelType}` : "none given";
+    throw new Error(`${file}: architecture ${JSON.stringify(found)} is not supported; supported: ${SUPPORTED_ARCHITECTURES}`);
+  }
+  if (config.quantization_config !== undefined && config.quantization_config !== null) {
+    const method = (config.quantization_config as Json).quant_method;
+    throw new Error(`${file}: the checkpoint is quantized (${String(method ?? "quantization_config")}); only F32, F16 and BF16 checkpoints can be converted`);
+  }
+
+  const int = (key: string, fallback?: number): number => {
+    const v = config[key] ?? fallback;
+    if (typeof v !== "number" || !Number.isInteger(v) || v < 1) {
+      throw new Error(`${file}: "${key}" must be a positive integer, got ${JSON.stringify(config[key])}`);
+    }
+    return v;
+  };
+  const num = (key: string, fallback: number): number => {
+    const v = config[key] ?? fallback;
+    if (typeof v !== "number" || !(v > 0)) throw new Error(`${file}: "${key}" must be a positive number, got ${JSON.stringify(config[key])}`);
+    return v;
+  };
+  const nEmbd = int("hidden_size");
+  const nHead = int("num_attention_heads");
+  const nHeadKv = int("num_key_value_heads", nHead);
+  const headDimExplicit = config.head_dim !== undefined && config.head_dim !== null;
+  const headDim = headDimExplicit ? int("head_dim") : nEmbd / nHead;
+  if (!Number.isInteger(headDim)) throw new Error(`${file}: hidden_size ${nEmbd} is not a multiple of num_attention_heads ${nHead}`);
+  if (headDim % 2 !== 0) throw new Error(`${file}: head dimension ${headDim} is odd; RoPE needs it even`);
+  if (nHead % nHeadKv !== 0) throw new Error(`${file}: num_attention_heads ${nHead} is not a multiple of num_key_value_heads ${nHeadKv}`);
+  if (config.hidden_act !== undefined && config.hidden_act !== "silu") {
+    throw new Error(`${file}: hidden_act ${JSON.stringify(config.hidden_act)} is not supported (Llama uses silu)`);
+  }
+  if (config.attention_bias === true || config.mlp_bias === true) {
+    throw new Error(`${file}: attention_bias / mlp_bias are set; Llama checkpoints with bias tensors are not supported`);
+  }
+  const nCtx = config.max_position_embeddings === undefined ? (warn(`${file}: no max_position_embeddings; using a context length of 2048`), 2048) : int("max_position_embeddings");
+  if (modelType === "mistral" || archs.includes("MistralForCausalLM")) {
+    const sw = config.sliding_window;
+    if (typeof sw === "number" && sw < nCtx) warn(`${file}: sliding_window ${sw} is ignored (llama.cpp's llama architecture attends to the whole context, as its own converter assumes)`);
+  }
+
+  // RoPE: transformers >= 5 nests rope_theta and the scaling in rope_parameters; older configs have
+  // rope_theta at the top and rope_scaling (type or rope_type, factor, ...).
+  const ropeParams = ((config.rope_parameters ?? config.rope_scaling) as Json | null | undefined) ?? {};
+  const ropeTheta = typeof config.rope_theta === "number" ? config.rope_theta : typeof ropeParams.rope_theta === "number" ? ropeParams.rope_theta : 10000;
+  const ropeType = String(ropeParams.rope_type ?? ropeParams.type ?? "default").toLowerCase();
+  let rope: HParams["rope"];
+  if (ropeType === "default" || ropeType === "none") rope = { type: "none" };
+  else if (ropeType === "linear") {
+    const factor = ropeParams.factor;
+    if (typeof factor !== "number" || !(factor > 0)) throw new Error(`${file}: linear RoPE scaling needs a positive "factor", got ${JSON.stringify(factor)}`);
+    rope = { type: "linear", factor };
+  } else if (ropeType === "llama3") {
+    rope = { type: "llama3", factors: llama3RopeFactors(ropeParams, ropeTheta, headDim) };
+  } else {
+    throw new Error(`${file}: RoPE scaling ${JSON.stringify(ropeType)} is not supported; supported: none, linear, llama3`);
+  }
+
+  const vocabSize = config.vocab_size === undefined ? undefined : int("vocab_size");
+  return {
+    config,
+    hp: {
+      arch: ok,
+      nEmbd,
+      nFf: int("intermediate_size"),
+      nLayer: int("num_hidden_layers"),
+      nHead,
+      nHeadKv,
+      headDim,
+      headDimExplicit,
+      nCtx,
+      rmsEps: num("rms_norm_eps", 1e-6), // transformers' LlamaConfig default
+      ropeTheta,
+      vocabSize,
+      tied: config.tie_word_embeddings === true,
+      rope,
+    },
+  };
+}
+
+/**
+ * The per-dimension RoPE frequency divisors of "llama3" scaling (Llama 3.1+), as llama.cpp's
+ * LlamaModel.generate_extra_tensors computes them; stored as the F32 tensor rope_freqs.weight.
+ * (Computed in float64 and rounded to f32 once; torch computes in f32, so a factor may differ in
+ * its last bit.)
+ */
+export function llama3RopeFactors(p: Record<string, unknown>, base: number, dim: number): Float32Array {
+  const num = (k: string, d: number): number => (typeof p[k] === "number" ? (p[k] as number) : d);
+  const factor = num("factor", 8);
+  const lowFreqFactor = num("low_freq_factor", 1);
+  const highFreqFactor = num("high_freq_factor", 4);
+  const oldCtx = num("original_max_position_embeddings", 8192);
+  const lowFreqWavelen = oldCtx / lowFreqFactor;
+  const highFreqWavelen = oldCtx / highFreqFactor;
+  const out = new Float32Array(dim / 2);
+  for (let i = 0; i < dim / 2; i++) {
+    const freq = 1 / base ** ((2 * i) / dim);
+    const wavelen = (2 * Math.PI) / freq;
+    if (wavelen < highFreqWavelen) out[i] = 1;
+    else if (wavelen > lowFreqWavelen) out[i] = factor;
+    else {
+      const smooth = (oldCtx / wavelen - lowFreqFactor) / (highFreqFactor - lowFreqFactor);
+      out[i] = 1 / ((1 - smooth) / factor + smooth);
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// Vocabulary
+// ---------------------------------------------------------------------------
+
+interface Vocab {
+  tokens: string[];
+  scores: Float32Array;
+  types: Int32Array;
+  sp: SentencePieceModel;
+}
+
+/** llama.cpp's does_token_look_special: added tokens that ought to be control tokens. */
+function looksSpecial(t: string): boolean {
+  return ["<pad>", "<mask>", "<2mass>", "[@BOS@]"].includes(t) ||
+    (t.startsWith("<|") && t.endsWith("|>")) || (t.startsWith("<｜") && t.endsWith("｜>")) ||
+    (t.startsWith("<unused") && t.endsWith(">"));
+}
+
+/**
+ * tokens / scores / token types as llama.cpp's _create_vocab_sentencepiece builds them: the
+ * protobuf's pieces, padded with [PAD<id>] (UNUSED, -10000) up to config.vocab_size, then
+ * added_tokens.json and tokenizer_config.json's added_tokens_decoder entries (CONTROL when
+ * special, else USER_DEFINED; score -1000).
+ */
+function readVocab(dir: string, vocabSize: number | undefined, tokenizerConfig: Json | undefined, warn: (m: string) => void): Vocab {
+  const spFile = path.join(dir, "tokenizer.model");
+  if (!fs.existsSync(spFile)) {
+    if (fs.existsSync(path.join(dir, "tokenizer.json"))) {
+      throw new Error(
+        `${dir}: there is a tokenizer.json but no tokenizer.model; only SentencePiece vocabularies (tokenizer.model, as in Llama 1/2, TinyLlama and Mistral) are supported for now, ` +
+          `not Hugging Face BPE tokenizers such as Llama 3's`,
+      );
+    }
+    throw new Error(`${dir}: no tokenizer.model (SentencePiece vocabulary) found`);
+  }
+  const sp = parseSentencePieceModel(fs.readFileSync(spFile), spFile);
+  if (sp.modelType === SentencePieceModelType.UNIGRAM) {
+    warn(`${spFile}: a SentencePiece UNIGRAM model; llama.cpp tokenizes "llama" vocabularies with SentencePiece BPE, so its tokens may differ from the original tokenizer's`);
+  } else if (sp.modelType !== SentencePieceModelType.BPE) {
+    throw new Error(`${spFile}: SentencePiece ${sentencePieceModelTypeName(sp.modelType)} models are not supported (Llama uses BPE)`);
+  }
+  if (!sp.byteFallback) warn(`${spFile}: byte_fallback is off; characters outside the vocabulary cannot be encoded as bytes`);
+  if (sp.removeExtraWhitespaces) warn(`${spFile}: the normalizer collapses repeated spaces (remove_extra_whitespaces), which llama.cpp does not do`);
+  if (sp.hasPrecompiledCharsmap) warn(`${spFile}: the normalizer has a character map (${sp.normalizerName ?? "unnamed"}), which llama.cpp does not apply`);
+
+  const n = vocabSize ?? sp.pieces.length;
+  const tokens = Array.from({ length: n }, (_, i) => `[PAD${i}]`);
+  const scores = new Float32Array(n).fill(-10000);
+  const types = new Int32Array(n).fill(SentencePieceType.UNUSED);
+  if (sp.pieces.length > n) warn(`${spFile}: ${sp.pieces.length} pieces but vocab_size is ${n}; ids from ${n} on are dropped`);
+  for (let i = 0; i < Math.min(n, sp.pieces.length); i++) {
+    const p = sp.pieces[i]!;
+    tokens[i] = p.piece;
+    scores[i] = p.score;
+    types[i] = p.type;
+  }
+
+  const added = readJson(path.join(dir, "added_tokens.json"));
+  for (const [text, id] of Object.entries(added ?? {})) {
+    if (typeof id !== "number" || !Number.isInteger(id) || id < 0 || id >= n) {
+      warn(`added_tokens.json: ignoring ${JSON.stringify(text)} with id ${String(id)} (vocabulary size ${n})`);
+      continue;
+    }
+    tokens[id] = text;
+    scores[id] = -1000;
+    types[id] = SentencePieceType.USER_DEFINED;
+  }
+  const decoder = tokenizerConfig?.added_tokens_decoder;
+  if (typeof decoder === "object" && decoder !== null) {
+    for (const [key, data] of Object.entries(decoder as Json)) {
+      const id = Number(key);
+      const content = (data as Json | null)?.content;
+      if (!Number.isInteger(id) || typeof content !== "string") continue;
+      if (id < 0 || id >= n) {
+        warn(`tokenizer_config.json: ignoring added token ${JSON.stringify(content)} with id ${id} (vocabulary size ${n})`);
+        continue;
+      }
+      if (types[id] !== SentencePieceType.UNUSED && tokens[id] !== content) {
+        warn(`tokenizer_config.json: added token ${id} replaces ${JSON.stringify(tokens[id])} with ${JSON.stringify(content)}`);
+      }
+      if ((data as Json).special === true || looksSpecial(content)) {
+        types[id] = SentencePieceType.CONTROL;
+        tokens[id] = content;
+      } else {
+        types[id] = SentencePieceType.USER_DEFINED;
+        tokens[id] = content.replaceAll("\u2581", " "); // llama.cpp pre-normalizes user-defined spaces
+      }
+      scores[id] = -1000;
+    }
+  }
+  return { tokens, scores, types, sp };
+}
+
+const SPECIAL_TYPES = ["bos", "eos", "unk", "sep", "pad"] as const;
+type SpecialType = (typeof SPECIAL_TYPES)[number];
+const SPECIAL_KEY: Record<SpecialType, string> = {
+  bos: "tokenizer.ggml.bos_token_id",
+  eos: "tokenizer.ggml.eos_token_id",
+  unk: "tokenizer.ggml.unknown_token_id",
+  sep: "tokenizer.ggml.seperator_token_id", // sic: gguf's spelling
+  pad: "tokenizer.ggml.padding_token_id",
+};
+
+/**
+ * Special token ids, first found wins (as in gguf-py's SpecialVocab, which only knows the first
+ * two): tokenizer_config.json's `<type>_token` text looked up in tokenizer.json's added tokens
+ * or the vocabulary, config.json's `<type>_token_id`, generation_config.json's, then the
+ * SentencePiece trainer spec's unk/bos/eos/pad ids.
+ */
+function specialIds(dir: string, vocab: Vocab, config: Json, tokenizerConfig: Json | undefined, warn: (m: string) => void): Map<SpecialType, number> {
+  const n = vocab.tokens.length;
+  const ids = new Map<SpecialType, number>();
+  const set = (typ: SpecialType, id: unknown, from: string): void => {
+    if (Array.isArray(id)) id = id[0]; // generation_config's eos_token_id may be a list
+    if (ids.has(typ) || typeof id !== "number" || !Number.isInteger(id) || id < 0) return;
+    if (id >= n) {
+      warn(`${from}: ${typ} token id ${id} is outside the vocabulary (${n}); ignored`);
+      return;
+    }
+    ids.set(typ, id);
+  };
+  const tokJson = readJson(path.join(dir, "tokenizer.json"));
+  const addedTokens = Array.isArray(tokJson?.added_tokens) ? (tokJson.added_tokens as Json[]) : [];
+  for (const typ of SPECIAL_TYPES) {
+    const entry = tokenizerConfig?.[`${typ}_token`];
+    const text = typeof entry === "string" ? entry : typeof (entry as Json | null)?.content === "string" ? ((entry as Json).content as string) : undefined;
+    if (text === undefined) continue;
+    const fromAdded = addedTokens.find((a) => a.content === text)?.id;
+    set(typ, typeof fromAdded === "number" ? fromAdded : vocab.tokens.indexOf(text), "tokenizer_config.json");
+  }
+  for (const typ of SPECIAL_TYPES) set(typ, config[`${typ}_token_id`], "config.json");
+  const gen = readJson(path.join(dir, "generation_config.json"));
+  for (const typ of SPECIAL_TYPES) set(typ, gen?.[`${typ}_token_id`], "generation_config.json");
+  set("unk", vocab.sp.unkId, "tokenizer.model");
+  set("bos", vocab.sp.bosId, "tokenizer.model");
+  set("eos", vocab.sp.eosId, "tokenizer.model");
+  set("pad", vocab.sp.padId, "tokenizer.model");
+  return ids;
+}
+
+// ---------------------------------------------------------------------------
+// Tensors
+// ---------------------------------------------------------------------------
+
+interface TensorPlan {
+  hfName: string;
+  ggufName: string;
+  src: StTensorInfo;
+  /** GGUF ne (reversed torch shape). */
+  ne: number[];
+  type: number;
+  /** Rows per head when the rows are permuted (q_proj, k_proj), else 0. */
+  rowsPerHead: number;
+}
+
+const LAYER_TENSORS: Record<string, string> = {
+  input_layernorm: "attn_norm",
+  "self_attn.q_proj": "attn_q",
+  "self_attn.k_proj": "attn_k",
+  "self_attn.v_proj": "attn_v",
+  "self_attn.o_proj": "attn_output",
+  post_attention_layernorm: "ffn_norm",
+  "mlp.gate_proj": "ffn_gate",
+  "mlp.up_proj": "ffn_up",
+  "mlp.down_proj": "ffn_down",
+};
+
+/** GGUF name of an HF tensor name; null for tensors to skip; throws for names that are not Llama weights. */
+function ggufNameOf(name: string, nLayer: number): string | null {
+  if (name.endsWith(".rotary_emb.inv_freq")) return null; // recomputed by llama.cpp
+  if (name === "model.embed_tokens.weight") return "token_embd.weight";
+  if (name === "model.norm.weight") return "output_norm.weight";
+  if (name === "lm_head.weight") return "output.weight";
+  const m = /^model\.layers\.(\d+)\.(.+)\.(weight|bias)$/.exec(name);
+  const stem = m ? LAYER_TENSORS[m[2]!] : undefined;
+  if (m && stem) {
+    if (m[3] === "bias") throw new Error(`tensor ${name}: bias tensors are not supported (Llama has none)`);
+    const layer = Number(m[1]);
+    if (layer >= nLayer) throw new Error(`tensor ${name}: layer ${layer} is beyond num_hidden_layers ${nLayer}`);
+    return `blk.${layer}.${stem}.weight`;
+  }
+  throw new Error(`tensor ${name} is not a Llama weight (expected model.embed_tokens, model.layers.N.{self_attn,mlp,input_layernorm,post_attention_layernorm}.*, model.norm, lm_head)`);
+}
+
+/** Expected torch shape of each GGUF tensor (the canonical output order is this object's order). */
+function expectedShapes(hp: HParams, nVocab: number): Map<string, number[]> {
+  const m = new Map<string, number[]>();
+  m.set("token_embd.weight", [nVocab, hp.nEmbd]);
+  const q = hp.nHead * hp.headDim;
+  const kv = hp.nHeadKv * hp.headDim;
+  for (let l = 0; l < hp.nLayer; l++) {
+    const b = `blk.${l}`;
+    m.set(`${b}.attn_norm.weight`, [hp.nEmbd]);
+    m.set(`${b}.attn_q.weight`, [q, hp.nEmbd]);
+    m.set(`${b}.attn_k.weight`, [kv, hp.nEmbd]);
+    m.set(`${b}.attn_v.weight`, [kv, hp.nEmbd]);
+    m.set(`${b}.attn_output.weight`, [hp.nEmbd, q]);
+    m.set(`${b}.ffn_norm.weight`, [hp.nEmbd]);
+    m.set(`${b}.ffn_gate.weight`, [hp.nFf, hp.nEmbd]);
+    m.set(`${b}.ffn_up.weight`, [hp.nFf, hp.nEmbd]);
+    m.set(`${b}.ffn_down.weight`, [hp.nEmbd, hp.nFf]);
+  }
+  m.set("output_norm.weight", [hp.nEmbd]);
+  m.set("output.weight", [nVocab, hp.nEmbd]);
+  return m;
+}
+
+/** Convert little-endian source bytes of one dtype to the data writeGguf stores for `dst`. */
+function convertBlock(bytes: Uint8Array, srcDtype: string, dst: number, onOverflow: (n: number) => void): TensorData {
+  const srcType = srcDtype === "F32" ? GgmlType.F32 : srcDtype === "F16" ? GgmlType.F16 : GgmlType.BF16;
+  if (srcType === dst) return bytes;
+  const f32 =
+    srcType === GgmlType.F32
+      ? new Float32Array(bytes.buffer, bytes.byteOffset, bytes.length / 4)
+      : (srcType === GgmlType.F16 ? f16ToF32 : bf16ToF32)(new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.length / 2));
+  if (dst === GgmlType.F32) return f32;
+  if (dst === GgmlType.BF16) return f32ToBf16(f32);
+  const h = f32ToF16(f32);
+  let overflow = 0;
+  for (let i = 0; i < h.length; i++) if ((h[i]! & 0x7fff) === 0x7c00 && Number.isFinite(f32[i]!)) overflow++;
+  if (overflow > 0) onOverflow(overflow);
+  return h;
+}
+
+// ---------------------------------------------------------------------------
+// The conversion
+// ---------------------------------------------------------------------------
+
+/**
+ * Convert the Hugging Face Llama checkpoint in `dir` to the GGUF `outFile`.
+ * Throws with a clear message for unsupported architectures, tokenizers, dtypes or tensor names.
+ */
+export async function convertHfToGguf(dir: string, outFile: string, opts: ConvertOptions = {}): Promise<ConvertResult> {
+  const outtype = opts.outtype ?? "auto";
+  if (!["auto", "bf16", "f16", "f32"].includes(outtype)) throw new Error(`convertHfToGguf: outtype must be auto, bf16, f16 or f32, got ${JSON.stringify(outtype)}`);
+  const log = opts.log ?? (() => {});
+  const warnings: string[] = [];
+  const warn = (m: string): void => {
+    warnings.push(m);
+    log(`warning: ${m}`);
+  };
+  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new Error(`${dir}: not a folder`);
+
+  // 1. config, tokenizer, weights (headers only)
+  const { hp, config } = readHParams(dir, warn);
+  const tokenizerConfig = readJson(path.join(dir, "tokenizer_config.json"));
+  const weights = openHfWeights(dir);
+  const embed = weights.tensors.get("model.embed_tokens.weight");
+  if (!embed) throw new Error(`${dir}: the weights have no model.embed_tokens.weight`);
+  const nVocab = hp.vocabSize ?? embed.shape[0]!;
+  const vocab = readVocab(dir, nVocab, tokenizerConfig, warn);
+  const special = specialIds(dir, vocab, config, tokenizerConfig, warn);
+  log(`${hp.arch}: ${hp.nLayer} layers, ${hp.nEmbd} embd, ${hp.nHead}/${hp.nHeadKv} heads, ${hp.nFf} ff, vocab ${nVocab}, context ${hp.nCtx}; ` +
+    `${weights.files.length} weight file(s), ${weights.tensors.size} tensors`);
+
+  // 2. tensor plan: names, shapes, types
+  const shapes = expectedShapes(hp, nVocab);
+  const found = new Map<string, StTensorInfo & { hfName: string }>();
+  for (const [name, t] of weights.tensors) {
+    let g: string | null;
+    try {
+      g = ggufNameOf(name, hp.nLayer);
+    } catch (e) {
+      throw new Error(`${path.basename(t.file)}: ${(e as Error).message}`);
+    }
+    if (g === null) continue;
+    if (g === "output.weight" && hp.tied) {
+      log("tie_word_embeddings is set: lm_head.weight is left out (llama.cpp uses token_embd for the output)");
+      continue;
+    }
+    found.set(g, { ...t, hfName: name });
+  }
+  const missing = [...shapes.keys()].filter((g) => g !== "output.weight" && !found.has(g));
+  if (missing.length > 0) {
+    throw new Error(`${dir}: the weights lack ${missing.length} Llama tensor(s), e.g. ${missing.slice(0, 3).join(", ")} (GGUF names; incomplete checkpoint?)`);
+  }
+  if (!found.has("output.weight") && !hp.tied) log("no lm_head.weight: the output projection is tied to token_embd");
+
+  const plans: TensorPlan[] = [];
+  const srcTypes2d = new Set<string>();
+  for (const [g, want] of shapes) {
+    const t = found.get(g);
+    if (!t) continue;
+    if (!(t.dtype in SAFETENSORS_DTYPE_SIZE)) {
+      throw new Error(`${path.basename(t.file)}: tensor ${t.hfName} has dtype ${t.dtype}; only F32, F16 and BF16 checkpoints can be converted`);
+    }
+    if (t.shape.length !== want.length || t.shape.some((d, i) => d !== want[i])) {
+      throw new Error(`${path.basename(t.file)}: tensor ${t.hfName} has shape [${t.shape.join(", ")}], expected [${want.join(", ")}] from config.json`);
+    }
+    let type: number;
+    if (want.length === 1) type = GgmlType.F32; // norms: always F32, as llama.cpp does
+    else {
+      srcTypes2d.add(t.dtype);
+      type = outtype === "auto" ? GGML_OF[OUTTYPE_OF_DTYPE[t.dtype]!] : GGML_OF[outtype];
+    }
+    const rowsPerHead = g.endsWith("attn_q.weight") || g.endsWith("attn_k.weight") ? hp.headDim : 0;
+    plans.push({ hfName: t.hfName, ggufName: g, src: t, ne: [...want].reverse(), type, rowsPerHead });
+  }
+  const resolvedOuttype = outtype === "auto" ? OUTTYPE_OF_DTYPE[embed.dtype] ?? "f32" : outtype;
+  if (outtype === "auto" && srcTypes2d.size > 1) warn(`the checkpoint mixes ${[...srcTypes2d].join(" and ")} weights; each keeps its own type`);
+  log(`output type ${resolvedOuttype}${outtype === "auto" ? " (the checkpoint's)" : ""}`);
+
+  // 3. metadata (the keys and value types llama.cpp's converter writes for Llama)
+  const md: [string, GgufValue][] = [
+    ["general.architecture", gv.str("llama")],
+    ["general.type", gv.str("model")],
+    ["general.name", gv.str(opts.name ?? defaultModelName(dir))],
+    ["llama.context_length", gv.u32(hp.nCtx)],
+    ["llama.embedding_length", gv.u32(hp.nEmbd)],
+    ["llama.block_count", gv.u32(hp.nLayer)],
+    ["llama.feed_forward_length", gv.u32(hp.nFf)],
+    ["llama.attention.head_count", gv.u32(hp.nHead)],
+    ["llama.attention.head_count_kv", gv.u32(hp.nHeadKv)],
+    ["llama.rope.freq_base", gv.f32(hp.ropeTheta)],
+    ["llama.attention.layer_norm_rms_epsilon", gv.f32(hp.rmsEps)],
+  ];
+  if (hp.headDimExplicit) md.push(["llama.attention.key_length", gv.u32(hp.headDim)], ["llama.attention.value_length", gv.u32(hp.headDim)]);
+  md.push(["llama.rope.dimension_count", gv.u32(hp.headDim)]);
+  if (hp.rope.type === "linear") md.push(["llama.rope.scaling.type", gv.str("linear")], ["llama.rope.scaling.factor", gv.f32(hp.rope.factor)]);
+  md.push(
+    ["general.file_type", gv.u32(FILE_TYPE[resolvedOuttype])],
+    ["llama.vocab_size", gv.u32(nVocab)],
+    ["general.quantization_version", gv.u32(2)],
+    ["tokenizer.ggml.model", gv.str("llama")],
+    ["tokenizer.ggml.pre", gv.str("default")],
+    ["tokenizer.ggml.tokens", gv.strings(vocab.tokens)],
+    ["tokenizer.ggml.scores", gv.f32s(vocab.scores)],
+    ["tokenizer.ggml.token_type", gv.i32s(vocab.types)],
+  );
+  for (const typ of SPECIAL_TYPES) {
+    const id = special.get(typ);
+    if (id !== undefined) md.push([SPECIAL_KEY[typ], gv.u32(id)]);
+  }
+  for (const typ of ["bos", "eos"] as const) {
+    const v = tokenizerConfig?.[`add_${typ}_token`];
+    if (typeof v === "boolean") md.push([`tokenizer.ggml.add_${typ}_token`, gv.bool(v)]);
+  }
+  // llama.cpp takes add_space_prefix from tokenizer_config's add_prefix_space only; a protobuf
+  // whose normalizer has add_dummy_prefix off also means no space prefix.
+  const addPrefix = tokenizerConfig?.add_prefix_space;
+  if (typeof addPrefix === "boolean") md.push(["tokenizer.ggml.add_space_prefix", gv.bool(addPrefix)]);
+  else if (!vocab.sp.addDummyPrefix) md.push(["tokenizer.ggml.add_space_prefix", gv.bool(false)]);
+  md.push(...chatTemplates(dir, tokenizerConfig));
+
+  // 4. tensors, produced lazily while writeGguf writes them
+  const reader = new StReader();
+  let done = 0;
+  const total = plans.reduce((s, p) => s + ggmlTensorByteLength(p.type, p.ne), 0) + (hp.rope.type === "llama3" ? hp.rope.factors.byteLength : 0);
+  const progress = (n: number): void => {
+    done += n;
+    opts.onProgress?.(done, total);
+  };
+  const specs: GgufTensorSpec[] = [];
+  if (hp.rope.type === "llama3") {
+    const factors = hp.rope.factors;
+    specs.push({ name: "rope_freqs.weight", type: GgmlType.F32, ne: [factors.length], data: () => (progress(factors.byteLength), [factors]) });
+  }
+  for (const p of plans) {
+    specs.push({
+      name: p.ggufName,
+      type: p.type,
+      ne: p.ne,
+      data: () => tensorBlocks(p, reader, progress, (n) => warn(`${p.hfName}: ${n} value(s) exceed the F16 range (|x| > 65504) and become ±Inf in ${p.ggufName}`)),
+    });
+  }
+
+  fs.mkdirSync(path.dirname(path.resolve(outFile)), { recursive: true });
+  try {
+    writeGguf(outFile, { metadata: md, tensors: specs });
+  } finally {
+    reader.close();
+  }
+  log(`wrote ${outFile} (${specs.length} tensors, ${(fs.statSync(outFile).size / 1e6).toFixed(1)} MB)`);
+  return { file: outFile, outtype: resolvedOuttype, nTensors: specs.length, warnings };
+}
+
+/** One tensor's data in blocks of whole rows (whole heads when permuted), converted to its GGUF type. */
+function* tensorBlocks(p: TensorPlan, reader: StReader, progress: (n: number) => void, onOverflow: (n: number) => void): Generator<TensorData> {
+  const rows = p.src.shape[0]!;
+  const rowBytes = p.src.byteLength / rows;
+  const unit = p.rowsPerHead || 1; // rows that must stay together
+  const unitsPerBlock = Math.max(1, Math.floor(BLOCK_BYTES / (unit * rowBytes)));
+  let overflow = 0;
+  for (let r = 0; r < rows; r += unit * unitsPerBlock) {
+    const n = Math.min(rows - r, unit * unitsPerBlock);
+    let bytes = reader.read(p.src, r * rowBytes, n * rowBytes);
+    if (p.rowsPerHead) bytes = permuteRowsBytes(bytes, rowBytes, p.rowsPerHead);
+    const out = convertBlock(bytes, p.src.dtype, p.type, (k) => (overflow += k));
+    progress(out.byteLength);
+    yield out;
+  }
+  if (overflow > 0) onOverflow(overflow);
+}
+
+/** tokenizer.chat_template (and named templates) from tokenizer_config.json, chat_template.jinja or chat_template.json. */
+function chatTemplates(dir: string, tokenizerConfig: Json | undefined): [string, GgufValue][] {
+  let tpl: unknown = tokenizerConfig?.chat_template;
+  if (tpl === undefined) {
+    const jinja = path.join(dir, "chat_template.jinja");
+    if (fs.existsSync(jinja)) tpl = fs.readFileSync(jinja, "utf8");
+    else tpl = readJson(path.join(dir, "chat_template.json"))?.chat_template;
+  }
+  if (typeof tpl === "string") return [["tokenizer.chat_template", gv.str(tpl)]];
+  if (!Array.isArray(tpl)) return [];
+  const out: [string, GgufValue][] = [];
+  const names: string[] = [];
+  let def: string | undefined;
+  for (const c of tpl as Json[]) {
+    const name = String(c?.name ?? "").replace(/[^A-Za-z0-9]/g, "_");
+    if (!name || typeof c.template !== "string") continue;
+    if (name === "default") def = c.template;
+    else if (!names.includes(name)) {
+      names.push(name);
+      out.push([`tokenizer.chat_template.${name}`, gv.str(c.template)]);
+    }
+  }
+  if (names.length > 0) out.push(["tokenizer.chat_templates", gv.strings(names)]);
+  if (def !== undefined) out.push(["tokenizer.chat_template", gv.str(def)]);
+  return out;
+}
