@@ -25,22 +25,25 @@ struct graph_inputs {
     ggml_tensor * tokens  = nullptr; // [T] i32
     ggml_tensor * pos     = nullptr; // [T] i32
     ggml_tensor * kq_mask = nullptr; // [T, T] f32, 0 or -inf
-    ggml_tensor * onehot  = nullptr; // [n_vocab, T] f32, 1 at each position's target
-    ggml_tensor * weight  = nullptr; // [1, T] f32, gradient weight of each position (mask · grad_scale)
+    ggml_tensor * tgt     = nullptr; // [n_t] i32, the positions that have a target (loss)
+    ggml_tensor * scatter = nullptr; // [n_t, T] f32, scatter[i, j] = 1 where tgt[i] == j
+    ggml_tensor * onehot  = nullptr; // [n_vocab, n_t] f32, 1 at each target position's target
+    ggml_tensor * weight  = nullptr; // [1, n_t] f32, gradient weight of each target (mask · grad_scale)
     std::vector<std::pair<ggml_tensor *, int>> drop; // dropout masks [n_in, T] and the lora pair index
 };
 
 struct graph_outputs {
     int n_forward = 0;                // graph nodes of the forward pass (the rest is backward)
-    ggml_tensor * logits   = nullptr; // [n_vocab, T]
-    ggml_tensor * p_target = nullptr; // [1, T]  softmax probability of the target
-    ggml_tensor * argmax   = nullptr; // [T] i32
+    ggml_tensor * logits   = nullptr; // [n_vocab, T] (logits mode) or [n_vocab, n_t]
+    ggml_tensor * p_target = nullptr; // [1, n_t]  softmax probability of the target
+    ggml_tensor * argmax   = nullptr; // [n_t] i32
 };
 
 struct graph_ctx {
     engine & e;
     ggml_context * ctx;
     int64_t T;
+    int64_t n_t; // positions with a target (eval, train); the output head runs on these only
     graph_mode mode;
     bool dropout;
     graph_inputs in;
@@ -328,18 +331,26 @@ ggml_cgraph * build_graph(graph_ctx & g, graph_outputs & out) {
     for (int il = 0; il < hp.n_layer; il++) x = layer_forward(g, il, x, saved[il]);
     ggml_tensor * nf = ggml_rms_norm(ctx, x, hp.rms_eps);                       // [n_embd, T]
     ggml_tensor * hf = ggml_mul(ctx, nf, e.output_norm);                        // [n_embd, T]
-    out.logits = ggml_mul_mat(ctx, e.output, hf);                               // [n_vocab, T]
-    ggml_set_output(out.logits);
     if (g.mode == graph_mode::logits) {
+        out.logits = ggml_mul_mat(ctx, e.output, hf);                           // [n_vocab, T]
+        ggml_set_output(out.logits);
         ggml_build_forward_expand(gf, out.logits);
         return gf;
     }
 
-    g.in.onehot = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, hp.n_vocab, T);       // [n_vocab, T]
+    // Only positions with a target go through the output head: prompt positions carry no loss,
+    // and the [n_vocab, ·] products and element-wise ops are a tenth of a step.
+    const int64_t n_t = g.n_t;
+    g.in.tgt = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n_t);                    // [n_t]
+    ggml_set_input(g.in.tgt);
+    ggml_tensor * hf_t = ggml_get_rows(ctx, hf, g.in.tgt);                      // [n_embd, n_t]
+    out.logits = ggml_mul_mat(ctx, e.output, hf_t);                             // [n_vocab, n_t]
+    ggml_set_output(out.logits);
+    g.in.onehot = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, hp.n_vocab, n_t);     // [n_vocab, n_t]
     ggml_set_input(g.in.onehot);
-    ggml_tensor * P = ggml_soft_max(ctx, out.logits);                           // [n_vocab, T]
-    out.p_target = ggml_sum_rows(ctx, ggml_mul(ctx, P, g.in.onehot));           // [1, T]
-    out.argmax = ggml_argmax(ctx, out.logits);                                  // [T]
+    ggml_tensor * P = ggml_soft_max(ctx, out.logits);                           // [n_vocab, n_t]
+    out.p_target = ggml_sum_rows(ctx, ggml_mul(ctx, P, g.in.onehot));           // [1, n_t]
+    out.argmax = ggml_argmax(ctx, out.logits);                                  // [n_t]
     ggml_set_output(out.p_target);
     ggml_set_output(out.argmax);
     ggml_build_forward_expand(gf, out.p_target);
@@ -348,10 +359,15 @@ ggml_cgraph * build_graph(graph_ctx & g, graph_outputs & out) {
     if (g.mode == graph_mode::eval) return gf;
 
     // d(Σ w_t · NLL_t)/d logits = w_t · (P - onehot)
-    g.in.weight = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, 1, T);                 // [1, T]
+    g.in.weight = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, 1, n_t);               // [1, n_t]
     ggml_set_input(g.in.weight);
-    ggml_tensor * dlogits = ggml_mul(ctx, ggml_sub(ctx, P, g.in.onehot), g.in.weight); // [n_vocab, T]
-    ggml_tensor * dhf = ggml_mul_mat(ctx, weight_t(g, e.output, e.output_t), dlogits); // [n_embd, T]
+    ggml_tensor * dlogits = ggml_mul(ctx, ggml_sub(ctx, P, g.in.onehot), g.in.weight); // [n_vocab, n_t]
+    ggml_tensor * dhf_t = ggml_mul_mat(ctx, weight_t(g, e.output, e.output_t), dlogits); // [n_embd, n_t]
+    // Backward twin of get_rows: scatter back with a 0/1 matrix (exact; GET_ROWS_BACK is missing
+    // on Metal).
+    g.in.scatter = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, n_t, T);              // [n_t, T]
+    ggml_set_input(g.in.scatter);
+    ggml_tensor * dhf = ggml_mul_mat(ctx, transpose_cont(ctx, dhf_t), g.in.scatter); // [n_embd, T]
     ggml_tensor * dx = rms_norm_back(g, x, nf, ggml_mul(ctx, dhf, e.output_norm)); // [n_embd, T]
     ggml_build_forward_expand(gf, dx);
     // Layer by layer, each expanded before the next is built, so that the node order (which the
@@ -485,20 +501,28 @@ seq_result run_sequence(engine & e, graph_mode mode, const int32_t * tokens, con
     graph_run run;
     make_graph_ctx(run, e);
     const bool dropout = mode == graph_mode::train && e.opts.lora.dropout > 0.0f;
-    graph_ctx g{e, run.ctx, T, mode, dropout, {}, lora_index(e), {}};
+    std::vector<int32_t> tgt; // positions with a target
+    for (int64_t j = 0; j < T; j++) if (mask_next[j] != 0.0f) tgt.push_back((int32_t) j);
+    const int64_t n_t = (int64_t) tgt.size();
+    if (n_t == 0) return {};
+    graph_ctx g{e, run.ctx, T, n_t, mode, dropout, {}, lora_index(e), {}};
     graph_outputs out;
     ggml_cgraph * gf = build_graph(g, out);
     compute(e, gf);
     fill_common_inputs(g, tokens);
 
     const int64_t V = e.hp.n_vocab;
-    std::vector<float> onehot((size_t) V * T, 0.0f);
-    for (int64_t j = 0; j < T; j++) onehot[(size_t) j * V + tokens[j + 1]] = 1.0f;
+    ggml_backend_tensor_set(g.in.tgt, tgt.data(), 0, n_t * sizeof(int32_t));
+    std::vector<float> onehot((size_t) V * n_t, 0.0f);
+    for (int64_t i = 0; i < n_t; i++) onehot[(size_t) i * V + tokens[tgt[i] + 1]] = 1.0f;
     ggml_backend_tensor_set(g.in.onehot, onehot.data(), 0, onehot.size() * sizeof(float));
     if (g.in.weight) {
-        std::vector<float> w(T);
-        for (int64_t j = 0; j < T; j++) w[j] = mask_next[j] * grad_scale;
-        ggml_backend_tensor_set(g.in.weight, w.data(), 0, T * sizeof(float));
+        std::vector<float> w(n_t);
+        for (int64_t i = 0; i < n_t; i++) w[i] = mask_next[tgt[i]] * grad_scale;
+        ggml_backend_tensor_set(g.in.weight, w.data(), 0, n_t * sizeof(float));
+        std::vector<float> sc((size_t) n_t * T, 0.0f);
+        for (int64_t i = 0; i < n_t; i++) sc[(size_t) tgt[i] * n_t + i] = 1.0f; // scatter[i, tgt[i]]
+        ggml_backend_tensor_set(g.in.scatter, sc.data(), 0, sc.size() * sizeof(float));
     }
     if (dropout) {
         // Each adapted layer draws its own mask, as each PEFT module has its own nn.Dropout.
@@ -517,21 +541,21 @@ seq_result run_sequence(engine & e, graph_mode mode, const int32_t * tokens, con
     }
     run_graph(e, gf, out.n_forward);
 
-    std::vector<float> pt(T);
-    std::vector<int32_t> am(T);
-    ggml_backend_tensor_get(out.p_target, pt.data(), 0, T * sizeof(float));
-    ggml_backend_tensor_get(out.argmax, am.data(), 0, T * sizeof(int32_t));
+    std::vector<float> pt(n_t);
+    std::vector<int32_t> am(n_t);
+    ggml_backend_tensor_get(out.p_target, pt.data(), 0, n_t * sizeof(float));
+    ggml_backend_tensor_get(out.argmax, am.data(), 0, n_t * sizeof(int32_t));
     seq_result r;
     std::vector<float> row;
-    for (int64_t j = 0; j < T; j++) {
-        if (mask_next[j] == 0.0f) continue;
+    for (int64_t i = 0; i < n_t; i++) {
+        const int64_t j = tgt[i];
         double nll;
-        if (pt[j] > 1e-30f) {
-            nll = -std::log((double) pt[j]);
+        if (pt[i] > 1e-30f) {
+            nll = -std::log((double) pt[i]);
         } else {
             // the target's probability underflowed: take the exact log-softmax from the logits row
             row.resize(V);
-            ggml_backend_tensor_get(out.logits, row.data(), (size_t) j * V * sizeof(float), V * sizeof(float));
+            ggml_backend_tensor_get(out.logits, row.data(), (size_t) i * V * sizeof(float), V * sizeof(float));
             double mx = -INFINITY, sum = 0;
             for (float l : row) mx = std::max(mx, (double) l);
             for (float l : row) sum += std::exp((double) l - mx);
@@ -539,7 +563,7 @@ seq_result run_sequence(engine & e, graph_mode mode, const int32_t * tokens, con
         }
         r.loss += nll;
         r.n += 1;
-        r.correct += am[j] == tokens[j + 1];
+        r.correct += am[i] == tokens[j + 1];
     }
     return r;
 }
@@ -599,7 +623,7 @@ std::vector<float> engine_logits(engine & e, const int32_t * tokens, int64_t T) 
     }
     graph_run run;
     make_graph_ctx(run, e);
-    graph_ctx g{e, run.ctx, T, graph_mode::logits, false, {}, lora_index(e), {}};
+    graph_ctx g{e, run.ctx, T, T, graph_mode::logits, false, {}, lora_index(e), {}};
     graph_outputs out;
     ggml_cgraph * gf = build_graph(g, out);
     compute(e, gf);
@@ -624,7 +648,7 @@ size_t engine_compute_bytes(const engine & e) {
 void engine_check_backend_ops(engine & e) {
     graph_run run;
     make_graph_ctx(run, e);
-    graph_ctx g{e, run.ctx, 8, graph_mode::train, e.opts.lora.dropout > 0.0f, {}, lora_index(e), {}};
+    graph_ctx g{e, run.ctx, 8, 4, graph_mode::train, e.opts.lora.dropout > 0.0f, {}, lora_index(e), {}};
     graph_outputs out;
     ggml_cgraph * gf = build_graph(g, out);
     for (int i = 0; i < ggml_graph_n_nodes(gf); i++) {
@@ -642,7 +666,7 @@ void engine_check_backend_ops(engine & e) {
 std::vector<std::string> engine_graph_ops(engine & e, int64_t T) {
     graph_run run;
     make_graph_ctx(run, e);
-    graph_ctx g{e, run.ctx, T, graph_mode::train, e.opts.lora.dropout > 0.0f, {}, lora_index(e), {}};
+    graph_ctx g{e, run.ctx, T, T, graph_mode::train, e.opts.lora.dropout > 0.0f, {}, lora_index(e), {}};
     graph_outputs out;
     ggml_cgraph * gf = build_graph(g, out);
     std::vector<std::string> ops;
