@@ -378,7 +378,18 @@ private:
         Napi::Env env = info.Env();
         engine & en = live(env, "graphOps");
         const int64_t T = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().Int64Value() : 8;
-        std::vector<std::string> ops = t2s::engine_graph_ops(en, T);
+        // optional caps {softMaxBack, rmsNormBack, outProd, customTranspose}: the graph as built for such a backend
+        t2s::op_caps caps = en.caps;
+        const bool has_caps = info.Length() > 1 && info[1].IsObject();
+        if (has_caps) {
+            Napi::Object c = info[1].As<Napi::Object>();
+            auto flag = [&](const char * k, bool & dst) { if (c.Get(k).IsBoolean()) dst = c.Get(k).As<Napi::Boolean>().Value(); };
+            flag("softMaxBack", caps.soft_max_back);
+            flag("rmsNormBack", caps.rms_norm_back);
+            flag("outProd", caps.out_prod);
+            flag("customTranspose", caps.custom_transpose);
+        }
+        std::vector<std::string> ops = t2s::engine_graph_ops(en, T, &caps);
         Napi::Array arr = Napi::Array::New(env, ops.size());
         for (size_t i = 0; i < ops.size(); i++) arr.Set((uint32_t) i, ops[i]);
         return arr;
@@ -426,6 +437,7 @@ Napi::Value create_engine(const Napi::CallbackInfo & info) {
     if (o.Get("lean").IsBoolean()) opts.lean = o.Get("lean").As<Napi::Boolean>().Value();
     if (o.Get("checkpoint").IsBoolean()) opts.checkpoint = o.Get("checkpoint").As<Napi::Boolean>().Value();
     if (o.Get("profile").IsBoolean()) opts.profile = o.Get("profile").As<Napi::Boolean>().Value();
+    if (o.Get("portableOps").IsBoolean()) opts.portable_ops = o.Get("portableOps").As<Napi::Boolean>().Value();
     if (o.Get("r").IsNumber()) opts.lora.r = o.Get("r").As<Napi::Number>().Int32Value();
     if (o.Get("alpha").IsNumber()) opts.lora.alpha = o.Get("alpha").As<Napi::Number>().FloatValue();
     if (o.Get("dropout").IsNumber()) opts.lora.dropout = o.Get("dropout").As<Napi::Number>().FloatValue();

@@ -101,6 +101,14 @@ struct batch_stats {
     int64_t n_correct = 0;   // unmasked positions whose argmax equals the target
 };
 
+// Fused backward ops the backend has; where it lacks one, the graph composes it from basic ops.
+struct op_caps {
+    bool soft_max_back = false; // SOFT_MAX_BACK (CPU, CUDA; not Metal)
+    bool rms_norm_back = false; // RMS_NORM_BACK (CPU, CUDA; not Metal)
+    bool out_prod      = false; // OUT_PROD f32 x f32, for the LoRA gradients (CPU, CUDA; not Metal)
+    bool custom_transpose = false; // lean mode's Wᵀ through a tiled CPU op (else CONT)
+};
+
 struct engine_options {
     std::string model_path;
     std::string device = "auto"; // auto | cpu | cuda | metal
@@ -113,6 +121,7 @@ struct engine_options {
     // attention, the FFN) just before that layer's backward (less activation memory, more time).
     bool checkpoint = false;
     bool profile = false;        // time every graph node (slow); read with engine_profile_take
+    bool portable_ops = false;   // compose every backward op from basic ops, as on Metal (tests)
     lora_config lora;
 };
 
@@ -155,6 +164,7 @@ struct engine {
     size_t transposed_bytes = 0;             // of which transposed copies
     std::vector<profile_entry> profile;      // accumulated when opts.profile
     bool ckpt_keep_ffn = false;              // checkpointing also keeps the gate/up outputs
+    op_caps caps;                            // fused ops the graph may use on this backend
 
     ~engine();
 };
@@ -191,6 +201,10 @@ std::vector<profile_entry> engine_profile_take(engine & e);
 size_t engine_compute_bytes(const engine & e);
 
 // The ops a training graph uses, for the portability test: one line per node "OP" or "UNARY:SILU".
-std::vector<std::string> engine_graph_ops(engine & e, int64_t n_tokens);
+// caps: build the graph as for a backend with these fused ops (default: this engine's).
+std::vector<std::string> engine_graph_ops(engine & e, int64_t n_tokens, const op_caps * caps = nullptr);
+
+// Which fused backward ops the engine's backend runs (probed with ggml_backend_supports_op).
+op_caps engine_probe_caps(engine & e);
 
 } // namespace t2s

@@ -26,9 +26,9 @@ struct graph_inputs {
     ggml_tensor * pos     = nullptr; // [T] i32
     ggml_tensor * kq_mask = nullptr; // [T, T] f32, 0 or -inf
     ggml_tensor * tgt     = nullptr; // [n_t] i32, the positions that have a target (loss)
+    ggml_tensor * tgt_flat = nullptr; // [n_t] i32, i·n_vocab + target of position tgt[i]
     ggml_tensor * scatter = nullptr; // [n_t, T] f32, scatter[i, j] = 1 where tgt[i] == j
     ggml_tensor * onehot  = nullptr; // [n_vocab, n_t] f32, 1 at each target position's target
-    ggml_tensor * weight  = nullptr; // [1, n_t] f32, gradient weight of each target (mask · grad_scale)
     std::vector<std::pair<ggml_tensor *, int>> drop; // dropout masks [n_in, T] and the lora pair index
 };
 
@@ -44,6 +44,8 @@ struct graph_ctx {
     ggml_context * ctx;
     int64_t T;
     int64_t n_t; // positions with a target (eval, train); the output head runs on these only
+    float grad_scale; // gradient weight of every target (train)
+    op_caps caps;
     graph_mode mode;
     bool dropout;
     graph_inputs in;
@@ -104,7 +106,7 @@ void transpose_op(ggml_tensor * dst, const ggml_tensor * a, int ith, int nth, vo
 ggml_tensor * weight_t(graph_ctx & g, ggml_tensor * w, ggml_tensor * w_t) {
     if (w_t) return w_t;                                                       // [n_out, n_in]
     ggml_tensor * wv = ggml_transpose(g.ctx, w);                               // [n_out, n_in] view
-    if (g.e.backend_cpu) return ggml_map_custom1(g.ctx, wv, transpose_op, GGML_N_TASKS_MAX, nullptr); // [n_out, n_in]
+    if (g.caps.custom_transpose) return ggml_map_custom1(g.ctx, wv, transpose_op, GGML_N_TASKS_MAX, nullptr); // [n_out, n_in]
     return ggml_cont(g.ctx, wv);                                               // [n_out, n_in]
 }
 
@@ -150,11 +152,17 @@ ggml_tensor * linear_back(graph_ctx & g, int il, int target, const linear_saved 
     ggml_tensor * dx = need_dx ? ggml_mul_mat(ctx, weight_t(g, e.layers[il].w[target], e.layers[il].wt[target]), dy) : nullptr; // [n_in, T]
     if (sv.lora < 0) return dx;
     lora_pair & p = e.lora[sv.lora];
-    ggml_tensor * du = ggml_scale(ctx, dy, e.opts.lora.scale());               // [n_out, T]
-    ggml_tensor * du_t = transpose_cont(ctx, du);                              // [T, n_out]
-    ggml_tensor * dB = ggml_mul_mat(ctx, transpose_cont(ctx, sv.t), du_t);     // [r, n_out]
-    ggml_tensor * dt = ggml_mul_mat(ctx, transpose_cont(ctx, p.b), du);        // [r, T]
-    ggml_tensor * dA = ggml_mul_mat(ctx, transpose_cont(ctx, sv.xd), transpose_cont(ctx, dt)); // [n_in, r]
+    const float s = e.opts.lora.scale();
+    ggml_tensor * dt = ggml_scale(ctx, ggml_mul_mat(ctx, transpose_cont(ctx, p.b), dy), s); // [r, T]  s·Bᵀ·dy
+    ggml_tensor * dA, * dB;
+    if (g.caps.out_prod) {
+        // sums over tokens as outer products: no transposed copies of the [·, T] activations
+        dB = ggml_scale(ctx, ggml_out_prod(ctx, sv.t, dy), s);                 // [r, n_out]  s·t·dyᵀ
+        dA = ggml_out_prod(ctx, sv.xd, dt);                                    // [n_in, r]   xd·dtᵀ
+    } else {
+        dB = ggml_scale(ctx, ggml_mul_mat(ctx, transpose_cont(ctx, sv.t), transpose_cont(ctx, dy)), s); // [r, n_out]
+        dA = ggml_mul_mat(ctx, transpose_cont(ctx, sv.xd), transpose_cont(ctx, dt)); // [n_in, r]
+    }
     g.grad_updates.push_back(ggml_cpy(ctx, ggml_add(ctx, p.ga, dA), p.ga));
     g.grad_updates.push_back(ggml_cpy(ctx, ggml_add(ctx, p.gb, dB), p.gb));
     if (!need_dx) return nullptr;
@@ -164,21 +172,24 @@ ggml_tensor * linear_back(graph_ctx & g, int il, int target, const linear_saved 
 }
 
 // RMS norm without the weight: n = x / sqrt(mean(x²) + eps).
-// Backward twin, composed from basic ops (RMS_NORM_BACK is missing on Metal):
-// dx = (dn - n · mean(dn ⊙ n)) / sqrt(mean(x²) + eps)
+// Backward twin: ggml's RMS_NORM_BACK where the backend has it, else composed from basic ops
+// (Metal): dx = (dn - n · mean(dn ⊙ n)) / sqrt(mean(x²) + eps)
 ggml_tensor * rms_norm_back(graph_ctx & g, ggml_tensor * x, ggml_tensor * n, ggml_tensor * dn) {
     ggml_context * ctx = g.ctx;
+    if (g.caps.rms_norm_back) return ggml_rms_norm_back(ctx, dn, x, g.e.hp.rms_eps); // [n_embd, T]
     const float inv_n = 1.0f / (float) x->ne[0];
     ggml_tensor * rms = ggml_sqrt(ctx, ggml_scale_bias(ctx, ggml_sum_rows(ctx, ggml_sqr(ctx, x)), inv_n, g.e.hp.rms_eps)); // [1, T]
     ggml_tensor * c = ggml_scale(ctx, ggml_sum_rows(ctx, ggml_mul(ctx, dn, n)), inv_n);  // [1, T]
     return ggml_div(ctx, ggml_sub(ctx, dn, ggml_mul(ctx, n, c)), rms);                   // [n_embd, T]
 }
 
-// Softmax backward twin, composed (SOFT_MAX_BACK is missing on Metal): dS = P ⊙ (dP - Σ_k dP ⊙ P).
-ggml_tensor * soft_max_back(graph_ctx & g, ggml_tensor * p, ggml_tensor * dp) {
+// Backward twin of P = softmax(scale·S + mask): dS = scale · P ⊙ (dP - Σ_k dP ⊙ P). ggml's
+// SOFT_MAX_BACK where the backend has it, else composed from basic ops (Metal).
+ggml_tensor * soft_max_back(graph_ctx & g, ggml_tensor * p, ggml_tensor * dp, float scale) {
     ggml_context * ctx = g.ctx;
+    if (g.caps.soft_max_back) return ggml_soft_max_ext_back(ctx, dp, p, scale, 0.0f); // [T_k, T_q, n_head]
     ggml_tensor * dot = ggml_sum_rows(ctx, ggml_mul(ctx, dp, p));              // [1, T_q, n_head]
-    return ggml_mul(ctx, p, ggml_sub(ctx, dp, dot));                           // [T_k, T_q, n_head]
+    return ggml_scale(ctx, ggml_mul(ctx, p, ggml_sub(ctx, dp, dot)), scale);   // [T_k, T_q, n_head]
 }
 
 ggml_tensor * rope(graph_ctx & g, ggml_tensor * x) {
@@ -287,8 +298,7 @@ ggml_tensor * layer_backward(graph_ctx & g, int il, const layer_saved & s, ggml_
     ggml_tensor * dV = ggml_mul_mat(ctx, fold_heads(g, dO), fold_heads(g, s.p)); // [hd, T_k, n_head_kv]
 
     // S = scale·K·Q + mask, P = softmax(S)
-    ggml_tensor * dS = soft_max_back(g, s.p, dP);                               // [T_k, T_q, n_head]
-    dS = ggml_scale(ctx, dS, 1.0f / std::sqrt((float) hd));                    // [T_k, T_q, n_head]
+    ggml_tensor * dS = soft_max_back(g, s.p, dP, 1.0f / std::sqrt((float) hd)); // [T_k, T_q, n_head]
     ggml_tensor * Kt = ggml_cont(ctx, ggml_permute(ctx, s.kr, 1, 2, 0, 3));      // [T_k, hd, n_head_kv]
     ggml_tensor * dQ = ggml_mul_mat(ctx, Kt, dS);                               // [hd, T_q, n_head]
     ggml_tensor * Q = ggml_cont(ctx, ggml_permute(ctx, s.qr, 0, 2, 1, 3));      // [hd, T_q, n_head]
@@ -346,10 +356,10 @@ ggml_cgraph * build_graph(graph_ctx & g, graph_outputs & out) {
     ggml_tensor * hf_t = ggml_get_rows(ctx, hf, g.in.tgt);                      // [n_embd, n_t]
     out.logits = ggml_mul_mat(ctx, e.output, hf_t);                             // [n_vocab, n_t]
     ggml_set_output(out.logits);
-    g.in.onehot = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, hp.n_vocab, n_t);     // [n_vocab, n_t]
-    ggml_set_input(g.in.onehot);
     ggml_tensor * P = ggml_soft_max(ctx, out.logits);                           // [n_vocab, n_t]
-    out.p_target = ggml_sum_rows(ctx, ggml_mul(ctx, P, g.in.onehot));           // [1, n_t]
+    g.in.tgt_flat = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n_t);               // [n_t]
+    ggml_set_input(g.in.tgt_flat);
+    out.p_target = ggml_get_rows(ctx, ggml_reshape_2d(ctx, P, 1, hp.n_vocab * n_t), g.in.tgt_flat); // [1, n_t]
     out.argmax = ggml_argmax(ctx, out.logits);                                  // [n_t]
     ggml_set_output(out.p_target);
     ggml_set_output(out.argmax);
@@ -358,10 +368,10 @@ ggml_cgraph * build_graph(graph_ctx & g, graph_outputs & out) {
     out.n_forward = ggml_graph_n_nodes(gf);
     if (g.mode == graph_mode::eval) return gf;
 
-    // d(Σ w_t · NLL_t)/d logits = w_t · (P - onehot)
-    g.in.weight = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, 1, n_t);               // [1, n_t]
-    ggml_set_input(g.in.weight);
-    ggml_tensor * dlogits = ggml_mul(ctx, ggml_sub(ctx, P, g.in.onehot), g.in.weight); // [n_vocab, n_t]
+    // d(grad_scale · Σ NLL)/d logits = grad_scale · (P - onehot)
+    g.in.onehot = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, hp.n_vocab, n_t);     // [n_vocab, n_t]
+    ggml_set_input(g.in.onehot);
+    ggml_tensor * dlogits = ggml_scale(ctx, ggml_sub(ctx, P, g.in.onehot), g.grad_scale); // [n_vocab, n_t]
     ggml_tensor * dhf_t = ggml_mul_mat(ctx, weight_t(g, e.output, e.output_t), dlogits); // [n_embd, n_t]
     // Backward twin of get_rows: scatter back with a 0/1 matrix (exact; GET_ROWS_BACK is missing
     // on Metal).
@@ -505,7 +515,7 @@ seq_result run_sequence(engine & e, graph_mode mode, const int32_t * tokens, con
     for (int64_t j = 0; j < T; j++) if (mask_next[j] != 0.0f) tgt.push_back((int32_t) j);
     const int64_t n_t = (int64_t) tgt.size();
     if (n_t == 0) return {};
-    graph_ctx g{e, run.ctx, T, n_t, mode, dropout, {}, lora_index(e), {}};
+    graph_ctx g{e, run.ctx, T, n_t, grad_scale, e.caps, mode, dropout, {}, lora_index(e), {}};
     graph_outputs out;
     ggml_cgraph * gf = build_graph(g, out);
     compute(e, gf);
@@ -513,13 +523,13 @@ seq_result run_sequence(engine & e, graph_mode mode, const int32_t * tokens, con
 
     const int64_t V = e.hp.n_vocab;
     ggml_backend_tensor_set(g.in.tgt, tgt.data(), 0, n_t * sizeof(int32_t));
-    std::vector<float> onehot((size_t) V * n_t, 0.0f);
-    for (int64_t i = 0; i < n_t; i++) onehot[(size_t) i * V + tokens[tgt[i] + 1]] = 1.0f;
-    ggml_backend_tensor_set(g.in.onehot, onehot.data(), 0, onehot.size() * sizeof(float));
-    if (g.in.weight) {
-        std::vector<float> w(n_t);
-        for (int64_t i = 0; i < n_t; i++) w[i] = mask_next[tgt[i]] * grad_scale;
-        ggml_backend_tensor_set(g.in.weight, w.data(), 0, n_t * sizeof(float));
+    std::vector<int32_t> flat(n_t);
+    for (int64_t i = 0; i < n_t; i++) flat[i] = (int32_t) (i * V + tokens[tgt[i] + 1]);
+    ggml_backend_tensor_set(g.in.tgt_flat, flat.data(), 0, n_t * sizeof(int32_t));
+    if (g.in.onehot) {
+        std::vector<float> onehot((size_t) V * n_t, 0.0f);
+        for (int64_t i = 0; i < n_t; i++) onehot[(size_t) flat[i]] = 1.0f;
+        ggml_backend_tensor_set(g.in.onehot, onehot.data(), 0, onehot.size() * sizeof(float));
         std::vector<float> sc((size_t) n_t * T, 0.0f);
         for (int64_t i = 0; i < n_t; i++) sc[(size_t) tgt[i] * n_t + i] = 1.0f; // scatter[i, tgt[i]]
         ggml_backend_tensor_set(g.in.scatter, sc.data(), 0, sc.size() * sizeof(float));
@@ -623,7 +633,7 @@ std::vector<float> engine_logits(engine & e, const int32_t * tokens, int64_t T) 
     }
     graph_run run;
     make_graph_ctx(run, e);
-    graph_ctx g{e, run.ctx, T, T, graph_mode::logits, false, {}, lora_index(e), {}};
+    graph_ctx g{e, run.ctx, T, T, 0.0f, e.caps, graph_mode::logits, false, {}, lora_index(e), {}};
     graph_outputs out;
     ggml_cgraph * gf = build_graph(g, out);
     compute(e, gf);
@@ -648,7 +658,7 @@ size_t engine_compute_bytes(const engine & e) {
 void engine_check_backend_ops(engine & e) {
     graph_run run;
     make_graph_ctx(run, e);
-    graph_ctx g{e, run.ctx, 8, 4, graph_mode::train, e.opts.lora.dropout > 0.0f, {}, lora_index(e), {}};
+    graph_ctx g{e, run.ctx, 8, 4, 1.0f, e.caps, graph_mode::train, e.opts.lora.dropout > 0.0f, {}, lora_index(e), {}};
     graph_outputs out;
     ggml_cgraph * gf = build_graph(g, out);
     for (int i = 0; i < ggml_graph_n_nodes(gf); i++) {
@@ -663,10 +673,26 @@ void engine_check_backend_ops(engine & e) {
     }
 }
 
-std::vector<std::string> engine_graph_ops(engine & e, int64_t T) {
+op_caps engine_probe_caps(engine & e) {
+    std::vector<uint8_t> meta(ggml_tensor_overhead() * 16);
+    ggml_init_params ip = { meta.size(), meta.data(), true };
+    ggml_context * ctx = ggml_init(ip);
+    ggml_tensor * a = ggml_new_tensor_3d(ctx, GGML_TYPE_F32, 8, 8, 2);  // [8, 8, 2]
+    ggml_tensor * b = ggml_new_tensor_3d(ctx, GGML_TYPE_F32, 8, 8, 2);  // [8, 8, 2]
+    ggml_tensor * c = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, 4, 8);     // [4, 8]
+    op_caps caps;
+    caps.soft_max_back = ggml_backend_supports_op(e.backend, ggml_soft_max_ext_back(ctx, a, b, 0.5f, 0.0f));
+    caps.rms_norm_back = ggml_backend_supports_op(e.backend, ggml_rms_norm_back(ctx, a, b, 1e-5f));
+    caps.out_prod = ggml_backend_supports_op(e.backend, ggml_out_prod(ctx, ggml_view_2d(ctx, a, 8, 8, a->nb[1], 0), c));
+    caps.custom_transpose = e.backend_cpu != nullptr; // custom ops run on the CPU backend only
+    ggml_free(ctx);
+    return caps;
+}
+
+std::vector<std::string> engine_graph_ops(engine & e, int64_t T, const op_caps * caps) {
     graph_run run;
     make_graph_ctx(run, e);
-    graph_ctx g{e, run.ctx, T, T, graph_mode::train, e.opts.lora.dropout > 0.0f, {}, lora_index(e), {}};
+    graph_ctx g{e, run.ctx, T, T, 1.0f, caps ? *caps : e.caps, graph_mode::train, e.opts.lora.dropout > 0.0f, {}, lora_index(e), {}};
     graph_outputs out;
     ggml_cgraph * gf = build_graph(g, out);
     std::vector<std::string> ops;

@@ -7,6 +7,7 @@ import {
   type NativeEngine,
   type NativeEngineInfo,
   type NativeProfileEntry,
+  type NativeOpCaps,
   type NativeOptimizerState,
   type NativeTensor,
 } from "./native.js";
@@ -53,6 +54,8 @@ export interface EngineOptions {
   checkpointing?: boolean;
   /** Time every graph node (slow; for benchmarks): read with takeProfile(). */
   profile?: boolean;
+  /** Compose every backward op from basic ops, as the graph does on Metal (for tests). */
+  portableOps?: boolean;
   lora?: LoraOptions;
 }
 
@@ -155,6 +158,8 @@ export class LoraEngine {
     if (typeof checkpointing !== "boolean") fail("checkpointing", "a boolean", checkpointing);
     const profile = options.profile ?? false;
     if (typeof profile !== "boolean") fail("profile", "a boolean", profile);
+    const portableOps = options.portableOps ?? false;
+    if (typeof portableOps !== "boolean") fail("portableOps", "a boolean", portableOps);
     const l = options.lora ?? {};
     const lora: Required<LoraOptions> = {
       r: checkInt("lora.r", l.r ?? 8, 1),
@@ -175,6 +180,7 @@ export class LoraEngine {
       lean: memory === "lean",
       checkpoint: checkpointing,
       profile,
+      portableOps,
       r: lora.r,
       alpha: lora.alpha,
       dropout: lora.dropout,
@@ -182,7 +188,7 @@ export class LoraEngine {
       seed: lora.seed,
       targets: lora.targetModules,
     });
-    return new LoraEngine(native, { model: options.model, device, threads, memory, checkpointing, profile, lora });
+    return new LoraEngine(native, { model: options.model, device, threads, memory, checkpointing, profile, portableOps, lora });
   }
 
   get trainableParams(): number {
@@ -335,10 +341,10 @@ export class LoraEngine {
   }
 
   /** The ops of the training graph for nTokens tokens, for the backend-portability check. */
-  async graphOps(nTokens = 8): Promise<string[]> {
+  async graphOps(nTokens = 8, caps?: NativeOpCaps): Promise<string[]> {
     const native = this.#live("graphOps");
     checkInt("graphOps: nTokens", nTokens, 1);
-    return this.#serial(async () => native.graphOps(nTokens));
+    return this.#serial(async () => native.graphOps(nTokens, caps));
   }
 
   /** Frees the model and adapter memory after pending calls finish. */

@@ -13,6 +13,7 @@ export interface NativeEngineOptions {
   lean: boolean; // no transposed weight copies: each Wᵀ is made in the graph when needed
   checkpoint: boolean; // gradient checkpointing: recompute each layer in the backward pass
   profile: boolean; // time every graph node (slow); read with takeProfile()
+  portableOps?: boolean; // compose every backward op from basic ops, as on Metal (tests)
   r: number;
   alpha: number;
   dropout: number;
@@ -65,6 +66,14 @@ export interface NativeEngineInfo {
   computeBytes: number; // compute buffer (activations, temporaries): the largest graph so far
 }
 
+/** Fused backward ops a backend has (the graph composes the others from basic ops). */
+export interface NativeOpCaps {
+  softMaxBack?: boolean;
+  rmsNormBack?: boolean;
+  outProd?: boolean;
+  customTranspose?: boolean; // lean mode's weight transpose as a CPU custom op
+}
+
 export interface NativeProfileEntry {
   phase: "forward" | "backward";
   op: string; // e.g. "MUL_MAT bf16 x f32 (frozen weight)"
@@ -103,7 +112,7 @@ export interface NativeEngine {
    * a source type ends in "~" when the tensor is a non-contiguous view with contiguous rows and "^"
    * when even its rows are strided; "broadcast" marks a MUL_MAT whose src0 repeats over dims 2/3.
    */
-  graphOps(nTokens: number): string[];
+  graphOps(nTokens: number, caps?: NativeOpCaps): string[];
   /** Per-op timings gathered since the last call (engine created with profile), slowest first. */
   takeProfile(): NativeProfileEntry[];
   dispose(): void;

@@ -86,3 +86,20 @@ test("profile: per-op timings of a step, forward and backward, with matrix-produ
   expect(e.takeProfile()).toEqual([]); // taken
   await e.dispose();
 });
+
+test("the composed backward ops (as on Metal) give the fused ops' gradients", async () => {
+  const model = await testModel({ type: "f32" });
+  const fused = await run(model, { memory: "fast", checkpointing: false });
+  const composed = await run(model, { memory: "fast", checkpointing: false, portableOps: true });
+  expect(composed.stats.nTokens).toBe(fused.stats.nTokens);
+  expect(Math.abs(composed.stats.lossSum - fused.stats.lossSum)).toBeLessThan(1e-9 * Math.abs(fused.stats.lossSum) + 1e-4);
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < fused.grads.length; i++) {
+    for (let j = 0; j < fused.grads[i].data.length; j++) {
+      num += (composed.grads[i].data[j] - fused.grads[i].data[j]) ** 2;
+      den += fused.grads[i].data[j] ** 2;
+    }
+  }
+  expect(Math.sqrt(num / den)).toBeLessThan(1e-5);
+});

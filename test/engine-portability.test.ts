@@ -3,7 +3,7 @@
 // op use against the support table read from the CPU, CUDA and Metal sources.
 import { describe, expect, test } from "vitest";
 import { LoraEngine } from "../src/engine.js";
-import { BACKENDS, backendSupports, type OpUse } from "./helpers/backend-support.js";
+import { BACKENDS, backendSupports, type Backend, type OpUse } from "./helpers/backend-support.js";
 import { testModel } from "./helpers/models.js";
 
 /** Parses a graphOps() line: "OP TYPE,TYPE~[ broadcast]". */
@@ -20,28 +20,52 @@ function parse(line: string): OpUse {
 }
 
 describe("backend portability of the training graph", () => {
+  // The graph uses a fused backward op only where the backend has it (SOFT_MAX_BACK,
+  // RMS_NORM_BACK, OUT_PROD f32; the lean transpose as a CPU custom op) and composes it from
+  // basic ops elsewhere: build it as for each backend, from the same table, and check every op.
+  const capsFor = (b: Backend) => ({
+    softMaxBack: backendSupports(b, parse("SOFT_MAX_BACK F32,F32")).ok,
+    rmsNormBack: backendSupports(b, parse("RMS_NORM_BACK F32,F32")).ok,
+    outProd: backendSupports(b, parse("OUT_PROD F32,F32")).ok,
+    customTranspose: backendSupports(b, parse("MAP_CUSTOM1 BF16^")).ok,
+  });
   for (const type of ["f32", "f16", "bf16"] as const) {
-    test(`every op of the ${type} training graph runs on CPU, CUDA and Metal`, async () => {
-      const model = await testModel({ type });
-      const e = await LoraEngine.create({ model, device: "cpu", lora: { targetModules: ["q", "k", "v", "o", "gate", "up", "down"], dropout: 0.1 } });
-      const lines = await e.graphOps(8);
-      await e.dispose();
-      const uses = [...new Set(lines)];
-      expect(uses.length).toBeGreaterThan(15);
-      // the backward is really there, and autodiff's slow paths are not
-      expect(uses.some((u) => u.startsWith("ROPE_BACK"))).toBe(true);
-      expect(uses.some((u) => u.startsWith("SILU_BACK"))).toBe(true);
-      expect(uses.some((u) => u.startsWith(`MUL_MAT ${type},`))).toBe(true);
-      const problems: string[] = [];
-      for (const line of uses) {
+    for (const memory of ["fast", "lean"] as const) {
+      test(`every op of the ${type} training graph (${memory}) runs on CPU, CUDA and Metal`, async () => {
+        const model = await testModel({ type });
+        const e = await LoraEngine.create({ model, device: "cpu", memory, lora: { targetModules: ["q", "k", "v", "o", "gate", "up", "down"], dropout: 0.1 } });
+        const problems: string[] = [];
         for (const backend of BACKENDS) {
-          const r = backendSupports(backend, parse(line));
-          if (!r.ok) problems.push(`${backend}: ${line}: ${r.why}`);
+          const uses = [...new Set(await e.graphOps(8, capsFor(backend)))];
+          expect(uses.length).toBeGreaterThan(15);
+          // the backward is really there, and autodiff's slow paths are not
+          expect(uses.some((u) => u.startsWith("ROPE_BACK"))).toBe(true);
+          expect(uses.some((u) => u.startsWith("SILU_BACK"))).toBe(true);
+          expect(uses.some((u) => u.startsWith(`MUL_MAT ${type},`))).toBe(true);
+          // (OUT_PROD f32 is the LoRA gradients' outer product; on a frozen F16/BF16 weight it would be autodiff's slow dX)
+          if (type !== "f32") expect(uses.some((u) => u.startsWith(`OUT_PROD ${type}`))).toBe(false);
+          for (const line of uses) {
+            const r = backendSupports(backend, parse(line));
+            if (!r.ok) problems.push(`${backend}: ${line}: ${r.why}`);
+          }
         }
-      }
-      expect(problems).toEqual([]);
-    });
+        await e.dispose();
+        expect(problems).toEqual([]);
+      });
+    }
   }
+
+  test("the fused ops are used where the backend has them", async () => {
+    const model = await testModel({ type: "bf16" });
+    const e = await LoraEngine.create({ model, device: "cpu", memory: "lean" });
+    const cpu = new Set((await e.graphOps(8, capsFor("cpu"))).map((l) => l.split(" ")[0]));
+    const metal = new Set((await e.graphOps(8, capsFor("metal"))).map((l) => l.split(" ")[0]));
+    await e.dispose();
+    for (const op of ["SOFT_MAX_BACK", "RMS_NORM_BACK", "OUT_PROD", "MAP_CUSTOM1"]) {
+      expect(cpu.has(op)).toBe(true);
+      expect(metal.has(op)).toBe(false);
+    }
+  });
 
   test("the check itself catches an op a backend lacks", () => {
     expect(backendSupports("metal", parse("OUT_PROD F16,F32")).ok).toBe(false);

@@ -237,7 +237,11 @@ const CPU: Record<string, Rule> = {
   // ops.cpp ~1598 argmax: F32 only; argmax_f32 asserts nb[0] == sizeof(float) (~1580); ggml.c ~2540 needs a matrix
   ARGMAX: rule(`${CPU_OPS} ~1598`, [type(0, ["F32"], `${CPU_OPS} ~1598`), rows(0, `${CPU_OPS} ~1580`)]),
 
-  // ---- ops the graph avoids (kept here so the table can answer for them) ----
+  // lean mode's weight transpose (a ggml_map_custom1 op): ggml-cpu.cpp supports_op default true,
+  // ggml-cpu.c dispatch -> ggml_compute_forward_map_custom1 (any type; the op is ours)
+  MAP_CUSTOM1: rule(`${CPU_SO} (default: true)`, []),
+
+  // ---- fused backward ops, used where the backend has them (engine op_caps) ----
 
   // ggml-cpu.cpp ~469-472: src0 F32, or (F16 / quantized with src0.ne2 == src1.ne2 && ne3 equal); src1 F32.
   // BF16 src0 hits the default GGML_ABORT in ops.cpp ~4645.
@@ -393,6 +397,8 @@ const CUDA: Record<string, Rule> = {
   // ggml-cuda.cu ~5500-5501: true
   CROSS_ENTROPY_LOSS: rule(`${CU} ~5500`, [type(0, ["F32"], "ggml-cuda/cross-entropy-loss.cu")]),
   CROSS_ENTROPY_LOSS_BACK: rule(`${CU} ~5501`, [type(0, ["F32"], "ggml-cuda/cross-entropy-loss.cu")]),
+  // custom ops run on the CPU backend only: no case in ggml_backend_cuda_device_supports_op
+  MAP_CUSTOM1: rule(`${CU} (default: false)`, [never("custom ops run on the CPU only")]),
   // ggml-cuda.cu ~5214-5216: F32 and ne2 == ne3 == 1 (shape not modelled)
   GET_ROWS_BACK: rule(`${CU} ~5214`, [type(0, ["F32"], `${CU} ~5216`)]),
   // ggml-cuda.cu ~5311-5312: F32 and src0 ne2*ne3 <= 32768 (shape not modelled)
@@ -556,6 +562,7 @@ const METAL: Record<string, Rule> = {
   // None of these has a case in ggml_metal_device_supports_op: they fall to `default: return false` (~1922),
   // and ggml_metal_op_encode aborts "unsupported op" (ggml-metal-ops.cpp ~202-204).
   OUT_PROD: rule(`${MD} ~1922`, [never(`no OUT_PROD on Metal (${MD} ~1922 default: false)`)]),
+  MAP_CUSTOM1: rule(`${MD} ~1922`, [never("custom ops run on the CPU only")]),
   RMS_NORM_BACK: rule(`${MD} ~1922`, [never(`no RMS_NORM_BACK on Metal (${MD} ~1922 default: false)`)]),
   SOFT_MAX_BACK: rule(`${MD} ~1922`, [never(`no SOFT_MAX_BACK on Metal (${MD} ~1922 default: false)`)]),
   CROSS_ENTROPY_LOSS: rule(`${MD} ~1922`, [never(`no CROSS_ENTROPY_LOSS on Metal (${MD} ~1922 default: false)`)]),
