@@ -8,6 +8,10 @@
 
 #include "ggml-cpu.h"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -70,24 +74,71 @@ ggml_tensor * transpose_cont(ggml_context * ctx, ggml_tensor * x) {
 }
 
 // dst = contiguous copy of the transposed view a, in 64 x 64 tiles (ggml's generic copy moves one
-// element at a time through strided loops).
+// element at a time through strided loops). a(i0, i1) sits at i0·nb0 + i1·nb1; for the transposed
+// view of a weight, nb1 is the element size (a weight row) and nb0 the weight's row stride.
+template <typename T>
+void transpose_block_scalar(T * out, const char * src, size_t nb0, size_t nb1, int64_t n0,
+                            int64_t i0b, int64_t i0e, int64_t i1b, int64_t i1e) {
+    for (int64_t i1 = i1b; i1 < i1e; i1++) {
+        T * row = out + i1 * n0;
+        const char * s1 = src + i1 * nb1;
+        for (int64_t i0 = i0b; i0 < i0e; i0++) row[i0] = *(const T *) (s1 + i0 * nb0);
+    }
+}
+
+#if defined(__SSE2__)
+// 8 x 8 block of 16-bit values: 8 rows of the weight in, 8 rows of the transpose out.
+inline void transpose_8x8_u16(const char * src, size_t row_stride, uint16_t * dst, int64_t dst_stride) {
+    __m128i a0 = _mm_loadu_si128((const __m128i *) (src + 0 * row_stride));
+    __m128i a1 = _mm_loadu_si128((const __m128i *) (src + 1 * row_stride));
+    __m128i a2 = _mm_loadu_si128((const __m128i *) (src + 2 * row_stride));
+    __m128i a3 = _mm_loadu_si128((const __m128i *) (src + 3 * row_stride));
+    __m128i a4 = _mm_loadu_si128((const __m128i *) (src + 4 * row_stride));
+    __m128i a5 = _mm_loadu_si128((const __m128i *) (src + 5 * row_stride));
+    __m128i a6 = _mm_loadu_si128((const __m128i *) (src + 6 * row_stride));
+    __m128i a7 = _mm_loadu_si128((const __m128i *) (src + 7 * row_stride));
+    const __m128i t0 = _mm_unpacklo_epi16(a0, a1), t1 = _mm_unpackhi_epi16(a0, a1);
+    const __m128i t2 = _mm_unpacklo_epi16(a2, a3), t3 = _mm_unpackhi_epi16(a2, a3);
+    const __m128i t4 = _mm_unpacklo_epi16(a4, a5), t5 = _mm_unpackhi_epi16(a4, a5);
+    const __m128i t6 = _mm_unpacklo_epi16(a6, a7), t7 = _mm_unpackhi_epi16(a6, a7);
+    const __m128i u0 = _mm_unpacklo_epi32(t0, t2), u1 = _mm_unpackhi_epi32(t0, t2);
+    const __m128i u2 = _mm_unpacklo_epi32(t1, t3), u3 = _mm_unpackhi_epi32(t1, t3);
+    const __m128i u4 = _mm_unpacklo_epi32(t4, t6), u5 = _mm_unpackhi_epi32(t4, t6);
+    const __m128i u6 = _mm_unpacklo_epi32(t5, t7), u7 = _mm_unpackhi_epi32(t5, t7);
+    _mm_storeu_si128((__m128i *) (dst + 0 * dst_stride), _mm_unpacklo_epi64(u0, u4));
+    _mm_storeu_si128((__m128i *) (dst + 1 * dst_stride), _mm_unpackhi_epi64(u0, u4));
+    _mm_storeu_si128((__m128i *) (dst + 2 * dst_stride), _mm_unpacklo_epi64(u1, u5));
+    _mm_storeu_si128((__m128i *) (dst + 3 * dst_stride), _mm_unpackhi_epi64(u1, u5));
+    _mm_storeu_si128((__m128i *) (dst + 4 * dst_stride), _mm_unpacklo_epi64(u2, u6));
+    _mm_storeu_si128((__m128i *) (dst + 5 * dst_stride), _mm_unpackhi_epi64(u2, u6));
+    _mm_storeu_si128((__m128i *) (dst + 6 * dst_stride), _mm_unpacklo_epi64(u3, u7));
+    _mm_storeu_si128((__m128i *) (dst + 7 * dst_stride), _mm_unpackhi_epi64(u3, u7));
+}
+#endif
+
 template <typename T>
 void transpose_tiles(ggml_tensor * dst, const ggml_tensor * a, int ith, int nth) {
-    const int64_t n0 = dst->ne[0], n1 = dst->ne[1]; // dst [n0, n1]; a(i0, i1) at i0·nb0 + i1·nb1
+    const int64_t n0 = dst->ne[0], n1 = dst->ne[1]; // dst [n0, n1]
     const size_t nb0 = a->nb[0], nb1 = a->nb[1];
     const char * src = (const char *) a->data;
     T * out = (T *) dst->data;
     const int64_t B = 64;
     const int64_t n_tiles1 = (n1 + B - 1) / B;
     for (int64_t t1 = ith; t1 < n_tiles1; t1 += nth) {
-        const int64_t i1_end = std::min(n1, (t1 + 1) * B);
+        const int64_t i1b = t1 * B, i1e = std::min(n1, i1b + B);
         for (int64_t i0b = 0; i0b < n0; i0b += B) {
-            const int64_t i0_end = std::min(n0, i0b + B);
-            for (int64_t i1 = t1 * B; i1 < i1_end; i1++) {
-                T * row = out + i1 * n0;
-                const char * s1 = src + i1 * nb1;
-                for (int64_t i0 = i0b; i0 < i0_end; i0++) row[i0] = *(const T *) (s1 + i0 * nb0);
+            const int64_t i0e = std::min(n0, i0b + B);
+#if defined(__SSE2__)
+            if (sizeof(T) == 2 && nb1 == 2 && i0e - i0b == B && i1e - i1b == B) {
+                for (int64_t i0 = i0b; i0 < i0e; i0 += 8) {
+                    for (int64_t i1 = i1b; i1 < i1e; i1 += 8) {
+                        transpose_8x8_u16(src + i0 * nb0 + i1 * nb1, nb0, (uint16_t *) out + i1 * n0 + i0, n0);
+                    }
+                }
+                continue;
             }
+#endif
+            transpose_block_scalar<T>(out, src, nb0, nb1, n0, i0b, i0e, i1b, i1e);
         }
     }
 }
@@ -372,7 +423,24 @@ ggml_cgraph * build_graph(graph_ctx & g, graph_outputs & out) {
     g.in.onehot = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, hp.n_vocab, n_t);     // [n_vocab, n_t]
     ggml_set_input(g.in.onehot);
     ggml_tensor * dlogits = ggml_scale(ctx, ggml_sub(ctx, P, g.in.onehot), g.grad_scale); // [n_vocab, n_t]
-    ggml_tensor * dhf_t = ggml_mul_mat(ctx, weight_t(g, e.output, e.output_t), dlogits); // [n_embd, n_t]
+    // dhf = outputᵀ·dlogits in vocabulary chunks, so that lean mode's transposed copy of the
+    // output matrix is a chunk at a time (16 MB instead of 131 MB at TinyLlama shape). Fast mode
+    // reads the same chunks from its full copy, so both sum in the same order.
+    ggml_tensor * dhf_t = nullptr;                                              // [n_embd, n_t]
+    const int64_t V = hp.n_vocab, C = 4096;
+    for (int64_t v0 = 0; v0 < V; v0 += C) {
+        const int64_t c = std::min(C, V - v0);
+        ggml_tensor * wt_c;                                                     // [c, n_embd]
+        if (e.output_t) {
+            wt_c = ggml_view_2d(ctx, e.output_t, c, hp.n_embd, e.output_t->nb[1], v0 * ggml_element_size(e.output_t));
+        } else {
+            ggml_tensor * w_c = ggml_view_2d(ctx, e.output, hp.n_embd, c, e.output->nb[1], v0 * e.output->nb[1]); // [n_embd, c]
+            wt_c = weight_t(g, w_c, nullptr);
+        }
+        ggml_tensor * dl_c = ggml_view_2d(ctx, dlogits, c, n_t, dlogits->nb[1], v0 * ggml_element_size(dlogits)); // [c, n_t]
+        ggml_tensor * part = ggml_mul_mat(ctx, wt_c, dl_c);                     // [n_embd, n_t]
+        dhf_t = dhf_t ? ggml_add(ctx, dhf_t, part) : part;
+    }
     // Backward twin of get_rows: scatter back with a 0/1 matrix (exact; GET_ROWS_BACK is missing
     // on Metal).
     g.in.scatter = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, n_t, T);              // [n_t, T]
