@@ -10,7 +10,19 @@ import { disposeGenerators, generateSql, resolveAdapter } from "./generate.js";
 import { evaluateSql, formatEvalReport } from "./eval.js";
 import { mergeAdapter } from "./merge.js";
 import { startServer } from "./server.js";
-import { resolveModelPath } from "./models.js";
+import { formatBytes, listCachedModels, type CachedModel } from "./hub.js";
+import {
+  cacheHome,
+  convertCheckpoint,
+  convertCheckpointCached,
+  MODEL_DTYPES,
+  parseHubGgufName,
+  pullHubModel,
+  removeModel,
+  resolveModelPath,
+  type ModelDtype,
+  type ResolveModelOptions,
+} from "./models.js";
 import { systemInfo } from "./system.js";
 import { formatSummary, prepareData, trainSft, type TrainSummary } from "./trainer.js";
 
@@ -25,6 +37,8 @@ program
 interface CommonFlags {
   config?: string;
   model?: string;
+  dtype?: ModelDtype;
+  yes?: boolean;
   data?: string;
   output?: string;
   maxSteps?: string;
@@ -43,7 +57,9 @@ function collect(v: string, acc: string[]): string[] {
 function withConfigFlags(cmd: Command): Command {
   return cmd
     .option("-c, --config <file>", "YAML config (see configs/; `text2sql keys` lists every key)")
-    .option("--model <path>", "model.path: a Llama GGUF, or builtin:tiny")
+    .option("--model <path>", "model.path: a Llama GGUF, a Hugging Face checkpoint folder, a hub repository owner/name[@revision], hf:owner/repo/file.gguf, or builtin:tiny")
+    .addOption(new Option("--dtype <type>", "model.dtype: weight type a Hugging Face checkpoint is converted to (auto: the checkpoint's own)").choices(MODEL_DTYPES))
+    .option("-y, --yes", "download model.path from the hub without asking when it is not in the cache")
     .option("--data <file>", "data.path: CSV, JSONL or Spider JSON")
     .option("--output <dir>", "output.dir")
     .option("--max-steps <n>", "train.max_steps")
@@ -65,6 +81,7 @@ function configFrom(o: CommonFlags): TrainConfig {
     file: o.config,
     overrides: {
       "model.path": o.model,
+      "model.dtype": o.dtype,
       "data.path": o.data,
       "output.dir": o.output,
       "train.max_steps": num("--max-steps", o.maxSteps),
@@ -76,6 +93,59 @@ function configFrom(o: CommonFlags): TrainConfig {
   });
 }
 
+const stderrLine = (msg: string) => process.stderr.write(`${msg}\n`);
+
+/**
+ * Runs `fn` with Ctrl-C wired to its AbortSignal while a download is in progress: the download
+ * stops, the partial files are kept (the next run resumes them) and the process exits 130. During a
+ * conversion (which blocks until it is done) Ctrl-C quits at once, leaving no partial GGUF.
+ */
+async function downloadable<T>(fn: (o: { signal: AbortSignal; onPhase: (phase: "download" | "convert") => void }) => Promise<T>): Promise<T> {
+  const ac = new AbortController();
+  let presses = 0;
+  const onSignal = () => {
+    if (++presses > 1) process.exit(130);
+    ac.abort();
+    process.stderr.write("\ntext2sql: stopping the download (Ctrl-C again to quit at once)\n");
+  };
+  let listening = false;
+  const listen = (on: boolean) => {
+    if (on === listening) return;
+    listening = on;
+    for (const sig of ["SIGINT", "SIGTERM"] as const) on ? process.on(sig, onSignal) : process.off(sig, onSignal);
+  };
+  try {
+    return await fn({ signal: ac.signal, onPhase: (phase) => listen(phase === "download") });
+  } catch (err) {
+    if (ac.signal.aborted) {
+      process.stderr.write(`text2sql: ${(err as Error).message}\n`);
+      process.stderr.write("text2sql: download interrupted; the partial download is kept and resumes when you run the command again\n");
+      process.exit(130);
+    }
+    throw err;
+  } finally {
+    listen(false);
+  }
+}
+
+/** A conversion progress line on a terminal (the conversion blocks, so it is drawn synchronously). */
+function convertBar(): ((done: number, total: number) => void) | undefined {
+  if (!process.stderr.isTTY) return undefined;
+  let last = 0;
+  return (done, total) => {
+    const now = performance.now();
+    if (done < total && now - last < 250) return;
+    last = now;
+    const pct = total ? Math.floor((100 * done) / total) : 100;
+    process.stderr.write(`\r\x1b[Kconvert ${String(pct).padStart(3)}% | ${formatBytes(done)}/${formatBytes(total)}${done >= total ? "\n" : ""}`);
+  };
+}
+
+/** resolveModelPath for a command: progress on stderr, a question (or --yes) before a download, Ctrl-C handled. */
+function cliResolveModel(p: string, o: Omit<ResolveModelOptions, "signal" | "onPhase"> = {}): Promise<string> {
+  return downloadable(({ signal, onPhase }) => resolveModelPath(p, { log: stderrLine, onConvertProgress: convertBar(), ...o, signal, onPhase }));
+}
+
 withConfigFlags(program.command("train"))
   .description("fine-tune a LoRA adapter on question/SQL pairs (Ctrl-C saves a checkpoint; --resume continues)")
   .option("--resume", "continue from the latest checkpoint in output.dir")
@@ -84,6 +154,11 @@ Examples:
   npx text2sql train --config configs/quickstart.yaml
   npx text2sql train --config configs/config_spider.yaml --data ../shared/spider/spider_text_sql.csv --max-steps 200
   npx text2sql train --config configs/config_spider.yaml --resume
+  npx text2sql train --config configs/config_spider.yaml --model TinyLlama/TinyLlama-1.1B-Chat-v1.0 --dtype bf16 --yes
+  npx text2sql train --config configs/quickstart.yaml --model ./my-hf-checkpoint/
+
+model.path (--model) may be a hub repository: it is downloaded into the cache (after a question,
+or at once with --yes) and converted to a GGUF once; see \`text2sql model --help\`.
 
 Writes to output.dir: config.yaml (effective config), metrics.jsonl, loss.svg, summary.json,
 checkpoints/checkpoint-<step>/ (adapter, optimizer and trainer state; the last train.keep_checkpoints
@@ -92,6 +167,9 @@ are kept) and final_model/adapter.gguf (a GGUF LoRA for llama.cpp, Ollama and no
     const cfg = configFrom(o);
     const json = !!o.json;
     const emit = (obj: object) => process.stdout.write(JSON.stringify(obj) + "\n");
+    const onLog = (msg: string) => (json ? emit({ type: "log", message: msg }) : process.stderr.write(`${msg}\n`));
+    // the model first (a download or a conversion has its own Ctrl-C); the trainer then finds it resolved
+    await cliResolveModel(cfg.model.path, { yes: o.yes, dtype: cfg.model.dtype, log: onLog });
     const tty = !json && process.stderr.isTTY;
     const ac = new AbortController();
     let sigints = 0;
@@ -109,7 +187,7 @@ are kept) and final_model/adapter.gguf (a GGUF LoRA for llama.cpp, Ollama and no
       resume: !!o.resume,
       signal: ac.signal,
       command: `npx text2sql ${process.argv.slice(2).filter((a) => a !== "--resume").join(" ")}`,
-      onLog: (msg) => (json ? emit({ type: "log", message: msg }) : process.stderr.write(`${msg}\n`)),
+      onLog,
       onEvalProgress: (done, total, step) => {
         if (json) return;
         if (tty) {
@@ -158,7 +236,7 @@ Example:
   npx text2sql data --config configs/config_spider.yaml --data ../shared/spider/spider_text_sql.csv`)
   .action(async (o: CommonFlags) => {
     const cfg = configFrom(o);
-    const modelPath = await resolveModelPath(cfg.model.path, (m) => process.stderr.write(m + "\n"));
+    const modelPath = await cliResolveModel(cfg.model.path, { yes: o.yes, dtype: cfg.model.dtype });
     const { summary: s } = await prepareData(cfg, modelPath, o.json ? () => {} : (m) => process.stderr.write(m + "\n"));
     if (o.json) {
       console.log(JSON.stringify(s, null, 2));
@@ -179,7 +257,8 @@ program
   .description("turn a question into SQL with a trained adapter (greedy decoding, through node-llama-cpp)")
   .argument("<question...>", "the question (quote it, or pass it as several words)")
   .option("--adapter <path>", "adapter.gguf, or a trainer output / final_model / checkpoint folder", undefined)
-  .option("--model <path>", "base model GGUF (default: the base recorded in the adapter folder)")
+  .option("--model <path>", "base model (default: the base recorded in the adapter folder): a GGUF, a checkpoint folder, a hub repository owner/name[@revision] or hf:owner/repo/file.gguf")
+  .option("-y, --yes", "download --model from the hub without asking when it is not in the cache")
   .option("--schema <file>", "CREATE TABLE statements: fills {schema} in schema-aware templates and validates the SQL in SQLite")
   .option("--max-tokens <n>", "longest SQL in tokens", "256")
   .addOption(new Option("--device <device>", "where to run").choices(["auto", "cpu"]).default("auto"))
@@ -189,16 +268,17 @@ program
 Examples:
   npx text2sql generate "How many heads of the departments are older than 56?" --adapter outputs/spider
   npx text2sql generate "Which singers are from France?" --adapter outputs/spider --schema schema.sql --json`)
-  .action(async (words: string[], o: { adapter?: string; model?: string; schema?: string; maxTokens: string; device: "auto" | "cpu"; threads?: string; json?: boolean }) => {
+  .action(async (words: string[], o: { adapter?: string; model?: string; yes?: boolean; schema?: string; maxTokens: string; device: "auto" | "cpu"; threads?: string; json?: boolean }) => {
     const question = words.join(" ");
     if (!o.adapter && !o.model) throw new Error("give --adapter (a trainer output folder) and/or --model (a base GGUF)");
     if (o.schema && !fs.existsSync(o.schema)) throw new Error(`--schema: file not found: ${o.schema}`);
     const maxTokens = Number(o.maxTokens);
     if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new Error(`--max-tokens: expected an integer >= 1, got ${JSON.stringify(o.maxTokens)}`);
+    const model = o.model ? await cliResolveModel(o.model, { yes: o.yes, label: "--model" }) : undefined;
     const r = await generateSql({
       question,
       adapter: o.adapter,
-      model: o.model,
+      model,
       schema: o.schema ? fs.readFileSync(o.schema, "utf8") : undefined,
       maxTokens,
       device: o.device,
@@ -221,7 +301,8 @@ program
   .option("--db-dir <dir>", "databases as <dir>/<db_id>/<db_id>.sqlite, for execution accuracy")
   .option("--predictions <file>", "score these predictions (one SQL per line, dataset order) instead of generating")
   .option("--adapter <path>", "adapter or trainer output folder to generate with (and for eval loss / token accuracy)")
-  .option("--model <path>", "base model GGUF (default: the adapter's recorded base)")
+  .option("--model <path>", "base model (default: the adapter's recorded base): a GGUF, a checkpoint folder, a hub repository owner/name[@revision] or hf:owner/repo/file.gguf")
+  .option("-y, --yes", "download --model from the hub without asking when it is not in the cache")
   .requiredOption("--output <dir>", "where eval.json and predictions.jsonl go")
   .option("--limit <n>", "only the first n examples")
   .option("--parallel <n>", "questions generated at once", "4")
@@ -231,17 +312,18 @@ program
 Examples:
   npx text2sql eval --data ../shared/spider/dev.json --tables ../shared/spider/tables.json --predictions gold.sql --output outputs/eval-gold
   npx text2sql eval --data dev.json --tables tables.json --db-dir database/ --adapter outputs/spider-schema --output outputs/eval`)
-  .action(async (o: { data: string; tables?: string; dbDir?: string; predictions?: string; adapter?: string; model?: string; output: string; limit?: string; parallel: string; threads?: string; json?: boolean }) => {
+  .action(async (o: { data: string; tables?: string; dbDir?: string; predictions?: string; adapter?: string; model?: string; yes?: boolean; output: string; limit?: string; parallel: string; threads?: string; json?: boolean }) => {
     const tty = !o.json && process.stderr.isTTY;
     let bar: cliProgress.SingleBar | null = null;
     let phase = "";
+    const model = o.model ? await cliResolveModel(o.model, { yes: o.yes, label: "--model" }) : undefined;
     const report = await evaluateSql({
       data: o.data,
       tables: o.tables,
       dbDir: o.dbDir,
       predictions: o.predictions,
       adapter: o.adapter,
-      model: o.model,
+      model,
       output: o.output,
       limit: o.limit ? Number(o.limit) : undefined,
       parallel: Number(o.parallel),
@@ -268,14 +350,15 @@ program
   .requiredOption("--merge", "merge the adapter into the base weights (the only export for now: adapters are saved as GGUF LoRA and PEFT already)")
   .requiredOption("--adapter <path>", "adapter.gguf, or a trainer output / final_model / checkpoint folder")
   .requiredOption("--out <file>", "the merged GGUF to write")
-  .option("--model <path>", "base model GGUF (default: the base recorded in the adapter folder)")
+  .option("--model <path>", "base model (default: the base recorded in the adapter folder): a GGUF, a checkpoint folder, a hub repository owner/name[@revision] or hf:owner/repo/file.gguf")
+  .option("-y, --yes", "download --model from the hub without asking when it is not in the cache")
   .addOption(new Option("--type <type>", "weight type of the merged matrices (default f16, or the base's type when wider)").choices(["f16", "bf16", "f32"]))
   .addHelpText("after", `
 Example:
   npx text2sql export --merge --adapter outputs/spider --out tinyllama-spider.gguf`)
-  .action(async (o: { adapter: string; out: string; model?: string; type?: "f16" | "bf16" | "f32" }) => {
+  .action(async (o: { adapter: string; out: string; model?: string; yes?: boolean; type?: "f16" | "bf16" | "f32" }) => {
     const a = resolveAdapter(o.adapter);
-    const model = o.model ?? a.baseModel;
+    const model = o.model ? await cliResolveModel(o.model, { yes: o.yes, label: "--model" }) : a.baseModel;
     if (!model) throw new Error(`--model: the adapter folder records no base model; pass --model base.gguf`);
     const tty = process.stderr.isTTY;
     let bar: cliProgress.SingleBar | null = null;
@@ -302,7 +385,8 @@ program
   .command("serve")
   .description("serve question → SQL over HTTP (POST /generate_sql, GET /health) with a web page at /")
   .option("--adapter <path>", "adapter.gguf, or a trainer output / final_model / checkpoint folder")
-  .option("--model <path>", "base model GGUF (default: the base recorded in the adapter folder)")
+  .option("--model <path>", "base model (default: the base recorded in the adapter folder): a GGUF, a checkpoint folder, a hub repository owner/name[@revision] or hf:owner/repo/file.gguf")
+  .option("-y, --yes", "download --model from the hub without asking when it is not in the cache")
   .option("--port <n>", "port", "8080")
   .option("--host <host>", "address to bind; anything but 127.0.0.1 exposes the API to the network", "127.0.0.1")
   .option("--token <token>", "require 'Authorization: Bearer <token>' on the API (default: $TEXT2SQL_TOKEN)")
@@ -314,16 +398,17 @@ program
 Examples:
   npx text2sql serve --adapter outputs/spider
   curl -s localhost:8080/generate_sql -H 'content-type: application/json' -d '{"question": "How many singers are there?"}'`)
-  .action(async (o: { adapter?: string; model?: string; port: string; host: string; token?: string; parallel: string; queue: string; device: "auto" | "cpu"; threads?: string }) => {
+  .action(async (o: { adapter?: string; model?: string; yes?: boolean; port: string; host: string; token?: string; parallel: string; queue: string; device: "auto" | "cpu"; threads?: string }) => {
     if (!o.adapter && !o.model) throw new Error("give --adapter (a trainer output folder) and/or --model (a base GGUF)");
     const int = (flag: string, v: string, min: number) => {
       const n = Number(v);
       if (!Number.isInteger(n) || n < min) throw new Error(`${flag}: expected an integer >= ${min}, got ${JSON.stringify(v)}`);
       return n;
     };
+    const model = o.model ? await cliResolveModel(o.model, { yes: o.yes, label: "--model" }) : undefined;
     const server = await startServer({
       adapter: o.adapter,
-      model: o.model,
+      model,
       port: int("--port", o.port, 0),
       host: o.host,
       token: o.token ?? process.env.TEXT2SQL_TOKEN,
@@ -344,6 +429,129 @@ Examples:
     };
     process.on("SIGINT", () => stop("SIGINT"));
     process.on("SIGTERM", () => stop("SIGTERM"));
+  });
+
+const modelCmd = program
+  .command("model")
+  .description("download, convert, list and remove base models (the cache: $TEXT2SQL_HOME, default ~/.cache/text2sql)")
+  .addHelpText("after", `
+Examples:
+  npx text2sql model pull TinyLlama/TinyLlama-1.1B-Chat-v1.0 --dtype bf16
+  npx text2sql model list
+  npx text2sql model rm TinyLlama/TinyLlama-1.1B-Chat-v1.0
+  npx text2sql model convert ./my-hf-checkpoint --output my-model.bf16.gguf --dtype bf16
+
+model.path (and --model) takes a hub repository directly: the first run downloads and converts it
+(after a question, or at once with --yes). HF_ENDPOINT points at another hub (a mirror), HF_TOKEN
+(or \`huggingface-cli login\`) opens gated repositories.`);
+
+modelCmd
+  .command("pull")
+  .description("download a hub repository's checkpoint into the cache and convert it to a GGUF")
+  .argument("<repo>", 'owner/name or owner/name@revision (a branch, tag or commit), e.g. "TinyLlama/TinyLlama-1.1B-Chat-v1.0"')
+  .option("-y, --yes", "do not ask before downloading (without a terminal, pull never asks)")
+  .addOption(new Option("--dtype <type>", "weight type of the GGUF (auto: the checkpoint's own)").choices(MODEL_DTYPES).default("auto"))
+  .option("--no-convert", "only download the checkpoint (safetensors, config, tokenizer)")
+  .addHelpText("after", `
+Examples:
+  npx text2sql model pull TinyLlama/TinyLlama-1.1B-Chat-v1.0
+  npx text2sql model pull TinyLlama/TinyLlama-1.1B-Chat-v1.0@main --dtype bf16 --yes
+  HF_TOKEN=hf_... npx text2sql model pull meta-llama/Llama-2-7b-hf --no-convert
+
+Files go to $TEXT2SQL_HOME/hub/<owner>--<name>/<commit>/ (resumed where a pull was interrupted;
+checked by size and hash), the GGUF to $TEXT2SQL_HOME/models/<owner>--<name>-<commit>-<dtype>.gguf.
+Ctrl-C stops the download and keeps what arrived; the next pull resumes it.`)
+  .action(async (repo: string, o: { yes?: boolean; dtype: ModelDtype; convert: boolean }) => {
+    const interactive = !!process.stdin.isTTY && !!process.stderr.isTTY;
+    const r = await downloadable(({ signal, onPhase }) =>
+      pullHubModel(repo, {
+        yes: o.yes || !interactive,
+        dtype: o.dtype,
+        convert: o.convert,
+        fullSnapshot: true,
+        log: stderrLine,
+        label: "model pull",
+        onConvertProgress: convertBar(),
+        signal,
+        onPhase,
+        onPlan: (p) =>
+          stderrLine(`model pull: ${p.repo}@${p.revision} is commit ${p.commit}: ${p.files.length} files, ${formatBytes(p.totalBytes)}` +
+            (p.bytesToDownload ? "" : ", all in the cache") + (p.offline ? " (the hub is out of reach: using the cache)" : "")),
+      }),
+    );
+    console.log(`snapshot  ${r.dir}`);
+    if (r.gguf) console.log(`gguf      ${r.gguf}`);
+  });
+
+function describeCached(m: CachedModel): string {
+  if (m.kind === "hf") {
+    const refs = m.revisions.length ? `${m.revisions.join(", ")} -> ` : "";
+    return `${refs}${m.commit!.slice(0, 10)}${m.complete ? "" : " (incomplete: pull again to finish)"}`;
+  }
+  const h = parseHubGgufName(m.path);
+  if (h) return `from ${h.repo} @ ${h.commit} (${h.dtype})`;
+  if (m.name.startsWith("converted/")) return "converted checkpoint folder";
+  if (m.name.startsWith("gguf/")) return "downloaded GGUF";
+  return "";
+}
+
+modelCmd
+  .command("list")
+  .description("list the cached hub checkpoints and GGUFs with their sizes")
+  .option("--json", "print JSON")
+  .action((o: { json?: boolean }) => {
+    const all = listCachedModels();
+    if (o.json) {
+      console.log(JSON.stringify(all, null, 2));
+      return;
+    }
+    if (all.length === 0) {
+      console.log(`no models in ${cacheHome()}`);
+      return;
+    }
+    const rows = [["NAME", "KIND", "SIZE", "REVISION / SOURCE", "PATH"], ...all.map((m) => [m.name, m.kind, formatBytes(m.bytes), describeCached(m), m.path])];
+    const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+    for (const r of rows) console.log(r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join("  "));
+    console.log(`\n${all.length} model${all.length === 1 ? "" : "s"}, ${formatBytes(all.reduce((a, m) => a + m.bytes, 0))} in ${cacheHome()}`);
+  });
+
+modelCmd
+  .command("rm")
+  .description("remove a cached model: a hub repository (its snapshots and the GGUFs converted from it) or a GGUF")
+  .argument("<name>", "owner/name (every revision), owner/name@revision, or a GGUF's name as `model list` shows it")
+  .addHelpText("after", `
+Examples:
+  npx text2sql model rm TinyLlama/TinyLlama-1.1B-Chat-v1.0
+  npx text2sql model rm TinyLlama/TinyLlama-1.1B-Chat-v1.0@main
+  npx text2sql model rm converted/my-hf-checkpoint-0a1b2c3d-4e5f6a7b-auto.gguf`)
+  .action((name: string) => {
+    const r = removeModel(name);
+    for (const p of r.removed) console.log(`removed ${p}`);
+    console.log(`freed ${formatBytes(r.freed)} (${r.freed} bytes)`);
+  });
+
+modelCmd
+  .command("convert")
+  .description("convert a Hugging Face Llama checkpoint folder (config.json, safetensors, tokenizer.model) to a GGUF")
+  .argument("<hf-folder>", "the checkpoint folder")
+  .addOption(new Option("--dtype <type>", "weight type of the GGUF (auto: the checkpoint's own)").choices(MODEL_DTYPES).default("auto"))
+  .option("--output <file>", "the GGUF to write (default: the cache, where model.path finds it again)")
+  .addHelpText("after", `
+Examples:
+  npx text2sql model convert ./my-hf-checkpoint
+  npx text2sql model convert ./my-hf-checkpoint --dtype bf16 --output my-model.bf16.gguf
+
+Without --output the GGUF goes to $TEXT2SQL_HOME/models/converted/ (keyed by the folder and its files'
+sizes and times), where --model ./my-hf-checkpoint finds it without converting again.`)
+  .action(async (dir: string, o: { dtype: ModelDtype; output?: string }) => {
+    const log = (m: string) => stderrLine(m);
+    if (o.output) {
+      await convertCheckpoint(dir, o.output, { dtype: o.dtype, log, onProgress: convertBar() });
+      console.log(o.output);
+    } else {
+      const r = await convertCheckpointCached(dir, { dtype: o.dtype, log, onProgress: convertBar(), label: "model convert" });
+      console.log(r.file);
+    }
   });
 
 program
@@ -368,12 +576,14 @@ program
 program
   .command("info")
   .description("load a Llama GGUF and print its shape and the LoRA parameter count")
-  .argument("<model>", "path to a Llama-architecture GGUF (F32, F16 or BF16 weights)")
+  .argument("<model>", "a Llama-architecture GGUF (F32, F16 or BF16 weights), or any model.path form (checkpoint folder, hub repository, hf: URI)")
+  .option("-y, --yes", "download the model from the hub without asking when it is not in the cache")
   .option("-r, --rank <r>", "LoRA rank", "8")
   .option("-t, --targets <list>", "comma-separated LoRA targets (q,k,v,o,gate,up,down or q_proj,...)", "q_proj,v_proj")
   .option("--device <device>", "auto | cpu | cuda | metal", "auto")
   .option("--json", "print JSON")
-  .action(async (model: string, o: { rank: string; targets: string; device: string; json?: boolean }) => {
+  .action(async (spec: string, o: { rank: string; targets: string; device: string; json?: boolean; yes?: boolean }) => {
+    const model = await cliResolveModel(spec, { yes: o.yes, label: "model" });
     const e = await LoraEngine.create({
       model,
       device: o.device as "auto",

@@ -6,7 +6,7 @@ import YAML from "yaml";
 export const DEFAULT_TEMPLATE = "[INST] Generate SQL for the following question. Question: {question} [/INST]";
 
 export interface TrainConfig {
-  model: { path: string };
+  model: { path: string; dtype: "auto" | "bf16" | "f16" | "f32" };
   lora: {
     r: number;
     alpha: number;
@@ -72,7 +72,15 @@ interface Field {
 
 /** Every key, its type and meaning; the defaults are in DEFAULTS. */
 export const SCHEMA: Record<string, Field> = {
-  "model.path": { kind: "string", doc: "a Llama-architecture GGUF (F32/F16/BF16), or builtin:tiny for a tiny random model" },
+  "model.path": {
+    kind: "string",
+    doc: "a Llama GGUF (F32/F16/BF16), a Hugging Face checkpoint folder, a hub repository owner/name[@revision] (downloaded and converted on first use), hf:owner/repo/file.gguf, or builtin:tiny",
+  },
+  "model.dtype": {
+    kind: "string",
+    values: ["auto", "bf16", "f16", "f32"],
+    doc: "weight type of the GGUF a Hugging Face checkpoint (folder or hub repository) is converted to; auto keeps the checkpoint's precision",
+  },
   "lora.r": { kind: "integer", min: 1, doc: "LoRA rank" },
   "lora.alpha": { kind: "number", min: 0, minExclusive: true, doc: "LoRA alpha: the update is scaled by alpha / r" },
   "lora.dropout": { kind: "number", min: 0, max: 1, maxExclusive: true, doc: "dropout on the LoRA branch input" },
@@ -120,7 +128,7 @@ export const SCHEMA: Record<string, Field> = {
 };
 
 export const DEFAULTS: TrainConfig = {
-  model: { path: "" },
+  model: { path: "", dtype: "auto" },
   lora: { r: 8, alpha: 16, dropout: 0.05, target_modules: ["q_proj", "v_proj"], use_rslora: false, init_adapter: null, seed: 42 },
   data: {
     path: null,
@@ -374,7 +382,7 @@ export function loadConfig(src: ConfigSources): TrainConfig {
 }
 
 function validateWhole(cfg: TrainConfig): void {
-  if (!cfg.model.path) throw new ConfigError("model.path: expected a GGUF path (or builtin:tiny), got nothing (set it in the config or pass --model)");
+  if (!cfg.model.path) throw new ConfigError("model.path: expected a GGUF path (or a checkpoint folder, a hub repository owner/name, or builtin:tiny), got nothing (set it in the config or pass --model)");
   const d = cfg.data;
   if (!d.path && !d.train_path) throw new ConfigError("data.path: expected a dataset file (or data.train_path), got nothing (set it in the config or pass --data)");
   if (d.path && d.train_path) throw new ConfigError("data.train_path: set either data.path (split by data.split) or data.train_path (explicit files), not both");

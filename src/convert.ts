@@ -42,6 +42,11 @@ export interface ConvertOptions {
   outtype?: ConvertOutType;
   /** general.name; default: the repository name when dir is a hub cache snapshot, else the folder name. */
   name?: string;
+  /**
+   * The hub repository the checkpoint came from ("owner/name"), written as
+   * general.source.huggingface.repository (PEFT exports name it as the base model).
+   */
+  sourceRepo?: string;
   /** Progress messages (one line each). */
   log?: (message: string) => void;
   /** Bytes of tensor data written so far and in all (called after every block). */
@@ -561,6 +566,7 @@ export async function convertHfToGguf(dir: string, outFile: string, opts: Conver
     ["general.architecture", gv.str("llama")],
     ["general.type", gv.str("model")],
     ["general.name", gv.str(opts.name ?? defaultModelName(dir))],
+    ...(opts.sourceRepo ? ([["general.source.huggingface.repository", gv.str(opts.sourceRepo)]] as [string, GgufValue][]) : []),
     ["llama.context_length", gv.u32(hp.nCtx)],
     ["llama.embedding_length", gv.u32(hp.nEmbd)],
     ["llama.block_count", gv.u32(hp.nLayer)],

@@ -12,6 +12,7 @@ import { encodeExample, Tokenizer } from "./prompt.js";
 import { componentMatch, hardness, HARDNESS_LEVELS, type Hardness } from "./spider-metrics.js";
 import type { SpiderSchemaEntry } from "./sqlparse.js";
 import { loadAdapterInto } from "./adapters.js";
+import { resolveModelPath } from "./models.js";
 
 export interface EvalOptions {
   /** Spider JSON ({db_id, question, query}[]) or any CSV/JSONL the trainer reads */
@@ -24,7 +25,7 @@ export interface EvalOptions {
   predictions?: string;
   /** adapter (file or trainer output folder) to generate with and to compute eval loss */
   adapter?: string;
-  /** base model GGUF (default: the adapter's recorded base) */
+  /** base model: a GGUF or any model.path form (see resolveModelPath); default: the adapter's recorded base */
   model?: string;
   /** prompt template (default: the adapter's, else the seed's) */
   template?: string;
@@ -127,6 +128,7 @@ async function tokenMetrics(o: EvalOptions, items: Item[], template: string): Pr
 }
 
 export async function evaluateSql(o: EvalOptions): Promise<EvalReport> {
+  if (o.model) o = { ...o, model: await resolveModelPath(o.model, { label: "model" }) };
   const items = await loadItems(o);
   if (items.length === 0) throw new Error(`${o.data}: no examples`);
   fs.mkdirSync(o.output, { recursive: true });

@@ -7,10 +7,14 @@ import path from "node:path";
 import { getLlama, LlamaLogLevel, type Llama, type LlamaContext, type LlamaContextSequence, type LlamaModel, type Token } from "node-llama-cpp";
 import { DEFAULT_TEMPLATE } from "./config.js";
 import { checkAdapterFits } from "./merge.js";
+import { resolveModelPath } from "./models.js";
 import { cpuLlama, renderPrompt } from "./prompt.js";
 
 export interface GeneratorOptions {
-  /** base model GGUF; defaults to the base recorded in the adapter folder */
+  /**
+   * base model: a GGUF, or any model.path form (checkpoint folder, hub repository, hf: URI; see
+   * resolveModelPath); defaults to the base recorded in the adapter folder
+   */
   model?: string;
   /** an adapter.gguf, a final_model/ or checkpoint folder, or a trainer output folder */
   adapter?: string;
@@ -188,7 +192,7 @@ export class SqlGenerator {
   /** Loads the model (and adapter) once; reuse the generator for every question. */
   static async load(o: GeneratorOptions): Promise<SqlGenerator> {
     const a = o.adapter ? resolveAdapter(o.adapter) : {};
-    const modelPath = o.model ?? a.baseModel;
+    const modelPath = o.model ? await resolveModelPath(o.model, { label: "model" }) : a.baseModel;
     if (!modelPath) throw new Error("model: give the base model GGUF (no adapter folder with a recorded base was given)");
     if (!fs.existsSync(modelPath)) throw new Error(`model: file not found: ${modelPath}`);
     const parallel = o.parallel ?? 4;

@@ -9,7 +9,9 @@
 //   hub/<owner>--<name>/refs/<revision>            the commit the revision pointed to at the last pull
 //   hub/<owner>--<name>/manifests/<commit>.json    the files of the snapshot with sizes and hashes
 //   hub/<owner>--<name>/.lock                      the pid of a pull in progress
-//   models/*.gguf                                  converted models (listed and removable here too)
+//   models/*.gguf                                  converted snapshots (listed and removable here too)
+//   models/converted/*.gguf                        converted local checkpoint folders
+//   models/gguf/*.gguf                             GGUFs downloaded by hf: URI (node-llama-cpp)
 //
 // Redirects are followed by hand (`redirect: "manual"`): the hub sends LFS files to a CDN with a
 // signed URL, and, like huggingface_hub, the token goes only to the hub's own origin, never to the
@@ -20,7 +22,7 @@ import fsp from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import cliProgress from "cli-progress";
-import { cacheHome } from "./models.js";
+import { cacheHome } from "./cache.js";
 
 // ---------------------------------------------------------------------------------------------
 // Repo specs, endpoint, token
@@ -1091,16 +1093,40 @@ export function listCachedModels(): CachedModel[] {
     }
   }
   const models = path.join(cacheHome(), "models");
-  try {
-    for (const e of fs.readdirSync(models, { withFileTypes: true })) {
-      if (!e.isFile() || !e.name.endsWith(".gguf")) continue;
-      const p = path.join(models, e.name);
-      out.push({ kind: "gguf", name: e.name, revisions: [], path: p, bytes: fs.statSync(p).size, complete: true });
+  for (const sub of GGUF_SUBDIRS) {
+    try {
+      const entries = fs.readdirSync(path.join(models, sub), { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+      for (const e of entries) {
+        if (!e.isFile() || !e.name.endsWith(".gguf") || e.name.startsWith(".")) continue;
+        const p = path.join(models, sub, e.name);
+        out.push({ kind: "gguf", name: sub ? `${sub}/${e.name}` : e.name, revisions: [], path: p, bytes: fs.statSync(p).size, complete: true });
+      }
+    } catch {
+      /* no models */
     }
-  } catch {
-    /* no models */
   }
   return out;
+}
+
+/**
+ * Where GGUFs live under models/: converted hub snapshots and the builtin model (top level),
+ * conversions of local checkpoint folders (converted/), files downloaded by hf: URI (gguf/).
+ */
+const GGUF_SUBDIRS = ["", "converted", "gguf"];
+
+/** A cached GGUF by name: "file.gguf", "file" or "converted/file.gguf", in models/ or its subfolders. */
+function findCachedGguf(key: string): string | null {
+  const models = path.resolve(cacheHome(), "models");
+  for (const sub of GGUF_SUBDIRS) {
+    for (const cand of [key, `${key}.gguf`]) {
+      if (!cand.endsWith(".gguf")) continue;
+      const p = path.resolve(models, sub, cand);
+      const rel = path.relative(models, p);
+      if (rel.startsWith("..") || path.isAbsolute(rel) || !GGUF_SUBDIRS.includes(path.dirname(rel) === "." ? "" : path.dirname(rel))) continue;
+      if (fileSize(p) !== null) return p;
+    }
+  }
+  return null;
 }
 
 /** Deletes a file or folder; returns the bytes freed (a file still hard-linked elsewhere frees none). */
@@ -1130,19 +1156,14 @@ function describeCache(): string {
 
 /**
  * Removes a cached model and returns the bytes freed: "owner/name" (every snapshot of the repo),
- * "owner/name@revision" (that revision's snapshot; also a commit), or a GGUF in models/ by file
- * name (with or without .gguf).
+ * "owner/name@revision" (that revision's snapshot; also a commit), or a GGUF in models/ (or its
+ * converted/ and gguf/ subfolders) by file name (with or without .gguf).
  */
 export function removeCachedModel(nameOrRepo: string): number {
   const key = nameOrRepo.trim();
-  const models = path.join(cacheHome(), "models");
-  if (!key.includes("/")) {
-    for (const cand of [key, `${key}.gguf`]) {
-      const p = path.join(models, cand);
-      if (cand.endsWith(".gguf") && fileSize(p) !== null) return removeCounting(p);
-    }
-    throw new Error(`no cached model named ${JSON.stringify(key)}; ${describeCache()}`);
-  }
+  const gguf = findCachedGguf(key);
+  if (gguf) return removeCounting(gguf);
+  if (!key.includes("/") || /\.gguf$/.test(key)) throw new Error(`no cached model named ${JSON.stringify(key)}; ${describeCache()}`);
   const s = parseRepoSpec(key);
   const rd = repoDir(s);
   if (!fs.existsSync(rd)) throw new Error(`no cached model named ${JSON.stringify(key)}; ${describeCache()}`);

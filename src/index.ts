@@ -50,3 +50,43 @@ export { evaluateSql, formatEvalReport, type EvalOptions, type EvalReport, type 
 export { executionMatch, runReadOnly, isSingleReadQuery, schemaFromSqlite, sameResult, closeAll as closeSqlWorkers } from "./exec-metrics.js";
 export { hardness, exactMatch, componentMatch, type Hardness, type ComponentMatch } from "./spider-metrics.js";
 export { parseSql } from "./sqlparse.js";
+export {
+  parseRepoSpec,
+  hubEndpoint,
+  hubToken,
+  hubCacheDir,
+  listRepoFiles,
+  planPull,
+  pullModel,
+  listCachedModels,
+  removeCachedModel,
+  formatBytes,
+  progressBarReporter,
+  HubError,
+  type HubErrorCode,
+  type RepoSpec,
+  type RepoFile,
+  type RepoListing,
+  type NetOptions,
+  type PullFile,
+  type PullPlan,
+  type PullProgress,
+  type PullOptions,
+  type CachedModel,
+} from "./hub.js";
+export { convertHfToGguf, SUPPORTED_ARCHITECTURES, type ConvertOptions, type ConvertOutType, type ConvertResult } from "./convert.js";
+export {
+  resolveModelPath,
+  pullHubModel,
+  convertCheckpoint,
+  convertCheckpointCached,
+  removeModel,
+  cacheHome,
+  hubGgufPath,
+  BUILTIN_TINY,
+  MODEL_DTYPES,
+  type ModelDtype,
+  type ResolveModelOptions,
+  type HubModelOptions,
+  type HubModelResult,
+} from "./models.js";

@@ -11,6 +11,7 @@ import { packageRoot } from "./native.js";
 export interface ServerOptions {
   /** adapter.gguf or a trainer output folder (its base model is used unless `model` is given) */
   adapter?: string;
+  /** base model: a GGUF or any model.path form (see resolveModelPath); default: the adapter's recorded base */
   model?: string;
   host?: string;
   port?: number;

@@ -252,7 +252,7 @@ export async function trainSft(options: TrainOptions | TrainConfig, hooks: Train
   fs.mkdirSync(out, { recursive: true });
   fs.writeFileSync(path.join(out, "config.yaml"), configToYaml(cfg));
 
-  const modelPath = await resolveModelPath(cfg.model.path, log);
+  const modelPath = await resolveModelPath(cfg.model.path, { log, dtype: cfg.model.dtype, signal: hooks.signal });
   const data = await prepareData(cfg, modelPath, log);
   const tc = cfg.train;
   const engine = await LoraEngine.create({
