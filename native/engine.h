@@ -163,7 +163,6 @@ struct engine {
     size_t weight_bytes = 0;                 // base weights (+ transposed copies unless lean)
     size_t transposed_bytes = 0;             // of which transposed copies
     std::vector<profile_entry> profile;      // accumulated when opts.profile
-    bool ckpt_keep_ffn = false;              // checkpointing also keeps the gate/up outputs
     op_caps caps;                            // fused ops the graph may use on this backend
 
     ~engine();

@@ -387,7 +387,6 @@ std::unique_ptr<engine> engine_init(const engine_options & opts) {
     if (!e->buf_lora) throw std::runtime_error("out of memory allocating the LoRA adapter on " + e->device_name);
     lora_reset(*e);
 
-    e->ckpt_keep_ffn = getenv("TEXT2SQL_CKPT_KEEP_FFN") != nullptr; // EXPERIMENT
     e->caps = engine_probe_caps(*e);
     if (opts.portable_ops) e->caps.soft_max_back = e->caps.rms_norm_back = e->caps.out_prod = false;
     e->galloc = ggml_gallocr_new(ggml_backend_get_default_buffer_type(e->backend));

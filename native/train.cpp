@@ -311,9 +311,10 @@ ggml_tensor * layer_forward(graph_ctx & g, int il, ggml_tensor * x, layer_saved 
 
     s.n2 = ggml_rms_norm(ctx, s.x1, hp.rms_eps);                                // [n_embd, T]
     ggml_tensor * h2 = ggml_mul(ctx, s.n2, L.ffn_norm);                         // [n_embd, T]
-    const bool keep_ffn = e.ckpt_keep_ffn;
-    s.g = linear(g, il, TARGET_GATE, h2, s.lin[TARGET_GATE], kl(TARGET_GATE), keep_ffn); // [n_ff, T]
-    s.u = linear(g, il, TARGET_UP, h2, s.lin[TARGET_UP], kl(TARGET_UP), keep_ffn);       // [n_ff, T]
+    // The gate/up outputs are recomputed: keeping them would hold 2·n_ff floats per token per
+    // layer (2.6x less activation memory at 1,024 tokens instead of 4.9x) for ~10% less time.
+    s.g = linear(g, il, TARGET_GATE, h2, s.lin[TARGET_GATE], kl(TARGET_GATE), false); // [n_ff, T]
+    s.u = linear(g, il, TARGET_UP, h2, s.lin[TARGET_UP], kl(TARGET_UP), false);       // [n_ff, T]
     s.sg = ggml_silu(ctx, s.g);                                                 // [n_ff, T]
     ggml_tensor * a = ggml_mul(ctx, s.sg, s.u);                                 // [n_ff, T]
     ggml_tensor * d = linear(g, il, TARGET_DOWN, a, s.lin[TARGET_DOWN], kl(TARGET_DOWN), false, !kept); // [n_embd, T]
