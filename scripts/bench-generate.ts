@@ -5,7 +5,12 @@
  *
  *   npm run bench:generate -- [--type bf16|f16] [--tokens 64] [--runs 3] [--threads N]
  *
+ * Also times prompt processing: a 512-token prompt (a schema-sized one) evaluated at once.
  * Random weights never emit EOS or a semicolon on purpose, so every run decodes --tokens tokens.
+ *
+ * node-llama-cpp uses a local build of its llama.cpp when one exists (`npx text2sql doctor
+ * --build-llama`, or `npx node-llama-cpp source download --gpu false`), else its prebuilt binaries:
+ * the header says which one ran. Run once with each to compare.
  */
 import fs from "node:fs";
 import os from "node:os";
@@ -45,6 +50,8 @@ async function main(): Promise<void> {
   }
 
   const rows: { name: string; ttftMs: number; tokensPerS: number }[] = [];
+  let binary = "?";
+  let ppTokensPerS = 0;
   const median = (xs: number[]) => xs.slice().sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
   for (const withAdapter of [false, true]) {
@@ -66,6 +73,7 @@ async function main(): Promise<void> {
   // plain node-llama-cpp on the same prompt tokens
   {
     const llama = await getLlama({ gpu: false, build: "never", progressLogs: false, logLevel: LlamaLogLevel.error });
+    binary = llama.buildType === "localBuild" ? "local build of node-llama-cpp's llama.cpp" : "node-llama-cpp's prebuilt binaries";
     const m = await llama.loadModel({ modelPath: model });
     const ctx = await m.createContext({ contextSize: 512, threads });
     const seq = ctx.getSequence();
@@ -89,11 +97,23 @@ async function main(): Promise<void> {
       tps.push((n - 1) / ((t1 - tFirst) / 1000));
     }
     rows.push({ name: "plain node-llama-cpp", ttftMs: median(ttft), tokensPerS: median(tps) });
+    // prompt processing: 512 tokens in one evaluation (batch size 512)
+    const long = Array.from({ length: 512 }, (_, i) => (i === 0 ? 1 : 100 + ((i * 7919) % 31000))) as Token[];
+    const pp: number[] = [];
+    for (let r = 0; r <= runs; r++) {
+      await seq.clearHistory();
+      const t0 = performance.now();
+      await seq.evaluateWithoutGeneratingNewTokens(long);
+      if (r > 0) pp.push(long.length / ((performance.now() - t0) / 1000));
+    }
+    ppTokensPerS = median(pp);
     await ctx.dispose();
     await m.dispose();
   }
 
   console.log(`\nGeneration at TinyLlama shape (${type}, random weights; prompt of the seed's template; ${nTokens} tokens; ${threads} threads; ${os.cpus()[0]?.model ?? ""})`);
+  console.log(`binary: ${binary}`);
+  console.log(`prompt processing (512 tokens at once): ${ppTokensPerS.toFixed(1)} tokens/s`);
   console.log("                           TTFT ms   decode tokens/s");
   for (const r of rows) console.log(`${r.name.padEnd(26)} ${r.ttftMs.toFixed(0).padStart(7)}   ${r.tokensPerS.toFixed(1).padStart(8)}`);
 }
