@@ -1,0 +1,16 @@
+// `text2sql doctor` names the devices and which llama.cpp binaries generation runs on; its idea of
+// "a local build exists" must be node-llama-cpp's own (it prefers a local build by itself).
+import { execFileSync } from "node:child_process";
+import { expect, test } from "vitest";
+import { cpuLlama } from "../src/prompt.js";
+// @ts-expect-error: a plain .mjs script without types
+import { localLlamaBuild } from "../scripts/build-llama.mjs";
+
+test("doctor lists the CPU device and the generation binaries node-llama-cpp really loads", async () => {
+  const out = execFileSync(process.execPath, ["dist/src/cli.js", "doctor"], { encoding: "utf8" });
+  expect(out).toMatch(/^CPU\s/m);
+  const local = (localLlamaBuild as () => string | null)();
+  const llama = await cpuLlama();
+  expect(llama.buildType).toBe(local ? "localBuild" : "prebuilt");
+  expect(out).toContain(local ? "generation: node-llama-cpp's local build for this CPU" : "generation: node-llama-cpp's prebuilt binaries");
+});
