@@ -306,6 +306,7 @@ export async function trainSft(options: TrainOptions | TrainConfig, hooks: Train
     let lastEval: EvalEvent | null = null;
     const evaluate = async (step: number) => {
       if (data.eval.length === 0) return;
+      const t0 = performance.now();
       let lossSum = 0, n = 0, correct = 0;
       for (let i = 0; i < data.eval.length; i += tc.batch_size) {
         const st = await engine.evaluate(makeBatch(data.eval.slice(i, i + tc.batch_size)));
@@ -317,7 +318,7 @@ export async function trainSft(options: TrainOptions | TrainConfig, hooks: Train
       }
       lastEval = { step, loss: lossSum / n, accuracy: correct / n, tokens: n };
       history.eval.push([step, lastEval.loss]);
-      metric({ type: "eval", ...lastEval });
+      metric({ type: "eval", ...lastEval, seconds: (performance.now() - t0) / 1000 });
       hooks.onEval?.(lastEval);
     };
     if (state.step === 0 && !history.eval.some((e) => e[0] === 0)) await evaluate(0);
