@@ -10,7 +10,7 @@
  *   npm run bench:step -- --profile         the same with a per-op profile (forward / backward)
  *   npm run bench:step -- --scaling         step time and memory against sequence length, rank,
  *                                           targets, threads and checkpointing
- *   options: --types bf16,f16 --memory fast,lean --tokens 256 --steps 3 --threads N --json
+ *   options: --types bf16,f16 --memory fast,lean --checkpointing auto --tokens 256 --steps 3 --threads N --json
  *
  * Reference on the 2-core dev machine (engine-notes section 6): PyTorch 1.13 bf16, 4.73 s/step,
  * 54 tokens/s at 3.7 GB peak.
@@ -46,11 +46,12 @@ interface Result extends Config {
   profile?: ProfileEntry[];
 }
 
-interface Args { types: TestModelType[]; memory: ("fast" | "lean")[]; steps: number; tokens: number; threads: number; json: boolean; profile: boolean; scaling: boolean }
+interface Args { types: TestModelType[]; memory: ("fast" | "lean")[]; checkpointing: ("on" | "off" | "auto")[]; steps: number; tokens: number; threads: number; json: boolean; profile: boolean; scaling: boolean }
 
 const HELP = `usage: npm run bench:step -- [options]
   --types bf16,f16      weight types (f32, f16, bf16)
   --memory fast,lean    memory modes (lean also turns on gradient checkpointing)
+  --checkpointing auto  on, off or auto (auto: on with lean); a list runs each
   --tokens 256          sequence length
   --steps 3             timed steps after one warm-up step
   --threads N           CPU threads (default: all cores)
@@ -60,7 +61,7 @@ const HELP = `usage: npm run bench:step -- [options]
   --json                print the results as JSON`;
 
 function parse(argv: string[]): Args {
-  const a: Args = { types: ["bf16", "f16"], memory: ["fast", "lean"], steps: 3, tokens: 256, threads: 0, json: false, profile: false, scaling: false };
+  const a: Args = { types: ["bf16", "f16"], memory: ["fast", "lean"], checkpointing: ["auto"], steps: 3, tokens: 256, threads: 0, json: false, profile: false, scaling: false };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     const v = () => {
@@ -70,6 +71,7 @@ function parse(argv: string[]): Args {
     };
     if (k === "--types") a.types = v().split(",") as TestModelType[];
     else if (k === "--memory") a.memory = v().split(",") as ("fast" | "lean")[];
+    else if (k === "--checkpointing") a.checkpointing = v().split(",") as ("on" | "off" | "auto")[];
     else if (k === "--steps") a.steps = Number(v());
     else if (k === "--tokens") a.tokens = Number(v());
     else if (k === "--threads") a.threads = Number(v());
@@ -83,6 +85,7 @@ function parse(argv: string[]): Args {
   }
   for (const t of a.types) if (!["f32", "f16", "bf16"].includes(t)) throw new Error(`--types: unknown type ${t}; use f32, f16, bf16`);
   for (const m of a.memory) if (m !== "fast" && m !== "lean") throw new Error(`--memory: unknown mode ${m}; use fast, lean`);
+  for (const c of a.checkpointing) if (!["on", "off", "auto"].includes(c)) throw new Error(`--checkpointing: unknown value ${c}; use on, off, auto`);
   if (!(a.steps >= 1) || !(a.tokens >= 2)) throw new Error("--steps must be >= 1 and --tokens >= 2");
   return a;
 }
@@ -204,7 +207,9 @@ async function main(): Promise<void> {
   } else {
     const rows: Result[] = [];
     for (const type of a.types) {
-      for (const memory of a.memory) rows.push(await runConfig({ ...base, type, memory, checkpointing: memory === "lean" }, a.steps, a.profile));
+      for (const memory of a.memory) {
+        for (const ck of a.checkpointing) rows.push(await runConfig({ ...base, type, memory, checkpointing: ck === "auto" ? memory === "lean" : ck === "on" }, a.steps, a.profile));
+      }
     }
     results.push(...rows);
     tables.push([`LoRA step at TinyLlama shape (r=8 on q,v; ${a.tokens} tokens, batch 1; CPU, ${rows[0]?.threads} threads; ${os.cpus()[0]?.model ?? ""})`, rows]);
