@@ -138,8 +138,20 @@ describe("serve limits and security", () => {
       });
       p.on("close", () => reject(new Error(`server exited early: ${err}`)));
     });
-    const inFlight = post(url, { question: PAIRS[2][0] });
-    await new Promise((r) => setTimeout(r, 5));
+    // SIGTERM only once the server reports the request in flight (a fixed delay raced the
+    // request's arrival on a loaded machine); a request that finished first is sent again
+    let inFlight!: ReturnType<typeof post>;
+    let seen = false;
+    for (let attempt = 0; attempt < 10 && !seen; attempt++) {
+      let done = false;
+      inFlight = post(url, { question: PAIRS[2][0] });
+      void inFlight.then(() => (done = true), () => (done = true));
+      while (!done && !seen) {
+        const h = (await (await fetch(`${url}/health`)).json()) as { inFlight: number };
+        seen = h.inFlight >= 1 && !done;
+      }
+    }
+    expect(seen).toBe(true);
     p.kill("SIGTERM");
     const code = await new Promise<number | null>((resolve) => p.on("close", resolve));
     expect((await inFlight).json.sql).toBe(`${PAIRS[2][1]};`);
