@@ -265,7 +265,8 @@ export async function trainSft(options: TrainOptions | TrainConfig, hooks: Train
   });
   try {
     log(`model: ${modelPath} (${engine.info.nLayer} layers, n_embd ${engine.info.nEmbd}, ${engine.info.weightType}) on ${engine.info.device}; ` +
-      `LoRA r=${cfg.lora.r} on ${engine.info.targets.join(", ")}: ${engine.trainableParams.toLocaleString("en-US")} trainable parameters`);
+      `LoRA r=${cfg.lora.r} on ${engine.info.targets.join(", ")}: ${engine.trainableParams.toLocaleString("en-US")} trainable parameters; ` +
+      `memory ${tc.memory}${engine.info.checkpoint ? " with gradient checkpointing" : ""}`);
     const tooLong = [...data.train, ...data.eval].find((e) => e.tokens.length > engine.info.nCtx);
     if (tooLong) {
       throw new Error(`${tooLong.source}: ${tooLong.tokens.length} tokens exceed the model's context length ${engine.info.nCtx}; set data.max_seq_len <= ${engine.info.nCtx}`);
