@@ -28,6 +28,7 @@ import {
 } from "./gguf.js";
 import { openHfWeights, StReader, SAFETENSORS_DTYPE_SIZE, type StTensorInfo } from "./safetensors-index.js";
 import {
+import { permuteRowsBytes } from "./peft.js";
   parseSentencePieceModel,
   SentencePieceModelType,
   SentencePieceType,
@@ -89,31 +90,8 @@ function readJson(file: string): Json | undefined {
   return v as Json;
 }
 
-/**
- * llama.cpp's converter permutation of the rows of a row-major [rows, cols] matrix of any element
- * size, HF order -> GGUF order: `w.reshape(nHead, 2, rows/nHead/2, cols).swapaxes(1, 2).reshape(rows, cols)`.
- * `src` may hold any whole number of heads (rows a multiple of rows-per-head).
- */
-export function permuteRowsBytes(src: Uint8Array, rowBytes: number, rowsPerHead: number, inverse = false): Uint8Array {
-  if (rowsPerHead % 2 !== 0) throw new RangeError(`permuteRowsBytes: ${rowsPerHead} rows per head is odd`);
-  const rows = src.length / rowBytes;
-  if (!Number.isInteger(rows) || rows % rowsPerHead !== 0) {
-    throw new RangeError(`permuteRowsBytes: ${src.length} bytes are not whole heads of ${rowsPerHead} rows of ${rowBytes} bytes`);
-  }
-  const half = rowsPerHead / 2;
-  const out = new Uint8Array(src.length);
-  for (let h0 = 0; h0 < rows; h0 += rowsPerHead) {
-    for (let i = 0; i < half; i++) {
-      for (let j = 0; j < 2; j++) {
-        const gguf = h0 + i * 2 + j; // GGUF row
-        const hf = h0 + j * half + i; // HF row
-        const [from, to] = inverse ? [gguf, hf] : [hf, gguf];
-        out.set(src.subarray(from * rowBytes, (from + 1) * rowBytes), to * rowBytes);
-      }
-    }
-  }
-  return out;
-}
+// the q/k row permutation (any element size) lives with the other permutation helpers in peft.ts
+export { permuteRowsBytes };
 
 /** The repository name of a hub cache snapshot (.../models--org--name/snapshots/<hash>), else the folder name. */
 function defaultModelName(dir: string): string {

@@ -160,38 +160,47 @@ function checkPermutable(rows: number, nHead: number, what: string): number {
 }
 
 /**
- * llama.cpp's converter permutation, HF row order -> GGUF row order, of a row-major [rows, cols]
- * matrix: `w.reshape(nHead, 2, rows/nHead/2, cols).swapaxes(1, 2).reshape(rows, cols)`.
+ * llama.cpp's converter permutation of the rows of a row-major [rows, cols] matrix of any element
+ * size, HF order -> GGUF order: `w.reshape(nHead, 2, rows/nHead/2, cols).swapaxes(1, 2).reshape(rows, cols)`.
+ * `src` may hold any whole number of heads (rows a multiple of rows-per-head).
  */
-export function permuteRows(data: Float32Array, rows: number, cols: number, nHead: number): Float32Array {
-  const half = checkPermutable(rows, nHead, "permuteRows");
-  const out = new Float32Array(data.length);
-  for (let h = 0; h < nHead; h++) {
+export function permuteRowsBytes(src: Uint8Array, rowBytes: number, rowsPerHead: number, inverse = false): Uint8Array {
+  if (rowsPerHead % 2 !== 0) throw new RangeError(`permuteRowsBytes: ${rowsPerHead} rows per head is odd`);
+  const rows = src.length / rowBytes;
+  if (!Number.isInteger(rows) || rows % rowsPerHead !== 0) {
+    throw new RangeError(`permuteRowsBytes: ${src.length} bytes are not whole heads of ${rowsPerHead} rows of ${rowBytes} bytes`);
+  }
+  const half = rowsPerHead / 2;
+  const out = new Uint8Array(src.length);
+  for (let h0 = 0; h0 < rows; h0 += rowsPerHead) {
     for (let i = 0; i < half; i++) {
       for (let j = 0; j < 2; j++) {
-        const dst = h * 2 * half + i * 2 + j; // GGUF row
-        const src = h * 2 * half + j * half + i; // HF row
-        out.set(data.subarray(src * cols, (src + 1) * cols), dst * cols);
+        const gguf = h0 + i * 2 + j; // GGUF row
+        const hf = h0 + j * half + i; // HF row
+        const [from, to] = inverse ? [gguf, hf] : [hf, gguf];
+        out.set(src.subarray(from * rowBytes, (from + 1) * rowBytes), to * rowBytes);
       }
     }
   }
   return out;
 }
 
+/** Float32Array rows as bytes (no copy). */
+const bytesOf = (a: Float32Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+
+/**
+ * llama.cpp's converter permutation, HF row order -> GGUF row order, of a row-major [rows, cols]
+ * matrix: `w.reshape(nHead, 2, rows/nHead/2, cols).swapaxes(1, 2).reshape(rows, cols)`.
+ */
+export function permuteRows(data: Float32Array, rows: number, cols: number, nHead: number): Float32Array {
+  checkPermutable(rows, nHead, "permuteRows");
+  return new Float32Array(permuteRowsBytes(bytesOf(data), cols * 4, rows / nHead).buffer);
+}
+
 /** The inverse of {@link permuteRows}: GGUF row order -> HF row order. */
 export function unpermuteRows(data: Float32Array, rows: number, cols: number, nHead: number): Float32Array {
-  const half = checkPermutable(rows, nHead, "unpermuteRows");
-  const out = new Float32Array(data.length);
-  for (let h = 0; h < nHead; h++) {
-    for (let i = 0; i < half; i++) {
-      for (let j = 0; j < 2; j++) {
-        const src = h * 2 * half + i * 2 + j; // GGUF row
-        const dst = h * 2 * half + j * half + i; // HF row
-        out.set(data.subarray(src * cols, (src + 1) * cols), dst * cols);
-      }
-    }
-  }
-  return out;
+  checkPermutable(rows, nHead, "unpermuteRows");
+  return new Float32Array(permuteRowsBytes(bytesOf(data), cols * 4, rows / nHead, true).buffer);
 }
 
 // ---------------------------------------------------------------------------
