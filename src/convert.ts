@@ -27,8 +27,8 @@ import {
   type TensorData,
 } from "./gguf.js";
 import { openHfWeights, StReader, SAFETENSORS_DTYPE_SIZE, type StTensorInfo } from "./safetensors-index.js";
-import {
 import { permuteRowsBytes } from "./peft.js";
+import {
   parseSentencePieceModel,
   SentencePieceModelType,
   SentencePieceType,
