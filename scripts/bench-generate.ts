@@ -18,7 +18,7 @@ import path from "node:path";
 import { getLlama, LlamaLogLevel, type Token } from "node-llama-cpp";
 import { LoraEngine } from "../src/engine.js";
 import { SqlGenerator } from "../src/generate.js";
-import { TINYLLAMA_PRESET, makeTestModel, type TestModelType } from "./make-test-model.js";
+import { tinyLlamaBenchModel, type TestModelType } from "./make-test-model.js";
 
 function arg(name: string, def: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -32,14 +32,8 @@ async function main(): Promise<void> {
   const nTokens = Number(arg("tokens", "64"));
   const runs = Number(arg("runs", "3"));
   const threads = Number(arg("threads", String(os.availableParallelism())));
-  const dir = process.env.TEXT2SQL_BENCH_DIR || path.join(os.tmpdir(), "text2sql-bench");
-  fs.mkdirSync(dir, { recursive: true });
-  const model = path.join(dir, `tinyllama-shape-${type}.gguf`);
-  if (!fs.existsSync(model)) {
-    process.stderr.write(`making a TinyLlama-shaped ${type} model with random weights: ${model}\n`);
-    await makeTestModel({ path: model, type, ...TINYLLAMA_PRESET });
-  }
-  const adapter = path.join(dir, "tinyllama-shape-qv-r8.gguf");
+  const model = await tinyLlamaBenchModel(type);
+  const adapter = path.join(path.dirname(model), "tinyllama-shape-qv-r8.gguf");
   if (!fs.existsSync(adapter)) {
     // a non-zero adapter (B random): what a trained one costs at inference
     const e = await LoraEngine.create({ model, device: "cpu", lora: { r: 8, targetModules: ["q_proj", "v_proj"] } });

@@ -16,12 +16,10 @@
  * 54 tokens/s at 3.7 GB peak.
  */
 import { spawnSync } from "node:child_process";
-import fs from "node:fs";
 import os from "node:os";
-import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { LoraEngine, makeBatch, type ProfileEntry } from "../src/engine.js";
-import { TINYLLAMA_PRESET, makeTestModel, type TestModelType } from "./make-test-model.js";
+import { tinyLlamaBenchModel, type TestModelType } from "./make-test-model.js";
 
 interface Config {
   type: TestModelType;
@@ -130,19 +128,8 @@ async function child(file: string, c: Config, steps: number, profile: boolean): 
   process.stdout.write(JSON.stringify(r) + "\n");
 }
 
-async function modelFile(type: TestModelType): Promise<string> {
-  const dir = process.env.TEXT2SQL_BENCH_DIR || path.join(os.tmpdir(), "text2sql-bench");
-  fs.mkdirSync(dir, { recursive: true });
-  const file = path.join(dir, `tinyllama-shape-${type}.gguf`);
-  if (!fs.existsSync(file)) {
-    process.stderr.write(`making a TinyLlama-shaped ${type} model with random weights: ${file}\n`);
-    await makeTestModel({ path: file, type, ...TINYLLAMA_PRESET });
-  }
-  return file;
-}
-
 async function runConfig(c: Config, steps: number, profile: boolean): Promise<Result> {
-  const file = await modelFile(c.type);
+  const file = await tinyLlamaBenchModel(c.type);
   const label = `${c.type} ${c.memory}${c.checkpointing ? "+ckpt" : ""} T=${c.tokens} r=${c.r} ${c.targets.join(",")} ${c.threads || os.availableParallelism()} threads`;
   process.stderr.write(`timing ${label}: 1 warm-up + ${steps} steps\n`);
   const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), "--child", file, JSON.stringify({ c, steps, profile })], { stdio: ["ignore", "pipe", "inherit"], encoding: "utf8" });

@@ -14,12 +14,12 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { f32ToBf16, f32ToF16, GgufValueType, readGguf, readTensorF32, type GgufFile, type GgufTensorInfo } from "../src/gguf.js";
 import { unpermuteRows } from "../src/peft.js";
 import { writeSafetensorsStream, type StWriteEntry } from "../src/safetensors-index.js";
 import { encodeSentencePieceModel, SentencePieceModelType, type SentencePiece } from "../src/sentencepiece.js";
+import { isMain } from "./make-test-model.js";
 
 export type HfDtype = "f32" | "bf16" | "f16";
 
@@ -290,15 +290,7 @@ async function main(): Promise<void> {
   process.stdout.write(`wrote ${files.length} files to ${values.out} in ${((performance.now() - start) / 1000).toFixed(1)} s\n`);
 }
 
-function isMain(): boolean {
-  try {
-    return !!process.argv[1] && fs.realpathSync(process.argv[1]) === fs.realpathSync(fileURLToPath(import.meta.url));
-  } catch {
-    return false;
-  }
-}
-
-if (isMain()) {
+if (isMain(import.meta.url)) {
   main().catch((err: unknown) => {
     process.stderr.write(`make-hf-checkpoint: ${err instanceof Error ? err.message : String(err)}\n`);
     process.exit(1);

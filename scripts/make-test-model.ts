@@ -12,6 +12,7 @@
  * CLI:          node dist/scripts/make-test-model.js --out m.gguf --type bf16 --tinyllama
  */
 import * as fs from "node:fs";
+import * as os from "node:os";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { packageRoot } from "../src/native.js";
@@ -295,16 +296,29 @@ async function main(): Promise<void> {
     process.stdout.write(`wrote ${file} (${mb.toFixed(1)} MB) in ${seconds.toFixed(1)} s\n`);
 }
 
-/** True when this module is the process entry point (not imported by tests or other code). */
-function isMain(): boolean {
+/** The benchmarks' TinyLlama-shaped random model of this type, made on first use in
+ *  $TEXT2SQL_BENCH_DIR (default <tmp>/text2sql-bench). */
+export async function tinyLlamaBenchModel(type: TestModelType): Promise<string> {
+    const dir = process.env.TEXT2SQL_BENCH_DIR || path.join(os.tmpdir(), "text2sql-bench");
+    fs.mkdirSync(dir, { recursive: true });
+    const file = path.join(dir, `tinyllama-shape-${type}.gguf`);
+    if (!fs.existsSync(file)) {
+        process.stderr.write(`making a TinyLlama-shaped ${type} model with random weights: ${file}\n`);
+        await makeTestModel({ path: file, type, ...TINYLLAMA_PRESET });
+    }
+    return file;
+}
+
+/** True when the module at moduleUrl (its import.meta.url) is the process entry point. */
+export function isMain(moduleUrl: string): boolean {
     try {
-        return !!process.argv[1] && fs.realpathSync(process.argv[1]) === fs.realpathSync(fileURLToPath(import.meta.url));
+        return !!process.argv[1] && fs.realpathSync(process.argv[1]) === fs.realpathSync(fileURLToPath(moduleUrl));
     } catch {
         return false;
     }
 }
 
-if (isMain()) {
+if (isMain(import.meta.url)) {
     main().catch((err: unknown) => {
         process.stderr.write(`make-test-model: ${err instanceof Error ? err.message : String(err)}\n`);
         process.exit(1);
