@@ -656,10 +656,29 @@ export interface PullProgress {
   etaS: number | null;
 }
 
+/**
+ * A download rate over the last ~5 s: call it with the bytes received so far, get bytes/s; and
+ * the seconds left for `left` bytes at that rate (null while unknown).
+ */
+export function slidingRate(): (received: number) => number {
+  const samples: { t: number; b: number }[] = [];
+  return (received) => {
+    const now = performance.now();
+    samples.push({ t: now, b: received });
+    while (samples.length > 2 && now - samples[1].t > 5000) samples.shift();
+    const span = (now - samples[0].t) / 1000;
+    return span > 0.05 ? (received - samples[0].b) / span : 0;
+  };
+}
+
+export function etaSeconds(left: number, rateBytesPerS: number): number | null {
+  return left <= 0 ? 0 : rateBytesPerS > 0 ? left / rateBytesPerS : null;
+}
+
 class Progress {
   private done = 0; // bytes of completed files
   private downloaded = 0; // bytes received this session
-  private samples: { t: number; d: number }[] = [];
+  private rate = slidingRate();
   private lastEmit = -Infinity;
   private file = "";
   private fileBytes = 0;
@@ -705,10 +724,7 @@ class Progress {
     const now = performance.now();
     if (!force && now - this.lastEmit < 100) return;
     this.lastEmit = now;
-    this.samples.push({ t: now, d: this.downloaded });
-    while (this.samples.length > 2 && now - this.samples[1].t > 5000) this.samples.shift();
-    const span = (now - this.samples[0].t) / 1000;
-    const rate = span > 0.05 ? (this.downloaded - this.samples[0].d) / span : 0;
+    const rate = this.rate(this.downloaded);
     const bytes = Math.min(this.total, this.done + this.fileBytes);
     const left = this.total - bytes;
     this.cb({
@@ -718,7 +734,7 @@ class Progress {
       bytes,
       total: this.total,
       rateBytesPerS: rate,
-      etaS: left === 0 ? 0 : rate > 0 ? left / rate : null,
+      etaS: etaSeconds(left, rate),
     });
   }
 }

@@ -29,6 +29,8 @@ import {
   progressBarReporter,
   pullModel,
   removeCachedModel,
+  slidingRate,
+  etaSeconds,
   HubError,
   type PullPlan,
   type PullProgress,
@@ -174,7 +176,7 @@ async function resolveGgufUri(uri: string, o: Resolve): Promise<string> {
   const t0 = performance.now();
   let reporter: ReturnType<typeof progressBarReporter> | null = null;
   const onProgress = o.onProgress ?? (reporter = progressBarReporter()).onProgress;
-  const rate = rateTracker();
+  const rate = slidingRate();
   let started = false;
   const name = path.basename(uri.replace(/[?#].*$/, ""));
   let file: string;
@@ -190,8 +192,8 @@ async function resolveGgufUri(uri: string, o: Resolve): Promise<string> {
           started = true;
           o.log(`${L}: ${uri} is not in the cache: downloading ${formatBytes(totalSize)} to ${directory}`);
         }
-        const r = rate(downloadedSize, totalSize);
-        onProgress({ file: name, fileBytes: downloadedSize, fileTotal: totalSize, bytes: downloadedSize, total: totalSize, ...r });
+        const rateBytesPerS = rate(downloadedSize);
+        onProgress({ file: name, fileBytes: downloadedSize, fileTotal: totalSize, bytes: downloadedSize, total: totalSize, rateBytesPerS, etaS: etaSeconds(totalSize - downloadedSize, rateBytesPerS) });
       },
     });
   } catch (e) {
@@ -202,20 +204,6 @@ async function resolveGgufUri(uri: string, o: Resolve): Promise<string> {
   }
   o.log(started ? `${L}: downloaded ${uri} in ${seconds(t0)}: ${file}` : `${L}: ${uri}: ${file}`);
   return file;
-}
-
-/** Download rate over the last few seconds and the time left, for progress from a byte count. */
-function rateTracker(): (bytes: number, total: number) => { rateBytesPerS: number; etaS: number | null } {
-  const samples: { t: number; b: number }[] = [];
-  return (bytes, total) => {
-    const now = performance.now();
-    samples.push({ t: now, b: bytes });
-    while (samples.length > 2 && now - samples[1].t > 5000) samples.shift();
-    const span = (now - samples[0].t) / 1000;
-    const rateBytesPerS = span > 0.05 ? (bytes - samples[0].b) / span : 0;
-    const left = total - bytes;
-    return { rateBytesPerS, etaS: left <= 0 ? 0 : rateBytesPerS > 0 ? left / rateBytesPerS : null };
-  };
 }
 
 // ---------------------------------------------------------------------------------------------
