@@ -8,6 +8,7 @@ import { DEFAULTS, getPath, loadConfig, SCHEMA, type TrainConfig } from "./confi
 import { LoraEngine } from "./engine.js";
 import { disposeGenerators, generateSql, resolveAdapter } from "./generate.js";
 import { evaluateSql, formatEvalReport } from "./eval.js";
+import { MAX_SCHEMA_CHARS } from "./exec-metrics.js";
 import { mergeAdapter } from "./merge.js";
 import { startServer } from "./server.js";
 import { formatBytes, listCachedModels, type CachedModel } from "./hub.js";
@@ -252,6 +253,15 @@ Example:
     console.log(`over ${s.maxSeqLen} tokens  ${s.overMaxSeqLen} (${cfg.data.too_long === "skip" ? `${s.skippedTooLong} skipped` : `${s.truncated} truncated, ${s.skippedTooLong} skipped`})`);
   });
 
+/** A --schema file: a regular file of at most MAX_SCHEMA_CHARS characters (never a device or a pipe without end). */
+function readSchemaFile(file: string): string {
+  if (!fs.existsSync(file)) throw new Error(`--schema: file not found: ${file}`);
+  const st = fs.statSync(file);
+  if (!st.isFile()) throw new Error(`--schema: ${file} is not a regular file`);
+  if (st.size > 4 * MAX_SCHEMA_CHARS) throw new Error(`--schema: ${file} has ${st.size} bytes; a schema may have at most ${MAX_SCHEMA_CHARS} characters`);
+  return fs.readFileSync(file, "utf8");
+}
+
 program
   .command("generate")
   .description("turn a question into SQL with a trained adapter (greedy decoding, through node-llama-cpp)")
@@ -271,7 +281,7 @@ Examples:
   .action(async (words: string[], o: { adapter?: string; model?: string; yes?: boolean; schema?: string; maxTokens: string; device: "auto" | "cpu"; threads?: string; json?: boolean }) => {
     const question = words.join(" ");
     if (!o.adapter && !o.model) throw new Error("give --adapter (a trainer output folder) and/or --model (a base GGUF)");
-    if (o.schema && !fs.existsSync(o.schema)) throw new Error(`--schema: file not found: ${o.schema}`);
+    const schema = o.schema ? readSchemaFile(o.schema) : undefined;
     const maxTokens = Number(o.maxTokens);
     if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new Error(`--max-tokens: expected an integer >= 1, got ${JSON.stringify(o.maxTokens)}`);
     const model = o.model ? await cliResolveModel(o.model, { yes: o.yes, label: "--model" }) : undefined;
@@ -279,7 +289,7 @@ Examples:
       question,
       adapter: o.adapter,
       model,
-      schema: o.schema ? fs.readFileSync(o.schema, "utf8") : undefined,
+      schema,
       maxTokens,
       device: o.device,
       threads: o.threads ? Number(o.threads) : undefined,

@@ -18,6 +18,8 @@ interface Token {
   kind: "word" | "quoted" | "string" | "punct" | "other";
   /** lower-cased for words */
   text: string;
+  /** where the token starts in the SQL text */
+  at: number;
 }
 
 /** Splits SQL into tokens, skipping whitespace and comments. Unterminated text runs to the end. */
@@ -51,20 +53,20 @@ function tokens(sql: string): Token[] {
         j = e + 1;
         break;
       }
-      out.push({ kind: c === "'" ? "string" : "quoted", text: sql.slice(i, j) });
+      out.push({ kind: c === "'" ? "string" : "quoted", text: sql.slice(i, j), at: i });
       i = j;
     } else if (/[A-Za-z_\u0080-\uffff]/.test(c)) {
       let j = i + 1;
       while (j < n && /[A-Za-z0-9_$\u0080-\uffff]/.test(sql[j])) j++;
-      out.push({ kind: "word", text: sql.slice(i, j).toLowerCase() });
+      out.push({ kind: "word", text: sql.slice(i, j).toLowerCase(), at: i });
       i = j;
     } else if (c === "(" || c === ")" || c === ";" || c === ",") {
-      out.push({ kind: "punct", text: c });
+      out.push({ kind: "punct", text: c, at: i });
       i++;
     } else {
       let j = i + 1;
       while (j < n && !/[\s'"`[(),;A-Za-z_\u0080-\uffff]/.test(sql[j]) && !(sql[j] === "-" && sql[j + 1] === "-") && !(sql[j] === "/" && sql[j + 1] === "*")) j++;
-      out.push({ kind: "other", text: sql.slice(i, j) });
+      out.push({ kind: "other", text: sql.slice(i, j), at: i });
       i = j;
     }
   }
@@ -141,6 +143,75 @@ function checkQuery(sql: string): { ok: boolean; why?: string; syntax?: boolean 
   return { ok: true };
 }
 
+// ---------------------------------------------------------------------------------------------
+// Schema text from outside: only definitions, checked before SQLite sees it
+
+/** A schema longer than this (characters) is refused before it is parsed. */
+export const MAX_SCHEMA_CHARS = 1_000_000;
+/**
+ * A schema with more statements than this is refused. SQLite finds each new table's entry by
+ * scanning its catalogue, so building n tables costs n² (10,000 took 5 s here, 2,000 take 0.2 s);
+ * a prompt's context holds far fewer tables than this anyway.
+ */
+export const MAX_SCHEMA_STATEMENTS = 2_000;
+
+/** The statements of an SQL text (split at top-level semicolons; comments and quoted text kept whole). */
+function splitStatements(sql: string): string[] {
+  const out: string[] = [];
+  let first: Token | undefined;
+  let last: Token | undefined;
+  for (const t of tokens(sql)) {
+    if (t.kind === "punct" && t.text === ";") {
+      if (first && last) out.push(sql.slice(first.at, last.at + last.text.length));
+      first = last = undefined;
+    } else {
+      first ??= t;
+      last = t;
+    }
+  }
+  if (first && last) out.push(sql.slice(first.at, last.at + last.text.length));
+  return out;
+}
+
+const snippet = (s: string) => JSON.stringify(s.length > 60 ? `${s.slice(0, 57)}...` : s.replace(/\s+/g, " "));
+
+/**
+ * Splits schema text into its statements and checks that each one only defines something:
+ * `CREATE [TEMP] TABLE name (...)`, `CREATE [UNIQUE] INDEX` or `CREATE [TEMP] VIEW`. Anything else
+ * (ATTACH, VACUUM, PRAGMA, INSERT, DROP, a trigger, a virtual table, `CREATE TABLE ... AS SELECT`,
+ * which runs a query) throws an Error starting with `schema: ` that names the statement.
+ */
+export function schemaStatements(schema: string): string[] {
+  if (schema.length > MAX_SCHEMA_CHARS) throw new Error(`schema: ${schema.length} characters, more than the ${MAX_SCHEMA_CHARS} allowed`);
+  const stmts = splitStatements(schema);
+  if (stmts.length > MAX_SCHEMA_STATEMENTS) throw new Error(`schema: ${stmts.length} statements, more than the ${MAX_SCHEMA_STATEMENTS} allowed`);
+  stmts.forEach((stmt, i) => {
+    const why = definitionProblem(tokens(stmt));
+    if (why) throw new Error(`schema: statement ${i + 1} (${snippet(stmt)}): ${why}; a schema may only hold CREATE TABLE (with column definitions), CREATE INDEX and CREATE VIEW statements`);
+  });
+  return stmts;
+}
+
+/** Why a statement's tokens are not a plain table/index/view definition, or undefined when they are. */
+function definitionProblem(toks: Token[]): string | undefined {
+  const word = (k: number, ...w: string[]) => toks[k]?.kind === "word" && w.includes(toks[k].text);
+  if (!word(0, "create")) return `${toks[0].kind === "word" ? toks[0].text.toUpperCase() : "this"} statements are not allowed`;
+  let i = 1;
+  if (word(i, "temp", "temporary")) i++;
+  if (word(i, "unique")) i++;
+  if (word(i, "index")) return toks[i - 1].text === "temp" || toks[i - 1].text === "temporary" ? "CREATE TEMP INDEX is not SQL" : undefined;
+  if (toks[i - 1].text === "unique") return "UNIQUE goes with INDEX only";
+  if (word(i, "view")) return undefined;
+  if (!word(i, "table")) return `CREATE ${toks[i]?.text.toUpperCase() ?? ""} is not allowed`.trimEnd();
+  i++;
+  if (word(i, "if") && word(i + 1, "not") && word(i + 2, "exists")) i += 3;
+  if (isName(toks[i])) i++;
+  if (toks[i]?.kind === "other" && toks[i].text === "." && isName(toks[i + 1])) i += 2;
+  if (toks[i]?.kind === "punct" && toks[i].text === "(") return undefined;
+  if (word(i, "as")) return "CREATE TABLE ... AS SELECT runs a query";
+  return "expected the table's name and then its column list in parentheses";
+}
+
 /** True when the query has ORDER BY at the top level (outside parentheses, strings and comments). */
 export function hasOrderBy(sql: string): boolean {
   let depth = 0;
@@ -169,9 +240,16 @@ export interface RunOptions {
   maxRows?: number;
 }
 
-/** Runs in the child (CommonJS, `node -e`): argv[1] = better-sqlite3's path, argv[2] = the database. */
+/** The database name that makes a query process a schema sandbox (see checkSqlAgainstSchema). */
+const SANDBOX = ":memory:";
+
+/**
+ * Runs in the child (CommonJS, `node -e`): argv[1] = better-sqlite3's path, argv[2] = the database
+ * file, or SANDBOX for schema checks.
+ */
 const CHILD_SOURCE = `
 "use strict";
+const SANDBOX = ${JSON.stringify(SANDBOX)};
 process.on("disconnect", () => process.exit(0));
 function fatal(stage, err) {
   process.send({ type: "fatal", stage, error: String((err && err.message) || err).split("\\n")[0] });
@@ -184,6 +262,7 @@ function fatal(stage, err) {
   } catch (err) {
     return fatal("load", err);
   }
+  if (process.argv[2] === SANDBOX) return sandbox(Database);
   try {
     db = new Database(process.argv[2], { readonly: true, fileMustExist: true });
     db.pragma("query_only = ON");
@@ -214,10 +293,45 @@ function fatal(stage, err) {
   });
   process.send({ type: "ready" });
 })();
+// Schema checks: each request builds its schema (statements already checked to be definitions)
+// in a fresh in-memory database of bounded size, then prepares the SQL without running it.
+function sandbox(Database) {
+  const message = (err) => String((err && err.message) || err).split("\\n")[0];
+  process.on("message", (m) => {
+    let db;
+    try {
+      db = new Database(":memory:");
+      db.pragma("max_page_count = " + m.maxPages);
+      for (let i = 0; i < m.schema.length; i++) {
+        try {
+          db.prepare(m.schema[i]).run();
+        } catch (err) {
+          process.send({ type: "checked", schemaError: "statement " + (i + 1) + ": " + message(err) });
+          return;
+        }
+      }
+      let stmt;
+      try {
+        stmt = db.prepare(m.sql);
+      } catch (err) {
+        process.send({ type: "checked", valid: false, error: message(err) });
+        return;
+      }
+      if (!stmt.reader || !stmt.readonly) process.send({ type: "checked", valid: false, error: "not a read-only query (only SELECT/WITH queries are accepted)" });
+      else process.send({ type: "checked", valid: true });
+    } catch (err) {
+      process.send({ type: "checked", schemaError: message(err) });
+    } finally {
+      if (db) db.close();
+    }
+  });
+  process.send({ type: "ready" });
+}
 `;
 
 type ChildMessage =
   | { type: "ready" }
+  | { type: "checked"; valid?: boolean; error?: string; schemaError?: string }
   | { type: "fatal"; stage: "open" | "load"; error: string }
   | { type: "result"; ok: true; columns: string[]; rows: unknown[][] }
   | { type: "result"; ok: false; category: ExecErrorCategory | null; error: string };
@@ -280,7 +394,7 @@ class DbRunner {
     this.child.channel?.unref();
   }
 
-  private request(msg: { sql: string; maxRows: number } | undefined, timeoutMs: number): Promise<ChildMessage | { type: "exit"; why: string } | { type: "timeout" }> {
+  private request(msg: { sql: string; maxRows: number } | { schema: string[]; sql: string; maxPages: number } | undefined, timeoutMs: number): Promise<ChildMessage | { type: "exit"; why: string } | { type: "timeout" }> {
     if (this.dead) return Promise.resolve({ type: "exit", why: "the query process is gone" });
     return new Promise((resolve) => {
       this.child.channel?.ref();
@@ -306,6 +420,17 @@ class DbRunner {
     if (m.type !== "result") return { ok: false, category: "error", error: `unexpected message from the query process: ${m.type}` };
     if (m.ok) return { ok: true, columns: m.columns, rows: m.rows };
     return { ok: false, category: m.category ?? classifyError(m.error), error: m.error };
+  }
+
+  /** Sandbox only: builds the schema in a fresh in-memory database and prepares the SQL. */
+  async check(schema: string[], sql: string, timeoutMs: number, maxPages: number): Promise<SchemaCheck> {
+    await this.ready;
+    const m = await this.request({ schema, sql, maxPages }, timeoutMs);
+    if (m.type === "timeout") throw new Error(`schema: checking the schema and the SQL ran longer than ${timeoutMs} ms`);
+    if (m.type === "exit") throw new Error(`schema: the check did not finish (${m.why})`);
+    if (m.type !== "checked") throw new Error(`schema: unexpected message from the check process: ${m.type}`);
+    if (m.schemaError !== undefined) throw new Error(`schema: ${m.schemaError}`);
+    return m.valid ? { valid: true } : { valid: false, error: m.error ?? "invalid" };
   }
 
   kill(why: string): void {
@@ -368,9 +493,7 @@ export async function runReadOnly(dbFile: string, sql: string, opts: RunOptions 
   if (!check.ok) return { ok: false, category: check.syntax ? "syntax" : "not_a_query", error: check.why ?? "not a query" };
   const file = path.resolve(dbFile);
   if (!fs.existsSync(file)) return { ok: false, category: "error", error: `database not found: ${dbFile}` };
-  // one query at a time per database: the timeout is the query's own time, not its wait
-  const prev = queues.get(file) ?? Promise.resolve();
-  const job = prev.then(async (): Promise<RunResult> => {
+  return queued(file, async (): Promise<RunResult> => {
     try {
       return await runner(file).run(sql, timeoutMs, maxRows);
     } catch (err) {
@@ -378,12 +501,40 @@ export async function runReadOnly(dbFile: string, sql: string, opts: RunOptions 
       throw err;
     }
   });
+}
+
+/** One job at a time per query process: a timeout is the job's own time, not its wait. */
+function queued<T>(key: string, fn: () => Promise<T>): Promise<T> {
+  const prev = queues.get(key) ?? Promise.resolve();
+  const job = prev.then(fn);
   const tail = job.catch(() => undefined);
-  queues.set(file, tail);
+  queues.set(key, tail);
   void tail.then(() => {
-    if (queues.get(file) === tail) queues.delete(file);
+    if (queues.get(key) === tail) queues.delete(key);
   });
   return job;
+}
+
+export type SchemaCheck = { valid: true } | { valid: false; error: string };
+export interface SchemaCheckOptions {
+  /** wall-clock limit for building the schema and preparing the SQL (default 5000) */
+  timeoutMs?: number;
+  /** the schema's in-memory database may grow to this many bytes (default 64 MiB) */
+  maxBytes?: number;
+}
+
+/**
+ * Checks SQL against schema text from outside, which is hostile until checked: the schema must be
+ * only CREATE TABLE / INDEX / VIEW statements (see schemaStatements), which are then built in a
+ * fresh in-memory SQLite database of bounded size inside a killable child process, where the SQL
+ * is prepared and never run. The event loop never waits on SQLite; work past `timeoutMs` is
+ * killed. A bad schema throws an Error starting with `schema: `; bad SQL gives `valid: false`.
+ */
+export async function checkSqlAgainstSchema(sql: string, schema: string, opts: SchemaCheckOptions = {}): Promise<SchemaCheck> {
+  const stmts = schemaStatements(schema);
+  const timeoutMs = opts.timeoutMs ?? 5000;
+  const maxPages = Math.max(1, Math.floor((opts.maxBytes ?? 64 * 2 ** 20) / 4096));
+  return queued(SANDBOX, () => runner(SANDBOX).check(stmts, sql, timeoutMs, maxPages));
 }
 
 /** Stops every query process (tests and the CLI call this before exiting). */

@@ -6,6 +6,7 @@ import os from "node:os";
 import path from "node:path";
 import { getLlama, LlamaLogLevel, type Llama, type LlamaContext, type LlamaContextSequence, type LlamaModel, type Token } from "node-llama-cpp";
 import { DEFAULT_TEMPLATE } from "./config.js";
+import { checkSqlAgainstSchema, schemaStatements, type SchemaCheckOptions } from "./exec-metrics.js";
 import { checkAdapterFits } from "./merge.js";
 import { resolveModelPath } from "./models.js";
 import { cpuLlama, renderPrompt } from "./prompt.js";
@@ -119,47 +120,14 @@ function statementEnded(text: string): boolean {
   return false;
 }
 
-type SqliteCtor = typeof import("better-sqlite3");
-let sqliteCtor: SqliteCtor | undefined;
-
-/** better-sqlite3, loaded on first use: training needs no SQLite, so a missing build blocks nothing else. */
-async function sqlite(): Promise<SqliteCtor> {
-  if (!sqliteCtor) {
-    try {
-      sqliteCtor = (await import("better-sqlite3")).default;
-      new sqliteCtor(":memory:").close();
-    } catch (err) {
-      sqliteCtor = undefined;
-      throw new Error(`SQL validation needs better-sqlite3's native module, which did not load (${(err as Error).message.split("\n")[0]}); ` +
-        "approve and build it with: npm install-scripts approve better-sqlite3 && npm rebuild better-sqlite3");
-    }
-  }
-  return sqliteCtor;
-}
-
 /**
- * Checks SQL against a schema: builds the schema in an in-memory SQLite database and prepares the
- * statement. Nothing is executed; a statement that would write is reported invalid.
+ * Checks SQL against a schema: the schema (only CREATE TABLE / INDEX / VIEW statements are
+ * accepted) is built in a private in-memory SQLite database inside a killable child process with
+ * bounded time and size, and the statement is prepared there. Nothing is executed; a statement
+ * that would write is reported invalid; a bad schema throws an Error starting with `schema: `.
  */
-export async function validateSql(sql: string, schema: string): Promise<{ valid: boolean; error?: string }> {
-  const Database = await sqlite();
-  const db = new Database(":memory:");
-  try {
-    try {
-      db.exec(schema);
-    } catch (err) {
-      throw new Error(`schema: ${(err as Error).message}`);
-    }
-    try {
-      const stmt = db.prepare(sql);
-      if (!stmt.readonly) return { valid: false, error: "not a read-only query (only SELECT/WITH queries are accepted)" };
-      return { valid: true };
-    } catch (err) {
-      return { valid: false, error: (err as Error).message };
-    }
-  } finally {
-    db.close();
-  }
+export async function validateSql(sql: string, schema: string, opts?: SchemaCheckOptions): Promise<{ valid: boolean; error?: string }> {
+  return checkSqlAgainstSchema(sql, schema, opts);
 }
 
 export class SqlGenerator {
@@ -245,6 +213,8 @@ export class SqlGenerator {
   async generate(o: GenerateOptions): Promise<GenerateResult> {
     if (typeof o.question !== "string" || !o.question.trim()) throw new TypeError("question: expected a non-empty string");
     const maxTokens = o.maxTokens ?? 256;
+    // a schema that is going to be built in SQLite is checked before any decoding is spent on it
+    if (o.schema && o.validate !== false) schemaStatements(o.schema);
     const t0 = performance.now();
     const tokens = this.promptTokens(o.question.trim(), o.schema);
     const sequence = await this.acquire();
