@@ -16,9 +16,9 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { getLlama, LlamaLogLevel, type Token } from "node-llama-cpp";
-import { LoraEngine } from "../src/engine.js";
-import { SqlGenerator } from "../src/generate.js";
-import { tinyLlamaBenchModel, type TestModelType } from "./make-test-model.js";
+import { LoraEngine } from "../src/engine/engine.js";
+import { SqlGenerator } from "../src/serve/generate.js";
+import { tinyLlamaBenchModel, type TestModelType } from "../src/models/test-model.js";
 
 function arg(name: string, def: string): string {
   const i = process.argv.indexOf(`--${name}`);

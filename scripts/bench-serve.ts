@@ -9,10 +9,10 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { readExamples } from "../src/data.js";
-import { DEFAULTS } from "../src/config.js";
-import { startServer } from "../src/server.js";
-import { trainSft } from "../src/trainer.js";
+import { readExamples } from "../src/train/data.js";
+import { DEFAULTS } from "../src/train/config.js";
+import { startServer } from "../src/serve/server.js";
+import { trainSft } from "../src/train/trainer.js";
 
 function arg(name: string, def: string): string {
   const i = process.argv.indexOf(`--${name}`);

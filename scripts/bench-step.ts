@@ -18,8 +18,8 @@
 import { spawnSync } from "node:child_process";
 import os from "node:os";
 import { fileURLToPath } from "node:url";
-import { LoraEngine, makeBatch, type ProfileEntry } from "../src/engine.js";
-import { tinyLlamaBenchModel, type TestModelType } from "./make-test-model.js";
+import { LoraEngine, makeBatch, type ProfileEntry } from "../src/engine/engine.js";
+import { tinyLlamaBenchModel, type TestModelType } from "../src/models/test-model.js";
 
 interface Config {
   type: TestModelType;

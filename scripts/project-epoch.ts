@@ -11,8 +11,8 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import { loadConfig } from "../src/config.js";
-import { prepareData } from "../src/trainer.js";
+import { loadConfig } from "../src/train/config.js";
+import { prepareData } from "../src/train/trainer.js";
 
 async function main(): Promise<void> {
   const dir = process.argv[2];

@@ -15,8 +15,8 @@ export {
   type OptimizerState,
   type Sequence,
   type StepOptions,
-} from "./engine.js";
-export { systemInfo } from "./system.js";
+} from "./engine/engine.js";
+export { systemInfo } from "./engine/system.js";
 export {
   trainSft,
   prepareData,
@@ -27,10 +27,10 @@ export {
   type StepEvent,
   type EvalEvent,
   type DataSummary,
-} from "./trainer.js";
-export { loadConfig, DEFAULTS as DEFAULT_CONFIG, ConfigError, type TrainConfig, type ConfigSources } from "./config.js";
-export { loadDataset, readExamples, spiderSchemas, DataError, type Example, type Dataset } from "./data.js";
-export { Tokenizer, encodeExample, renderPrompt, DEFAULT_TEMPLATE } from "./prompt.js";
+} from "./train/trainer.js";
+export { loadConfig, DEFAULTS as DEFAULT_CONFIG, ConfigError, type TrainConfig, type ConfigSources } from "./train/config.js";
+export { loadDataset, readExamples, spiderSchemas, DataError, type Example, type Dataset } from "./train/data.js";
+export { Tokenizer, encodeExample, renderPrompt, DEFAULT_TEMPLATE } from "./train/prompt.js";
 export {
   generateSql,
   disposeGenerators,
@@ -41,15 +41,15 @@ export {
   type GenerateOptions,
   type GeneratorOptions,
   type GenerateResult,
-} from "./generate.js";
-export { saveAdapterBoth, loadAdapterInto, baseModelName } from "./adapters.js";
-export { exportPeft, importPeft, readPeftConfig, isPeftDir, isGgufAdapter, type PeftConfig, type PeftExportMeta } from "./peft.js";
-export { mergeAdapter, checkAdapterFits, type MergeOptions, type MergeResult, type MergeType } from "./merge.js";
-export { startServer, type ServerOptions, type RunningServer } from "./server.js";
-export { evaluateSql, formatEvalReport, type EvalOptions, type EvalReport, type EvalRow } from "./eval.js";
-export { executionMatch, runReadOnly, isSingleReadQuery, schemaFromSqlite, sameResult, closeAll as closeSqlWorkers } from "./exec-metrics.js";
-export { hardness, exactMatch, componentMatch, type Hardness, type ComponentMatch } from "./spider-metrics.js";
-export { parseSql } from "./sqlparse.js";
+} from "./serve/generate.js";
+export { saveAdapterBoth, loadAdapterInto, baseModelName } from "./adapters/folder.js";
+export { exportPeft, importPeft, readPeftConfig, isPeftDir, isGgufAdapter, type PeftConfig, type PeftExportMeta } from "./adapters/peft.js";
+export { mergeAdapter, checkAdapterFits, type MergeOptions, type MergeResult, type MergeType } from "./adapters/merge.js";
+export { startServer, type ServerOptions, type RunningServer } from "./serve/server.js";
+export { evaluateSql, formatEvalReport, type EvalOptions, type EvalReport, type EvalRow } from "./eval/eval.js";
+export { executionMatch, runReadOnly, isSingleReadQuery, schemaFromSqlite, sameResult, closeAll as closeSqlWorkers } from "./sql/exec-metrics.js";
+export { hardness, exactMatch, componentMatch, type Hardness, type ComponentMatch } from "./sql/spider-metrics.js";
+export { parseSql } from "./sql/sqlparse.js";
 export {
   parseRepoSpec,
   hubEndpoint,
@@ -73,8 +73,8 @@ export {
   type PullProgress,
   type PullOptions,
   type CachedModel,
-} from "./hub.js";
-export { convertHfToGguf, SUPPORTED_ARCHITECTURES, type ConvertOptions, type ConvertOutType, type ConvertResult } from "./convert.js";
+} from "./models/hub.js";
+export { convertHfToGguf, SUPPORTED_ARCHITECTURES, type ConvertOptions, type ConvertOutType, type ConvertResult } from "./models/convert.js";
 export {
   resolveModelPath,
   pullHubModel,
@@ -89,4 +89,4 @@ export {
   type ResolveModelOptions,
   type HubModelOptions,
   type HubModelResult,
-} from "./models.js";
+} from "./models/model-path.js";

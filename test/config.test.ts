@@ -3,7 +3,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { describe, expect, test } from "vitest";
-import { closestKey, DEFAULTS, loadConfig } from "../src/config.js";
+import { closestKey, DEFAULTS, loadConfig } from "../src/train/config.js";
 import { tempDir } from "./helpers/models.js";
 
 function yaml(text: string): string {

@@ -6,8 +6,8 @@ import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import type { Token } from "node-llama-cpp";
-import { convertHfToGguf, permuteRowsBytes } from "../src/convert.js";
-import { LoraEngine } from "../src/engine.js";
+import { convertHfToGguf, permuteRowsBytes } from "../src/models/convert.js";
+import { LoraEngine } from "../src/engine/engine.js";
 import {
   bf16ToF32,
   f16ToF32,
@@ -20,11 +20,11 @@ import {
   readTensorBytes,
   type GgufFile,
   type GgufValue,
-} from "../src/gguf.js";
-import { permuteRows } from "../src/peft.js";
-import { cpuLlama } from "../src/prompt.js";
-import { openHfWeights, readSafetensorsHeader } from "../src/safetensors-index.js";
-import { encodeSentencePieceModel, parseSentencePieceModel, SentencePieceModelType } from "../src/sentencepiece.js";
+} from "../src/formats/gguf.js";
+import { permuteRows } from "../src/adapters/peft.js";
+import { cpuLlama } from "../src/train/prompt.js";
+import { openHfWeights, readSafetensorsHeader } from "../src/formats/safetensors.js";
+import { encodeSentencePieceModel, parseSentencePieceModel, SentencePieceModelType } from "../src/models/sentencepiece.js";
 import { makeHfCheckpoint } from "../scripts/make-hf-checkpoint.js";
 import { llamaCppLogProbs } from "./helpers/llamacpp.js";
 import { tempDir, testModel } from "./helpers/models.js";

@@ -3,10 +3,10 @@
 import fs from "node:fs";
 import path from "node:path";
 import { describe, expect, test } from "vitest";
-import { DEFAULTS, loadConfig, type TrainConfig } from "../src/config.js";
-import { findInvalidUtf8, loadDataset, readExamples, splitSizes } from "../src/data.js";
-import { encodeExample, Tokenizer } from "../src/prompt.js";
-import { prepareData } from "../src/trainer.js";
+import { DEFAULTS, loadConfig, type TrainConfig } from "../src/train/config.js";
+import { findInvalidUtf8, loadDataset, readExamples, splitSizes } from "../src/train/data.js";
+import { encodeExample, Tokenizer } from "../src/train/prompt.js";
+import { prepareData } from "../src/train/trainer.js";
 import { tempDir, testModel } from "./helpers/models.js";
 
 const spider = path.resolve("../shared/spider");

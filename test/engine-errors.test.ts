@@ -3,9 +3,9 @@
 import fs from "node:fs";
 import path from "node:path";
 import { beforeAll, describe, expect, test } from "vitest";
-import { GgmlType, ggmlTensorByteLength, readGguf, readTensorBytes, writeGguf } from "../src/gguf.js";
-import { LoraEngine, makeBatch } from "../src/engine.js";
-import { loadNative, type NativeEngineOptions } from "../src/native.js";
+import { GgmlType, ggmlTensorByteLength, readGguf, readTensorBytes, writeGguf } from "../src/formats/gguf.js";
+import { LoraEngine, makeBatch } from "../src/engine/engine.js";
+import { loadNative, type NativeEngineOptions } from "../src/engine/native.js";
 import { tempDir, testModel } from "./helpers/models.js";
 
 const nativeOpts = (o: Partial<NativeEngineOptions>): NativeEngineOptions => ({

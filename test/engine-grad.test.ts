@@ -1,7 +1,7 @@
 // Tiers 1 and 2: finite-difference gradient checks of every LoRA target, accumulation against one
 // big batch, AdamW against numbers worked out by hand, and an overfit run.
 import { beforeAll, describe, expect, test } from "vitest";
-import { LoraEngine, makeBatch, type Batch } from "../src/engine.js";
+import { LoraEngine, makeBatch, type Batch } from "../src/engine/engine.js";
 import { randomize, rng, tempDir, testModel } from "./helpers/models.js";
 
 const ALL = ["q", "k", "v", "o", "gate", "up", "down"];

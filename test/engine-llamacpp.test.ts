@@ -3,7 +3,7 @@
 // section 1 measured llama.cpp at 2.2e-7 from an exact float64 model in that setting.
 import { beforeAll, describe, expect, test } from "vitest";
 import path from "node:path";
-import { LoraEngine } from "../src/engine.js";
+import { LoraEngine } from "../src/engine/engine.js";
 import { llamaCppLogProbs } from "./helpers/llamacpp.js";
 import { logSoftmax, randomize, relError, tempDir, testModel } from "./helpers/models.js";
 

@@ -3,7 +3,7 @@
 // same inputs, only kept or freed differently. They must agree exactly, with dropout on, every
 // target adapted and every weight type; and they must really hold less memory.
 import { beforeAll, describe, expect, test } from "vitest";
-import { LoraEngine, makeBatch, type EngineOptions } from "../src/engine.js";
+import { LoraEngine, makeBatch, type EngineOptions } from "../src/engine/engine.js";
 import { randomize, rng, testModel } from "./helpers/models.js";
 
 const ALL = ["q", "k", "v", "o", "gate", "up", "down"];

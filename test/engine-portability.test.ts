@@ -2,7 +2,7 @@
 // node of the real graph, for F32, F16 and BF16 weights, with and without dropout, and check each
 // op use against the support table read from the CPU, CUDA and Metal sources.
 import { describe, expect, test } from "vitest";
-import { LoraEngine } from "../src/engine.js";
+import { LoraEngine } from "../src/engine/engine.js";
 import { BACKENDS, backendSupports, type Backend, type OpUse } from "./helpers/backend-support.js";
 import { testModel } from "./helpers/models.js";
 

@@ -1,7 +1,7 @@
 // TinyLlama's attention shape: the trainable-parameter count the issue fixes, on BF16 weights.
 // (n_ff is cut to 64 to keep the file small; it does not enter the q/v count.)
 import { expect, test } from "vitest";
-import { LoraEngine, makeBatch } from "../src/engine.js";
+import { LoraEngine, makeBatch } from "../src/engine/engine.js";
 import { testModel } from "./helpers/models.js";
 
 test("TinyLlama shape with r=8 on q and v trains exactly 1,126,400 parameters (BF16 weights)", async () => {

@@ -3,7 +3,7 @@
 import { createHash } from "node:crypto";
 import fs from "node:fs";
 import { expect, test } from "vitest";
-import { LoraEngine, makeBatch } from "../src/engine.js";
+import { LoraEngine, makeBatch } from "../src/engine/engine.js";
 import { testModel } from "./helpers/models.js";
 
 interface Fixture {

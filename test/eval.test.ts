@@ -5,7 +5,7 @@ import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { describe, expect, test } from "vitest";
-import { evaluateSql } from "../src/eval.js";
+import { evaluateSql } from "../src/eval/eval.js";
 import { tempDir } from "./helpers/models.js";
 import { overfitAdapter, PAIRS, SCHEMA } from "./helpers/overfit.js";
 
@@ -89,11 +89,11 @@ describe("the eval command", () => {
     fs.writeFileSync(preds, PAIRS.map(([, s]) => s).join("\n") + "\n");
     const out = path.join(d.dir, "report");
     const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..");
-    const stdout = execFileSync(process.execPath, ["dist/src/cli.js", "eval", "--data", d.data, "--tables", d.tables, "--db-dir", d.dbDir, "--predictions", preds, "--output", out, "--json"], { cwd: ROOT, encoding: "utf8" });
+    const stdout = execFileSync(process.execPath, ["dist/src/cli/main.js", "eval", "--data", d.data, "--tables", d.tables, "--db-dir", d.dbDir, "--predictions", preds, "--output", out, "--json"], { cwd: ROOT, encoding: "utf8" });
     const r = JSON.parse(stdout);
     expect(r).toMatchObject({ examples: 4, exactMatch: 1, executionAccuracy: 1, errors: {} });
     expect(fs.existsSync(path.join(out, "eval.json"))).toBe(true);
-    const text = execFileSync(process.execPath, ["dist/src/cli.js", "eval", "--data", d.data, "--tables", d.tables, "--predictions", preds, "--output", out], { cwd: ROOT, encoding: "utf8" });
+    const text = execFileSync(process.execPath, ["dist/src/cli/main.js", "eval", "--data", d.data, "--tables", d.tables, "--predictions", preds, "--output", out], { cwd: ROOT, encoding: "utf8" });
     expect(text).toMatch(/exact match +100\.0%/);
     expect(text).toMatch(/execution +n\/a \(no databases/);
   });

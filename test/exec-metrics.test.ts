@@ -11,7 +11,7 @@ import {
   runReadOnly,
   sameResult,
   schemaFromSqlite,
-} from "../src/exec-metrics.js";
+} from "../src/sql/exec-metrics.js";
 
 let dir: string;
 let dbFile: string;

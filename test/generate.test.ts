@@ -2,8 +2,8 @@
 // trained SQL for each training question (training, export, loading and the prompt all agree).
 import path from "node:path";
 import { afterAll, describe, expect, test } from "vitest";
-import { disposeGenerators, extractSql, generateSql, SqlGenerator, validateSql } from "../src/generate.js";
-import { LoraEngine } from "../src/engine.js";
+import { disposeGenerators, extractSql, generateSql, SqlGenerator, validateSql } from "../src/serve/generate.js";
+import { LoraEngine } from "../src/engine/engine.js";
 import { tempDir, testModel } from "./helpers/models.js";
 import { overfitAdapter, PAIRS, SCHEMA } from "./helpers/overfit.js";
 

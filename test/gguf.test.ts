@@ -18,9 +18,9 @@ import {
     readTensorBytes,
     readTensorF32,
     writeGguf,
-} from "../src/gguf.js";
-import type { GgufTensorSpec, GgufValue } from "../src/gguf.js";
-import { llamaCppSourceDir, makeTestModel } from "../scripts/make-test-model.js";
+} from "../src/formats/gguf.js";
+import type { GgufTensorSpec, GgufValue } from "../src/formats/gguf.js";
+import { llamaCppSourceDir, makeTestModel } from "../src/models/test-model.js";
 import { llamaCppLogProbs, llamaCppTokenize } from "./helpers/llamacpp.js";
 
 let tmp: string;

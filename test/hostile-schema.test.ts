@@ -8,8 +8,8 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { checkSqlAgainstSchema, MAX_SCHEMA_CHARS, schemaStatements } from "../src/exec-metrics.js";
-import { startServer, type RunningServer } from "../src/server.js";
+import { checkSqlAgainstSchema, MAX_SCHEMA_CHARS, schemaStatements } from "../src/sql/exec-metrics.js";
+import { startServer, type RunningServer } from "../src/serve/server.js";
 import { overfitAdapter, PAIRS, SCHEMA } from "./helpers/overfit.js";
 import { tempDir } from "./helpers/models.js";
 
@@ -112,7 +112,7 @@ describe("schema text is only ever definitions, built in a bounded sandbox", () 
     const schemaFile = path.join(dir, "evil.sql");
     fs.writeFileSync(schemaFile, `ATTACH DATABASE '${victim}' AS v; DROP TABLE v.orders;`);
     const before = hash(victim);
-    const r = spawnSync(process.execPath, [path.join(ROOT, "dist/src/cli.js"), "generate", PAIRS[0][0], "--adapter", adapter, "--schema", schemaFile, "--device", "cpu"], { encoding: "utf8" });
+    const r = spawnSync(process.execPath, [path.join(ROOT, "dist/src/cli/main.js"), "generate", PAIRS[0][0], "--adapter", adapter, "--schema", schemaFile, "--device", "cpu"], { encoding: "utf8" });
     expect(r.status).not.toBe(0);
     expect(r.stderr).toMatch(/schema: statement 1 \("ATTACH DATABASE .*"\): ATTACH statements are not allowed/);
     expect(hash(victim)).toBe(before);

@@ -21,7 +21,7 @@ import {
   pullModel,
   removeCachedModel,
   type PullProgress,
-} from "../src/hub.js";
+} from "../src/models/hub.js";
 import { startHubServer, type FakeFile, type HubServer } from "./helpers/hub-server.js";
 
 const ENV_KEYS = ["TEXT2SQL_HOME", "HF_ENDPOINT", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "HF_HOME", "HF_HUB_OFFLINE"] as const;

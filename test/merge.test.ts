@@ -3,10 +3,10 @@
 import { beforeAll, describe, expect, test } from "vitest";
 import fs from "node:fs";
 import path from "node:path";
-import { LoraEngine } from "../src/engine.js";
-import { GgmlType, gv, readGguf, readTensorBytes, readTensorF32, writeGguf } from "../src/gguf.js";
-import type { GgufFile, GgufValue } from "../src/gguf.js";
-import { mergeAdapter } from "../src/merge.js";
+import { LoraEngine } from "../src/engine/engine.js";
+import { GgmlType, gv, readGguf, readTensorBytes, readTensorF32, writeGguf } from "../src/formats/gguf.js";
+import type { GgufFile, GgufValue } from "../src/formats/gguf.js";
+import { mergeAdapter } from "../src/adapters/merge.js";
 import { llamaCppLogProbs } from "./helpers/llamacpp.js";
 import { logSoftmax, randomize, relError, rng, tempDir, testModel } from "./helpers/models.js";
 

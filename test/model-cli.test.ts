@@ -1,4 +1,4 @@
-// model.path forms and `text2sql model ...` end to end, through the real CLI (dist/src/cli.js)
+// model.path forms and `text2sql model ...` end to end, through the real CLI (dist/src/cli/main.js)
 // against a local hub (test/helpers/hub-server.ts): a hub repository is downloaded after --yes (and
 // refused without it when nobody can be asked), converted once and reused; a local checkpoint
 // folder is converted once; an hf: URI goes through node-llama-cpp's downloader; Ctrl-C during a
@@ -8,9 +8,9 @@ import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { makeHfCheckpoint } from "../scripts/make-hf-checkpoint.js";
-import { readGguf, readTensorBytes } from "../src/gguf.js";
-import { formatBytes } from "../src/hub.js";
-import { Tokenizer } from "../src/prompt.js";
+import { readGguf, readTensorBytes } from "../src/formats/gguf.js";
+import { formatBytes } from "../src/models/hub.js";
+import { Tokenizer } from "../src/train/prompt.js";
 import { startHubServer, type FakeFile, type HubServer } from "./helpers/hub-server.js";
 import { tempDir, testModel } from "./helpers/models.js";
 
@@ -40,7 +40,7 @@ function cliEnv(extra: Record<string, string> = {}): Record<string, string | und
 /** The CLI on a pseudo-terminal (util-linux `script`), answering `answer` to the download question. */
 function cliOnTerminal(args: string[], answer: string): Promise<{ code: number | null; output: string; asked: boolean }> {
   return new Promise((resolve) => {
-    const cmd = [process.execPath, "dist/src/cli.js", ...args].map((a) => `'${a.replace(/'/g, "'\\''")}'`).join(" ");
+    const cmd = [process.execPath, "dist/src/cli/main.js", ...args].map((a) => `'${a.replace(/'/g, "'\\''")}'`).join(" ");
     const p = spawn("script", ["-qefc", cmd, "/dev/null"], { cwd: ROOT, env: cliEnv(), stdio: ["pipe", "pipe", "pipe"] });
     let output = "";
     let asked = false;
@@ -67,7 +67,7 @@ const hasScript = (() => {
 function cli(args: string[], o: { env?: Record<string, string>; onStart?: (kill: (sig: NodeJS.Signals) => void) => void } = {}): Promise<Run> {
   return new Promise((resolve) => {
     // stdin is not a terminal: nobody can be asked
-    const p = spawn(process.execPath, ["dist/src/cli.js", ...args], { cwd: ROOT, env: cliEnv(o.env), stdio: ["ignore", "pipe", "pipe"] });
+    const p = spawn(process.execPath, ["dist/src/cli/main.js", ...args], { cwd: ROOT, env: cliEnv(o.env), stdio: ["ignore", "pipe", "pipe"] });
     let stdout = "";
     let stderr = "";
     p.stdout.on("data", (d) => (stdout += d));

@@ -5,7 +5,7 @@ import { createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { describe, expect, test } from "vitest";
-import { LoraEngine, type AdapterTensor } from "../src/engine.js";
+import { LoraEngine, type AdapterTensor } from "../src/engine/engine.js";
 import {
   exportPeft,
   importPeft,
@@ -17,7 +17,7 @@ import {
   unpermuteRows,
   writeSafetensors,
   type PeftExportMeta,
-} from "../src/peft.js";
+} from "../src/adapters/peft.js";
 import { randomize, relError, tempDir, testModel } from "./helpers/models.js";
 
 const TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];

@@ -3,7 +3,7 @@
 import { spawn } from "node:child_process";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { startServer, type RunningServer } from "../src/server.js";
+import { startServer, type RunningServer } from "../src/serve/server.js";
 import { overfitAdapter, PAIRS, SCHEMA } from "./helpers/overfit.js";
 
 const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..");
@@ -128,7 +128,7 @@ describe("serve limits and security", () => {
 
   test("SIGTERM stops taking requests, finishes those in flight and exits 0", async () => {
     const { outputDir } = await overfitAdapter();
-    const p = spawn(process.execPath, ["dist/src/cli.js", "serve", "--adapter", outputDir, "--port", "0", "--device", "cpu", "--threads", "1"], { cwd: ROOT, stdio: ["ignore", "ignore", "pipe"] });
+    const p = spawn(process.execPath, ["dist/src/cli/main.js", "serve", "--adapter", outputDir, "--port", "0", "--device", "cpu", "--threads", "1"], { cwd: ROOT, stdio: ["ignore", "ignore", "pipe"] });
     let err = "";
     const url = await new Promise<string>((resolve, reject) => {
       p.stderr.on("data", (d) => {

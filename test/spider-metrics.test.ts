@@ -12,8 +12,8 @@ import {
   exactMatch,
   hardness,
   type Hardness,
-} from "../src/spider-metrics.js";
-import { parseSql, SqlParseError, tokenize, type SpiderSchemaEntry } from "../src/sqlparse.js";
+} from "../src/sql/spider-metrics.js";
+import { parseSql, SqlParseError, tokenize, type SpiderSchemaEntry } from "../src/sql/sqlparse.js";
 
 describe("sqlparse", () => {
   test("tokenizes like process_sql: lower case, quoted values kept, two-char operators merged", () => {

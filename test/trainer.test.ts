@@ -4,8 +4,8 @@ import { spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { describe, expect, test } from "vitest";
-import { loadConfig, type TrainConfig } from "../src/config.js";
-import { lrAt, trainSft, type StepEvent } from "../src/trainer.js";
+import { loadConfig, type TrainConfig } from "../src/train/config.js";
+import { lrAt, trainSft, type StepEvent } from "../src/train/trainer.js";
 import { tempDir, testModel } from "./helpers/models.js";
 
 const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..");
@@ -100,7 +100,7 @@ describe("trainSft", () => {
 describe("the train command", () => {
   test("Ctrl-C saves a checkpoint and exits 130 with the resume command; --resume finishes", async () => {
     const cfg = await setup(["train.max_steps=400", "train.save_every=0", "train.eval_every=0"]);
-    const args = ["dist/src/cli.js", "train", "--model", cfg.model.path, "--data", cfg.data.path!, "--output", cfg.output.dir,
+    const args = ["dist/src/cli/main.js", "train", "--model", cfg.model.path, "--data", cfg.data.path!, "--output", cfg.output.dir,
       "--set", "train.batch_size=2", "--set", "train.grad_accum=2", "--set", "data.split=[0.8, 0.2, 0]", "--threads", "1"];
     const run = (extra: string[], interrupt: boolean) => new Promise<{ code: number | null; err: string }>((resolve) => {
       const p = spawn(process.execPath, [...args, ...extra], { cwd: ROOT, stdio: ["ignore", "ignore", "pipe"] });
@@ -130,7 +130,7 @@ describe("quickstart", () => {
     const home = tempDir("t2s-home-");
     const out = path.join(tempDir(), "quickstart");
     const r = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-      const p = spawn(process.execPath, ["dist/src/cli.js", "train", "--config", "configs/quickstart.yaml", "--output", out, "--json"], {
+      const p = spawn(process.execPath, ["dist/src/cli/main.js", "train", "--config", "configs/quickstart.yaml", "--output", out, "--json"], {
         cwd: ROOT,
         env: { ...process.env, TEXT2SQL_HOME: home },
         stdio: ["ignore", "pipe", "pipe"],

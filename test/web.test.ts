@@ -7,7 +7,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { chromium, type BrowserContext, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { startServer, type RunningServer } from "../src/server.js";
+import { startServer, type RunningServer } from "../src/serve/server.js";
 import { tempDir } from "./helpers/models.js";
 import { overfitAdapter, PAIRS, SCHEMA } from "./helpers/overfit.js";
 

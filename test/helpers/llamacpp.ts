@@ -11,7 +11,7 @@
  * log_softmax of your own logits.
  */
 import type { Llama, LlamaContextOptions, Token } from "node-llama-cpp";
-import { cpuLlama } from "../../src/prompt.js";
+import { cpuLlama } from "../../src/train/prompt.js";
 
 /** The process-wide CPU-only llama.cpp binding (the one src/prompt.ts uses; prebuilt, never built). */
 export const getCpuLlama: () => Promise<Llama> = cpuLlama;

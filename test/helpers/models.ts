@@ -1,17 +1,17 @@
 // Test models, made once per option set and cached in the OS temp folder (they are random-weight
-// Llama GGUFs with the real SPM vocab, see scripts/make-test-model.ts).
+// Llama GGUFs with the real SPM vocab, see src/models/test-model.ts).
 import { createHash } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { makeTestModel, type MakeTestModelOptions } from "../../scripts/make-test-model.js";
+import { makeTestModel, type MakeTestModelOptions } from "../../src/models/test-model.js";
 
 const dir = path.join(os.tmpdir(), "text2sql-test-models");
 const pending = new Map<string, Promise<string>>();
 
 export function testModel(opts: Omit<MakeTestModelOptions, "path"> = {}): Promise<string> {
   // the generator's source is part of the key: a change to it makes new models
-  const src = fs.readFileSync(new URL("../../scripts/make-test-model.ts", import.meta.url));
+  const src = fs.readFileSync(new URL("../../src/models/test-model.ts", import.meta.url));
   const key = createHash("sha256").update(JSON.stringify(opts)).update(src).digest("hex").slice(0, 16);
   const file = path.join(dir, `${key}.gguf`);
   let p = pending.get(file);

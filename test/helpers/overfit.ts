@@ -2,7 +2,7 @@
 // (about 10 s): generation from it returns exactly the trained SQL, so tests can check answers.
 import fs from "node:fs";
 import path from "node:path";
-import { trainSft } from "../../src/trainer.js";
+import { trainSft } from "../../src/train/trainer.js";
 import { tempDir, testModel } from "./models.js";
 
 export const PAIRS: [string, string][] = [

@@ -2,11 +2,11 @@
 // rate, evaluation, checkpoints and resuming. The native engine only accumulates and steps.
 import fs from "node:fs";
 import path from "node:path";
-import { baseModelName, loadAdapterInto, saveAdapterBoth, type AdapterRecord } from "./adapters.js";
+import { baseModelName, loadAdapterInto, saveAdapterBoth, type AdapterRecord } from "../adapters/folder.js";
 import { configToYaml, loadConfig, type DeepPartial, type TrainConfig } from "./config.js";
 import { loadDataset, shuffled, type DatasetReport } from "./data.js";
-import { LoraEngine, makeBatch, type OptimizerState } from "./engine.js";
-import { resolveModelPath } from "./models.js";
+import { LoraEngine, makeBatch, type OptimizerState } from "../engine/engine.js";
+import { resolveModelPath } from "../models/model-path.js";
 import { lossCurveSvg, type Series } from "./plot.js";
 import { encodeExample, Tokenizer, type Encoded } from "./prompt.js";
 

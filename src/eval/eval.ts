@@ -3,16 +3,16 @@
 // hardness, error categories, and the seed's teacher-forced eval loss and token accuracy.
 import fs from "node:fs";
 import path from "node:path";
-import { DEFAULT_TEMPLATE, DEFAULTS } from "./config.js";
-import { readExamples, readSpiderTables, spiderSchemas, type Example } from "./data.js";
-import { LoraEngine, makeBatch } from "./engine.js";
-import { closeAll, executionMatch, isSingleReadQuery } from "./exec-metrics.js";
-import { SqlGenerator, resolveAdapter } from "./generate.js";
-import { encodeExample, Tokenizer } from "./prompt.js";
-import { componentMatch, hardness, HARDNESS_LEVELS, type Hardness } from "./spider-metrics.js";
-import type { SpiderSchemaEntry } from "./sqlparse.js";
-import { loadAdapterInto } from "./adapters.js";
-import { resolveModelPath } from "./models.js";
+import { DEFAULT_TEMPLATE, DEFAULTS } from "../train/config.js";
+import { readExamples, readSpiderTables, spiderSchemas, type Example } from "../train/data.js";
+import { LoraEngine, makeBatch } from "../engine/engine.js";
+import { closeAll, executionMatch, isSingleReadQuery } from "../sql/exec-metrics.js";
+import { SqlGenerator, resolveAdapter } from "../serve/generate.js";
+import { encodeExample, Tokenizer } from "../train/prompt.js";
+import { componentMatch, hardness, HARDNESS_LEVELS, type Hardness } from "../sql/spider-metrics.js";
+import type { SpiderSchemaEntry } from "../sql/sqlparse.js";
+import { loadAdapterInto } from "../adapters/folder.js";
+import { resolveModelPath } from "../models/model-path.js";
 
 export interface EvalOptions {
   /** Spider JSON ({db_id, question, query}[]) or any CSV/JSONL the trainer reads */

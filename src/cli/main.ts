@@ -3,15 +3,17 @@
 import cliProgress from "cli-progress";
 import { Command, Option } from "commander";
 import fs from "node:fs";
-import { createRequire } from "node:module";
-import { DEFAULTS, getPath, loadConfig, SCHEMA, type TrainConfig } from "./config.js";
-import { LoraEngine } from "./engine.js";
-import { disposeGenerators, generateSql, resolveAdapter } from "./generate.js";
-import { evaluateSql, formatEvalReport } from "./eval.js";
-import { MAX_SCHEMA_CHARS } from "./exec-metrics.js";
-import { mergeAdapter } from "./merge.js";
-import { startServer } from "./server.js";
-import { formatBytes, listCachedModels, type CachedModel } from "./hub.js";
+import path from "node:path";
+import { packageRoot } from "../engine/native.js";
+import { DEFAULTS, getPath, loadConfig, SCHEMA, type TrainConfig } from "../train/config.js";
+import { LoraEngine } from "../engine/engine.js";
+import { disposeGenerators, generateSql, resolveAdapter } from "../serve/generate.js";
+import { evaluateSql, formatEvalReport } from "../eval/eval.js";
+import { MAX_SCHEMA_CHARS } from "../sql/exec-metrics.js";
+import { mergeAdapter } from "../adapters/merge.js";
+import { buildLlama, localLlamaBuild } from "../serve/llama-build.js";
+import { startServer } from "../serve/server.js";
+import { formatBytes, listCachedModels, type CachedModel } from "../models/hub.js";
 import {
   cacheHome,
   convertCheckpoint,
@@ -23,11 +25,11 @@ import {
   resolveModelPath,
   type ModelDtype,
   type ResolveModelOptions,
-} from "./models.js";
-import { systemInfo } from "./system.js";
-import { formatSummary, prepareData, trainSft, type TrainSummary } from "./trainer.js";
+} from "../models/model-path.js";
+import { systemInfo } from "../engine/system.js";
+import { formatSummary, prepareData, trainSft, type TrainSummary } from "../train/trainer.js";
 
-const pkg = createRequire(import.meta.url)("../../package.json") as { version: string };
+const pkg = JSON.parse(fs.readFileSync(path.join(packageRoot(), "package.json"), "utf8")) as { version: string };
 
 const program = new Command();
 program
@@ -582,9 +584,6 @@ program
   .action(async (o: { buildLlama?: boolean }) => {
     const info = systemInfo();
     for (const d of info.devices) console.log(`${d.backend.padEnd(6)} ${d.name}: ${d.description}`);
-    // scripts/build-llama.mjs ships with the package (package.json "files")
-    const buildLlamaScript = new URL("../../scripts/build-llama.mjs", import.meta.url);
-    const { buildLlama, localLlamaBuild } = (await import(buildLlamaScript.href)) as { buildLlama: () => number; localLlamaBuild: () => string | null };
     if (o.buildLlama) {
       const status = buildLlama();
       if (status !== 0) throw new Error(`building node-llama-cpp's llama.cpp failed (exit ${status}); see the output above`);

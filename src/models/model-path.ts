@@ -17,7 +17,7 @@ import fs from "node:fs";
 import path from "node:path";
 import readline from "node:readline";
 import { resolveModelFile } from "node-llama-cpp";
-import { makeTestModel } from "../scripts/make-test-model.js";
+import { makeTestModel } from "./test-model.js";
 import { cacheHome } from "./cache.js";
 import { convertHfToGguf, type ConvertOutType } from "./convert.js";
 import {

@@ -25,9 +25,9 @@ import {
   type GgufTensorSpec,
   type GgufValue,
   type TensorData,
-} from "./gguf.js";
-import { openHfWeights, StReader, SAFETENSORS_DTYPE_SIZE, type StTensorInfo } from "./safetensors-index.js";
-import { permuteRowsBytes } from "./peft.js";
+} from "../formats/gguf.js";
+import { openHfWeights, StReader, SAFETENSORS_DTYPE_SIZE, type StTensorInfo } from "../formats/safetensors.js";
+import { permuteRowsBytes } from "../adapters/peft.js";
 import {
   parseSentencePieceModel,
   SentencePieceModelType,

@@ -5,11 +5,11 @@
 // version). The bundle is unpacked once into node_modules/.cache/text2sql/llama.cpp; cmake-js
 // keeps the ggml objects in build/, so a rebuild after editing native/ only recompiles our files.
 //
-//   node scripts/build-native.mjs            CPU (+ Metal on macOS)
-//   TEXT2SQL_CUDA=1 node scripts/build-native.mjs   also the CUDA backend (needs nvcc;
+//   node native/build.mjs            CPU (+ Metal on macOS)
+//   TEXT2SQL_CUDA=1 node native/build.mjs   also the CUDA backend (needs nvcc;
 //                                                   TEXT2SQL_CUDA_ARCHITECTURES="89;90" picks GPUs)
 //
-// Also used on first import when the addon is missing (see src/native.ts).
+// Also used on first import when the addon is missing (see src/engine/native.ts).
 import { execFileSync, spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";

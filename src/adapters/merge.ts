@@ -43,8 +43,8 @@ import {
     readGguf,
     readTensorF32,
     writeGguf,
-} from "./gguf.js";
-import type { GgufFile, GgufTensorInfo, GgufTensorSpec, GgufValue, TensorData } from "./gguf.js";
+} from "../formats/gguf.js";
+import type { GgufFile, GgufTensorInfo, GgufTensorSpec, GgufValue, TensorData } from "../formats/gguf.js";
 
 export type MergeType = "f16" | "bf16" | "f32";
 

@@ -5,11 +5,11 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { getLlama, LlamaLogLevel, type Llama, type LlamaContext, type LlamaContextSequence, type LlamaModel, type Token } from "node-llama-cpp";
-import { DEFAULT_TEMPLATE } from "./config.js";
-import { checkSqlAgainstSchema, schemaStatements, type SchemaCheckOptions } from "./exec-metrics.js";
-import { checkAdapterFits } from "./merge.js";
-import { resolveModelPath } from "./models.js";
-import { cpuLlama, renderPrompt } from "./prompt.js";
+import { DEFAULT_TEMPLATE } from "../train/config.js";
+import { checkSqlAgainstSchema, schemaStatements, type SchemaCheckOptions } from "../sql/exec-metrics.js";
+import { checkAdapterFits } from "../adapters/merge.js";
+import { resolveModelPath } from "../models/model-path.js";
+import { cpuLlama, renderPrompt } from "../train/prompt.js";
 
 export interface GeneratorOptions {
   /**

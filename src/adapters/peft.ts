@@ -8,7 +8,7 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16, GgufValueType, readGguf } from "./gguf.js";
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16, GgufValueType, readGguf } from "../formats/gguf.js";
 
 // ---------------------------------------------------------------------------
 // safetensors

@@ -2,8 +2,8 @@
 // and a Hugging Face PEFT folder (adapter_model.safetensors + adapter_config.json).
 import fs from "node:fs";
 import path from "node:path";
-import type { LoraEngine } from "./engine.js";
-import { GgufValueType, readGguf } from "./gguf.js";
+import type { LoraEngine } from "../engine/engine.js";
+import { GgufValueType, readGguf } from "../formats/gguf.js";
 import { exportPeft, importPeft, isPeftDir } from "./peft.js";
 
 export const GGUF_ADAPTER = "adapter.gguf";

@@ -6,7 +6,7 @@ import Fastify, { type FastifyError, type FastifyInstance } from "fastify";
 import fs from "node:fs";
 import path from "node:path";
 import { SqlGenerator } from "./generate.js";
-import { packageRoot } from "./native.js";
+import { packageRoot } from "../engine/native.js";
 
 export interface ServerOptions {
   /** adapter.gguf or a trainer output folder (its base model is used unless `model` is given) */
@@ -71,7 +71,7 @@ export async function startServer(o: ServerOptions = {}): Promise<RunningServer>
   const parallel = o.parallel ?? 4;
   const maxQueue = o.maxQueue ?? 64;
   const generator = await SqlGenerator.load({ adapter: o.adapter, model: o.model, device: o.device, parallel, threads: o.threads });
-  const page = fs.readFileSync(path.join(packageRoot(), "src", "web", "index.html"));
+  const page = fs.readFileSync(path.join(packageRoot(), "src", "serve", "web", "index.html"));
   const started = Date.now();
   let served = 0;
   let pending = 0;

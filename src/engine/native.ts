@@ -129,7 +129,7 @@ export interface NativeAddon {
   systemInfo(): { devices: NativeDevice[]; lastLog: string };
 }
 
-/** The package root (holds package.json), from dist/src/ or src/. */
+/** The package root (holds package.json), from dist/src/engine/ or src/engine/. */
 export function packageRoot(): string {
   let dir = path.dirname(fileURLToPath(import.meta.url));
   while (!fs.existsSync(path.join(dir, "package.json"))) {
@@ -152,13 +152,13 @@ export function loadNative(): NativeAddon {
   const file = path.join(root, "build", "Release", "text2sql.node");
   if (!fs.existsSync(file)) {
     process.stderr.write("text2sql: the native engine is not built yet; building it now (once, about a minute)\n");
-    const r = spawnSync(process.execPath, [path.join(root, "scripts", "build-native.mjs")], {
+    const r = spawnSync(process.execPath, [path.join(root, "native", "build.mjs")], {
       cwd: root,
       stdio: ["ignore", "ignore", "inherit"],
       env: { ...process.env, TEXT2SQL_BUILD_QUIET: "1" },
     });
     if (r.status !== 0 || !fs.existsSync(file)) {
-      throw new Error(`text2sql: building the native engine failed (see the messages above); run \`node ${path.join(root, "scripts", "build-native.mjs")}\` to retry`);
+      throw new Error(`text2sql: building the native engine failed (see the messages above); run \`node ${path.join(root, "native", "build.mjs")}\` to retry`);
     }
   }
   const require = createRequire(import.meta.url);
