@@ -1,4 +1,4 @@
-// N-API surface of the text2sql engine. Its TypeScript types live in src/native.ts.
+// N-API surface of the text2sql engine. Its TypeScript types live in src/engine/native.ts.
 //
 // Every long call runs in a Napi::AsyncWorker and returns a Promise. Execute() touches no napi
 // values: arguments are copied into plain C++ values on the main thread first, and any
@@ -9,6 +9,7 @@
 
 #include <napi.h>
 
+#include <cmath>
 #include <functional>
 #include <mutex>
 #include <string>
@@ -151,7 +152,7 @@ private:
         o.Set("computeBytes", (double) t2s::engine_compute_bytes(en));
         Napi::Array targets = Napi::Array::New(env);
         uint32_t k = 0;
-        for (int t = 0; t < t2s::TARGET_COUNT; t++) if (en.opts.lora.targets[t]) targets.Set(k++, t2s::target_hf_name(t));
+        for (int t = 0; t < t2s::TARGET_COUNT; t++) if (en.opts.lora.targets[t]) targets.Set(k++, (double) t);
         o.Set("targets", targets);
         return o;
     }
@@ -444,13 +445,18 @@ Napi::Value create_engine(const Napi::CallbackInfo & info) {
     if (o.Get("rslora").IsBoolean()) opts.lora.rslora = o.Get("rslora").As<Napi::Boolean>().Value();
     if (o.Get("seed").IsNumber()) opts.lora.seed = (uint64_t) o.Get("seed").As<Napi::Number>().Int64Value();
     Napi::Value tv = o.Get("targets");
-    if (!tv.IsArray()) throw Napi::TypeError::New(env, "createEngine: targets must be an array of module names");
+    // target indices in the lora_target order (src/engine/lora.ts owns the names): checked here,
+    // not parsed again
+    if (!tv.IsArray()) throw Napi::TypeError::New(env, "createEngine: targets must be an array of LoRA target indices");
     Napi::Array ta = tv.As<Napi::Array>();
     for (uint32_t i = 0; i < ta.Length(); i++) {
-        const std::string name = ta.Get(i).ToString().Utf8Value();
-        const int t = t2s::parse_target(name);
-        if (t < 0) throw Napi::Error::New(env, "createEngine: unknown LoRA target '" + name + "'; use q, k, v, o, gate, up, down (or q_proj, ...)");
-        opts.lora.targets[t] = true;
+        Napi::Value item = ta.Get(i);
+        const double t = item.IsNumber() ? item.As<Napi::Number>().DoubleValue() : -1.0;
+        if (!item.IsNumber() || t != std::floor(t) || t < 0 || t >= t2s::TARGET_COUNT) {
+            throw Napi::RangeError::New(env, "createEngine: LoRA target index " + item.ToString().Utf8Value() +
+                " is out of range [0, " + std::to_string(t2s::TARGET_COUNT) + ")");
+        }
+        opts.lora.targets[(int) t] = true;
     }
     if (opts.model_path.empty()) throw Napi::TypeError::New(env, "createEngine: modelPath must be a non-empty string");
 

@@ -24,11 +24,9 @@ enum lora_target : int {
     TARGET_COUNT,
 };
 
-// GGUF tensor name stem (blk.N.<stem>.weight), short name and Hugging Face module name.
+// GGUF tensor name stem: blk.N.<stem>.weight. The user-facing names (q, q_proj) live in
+// src/engine/lora.ts, which passes the engine validated indices in this enum's order.
 const char * target_gguf_stem(int t);   // "attn_q"
-const char * target_short_name(int t);  // "q"
-const char * target_hf_name(int t);     // "q_proj"
-int parse_target(const std::string & name); // accepts "q", "q_proj", "attn_q"; -1 when unknown
 
 struct llama_hparams {
     int64_t n_vocab   = 0;

@@ -15,19 +15,8 @@
 namespace t2s {
 
 static const char * k_stems[TARGET_COUNT] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
-static const char * k_short[TARGET_COUNT] = {"q", "k", "v", "o", "gate", "up", "down"};
-static const char * k_hf[TARGET_COUNT]    = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
 
-const char * target_gguf_stem(int t)  { return k_stems[t]; }
-const char * target_short_name(int t) { return k_short[t]; }
-const char * target_hf_name(int t)    { return k_hf[t]; }
-
-int parse_target(const std::string & name) {
-    for (int t = 0; t < TARGET_COUNT; t++) {
-        if (name == k_stems[t] || name == k_short[t] || name == k_hf[t]) return t;
-    }
-    return -1;
-}
+const char * target_gguf_stem(int t) { return k_stems[t]; }
 
 int64_t llama_hparams::target_in(int t) const {
     switch (t) {

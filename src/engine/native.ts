@@ -19,7 +19,7 @@ export interface NativeEngineOptions {
   dropout: number;
   rslora: boolean;
   seed: number;
-  targets: string[]; // q, k, v, o, gate, up, down (or q_proj, ...)
+  targets: number[]; // LoRA target indices (0 = q ... 6 = down); src/engine/lora.ts owns the order and names
 }
 
 export interface NativeBatchStats {
@@ -58,7 +58,7 @@ export interface NativeEngineInfo {
   trainableParams: number;
   loraScale: number;
   optimizerSteps: number;
-  targets: string[]; // HF names
+  targets: number[]; // LoRA target indices, ascending (src/engine/lora.ts maps them to names)
   lean: boolean;
   checkpoint: boolean;
   weightBytes: number; // base weights, plus the transposed copies unless lean
