@@ -11,30 +11,9 @@ import {
   type NativeOptimizerState,
   type NativeTensor,
 } from "./native.js";
+import { checkInt, checkNum, fail, LORA_MODULES, resolveLoraOptions, targetIndex, type HfModuleName, type LoraOptions, type ResolvedLoraOptions } from "./lora.js";
 
 export type Device = "auto" | "cpu" | "cuda" | "metal";
-
-/** The seven adaptable linear layers of a Llama block, by short name. */
-export const LORA_TARGETS = ["q", "k", "v", "o", "gate", "up", "down"] as const;
-export type LoraTarget = (typeof LORA_TARGETS)[number];
-const HF_NAMES: Record<string, LoraTarget> = {
-  q_proj: "q", k_proj: "k", v_proj: "v", o_proj: "o", gate_proj: "gate", up_proj: "up", down_proj: "down",
-};
-
-export interface LoraOptions {
-  /** Rank (default 8). */
-  r?: number;
-  /** Scale numerator: the update is (alpha / r)·B·A, or alpha / sqrt(r) with rsLoRA (default 16). */
-  alpha?: number;
-  /** Dropout on the LoRA branch input, as PEFT (default 0). */
-  dropout?: number;
-  /** Rank-stabilised scaling alpha / sqrt(r) (default false). */
-  rslora?: boolean;
-  /** Any of q, k, v, o, gate, up, down or their HF names q_proj, ... (default q, v). */
-  targetModules?: string[];
-  /** Seed of the A initialisation and the dropout stream (default 42). */
-  seed?: number;
-}
 
 export interface EngineOptions {
   /** Path to a Llama-architecture GGUF with F32, F16 or BF16 weights. */
@@ -85,34 +64,10 @@ export interface Sequence {
 
 export type BatchStats = NativeBatchStats;
 export type AdapterTensor = NativeTensor;
-export type EngineInfo = NativeEngineInfo;
+/** The native engine's info, with the adapted layers by their Hugging Face names (q_proj, ...). */
+export type EngineInfo = Omit<NativeEngineInfo, "targets"> & { targets: HfModuleName[] };
 export type OptimizerState = NativeOptimizerState;
 export type ProfileEntry = NativeProfileEntry;
-
-function fail(option: string, expected: string, got: unknown): never {
-  const shown = typeof got === "string" ? JSON.stringify(got) : Array.isArray(got) ? `[${got.join(", ")}]` : String(got);
-  throw new TypeError(`${option}: expected ${expected}, got ${shown}`);
-}
-
-function checkInt(option: string, v: unknown, min: number): number {
-  if (typeof v !== "number" || !Number.isInteger(v) || v < min) fail(option, `an integer >= ${min}`, v);
-  return v;
-}
-
-function checkNum(option: string, v: unknown, ok: (x: number) => boolean, expected: string): number {
-  if (typeof v !== "number" || !Number.isFinite(v) || !ok(v)) fail(option, expected, v);
-  return v;
-}
-
-/** Maps q_proj/attn_q/q to the short name; throws naming the unknown module. */
-export function normalizeTarget(name: string): LoraTarget {
-  const stems: Record<string, LoraTarget> = { attn_q: "q", attn_k: "k", attn_v: "v", attn_output: "o", ffn_gate: "gate", ffn_up: "up", ffn_down: "down" };
-  const t = (LORA_TARGETS as readonly string[]).includes(name) ? (name as LoraTarget) : HF_NAMES[name] ?? stems[name];
-  if (!t) {
-    throw new TypeError(`lora.target_modules: unknown module ${JSON.stringify(name)}; expected any of ${LORA_TARGETS.join(", ")} or ${Object.keys(HF_NAMES).join(", ")}`);
-  }
-  return t;
-}
 
 /** Right-pads sequences into one batch. */
 export function makeBatch(seqs: Sequence[]): Batch {
@@ -134,14 +89,15 @@ export function makeBatch(seqs: Sequence[]): Batch {
 
 export class LoraEngine {
   readonly info: EngineInfo;
-  readonly options: Required<Omit<EngineOptions, "lora">> & { lora: Required<LoraOptions> };
+  readonly options: Required<Omit<EngineOptions, "lora">> & { lora: ResolvedLoraOptions };
   #native: NativeEngine | null;
   #queue: Promise<unknown> = Promise.resolve();
 
   private constructor(native: NativeEngine, options: LoraEngine["options"]) {
     this.#native = native;
     this.options = options;
-    this.info = native.info();
+    const info = native.info();
+    this.info = { ...info, targets: info.targets.map((t) => LORA_MODULES[t].hf) };
   }
 
   /** Loads the model and creates a fresh adapter (A ~ U(±1/sqrt(n_in)), B = 0). */
@@ -160,19 +116,7 @@ export class LoraEngine {
     if (typeof profile !== "boolean") fail("profile", "a boolean", profile);
     const portableOps = options.portableOps ?? false;
     if (typeof portableOps !== "boolean") fail("portableOps", "a boolean", portableOps);
-    const l = options.lora ?? {};
-    const lora: Required<LoraOptions> = {
-      r: checkInt("lora.r", l.r ?? 8, 1),
-      alpha: checkNum("lora.alpha", l.alpha ?? 16, (x) => x > 0, "a positive number"),
-      dropout: checkNum("lora.dropout", l.dropout ?? 0, (x) => x >= 0 && x < 1, "a number in [0, 1)"),
-      rslora: l.rslora ?? false,
-      targetModules: [],
-      seed: checkInt("lora.seed", l.seed ?? 42, 0),
-    };
-    if (typeof lora.rslora !== "boolean") fail("lora.rslora", "a boolean", lora.rslora);
-    const targets = l.targetModules ?? ["q", "v"];
-    if (!Array.isArray(targets) || targets.length === 0) fail("lora.target_modules", "a non-empty list of modules", targets);
-    lora.targetModules = [...new Set(targets.map(normalizeTarget))];
+    const lora = resolveLoraOptions(options.lora);
     const native = await loadNative().createEngine({
       modelPath: options.model,
       device,
@@ -186,7 +130,7 @@ export class LoraEngine {
       dropout: lora.dropout,
       rslora: lora.rslora,
       seed: lora.seed,
-      targets: lora.targetModules,
+      targets: lora.targetModules.map(targetIndex),
     });
     return new LoraEngine(native, { model: options.model, device, threads, memory, checkpointing, profile, portableOps, lora });
   }
