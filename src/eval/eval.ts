@@ -104,8 +104,7 @@ async function tokenMetrics(o: EvalOptions, items: Item[], template: string): Pr
   const a = o.adapter ? resolveAdapter(o.adapter) : undefined;
   const model = o.model ?? a?.baseModel;
   if (!model) return null;
-  const lora = a?.lora ?? {};
-  const engine = await LoraEngine.create({ model, device: "cpu", threads: o.threads ?? 0, lora: { r: lora.r, alpha: lora.alpha, rslora: lora.rslora, targetModules: lora.targetModules } });
+  const engine = await LoraEngine.create({ model, device: "cpu", threads: o.threads ?? 0, lora: a?.lora });
   const tok = await Tokenizer.load(model);
   try {
     if (a) await loadAdapterInto(engine, a.adapterFile!);

@@ -2,6 +2,7 @@
 // before any work. Unknown keys name the closest known key; wrong types say what was expected.
 import fs from "node:fs";
 import YAML from "yaml";
+import { LORA_DEFAULTS, LORA_MODULES, loraModule, type LoraOptions } from "../engine/lora.js";
 
 export const DEFAULT_TEMPLATE = "[INST] Generate SQL for the following question. Question: {question} [/INST]";
 
@@ -84,7 +85,7 @@ export const SCHEMA: Record<string, Field> = {
   "lora.r": { kind: "integer", min: 1, doc: "LoRA rank" },
   "lora.alpha": { kind: "number", min: 0, minExclusive: true, doc: "LoRA alpha: the update is scaled by alpha / r" },
   "lora.dropout": { kind: "number", min: 0, max: 1, maxExclusive: true, doc: "dropout on the LoRA branch input" },
-  "lora.target_modules": { kind: "string[]", doc: "q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj (or q, k, ...)" },
+  "lora.target_modules": { kind: "string[]", doc: `${LORA_MODULES.map((m) => m.hf).join(", ")} (or ${LORA_MODULES.map((m) => m.short).join(", ")})` },
   "lora.use_rslora": { kind: "boolean", doc: "scale by alpha / sqrt(r) instead of alpha / r" },
   "lora.init_adapter": { kind: "string", nullable: true, doc: "start from this GGUF LoRA adapter instead of a fresh one" },
   "lora.seed": { kind: "integer", min: 0, doc: "seed of the adapter initialisation and dropout" },
@@ -127,9 +128,28 @@ export const SCHEMA: Record<string, Field> = {
   "output.dir": { kind: "string", doc: "where checkpoints, final_model/, metrics.jsonl and the loss curve go" },
 };
 
+/**
+ * Training's one departure from the LoRA defaults of src/engine/lora.ts (PEFT's, dropout 0): the
+ * reference job (TinyLlama on Spider, the seed's run) trains with dropout 0.05.
+ */
+const REFERENCE_JOB_DROPOUT = 0.05;
+
+/** The engine's LoRA options for a config's `lora` section (the config's key names differ). */
+export function engineLoraOptions(l: TrainConfig["lora"]): LoraOptions {
+  return { r: l.r, alpha: l.alpha, dropout: l.dropout, rslora: l.use_rslora, targetModules: l.target_modules, seed: l.seed };
+}
+
 export const DEFAULTS: TrainConfig = {
   model: { path: "", dtype: "auto" },
-  lora: { r: 8, alpha: 16, dropout: 0.05, target_modules: ["q_proj", "v_proj"], use_rslora: false, init_adapter: null, seed: 42 },
+  lora: {
+    r: LORA_DEFAULTS.r,
+    alpha: LORA_DEFAULTS.alpha,
+    dropout: REFERENCE_JOB_DROPOUT,
+    target_modules: LORA_DEFAULTS.targetModules.map((t) => loraModule(t).hf),
+    use_rslora: LORA_DEFAULTS.rslora,
+    init_adapter: null,
+    seed: LORA_DEFAULTS.seed,
+  },
   data: {
     path: null,
     train_path: null,
@@ -382,6 +402,13 @@ export function loadConfig(src: ConfigSources): TrainConfig {
 }
 
 function validateWhole(cfg: TrainConfig): void {
+  for (const t of cfg.lora.target_modules) {
+    try {
+      loraModule(t, "lora.target_modules");
+    } catch (err) {
+      throw new ConfigError((err as Error).message);
+    }
+  }
   if (!cfg.model.path) throw new ConfigError("model.path: expected a GGUF path (or a checkpoint folder, a hub repository owner/name, or builtin:tiny), got nothing (set it in the config or pass --model)");
   const d = cfg.data;
   if (!d.path && !d.train_path) throw new ConfigError("data.path: expected a dataset file (or data.train_path), got nothing (set it in the config or pass --data)");
