@@ -6,7 +6,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import type { Token } from "node-llama-cpp";
-import { convertHfToGguf, permuteRowsBytes } from "../src/models/convert.js";
+import { convertHfToGguf } from "../src/models/convert.js";
 import { LoraEngine } from "../src/engine/engine.js";
 import {
   bf16ToF32,
@@ -21,7 +21,7 @@ import {
   type GgufFile,
   type GgufValue,
 } from "../src/formats/gguf.js";
-import { permuteRows } from "../src/adapters/peft.js";
+import { permuteRows, permuteRowsBytes } from "../src/formats/llama-layout.js";
 import { cpuLlama } from "../src/train/prompt.js";
 import { openHfWeights, readSafetensorsHeader } from "../src/formats/safetensors.js";
 import { encodeSentencePieceModel, parseSentencePieceModel, SentencePieceModelType } from "../src/models/sentencepiece.js";

@@ -11,13 +11,12 @@ import {
   importPeft,
   isGgufAdapter,
   isPeftDir,
-  permuteRows,
   readPeftConfig,
   readSafetensors,
-  unpermuteRows,
   writeSafetensors,
   type PeftExportMeta,
 } from "../src/adapters/peft.js";
+import { permuteRows, unpermuteRows } from "../src/formats/llama-layout.js";
 import { randomize, relError, tempDir, testModel } from "./helpers/models.js";
 
 const TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];

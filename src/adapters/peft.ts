@@ -1,14 +1,15 @@
 // Hugging Face PEFT adapters: export our LoRA to `adapter_model.safetensors` + `adapter_config.json`
 // and import such a folder back, with a minimal safetensors reader and writer.
 //
-// The one subtle point (../shared/docs/engine-notes.md §3): llama.cpp's converter permutes the rows
-// of q_proj and k_proj, so a LoRA trained on GGUF weights has the rows of q/k `lora_B` in GGUF
+// The one subtle point (../formats/llama-layout.ts): llama.cpp's converter permutes the rows of
+// q_proj and k_proj, so a LoRA trained on GGUF weights has the rows of q/k `lora_B` in GGUF
 // order. Export applies the inverse permutation to those, import re-applies the forward one.
 // `lora_A` and the other five modules are never permuted.
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16, GgufValueType, readGguf } from "../formats/gguf.js";
+import { permuteRows, unpermuteRows } from "../formats/llama-layout.js";
 
 // ---------------------------------------------------------------------------
 // safetensors
@@ -146,61 +147,6 @@ export function readSafetensors(file: string): SafetensorsFile {
     out.tensors.push({ name, dtype: dtype as string, shape: shape as number[], data: values });
   }
   return out;
-}
-
-// ---------------------------------------------------------------------------
-// The q/k row permutation
-// ---------------------------------------------------------------------------
-
-function checkPermutable(rows: number, nHead: number, what: string): number {
-  if (!Number.isInteger(nHead) || nHead < 1 || rows % (2 * nHead) !== 0) {
-    throw new RangeError(`${what}: ${rows} rows cannot be split into ${nHead} heads of an even size`);
-  }
-  return rows / nHead / 2;
-}
-
-/**
- * llama.cpp's converter permutation of the rows of a row-major [rows, cols] matrix of any element
- * size, HF order -> GGUF order: `w.reshape(nHead, 2, rows/nHead/2, cols).swapaxes(1, 2).reshape(rows, cols)`.
- * `src` may hold any whole number of heads (rows a multiple of rows-per-head).
- */
-export function permuteRowsBytes(src: Uint8Array, rowBytes: number, rowsPerHead: number, inverse = false): Uint8Array {
-  if (rowsPerHead % 2 !== 0) throw new RangeError(`permuteRowsBytes: ${rowsPerHead} rows per head is odd`);
-  const rows = src.length / rowBytes;
-  if (!Number.isInteger(rows) || rows % rowsPerHead !== 0) {
-    throw new RangeError(`permuteRowsBytes: ${src.length} bytes are not whole heads of ${rowsPerHead} rows of ${rowBytes} bytes`);
-  }
-  const half = rowsPerHead / 2;
-  const out = new Uint8Array(src.length);
-  for (let h0 = 0; h0 < rows; h0 += rowsPerHead) {
-    for (let i = 0; i < half; i++) {
-      for (let j = 0; j < 2; j++) {
-        const gguf = h0 + i * 2 + j; // GGUF row
-        const hf = h0 + j * half + i; // HF row
-        const [from, to] = inverse ? [gguf, hf] : [hf, gguf];
-        out.set(src.subarray(from * rowBytes, (from + 1) * rowBytes), to * rowBytes);
-      }
-    }
-  }
-  return out;
-}
-
-/** Float32Array rows as bytes (no copy). */
-const bytesOf = (a: Float32Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
-
-/**
- * llama.cpp's converter permutation, HF row order -> GGUF row order, of a row-major [rows, cols]
- * matrix: `w.reshape(nHead, 2, rows/nHead/2, cols).swapaxes(1, 2).reshape(rows, cols)`.
- */
-export function permuteRows(data: Float32Array, rows: number, cols: number, nHead: number): Float32Array {
-  checkPermutable(rows, nHead, "permuteRows");
-  return new Float32Array(permuteRowsBytes(bytesOf(data), cols * 4, rows / nHead).buffer);
-}
-
-/** The inverse of {@link permuteRows}: GGUF row order -> HF row order. */
-export function unpermuteRows(data: Float32Array, rows: number, cols: number, nHead: number): Float32Array {
-  checkPermutable(rows, nHead, "unpermuteRows");
-  return new Float32Array(permuteRowsBytes(bytesOf(data), cols * 4, rows / nHead, true).buffer);
 }
 
 // ---------------------------------------------------------------------------

@@ -27,7 +27,7 @@ import {
   type TensorData,
 } from "../formats/gguf.js";
 import { openHfWeights, StReader, SAFETENSORS_DTYPE_SIZE, type StTensorInfo } from "../formats/safetensors.js";
-import { permuteRowsBytes } from "../adapters/peft.js";
+import { permuteRowsBytes } from "../formats/llama-layout.js";
 import {
   parseSentencePieceModel,
   SentencePieceModelType,
@@ -89,9 +89,6 @@ function readJson(file: string): Json | undefined {
   if (typeof v !== "object" || v === null || Array.isArray(v)) throw new Error(`${file}: expected a JSON object`);
   return v as Json;
 }
-
-// the q/k row permutation (any element size) lives with the other permutation helpers in peft.ts
-export { permuteRowsBytes };
 
 /** The repository name of a hub cache snapshot (.../models--org--name/snapshots/<hash>), else the folder name. */
 function defaultModelName(dir: string): string {
