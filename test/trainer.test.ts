@@ -5,7 +5,8 @@ import fs from "node:fs";
 import path from "node:path";
 import { describe, expect, test } from "vitest";
 import { loadConfig, type TrainConfig } from "../src/train/config.js";
-import { lrAt, trainSft, type StepEvent } from "../src/train/trainer.js";
+import { lrAt } from "../src/train/schedule.js";
+import { trainSft, type StepEvent } from "../src/train/trainer.js";
 import { tempDir, testModel } from "./helpers/models.js";
 
 const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..");

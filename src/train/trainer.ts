@@ -1,14 +1,19 @@
-// The SFT trainer. It owns the schedule: epochs or max_steps, gradient accumulation, the learning
-// rate, evaluation, checkpoints and resuming. The native engine only accumulates and steps.
+// The SFT trainer: trainSft reads as setup (config, model, data, engine, resume) -> the loop
+// (loop.ts) -> the summary. The trainer owns the schedule (schedule.ts: epochs or max_steps, the
+// learning rate), evaluation, checkpoints and resuming (checkpoints.ts); the native engine only
+// accumulates and steps. prepareData is also the dry run of `text2sql data`.
 import fs from "node:fs";
 import path from "node:path";
-import { baseModelName, loadAdapterInto, saveAdapterBoth, type AdapterRecord } from "../adapters/folder.js";
-import { configToYaml, loadConfig, type DeepPartial, type TrainConfig } from "./config.js";
-import { loadDataset, shuffled, type DatasetReport } from "./data.js";
-import { LoraEngine, makeBatch, type OptimizerState } from "../engine/engine.js";
+import { baseModelName, loadAdapterInto, saveAdapterBoth } from "../adapters/folder.js";
+import { LoraEngine } from "../engine/engine.js";
 import { resolveModelPath } from "../models/model-path.js";
-import { lossCurveSvg, type Series } from "./plot.js";
+import { checkpointDirs, loadCheckpoint, type Position } from "./checkpoints.js";
+import { configToYaml, loadConfig, type DeepPartial, type TrainConfig } from "./config.js";
+import { loadDataset, type DatasetReport } from "./data.js";
+import { openMetrics, trainLoop, type Run, type Session } from "./loop.js";
+import { lossCurveSvg } from "./plot.js";
 import { encodeExample, Tokenizer, type Encoded } from "./prompt.js";
+import { totalSteps } from "./schedule.js";
 
 export interface StepEvent {
   step: number; // optimizer steps done, 1-based
@@ -80,23 +85,6 @@ export interface TrainHooks {
   resume?: boolean;
   /** how the run was started, for the resume hint */
   command?: string;
-}
-
-interface TrainerState {
-  step: number;
-  epoch: number; // whole epochs done
-  offset: number; // examples of the current epoch already used
-  optimizer: { t: number; dropoutCalls: number };
-  tensors: { name: string; size: number }[];
-}
-
-export function lrAt(step: number, total: number, c: TrainConfig["train"]): number {
-  const w = c.warmup_steps;
-  if (step < w) return (c.lr * step) / Math.max(1, w);
-  if (c.lr_schedule === "constant") return c.lr;
-  const progress = (step - w) / Math.max(1, total - w);
-  if (c.lr_schedule === "linear") return c.lr * Math.max(0, 1 - progress);
-  return c.lr * 0.5 * (1 + Math.cos(Math.PI * progress));
 }
 
 function stats(xs: number[]): LengthStats {
@@ -173,62 +161,6 @@ export async function prepareData(cfg: TrainConfig, modelPath: string, log: (m: 
   return { train, eval: evalSet, summary };
 }
 
-// ---------------------------------------------------------------------------------------------
-// Checkpoints: checkpoints/checkpoint-<step>/{adapter.gguf, optimizer.bin, trainer_state.json}
-
-function checkpointDirs(out: string): { step: number; dir: string }[] {
-  const root = path.join(out, "checkpoints");
-  if (!fs.existsSync(root)) return [];
-  return fs.readdirSync(root)
-    .map((n) => ({ n, m: /^checkpoint-(\d+)$/.exec(n) }))
-    .filter((x) => x.m && fs.existsSync(path.join(root, x.n, "trainer_state.json")))
-    .map((x) => ({ step: Number(x.m![1]), dir: path.join(root, x.n) }))
-    .sort((a, b) => a.step - b.step);
-}
-
-async function saveCheckpoint(engine: LoraEngine, out: string, state: TrainerState, opt: OptimizerState, keep: number, rec: Omit<AdapterRecord, "steps">): Promise<string> {
-  const root = path.join(out, "checkpoints");
-  const dir = path.join(root, `checkpoint-${state.step}`);
-  const tmp = `${dir}.tmp-${process.pid}`;
-  fs.rmSync(tmp, { recursive: true, force: true });
-  fs.mkdirSync(tmp, { recursive: true });
-  await saveAdapterBoth(engine, tmp, { ...rec, steps: state.step });
-  // AdamW moments as raw little-endian float32: m of every tensor, then v of every tensor
-  const parts: Buffer[] = [];
-  for (const t of [...opt.m, ...opt.v]) parts.push(Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength));
-  fs.writeFileSync(path.join(tmp, "optimizer.bin"), Buffer.concat(parts));
-  fs.writeFileSync(path.join(tmp, "trainer_state.json"), JSON.stringify(state, null, 2) + "\n");
-  fs.rmSync(dir, { recursive: true, force: true });
-  fs.renameSync(tmp, dir);
-  const all = checkpointDirs(out);
-  for (const c of all.slice(0, Math.max(0, all.length - keep))) fs.rmSync(c.dir, { recursive: true, force: true });
-  return dir;
-}
-
-async function loadCheckpoint(engine: LoraEngine, dir: string): Promise<TrainerState> {
-  const state: TrainerState = JSON.parse(fs.readFileSync(path.join(dir, "trainer_state.json"), "utf8"));
-  await engine.loadAdapter(path.join(dir, "adapter.gguf"));
-  const adapter = await engine.getAdapter();
-  const names = adapter.map((t) => t.name);
-  if (JSON.stringify(names) !== JSON.stringify(state.tensors.map((t) => t.name))) {
-    throw new Error(`${dir}: the checkpoint's adapter tensors do not match this configuration's LoRA targets`);
-  }
-  if (state.optimizer.t > 0) {
-    const buf = fs.readFileSync(path.join(dir, "optimizer.bin"));
-    const total = adapter.reduce((n, t) => n + t.data.length, 0);
-    if (buf.length !== total * 8) throw new Error(`${dir}/optimizer.bin: expected ${total * 8} bytes, found ${buf.length}`);
-    const f = new Float32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.length));
-    let o = 0;
-    const take = () => adapter.map((t) => ({ ...t, data: f.slice(o, (o += t.data.length)) }));
-    const m = take();
-    const v = take();
-    await engine.setOptimizerState({ t: state.optimizer.t, dropoutCalls: state.optimizer.dropoutCalls, m, v });
-  } else {
-    await engine.setOptimizerState({ t: 0, dropoutCalls: state.optimizer.dropoutCalls, m: [], v: [] });
-  }
-  return state;
-}
-
 function gib(n: number): string {
   return `${(n / 2 ** 30).toFixed(2)} GiB`;
 }
@@ -254,8 +186,19 @@ export async function trainSft(options: TrainOptions | TrainConfig, hooks: Train
 
   const modelPath = await resolveModelPath(cfg.model.path, { log, dtype: cfg.model.dtype, signal: hooks.signal });
   const data = await prepareData(cfg, modelPath, log);
+  const engine = await openEngine(cfg, modelPath);
+  try {
+    const { run, start } = await startRun(cfg, engine, modelPath, data, hooks, resumeFrom?.dir);
+    const session = await trainLoop(run, start);
+    return await finish(run, session, data.summary, t0);
+  } finally {
+    await engine.dispose();
+  }
+}
+
+function openEngine(cfg: TrainConfig, modelPath: string): Promise<LoraEngine> {
   const tc = cfg.train;
-  const engine = await LoraEngine.create({
+  return LoraEngine.create({
     model: modelPath,
     device: tc.device,
     threads: tc.threads,
@@ -263,194 +206,87 @@ export async function trainSft(options: TrainOptions | TrainConfig, hooks: Train
     checkpointing: tc.gradient_checkpointing === "auto" ? tc.memory === "lean" : tc.gradient_checkpointing === "on",
     lora: { r: cfg.lora.r, alpha: cfg.lora.alpha, dropout: cfg.lora.dropout, rslora: cfg.lora.use_rslora, targetModules: cfg.lora.target_modules, seed: cfg.lora.seed },
   });
-  try {
-    log(`model: ${modelPath} (${engine.info.nLayer} layers, n_embd ${engine.info.nEmbd}, ${engine.info.weightType}) on ${engine.info.device}; ` +
-      `LoRA r=${cfg.lora.r} on ${engine.info.targets.join(", ")}: ${engine.trainableParams.toLocaleString("en-US")} trainable parameters; ` +
-      `memory ${tc.memory}${engine.info.checkpoint ? " with gradient checkpointing" : ""}`);
-    const tooLong = [...data.train, ...data.eval].find((e) => e.tokens.length > engine.info.nCtx);
-    if (tooLong) {
-      throw new Error(`${tooLong.source}: ${tooLong.tokens.length} tokens exceed the model's context length ${engine.info.nCtx}; set data.max_seq_len <= ${engine.info.nCtx}`);
-    }
-    const record = { basePath: path.resolve(modelPath), baseModel: baseModelName(modelPath), template: cfg.data.template };
-    if (cfg.lora.init_adapter && !resumeFrom) {
-      const kind = await loadAdapterInto(engine, cfg.lora.init_adapter);
-      log(`adapter: starting from ${cfg.lora.init_adapter} (${kind === "peft" ? "PEFT" : "GGUF LoRA"})`);
-    }
+}
 
-    const perStep = tc.batch_size * tc.grad_accum;
-    const stepsPerEpoch = Math.ceil(data.train.length / perStep);
-    const totalSteps = tc.max_steps ?? Math.max(1, Math.ceil(tc.epochs * stepsPerEpoch));
-    let state: TrainerState = { step: 0, epoch: 0, offset: 0, optimizer: { t: 0, dropoutCalls: 0 }, tensors: [] };
-    if (resumeFrom) {
-      state = await loadCheckpoint(engine, resumeFrom.dir);
-      log(`resuming from ${resumeFrom.dir} (step ${state.step} of ${totalSteps})`);
-    }
-    state.tensors = (await engine.getAdapter()).map((t) => ({ name: t.name, size: t.data.length }));
-
-    // metrics.jsonl: on resume, drop what came after the checkpoint
-    const metricsFile = path.join(out, "metrics.jsonl");
-    const history: { train: Series; eval: Series } = { train: [], eval: [] };
-    const kept: string[] = [];
-    if (resumeFrom && fs.existsSync(metricsFile)) {
-      for (const line of fs.readFileSync(metricsFile, "utf8").split("\n")) {
-        if (!line.trim()) continue;
-        const m = JSON.parse(line);
-        if (m.step > state.step) continue;
-        kept.push(line);
-        if (m.type === "train") history.train.push([m.step, m.loss]);
-        if (m.type === "eval") history.eval.push([m.step, m.loss]);
-      }
-    }
-    fs.writeFileSync(metricsFile, kept.map((l) => l + "\n").join(""));
-    const metric = (m: object) => fs.appendFileSync(metricsFile, JSON.stringify(m) + "\n");
-
-    let lastEval: EvalEvent | null = null;
-    const evaluate = async (step: number) => {
-      if (data.eval.length === 0) return;
-      const t0 = performance.now();
-      let lossSum = 0, n = 0, correct = 0;
-      for (let i = 0; i < data.eval.length; i += tc.batch_size) {
-        const st = await engine.evaluate(makeBatch(data.eval.slice(i, i + tc.batch_size)));
-        lossSum += st.lossSum;
-        n += st.nTokens;
-        correct += st.nCorrect;
-        hooks.onEvalProgress?.(Math.min(i + tc.batch_size, data.eval.length), data.eval.length, step);
-        if (hooks.signal?.aborted) return;
-      }
-      lastEval = { step, loss: lossSum / n, accuracy: correct / n, tokens: n };
-      history.eval.push([step, lastEval.loss]);
-      metric({ type: "eval", ...lastEval, seconds: (performance.now() - t0) / 1000 });
-      hooks.onEval?.(lastEval);
-    };
-    if (state.step === 0 && !history.eval.some((e) => e[0] === 0)) await evaluate(0);
-
-    const order = (epoch: number) => {
-      const idx = Array.from({ length: data.train.length }, (_, i) => i);
-      let o = shuffled(idx, tc.seed + epoch);
-      if (cfg.data.group_by_length) {
-        // within chunks of 16 steps, sort by length so each micro-batch holds similar lengths
-        // (less padding), then shuffle the order of the steps
-        const chunk = perStep * 16;
-        const steps: number[][] = [];
-        for (let i = 0; i < o.length; i += chunk) {
-          const sorted = o.slice(i, i + chunk).sort((a, b) => data.train[b].tokens.length - data.train[a].tokens.length);
-          for (let j = 0; j < sorted.length; j += perStep) steps.push(sorted.slice(j, j + perStep));
-        }
-        o = shuffled(steps, tc.seed + epoch + 1).flat();
-      }
-      return o;
-    };
-    let epochOrder = order(state.epoch);
-    let tokensSeen = 0;
-    let trainSeconds = 0; // time in accumulate/step only: evaluation and checkpoints excluded
-    const loopStart = performance.now();
-    let interrupted = false;
-    let lastLoss = NaN;
-    const recent: number[] = [];
-
-    while (state.step < totalSteps) {
-      const stepStart = { ...state, optimizer: { ...state.optimizer } };
-      if (state.offset >= epochOrder.length) {
-        state.epoch++;
-        state.offset = 0;
-        epochOrder = order(state.epoch);
-      }
-      const stepT0 = performance.now();
-      const ids = epochOrder.slice(state.offset, state.offset + perStep);
-      const exs = ids.map((i) => data.train[i]);
-      const divisor = exs.reduce((n, e) => n + e.mask.reduce((a, b) => a + b, 0), 0); // targets in the whole step
-      let lossSum = 0;
-      let stepTokens = 0;
-      for (let i = 0; i < exs.length; i += tc.batch_size) {
-        const mb = exs.slice(i, i + tc.batch_size);
-        const st = await engine.accumulate(makeBatch(mb), divisor);
-        lossSum += st.lossSum;
-        stepTokens += mb.reduce((n, e) => n + e.tokens.length, 0);
-        if (hooks.signal?.aborted) break;
-      }
-      if (hooks.signal?.aborted) {
-        // leave this step undone: gradients are dropped, the checkpoint is the state before it
-        await engine.zeroGrad();
-        const opt = await engine.getOptimizerState();
-        stepStart.optimizer = { t: opt.t, dropoutCalls: stepStart.optimizer.dropoutCalls };
-        stepStart.tensors = state.tensors;
-        const dir = await saveCheckpoint(engine, out, stepStart, opt, tc.keep_checkpoints, record);
-        log(`interrupted: checkpoint saved to ${dir}`);
-        state = stepStart;
-        interrupted = true;
-        break;
-      }
-      const lr = lrAt(state.step, totalSteps, tc);
-      const gradNorm = await engine.step({ lr, beta1: tc.beta1, beta2: tc.beta2, eps: tc.eps, weightDecay: tc.weight_decay, maxGradNorm: tc.max_grad_norm });
-      state.offset += exs.length;
-      state.step++;
-      const opt = await engine.getOptimizerState();
-      state.optimizer = { t: opt.t, dropoutCalls: opt.dropoutCalls ?? 0 };
-      tokensSeen += stepTokens;
-      trainSeconds += (performance.now() - stepT0) / 1000;
-      lastLoss = lossSum / divisor;
-      recent.push(lastLoss);
-      if (recent.length > 10) recent.shift();
-      const elapsedS = (performance.now() - loopStart) / 1000; // wall time, evaluations included (for the ETA)
-      const ev: StepEvent = {
-        step: state.step,
-        totalSteps,
-        epoch: state.epoch + state.offset / data.train.length,
-        loss: lastLoss,
-        lr,
-        gradNorm,
-        tokens: stepTokens,
-        tokensPerS: tokensSeen / trainSeconds,
-        elapsedS,
-        etaS: (elapsedS / (state.step - (resumeFrom ? resumeFrom.step : 0))) * (totalSteps - state.step),
-      };
-      history.train.push([ev.step, ev.loss]);
-      metric({ type: "train", step: ev.step, epoch: ev.epoch, loss: ev.loss, lr, gradNorm, tokens: stepTokens, tokensPerS: ev.tokensPerS, elapsedS });
-      hooks.onStep?.(ev);
-      const last = state.step === totalSteps;
-      if (tc.eval_every > 0 && state.step % tc.eval_every === 0 && !last) await evaluate(state.step);
-      if (tc.save_every > 0 && state.step % tc.save_every === 0 && !last) {
-        await saveCheckpoint(engine, out, state, opt, tc.keep_checkpoints, record);
-      }
-    }
-
-    let finalModel: string | null = null;
-    if (!interrupted) {
-      await evaluate(state.step);
-      finalModel = path.join(out, "final_model");
-      await saveAdapterBoth(engine, finalModel, { ...record, steps: state.step });
-    }
-    fs.writeFileSync(path.join(out, "loss.svg"), lossCurveSvg(history.train, history.eval, `text2sql: ${path.basename(out)}`));
-
-    // memory: what the engine holds, and the rest of the peak
-    const mem = engine.memoryInfo();
-    const baseWeights = mem.weightBytes - mem.transposedBytes;
-    const transposed = mem.transposedBytes;
-    const lora = engine.trainableParams * 4;
-    const peak = process.resourceUsage().maxRSS * 1024;
-    const summary: TrainSummary = {
-      outputDir: out,
-      finalModel,
-      interrupted,
-      resumeCommand: interrupted ? `${hooks.command ?? "npx text2sql train"} --resume` : undefined,
-      steps: state.step,
-      totalSteps,
-      epochs: state.epoch + state.offset / data.train.length,
-      trainLoss: recent.length ? recent.reduce((a, b) => a + b, 0) / recent.length : lastLoss,
-      evalLoss: lastEval ? (lastEval as EvalEvent).loss : null,
-      evalAccuracy: lastEval ? (lastEval as EvalEvent).accuracy : null,
-      wallS: (performance.now() - t0) / 1000,
-      tokensPerS: trainSeconds > 0 ? tokensSeen / trainSeconds : 0,
-      peakRssBytes: peak,
-      trainableParams: engine.trainableParams,
-      memory: { baseWeights, transposedCopies: transposed, lora, gradients: lora, optimizer: 2 * lora, computeBuffer: mem.computeBytes, other: Math.max(0, peak - baseWeights - transposed - 4 * lora - mem.computeBytes) },
-      data: data.summary,
-    };
-    fs.writeFileSync(path.join(out, "summary.json"), JSON.stringify(summary, null, 2) + "\n");
-    return summary;
-  } finally {
-    await engine.dispose();
+/**
+ * Readies a session: checks every example fits the model's context, starts the adapter from
+ * lora.init_adapter or from the checkpoint `resumeDir`, and opens metrics.jsonl.
+ */
+async function startRun(cfg: TrainConfig, engine: LoraEngine, modelPath: string, data: { train: Encoded[]; eval: Encoded[] }, hooks: TrainHooks,
+  resumeDir: string | undefined): Promise<{ run: Run; start: Position }> {
+  const log = hooks.onLog ?? (() => {});
+  const info = engine.info;
+  log(`model: ${modelPath} (${info.nLayer} layers, n_embd ${info.nEmbd}, ${info.weightType}) on ${info.device}; ` +
+    `LoRA r=${cfg.lora.r} on ${info.targets.join(", ")}: ${engine.trainableParams.toLocaleString("en-US")} trainable parameters; ` +
+    `memory ${cfg.train.memory}${info.checkpoint ? " with gradient checkpointing" : ""}`);
+  const tooLong = [...data.train, ...data.eval].find((e) => e.tokens.length > info.nCtx);
+  if (tooLong) {
+    throw new Error(`${tooLong.source}: ${tooLong.tokens.length} tokens exceed the model's context length ${info.nCtx}; set data.max_seq_len <= ${info.nCtx}`);
   }
+  const record = { basePath: path.resolve(modelPath), baseModel: baseModelName(modelPath), template: cfg.data.template };
+  if (cfg.lora.init_adapter && !resumeDir) {
+    const kind = await loadAdapterInto(engine, cfg.lora.init_adapter);
+    log(`adapter: starting from ${cfg.lora.init_adapter} (${kind === "peft" ? "PEFT" : "GGUF LoRA"})`);
+  }
+  const steps = totalSteps(data.train.length, cfg.train);
+  let start: Position = { step: 0, epoch: 0, offset: 0 };
+  if (resumeDir) {
+    start = await loadCheckpoint(engine, resumeDir);
+    log(`resuming from ${resumeDir} (step ${start.step} of ${steps})`);
+  }
+  const tensors = (await engine.getAdapter()).map((t) => ({ name: t.name, size: t.data.length }));
+  const metrics = openMetrics(cfg.output.dir, resumeDir ? start.step : null);
+  return { run: { cfg, engine, data, hooks, record, tensors, totalSteps: steps, startStep: start.step, metrics }, start };
+}
+
+/** Saves the final model (unless interrupted), loss.svg and summary.json; resolves to the summary. */
+async function finish(run: Run, s: Session, data: DataSummary, t0: number): Promise<TrainSummary> {
+  const out = run.cfg.output.dir;
+  let finalModel: string | null = null;
+  if (!s.interrupted) {
+    finalModel = path.join(out, "final_model");
+    await saveAdapterBoth(run.engine, finalModel, { ...run.record, steps: s.pos.step });
+  }
+  const { history } = run.metrics;
+  fs.writeFileSync(path.join(out, "loss.svg"), lossCurveSvg(history.train, history.eval, `text2sql: ${path.basename(out)}`));
+  const peak = process.resourceUsage().maxRSS * 1024;
+  const summary: TrainSummary = {
+    outputDir: out,
+    finalModel,
+    interrupted: s.interrupted,
+    resumeCommand: s.interrupted ? `${run.hooks.command ?? "npx text2sql train"} --resume` : undefined,
+    steps: s.pos.step,
+    totalSteps: run.totalSteps,
+    epochs: s.pos.epoch + s.pos.offset / run.data.train.length,
+    trainLoss: s.recent.length ? s.recent.reduce((a, b) => a + b, 0) / s.recent.length : s.lastLoss,
+    evalLoss: s.lastEval ? s.lastEval.loss : null,
+    evalAccuracy: s.lastEval ? s.lastEval.accuracy : null,
+    wallS: (performance.now() - t0) / 1000,
+    tokensPerS: s.trainSeconds > 0 ? s.tokensSeen / s.trainSeconds : 0,
+    peakRssBytes: peak,
+    trainableParams: run.engine.trainableParams,
+    memory: memoryUse(run.engine, peak),
+    data,
+  };
+  fs.writeFileSync(path.join(out, "summary.json"), JSON.stringify(summary, null, 2) + "\n");
+  return summary;
+}
+
+/** Where the peak memory went: what the engine holds, and the rest of the peak. */
+function memoryUse(engine: LoraEngine, peak: number): TrainSummary["memory"] {
+  const mem = engine.memoryInfo();
+  const baseWeights = mem.weightBytes - mem.transposedBytes;
+  const transposed = mem.transposedBytes;
+  const lora = engine.trainableParams * 4;
+  return {
+    baseWeights,
+    transposedCopies: transposed,
+    lora,
+    gradients: lora,
+    optimizer: 2 * lora,
+    computeBuffer: mem.computeBytes,
+    other: Math.max(0, peak - baseWeights - transposed - 4 * lora - mem.computeBytes),
+  };
 }
 
 export function formatSummary(s: TrainSummary): string {

@@ -1,0 +1,191 @@
+// The training loop: optimizer steps over the epochs' shuffled examples, each step its micro-batches
+// accumulated then one AdamW step; evaluation every eval_every steps, a checkpoint every save_every,
+// metrics.jsonl as it goes, and on abort a checkpoint of the state before the unfinished step.
+import fs from "node:fs";
+import path from "node:path";
+import type { AdapterRecord } from "../adapters/folder.js";
+import { makeBatch, type LoraEngine } from "../engine/engine.js";
+import { saveCheckpoint, type Position, type TensorList } from "./checkpoints.js";
+import type { TrainConfig } from "./config.js";
+import type { Series } from "./plot.js";
+import type { Encoded } from "./prompt.js";
+import { epochOrder, examplesPerStep, lrAt } from "./schedule.js";
+import type { EvalEvent, StepEvent, TrainHooks } from "./trainer.js";
+
+/** metrics.jsonl, and the loss curves so far for loss.svg. */
+export interface Metrics {
+  history: { train: Series; eval: Series };
+  write(m: object): void;
+}
+
+/** What the loop works with; set up once per session. */
+export interface Run {
+  cfg: TrainConfig;
+  engine: LoraEngine;
+  data: { train: Encoded[]; eval: Encoded[] };
+  hooks: TrainHooks;
+  record: Omit<AdapterRecord, "steps">; // for the adapters checkpoints and the final model write
+  tensors: TensorList;
+  totalSteps: number;
+  startStep: number; // the step this session started from (the checkpoint's, on resume)
+  metrics: Metrics;
+}
+
+/** A session of the loop: where it is, and the counters the step events and the summary report. */
+export interface Session {
+  pos: Position;
+  order: number[]; // the current epoch's example order
+  interrupted: boolean;
+  lastLoss: number;
+  recent: number[]; // losses of the last 10 steps
+  lastEval: EvalEvent | null;
+  tokensSeen: number;
+  trainSeconds: number; // time in accumulate/step only: evaluation and checkpoints excluded
+  loopStart: number; // for the wall time and the ETA, evaluations included
+}
+
+/** Opens metrics.jsonl in `out`; on resume from step `resumedAt`, drops what came after it. */
+export function openMetrics(out: string, resumedAt: number | null): Metrics {
+  const file = path.join(out, "metrics.jsonl");
+  const history: Metrics["history"] = { train: [], eval: [] };
+  const kept: string[] = [];
+  if (resumedAt !== null && fs.existsSync(file)) {
+    for (const line of fs.readFileSync(file, "utf8").split("\n")) {
+      if (!line.trim()) continue;
+      const m = JSON.parse(line);
+      if (m.step > resumedAt) continue;
+      kept.push(line);
+      if (m.type === "train") history.train.push([m.step, m.loss]);
+      if (m.type === "eval") history.eval.push([m.step, m.loss]);
+    }
+  }
+  fs.writeFileSync(file, kept.map((l) => l + "\n").join(""));
+  return { history, write: (m) => fs.appendFileSync(file, JSON.stringify(m) + "\n") };
+}
+
+/** Evaluates the eval split (token-weighted loss and accuracy) after `step` steps; stops on abort. */
+async function evaluate(run: Run, s: Session, step: number): Promise<void> {
+  const { data, hooks } = run;
+  const bs = run.cfg.train.batch_size;
+  if (data.eval.length === 0) return;
+  const t0 = performance.now();
+  let lossSum = 0, n = 0, correct = 0;
+  for (let i = 0; i < data.eval.length; i += bs) {
+    const st = await run.engine.evaluate(makeBatch(data.eval.slice(i, i + bs)));
+    lossSum += st.lossSum;
+    n += st.nTokens;
+    correct += st.nCorrect;
+    hooks.onEvalProgress?.(Math.min(i + bs, data.eval.length), data.eval.length, step);
+    if (hooks.signal?.aborted) return;
+  }
+  s.lastEval = { step, loss: lossSum / n, accuracy: correct / n, tokens: n };
+  run.metrics.history.eval.push([step, s.lastEval.loss]);
+  run.metrics.write({ type: "eval", ...s.lastEval, seconds: (performance.now() - t0) / 1000 });
+  hooks.onEval?.(s.lastEval);
+}
+
+/** Whether the engine draws a dropout mask for a sequence: it does for each one with a target. */
+function drawsDropout(engine: LoraEngine, e: Encoded): boolean {
+  // the engine compares the rate as a float
+  return Math.fround(engine.options.lora.dropout) > 0 && e.mask.some((m, j) => j > 0 && m);
+}
+
+/**
+ * Accumulates the gradients of one step's examples, micro-batch by micro-batch. On abort it stops
+ * after the current micro-batch; `draws` counts the dropout masks drawn (one per sequence with a
+ * target), so that a checkpoint can wind the dropout stream back to the start of the step.
+ */
+async function accumulate(run: Run, exs: Encoded[]) {
+  const bs = run.cfg.train.batch_size;
+  const divisor = exs.reduce((n, e) => n + e.mask.reduce((a, b) => a + b, 0), 0); // targets in the whole step
+  let lossSum = 0, tokens = 0, draws = 0;
+  for (let i = 0; i < exs.length; i += bs) {
+    const mb = exs.slice(i, i + bs);
+    const st = await run.engine.accumulate(makeBatch(mb), divisor);
+    lossSum += st.lossSum;
+    tokens += mb.reduce((n, e) => n + e.tokens.length, 0);
+    draws += mb.filter((e) => drawsDropout(run.engine, e)).length;
+    if (run.hooks.signal?.aborted) return { aborted: true, loss: NaN, tokens, draws };
+  }
+  return { aborted: false, loss: lossSum / divisor, tokens, draws };
+}
+
+/** Leaves the unfinished step undone: its gradients are dropped, the checkpoint is the state before it. */
+async function interrupt(run: Run, s: Session, before: Position, draws: number): Promise<void> {
+  const tc = run.cfg.train;
+  await run.engine.zeroGrad();
+  const dir = await saveCheckpoint(run.engine, run.cfg.output.dir, before, run.tensors, tc.keep_checkpoints, run.record, draws);
+  run.hooks.onLog?.(`interrupted: checkpoint saved to ${dir}`);
+  s.pos = before;
+  s.interrupted = true;
+}
+
+/** Counts a finished step into the session, writes its metrics line, and emits its StepEvent. */
+function report(run: Run, s: Session, step: { loss: number; lr: number; gradNorm: number; tokens: number; seconds: number }) {
+  const { pos } = s;
+  s.tokensSeen += step.tokens;
+  s.trainSeconds += step.seconds;
+  s.lastLoss = step.loss;
+  s.recent.push(step.loss);
+  if (s.recent.length > 10) s.recent.shift();
+  const elapsedS = (performance.now() - s.loopStart) / 1000;
+  const ev: StepEvent = {
+    step: pos.step,
+    totalSteps: run.totalSteps,
+    epoch: pos.epoch + pos.offset / run.data.train.length,
+    loss: step.loss,
+    lr: step.lr,
+    gradNorm: step.gradNorm,
+    tokens: step.tokens,
+    tokensPerS: s.tokensSeen / s.trainSeconds,
+    elapsedS,
+    etaS: (elapsedS / (pos.step - run.startStep)) * (run.totalSteps - pos.step),
+  };
+  run.metrics.history.train.push([ev.step, ev.loss]);
+  run.metrics.write({ type: "train", step: ev.step, epoch: ev.epoch, loss: ev.loss, lr: ev.lr, gradNorm: ev.gradNorm, tokens: ev.tokens, tokensPerS: ev.tokensPerS, elapsedS });
+  run.hooks.onStep?.(ev);
+}
+
+/** One optimizer step, then its evaluation and checkpoint when due. Resolves to false when aborted. */
+async function trainStep(run: Run, s: Session): Promise<boolean> {
+  const tc = run.cfg.train;
+  const pos = s.pos;
+  const before = { ...pos };
+  if (pos.offset >= s.order.length) {
+    pos.epoch++;
+    pos.offset = 0;
+    s.order = epochOrder(run.data.train, pos.epoch, tc, run.cfg.data.group_by_length);
+  }
+  const t0 = performance.now();
+  const exs = s.order.slice(pos.offset, pos.offset + examplesPerStep(tc)).map((i) => run.data.train[i]);
+  const acc = await accumulate(run, exs);
+  if (acc.aborted) {
+    await interrupt(run, s, before, acc.draws);
+    return false;
+  }
+  const lr = lrAt(pos.step, run.totalSteps, tc);
+  const gradNorm = await run.engine.step({ lr, beta1: tc.beta1, beta2: tc.beta2, eps: tc.eps, weightDecay: tc.weight_decay, maxGradNorm: tc.max_grad_norm });
+  pos.offset += exs.length;
+  pos.step++;
+  report(run, s, { loss: acc.loss, lr, gradNorm, tokens: acc.tokens, seconds: (performance.now() - t0) / 1000 });
+  const due = (every: number) => every > 0 && pos.step % every === 0 && pos.step !== run.totalSteps;
+  if (due(tc.eval_every)) await evaluate(run, s, pos.step);
+  if (due(tc.save_every)) await saveCheckpoint(run.engine, run.cfg.output.dir, pos, run.tensors, tc.keep_checkpoints, run.record);
+  return true;
+}
+
+/**
+ * Trains from `start` to run.totalSteps, or until aborted: evaluates first (a fresh run) and last
+ * (unless interrupted). Resolves to the session, for the summary.
+ */
+export async function trainLoop(run: Run, start: Position): Promise<Session> {
+  const s: Session = {
+    pos: start, order: [], interrupted: false, lastLoss: NaN, recent: [], lastEval: null, tokensSeen: 0, trainSeconds: 0, loopStart: 0,
+  };
+  if (start.step === 0 && !run.metrics.history.eval.some((e) => e[0] === 0)) await evaluate(run, s, 0);
+  s.order = epochOrder(run.data.train, start.epoch, run.cfg.train, run.cfg.data.group_by_length);
+  s.loopStart = performance.now();
+  while (s.pos.step < run.totalSteps && (await trainStep(run, s)));
+  if (!s.interrupted) await evaluate(run, s, s.pos.step);
+  return s;
+}
