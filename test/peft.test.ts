@@ -12,10 +12,9 @@ import {
   isGgufAdapter,
   isPeftDir,
   readPeftConfig,
-  readSafetensors,
-  writeSafetensors,
   type PeftExportMeta,
 } from "../src/adapters/peft.js";
+import { readSafetensors, writeSafetensors } from "../src/formats/safetensors.js";
 import { permuteRows, unpermuteRows } from "../src/formats/llama-layout.js";
 import { randomize, relError, tempDir, testModel } from "./helpers/models.js";
 

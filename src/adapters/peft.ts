@@ -1,37 +1,15 @@
 // Hugging Face PEFT adapters: export our LoRA to `adapter_model.safetensors` + `adapter_config.json`
-// and import such a folder back, with a minimal safetensors reader and writer.
+// and import such a folder back (the safetensors files are read and written by ../formats/safetensors.ts).
 //
 // The one subtle point (../formats/llama-layout.ts): llama.cpp's converter permutes the rows of
 // q_proj and k_proj, so a LoRA trained on GGUF weights has the rows of q/k `lora_B` in GGUF
 // order. Export applies the inverse permutation to those, import re-applies the forward one.
 // `lora_A` and the other five modules are never permuted.
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
-import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16, GgufValueType, readGguf } from "../formats/gguf.js";
+import { GgufValueType, readGguf } from "../formats/gguf.js";
 import { permuteRows, unpermuteRows } from "../formats/llama-layout.js";
-
-// ---------------------------------------------------------------------------
-// safetensors
-// ---------------------------------------------------------------------------
-
-export type SafetensorsDtype = "F32" | "F16" | "BF16";
-
-export interface SafetensorsTensor {
-  name: string;
-  /** Row-major (torch) shape. */
-  shape: number[];
-  /** Values as f32 (converted from F16/BF16 when read). */
-  data: Float32Array;
-}
-
-export interface SafetensorsFile {
-  tensors: (SafetensorsTensor & { dtype: string })[];
-  metadata: Record<string, string>;
-}
-
-const DTYPE_SIZE: Record<SafetensorsDtype, number> = { F32: 4, F16: 2, BF16: 2 };
-const LITTLE_ENDIAN_HOST = os.endianness() === "LE";
+import { readSafetensors, writeSafetensors, type SafetensorsTensor } from "../formats/safetensors.js";
 
 function product(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
@@ -39,114 +17,6 @@ function product(shape: readonly number[]): number {
 
 function shapeStr(shape: readonly number[]): string {
   return `[${shape.join(", ")}]`;
-}
-
-/**
- * Writes a safetensors file: an 8-byte little-endian header length, a JSON header (padded with
- * spaces to a multiple of 8) and the raw little-endian data, in the order given.
- */
-export function writeSafetensors(
-  file: string,
-  tensors: (SafetensorsTensor & { dtype?: SafetensorsDtype })[],
-  metadata: Record<string, string> = { format: "pt" },
-): void {
-  const header: Record<string, unknown> = { __metadata__: metadata };
-  const chunks: Buffer[] = [];
-  let offset = 0;
-  const seen = new Set<string>();
-  for (const t of tensors) {
-    const dtype = t.dtype ?? "F32";
-    if (!(dtype in DTYPE_SIZE)) throw new TypeError(`writeSafetensors: tensor ${t.name}: unsupported dtype ${dtype}`);
-    if (t.name === "__metadata__" || seen.has(t.name)) throw new TypeError(`writeSafetensors: duplicate or reserved tensor name ${JSON.stringify(t.name)}`);
-    seen.add(t.name);
-    if (!t.shape.every((d) => Number.isInteger(d) && d >= 0) || product(t.shape) !== t.data.length) {
-      throw new TypeError(`writeSafetensors: tensor ${t.name}: shape ${shapeStr(t.shape)} does not hold ${t.data.length} values`);
-    }
-    let bytes: Buffer;
-    if (dtype === "F32") {
-      if (LITTLE_ENDIAN_HOST) {
-        bytes = Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength);
-      } else {
-        bytes = Buffer.alloc(t.data.length * 4);
-        t.data.forEach((x, i) => bytes.writeFloatLE(x, i * 4));
-      }
-    } else {
-      const bits = dtype === "F16" ? f32ToF16(t.data) : f32ToBf16(t.data);
-      bytes = Buffer.alloc(bits.length * 2);
-      bits.forEach((x, i) => bytes.writeUInt16LE(x, i * 2));
-    }
-    header[t.name] = { dtype, shape: t.shape, data_offsets: [offset, offset + bytes.length] };
-    chunks.push(bytes);
-    offset += bytes.length;
-  }
-  let json = JSON.stringify(header);
-  const bodyLen = Buffer.byteLength(json, "utf8");
-  json += " ".repeat((8 - (bodyLen % 8)) % 8);
-  const head = Buffer.from(json, "utf8");
-  const len = Buffer.alloc(8);
-  len.writeBigUInt64LE(BigInt(head.length));
-  fs.writeFileSync(file, Buffer.concat([len, head, ...chunks]));
-}
-
-/** Reads a safetensors file; F32, F16 and BF16 tensors come back as f32. Errors name the file. */
-export function readSafetensors(file: string): SafetensorsFile {
-  if (!fs.existsSync(file)) throw new Error(`${file}: file not found`);
-  const buf = fs.readFileSync(file);
-  const bad = (what: string): never => {
-    throw new Error(`${file}: not a valid safetensors file: ${what}`);
-  };
-  if (buf.length < 8) bad(`only ${buf.length} bytes long (the header length alone takes 8)`);
-  const headerLen = buf.readBigUInt64LE(0);
-  if (headerLen > BigInt(buf.length - 8)) bad(`header length ${headerLen} exceeds the file size ${buf.length}`);
-  const n = Number(headerLen);
-  let header: unknown;
-  try {
-    header = JSON.parse(buf.subarray(8, 8 + n).toString("utf8"));
-  } catch (e) {
-    bad(`the header is not JSON (${(e as Error).message})`);
-  }
-  if (typeof header !== "object" || header === null || Array.isArray(header)) bad("the header is not a JSON object");
-  const data = buf.subarray(8 + n);
-  const out: SafetensorsFile = { tensors: [], metadata: {} };
-  for (const [name, v] of Object.entries(header as Record<string, unknown>)) {
-    if (name === "__metadata__") {
-      if (typeof v !== "object" || v === null || Array.isArray(v)) bad("__metadata__ is not an object");
-      out.metadata = v as Record<string, string>;
-      continue;
-    }
-    const info = v as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
-    if (typeof info !== "object" || info === null) bad(`tensor ${name}: its header entry is not an object`);
-    const { dtype, shape, data_offsets: offs } = info;
-    if (typeof dtype !== "string" || !(dtype in DTYPE_SIZE)) {
-      bad(`tensor ${name} has dtype ${JSON.stringify(dtype)}; only F32, F16 and BF16 are supported`);
-    }
-    if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0)) {
-      bad(`tensor ${name} has shape ${JSON.stringify(shape)}; expected a list of non-negative integers`);
-    }
-    if (!Array.isArray(offs) || offs.length !== 2 || !offs.every((d) => Number.isInteger(d) && d >= 0) || offs[1] < offs[0]) {
-      bad(`tensor ${name} has data_offsets ${JSON.stringify(offs)}; expected [begin, end]`);
-    }
-    const [begin, end] = offs as [number, number];
-    const size = DTYPE_SIZE[dtype as SafetensorsDtype];
-    const count = product(shape as number[]);
-    if (end - begin !== count * size) {
-      bad(`tensor ${name}: shape ${shapeStr(shape as number[])} of ${dtype} needs ${count * size} bytes but data_offsets [${begin}, ${end}] span ${end - begin}`);
-    }
-    if (end > data.length) bad(`tensor ${name}: data_offsets [${begin}, ${end}] run past the end of the data (${data.length} bytes; truncated file?)`);
-    const bytes = data.subarray(begin, end);
-    let values: Float32Array;
-    if (dtype === "F32") {
-      values = new Float32Array(count);
-      if (LITTLE_ENDIAN_HOST) new Uint8Array(values.buffer).set(bytes);
-      else for (let i = 0; i < count; i++) values[i] = bytes.readFloatLE(i * 4);
-    } else {
-      const bits = new Uint16Array(count);
-      for (let i = 0; i < count; i++) bits[i] = bytes.readUInt16LE(i * 2);
-      values = dtype === "F16" ? f16ToF32(bits) : bf16ToF32(bits);
-    }
-    out.tensors.push({ name, dtype: dtype as string, shape: shape as number[], data: values });
-  }
-  return out;
 }
 
 // ---------------------------------------------------------------------------

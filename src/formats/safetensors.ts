@@ -1,18 +1,17 @@
-// Streaming access to the weights of a Hugging Face checkpoint folder: `model.safetensors`, or
-// shards listed by `model.safetensors.index.json` (`weight_map`: tensor name -> shard file).
-//
-// src/peft.ts's readSafetensors reads a whole file into memory and converts every tensor to f32,
-// which is fine for an adapter but not for a 2.2 GB model shard. Here only the JSON headers are
-// parsed up front; a tensor's bytes are read on demand with fs.readSync at their offset, in
-// pieces as small as the caller wants. The writer is streaming too (header first, then each
-// tensor's bytes as its producer yields them).
+// safetensors files, read and written here and nowhere else: the header reader (only the JSON
+// header is parsed up front; a tensor's bytes are read on demand with fs.readSync at their offset,
+// in pieces as small as the caller wants, so a 2.2 GB model shard is never in memory), the weights
+// of a Hugging Face checkpoint folder (`model.safetensors`, or shards listed by
+// `model.safetensors.index.json`), a whole small file as f32 (an adapter), and the streaming
+// writer (header first, then each tensor's bytes as its producer yields them).
 //
 // safetensors layout: an 8-byte little-endian header length N, N bytes of JSON
-// `{name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {...}}`, then the data;
-// offsets are relative to the start of the data (8 + N).
+// `{name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {...}}` (padded with spaces
+// to a multiple of 8), then the data; offsets are relative to the start of the data (8 + N).
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "./gguf.js";
 
 /** Element size of the dtypes this project reads; other dtypes are listed but cannot be read. */
 export const SAFETENSORS_DTYPE_SIZE: Record<string, number> = { F32: 4, F16: 2, BF16: 2 };
@@ -98,7 +97,7 @@ export function readSafetensorsHeader(file: string): StHeader {
         bad(`tensor ${name}: shape ${JSON.stringify(shape)} of ${dtype} needs ${need} bytes but data_offsets [${begin}, ${end}] span ${end - begin}`);
       }
       if (dataStart + end > size) {
-        bad(`tensor ${name}: data_offsets [${begin}, ${end}] run past the end of the file (${size} bytes; truncated download?)`);
+        bad(`tensor ${name}: data_offsets [${begin}, ${end}] run past the end of the data (${size - dataStart} bytes; truncated file?)`);
       }
       out.tensors.push({ name, dtype: dtype as string, shape: shape as number[], file, offset: dataStart + begin, byteLength: end - begin });
     }
@@ -212,6 +211,65 @@ export class StReader {
 }
 
 // ---------------------------------------------------------------------------
+// A whole small file as f32
+// ---------------------------------------------------------------------------
+
+/** The readable dtypes, as this project names them. */
+export type SafetensorsDtype = "F32" | "F16" | "BF16";
+
+export interface SafetensorsTensor {
+  name: string;
+  /** Row-major (torch) shape. */
+  shape: number[];
+  /** Values as f32 (converted from F16/BF16 when read). */
+  data: Float32Array;
+}
+
+export interface SafetensorsFile {
+  tensors: (SafetensorsTensor & { dtype: string })[];
+  metadata: Record<string, string>;
+}
+
+const LITTLE_ENDIAN_HOST = os.endianness() === "LE";
+
+function shapeStr(shape: readonly number[]): string {
+  return `[${shape.join(", ")}]`;
+}
+
+/** Little-endian F32, F16 or BF16 bytes as f32 values. */
+function bytesToF32(bytes: Uint8Array, dtype: SafetensorsDtype, count: number): Float32Array {
+  const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
+  if (dtype === "F32") {
+    const values = new Float32Array(count);
+    if (LITTLE_ENDIAN_HOST) new Uint8Array(values.buffer).set(bytes);
+    else for (let i = 0; i < count; i++) values[i] = buf.readFloatLE(i * 4);
+    return values;
+  }
+  const bits = new Uint16Array(count);
+  for (let i = 0; i < count; i++) bits[i] = buf.readUInt16LE(i * 2);
+  return dtype === "F16" ? f16ToF32(bits) : bf16ToF32(bits);
+}
+
+/** Reads a whole safetensors file; F32, F16 and BF16 tensors come back as f32. Errors name the file. */
+export function readSafetensors(file: string): SafetensorsFile {
+  const header = readSafetensorsHeader(file);
+  const out: SafetensorsFile = { tensors: [], metadata: header.metadata };
+  const reader = new StReader();
+  try {
+    for (const t of header.tensors) {
+      if (!(t.dtype in SAFETENSORS_DTYPE_SIZE)) {
+        throw new Error(`${file}: not a valid safetensors file: tensor ${t.name} has dtype ${JSON.stringify(t.dtype)}; only F32, F16 and BF16 are supported`);
+      }
+      const data = bytesToF32(reader.read(t), t.dtype as SafetensorsDtype, product(t.shape));
+      out.tensors.push({ name: t.name, dtype: t.dtype, shape: t.shape, data });
+    }
+  } finally {
+    reader.close();
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------
 // Streaming writer
 // ---------------------------------------------------------------------------
 
@@ -229,13 +287,18 @@ export interface StWriteEntry {
  */
 export function writeSafetensorsStream(file: string, entries: readonly StWriteEntry[], metadata: Record<string, string> = { format: "pt" }): void {
   if (os.endianness() !== "LE") throw new Error("writeSafetensorsStream: only little-endian hosts are supported");
+  writeEntries("writeSafetensorsStream", file, entries, metadata);
+}
+
+/** The one safetensors writer: entries hold little-endian bytes; errors start with `who`. */
+function writeEntries(who: string, file: string, entries: readonly StWriteEntry[], metadata: Record<string, string>): void {
   const header: Record<string, unknown> = { __metadata__: metadata };
   const sizes: number[] = [];
   let offset = 0;
   for (const e of entries) {
     const size = ALL_DTYPE_SIZE[e.dtype];
-    if (size === undefined) throw new TypeError(`writeSafetensorsStream: tensor ${e.name}: unknown dtype ${e.dtype}`);
-    if (e.name === "__metadata__" || e.name in header) throw new TypeError(`writeSafetensorsStream: duplicate or reserved tensor name ${JSON.stringify(e.name)}`);
+    if (size === undefined) throw new TypeError(`${who}: tensor ${e.name}: unknown dtype ${e.dtype}`);
+    if (e.name === "__metadata__" || e.name in header) throw new TypeError(`${who}: duplicate or reserved tensor name ${JSON.stringify(e.name)}`);
     const n = product(e.shape) * size;
     header[e.name] = { dtype: e.dtype, shape: e.shape, data_offsets: [offset, offset + n] };
     sizes.push(n);
@@ -264,7 +327,7 @@ export function writeSafetensorsStream(file: string, entries: readonly StWriteEn
         if (produced > sizes[i]!) break;
         write(chunk);
       }
-      if (produced !== sizes[i]) throw new Error(`writeSafetensorsStream: tensor ${e.name} needs ${sizes[i]} bytes, got ${produced > sizes[i]! ? "more" : produced}`);
+      if (produced !== sizes[i]) throw new Error(`${who}: tensor ${e.name} needs ${sizes[i]} bytes, got ${produced > sizes[i]! ? "more" : produced}`);
     });
     ok = true;
   } finally {
@@ -272,4 +335,38 @@ export function writeSafetensorsStream(file: string, entries: readonly StWriteEn
     if (ok) fs.renameSync(tmp, file);
     else fs.rmSync(tmp, { force: true });
   }
+}
+
+/** f32 values as the little-endian bytes of `dtype`. */
+function f32ToBytes(data: Float32Array, dtype: SafetensorsDtype): Uint8Array {
+  if (dtype === "F32") {
+    if (LITTLE_ENDIAN_HOST) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    const bytes = Buffer.alloc(data.length * 4);
+    data.forEach((x, i) => bytes.writeFloatLE(x, i * 4));
+    return bytes;
+  }
+  const bits = dtype === "F16" ? f32ToF16(data) : f32ToBf16(data);
+  const bytes = Buffer.alloc(bits.length * 2);
+  bits.forEach((x, i) => bytes.writeUInt16LE(x, i * 2));
+  return bytes;
+}
+
+/**
+ * Writes a safetensors file of f32 values, each tensor stored as its dtype (F32 by default), in
+ * the order given.
+ */
+export function writeSafetensors(
+  file: string,
+  tensors: (SafetensorsTensor & { dtype?: SafetensorsDtype })[],
+  metadata: Record<string, string> = { format: "pt" },
+): void {
+  const entries = tensors.map((t): StWriteEntry => {
+    const dtype = t.dtype ?? "F32";
+    if (!(dtype in SAFETENSORS_DTYPE_SIZE)) throw new TypeError(`writeSafetensors: tensor ${t.name}: unsupported dtype ${dtype}`);
+    if (!t.shape.every((d) => Number.isInteger(d) && d >= 0) || product(t.shape) !== t.data.length) {
+      throw new TypeError(`writeSafetensors: tensor ${t.name}: shape ${shapeStr(t.shape)} does not hold ${t.data.length} values`);
+    }
+    return { name: t.name, dtype, shape: t.shape, data: f32ToBytes(t.data, dtype) };
+  });
+  writeEntries("writeSafetensors", file, entries, metadata);
 }
