@@ -9,10 +9,10 @@ import { LoraEngine } from "../engine/engine.js";
 import { resolveModelPath } from "../models/model-path.js";
 import { checkpointDirs, loadCheckpoint, type Position } from "./checkpoints.js";
 import { configToYaml, loadConfig, type DeepPartial, type TrainConfig } from "./config.js";
-import { loadDataset, type DatasetReport } from "./data.js";
+import { loadDataset, type DatasetReport, type Example } from "./data.js";
 import { openMetrics, trainLoop, type Run, type Session } from "./loop.js";
 import { lossCurveSvg } from "./plot.js";
-import { encodeExample, Tokenizer, type Encoded } from "./prompt.js";
+import { encodeExample, Tokenizer, type Encoded, type EncodeOptions } from "./prompt.js";
 import { totalSteps } from "./schedule.js";
 
 export interface StepEvent {
@@ -94,6 +94,52 @@ function stats(xs: number[]): LengthStats {
   return { p50: q(0.5), p95: q(0.95), max: s[s.length - 1], mean: s.reduce((a, b) => a + b, 0) / s.length };
 }
 
+/** Token lengths and counts over the examples as they are encoded, for the summary and the warning. */
+interface Tally {
+  prompts: number[];
+  completions: number[];
+  totals: number[];
+  over: number; // of which longer than max_seq_len
+  skipped: number;
+  truncated: number;
+  schemasShortened: number;
+  tablesDropped: number;
+}
+
+/** Encodes rows with `opts`, counting into `t`; rows too long to keep are left out. */
+function encodeRows(tok: Tokenizer, rows: Example[], opts: EncodeOptions, t: Tally): Encoded[] {
+  const out: Encoded[] = [];
+  for (const ex of rows) {
+    // lengths as the template makes them, before any cut
+    const full = encodeExample(tok, ex, { ...opts, maxSeqLen: Number.MAX_SAFE_INTEGER });
+    t.prompts.push(full!.promptLen - 1);
+    t.completions.push(full!.completionLen - 1);
+    t.totals.push(full!.tokens.length);
+    if (full!.tokens.length > opts.maxSeqLen) t.over++;
+    const e = encodeExample(tok, ex, opts);
+    if (!e) t.skipped++;
+    else {
+      if (e.truncated) t.truncated++;
+      if (e.tablesDropped) {
+        t.schemasShortened++;
+        t.tablesDropped += e.tablesDropped;
+      }
+      out.push(e);
+    }
+  }
+  return out;
+}
+
+/** What happened to the rows longer than max_seq_len. */
+function tooLongWarning(t: Tally, opts: EncodeOptions): string {
+  const how = opts.tooLong === "skip"
+    ? `${t.skipped} skipped`
+    : `${t.truncated} shortened` +
+      (t.schemasShortened ? ` (${t.schemasShortened} by dropping ${t.tablesDropped} CREATE TABLE statements from the end of their schema, ${t.truncated - t.schemasShortened} by cutting the prompt from the left)` : " by cutting the prompt from the left") +
+      (t.skipped ? `, ${t.skipped} skipped (the SQL alone is too long)` : "");
+  return `data: warning: ${t.over} rows are longer than ${opts.maxSeqLen} tokens: ${how}`;
+}
+
 /** Reads, splits and tokenizes the data; the dry run of `text2sql data` and the first phase of training. */
 export async function prepareData(cfg: TrainConfig, modelPath: string, log: (m: string) => void = () => {}) {
   const ds = await loadDataset(cfg.data);
@@ -101,62 +147,26 @@ export async function prepareData(cfg: TrainConfig, modelPath: string, log: (m: 
     (ds.report.duplicates ? `; ${ds.report.duplicates} duplicate rows (kept)` : ""));
   const tok = await Tokenizer.load(modelPath);
   const opts = { template: cfg.data.template, maxSeqLen: cfg.data.max_seq_len, tooLong: cfg.data.too_long, lossOn: cfg.data.loss_on };
-  const prompts: number[] = [];
-  const completions: number[] = [];
-  const totals: number[] = [];
-  let skipped = 0;
-  let truncated = 0;
-  let schemasShortened = 0;
-  let tablesDropped = 0;
-  let over = 0;
-  const encode = (rows: typeof ds.train) => {
-    const out: Encoded[] = [];
-    for (const ex of rows) {
-      // lengths as the template makes them, before any cut
-      const full = encodeExample(tok, ex, { ...opts, maxSeqLen: Number.MAX_SAFE_INTEGER });
-      prompts.push(full!.promptLen - 1);
-      completions.push(full!.completionLen - 1);
-      totals.push(full!.tokens.length);
-      if (full!.tokens.length > opts.maxSeqLen) over++;
-      const e = encodeExample(tok, ex, opts);
-      if (!e) skipped++;
-      else {
-        if (e.truncated) truncated++;
-        if (e.tablesDropped) {
-          schemasShortened++;
-          tablesDropped += e.tablesDropped;
-        }
-        out.push(e);
-      }
-    }
-    return out;
-  };
-  const train = encode(ds.train);
-  const evalSet = encode(ds.eval);
-  encode(ds.test);
+  const t: Tally = { prompts: [], completions: [], totals: [], over: 0, skipped: 0, truncated: 0, schemasShortened: 0, tablesDropped: 0 };
+  const train = encodeRows(tok, ds.train, opts, t);
+  const evalSet = encodeRows(tok, ds.eval, opts, t);
+  encodeRows(tok, ds.test, opts, t);
   await tok.dispose();
-  if (over) {
-    const how = opts.tooLong === "skip"
-      ? `${skipped} skipped`
-      : `${truncated} shortened` +
-        (schemasShortened ? ` (${schemasShortened} by dropping ${tablesDropped} CREATE TABLE statements from the end of their schema, ${truncated - schemasShortened} by cutting the prompt from the left)` : " by cutting the prompt from the left") +
-        (skipped ? `, ${skipped} skipped (the SQL alone is too long)` : "");
-    log(`data: warning: ${over} rows are longer than ${opts.maxSeqLen} tokens: ${how}`);
-  }
+  if (t.over) log(tooLongWarning(t, opts));
   if (train.length === 0) throw new Error("data: no training examples left after tokenizing");
   const summary: DataSummary = {
     ...ds.report,
-    skippedTooLong: skipped,
-    truncated,
-    promptTokens: stats(prompts),
-    completionTokens: stats(completions),
-    totalTokens: stats(totals),
-    overMaxSeqLen: over,
+    skippedTooLong: t.skipped,
+    truncated: t.truncated,
+    promptTokens: stats(t.prompts),
+    completionTokens: stats(t.completions),
+    totalTokens: stats(t.totals),
+    overMaxSeqLen: t.over,
     maxSeqLen: opts.maxSeqLen,
-    schemasShortened,
-    tablesDropped,
-    over1024: totals.filter((n) => n > 1024).length,
-    over2048: totals.filter((n) => n > 2048).length,
+    schemasShortened: t.schemasShortened,
+    tablesDropped: t.tablesDropped,
+    over1024: t.totals.filter((n) => n > 1024).length,
+    over2048: t.totals.filter((n) => n > 2048).length,
   };
   return { train, eval: evalSet, summary };
 }
