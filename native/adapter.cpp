@@ -1,6 +1,7 @@
-// LoRA adapter state: PEFT initialisation, get/set, GGUF LoRA save/load (the llama.cpp format),
-// and the AdamW step with global-norm clipping (torch.optim.AdamW semantics).
+// LoRA adapter state: PEFT initialisation, get/set, GGUF LoRA save/load (the llama.cpp format).
+// The AdamW step on these tensors is in optimizer.cpp.
 #include "engine.h"
+#include "gguf_util.h"
 
 #include "gguf.h"
 
@@ -25,12 +26,6 @@ int64_t lora_param_count(const engine & e) {
     return n;
 }
 
-static std::string shape_of(const std::vector<int64_t> & ne) {
-    std::string s = "[";
-    for (size_t i = 0; i < ne.size(); i++) s += (i ? ", " : "") + std::to_string(ne[i]);
-    return s + "]";
-}
-
 // splitmix64: a small, portable, seedable generator (std::uniform_real_distribution differs between
 // standard libraries, and adapters must be reproducible everywhere).
 static uint64_t splitmix64(uint64_t & s) {
@@ -42,15 +37,6 @@ static uint64_t splitmix64(uint64_t & s) {
 
 static double uniform01(uint64_t & s) {
     return (double) (splitmix64(s) >> 11) * (1.0 / 9007199254740992.0);
-}
-
-void engine_zero_grad(engine & e) {
-    std::vector<float> zeros;
-    for (lora_pair & p : e.lora) {
-        zeros.assign(std::max(ggml_nelements(p.ga), ggml_nelements(p.gb)), 0.0f);
-        ggml_backend_tensor_set(p.ga, zeros.data(), 0, ggml_nbytes(p.ga));
-        ggml_backend_tensor_set(p.gb, zeros.data(), 0, ggml_nbytes(p.gb));
-    }
 }
 
 void lora_reset(engine & e) {
@@ -102,7 +88,7 @@ void lora_set(engine & e, const std::vector<host_tensor> & tensors, bool gradien
         ggml_tensor * t = it->second;
         std::vector<int64_t> want = {t->ne[0], t->ne[1]};
         if (h.ne != want || (int64_t) h.data.size() != ggml_nelements(t)) {
-            throw std::runtime_error("adapter tensor '" + h.name + "' has shape " + shape_of(h.ne) + " but the model needs " + shape_of(want));
+            throw std::runtime_error("adapter tensor '" + h.name + "' has shape " + shape_str(h.ne) + " but the model needs " + shape_str(want));
         }
     }
     for (const host_tensor & h : tensors) {
@@ -142,12 +128,7 @@ void lora_save_gguf(const engine & e, const std::string & path) {
 }
 
 void lora_load_gguf(engine & e, const std::string & path) {
-    FILE * f = fopen(path.c_str(), "rb");
-    if (!f) throw std::runtime_error("cannot open adapter file '" + path + "': " + strerror(errno));
-    char magic[4] = {0};
-    const size_t n = fread(magic, 1, 4, f);
-    fclose(f);
-    if (n != 4 || memcmp(magic, "GGUF", 4) != 0) throw std::runtime_error("'" + path + "' is not a GGUF file");
+    gguf_check_magic(path, "adapter");
 
     ggml_context * ctx = nullptr;
     gguf_init_params gp = { /*no_alloc =*/ false, /*ctx =*/ &ctx };
@@ -155,10 +136,7 @@ void lora_load_gguf(engine & e, const std::string & path) {
     if (!g) throw std::runtime_error("'" + path + "' could not be read as GGUF (corrupt or truncated file)");
     struct guard { gguf_context * g; ggml_context * c; ~guard() { gguf_free(g); if (c) ggml_free(c); } } gd{g, ctx};
 
-    auto str = [&](const char * key) -> std::string {
-        const int64_t id = gguf_find_key(g, key);
-        return id >= 0 && gguf_get_kv_type(g, id) == GGUF_TYPE_STRING ? gguf_get_val_str(g, id) : "";
-    };
+    auto str = [&](const char * key) { return kv_str(g, key); };
     if (str("general.type") != "adapter" || str("adapter.type") != "lora") {
         throw std::runtime_error("'" + path + "' is not a GGUF LoRA adapter (general.type '" + str("general.type") + "', adapter.type '" + str("adapter.type") + "')");
     }
@@ -185,8 +163,8 @@ void lora_load_gguf(engine & e, const std::string & path) {
                 throw std::runtime_error("'" + path + "': tensor '" + name + "' has type " + ggml_type_name(t->type) + "; supported: F32, F16, BF16");
             }
             if (t->ne[0] != want->ne[0] || t->ne[1] != want->ne[1] || t->ne[2] != 1) {
-                throw std::runtime_error("'" + path + "': tensor '" + name + "' has shape " + shape_of({t->ne[0], t->ne[1]}) +
-                    " but the model needs " + shape_of({want->ne[0], want->ne[1]}));
+                throw std::runtime_error("'" + path + "': tensor '" + name + "' has shape " + shape_str({t->ne[0], t->ne[1]}) +
+                    " but the model needs " + shape_str({want->ne[0], want->ne[1]}));
             }
             host_tensor h;
             h.name = name;
@@ -209,52 +187,6 @@ void lora_load_gguf(engine & e, const std::string & path) {
             std::to_string(found) + " (the adapter targets other modules)");
     }
     lora_set(e, hs);
-}
-
-double engine_step(engine & e, const step_params & p) {
-    std::vector<host_tensor> params = lora_get(e, false);
-    std::vector<host_tensor> grads  = lora_get(e, true);
-
-    double sq = 0.0;
-    for (const host_tensor & g : grads) for (float x : g.data) sq += (double) x * x;
-    const double norm = std::sqrt(sq);
-    if (!std::isfinite(norm)) throw std::runtime_error("step: the gradient norm is not finite (" + std::to_string(norm) + "); the step was skipped and gradients kept for inspection");
-
-    // torch.nn.utils.clip_grad_norm_: coef = max_norm / (norm + 1e-6), clamped to 1
-    float clip = 1.0f;
-    if (p.max_grad_norm > 0.0f) clip = (float) std::min(1.0, (double) p.max_grad_norm / (norm + 1e-6));
-
-    adam_state & st = e.adam;
-    if (st.m.empty()) {
-        for (const host_tensor & h : params) {
-            st.m.emplace_back(h.data.size(), 0.0f);
-            st.v.emplace_back(h.data.size(), 0.0f);
-        }
-    }
-    st.t += 1;
-    // torch.optim.AdamW (single-tensor path): decoupled weight decay, then bias-corrected Adam.
-    const double bc1 = 1.0 - std::pow((double) p.beta1, (double) st.t);
-    const double bc2 = 1.0 - std::pow((double) p.beta2, (double) st.t);
-    const float step_size = (float) (p.lr / bc1);
-    const float bc2_sqrt  = (float) std::sqrt(bc2);
-    const float decay     = (float) (1.0 - (double) p.lr * p.weight_decay);
-    for (size_t i = 0; i < params.size(); i++) {
-        float * w = params[i].data.data();
-        const float * g = grads[i].data.data();
-        float * m = st.m[i].data();
-        float * v = st.v[i].data();
-        for (size_t j = 0; j < params[i].data.size(); j++) {
-            const float gj = g[j] * clip;
-            w[j] *= decay;
-            m[j] = p.beta1 * m[j] + (1.0f - p.beta1) * gj;
-            v[j] = p.beta2 * v[j] + (1.0f - p.beta2) * gj * gj;
-            const float denom = std::sqrt(v[j]) / bc2_sqrt + p.eps;
-            w[j] -= step_size * (m[j] / denom);
-        }
-    }
-    lora_set(e, params);
-    engine_zero_grad(e);
-    return norm;
 }
 
 } // namespace t2s

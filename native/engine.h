@@ -1,6 +1,10 @@
 // text2sql engine: a Llama-architecture model loaded from GGUF, LoRA adapters on any subset of its
 // linear layers, and a hand-written forward/backward graph on ggml.
 //
+// Files: model.cpp loads the model (gguf_util.cpp: GGUF helpers), adapter.cpp holds the LoRA
+// state, optimizer.cpp the AdamW step, graph.cpp builds the graph (graph.h), runner.cpp runs it,
+// kernels.cpp has the CPU kernels, profile.cpp the profiler, backend_ops.cpp the backend checks.
+//
 // Every function here may throw std::runtime_error with a message meant for the user; the N-API
 // layer (addon.cpp) turns it into a rejected Promise.
 #pragma once
@@ -12,7 +16,6 @@
 #include <array>
 #include <cstdint>
 #include <memory>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -104,7 +107,7 @@ struct op_caps {
     bool soft_max_back = false; // SOFT_MAX_BACK (CPU, CUDA; not Metal)
     bool rms_norm_back = false; // RMS_NORM_BACK (CPU, CUDA; not Metal)
     bool out_prod      = false; // OUT_PROD f32 x f32, for the LoRA gradients (CPU, CUDA; not Metal)
-    bool custom_transpose = false; // lean mode's Wᵀ through a tiled CPU op (else CONT)
+    bool custom_transpose = false; // lean mode's Wᵀ through a tiled CPU op (kernels.cpp; else CONT)
 };
 
 struct engine_options {
@@ -157,7 +160,6 @@ struct engine {
     uint64_t dropout_calls = 0;              // advances the dropout stream on every accumulate
 
     ggml_gallocr_t galloc = nullptr;
-    std::vector<uint8_t> graph_meta;         // scratch for graph contexts
     size_t weight_bytes = 0;                 // base weights (+ transposed copies unless lean)
     size_t transposed_bytes = 0;             // of which transposed copies
     std::vector<profile_entry> profile;      // accumulated when opts.profile
@@ -176,7 +178,7 @@ void lora_set(engine & e, const std::vector<host_tensor> & tensors, bool gradien
 void lora_save_gguf(const engine & e, const std::string & path);
 void lora_load_gguf(engine & e, const std::string & path);
 
-// Compute (train.cpp)
+// Compute (runner.cpp)
 // tokens/mask: [n_seq, seq_len] row-major, right-padded; mask[i][j] = 1 marks token j of sequence i
 // as a prediction target (predicted from tokens 0..j-1). grad_scale multiplies every gradient
 // (the trainer passes 1 / unmasked tokens of the whole accumulated batch).
@@ -185,17 +187,20 @@ batch_stats engine_accumulate(engine & e, const int32_t * tokens, const uint8_t 
 batch_stats engine_evaluate(engine & e, const int32_t * tokens, const uint8_t * mask,
                             int64_t n_seq, int64_t seq_len);
 std::vector<float> engine_logits(engine & e, const int32_t * tokens, int64_t n_tokens); // [n_tokens, n_vocab]
-double engine_step(engine & e, const step_params & p); // returns the gradient norm before clipping
-void engine_zero_grad(engine & e);
-
-// Throws when the backend lacks an op of the training graph (no silent CPU fallback).
-void engine_check_backend_ops(engine & e);
-
-// Per-op timings since the last call (engine_options.profile), slowest first.
-std::vector<profile_entry> engine_profile_take(engine & e);
 
 // Bytes of the compute buffer (activations and temporaries): the largest graph so far.
 size_t engine_compute_bytes(const engine & e);
+
+// Optimizer (optimizer.cpp)
+double engine_step(engine & e, const step_params & p); // returns the gradient norm before clipping
+void engine_zero_grad(engine & e);
+
+// Per-op timings since the last call (engine_options.profile), slowest first (profile.cpp).
+std::vector<profile_entry> engine_profile_take(engine & e);
+
+// Backend checks (backend_ops.cpp)
+// Throws when the backend lacks an op of the training graph (no silent CPU fallback).
+void engine_check_backend_ops(engine & e);
 
 // The ops a training graph uses, for the portability test: one line per node "OP" or "UNARY:SILU".
 // caps: build the graph as for a backend with these fused ops (default: this engine's).

@@ -1,6 +1,8 @@
 // Loading a Llama-architecture GGUF onto a ggml backend, with the transposed weight copies the
 // backward pass multiplies by (dX = Wᵀ·dY through a fast mul_mat, never autodiff's out_prod).
 #include "engine.h"
+#include "gguf_util.h"
+#include "kernels.h"
 
 #include "ggml-cpu.h"
 #include "gguf.h"
@@ -47,7 +49,7 @@ engine::~engine() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// GGUF metadata helpers
+// Loading steps: the GGUF file, the backend, hyperparameters, tensors, weights and LoRA tensors
 
 namespace {
 
@@ -60,48 +62,8 @@ struct gguf_file {
     }
 };
 
-int64_t kv_int(gguf_context * g, const std::string & key, int64_t def, bool required, const std::string & path) {
-    const int64_t id = gguf_find_key(g, key.c_str());
-    if (id < 0) {
-        if (required) throw std::runtime_error(path + ": GGUF metadata key '" + key + "' is missing");
-        return def;
-    }
-    switch (gguf_get_kv_type(g, id)) {
-        case GGUF_TYPE_UINT32: return gguf_get_val_u32(g, id);
-        case GGUF_TYPE_INT32:  return gguf_get_val_i32(g, id);
-        case GGUF_TYPE_UINT64: return (int64_t) gguf_get_val_u64(g, id);
-        case GGUF_TYPE_INT64:  return gguf_get_val_i64(g, id);
-        case GGUF_TYPE_UINT16: return gguf_get_val_u16(g, id);
-        default: throw std::runtime_error(path + ": GGUF metadata key '" + key + "' is not an integer");
-    }
-}
-
-float kv_float(gguf_context * g, const std::string & key, float def, const std::string & path) {
-    const int64_t id = gguf_find_key(g, key.c_str());
-    if (id < 0) return def;
-    switch (gguf_get_kv_type(g, id)) {
-        case GGUF_TYPE_FLOAT32: return gguf_get_val_f32(g, id);
-        case GGUF_TYPE_FLOAT64: return (float) gguf_get_val_f64(g, id);
-        default: throw std::runtime_error(path + ": GGUF metadata key '" + key + "' is not a float");
-    }
-}
-
-std::string kv_str(gguf_context * g, const std::string & key) {
-    const int64_t id = gguf_find_key(g, key.c_str());
-    if (id < 0 || gguf_get_kv_type(g, id) != GGUF_TYPE_STRING) return "";
-    return gguf_get_val_str(g, id);
-}
-
 std::string shape_str(const ggml_tensor * t) {
-    std::string s = "[";
-    for (int i = 0; i < ggml_n_dims(t); i++) s += (i ? ", " : "") + std::to_string(t->ne[i]);
-    return s + "]";
-}
-
-std::string shape_str(const std::vector<int64_t> & ne) {
-    std::string s = "[";
-    for (size_t i = 0; i < ne.size(); i++) s += (i ? ", " : "") + std::to_string(ne[i]);
-    return s + "]";
+    return t2s::shape_str(std::vector<int64_t>(t->ne, t->ne + ggml_n_dims(t)));
 }
 
 // Chooses and starts the ggml backend for `device`.
@@ -141,74 +103,33 @@ ggml_backend_t init_backend(const std::string & device, ggml_backend_t & cpu_out
     return b;
 }
 
-// Copies a 2D weight [n_in, n_out] into its transpose [n_out, n_in], in cache-sized tiles.
-template <typename T>
-void transpose_tiles(const T * src, T * dst, int64_t n_in, int64_t n_out) {
-    const int64_t blk = 32;
-    for (int64_t o0 = 0; o0 < n_out; o0 += blk) {
-        const int64_t o1 = std::min(o0 + blk, n_out);
-        for (int64_t i0 = 0; i0 < n_in; i0 += blk) {
-            const int64_t i1 = std::min(i0 + blk, n_in);
-            for (int64_t i = i0; i < i1; i++) {
-                T * d = dst + i * n_out;
-                for (int64_t o = o0; o < o1; o++) d[o] = src[o * n_in + i];
-            }
-        }
-    }
-}
-
+// Copies a 2D weight [n_in, n_out] into its transpose [n_out, n_in] with the CPU kernel of the
+// graph's lean-mode transpose: the transposed view has element (o, i) at o·n_in·esz + i·esz.
 void transpose_2d(const uint8_t * src, uint8_t * dst, int64_t n_in, int64_t n_out, size_t esz) {
-    if (esz == 2) {
-        transpose_tiles((const uint16_t *) src, (uint16_t *) dst, n_in, n_out);
-    } else if (esz == 4) {
-        transpose_tiles((const uint32_t *) src, (uint32_t *) dst, n_in, n_out);
-    } else {
+    if (!transpose_copy((const char *) src, n_in * esz, esz, dst, n_out, n_in, esz, 0, 1)) {
         throw std::runtime_error("transpose: unsupported element size " + std::to_string(esz));
     }
 }
 
-} // namespace
-
-// ---------------------------------------------------------------------------------------------
-
-std::unique_ptr<engine> engine_init(const engine_options & opts) {
-    const std::string & path = opts.model_path;
-    {
-        FILE * f = fopen(path.c_str(), "rb");
-        if (!f) throw std::runtime_error("cannot open model file '" + path + "': " + strerror(errno));
-        char magic[4] = {0};
-        const size_t n = fread(magic, 1, 4, f);
-        fclose(f);
-        if (n != 4 || memcmp(magic, "GGUF", 4) != 0) {
-            throw std::runtime_error("'" + path + "' is not a GGUF file (it does not start with the GGUF magic)");
-        }
-    }
-
-    gguf_file gf;
-    gguf_init_params gp = { /*no_alloc =*/ true, /*ctx =*/ &gf.meta };
-    gf.g = gguf_init_from_file(path.c_str(), gp);
-    if (!gf.g) throw std::runtime_error("'" + path + "' could not be read as GGUF (corrupt or truncated file)");
-
-    const std::string arch = kv_str(gf.g, "general.architecture");
+// Reads and checks the Llama hyperparameters (n_vocab comes from the token embedding, later).
+llama_hparams read_hparams(gguf_context * g, const std::string & path) {
+    const std::string arch = kv_str(g, "general.architecture");
     if (arch != "llama") {
         throw std::runtime_error("'" + path + "' has architecture '" + arch + "'; the text2sql engine supports only 'llama' (Llama, TinyLlama and kin)");
     }
-
-    auto e = std::make_unique<engine>();
-    e->opts = opts;
-    llama_hparams & hp = e->hp;
-    hp.n_embd    = kv_int(gf.g, "llama.embedding_length", 0, true, path);
-    hp.n_layer   = kv_int(gf.g, "llama.block_count", 0, true, path);
-    hp.n_ff      = kv_int(gf.g, "llama.feed_forward_length", 0, true, path);
-    hp.n_head    = kv_int(gf.g, "llama.attention.head_count", 0, true, path);
-    hp.n_head_kv = kv_int(gf.g, "llama.attention.head_count_kv", hp.n_head, false, path);
-    hp.n_ctx     = kv_int(gf.g, "llama.context_length", 2048, false, path);
-    hp.n_rot     = kv_int(gf.g, "llama.rope.dimension_count", hp.n_head ? hp.n_embd / hp.n_head : 0, false, path);
-    hp.rope_freq_base = kv_float(gf.g, "llama.rope.freq_base", 10000.0f, path);
-    hp.rms_eps   = kv_float(gf.g, "llama.attention.layer_norm_rms_epsilon", 1e-5f, path);
-    const std::string scaling = kv_str(gf.g, "llama.rope.scaling.type");
+    llama_hparams hp;
+    hp.n_embd    = kv_int(g, "llama.embedding_length", 0, true, path);
+    hp.n_layer   = kv_int(g, "llama.block_count", 0, true, path);
+    hp.n_ff      = kv_int(g, "llama.feed_forward_length", 0, true, path);
+    hp.n_head    = kv_int(g, "llama.attention.head_count", 0, true, path);
+    hp.n_head_kv = kv_int(g, "llama.attention.head_count_kv", hp.n_head, false, path);
+    hp.n_ctx     = kv_int(g, "llama.context_length", 2048, false, path);
+    hp.n_rot     = kv_int(g, "llama.rope.dimension_count", hp.n_head ? hp.n_embd / hp.n_head : 0, false, path);
+    hp.rope_freq_base = kv_float(g, "llama.rope.freq_base", 10000.0f, path);
+    hp.rms_eps   = kv_float(g, "llama.attention.layer_norm_rms_epsilon", 1e-5f, path);
+    const std::string scaling = kv_str(g, "llama.rope.scaling.type");
     if (scaling == "linear") {
-        const float factor = kv_float(gf.g, "llama.rope.scaling.factor", 1.0f, path);
+        const float factor = kv_float(g, "llama.rope.scaling.factor", 1.0f, path);
         hp.rope_freq_scale = factor > 0 ? 1.0f / factor : 1.0f;
     } else if (!scaling.empty() && scaling != "none") {
         throw std::runtime_error("'" + path + "' uses RoPE scaling '" + scaling + "'; supported: none, linear");
@@ -221,110 +142,127 @@ std::unique_ptr<engine> engine_init(const engine_options & opts) {
         throw std::runtime_error("'" + path + "': partial rotary embeddings (rope.dimension_count " + std::to_string(hp.n_rot) +
             " != head dim " + std::to_string(hp.head_dim()) + ") are not supported");
     }
+    return hp;
+}
 
-    // Tensor lookup with shape and type checks.
-    auto find = [&](const std::string & name, std::vector<int64_t> ne, bool matrix, bool required) -> ggml_tensor * {
-        ggml_tensor * t = ggml_get_tensor(gf.meta, name.c_str());
-        if (!t) {
-            if (required) throw std::runtime_error("'" + path + "' has no tensor '" + name + "'");
-            return nullptr;
+// The model's tensors as the file describes them (gguf_file.meta), checked for shape and type.
+struct model_meta {
+    ggml_tensor * tok = nullptr, * out_norm = nullptr, * out = nullptr, * rope_freqs = nullptr;
+    struct layer { ggml_tensor * attn_norm, * ffn_norm; std::array<ggml_tensor *, TARGET_COUNT> w; };
+    std::vector<layer> layers;
+};
+
+// Tensor lookup with shape and type checks.
+ggml_tensor * find_tensor(const gguf_file & gf, const std::string & path, const std::string & name,
+                          std::vector<int64_t> ne, bool matrix, bool required) {
+    ggml_tensor * t = ggml_get_tensor(gf.meta, name.c_str());
+    if (!t) {
+        if (required) throw std::runtime_error("'" + path + "' has no tensor '" + name + "'");
+        return nullptr;
+    }
+    const bool ok_type = matrix ? (t->type == GGML_TYPE_F32 || t->type == GGML_TYPE_F16 || t->type == GGML_TYPE_BF16)
+                                : t->type == GGML_TYPE_F32;
+    if (!ok_type) {
+        throw std::runtime_error("'" + path + "': tensor '" + name + "' has type " + ggml_type_name(t->type) +
+            "; supported: " + (matrix ? "F32, F16, BF16 (quantized models cannot be trained; use an F16/BF16/F32 GGUF)" : "F32"));
+    }
+    for (size_t i = 0; i < 4; i++) {
+        const int64_t want = i < ne.size() ? ne[i] : 1;
+        if (t->ne[i] != want) {
+            throw std::runtime_error("'" + path + "': tensor '" + name + "' has shape " + shape_str(t) + ", expected " + t2s::shape_str(ne));
         }
-        const bool ok_type = matrix ? (t->type == GGML_TYPE_F32 || t->type == GGML_TYPE_F16 || t->type == GGML_TYPE_BF16)
-                                    : t->type == GGML_TYPE_F32;
-        if (!ok_type) {
-            throw std::runtime_error("'" + path + "': tensor '" + name + "' has type " + ggml_type_name(t->type) +
-                "; supported: " + (matrix ? "F32, F16, BF16 (quantized models cannot be trained; use an F16/BF16/F32 GGUF)" : "F32"));
-        }
-        for (size_t i = 0; i < 4; i++) {
-            const int64_t want = i < ne.size() ? ne[i] : 1;
-            if (t->ne[i] != want) {
-                throw std::runtime_error("'" + path + "': tensor '" + name + "' has shape " + shape_str(t) + ", expected " + shape_str(ne));
-            }
-        }
-        return t;
+    }
+    return t;
+}
+
+// Finds every tensor of the model; sets hp.n_vocab from the token embedding.
+model_meta find_tensors(const gguf_file & gf, const std::string & path, llama_hparams & hp) {
+    auto find = [&](const std::string & name, std::vector<int64_t> ne, bool matrix, bool required) {
+        return find_tensor(gf, path, name, std::move(ne), matrix, required);
     };
-
-    ggml_tensor * m_tok = ggml_get_tensor(gf.meta, "token_embd.weight");
-    if (!m_tok) throw std::runtime_error("'" + path + "' has no tensor 'token_embd.weight'");
-    hp.n_vocab = m_tok->ne[1];
-    m_tok = find("token_embd.weight", {hp.n_embd, hp.n_vocab}, true, true);
-    ggml_tensor * m_out_norm = find("output_norm.weight", {hp.n_embd}, false, true);
-    ggml_tensor * m_out = find("output.weight", {hp.n_embd, hp.n_vocab}, true, false);
-    ggml_tensor * m_rope_freqs = find("rope_freqs.weight", {hp.n_rot / 2}, false, false);
-
-    struct layer_meta { ggml_tensor * attn_norm, * ffn_norm; std::array<ggml_tensor *, TARGET_COUNT> w; };
-    std::vector<layer_meta> lm(hp.n_layer);
+    model_meta m;
+    m.tok = ggml_get_tensor(gf.meta, "token_embd.weight");
+    if (!m.tok) throw std::runtime_error("'" + path + "' has no tensor 'token_embd.weight'");
+    hp.n_vocab = m.tok->ne[1];
+    m.tok = find("token_embd.weight", {hp.n_embd, hp.n_vocab}, true, true);
+    m.out_norm = find("output_norm.weight", {hp.n_embd}, false, true);
+    m.out = find("output.weight", {hp.n_embd, hp.n_vocab}, true, false);
+    m.rope_freqs = find("rope_freqs.weight", {hp.n_rot / 2}, false, false);
+    m.layers.resize(hp.n_layer);
     for (int64_t il = 0; il < hp.n_layer; il++) {
         const std::string p = "blk." + std::to_string(il) + ".";
-        lm[il].attn_norm = find(p + "attn_norm.weight", {hp.n_embd}, false, true);
-        lm[il].ffn_norm  = find(p + "ffn_norm.weight", {hp.n_embd}, false, true);
+        m.layers[il].attn_norm = find(p + "attn_norm.weight", {hp.n_embd}, false, true);
+        m.layers[il].ffn_norm  = find(p + "ffn_norm.weight", {hp.n_embd}, false, true);
         for (int t = 0; t < TARGET_COUNT; t++) {
-            lm[il].w[t] = find(p + k_stems[t] + ".weight", {hp.target_in(t), hp.target_out(t)}, true, true);
+            m.layers[il].w[t] = find(p + k_stems[t] + ".weight", {hp.target_in(t), hp.target_out(t)}, true, true);
         }
     }
-    e->weight_type = ggml_type_name(lm[0].w[TARGET_Q]->type);
-    for (auto & c : e->weight_type) c = (char) tolower(c);
+    return m;
+}
 
-    // Backend and weight memory: every base tensor plus a transposed copy of each matrix.
-    e->backend = init_backend(opts.device, e->backend_cpu);
-    e->device_name = ggml_backend_name(e->backend);
-    if (e->backend_cpu) {
-        const int n_threads = opts.threads > 0 ? opts.threads : (int) std::max(1u, std::thread::hardware_concurrency());
-        ggml_backend_cpu_set_n_threads(e->backend_cpu, n_threads);
-    }
+// One tensor to read from the file into the backend, transposed or not.
+struct copy_job { ggml_tensor * src_meta; ggml_tensor * dst; bool transpose; };
 
+// Backend and weight memory: every base tensor plus (unless lean) a transposed copy of each
+// matrix. Returns what to read into them.
+std::vector<copy_job> alloc_weights(engine & e, const model_meta & m) {
+    const llama_hparams & hp = e.hp;
+    const bool lean = e.opts.lean;
     const size_t n_tensors = 8 + hp.n_layer * (2 + 2 * TARGET_COUNT);
     ggml_init_params ip = { ggml_tensor_overhead() * n_tensors, nullptr, true };
-    e->ctx_w = ggml_init(ip);
+    e.ctx_w = ggml_init(ip);
     auto dup = [&](ggml_tensor * src) {
-        ggml_tensor * t = ggml_dup_tensor(e->ctx_w, src);
+        ggml_tensor * t = ggml_dup_tensor(e.ctx_w, src);                       // src's shape
         ggml_set_name(t, ggml_get_name(src));
         return t;
     };
     auto dup_t = [&](ggml_tensor * src) {
-        ggml_tensor * t = ggml_new_tensor_2d(e->ctx_w, src->type, src->ne[1], src->ne[0]);
+        ggml_tensor * t = ggml_new_tensor_2d(e.ctx_w, src->type, src->ne[1], src->ne[0]); // [n_out, n_in]
         ggml_format_name(t, "%s.T", ggml_get_name(src));
         return t;
     };
-    struct copy_job { ggml_tensor * src_meta; ggml_tensor * dst; bool transpose; };
     std::vector<copy_job> jobs;
 
-    e->tok_embd = dup(m_tok);
-    jobs.push_back({m_tok, e->tok_embd, false});
-    e->output_norm = dup(m_out_norm);
-    jobs.push_back({m_out_norm, e->output_norm, false});
-    if (m_out) {
-        e->output = dup(m_out);
-        jobs.push_back({m_out, e->output, false});
+    e.tok_embd = dup(m.tok);
+    jobs.push_back({m.tok, e.tok_embd, false});
+    e.output_norm = dup(m.out_norm);
+    jobs.push_back({m.out_norm, e.output_norm, false});
+    if (m.out) {
+        e.output = dup(m.out);
+        jobs.push_back({m.out, e.output, false});
     } else {
-        e->output = e->tok_embd; // tied embeddings
+        e.output = e.tok_embd; // tied embeddings
     }
-    ggml_tensor * m_out_src = m_out ? m_out : m_tok;
-    if (!opts.lean) {
-        e->output_t = dup_t(m_out_src);
-        jobs.push_back({m_out_src, e->output_t, true});
+    ggml_tensor * m_out_src = m.out ? m.out : m.tok;
+    if (!lean) {
+        e.output_t = dup_t(m_out_src);
+        jobs.push_back({m_out_src, e.output_t, true});
     }
-    if (m_rope_freqs) {
-        e->rope_freqs = dup(m_rope_freqs);
-        jobs.push_back({m_rope_freqs, e->rope_freqs, false});
+    if (m.rope_freqs) {
+        e.rope_freqs = dup(m.rope_freqs);
+        jobs.push_back({m.rope_freqs, e.rope_freqs, false});
     }
-    e->layers.resize(hp.n_layer);
+    e.layers.resize(hp.n_layer);
     for (int64_t il = 0; il < hp.n_layer; il++) {
-        llama_layer & L = e->layers[il];
-        L.attn_norm = dup(lm[il].attn_norm); jobs.push_back({lm[il].attn_norm, L.attn_norm, false});
-        L.ffn_norm  = dup(lm[il].ffn_norm);  jobs.push_back({lm[il].ffn_norm, L.ffn_norm, false});
+        llama_layer & L = e.layers[il];
+        const model_meta::layer & lm = m.layers[il];
+        L.attn_norm = dup(lm.attn_norm); jobs.push_back({lm.attn_norm, L.attn_norm, false});
+        L.ffn_norm  = dup(lm.ffn_norm);  jobs.push_back({lm.ffn_norm, L.ffn_norm, false});
         for (int t = 0; t < TARGET_COUNT; t++) {
-            L.w[t]  = dup(lm[il].w[t]);   jobs.push_back({lm[il].w[t], L.w[t], false});
-            if (!opts.lean) { L.wt[t] = dup_t(lm[il].w[t]); jobs.push_back({lm[il].w[t], L.wt[t], true}); }
+            L.w[t]  = dup(lm.w[t]);   jobs.push_back({lm.w[t], L.w[t], false});
+            if (!lean) { L.wt[t] = dup_t(lm.w[t]); jobs.push_back({lm.w[t], L.wt[t], true}); }
         }
     }
-    e->buf_w = ggml_backend_alloc_ctx_tensors(e->ctx_w, e->backend);
-    if (!e->buf_w) throw std::runtime_error("out of memory allocating the model weights on " + e->device_name);
-    ggml_backend_buffer_set_usage(e->buf_w, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
-    e->weight_bytes = ggml_backend_buffer_get_size(e->buf_w);
-    for (const copy_job & j : jobs) if (j.transpose) e->transposed_bytes += ggml_nbytes(j.dst);
+    e.buf_w = ggml_backend_alloc_ctx_tensors(e.ctx_w, e.backend);
+    if (!e.buf_w) throw std::runtime_error("out of memory allocating the model weights on " + e.device_name);
+    ggml_backend_buffer_set_usage(e.buf_w, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
+    e.weight_bytes = ggml_backend_buffer_get_size(e.buf_w);
+    for (const copy_job & j : jobs) if (j.transpose) e.transposed_bytes += ggml_nbytes(j.dst);
+    return jobs;
+}
 
-    // Read each tensor once from the file; write it (and its transpose) to the backend.
+// Reads each tensor once from the file; writes it (and its transpose) to the backend.
+void upload_weights(const gguf_file & gf, const std::string & path, const std::vector<copy_job> & jobs) {
     FILE * f = fopen(path.c_str(), "rb");
     if (!f) throw std::runtime_error("cannot open model file '" + path + "'");
     std::vector<uint8_t> buf, tbuf;
@@ -346,9 +284,12 @@ std::unique_ptr<engine> engine_init(const engine_options & opts) {
         }
     }
     fclose(f);
+}
 
-    // LoRA tensors.
-    const lora_config & lc = opts.lora;
+// The LoRA tensors (A, B and their gradients) of every targeted layer, PEFT-initialised.
+void alloc_lora(engine & e) {
+    const llama_hparams & hp = e.hp;
+    const lora_config & lc = e.opts.lora;
     if (lc.r <= 0) throw std::runtime_error("lora.r must be a positive integer, got " + std::to_string(lc.r));
     if (!(lc.dropout >= 0.0f && lc.dropout < 1.0f)) throw std::runtime_error("lora.dropout must be in [0, 1), got " + std::to_string(lc.dropout));
     int n_targets = 0;
@@ -356,25 +297,55 @@ std::unique_ptr<engine> engine_init(const engine_options & opts) {
     if (n_targets == 0) throw std::runtime_error("lora.target_modules is empty: choose from q, k, v, o, gate, up, down");
 
     ggml_init_params lp = { ggml_tensor_overhead() * (4 * n_targets * hp.n_layer + 4), nullptr, true };
-    e->ctx_lora = ggml_init(lp);
+    e.ctx_lora = ggml_init(lp);
     for (int64_t il = 0; il < hp.n_layer; il++) {
         for (int t = 0; t < TARGET_COUNT; t++) {
             if (!lc.targets[t]) continue;
             lora_pair p;
             p.layer = (int) il;
             p.target = t;
-            p.a  = ggml_new_tensor_2d(e->ctx_lora, GGML_TYPE_F32, hp.target_in(t), lc.r);
-            p.b  = ggml_new_tensor_2d(e->ctx_lora, GGML_TYPE_F32, lc.r, hp.target_out(t));
-            p.ga = ggml_dup_tensor(e->ctx_lora, p.a);
-            p.gb = ggml_dup_tensor(e->ctx_lora, p.b);
+            p.a  = ggml_new_tensor_2d(e.ctx_lora, GGML_TYPE_F32, hp.target_in(t), lc.r);  // [n_in, r]
+            p.b  = ggml_new_tensor_2d(e.ctx_lora, GGML_TYPE_F32, lc.r, hp.target_out(t)); // [r, n_out]
+            p.ga = ggml_dup_tensor(e.ctx_lora, p.a);                                      // [n_in, r]
+            p.gb = ggml_dup_tensor(e.ctx_lora, p.b);                                      // [r, n_out]
             ggml_set_name(p.a, p.name_a().c_str());
             ggml_set_name(p.b, p.name_b().c_str());
-            e->lora.push_back(p);
+            e.lora.push_back(p);
         }
     }
-    e->buf_lora = ggml_backend_alloc_ctx_tensors(e->ctx_lora, e->backend);
-    if (!e->buf_lora) throw std::runtime_error("out of memory allocating the LoRA adapter on " + e->device_name);
-    lora_reset(*e);
+    e.buf_lora = ggml_backend_alloc_ctx_tensors(e.ctx_lora, e.backend);
+    if (!e.buf_lora) throw std::runtime_error("out of memory allocating the LoRA adapter on " + e.device_name);
+    lora_reset(e);
+}
+
+} // namespace
+
+// ---------------------------------------------------------------------------------------------
+
+std::unique_ptr<engine> engine_init(const engine_options & opts) {
+    const std::string & path = opts.model_path;
+    gguf_check_magic(path, "model");
+
+    gguf_file gf;
+    gguf_init_params gp = { /*no_alloc =*/ true, /*ctx =*/ &gf.meta };
+    gf.g = gguf_init_from_file(path.c_str(), gp);
+    if (!gf.g) throw std::runtime_error("'" + path + "' could not be read as GGUF (corrupt or truncated file)");
+
+    auto e = std::make_unique<engine>();
+    e->opts = opts;
+    e->hp = read_hparams(gf.g, path);
+    const model_meta m = find_tensors(gf, path, e->hp);
+    e->weight_type = ggml_type_name(m.layers[0].w[TARGET_Q]->type);
+    for (auto & c : e->weight_type) c = (char) tolower(c);
+
+    e->backend = init_backend(opts.device, e->backend_cpu);
+    e->device_name = ggml_backend_name(e->backend);
+    if (e->backend_cpu) {
+        const int n_threads = opts.threads > 0 ? opts.threads : (int) std::max(1u, std::thread::hardware_concurrency());
+        ggml_backend_cpu_set_n_threads(e->backend_cpu, n_threads);
+    }
+    upload_weights(gf, path, alloc_weights(*e, m));
+    alloc_lora(*e);
 
     e->caps = engine_probe_caps(*e);
     if (opts.portable_ops) e->caps.soft_max_back = e->caps.rms_norm_back = e->caps.out_prod = false;

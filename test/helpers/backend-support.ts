@@ -621,12 +621,12 @@ export const AVOIDED_OPS: Record<string, string> = {
     "(ggml.c ~7148 aborts), so a training graph cannot use it.",
   OPT_STEP_ADAMW:
     "no backend lacks it (cpu F32, cuda yes ggml-cuda.cu ~5502, metal with has_simdgroup_reduction ~1919); avoided because the " +
-    "optimizer step runs on the host (native/adapter.cpp: torch.optim.AdamW semantics with global-norm clipping).",
+    "optimizer step runs on the host (native/optimizer.cpp: torch.optim.AdamW semantics with global-norm clipping).",
 };
 
 /**
- * The op uses of native/train.cpp's graph, as hand-described operand types/layouts. The weights
- * (tok_embd, output, Wᵀ copies) may be F32, F16 or BF16 (native/model.cpp ~232); norms/LoRA are F32.
+ * The op uses of native/graph.cpp's graph, as hand-described operand types/layouts. The weights
+ * (tok_embd, output, Wᵀ copies) may be F32, F16 or BF16 (native/model.cpp ~163); norms/LoRA are F32.
  */
 const W = ["F32", "F16", "BF16"];
 export const GRAPH_OP_USES: OpUse[] = [

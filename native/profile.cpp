@@ -1,0 +1,78 @@
+// The profiler (engine_options.profile): computes a graph one node at a time and adds each node's
+// time, by phase (forward, backward) and op kind, to the engine's profile.
+#include "graph.h"
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <stdexcept>
+
+namespace t2s {
+
+namespace {
+
+bool is_weight(const engine & e, const ggml_tensor * t) {
+    if (!t) return false;
+    if (t->buffer == e.buf_w) return true;
+    if (t->view_src) return is_weight(e, t->view_src);
+    return (t->op == GGML_OP_MAP_CUSTOM1 || t->op == GGML_OP_CONT || t->op == GGML_OP_TRANSPOSE) && is_weight(e, t->src[0]);
+}
+
+// "MUL_MAT bf16 x f32 (frozen weight)", "SOFT_MAX f32 x f32", "CUSTOM bf16 (weight transpose)" ...
+std::string profile_key(const engine & e, const ggml_tensor * t) {
+    std::string k = t->op == GGML_OP_UNARY ? std::string("UNARY ") + ggml_unary_op_name(ggml_get_unary_op(t)) : ggml_op_name(t->op);
+    for (int j = 0; j < 2 && t->src[j]; j++) k += std::string(j ? " x " : " ") + ggml_type_name(t->src[j]->type);
+    if (t->op == GGML_OP_MUL_MAT) {
+        const int64_t r = e.opts.lora.r, V = e.hp.n_vocab;
+        if (is_weight(e, t->src[0])) k += t->src[0]->ne[0] == V || t->src[0]->ne[1] == V ? " (output head)" : " (frozen weight)";
+        else if (t->src[0]->ne[0] == r || t->src[0]->ne[1] == r || t->ne[0] == r || t->ne[1] == r) k += " (LoRA)";
+        else k += " (attention)";
+    } else if ((t->op == GGML_OP_MAP_CUSTOM1 || t->op == GGML_OP_CONT) && is_weight(e, t->src[0])) {
+        k += " (weight transpose)";
+    }
+    return k;
+}
+
+} // namespace
+
+void graph_compute_profiled(engine & e, ggml_cgraph * gf, int n_forward) {
+    // One node at a time, timed. Adds a thread start-up per node: small next to the big products.
+    std::map<std::pair<std::string, std::string>, profile_entry> acc;
+    for (const profile_entry & p : e.profile) acc[{p.phase, p.op}] = p;
+    std::vector<uint8_t> meta(ggml_graph_overhead_custom(1, false) + ggml_tensor_overhead());
+    ggml_init_params ip = { meta.size(), meta.data(), true };
+    ggml_context * ctx1 = ggml_init(ip);
+    ggml_cgraph * one = ggml_new_graph_custom(ctx1, 1, false);
+    const int n = ggml_graph_n_nodes(gf);
+    for (int i = 0; i < n; i++) {
+        ggml_tensor * t = ggml_graph_node(gf, i);
+        if (op_is_view(t->op)) continue;
+        ggml_graph_clear(one);
+        ggml_graph_add_node(one, t);
+        const auto t0 = std::chrono::steady_clock::now();
+        const ggml_status st = ggml_backend_graph_compute(e.backend, one);
+        ggml_backend_synchronize(e.backend);
+        const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+        check_compute_status(e, st);
+        const std::string phase = n_forward == 0 || i < n_forward ? "forward" : "backward";
+        const std::string key = profile_key(e, t);
+        profile_entry & p = acc[{phase, key}];
+        p.phase = phase;
+        p.op = key;
+        p.count += 1;
+        p.ms += ms;
+        if (t->op == GGML_OP_MUL_MAT) p.flop += 2.0 * (double) t->src[0]->ne[0] * (double) ggml_nelements(t);
+    }
+    ggml_free(ctx1);
+    e.profile.clear();
+    for (auto & kv : acc) e.profile.push_back(kv.second);
+}
+
+std::vector<profile_entry> engine_profile_take(engine & e) {
+    std::vector<profile_entry> p = std::move(e.profile);
+    e.profile.clear();
+    std::sort(p.begin(), p.end(), [](const profile_entry & a, const profile_entry & b) { return a.ms > b.ms; });
+    return p;
+}
+
+} // namespace t2s
