@@ -3,15 +3,9 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import {
-  closeAll,
-  executionMatch,
-  hasOrderBy,
-  isSingleReadQuery,
-  runReadOnly,
-  sameResult,
-  schemaFromSqlite,
-} from "../src/sql/exec-metrics.js";
+import { executionMatch, sameResult, schemaFromSqlite } from "../src/sql/exec-metrics.js";
+import { closeAll, runReadOnly } from "../src/sql/query-process.js";
+import { hasOrderBy, isSingleReadQuery } from "../src/sql/sql-text.js";
 
 let dir: string;
 let dbFile: string;
