@@ -24,7 +24,7 @@ export interface Run {
   engine: LoraEngine;
   data: { train: Encoded[]; eval: Encoded[] };
   hooks: TrainHooks;
-  record: Omit<AdapterRecord, "steps">; // for the adapters checkpoints and the final model write
+  record: Omit<AdapterRecord, "steps">; // written with the adapter of each checkpoint and of the final model
   tensors: TensorList;
   totalSteps: number;
   startStep: number; // the step this session started from (the checkpoint's, on resume)
