@@ -8,20 +8,11 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from "vitest";
-import {
-  HubError,
-  formatBytes,
-  hubEndpoint,
-  hubToken,
-  listCachedModels,
-  listRepoFiles,
-  parseRepoSpec,
-  planPull,
-  progressBarReporter,
-  pullModel,
-  removeCachedModel,
-  type PullProgress,
-} from "../src/models/hub.js";
+import { listRepoFiles, planPull, pullModel } from "../src/models/hub.js";
+import { listCachedModels, removeCachedModel } from "../src/models/hub-cache.js";
+import { HubError, hubEndpoint, hubToken, parseRepoSpec } from "../src/models/hub-http.js";
+import { progressBarReporter, type PullProgress } from "../src/models/hub-progress.js";
+import { formatBytes } from "../src/util/format.js";
 import { startHubServer, type FakeFile, type HubServer } from "./helpers/hub-server.js";
 
 const ENV_KEYS = ["TEXT2SQL_HOME", "HF_ENDPOINT", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "HF_HOME", "HF_HUB_OFFLINE"] as const;

@@ -9,7 +9,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { makeHfCheckpoint } from "../scripts/make-hf-checkpoint.js";
 import { readGguf, readTensorBytes } from "../src/formats/gguf.js";
-import { formatBytes } from "../src/models/hub.js";
+import { formatBytes } from "../src/util/format.js";
 import { Tokenizer } from "../src/train/prompt.js";
 import { startHubServer, type FakeFile, type HubServer } from "./helpers/hub-server.js";
 import { tempDir, testModel } from "./helpers/models.js";

@@ -13,7 +13,8 @@ import { MAX_SCHEMA_CHARS } from "../sql/exec-metrics.js";
 import { mergeAdapter } from "../adapters/merge.js";
 import { buildLlama, localLlamaBuild } from "../serve/llama-build.js";
 import { startServer } from "../serve/server.js";
-import { formatBytes, listCachedModels, type CachedModel } from "../models/hub.js";
+import { formatBytes, formatDuration } from "../util/format.js";
+import { listCachedModels, type CachedModel } from "../models/hub-cache.js";
 import {
   cacheHome,
   convertCheckpoint,
@@ -206,7 +207,7 @@ are kept) and final_model/adapter.gguf (a GGUF LoRA for llama.cpp, Ollama and no
       },
       onStep: (e) => {
         if (json) return emit({ type: "step", ...e });
-        const payload = { loss: e.loss.toFixed(4), lr: e.lr.toExponential(2), tps: e.tokensPerS.toFixed(0), remaining: fmtTime(e.etaS) };
+        const payload = { loss: e.loss.toFixed(4), lr: e.lr.toExponential(2), tps: e.tokensPerS.toFixed(0), remaining: formatDuration(e.etaS) };
         if (tty) {
           if (!bar) {
             bar = new cliProgress.SingleBar({
@@ -622,12 +623,6 @@ program
     console.log(`device      ${i.device}`);
     console.log(`LoRA        r=${o.rank} on ${i.targets.join(", ")}: ${i.trainableParams.toLocaleString("en-US")} trainable parameters`);
   });
-
-function fmtTime(s: number): string {
-  if (!Number.isFinite(s)) return "?";
-  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = Math.floor(s % 60);
-  return h ? `${h}h${String(m).padStart(2, "0")}m` : m ? `${m}m${String(sec).padStart(2, "0")}s` : `${sec}s`;
-}
 
 program.parseAsync().catch((err: unknown) => {
   console.error(`text2sql: ${err instanceof Error ? err.message : String(err)}`);

@@ -20,22 +20,11 @@ import { resolveModelFile } from "node-llama-cpp";
 import { makeTestModel } from "./test-model.js";
 import { cacheHome } from "./cache.js";
 import { convertHfToGguf, type ConvertOutType } from "./convert.js";
-import {
-  formatBytes,
-  hubCacheDir,
-  listCachedModels,
-  parseRepoSpec,
-  planPull,
-  progressBarReporter,
-  pullModel,
-  removeCachedModel,
-  slidingRate,
-  etaSeconds,
-  HubError,
-  type PullPlan,
-  type PullProgress,
-  type RepoSpec,
-} from "./hub.js";
+import { formatBytes } from "../util/format.js";
+import { planPull, pullModel, type PullPlan } from "./hub.js";
+import { hubCacheDir, listCachedModels, removeCachedModel } from "./hub-cache.js";
+import { HubError, parseRepoSpec, type RepoSpec } from "./hub-http.js";
+import { etaSeconds, progressBarReporter, slidingRate, type PullProgress } from "./hub-progress.js";
 
 export { cacheHome } from "./cache.js";
 
