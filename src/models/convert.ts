@@ -11,6 +11,7 @@
 //   few tens of MB whatever the model size.
 // - The GGUF is written under a temporary name and renamed at the end (writeGguf), so an
 //   interrupted conversion never leaves a complete-looking file.
+// - The tokenizer (vocabulary, special ids, chat templates) is ./convert-tokenizer.ts's part.
 import fs from "node:fs";
 import path from "node:path";
 import {
@@ -26,15 +27,10 @@ import {
   type GgufValue,
   type TensorData,
 } from "../formats/gguf.js";
-import { openHfWeights, StReader, SAFETENSORS_DTYPE_SIZE, type StTensorInfo } from "../formats/safetensors.js";
-import { permuteRowsBytes } from "../formats/llama-layout.js";
-import {
-  parseSentencePieceModel,
-  SentencePieceModelType,
-  SentencePieceType,
-  sentencePieceModelTypeName,
-  type SentencePieceModel,
-} from "./sentencepiece.js";
+import { openHfWeights, StReader, SAFETENSORS_DTYPE_SIZE, type HfWeights, type StTensorInfo } from "../formats/safetensors.js";
+import { permutedHeads, permuteRowsBytes } from "../formats/llama-layout.js";
+import { LORA_MODULES, type LoraTarget } from "../engine/lora.js";
+import { readJson, readVocab, specialIds, tokenizerMetadata, type Json, type SpecialType, type Vocab } from "./convert-tokenizer.js";
 
 export type ConvertOutType = "auto" | "bf16" | "f16" | "f32";
 
@@ -75,20 +71,6 @@ const BLOCK_BYTES = 16 << 20;
 // ---------------------------------------------------------------------------
 // Small helpers
 // ---------------------------------------------------------------------------
-
-type Json = Record<string, unknown>;
-
-function readJson(file: string): Json | undefined {
-  if (!fs.existsSync(file)) return undefined;
-  let v: unknown;
-  try {
-    v = JSON.parse(fs.readFileSync(file, "utf8"));
-  } catch (e) {
-    throw new Error(`${file}: not valid JSON (${(e as Error).message})`);
-  }
-  if (typeof v !== "object" || v === null || Array.isArray(v)) throw new Error(`${file}: expected a JSON object`);
-  return v as Json;
-}
 
 /** The repository name of a hub cache snapshot (.../models--org--name/snapshots/<hash>), else the folder name. */
 function defaultModelName(dir: string): string {
@@ -235,146 +217,6 @@ export function llama3RopeFactors(p: Record<string, unknown>, base: number, dim:
 }
 
 // ---------------------------------------------------------------------------
-// Vocabulary
-// ---------------------------------------------------------------------------
-
-interface Vocab {
-  tokens: string[];
-  scores: Float32Array;
-  types: Int32Array;
-  sp: SentencePieceModel;
-}
-
-/** llama.cpp's does_token_look_special: added tokens that ought to be control tokens. */
-function looksSpecial(t: string): boolean {
-  return ["<pad>", "<mask>", "<2mass>", "[@BOS@]"].includes(t) ||
-    (t.startsWith("<|") && t.endsWith("|>")) || (t.startsWith("<｜") && t.endsWith("｜>")) ||
-    (t.startsWith("<unused") && t.endsWith(">"));
-}
-
-/**
- * tokens / scores / token types as llama.cpp's _create_vocab_sentencepiece builds them: the
- * protobuf's pieces, padded with [PAD<id>] (UNUSED, -10000) up to config.vocab_size, then
- * added_tokens.json and tokenizer_config.json's added_tokens_decoder entries (CONTROL when
- * special, else USER_DEFINED; score -1000).
- */
-function readVocab(dir: string, vocabSize: number | undefined, tokenizerConfig: Json | undefined, warn: (m: string) => void): Vocab {
-  const spFile = path.join(dir, "tokenizer.model");
-  if (!fs.existsSync(spFile)) {
-    if (fs.existsSync(path.join(dir, "tokenizer.json"))) {
-      throw new Error(
-        `${dir}: there is a tokenizer.json but no tokenizer.model; only SentencePiece vocabularies (tokenizer.model, as in Llama 1/2, TinyLlama and Mistral) are supported for now, ` +
-          `not Hugging Face BPE tokenizers such as Llama 3's`,
-      );
-    }
-    throw new Error(`${dir}: no tokenizer.model (SentencePiece vocabulary) found`);
-  }
-  const sp = parseSentencePieceModel(fs.readFileSync(spFile), spFile);
-  if (sp.modelType === SentencePieceModelType.UNIGRAM) {
-    warn(`${spFile}: a SentencePiece UNIGRAM model; llama.cpp tokenizes "llama" vocabularies with SentencePiece BPE, so its tokens may differ from the original tokenizer's`);
-  } else if (sp.modelType !== SentencePieceModelType.BPE) {
-    throw new Error(`${spFile}: SentencePiece ${sentencePieceModelTypeName(sp.modelType)} models are not supported (Llama uses BPE)`);
-  }
-  if (!sp.byteFallback) warn(`${spFile}: byte_fallback is off; characters outside the vocabulary cannot be encoded as bytes`);
-  if (sp.removeExtraWhitespaces) warn(`${spFile}: the normalizer collapses repeated spaces (remove_extra_whitespaces), which llama.cpp does not do`);
-  if (sp.hasPrecompiledCharsmap) warn(`${spFile}: the normalizer has a character map (${sp.normalizerName ?? "unnamed"}), which llama.cpp does not apply`);
-
-  const n = vocabSize ?? sp.pieces.length;
-  const tokens = Array.from({ length: n }, (_, i) => `[PAD${i}]`);
-  const scores = new Float32Array(n).fill(-10000);
-  const types = new Int32Array(n).fill(SentencePieceType.UNUSED);
-  if (sp.pieces.length > n) warn(`${spFile}: ${sp.pieces.length} pieces but vocab_size is ${n}; ids from ${n} on are dropped`);
-  for (let i = 0; i < Math.min(n, sp.pieces.length); i++) {
-    const p = sp.pieces[i]!;
-    tokens[i] = p.piece;
-    scores[i] = p.score;
-    types[i] = p.type;
-  }
-
-  const added = readJson(path.join(dir, "added_tokens.json"));
-  for (const [text, id] of Object.entries(added ?? {})) {
-    if (typeof id !== "number" || !Number.isInteger(id) || id < 0 || id >= n) {
-      warn(`added_tokens.json: ignoring ${JSON.stringify(text)} with id ${String(id)} (vocabulary size ${n})`);
-      continue;
-    }
-    tokens[id] = text;
-    scores[id] = -1000;
-    types[id] = SentencePieceType.USER_DEFINED;
-  }
-  const decoder = tokenizerConfig?.added_tokens_decoder;
-  if (typeof decoder === "object" && decoder !== null) {
-    for (const [key, data] of Object.entries(decoder as Json)) {
-      const id = Number(key);
-      const content = (data as Json | null)?.content;
-      if (!Number.isInteger(id) || typeof content !== "string") continue;
-      if (id < 0 || id >= n) {
-        warn(`tokenizer_config.json: ignoring added token ${JSON.stringify(content)} with id ${id} (vocabulary size ${n})`);
-        continue;
-      }
-      if (types[id] !== SentencePieceType.UNUSED && tokens[id] !== content) {
-        warn(`tokenizer_config.json: added token ${id} replaces ${JSON.stringify(tokens[id])} with ${JSON.stringify(content)}`);
-      }
-      if ((data as Json).special === true || looksSpecial(content)) {
-        types[id] = SentencePieceType.CONTROL;
-        tokens[id] = content;
-      } else {
-        types[id] = SentencePieceType.USER_DEFINED;
-        tokens[id] = content.replaceAll("\u2581", " "); // llama.cpp pre-normalizes user-defined spaces
-      }
-      scores[id] = -1000;
-    }
-  }
-  return { tokens, scores, types, sp };
-}
-
-const SPECIAL_TYPES = ["bos", "eos", "unk", "sep", "pad"] as const;
-type SpecialType = (typeof SPECIAL_TYPES)[number];
-const SPECIAL_KEY: Record<SpecialType, string> = {
-  bos: "tokenizer.ggml.bos_token_id",
-  eos: "tokenizer.ggml.eos_token_id",
-  unk: "tokenizer.ggml.unknown_token_id",
-  sep: "tokenizer.ggml.seperator_token_id", // sic: gguf's spelling
-  pad: "tokenizer.ggml.padding_token_id",
-};
-
-/**
- * Special token ids, first found wins (as in gguf-py's SpecialVocab, which only knows the first
- * two): tokenizer_config.json's `<type>_token` text looked up in tokenizer.json's added tokens
- * or the vocabulary, config.json's `<type>_token_id`, generation_config.json's, then the
- * SentencePiece trainer spec's unk/bos/eos/pad ids.
- */
-function specialIds(dir: string, vocab: Vocab, config: Json, tokenizerConfig: Json | undefined, warn: (m: string) => void): Map<SpecialType, number> {
-  const n = vocab.tokens.length;
-  const ids = new Map<SpecialType, number>();
-  const set = (typ: SpecialType, id: unknown, from: string): void => {
-    if (Array.isArray(id)) id = id[0]; // generation_config's eos_token_id may be a list
-    if (ids.has(typ) || typeof id !== "number" || !Number.isInteger(id) || id < 0) return;
-    if (id >= n) {
-      warn(`${from}: ${typ} token id ${id} is outside the vocabulary (${n}); ignored`);
-      return;
-    }
-    ids.set(typ, id);
-  };
-  const tokJson = readJson(path.join(dir, "tokenizer.json"));
-  const addedTokens = Array.isArray(tokJson?.added_tokens) ? (tokJson.added_tokens as Json[]) : [];
-  for (const typ of SPECIAL_TYPES) {
-    const entry = tokenizerConfig?.[`${typ}_token`];
-    const text = typeof entry === "string" ? entry : typeof (entry as Json | null)?.content === "string" ? ((entry as Json).content as string) : undefined;
-    if (text === undefined) continue;
-    const fromAdded = addedTokens.find((a) => a.content === text)?.id;
-    set(typ, typeof fromAdded === "number" ? fromAdded : vocab.tokens.indexOf(text), "tokenizer_config.json");
-  }
-  for (const typ of SPECIAL_TYPES) set(typ, config[`${typ}_token_id`], "config.json");
-  const gen = readJson(path.join(dir, "generation_config.json"));
-  for (const typ of SPECIAL_TYPES) set(typ, gen?.[`${typ}_token_id`], "generation_config.json");
-  set("unk", vocab.sp.unkId, "tokenizer.model");
-  set("bos", vocab.sp.bosId, "tokenizer.model");
-  set("eos", vocab.sp.eosId, "tokenizer.model");
-  set("pad", vocab.sp.padId, "tokenizer.model");
-  return ids;
-}
-
-// ---------------------------------------------------------------------------
 // Tensors
 // ---------------------------------------------------------------------------
 
@@ -389,16 +231,11 @@ interface TensorPlan {
   rowsPerHead: number;
 }
 
+/** GGUF stem of each per-layer HF tensor: the two norms, and the seven LoRA-able projections (../engine/lora.ts). */
 const LAYER_TENSORS: Record<string, string> = {
   input_layernorm: "attn_norm",
-  "self_attn.q_proj": "attn_q",
-  "self_attn.k_proj": "attn_k",
-  "self_attn.v_proj": "attn_v",
-  "self_attn.o_proj": "attn_output",
   post_attention_layernorm: "ffn_norm",
-  "mlp.gate_proj": "ffn_gate",
-  "mlp.up_proj": "ffn_up",
-  "mlp.down_proj": "ffn_down",
+  ...Object.fromEntries(LORA_MODULES.map((m) => [`${m.group}.${m.hf}`, m.gguf])),
 };
 
 /** GGUF name of an HF tensor name; null for tensors to skip; throws for names that are not Llama weights. */
@@ -418,23 +255,32 @@ function ggufNameOf(name: string, nLayer: number): string | null {
   throw new Error(`tensor ${name} is not a Llama weight (expected model.embed_tokens, model.layers.N.{self_attn,mlp,input_layernorm,post_attention_layernorm}.*, model.norm, lm_head)`);
 }
 
-/** Expected torch shape of each GGUF tensor (the canonical output order is this object's order). */
+/** Torch shape ([out, in]) of each projection of a layer. */
+function projectionShape(hp: HParams, short: LoraTarget): number[] {
+  const q = hp.nHead * hp.headDim;
+  const kv = hp.nHeadKv * hp.headDim;
+  const shapes: Record<LoraTarget, number[]> = {
+    q: [q, hp.nEmbd],
+    k: [kv, hp.nEmbd],
+    v: [kv, hp.nEmbd],
+    o: [hp.nEmbd, q],
+    gate: [hp.nFf, hp.nEmbd],
+    up: [hp.nFf, hp.nEmbd],
+    down: [hp.nEmbd, hp.nFf],
+  };
+  return shapes[short];
+}
+
+/** Expected torch shape of each GGUF tensor (the canonical output order is this map's order). */
 function expectedShapes(hp: HParams, nVocab: number): Map<string, number[]> {
   const m = new Map<string, number[]>();
   m.set("token_embd.weight", [nVocab, hp.nEmbd]);
-  const q = hp.nHead * hp.headDim;
-  const kv = hp.nHeadKv * hp.headDim;
   for (let l = 0; l < hp.nLayer; l++) {
     const b = `blk.${l}`;
-    m.set(`${b}.attn_norm.weight`, [hp.nEmbd]);
-    m.set(`${b}.attn_q.weight`, [q, hp.nEmbd]);
-    m.set(`${b}.attn_k.weight`, [kv, hp.nEmbd]);
-    m.set(`${b}.attn_v.weight`, [kv, hp.nEmbd]);
-    m.set(`${b}.attn_output.weight`, [hp.nEmbd, q]);
-    m.set(`${b}.ffn_norm.weight`, [hp.nEmbd]);
-    m.set(`${b}.ffn_gate.weight`, [hp.nFf, hp.nEmbd]);
-    m.set(`${b}.ffn_up.weight`, [hp.nFf, hp.nEmbd]);
-    m.set(`${b}.ffn_down.weight`, [hp.nEmbd, hp.nFf]);
+    for (const group of ["self_attn", "mlp"] as const) {
+      m.set(`${b}.${group === "self_attn" ? "attn_norm" : "ffn_norm"}.weight`, [hp.nEmbd]);
+      for (const p of LORA_MODULES) if (p.group === group) m.set(`${b}.${p.gguf}.weight`, projectionShape(hp, p.short));
+    }
   }
   m.set("output_norm.weight", [hp.nEmbd]);
   m.set("output.weight", [nVocab, hp.nEmbd]);
@@ -462,22 +308,28 @@ function convertBlock(bytes: Uint8Array, srcDtype: string, dst: number, onOverfl
 // The conversion
 // ---------------------------------------------------------------------------
 
-/**
- * Convert the Hugging Face Llama checkpoint in `dir` to the GGUF `outFile`.
- * Throws with a clear message for unsupported architectures, tokenizers, dtypes or tensor names.
- */
-export async function convertHfToGguf(dir: string, outFile: string, opts: ConvertOptions = {}): Promise<ConvertResult> {
-  const outtype = opts.outtype ?? "auto";
-  if (!["auto", "bf16", "f16", "f32"].includes(outtype)) throw new Error(`convertHfToGguf: outtype must be auto, bf16, f16 or f32, got ${JSON.stringify(outtype)}`);
-  const log = opts.log ?? (() => {});
-  const warnings: string[] = [];
-  const warn = (m: string): void => {
-    warnings.push(m);
-    log(`warning: ${m}`);
-  };
-  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new Error(`${dir}: not a folder`);
+/** What the conversion reads before any tensor data: config, tokenizer, weight headers. */
+interface Checkpoint {
+  dir: string;
+  hp: HParams;
+  config: Json;
+  tokenizerConfig: Json | undefined;
+  weights: HfWeights;
+  /** model.embed_tokens.weight (its dtype is the "auto" output type). */
+  embed: StTensorInfo;
+  nVocab: number;
+  vocab: Vocab;
+  special: Map<SpecialType, number>;
+}
 
-  // 1. config, tokenizer, weights (headers only)
+/** Messages of one conversion: `log` for progress, `warn` also collects the warnings. */
+interface Reporter {
+  log: (message: string) => void;
+  warn: (message: string) => void;
+}
+
+/** Step 1: config, tokenizer and the weights' headers. */
+function readCheckpoint(dir: string, { log, warn }: Reporter): Checkpoint {
   const { hp, config } = readHParams(dir, warn);
   const tokenizerConfig = readJson(path.join(dir, "tokenizer_config.json"));
   const weights = openHfWeights(dir);
@@ -488,11 +340,14 @@ export async function convertHfToGguf(dir: string, outFile: string, opts: Conver
   const special = specialIds(dir, vocab, config, tokenizerConfig, warn);
   log(`${hp.arch}: ${hp.nLayer} layers, ${hp.nEmbd} embd, ${hp.nHead}/${hp.nHeadKv} heads, ${hp.nFf} ff, vocab ${nVocab}, context ${hp.nCtx}; ` +
     `${weights.files.length} weight file(s), ${weights.tensors.size} tensors`);
+  return { dir, hp, config, tokenizerConfig, weights, embed, nVocab, vocab, special };
+}
 
-  // 2. tensor plan: names, shapes, types
-  const shapes = expectedShapes(hp, nVocab);
+/** The checkpoint's tensors by GGUF name (lm_head left out when tied); throws when a Llama tensor is missing. */
+function findTensors(ck: Checkpoint, shapes: Map<string, number[]>, log: (m: string) => void): Map<string, StTensorInfo & { hfName: string }> {
+  const { hp } = ck;
   const found = new Map<string, StTensorInfo & { hfName: string }>();
-  for (const [name, t] of weights.tensors) {
+  for (const [name, t] of ck.weights.tensors) {
     let g: string | null;
     try {
       g = ggufNameOf(name, hp.nLayer);
@@ -508,10 +363,24 @@ export async function convertHfToGguf(dir: string, outFile: string, opts: Conver
   }
   const missing = [...shapes.keys()].filter((g) => g !== "output.weight" && !found.has(g));
   if (missing.length > 0) {
-    throw new Error(`${dir}: the weights lack ${missing.length} Llama tensor(s), e.g. ${missing.slice(0, 3).join(", ")} (GGUF names; incomplete checkpoint?)`);
+    throw new Error(`${ck.dir}: the weights lack ${missing.length} Llama tensor(s), e.g. ${missing.slice(0, 3).join(", ")} (GGUF names; incomplete checkpoint?)`);
   }
   if (!found.has("output.weight") && !hp.tied) log("no lm_head.weight: the output projection is tied to token_embd");
+  return found;
+}
 
+/** Rows per head of a GGUF tensor whose rows are permuted (attn_q, attn_k), else 0. */
+function rowsPerHeadOf(ggufName: string, rows: number, hp: HParams): number {
+  const stem = /^blk\.\d+\.([a-z_]+)\.weight$/.exec(ggufName)?.[1];
+  const module = LORA_MODULES.find((m) => m.gguf === stem);
+  const heads = module ? permutedHeads(module.short, hp.nHead, hp.nHeadKv) : 0;
+  return heads ? rows / heads : 0;
+}
+
+/** Step 2: the tensor plan (names, shapes, types, in the canonical order) and the resolved output type. */
+function planTensors(ck: Checkpoint, outtype: ConvertOutType, { log, warn }: Reporter): { plans: TensorPlan[]; resolvedOuttype: ConvertResult["outtype"] } {
+  const shapes = expectedShapes(ck.hp, ck.nVocab);
+  const found = findTensors(ck, shapes, log);
   const plans: TensorPlan[] = [];
   const srcTypes2d = new Set<string>();
   for (const [g, want] of shapes) {
@@ -529,18 +398,21 @@ export async function convertHfToGguf(dir: string, outFile: string, opts: Conver
       srcTypes2d.add(t.dtype);
       type = outtype === "auto" ? GGML_OF[OUTTYPE_OF_DTYPE[t.dtype]!] : GGML_OF[outtype];
     }
-    const rowsPerHead = g.endsWith("attn_q.weight") || g.endsWith("attn_k.weight") ? hp.headDim : 0;
-    plans.push({ hfName: t.hfName, ggufName: g, src: t, ne: [...want].reverse(), type, rowsPerHead });
+    plans.push({ hfName: t.hfName, ggufName: g, src: t, ne: [...want].reverse(), type, rowsPerHead: rowsPerHeadOf(g, want[0]!, ck.hp) });
   }
-  const resolvedOuttype = outtype === "auto" ? OUTTYPE_OF_DTYPE[embed.dtype] ?? "f32" : outtype;
+  const resolvedOuttype = outtype === "auto" ? OUTTYPE_OF_DTYPE[ck.embed.dtype] ?? "f32" : outtype;
   if (outtype === "auto" && srcTypes2d.size > 1) warn(`the checkpoint mixes ${[...srcTypes2d].join(" and ")} weights; each keeps its own type`);
   log(`output type ${resolvedOuttype}${outtype === "auto" ? " (the checkpoint's)" : ""}`);
+  return { plans, resolvedOuttype };
+}
 
-  // 3. metadata (the keys and value types llama.cpp's converter writes for Llama)
+/** Step 3: the metadata (the keys and value types llama.cpp's converter writes for Llama). */
+function ggufMetadata(ck: Checkpoint, opts: ConvertOptions, outtype: ConvertResult["outtype"]): [string, GgufValue][] {
+  const { hp, vocab, special, tokenizerConfig } = ck;
   const md: [string, GgufValue][] = [
     ["general.architecture", gv.str("llama")],
     ["general.type", gv.str("model")],
-    ["general.name", gv.str(opts.name ?? defaultModelName(dir))],
+    ["general.name", gv.str(opts.name ?? defaultModelName(ck.dir))],
     ...(opts.sourceRepo ? ([["general.source.huggingface.repository", gv.str(opts.sourceRepo)]] as [string, GgufValue][]) : []),
     ["llama.context_length", gv.u32(hp.nCtx)],
     ["llama.embedding_length", gv.u32(hp.nEmbd)],
@@ -555,32 +427,16 @@ export async function convertHfToGguf(dir: string, outFile: string, opts: Conver
   md.push(["llama.rope.dimension_count", gv.u32(hp.headDim)]);
   if (hp.rope.type === "linear") md.push(["llama.rope.scaling.type", gv.str("linear")], ["llama.rope.scaling.factor", gv.f32(hp.rope.factor)]);
   md.push(
-    ["general.file_type", gv.u32(FILE_TYPE[resolvedOuttype])],
-    ["llama.vocab_size", gv.u32(nVocab)],
+    ["general.file_type", gv.u32(FILE_TYPE[outtype])],
+    ["llama.vocab_size", gv.u32(ck.nVocab)],
     ["general.quantization_version", gv.u32(2)],
-    ["tokenizer.ggml.model", gv.str("llama")],
-    ["tokenizer.ggml.pre", gv.str("default")],
-    ["tokenizer.ggml.tokens", gv.strings(vocab.tokens)],
-    ["tokenizer.ggml.scores", gv.f32s(vocab.scores)],
-    ["tokenizer.ggml.token_type", gv.i32s(vocab.types)],
+    ...tokenizerMetadata(ck.dir, vocab, special, tokenizerConfig),
   );
-  for (const typ of SPECIAL_TYPES) {
-    const id = special.get(typ);
-    if (id !== undefined) md.push([SPECIAL_KEY[typ], gv.u32(id)]);
-  }
-  for (const typ of ["bos", "eos"] as const) {
-    const v = tokenizerConfig?.[`add_${typ}_token`];
-    if (typeof v === "boolean") md.push([`tokenizer.ggml.add_${typ}_token`, gv.bool(v)]);
-  }
-  // llama.cpp takes add_space_prefix from tokenizer_config's add_prefix_space only; a protobuf
-  // whose normalizer has add_dummy_prefix off also means no space prefix.
-  const addPrefix = tokenizerConfig?.add_prefix_space;
-  if (typeof addPrefix === "boolean") md.push(["tokenizer.ggml.add_space_prefix", gv.bool(addPrefix)]);
-  else if (!vocab.sp.addDummyPrefix) md.push(["tokenizer.ggml.add_space_prefix", gv.bool(false)]);
-  md.push(...chatTemplates(dir, tokenizerConfig));
+  return md;
+}
 
-  // 4. tensors, produced lazily while writeGguf writes them
-  const reader = new StReader();
+/** Step 4: the tensors, produced lazily (read, permuted, converted) while writeGguf writes them. */
+function tensorSpecs(plans: TensorPlan[], hp: HParams, reader: StReader, opts: ConvertOptions, warn: (m: string) => void): GgufTensorSpec[] {
   let done = 0;
   const total = plans.reduce((s, p) => s + ggmlTensorByteLength(p.type, p.ne), 0) + (hp.rope.type === "llama3" ? hp.rope.factors.byteLength : 0);
   const progress = (n: number): void => {
@@ -600,6 +456,29 @@ export async function convertHfToGguf(dir: string, outFile: string, opts: Conver
       data: () => tensorBlocks(p, reader, progress, (n) => warn(`${p.hfName}: ${n} value(s) exceed the F16 range (|x| > 65504) and become ±Inf in ${p.ggufName}`)),
     });
   }
+  return specs;
+}
+
+/**
+ * Convert the Hugging Face Llama checkpoint in `dir` to the GGUF `outFile`.
+ * Throws with a clear message for unsupported architectures, tokenizers, dtypes or tensor names.
+ */
+export async function convertHfToGguf(dir: string, outFile: string, opts: ConvertOptions = {}): Promise<ConvertResult> {
+  const outtype = opts.outtype ?? "auto";
+  if (!["auto", "bf16", "f16", "f32"].includes(outtype)) throw new Error(`convertHfToGguf: outtype must be auto, bf16, f16 or f32, got ${JSON.stringify(outtype)}`);
+  const log = opts.log ?? (() => {});
+  const warnings: string[] = [];
+  const warn = (m: string): void => {
+    warnings.push(m);
+    log(`warning: ${m}`);
+  };
+  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new Error(`${dir}: not a folder`);
+
+  const ck = readCheckpoint(dir, { log, warn });
+  const { plans, resolvedOuttype } = planTensors(ck, outtype, { log, warn });
+  const md = ggufMetadata(ck, opts, resolvedOuttype);
+  const reader = new StReader();
+  const specs = tensorSpecs(plans, ck.hp, reader, opts, warn);
 
   fs.mkdirSync(path.dirname(path.resolve(outFile)), { recursive: true });
   try {
@@ -627,31 +506,4 @@ function* tensorBlocks(p: TensorPlan, reader: StReader, progress: (n: number) =>
     yield out;
   }
   if (overflow > 0) onOverflow(overflow);
-}
-
-/** tokenizer.chat_template (and named templates) from tokenizer_config.json, chat_template.jinja or chat_template.json. */
-function chatTemplates(dir: string, tokenizerConfig: Json | undefined): [string, GgufValue][] {
-  let tpl: unknown = tokenizerConfig?.chat_template;
-  if (tpl === undefined) {
-    const jinja = path.join(dir, "chat_template.jinja");
-    if (fs.existsSync(jinja)) tpl = fs.readFileSync(jinja, "utf8");
-    else tpl = readJson(path.join(dir, "chat_template.json"))?.chat_template;
-  }
-  if (typeof tpl === "string") return [["tokenizer.chat_template", gv.str(tpl)]];
-  if (!Array.isArray(tpl)) return [];
-  const out: [string, GgufValue][] = [];
-  const names: string[] = [];
-  let def: string | undefined;
-  for (const c of tpl as Json[]) {
-    const name = String(c?.name ?? "").replace(/[^A-Za-z0-9]/g, "_");
-    if (!name || typeof c.template !== "string") continue;
-    if (name === "default") def = c.template;
-    else if (!names.includes(name)) {
-      names.push(name);
-      out.push([`tokenizer.chat_template.${name}`, gv.str(c.template)]);
-    }
-  }
-  if (names.length > 0) out.push(["tokenizer.chat_templates", gv.strings(names)]);
-  if (def !== undefined) out.push(["tokenizer.chat_template", gv.str(def)]);
-  return out;
 }

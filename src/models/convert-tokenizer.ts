@@ -1,0 +1,230 @@
+// The tokenizer half of the Hugging Face -> GGUF conversion (./convert.ts): the SentencePiece
+// vocabulary (tokenizer.model plus added tokens), the special token ids, and the tokenizer's GGUF
+// metadata (flags and chat templates) as llama.cpp's convert_hf_to_gguf.py and gguf-py's
+// SpecialVocab write them.
+import fs from "node:fs";
+import path from "node:path";
+import { gv, type GgufValue } from "../formats/gguf.js";
+import {
+  parseSentencePieceModel,
+  SentencePieceModelType,
+  SentencePieceType,
+  sentencePieceModelTypeName,
+  type SentencePieceModel,
+} from "./sentencepiece.js";
+
+export type Json = Record<string, unknown>;
+
+/** A JSON object file; undefined when the file does not exist. */
+export function readJson(file: string): Json | undefined {
+  if (!fs.existsSync(file)) return undefined;
+  let v: unknown;
+  try {
+    v = JSON.parse(fs.readFileSync(file, "utf8"));
+  } catch (e) {
+    throw new Error(`${file}: not valid JSON (${(e as Error).message})`);
+  }
+  if (typeof v !== "object" || v === null || Array.isArray(v)) throw new Error(`${file}: expected a JSON object`);
+  return v as Json;
+}
+
+// ---------------------------------------------------------------------------
+// Vocabulary
+// ---------------------------------------------------------------------------
+
+export interface Vocab {
+  tokens: string[];
+  scores: Float32Array;
+  types: Int32Array;
+  sp: SentencePieceModel;
+}
+
+/** llama.cpp's does_token_look_special: added tokens that ought to be control tokens. */
+function looksSpecial(t: string): boolean {
+  return ["<pad>", "<mask>", "<2mass>", "[@BOS@]"].includes(t) ||
+    (t.startsWith("<|") && t.endsWith("|>")) || (t.startsWith("<｜") && t.endsWith("｜>")) ||
+    (t.startsWith("<unused") && t.endsWith(">"));
+}
+
+/**
+ * tokens / scores / token types as llama.cpp's _create_vocab_sentencepiece builds them: the
+ * protobuf's pieces, padded with [PAD<id>] (UNUSED, -10000) up to config.vocab_size, then
+ * added_tokens.json and tokenizer_config.json's added_tokens_decoder entries (CONTROL when
+ * special, else USER_DEFINED; score -1000).
+ */
+export function readVocab(dir: string, vocabSize: number | undefined, tokenizerConfig: Json | undefined, warn: (m: string) => void): Vocab {
+  const spFile = path.join(dir, "tokenizer.model");
+  if (!fs.existsSync(spFile)) {
+    if (fs.existsSync(path.join(dir, "tokenizer.json"))) {
+      throw new Error(
+        `${dir}: there is a tokenizer.json but no tokenizer.model; only SentencePiece vocabularies (tokenizer.model, as in Llama 1/2, TinyLlama and Mistral) are supported for now, ` +
+          `not Hugging Face BPE tokenizers such as Llama 3's`,
+      );
+    }
+    throw new Error(`${dir}: no tokenizer.model (SentencePiece vocabulary) found`);
+  }
+  const sp = parseSentencePieceModel(fs.readFileSync(spFile), spFile);
+  if (sp.modelType === SentencePieceModelType.UNIGRAM) {
+    warn(`${spFile}: a SentencePiece UNIGRAM model; llama.cpp tokenizes "llama" vocabularies with SentencePiece BPE, so its tokens may differ from the original tokenizer's`);
+  } else if (sp.modelType !== SentencePieceModelType.BPE) {
+    throw new Error(`${spFile}: SentencePiece ${sentencePieceModelTypeName(sp.modelType)} models are not supported (Llama uses BPE)`);
+  }
+  if (!sp.byteFallback) warn(`${spFile}: byte_fallback is off; characters outside the vocabulary cannot be encoded as bytes`);
+  if (sp.removeExtraWhitespaces) warn(`${spFile}: the normalizer collapses repeated spaces (remove_extra_whitespaces), which llama.cpp does not do`);
+  if (sp.hasPrecompiledCharsmap) warn(`${spFile}: the normalizer has a character map (${sp.normalizerName ?? "unnamed"}), which llama.cpp does not apply`);
+
+  const n = vocabSize ?? sp.pieces.length;
+  const tokens = Array.from({ length: n }, (_, i) => `[PAD${i}]`);
+  const scores = new Float32Array(n).fill(-10000);
+  const types = new Int32Array(n).fill(SentencePieceType.UNUSED);
+  if (sp.pieces.length > n) warn(`${spFile}: ${sp.pieces.length} pieces but vocab_size is ${n}; ids from ${n} on are dropped`);
+  for (let i = 0; i < Math.min(n, sp.pieces.length); i++) {
+    const p = sp.pieces[i]!;
+    tokens[i] = p.piece;
+    scores[i] = p.score;
+    types[i] = p.type;
+  }
+
+  const added = readJson(path.join(dir, "added_tokens.json"));
+  for (const [text, id] of Object.entries(added ?? {})) {
+    if (typeof id !== "number" || !Number.isInteger(id) || id < 0 || id >= n) {
+      warn(`added_tokens.json: ignoring ${JSON.stringify(text)} with id ${String(id)} (vocabulary size ${n})`);
+      continue;
+    }
+    tokens[id] = text;
+    scores[id] = -1000;
+    types[id] = SentencePieceType.USER_DEFINED;
+  }
+  const decoder = tokenizerConfig?.added_tokens_decoder;
+  if (typeof decoder === "object" && decoder !== null) {
+    for (const [key, data] of Object.entries(decoder as Json)) {
+      const id = Number(key);
+      const content = (data as Json | null)?.content;
+      if (!Number.isInteger(id) || typeof content !== "string") continue;
+      if (id < 0 || id >= n) {
+        warn(`tokenizer_config.json: ignoring added token ${JSON.stringify(content)} with id ${id} (vocabulary size ${n})`);
+        continue;
+      }
+      if (types[id] !== SentencePieceType.UNUSED && tokens[id] !== content) {
+        warn(`tokenizer_config.json: added token ${id} replaces ${JSON.stringify(tokens[id])} with ${JSON.stringify(content)}`);
+      }
+      if ((data as Json).special === true || looksSpecial(content)) {
+        types[id] = SentencePieceType.CONTROL;
+        tokens[id] = content;
+      } else {
+        types[id] = SentencePieceType.USER_DEFINED;
+        tokens[id] = content.replaceAll("\u2581", " "); // llama.cpp pre-normalizes user-defined spaces
+      }
+      scores[id] = -1000;
+    }
+  }
+  return { tokens, scores, types, sp };
+}
+
+const SPECIAL_TYPES = ["bos", "eos", "unk", "sep", "pad"] as const;
+export type SpecialType = (typeof SPECIAL_TYPES)[number];
+const SPECIAL_KEY: Record<SpecialType, string> = {
+  bos: "tokenizer.ggml.bos_token_id",
+  eos: "tokenizer.ggml.eos_token_id",
+  unk: "tokenizer.ggml.unknown_token_id",
+  sep: "tokenizer.ggml.seperator_token_id", // sic: gguf's spelling
+  pad: "tokenizer.ggml.padding_token_id",
+};
+
+/**
+ * Special token ids, first found wins (as in gguf-py's SpecialVocab, which only knows the first
+ * two): tokenizer_config.json's `<type>_token` text looked up in tokenizer.json's added tokens
+ * or the vocabulary, config.json's `<type>_token_id`, generation_config.json's, then the
+ * SentencePiece trainer spec's unk/bos/eos/pad ids.
+ */
+export function specialIds(dir: string, vocab: Vocab, config: Json, tokenizerConfig: Json | undefined, warn: (m: string) => void): Map<SpecialType, number> {
+  const n = vocab.tokens.length;
+  const ids = new Map<SpecialType, number>();
+  const set = (typ: SpecialType, id: unknown, from: string): void => {
+    if (Array.isArray(id)) id = id[0]; // generation_config's eos_token_id may be a list
+    if (ids.has(typ) || typeof id !== "number" || !Number.isInteger(id) || id < 0) return;
+    if (id >= n) {
+      warn(`${from}: ${typ} token id ${id} is outside the vocabulary (${n}); ignored`);
+      return;
+    }
+    ids.set(typ, id);
+  };
+  const tokJson = readJson(path.join(dir, "tokenizer.json"));
+  const addedTokens = Array.isArray(tokJson?.added_tokens) ? (tokJson.added_tokens as Json[]) : [];
+  for (const typ of SPECIAL_TYPES) {
+    const entry = tokenizerConfig?.[`${typ}_token`];
+    const text = typeof entry === "string" ? entry : typeof (entry as Json | null)?.content === "string" ? ((entry as Json).content as string) : undefined;
+    if (text === undefined) continue;
+    const fromAdded = addedTokens.find((a) => a.content === text)?.id;
+    set(typ, typeof fromAdded === "number" ? fromAdded : vocab.tokens.indexOf(text), "tokenizer_config.json");
+  }
+  for (const typ of SPECIAL_TYPES) set(typ, config[`${typ}_token_id`], "config.json");
+  const gen = readJson(path.join(dir, "generation_config.json"));
+  for (const typ of SPECIAL_TYPES) set(typ, gen?.[`${typ}_token_id`], "generation_config.json");
+  set("unk", vocab.sp.unkId, "tokenizer.model");
+  set("bos", vocab.sp.bosId, "tokenizer.model");
+  set("eos", vocab.sp.eosId, "tokenizer.model");
+  set("pad", vocab.sp.padId, "tokenizer.model");
+  return ids;
+}
+
+// ---------------------------------------------------------------------------
+// GGUF metadata
+// ---------------------------------------------------------------------------
+
+/**
+ * The tokenizer's GGUF metadata, as llama.cpp's converter writes it for a SentencePiece
+ * vocabulary: the vocabulary, the special token ids, add_bos/add_eos, add_space_prefix and the
+ * chat templates.
+ */
+export function tokenizerMetadata(dir: string, vocab: Vocab, special: Map<SpecialType, number>, tokenizerConfig: Json | undefined): [string, GgufValue][] {
+  const md: [string, GgufValue][] = [
+    ["tokenizer.ggml.model", gv.str("llama")],
+    ["tokenizer.ggml.pre", gv.str("default")],
+    ["tokenizer.ggml.tokens", gv.strings(vocab.tokens)],
+    ["tokenizer.ggml.scores", gv.f32s(vocab.scores)],
+    ["tokenizer.ggml.token_type", gv.i32s(vocab.types)],
+  ];
+  for (const typ of SPECIAL_TYPES) {
+    const id = special.get(typ);
+    if (id !== undefined) md.push([SPECIAL_KEY[typ], gv.u32(id)]);
+  }
+  for (const typ of ["bos", "eos"] as const) {
+    const v = tokenizerConfig?.[`add_${typ}_token`];
+    if (typeof v === "boolean") md.push([`tokenizer.ggml.add_${typ}_token`, gv.bool(v)]);
+  }
+  // llama.cpp takes add_space_prefix from tokenizer_config's add_prefix_space only; a protobuf
+  // whose normalizer has add_dummy_prefix off also means no space prefix.
+  const addPrefix = tokenizerConfig?.add_prefix_space;
+  if (typeof addPrefix === "boolean") md.push(["tokenizer.ggml.add_space_prefix", gv.bool(addPrefix)]);
+  else if (!vocab.sp.addDummyPrefix) md.push(["tokenizer.ggml.add_space_prefix", gv.bool(false)]);
+  md.push(...chatTemplates(dir, tokenizerConfig));
+  return md;
+}
+
+/** tokenizer.chat_template (and named templates) from tokenizer_config.json, chat_template.jinja or chat_template.json. */
+function chatTemplates(dir: string, tokenizerConfig: Json | undefined): [string, GgufValue][] {
+  let tpl: unknown = tokenizerConfig?.chat_template;
+  if (tpl === undefined) {
+    const jinja = path.join(dir, "chat_template.jinja");
+    if (fs.existsSync(jinja)) tpl = fs.readFileSync(jinja, "utf8");
+    else tpl = readJson(path.join(dir, "chat_template.json"))?.chat_template;
+  }
+  if (typeof tpl === "string") return [["tokenizer.chat_template", gv.str(tpl)]];
+  if (!Array.isArray(tpl)) return [];
+  const out: [string, GgufValue][] = [];
+  const names: string[] = [];
+  let def: string | undefined;
+  for (const c of tpl as Json[]) {
+    const name = String(c?.name ?? "").replace(/[^A-Za-z0-9]/g, "_");
+    if (!name || typeof c.template !== "string") continue;
+    if (name === "default") def = c.template;
+    else if (!names.includes(name)) {
+      names.push(name);
+      out.push([`tokenizer.chat_template.${name}`, gv.str(c.template)]);
+    }
+  }
+  if (names.length > 0) out.push(["tokenizer.chat_templates", gv.strings(names)]);
+  if (def !== undefined) out.push(["tokenizer.chat_template", gv.str(def)]);
+  return out;
+}
