@@ -1,0 +1,35 @@
+// `text2sql info`: loads a model and prints its shape and the LoRA parameter count.
+import { Command } from "commander";
+import { LoraEngine } from "../engine/engine.js";
+import { cliResolveModel } from "./progress.js";
+
+export function registerInfo(program: Command): void {
+  program
+    .command("info")
+    .description("load a Llama GGUF and print its shape and the LoRA parameter count")
+    .argument("<model>", "a Llama-architecture GGUF (F32, F16 or BF16 weights), or any model.path form (checkpoint folder, hub repository, hf: URI)")
+    .option("-y, --yes", "download the model from the hub without asking when it is not in the cache")
+    .option("-r, --rank <r>", "LoRA rank", "8")
+    .option("-t, --targets <list>", "comma-separated LoRA targets (q,k,v,o,gate,up,down or q_proj,...)", "q_proj,v_proj")
+    .option("--device <device>", "auto | cpu | cuda | metal", "auto")
+    .option("--json", "print JSON")
+    .action(async (spec: string, o: { rank: string; targets: string; device: string; json?: boolean; yes?: boolean }) => {
+      const model = await cliResolveModel(spec, { yes: o.yes, label: "model" });
+      const e = await LoraEngine.create({
+        model,
+        device: o.device as "auto",
+        lora: { r: Number(o.rank), targetModules: o.targets.split(",").map((s) => s.trim()).filter(Boolean) },
+      });
+      const i = e.info;
+      await e.dispose();
+      if (o.json) {
+        console.log(JSON.stringify(i, null, 2));
+        return;
+      }
+      console.log(`model       ${model}`);
+      console.log(`shape       ${i.nLayer} layers, n_embd ${i.nEmbd}, ${i.nHead} heads (${i.nHeadKv} KV), FFN ${i.nFf}, vocab ${i.nVocab}, context ${i.nCtx}`);
+      console.log(`weights     ${i.weightType}`);
+      console.log(`device      ${i.device}`);
+      console.log(`LoRA        r=${o.rank} on ${i.targets.join(", ")}: ${i.trainableParams.toLocaleString("en-US")} trainable parameters`);
+    });
+}

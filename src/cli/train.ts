@@ -1,0 +1,92 @@
+// `text2sql train`: fine-tunes a LoRA adapter; progress as a bar on a terminal, plain lines
+// otherwise, JSON lines with --json; Ctrl-C saves a checkpoint and exits 130.
+import { Command } from "commander";
+import { formatDuration } from "../util/format.js";
+import { lazyBar } from "../util/bar.js";
+import type { TrainConfig } from "../train/config.js";
+import { formatSummary, trainSft, type TrainHooks, type TrainSummary } from "../train/trainer.js";
+import { configFrom, withConfigFlags, type CommonFlags } from "./config-flags.js";
+import { cliResolveModel, onInterrupt } from "./progress.js";
+
+const emit = (obj: object) => process.stdout.write(JSON.stringify(obj) + "\n");
+
+/** The trainer's step and eval events: JSON lines, a bar on a terminal, else a line every 10 s. */
+function trainProgress(cfg: TrainConfig, json: boolean): { hooks: TrainHooks; stop: () => void } {
+  const tty = !json && process.stderr.isTTY;
+  const bar = lazyBar("train |{bar}| {value}/{total} steps | loss {loss} | lr {lr} | {tps} tok/s | ETA {remaining}", { hideCursor: true });
+  let lastLine = 0;
+  const hooks: TrainHooks = {
+    onEvalProgress: (done, total, step) => {
+      if (json) return;
+      if (tty) {
+        process.stderr.write(`\r\x1b[Keval @ step ${step}: ${done}/${total} examples`);
+      } else if (done === Math.min(total, cfg.train.batch_size)) {
+        process.stderr.write(`eval @ step ${step}: ${total} examples...\n`);
+      }
+    },
+    onEval: (e) => {
+      if (json) return emit({ type: "eval", ...e });
+      const line = `eval @ step ${e.step}: loss ${e.loss.toFixed(4)}, token accuracy ${(100 * e.accuracy).toFixed(1)}%`;
+      process.stderr.write((tty ? "\r\x1b[K" : "") + line + "\n");
+    },
+    onStep: (e) => {
+      if (json) return emit({ type: "step", ...e });
+      const payload = { loss: e.loss.toFixed(4), lr: e.lr.toExponential(2), tps: e.tokensPerS.toFixed(0), remaining: formatDuration(e.etaS) };
+      if (tty) {
+        bar.update(e.step, e.totalSteps, payload, e.step - 1);
+      } else if (e.step === e.totalSteps || performance.now() - lastLine > 10_000 || e.step === 1) {
+        lastLine = performance.now();
+        process.stderr.write(`step ${e.step}/${e.totalSteps} | loss ${payload.loss} | lr ${payload.lr} | ${payload.tps} tok/s | ETA ${payload.remaining}\n`);
+      }
+    },
+  };
+  return { hooks, stop: () => bar.stop() };
+}
+
+async function train(o: CommonFlags): Promise<void> {
+  const cfg = configFrom(o);
+  const json = !!o.json;
+  const onLog = (msg: string) => (json ? emit({ type: "log", message: msg }) : process.stderr.write(`${msg}\n`));
+  // the model first (a download or a conversion has its own Ctrl-C); the trainer then finds it resolved
+  await cliResolveModel(cfg.model.path, { yes: o.yes, dtype: cfg.model.dtype, log: onLog });
+  const ac = new AbortController();
+  const listen = onInterrupt(() => {
+    ac.abort();
+    process.stderr.write("\ntext2sql: stopping after the current micro-step and saving a checkpoint (Ctrl-C again to quit at once)\n");
+  });
+  listen(true);
+  const progress = trainProgress(cfg, json);
+  const summary: TrainSummary = await trainSft(cfg, {
+    resume: !!o.resume,
+    signal: ac.signal,
+    command: `npx text2sql ${process.argv.slice(2).filter((a) => a !== "--resume").join(" ")}`,
+    onLog,
+    ...progress.hooks,
+  });
+  progress.stop();
+  listen(false);
+  if (json) emit({ type: "summary", ...summary });
+  else process.stderr.write(`\n${formatSummary(summary)}\n`);
+  if (summary.interrupted) process.exit(130);
+}
+
+export function registerTrain(program: Command): void {
+  withConfigFlags(program.command("train"))
+    .description("fine-tune a LoRA adapter on question/SQL pairs (Ctrl-C saves a checkpoint; --resume continues)")
+    .option("--resume", "continue from the latest checkpoint in output.dir")
+    .addHelpText("after", `
+Examples:
+  npx text2sql train --config configs/quickstart.yaml
+  npx text2sql train --config configs/config_spider.yaml --data ../shared/spider/spider_text_sql.csv --max-steps 200
+  npx text2sql train --config configs/config_spider.yaml --resume
+  npx text2sql train --config configs/config_spider.yaml --model TinyLlama/TinyLlama-1.1B-Chat-v1.0 --dtype bf16 --yes
+  npx text2sql train --config configs/quickstart.yaml --model ./my-hf-checkpoint/
+
+model.path (--model) may be a hub repository: it is downloaded into the cache (after a question,
+or at once with --yes) and converted to a GGUF once; see \`text2sql model --help\`.
+
+Writes to output.dir: config.yaml (effective config), metrics.jsonl, loss.svg, summary.json,
+checkpoints/checkpoint-<step>/ (adapter, optimizer and trainer state; the last train.keep_checkpoints
+are kept) and final_model/adapter.gguf (a GGUF LoRA for llama.cpp, Ollama and node-llama-cpp).`)
+    .action(train);
+}
