@@ -1,12 +1,29 @@
-// Saving and loading adapters in both formats: a GGUF LoRA (llama.cpp, Ollama, node-llama-cpp)
-// and a Hugging Face PEFT folder (adapter_model.safetensors + adapter_config.json).
+// The adapter folder, owned here: the names of what a trained adapter folder holds, its
+// text2sql.json record, and finding an adapter from a file, a final_model/ or checkpoint folder,
+// or a trainer output folder.
+//
+//   adapter.gguf               the GGUF LoRA (llama.cpp, Ollama, node-llama-cpp, our engine)
+//   adapter_model.safetensors  the same adapter as a Hugging Face PEFT folder (./peft.ts)
+//   adapter_config.json
+//   text2sql.json              the base model, the LoRA options, the prompt template, the steps
+//
+// A trainer output folder holds final_model/, such a folder. Saving an engine's adapter to a
+// folder and loading one into an engine is ./save-load.ts's part.
 import fs from "node:fs";
 import path from "node:path";
-import type { LoraEngine } from "../engine/engine.js";
+import type { LoraOptions, ResolvedLoraOptions } from "../engine/lora.js";
 import { GgufValueType, readGguf } from "../formats/gguf.js";
-import { exportPeft, importPeft, isPeftDir } from "./peft.js";
 
+/** The GGUF LoRA of an adapter folder. */
 export const GGUF_ADAPTER = "adapter.gguf";
+/** The PEFT weights of an adapter folder (PEFT's own name). */
+export const PEFT_WEIGHTS = "adapter_model.safetensors";
+/** The PEFT config of an adapter folder (PEFT's own name). */
+export const PEFT_CONFIG = "adapter_config.json";
+/** The record of how the adapter was trained. */
+export const ADAPTER_RECORD = "text2sql.json";
+/** The adapter folder a training run ends with, inside its output folder. */
+export const FINAL_MODEL = "final_model";
 
 /** The name a PEFT config gives the base model: the GGUF's recorded HF repository, or its name. */
 export function baseModelName(modelPath: string): string {
@@ -21,6 +38,10 @@ export function baseModelName(modelPath: string): string {
   return path.basename(modelPath);
 }
 
+// ---------------------------------------------------------------------------
+// text2sql.json
+// ---------------------------------------------------------------------------
+
 export interface AdapterRecord {
   /** the GGUF the adapter was trained on (absolute path) */
   basePath: string;
@@ -31,46 +52,83 @@ export interface AdapterRecord {
   steps: number;
 }
 
-/**
- * Writes `dir/adapter.gguf`, the PEFT files next to it, and `text2sql.json` (the base model and the
- * prompt template, so that generation and export need nothing else).
- */
-export async function saveAdapterBoth(engine: LoraEngine, dir: string, rec: AdapterRecord): Promise<void> {
-  fs.mkdirSync(dir, { recursive: true });
-  await engine.saveAdapter(path.join(dir, GGUF_ADAPTER));
-  const baseModel = rec.baseModel;
-  const l = engine.options.lora;
-  exportPeft(dir, await engine.getAdapter(), {
-    r: l.r,
-    alpha: l.alpha,
-    dropout: l.dropout,
-    rslora: l.rslora,
-    targetModules: engine.info.targets,
-    baseModel,
-    nHead: engine.info.nHead,
-    nHeadKv: engine.info.nHeadKv,
-  });
-  fs.writeFileSync(path.join(dir, "text2sql.json"), JSON.stringify({ base_model: rec.basePath, base_model_name: rec.baseModel, lora: l, template: rec.template, steps: rec.steps }, null, 2) + "\n");
+/** text2sql.json as written by {@link writeAdapterRecord}. */
+export interface AdapterRecordJson {
+  base_model: string;
+  base_model_name: string;
+  lora: ResolvedLoraOptions;
+  template: string;
+  steps: number;
+}
+
+/** text2sql.json as read by {@link readAdapterRecord}: any field may be missing. */
+export type AdapterRecordRead = Partial<Omit<AdapterRecordJson, "lora">> & { lora?: LoraOptions };
+
+/** Writes `dir/text2sql.json`: the record and the LoRA options the adapter was trained with. */
+export function writeAdapterRecord(dir: string, rec: AdapterRecord, lora: ResolvedLoraOptions): void {
+  const json: AdapterRecordJson = { base_model: rec.basePath, base_model_name: rec.baseModel, lora, template: rec.template, steps: rec.steps };
+  fs.writeFileSync(path.join(dir, ADAPTER_RECORD), JSON.stringify(json, null, 2) + "\n");
 }
 
 /**
- * Loads an adapter into the engine from a GGUF LoRA file, a PEFT folder, or a folder holding
- * adapter.gguf (final_model/, a checkpoint). The engine's LoRA settings must match it.
+ * Reads `dir/text2sql.json` (undefined when there is none), checking the type of each field it
+ * has; errors name the file and the field. The LoRA options are checked where they are used.
  */
-export async function loadAdapterInto(engine: LoraEngine, p: string): Promise<"gguf" | "peft"> {
-  if (!fs.existsSync(p)) throw new Error(`adapter: not found: ${p}`);
-  if (fs.statSync(p).isDirectory()) {
-    if (fs.existsSync(path.join(p, GGUF_ADAPTER))) {
-      await engine.loadAdapter(path.join(p, GGUF_ADAPTER));
-      return "gguf";
-    }
-    if (isPeftDir(p)) {
-      const { tensors } = importPeft(p, { nHead: engine.info.nHead, nHeadKv: engine.info.nHeadKv, tensors: await engine.getAdapter() });
-      await engine.setAdapter(tensors);
-      return "peft";
-    }
-    throw new Error(`adapter: ${p} holds neither ${GGUF_ADAPTER} nor a PEFT adapter (adapter_config.json + adapter_model.safetensors)`);
+export function readAdapterRecord(dir: string): AdapterRecordRead | undefined {
+  const file = path.join(dir, ADAPTER_RECORD);
+  if (!fs.existsSync(file)) return undefined;
+  let m: unknown;
+  try {
+    m = JSON.parse(fs.readFileSync(file, "utf8"));
+  } catch (e) {
+    throw new Error(`${file}: not valid JSON (${(e as Error).message})`);
   }
-  await engine.loadAdapter(p);
-  return "gguf";
+  if (typeof m !== "object" || m === null || Array.isArray(m)) throw new Error(`${file}: expected a JSON object`);
+  const r = m as Record<string, unknown>;
+  const check = (key: string, type: string): void => {
+    const v = r[key];
+    const ok = v === undefined || (type === "object" ? typeof v === "object" && v !== null && !Array.isArray(v) : typeof v === type);
+    if (!ok) throw new Error(`${file}: ${key}: expected a${type === "object" ? "n" : ""} ${type}, got ${JSON.stringify(v)}`);
+  };
+  for (const key of ["base_model", "base_model_name", "template"]) check(key, "string");
+  check("steps", "number");
+  check("lora", "object");
+  return r as AdapterRecordRead;
+}
+
+// ---------------------------------------------------------------------------
+// Finding an adapter
+// ---------------------------------------------------------------------------
+
+export interface ResolvedAdapter {
+  adapterFile?: string;
+  baseModel?: string;
+  template?: string;
+  /** the LoRA settings it was trained with (text2sql.json), to build a matching engine */
+  lora?: LoraOptions;
+}
+
+/** Finds adapter.gguf and the recorded base model/template for a file or any trainer output folder. */
+export function resolveAdapter(p: string): ResolvedAdapter {
+  if (!fs.existsSync(p)) throw new Error(`adapter: not found: ${p}`);
+  let dir: string;
+  let file: string;
+  if (fs.statSync(p).isDirectory()) {
+    const candidates = [p, path.join(p, FINAL_MODEL)];
+    const hit = candidates.find((d) => fs.existsSync(path.join(d, GGUF_ADAPTER)));
+    if (!hit) throw new Error(`adapter: no ${GGUF_ADAPTER} in ${p} or ${path.join(p, FINAL_MODEL)}`);
+    dir = hit;
+    file = path.join(hit, GGUF_ADAPTER);
+  } else {
+    file = p;
+    dir = path.dirname(p);
+  }
+  const out: ResolvedAdapter = { adapterFile: file };
+  const m = readAdapterRecord(dir);
+  if (m) {
+    out.baseModel = m.base_model;
+    out.template = m.template;
+    out.lora = m.lora;
+  }
+  return out;
 }

@@ -8,8 +8,10 @@
 import fs from "node:fs";
 import path from "node:path";
 import { GgufValueType, readGguf } from "../formats/gguf.js";
-import { permuteRows, unpermuteRows } from "../formats/llama-layout.js";
+import { permutedHeads, permuteRows, unpermuteRows } from "../formats/llama-layout.js";
 import { readSafetensors, writeSafetensors, type SafetensorsTensor } from "../formats/safetensors.js";
+import { LORA_MODULES, loraModule, type HfModuleName, type LoraModule } from "../engine/lora.js";
+import { PEFT_CONFIG, PEFT_WEIGHTS } from "./folder.js";
 
 function product(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
@@ -23,50 +25,36 @@ function shapeStr(shape: readonly number[]): string {
 // Names
 // ---------------------------------------------------------------------------
 
-type Module = "q_proj" | "k_proj" | "v_proj" | "o_proj" | "gate_proj" | "up_proj" | "down_proj";
+// The seven modules, their names and their order (the export's tensor order within a layer) are
+// the LoRA contract's (../engine/lora.ts). Tensor names are looked up in their own world only.
+const BY_GGUF = new Map<string, LoraModule>(LORA_MODULES.map((m) => [m.gguf, m]));
+const BY_HF = new Map<string, LoraModule>(LORA_MODULES.map((m) => [m.hf, m]));
 
-/** The seven modules in a fixed order (the export's tensor order within a layer). */
-const MODULES: { hf: Module; short: string; stem: string; group: "self_attn" | "mlp" }[] = [
-  { hf: "q_proj", short: "q", stem: "attn_q", group: "self_attn" },
-  { hf: "k_proj", short: "k", stem: "attn_k", group: "self_attn" },
-  { hf: "v_proj", short: "v", stem: "attn_v", group: "self_attn" },
-  { hf: "o_proj", short: "o", stem: "attn_output", group: "self_attn" },
-  { hf: "gate_proj", short: "gate", stem: "ffn_gate", group: "mlp" },
-  { hf: "up_proj", short: "up", stem: "ffn_up", group: "mlp" },
-  { hf: "down_proj", short: "down", stem: "ffn_down", group: "mlp" },
-];
-const BY_STEM = new Map(MODULES.map((m) => [m.stem, m]));
-const BY_HF = new Map(MODULES.map((m) => [m.hf as string, m]));
-const MODULE_RANK = new Map(MODULES.map((m, i) => [m.hf as string, i]));
-
-function moduleOf(name: string, where: string): (typeof MODULES)[number] {
-  const m = BY_HF.get(name) ?? MODULES.find((x) => x.short === name || x.stem === name);
-  if (!m) throw new TypeError(`${where}: unknown module ${JSON.stringify(name)}; expected any of ${MODULES.map((x) => x.hf).join(", ")}`);
-  return m;
+/** The HF names of modules given by any of their names, deduplicated, in layer order. */
+function hfNames(names: string[], where: string): HfModuleName[] {
+  const wanted = new Set(names.map((x) => loraModule(x, where)));
+  return LORA_MODULES.filter((m) => wanted.has(m)).map((m) => m.hf);
 }
 
 /** `blk.3.attn_q.weight.lora_a` -> { layer 3, q_proj, A }. */
-function parseGgufName(name: string): { layer: number; module: (typeof MODULES)[number]; ab: "A" | "B" } | null {
+function parseGgufName(name: string): { layer: number; module: LoraModule; ab: "A" | "B" } | null {
   const m = /^blk\.(\d+)\.([a-z_]+)\.weight\.lora_(a|b)$/.exec(name);
-  const mod = m ? BY_STEM.get(m[2]) : undefined;
+  const mod = m ? BY_GGUF.get(m[2]) : undefined;
   if (!m || !mod) return null;
   return { layer: Number(m[1]), module: mod, ab: m[3] === "a" ? "A" : "B" };
 }
 
-function ggufName(layer: number, module: (typeof MODULES)[number], ab: "A" | "B"): string {
-  return `blk.${layer}.${module.stem}.weight.lora_${ab === "A" ? "a" : "b"}`;
+function ggufName(layer: number, module: LoraModule, ab: "A" | "B"): string {
+  return `blk.${layer}.${module.gguf}.weight.lora_${ab === "A" ? "a" : "b"}`;
 }
 
-function peftKey(layer: number, module: (typeof MODULES)[number], ab: "A" | "B"): string {
+function peftKey(layer: number, module: LoraModule, ab: "A" | "B"): string {
   return `base_model.model.model.layers.${layer}.${module.group}.${module.hf}.lora_${ab}.weight`;
 }
 
 // ---------------------------------------------------------------------------
 // Export
 // ---------------------------------------------------------------------------
-
-export const PEFT_WEIGHTS = "adapter_model.safetensors";
-export const PEFT_CONFIG = "adapter_config.json";
 
 /** One adapter tensor as the engine gives it: GGUF name, ggml `ne`, data in GGUF row order. */
 export interface PeftTensor {
@@ -98,8 +86,7 @@ export interface PeftExportOptions {
 
 /** The adapter_config.json that {@link exportPeft} writes (current PEFT keys, defaults kept). */
 export function peftConfigJson(meta: Omit<PeftExportMeta, "nHead" | "nHeadKv">): Record<string, unknown> {
-  const targets = [...new Set(meta.targetModules.map((t) => moduleOf(t, "exportPeft: targetModules").hf))];
-  targets.sort((a, b) => MODULE_RANK.get(a)! - MODULE_RANK.get(b)!);
+  const targets = hfNames(meta.targetModules, "exportPeft: targetModules");
   return {
     alpha_pattern: {},
     auto_mapping: null,
@@ -153,7 +140,7 @@ export function exportPeft(dir: string, tensors: PeftTensor[], meta: PeftExportM
   const config = peftConfigJson(meta);
   const targets = new Set(config.target_modules as string[]);
 
-  interface Pair { layer: number; module: (typeof MODULES)[number]; A?: PeftTensor; B?: PeftTensor }
+  interface Pair { layer: number; module: LoraModule; A?: PeftTensor; B?: PeftTensor }
   const pairs = new Map<string, Pair>();
   for (const t of tensors) {
     const p = parseGgufName(t.name);
@@ -177,7 +164,7 @@ export function exportPeft(dir: string, tensors: PeftTensor[], meta: PeftExportM
 
   const out: SafetensorsTensor[] = [];
   for (const layer of layers) {
-    for (const module of MODULES) {
+    for (const module of LORA_MODULES) {
       if (!targets.has(module.hf)) continue;
       const pair = pairs.get(`${layer}/${module.hf}`);
       if (!pair?.A || !pair.B) {
@@ -186,7 +173,7 @@ export function exportPeft(dir: string, tensors: PeftTensor[], meta: PeftExportM
       const [nIn] = pair.A.ne;
       const [, nOut] = pair.B.ne;
       let b = pair.B.data;
-      const nh = module.hf === "q_proj" ? meta.nHead : module.hf === "k_proj" ? meta.nHeadKv : 0;
+      const nh = permutedHeads(module.short, meta.nHead, meta.nHeadKv);
       if (nh && opts.unpermute !== false) b = unpermuteRows(b, nOut, meta.r, nh);
       out.push({ name: peftKey(layer, module, "A"), shape: [meta.r, nIn], data: pair.A.data });
       out.push({ name: peftKey(layer, module, "B"), shape: [nOut, meta.r], data: b });
@@ -267,8 +254,7 @@ export function readPeftConfig(dir: string): PeftConfig {
   const tm = c.target_modules;
   if (Array.isArray(tm)) {
     if (tm.length === 0 || !tm.every((x) => typeof x === "string")) bad("target_modules", "a non-empty list of module names");
-    targetModules = [...new Set(tm.map((x: string) => moduleOf(x, `${file}: target_modules`).hf))];
-    targetModules.sort((a, b) => MODULE_RANK.get(a)! - MODULE_RANK.get(b)!);
+    targetModules = hfNames(tm, `${file}: target_modules`);
   } else if (typeof tm !== "string") {
     bad("target_modules", "a list of module names");
   }
@@ -321,7 +307,7 @@ export function importPeft(dir: string, expect: PeftImportExpect): { tensors: Pe
     const layer = Number(m[1]);
     const module = BY_HF.get(m[3]);
     if (!module || module.group !== m[2]) {
-      throw new Error(`${file}: tensor ${t.name} is for an unknown module ${m[2]}.${m[3]}; expected ${MODULES.map((x) => `${x.group}.${x.hf}`).join(", ")}`);
+      throw new Error(`${file}: tensor ${t.name} is for an unknown module ${m[2]}.${m[3]}; expected ${LORA_MODULES.map((x) => `${x.group}.${x.hf}`).join(", ")}`);
     }
     const ab = m[4] as "A" | "B";
     const gname = ggufName(layer, module, ab);
@@ -338,9 +324,8 @@ export function importPeft(dir: string, expect: PeftImportExpect): { tensors: Pe
     }
     if (got.has(gname)) throw new Error(`${file}: two tensors map to ${gname} (the second is ${t.name})`);
     let data = t.data;
-    if (ab === "B" && (module.hf === "q_proj" || module.hf === "k_proj")) {
-      data = permuteRows(data, t.shape[0], t.shape[1], module.hf === "q_proj" ? expect.nHead : expect.nHeadKv);
-    }
+    const nh = permutedHeads(module.short, expect.nHead, expect.nHeadKv);
+    if (ab === "B" && nh) data = permuteRows(data, t.shape[0], t.shape[1], nh);
     got.set(gname, { name: gname, ne: [...ne], data });
     found.add(`${layer}/${module.hf}`);
   }
@@ -348,7 +333,7 @@ export function importPeft(dir: string, expect: PeftImportExpect): { tensors: Pe
 
   // every target of the config (or, for a regex config, every module present) in every layer
   const targets = config.targetModules.length ? config.targetModules : [...new Set([...found].map((k) => k.split("/")[1]))];
-  if (!config.targetModules.length) config.targetModules = MODULES.map((m) => m.hf).filter((m) => targets.includes(m));
+  if (!config.targetModules.length) config.targetModules = LORA_MODULES.map((m) => m.hf).filter((m) => targets.includes(m));
   const layers = [...new Set(expect.tensors.map((t) => parseGgufName(t.name)?.layer).filter((l): l is number => l !== undefined))].sort((a, b) => a - b);
   for (const layer of config.layersToTransform ?? layers) {
     for (const hf of targets) {

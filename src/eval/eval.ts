@@ -9,11 +9,12 @@ import { LoraEngine, makeBatch } from "../engine/engine.js";
 import { executionMatch } from "../sql/exec-metrics.js";
 import { closeAll } from "../sql/query-process.js";
 import { isSingleReadQuery } from "../sql/sql-text.js";
-import { SqlGenerator, resolveAdapter } from "../serve/generate.js";
+import { SqlGenerator } from "../serve/generate.js";
+import { resolveAdapter } from "../adapters/folder.js";
 import { encodeExample, Tokenizer } from "../train/prompt.js";
 import { componentMatch, hardness, HARDNESS_LEVELS, type Hardness } from "../sql/spider-metrics.js";
 import type { SpiderSchemaEntry } from "../sql/sqlparse.js";
-import { loadAdapterInto } from "../adapters/folder.js";
+import { loadAdapterInto } from "../adapters/save-load.js";
 import { resolveModelPath } from "../models/model-path.js";
 
 export interface EvalOptions {

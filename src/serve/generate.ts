@@ -3,12 +3,12 @@
 // validation of the SQL against a schema in SQLite (prepared, never run).
 import fs from "node:fs";
 import os from "node:os";
-import path from "node:path";
 import { getLlama, LlamaLogLevel, type Llama, type LlamaContext, type LlamaContextSequence, type LlamaModel, type Token } from "node-llama-cpp";
 import { DEFAULT_TEMPLATE } from "../train/config.js";
 import { checkSqlAgainstSchema, type SchemaCheckOptions } from "../sql/query-process.js";
 import { schemaStatements } from "../sql/sql-text.js";
 import { checkAdapterFits } from "../adapters/merge.js";
+import { resolveAdapter } from "../adapters/folder.js";
 import { resolveModelPath } from "../models/model-path.js";
 import { cpuLlama, renderPrompt } from "../train/prompt.js";
 
@@ -53,40 +53,6 @@ export interface GenerateResult {
   /** set when the SQL was validated against a schema */
   valid?: boolean;
   error?: string;
-}
-
-interface ResolvedAdapter {
-  adapterFile?: string;
-  baseModel?: string;
-  template?: string;
-  /** the LoRA settings it was trained with (text2sql.json), to build a matching engine */
-  lora?: { r?: number; alpha?: number; rslora?: boolean; targetModules?: string[] };
-}
-
-/** Finds adapter.gguf and the recorded base model/template for a file or any trainer output folder. */
-export function resolveAdapter(p: string): ResolvedAdapter {
-  if (!fs.existsSync(p)) throw new Error(`adapter: not found: ${p}`);
-  let dir: string;
-  let file: string;
-  if (fs.statSync(p).isDirectory()) {
-    const candidates = [p, path.join(p, "final_model")];
-    const hit = candidates.find((d) => fs.existsSync(path.join(d, "adapter.gguf")));
-    if (!hit) throw new Error(`adapter: no adapter.gguf in ${p} or ${path.join(p, "final_model")}`);
-    dir = hit;
-    file = path.join(hit, "adapter.gguf");
-  } else {
-    file = p;
-    dir = path.dirname(p);
-  }
-  const out: ResolvedAdapter = { adapterFile: file };
-  const meta = path.join(dir, "text2sql.json");
-  if (fs.existsSync(meta)) {
-    const m = JSON.parse(fs.readFileSync(meta, "utf8")) as { base_model?: string; template?: string; lora?: ResolvedAdapter["lora"] };
-    out.baseModel = m.base_model;
-    out.template = m.template;
-    out.lora = m.lora;
-  }
-  return out;
 }
 
 /** Cuts the SQL out of a completion: after [/INST] if present, up to the end of the first statement. */

@@ -3,7 +3,8 @@
 // the AdamW moments and step count, the dropout stream position, and the place in the data.
 import fs from "node:fs";
 import path from "node:path";
-import { saveAdapterBoth, type AdapterRecord } from "../adapters/folder.js";
+import type { AdapterRecord } from "../adapters/folder.js";
+import { saveAdapterBoth } from "../adapters/save-load.js";
 import type { LoraEngine } from "../engine/engine.js";
 
 /** Where a run is in its schedule. */

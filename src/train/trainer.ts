@@ -4,7 +4,8 @@
 // accumulates and steps. prepareData is also the dry run of `text2sql data`.
 import fs from "node:fs";
 import path from "node:path";
-import { baseModelName, loadAdapterInto, saveAdapterBoth } from "../adapters/folder.js";
+import { baseModelName } from "../adapters/folder.js";
+import { loadAdapterInto, saveAdapterBoth } from "../adapters/save-load.js";
 import { LoraEngine } from "../engine/engine.js";
 import { resolveModelPath } from "../models/model-path.js";
 import { checkpointDirs, loadCheckpoint, type Position } from "./checkpoints.js";
