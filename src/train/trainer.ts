@@ -4,7 +4,7 @@
 // accumulates and steps. prepareData is also the dry run of `text2sql data`.
 import fs from "node:fs";
 import path from "node:path";
-import { baseModelName } from "../adapters/folder.js";
+import { baseModelName, FINAL_MODEL, GGUF_ADAPTER } from "../adapters/folder.js";
 import { loadAdapterInto, saveAdapterBoth } from "../adapters/save-load.js";
 import { LoraEngine } from "../engine/engine.js";
 import { resolveModelPath } from "../models/model-path.js";
@@ -255,7 +255,7 @@ async function finish(run: Run, s: Session, data: DataSummary, t0: number): Prom
   const out = run.cfg.output.dir;
   let finalModel: string | null = null;
   if (!s.interrupted) {
-    finalModel = path.join(out, "final_model");
+    finalModel = path.join(out, FINAL_MODEL);
     await saveAdapterBoth(run.engine, finalModel, { ...run.record, steps: s.pos.step });
   }
   const { history } = run.metrics;
@@ -311,7 +311,7 @@ export function formatSummary(s: TrainSummary): string {
     `wall time       ${(s.wallS / 60).toFixed(1)} min, ${s.tokensPerS.toFixed(1)} tokens/s`,
     `trainable       ${s.trainableParams.toLocaleString("en-US")} parameters`,
     `peak memory     ${gib(s.peakRssBytes)}: base weights ${gib(m.baseWeights)}, transposed copies ${gib(m.transposedCopies)}, LoRA ${gib(m.lora)}, gradients ${gib(m.gradients)}, optimizer state ${gib(m.optimizer)}, compute buffer (activations) ${gib(m.computeBuffer)}, other ${gib(m.other)}`,
-    s.finalModel ? `adapter         ${path.join(s.finalModel, "adapter.gguf")}` : "",
+    s.finalModel ? `adapter         ${path.join(s.finalModel, GGUF_ADAPTER)}` : "",
     `metrics         ${path.join(s.outputDir, "metrics.jsonl")}, ${path.join(s.outputDir, "loss.svg")}`,
   ].filter(Boolean).join("\n");
 }
