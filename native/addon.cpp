@@ -145,6 +145,7 @@ private:
         o.Set("trainableParams", (double) t2s::lora_param_count(en));
         o.Set("loraScale", en.opts.lora.scale());
         o.Set("optimizerSteps", (double) en.adam.t);
+        o.Set("dropoutCalls", (double) en.dropout_calls);
         o.Set("lean", en.opts.lean);
         o.Set("checkpoint", en.opts.checkpoint);
         o.Set("weightBytes", (double) en.weight_bytes);

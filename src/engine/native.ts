@@ -57,7 +57,8 @@ export interface NativeEngineInfo {
   device: string; // ggml backend name, e.g. CPU, CUDA0, MTL0
   trainableParams: number;
   loraScale: number;
-  optimizerSteps: number;
+  optimizerSteps: number; // AdamW steps taken (now, not at creation)
+  dropoutCalls: number; // position in the dropout stream (now)
   targets: number[]; // LoRA target indices, ascending (src/engine/lora.ts maps them to names)
   lean: boolean;
   checkpoint: boolean;

@@ -36,18 +36,17 @@ export function checkpointDirs(out: string): { step: number; dir: string }[] {
 
 /**
  * Writes checkpoint-<pos.step> (into a temporary folder, then renamed) and keeps the newest `keep`.
- * The optimizer state is read from the engine here, and only here. `unfinishedDraws`: dropout
- * draws the accumulations of an unfinished step made, wound back so the checkpoint is the state
- * before that step.
+ * The optimizer state is read from the engine here, and only here. `dropoutCalls`: the dropout
+ * stream's position to record instead of the engine's, for an unfinished step wound back to its start.
  */
 export async function saveCheckpoint(engine: LoraEngine, out: string, pos: Position, tensors: TensorList, keep: number,
-  rec: Omit<AdapterRecord, "steps">, unfinishedDraws = 0): Promise<string> {
+  rec: Omit<AdapterRecord, "steps">, dropoutCalls?: number): Promise<string> {
   const opt = await engine.getOptimizerState();
   const state: TrainerState = {
     step: pos.step,
     epoch: pos.epoch,
     offset: pos.offset,
-    optimizer: { t: opt.t, dropoutCalls: (opt.dropoutCalls ?? 0) - unfinishedDraws },
+    optimizer: { t: opt.t, dropoutCalls: dropoutCalls ?? opt.dropoutCalls ?? 0 },
     tensors,
   };
   const dir = path.join(out, "checkpoints", `checkpoint-${state.step}`);

@@ -84,37 +84,26 @@ async function evaluate(run: Run, s: Session, step: number): Promise<void> {
   hooks.onEval?.(s.lastEval);
 }
 
-/** Whether the engine draws a dropout mask for a sequence: it does for each one with a target. */
-function drawsDropout(engine: LoraEngine, e: Encoded): boolean {
-  // the engine compares the rate as a float
-  return Math.fround(engine.options.lora.dropout) > 0 && e.mask.some((m, j) => j > 0 && m);
-}
-
-/**
- * Accumulates the gradients of one step's examples, micro-batch by micro-batch. On abort it stops
- * after the current micro-batch; `draws` counts the dropout masks drawn (one per sequence with a
- * target), so that a checkpoint can wind the dropout stream back to the start of the step.
- */
+/** Accumulates the gradients of one step's examples, micro-batch by micro-batch; on abort it stops after the current one. */
 async function accumulate(run: Run, exs: Encoded[]) {
   const bs = run.cfg.train.batch_size;
   const divisor = exs.reduce((n, e) => n + e.mask.reduce((a, b) => a + b, 0), 0); // targets in the whole step
-  let lossSum = 0, tokens = 0, draws = 0;
+  let lossSum = 0, tokens = 0;
   for (let i = 0; i < exs.length; i += bs) {
     const mb = exs.slice(i, i + bs);
     const st = await run.engine.accumulate(makeBatch(mb), divisor);
     lossSum += st.lossSum;
     tokens += mb.reduce((n, e) => n + e.tokens.length, 0);
-    draws += mb.filter((e) => drawsDropout(run.engine, e)).length;
-    if (run.hooks.signal?.aborted) return { aborted: true, loss: NaN, tokens, draws };
+    if (run.hooks.signal?.aborted) return { aborted: true, loss: NaN, tokens };
   }
-  return { aborted: false, loss: lossSum / divisor, tokens, draws };
+  return { aborted: false, loss: lossSum / divisor, tokens };
 }
 
 /** Leaves the unfinished step undone: its gradients are dropped, the checkpoint is the state before it. */
-async function interrupt(run: Run, s: Session, before: Position, draws: number): Promise<void> {
+async function interrupt(run: Run, s: Session, before: Position, dropoutCalls: number): Promise<void> {
   const tc = run.cfg.train;
   await run.engine.zeroGrad();
-  const dir = await saveCheckpoint(run.engine, run.cfg.output.dir, before, run.tensors, tc.keep_checkpoints, run.record, draws);
+  const dir = await saveCheckpoint(run.engine, run.cfg.output.dir, before, run.tensors, tc.keep_checkpoints, run.record, dropoutCalls);
   run.hooks.onLog?.(`interrupted: checkpoint saved to ${dir}`);
   s.pos = before;
   s.interrupted = true;
@@ -158,9 +147,10 @@ async function trainStep(run: Run, s: Session): Promise<boolean> {
   }
   const t0 = performance.now();
   const exs = s.order.slice(pos.offset, pos.offset + examplesPerStep(tc)).map((i) => run.data.train[i]);
+  const dropoutAtStart = run.engine.counters().dropoutCalls; // an interrupted step is wound back to here
   const acc = await accumulate(run, exs);
   if (acc.aborted) {
-    await interrupt(run, s, before, acc.draws);
+    await interrupt(run, s, before, dropoutAtStart);
     return false;
   }
   const lr = lrAt(pos.step, run.totalSteps, tc);
