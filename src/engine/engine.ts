@@ -11,7 +11,8 @@ import {
   type NativeOptimizerState,
   type NativeTensor,
 } from "./native.js";
-import { checkInt, checkNum, fail, LORA_MODULES, resolveLoraOptions, targetIndex, type HfModuleName, type LoraOptions, type ResolvedLoraOptions } from "./lora.js";
+import { checkThreads, warn } from "./system.js";
+import { checkInt, checkNum, fail, LORA_MODULES, rankWarning, resolveLoraOptions, targetIndex, type HfModuleName, type LoraOptions, type ResolvedLoraOptions } from "./lora.js";
 
 export type Device = "auto" | "cpu" | "cuda" | "metal";
 
@@ -107,7 +108,7 @@ export class LoraEngine {
     if (!fs.existsSync(options.model)) throw new Error(`model: file not found: ${options.model}`);
     const device = options.device ?? "auto";
     if (!["auto", "cpu", "cuda", "metal"].includes(device)) fail("device", "one of auto, cpu, cuda, metal", device);
-    const threads = checkInt("threads", options.threads ?? 0, 0);
+    const threads = checkThreads("threads", options.threads ?? 0);
     const memory = options.memory ?? "fast";
     if (memory !== "fast" && memory !== "lean") fail("memory", '"fast" or "lean"', memory);
     const checkpointing = options.checkpointing ?? memory === "lean";
@@ -132,11 +133,20 @@ export class LoraEngine {
       seed: lora.seed,
       targets: lora.targetModules.map(targetIndex),
     });
-    return new LoraEngine(native, { model: options.model, device, threads, memory, checkpointing, profile, portableOps, lora });
+    const engine = new LoraEngine(native, { model: options.model, device, threads, memory, checkpointing, profile, portableOps, lora });
+    const tooWide = rankWarning(lora, engine.info);
+    if (tooWide) warn(tooWide);
+    return engine;
   }
 
   get trainableParams(): number {
     return this.info.trainableParams;
+  }
+
+  /** The optimizer's step count and the dropout stream's position now (cheap: no tensor is copied). */
+  counters(): { t: number; dropoutCalls: number } {
+    const i = this.#live("counters").info();
+    return { t: i.optimizerSteps, dropoutCalls: i.dropoutCalls };
   }
 
   /** Memory the engine holds now: weights (and transposed copies) and the compute buffer. */

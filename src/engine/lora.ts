@@ -105,6 +105,25 @@ export function resolveLoraOptions(l: LoraOptions = {}): ResolvedLoraOptions {
   };
 }
 
+/** A layer's weight shape [n_in, n_out] in a model of these dimensions. */
+export function loraShape(m: LoraModule, d: { nEmbd: number; nHead: number; nHeadKv: number; nFf: number }): [number, number] {
+  const kv = (d.nEmbd / d.nHead) * d.nHeadKv;
+  const shapes: Record<LoraTarget, [number, number]> = {
+    q: [d.nEmbd, d.nEmbd], k: [d.nEmbd, kv], v: [d.nEmbd, kv], o: [d.nEmbd, d.nEmbd], gate: [d.nEmbd, d.nFf], up: [d.nEmbd, d.nFf], down: [d.nFf, d.nEmbd],
+  };
+  return shapes[m.short];
+}
+
+/** A warning when the rank exceeds min(n_in, n_out) of an adapted layer (more parameters, no more capacity), else undefined. */
+export function rankWarning(o: ResolvedLoraOptions, d: { nEmbd: number; nHead: number; nHeadKv: number; nFf: number }): string | undefined {
+  const [m, dim] = o.targetModules
+    .map((t) => loraModule(t))
+    .map((x) => [x, Math.min(...loraShape(x, d))] as const)
+    .reduce((a, b) => (b[1] < a[1] ? b : a));
+  if (o.r <= dim) return undefined;
+  return `lora.r ${o.r} is larger than ${m.hf}'s smaller dimension ${dim}: a rank above min(n_in, n_out) adds parameters and memory, not capacity`;
+}
+
 /** The factor on B·A: alpha / r, or alpha / sqrt(r) with rsLoRA. */
 export function loraScale(o: { r: number; alpha: number; rslora: boolean }): number {
   return o.rslora ? o.alpha / Math.sqrt(o.r) : o.alpha / o.r;

@@ -1,7 +1,33 @@
-// What the native engine can compute on: its devices, for `text2sql doctor` and users.
+// What the machine offers the native engine: its compute devices (for `text2sql doctor` and users)
+// and the CPU thread counts that make sense on it.
+import os from "node:os";
+import { fail } from "./lora.js";
 import { loadNative, type NativeDevice } from "./native.js";
 
 /** The compute devices this build of the native engine can use (CPU always; CUDA/Metal when built). */
 export function systemInfo(): { devices: NativeDevice[] } {
   return { devices: loadNative().systemInfo().devices };
+}
+
+/** A warning on stderr: the run goes on, and the user can see what happened. */
+export function warn(message: string): void {
+  process.stderr.write(`text2sql: warning: ${message}\n`);
+}
+
+/**
+ * More threads than this many per core are refused: such a count is a typo, and OpenMP then
+ * cannot create its threads (100,000 crashed the process; 20,000 ran on and ignored SIGTERM).
+ */
+export const MAX_THREADS_PER_CORE = 4;
+
+/**
+ * Checks a thread count (0: all cores): an integer from 0 to MAX_THREADS_PER_CORE × the cores
+ * here; above the core count it runs, with a warning, since threads beyond the cores only wait.
+ */
+export function checkThreads(option: string, v: unknown, onWarning: ((message: string) => void) | null = warn): number {
+  const cores = os.availableParallelism();
+  const max = MAX_THREADS_PER_CORE * cores;
+  if (typeof v !== "number" || !Number.isInteger(v) || v < 0 || v > max) fail(option, `an integer from 0 (all cores) to ${max} (${MAX_THREADS_PER_CORE} per core; this machine has ${cores})`, v);
+  if (v > cores) onWarning?.(`${option} ${v} is more than the ${cores} cores here; threads beyond the cores only wait for each other`);
+  return v;
 }

@@ -97,8 +97,10 @@ async function loadItems(o: EvalOptions): Promise<Item[]> {
 function readPredictions(file: string, n: number): string[] {
   if (!fs.existsSync(file)) throw new Error(`--predictions: file not found: ${file}`);
   const lines = fs.readFileSync(file, "utf8").replace(/\r\n/g, "\n").replace(/\n$/, "").split("\n");
-  if (lines.length < n) throw new Error(`--predictions: ${file} has ${lines.length} lines but the dataset has ${n} examples (one SQL per line, in order)`);
-  return lines.slice(0, n);
+  // a count that differs means the lines and the examples are not paired (an extra line, or a query
+  // split over two lines, shifts every later example): refuse rather than score the wrong pairs
+  if (lines.length !== n) throw new Error(`--predictions: ${file} has ${lines.length} lines but the dataset has ${n} examples (one SQL per line, in order)`);
+  return lines;
 }
 
 /** Teacher-forced eval loss and token accuracy of the adapter on the items (the seed's metrics). */

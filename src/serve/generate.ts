@@ -9,6 +9,7 @@ import { checkSqlAgainstSchema, type SchemaCheckOptions } from "../sql/query-pro
 import { schemaStatements } from "../sql/sql-text.js";
 import { checkAdapterFits } from "../adapters/merge.js";
 import { resolveAdapter } from "../adapters/folder.js";
+import { checkThreads } from "../engine/system.js";
 import { resolveModelPath } from "../models/model-path.js";
 import { cpuLlama, renderPrompt } from "../train/prompt.js";
 
@@ -141,7 +142,7 @@ export class SqlGenerator {
       // node-llama-cpp 3.21.1 (test/generate.test.ts checks 50 concurrent questions).
       // node-llama-cpp's own default thread count decoded 30 tokens of the quickstart model in 17 s
       // on a 2-core machine (1 thread: 25 ms); at TinyLlama shape 2 threads beat 1 (21 vs 15 tokens/s)
-      const threads = o.threads ?? (fs.statSync(modelPath).size < 200e6 ? 1 : Math.max(1, Math.floor(os.availableParallelism() / parallel)));
+      const threads = o.threads !== undefined ? checkThreads("threads", o.threads) : (fs.statSync(modelPath).size < 200e6 ? 1 : Math.max(1, Math.floor(os.availableParallelism() / parallel)));
       const contexts: LlamaContext[] = [];
       for (let i = 0; i < parallel; i++) {
         contexts.push(await model.createContext({

@@ -3,6 +3,7 @@
 import fs from "node:fs";
 import YAML from "yaml";
 import { LORA_DEFAULTS, LORA_MODULES, loraModule, type LoraOptions } from "../engine/lora.js";
+import { checkThreads } from "../engine/system.js";
 
 export const DEFAULT_TEMPLATE = "[INST] Generate SQL for the following question. Question: {question} [/INST]";
 
@@ -402,6 +403,11 @@ export function loadConfig(src: ConfigSources): TrainConfig {
 }
 
 function validateWhole(cfg: TrainConfig): void {
+  try {
+    checkThreads("train.threads", cfg.train.threads, null); // the engine warns above the core count
+  } catch (err) {
+    throw new ConfigError((err as Error).message);
+  }
   for (const t of cfg.lora.target_modules) {
     try {
       loraModule(t, "lora.target_modules");

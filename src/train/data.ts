@@ -60,7 +60,26 @@ function lineOf(buf: Uint8Array, offset: number): number {
   return line;
 }
 
+/** A data file larger than this is refused before it is read (the Spider CSV is 1.5 MB). */
+export const MAX_DATA_FILE_BYTES = 1024 ** 3;
+/** One field (a question, an SQL query, a schema) may hold at most this many characters. */
+export const MAX_FIELD_CHARS = 1_000_000;
+/** One CSV record or JSONL line may hold at most this many characters. */
+export const MAX_ROW_CHARS = 4_000_000;
+
+/** Only a regular file of bounded size is read: never a device, a pipe or a folder. */
+function checkDataFile(file: string): void {
+  const st = fs.statSync(file);
+  if (!st.isFile()) throw new DataError(`${file}: not a regular file (a device, a pipe or a folder cannot be a dataset)`);
+  if (st.size > MAX_DATA_FILE_BYTES) throw new DataError(`${file}: ${st.size} bytes, more than the ${MAX_DATA_FILE_BYTES} a data file may have`);
+}
+
+function checkField(where: string, name: string, value: string): void {
+  if (value.length > MAX_FIELD_CHARS) throw new DataError(`${where}: field '${name}' has ${value.length} characters, more than the ${MAX_FIELD_CHARS} allowed`);
+}
+
 function checkUtf8(file: string): void {
+  checkDataFile(file);
   const buf = fs.readFileSync(file);
   try {
     new TextDecoder("utf-8", { fatal: true }).decode(buf);
@@ -85,7 +104,7 @@ function formatOf(file: string, format: TrainConfig["data"]["format"]): "csv" | 
 
 async function readCsv(file: string, cols: TrainConfig["data"]["columns"]): Promise<Example[]> {
   checkUtf8(file);
-  const parser = fs.createReadStream(file).pipe(parse({ bom: true, columns: true, info: true, skip_empty_lines: true, trim: true }));
+  const parser = fs.createReadStream(file).pipe(parse({ bom: true, columns: true, info: true, skip_empty_lines: true, trim: true, max_record_size: MAX_ROW_CHARS }));
   const out: Example[] = [];
   let checkedHeader = false;
   try {
@@ -101,6 +120,7 @@ async function readCsv(file: string, cols: TrainConfig["data"]["columns"]): Prom
         checkedHeader = true;
       }
       const line = info.lines;
+      for (const [name, value] of Object.entries(record)) checkField(`${file}:${line}`, name, value);
       const question = record[cols.question];
       const sql = record[cols.sql];
       if (!question) throw new DataError(`${file}:${line}: empty ${cols.question}`);
@@ -116,6 +136,7 @@ async function readCsv(file: string, cols: TrainConfig["data"]["columns"]): Prom
     if (err instanceof DataError) throw err;
     const e = err as Error & { code?: string; lines?: number };
     const line = e.lines ?? "?";
+    if (e.code === "CSV_MAX_RECORD_SIZE") throw new DataError(`${file}:${line}: a record of more than ${MAX_ROW_CHARS} characters (a field that never ends?)`);
     if (e.code === "CSV_QUOTE_NOT_CLOSED") throw new DataError(`${file}:${line}: unterminated quote (a field opens with " and never closes)`);
     if (e.code?.startsWith("CSV_RECORD_INCONSISTENT") || e.code === "CSV_RECORD_DONT_MATCH_COLUMNS_LENGTH") {
       throw new DataError(`${file}:${line}: wrong number of fields (${e.message.replace(/^Invalid Record Length: /, "").replace(/ on line \d+$/, "")}); quote fields that contain commas`);
@@ -137,8 +158,13 @@ function fromObject(obj: unknown, cols: TrainConfig["data"]["columns"], where: s
   const s = pick(o, [cols.sql, "sql", "query"]);
   if (typeof q !== "string" || !q.trim()) throw new DataError(`${where}: missing or empty question (field '${cols.question}' or 'question')`);
   if (typeof s !== "string" || !s.trim()) throw new DataError(`${where}: missing or empty SQL (field '${cols.sql}', 'sql' or 'query')`);
+  checkField(where, "question", q);
+  checkField(where, "sql", s);
   const ex: Example = { question: q.trim(), sql: s.trim(), source: where };
-  if (cols.schema && typeof o[cols.schema] === "string") ex.schema = o[cols.schema] as string;
+  if (cols.schema && typeof o[cols.schema] === "string") {
+    checkField(where, cols.schema, o[cols.schema] as string);
+    ex.schema = o[cols.schema] as string;
+  }
   else if (schemas && typeof o.db_id === "string") {
     const sc = schemas.get(o.db_id);
     if (!sc) throw new DataError(`${where}: db_id '${o.db_id}' is not in tables.json`);
@@ -153,6 +179,7 @@ async function readJsonl(file: string, cols: TrainConfig["data"]["columns"]): Pr
   const out: Example[] = [];
   text.split(/\r?\n/).forEach((raw, i) => {
     if (!raw.trim()) return;
+    if (raw.length > MAX_ROW_CHARS) throw new DataError(`${file}:${i + 1}: a line of ${raw.length} characters, more than the ${MAX_ROW_CHARS} allowed`);
     let obj: unknown;
     try {
       obj = JSON.parse(raw);
