@@ -229,28 +229,32 @@ const ALIASES: Record<string, string> = {
   lora_alpha: "lora.alpha",
   lora_dropout: "lora.dropout",
   rslora: "lora.use_rslora",
+  targets: "lora.target_modules",
   max_length: "data.max_seq_len",
   max_len: "data.max_seq_len",
   model_name: "model.path",
   model_name_or_path: "model.path",
 };
 
-/** The known key closest to `key`: a known alias, else the nearest name in the same group, else overall. */
+/**
+ * The known key closest to `key`: an alias, else the nearest key or alias name in the same section
+ * (`train.lerning_rate` -> train.lr, through the alias learning_rate), else the nearest overall.
+ */
 export function closestKey(key: string): string {
   const parts = key.split(".");
   const last = parts[parts.length - 1];
   if (ALIASES[last]) return ALIASES[last];
-  const keys = Object.keys(SCHEMA);
-  const nearest = (cands: string[], of: (k: string) => string, target: string) =>
-    cands.map((k) => ({ k, d: levenshtein(target, of(k)) })).sort((a, b) => a.d - b.d)[0];
+  const names = [...Object.keys(SCHEMA).map((k) => ({ name: k.split(".").pop()!, key: k })), ...Object.entries(ALIASES).map(([name, k]) => ({ name, key: k }))];
+  const nearest = <T extends { key: string }>(cands: T[], of: (c: T) => string, target: string) =>
+    cands.map((c) => ({ key: c.key, d: levenshtein(target, of(c)) })).sort((a, b) => a.d - b.d)[0];
   if (parts.length > 1) {
-    const group = keys.filter((k) => k.startsWith(parts[0] + "."));
-    const best = group.length ? nearest(group, (k) => k.slice(parts[0].length + 1), parts.slice(1).join(".")) : undefined;
-    if (best && best.d <= Math.max(2, Math.floor(last.length / 2))) return best.k;
+    const section = names.filter((n) => n.key.startsWith(parts[0] + "."));
+    const best = section.length ? nearest(section, (n) => n.name, last) : undefined;
+    if (best && best.d <= Math.max(2, Math.floor(last.length / 2))) return best.key;
   }
-  const byLast = nearest(keys, (k) => k.split(".").pop()!, last);
-  const byFull = nearest(keys, (k) => k, key);
-  return byLast.d <= byFull.d ? byLast.k : byFull.k;
+  const byLast = nearest(names, (n) => n.name, last);
+  const byFull = nearest(Object.keys(SCHEMA).map((k) => ({ key: k })), (c) => c.key, key);
+  return byLast.d <= byFull.d ? byLast.key : byFull.key;
 }
 
 function describe(v: unknown): string {
