@@ -15,7 +15,8 @@
 import fs from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { f32ToBf16, f32ToF16, GgufValueType, readGguf, readTensorF32, type GgufFile, type GgufTensorInfo } from "../src/formats/gguf.js";
+import { GgufValueType, readGguf, readTensorF32, type GgufFile, type GgufTensorInfo } from "../src/formats/gguf.js";
+import { f32ToBf16, f32ToF16 } from "../src/formats/float16.js";
 import { unpermuteRows } from "../src/formats/llama-layout.js";
 import { writeSafetensorsStream, type StWriteEntry } from "../src/formats/safetensors.js";
 import { encodeSentencePieceModel, SentencePieceModelType, type SentencePiece } from "../src/models/sentencepiece.js";

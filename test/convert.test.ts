@@ -9,11 +9,6 @@ import type { Token } from "node-llama-cpp";
 import { convertHfToGguf } from "../src/models/convert.js";
 import { LoraEngine } from "../src/engine/engine.js";
 import {
-  bf16ToF32,
-  f16ToF32,
-  f32ToBf16,
-  f32ToBf16Bits,
-  f32ToF16,
   GgmlType,
   GgufValueType,
   readGguf,
@@ -21,6 +16,7 @@ import {
   type GgufFile,
   type GgufValue,
 } from "../src/formats/gguf.js";
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToBf16Bits, f32ToF16 } from "../src/formats/float16.js";
 import { permuteRows, permuteRowsBytes } from "../src/formats/llama-layout.js";
 import { cpuLlama } from "../src/train/prompt.js";
 import { openHfWeights, readSafetensorsHeader } from "../src/formats/safetensors.js";

@@ -3,7 +3,8 @@
 import fs from "node:fs";
 import path from "node:path";
 import { beforeAll, describe, expect, test } from "vitest";
-import { GgmlType, ggmlTensorByteLength, readGguf, readTensorBytes, writeGguf } from "../src/formats/gguf.js";
+import { GgmlType, ggmlTensorByteLength, readGguf, readTensorBytes } from "../src/formats/gguf.js";
+import { writeGguf } from "../src/formats/gguf-write.js";
 import { LoraEngine, makeBatch } from "../src/engine/engine.js";
 import { loadNative, type NativeEngineOptions } from "../src/engine/native.js";
 import { tempDir, testModel } from "./helpers/models.js";

@@ -5,6 +5,12 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
     GgmlType,
     GgufValueType,
+    gv,
+    readGguf,
+    readTensorBytes,
+    readTensorF32,
+} from "../src/formats/gguf.js";
+import {
     bf16BitsToF32,
     bf16ToF32,
     f16BitsToF32,
@@ -13,13 +19,10 @@ import {
     f32ToBf16Bits,
     f32ToF16,
     f32ToF16Bits,
-    gv,
-    readGguf,
-    readTensorBytes,
-    readTensorF32,
-    writeGguf,
-} from "../src/formats/gguf.js";
-import type { GgufTensorSpec, GgufValue } from "../src/formats/gguf.js";
+} from "../src/formats/float16.js";
+import { writeGguf } from "../src/formats/gguf-write.js";
+import type { GgufValue } from "../src/formats/gguf.js";
+import type { GgufTensorSpec } from "../src/formats/gguf-write.js";
 import { llamaCppSourceDir, makeTestModel } from "../src/models/test-model.js";
 import { llamaCppLogProbs, llamaCppTokenize } from "./helpers/llamacpp.js";
 

@@ -34,17 +34,15 @@ import * as path from "node:path";
 import {
     GgmlType,
     GgufValueType,
-    bf16ToF32,
-    f16ToF32,
-    f32ToBf16,
-    f32ToF16,
     ggmlTypeName,
     gv,
     readGguf,
     readTensorF32,
-    writeGguf,
 } from "../formats/gguf.js";
-import type { GgufFile, GgufTensorInfo, GgufTensorSpec, GgufValue, TensorData } from "../formats/gguf.js";
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "../formats/float16.js";
+import { writeGguf } from "../formats/gguf-write.js";
+import type { GgufFile, GgufTensorInfo, GgufValue } from "../formats/gguf.js";
+import type { GgufTensorSpec, TensorData } from "../formats/gguf-write.js";
 
 export type MergeType = "f16" | "bf16" | "f32";
 

@@ -1,5 +1,6 @@
 /**
- * A small GGUF (v2/v3) reader and writer.
+ * A small GGUF (v2/v3) reader, and the types and constants of the format (the writer is
+ * ./gguf-write.ts, the f16/bf16 conversions ./float16.ts).
  *
  * File layout (all little-endian):
  *
@@ -22,7 +23,7 @@
  */
 import * as fs from "node:fs";
 import * as os from "node:os";
-import * as path from "node:path";
+import { bf16ToF32, f16ToF32 } from "./float16.js";
 
 // ---------------------------------------------------------------------------
 // Metadata value types
@@ -125,7 +126,7 @@ const SCALAR_SIZE: Partial<Record<GgufValueType, number>> = {
 };
 
 /** Typed array constructors for the numeric value types. */
-const TYPED_ARRAY: Partial<Record<GgufValueType, { new (n: number): ArrayBufferView & { length: number }; BYTES_PER_ELEMENT: number }>> = {
+export const TYPED_ARRAY: Partial<Record<GgufValueType, { new (n: number): ArrayBufferView & { length: number }; BYTES_PER_ELEMENT: number }>> = {
     0: Uint8Array, 1: Int8Array, 2: Uint16Array, 3: Int16Array, 4: Uint32Array, 5: Int32Array,
     6: Float32Array, 10: BigUint64Array, 11: BigInt64Array, 12: Float64Array,
 };
@@ -192,121 +193,6 @@ export function ggmlTensorByteLength(type: number, ne: readonly number[]): numbe
 }
 
 // ---------------------------------------------------------------------------
-// Float conversions
-// ---------------------------------------------------------------------------
-
-// Scratch views for bit-casting single values.
-const f32Scratch = new Float32Array(1);
-const u32Scratch = new Uint32Array(f32Scratch.buffer);
-
-/** Convert the bit pattern of an f32 to the nearest f16 bit pattern (round to nearest, ties to even). */
-function f32BitsToF16Bits(x: number): number {
-    const sign = (x >>> 16) & 0x8000;
-    const abs = x & 0x7fffffff;
-    if (abs >= 0x7f800000) {
-        // Inf stays Inf; NaN stays a quiet NaN keeping the top payload bits.
-        return abs === 0x7f800000 ? sign | 0x7c00 : sign | 0x7e00 | ((abs >>> 13) & 0x3ff);
-    }
-    if (abs >= 0x47800000) return sign | 0x7c00; // >= 65536: overflows to Inf
-    if (abs < 0x38800000) {
-        // Below the smallest normal f16 (2^-14): the result is a subnormal (or zero),
-        // i.e. a multiple of 2^-24. m = mantissa_with_hidden_bit >> shift, rounded.
-        if (abs < 0x33000000) return sign; // < 2^-25 rounds to zero (2^-25 itself ties to even 0)
-        const exp = abs >>> 23;
-        const mant = (abs & 0x7fffff) | 0x800000;
-        const shift = 126 - exp; // 14..24
-        let q = mant >>> shift;
-        const rem = mant & ((1 << shift) - 1);
-        const half = 1 << (shift - 1);
-        if (rem > half || (rem === half && (q & 1) !== 0)) q++; // may carry into the smallest normal: fine
-        return sign | q;
-    }
-    // Normal range: rebias the exponent (127 -> 15) and round the 13 dropped mantissa bits.
-    let h = (abs >>> 13) - ((127 - 15) << 10);
-    const rem = abs & 0x1fff;
-    if (rem > 0x1000 || (rem === 0x1000 && (h & 1) !== 0)) h++; // a carry may round up to Inf: correct
-    return sign | h;
-}
-
-/** Convert the bit pattern of an f32 to the nearest bf16 bit pattern (round to nearest, ties to even). */
-function f32BitsToBf16Bits(x: number): number {
-    if ((x & 0x7fffffff) > 0x7f800000) return ((x >>> 16) | 0x40) & 0xffff; // quiet NaN
-    return ((x + 0x7fff + ((x >>> 16) & 1)) >>> 16) & 0xffff;
-}
-
-/** Lookup table f16 bits -> f32 value, built on first use (256 KiB). */
-let f16Table: Float32Array | undefined;
-function getF16Table(): Float32Array {
-    if (f16Table) return f16Table;
-    const table = new Float32Array(65536);
-    const bits = new Uint32Array(table.buffer);
-    for (let h = 0; h < 65536; h++) {
-        const sign = (h & 0x8000) << 16;
-        const exp = (h >>> 10) & 0x1f;
-        const mant = h & 0x3ff;
-        if (exp === 0) {
-            // zero or subnormal: mant * 2^-24, exactly representable in f32
-            table[h] = (sign ? -1 : 1) * mant * 2 ** -24;
-        } else if (exp === 0x1f) {
-            bits[h] = sign | 0x7f800000 | (mant << 13);
-        } else {
-            bits[h] = sign | ((exp + 127 - 15) << 23) | (mant << 13);
-        }
-    }
-    f16Table = table;
-    return table;
-}
-
-/** Convert f32 values to f16 bit patterns (round to nearest, ties to even; subnormals, Inf and NaN handled). */
-export function f32ToF16(src: Float32Array, out: Uint16Array = new Uint16Array(src.length)): Uint16Array {
-    if (out.length < src.length) throw new RangeError("f32ToF16: output array is too short");
-    const bits = new Uint32Array(src.buffer, src.byteOffset, src.length);
-    for (let i = 0; i < bits.length; i++) out[i] = f32BitsToF16Bits(bits[i]!);
-    return out;
-}
-
-/** Convert f16 bit patterns to f32 values (exact). */
-export function f16ToF32(src: Uint16Array, out: Float32Array = new Float32Array(src.length)): Float32Array {
-    if (out.length < src.length) throw new RangeError("f16ToF32: output array is too short");
-    const table = getF16Table();
-    for (let i = 0; i < src.length; i++) out[i] = table[src[i]!]!;
-    return out;
-}
-
-/** Convert f32 values to bf16 bit patterns (round to nearest, ties to even; NaN stays NaN). */
-export function f32ToBf16(src: Float32Array, out: Uint16Array = new Uint16Array(src.length)): Uint16Array {
-    if (out.length < src.length) throw new RangeError("f32ToBf16: output array is too short");
-    const bits = new Uint32Array(src.buffer, src.byteOffset, src.length);
-    for (let i = 0; i < bits.length; i++) out[i] = f32BitsToBf16Bits(bits[i]!);
-    return out;
-}
-
-/** Convert bf16 bit patterns to f32 values (exact). */
-export function bf16ToF32(src: Uint16Array, out: Float32Array = new Float32Array(src.length)): Float32Array {
-    if (out.length < src.length) throw new RangeError("bf16ToF32: output array is too short");
-    const bits = new Uint32Array(out.buffer, out.byteOffset, src.length);
-    for (let i = 0; i < src.length; i++) bits[i] = src[i]! << 16;
-    return out;
-}
-
-/** Scalar helpers: f16/bf16 bits of a single number, and back. */
-export function f32ToF16Bits(value: number): number {
-    f32Scratch[0] = value;
-    return f32BitsToF16Bits(u32Scratch[0]!);
-}
-export function f16BitsToF32(bits: number): number {
-    return getF16Table()[bits & 0xffff]!;
-}
-export function f32ToBf16Bits(value: number): number {
-    f32Scratch[0] = value;
-    return f32BitsToBf16Bits(u32Scratch[0]!);
-}
-export function bf16BitsToF32(bits: number): number {
-    u32Scratch[0] = (bits & 0xffff) << 16;
-    return f32Scratch[0]!;
-}
-
-// ---------------------------------------------------------------------------
 // Reader
 // ---------------------------------------------------------------------------
 
@@ -335,7 +221,12 @@ export interface GgufFile {
     fileSize: number;
 }
 
-function assertLittleEndianHost(): void {
+/** n rounded up to a multiple of alignment. */
+export function alignUp(n: number, alignment: number): number {
+    return Math.ceil(n / alignment) * alignment;
+}
+
+export function assertLittleEndianHost(): void {
     if (os.endianness() !== "LE") throw new Error("gguf: only little-endian hosts are supported");
 }
 
@@ -610,233 +501,4 @@ export function getMetadata<T extends GgufScalar["value"]>(file: GgufFile, key: 
         throw new Error(`${file.path}: metadata "${key}" has value type ${v.type}, expected ${type}`);
     }
     return v.value as T;
-}
-
-// ---------------------------------------------------------------------------
-// Writer
-// ---------------------------------------------------------------------------
-
-/** Raw tensor payload. Float32Array is converted when the tensor type is F16 or BF16. */
-export type TensorData = Uint8Array | Uint16Array | Float32Array | Int32Array;
-
-export interface GgufTensorSpec {
-    name: string;
-    type: number;
-    ne: readonly number[];
-    /**
-     * The tensor contents, either as one array, or as a function returning chunks
-     * (consumed lazily while writing, so huge tensors never need to be in memory at once).
-     * Uint8Array is written verbatim; Uint16Array holds f16/bf16 bit patterns; Float32Array is
-     * written as-is for F32 and converted (round to nearest even) for F16/BF16.
-     */
-    data: TensorData | (() => Iterable<TensorData>);
-}
-
-export interface GgufWriteSpec {
-    /** Metadata in file order. `general.alignment`, if present, sets the alignment. */
-    metadata: Iterable<readonly [string, GgufValue]>;
-    tensors: readonly GgufTensorSpec[];
-}
-
-/** Little-endian byte builder for the header. */
-class ByteSink {
-    private chunks: Buffer[] = [];
-    private cur = Buffer.allocUnsafe(1 << 16);
-    private pos = 0;
-    length = 0;
-
-    private room(n: number): void {
-        if (this.pos + n <= this.cur.length) return;
-        this.chunks.push(this.cur.subarray(0, this.pos));
-        this.cur = Buffer.allocUnsafe(Math.max(1 << 16, n));
-        this.pos = 0;
-    }
-    u8(v: number): void { this.room(1); this.cur.writeUInt8(v, this.pos); this.pos += 1; this.length += 1; }
-    i8(v: number): void { this.room(1); this.cur.writeInt8(v, this.pos); this.pos += 1; this.length += 1; }
-    u16(v: number): void { this.room(2); this.cur.writeUInt16LE(v, this.pos); this.pos += 2; this.length += 2; }
-    i16(v: number): void { this.room(2); this.cur.writeInt16LE(v, this.pos); this.pos += 2; this.length += 2; }
-    u32(v: number): void { this.room(4); this.cur.writeUInt32LE(v, this.pos); this.pos += 4; this.length += 4; }
-    i32(v: number): void { this.room(4); this.cur.writeInt32LE(v, this.pos); this.pos += 4; this.length += 4; }
-    f32(v: number): void { this.room(4); this.cur.writeFloatLE(v, this.pos); this.pos += 4; this.length += 4; }
-    f64(v: number): void { this.room(8); this.cur.writeDoubleLE(v, this.pos); this.pos += 8; this.length += 8; }
-    u64(v: bigint | number): void { this.room(8); this.cur.writeBigUInt64LE(BigInt(v), this.pos); this.pos += 8; this.length += 8; }
-    i64(v: bigint): void { this.room(8); this.cur.writeBigInt64LE(v, this.pos); this.pos += 8; this.length += 8; }
-    bytes(b: Uint8Array): void {
-        this.room(b.length);
-        this.cur.set(b, this.pos);
-        this.pos += b.length;
-        this.length += b.length;
-    }
-    string(s: string): void {
-        const b = Buffer.from(s, "utf8");
-        this.u64(b.length);
-        this.bytes(b);
-    }
-    finish(): Buffer {
-        return Buffer.concat([...this.chunks, this.cur.subarray(0, this.pos)]);
-    }
-}
-
-function writeScalar(sink: ByteSink, type: number, value: unknown, key: string): void {
-    const bad = (): never => {
-        throw new Error(`gguf: metadata "${key}": value ${String(value)} does not fit value type ${type}`);
-    };
-    const int = (lo: number, hi: number): number => {
-        if (typeof value !== "number" || !Number.isInteger(value) || value < lo || value > hi) bad();
-        return value as number;
-    };
-    switch (type) {
-        case GgufValueType.UINT8: return sink.u8(int(0, 0xff));
-        case GgufValueType.INT8: return sink.i8(int(-0x80, 0x7f));
-        case GgufValueType.UINT16: return sink.u16(int(0, 0xffff));
-        case GgufValueType.INT16: return sink.i16(int(-0x8000, 0x7fff));
-        case GgufValueType.UINT32: return sink.u32(int(0, 0xffffffff));
-        case GgufValueType.INT32: return sink.i32(int(-0x80000000, 0x7fffffff));
-        case GgufValueType.FLOAT32: return typeof value === "number" ? sink.f32(value) : bad();
-        case GgufValueType.FLOAT64: return typeof value === "number" ? sink.f64(value) : bad();
-        case GgufValueType.BOOL: return typeof value === "boolean" ? sink.u8(value ? 1 : 0) : bad();
-        case GgufValueType.STRING: return typeof value === "string" ? sink.string(value) : bad();
-        case GgufValueType.UINT64:
-            if (typeof value !== "bigint" || value < 0n || value >= 1n << 64n) bad();
-            return sink.u64(value as bigint);
-        case GgufValueType.INT64:
-            if (typeof value !== "bigint" || value < -(1n << 63n) || value >= 1n << 63n) bad();
-            return sink.i64(value as bigint);
-        default:
-            throw new Error(`gguf: metadata "${key}": unknown value type ${type}`);
-    }
-}
-
-function writeValue(sink: ByteSink, v: GgufValue, key: string): void {
-    if (v.type !== GgufValueType.ARRAY) return writeScalar(sink, v.type, v.value, key);
-    sink.u32(v.itemType);
-    const items = v.value as ArrayLike<unknown>;
-    sink.u64(items.length);
-    const Ctor = TYPED_ARRAY[v.itemType];
-    if (Ctor && ArrayBuffer.isView(items) && items instanceof Ctor) {
-        // Typed arrays of the matching type: bulk copy (host is little-endian).
-        sink.bytes(new Uint8Array(items.buffer, items.byteOffset, items.byteLength));
-        return;
-    }
-    for (let i = 0; i < items.length; i++) {
-        const item = items[i];
-        if (v.itemType === GgufValueType.ARRAY) writeValue(sink, item as GgufArray, key);
-        else writeScalar(sink, v.itemType, item, `${key}[${i}]`);
-    }
-}
-
-function alignUp(n: number, alignment: number): number {
-    return Math.ceil(n / alignment) * alignment;
-}
-
-/** Turn one chunk of user data into the bytes stored for a tensor of the given type. */
-function tensorChunkBytes(chunk: TensorData, type: number, name: string): Uint8Array {
-    if (chunk instanceof Float32Array) {
-        if (type === GgmlType.F32) return new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-        const bits = type === GgmlType.F16 ? f32ToF16(chunk) : type === GgmlType.BF16 ? f32ToBf16(chunk) : undefined;
-        if (!bits) throw new Error(`gguf: tensor "${name}": Float32Array data cannot be stored as ${ggmlTypeName(type)}`);
-        return new Uint8Array(bits.buffer, bits.byteOffset, bits.byteLength);
-    }
-    return new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-}
-
-/**
- * Write a GGUF v3 file. The file is written to a temporary name next to `filePath`
- * and renamed into place on success, so readers never see a half-written file.
- */
-export function writeGguf(filePath: string, spec: GgufWriteSpec): void {
-    assertLittleEndianHost();
-    const metadata = [...spec.metadata];
-    const seenKeys = new Set<string>();
-    let alignment = GGUF_DEFAULT_ALIGNMENT;
-    for (const [key, value] of metadata) {
-        if (seenKeys.has(key)) throw new Error(`gguf: duplicate metadata key "${key}" (writing ${filePath})`);
-        seenKeys.add(key);
-        if (key === "general.alignment") {
-            if (value.type !== GgufValueType.UINT32 || value.value <= 0 || value.value % 8 !== 0) {
-                throw new Error(`gguf: general.alignment must be a UINT32 multiple of 8 (writing ${filePath})`);
-            }
-            alignment = value.value;
-        }
-    }
-
-    // Header: magic, version, counts, metadata, tensor infos (offsets laid out up front).
-    const sink = new ByteSink();
-    sink.u32(GGUF_MAGIC);
-    sink.u32(3);
-    sink.u64(spec.tensors.length);
-    sink.u64(metadata.length);
-    for (const [key, value] of metadata) {
-        sink.string(key);
-        sink.u32(value.type);
-        writeValue(sink, value, key);
-    }
-    const seenTensors = new Set<string>();
-    const sizes: number[] = [];
-    let offset = 0;
-    for (const t of spec.tensors) {
-        if (seenTensors.has(t.name)) throw new Error(`gguf: duplicate tensor name "${t.name}" (writing ${filePath})`);
-        seenTensors.add(t.name);
-        if (t.ne.length < 1 || t.ne.length > 4 || t.ne.some((d) => !Number.isInteger(d) || d < 1)) {
-            throw new Error(`gguf: tensor "${t.name}" has invalid shape [${t.ne.join(", ")}] (writing ${filePath})`);
-        }
-        let size: number;
-        try {
-            size = ggmlTensorByteLength(t.type, t.ne);
-        } catch (e) {
-            throw new Error(`gguf: tensor "${t.name}": ${(e as Error).message} (writing ${filePath})`);
-        }
-        sink.string(t.name);
-        sink.u32(t.ne.length);
-        for (const d of t.ne) sink.u64(d);
-        sink.u32(t.type);
-        sink.u64(offset);
-        sizes.push(size);
-        offset = alignUp(offset + size, alignment);
-    }
-    const header = sink.finish();
-
-    const tmpPath = path.join(path.dirname(filePath), `.${path.basename(filePath)}.${process.pid}.tmp`);
-    const fd = fs.openSync(tmpPath, "w");
-    let ok = false;
-    try {
-        let pos = 0;
-        const write = (b: Uint8Array): void => {
-            let done = 0;
-            while (done < b.length) done += fs.writeSync(fd, b, done, b.length - done, pos + done);
-            pos += b.length;
-        };
-        const zeros = new Uint8Array(alignment);
-        const pad = (): void => {
-            const n = alignUp(pos, alignment) - pos;
-            if (n > 0) write(zeros.subarray(0, n));
-        };
-
-        write(header);
-        // Like gguf-py, a file without tensors ends right after the header (no padding).
-        if (spec.tensors.length > 0) pad();
-        spec.tensors.forEach((t, i) => {
-            const expected = sizes[i]!;
-            const chunks = typeof t.data === "function" ? t.data() : [t.data];
-            let produced = 0;
-            for (const chunk of chunks) {
-                const bytes = tensorChunkBytes(chunk, t.type, t.name);
-                produced += bytes.length;
-                if (produced > expected) break;
-                write(bytes);
-            }
-            if (produced !== expected) {
-                throw new Error(
-                    `gguf: tensor "${t.name}" (${ggmlTypeName(t.type)} [${t.ne.join(", ")}]) needs ${expected} bytes ` +
-                        `of data, got ${produced > expected ? "more" : produced} (writing ${filePath})`,
-                );
-            }
-            pad();
-        });
-        ok = true;
-    } finally {
-        fs.closeSync(fd);
-        if (ok) fs.renameSync(tmpPath, filePath);
-        else fs.rmSync(tmpPath, { force: true });
-    }
 }

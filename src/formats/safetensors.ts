@@ -11,7 +11,7 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "./gguf.js";
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "./float16.js";
 
 /** Element size of the dtypes this project reads; other dtypes are listed but cannot be read. */
 export const SAFETENSORS_DTYPE_SIZE: Record<string, number> = { F32: 4, F16: 2, BF16: 2 };

@@ -16,17 +16,12 @@ import fs from "node:fs";
 import path from "node:path";
 import {
   GgmlType,
-  bf16ToF32,
-  f16ToF32,
-  f32ToBf16,
-  f32ToF16,
   ggmlTensorByteLength,
   gv,
-  writeGguf,
-  type GgufTensorSpec,
   type GgufValue,
-  type TensorData,
 } from "../formats/gguf.js";
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "../formats/float16.js";
+import { writeGguf, type GgufTensorSpec, type TensorData } from "../formats/gguf-write.js";
 import { openHfWeights, StReader, SAFETENSORS_DTYPE_SIZE, type HfWeights, type StTensorInfo } from "../formats/safetensors.js";
 import { permutedHeads, permuteRowsBytes } from "../formats/llama-layout.js";
 import { LORA_MODULES, type LoraTarget } from "../engine/lora.js";

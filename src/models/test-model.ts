@@ -16,8 +16,11 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { packageRoot } from "../engine/native.js";
-import { GgmlType, GgufValueType, f32ToBf16, f32ToF16, gv, readGguf, writeGguf } from "../formats/gguf.js";
-import type { GgufTensorSpec, GgufValue, TensorData } from "../formats/gguf.js";
+import { GgmlType, GgufValueType, gv, readGguf } from "../formats/gguf.js";
+import { f32ToBf16, f32ToF16 } from "../formats/float16.js";
+import { writeGguf } from "../formats/gguf-write.js";
+import type { GgufValue } from "../formats/gguf.js";
+import type { GgufTensorSpec, TensorData } from "../formats/gguf-write.js";
 
 export type TestModelType = "f32" | "f16" | "bf16";
 
