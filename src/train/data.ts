@@ -311,6 +311,9 @@ export async function loadDataset(cfg: TrainConfig["data"]): Promise<Dataset> {
   const rows = await readExamples(cfg.path!, cfg);
   const order = cfg.shuffle ? shuffled(rows, cfg.seed) : rows;
   const sizes = splitSizes(rows.length, cfg.split);
+  if (sizes.train === 0) {
+    throw new DataError(`${cfg.path}: data.split ${JSON.stringify(cfg.split)} of ${rows.length} row${rows.length === 1 ? "" : "s"} leaves no row to train on; add rows, or set data.split to [1, 0, 0] to train on all of them`);
+  }
   return {
     train: order.slice(0, sizes.train),
     eval: order.slice(sizes.train, sizes.train + sizes.eval),
