@@ -13,6 +13,7 @@ import fs from "node:fs";
 import path from "node:path";
 import type { LoraOptions, ResolvedLoraOptions } from "../engine/lora.js";
 import { GgufValueType, readGguf } from "../formats/gguf.js";
+import { readJsonObject } from "../formats/json.js";
 
 /** The GGUF LoRA of an adapter folder. */
 export const GGUF_ADAPTER = "adapter.gguf";
@@ -77,14 +78,7 @@ export function writeAdapterRecord(dir: string, rec: AdapterRecord, lora: Resolv
 export function readAdapterRecord(dir: string): AdapterRecordRead | undefined {
   const file = path.join(dir, ADAPTER_RECORD);
   if (!fs.existsSync(file)) return undefined;
-  let m: unknown;
-  try {
-    m = JSON.parse(fs.readFileSync(file, "utf8"));
-  } catch (e) {
-    throw new Error(`${file}: not valid JSON (${(e as Error).message})`);
-  }
-  if (typeof m !== "object" || m === null || Array.isArray(m)) throw new Error(`${file}: expected a JSON object`);
-  const r = m as Record<string, unknown>;
+  const r = readJsonObject(file);
   const check = (key: string, type: string): void => {
     const v = r[key];
     const ok = v === undefined || (type === "object" ? typeof v === "object" && v !== null && !Array.isArray(v) : typeof v === type);

@@ -8,6 +8,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { GgufValueType, readGguf } from "../formats/gguf.js";
+import { readJsonObject } from "../formats/json.js";
 import { permutedHeads, permuteRows, unpermuteRows } from "../formats/llama-layout.js";
 import { readSafetensors, writeSafetensors, type SafetensorsTensor } from "../formats/safetensors.js";
 import { LORA_MODULES, loraModule, type HfModuleName, type LoraModule } from "../engine/lora.js";
@@ -220,16 +221,10 @@ export function readPeftConfig(dir: string): PeftConfig {
   const file = path.join(dir, PEFT_CONFIG);
   if (!fs.existsSync(dir)) throw new Error(`${dir}: PEFT adapter folder not found`);
   if (!fs.existsSync(file)) throw new Error(`${file}: file not found (a PEFT adapter folder holds ${PEFT_CONFIG} and ${PEFT_WEIGHTS})`);
-  let c: Record<string, unknown>;
-  try {
-    c = JSON.parse(fs.readFileSync(file, "utf8"));
-  } catch (e) {
-    throw new Error(`${file}: not valid JSON (${(e as Error).message})`);
-  }
+  const c = readJsonObject(file);
   const bad = (key: string, expected: string): never => {
     throw new Error(`${file}: ${key}: expected ${expected}, got ${JSON.stringify(c[key])}`);
   };
-  if (typeof c !== "object" || c === null || Array.isArray(c)) throw new Error(`${file}: expected a JSON object`);
   if (c.peft_type !== undefined && c.peft_type !== "LORA") bad("peft_type", '"LORA" (only LoRA adapters are supported)');
   const r = c.r ?? 8;
   if (typeof r !== "number" || !Number.isInteger(r) || r < 1) bad("r", "an integer >= 1");

@@ -12,6 +12,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "./float16.js";
+import { readJsonFile } from "./json.js";
 
 /** Element size of the dtypes this project reads; other dtypes are listed but cannot be read. */
 export const SAFETENSORS_DTYPE_SIZE: Record<string, number> = { F32: 4, F16: 2, BF16: 2 };
@@ -127,12 +128,7 @@ export function openHfWeights(dir: string): HfWeights {
   let files: string[];
   let weightMap: Record<string, string> | undefined;
   if (fs.existsSync(indexFile)) {
-    let index: unknown;
-    try {
-      index = JSON.parse(fs.readFileSync(indexFile, "utf8"));
-    } catch (e) {
-      throw new Error(`${indexFile}: not valid JSON (${(e as Error).message})`);
-    }
+    const index = readJsonFile(indexFile);
     const wm = (index as { weight_map?: unknown } | null)?.weight_map;
     if (typeof wm !== "object" || wm === null || Array.isArray(wm) || !Object.values(wm).every((f) => typeof f === "string")) {
       throw new Error(`${indexFile}: no "weight_map" object of tensor name -> file name`);

@@ -5,6 +5,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { gv, type GgufValue } from "../formats/gguf.js";
+import { readJsonObject } from "../formats/json.js";
 import {
   parseSentencePieceModel,
   SentencePieceModelType,
@@ -17,15 +18,7 @@ export type Json = Record<string, unknown>;
 
 /** A JSON object file; undefined when the file does not exist. */
 export function readJson(file: string): Json | undefined {
-  if (!fs.existsSync(file)) return undefined;
-  let v: unknown;
-  try {
-    v = JSON.parse(fs.readFileSync(file, "utf8"));
-  } catch (e) {
-    throw new Error(`${file}: not valid JSON (${(e as Error).message})`);
-  }
-  if (typeof v !== "object" || v === null || Array.isArray(v)) throw new Error(`${file}: expected a JSON object`);
-  return v as Json;
+  return fs.existsSync(file) ? readJsonObject(file) : undefined;
 }
 
 // ---------------------------------------------------------------------------
