@@ -6,6 +6,7 @@ import os from "node:os";
 import path from "node:path";
 import { describe, expect, test, vi } from "vitest";
 import { LoraEngine } from "../src/engine/engine.js";
+import { componentMatch } from "../src/sql/spider-metrics.js";
 import { evaluateSql } from "../src/eval/eval.js";
 import { DEFAULTS, loadConfig, type TrainConfig } from "../src/train/config.js";
 import { MAX_FIELD_CHARS, readExamples } from "../src/train/data.js";
@@ -98,4 +99,9 @@ test("eval refuses a predictions file with more lines than the dataset (was exit
   const r = cli(["eval", "--data", data, "--tables", tables, "--predictions", preds, "--output", path.join(dir, "out2")]);
   expect(r.status).not.toBe(0);
   expect(r.stderr).toMatch(/has 3 lines but the dataset has 2 examples/);
+});
+
+test("a prediction that does not parse matches no component (GROUP BY, ORDER BY and LIMIT were scored as matched)", () => {
+  const m = componentMatch("SELECT name FROM singer", "SELEC name FROM singer WHERE");
+  expect(m).toEqual({ select: false, from: false, where: false, groupBy: false, orderBy: false, limit: false, iuen: false, keywords: false, all: false });
 });

@@ -171,6 +171,10 @@ describe("the server survives every malicious schema and question", () => {
         expect(r.status, q.slice(0, 40)).toBe(200);
         expect(typeof r.json.valid).toBe("boolean");
       }
+      // a __proto__ key is named, not called malformed JSON
+      const proto = await fetch(`${server.url}/generate_sql`, { method: "POST", headers: { "content-type": "application/json" }, body: '{"question": "q?", "__proto__": {"x": 1}}' });
+      expect(proto.status).toBe(400);
+      expect(((await proto.json()) as { error: string }).error).toBe("__proto__: unknown field (send question and optionally schema)");
       // past the body limit: refused before any work
       const huge = await fetch(`${server.url}/generate_sql`, {
         method: "POST",

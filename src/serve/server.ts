@@ -80,6 +80,10 @@ export async function startServer(o: ServerOptions = {}): Promise<RunningServer>
     bodyLimit: BODY_LIMIT,
     logger: false,
     return503OnClosing: true,
+    // JSON.parse makes "__proto__" an own key (no prototype is touched), which the schema then names
+    // as an unknown field; Fastify's default calls such a body malformed JSON
+    onProtoPoisoning: "ignore",
+    onConstructorPoisoning: "ignore",
     // reject unknown fields instead of silently dropping them
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false } },
   });
