@@ -4,6 +4,7 @@
 // values: arguments are copied into plain C++ values on the main thread first, and any
 // std::exception becomes a rejection whose message names the failing call.
 #include "engine.h"
+#include "kernels.h"
 
 #include "ggml.h"
 
@@ -473,6 +474,8 @@ Napi::Value create_engine(const Napi::CallbackInfo & info) {
     return p;
 }
 
+t2s::amx_tiles g_amx_tiles = t2s::amx_tiles::absent;
+
 Napi::Value system_info(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     Napi::Object o = Napi::Object::New(env);
@@ -486,12 +489,15 @@ Napi::Value system_info(const Napi::CallbackInfo & info) {
         devs.Set((uint32_t) i, dv);
     }
     o.Set("devices", devs);
+    o.Set("amxTiles", t2s::amx_tiles_name(g_amx_tiles));
     std::lock_guard<std::mutex> lock(g_log_mutex);
     o.Set("lastLog", g_last_log);
     return o;
 }
 
 Napi::Object init(Napi::Env env, Napi::Object exports) {
+    // before any compute in this process: ours, or node-llama-cpp's in the same process
+    g_amx_tiles = t2s::cpu_request_amx_tiles();
     ggml_log_set(log_callback, nullptr);
     Napi::Function cls = native_engine::init_class(env);
     native_engine::ctor = new Napi::FunctionReference(Napi::Persistent(cls));

@@ -8,6 +8,12 @@
 
 #include <algorithm>
 
+#if defined(__x86_64__) && defined(__linux__)
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 namespace t2s {
 
 namespace {
@@ -91,6 +97,26 @@ void transpose_op(ggml_tensor * dst, const ggml_tensor * a, int ith, int nth, vo
     if (!transpose_copy((const char *) a->data, a->nb[0], a->nb[1], dst->data, dst->ne[0], dst->ne[1],
                         ggml_type_size(a->type), ith, nth)) {
         GGML_ABORT("transpose_op: unsupported type %s", ggml_type_name(a->type));
+    }
+}
+
+amx_tiles cpu_request_amx_tiles() {
+#if defined(__x86_64__) && defined(__linux__)
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) || !(edx & (1u << 24))) return amx_tiles::absent; // AMX-TILE
+    const long arch_req_xcomp_perm = 0x1023;
+    const long xfeature_xtiledata  = 18;
+    return syscall(SYS_arch_prctl, arch_req_xcomp_perm, xfeature_xtiledata) == 0 ? amx_tiles::granted : amx_tiles::denied;
+#else
+    return amx_tiles::absent;
+#endif
+}
+
+const char * amx_tiles_name(amx_tiles s) {
+    switch (s) {
+        case amx_tiles::granted: return "granted";
+        case amx_tiles::denied:  return "denied";
+        default:                 return "absent";
     }
 }
 

@@ -19,4 +19,12 @@ bool transpose_copy(const char * src, size_t nb0, size_t nb1, void * out, int64_
 // The same as a ggml_map_custom1 op: dst = contiguous copy of the transposed view a.
 void transpose_op(ggml_tensor * dst, const ggml_tensor * a, int ith, int nth, void * userdata);
 
+// AMX tile state for this process. On Linux a process must ask for it once
+// (arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)) before any thread runs a tile instruction,
+// else the first one (tilezero in ggml's quantized AMX kernels, ours or node-llama-cpp's) faults
+// with SIGILL. cpu_request_amx_tiles() asks when CPUID reports AMX-TILE; call it before any compute.
+enum class amx_tiles { absent, granted, denied };
+amx_tiles cpu_request_amx_tiles();
+const char * amx_tiles_name(amx_tiles s);
+
 } // namespace t2s

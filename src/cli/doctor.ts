@@ -11,6 +11,7 @@ export function registerDoctor(program: Command): void {
     .action(async (o: { buildLlama?: boolean }) => {
       const info = systemInfo();
       for (const d of info.devices) console.log(`${d.backend.padEnd(6)} ${d.name}: ${d.description}`);
+      console.log(`AMX tiles: ${info.amxTiles === "absent" ? "this CPU has none" : info.amxTiles === "granted" ? "granted to this process" : "denied by the OS (quantized AMX kernels would fault)"}`);
       if (o.buildLlama) {
         const status = buildLlama();
         if (status !== 0) throw new Error(`building node-llama-cpp's llama.cpp failed (exit ${status}); see the output above`);

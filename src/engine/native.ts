@@ -127,7 +127,8 @@ export interface NativeDevice {
 
 export interface NativeAddon {
   createEngine(options: NativeEngineOptions): Promise<NativeEngine>;
-  systemInfo(): { devices: NativeDevice[]; lastLog: string };
+  /** amxTiles: whether loading the addon obtained the AMX tile state for this process (Linux x86-64; "absent" without AMX). */
+  systemInfo(): { devices: NativeDevice[]; lastLog: string; amxTiles: "absent" | "granted" | "denied" };
 }
 
 /** The package root (holds package.json), from dist/src/engine/ or src/engine/. */

@@ -4,9 +4,13 @@ import os from "node:os";
 import { fail } from "./lora.js";
 import { loadNative, type NativeDevice } from "./native.js";
 
-/** The compute devices this build of the native engine can use (CPU always; CUDA/Metal when built). */
-export function systemInfo(): { devices: NativeDevice[] } {
-  return { devices: loadNative().systemInfo().devices };
+/**
+ * The compute devices this build of the native engine can use (CPU always; CUDA/Metal when built),
+ * and the AMX tile state: loading the addon asks Linux for it, for every ggml in the process.
+ */
+export function systemInfo(): { devices: NativeDevice[]; amxTiles: "absent" | "granted" | "denied" } {
+  const i = loadNative().systemInfo();
+  return { devices: i.devices, amxTiles: i.amxTiles };
 }
 
 /** A warning on stderr: the run goes on, and the user can see what happened. */

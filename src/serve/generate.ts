@@ -9,7 +9,7 @@ import { checkSqlAgainstSchema, type SchemaCheckOptions } from "../sql/query-pro
 import { schemaStatements } from "../sql/sql-text.js";
 import { checkAdapterFits } from "../adapters/merge.js";
 import { resolveAdapter } from "../adapters/folder.js";
-import { checkThreads } from "../engine/system.js";
+import { checkThreads, systemInfo, warn } from "../engine/system.js";
 import { resolveModelPath } from "../models/model-path.js";
 import { cpuLlama, renderPrompt } from "../train/prompt.js";
 
@@ -98,6 +98,18 @@ export async function validateSql(sql: string, schema: string, opts?: SchemaChec
   return checkSqlAgainstSchema(sql, schema, opts);
 }
 
+/**
+ * llama.cpp's quantized AMX kernels fault (SIGILL) in a process that never asked Linux for the AMX
+ * tile state; loading our addon asks for it (see native/kernels.h), once, for the whole process.
+ */
+function requestAmxTiles(): void {
+  try {
+    if (systemInfo().amxTiles === "denied") warn("the OS refused the AMX tile state: llama.cpp's AMX kernels for quantized models would fault on this CPU");
+  } catch (err) {
+    warn(`the native engine did not load, so the AMX tile state was not requested (${(err as Error).message.split("\n")[0]}); on a CPU with AMX, quantized models may fault`);
+  }
+}
+
 export class SqlGenerator {
   readonly modelPath: string;
   readonly adapterPath: string | undefined;
@@ -134,6 +146,7 @@ export class SqlGenerator {
     const parallel = o.parallel ?? 4;
     if (!Number.isInteger(parallel) || parallel < 1) throw new TypeError(`parallel: expected an integer >= 1, got ${parallel}`);
     if (a.adapterFile) checkAdapterFits(modelPath, a.adapterFile);
+    requestAmxTiles();
     const llama: Llama = o.device === "cpu" ? await cpuLlama() : await getLlama({ build: "never", progressLogs: false, logLevel: LlamaLogLevel.error });
     const model = await llama.loadModel({ modelPath });
     try {
