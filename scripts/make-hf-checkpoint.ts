@@ -1,5 +1,5 @@
 /**
- * Turn one of our Llama GGUFs (e.g. a tiny random model from make-test-model.ts) back into a
+ * Turn one of our Llama GGUFs (e.g. a tiny random model from src/models/test-model.ts) back into a
  * Hugging Face checkpoint folder, as `save_pretrained` would write it: safetensors weights with
  * HF names (q/k rows brought back from llama.cpp's order to HF's), optionally sharded with a
  * model.safetensors.index.json, config.json, generation_config.json, tokenizer_config.json and a

@@ -1,4 +1,4 @@
-// `src/hub.ts`: pulling a Hugging Face repo into the cache, against a fake hub on 127.0.0.1
+// `src/models/hub*.ts`: pulling a Hugging Face repo into the cache, against a fake hub on 127.0.0.1
 // (test/helpers/hub-server.ts): selection of files, resume with Range after an interruption,
 // checksums, gated/missing repos, abort, retries, a full disk (a 1 MiB tmpfs), list and remove.
 import { execFileSync } from "node:child_process";

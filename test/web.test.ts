@@ -1,4 +1,4 @@
-// The web page (src/web/index.html) in a real headless Chromium against the real server, with a
+// The web page (src/serve/web/index.html) in a real headless Chromium against the real server, with a
 // tiny model whose adapter is overfit on four question/SQL pairs, so the page must show exactly the
 // trained SQL. Needs Debian's Chromium at /usr/bin/chromium (apt-get install chromium); without it
 // the tests are skipped with a message. TEXT2SQL_SCREENSHOT=docs/screenshot.png also writes the

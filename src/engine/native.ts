@@ -1,5 +1,5 @@
 // The native boundary: the hand-written types of the C++ addon (native/addon.cpp) and its loader.
-// Nothing else in text2sql talks to the addon directly; src/engine.ts validates arguments first.
+// Nothing else in text2sql talks to the addon directly; src/engine/engine.ts validates arguments first.
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import { createRequire } from "node:module";

@@ -8,7 +8,7 @@
 //   path/to/model.gguf              a GGUF on disk, used as is
 //   path/to/checkpoint/             a Hugging Face checkpoint folder (config.json, safetensors,
 //                                   tokenizer.model): converted once into <cache>/models/converted/
-//   owner/name[@revision]           a hub repository: pulled into <cache>/hub/ (src/hub.ts) after a
+//   owner/name[@revision]           a hub repository: pulled into <cache>/hub/ (./hub.ts) after a
 //                                   question or --yes, converted once into <cache>/models/
 //
 // <cache> is $TEXT2SQL_HOME, default ~/.cache/text2sql.
