@@ -313,22 +313,21 @@ private:
         return info.Env().Undefined();
     }
 
-    Napi::Value save_adapter(const Napi::CallbackInfo & info) {
+    // saveAdapter(path) / loadAdapter(path): a GGUF LoRA file, written or read off the main thread
+    Napi::Value adapter_file(const Napi::CallbackInfo & info, const char * call, std::function<void(engine &, const std::string &)> fn) {
         Napi::Env env = info.Env();
-        engine & en = live(env, "saveAdapter");
-        if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "saveAdapter(path: string)");
+        engine & en = live(env, call);
+        if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, std::string(call) + "(path: string)");
         std::string path = info[0].As<Napi::String>().Utf8Value();
-        return run(env, "saveAdapter", [&en, path]() { t2s::lora_save_gguf(en, path); },
-                   [](Napi::Env env) { return env.Undefined(); });
+        return run(env, call, [&en, path, fn]() { fn(en, path); }, [](Napi::Env env) { return env.Undefined(); });
+    }
+
+    Napi::Value save_adapter(const Napi::CallbackInfo & info) {
+        return adapter_file(info, "saveAdapter", [](engine & e, const std::string & path) { t2s::lora_save_gguf(e, path); });
     }
 
     Napi::Value load_adapter(const Napi::CallbackInfo & info) {
-        Napi::Env env = info.Env();
-        engine & en = live(env, "loadAdapter");
-        if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "loadAdapter(path: string)");
-        std::string path = info[0].As<Napi::String>().Utf8Value();
-        return run(env, "loadAdapter", [&en, path]() { t2s::lora_load_gguf(en, path); },
-                   [](Napi::Env env) { return env.Undefined(); });
+        return adapter_file(info, "loadAdapter", [](engine & e, const std::string & path) { t2s::lora_load_gguf(e, path); });
     }
 
     // AdamW moments and step count, for resumable training.
