@@ -4,6 +4,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import type { LoraEngine } from "../engine/engine.js";
+import { writeDirAtomic } from "../util/atomic.js";
 import { GGUF_ADAPTER, PEFT_CONFIG, PEFT_WEIGHTS, writeAdapterRecord, type AdapterRecord } from "./folder.js";
 import { exportPeft, importPeft, isPeftDir } from "./peft.js";
 
@@ -27,6 +28,15 @@ export async function saveAdapterBoth(engine: LoraEngine, dir: string, rec: Adap
     nHeadKv: engine.info.nHeadKv,
   });
   writeAdapterRecord(dir, rec, l);
+}
+
+/**
+ * Writes adapter folder `dir` as {@link saveAdapterBoth} does, as a whole: into a temporary folder
+ * that then replaces `dir`, so a crash leaves either the old folder or the new one, complete.
+ */
+export async function saveAdapterFolder(engine: LoraEngine, dir: string, rec: AdapterRecord): Promise<void> {
+  fs.mkdirSync(path.dirname(dir), { recursive: true });
+  await writeDirAtomic(dir, (tmp) => saveAdapterBoth(engine, tmp, rec));
 }
 
 /**

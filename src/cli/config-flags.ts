@@ -18,6 +18,7 @@ export interface CommonFlags {
   set: string[];
   json?: boolean;
   resume?: boolean;
+  overwrite?: boolean;
 }
 
 function collect(v: string, acc: string[]): string[] {

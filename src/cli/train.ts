@@ -58,8 +58,9 @@ async function train(o: CommonFlags): Promise<void> {
   const progress = trainProgress(cfg, json);
   const summary: TrainSummary = await trainSft(cfg, {
     resume: !!o.resume,
+    overwrite: !!o.overwrite,
     signal: ac.signal,
-    command: `npx text2sql ${process.argv.slice(2).filter((a) => a !== "--resume").join(" ")}`,
+    command: `npx text2sql ${process.argv.slice(2).filter((a) => a !== "--resume" && a !== "--overwrite").join(" ")}`,
     onLog,
     ...progress.hooks,
   });
@@ -73,7 +74,8 @@ async function train(o: CommonFlags): Promise<void> {
 export function registerTrain(program: Command): void {
   withConfigFlags(program.command("train"))
     .description("fine-tune a LoRA adapter on question/SQL pairs (Ctrl-C saves a checkpoint; --resume continues)")
-    .option("--resume", "continue from the latest checkpoint in output.dir")
+    .option("--resume", "continue from the latest valid checkpoint in output.dir")
+    .option("--overwrite", "start afresh in a non-empty output.dir, replacing the run it holds (without --resume or --overwrite such a folder is refused)")
     .addHelpText("after", `
 Examples:
   npx text2sql train --config configs/quickstart.yaml
@@ -85,8 +87,10 @@ Examples:
 model.path (--model) may be a hub repository: it is downloaded into the cache (after a question,
 or at once with --yes) and converted to a GGUF once; see \`text2sql model --help\`.
 
-Writes to output.dir: config.yaml (effective config), metrics.jsonl, loss.svg, summary.json,
+Writes to output.dir (which must be empty or new, unless --resume or --overwrite): config.yaml (effective config), metrics.jsonl, loss.svg, summary.json,
 checkpoints/checkpoint-<step>/ (adapter, optimizer and trainer state; the last train.keep_checkpoints
-are kept) and final_model/adapter.gguf (a GGUF LoRA for llama.cpp, Ollama and node-llama-cpp).`)
+are kept) and final_model/adapter.gguf (a GGUF LoRA for llama.cpp, Ollama and node-llama-cpp).
+Each checkpoint and final_model/ is written whole (a temporary folder renamed into place), so a
+crash never leaves a half-written one; --resume skips a damaged checkpoint, saying which.`)
     .action(train);
 }

@@ -8,6 +8,7 @@ import { DEFAULT_TEMPLATE } from "../train/config.js";
 import { checkSqlAgainstSchema, type SchemaCheckOptions } from "../sql/query-process.js";
 import { schemaStatements } from "../sql/sql-text.js";
 import { checkAdapterFits } from "../adapters/merge.js";
+import { checkModelFile } from "../models/model-check.js";
 import { resolveAdapter } from "../adapters/folder.js";
 import { checkThreads, systemInfo, warn } from "../engine/system.js";
 import { resolveModelPath } from "../models/model-path.js";
@@ -142,7 +143,7 @@ export class SqlGenerator {
     const a = o.adapter ? resolveAdapter(o.adapter) : {};
     const modelPath = o.model ? await resolveModelPath(o.model, { label: "model" }) : a.baseModel;
     if (!modelPath) throw new Error("model: give the base model GGUF (no adapter folder with a recorded base was given)");
-    if (!fs.existsSync(modelPath)) throw new Error(`model: file not found: ${modelPath}`);
+    checkModelFile(modelPath); // llama.cpp aborts the process on files our reader rejects
     const parallel = o.parallel ?? 4;
     if (!Number.isInteger(parallel) || parallel < 1) throw new TypeError(`parallel: expected an integer >= 1, got ${parallel}`);
     if (a.adapterFile) checkAdapterFits(modelPath, a.adapterFile);

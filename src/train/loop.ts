@@ -5,7 +5,8 @@ import fs from "node:fs";
 import path from "node:path";
 import type { AdapterRecord } from "../adapters/folder.js";
 import { makeBatch, type LoraEngine } from "../engine/engine.js";
-import { saveCheckpoint, type Position, type TensorList } from "./checkpoints.js";
+import { writeFileAtomic } from "../util/atomic.js";
+import { checkpointDirs, saveCheckpoint, type Position, type TensorList } from "./checkpoints.js";
 import type { TrainConfig } from "./config.js";
 import type { Series } from "./plot.js";
 import type { Encoded } from "./prompt.js";
@@ -44,22 +45,42 @@ export interface Session {
   loopStart: number; // for the wall time and the ETA, evaluations included
 }
 
+/**
+ * The entries of metrics.jsonl up to step `upTo`. A last line a crash cut is dropped with a
+ * warning; any other line that does not parse is an error naming the file and the line.
+ */
+function readMetrics(file: string, upTo: number, log: (m: string) => void): { line: string; m: { type?: string; step: number; loss: number } }[] {
+  const lines = fs.readFileSync(file, "utf8").split("\n");
+  while (lines.length && !lines[lines.length - 1].trim()) lines.pop();
+  const kept = [];
+  for (let i = 0; i < lines.length; i++) {
+    if (!lines[i].trim()) continue;
+    let m;
+    try {
+      m = JSON.parse(lines[i]);
+    } catch (e) {
+      if (i === lines.length - 1) {
+        log(`metrics: warning: ${file}:${i + 1}: dropped the last line, cut by a crash (${(e as Error).message})`);
+        break;
+      }
+      throw new Error(`${file}:${i + 1}: not valid JSON (${(e as Error).message})`);
+    }
+    if (typeof m !== "object" || m === null || typeof m.step !== "number") throw new Error(`${file}:${i + 1}: expected a metrics object with a step`);
+    if (m.step <= upTo) kept.push({ line: lines[i], m });
+  }
+  return kept;
+}
+
 /** Opens metrics.jsonl in `out`; on resume from step `resumedAt`, drops what came after it. */
-export function openMetrics(out: string, resumedAt: number | null): Metrics {
+export function openMetrics(out: string, resumedAt: number | null, log: (m: string) => void = () => {}): Metrics {
   const file = path.join(out, "metrics.jsonl");
   const history: Metrics["history"] = { train: [], eval: [] };
-  const kept: string[] = [];
-  if (resumedAt !== null && fs.existsSync(file)) {
-    for (const line of fs.readFileSync(file, "utf8").split("\n")) {
-      if (!line.trim()) continue;
-      const m = JSON.parse(line);
-      if (m.step > resumedAt) continue;
-      kept.push(line);
-      if (m.type === "train") history.train.push([m.step, m.loss]);
-      if (m.type === "eval") history.eval.push([m.step, m.loss]);
-    }
+  const kept = resumedAt !== null && fs.existsSync(file) ? readMetrics(file, resumedAt, log) : [];
+  for (const { m } of kept) {
+    if (m.type === "train") history.train.push([m.step, m.loss]);
+    if (m.type === "eval") history.eval.push([m.step, m.loss]);
   }
-  fs.writeFileSync(file, kept.map((l) => l + "\n").join(""));
+  writeFileAtomic(file, kept.map((k) => k.line + "\n").join(""));
   return { history, write: (m) => fs.appendFileSync(file, JSON.stringify(m) + "\n") };
 }
 
@@ -135,6 +156,14 @@ function report(run: Run, s: Session, step: { loss: number; lr: number; gradNorm
   run.hooks.onStep?.(ev);
 }
 
+/** The error that stops a run whose loss or gradient norm is not finite: nothing of the step is saved. */
+function nonFinite(run: Run, what: string, value: number, step: number): Error {
+  const last = checkpointDirs(run.cfg.output.dir).pop();
+  return new Error(`train: the ${what} of step ${step} is ${value}; stopped before saving anything of it ` +
+    `(${last ? `the last checkpoint, ${last.dir}, is intact` : "no checkpoint was saved yet"}). ` +
+    "Lower train.lr, set train.max_grad_norm, or check the data and the model's weights");
+}
+
 /** One optimizer step, then its evaluation and checkpoint when due. Resolves to false when aborted. */
 async function trainStep(run: Run, s: Session): Promise<boolean> {
   const tc = run.cfg.train;
@@ -153,8 +182,10 @@ async function trainStep(run: Run, s: Session): Promise<boolean> {
     await interrupt(run, s, before, dropoutAtStart);
     return false;
   }
+  if (!Number.isFinite(acc.loss)) throw nonFinite(run, "loss", acc.loss, pos.step + 1);
   const lr = lrAt(pos.step, run.totalSteps, tc);
   const gradNorm = await run.engine.step({ lr, beta1: tc.beta1, beta2: tc.beta2, eps: tc.eps, weightDecay: tc.weight_decay, maxGradNorm: tc.max_grad_norm });
+  if (!Number.isFinite(gradNorm)) throw nonFinite(run, "gradient norm", gradNorm, pos.step + 1);
   pos.offset += exs.length;
   pos.step++;
   report(run, s, { loss: acc.loss, lr, gradNorm, tokens: acc.tokens, seconds: (performance.now() - t0) / 1000 });
@@ -169,8 +200,10 @@ async function trainStep(run: Run, s: Session): Promise<boolean> {
  * (unless interrupted). Resolves to the session, for the summary.
  */
 export async function trainLoop(run: Run, start: Position): Promise<Session> {
+  // a resumed run's "last 10 steps" start with the steps before the checkpoint, as an uninterrupted run's would
+  const recent = run.metrics.history.train.slice(-10).map(([, loss]) => loss);
   const s: Session = {
-    pos: start, order: [], interrupted: false, lastLoss: NaN, recent: [], lastEval: null, tokensSeen: 0, trainSeconds: 0, loopStart: 0,
+    pos: start, order: [], interrupted: false, lastLoss: recent.length ? recent[recent.length - 1] : NaN, recent, lastEval: null, tokensSeen: 0, trainSeconds: 0, loopStart: 0,
   };
   if (start.step === 0 && !run.metrics.history.eval.some((e) => e[0] === 0)) await evaluate(run, s, 0);
   s.order = epochOrder(run.data.train, start.epoch, run.cfg.train, run.cfg.data.group_by_length);

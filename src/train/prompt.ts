@@ -2,6 +2,7 @@
 // BOS + prompt + completion + EOS, so the loss-mask boundary is exact and generation later sees
 // exactly the prompt tokens the model was trained on.
 import { getLlama, LlamaLogLevel, type Llama, type LlamaModel, type Token } from "node-llama-cpp";
+import { checkModelFile } from "../models/model-check.js";
 import { DEFAULT_TEMPLATE } from "./config.js";
 import type { Example } from "./data.js";
 
@@ -35,6 +36,7 @@ export class Tokenizer {
   ) {}
 
   static async load(modelPath: string): Promise<Tokenizer> {
+    checkModelFile(modelPath); // llama.cpp aborts the process on files our reader rejects
     const llama = await cpuLlama();
     const model = await llama.loadModel({ modelPath, vocabOnly: true });
     const bos = model.tokens.bos;

@@ -5,10 +5,11 @@
 import fs from "node:fs";
 import path from "node:path";
 import { baseModelName, FINAL_MODEL, GGUF_ADAPTER } from "../adapters/folder.js";
-import { loadAdapterInto, saveAdapterBoth } from "../adapters/save-load.js";
+import { loadAdapterInto, saveAdapterFolder } from "../adapters/save-load.js";
 import { LoraEngine } from "../engine/engine.js";
 import { resolveModelPath } from "../models/model-path.js";
-import { checkpointDirs, loadCheckpoint, type Position } from "./checkpoints.js";
+import { cleanLeftovers, writeFileAtomic } from "../util/atomic.js";
+import { checkpointDirs, resumeNewest, type Position } from "./checkpoints.js";
 import { configToYaml, loadConfig, type DeepPartial, type TrainConfig } from "./config.js";
 import { loadDataset, type DatasetReport, type Example } from "./data.js";
 import { openMetrics, trainLoop, type Run, type Session } from "./loop.js";
@@ -82,8 +83,10 @@ export interface TrainHooks {
   onLog?: (msg: string) => void;
   /** abort: the current micro-step finishes, a checkpoint is saved, the summary says interrupted */
   signal?: AbortSignal;
-  /** continue from the latest checkpoint in output.dir */
+  /** continue from the latest valid checkpoint in output.dir */
   resume?: boolean;
+  /** start afresh in a non-empty output.dir, replacing its run (without it or resume, such a folder is refused) */
+  overwrite?: boolean;
   /** how the run was started, for the resume hint */
   command?: string;
 }
@@ -190,21 +193,44 @@ export async function trainSft(options: TrainOptions | TrainConfig, hooks: Train
   const log = hooks.onLog ?? (() => {});
   const t0 = performance.now();
   const out = cfg.output.dir;
-  const resumeFrom = hooks.resume ? checkpointDirs(out).pop() : undefined;
-  if (hooks.resume && !resumeFrom) throw new Error(`--resume: no checkpoint in ${path.join(out, "checkpoints")}`);
-  fs.mkdirSync(out, { recursive: true });
-  fs.writeFileSync(path.join(out, "config.yaml"), configToYaml(cfg));
+  checkOutputDir(out, hooks);
+  for (const dir of [out, path.join(out, "checkpoints")]) cleanLeftovers(dir).forEach((m) => log(`output: ${m}`));
+  if (hooks.resume && checkpointDirs(out).length === 0) throw new Error(`--resume: no checkpoint in ${path.join(out, "checkpoints")}`);
 
   const modelPath = await resolveModelPath(cfg.model.path, { log, dtype: cfg.model.dtype, signal: hooks.signal });
   const data = await prepareData(cfg, modelPath, log);
   const engine = await openEngine(cfg, modelPath);
   try {
-    const { run, start } = await startRun(cfg, engine, modelPath, data, hooks, resumeFrom?.dir);
+    const { run, start } = await startRun(cfg, engine, modelPath, data, hooks);
     const session = await trainLoop(run, start);
     return await finish(run, session, data.summary, t0);
   } finally {
     await engine.dispose();
   }
+}
+
+/** Refuses a non-empty output folder unless the run resumes or replaces what it holds. */
+function checkOutputDir(out: string, hooks: TrainHooks): void {
+  if (hooks.resume && hooks.overwrite) throw new Error("--resume and --overwrite exclude each other: resume continues the run in output.dir, overwrite replaces it");
+  if (!fs.existsSync(out)) return;
+  if (!fs.statSync(out).isDirectory()) throw new Error(`output.dir: ${out} is not a folder`);
+  const held = fs.readdirSync(out);
+  if (held.length === 0 || hooks.resume || hooks.overwrite) return;
+  throw new Error(`output.dir: ${out} is not empty (it holds ${held.slice(0, 4).join(", ")}${held.length > 4 ? ", ..." : ""}); ` +
+    "continue its run with --resume, replace it with --overwrite, or choose another output.dir");
+}
+
+/**
+ * The run is known to start: writes config.yaml and, with overwrite, removes the products of the
+ * run the folder held (its checkpoints, final model, loss curve and summary).
+ */
+function beginOutput(cfg: TrainConfig, hooks: TrainHooks): void {
+  const out = cfg.output.dir;
+  fs.mkdirSync(out, { recursive: true });
+  if (hooks.overwrite) {
+    for (const f of ["checkpoints", FINAL_MODEL, "loss.svg", "summary.json"]) fs.rmSync(path.join(out, f), { recursive: true, force: true });
+  }
+  writeFileAtomic(path.join(out, "config.yaml"), configToYaml(cfg));
 }
 
 function openEngine(cfg: TrainConfig, modelPath: string): Promise<LoraEngine> {
@@ -221,10 +247,11 @@ function openEngine(cfg: TrainConfig, modelPath: string): Promise<LoraEngine> {
 
 /**
  * Readies a session: checks every example fits the model's context, starts the adapter from
- * lora.init_adapter or from the checkpoint `resumeDir`, and opens metrics.jsonl.
+ * lora.init_adapter or (hooks.resume) from the newest valid checkpoint, writes config.yaml and
+ * opens metrics.jsonl.
  */
-async function startRun(cfg: TrainConfig, engine: LoraEngine, modelPath: string, data: { train: Encoded[]; eval: Encoded[] }, hooks: TrainHooks,
-  resumeDir: string | undefined): Promise<{ run: Run; start: Position }> {
+async function startRun(cfg: TrainConfig, engine: LoraEngine, modelPath: string, data: { train: Encoded[]; eval: Encoded[] },
+  hooks: TrainHooks): Promise<{ run: Run; start: Position }> {
   const log = hooks.onLog ?? (() => {});
   const info = engine.info;
   log(`model: ${modelPath} (${info.nLayer} layers, n_embd ${info.nEmbd}, ${info.weightType}) on ${info.device}; ` +
@@ -235,18 +262,20 @@ async function startRun(cfg: TrainConfig, engine: LoraEngine, modelPath: string,
     throw new Error(`${tooLong.source}: ${tooLong.tokens.length} tokens exceed the model's context length ${info.nCtx}; set data.max_seq_len <= ${info.nCtx}`);
   }
   const record = { basePath: path.resolve(modelPath), baseModel: baseModelName(modelPath), template: cfg.data.template };
-  if (cfg.lora.init_adapter && !resumeDir) {
+  if (cfg.lora.init_adapter && !hooks.resume) {
     const kind = await loadAdapterInto(engine, cfg.lora.init_adapter);
     log(`adapter: starting from ${cfg.lora.init_adapter} (${kind === "peft" ? "PEFT" : "GGUF LoRA"})`);
   }
   const steps = totalSteps(data.train.length, cfg.train);
-  let start: Position = { step: 0, epoch: 0, offset: 0 };
-  if (resumeDir) {
-    start = await loadCheckpoint(engine, resumeDir);
-    log(`resuming from ${resumeDir} (step ${start.step} of ${steps})`);
-  }
   const tensors = (await engine.getAdapter()).map((t) => ({ name: t.name, size: t.data.length }));
-  const metrics = openMetrics(cfg.output.dir, resumeDir ? start.step : null);
+  let start: Position = { step: 0, epoch: 0, offset: 0 };
+  if (hooks.resume) {
+    const from = await resumeNewest(engine, cfg.output.dir, tensors, log);
+    start = from.pos;
+    log(`resuming from ${from.dir} (step ${start.step} of ${steps})`);
+  }
+  beginOutput(cfg, hooks);
+  const metrics = openMetrics(cfg.output.dir, hooks.resume ? start.step : null, log);
   return { run: { cfg, engine, data, hooks, record, tensors, totalSteps: steps, startStep: start.step, metrics }, start };
 }
 
@@ -256,10 +285,10 @@ async function finish(run: Run, s: Session, data: DataSummary, t0: number): Prom
   let finalModel: string | null = null;
   if (!s.interrupted) {
     finalModel = path.join(out, FINAL_MODEL);
-    await saveAdapterBoth(run.engine, finalModel, { ...run.record, steps: s.pos.step });
+    await saveAdapterFolder(run.engine, finalModel, { ...run.record, steps: s.pos.step });
   }
   const { history } = run.metrics;
-  fs.writeFileSync(path.join(out, "loss.svg"), lossCurveSvg(history.train, history.eval, `text2sql: ${path.basename(out)}`));
+  writeFileAtomic(path.join(out, "loss.svg"), lossCurveSvg(history.train, history.eval, `text2sql: ${path.basename(out)}`));
   const peak = process.resourceUsage().maxRSS * 1024;
   const summary: TrainSummary = {
     outputDir: out,
@@ -279,7 +308,7 @@ async function finish(run: Run, s: Session, data: DataSummary, t0: number): Prom
     memory: memoryUse(run.engine, peak),
     data,
   };
-  fs.writeFileSync(path.join(out, "summary.json"), JSON.stringify(summary, null, 2) + "\n");
+  writeFileAtomic(path.join(out, "summary.json"), JSON.stringify(summary, null, 2) + "\n");
   return summary;
 }
 
