@@ -9,7 +9,7 @@ import { GGUF_ADAPTER, type AdapterRecord } from "../adapters/folder.js";
 import { saveAdapterBoth } from "../adapters/save-load.js";
 import type { LoraEngine } from "../engine/engine.js";
 import { readGguf, readTensorF32 } from "../formats/gguf.js";
-import { writeDirAtomic } from "../util/atomic.js";
+import { removeAtomic, writeDirAtomic } from "../util/atomic.js";
 
 /** Where a run is in its schedule. */
 export interface Position {
@@ -64,7 +64,7 @@ export async function saveCheckpoint(engine: LoraEngine, out: string, pos: Posit
     fs.writeFileSync(path.join(tmp, "trainer_state.json"), JSON.stringify(state, null, 2) + "\n");
   });
   const all = checkpointDirs(out);
-  for (const c of all.slice(0, Math.max(0, all.length - keep))) fs.rmSync(c.dir, { recursive: true, force: true });
+  for (const c of all.slice(0, Math.max(0, all.length - keep))) removeAtomic(c.dir);
   return dir;
 }
 

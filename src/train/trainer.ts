@@ -8,11 +8,11 @@ import { baseModelName, FINAL_MODEL, GGUF_ADAPTER } from "../adapters/folder.js"
 import { loadAdapterInto, saveAdapterFolder } from "../adapters/save-load.js";
 import { LoraEngine } from "../engine/engine.js";
 import { resolveModelPath } from "../models/model-path.js";
-import { cleanLeftovers, writeFileAtomic } from "../util/atomic.js";
+import { cleanLeftovers, removeAtomic, writeFileAtomic } from "../util/atomic.js";
 import { checkpointDirs, resumeNewest, type Position } from "./checkpoints.js";
 import { configToYaml, loadConfig, type DeepPartial, type TrainConfig } from "./config.js";
 import { loadDataset, type DatasetReport, type Example } from "./data.js";
-import { openMetrics, trainLoop, type Run, type Session } from "./loop.js";
+import { openMetrics, trainLoop, type Metrics, type Run, type Session } from "./loop.js";
 import { lossCurveSvg } from "./plot.js";
 import { encodeExample, Tokenizer, type Encoded, type EncodeOptions } from "./prompt.js";
 import { totalSteps } from "./schedule.js";
@@ -221,16 +221,17 @@ function checkOutputDir(out: string, hooks: TrainHooks): void {
 }
 
 /**
- * The run is known to start: writes config.yaml and, with overwrite, removes the products of the
- * run the folder held (its checkpoints, final model, loss curve and summary).
+ * The run is known to start: opens metrics.jsonl (on resume, checked and cut back to step
+ * `resumedAt`), writes config.yaml and, with overwrite, removes the products of the run the folder
+ * held (its checkpoints, final model, loss curve and summary).
  */
-function beginOutput(cfg: TrainConfig, hooks: TrainHooks): void {
+function beginOutput(cfg: TrainConfig, hooks: TrainHooks, resumedAt: number | null): Metrics {
   const out = cfg.output.dir;
   fs.mkdirSync(out, { recursive: true });
-  if (hooks.overwrite) {
-    for (const f of ["checkpoints", FINAL_MODEL, "loss.svg", "summary.json"]) fs.rmSync(path.join(out, f), { recursive: true, force: true });
-  }
+  const metrics = openMetrics(out, resumedAt, hooks.onLog);
+  if (hooks.overwrite) for (const f of ["checkpoints", FINAL_MODEL, "loss.svg", "summary.json"]) removeAtomic(path.join(out, f));
   writeFileAtomic(path.join(out, "config.yaml"), configToYaml(cfg));
+  return metrics;
 }
 
 function openEngine(cfg: TrainConfig, modelPath: string): Promise<LoraEngine> {
@@ -274,8 +275,7 @@ async function startRun(cfg: TrainConfig, engine: LoraEngine, modelPath: string,
     start = from.pos;
     log(`resuming from ${from.dir} (step ${start.step} of ${steps})`);
   }
-  beginOutput(cfg, hooks);
-  const metrics = openMetrics(cfg.output.dir, hooks.resume ? start.step : null, log);
+  const metrics = beginOutput(cfg, hooks, hooks.resume ? start.step : null);
   return { run: { cfg, engine, data, hooks, record, tensors, totalSteps: steps, startStep: start.step, metrics }, start };
 }
 

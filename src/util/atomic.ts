@@ -1,13 +1,14 @@
 // Crash-safe writes: a file or a whole folder is written under a temporary name next to its place
 // (<name>.tmp-<pid>) and renamed into it, so that a crash at any moment leaves either the old or
 // the new one complete. A folder is swapped: the old one is renamed away (<name>.old-<pid>), the
-// new one in, then the old one removed. cleanLeftovers, at the next start, finishes a swap a crash
-// cut and removes the leftovers of processes that are gone.
+// new one in, then the old one removed; a folder is removed by renaming it away (<name>.del-<pid>)
+// first. cleanLeftovers, at the next start, finishes a swap a crash cut and removes the leftovers of
+// processes that are gone.
 import fs from "node:fs";
 import path from "node:path";
 
 const tmpName = (p: string) => `${p}.tmp-${process.pid}`;
-const LEFTOVER = /^(.+)\.(tmp|old)-(\d+)$/;
+const LEFTOVER = /^(.+)\.(tmp|old|del)-(\d+)$/;
 
 /** Writes `file` whole or not at all: into a temporary file, then renamed over it. */
 export function writeFileAtomic(file: string, data: string | Uint8Array): void {
@@ -37,6 +38,14 @@ export async function writeDirAtomic(dir: string, fill: (tmp: string) => Promise
   if (had) fs.rmSync(old, { recursive: true, force: true });
 }
 
+/** Removes file or folder `p` (if there) as a whole: renamed away first, so a crash never leaves part of it in place. */
+export function removeAtomic(p: string): void {
+  if (!fs.existsSync(p)) return;
+  const gone = `${p}.del-${process.pid}`;
+  fs.renameSync(p, gone);
+  fs.rmSync(gone, { recursive: true, force: true });
+}
+
 /** Whether process `pid` is running (this process counts as gone: nothing of it is in flight at a start). */
 function alive(pid: number): boolean {
   if (pid === process.pid) return false;
@@ -49,7 +58,7 @@ function alive(pid: number): boolean {
 }
 
 /**
- * In `folder`, for the <name>.tmp-<pid> and <name>.old-<pid> entries of processes that are gone:
+ * In `folder`, for the <name>.tmp-<pid>, .old-<pid> and .del-<pid> entries of processes that are gone:
  * finishes a folder swap cut between its two renames (the new folder is complete then: it is
  * moved in; without one, the old one is moved back), then removes the rest. Resolves to a line per thing done, for the log.
  */
