@@ -10,7 +10,9 @@
 // honours it), and this script runs it, unchanged (`npm run install` in its folder: the prebuilt
 // download first, the source build as the fallback), beside the ggml build. Older npm versions
 // ignore allowScripts and have built better-sqlite3 already: then it loads and only ggml is built.
-// The load check also rebuilds better-sqlite3 after a Node.js upgrade.
+// The load check also rebuilds better-sqlite3 after a Node.js upgrade. Only in this package's own
+// checkout (better-sqlite3 under its node_modules/): in a project that depends on text2sql, that
+// project's npm and its allowScripts decide about better-sqlite3's script.
 import { spawn, spawnSync } from "node:child_process";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -66,8 +68,7 @@ async function main() {
   const jobs = [run(process.execPath, [path.join(root, "native", "build.mjs")], { cwd: root }, false).then((r) => r.status)];
   if (!betterSqliteLoads()) {
     const dir = betterSqliteDir();
-    if (dir) jobs.push(installBetterSqlite(dir));
-    else log("better-sqlite3 is not installed; skipping its build");
+    if (dir && dir.startsWith(path.join(root, "node_modules") + path.sep)) jobs.push(installBetterSqlite(dir));
   }
   const statuses = await Promise.all(jobs);
   process.exit(statuses.every((s) => s === 0) ? 0 : 1);
