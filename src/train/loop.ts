@@ -1,6 +1,7 @@
 // The training loop: optimizer steps over the epochs' shuffled examples, each step its micro-batches
 // accumulated then one AdamW step; evaluation every eval_every steps, a checkpoint every save_every,
-// metrics.jsonl as it goes, and on abort a checkpoint of the state before the unfinished step.
+// metrics.jsonl as it goes, and on abort a checkpoint of the state before the unfinished step. A
+// non-finite loss or gradient norm stops the run before anything of its step is saved.
 import fs from "node:fs";
 import path from "node:path";
 import type { AdapterRecord } from "../adapters/folder.js";

@@ -1,7 +1,9 @@
 // The SFT trainer: trainSft reads as setup (config, model, data, engine, resume) -> the loop
 // (loop.ts) -> the summary. The trainer owns the schedule (schedule.ts: epochs or max_steps, the
 // learning rate), evaluation, checkpoints and resuming (checkpoints.ts); the native engine only
-// accumulates and steps. prepareData is also the dry run of `text2sql data`.
+// accumulates and steps. The output folder must be new or empty unless the run resumes or
+// overwrites it, and every file in it is written whole (../util/atomic.ts). prepareData is also
+// the dry run of `text2sql data`.
 import fs from "node:fs";
 import path from "node:path";
 import { baseModelName, FINAL_MODEL, GGUF_ADAPTER } from "../adapters/folder.js";
