@@ -2,7 +2,8 @@
 // (loop.ts) -> the summary. The trainer owns the schedule (schedule.ts: epochs or max_steps, the
 // learning rate), evaluation, checkpoints and resuming (checkpoints.ts); the native engine only
 // accumulates and steps. The output folder must be new or empty unless the run resumes or
-// overwrites it, and every file in it is written whole (../util/atomic.ts). prepareData is also
+// overwrites it; every file and folder it writes is written whole (../util/atomic.ts; metrics.jsonl
+// is appended to, and a line a crash cut is dropped on resume). prepareData is also
 // the dry run of `text2sql data`.
 import fs from "node:fs";
 import path from "node:path";
