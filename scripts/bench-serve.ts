@@ -28,7 +28,7 @@ async function main(): Promise<void> {
   const out = path.join(process.env.TEXT2SQL_BENCH_DIR || path.join(os.tmpdir(), "text2sql-bench"), "serve-quickstart");
   if (!fs.existsSync(path.join(out, "final_model", "adapter.gguf"))) {
     process.stderr.write(`training the quickstart adapter into ${out}\n`);
-    await trainSft({ config: path.join(root, "configs", "quickstart.yaml"), data: { path: csv }, output: { dir: out }, train: { save_every: 0 } });
+    await trainSft({ config: path.join(root, "configs", "quickstart.yaml"), data: { path: csv }, output: { dir: out }, train: { save_every: 0 } }, { overwrite: true });
   }
   const questions = (await readExamples(csv, structuredClone(DEFAULTS.data))).map((e) => e.question);
   const server = await startServer({ adapter: out, port: 0, device: "cpu", threads, parallel, maxQueue: 1024, log: () => {} });
