@@ -25,6 +25,8 @@ export default defineConfig(
       parserOptions: { project: "./tsconfig.test.json", tsconfigRootDir: import.meta.dirname },
     },
     rules: {
+      // `let x; [i, x] = f(i)` reassigns i with x: only a destructuring whose every name could be const is flagged
+      "prefer-const": ["error", { destructuring: "all" }],
       // promises: every promise is awaited, returned, or explicitly dropped with `void`
       "@typescript-eslint/no-floating-promises": "error",
       "@typescript-eslint/no-misused-promises": "error",

@@ -44,8 +44,8 @@ async function main(): Promise<void> {
   }
 
   const rows: { name: string; ttftMs: number; tokensPerS: number }[] = [];
-  let binary = "?";
-  let ppTokensPerS = 0;
+  let binary: string;
+  let ppTokensPerS: number;
   const median = (xs: number[]) => xs.slice().sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
   for (const withAdapter of [false, true]) {

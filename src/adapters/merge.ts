@@ -105,7 +105,7 @@ function readGgufNamed(file: string, what: string): GgufFile {
     try {
         return readGguf(file);
     } catch (e) {
-        throw new Error(`mergeAdapter: cannot read the ${what} as GGUF: ${(e as Error).message}`);
+        throw new Error(`mergeAdapter: cannot read the ${what} as GGUF: ${(e as Error).message}`, { cause: e });
     }
 }
 

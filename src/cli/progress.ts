@@ -20,7 +20,10 @@ export function onInterrupt(first: (sig: NodeJS.Signals) => void, again: "exit" 
   return (on) => {
     if (on === listening) return;
     listening = on;
-    for (const sig of ["SIGINT", "SIGTERM"] as const) on ? process.on(sig, handler) : process.off(sig, handler);
+    for (const sig of ["SIGINT", "SIGTERM"] as const) {
+      if (on) process.on(sig, handler);
+      else process.off(sig, handler);
+    }
   };
 }
 

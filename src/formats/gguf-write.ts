@@ -183,7 +183,7 @@ export function writeGguf(filePath: string, spec: GgufWriteSpec): void {
         try {
             size = ggmlTensorByteLength(t.type, t.ne);
         } catch (e) {
-            throw new Error(`gguf: tensor "${t.name}": ${(e as Error).message} (writing ${filePath})`);
+            throw new Error(`gguf: tensor "${t.name}": ${(e as Error).message} (writing ${filePath})`, { cause: e });
         }
         sink.string(t.name);
         sink.u32(t.ne.length);

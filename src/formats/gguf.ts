@@ -354,7 +354,8 @@ function readValue(cur: FileCursor, type: number, key: string, depth = 0): GgufV
     if (Ctor) {
         // Numeric arrays: one bulk copy, viewed as the matching typed array (host is little-endian).
         const bytes = cur.bytes(count * Ctor.BYTES_PER_ELEMENT, what);
-        return { type, itemType, value: new (Ctor as any)(bytes.buffer, 0, count) } as GgufValue;
+        const View = Ctor as unknown as new (buffer: ArrayBufferLike, byteOffset: number, length: number) => ArrayBufferView;
+        return { type, itemType, value: new View(bytes.buffer, 0, count) } as GgufValue;
     }
     // Guard against absurd counts before allocating (every item takes at least one byte).
     if (count > cur.fileSize - cur.offset) cur.bytes(count, what); // throws "truncated"
@@ -434,7 +435,7 @@ export function readGguf(filePath: string): GgufFile {
             try {
                 byteLength = ggmlTensorByteLength(type, ne);
             } catch (e) {
-                throw new Error(`${filePath}: tensor "${name}": ${(e as Error).message}`);
+                throw new Error(`${filePath}: tensor "${name}": ${(e as Error).message}`, { cause: e });
             }
             tensors.push({ name, type, ne, offset, byteLength });
         }

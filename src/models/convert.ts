@@ -347,7 +347,7 @@ function findTensors(ck: Checkpoint, shapes: Map<string, number[]>, log: (m: str
     try {
       g = ggufNameOf(name, hp.nLayer);
     } catch (e) {
-      throw new Error(`${path.basename(t.file)}: ${(e as Error).message}`);
+      throw new Error(`${path.basename(t.file)}: ${(e as Error).message}`, { cause: e });
     }
     if (g === null) continue;
     if (g === "output.weight" && hp.tied) {

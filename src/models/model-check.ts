@@ -66,7 +66,7 @@ export function checkModelFile(file: string, label = "model"): GgufFile {
   try {
     g = readGguf(file);
   } catch (e) {
-    throw new Error(`${label}: ${(e as Error).message}`);
+    throw new Error(`${label}: ${(e as Error).message}`, { cause: e });
   }
   const bad = (what: string) => new Error(`${label}: ${file}: ${what}; llama.cpp cannot load it`);
   const arch = g.metadata.get("general.architecture");

@@ -117,7 +117,7 @@ async function resolveUncached(p: string, dtype: ModelDtype, o: Resolve): Promis
     try {
       spec = parseRepoSpec(p);
     } catch (e) {
-      throw new Error(`${L}: ${p} is not a file or folder, nor a hub repository: ${(e as Error).message}`);
+      throw new Error(`${L}: ${p} is not a file or folder, nor a hub repository: ${(e as Error).message}`, { cause: e });
     }
     return resolveHub(spec, dtype, o, p);
   }
@@ -187,7 +187,7 @@ async function resolveGgufUri(uri: string, o: Resolve): Promise<string> {
     });
   } catch (e) {
     if (o.signal?.aborted) throw new HubError(`download of ${uri} interrupted; the partial download is kept in ${directory} and resumes on the next run`, "aborted");
-    throw new Error(`${L}: ${uri}: ${(e as Error).message}`);
+    throw new Error(`${L}: ${uri}: ${(e as Error).message}`, { cause: e });
   } finally {
     reporter?.stop();
   }

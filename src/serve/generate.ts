@@ -171,7 +171,7 @@ export class SqlGenerator {
     } catch (err) {
       await model.dispose();
       const msg = (err as Error).message;
-      throw new Error(a.adapterFile ? `adapter: ${a.adapterFile} could not be applied to ${modelPath} (${msg}); is it an adapter for this base model?` : msg);
+      throw new Error(a.adapterFile ? `adapter: ${a.adapterFile} could not be applied to ${modelPath} (${msg}); is it an adapter for this base model?` : msg, { cause: err });
     }
   }
 

@@ -142,7 +142,7 @@ function loadSqlite(): SqliteCtor {
     return createRequire(import.meta.url)("better-sqlite3") as SqliteCtor;
   } catch (err) {
     throw new Error(`reading a SQLite schema needs better-sqlite3's native module, which did not load (${(err as Error).message.split("\n")[0]}); ` +
-      "approve and build it with: npm install-scripts approve better-sqlite3 && npm rebuild better-sqlite3");
+      "approve and build it with: npm install-scripts approve better-sqlite3 && npm rebuild better-sqlite3", { cause: err });
   }
 }
 

@@ -126,7 +126,7 @@ function betterSqlitePath(): string {
     try {
       sqlitePath = createRequire(import.meta.url).resolve("better-sqlite3");
     } catch (err) {
-      throw new Error(`execution metrics need better-sqlite3, which was not found (${(err as Error).message.split("\n")[0]}); install it with: npm install better-sqlite3`);
+      throw new Error(`execution metrics need better-sqlite3, which was not found (${(err as Error).message.split("\n")[0]}); install it with: npm install better-sqlite3`, { cause: err });
     }
   }
   return sqlitePath;

@@ -144,7 +144,10 @@ export function tokenize(query: string): string[] {
       let j = i;
       while (j < s.length && /[\w.$@#]/.test(s[j]!)) j++;
       let word = s.slice(i, j);
-      if (word.length > 1 && word.endsWith(".") && !/^\d+\.$/.test(word)) word = word.slice(0, -1), j--;
+      if (word.length > 1 && word.endsWith(".") && !/^\d+\.$/.test(word)) {
+        word = word.slice(0, -1);
+        j--;
+      }
       toks.push(word.toLowerCase());
       i = j;
     } else if ((c === "!" || c === ">" || c === "<") && s[i + 1] === "=") {

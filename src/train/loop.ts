@@ -64,7 +64,7 @@ function readMetrics(file: string, upTo: number, log: (m: string) => void): { li
         log(`metrics: warning: ${file}:${i + 1}: dropped the last line, cut by a crash (${(e as Error).message})`);
         break;
       }
-      throw new Error(`${file}:${i + 1}: not valid JSON (${(e as Error).message})`);
+      throw new Error(`${file}:${i + 1}: not valid JSON (${(e as Error).message})`, { cause: e });
     }
     if (typeof m !== "object" || m === null || typeof m.step !== "number") throw new Error(`${file}:${i + 1}: expected a metrics object with a step`);
     if (m.step <= upTo) kept.push({ line: lines[i], m });
