@@ -19,7 +19,7 @@ namespace {
 
 using t2s::engine;
 
-std::mutex g_log_mutex;
+std::mutex  g_log_mutex;
 std::string g_last_log;
 
 void log_callback(ggml_log_level level, const char * text, void *) {
@@ -31,16 +31,19 @@ void log_callback(ggml_log_level level, const char * text, void *) {
 
 // A Promise-returning worker: `work` runs off the main thread, `done` converts its result.
 class task : public Napi::AsyncWorker {
-public:
-    task(Napi::Env env, std::string name, std::function<void()> work, std::function<Napi::Value(Napi::Env)> done)
-        : Napi::AsyncWorker(env), name_(std::move(name)), work_(std::move(work)), done_(std::move(done)),
-          deferred_(Napi::Promise::Deferred::New(env)) {}
+  public:
+    task(Napi::Env env, std::string name, std::function<void()> work, std::function<Napi::Value(Napi::Env)> done) :
+        Napi::AsyncWorker(env),
+        name_(std::move(name)),
+        work_(std::move(work)),
+        done_(std::move(done)),
+        deferred_(Napi::Promise::Deferred::New(env)) {}
 
     Napi::Promise promise() { return deferred_.Promise(); }
 
-    std::function<void()> on_finish; // runs on the main thread, success or failure
+    std::function<void()> on_finish;  // runs on the main thread, success or failure
 
-protected:
+  protected:
     void Execute() override {
         try {
             work_();
@@ -64,11 +67,11 @@ protected:
         deferred_.Reject(err.Value());
     }
 
-private:
-    std::string name_;
-    std::function<void()> work_;
+  private:
+    std::string                           name_;
+    std::function<void()>                 work_;
     std::function<Napi::Value(Napi::Env)> done_;
-    Napi::Promise::Deferred deferred_;
+    Napi::Promise::Deferred               deferred_;
 };
 
 Napi::Object stats_to_js(Napi::Env env, const t2s::batch_stats & s) {
@@ -80,36 +83,37 @@ Napi::Object stats_to_js(Napi::Env env, const t2s::batch_stats & s) {
 }
 
 class native_engine : public Napi::ObjectWrap<native_engine> {
-public:
+  public:
     static Napi::FunctionReference * ctor;
 
     static Napi::Function init_class(Napi::Env env) {
-        return DefineClass(env, "NativeEngine", {
-            InstanceMethod("info", &native_engine::info),
-            InstanceMethod("accumulate", &native_engine::accumulate),
-            InstanceMethod("evaluate", &native_engine::evaluate),
-            InstanceMethod("logits", &native_engine::logits),
-            InstanceMethod("step", &native_engine::step),
-            InstanceMethod("zeroGrad", &native_engine::zero_grad),
-            InstanceMethod("getAdapter", &native_engine::get_adapter),
-            InstanceMethod("setAdapter", &native_engine::set_adapter),
-            InstanceMethod("resetAdapter", &native_engine::reset_adapter),
-            InstanceMethod("saveAdapter", &native_engine::save_adapter),
-            InstanceMethod("loadAdapter", &native_engine::load_adapter),
-            InstanceMethod("getOptimizerState", &native_engine::get_optimizer_state),
-            InstanceMethod("setOptimizerState", &native_engine::set_optimizer_state),
-            InstanceMethod("graphOps", &native_engine::graph_ops),
-            InstanceMethod("takeProfile", &native_engine::take_profile),
-            InstanceMethod("dispose", &native_engine::dispose),
-        });
+        return DefineClass(env, "NativeEngine",
+                           {
+                               InstanceMethod("info", &native_engine::info),
+                               InstanceMethod("accumulate", &native_engine::accumulate),
+                               InstanceMethod("evaluate", &native_engine::evaluate),
+                               InstanceMethod("logits", &native_engine::logits),
+                               InstanceMethod("step", &native_engine::step),
+                               InstanceMethod("zeroGrad", &native_engine::zero_grad),
+                               InstanceMethod("getAdapter", &native_engine::get_adapter),
+                               InstanceMethod("setAdapter", &native_engine::set_adapter),
+                               InstanceMethod("resetAdapter", &native_engine::reset_adapter),
+                               InstanceMethod("saveAdapter", &native_engine::save_adapter),
+                               InstanceMethod("loadAdapter", &native_engine::load_adapter),
+                               InstanceMethod("getOptimizerState", &native_engine::get_optimizer_state),
+                               InstanceMethod("setOptimizerState", &native_engine::set_optimizer_state),
+                               InstanceMethod("graphOps", &native_engine::graph_ops),
+                               InstanceMethod("takeProfile", &native_engine::take_profile),
+                               InstanceMethod("dispose", &native_engine::dispose),
+                           });
     }
 
     explicit native_engine(const Napi::CallbackInfo & info) : Napi::ObjectWrap<native_engine>(info) {}
 
     std::unique_ptr<engine> e;
-    bool busy = false;
+    bool                    busy = false;
 
-private:
+  private:
     engine & live(const Napi::Env & env, const char * call) {
         if (!e) throw Napi::Error::New(env, std::string(call) + ": the engine has been disposed");
         if (busy) throw Napi::Error::New(env, std::string(call) + ": the engine is busy with another call (await it first)");
@@ -117,21 +121,24 @@ private:
     }
 
     Napi::Value run(Napi::Env env, const char * name, std::function<void()> work, std::function<Napi::Value(Napi::Env)> done) {
-        auto * t = new task(env, name, std::move(work), std::move(done));
-        busy = true;
-        Napi::ObjectReference self = Napi::Persistent(Value());
-        auto self_ptr = std::make_shared<Napi::ObjectReference>(std::move(self));
-        t->on_finish = [this, self_ptr]() { busy = false; self_ptr->Reset(); };
+        auto * t                       = new task(env, name, std::move(work), std::move(done));
+        busy                           = true;
+        Napi::ObjectReference self     = Napi::Persistent(Value());
+        auto                  self_ptr = std::make_shared<Napi::ObjectReference>(std::move(self));
+        t->on_finish                   = [this, self_ptr]() {
+            busy = false;
+            self_ptr->Reset();
+        };
         Napi::Promise p = t->promise();
         t->Queue();
         return p;
     }
 
     Napi::Value info(const Napi::CallbackInfo & info) {
-        Napi::Env env = info.Env();
-        engine & en = live(env, "info");
-        const t2s::llama_hparams & hp = en.hp;
-        Napi::Object o = Napi::Object::New(env);
+        Napi::Env                  env = info.Env();
+        engine &                   en  = live(env, "info");
+        const t2s::llama_hparams & hp  = en.hp;
+        Napi::Object               o   = Napi::Object::New(env);
         o.Set("nVocab", (double) hp.n_vocab);
         o.Set("nEmbd", (double) hp.n_embd);
         o.Set("nLayer", (double) hp.n_layer);
@@ -153,33 +160,40 @@ private:
         o.Set("transposedBytes", (double) en.transposed_bytes);
         o.Set("computeBytes", (double) t2s::engine_compute_bytes(en));
         Napi::Array targets = Napi::Array::New(env);
-        uint32_t k = 0;
-        for (int t = 0; t < t2s::TARGET_COUNT; t++) if (en.opts.lora.targets[t]) targets.Set(k++, (double) t);
+        uint32_t    k       = 0;
+        for (int t = 0; t < t2s::TARGET_COUNT; t++)
+            if (en.opts.lora.targets[t]) targets.Set(k++, (double) t);
         o.Set("targets", targets);
         return o;
     }
 
-    struct batch_args { std::vector<int32_t> tokens; std::vector<uint8_t> mask; int64_t n_seq, seq_len; };
+    struct batch_args {
+        std::vector<int32_t> tokens;
+        std::vector<uint8_t> mask;
+        int64_t              n_seq, seq_len;
+    };
 
     static batch_args read_batch(const Napi::CallbackInfo & info, const char * call) {
         Napi::Env env = info.Env();
         if (info.Length() < 4 || !info[0].IsTypedArray() || !info[1].IsTypedArray() || !info[2].IsNumber() || !info[3].IsNumber()) {
-            throw Napi::TypeError::New(env, std::string(call) + "(tokens: Int32Array, mask: Uint8Array, nSeq, seqLen, ...) got wrong arguments");
+            throw Napi::TypeError::New(env,
+                                       std::string(call) + "(tokens: Int32Array, mask: Uint8Array, nSeq, seqLen, ...) got wrong arguments");
         }
         Napi::TypedArray ta = info[0].As<Napi::TypedArray>(), tm = info[1].As<Napi::TypedArray>();
         if (ta.TypedArrayType() != napi_int32_array || tm.TypedArrayType() != napi_uint8_array) {
             throw Napi::TypeError::New(env, std::string(call) + ": tokens must be an Int32Array and mask a Uint8Array");
         }
         batch_args b;
-        b.n_seq = info[2].As<Napi::Number>().Int64Value();
+        b.n_seq   = info[2].As<Napi::Number>().Int64Value();
         b.seq_len = info[3].As<Napi::Number>().Int64Value();
-        if (b.n_seq <= 0 || b.seq_len <= 0 || (int64_t) ta.ElementLength() != b.n_seq * b.seq_len || (int64_t) tm.ElementLength() != b.n_seq * b.seq_len) {
+        if (b.n_seq <= 0 || b.seq_len <= 0 || (int64_t) ta.ElementLength() != b.n_seq * b.seq_len ||
+            (int64_t) tm.ElementLength() != b.n_seq * b.seq_len) {
             throw Napi::RangeError::New(env, std::string(call) + ": tokens and mask must both hold nSeq × seqLen = " +
-                std::to_string(b.n_seq) + " × " + std::to_string(b.seq_len) + " values (got " + std::to_string(ta.ElementLength()) +
-                " and " + std::to_string(tm.ElementLength()) + ")");
+                                                 std::to_string(b.n_seq) + " × " + std::to_string(b.seq_len) + " values (got " +
+                                                 std::to_string(ta.ElementLength()) + " and " + std::to_string(tm.ElementLength()) + ")");
         }
         Napi::Int32Array t32 = info[0].As<Napi::Int32Array>();
-        Napi::Uint8Array m8 = info[1].As<Napi::Uint8Array>();
+        Napi::Uint8Array m8  = info[1].As<Napi::Uint8Array>();
         b.tokens.assign(t32.Data(), t32.Data() + t32.ElementLength());
         b.mask.assign(m8.Data(), m8.Data() + m8.ElementLength());
         return b;
@@ -187,61 +201,67 @@ private:
 
     Napi::Value accumulate(const Napi::CallbackInfo & info) {
         Napi::Env env = info.Env();
-        engine & en = live(env, "accumulate");
-        auto b = std::make_shared<batch_args>(read_batch(info, "accumulate"));
+        engine &  en  = live(env, "accumulate");
+        auto      b   = std::make_shared<batch_args>(read_batch(info, "accumulate"));
         if (info.Length() < 5 || !info[4].IsNumber()) throw Napi::TypeError::New(env, "accumulate: gradScale must be a number");
         const float scale = info[4].As<Napi::Number>().FloatValue();
-        auto res = std::make_shared<t2s::batch_stats>();
-        return run(env, "accumulate", [&en, b, scale, res]() {
-            *res = t2s::engine_accumulate(en, b->tokens.data(), b->mask.data(), b->n_seq, b->seq_len, scale);
-        }, [res](Napi::Env env) { return stats_to_js(env, *res); });
+        auto        res   = std::make_shared<t2s::batch_stats>();
+        return run(
+            env, "accumulate",
+            [&en, b, scale, res]() { *res = t2s::engine_accumulate(en, b->tokens.data(), b->mask.data(), b->n_seq, b->seq_len, scale); },
+            [res](Napi::Env env) { return stats_to_js(env, *res); });
     }
 
     Napi::Value evaluate(const Napi::CallbackInfo & info) {
         Napi::Env env = info.Env();
-        engine & en = live(env, "evaluate");
-        auto b = std::make_shared<batch_args>(read_batch(info, "evaluate"));
-        auto res = std::make_shared<t2s::batch_stats>();
-        return run(env, "evaluate", [&en, b, res]() {
-            *res = t2s::engine_evaluate(en, b->tokens.data(), b->mask.data(), b->n_seq, b->seq_len);
-        }, [res](Napi::Env env) { return stats_to_js(env, *res); });
+        engine &  en  = live(env, "evaluate");
+        auto      b   = std::make_shared<batch_args>(read_batch(info, "evaluate"));
+        auto      res = std::make_shared<t2s::batch_stats>();
+        return run(
+            env, "evaluate", [&en, b, res]() { *res = t2s::engine_evaluate(en, b->tokens.data(), b->mask.data(), b->n_seq, b->seq_len); },
+            [res](Napi::Env env) { return stats_to_js(env, *res); });
     }
 
     Napi::Value logits(const Napi::CallbackInfo & info) {
         Napi::Env env = info.Env();
-        engine & en = live(env, "logits");
+        engine &  en  = live(env, "logits");
         if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
             throw Napi::TypeError::New(env, "logits(tokens: Int32Array) got wrong arguments");
         }
-        Napi::Int32Array t = info[0].As<Napi::Int32Array>();
-        auto toks = std::make_shared<std::vector<int32_t>>(t.Data(), t.Data() + t.ElementLength());
-        auto res = std::make_shared<std::vector<float>>();
-        return run(env, "logits", [&en, toks, res]() {
-            *res = t2s::engine_logits(en, toks->data(), (int64_t) toks->size());
-        }, [res](Napi::Env env) -> Napi::Value {
-            Napi::Float32Array out = Napi::Float32Array::New(env, res->size());
-            std::copy(res->begin(), res->end(), out.Data());
-            return out;
-        });
+        Napi::Int32Array t    = info[0].As<Napi::Int32Array>();
+        auto             toks = std::make_shared<std::vector<int32_t>>(t.Data(), t.Data() + t.ElementLength());
+        auto             res  = std::make_shared<std::vector<float>>();
+        return run(
+            env, "logits", [&en, toks, res]() { *res = t2s::engine_logits(en, toks->data(), (int64_t) toks->size()); },
+            [res](Napi::Env env) -> Napi::Value {
+                Napi::Float32Array out = Napi::Float32Array::New(env, res->size());
+                std::copy(res->begin(), res->end(), out.Data());
+                return out;
+            });
     }
 
     Napi::Value step(const Napi::CallbackInfo & info) {
         Napi::Env env = info.Env();
-        engine & en = live(env, "step");
+        engine &  en  = live(env, "step");
         if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "step(params) needs an object");
-        Napi::Object o = info[0].As<Napi::Object>();
+        Napi::Object     o = info[0].As<Napi::Object>();
         t2s::step_params p;
-        auto num = [&](const char * key, float & dst) {
+        auto             num = [&](const char * key, float & dst) {
             Napi::Value v = o.Get(key);
             if (v.IsUndefined()) return;
             if (!v.IsNumber()) throw Napi::TypeError::New(env, std::string("step: ") + key + " must be a number");
             dst = v.As<Napi::Number>().FloatValue();
         };
-        num("lr", p.lr); num("beta1", p.beta1); num("beta2", p.beta2); num("eps", p.eps);
-        num("weightDecay", p.weight_decay); num("maxGradNorm", p.max_grad_norm);
+        num("lr", p.lr);
+        num("beta1", p.beta1);
+        num("beta2", p.beta2);
+        num("eps", p.eps);
+        num("weightDecay", p.weight_decay);
+        num("maxGradNorm", p.max_grad_norm);
         auto res = std::make_shared<double>(0.0);
-        return run(env, "step", [&en, p, res]() { *res = t2s::engine_step(en, p); },
-                   [res](Napi::Env env) { return Napi::Number::New(env, *res); });
+        return run(
+            env, "step", [&en, p, res]() { *res = t2s::engine_step(en, p); },
+            [res](Napi::Env env) { return Napi::Number::New(env, *res); });
     }
 
     Napi::Value zero_grad(const Napi::CallbackInfo & info) {
@@ -267,18 +287,19 @@ private:
 
     static std::vector<t2s::host_tensor> tensors_from_js(Napi::Env env, Napi::Value v, const char * call) {
         if (!v.IsArray()) throw Napi::TypeError::New(env, std::string(call) + ": expected an array of {name, ne, data}");
-        Napi::Array arr = v.As<Napi::Array>();
+        Napi::Array                   arr = v.As<Napi::Array>();
         std::vector<t2s::host_tensor> out;
         for (uint32_t i = 0; i < arr.Length(); i++) {
             Napi::Value item = arr.Get(i);
             if (!item.IsObject()) throw Napi::TypeError::New(env, std::string(call) + ": item " + std::to_string(i) + " is not an object");
             Napi::Object o = item.As<Napi::Object>();
-            Napi::Value d = o.Get("data"), ne = o.Get("ne"), name = o.Get("name");
+            Napi::Value  d = o.Get("data"), ne = o.Get("ne"), name = o.Get("name");
             if (!name.IsString() || !ne.IsArray() || !d.IsTypedArray() || d.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
-                throw Napi::TypeError::New(env, std::string(call) + ": item " + std::to_string(i) + " needs name: string, ne: number[], data: Float32Array");
+                throw Napi::TypeError::New(
+                    env, std::string(call) + ": item " + std::to_string(i) + " needs name: string, ne: number[], data: Float32Array");
             }
             t2s::host_tensor h;
-            h.name = name.As<Napi::String>().Utf8Value();
+            h.name          = name.As<Napi::String>().Utf8Value();
             Napi::Array nea = ne.As<Napi::Array>();
             for (uint32_t k = 0; k < nea.Length(); k++) h.ne.push_back(nea.Get(k).As<Napi::Number>().Int64Value());
             Napi::Float32Array fa = d.As<Napi::Float32Array>();
@@ -289,16 +310,16 @@ private:
     }
 
     Napi::Value get_adapter(const Napi::CallbackInfo & info) {
-        Napi::Env env = info.Env();
-        engine & en = live(env, "getAdapter");
+        Napi::Env  env   = info.Env();
+        engine &   en    = live(env, "getAdapter");
         const bool grads = info.Length() > 0 && info[0].ToBoolean().Value();
         return tensors_to_js(env, t2s::lora_get(en, grads));
     }
 
     Napi::Value set_adapter(const Napi::CallbackInfo & info) {
-        Napi::Env env = info.Env();
-        engine & en = live(env, "setAdapter");
-        auto ts = tensors_from_js(env, info.Length() ? info[0] : env.Undefined(), "setAdapter");
+        Napi::Env  env   = info.Env();
+        engine &   en    = live(env, "setAdapter");
+        auto       ts    = tensors_from_js(env, info.Length() ? info[0] : env.Undefined(), "setAdapter");
         const bool grads = info.Length() > 1 && info[1].ToBoolean().Value();
         try {
             t2s::lora_set(en, ts, grads);
@@ -316,7 +337,7 @@ private:
     // saveAdapter(path) / loadAdapter(path): a GGUF LoRA file, written or read off the main thread
     Napi::Value adapter_file(const Napi::CallbackInfo & info, const char * call, std::function<void(engine &, const std::string &)> fn) {
         Napi::Env env = info.Env();
-        engine & en = live(env, call);
+        engine &  en  = live(env, call);
         if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, std::string(call) + "(path: string)");
         std::string path = info[0].As<Napi::String>().Utf8Value();
         return run(env, call, [&en, path, fn]() { fn(en, path); }, [](Napi::Env env) { return env.Undefined(); });
@@ -332,9 +353,9 @@ private:
 
     // AdamW moments and step count, for resumable training.
     Napi::Value get_optimizer_state(const Napi::CallbackInfo & info) {
-        Napi::Env env = info.Env();
-        engine & en = live(env, "getOptimizerState");
-        Napi::Object o = Napi::Object::New(env);
+        Napi::Env    env = info.Env();
+        engine &     en  = live(env, "getOptimizerState");
+        Napi::Object o   = Napi::Object::New(env);
         o.Set("t", (double) en.adam.t);
         o.Set("dropoutCalls", (double) en.dropout_calls);
         std::vector<t2s::host_tensor> m, v;
@@ -350,18 +371,20 @@ private:
 
     Napi::Value set_optimizer_state(const Napi::CallbackInfo & info) {
         Napi::Env env = info.Env();
-        engine & en = live(env, "setOptimizerState");
+        engine &  en  = live(env, "setOptimizerState");
         if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "setOptimizerState({t, m, v})");
-        Napi::Object o = info[0].As<Napi::Object>();
-        auto m = tensors_from_js(env, o.Get("m"), "setOptimizerState");
-        auto v = tensors_from_js(env, o.Get("v"), "setOptimizerState");
+        Napi::Object                  o      = info[0].As<Napi::Object>();
+        auto                          m      = tensors_from_js(env, o.Get("m"), "setOptimizerState");
+        auto                          v      = tensors_from_js(env, o.Get("v"), "setOptimizerState");
         std::vector<t2s::host_tensor> shapes = t2s::lora_get(en, false);
         if (!m.empty() && (m.size() != shapes.size() || v.size() != shapes.size())) {
-            throw Napi::Error::New(env, "setOptimizerState: expected " + std::to_string(shapes.size()) + " moment tensors, got " + std::to_string(m.size()));
+            throw Napi::Error::New(
+                env, "setOptimizerState: expected " + std::to_string(shapes.size()) + " moment tensors, got " + std::to_string(m.size()));
         }
         for (size_t i = 0; i < m.size(); i++) {
             if (m[i].name != shapes[i].name || m[i].data.size() != shapes[i].data.size() || v[i].data.size() != shapes[i].data.size()) {
-                throw Napi::Error::New(env, "setOptimizerState: moment tensor " + std::to_string(i) + " ('" + m[i].name + "') does not match '" + shapes[i].name + "'");
+                throw Napi::Error::New(env, "setOptimizerState: moment tensor " + std::to_string(i) + " ('" + m[i].name +
+                                                "') does not match '" + shapes[i].name + "'");
             }
         }
         if (!o.Get("t").IsNumber()) throw Napi::TypeError::New(env, "setOptimizerState: t must be a number");
@@ -377,22 +400,24 @@ private:
     }
 
     Napi::Value graph_ops(const Napi::CallbackInfo & info) {
-        Napi::Env env = info.Env();
-        engine & en = live(env, "graphOps");
-        const int64_t T = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().Int64Value() : 8;
+        Napi::Env     env      = info.Env();
+        engine &      en       = live(env, "graphOps");
+        const int64_t T        = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().Int64Value() : 8;
         // optional caps {softMaxBack, rmsNormBack, outProd, customTranspose}: the graph as built for such a backend
-        t2s::op_caps caps = en.caps;
-        const bool has_caps = info.Length() > 1 && info[1].IsObject();
+        t2s::op_caps  caps     = en.caps;
+        const bool    has_caps = info.Length() > 1 && info[1].IsObject();
         if (has_caps) {
-            Napi::Object c = info[1].As<Napi::Object>();
-            auto flag = [&](const char * k, bool & dst) { if (c.Get(k).IsBoolean()) dst = c.Get(k).As<Napi::Boolean>().Value(); };
+            Napi::Object c    = info[1].As<Napi::Object>();
+            auto         flag = [&](const char * k, bool & dst) {
+                if (c.Get(k).IsBoolean()) dst = c.Get(k).As<Napi::Boolean>().Value();
+            };
             flag("softMaxBack", caps.soft_max_back);
             flag("rmsNormBack", caps.rms_norm_back);
             flag("outProd", caps.out_prod);
             flag("customTranspose", caps.custom_transpose);
         }
         std::vector<std::string> ops = t2s::engine_graph_ops(en, T, &caps);
-        Napi::Array arr = Napi::Array::New(env, ops.size());
+        Napi::Array              arr = Napi::Array::New(env, ops.size());
         for (size_t i = 0; i < ops.size(); i++) arr.Set((uint32_t) i, ops[i]);
         return arr;
     }
@@ -400,10 +425,10 @@ private:
     // takeProfile() -> [{phase, op, count, ms, flop}], slowest first; clears the accumulated timings.
     Napi::Value take_profile(const Napi::CallbackInfo & info) {
         Napi::Env env = info.Env();
-        engine & en = live(env, "takeProfile");
+        engine &  en  = live(env, "takeProfile");
         if (busy) throw Napi::Error::New(env, "takeProfile: the engine is busy with another call (await it first)");
-        std::vector<t2s::profile_entry> p = t2s::engine_profile_take(en);
-        Napi::Array out = Napi::Array::New(env, p.size());
+        std::vector<t2s::profile_entry> p   = t2s::engine_profile_take(en);
+        Napi::Array                     out = Napi::Array::New(env, p.size());
         for (size_t i = 0; i < p.size(); i++) {
             Napi::Object o = Napi::Object::New(env);
             o.Set("phase", p[i].phase);
@@ -430,9 +455,12 @@ Napi::FunctionReference * native_engine::ctor = nullptr;
 Napi::Value create_engine(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "createEngine(options) needs an object");
-    Napi::Object o = info[0].As<Napi::Object>();
+    Napi::Object        o = info[0].As<Napi::Object>();
     t2s::engine_options opts;
-    auto str = [&](const char * k, std::string & dst) { Napi::Value v = o.Get(k); if (v.IsString()) dst = v.As<Napi::String>().Utf8Value(); };
+    auto                str = [&](const char * k, std::string & dst) {
+        Napi::Value v = o.Get(k);
+        if (v.IsString()) dst = v.As<Napi::String>().Utf8Value();
+    };
     str("modelPath", opts.model_path);
     str("device", opts.device);
     if (o.Get("threads").IsNumber()) opts.threads = o.Get("threads").As<Napi::Number>().Int32Value();
@@ -451,20 +479,21 @@ Napi::Value create_engine(const Napi::CallbackInfo & info) {
     if (!tv.IsArray()) throw Napi::TypeError::New(env, "createEngine: targets must be an array of LoRA target indices");
     Napi::Array ta = tv.As<Napi::Array>();
     for (uint32_t i = 0; i < ta.Length(); i++) {
-        Napi::Value item = ta.Get(i);
-        const double t = item.IsNumber() ? item.As<Napi::Number>().DoubleValue() : -1.0;
+        Napi::Value  item = ta.Get(i);
+        const double t    = item.IsNumber() ? item.As<Napi::Number>().DoubleValue() : -1.0;
         if (!item.IsNumber() || t != std::floor(t) || t < 0 || t >= t2s::TARGET_COUNT) {
-            throw Napi::RangeError::New(env, "createEngine: LoRA target index " + item.ToString().Utf8Value() +
-                " is out of range [0, " + std::to_string(t2s::TARGET_COUNT) + ")");
+            throw Napi::RangeError::New(env, "createEngine: LoRA target index " + item.ToString().Utf8Value() + " is out of range [0, " +
+                                                 std::to_string(t2s::TARGET_COUNT) + ")");
         }
         opts.lora.targets[(int) t] = true;
     }
     if (opts.model_path.empty()) throw Napi::TypeError::New(env, "createEngine: modelPath must be a non-empty string");
 
-    auto res = std::make_shared<std::unique_ptr<engine>>();
-    auto * t = new task(env, "createEngine", [opts, res]() { *res = t2s::engine_init(opts); },
+    auto   res = std::make_shared<std::unique_ptr<engine>>();
+    auto * t   = new task(
+        env, "createEngine", [opts, res]() { *res = t2s::engine_init(opts); },
         [res](Napi::Env env) -> Napi::Value {
-            Napi::Object obj = native_engine::ctor->New({});
+            Napi::Object obj              = native_engine::ctor->New({});
             native_engine::Unwrap(obj)->e = std::move(*res);
             return obj;
         });
@@ -476,12 +505,12 @@ Napi::Value create_engine(const Napi::CallbackInfo & info) {
 t2s::amx_tiles g_amx_tiles = t2s::amx_tiles::absent;
 
 Napi::Value system_info(const Napi::CallbackInfo & info) {
-    Napi::Env env = info.Env();
-    Napi::Object o = Napi::Object::New(env);
-    Napi::Array devs = Napi::Array::New(env);
+    Napi::Env    env  = info.Env();
+    Napi::Object o    = Napi::Object::New(env);
+    Napi::Array  devs = Napi::Array::New(env);
     for (size_t i = 0; i < ggml_backend_dev_count(); i++) {
-        ggml_backend_dev_t d = ggml_backend_dev_get(i);
-        Napi::Object dv = Napi::Object::New(env);
+        ggml_backend_dev_t d  = ggml_backend_dev_get(i);
+        Napi::Object       dv = Napi::Object::New(env);
         dv.Set("name", ggml_backend_dev_name(d));
         dv.Set("description", ggml_backend_dev_description(d));
         dv.Set("backend", ggml_backend_reg_name(ggml_backend_dev_backend_reg(d)));
@@ -498,7 +527,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
     // before any compute in this process: ours, or node-llama-cpp's in the same process
     g_amx_tiles = t2s::cpu_request_amx_tiles();
     ggml_log_set(log_callback, nullptr);
-    Napi::Function cls = native_engine::init_class(env);
+    Napi::Function cls  = native_engine::init_class(env);
     native_engine::ctor = new Napi::FunctionReference(Napi::Persistent(cls));
     exports.Set("NativeEngine", cls);
     exports.Set("createEngine", Napi::Function::New(env, create_engine));
@@ -506,6 +535,6 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
     return exports;
 }
 
-} // namespace
+}  // namespace
 
 NODE_API_MODULE(text2sql, init)

@@ -77,17 +77,31 @@ function main() {
       fail("TEXT2SQL_CUDA=1 asks for the CUDA backend, but nvcc was not found on PATH (install the CUDA toolkit, or build without TEXT2SQL_CUDA for the CPU)");
     }
   }
-  const args = [cmakeJs, "build", "--directory", root, "--out", path.join(root, "build"), "--parallel", String(jobs),
-    "--CDLLAMA_CPP_DIR=" + src, "--CDTEXT2SQL_CUDA=" + (cuda ? "ON" : "OFF"), "--log-level", "warn"];
+  const args = [
+    cmakeJs,
+    "build",
+    "--directory",
+    root,
+    "--out",
+    path.join(root, "build"),
+    "--parallel",
+    String(jobs),
+    "--CDLLAMA_CPP_DIR=" + src,
+    "--CDTEXT2SQL_CUDA=" + (cuda ? "ON" : "OFF"),
+    "--log-level",
+    "warn",
+  ];
   // CUDA architectures: ggml's default is the GPUs of this machine ("native"); set
   // TEXT2SQL_CUDA_ARCHITECTURES (e.g. "89;90") to build for others, or where no GPU is visible
   const archs = process.env.TEXT2SQL_CUDA_ARCHITECTURES;
   if (cuda && archs) args.push("--CDCMAKE_CUDA_ARCHITECTURES=" + archs);
-  log(`building the native engine (ggml from source, ${cuda ? "CPU + CUDA" : process.platform === "darwin" ? "CPU + Metal" : "CPU"}, ${jobs} jobs; the first build takes about a minute)`);
+  log(
+    `building the native engine (ggml from source, ${cuda ? "CPU + CUDA" : process.platform === "darwin" ? "CPU + Metal" : "CPU"}, ${jobs} jobs; the first build takes about a minute)`,
+  );
   // cmake-js reuses build/ without re-running CMake: when the options change (say CUDA on or
   // off, or a new llama.cpp source), configure again so the new values reach the cache
   const stampFile = path.join(root, "build", ".text2sql-options");
-  const options = JSON.stringify({ src, cuda, archs: cuda ? archs ?? null : null });
+  const options = JSON.stringify({ src, cuda, archs: cuda ? (archs ?? null) : null });
   const stale = !fs.existsSync(stampFile) || fs.readFileSync(stampFile, "utf8") !== options;
   if (stale && fs.existsSync(path.join(root, "build", "CMakeCache.txt"))) args[1] = "configure";
   if (stale && args[1] === "configure") {

@@ -9,9 +9,9 @@
 // layer (addon.cpp) turns it into a rejected Promise.
 #pragma once
 
-#include "ggml.h"
 #include "ggml-alloc.h"
 #include "ggml-backend.h"
+#include "ggml.h"
 
 #include <array>
 #include <cstdint>
@@ -23,177 +23,185 @@ namespace t2s {
 
 // The seven linear layers of a Llama block that can carry a LoRA adapter.
 enum lora_target : int {
-    TARGET_Q = 0, TARGET_K, TARGET_V, TARGET_O, TARGET_GATE, TARGET_UP, TARGET_DOWN,
+    TARGET_Q = 0,
+    TARGET_K,
+    TARGET_V,
+    TARGET_O,
+    TARGET_GATE,
+    TARGET_UP,
+    TARGET_DOWN,
     TARGET_COUNT,
 };
 
 // GGUF tensor name stem: blk.N.<stem>.weight. The user-facing names (q, q_proj) live in
 // src/engine/lora.ts, which passes the engine validated indices in this enum's order.
-const char * target_gguf_stem(int t);   // "attn_q"
+const char * target_gguf_stem(int t);  // "attn_q"
 
 struct llama_hparams {
-    int64_t n_vocab   = 0;
-    int64_t n_embd    = 0;
-    int64_t n_layer   = 0;
-    int64_t n_head    = 0;
-    int64_t n_head_kv = 0;
-    int64_t n_ff      = 0;
-    int64_t n_ctx     = 0;
-    int64_t n_rot     = 0;
+    int64_t n_vocab         = 0;
+    int64_t n_embd          = 0;
+    int64_t n_layer         = 0;
+    int64_t n_head          = 0;
+    int64_t n_head_kv       = 0;
+    int64_t n_ff            = 0;
+    int64_t n_ctx           = 0;
+    int64_t n_rot           = 0;
     float   rope_freq_base  = 10000.0f;
     float   rope_freq_scale = 1.0f;
     float   rms_eps         = 1e-5f;
 
-    int64_t head_dim()  const { return n_embd / n_head; }
+    int64_t head_dim() const { return n_embd / n_head; }
     int64_t n_embd_kv() const { return head_dim() * n_head_kv; }
     // [n_in, n_out] of a target's weight
-    int64_t target_in (int t) const;
+    int64_t target_in(int t) const;
     int64_t target_out(int t) const;
 };
 
 struct llama_layer {
-    ggml_tensor * attn_norm = nullptr; // [n_embd] f32
-    ggml_tensor * ffn_norm  = nullptr; // [n_embd] f32
-    std::array<ggml_tensor *, TARGET_COUNT> w  {};  // [n_in, n_out]  frozen weights
-    std::array<ggml_tensor *, TARGET_COUNT> wt {};  // [n_out, n_in]  transposed copies for dX = Wᵀ·dY (null when lean)
+    ggml_tensor *                           attn_norm = nullptr;  // [n_embd] f32
+    ggml_tensor *                           ffn_norm  = nullptr;  // [n_embd] f32
+    std::array<ggml_tensor *, TARGET_COUNT> w{};                  // [n_in, n_out]  frozen weights
+    std::array<ggml_tensor *, TARGET_COUNT> wt{};                 // [n_out, n_in]  transposed copies for dX = Wᵀ·dY (null when lean)
 };
 
 struct lora_config {
-    int   r        = 8;
-    float alpha    = 16.0f;
-    float dropout  = 0.0f;
-    bool  rslora   = false;
-    uint64_t seed  = 42;
-    std::array<bool, TARGET_COUNT> targets {};
+    int                            r       = 8;
+    float                          alpha   = 16.0f;
+    float                          dropout = 0.0f;
+    bool                           rslora  = false;
+    uint64_t                       seed    = 42;
+    std::array<bool, TARGET_COUNT> targets{};
 
     float scale() const;
 };
 
 // One adapted linear layer: y = W·x + scale · B·(A·dropout(x)).
 struct lora_pair {
-    int layer  = 0;
-    int target = 0;
-    ggml_tensor * a  = nullptr; // [n_in, r]
-    ggml_tensor * b  = nullptr; // [r, n_out]
-    ggml_tensor * ga = nullptr; // [n_in, r]   accumulated gradient
-    ggml_tensor * gb = nullptr; // [r, n_out]  accumulated gradient
-    std::string name_a() const; // "blk.0.attn_q.weight.lora_a"
-    std::string name_b() const;
+    int           layer  = 0;
+    int           target = 0;
+    ggml_tensor * a      = nullptr;  // [n_in, r]
+    ggml_tensor * b      = nullptr;  // [r, n_out]
+    ggml_tensor * ga     = nullptr;  // [n_in, r]   accumulated gradient
+    ggml_tensor * gb     = nullptr;  // [r, n_out]  accumulated gradient
+    std::string   name_a() const;    // "blk.0.attn_q.weight.lora_a"
+    std::string   name_b() const;
 };
 
 struct adam_state {
-    int64_t t = 0;
-    std::vector<std::vector<float>> m; // one per parameter tensor (a0, b0, a1, b1, ...)
+    int64_t                         t = 0;
+    std::vector<std::vector<float>> m;  // one per parameter tensor (a0, b0, a1, b1, ...)
     std::vector<std::vector<float>> v;
 };
 
 struct step_params {
-    float lr           = 2e-4f;
-    float beta1        = 0.9f;
-    float beta2        = 0.999f;
-    float eps          = 1e-8f;
-    float weight_decay = 0.0f;
-    float max_grad_norm = 0.0f; // <= 0: no clipping
+    float lr            = 2e-4f;
+    float beta1         = 0.9f;
+    float beta2         = 0.999f;
+    float eps           = 1e-8f;
+    float weight_decay  = 0.0f;
+    float max_grad_norm = 0.0f;  // <= 0: no clipping
 };
 
 struct batch_stats {
-    double  loss_sum  = 0.0; // sum of token NLL over unmasked positions
-    int64_t n_tokens  = 0;   // unmasked positions
-    int64_t n_correct = 0;   // unmasked positions whose argmax equals the target
+    double  loss_sum  = 0.0;  // sum of token NLL over unmasked positions
+    int64_t n_tokens  = 0;    // unmasked positions
+    int64_t n_correct = 0;    // unmasked positions whose argmax equals the target
 };
 
 // Fused backward ops the backend has; where it lacks one, the graph composes it from basic ops.
 struct op_caps {
-    bool soft_max_back = false; // SOFT_MAX_BACK (CPU, CUDA; not Metal)
-    bool rms_norm_back = false; // RMS_NORM_BACK (CPU, CUDA; not Metal)
-    bool out_prod      = false; // OUT_PROD f32 x f32, for the LoRA gradients (CPU, CUDA; not Metal)
-    bool custom_transpose = false; // lean mode's Wᵀ through a tiled CPU op (kernels.cpp; else CONT)
+    bool soft_max_back    = false;  // SOFT_MAX_BACK (CPU, CUDA; not Metal)
+    bool rms_norm_back    = false;  // RMS_NORM_BACK (CPU, CUDA; not Metal)
+    bool out_prod         = false;  // OUT_PROD f32 x f32, for the LoRA gradients (CPU, CUDA; not Metal)
+    bool custom_transpose = false;  // lean mode's Wᵀ through a tiled CPU op (kernels.cpp; else CONT)
 };
 
 struct engine_options {
     std::string model_path;
-    std::string device = "auto"; // auto | cpu | cuda | metal
-    int threads = 0;             // 0: hardware concurrency
+    std::string device       = "auto";  // auto | cpu | cuda | metal
+    int         threads      = 0;       // 0: hardware concurrency
     // lean: no transposed weight copies; each Wᵀ is made in the graph just before its backward
     // product and freed right after (about half the weight memory, a little more time).
-    bool lean = false;
+    bool        lean         = false;
     // checkpoint: the forward pass keeps only each layer's input and the outputs of its
     // attention projections; the backward pass recomputes the rest of the layer (norms, RoPE,
     // attention, the FFN) just before that layer's backward (less activation memory, more time).
-    bool checkpoint = false;
-    bool profile = false;        // time every graph node (slow); read with engine_profile_take
-    bool portable_ops = false;   // compose every backward op from basic ops, as on Metal (tests)
+    bool        checkpoint   = false;
+    bool        profile      = false;  // time every graph node (slow); read with engine_profile_take
+    bool        portable_ops = false;  // compose every backward op from basic ops, as on Metal (tests)
     lora_config lora;
 };
 
 // Per-op timings gathered when engine_options.profile is set.
 struct profile_entry {
-    std::string phase; // forward | backward
-    std::string op;    // e.g. MUL_MAT bf16 x f32 (weight), SOFT_MAX f32
-    int64_t count = 0;
-    double  ms    = 0.0;
-    double  flop  = 0.0; // multiply-adds x 2, for MUL_MAT
+    std::string phase;  // forward | backward
+    std::string op;     // e.g. MUL_MAT bf16 x f32 (weight), SOFT_MAX f32
+    int64_t     count = 0;
+    double      ms    = 0.0;
+    double      flop  = 0.0;  // multiply-adds x 2, for MUL_MAT
 };
 
 struct engine {
     engine_options opts;
     llama_hparams  hp;
-    std::string    weight_type;   // "f32" | "f16" | "bf16" (of the attention/FFN matrices)
-    std::string    device_name;   // backend name as ggml reports it
+    std::string    weight_type;  // "f32" | "f16" | "bf16" (of the attention/FFN matrices)
+    std::string    device_name;  // backend name as ggml reports it
 
-    ggml_backend_t backend = nullptr;
-    ggml_backend_t backend_cpu = nullptr; // set when the backend is the CPU (thread count)
+    ggml_backend_t backend     = nullptr;
+    ggml_backend_t backend_cpu = nullptr;            // set when the backend is the CPU (thread count)
 
-    ggml_context * ctx_w = nullptr;          // weights (and their transposed copies)
-    ggml_backend_buffer_t buf_w = nullptr;
-    ggml_tensor * tok_embd    = nullptr;     // [n_embd, n_vocab]
-    ggml_tensor * output_norm = nullptr;     // [n_embd]
-    ggml_tensor * output      = nullptr;     // [n_embd, n_vocab] (token_embd when tied)
-    ggml_tensor * output_t    = nullptr;     // [n_vocab, n_embd]
-    ggml_tensor * rope_freqs  = nullptr;     // [n_rot/2] or null
+    ggml_context *           ctx_w       = nullptr;  // weights (and their transposed copies)
+    ggml_backend_buffer_t    buf_w       = nullptr;
+    ggml_tensor *            tok_embd    = nullptr;  // [n_embd, n_vocab]
+    ggml_tensor *            output_norm = nullptr;  // [n_embd]
+    ggml_tensor *            output      = nullptr;  // [n_embd, n_vocab] (token_embd when tied)
+    ggml_tensor *            output_t    = nullptr;  // [n_vocab, n_embd]
+    ggml_tensor *            rope_freqs  = nullptr;  // [n_rot/2] or null
     std::vector<llama_layer> layers;
 
-    ggml_context * ctx_lora = nullptr;       // adapter weights and gradients
-    ggml_backend_buffer_t buf_lora = nullptr;
+    ggml_context *         ctx_lora = nullptr;  // adapter weights and gradients
+    ggml_backend_buffer_t  buf_lora = nullptr;
     std::vector<lora_pair> lora;
-    adam_state adam;
-    uint64_t dropout_calls = 0;              // advances the dropout stream on every accumulate
+    adam_state             adam;
+    uint64_t               dropout_calls = 0;  // advances the dropout stream on every accumulate
 
-    ggml_gallocr_t galloc = nullptr;
-    size_t weight_bytes = 0;                 // base weights (+ transposed copies unless lean)
-    size_t transposed_bytes = 0;             // of which transposed copies
-    std::vector<profile_entry> profile;      // accumulated when opts.profile
-    op_caps caps;                            // fused ops the graph may use on this backend
+    ggml_gallocr_t             galloc           = nullptr;
+    size_t                     weight_bytes     = 0;  // base weights (+ transposed copies unless lean)
+    size_t                     transposed_bytes = 0;  // of which transposed copies
+    std::vector<profile_entry> profile;               // accumulated when opts.profile
+    op_caps                    caps;                  // fused ops the graph may use on this backend
 
     ~engine();
 };
 
 // Loading and adapters (model.cpp, adapter.cpp)
 std::unique_ptr<engine> engine_init(const engine_options & opts);
-int64_t lora_param_count(const engine & e);
-void lora_reset(engine & e);                          // PEFT init: A ~ U(±1/sqrt(n_in)), B = 0
-struct host_tensor { std::string name; std::vector<int64_t> ne; std::vector<float> data; };
+int64_t                 lora_param_count(const engine & e);
+void                    lora_reset(engine & e);  // PEFT init: A ~ U(±1/sqrt(n_in)), B = 0
+struct host_tensor {
+    std::string          name;
+    std::vector<int64_t> ne;
+    std::vector<float>   data;
+};
 std::vector<host_tensor> lora_get(const engine & e, bool gradients);
-void lora_set(engine & e, const std::vector<host_tensor> & tensors, bool gradients = false);
-void lora_save_gguf(const engine & e, const std::string & path);
-void lora_load_gguf(engine & e, const std::string & path);
+void                     lora_set(engine & e, const std::vector<host_tensor> & tensors, bool gradients = false);
+void                     lora_save_gguf(const engine & e, const std::string & path);
+void                     lora_load_gguf(engine & e, const std::string & path);
 
 // Compute (runner.cpp)
 // tokens/mask: [n_seq, seq_len] row-major, right-padded; mask[i][j] = 1 marks token j of sequence i
 // as a prediction target (predicted from tokens 0..j-1). grad_scale multiplies every gradient
 // (the trainer passes 1 / unmasked tokens of the whole accumulated batch).
-batch_stats engine_accumulate(engine & e, const int32_t * tokens, const uint8_t * mask,
-                              int64_t n_seq, int64_t seq_len, float grad_scale);
-batch_stats engine_evaluate(engine & e, const int32_t * tokens, const uint8_t * mask,
-                            int64_t n_seq, int64_t seq_len);
-std::vector<float> engine_logits(engine & e, const int32_t * tokens, int64_t n_tokens); // [n_tokens, n_vocab]
+batch_stats engine_accumulate(engine & e, const int32_t * tokens, const uint8_t * mask, int64_t n_seq, int64_t seq_len, float grad_scale);
+batch_stats engine_evaluate(engine & e, const int32_t * tokens, const uint8_t * mask, int64_t n_seq, int64_t seq_len);
+std::vector<float> engine_logits(engine & e, const int32_t * tokens, int64_t n_tokens);  // [n_tokens, n_vocab]
 
 // Bytes of the compute buffer (activations and temporaries): the largest graph so far.
 size_t engine_compute_bytes(const engine & e);
 
 // Optimizer (optimizer.cpp)
-double engine_step(engine & e, const step_params & p); // returns the gradient norm before clipping
-void engine_zero_grad(engine & e);
+double engine_step(engine & e, const step_params & p);  // returns the gradient norm before clipping
+void   engine_zero_grad(engine & e);
 
 // Per-op timings since the last call (engine_options.profile), slowest first (profile.cpp).
 std::vector<profile_entry> engine_profile_take(engine & e);
@@ -209,4 +217,4 @@ std::vector<std::string> engine_graph_ops(engine & e, int64_t n_tokens, const op
 // Which fused backward ops the engine's backend runs (probed with ggml_backend_supports_op).
 op_caps engine_probe_caps(engine & e);
 
-} // namespace t2s
+}  // namespace t2s

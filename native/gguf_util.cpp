@@ -11,8 +11,8 @@ namespace t2s {
 void gguf_check_magic(const std::string & path, const char * what) {
     FILE * f = fopen(path.c_str(), "rb");
     if (!f) throw std::runtime_error(std::string("cannot open ") + what + " file '" + path + "': " + strerror(errno));
-    char magic[4] = {0};
-    const size_t n = fread(magic, 1, 4, f);
+    char         magic[4] = {0};
+    const size_t n        = fread(magic, 1, 4, f);
     fclose(f);
     if (n != 4 || memcmp(magic, "GGUF", 4) != 0) {
         throw std::runtime_error("'" + path + "' is not a GGUF file (it does not start with the GGUF magic)");
@@ -27,9 +27,9 @@ int64_t kv_int(gguf_context * g, const std::string & key, int64_t def, bool requ
     }
     switch (gguf_get_kv_type(g, id)) {
         case GGUF_TYPE_UINT32: return gguf_get_val_u32(g, id);
-        case GGUF_TYPE_INT32:  return gguf_get_val_i32(g, id);
+        case GGUF_TYPE_INT32: return gguf_get_val_i32(g, id);
         case GGUF_TYPE_UINT64: return (int64_t) gguf_get_val_u64(g, id);
-        case GGUF_TYPE_INT64:  return gguf_get_val_i64(g, id);
+        case GGUF_TYPE_INT64: return gguf_get_val_i64(g, id);
         case GGUF_TYPE_UINT16: return gguf_get_val_u16(g, id);
         default: throw std::runtime_error(path + ": GGUF metadata key '" + key + "' is not an integer");
     }
@@ -57,4 +57,4 @@ std::string shape_str(const std::vector<int64_t> & ne) {
     return s + "]";
 }
 
-} // namespace t2s
+}  // namespace t2s

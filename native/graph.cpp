@@ -16,9 +16,7 @@ namespace t2s {
 namespace {
 
 // Node capacity of one graph: forward, backward and (checkpointing) recompute of every layer.
-size_t graph_size(const llama_hparams & hp) {
-    return 1024 + (size_t) hp.n_layer * 640;
-}
+size_t graph_size(const llama_hparams & hp) { return 1024 + (size_t) hp.n_layer * 640; }
 
 std::vector<std::array<int, TARGET_COUNT>> lora_index(const engine & e) {
     std::vector<std::array<int, TARGET_COUNT>> idx(e.hp.n_layer);
@@ -29,58 +27,63 @@ std::vector<std::array<int, TARGET_COUNT>> lora_index(const engine & e) {
 
 // Saved forward state of one adapted linear layer, for its backward twin.
 struct linear_saved {
-    ggml_tensor * y  = nullptr; // [n_out, T]  output (null when the recompute does not need it)
-    ggml_tensor * x  = nullptr; // [n_in, T]
-    ggml_tensor * xd = nullptr; // [n_in, T]   dropout(x) (== x without dropout)
-    ggml_tensor * t  = nullptr; // [r, T]      A·xd
-    ggml_tensor * mask = nullptr; // [n_in, T] dropout mask (scaled by 1/(1-p)), or null
-    int lora = -1;
+    ggml_tensor * y    = nullptr;  // [n_out, T]  output (null when the recompute does not need it)
+    ggml_tensor * x    = nullptr;  // [n_in, T]
+    ggml_tensor * xd   = nullptr;  // [n_in, T]   dropout(x) (== x without dropout)
+    ggml_tensor * t    = nullptr;  // [r, T]      A·xd
+    ggml_tensor * mask = nullptr;  // [n_in, T] dropout mask (scaled by 1/(1-p)), or null
+    int           lora = -1;
 };
 
 // x [a, b] -> contiguous [b, a]
 ggml_tensor * transpose_cont(ggml_context * ctx, ggml_tensor * x) {
-    return ggml_cont(ctx, ggml_transpose(ctx, x));                            // [b, a]
+    return ggml_cont(ctx, ggml_transpose(ctx, x));  // [b, a]
 }
-
 
 // Wᵀ for dX = Wᵀ·dY: the copy made at load (fast mode) or a copy made in the graph (lean mode),
 // which the allocator frees right after its product. On the CPU a tiled custom op makes it;
 // GPU backends use their own copy kernel.
 ggml_tensor * weight_t(graph_ctx & g, ggml_tensor * w, ggml_tensor * w_t) {
-    if (w_t) return w_t;                                                       // [n_out, n_in]
-    ggml_tensor * wv = ggml_transpose(g.ctx, w);                               // [n_out, n_in] view
-    if (g.caps.custom_transpose) return ggml_map_custom1(g.ctx, wv, transpose_op, GGML_N_TASKS_MAX, nullptr); // [n_out, n_in]
-    return ggml_cont(g.ctx, wv);                                               // [n_out, n_in]
+    if (w_t) return w_t;                                                                                       // [n_out, n_in]
+    ggml_tensor * wv = ggml_transpose(g.ctx, w);                                                               // [n_out, n_in] view
+    if (g.caps.custom_transpose) return ggml_map_custom1(g.ctx, wv, transpose_op, GGML_N_TASKS_MAX, nullptr);  // [n_out, n_in]
+    return ggml_cont(g.ctx, wv);                                                                               // [n_out, n_in]
 }
 
 // y = W·x + s·B·(A·dropout(x))
 // With `kept` (the first forward pass's state, when recomputing a checkpointed layer) the dropout
 // mask is the one drawn then, and the output is taken from it when reuse_y is set; need_y = false
 // recomputes only what linear_back needs.
-ggml_tensor * linear(graph_ctx & g, int il, int target, ggml_tensor * x, linear_saved & sv,
-                     const linear_saved * kept = nullptr, bool reuse_y = false, bool need_y = true) {
-    engine & e = g.e;
-    ggml_context * ctx = g.ctx;
-    sv.x = x;
-    sv.lora = g.lora_idx[il][target];
-    const bool compute_y = need_y && !(kept && reuse_y);
-    ggml_tensor * y = compute_y ? ggml_mul_mat(ctx, e.layers[il].w[target], x) : nullptr; // [n_out, T]
+ggml_tensor * linear(graph_ctx &          g,
+                     int                  il,
+                     int                  target,
+                     ggml_tensor *        x,
+                     linear_saved &       sv,
+                     const linear_saved * kept    = nullptr,
+                     bool                 reuse_y = false,
+                     bool                 need_y  = true) {
+    engine &       e        = g.e;
+    ggml_context * ctx      = g.ctx;
+    sv.x                    = x;
+    sv.lora                 = g.lora_idx[il][target];
+    const bool    compute_y = need_y && !(kept && reuse_y);
+    ggml_tensor * y         = compute_y ? ggml_mul_mat(ctx, e.layers[il].w[target], x) : nullptr;  // [n_out, T]
     if (sv.lora >= 0) {
-        lora_pair & p = e.lora[sv.lora];
+        lora_pair &   p  = e.lora[sv.lora];
         ggml_tensor * xd = x;
         if (kept) {
             sv.mask = kept->mask;
         } else if (g.dropout) {
-            sv.mask = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, x->ne[0], x->ne[1]); // [n_in, T]
+            sv.mask = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, x->ne[0], x->ne[1]);  // [n_in, T]
             ggml_set_input(sv.mask);
             g.in.drop.emplace_back(sv.mask, sv.lora);
         }
-        if (sv.mask) xd = ggml_mul(ctx, x, sv.mask);                          // [n_in, T]
+        if (sv.mask) xd = ggml_mul(ctx, x, sv.mask);                                      // [n_in, T]
         sv.xd = xd;
-        sv.t = ggml_mul_mat(ctx, p.a, xd);                                    // [r, T]
+        sv.t  = ggml_mul_mat(ctx, p.a, xd);                                               // [r, T]
         if (compute_y) {
-            ggml_tensor * u = ggml_mul_mat(ctx, p.b, sv.t);                   // [n_out, T]
-            y = ggml_add(ctx, y, ggml_scale(ctx, u, e.opts.lora.scale()));     // [n_out, T]
+            ggml_tensor * u = ggml_mul_mat(ctx, p.b, sv.t);                               // [n_out, T]
+            y               = ggml_add(ctx, y, ggml_scale(ctx, u, e.opts.lora.scale()));  // [n_out, T]
         }
     }
     sv.y = compute_y ? y : (kept && reuse_y ? kept->y : nullptr);
@@ -90,28 +93,29 @@ ggml_tensor * linear(graph_ctx & g, int il, int target, ggml_tensor * x, linear_
 // Backward twin of linear(): accumulates dA, dB and returns dx = Wᵀ·dy + Aᵀ·(s·Bᵀ·dy) ⊙ mask
 // (null when need_dx is false: the first layer's input gradient is not needed).
 ggml_tensor * linear_back(graph_ctx & g, int il, int target, const linear_saved & sv, ggml_tensor * dy, bool need_dx = true) {
-    engine & e = g.e;
+    engine &       e   = g.e;
     ggml_context * ctx = g.ctx;
-    ggml_tensor * dx = need_dx ? ggml_mul_mat(ctx, weight_t(g, e.layers[il].w[target], e.layers[il].wt[target]), dy) : nullptr; // [n_in, T]
+    ggml_tensor *  dx =
+        need_dx ? ggml_mul_mat(ctx, weight_t(g, e.layers[il].w[target], e.layers[il].wt[target]), dy) : nullptr;  // [n_in, T]
     if (sv.lora < 0) return dx;
-    lora_pair & p = e.lora[sv.lora];
-    const float s = e.opts.lora.scale();
-    ggml_tensor * dt = ggml_scale(ctx, ggml_mul_mat(ctx, transpose_cont(ctx, p.b), dy), s); // [r, T]  s·Bᵀ·dy
-    ggml_tensor * dA, * dB;
+    lora_pair &   p  = e.lora[sv.lora];
+    const float   s  = e.opts.lora.scale();
+    ggml_tensor * dt = ggml_scale(ctx, ggml_mul_mat(ctx, transpose_cont(ctx, p.b), dy), s);  // [r, T]  s·Bᵀ·dy
+    ggml_tensor * dA, *dB;
     if (g.caps.out_prod) {
         // sums over tokens as outer products: no transposed copies of the [·, T] activations
-        dB = ggml_scale(ctx, ggml_out_prod(ctx, sv.t, dy), s);                 // [r, n_out]  s·t·dyᵀ
-        dA = ggml_out_prod(ctx, sv.xd, dt);                                    // [n_in, r]   xd·dtᵀ
+        dB = ggml_scale(ctx, ggml_out_prod(ctx, sv.t, dy), s);                                           // [r, n_out]  s·t·dyᵀ
+        dA = ggml_out_prod(ctx, sv.xd, dt);                                                              // [n_in, r]   xd·dtᵀ
     } else {
-        dB = ggml_scale(ctx, ggml_mul_mat(ctx, transpose_cont(ctx, sv.t), transpose_cont(ctx, dy)), s); // [r, n_out]
-        dA = ggml_mul_mat(ctx, transpose_cont(ctx, sv.xd), transpose_cont(ctx, dt)); // [n_in, r]
+        dB = ggml_scale(ctx, ggml_mul_mat(ctx, transpose_cont(ctx, sv.t), transpose_cont(ctx, dy)), s);  // [r, n_out]
+        dA = ggml_mul_mat(ctx, transpose_cont(ctx, sv.xd), transpose_cont(ctx, dt));                     // [n_in, r]
     }
-    g.grad_updates.push_back(ggml_cpy(ctx, ggml_add(ctx, p.ga, dA), p.ga));   // [n_in, r]
-    g.grad_updates.push_back(ggml_cpy(ctx, ggml_add(ctx, p.gb, dB), p.gb));   // [r, n_out]
+    g.grad_updates.push_back(ggml_cpy(ctx, ggml_add(ctx, p.ga, dA), p.ga));                              // [n_in, r]
+    g.grad_updates.push_back(ggml_cpy(ctx, ggml_add(ctx, p.gb, dB), p.gb));                              // [r, n_out]
     if (!need_dx) return nullptr;
-    ggml_tensor * dxd = ggml_mul_mat(ctx, transpose_cont(ctx, p.a), dt);      // [n_in, T]
-    if (sv.mask) dxd = ggml_mul(ctx, dxd, sv.mask);                           // [n_in, T]
-    return ggml_add(ctx, dx, dxd);                                             // [n_in, T]
+    ggml_tensor * dxd = ggml_mul_mat(ctx, transpose_cont(ctx, p.a), dt);                                 // [n_in, T]
+    if (sv.mask) dxd = ggml_mul(ctx, dxd, sv.mask);                                                      // [n_in, T]
+    return ggml_add(ctx, dx, dxd);                                                                       // [n_in, T]
 }
 
 // RMS norm without the weight: n = x / sqrt(mean(x²) + eps).
@@ -119,55 +123,55 @@ ggml_tensor * linear_back(graph_ctx & g, int il, int target, const linear_saved 
 // (Metal): dx = (dn - n · mean(dn ⊙ n)) / sqrt(mean(x²) + eps)
 ggml_tensor * rms_norm_back(graph_ctx & g, ggml_tensor * x, ggml_tensor * n, ggml_tensor * dn) {
     ggml_context * ctx = g.ctx;
-    if (g.caps.rms_norm_back) return ggml_rms_norm_back(ctx, dn, x, g.e.hp.rms_eps); // [n_embd, T]
-    const float inv_n = 1.0f / (float) x->ne[0];
-    ggml_tensor * rms = ggml_sqrt(ctx, ggml_scale_bias(ctx, ggml_sum_rows(ctx, ggml_sqr(ctx, x)), inv_n, g.e.hp.rms_eps)); // [1, T]
-    ggml_tensor * c = ggml_scale(ctx, ggml_sum_rows(ctx, ggml_mul(ctx, dn, n)), inv_n);  // [1, T]
-    return ggml_div(ctx, ggml_sub(ctx, dn, ggml_mul(ctx, n, c)), rms);                   // [n_embd, T]
+    if (g.caps.rms_norm_back) return ggml_rms_norm_back(ctx, dn, x, g.e.hp.rms_eps);                                          // [n_embd, T]
+    const float   inv_n = 1.0f / (float) x->ne[0];
+    ggml_tensor * rms   = ggml_sqrt(ctx, ggml_scale_bias(ctx, ggml_sum_rows(ctx, ggml_sqr(ctx, x)), inv_n, g.e.hp.rms_eps));  // [1, T]
+    ggml_tensor * c     = ggml_scale(ctx, ggml_sum_rows(ctx, ggml_mul(ctx, dn, n)), inv_n);                                   // [1, T]
+    return ggml_div(ctx, ggml_sub(ctx, dn, ggml_mul(ctx, n, c)), rms);                                                        // [n_embd, T]
 }
 
 // Backward twin of P = softmax(scale·S + mask): dS = scale · P ⊙ (dP - Σ_k dP ⊙ P). ggml's
 // SOFT_MAX_BACK where the backend has it, else composed from basic ops (Metal).
 ggml_tensor * soft_max_back(graph_ctx & g, ggml_tensor * p, ggml_tensor * dp, float scale) {
     ggml_context * ctx = g.ctx;
-    if (g.caps.soft_max_back) return ggml_soft_max_ext_back(ctx, dp, p, scale, 0.0f); // [T_k, T_q, n_head]
-    ggml_tensor * dot = ggml_sum_rows(ctx, ggml_mul(ctx, dp, p));              // [1, T_q, n_head]
-    return ggml_scale(ctx, ggml_mul(ctx, p, ggml_sub(ctx, dp, dot)), scale);   // [T_k, T_q, n_head]
+    if (g.caps.soft_max_back) return ggml_soft_max_ext_back(ctx, dp, p, scale, 0.0f);  // [T_k, T_q, n_head]
+    ggml_tensor * dot = ggml_sum_rows(ctx, ggml_mul(ctx, dp, p));                      // [1, T_q, n_head]
+    return ggml_scale(ctx, ggml_mul(ctx, p, ggml_sub(ctx, dp, dot)), scale);           // [T_k, T_q, n_head]
 }
 
 // RoPE on x [hd, n_heads, T] (q or k), positions 0..T-1; its backward twin is rope_back.
 ggml_tensor * rope(graph_ctx & g, ggml_tensor * x) {
     const llama_hparams & hp = g.e.hp;
-    return ggml_rope_ext(g.ctx, x, g.in.pos, g.e.rope_freqs, (int) hp.n_rot, 0, (int) hp.n_ctx,
-                         hp.rope_freq_base, hp.rope_freq_scale, 0.0f, 1.0f, 0.0f, 0.0f); // [hd, n_heads, T]
+    return ggml_rope_ext(g.ctx, x, g.in.pos, g.e.rope_freqs, (int) hp.n_rot, 0, (int) hp.n_ctx, hp.rope_freq_base, hp.rope_freq_scale, 0.0f,
+                         1.0f, 0.0f, 0.0f);  // [hd, n_heads, T]
 }
 
 // Backward twin of rope(): the inverse rotation of dy [hd, n_heads, T].
 ggml_tensor * rope_back(graph_ctx & g, ggml_tensor * dy) {
     const llama_hparams & hp = g.e.hp;
-    return ggml_rope_ext_back(g.ctx, dy, g.in.pos, g.e.rope_freqs, (int) hp.n_rot, 0, (int) hp.n_ctx,
-                              hp.rope_freq_base, hp.rope_freq_scale, 0.0f, 1.0f, 0.0f, 0.0f); // [hd, n_heads, T]
+    return ggml_rope_ext_back(g.ctx, dy, g.in.pos, g.e.rope_freqs, (int) hp.n_rot, 0, (int) hp.n_ctx, hp.rope_freq_base, hp.rope_freq_scale,
+                              0.0f, 1.0f, 0.0f, 0.0f);  // [hd, n_heads, T]
 }
 
 // [X, T, n_head] (contiguous) -> [T·g, X, n_head_kv]: the heads sharing one K/V head are folded
 // into the contracted dimension, so one mul_mat sums their contributions to dK or dV.
 ggml_tensor * fold_heads(graph_ctx & g, ggml_tensor * t) {
-    const llama_hparams & hp = g.e.hp;
-    const int64_t grp = hp.n_head / hp.n_head_kv;
-    const int64_t X = t->ne[0], T = t->ne[1];
-    ggml_tensor * t4 = ggml_reshape_4d(g.ctx, t, X, T, grp, hp.n_head_kv);       // [X, T, g, n_kv]
-    ggml_tensor * p = ggml_cont(g.ctx, ggml_permute(g.ctx, t4, 2, 0, 1, 3));    // [T, g, X, n_kv]
-    return ggml_reshape_3d(g.ctx, p, T * grp, X, hp.n_head_kv);                  // [T·g, X, n_kv]
+    const llama_hparams & hp  = g.e.hp;
+    const int64_t         grp = hp.n_head / hp.n_head_kv;
+    const int64_t         X = t->ne[0], T = t->ne[1];
+    ggml_tensor *         t4 = ggml_reshape_4d(g.ctx, t, X, T, grp, hp.n_head_kv);     // [X, T, g, n_kv]
+    ggml_tensor *         p  = ggml_cont(g.ctx, ggml_permute(g.ctx, t4, 2, 0, 1, 3));  // [T, g, X, n_kv]
+    return ggml_reshape_3d(g.ctx, p, T * grp, X, hp.n_head_kv);                        // [T·g, X, n_kv]
 }
 
 struct layer_saved {
-    ggml_tensor * x = nullptr, * n1 = nullptr, * x1 = nullptr, * n2 = nullptr; // [n_embd, T]
-    ggml_tensor * qr = nullptr;  // [hd, n_head, T]     roped q
-    ggml_tensor * kr = nullptr;  // [hd, n_head_kv, T]  roped k
-    ggml_tensor * v3 = nullptr;  // [hd, n_head_kv, T]
-    ggml_tensor * p = nullptr;   // [T_k, T_q, n_head]  attention probabilities
-    ggml_tensor * g = nullptr, * sg = nullptr, * u = nullptr; // [n_ff, T]
-    linear_saved lin[TARGET_COUNT];
+    ggml_tensor * x = nullptr, *n1 = nullptr, *x1 = nullptr, *n2 = nullptr;  // [n_embd, T]
+    ggml_tensor * qr = nullptr;                                              // [hd, n_head, T]     roped q
+    ggml_tensor * kr = nullptr;                                              // [hd, n_head_kv, T]  roped k
+    ggml_tensor * v3 = nullptr;                                              // [hd, n_head_kv, T]
+    ggml_tensor * p  = nullptr;                                              // [T_k, T_q, n_head]  attention probabilities
+    ggml_tensor * g = nullptr, *sg = nullptr, *u = nullptr;                  // [n_ff, T]
+    linear_saved  lin[TARGET_COUNT];
 };
 
 // One Llama block. Returns x2 = x1 + FFN(norm(x1)), x1 = x + Attn(norm(x)).
@@ -175,121 +179,121 @@ struct layer_saved {
 // and o projections are taken from it; the rest is computed again, except the block's output (the
 // next layer's kept input): it returns null then.
 ggml_tensor * layer_forward(graph_ctx & g, int il, ggml_tensor * x, layer_saved & s, const layer_saved * kept = nullptr) {
-    engine & e = g.e;
-    ggml_context * ctx = g.ctx;
-    const llama_hparams & hp = e.hp;
-    const llama_layer & L = e.layers[il];
-    const int64_t T = g.T, hd = hp.head_dim();
+    engine &              e   = g.e;
+    ggml_context *        ctx = g.ctx;
+    const llama_hparams & hp  = e.hp;
+    const llama_layer &   L   = e.layers[il];
+    const int64_t         T = g.T, hd = hp.head_dim();
 
-    s.x = x;                                                                     // [n_embd, T]
-    s.n1 = ggml_rms_norm(ctx, x, hp.rms_eps);                                    // [n_embd, T]
-    ggml_tensor * h = ggml_mul(ctx, s.n1, L.attn_norm);                          // [n_embd, T]
-    auto kl = [&](int t) { return kept ? &kept->lin[t] : nullptr; };
-    ggml_tensor * q = linear(g, il, TARGET_Q, h, s.lin[TARGET_Q], kl(TARGET_Q), true); // [n_embd, T]
-    ggml_tensor * k = linear(g, il, TARGET_K, h, s.lin[TARGET_K], kl(TARGET_K), true); // [n_embd_kv, T]
-    ggml_tensor * v = linear(g, il, TARGET_V, h, s.lin[TARGET_V], kl(TARGET_V), true); // [n_embd_kv, T]
-    s.qr = rope(g, ggml_reshape_3d(ctx, q, hd, hp.n_head, T));                  // [hd, n_head, T]
-    s.kr = rope(g, ggml_reshape_3d(ctx, k, hd, hp.n_head_kv, T));               // [hd, n_head_kv, T]
-    s.v3 = ggml_reshape_3d(ctx, v, hd, hp.n_head_kv, T);                        // [hd, n_head_kv, T]
+    s.x              = x;                                  // [n_embd, T]
+    s.n1             = ggml_rms_norm(ctx, x, hp.rms_eps);  // [n_embd, T]
+    ggml_tensor * h  = ggml_mul(ctx, s.n1, L.attn_norm);   // [n_embd, T]
+    auto          kl = [&](int t) {
+        return kept ? &kept->lin[t] : nullptr;
+    };
+    ggml_tensor * q = linear(g, il, TARGET_Q, h, s.lin[TARGET_Q], kl(TARGET_Q), true);                // [n_embd, T]
+    ggml_tensor * k = linear(g, il, TARGET_K, h, s.lin[TARGET_K], kl(TARGET_K), true);                // [n_embd_kv, T]
+    ggml_tensor * v = linear(g, il, TARGET_V, h, s.lin[TARGET_V], kl(TARGET_V), true);                // [n_embd_kv, T]
+    s.qr            = rope(g, ggml_reshape_3d(ctx, q, hd, hp.n_head, T));                             // [hd, n_head, T]
+    s.kr            = rope(g, ggml_reshape_3d(ctx, k, hd, hp.n_head_kv, T));                          // [hd, n_head_kv, T]
+    s.v3            = ggml_reshape_3d(ctx, v, hd, hp.n_head_kv, T);                                   // [hd, n_head_kv, T]
 
-    ggml_tensor * Q = ggml_permute(ctx, s.qr, 0, 2, 1, 3);                      // [hd, T, n_head]
-    ggml_tensor * K = ggml_permute(ctx, s.kr, 0, 2, 1, 3);                      // [hd, T, n_head_kv]
-    ggml_tensor * kq = ggml_mul_mat(ctx, K, Q);                                 // [T_k, T_q, n_head]
-    s.p = ggml_soft_max_ext(ctx, kq, g.in.kq_mask, 1.0f / std::sqrt((float) hd), 0.0f); // [T_k, T_q, n_head]
-    ggml_tensor * Vt = ggml_cont(ctx, ggml_permute(ctx, s.v3, 1, 2, 0, 3));      // [T_k, hd, n_head_kv]
-    ggml_tensor * o = ggml_mul_mat(ctx, Vt, s.p);                               // [hd, T_q, n_head]
-    o = ggml_cont(ctx, ggml_permute(ctx, o, 0, 2, 1, 3));                       // [hd, n_head, T]
-    o = ggml_reshape_2d(ctx, o, hp.n_embd, T);                                  // [n_embd, T]
-    o = linear(g, il, TARGET_O, o, s.lin[TARGET_O], kl(TARGET_O), true);       // [n_embd, T]
-    s.x1 = ggml_add(ctx, x, o);                                                 // [n_embd, T]
+    ggml_tensor * Q  = ggml_permute(ctx, s.qr, 0, 2, 1, 3);                                           // [hd, T, n_head]
+    ggml_tensor * K  = ggml_permute(ctx, s.kr, 0, 2, 1, 3);                                           // [hd, T, n_head_kv]
+    ggml_tensor * kq = ggml_mul_mat(ctx, K, Q);                                                       // [T_k, T_q, n_head]
+    s.p              = ggml_soft_max_ext(ctx, kq, g.in.kq_mask, 1.0f / std::sqrt((float) hd), 0.0f);  // [T_k, T_q, n_head]
+    ggml_tensor * Vt = ggml_cont(ctx, ggml_permute(ctx, s.v3, 1, 2, 0, 3));                           // [T_k, hd, n_head_kv]
+    ggml_tensor * o  = ggml_mul_mat(ctx, Vt, s.p);                                                    // [hd, T_q, n_head]
+    o                = ggml_cont(ctx, ggml_permute(ctx, o, 0, 2, 1, 3));                              // [hd, n_head, T]
+    o                = ggml_reshape_2d(ctx, o, hp.n_embd, T);                                         // [n_embd, T]
+    o                = linear(g, il, TARGET_O, o, s.lin[TARGET_O], kl(TARGET_O), true);               // [n_embd, T]
+    s.x1             = ggml_add(ctx, x, o);                                                           // [n_embd, T]
 
-    s.n2 = ggml_rms_norm(ctx, s.x1, hp.rms_eps);                                // [n_embd, T]
-    ggml_tensor * h2 = ggml_mul(ctx, s.n2, L.ffn_norm);                         // [n_embd, T]
+    s.n2             = ggml_rms_norm(ctx, s.x1, hp.rms_eps);                                          // [n_embd, T]
+    ggml_tensor * h2 = ggml_mul(ctx, s.n2, L.ffn_norm);                                               // [n_embd, T]
     // The gate/up outputs are recomputed: keeping them would hold 2·n_ff floats per token per
     // layer (2.6x less activation memory at 1,024 tokens instead of 4.9x) for ~10% less time.
-    s.g = linear(g, il, TARGET_GATE, h2, s.lin[TARGET_GATE], kl(TARGET_GATE), false); // [n_ff, T]
-    s.u = linear(g, il, TARGET_UP, h2, s.lin[TARGET_UP], kl(TARGET_UP), false);       // [n_ff, T]
-    s.sg = ggml_silu(ctx, s.g);                                                 // [n_ff, T]
-    ggml_tensor * a = ggml_mul(ctx, s.sg, s.u);                                 // [n_ff, T]
-    ggml_tensor * d = linear(g, il, TARGET_DOWN, a, s.lin[TARGET_DOWN], kl(TARGET_DOWN), false, !kept); // [n_embd, T]
-    return kept ? nullptr : ggml_add(ctx, s.x1, d);                             // [n_embd, T]
+    s.g              = linear(g, il, TARGET_GATE, h2, s.lin[TARGET_GATE], kl(TARGET_GATE), false);        // [n_ff, T]
+    s.u              = linear(g, il, TARGET_UP, h2, s.lin[TARGET_UP], kl(TARGET_UP), false);              // [n_ff, T]
+    s.sg             = ggml_silu(ctx, s.g);                                                               // [n_ff, T]
+    ggml_tensor * a  = ggml_mul(ctx, s.sg, s.u);                                                          // [n_ff, T]
+    ggml_tensor * d  = linear(g, il, TARGET_DOWN, a, s.lin[TARGET_DOWN], kl(TARGET_DOWN), false, !kept);  // [n_embd, T]
+    return kept ? nullptr : ggml_add(ctx, s.x1, d);                                                       // [n_embd, T]
 }
 
 // Backward twin of layer_forward(): dx2 -> dx.
 ggml_tensor * layer_backward(graph_ctx & g, int il, const layer_saved & s, ggml_tensor * dx2) {
-    engine & e = g.e;
-    ggml_context * ctx = g.ctx;
-    const llama_hparams & hp = e.hp;
-    const llama_layer & L = e.layers[il];
-    const int64_t T = g.T, hd = hp.head_dim();
+    engine &              e   = g.e;
+    ggml_context *        ctx = g.ctx;
+    const llama_hparams & hp  = e.hp;
+    const llama_layer &   L   = e.layers[il];
+    const int64_t         T = g.T, hd = hp.head_dim();
 
     // FFN
-    ggml_tensor * da = linear_back(g, il, TARGET_DOWN, s.lin[TARGET_DOWN], dx2); // [n_ff, T]
-    ggml_tensor * du = ggml_mul(ctx, da, s.sg);                                 // [n_ff, T]
-    ggml_tensor * dg = ggml_silu_back(ctx, ggml_mul(ctx, da, s.u), s.g);        // [n_ff, T]
-    ggml_tensor * dh2 = ggml_add(ctx,
-        linear_back(g, il, TARGET_GATE, s.lin[TARGET_GATE], dg),
-        linear_back(g, il, TARGET_UP, s.lin[TARGET_UP], du));                   // [n_embd, T]
-    ggml_tensor * dx1 = ggml_add(ctx, dx2,
-        rms_norm_back(g, s.x1, s.n2, ggml_mul(ctx, dh2, L.ffn_norm)));          // [n_embd, T]
+    ggml_tensor * da  = linear_back(g, il, TARGET_DOWN, s.lin[TARGET_DOWN], dx2);                          // [n_ff, T]
+    ggml_tensor * du  = ggml_mul(ctx, da, s.sg);                                                           // [n_ff, T]
+    ggml_tensor * dg  = ggml_silu_back(ctx, ggml_mul(ctx, da, s.u), s.g);                                  // [n_ff, T]
+    ggml_tensor * dh2 = ggml_add(ctx, linear_back(g, il, TARGET_GATE, s.lin[TARGET_GATE], dg),
+                                 linear_back(g, il, TARGET_UP, s.lin[TARGET_UP], du));                     // [n_embd, T]
+    ggml_tensor * dx1 = ggml_add(ctx, dx2, rms_norm_back(g, s.x1, s.n2, ggml_mul(ctx, dh2, L.ffn_norm)));  // [n_embd, T]
 
     // attention output projection
-    ggml_tensor * dattn = linear_back(g, il, TARGET_O, s.lin[TARGET_O], dx1);   // [n_embd, T]
-    ggml_tensor * dO = ggml_reshape_3d(ctx, dattn, hd, hp.n_head, T);           // [hd, n_head, T]
-    dO = ggml_cont(ctx, ggml_permute(ctx, dO, 0, 2, 1, 3));                     // [hd, T_q, n_head]
+    ggml_tensor * dattn = linear_back(g, il, TARGET_O, s.lin[TARGET_O], dx1);  // [n_embd, T]
+    ggml_tensor * dO    = ggml_reshape_3d(ctx, dattn, hd, hp.n_head, T);       // [hd, n_head, T]
+    dO                  = ggml_cont(ctx, ggml_permute(ctx, dO, 0, 2, 1, 3));   // [hd, T_q, n_head]
 
     // O = V·P: dP = Vᵀ·dO, dV = Σ_(q, heads of the group) dO·Pᵀ
-    ggml_tensor * V = ggml_permute(ctx, s.v3, 0, 2, 1, 3);                      // [hd, T_k, n_head_kv]
-    ggml_tensor * dP = ggml_mul_mat(ctx, V, dO);                                // [T_k, T_q, n_head]
-    ggml_tensor * dV = ggml_mul_mat(ctx, fold_heads(g, dO), fold_heads(g, s.p)); // [hd, T_k, n_head_kv]
+    ggml_tensor * V  = ggml_permute(ctx, s.v3, 0, 2, 1, 3);                       // [hd, T_k, n_head_kv]
+    ggml_tensor * dP = ggml_mul_mat(ctx, V, dO);                                  // [T_k, T_q, n_head]
+    ggml_tensor * dV = ggml_mul_mat(ctx, fold_heads(g, dO), fold_heads(g, s.p));  // [hd, T_k, n_head_kv]
 
     // S = scale·K·Q + mask, P = softmax(S)
-    ggml_tensor * dS = soft_max_back(g, s.p, dP, 1.0f / std::sqrt((float) hd)); // [T_k, T_q, n_head]
+    ggml_tensor * dS = soft_max_back(g, s.p, dP, 1.0f / std::sqrt((float) hd));  // [T_k, T_q, n_head]
     ggml_tensor * Kt = ggml_cont(ctx, ggml_permute(ctx, s.kr, 1, 2, 0, 3));      // [T_k, hd, n_head_kv]
-    ggml_tensor * dQ = ggml_mul_mat(ctx, Kt, dS);                               // [hd, T_q, n_head]
-    ggml_tensor * Q = ggml_cont(ctx, ggml_permute(ctx, s.qr, 0, 2, 1, 3));      // [hd, T_q, n_head]
+    ggml_tensor * dQ = ggml_mul_mat(ctx, Kt, dS);                                // [hd, T_q, n_head]
+    ggml_tensor * Q  = ggml_cont(ctx, ggml_permute(ctx, s.qr, 0, 2, 1, 3));      // [hd, T_q, n_head]
     // dK[d, k, j] = Σ_(q, heads i of group j) dS[k, q, h] · Q[d, q, h]
-    ggml_tensor * dK = ggml_mul_mat(ctx, fold_heads(g, Q), fold_heads(g, dS)); // [hd, T_k, n_head_kv]
+    ggml_tensor * dK = ggml_mul_mat(ctx, fold_heads(g, Q), fold_heads(g, dS));           // [hd, T_k, n_head_kv]
 
-    ggml_tensor * dq = rope_back(g, ggml_cont(ctx, ggml_permute(ctx, dQ, 0, 2, 1, 3))); // [hd, n_head, T]
-    ggml_tensor * dk = rope_back(g, ggml_cont(ctx, ggml_permute(ctx, dK, 0, 2, 1, 3))); // [hd, n_head_kv, T]
-    ggml_tensor * dv = ggml_cont(ctx, ggml_permute(ctx, dV, 0, 2, 1, 3));               // [hd, n_head_kv, T]
+    ggml_tensor * dq = rope_back(g, ggml_cont(ctx, ggml_permute(ctx, dQ, 0, 2, 1, 3)));  // [hd, n_head, T]
+    ggml_tensor * dk = rope_back(g, ggml_cont(ctx, ggml_permute(ctx, dK, 0, 2, 1, 3)));  // [hd, n_head_kv, T]
+    ggml_tensor * dv = ggml_cont(ctx, ggml_permute(ctx, dV, 0, 2, 1, 3));                // [hd, n_head_kv, T]
 
     // The first layer's input gradient (into the frozen embeddings) is not needed: only the
     // adapters' gradients are computed there.
-    const bool need_dx = il > 0;
-    ggml_tensor * dhq = linear_back(g, il, TARGET_Q, s.lin[TARGET_Q], ggml_reshape_2d(ctx, dq, hp.n_embd, T), need_dx);     // [n_embd, T]
-    ggml_tensor * dhk = linear_back(g, il, TARGET_K, s.lin[TARGET_K], ggml_reshape_2d(ctx, dk, hp.n_embd_kv(), T), need_dx); // [n_embd, T]
-    ggml_tensor * dhv = linear_back(g, il, TARGET_V, s.lin[TARGET_V], ggml_reshape_2d(ctx, dv, hp.n_embd_kv(), T), need_dx); // [n_embd, T]
+    const bool    need_dx = il > 0;
+    ggml_tensor * dhq     = linear_back(g, il, TARGET_Q, s.lin[TARGET_Q], ggml_reshape_2d(ctx, dq, hp.n_embd, T), need_dx);   // [n_embd, T]
+    ggml_tensor * dhk = linear_back(g, il, TARGET_K, s.lin[TARGET_K], ggml_reshape_2d(ctx, dk, hp.n_embd_kv(), T), need_dx);  // [n_embd, T]
+    ggml_tensor * dhv = linear_back(g, il, TARGET_V, s.lin[TARGET_V], ggml_reshape_2d(ctx, dv, hp.n_embd_kv(), T), need_dx);  // [n_embd, T]
     if (!need_dx) return nullptr;
-    ggml_tensor * dh = ggml_add(ctx, ggml_add(ctx, dhq, dhk), dhv);            // [n_embd, T]
-    return ggml_add(ctx, dx1, rms_norm_back(g, s.x, s.n1, ggml_mul(ctx, dh, L.attn_norm))); // [n_embd, T]
+    ggml_tensor * dh = ggml_add(ctx, ggml_add(ctx, dhq, dhk), dhv);                                                           // [n_embd, T]
+    return ggml_add(ctx, dx1, rms_norm_back(g, s.x, s.n1, ggml_mul(ctx, dh, L.attn_norm)));                                   // [n_embd, T]
 }
 
-} // namespace
+}  // namespace
 
 ggml_cgraph * build_graph(graph_ctx & g, graph_outputs & out) {
-    engine & e = g.e;
-    ggml_context * ctx = g.ctx;
-    const llama_hparams & hp = e.hp;
-    const int64_t T = g.T;
+    engine &              e   = g.e;
+    ggml_context *        ctx = g.ctx;
+    const llama_hparams & hp  = e.hp;
+    const int64_t         T   = g.T;
 
-    g.in.tokens = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, T);                    // [T]
-    g.in.pos = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, T);                       // [T]
-    g.in.kq_mask = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, T, T);                // [T_k, T_q]
+    g.in.tokens  = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, T);     // [T]
+    g.in.pos     = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, T);     // [T]
+    g.in.kq_mask = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, T, T);  // [T_k, T_q]
     ggml_set_input(g.in.tokens);
     ggml_set_input(g.in.pos);
     ggml_set_input(g.in.kq_mask);
 
     ggml_cgraph * gf = ggml_new_graph_custom(ctx, graph_size(hp), false);
 
-    ggml_tensor * x = ggml_get_rows(ctx, e.tok_embd, g.in.tokens);              // [n_embd, T]
+    ggml_tensor *            x = ggml_get_rows(ctx, e.tok_embd, g.in.tokens);  // [n_embd, T]
     std::vector<layer_saved> saved(hp.n_layer);
     for (int il = 0; il < hp.n_layer; il++) x = layer_forward(g, il, x, saved[il]);
-    ggml_tensor * nf = ggml_rms_norm(ctx, x, hp.rms_eps);                       // [n_embd, T]
-    ggml_tensor * hf = ggml_mul(ctx, nf, e.output_norm);                        // [n_embd, T]
+    ggml_tensor * nf = ggml_rms_norm(ctx, x, hp.rms_eps);  // [n_embd, T]
+    ggml_tensor * hf = ggml_mul(ctx, nf, e.output_norm);   // [n_embd, T]
     if (g.mode == graph_mode::logits) {
-        out.logits = ggml_mul_mat(ctx, e.output, hf);                           // [n_vocab, T]
+        out.logits = ggml_mul_mat(ctx, e.output, hf);      // [n_vocab, T]
         ggml_set_output(out.logits);
         ggml_build_forward_expand(gf, out.logits);
         return gf;
@@ -298,16 +302,16 @@ ggml_cgraph * build_graph(graph_ctx & g, graph_outputs & out) {
     // Only positions with a target go through the output head: prompt positions carry no loss,
     // and the [n_vocab, ·] products and element-wise ops are a tenth of a step.
     const int64_t n_t = g.n_t;
-    g.in.tgt = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n_t);                    // [n_t]
+    g.in.tgt          = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n_t);                                 // [n_t]
     ggml_set_input(g.in.tgt);
-    ggml_tensor * hf_t = ggml_get_rows(ctx, hf, g.in.tgt);                      // [n_embd, n_t]
-    out.logits = ggml_mul_mat(ctx, e.output, hf_t);                             // [n_vocab, n_t]
+    ggml_tensor * hf_t = ggml_get_rows(ctx, hf, g.in.tgt);                                           // [n_embd, n_t]
+    out.logits         = ggml_mul_mat(ctx, e.output, hf_t);                                          // [n_vocab, n_t]
     ggml_set_output(out.logits);
-    ggml_tensor * P = ggml_soft_max(ctx, out.logits);                           // [n_vocab, n_t]
-    g.in.tgt_flat = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n_t);               // [n_t]
+    ggml_tensor * P = ggml_soft_max(ctx, out.logits);                                                // [n_vocab, n_t]
+    g.in.tgt_flat   = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n_t);                                   // [n_t]
     ggml_set_input(g.in.tgt_flat);
-    out.p_target = ggml_get_rows(ctx, ggml_reshape_2d(ctx, P, 1, hp.n_vocab * n_t), g.in.tgt_flat); // [1, n_t]
-    out.argmax = ggml_argmax(ctx, out.logits);                                  // [n_t]
+    out.p_target = ggml_get_rows(ctx, ggml_reshape_2d(ctx, P, 1, hp.n_vocab * n_t), g.in.tgt_flat);  // [1, n_t]
+    out.argmax   = ggml_argmax(ctx, out.logits);                                                     // [n_t]
     ggml_set_output(out.p_target);
     ggml_set_output(out.argmax);
     ggml_build_forward_expand(gf, out.p_target);
@@ -316,39 +320,39 @@ ggml_cgraph * build_graph(graph_ctx & g, graph_outputs & out) {
     if (g.mode == graph_mode::eval) return gf;
 
     // d(grad_scale · Σ NLL)/d logits = grad_scale · (P - onehot)
-    g.in.onehot = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, hp.n_vocab, n_t);     // [n_vocab, n_t]
+    g.in.onehot = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, hp.n_vocab, n_t);                 // [n_vocab, n_t]
     ggml_set_input(g.in.onehot);
-    ggml_tensor * dlogits = ggml_scale(ctx, ggml_sub(ctx, P, g.in.onehot), g.grad_scale); // [n_vocab, n_t]
+    ggml_tensor * dlogits = ggml_scale(ctx, ggml_sub(ctx, P, g.in.onehot), g.grad_scale);  // [n_vocab, n_t]
     // dhf = outputᵀ·dlogits in vocabulary chunks, so that lean mode's transposed copy of the
     // output matrix is a chunk at a time (16 MB instead of 131 MB at TinyLlama shape). Fast mode
     // reads the same chunks from its full copy, so both sum in the same order.
-    ggml_tensor * dhf_t = nullptr;                                              // [n_embd, n_t]
+    ggml_tensor * dhf_t   = nullptr;  // [n_embd, n_t]
     const int64_t V = hp.n_vocab, C = 4096;
     for (int64_t v0 = 0; v0 < V; v0 += C) {
         const int64_t c = std::min(C, V - v0);
-        ggml_tensor * wt_c;                                                     // [c, n_embd]
+        ggml_tensor * wt_c;                                                                                             // [c, n_embd]
         if (e.output_t) {
-            wt_c = ggml_view_2d(ctx, e.output_t, c, hp.n_embd, e.output_t->nb[1], v0 * ggml_element_size(e.output_t)); // [c, n_embd]
+            wt_c = ggml_view_2d(ctx, e.output_t, c, hp.n_embd, e.output_t->nb[1], v0 * ggml_element_size(e.output_t));  // [c, n_embd]
         } else {
-            ggml_tensor * w_c = ggml_view_2d(ctx, e.output, hp.n_embd, c, e.output->nb[1], v0 * e.output->nb[1]); // [n_embd, c]
-            wt_c = weight_t(g, w_c, nullptr);
+            ggml_tensor * w_c = ggml_view_2d(ctx, e.output, hp.n_embd, c, e.output->nb[1], v0 * e.output->nb[1]);       // [n_embd, c]
+            wt_c              = weight_t(g, w_c, nullptr);
         }
-        ggml_tensor * dl_c = ggml_view_2d(ctx, dlogits, c, n_t, dlogits->nb[1], v0 * ggml_element_size(dlogits)); // [c, n_t]
-        ggml_tensor * part = ggml_mul_mat(ctx, wt_c, dl_c);                     // [n_embd, n_t]
-        dhf_t = dhf_t ? ggml_add(ctx, dhf_t, part) : part;                     // [n_embd, n_t]
+        ggml_tensor * dl_c = ggml_view_2d(ctx, dlogits, c, n_t, dlogits->nb[1], v0 * ggml_element_size(dlogits));  // [c, n_t]
+        ggml_tensor * part = ggml_mul_mat(ctx, wt_c, dl_c);                                                        // [n_embd, n_t]
+        dhf_t              = dhf_t ? ggml_add(ctx, dhf_t, part) : part;                                            // [n_embd, n_t]
     }
     // Backward twin of get_rows: scatter back with a 0/1 matrix (exact; GET_ROWS_BACK is missing
     // on Metal).
-    g.in.scatter = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, n_t, T);              // [n_t, T]
+    g.in.scatter = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, n_t, T);                    // [n_t, T]
     ggml_set_input(g.in.scatter);
-    ggml_tensor * dhf = ggml_mul_mat(ctx, transpose_cont(ctx, dhf_t), g.in.scatter); // [n_embd, T]
-    ggml_tensor * dx = rms_norm_back(g, x, nf, ggml_mul(ctx, dhf, e.output_norm)); // [n_embd, T]
+    ggml_tensor * dhf = ggml_mul_mat(ctx, transpose_cont(ctx, dhf_t), g.in.scatter);  // [n_embd, T]
+    ggml_tensor * dx  = rms_norm_back(g, x, nf, ggml_mul(ctx, dhf, e.output_norm));   // [n_embd, T]
     ggml_build_forward_expand(gf, dx);
     // Layer by layer, each expanded before the next is built, so that the node order (which the
     // allocator follows) is: recompute layer il (checkpointing), its backward, its adapter
     // gradient updates; then layer il-1. Whatever no later node reads is freed on the way.
     for (int il = (int) hp.n_layer - 1; il >= 0; il--) {
-        layer_saved recomputed;
+        layer_saved         recomputed;
         const layer_saved * s = &saved[il];
         if (e.opts.checkpoint) {
             layer_forward(g, il, saved[il].x, recomputed, &saved[il]);
@@ -364,12 +368,12 @@ ggml_cgraph * build_graph(graph_ctx & g, graph_outputs & out) {
 
 graph_ctx graph_ctx_init(engine & e, graph_run & run, const graph_params & p) {
     const size_t n_nodes = graph_size(e.hp);
-    const size_t mem = ggml_tensor_overhead() * n_nodes * 2 + ggml_graph_overhead_custom(n_nodes, false);
+    const size_t mem     = ggml_tensor_overhead() * n_nodes * 2 + ggml_graph_overhead_custom(n_nodes, false);
     run.meta.resize(mem);
-    ggml_init_params ip = { mem, run.meta.data(), true };
-    run.ctx = ggml_init(ip);
-    const bool dropout = p.mode == graph_mode::train && e.opts.lora.dropout > 0.0f;
+    ggml_init_params ip = {mem, run.meta.data(), true};
+    run.ctx             = ggml_init(ip);
+    const bool dropout  = p.mode == graph_mode::train && e.opts.lora.dropout > 0.0f;
     return graph_ctx{e, run.ctx, p.n_tokens, p.n_targets, p.grad_scale, p.caps ? *p.caps : e.caps, p.mode, dropout, {}, lora_index(e), {}};
 }
 
-} // namespace t2s
+}  // namespace t2s

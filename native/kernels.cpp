@@ -3,15 +3,15 @@
 #include "kernels.h"
 
 #if defined(__SSE2__)
-#include <emmintrin.h>
+#    include <emmintrin.h>
 #endif
 
 #include <algorithm>
 
 #if defined(__x86_64__) && defined(__linux__)
-#include <cpuid.h>
-#include <sys/syscall.h>
-#include <unistd.h>
+#    include <cpuid.h>
+#    include <sys/syscall.h>
+#    include <unistd.h>
 #endif
 
 namespace t2s {
@@ -19,11 +19,18 @@ namespace t2s {
 namespace {
 
 template <typename T>
-void transpose_block_scalar(T * out, const char * src, size_t nb0, size_t nb1, int64_t n0,
-                            int64_t i0b, int64_t i0e, int64_t i1b, int64_t i1e) {
+void transpose_block_scalar(T *          out,
+                            const char * src,
+                            size_t       nb0,
+                            size_t       nb1,
+                            int64_t      n0,
+                            int64_t      i0b,
+                            int64_t      i0e,
+                            int64_t      i1b,
+                            int64_t      i1e) {
     for (int64_t i1 = i1b; i1 < i1e; i1++) {
-        T * row = out + i1 * n0;
-        const char * s1 = src + i1 * nb1;
+        T *          row = out + i1 * n0;
+        const char * s1  = src + i1 * nb1;
         for (int64_t i0 = i0b; i0 < i0e; i0++) row[i0] = *(const T *) (s1 + i0 * nb0);
     }
 }
@@ -31,14 +38,14 @@ void transpose_block_scalar(T * out, const char * src, size_t nb0, size_t nb1, i
 #if defined(__SSE2__)
 // 8 x 8 block of 16-bit values: 8 rows of the weight in, 8 rows of the transpose out.
 inline void transpose_8x8_u16(const char * src, size_t row_stride, uint16_t * dst, int64_t dst_stride) {
-    __m128i a0 = _mm_loadu_si128((const __m128i *) (src + 0 * row_stride));
-    __m128i a1 = _mm_loadu_si128((const __m128i *) (src + 1 * row_stride));
-    __m128i a2 = _mm_loadu_si128((const __m128i *) (src + 2 * row_stride));
-    __m128i a3 = _mm_loadu_si128((const __m128i *) (src + 3 * row_stride));
-    __m128i a4 = _mm_loadu_si128((const __m128i *) (src + 4 * row_stride));
-    __m128i a5 = _mm_loadu_si128((const __m128i *) (src + 5 * row_stride));
-    __m128i a6 = _mm_loadu_si128((const __m128i *) (src + 6 * row_stride));
-    __m128i a7 = _mm_loadu_si128((const __m128i *) (src + 7 * row_stride));
+    __m128i       a0 = _mm_loadu_si128((const __m128i *) (src + 0 * row_stride));
+    __m128i       a1 = _mm_loadu_si128((const __m128i *) (src + 1 * row_stride));
+    __m128i       a2 = _mm_loadu_si128((const __m128i *) (src + 2 * row_stride));
+    __m128i       a3 = _mm_loadu_si128((const __m128i *) (src + 3 * row_stride));
+    __m128i       a4 = _mm_loadu_si128((const __m128i *) (src + 4 * row_stride));
+    __m128i       a5 = _mm_loadu_si128((const __m128i *) (src + 5 * row_stride));
+    __m128i       a6 = _mm_loadu_si128((const __m128i *) (src + 6 * row_stride));
+    __m128i       a7 = _mm_loadu_si128((const __m128i *) (src + 7 * row_stride));
     const __m128i t0 = _mm_unpacklo_epi16(a0, a1), t1 = _mm_unpackhi_epi16(a0, a1);
     const __m128i t2 = _mm_unpacklo_epi16(a2, a3), t3 = _mm_unpackhi_epi16(a2, a3);
     const __m128i t4 = _mm_unpacklo_epi16(a4, a5), t5 = _mm_unpackhi_epi16(a4, a5);
@@ -58,9 +65,8 @@ inline void transpose_8x8_u16(const char * src, size_t row_stride, uint16_t * ds
 }
 #endif
 
-template <typename T>
-void transpose_tiles(const char * src, size_t nb0, size_t nb1, T * out, int64_t n0, int64_t n1, int ith, int nth) {
-    const int64_t B = 64;
+template <typename T> void transpose_tiles(const char * src, size_t nb0, size_t nb1, T * out, int64_t n0, int64_t n1, int ith, int nth) {
+    const int64_t B        = 64;
     const int64_t n_tiles1 = (n1 + B - 1) / B;
     for (int64_t t1 = ith; t1 < n_tiles1; t1 += nth) {
         const int64_t i1b = t1 * B, i1e = std::min(n1, i1b + B);
@@ -81,10 +87,9 @@ void transpose_tiles(const char * src, size_t nb0, size_t nb1, T * out, int64_t 
     }
 }
 
-} // namespace
+}  // namespace
 
-bool transpose_copy(const char * src, size_t nb0, size_t nb1, void * out, int64_t n0, int64_t n1,
-                    size_t esz, int ith, int nth) {
+bool transpose_copy(const char * src, size_t nb0, size_t nb1, void * out, int64_t n0, int64_t n1, size_t esz, int ith, int nth) {
     switch (esz) {
         case 2: transpose_tiles<uint16_t>(src, nb0, nb1, (uint16_t *) out, n0, n1, ith, nth); return true;
         case 4: transpose_tiles<uint32_t>(src, nb0, nb1, (uint32_t *) out, n0, n1, ith, nth); return true;
@@ -94,8 +99,7 @@ bool transpose_copy(const char * src, size_t nb0, size_t nb1, void * out, int64_
 
 void transpose_op(ggml_tensor * dst, const ggml_tensor * a, int ith, int nth, void *) {
     // dst [n0, n1] = a, the transposed view of a weight
-    if (!transpose_copy((const char *) a->data, a->nb[0], a->nb[1], dst->data, dst->ne[0], dst->ne[1],
-                        ggml_type_size(a->type), ith, nth)) {
+    if (!transpose_copy((const char *) a->data, a->nb[0], a->nb[1], dst->data, dst->ne[0], dst->ne[1], ggml_type_size(a->type), ith, nth)) {
         GGML_ABORT("transpose_op: unsupported type %s", ggml_type_name(a->type));
     }
 }
@@ -103,7 +107,7 @@ void transpose_op(ggml_tensor * dst, const ggml_tensor * a, int ith, int nth, vo
 amx_tiles cpu_request_amx_tiles() {
 #if defined(__x86_64__) && defined(__linux__)
     unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
-    if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) || !(edx & (1u << 24))) return amx_tiles::absent; // AMX-TILE
+    if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) || !(edx & (1u << 24))) return amx_tiles::absent;  // AMX-TILE
     const long arch_req_xcomp_perm = 0x1023;
     const long xfeature_xtiledata  = 18;
     return syscall(SYS_arch_prctl, arch_req_xcomp_perm, xfeature_xtiledata) == 0 ? amx_tiles::granted : amx_tiles::denied;
@@ -115,9 +119,9 @@ amx_tiles cpu_request_amx_tiles() {
 const char * amx_tiles_name(amx_tiles s) {
     switch (s) {
         case amx_tiles::granted: return "granted";
-        case amx_tiles::denied:  return "denied";
-        default:                 return "absent";
+        case amx_tiles::denied: return "denied";
+        default: return "absent";
     }
 }
 
-} // namespace t2s
+}  // namespace t2s

@@ -13,8 +13,7 @@ namespace t2s {
 // For the transpose of a weight [n_in, n_out]: n0 = n_out, n1 = n_in, nb0 = the weight's row
 // stride, nb1 = the element size. Thread ith of nth takes every nth band of 64 rows of out.
 // Returns false when the element size is not 2 or 4 bytes.
-bool transpose_copy(const char * src, size_t nb0, size_t nb1, void * out, int64_t n0, int64_t n1,
-                    size_t esz, int ith, int nth);
+bool transpose_copy(const char * src, size_t nb0, size_t nb1, void * out, int64_t n0, int64_t n1, size_t esz, int ith, int nth);
 
 // The same as a ggml_map_custom1 op: dst = contiguous copy of the transposed view a.
 void transpose_op(ggml_tensor * dst, const ggml_tensor * a, int ith, int nth, void * userdata);
@@ -24,7 +23,7 @@ void transpose_op(ggml_tensor * dst, const ggml_tensor * a, int ith, int nth, vo
 // else the first one (tilezero in ggml's quantized AMX kernels, ours or node-llama-cpp's) faults
 // with SIGILL. cpu_request_amx_tiles() asks when CPUID reports AMX-TILE; call it before any compute.
 enum class amx_tiles { absent, granted, denied };
-amx_tiles cpu_request_amx_tiles();
+amx_tiles    cpu_request_amx_tiles();
 const char * amx_tiles_name(amx_tiles s);
 
-} // namespace t2s
+}  // namespace t2s

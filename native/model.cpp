@@ -23,29 +23,29 @@ const char * target_gguf_stem(int t) { return k_stems[t]; }
 int64_t llama_hparams::target_in(int t) const {
     switch (t) {
         case TARGET_DOWN: return n_ff;
-        default:          return n_embd;
+        default: return n_embd;
     }
 }
 
 int64_t llama_hparams::target_out(int t) const {
     switch (t) {
-        case TARGET_Q: case TARGET_O: return n_embd;
-        case TARGET_K: case TARGET_V: return n_embd_kv();
-        default:                      return t == TARGET_DOWN ? n_embd : n_ff;
+        case TARGET_Q:
+        case TARGET_O: return n_embd;
+        case TARGET_K:
+        case TARGET_V: return n_embd_kv();
+        default: return t == TARGET_DOWN ? n_embd : n_ff;
     }
 }
 
-float lora_config::scale() const {
-    return rslora ? alpha / std::sqrt((float) r) : alpha / (float) r;
-}
+float lora_config::scale() const { return rslora ? alpha / std::sqrt((float) r) : alpha / (float) r; }
 
 engine::~engine() {
-    if (galloc)   ggml_gallocr_free(galloc);
+    if (galloc) ggml_gallocr_free(galloc);
     if (buf_lora) ggml_backend_buffer_free(buf_lora);
     if (ctx_lora) ggml_free(ctx_lora);
-    if (buf_w)    ggml_backend_buffer_free(buf_w);
-    if (ctx_w)    ggml_free(ctx_w);
-    if (backend)  ggml_backend_free(backend);
+    if (buf_w) ggml_backend_buffer_free(buf_w);
+    if (ctx_w) ggml_free(ctx_w);
+    if (backend) ggml_backend_free(backend);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -54,24 +54,22 @@ engine::~engine() {
 namespace {
 
 struct gguf_file {
-    gguf_context * g = nullptr;
-    ggml_context * meta = nullptr; // tensor descriptions only (no_alloc)
+    gguf_context * g    = nullptr;
+    ggml_context * meta = nullptr;  // tensor descriptions only (no_alloc)
     ~gguf_file() {
         if (g) gguf_free(g);
         if (meta) ggml_free(meta);
     }
 };
 
-std::string shape_str(const ggml_tensor * t) {
-    return t2s::shape_str(std::vector<int64_t>(t->ne, t->ne + ggml_n_dims(t)));
-}
+std::string shape_str(const ggml_tensor * t) { return t2s::shape_str(std::vector<int64_t>(t->ne, t->ne + ggml_n_dims(t))); }
 
 // Chooses and starts the ggml backend for `device`.
 ggml_backend_t init_backend(const std::string & device, ggml_backend_t & cpu_out) {
-    cpu_out = nullptr;
+    cpu_out       = nullptr;
     auto find_dev = [](const char * reg_name) -> ggml_backend_dev_t {
         for (size_t i = 0; i < ggml_backend_dev_count(); i++) {
-            ggml_backend_dev_t d = ggml_backend_dev_get(i);
+            ggml_backend_dev_t d   = ggml_backend_dev_get(i);
             ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(d);
             if (strcmp(ggml_backend_reg_name(reg), reg_name) == 0) return d;
         }
@@ -83,9 +81,10 @@ ggml_backend_t init_backend(const std::string & device, ggml_backend_t & cpu_out
     } else if (device == "cuda" || device == "metal") {
         dev = find_dev(device == "cuda" ? "CUDA" : "MTL");
         if (!dev) {
-            throw std::runtime_error("device '" + device + "' was requested but this build of the text2sql engine has no " +
-                (device == "cuda" ? std::string("CUDA backend (rebuild with TEXT2SQL_CUDA=1 npm run build:native, with nvcc on PATH)")
-                                  : std::string("Metal backend (Metal is built on macOS only)")));
+            throw std::runtime_error(
+                "device '" + device + "' was requested but this build of the text2sql engine has no " +
+                (device == "cuda" ? std::string("CUDA backend (rebuild with TEXT2SQL_CUDA=1 npm run build:native, with nvcc on PATH)") :
+                                    std::string("Metal backend (Metal is built on macOS only)")));
         }
     } else if (device == "auto") {
         dev = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_GPU);
@@ -115,18 +114,19 @@ void transpose_2d(const uint8_t * src, uint8_t * dst, int64_t n_in, int64_t n_ou
 llama_hparams read_hparams(gguf_context * g, const std::string & path) {
     const std::string arch = kv_str(g, "general.architecture");
     if (arch != "llama") {
-        throw std::runtime_error("'" + path + "' has architecture '" + arch + "'; the text2sql engine supports only 'llama' (Llama, TinyLlama and kin)");
+        throw std::runtime_error("'" + path + "' has architecture '" + arch +
+                                 "'; the text2sql engine supports only 'llama' (Llama, TinyLlama and kin)");
     }
     llama_hparams hp;
-    hp.n_embd    = kv_int(g, "llama.embedding_length", 0, true, path);
-    hp.n_layer   = kv_int(g, "llama.block_count", 0, true, path);
-    hp.n_ff      = kv_int(g, "llama.feed_forward_length", 0, true, path);
-    hp.n_head    = kv_int(g, "llama.attention.head_count", 0, true, path);
-    hp.n_head_kv = kv_int(g, "llama.attention.head_count_kv", hp.n_head, false, path);
-    hp.n_ctx     = kv_int(g, "llama.context_length", 2048, false, path);
-    hp.n_rot     = kv_int(g, "llama.rope.dimension_count", hp.n_head ? hp.n_embd / hp.n_head : 0, false, path);
-    hp.rope_freq_base = kv_float(g, "llama.rope.freq_base", 10000.0f, path);
-    hp.rms_eps   = kv_float(g, "llama.attention.layer_norm_rms_epsilon", 1e-5f, path);
+    hp.n_embd                 = kv_int(g, "llama.embedding_length", 0, true, path);
+    hp.n_layer                = kv_int(g, "llama.block_count", 0, true, path);
+    hp.n_ff                   = kv_int(g, "llama.feed_forward_length", 0, true, path);
+    hp.n_head                 = kv_int(g, "llama.attention.head_count", 0, true, path);
+    hp.n_head_kv              = kv_int(g, "llama.attention.head_count_kv", hp.n_head, false, path);
+    hp.n_ctx                  = kv_int(g, "llama.context_length", 2048, false, path);
+    hp.n_rot                  = kv_int(g, "llama.rope.dimension_count", hp.n_head ? hp.n_embd / hp.n_head : 0, false, path);
+    hp.rope_freq_base         = kv_float(g, "llama.rope.freq_base", 10000.0f, path);
+    hp.rms_eps                = kv_float(g, "llama.attention.layer_norm_rms_epsilon", 1e-5f, path);
     const std::string scaling = kv_str(g, "llama.rope.scaling.type");
     if (scaling == "linear") {
         const float factor = kv_float(g, "llama.rope.scaling.factor", 1.0f, path);
@@ -135,41 +135,49 @@ llama_hparams read_hparams(gguf_context * g, const std::string & path) {
         throw std::runtime_error("'" + path + "' uses RoPE scaling '" + scaling + "'; supported: none, linear");
     }
     if (hp.n_head <= 0 || hp.n_head_kv <= 0 || hp.n_embd % hp.n_head != 0 || hp.n_head % hp.n_head_kv != 0 || hp.n_layer <= 0) {
-        throw std::runtime_error("'" + path + "' has inconsistent hyperparameters (n_embd " + std::to_string(hp.n_embd) +
-            ", heads " + std::to_string(hp.n_head) + ", kv heads " + std::to_string(hp.n_head_kv) + ")");
+        throw std::runtime_error("'" + path + "' has inconsistent hyperparameters (n_embd " + std::to_string(hp.n_embd) + ", heads " +
+                                 std::to_string(hp.n_head) + ", kv heads " + std::to_string(hp.n_head_kv) + ")");
     }
     if (hp.n_rot != hp.head_dim()) {
         throw std::runtime_error("'" + path + "': partial rotary embeddings (rope.dimension_count " + std::to_string(hp.n_rot) +
-            " != head dim " + std::to_string(hp.head_dim()) + ") are not supported");
+                                 " != head dim " + std::to_string(hp.head_dim()) + ") are not supported");
     }
     return hp;
 }
 
 // The model's tensors as the file describes them (gguf_file.meta), checked for shape and type.
 struct model_meta {
-    ggml_tensor * tok = nullptr, * out_norm = nullptr, * out = nullptr, * rope_freqs = nullptr;
-    struct layer { ggml_tensor * attn_norm, * ffn_norm; std::array<ggml_tensor *, TARGET_COUNT> w; };
+    ggml_tensor *tok = nullptr, *out_norm = nullptr, *out = nullptr, *rope_freqs = nullptr;
+    struct layer {
+        ggml_tensor *                           attn_norm, *ffn_norm;
+        std::array<ggml_tensor *, TARGET_COUNT> w;
+    };
     std::vector<layer> layers;
 };
 
 // Tensor lookup with shape and type checks.
-ggml_tensor * find_tensor(const gguf_file & gf, const std::string & path, const std::string & name,
-                          std::vector<int64_t> ne, bool matrix, bool required) {
+ggml_tensor * find_tensor(const gguf_file &    gf,
+                          const std::string &  path,
+                          const std::string &  name,
+                          std::vector<int64_t> ne,
+                          bool                 matrix,
+                          bool                 required) {
     ggml_tensor * t = ggml_get_tensor(gf.meta, name.c_str());
     if (!t) {
         if (required) throw std::runtime_error("'" + path + "' has no tensor '" + name + "'");
         return nullptr;
     }
-    const bool ok_type = matrix ? (t->type == GGML_TYPE_F32 || t->type == GGML_TYPE_F16 || t->type == GGML_TYPE_BF16)
-                                : t->type == GGML_TYPE_F32;
+    const bool ok_type =
+        matrix ? (t->type == GGML_TYPE_F32 || t->type == GGML_TYPE_F16 || t->type == GGML_TYPE_BF16) : t->type == GGML_TYPE_F32;
     if (!ok_type) {
-        throw std::runtime_error("'" + path + "': tensor '" + name + "' has type " + ggml_type_name(t->type) +
-            "; supported: " + (matrix ? "F32, F16, BF16 (quantized models cannot be trained; use an F16/BF16/F32 GGUF)" : "F32"));
+        throw std::runtime_error("'" + path + "': tensor '" + name + "' has type " + ggml_type_name(t->type) + "; supported: " +
+                                 (matrix ? "F32, F16, BF16 (quantized models cannot be trained; use an F16/BF16/F32 GGUF)" : "F32"));
     }
     for (size_t i = 0; i < 4; i++) {
         const int64_t want = i < ne.size() ? ne[i] : 1;
         if (t->ne[i] != want) {
-            throw std::runtime_error("'" + path + "': tensor '" + name + "' has shape " + shape_str(t) + ", expected " + t2s::shape_str(ne));
+            throw std::runtime_error("'" + path + "': tensor '" + name + "' has shape " + shape_str(t) + ", expected " +
+                                     t2s::shape_str(ne));
         }
     }
     return t;
@@ -183,14 +191,14 @@ model_meta find_tensors(const gguf_file & gf, const std::string & path, llama_hp
     model_meta m;
     m.tok = ggml_get_tensor(gf.meta, "token_embd.weight");
     if (!m.tok) throw std::runtime_error("'" + path + "' has no tensor 'token_embd.weight'");
-    hp.n_vocab = m.tok->ne[1];
-    m.tok = find("token_embd.weight", {hp.n_embd, hp.n_vocab}, true, true);
-    m.out_norm = find("output_norm.weight", {hp.n_embd}, false, true);
-    m.out = find("output.weight", {hp.n_embd, hp.n_vocab}, true, false);
+    hp.n_vocab   = m.tok->ne[1];
+    m.tok        = find("token_embd.weight", {hp.n_embd, hp.n_vocab}, true, true);
+    m.out_norm   = find("output_norm.weight", {hp.n_embd}, false, true);
+    m.out        = find("output.weight", {hp.n_embd, hp.n_vocab}, true, false);
     m.rope_freqs = find("rope_freqs.weight", {hp.n_rot / 2}, false, false);
     m.layers.resize(hp.n_layer);
     for (int64_t il = 0; il < hp.n_layer; il++) {
-        const std::string p = "blk." + std::to_string(il) + ".";
+        const std::string p    = "blk." + std::to_string(il) + ".";
         m.layers[il].attn_norm = find(p + "attn_norm.weight", {hp.n_embd}, false, true);
         m.layers[il].ffn_norm  = find(p + "ffn_norm.weight", {hp.n_embd}, false, true);
         for (int t = 0; t < TARGET_COUNT; t++) {
@@ -201,23 +209,27 @@ model_meta find_tensors(const gguf_file & gf, const std::string & path, llama_hp
 }
 
 // One tensor to read from the file into the backend, transposed or not.
-struct copy_job { ggml_tensor * src_meta; ggml_tensor * dst; bool transpose; };
+struct copy_job {
+    ggml_tensor * src_meta;
+    ggml_tensor * dst;
+    bool          transpose;
+};
 
 // Backend and weight memory: every base tensor plus (unless lean) a transposed copy of each
 // matrix. Returns what to read into them.
 std::vector<copy_job> alloc_weights(engine & e, const model_meta & m) {
-    const llama_hparams & hp = e.hp;
-    const bool lean = e.opts.lean;
-    const size_t n_tensors = 8 + hp.n_layer * (2 + 2 * TARGET_COUNT);
-    ggml_init_params ip = { ggml_tensor_overhead() * n_tensors, nullptr, true };
-    e.ctx_w = ggml_init(ip);
-    auto dup = [&](ggml_tensor * src) {
-        ggml_tensor * t = ggml_dup_tensor(e.ctx_w, src);                       // src's shape
+    const llama_hparams & hp        = e.hp;
+    const bool            lean      = e.opts.lean;
+    const size_t          n_tensors = 8 + hp.n_layer * (2 + 2 * TARGET_COUNT);
+    ggml_init_params      ip        = {ggml_tensor_overhead() * n_tensors, nullptr, true};
+    e.ctx_w                         = ggml_init(ip);
+    auto dup                        = [&](ggml_tensor * src) {
+        ggml_tensor * t = ggml_dup_tensor(e.ctx_w, src);  // src's shape
         ggml_set_name(t, ggml_get_name(src));
         return t;
     };
     auto dup_t = [&](ggml_tensor * src) {
-        ggml_tensor * t = ggml_new_tensor_2d(e.ctx_w, src->type, src->ne[1], src->ne[0]); // [n_out, n_in]
+        ggml_tensor * t = ggml_new_tensor_2d(e.ctx_w, src->type, src->ne[1], src->ne[0]);  // [n_out, n_in]
         ggml_format_name(t, "%s.T", ggml_get_name(src));
         return t;
     };
@@ -231,7 +243,7 @@ std::vector<copy_job> alloc_weights(engine & e, const model_meta & m) {
         e.output = dup(m.out);
         jobs.push_back({m.out, e.output, false});
     } else {
-        e.output = e.tok_embd; // tied embeddings
+        e.output = e.tok_embd;  // tied embeddings
     }
     ggml_tensor * m_out_src = m.out ? m.out : m.tok;
     if (!lean) {
@@ -244,20 +256,27 @@ std::vector<copy_job> alloc_weights(engine & e, const model_meta & m) {
     }
     e.layers.resize(hp.n_layer);
     for (int64_t il = 0; il < hp.n_layer; il++) {
-        llama_layer & L = e.layers[il];
+        llama_layer &             L  = e.layers[il];
         const model_meta::layer & lm = m.layers[il];
-        L.attn_norm = dup(lm.attn_norm); jobs.push_back({lm.attn_norm, L.attn_norm, false});
-        L.ffn_norm  = dup(lm.ffn_norm);  jobs.push_back({lm.ffn_norm, L.ffn_norm, false});
+        L.attn_norm                  = dup(lm.attn_norm);
+        jobs.push_back({lm.attn_norm, L.attn_norm, false});
+        L.ffn_norm = dup(lm.ffn_norm);
+        jobs.push_back({lm.ffn_norm, L.ffn_norm, false});
         for (int t = 0; t < TARGET_COUNT; t++) {
-            L.w[t]  = dup(lm.w[t]);   jobs.push_back({lm.w[t], L.w[t], false});
-            if (!lean) { L.wt[t] = dup_t(lm.w[t]); jobs.push_back({lm.w[t], L.wt[t], true}); }
+            L.w[t] = dup(lm.w[t]);
+            jobs.push_back({lm.w[t], L.w[t], false});
+            if (!lean) {
+                L.wt[t] = dup_t(lm.w[t]);
+                jobs.push_back({lm.w[t], L.wt[t], true});
+            }
         }
     }
     e.buf_w = ggml_backend_alloc_ctx_tensors(e.ctx_w, e.backend);
     if (!e.buf_w) throw std::runtime_error("out of memory allocating the model weights on " + e.device_name);
     ggml_backend_buffer_set_usage(e.buf_w, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
     e.weight_bytes = ggml_backend_buffer_get_size(e.buf_w);
-    for (const copy_job & j : jobs) if (j.transpose) e.transposed_bytes += ggml_nbytes(j.dst);
+    for (const copy_job & j : jobs)
+        if (j.transpose) e.transposed_bytes += ggml_nbytes(j.dst);
     return jobs;
 }
 
@@ -266,10 +285,10 @@ void upload_weights(const gguf_file & gf, const std::string & path, const std::v
     FILE * f = fopen(path.c_str(), "rb");
     if (!f) throw std::runtime_error("cannot open model file '" + path + "'");
     std::vector<uint8_t> buf, tbuf;
-    const size_t data_off = gguf_get_data_offset(gf.g);
+    const size_t         data_off = gguf_get_data_offset(gf.g);
     for (const copy_job & j : jobs) {
-        const int64_t id = gguf_find_tensor(gf.g, ggml_get_name(j.src_meta));
-        const size_t nbytes = ggml_nbytes(j.src_meta);
+        const int64_t id     = gguf_find_tensor(gf.g, ggml_get_name(j.src_meta));
+        const size_t  nbytes = ggml_nbytes(j.src_meta);
         buf.resize(nbytes);
         if (fseeko(f, (off_t) (data_off + gguf_get_tensor_offset(gf.g, id)), SEEK_SET) != 0 || fread(buf.data(), 1, nbytes, f) != nbytes) {
             fclose(f);
@@ -289,25 +308,26 @@ void upload_weights(const gguf_file & gf, const std::string & path, const std::v
 // The LoRA tensors (A, B and their gradients) of every targeted layer, PEFT-initialised.
 void alloc_lora(engine & e) {
     const llama_hparams & hp = e.hp;
-    const lora_config & lc = e.opts.lora;
+    const lora_config &   lc = e.opts.lora;
     if (lc.r <= 0) throw std::runtime_error("lora.r must be a positive integer, got " + std::to_string(lc.r));
-    if (!(lc.dropout >= 0.0f && lc.dropout < 1.0f)) throw std::runtime_error("lora.dropout must be in [0, 1), got " + std::to_string(lc.dropout));
+    if (!(lc.dropout >= 0.0f && lc.dropout < 1.0f))
+        throw std::runtime_error("lora.dropout must be in [0, 1), got " + std::to_string(lc.dropout));
     int n_targets = 0;
     for (int t = 0; t < TARGET_COUNT; t++) n_targets += lc.targets[t];
     if (n_targets == 0) throw std::runtime_error("lora.target_modules is empty: choose from q, k, v, o, gate, up, down");
 
-    ggml_init_params lp = { ggml_tensor_overhead() * (4 * n_targets * hp.n_layer + 4), nullptr, true };
-    e.ctx_lora = ggml_init(lp);
+    ggml_init_params lp = {ggml_tensor_overhead() * (4 * n_targets * hp.n_layer + 4), nullptr, true};
+    e.ctx_lora          = ggml_init(lp);
     for (int64_t il = 0; il < hp.n_layer; il++) {
         for (int t = 0; t < TARGET_COUNT; t++) {
             if (!lc.targets[t]) continue;
             lora_pair p;
-            p.layer = (int) il;
+            p.layer  = (int) il;
             p.target = t;
-            p.a  = ggml_new_tensor_2d(e.ctx_lora, GGML_TYPE_F32, hp.target_in(t), lc.r);  // [n_in, r]
-            p.b  = ggml_new_tensor_2d(e.ctx_lora, GGML_TYPE_F32, lc.r, hp.target_out(t)); // [r, n_out]
-            p.ga = ggml_dup_tensor(e.ctx_lora, p.a);                                      // [n_in, r]
-            p.gb = ggml_dup_tensor(e.ctx_lora, p.b);                                      // [r, n_out]
+            p.a      = ggml_new_tensor_2d(e.ctx_lora, GGML_TYPE_F32, hp.target_in(t), lc.r);   // [n_in, r]
+            p.b      = ggml_new_tensor_2d(e.ctx_lora, GGML_TYPE_F32, lc.r, hp.target_out(t));  // [r, n_out]
+            p.ga     = ggml_dup_tensor(e.ctx_lora, p.a);                                       // [n_in, r]
+            p.gb     = ggml_dup_tensor(e.ctx_lora, p.b);                                       // [r, n_out]
             ggml_set_name(p.a, p.name_a().c_str());
             ggml_set_name(p.b, p.name_b().c_str());
             e.lora.push_back(p);
@@ -318,7 +338,7 @@ void alloc_lora(engine & e) {
     lora_reset(e);
 }
 
-} // namespace
+}  // namespace
 
 // ---------------------------------------------------------------------------------------------
 
@@ -326,19 +346,19 @@ std::unique_ptr<engine> engine_init(const engine_options & opts) {
     const std::string & path = opts.model_path;
     gguf_check_magic(path, "model");
 
-    gguf_file gf;
-    gguf_init_params gp = { /*no_alloc =*/ true, /*ctx =*/ &gf.meta };
-    gf.g = gguf_init_from_file(path.c_str(), gp);
+    gguf_file        gf;
+    gguf_init_params gp = {/*no_alloc =*/true, /*ctx =*/&gf.meta};
+    gf.g                = gguf_init_from_file(path.c_str(), gp);
     if (!gf.g) throw std::runtime_error("'" + path + "' could not be read as GGUF (corrupt or truncated file)");
 
-    auto e = std::make_unique<engine>();
-    e->opts = opts;
-    e->hp = read_hparams(gf.g, path);
+    auto e             = std::make_unique<engine>();
+    e->opts            = opts;
+    e->hp              = read_hparams(gf.g, path);
     const model_meta m = find_tensors(gf, path, e->hp);
-    e->weight_type = ggml_type_name(m.layers[0].w[TARGET_Q]->type);
+    e->weight_type     = ggml_type_name(m.layers[0].w[TARGET_Q]->type);
     for (auto & c : e->weight_type) c = (char) tolower(c);
 
-    e->backend = init_backend(opts.device, e->backend_cpu);
+    e->backend     = init_backend(opts.device, e->backend_cpu);
     e->device_name = ggml_backend_name(e->backend);
     if (e->backend_cpu) {
         const int n_threads = opts.threads > 0 ? opts.threads : (int) std::max(1u, std::thread::hardware_concurrency());
@@ -354,4 +374,4 @@ std::unique_ptr<engine> engine_init(const engine_options & opts) {
     return e;
 }
 
-} // namespace t2s
+}  // namespace t2s

@@ -22,9 +22,12 @@ double engine_step(engine & e, const step_params & p) {
     std::vector<host_tensor> grads  = lora_get(e, true);
 
     double sq = 0.0;
-    for (const host_tensor & g : grads) for (float x : g.data) sq += (double) x * x;
+    for (const host_tensor & g : grads)
+        for (float x : g.data) sq += (double) x * x;
     const double norm = std::sqrt(sq);
-    if (!std::isfinite(norm)) throw std::runtime_error("step: the gradient norm is not finite (" + std::to_string(norm) + "); the step was skipped and gradients kept for inspection");
+    if (!std::isfinite(norm))
+        throw std::runtime_error("step: the gradient norm is not finite (" + std::to_string(norm) +
+                                 "); the step was skipped and gradients kept for inspection");
 
     // torch.nn.utils.clip_grad_norm_: coef = max_norm / (norm + 1e-6), clamped to 1
     float clip = 1.0f;
@@ -39,21 +42,21 @@ double engine_step(engine & e, const step_params & p) {
     }
     st.t += 1;
     // torch.optim.AdamW (single-tensor path): decoupled weight decay, then bias-corrected Adam.
-    const double bc1 = 1.0 - std::pow((double) p.beta1, (double) st.t);
-    const double bc2 = 1.0 - std::pow((double) p.beta2, (double) st.t);
-    const float step_size = (float) (p.lr / bc1);
-    const float bc2_sqrt  = (float) std::sqrt(bc2);
-    const float decay     = (float) (1.0 - (double) p.lr * p.weight_decay);
+    const double bc1       = 1.0 - std::pow((double) p.beta1, (double) st.t);
+    const double bc2       = 1.0 - std::pow((double) p.beta2, (double) st.t);
+    const float  step_size = (float) (p.lr / bc1);
+    const float  bc2_sqrt  = (float) std::sqrt(bc2);
+    const float  decay     = (float) (1.0 - (double) p.lr * p.weight_decay);
     for (size_t i = 0; i < params.size(); i++) {
-        float * w = params[i].data.data();
+        float *       w = params[i].data.data();
         const float * g = grads[i].data.data();
-        float * m = st.m[i].data();
-        float * v = st.v[i].data();
+        float *       m = st.m[i].data();
+        float *       v = st.v[i].data();
         for (size_t j = 0; j < params[i].data.size(); j++) {
             const float gj = g[j] * clip;
             w[j] *= decay;
-            m[j] = p.beta1 * m[j] + (1.0f - p.beta1) * gj;
-            v[j] = p.beta2 * v[j] + (1.0f - p.beta2) * gj * gj;
+            m[j]              = p.beta1 * m[j] + (1.0f - p.beta1) * gj;
+            v[j]              = p.beta2 * v[j] + (1.0f - p.beta2) * gj * gj;
             const float denom = std::sqrt(v[j]) / bc2_sqrt + p.eps;
             w[j] -= step_size * (m[j] / denom);
         }
@@ -63,4 +66,4 @@ double engine_step(engine & e, const step_params & p) {
     return norm;
 }
 
-} // namespace t2s
+}  // namespace t2s

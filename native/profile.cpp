@@ -24,41 +24,44 @@ std::string profile_key(const engine & e, const ggml_tensor * t) {
     for (int j = 0; j < 2 && t->src[j]; j++) k += std::string(j ? " x " : " ") + ggml_type_name(t->src[j]->type);
     if (t->op == GGML_OP_MUL_MAT) {
         const int64_t r = e.opts.lora.r, V = e.hp.n_vocab;
-        if (is_weight(e, t->src[0])) k += t->src[0]->ne[0] == V || t->src[0]->ne[1] == V ? " (output head)" : " (frozen weight)";
-        else if (t->src[0]->ne[0] == r || t->src[0]->ne[1] == r || t->ne[0] == r || t->ne[1] == r) k += " (LoRA)";
-        else k += " (attention)";
+        if (is_weight(e, t->src[0]))
+            k += t->src[0]->ne[0] == V || t->src[0]->ne[1] == V ? " (output head)" : " (frozen weight)";
+        else if (t->src[0]->ne[0] == r || t->src[0]->ne[1] == r || t->ne[0] == r || t->ne[1] == r)
+            k += " (LoRA)";
+        else
+            k += " (attention)";
     } else if ((t->op == GGML_OP_MAP_CUSTOM1 || t->op == GGML_OP_CONT) && is_weight(e, t->src[0])) {
         k += " (weight transpose)";
     }
     return k;
 }
 
-} // namespace
+}  // namespace
 
 void graph_compute_profiled(engine & e, ggml_cgraph * gf, int n_forward) {
     // One node at a time, timed. Adds a thread start-up per node: small next to the big products.
     std::map<std::pair<std::string, std::string>, profile_entry> acc;
     for (const profile_entry & p : e.profile) acc[{p.phase, p.op}] = p;
     std::vector<uint8_t> meta(ggml_graph_overhead_custom(1, false) + ggml_tensor_overhead());
-    ggml_init_params ip = { meta.size(), meta.data(), true };
-    ggml_context * ctx1 = ggml_init(ip);
-    ggml_cgraph * one = ggml_new_graph_custom(ctx1, 1, false);
-    const int n = ggml_graph_n_nodes(gf);
+    ggml_init_params     ip   = {meta.size(), meta.data(), true};
+    ggml_context *       ctx1 = ggml_init(ip);
+    ggml_cgraph *        one  = ggml_new_graph_custom(ctx1, 1, false);
+    const int            n    = ggml_graph_n_nodes(gf);
     for (int i = 0; i < n; i++) {
         ggml_tensor * t = ggml_graph_node(gf, i);
         if (op_is_view(t->op)) continue;
         ggml_graph_clear(one);
         ggml_graph_add_node(one, t);
-        const auto t0 = std::chrono::steady_clock::now();
+        const auto        t0 = std::chrono::steady_clock::now();
         const ggml_status st = ggml_backend_graph_compute(e.backend, one);
         ggml_backend_synchronize(e.backend);
         const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
         check_compute_status(e, st);
         const std::string phase = n_forward == 0 || i < n_forward ? "forward" : "backward";
-        const std::string key = profile_key(e, t);
-        profile_entry & p = acc[{phase, key}];
-        p.phase = phase;
-        p.op = key;
+        const std::string key   = profile_key(e, t);
+        profile_entry &   p     = acc[{phase, key}];
+        p.phase                 = phase;
+        p.op                    = key;
         p.count += 1;
         p.ms += ms;
         if (t->op == GGML_OP_MUL_MAT) p.flop += 2.0 * (double) t->src[0]->ne[0] * (double) ggml_nelements(t);
@@ -75,4 +78,4 @@ std::vector<profile_entry> engine_profile_take(engine & e) {
     return p;
 }
 
-} // namespace t2s
+}  // namespace t2s

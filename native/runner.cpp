@@ -12,17 +12,21 @@ namespace t2s {
 namespace {
 
 // Loss of one sequence: Σ NLL, targets and correct argmaxes.
-struct seq_result { double loss = 0; int64_t n = 0; int64_t correct = 0; };
+struct seq_result {
+    double  loss    = 0;
+    int64_t n       = 0;
+    int64_t correct = 0;
+};
 
 // Throws unless every token id is in the vocabulary; with seq_len > 0 the message names the
 // sequence and position of a batch, else the position.
 void check_token_ids(const engine & e, const int32_t * tokens, int64_t n, int64_t seq_len) {
     for (int64_t i = 0; i < n; i++) {
         if (tokens[i] >= 0 && tokens[i] < e.hp.n_vocab) continue;
-        const std::string where = seq_len > 0 ? "sequence " + std::to_string(i / seq_len) + ", position " + std::to_string(i % seq_len)
-                                              : "position " + std::to_string(i);
-        throw std::runtime_error("token id " + std::to_string(tokens[i]) + " at " + where +
-            " is outside the vocabulary [0, " + std::to_string(e.hp.n_vocab) + ")");
+        const std::string where = seq_len > 0 ? "sequence " + std::to_string(i / seq_len) + ", position " + std::to_string(i % seq_len) :
+                                                "position " + std::to_string(i);
+        throw std::runtime_error("token id " + std::to_string(tokens[i]) + " at " + where + " is outside the vocabulary [0, " +
+                                 std::to_string(e.hp.n_vocab) + ")");
     }
 }
 
@@ -52,7 +56,7 @@ void fill_target_inputs(graph_ctx & g, const int32_t * tokens, const std::vector
         for (int64_t i = 0; i < n_t; i++) onehot[(size_t) flat[i]] = 1.0f;
         ggml_backend_tensor_set(g.in.onehot, onehot.data(), 0, onehot.size() * sizeof(float));
         std::vector<float> sc((size_t) n_t * T, 0.0f);
-        for (int64_t i = 0; i < n_t; i++) sc[(size_t) tgt[i] * n_t + i] = 1.0f; // scatter[i, tgt[i]]
+        for (int64_t i = 0; i < n_t; i++) sc[(size_t) tgt[i] * n_t + i] = 1.0f;  // scatter[i, tgt[i]]
         ggml_backend_tensor_set(g.in.scatter, sc.data(), 0, sc.size() * sizeof(float));
     }
 }
@@ -60,14 +64,16 @@ void fill_target_inputs(graph_ctx & g, const int32_t * tokens, const std::vector
 // Each adapted layer draws its own mask, as each PEFT module has its own nn.Dropout.
 // The stream is seeded by (seed, call number) so runs are reproducible.
 void fill_dropout_masks(graph_ctx & g) {
-    engine & e = g.e;
-    const float p = e.opts.lora.dropout, keep_scale = 1.0f / (1.0f - p);
-    uint64_t s = e.opts.lora.seed * 0x9E3779B97F4A7C15ull + (++e.dropout_calls) * 0xD1B54A32D192ED03ull;
+    engine &           e = g.e;
+    const float        p = e.opts.lora.dropout, keep_scale = 1.0f / (1.0f - p);
+    uint64_t           s = e.opts.lora.seed * 0x9E3779B97F4A7C15ull + (++e.dropout_calls) * 0xD1B54A32D192ED03ull;
     std::vector<float> m;
     for (auto & dm : g.in.drop) {
         m.resize(ggml_nelements(dm.first));
         for (float & x : m) {
-            s ^= s << 13; s ^= s >> 7; s ^= s << 17; // xorshift64
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;  // xorshift64
             x = ((double) (s >> 11) * (1.0 / 9007199254740992.0)) < p ? 0.0f : keep_scale;
         }
         ggml_backend_tensor_set(dm.first, m.data(), 0, m.size() * sizeof(float));
@@ -82,8 +88,8 @@ void alloc_graph(engine & e, ggml_cgraph * gf) {
 
 // One sequence's graph: built, allocated, its token inputs filled.
 struct seq_graph {
-    graph_run run;
-    graph_ctx g;
+    graph_run     run;
+    graph_ctx     g;
     graph_outputs out;
     ggml_cgraph * gf = nullptr;
 
@@ -104,16 +110,16 @@ void run_graph(engine & e, ggml_cgraph * gf, int n_forward) {
 
 // Σ NLL, count and correct argmaxes of the computed graph's targets.
 seq_result read_loss(const graph_ctx & g, const graph_outputs & out, const int32_t * tokens, const std::vector<int32_t> & tgt) {
-    const int64_t V = g.e.hp.n_vocab, n_t = g.n_t;
-    std::vector<float> pt(n_t);
+    const int64_t        V = g.e.hp.n_vocab, n_t = g.n_t;
+    std::vector<float>   pt(n_t);
     std::vector<int32_t> am(n_t);
     ggml_backend_tensor_get(out.p_target, pt.data(), 0, n_t * sizeof(float));
     ggml_backend_tensor_get(out.argmax, am.data(), 0, n_t * sizeof(int32_t));
-    seq_result r;
+    seq_result         r;
     std::vector<float> row;
     for (int64_t i = 0; i < n_t; i++) {
         const int64_t j = tgt[i];
-        double nll;
+        double        nll;
         if (pt[i] > 1e-30f) {
             nll = -std::log((double) pt[i]);
         } else {
@@ -133,16 +139,16 @@ seq_result read_loss(const graph_ctx & g, const graph_outputs & out, const int32
 }
 
 // One sequence of T input tokens: position j predicts tokens[j+1] where mask_next[j] != 0.
-seq_result run_sequence(engine & e, graph_mode mode, const int32_t * tokens, const float * mask_next,
-                        int64_t T, float grad_scale) {
-    std::vector<int32_t> tgt; // positions with a target
-    for (int64_t j = 0; j < T; j++) if (mask_next[j] != 0.0f) tgt.push_back((int32_t) j);
+seq_result run_sequence(engine & e, graph_mode mode, const int32_t * tokens, const float * mask_next, int64_t T, float grad_scale) {
+    std::vector<int32_t> tgt;  // positions with a target
+    for (int64_t j = 0; j < T; j++)
+        if (mask_next[j] != 0.0f) tgt.push_back((int32_t) j);
     const int64_t n_t = (int64_t) tgt.size();
     if (n_t == 0) return {};
     graph_params gp;
-    gp.mode = mode;
-    gp.n_tokens = T;
-    gp.n_targets = n_t;
+    gp.mode       = mode;
+    gp.n_tokens   = T;
+    gp.n_targets  = n_t;
     gp.grad_scale = grad_scale;
     seq_graph sg(e, gp, tokens);
     fill_target_inputs(sg.g, tokens, tgt);
@@ -151,23 +157,29 @@ seq_result run_sequence(engine & e, graph_mode mode, const int32_t * tokens, con
     return read_loss(sg.g, sg.out, tokens, tgt);
 }
 
-batch_stats run_batch(engine & e, graph_mode mode, const int32_t * tokens, const uint8_t * mask,
-                      int64_t n_seq, int64_t seq_len, float grad_scale) {
+batch_stats
+run_batch(engine & e, graph_mode mode, const int32_t * tokens, const uint8_t * mask, int64_t n_seq, int64_t seq_len, float grad_scale) {
     if (n_seq <= 0 || seq_len <= 0) throw std::runtime_error("batch is empty");
     check_token_ids(e, tokens, n_seq * seq_len, seq_len);
-    batch_stats st;
+    batch_stats        st;
     std::vector<float> w;
     for (int64_t s = 0; s < n_seq; s++) {
         const int32_t * tk = tokens + s * seq_len;
         const uint8_t * mk = mask + s * seq_len;
-        if (mk[0]) throw std::runtime_error("mask of sequence " + std::to_string(s) + " marks position 0, which has no preceding token to predict it from");
+        if (mk[0])
+            throw std::runtime_error("mask of sequence " + std::to_string(s) +
+                                     " marks position 0, which has no preceding token to predict it from");
         int64_t last = -1;
-        for (int64_t j = seq_len - 1; j >= 1; j--) if (mk[j]) { last = j; break; }
-        if (last < 0) continue; // nothing to learn from this sequence
-        const int64_t T = last; // inputs tokens[0..last), targets tokens[1..last]
+        for (int64_t j = seq_len - 1; j >= 1; j--)
+            if (mk[j]) {
+                last = j;
+                break;
+            }
+        if (last < 0) continue;  // nothing to learn from this sequence
+        const int64_t T = last;  // inputs tokens[0..last), targets tokens[1..last]
         if (T > e.hp.n_ctx) {
             throw std::runtime_error("sequence " + std::to_string(s) + " needs " + std::to_string(T + 1) +
-                " tokens but the model's context length is " + std::to_string(e.hp.n_ctx));
+                                     " tokens but the model's context length is " + std::to_string(e.hp.n_ctx));
         }
         w.assign(T, 0.0f);
         for (int64_t j = 0; j < T; j++) w[j] = mk[j + 1] ? 1.0f : 0.0f;
@@ -179,25 +191,25 @@ batch_stats run_batch(engine & e, graph_mode mode, const int32_t * tokens, const
     return st;
 }
 
-} // namespace
+}  // namespace
 
-batch_stats engine_accumulate(engine & e, const int32_t * tokens, const uint8_t * mask,
-                              int64_t n_seq, int64_t seq_len, float grad_scale) {
+batch_stats engine_accumulate(engine & e, const int32_t * tokens, const uint8_t * mask, int64_t n_seq, int64_t seq_len, float grad_scale) {
     return run_batch(e, graph_mode::train, tokens, mask, n_seq, seq_len, grad_scale);
 }
 
-batch_stats engine_evaluate(engine & e, const int32_t * tokens, const uint8_t * mask,
-                            int64_t n_seq, int64_t seq_len) {
+batch_stats engine_evaluate(engine & e, const int32_t * tokens, const uint8_t * mask, int64_t n_seq, int64_t seq_len) {
     return run_batch(e, graph_mode::eval, tokens, mask, n_seq, seq_len, 0.0f);
 }
 
 std::vector<float> engine_logits(engine & e, const int32_t * tokens, int64_t T) {
     if (T <= 0) throw std::runtime_error("logits: no tokens");
-    if (T > e.hp.n_ctx) throw std::runtime_error("logits: " + std::to_string(T) + " tokens exceed the model's context length " + std::to_string(e.hp.n_ctx));
+    if (T > e.hp.n_ctx)
+        throw std::runtime_error("logits: " + std::to_string(T) + " tokens exceed the model's context length " +
+                                 std::to_string(e.hp.n_ctx));
     check_token_ids(e, tokens, T, 0);
     graph_params gp;
-    gp.mode = graph_mode::logits;
-    gp.n_tokens = T;
+    gp.mode      = graph_mode::logits;
+    gp.n_tokens  = T;
     gp.n_targets = T;
     seq_graph sg(e, gp, tokens);
     run_graph(e, sg.gf, 0);
@@ -207,11 +219,10 @@ std::vector<float> engine_logits(engine & e, const int32_t * tokens, int64_t T) 
 }
 
 void check_compute_status(const engine & e, ggml_status st) {
-    if (st != GGML_STATUS_SUCCESS) throw std::runtime_error(std::string("graph compute failed on ") + e.device_name + " (status " + std::to_string((int) st) + ")");
+    if (st != GGML_STATUS_SUCCESS)
+        throw std::runtime_error(std::string("graph compute failed on ") + e.device_name + " (status " + std::to_string((int) st) + ")");
 }
 
-size_t engine_compute_bytes(const engine & e) {
-    return e.galloc ? ggml_gallocr_get_buffer_size(e.galloc, 0) : 0;
-}
+size_t engine_compute_bytes(const engine & e) { return e.galloc ? ggml_gallocr_get_buffer_size(e.galloc, 0) : 0; }
 
-} // namespace t2s
+}  // namespace t2s

@@ -105,7 +105,9 @@ async function main(): Promise<void> {
     await m.dispose();
   }
 
-  console.log(`\nGeneration at TinyLlama shape (${type}, random weights; prompt of the seed's template; ${nTokens} tokens; ${threads} threads; ${os.cpus()[0]?.model ?? ""})`);
+  console.log(
+    `\nGeneration at TinyLlama shape (${type}, random weights; prompt of the seed's template; ${nTokens} tokens; ${threads} threads; ${os.cpus()[0]?.model ?? ""})`,
+  );
   console.log(`binary: ${binary}`);
   console.log(`prompt processing (512 tokens at once): ${ppTokensPerS.toFixed(1)} tokens/s`);
   console.log("                           TTFT ms   decode tokens/s");

@@ -28,7 +28,10 @@ async function main(): Promise<void> {
   const out = path.join(process.env.TEXT2SQL_BENCH_DIR || path.join(os.tmpdir(), "text2sql-bench"), "serve-quickstart");
   if (!fs.existsSync(path.join(out, "final_model", "adapter.gguf"))) {
     process.stderr.write(`training the quickstart adapter into ${out}\n`);
-    await trainSft({ config: path.join(root, "configs", "quickstart.yaml"), data: { path: csv }, output: { dir: out }, train: { save_every: 0 } }, { overwrite: true });
+    await trainSft(
+      { config: path.join(root, "configs", "quickstart.yaml"), data: { path: csv }, output: { dir: out }, train: { save_every: 0 } },
+      { overwrite: true },
+    );
   }
   const questions = (await readExamples(csv, structuredClone(DEFAULTS.data))).map((e) => e.question);
   const server = await startServer({ adapter: out, port: 0, device: "cpu", threads, parallel, maxQueue: 1024, log: () => {} });
@@ -40,25 +43,35 @@ async function main(): Promise<void> {
       let next = 0;
       const end = performance.now() + seconds * 1000;
       const t0 = performance.now();
-      await Promise.all(Array.from({ length: clients }, async () => {
-        while (performance.now() < end) {
-          const q = questions[next++ % questions.length];
-          const s = performance.now();
-          const res = await fetch(`${server.url}/generate_sql`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ question: q }) });
-          await res.json();
-          if (res.status !== 200) errors++;
-          lat.push(performance.now() - s);
-        }
-      }));
+      await Promise.all(
+        Array.from({ length: clients }, async () => {
+          while (performance.now() < end) {
+            const q = questions[next++ % questions.length];
+            const s = performance.now();
+            const res = await fetch(`${server.url}/generate_sql`, {
+              method: "POST",
+              headers: { "content-type": "application/json" },
+              body: JSON.stringify({ question: q }),
+            });
+            await res.json();
+            if (res.status !== 200) errors++;
+            lat.push(performance.now() - s);
+          }
+        }),
+      );
       const wall = (performance.now() - t0) / 1000;
       lat.sort((a, b) => a - b);
       const q = (p: number) => lat[Math.min(lat.length - 1, Math.ceil(p * lat.length) - 1)];
-      rows.push(`${String(clients).padStart(7)}   ${String(lat.length).padStart(8)}   ${q(0.5).toFixed(0).padStart(6)}   ${q(0.99).toFixed(0).padStart(6)}   ${(lat.length / wall).toFixed(1).padStart(7)}   ${errors}`);
+      rows.push(
+        `${String(clients).padStart(7)}   ${String(lat.length).padStart(8)}   ${q(0.5).toFixed(0).padStart(6)}   ${q(0.99).toFixed(0).padStart(6)}   ${(lat.length / wall).toFixed(1).padStart(7)}   ${errors}`,
+      );
     }
   } finally {
     await server.close();
   }
-  console.log(`\ntext2sql serve, quickstart tiny model + adapter, ${parallel} parallel decoders, ${threads} decode thread(s), ${seconds} s per level (${os.cpus()[0]?.model ?? ""})`);
+  console.log(
+    `\ntext2sql serve, quickstart tiny model + adapter, ${parallel} parallel decoders, ${threads} decode thread(s), ${seconds} s per level (${os.cpus()[0]?.model ?? ""})`,
+  );
   console.log("clients   requests   p50 ms   p99 ms   req/s   errors");
   for (const r of rows) console.log(r);
 }

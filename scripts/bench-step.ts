@@ -44,7 +44,17 @@ interface Result extends Config {
   profile?: ProfileEntry[];
 }
 
-interface Args { types: TestModelType[]; memory: ("fast" | "lean")[]; checkpointing: ("on" | "off" | "auto")[]; steps: number; tokens: number; threads: number; json: boolean; profile: boolean; scaling: boolean }
+interface Args {
+  types: TestModelType[];
+  memory: ("fast" | "lean")[];
+  checkpointing: ("on" | "off" | "auto")[];
+  steps: number;
+  tokens: number;
+  threads: number;
+  json: boolean;
+  profile: boolean;
+  scaling: boolean;
+}
 
 const HELP = `usage: npm run bench:step -- [options]
   --types bf16,f16      weight types (f32, f16, bf16)
@@ -59,7 +69,17 @@ const HELP = `usage: npm run bench:step -- [options]
   --json                print the results as JSON`;
 
 function parse(argv: string[]): Args {
-  const a: Args = { types: ["bf16", "f16"], memory: ["fast", "lean"], checkpointing: ["auto"], steps: 3, tokens: 256, threads: 0, json: false, profile: false, scaling: false };
+  const a: Args = {
+    types: ["bf16", "f16"],
+    memory: ["fast", "lean"],
+    checkpointing: ["auto"],
+    steps: 3,
+    tokens: 256,
+    threads: 0,
+    json: false,
+    profile: false,
+    scaling: false,
+  };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     const v = () => {
@@ -90,7 +110,15 @@ function parse(argv: string[]): Args {
 
 async function child(file: string, c: Config, steps: number, profile: boolean): Promise<void> {
   const t0 = performance.now();
-  const e = await LoraEngine.create({ model: file, device: "cpu", threads: c.threads, memory: c.memory, checkpointing: c.checkpointing, profile, lora: { r: c.r, alpha: 2 * c.r, targetModules: c.targets } });
+  const e = await LoraEngine.create({
+    model: file,
+    device: "cpu",
+    threads: c.threads,
+    memory: c.memory,
+    checkpointing: c.checkpointing,
+    profile,
+    lora: { r: c.r, alpha: 2 * c.r, targetModules: c.targets },
+  });
   const loadS = (performance.now() - t0) / 1000;
   const tokens = Array.from({ length: c.tokens + 1 }, (_, i) => (i === 0 ? 1 : 100 + ((i * 7919) % 31000)));
   const batch = makeBatch([{ tokens }]); // every position after the first is a target
@@ -132,7 +160,10 @@ async function runConfig(c: Config, steps: number, profile: boolean): Promise<Re
   const file = await tinyLlamaBenchModel(c.type);
   const label = `${c.type} ${c.memory}${c.checkpointing ? "+ckpt" : ""} T=${c.tokens} r=${c.r} ${c.targets.join(",")} ${c.threads || os.availableParallelism()} threads`;
   process.stderr.write(`timing ${label}: 1 warm-up + ${steps} steps\n`);
-  const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), "--child", file, JSON.stringify({ c, steps, profile })], { stdio: ["ignore", "pipe", "inherit"], encoding: "utf8" });
+  const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), "--child", file, JSON.stringify({ c, steps, profile })], {
+    stdio: ["ignore", "pipe", "inherit"],
+    encoding: "utf8",
+  });
   if (r.status !== 0) throw new Error(`the run ${label} failed (exit ${r.status})`);
   return JSON.parse(r.stdout.trim().split("\n").pop()!) as Result;
 }
@@ -152,12 +183,16 @@ function printTable(title: string, rows: Result[]): void {
 function printProfile(r: Result): void {
   const prof = r.profile ?? [];
   const total = prof.reduce((s, p) => s + p.ms, 0);
-  console.log(`\nper-op profile, ${r.type} ${r.memory}${r.checkpointing ? "+ckpt" : ""}, ${r.tokens} tokens (one step, nodes timed one by one: ${(total / 1000).toFixed(2)} s)`);
+  console.log(
+    `\nper-op profile, ${r.type} ${r.memory}${r.checkpointing ? "+ckpt" : ""}, ${r.tokens} tokens (one step, nodes timed one by one: ${(total / 1000).toFixed(2)} s)`,
+  );
   console.log("phase     op                                              calls      ms   share   GFLOP/s");
   for (const p of prof) {
     if (p.ms / total < 0.002) continue;
     const gflops = p.flop > 0 ? (p.flop / (p.ms / 1000) / 1e9).toFixed(0) : "";
-    console.log(`${p.phase.padEnd(9)} ${p.op.padEnd(47)} ${String(Math.round(p.count)).padStart(6)} ${p.ms.toFixed(0).padStart(7)}  ${((100 * p.ms) / total).toFixed(1).padStart(5)}%  ${gflops.padStart(8)}`);
+    console.log(
+      `${p.phase.padEnd(9)} ${p.op.padEnd(47)} ${String(Math.round(p.count)).padStart(6)} ${p.ms.toFixed(0).padStart(7)}  ${((100 * p.ms) / total).toFixed(1).padStart(5)}%  ${gflops.padStart(8)}`,
+    );
   }
   for (const phase of ["forward", "backward"]) {
     const ms = prof.filter((p) => p.phase === phase).reduce((s, p) => s + p.ms, 0);
@@ -182,24 +217,35 @@ async function main(): Promise<void> {
       results.push(...rows);
       tables.push([title, rows]);
     };
-    await run("sequence length (bf16, fast, r=8 on q,v)", [64, 128, 256, 512, 1024].map((tokens) => ({ tokens })), 2);
-    await run("rank (bf16, fast, 256 tokens, q,v)", [8, 16, 32, 64].map((r) => ({ r })));
+    await run(
+      "sequence length (bf16, fast, r=8 on q,v)",
+      [64, 128, 256, 512, 1024].map((tokens) => ({ tokens })),
+      2,
+    );
+    await run(
+      "rank (bf16, fast, 256 tokens, q,v)",
+      [8, 16, 32, 64].map((r) => ({ r })),
+    );
     await run("targets (bf16, fast, 256 tokens, r=8)", [{ targets: ["q", "v"] }, { targets: ALL }]);
     await run("threads (bf16, fast, 256 tokens, r=8 on q,v)", [{ threads: 1 }, { threads: 2 }], 2);
-    await run("gradient checkpointing at 1,024 tokens (bf16, r=8 on q,v)", [
-      { tokens: 1024 },
-      { tokens: 1024, checkpointing: true },
-      { tokens: 1024, memory: "lean", checkpointing: true },
-    ], 2);
+    await run(
+      "gradient checkpointing at 1,024 tokens (bf16, r=8 on q,v)",
+      [{ tokens: 1024 }, { tokens: 1024, checkpointing: true }, { tokens: 1024, memory: "lean", checkpointing: true }],
+      2,
+    );
   } else {
     const rows: Result[] = [];
     for (const type of a.types) {
       for (const memory of a.memory) {
-        for (const ck of a.checkpointing) rows.push(await runConfig({ ...base, type, memory, checkpointing: ck === "auto" ? memory === "lean" : ck === "on" }, a.steps, a.profile));
+        for (const ck of a.checkpointing)
+          rows.push(await runConfig({ ...base, type, memory, checkpointing: ck === "auto" ? memory === "lean" : ck === "on" }, a.steps, a.profile));
       }
     }
     results.push(...rows);
-    tables.push([`LoRA step at TinyLlama shape (r=8 on q,v; ${a.tokens} tokens, batch 1; CPU, ${rows[0]?.threads} threads; ${os.cpus()[0]?.model ?? ""})`, rows]);
+    tables.push([
+      `LoRA step at TinyLlama shape (r=8 on q,v; ${a.tokens} tokens, batch 1; CPU, ${rows[0]?.threads} threads; ${os.cpus()[0]?.model ?? ""})`,
+      rows,
+    ]);
   }
   if (a.json) {
     console.log(JSON.stringify(results, null, 2));

@@ -178,7 +178,11 @@ export async function makeHfCheckpoint(opts: MakeHfCheckpointOptions): Promise<{
     files.push(file);
   }
   if (nShards > 1) {
-    const sorted = Object.fromEntries(Object.keys(weightMap).sort().map((k) => [k, weightMap[k]!]));
+    const sorted = Object.fromEntries(
+      Object.keys(weightMap)
+        .sort()
+        .map((k) => [k, weightMap[k]!]),
+    );
     fs.writeFileSync(path.join(dir, "model.safetensors.index.json"), JSON.stringify({ metadata: { total_size: total }, weight_map: sorted }, null, 2) + "\n");
     files.push("model.safetensors.index.json");
   }
@@ -228,7 +232,9 @@ export async function makeHfCheckpoint(opts: MakeHfCheckpointOptions): Promise<{
   if (opts.addedTokensDecoder) {
     const special = [unk, bos, eos, ...(pad >= 0 ? [pad] : [])];
     tokenizerConfig.added_tokens_decoder = Object.fromEntries(
-      [...new Set(special)].sort((a, b) => a - b).map((id) => [String(id), { content: tokens[id], lstrip: false, normalized: false, rstrip: false, single_word: false, special: true }]),
+      [...new Set(special)]
+        .sort((a, b) => a - b)
+        .map((id) => [String(id), { content: tokens[id], lstrip: false, normalized: false, rstrip: false, single_word: false, special: true }]),
     );
   }
   if (opts.chatTemplate !== undefined) tokenizerConfig.chat_template = opts.chatTemplate;

@@ -23,66 +23,71 @@ const USAGE = `usage: make-test-model --out FILE [options]
 
 /** Parse CLI arguments into options; the preset applies first, explicit flags override it. */
 export function parseArgs(argv: string[]): MakeTestModelOptions {
-    const numeric: Record<string, keyof MakeTestModelOptions> = {
-        "--n-embd": "nEmbd", "--n-layer": "nLayer", "--n-head": "nHead", "--n-head-kv": "nHeadKv",
-        "--n-ff": "nFf", "--n-ctx": "nCtx", "--seed": "seed",
+  const numeric: Record<string, keyof MakeTestModelOptions> = {
+    "--n-embd": "nEmbd",
+    "--n-layer": "nLayer",
+    "--n-head": "nHead",
+    "--n-head-kv": "nHeadKv",
+    "--n-ff": "nFf",
+    "--n-ctx": "nCtx",
+    "--seed": "seed",
+  };
+  const explicit: Partial<MakeTestModelOptions> = {};
+  let preset: Partial<MakeTestModelOptions> = {};
+  let out: string | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    let arg = argv[i]!;
+    let inline: string | undefined;
+    const eq = arg.indexOf("=");
+    if (arg.startsWith("--") && eq > 0) [arg, inline] = [arg.slice(0, eq), arg.slice(eq + 1)];
+    const value = (): string => {
+      const v = inline ?? argv[++i];
+      if (v === undefined) throw new Error(`${arg} needs a value\n\n${USAGE}`);
+      return v;
     };
-    const explicit: Partial<MakeTestModelOptions> = {};
-    let preset: Partial<MakeTestModelOptions> = {};
-    let out: string | undefined;
-    for (let i = 0; i < argv.length; i++) {
-        let arg = argv[i]!;
-        let inline: string | undefined;
-        const eq = arg.indexOf("=");
-        if (arg.startsWith("--") && eq > 0) [arg, inline] = [arg.slice(0, eq), arg.slice(eq + 1)];
-        const value = (): string => {
-            const v = inline ?? argv[++i];
-            if (v === undefined) throw new Error(`${arg} needs a value\n\n${USAGE}`);
-            return v;
-        };
-        if (arg in numeric) {
-            const raw = value();
-            const n = Number(raw);
-            if (!Number.isInteger(n)) throw new Error(`${arg}: expected an integer, got "${raw}"`);
-            (explicit as Record<string, number>)[numeric[arg]!] = n;
-        } else if (arg === "--out" || arg === "-o") out = value();
-        else if (arg === "--type") {
-            const t = value();
-            if (t !== "f32" && t !== "f16" && t !== "bf16") throw new Error(`--type: expected f32, f16 or bf16, got "${t}"`);
-            explicit.type = t;
-        } else if (arg === "--arch") explicit.arch = value();
-        else if (arg === "--tied") explicit.tiedEmbeddings = true;
-        else if (arg === "--tinyllama") preset = TINYLLAMA_PRESET;
-        else if (arg === "--help" || arg === "-h") {
-            process.stdout.write(USAGE);
-            process.exit(0);
-        } else throw new Error(`unknown argument "${arg}"\n\n${USAGE}`);
-    }
-    if (!out) throw new Error(`--out is required\n\n${USAGE}`);
-    return { ...preset, ...explicit, path: out };
+    if (arg in numeric) {
+      const raw = value();
+      const n = Number(raw);
+      if (!Number.isInteger(n)) throw new Error(`${arg}: expected an integer, got "${raw}"`);
+      (explicit as Record<string, number>)[numeric[arg]!] = n;
+    } else if (arg === "--out" || arg === "-o") out = value();
+    else if (arg === "--type") {
+      const t = value();
+      if (t !== "f32" && t !== "f16" && t !== "bf16") throw new Error(`--type: expected f32, f16 or bf16, got "${t}"`);
+      explicit.type = t;
+    } else if (arg === "--arch") explicit.arch = value();
+    else if (arg === "--tied") explicit.tiedEmbeddings = true;
+    else if (arg === "--tinyllama") preset = TINYLLAMA_PRESET;
+    else if (arg === "--help" || arg === "-h") {
+      process.stdout.write(USAGE);
+      process.exit(0);
+    } else throw new Error(`unknown argument "${arg}"\n\n${USAGE}`);
+  }
+  if (!out) throw new Error(`--out is required\n\n${USAGE}`);
+  return { ...preset, ...explicit, path: out };
 }
 
 async function main(): Promise<void> {
-    const opts = parseArgs(process.argv.slice(2));
-    const start = performance.now();
-    const file = await makeTestModel(opts);
-    const seconds = (performance.now() - start) / 1000;
-    const mb = fs.statSync(file).size / 1e6;
-    process.stdout.write(`wrote ${file} (${mb.toFixed(1)} MB) in ${seconds.toFixed(1)} s\n`);
+  const opts = parseArgs(process.argv.slice(2));
+  const start = performance.now();
+  const file = await makeTestModel(opts);
+  const seconds = (performance.now() - start) / 1000;
+  const mb = fs.statSync(file).size / 1e6;
+  process.stdout.write(`wrote ${file} (${mb.toFixed(1)} MB) in ${seconds.toFixed(1)} s\n`);
 }
 
 /** True when the module at moduleUrl (its import.meta.url) is the process entry point. */
 export function isMain(moduleUrl: string): boolean {
-    try {
-        return !!process.argv[1] && fs.realpathSync(process.argv[1]) === fs.realpathSync(fileURLToPath(moduleUrl));
-    } catch {
-        return false;
-    }
+  try {
+    return !!process.argv[1] && fs.realpathSync(process.argv[1]) === fs.realpathSync(fileURLToPath(moduleUrl));
+  } catch {
+    return false;
+  }
 }
 
 if (isMain(import.meta.url)) {
-    main().catch((err: unknown) => {
-        process.stderr.write(`make-test-model: ${err instanceof Error ? err.message : String(err)}\n`);
-        process.exit(1);
-    });
+  main().catch((err: unknown) => {
+    process.stderr.write(`make-test-model: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  });
 }

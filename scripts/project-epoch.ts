@@ -20,7 +20,11 @@ async function main(): Promise<void> {
   const mi = process.argv.indexOf("--model");
   const summary = JSON.parse(fs.readFileSync(path.join(dir, "summary.json"), "utf8")) as { steps: number; tokensPerS: number; wallS: number };
   const cfg = loadConfig({ file: path.join(dir, "config.yaml"), overrides: mi > 0 ? { "model.path": process.argv[mi + 1] } : {} });
-  const lines = fs.readFileSync(path.join(dir, "metrics.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l) as Record<string, number | string>);
+  const lines = fs
+    .readFileSync(path.join(dir, "metrics.jsonl"), "utf8")
+    .trim()
+    .split("\n")
+    .map((l) => JSON.parse(l) as Record<string, number | string>);
   const train = lines.filter((l) => l.type === "train");
   const evals = lines.filter((l) => l.type === "eval");
   const data = await prepareData(cfg, cfg.model.path);
@@ -33,11 +37,20 @@ async function main(): Promise<void> {
   const evalsPerEpoch = cfg.train.eval_every > 0 ? Math.floor(stepsPerEpoch / cfg.train.eval_every) : 0;
   const epochTrainS = epochTokens / summary.tokensPerS;
   const h = (s: number) => `${(s / 3600).toFixed(2)} h`;
-  console.log(`measured: ${summary.steps} optimizer steps, ${measuredTokens.toLocaleString("en-US")} tokens in ${(trainS / 60).toFixed(1)} min of training (${summary.tokensPerS.toFixed(1)} tokens/s, ${(trainS / summary.steps).toFixed(2)} s per optimizer step); wall ${(summary.wallS / 60).toFixed(1)} min with evaluations and checkpoints`);
-  console.log(`epoch: ${data.train.length.toLocaleString("en-US")} rows, ${epochTokens.toLocaleString("en-US")} tokens (mean ${(epochTokens / data.train.length).toFixed(1)}), ${stepsPerEpoch} optimizer steps of ${cfg.train.batch_size} x ${cfg.train.grad_accum}`);
+  console.log(
+    `measured: ${summary.steps} optimizer steps, ${measuredTokens.toLocaleString("en-US")} tokens in ${(trainS / 60).toFixed(1)} min of training (${summary.tokensPerS.toFixed(1)} tokens/s, ${(trainS / summary.steps).toFixed(2)} s per optimizer step); wall ${(summary.wallS / 60).toFixed(1)} min with evaluations and checkpoints`,
+  );
+  console.log(
+    `epoch: ${data.train.length.toLocaleString("en-US")} rows, ${epochTokens.toLocaleString("en-US")} tokens (mean ${(epochTokens / data.train.length).toFixed(1)}), ${stepsPerEpoch} optimizer steps of ${cfg.train.batch_size} x ${cfg.train.grad_accum}`,
+  );
   console.log(`projected training time per epoch: ${h(epochTrainS)}`);
-  if (Number.isFinite(evalS)) console.log(`evaluation: ${evalS.toFixed(0)} s each, ${evalsPerEpoch} per epoch at eval_every ${cfg.train.eval_every}: ${h(epochTrainS + evalsPerEpoch * evalS)} with them`);
-  console.log(`the seed's way on this machine (PyTorch bf16, every row padded to 256 tokens, 4.73 s per row): ${h(data.train.length * 4.73)}, ${((data.train.length * 4.73) / epochTrainS).toFixed(1)}x this`);
+  if (Number.isFinite(evalS))
+    console.log(
+      `evaluation: ${evalS.toFixed(0)} s each, ${evalsPerEpoch} per epoch at eval_every ${cfg.train.eval_every}: ${h(epochTrainS + evalsPerEpoch * evalS)} with them`,
+    );
+  console.log(
+    `the seed's way on this machine (PyTorch bf16, every row padded to 256 tokens, 4.73 s per row): ${h(data.train.length * 4.73)}, ${((data.train.length * 4.73) / epochTrainS).toFixed(1)}x this`,
+  );
 }
 
 main().catch((err: unknown) => {

@@ -4,13 +4,31 @@
 // reachable inside the package only.
 
 // Training
-export { trainSft, prepareData, formatSummary, type TrainOptions, type TrainHooks, type TrainSummary, type StepEvent, type EvalEvent, type DataSummary } from "./train/trainer.js";
+export {
+  trainSft,
+  prepareData,
+  formatSummary,
+  type TrainOptions,
+  type TrainHooks,
+  type TrainSummary,
+  type StepEvent,
+  type EvalEvent,
+  type DataSummary,
+} from "./train/trainer.js";
 export { loadConfig, DEFAULTS as DEFAULT_CONFIG, ConfigError, type TrainConfig, type ConfigSources } from "./train/config.js";
 export { loadDataset, DataError, type Example, type Dataset } from "./train/data.js";
 export { renderPrompt, DEFAULT_TEMPLATE } from "./train/prompt.js";
 
 // Generation and serving
-export { generateSql, disposeGenerators, SqlGenerator, validateSql, type GenerateOptions, type GeneratorOptions, type GenerateResult } from "./serve/generate.js";
+export {
+  generateSql,
+  disposeGenerators,
+  SqlGenerator,
+  validateSql,
+  type GenerateOptions,
+  type GeneratorOptions,
+  type GenerateResult,
+} from "./serve/generate.js";
 export { startServer, type ServerOptions, type RunningServer } from "./serve/server.js";
 
 // Evaluation
@@ -31,6 +49,18 @@ export { type PullProgress } from "./models/hub-progress.js";
 export { convertHfToGguf, SUPPORTED_ARCHITECTURES, type ConvertOptions, type ConvertOutType, type ConvertResult } from "./models/convert.js";
 
 // The engine
-export { LoraEngine, makeBatch, type AdapterTensor, type Batch, type BatchStats, type Device, type EngineInfo, type EngineOptions, type OptimizerState, type Sequence, type StepOptions } from "./engine/engine.js";
+export {
+  LoraEngine,
+  makeBatch,
+  type AdapterTensor,
+  type Batch,
+  type BatchStats,
+  type Device,
+  type EngineInfo,
+  type EngineOptions,
+  type OptimizerState,
+  type Sequence,
+  type StepOptions,
+} from "./engine/engine.js";
 export { LORA_TARGETS, LORA_DEFAULTS, type LoraOptions, type LoraTarget } from "./engine/lora.js";
 export { systemInfo } from "./engine/system.js";

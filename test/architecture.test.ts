@@ -34,7 +34,8 @@ function imports(file: string): string[] {
   const sf = ts.createSourceFile(file, fs.readFileSync(file, "utf8"), ts.ScriptTarget.Latest, true);
   const out: string[] = [];
   const visit = (n: ts.Node) => {
-    if ((ts.isImportDeclaration(n) || ts.isExportDeclaration(n)) && n.moduleSpecifier && ts.isStringLiteral(n.moduleSpecifier)) out.push(n.moduleSpecifier.text);
+    if ((ts.isImportDeclaration(n) || ts.isExportDeclaration(n)) && n.moduleSpecifier && ts.isStringLiteral(n.moduleSpecifier))
+      out.push(n.moduleSpecifier.text);
     if (ts.isCallExpression(n) && n.expression.kind === ts.SyntaxKind.ImportKeyword && ts.isStringLiteral(n.arguments[0])) out.push(n.arguments[0].text);
     ts.forEachChild(n, visit);
   };
@@ -103,7 +104,12 @@ function cppFunctions(text: string): { line: number; lines: number }[] {
     if (c === "{") {
       const h = head.trim();
       const atScope = stack.every((s) => s.kind === "scope");
-      const kind = /^(namespace|struct|class|enum|union|extern)\b/.test(h) || /\b(struct|class|enum)\s+\w+\s*(:[^)]*)?$/.test(h) ? "scope" : atScope && h.includes(")") && !/=\s*$/.test(h) ? "function" : "block";
+      const kind =
+        /^(namespace|struct|class|enum|union|extern)\b/.test(h) || /\b(struct|class|enum)\s+\w+\s*(:[^)]*)?$/.test(h)
+          ? "scope"
+          : atScope && h.includes(")") && !/=\s*$/.test(h)
+            ? "function"
+            : "block";
       stack.push({ kind, line });
       head = "";
     } else if (c === "}") {
@@ -122,7 +128,10 @@ function cppFunctions(text: string): { line: number; lines: number }[] {
 test("the C++ scanner sees functions, and only functions", () => {
   const body = Array.from({ length: 128 }, (_, i) => `    x += ${i}; // {`).join("\n");
   const text = `#include <a>\nnamespace t2s {\nstruct s { int f() const { return 1; } };\nstatic int g(int x) {\n${body}\n    if (x) { x = 2; }\n    return x;\n}\nconst char * k[] = { "{" };\n}\n`;
-  expect(cppFunctions(text)).toEqual([{ line: 3, lines: 1 }, { line: 4, lines: 132 }]);
+  expect(cppFunctions(text)).toEqual([
+    { line: 3, lines: 1 },
+    { line: 4, lines: 132 },
+  ]);
 });
 
 test(`no C++ function in native/ over ${MAX_FUNCTION_LINES} lines`, () => {

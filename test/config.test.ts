@@ -18,7 +18,17 @@ describe("config", () => {
   test("configs/config_spider.yaml carries the seed's job", () => {
     const c = loadConfig({ file: "configs/config_spider.yaml" });
     expect(c.lora).toMatchObject({ r: 8, alpha: 16, dropout: 0.05, target_modules: ["q_proj", "v_proj"] });
-    expect(c.train).toMatchObject({ epochs: 3, batch_size: 1, grad_accum: 16, lr: 2e-4, lr_schedule: "cosine", max_grad_norm: 1, eval_every: 100, save_every: 200, seed: 42 });
+    expect(c.train).toMatchObject({
+      epochs: 3,
+      batch_size: 1,
+      grad_accum: 16,
+      lr: 2e-4,
+      lr_schedule: "cosine",
+      max_grad_norm: 1,
+      eval_every: 100,
+      save_every: 200,
+      seed: 42,
+    });
     expect(c.data).toMatchObject({ max_seq_len: 256, split: [0.9, 0.05, 0.05], columns: { question: "text_query", sql: "sql_command" } });
     expect(c.output.dir).toBe("outputs/spider");
     expect(loadConfig({ file: "configs/quickstart.yaml" }).model.path).toBe("builtin:tiny");
@@ -37,7 +47,9 @@ describe("config", () => {
     const f = yaml(base + "train:\n  lr: fast\n");
     expect(() => loadConfig({ file: f })).toThrow(`${f}: train.lr: expected a number >= 0, got the string "fast"`);
     expect(() => loadConfig({ file: yaml(base + "lora:\n  r: 2.5\n") })).toThrow(/lora.r: expected an integer >= 1, got number 2.5/);
-    expect(() => loadConfig({ file: yaml(base + "train:\n  lr_schedule: exp\n") })).toThrow(/train.lr_schedule: expected one of cosine, linear, constant, got the string "exp"/);
+    expect(() => loadConfig({ file: yaml(base + "train:\n  lr_schedule: exp\n") })).toThrow(
+      /train.lr_schedule: expected one of cosine, linear, constant, got the string "exp"/,
+    );
     expect(() => loadConfig({ file: yaml(base + "lora:\n  target_modules: q_proj\n") })).toThrow(/lora.target_modules: expected a non-empty list of names/);
     expect(() => loadConfig({ file: yaml(base), set: ["data.split=[0.5, 0.2]"] })).toThrow(/data.split: expected three fractions/);
     expect(() => loadConfig({ file: yaml(base), set: ["data.template=Q: {question} {query}"] })).toThrow(/data.template: unknown placeholder \{query\}/);

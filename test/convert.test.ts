@@ -8,14 +8,7 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import type { Token } from "node-llama-cpp";
 import { convertHfToGguf } from "../src/models/convert.js";
 import { LoraEngine } from "../src/engine/engine.js";
-import {
-  GgmlType,
-  GgufValueType,
-  readGguf,
-  readTensorBytes,
-  type GgufFile,
-  type GgufValue,
-} from "../src/formats/gguf.js";
+import { GgmlType, GgufValueType, readGguf, readTensorBytes, type GgufFile, type GgufValue } from "../src/formats/gguf.js";
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToBf16Bits, f32ToF16 } from "../src/formats/float16.js";
 import { permuteRows, permuteRowsBytes } from "../src/formats/llama-layout.js";
 import { cpuLlama } from "../src/train/prompt.js";
@@ -93,35 +86,82 @@ describe("sentencepiece protobuf", () => {
       { piece: "\uFEFF", score: -7, type: 1 },
     ];
     const bytes = encodeSentencePieceModel({
-      pieces, modelType: SentencePieceModelType.BPE, vocabSize: 7, byteFallback: true, unkId: 0, bosId: 1, eosId: 2, padId: -1,
-      normalizerName: "identity", addDummyPrefix: false, removeExtraWhitespaces: false, escapeWhitespaces: true,
+      pieces,
+      modelType: SentencePieceModelType.BPE,
+      vocabSize: 7,
+      byteFallback: true,
+      unkId: 0,
+      bosId: 1,
+      eosId: 2,
+      padId: -1,
+      normalizerName: "identity",
+      addDummyPrefix: false,
+      removeExtraWhitespaces: false,
+      escapeWhitespaces: true,
     });
     const m = parseSentencePieceModel(bytes);
     expect(m.pieces).toEqual(pieces);
     expect(m).toMatchObject({
-      modelType: 2, vocabSize: 7, byteFallback: true, unkId: 0, bosId: 1, eosId: 2, padId: -1,
-      normalizerName: "identity", addDummyPrefix: false, removeExtraWhitespaces: false, escapeWhitespaces: true,
+      modelType: 2,
+      vocabSize: 7,
+      byteFallback: true,
+      unkId: 0,
+      bosId: 1,
+      eosId: 2,
+      padId: -1,
+      normalizerName: "identity",
+      addDummyPrefix: false,
+      removeExtraWhitespaces: false,
+      escapeWhitespaces: true,
     });
     // proto defaults when the specs are empty
     const d = parseSentencePieceModel(encodeSentencePieceModel({ pieces }));
-    expect(d).toMatchObject({ modelType: SentencePieceModelType.UNIGRAM, unkId: 0, bosId: 1, eosId: 2, padId: -1, addDummyPrefix: true, removeExtraWhitespaces: true, byteFallback: false });
-    expect(parseSentencePieceModel(encodeSentencePieceModel({ pieces, padId: -12345, bosId: 2 ** 31 - 1 }))).toMatchObject({ padId: -12345, bosId: 2 ** 31 - 1 });
+    expect(d).toMatchObject({
+      modelType: SentencePieceModelType.UNIGRAM,
+      unkId: 0,
+      bosId: 1,
+      eosId: 2,
+      padId: -1,
+      addDummyPrefix: true,
+      removeExtraWhitespaces: true,
+      byteFallback: false,
+    });
+    expect(parseSentencePieceModel(encodeSentencePieceModel({ pieces, padId: -12345, bosId: 2 ** 31 - 1 }))).toMatchObject({
+      padId: -12345,
+      bosId: 2 ** 31 - 1,
+    });
   });
 
   test("unknown fields of every wire type are skipped, at every level", () => {
     // hand-built messages: key = field << 3 | wire
     const varint = (n: number): number[] => {
       const out: number[] = [];
-      while (n >= 0x80) { out.push((n & 0x7f) | 0x80); n >>>= 7; }
+      while (n >= 0x80) {
+        out.push((n & 0x7f) | 0x80);
+        n >>>= 7;
+      }
       out.push(n);
       return out;
     };
     const len = (field: number, body: number[]): number[] => [...varint((field << 3) | 2), ...varint(body.length), ...body];
     const junk = (field: number): number[] => [
-      ...varint((field << 3) | 0), ...varint(300), // varint
-      ...varint(((field + 1) << 3) | 1), 1, 2, 3, 4, 5, 6, 7, 8, // fixed64
+      ...varint((field << 3) | 0),
+      ...varint(300), // varint
+      ...varint(((field + 1) << 3) | 1),
+      1,
+      2,
+      3,
+      4,
+      5,
+      6,
+      7,
+      8, // fixed64
       ...len(field + 2, [9, 9, 9]), // length-delimited
-      ...varint(((field + 3) << 3) | 5), 1, 2, 3, 4, // fixed32
+      ...varint(((field + 3) << 3) | 5),
+      1,
+      2,
+      3,
+      4, // fixed32
     ];
     const str = (s: string): number[] => [...new TextEncoder().encode(s)];
     const f32 = (x: number): number[] => [...new Uint8Array(new Float32Array([x]).buffer)];
@@ -131,13 +171,25 @@ describe("sentencepiece protobuf", () => {
       ...junk(20),
       ...piece("<unk>", 0, 2),
       ...piece("▁a", -2),
-      ...len(2, [...junk(5), ...varint(3 << 3), 2, ...varint(35 << 3), 1, ...varint(43 << 3), ...[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01], ...junk(60)]),
+      ...len(2, [
+        ...junk(5),
+        ...varint(3 << 3),
+        2,
+        ...varint(35 << 3),
+        1,
+        ...varint(43 << 3),
+        ...[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01],
+        ...junk(60),
+      ]),
       ...len(3, [...len(1, str("identity")), ...junk(10), ...varint(3 << 3), 0]),
       ...len(4, junk(1)), // self_test_data
       ...junk(100),
     ]);
     const m = parseSentencePieceModel(bytes);
-    expect(m.pieces).toEqual([{ piece: "<unk>", score: 0, type: 2 }, { piece: "▁a", score: -2, type: 1 }]);
+    expect(m.pieces).toEqual([
+      { piece: "<unk>", score: 0, type: 2 },
+      { piece: "▁a", score: -2, type: 1 },
+    ]);
     expect(m).toMatchObject({ modelType: 2, byteFallback: true, padId: -1, normalizerName: "identity", addDummyPrefix: false });
     // truncation is an error, not a silent partial parse
     expect(() => parseSentencePieceModel(bytes.subarray(0, bytes.length - 2), "x.model")).toThrow(/x\.model: not a valid SentencePiece model/);
@@ -146,7 +198,9 @@ describe("sentencepiece protobuf", () => {
 
 describe("permuteRowsBytes", () => {
   test("matches peft.ts permuteRows on f32 rows and inverts itself; works on 2-byte rows", () => {
-    const rows = 16, cols = 3, nHead = 2;
+    const rows = 16,
+      cols = 3,
+      nHead = 2;
     const data = Float32Array.from({ length: rows * cols }, (_, i) => i);
     const ref = permuteRows(data, rows, cols, nHead);
     const got = permuteRowsBytes(u8(data), cols * 4, rows / nHead);
@@ -166,7 +220,10 @@ describe("convertHfToGguf", () => {
     origFile = readGguf(orig);
   });
 
-  for (const variant of [{ name: "one file", shards: 1 }, { name: "3 shards", shards: 3 }] as const) {
+  for (const variant of [
+    { name: "one file", shards: 1 },
+    { name: "3 shards", shards: 3 },
+  ] as const) {
     test(`f32 round trip (${variant.name}): every tensor byte-identical, same hyperparameters and tokenizer metadata`, async () => {
       const { dir, out, result } = await roundTrip(orig, { dtype: "f32", shards: variant.shards });
       if (variant.shards > 1) {
@@ -268,9 +325,25 @@ describe("convertHfToGguf", () => {
     // transformers-style added_tokens_decoder makes <unk>/<s>/</s> CONTROL with score -1000, as llama.cpp's converter does
     const { out: out2 } = await roundTrip(orig, { dtype: "f32", addedTokensDecoder: true });
     const strings = [
-      "", " ", "hello", " hello", "  two leading spaces", "multiple   spaces  inside", "trailing ", "line\nbreak\n\nand\r\nCRLF",
-      "\ttab\tseparated", "café, naïve, élan", "中文字符测试", "emoji 🙂🚀 and 👩‍👩‍👧", "rare chars 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 ꙮ 𠀀 \u0001", "\uFEFFbyte order mark", "a\uFEFF",
-      "<s>", "</s>", "<s>[INST] hi [/INST]</s>", "<unk>",
+      "",
+      " ",
+      "hello",
+      " hello",
+      "  two leading spaces",
+      "multiple   spaces  inside",
+      "trailing ",
+      "line\nbreak\n\nand\r\nCRLF",
+      "\ttab\tseparated",
+      "café, naïve, élan",
+      "中文字符测试",
+      "emoji 🙂🚀 and 👩‍👩‍👧",
+      "rare chars 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 ꙮ 𠀀 \u0001",
+      "\uFEFFbyte order mark",
+      "a\uFEFF",
+      "<s>",
+      "</s>",
+      "<s>[INST] hi [/INST]</s>",
+      "<unk>",
       "SELECT name FROM singer WHERE country = 'France' AND note = \"it's\";",
       "SELECT count(*) FROM t WHERE a >= 10 -- comment\n  ORDER BY b DESC;",
     ];
@@ -355,12 +428,16 @@ describe("convertHfToGguf", () => {
     const out = path.join(dir, "x.gguf");
 
     fs.writeFileSync(configFile, JSON.stringify({ ...JSON.parse(config), architectures: ["GPT2LMHeadModel"], model_type: "gpt2" }));
-    await expect(convertHfToGguf(dir, out)).rejects.toThrow(/architecture "GPT2LMHeadModel" is not supported; supported: LlamaForCausalLM \(Llama, .*TinyLlama/);
+    await expect(convertHfToGguf(dir, out)).rejects.toThrow(
+      /architecture "GPT2LMHeadModel" is not supported; supported: LlamaForCausalLM \(Llama, .*TinyLlama/,
+    );
     fs.writeFileSync(configFile, config);
 
     fs.renameSync(path.join(dir, "tokenizer.model"), path.join(dir, "tokenizer.model.bak"));
     fs.writeFileSync(path.join(dir, "tokenizer.json"), JSON.stringify({ model: { type: "BPE" } }));
-    await expect(convertHfToGguf(dir, out)).rejects.toThrow(/tokenizer\.json but no tokenizer\.model; only SentencePiece vocabularies \(tokenizer\.model.*\) are supported for now/);
+    await expect(convertHfToGguf(dir, out)).rejects.toThrow(
+      /tokenizer\.json but no tokenizer\.model; only SentencePiece vocabularies \(tokenizer\.model.*\) are supported for now/,
+    );
     fs.rmSync(path.join(dir, "tokenizer.json"));
     await expect(convertHfToGguf(dir, out)).rejects.toThrow(/no tokenizer\.model/);
     fs.renameSync(path.join(dir, "tokenizer.model.bak"), path.join(dir, "tokenizer.model"));
@@ -372,11 +449,16 @@ describe("convertHfToGguf", () => {
 
     const indexFile = path.join(dir, "model.safetensors.index.json");
     const index = JSON.parse(fs.readFileSync(indexFile, "utf8"));
-    const renamed = Object.fromEntries(Object.entries(index.weight_map as Record<string, string>).map(([k, v]) => [k.replace("model.norm.weight", "model.final_norm.weight"), v]));
+    const renamed = Object.fromEntries(
+      Object.entries(index.weight_map as Record<string, string>).map(([k, v]) => [k.replace("model.norm.weight", "model.final_norm.weight"), v]),
+    );
     const st = path.join(dir, renamed["model.final_norm.weight"]!);
     const buf = fs.readFileSync(st);
     const hlen = Number(buf.readBigUInt64LE(0));
-    const head = buf.subarray(8, 8 + hlen).toString("utf8").replace('"model.norm.weight"', '"model.final_norm.weight"');
+    const head = buf
+      .subarray(8, 8 + hlen)
+      .toString("utf8")
+      .replace('"model.norm.weight"', '"model.final_norm.weight"');
     expect(Buffer.byteLength(head)).toBe(hlen + 6); // 6 more characters: rewrite the length
     const newHead = Buffer.from(head + " ".repeat((8 - (Buffer.byteLength(head) % 8)) % 8));
     const len = Buffer.alloc(8);

@@ -23,19 +23,53 @@ let csv: string;
 let ref: { adapter: Buffer; trainLoss: number; wallMs: number };
 
 const args = (out: string, extra: string[]) => [
-  "dist/src/cli/main.js", "train", "--model", model, "--data", csv, "--output", out, "--max-steps", String(MAX_STEPS), "--threads", "1", "--json",
-  "--set", "lora.r=16", "--set", "lora.dropout=0.05", "--set", "lora.target_modules=[q, k, v, o, gate, up, down]",
-  "--set", "train.batch_size=2", "--set", "train.grad_accum=1", "--set", "train.save_every=1", "--set", "train.keep_checkpoints=2",
-  "--set", "train.eval_every=4", "--set", "data.split=[0.8, 0.2, 0]", ...extra,
+  "dist/src/cli/main.js",
+  "train",
+  "--model",
+  model,
+  "--data",
+  csv,
+  "--output",
+  out,
+  "--max-steps",
+  String(MAX_STEPS),
+  "--threads",
+  "1",
+  "--json",
+  "--set",
+  "lora.r=16",
+  "--set",
+  "lora.dropout=0.05",
+  "--set",
+  "lora.target_modules=[q, k, v, o, gate, up, down]",
+  "--set",
+  "train.batch_size=2",
+  "--set",
+  "train.grad_accum=1",
+  "--set",
+  "train.save_every=1",
+  "--set",
+  "train.keep_checkpoints=2",
+  "--set",
+  "train.eval_every=4",
+  "--set",
+  "data.split=[0.8, 0.2, 0]",
+  ...extra,
 ];
 
 type Trigger = { kind: "none" } | { kind: "delay"; ms: number } | { kind: "step"; step: number } | { kind: "appears"; pattern: RegExp };
 
 /** Runs the CLI once; kills it with SIGKILL when the trigger fires. Resolves to its exit and its summary line. */
-function runOnce(out: string, extra: string[], trigger: Trigger): Promise<{ code: number | null; killed: boolean; summary?: { trainLoss: number }; stderr: string }> {
+function runOnce(
+  out: string,
+  extra: string[],
+  trigger: Trigger,
+): Promise<{ code: number | null; killed: boolean; summary?: { trainLoss: number }; stderr: string }> {
   return new Promise((resolve) => {
     const p = spawn(process.execPath, args(out, extra), { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "", stderr = "", killed = false;
+    let stdout = "",
+      stderr = "",
+      killed = false;
     const kill = () => {
       if (killed || p.exitCode !== null) return;
       killed = true;
@@ -124,12 +158,14 @@ beforeAll(async () => {
 test(`SIGKILL at ${KILLS}+ random moments, resumed each time: every surviving file is valid and the final adapter equals an uninterrupted run's`, async () => {
   const random = rng(16);
   const u = () => (random() + 1) / 2; // [0, 1)
-  let kills = 0, rounds = 0, starts = 0;
+  let kills = 0,
+    rounds = 0,
+    starts = 0;
   const during = { checkpointSave: 0, finalSave: 0, finalTriggered: 0 };
   while (kills < KILLS) {
     const out = path.join(tempDir("t2s-crash-"), "out");
     rounds++;
-    for (let inRound = 0; ; ) {
+    for (let inRound = 0; ;) {
       expect(++starts, "too many starts").toBeLessThan(200);
       const newest = checkSurvivors(out);
       const extra = newest > 0 ? ["--resume"] : fs.existsSync(out) && fs.readdirSync(out).length ? ["--overwrite"] : [];
@@ -158,7 +194,9 @@ test(`SIGKILL at ${KILLS}+ random moments, resumed each time: every surviving fi
       if (left(out).some((n) => n.startsWith("final_model."))) during.finalSave++;
     }
   }
-  console.log(`crash-safety: ${kills} kills over ${rounds} runs (${starts} starts); killed during a checkpoint save ${during.checkpointSave}, during the final save ${during.finalSave} (${during.finalTriggered} kills when it began)`);
+  console.log(
+    `crash-safety: ${kills} kills over ${rounds} runs (${starts} starts); killed during a checkpoint save ${during.checkpointSave}, during the final save ${during.finalSave} (${during.finalTriggered} kills when it began)`,
+  );
   expect(kills).toBeGreaterThanOrEqual(KILLS);
   expect(during.checkpointSave).toBeGreaterThan(0);
   // (a kill when the final save begins may come after it ended, when the run had little left to do)

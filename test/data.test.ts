@@ -22,7 +22,7 @@ const dataCfg = (over: Partial<TrainConfig["data"]> = {}): TrainConfig["data"] =
 
 describe("reading data", () => {
   test("CSV with a BOM and CRLF line ends, quoted fields with commas and newlines", async () => {
-    const f = file("d.csv", "\uFEFFtext_query,sql_command\r\nHow many heads?,SELECT count(*) FROM head\r\n\"Name, age?\",\"SELECT name ,  age\r\nFROM head\"\r\n");
+    const f = file("d.csv", '\uFEFFtext_query,sql_command\r\nHow many heads?,SELECT count(*) FROM head\r\n"Name, age?","SELECT name ,  age\r\nFROM head"\r\n');
     const rows = await readExamples(f, dataCfg());
     expect(rows).toHaveLength(2);
     expect(rows[0]).toMatchObject({ question: "How many heads?", sql: "SELECT count(*) FROM head", source: `${f}:2` });
@@ -35,7 +35,7 @@ describe("reading data", () => {
   });
 
   test("bad CSV: unterminated quote, missing column, empty field, wrong field count, invalid UTF-8", async () => {
-    const quote = file("q.csv", "text_query,sql_command\nok?,SELECT 1\n\"broken,SELECT 2\nnext,SELECT 3\n");
+    const quote = file("q.csv", 'text_query,sql_command\nok?,SELECT 1\n"broken,SELECT 2\nnext,SELECT 3\n');
     await expect(readExamples(quote, dataCfg())).rejects.toThrow(new RegExp(`${quote}:\\d+: unterminated quote`));
     const missing = file("m.csv", "question,sql_command\nok?,SELECT 1\n");
     await expect(readExamples(missing, dataCfg())).rejects.toThrow(`${missing}:1: missing column 'text_query' (the header has: question, sql_command)`);
@@ -58,17 +58,30 @@ describe("reading data", () => {
   });
 
   test("Spider JSON with tables.json gives CREATE TABLE schemas with keys", async () => {
-    const tables = file("tables.json", JSON.stringify([{
-      db_id: "company",
-      table_names_original: ["dept", "emp"],
-      column_names_original: [[-1, "*"], [0, "id"], [0, "name"], [1, "id"], [1, "dept_id"]],
-      column_types: ["text", "number", "text", "number", "number"],
-      primary_keys: [1, 3],
-      foreign_keys: [[4, 1]],
-    }]));
+    const tables = file(
+      "tables.json",
+      JSON.stringify([
+        {
+          db_id: "company",
+          table_names_original: ["dept", "emp"],
+          column_names_original: [
+            [-1, "*"],
+            [0, "id"],
+            [0, "name"],
+            [1, "id"],
+            [1, "dept_id"],
+          ],
+          column_types: ["text", "number", "text", "number", "number"],
+          primary_keys: [1, 3],
+          foreign_keys: [[4, 1]],
+        },
+      ]),
+    );
     const d = file("train.json", JSON.stringify([{ db_id: "company", question: "How many departments?", query: "SELECT count(*) FROM dept" }]));
     const rows = await readExamples(d, dataCfg({ tables_path: tables }));
-    expect(rows[0].schema).toBe("CREATE TABLE dept (\n  id number PRIMARY KEY,\n  name text\n);\nCREATE TABLE emp (\n  id number PRIMARY KEY,\n  dept_id number,\n  FOREIGN KEY (dept_id) REFERENCES dept(id)\n);");
+    expect(rows[0].schema).toBe(
+      "CREATE TABLE dept (\n  id number PRIMARY KEY,\n  name text\n);\nCREATE TABLE emp (\n  id number PRIMARY KEY,\n  dept_id number,\n  FOREIGN KEY (dept_id) REFERENCES dept(id)\n);",
+    );
     const unknown = file("u.json", JSON.stringify([{ db_id: "nope", question: "Q?", query: "SELECT 1" }]));
     await expect(readExamples(unknown, dataCfg({ tables_path: tables }))).rejects.toThrow(/item 0: db_id 'nope' is not in tables.json/);
   });

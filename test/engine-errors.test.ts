@@ -10,7 +10,19 @@ import { loadNative, type NativeEngineOptions } from "../src/engine/native.js";
 import { tempDir, testModel } from "./helpers/models.js";
 
 const nativeOpts = (o: Partial<NativeEngineOptions>): NativeEngineOptions => ({
-  modelPath: "", device: "cpu", threads: 1, lean: false, checkpoint: false, profile: false, r: 8, alpha: 16, dropout: 0, rslora: false, seed: 1, targets: [0, 2], ...o,
+  modelPath: "",
+  device: "cpu",
+  threads: 1,
+  lean: false,
+  checkpoint: false,
+  profile: false,
+  r: 8,
+  alpha: 16,
+  dropout: 0,
+  rslora: false,
+  seed: 1,
+  targets: [0, 2],
+  ...o,
 });
 
 describe("bad input gets an Error, never a crash", () => {
@@ -23,7 +35,9 @@ describe("bad input gets an Error, never a crash", () => {
 
   test("a missing model file", async () => {
     await expect(LoraEngine.create({ model: path.join(dir, "nope.gguf") })).rejects.toThrow(/model: file not found: .*nope\.gguf/);
-    await expect(loadNative().createEngine(nativeOpts({ modelPath: path.join(dir, "nope.gguf") }))).rejects.toThrow(/createEngine: cannot open model file '.*nope\.gguf'/);
+    await expect(loadNative().createEngine(nativeOpts({ modelPath: path.join(dir, "nope.gguf") }))).rejects.toThrow(
+      /createEngine: cannot open model file '.*nope\.gguf'/,
+    );
   });
 
   test("a file that is not GGUF, and a truncated GGUF", async () => {
@@ -49,9 +63,11 @@ describe("bad input gets an Error, never a crash", () => {
     const q8 = path.join(dir, "q8.gguf");
     writeGguf(q8, {
       metadata: src.metadata,
-      tensors: src.tensors.map((t) => t.name === "blk.1.attn_v.weight"
-        ? { name: t.name, type: GgmlType.Q8_0, ne: t.ne, data: new Uint8Array(ggmlTensorByteLength(GgmlType.Q8_0, t.ne)) }
-        : { name: t.name, type: t.type, ne: t.ne, data: readTensorBytes(src, t) }),
+      tensors: src.tensors.map((t) =>
+        t.name === "blk.1.attn_v.weight"
+          ? { name: t.name, type: GgmlType.Q8_0, ne: t.ne, data: new Uint8Array(ggmlTensorByteLength(GgmlType.Q8_0, t.ne)) }
+          : { name: t.name, type: t.type, ne: t.ne, data: readTensorBytes(src, t) },
+      ),
     });
     await expect(LoraEngine.create({ model: q8 })).rejects.toThrow(/tensor 'blk\.1\.attn_v\.weight' has type q8_0; supported: F32, F16, BF16/);
   });
@@ -89,11 +105,15 @@ describe("bad input gets an Error, never a crash", () => {
       // the C++ side checks the same invariants when called directly
       const native = await loadNative().createEngine(nativeOpts({ modelPath: model }));
       const seqLen = e.info.nCtx + 10;
-      await expect(native.accumulate(new Int32Array(seqLen).fill(7), new Uint8Array(seqLen).fill(1).fill(0, 0, 1), 1, seqLen, 1)).rejects.toThrow(/accumulate: sequence 0 needs/);
+      await expect(native.accumulate(new Int32Array(seqLen).fill(7), new Uint8Array(seqLen).fill(1).fill(0, 0, 1), 1, seqLen, 1)).rejects.toThrow(
+        /accumulate: sequence 0 needs/,
+      );
       await expect(native.evaluate(Int32Array.from([1, 2, 99999]), Uint8Array.from([0, 1, 1]), 1, 3)).rejects.toThrow(/evaluate: token id 99999/);
       await expect(native.logits(Int32Array.from([1, 32000]))).rejects.toThrow(/logits: token id 32000/);
       expect(() => native.accumulate(new Int32Array(4), new Uint8Array(3), 1, 4, 1)).toThrow(/tokens and mask must both hold/);
-      expect(() => native.setAdapter([{ name: "blk.0.attn_q.weight.lora_a", ne: [3, 3], data: new Float32Array(9) }])).toThrow(/has shape \[3, 3\] but the model needs \[64, 8\]/);
+      expect(() => native.setAdapter([{ name: "blk.0.attn_q.weight.lora_a", ne: [3, 3], data: new Float32Array(9) }])).toThrow(
+        /has shape \[3, 3\] but the model needs \[64, 8\]/,
+      );
       native.dispose();
       expect(() => native.info()).toThrow(/disposed/);
       await e.dispose();

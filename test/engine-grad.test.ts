@@ -6,8 +6,6 @@ import { randomize, rng, tempDir, testModel } from "./helpers/models.js";
 
 const ALL = ["q", "k", "v", "o", "gate", "up", "down"];
 
-
-
 /** Four sequences of different lengths; the first `prompt` tokens of each are not targets. */
 function sequences(n: number, seed: number) {
   const r = rng(seed);
@@ -205,7 +203,10 @@ describe("half-precision weights", () => {
     };
     const ref = await grads("f32");
     // measured 1.8e-3 (f16) and 1.5e-2 (bf16): weight rounding; a wrong transposed copy gives O(1)
-    for (const [type, tol] of [["f16", 5e-3], ["bf16", 4e-2]] as const) {
+    for (const [type, tol] of [
+      ["f16", 5e-3],
+      ["bf16", 4e-2],
+    ] as const) {
       const g = await grads(type);
       let num = 0;
       let den = 0;

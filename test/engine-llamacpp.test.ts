@@ -11,7 +11,6 @@ import { logSoftmax, randomize, relError, tempDir, testModel } from "./helpers/m
 const TOKENS = [1, 518, 25580, 29962, 3251, 403, 3758, 363, 278, 1494, 1139, 29889, 894, 29901, 1128, 1784];
 const ALL = ["q", "k", "v", "o", "gate", "up", "down"];
 
-
 describe("logits agree with llama.cpp", () => {
   let model: string;
   beforeAll(async () => {

@@ -24,16 +24,43 @@ function makeDataset(): { dir: string; data: string; tables: string; dbDir: stri
     INSERT INTO singer VALUES (1, 'Edith', 'France'), (2, 'Joe', 'USA'), (3, 'Yves', 'France');`);
   db.close();
   const tables = path.join(dir, "tables.json");
-  fs.writeFileSync(tables, JSON.stringify([{
-    db_id: "company",
-    table_names_original: ["head", "department", "singer"],
-    table_names: ["head", "department", "singer"],
-    column_names_original: [[-1, "*"], [0, "id"], [0, "name"], [0, "age"], [1, "id"], [1, "state"], [1, "budget"], [2, "id"], [2, "name"], [2, "country"]],
-    column_names: [[-1, "*"], [0, "id"], [0, "name"], [0, "age"], [1, "id"], [1, "state"], [1, "budget"], [2, "id"], [2, "name"], [2, "country"]],
-    column_types: ["text", "number", "text", "number", "number", "text", "number", "number", "text", "text"],
-    primary_keys: [1, 4, 7],
-    foreign_keys: [],
-  }]));
+  fs.writeFileSync(
+    tables,
+    JSON.stringify([
+      {
+        db_id: "company",
+        table_names_original: ["head", "department", "singer"],
+        table_names: ["head", "department", "singer"],
+        column_names_original: [
+          [-1, "*"],
+          [0, "id"],
+          [0, "name"],
+          [0, "age"],
+          [1, "id"],
+          [1, "state"],
+          [1, "budget"],
+          [2, "id"],
+          [2, "name"],
+          [2, "country"],
+        ],
+        column_names: [
+          [-1, "*"],
+          [0, "id"],
+          [0, "name"],
+          [0, "age"],
+          [1, "id"],
+          [1, "state"],
+          [1, "budget"],
+          [2, "id"],
+          [2, "name"],
+          [2, "country"],
+        ],
+        column_types: ["text", "number", "text", "number", "number", "text", "number", "number", "text", "text"],
+        primary_keys: [1, 4, 7],
+        foreign_keys: [],
+      },
+    ]),
+  );
   const data = path.join(dir, "dev.json");
   fs.writeFileSync(data, JSON.stringify(PAIRS.map(([question, query]) => ({ db_id: "company", question, query }))));
   return { dir, data, tables, dbDir };
@@ -51,7 +78,11 @@ describe("text2sql eval", () => {
     expect(Object.values(r.componentMatch).every((v) => v === 1)).toBe(true);
     expect(r.evalLoss).toBeLessThan(0.05);
     expect(r.tokenAccuracy).toBe(1);
-    const rows = fs.readFileSync(path.join(out, "predictions.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l));
+    const rows = fs
+      .readFileSync(path.join(out, "predictions.jsonl"), "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l));
     expect(rows.map((x) => x.prediction)).toEqual(PAIRS.map(([, s]) => `${s};`));
     expect(JSON.parse(fs.readFileSync(path.join(out, "eval.json"), "utf8")).exactMatch).toBe(1);
   });
@@ -59,14 +90,21 @@ describe("text2sql eval", () => {
   test("scores a predictions file without generating: wrong, reordered, writing and broken queries as the rules say", async () => {
     const d = makeDataset();
     const preds = path.join(d.dir, "preds.sql");
-    fs.writeFileSync(preds, [
-      "SELECT count(*) FROM head WHERE age > 40", // wrong value: exact-set match ignores values, execution does not
-      "SELECT age , name FROM head ORDER BY age DESC", // columns reordered: the same set, the same rows
-      "DELETE FROM department", // writes: wrong without running
-      "SELECT name FROM singers WHERE country = 'France'", // no such table
-    ].join("\n") + "\n");
+    fs.writeFileSync(
+      preds,
+      [
+        "SELECT count(*) FROM head WHERE age > 40", // wrong value: exact-set match ignores values, execution does not
+        "SELECT age , name FROM head ORDER BY age DESC", // columns reordered: the same set, the same rows
+        "DELETE FROM department", // writes: wrong without running
+        "SELECT name FROM singers WHERE country = 'France'", // no such table
+      ].join("\n") + "\n",
+    );
     const r = await evaluateSql({ data: d.data, tables: d.tables, dbDir: d.dbDir, predictions: preds, output: path.join(d.dir, "out") });
-    const rows = fs.readFileSync(r.output.predictions, "utf8").trim().split("\n").map((l) => JSON.parse(l));
+    const rows = fs
+      .readFileSync(r.output.predictions, "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l));
     expect(rows.map((x) => x.exact)).toEqual([true, true, false, false]);
     expect(rows.map((x) => x.execution)).toEqual([false, true, false, false]);
     expect(rows[2].category).toBe("not_a_query");
@@ -76,9 +114,13 @@ describe("text2sql eval", () => {
     const db = new Database(path.join(d.dbDir, "company", "company.sqlite"), { readonly: true });
     expect(db.prepare("SELECT count(*) AS n FROM department").get()).toEqual({ n: 3 });
     db.close();
-    await expect(evaluateSql({ data: d.data, tables: d.tables, predictions: path.join(d.dir, "none.sql"), output: d.dir })).rejects.toThrow(/--predictions: file not found/);
+    await expect(evaluateSql({ data: d.data, tables: d.tables, predictions: path.join(d.dir, "none.sql"), output: d.dir })).rejects.toThrow(
+      /--predictions: file not found/,
+    );
     fs.writeFileSync(preds, "SELECT 1\n");
-    await expect(evaluateSql({ data: d.data, tables: d.tables, predictions: preds, output: d.dir })).rejects.toThrow(/has 1 lines but the dataset has 4 examples/);
+    await expect(evaluateSql({ data: d.data, tables: d.tables, predictions: preds, output: d.dir })).rejects.toThrow(
+      /has 1 lines but the dataset has 4 examples/,
+    );
   });
 });
 
@@ -89,11 +131,19 @@ describe("the eval command", () => {
     fs.writeFileSync(preds, PAIRS.map(([, s]) => s).join("\n") + "\n");
     const out = path.join(d.dir, "report");
     const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..");
-    const stdout = execFileSync(process.execPath, ["dist/src/cli/main.js", "eval", "--data", d.data, "--tables", d.tables, "--db-dir", d.dbDir, "--predictions", preds, "--output", out, "--json"], { cwd: ROOT, encoding: "utf8" });
+    const stdout = execFileSync(
+      process.execPath,
+      ["dist/src/cli/main.js", "eval", "--data", d.data, "--tables", d.tables, "--db-dir", d.dbDir, "--predictions", preds, "--output", out, "--json"],
+      { cwd: ROOT, encoding: "utf8" },
+    );
     const r = JSON.parse(stdout);
     expect(r).toMatchObject({ examples: 4, exactMatch: 1, executionAccuracy: 1, errors: {} });
     expect(fs.existsSync(path.join(out, "eval.json"))).toBe(true);
-    const text = execFileSync(process.execPath, ["dist/src/cli/main.js", "eval", "--data", d.data, "--tables", d.tables, "--predictions", preds, "--output", out], { cwd: ROOT, encoding: "utf8" });
+    const text = execFileSync(
+      process.execPath,
+      ["dist/src/cli/main.js", "eval", "--data", d.data, "--tables", d.tables, "--predictions", preds, "--output", out],
+      { cwd: ROOT, encoding: "utf8" },
+    );
     expect(text).toMatch(/exact match +100\.0%/);
     expect(text).toMatch(/execution +n\/a \(no databases/);
   });

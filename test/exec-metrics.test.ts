@@ -123,19 +123,78 @@ describe("sameResult", () => {
   });
 
   it("accepts any column order", () => {
-    expect(sameResult([[1, "a", 2.5], [2, "b", 3]], [["b", 3, 2], ["a", 2.5, 1]], { ordered: false })).toBe(true);
-    expect(sameResult([[1, "a"], [2, "b"]], [["b", 1], ["a", 2]], { ordered: false })).toBe(false);
+    expect(
+      sameResult(
+        [
+          [1, "a", 2.5],
+          [2, "b", 3],
+        ],
+        [
+          ["b", 3, 2],
+          ["a", 2.5, 1],
+        ],
+        { ordered: false },
+      ),
+    ).toBe(true);
+    expect(
+      sameResult(
+        [
+          [1, "a"],
+          [2, "b"],
+        ],
+        [
+          ["b", 1],
+          ["a", 2],
+        ],
+        { ordered: false },
+      ),
+    ).toBe(false);
     expect(sameResult([[1, 2]], [[1]], { ordered: false })).toBe(false);
     // columns with the same values: the induced permutation is wrong, another one is right
-    expect(sameResult([[1, 2], [2, 1], [1, 1]], [[2, 1], [1, 2], [1, 1]], { ordered: true })).toBe(true);
-    expect(sameResult([[1, 2, 3], [2, 3, 1], [3, 1, 2]], [[3, 1, 2], [1, 2, 3], [2, 3, 1]], { ordered: true })).toBe(true);
+    expect(
+      sameResult(
+        [
+          [1, 2],
+          [2, 1],
+          [1, 1],
+        ],
+        [
+          [2, 1],
+          [1, 2],
+          [1, 1],
+        ],
+        { ordered: true },
+      ),
+    ).toBe(true);
+    expect(
+      sameResult(
+        [
+          [1, 2, 3],
+          [2, 3, 1],
+          [3, 1, 2],
+        ],
+        [
+          [3, 1, 2],
+          [1, 2, 3],
+          [2, 3, 1],
+        ],
+        { ordered: true },
+      ),
+    ).toBe(true);
   });
 });
 
 describe("runReadOnly", () => {
   it("returns columns and raw rows", async () => {
     const r = await runReadOnly(dbFile, "SELECT name, age FROM singer WHERE country = 'USA' ORDER BY id;");
-    expect(r).toEqual({ ok: true, columns: ["name", "age"], rows: [["Bob", 45], ["Dee", 30]] });
+    expect(r).toEqual({
+      ok: true,
+      columns: ["name", "age"],
+      rows: [
+        ["Bob", 45],
+        ["Dee", 30],
+      ],
+    });
   });
 
   it("categorises errors", async () => {
@@ -165,14 +224,18 @@ describe("runReadOnly", () => {
     const started = Date.now();
     let ticks = 0;
     const timer = setInterval(() => ticks++, 20);
-    const r = await runReadOnly(dbFile, "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000000000) SELECT count(*) FROM c", { timeoutMs: 300 });
+    const r = await runReadOnly(dbFile, "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000000000) SELECT count(*) FROM c", {
+      timeoutMs: 300,
+    });
     clearInterval(timer);
     const took = Date.now() - started;
     expect(r).toMatchObject({ ok: false, category: "timeout" });
     expect(took).toBeLessThan(3000);
     expect(ticks).toBeGreaterThan(3); // the main thread kept running timers meanwhile
     expect(await runReadOnly(dbFile, "SELECT count(*) FROM singer", { timeoutMs: 300 })).toEqual({ ok: true, columns: ["count(*)"], rows: [[5]] });
-    const m = await executionMatch(dbFile, "SELECT name FROM singer", "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT max(x) FROM c", { timeoutMs: 300 });
+    const m = await executionMatch(dbFile, "SELECT name FROM singer", "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT max(x) FROM c", {
+      timeoutMs: 300,
+    });
     expect(m).toMatchObject({ match: false, category: "timeout" });
     expect(await executionMatch(dbFile, "SELECT name FROM singer", "SELECT name FROM singer")).toEqual({ match: true });
   });
@@ -213,15 +276,24 @@ describe("executionMatch", () => {
 
   it("matches reordered columns and an alias-renamed query", async () => {
     expect(await executionMatch(dbFile, "SELECT name, age FROM singer", "SELECT age, name FROM singer")).toEqual({ match: true });
-    expect(await executionMatch(dbFile, golds[3], "SELECT count(*) AS n, s.name AS who FROM concert c JOIN singer s ON s.id = c.singer_id GROUP BY s.name")).toEqual({ match: true });
+    expect(
+      await executionMatch(dbFile, golds[3], "SELECT count(*) AS n, s.name AS who FROM concert c JOIN singer s ON s.id = c.singer_id GROUP BY s.name"),
+    ).toEqual({ match: true });
   });
 
   it("lets rows come in any order only when gold has no top-level ORDER BY", async () => {
     expect(await executionMatch(dbFile, "SELECT name FROM singer", "SELECT name FROM singer ORDER BY name DESC")).toEqual({ match: true });
-    expect(await executionMatch(dbFile, "SELECT name FROM singer ORDER BY age, id", "SELECT name FROM singer ORDER BY id")).toEqual({ match: false, category: "wrong" });
-    expect(await executionMatch(dbFile, "SELECT name FROM singer ORDER BY age, id", "SELECT name FROM singer ORDER BY age ASC, id ASC")).toEqual({ match: true });
+    expect(await executionMatch(dbFile, "SELECT name FROM singer ORDER BY age, id", "SELECT name FROM singer ORDER BY id")).toEqual({
+      match: false,
+      category: "wrong",
+    });
+    expect(await executionMatch(dbFile, "SELECT name FROM singer ORDER BY age, id", "SELECT name FROM singer ORDER BY age ASC, id ASC")).toEqual({
+      match: true,
+    });
     // a sub-query's ORDER BY does not make the outer result ordered
-    expect(await executionMatch(dbFile, "SELECT name FROM (SELECT name FROM singer ORDER BY age, id LIMIT 2)", "SELECT name FROM singer WHERE age < 31 AND id <> 4")).toEqual({ match: true });
+    expect(
+      await executionMatch(dbFile, "SELECT name FROM (SELECT name FROM singer ORDER BY age, id LIMIT 2)", "SELECT name FROM singer WHERE age < 31 AND id <> 4"),
+    ).toEqual({ match: true });
   });
 
   it("counts duplicates", async () => {

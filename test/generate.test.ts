@@ -15,14 +15,13 @@ describe("generateSql", () => {
     expect(trainLoss).toBeLessThan(0.01);
     // the adapter folder records the base model and the template
     const many = await new Promise<Awaited<ReturnType<SqlGenerator["generateMany"]>>>((resolve, reject) => {
-      SqlGenerator.load({ adapter: outputDir, device: "cpu", parallel: 2, threads: 1 })
-        .then(async (g) => {
-          try {
-            resolve(await g.generateMany(PAIRS.map(([question]) => ({ question, schema: SCHEMA }))));
-          } finally {
-            await g.dispose();
-          }
-        }, reject);
+      SqlGenerator.load({ adapter: outputDir, device: "cpu", parallel: 2, threads: 1 }).then(async (g) => {
+        try {
+          resolve(await g.generateMany(PAIRS.map(([question]) => ({ question, schema: SCHEMA }))));
+        } finally {
+          await g.dispose();
+        }
+      }, reject);
     });
     expect(many.map((r) => r.sql)).toEqual(PAIRS.map(([, sql]) => `${sql};`));
     for (const r of many) {
@@ -63,7 +62,8 @@ describe("generateSql", () => {
     await e.dispose();
     const other = await testModel({ nEmbd: 128, nHead: 4, nHeadKv: 2, nFf: 256 });
     await expect(generateSql({ question: "q?", model: other, adapter: file, device: "cpu" })).rejects.toThrow(
-      'adapter: the adapter does not fit this model: tensor "blk.0.attn_q.weight.lora_a" has shape [64, 8] but base tensor "blk.0.attn_q.weight" has shape [128, 128]');
+      'adapter: the adapter does not fit this model: tensor "blk.0.attn_q.weight.lora_a" has shape [64, 8] but base tensor "blk.0.attn_q.weight" has shape [128, 128]',
+    );
     await expect(generateSql({ question: "q?", model: other, adapter: model, device: "cpu" })).rejects.toThrow(/is not a GGUF LoRA adapter/);
   });
 });

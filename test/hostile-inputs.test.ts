@@ -33,7 +33,9 @@ describe("data files are bounded", () => {
     const big = "x".repeat(MAX_FIELD_CHARS + 1);
     const csv = path.join(dir, "big.csv");
     fs.writeFileSync(csv, `text_query,sql_command\nok?,SELECT 1\n"${big}",SELECT 2\n`);
-    await expect(readExamples(csv, dataCfg())).rejects.toThrow(`${csv}:3: field 'text_query' has ${MAX_FIELD_CHARS + 1} characters, more than the ${MAX_FIELD_CHARS} allowed`);
+    await expect(readExamples(csv, dataCfg())).rejects.toThrow(
+      `${csv}:3: field 'text_query' has ${MAX_FIELD_CHARS + 1} characters, more than the ${MAX_FIELD_CHARS} allowed`,
+    );
     const endless = path.join(dir, "endless.csv");
     fs.writeFileSync(endless, `text_query,sql_command\nok?,SELECT 1\n"${"y".repeat(5_000_000)}`);
     const t0 = performance.now();
@@ -49,11 +51,15 @@ describe("thread counts are bounded by the machine", () => {
   const cores = os.availableParallelism();
   test("absurd counts are refused by the config, the engine and the CLI (100000 crashed libgomp)", async () => {
     const model = await testModel();
-    await expect(LoraEngine.create({ model, threads: 100_000 })).rejects.toThrow(`threads: expected an integer from 0 (all cores) to ${4 * cores} (4 per core; this machine has ${cores}), got 100000`);
+    await expect(LoraEngine.create({ model, threads: 100_000 })).rejects.toThrow(
+      `threads: expected an integer from 0 (all cores) to ${4 * cores} (4 per core; this machine has ${cores}), got 100000`,
+    );
     const dir = tempDir();
     const csv = path.join(dir, "d.csv");
     fs.writeFileSync(csv, "text_query,sql_command\nq?,SELECT 1\n");
-    expect(() => loadConfig({ object: { model: { path: model }, data: { path: csv }, train: { threads: 20_000 } } })).toThrow(/^train\.threads: expected an integer from 0/);
+    expect(() => loadConfig({ object: { model: { path: model }, data: { path: csv }, train: { threads: 20_000 } } })).toThrow(
+      /^train\.threads: expected an integer from 0/,
+    );
     const r = cli(["train", "--model", model, "--data", csv, "--threads", "100000", "--output", path.join(dir, "out")]);
     expect(r.status).not.toBe(0);
     expect(r.stderr).toMatch(/train\.threads: expected an integer from 0 \(all cores\)/);
@@ -91,8 +97,29 @@ test("eval refuses a predictions file with more lines than the dataset (was exit
   const dir = tempDir();
   const data = path.join(dir, "dev.json");
   const tables = path.join(dir, "tables.json");
-  fs.writeFileSync(tables, JSON.stringify([{ db_id: "d", table_names_original: ["t"], column_names_original: [[-1, "*"], [0, "a"]], column_types: ["text", "number"], primary_keys: [], foreign_keys: [] }]));
-  fs.writeFileSync(data, JSON.stringify([{ db_id: "d", question: "q1?", query: "SELECT a FROM t" }, { db_id: "d", question: "q2?", query: "SELECT count(*) FROM t" }]));
+  fs.writeFileSync(
+    tables,
+    JSON.stringify([
+      {
+        db_id: "d",
+        table_names_original: ["t"],
+        column_names_original: [
+          [-1, "*"],
+          [0, "a"],
+        ],
+        column_types: ["text", "number"],
+        primary_keys: [],
+        foreign_keys: [],
+      },
+    ]),
+  );
+  fs.writeFileSync(
+    data,
+    JSON.stringify([
+      { db_id: "d", question: "q1?", query: "SELECT a FROM t" },
+      { db_id: "d", question: "q2?", query: "SELECT count(*) FROM t" },
+    ]),
+  );
   const preds = path.join(dir, "preds.sql");
   fs.writeFileSync(preds, "SELECT a FROM t\nSELECT count(*)\nFROM t\n");
   await expect(evaluateSql({ data, tables, predictions: preds, output: path.join(dir, "out") })).rejects.toThrow(/has 3 lines but the dataset has 2 examples/);

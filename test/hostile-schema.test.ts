@@ -27,7 +27,11 @@ const RECURSIVE = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c)
 function cases(): { name: string; schema: string; refused: boolean }[] {
   const deep = `CREATE TABLE t (x INTEGER CHECK (${"(".repeat(5000)}x${")".repeat(5000)} > 0));`;
   return [
-    { name: "ATTACH then DROP/UPDATE in the attached file", schema: `ATTACH DATABASE '${victim}' AS v; DROP TABLE v.orders; UPDATE v.users SET name='x';`, refused: true },
+    {
+      name: "ATTACH then DROP/UPDATE in the attached file",
+      schema: `ATTACH DATABASE '${victim}' AS v; DROP TABLE v.orders; UPDATE v.users SET name='x';`,
+      refused: true,
+    },
     { name: "a table first, ATTACH hidden after it", schema: `CREATE TABLE head (id INT); ATTACH '${victim}' AS v; DELETE FROM v.users;`, refused: true },
     { name: "ATTACH behind a comment", schema: `/* just tables */ -- really\nATTACH '${victim}' AS v;`, refused: true },
     { name: "VACUUM INTO a new file", schema: `CREATE TABLE t (x); VACUUM INTO '${created}';`, refused: true },
@@ -46,13 +50,29 @@ function cases(): { name: string; schema: string; refused: boolean }[] {
     { name: "REPLACE INTO", schema: "CREATE TABLE t (x); REPLACE INTO t VALUES (zeroblob(1000000000));", refused: true },
     { name: "deeply nested CHECK expression", schema: deep, refused: true },
     { name: "unterminated quote swallowing the rest", schema: "CREATE TABLE t (x TEXT DEFAULT 'oops); ATTACH 'x' AS y;", refused: true },
-    { name: "a huge blob default (never evaluated)", schema: "CREATE TABLE head (id INTEGER, age INTEGER, b BLOB DEFAULT (zeroblob(2000000000)));", refused: false },
+    {
+      name: "a huge blob default (never evaluated)",
+      schema: "CREATE TABLE head (id INTEGER, age INTEGER, b BLOB DEFAULT (zeroblob(2000000000)));",
+      refused: false,
+    },
     { name: "a view over a recursive CTE (never run)", schema: `CREATE TABLE head (id INTEGER, age INTEGER); CREATE VIEW v AS ${RECURSIVE};`, refused: false },
-    { name: "load_extension in a column default (never evaluated)", schema: "CREATE TABLE head (age INTEGER DEFAULT (load_extension('/tmp/evil.so')));", refused: false },
+    {
+      name: "load_extension in a column default (never evaluated)",
+      schema: "CREATE TABLE head (age INTEGER DEFAULT (load_extension('/tmp/evil.so')));",
+      refused: false,
+    },
     { name: "a table name holding a semicolon and ATTACH", schema: `CREATE TABLE "a; ATTACH 'x' AS y" (x); CREATE TABLE head (age INT);`, refused: false },
-    { name: "indexes, IF NOT EXISTS, empty statements", schema: "CREATE TABLE IF NOT EXISTS head (age INT);;; CREATE UNIQUE INDEX i ON head(age); CREATE INDEX j ON head(age * 2);", refused: false },
+    {
+      name: "indexes, IF NOT EXISTS, empty statements",
+      schema: "CREATE TABLE IF NOT EXISTS head (age INT);;; CREATE UNIQUE INDEX i ON head(age); CREATE INDEX j ON head(age * 2);",
+      refused: false,
+    },
     { name: "2,000 tables (the most allowed)", schema: Array.from({ length: 2000 }, (_, i) => `CREATE TABLE t${i}(a);`).join(""), refused: false },
-    { name: "2,500 tables (about as many as the request body allows)", schema: Array.from({ length: 2500 }, (_, i) => `CREATE TABLE t${i}(a);`).join(""), refused: true },
+    {
+      name: "2,500 tables (about as many as the request body allows)",
+      schema: Array.from({ length: 2500 }, (_, i) => `CREATE TABLE t${i}(a);`).join(""),
+      refused: true,
+    },
   ];
 }
 
@@ -64,7 +84,9 @@ beforeAll(() => {
 
 describe("schema text is only ever definitions, built in a bounded sandbox", () => {
   test("statements that are not CREATE TABLE/INDEX/VIEW are refused, naming the statement", () => {
-    expect(() => schemaStatements(`CREATE TABLE a (x);\nATTACH '${victim}' AS v;`)).toThrow(/^schema: statement 2 \("ATTACH .*"\): ATTACH statements are not allowed; a schema may only hold CREATE TABLE/);
+    expect(() => schemaStatements(`CREATE TABLE a (x);\nATTACH '${victim}' AS v;`)).toThrow(
+      /^schema: statement 2 \("ATTACH .*"\): ATTACH statements are not allowed; a schema may only hold CREATE TABLE/,
+    );
     expect(() => schemaStatements(`CREATE TABLE t AS ${RECURSIVE}`)).toThrow(/statement 1 .*CREATE TABLE \.\.\. AS SELECT runs a query/);
     expect(() => schemaStatements("CREATE TRIGGER g AFTER INSERT ON t BEGIN SELECT 1; END")).toThrow(/CREATE TRIGGER is not allowed/);
     expect(() => schemaStatements("x".repeat(MAX_SCHEMA_CHARS + 1))).toThrow(/^schema: 1000001 characters, more than the 1000000 allowed/);
@@ -113,7 +135,11 @@ describe("schema text is only ever definitions, built in a bounded sandbox", () 
     const schemaFile = path.join(dir, "evil.sql");
     fs.writeFileSync(schemaFile, `ATTACH DATABASE '${victim}' AS v; DROP TABLE v.orders;`);
     const before = hash(victim);
-    const r = spawnSync(process.execPath, [path.join(ROOT, "dist/src/cli/main.js"), "generate", PAIRS[0][0], "--adapter", adapter, "--schema", schemaFile, "--device", "cpu"], { encoding: "utf8" });
+    const r = spawnSync(
+      process.execPath,
+      [path.join(ROOT, "dist/src/cli/main.js"), "generate", PAIRS[0][0], "--adapter", adapter, "--schema", schemaFile, "--device", "cpu"],
+      { encoding: "utf8" },
+    );
     expect(r.status).not.toBe(0);
     expect(r.stderr).toMatch(/schema: statement 1 \("ATTACH DATABASE .*"\): ATTACH statements are not allowed/);
     expect(hash(victim)).toBe(before);
@@ -172,7 +198,11 @@ describe("the server survives every malicious schema and question", () => {
         expect(typeof r.json.valid).toBe("boolean");
       }
       // a __proto__ key is named, not called malformed JSON
-      const proto = await fetch(`${server.url}/generate_sql`, { method: "POST", headers: { "content-type": "application/json" }, body: '{"question": "q?", "__proto__": {"x": 1}}' });
+      const proto = await fetch(`${server.url}/generate_sql`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: '{"question": "q?", "__proto__": {"x": 1}}',
+      });
       expect(proto.status).toBe(400);
       expect(((await proto.json()) as { error: string }).error).toBe("__proto__: unknown field (send question and optionally schema)");
       // past the body limit: refused before any work

@@ -40,7 +40,11 @@ const SHARD1 = bytes(300_000, 1);
 const SHARD2 = bytes(250_000, 2);
 const INDEX_JSON = JSON.stringify({
   metadata: { total_size: 550_000 },
-  weight_map: { "model.embed_tokens.weight": "model-00001-of-00002.safetensors", "model.norm.weight": "model-00002-of-00002.safetensors", "lm_head.weight": "model-00002-of-00002.safetensors" },
+  weight_map: {
+    "model.embed_tokens.weight": "model-00001-of-00002.safetensors",
+    "model.norm.weight": "model-00002-of-00002.safetensors",
+    "lm_head.weight": "model-00002-of-00002.safetensors",
+  },
 });
 const CONFIG = JSON.stringify({ architectures: ["LlamaForCausalLM"], hidden_size: 64 });
 
@@ -82,9 +86,31 @@ let home: string;
 beforeAll(async () => {
   hub = await startHubServer([
     { id: "acme/tiny-llama", files: llamaFiles() },
-    { id: "acme/gated-llama", token: "hf_secret", files: [{ name: "config.json", content: CONFIG }, { name: "tokenizer.json", content: "{}" }, { name: "model.safetensors", content: bytes(120_000, 7) }] },
-    { id: "acme/bin-only", files: [{ name: "config.json", content: CONFIG }, { name: "tokenizer.model", content: bytes(100, 8) }, { name: "pytorch_model.bin", content: bytes(1000, 9) }] },
-    { id: "acme/small", files: [{ name: "config.json", content: CONFIG }, { name: "tokenizer.model", content: bytes(2_000, 10) }, { name: "model.safetensors", content: bytes(200_000, 11) }] },
+    {
+      id: "acme/gated-llama",
+      token: "hf_secret",
+      files: [
+        { name: "config.json", content: CONFIG },
+        { name: "tokenizer.json", content: "{}" },
+        { name: "model.safetensors", content: bytes(120_000, 7) },
+      ],
+    },
+    {
+      id: "acme/bin-only",
+      files: [
+        { name: "config.json", content: CONFIG },
+        { name: "tokenizer.model", content: bytes(100, 8) },
+        { name: "pytorch_model.bin", content: bytes(1000, 9) },
+      ],
+    },
+    {
+      id: "acme/small",
+      files: [
+        { name: "config.json", content: CONFIG },
+        { name: "tokenizer.model", content: bytes(2_000, 10) },
+        { name: "model.safetensors", content: bytes(200_000, 11) },
+      ],
+    },
   ]);
 });
 afterAll(async () => {
@@ -135,7 +161,12 @@ async function rejection(p: Promise<unknown>): Promise<HubError> {
 
 describe("repo specs, endpoint, token", () => {
   test("parseRepoSpec reads owner/name[@revision] and hub URLs; defaults to main", () => {
-    expect(parseRepoSpec("TinyLlama/TinyLlama-1.1B-Chat-v1.0")).toEqual({ repo: "TinyLlama/TinyLlama-1.1B-Chat-v1.0", owner: "TinyLlama", name: "TinyLlama-1.1B-Chat-v1.0", revision: "main" });
+    expect(parseRepoSpec("TinyLlama/TinyLlama-1.1B-Chat-v1.0")).toEqual({
+      repo: "TinyLlama/TinyLlama-1.1B-Chat-v1.0",
+      owner: "TinyLlama",
+      name: "TinyLlama-1.1B-Chat-v1.0",
+      revision: "main",
+    });
     expect(parseRepoSpec("a/b@v1.0").revision).toBe("v1.0");
     expect(parseRepoSpec("a/b@refs/pr/3").revision).toBe("refs/pr/3");
     expect(parseRepoSpec("https://huggingface.co/a/b")).toMatchObject({ repo: "a/b", revision: "main" });
@@ -198,8 +229,17 @@ describe("listing and planning", () => {
 
   test("planPull gives the files, the total, what is left to download and where", async () => {
     const plan = await planPull("acme/tiny-llama");
-    const total = llamaFiles().filter((f) => WANTED.includes(f.name)).reduce((a, f) => a + Buffer.from(f.content!).length, 0);
-    expect(plan).toMatchObject({ repo: "acme/tiny-llama", revision: "main", commit: hub.commitOf("acme/tiny-llama"), totalBytes: total, bytesToDownload: total, offline: false });
+    const total = llamaFiles()
+      .filter((f) => WANTED.includes(f.name))
+      .reduce((a, f) => a + Buffer.from(f.content!).length, 0);
+    expect(plan).toMatchObject({
+      repo: "acme/tiny-llama",
+      revision: "main",
+      commit: hub.commitOf("acme/tiny-llama"),
+      totalBytes: total,
+      bytesToDownload: total,
+      offline: false,
+    });
     expect(plan.dir).toBe(snapshotDir("acme/tiny-llama", plan.commit));
     expect(plan.files.every((f) => f.local === "missing")).toBe(true);
     expect(plan.freeBytes).toBeGreaterThan(0);
@@ -326,7 +366,9 @@ describe("pull", () => {
   test("unknown repo, revision and file: 404 messages with the URL", async () => {
     let e = await rejection(pullModel("acme/nope"));
     expect(e.code).toBe("not-found");
-    expect(e.message).toBe(`repository not found: acme/nope: ${hub.url}/api/models/acme/nope/revision/main?blobs=true (the hub says: Repository not found: acme/nope)`);
+    expect(e.message).toBe(
+      `repository not found: acme/nope: ${hub.url}/api/models/acme/nope/revision/main?blobs=true (the hub says: Repository not found: acme/nope)`,
+    );
     e = await rejection(planPull("acme/small@v9"));
     expect(e.message).toMatch(/^revision not found: v9 of acme\/small: http:\/\/127\.0\.0\.1:\d+\/api\/models\/acme\/small\/revision\/v9/);
     hub.faults.push({ file: "config.json", status: 404 });
@@ -338,7 +380,9 @@ describe("pull", () => {
     let e = await rejection(pullModel("acme/gated-llama"));
     expect(e.code).toBe("auth");
     expect(e.status).toBe(401);
-    expect(e.message).toContain("acme/gated-llama: gated or private repository: set HF_TOKEN (https://huggingface.co/settings/tokens) and accept the model's licence on its page");
+    expect(e.message).toContain(
+      "acme/gated-llama: gated or private repository: set HF_TOKEN (https://huggingface.co/settings/tokens) and accept the model's licence on its page",
+    );
     expect(e.message).toContain(`${hub.url}/acme/gated-llama`);
 
     process.env.HF_TOKEN = "hf_wrong";
@@ -381,7 +425,9 @@ describe("pull", () => {
       }),
     );
     expect(e.code).toBe("aborted");
-    expect(e.message).toMatch(/download of model\.safetensors \(100\.0 kB of 200\.0 kB kept in .*model\.safetensors\.incomplete; run the same pull again to resume\) interrupted/);
+    expect(e.message).toMatch(
+      /download of model\.safetensors \(100\.0 kB of 200\.0 kB kept in .*model\.safetensors\.incomplete; run the same pull again to resume\) interrupted/,
+    );
     const dir = snapshotDir("acme/small", hub.commitOf("acme/small"));
     expect(fs.existsSync(path.join(dir, name))).toBe(false);
     expect(fs.statSync(path.join(dir, `${name}.incomplete`)).size).toBe(100_000);
@@ -434,7 +480,9 @@ describe("pull", () => {
     expect(logs.join("\n")).toMatch(new RegExp(`cannot reach http://127\\.0\\.0\\.1:${port} .*; using the cached acme/small@main`));
     const e = await rejection(pullModel("acme/tiny-llama", { retries: 0 }));
     expect(e.code).toBe("network");
-    expect(e.message).toBe(`cannot reach http://127.0.0.1:${port} (http://127.0.0.1:${port}/api/models/acme/tiny-llama/revision/main?blobs=true): connect ECONNREFUSED 127.0.0.1:${port}`);
+    expect(e.message).toBe(
+      `cannot reach http://127.0.0.1:${port} (http://127.0.0.1:${port}/api/models/acme/tiny-llama/revision/main?blobs=true): connect ECONNREFUSED 127.0.0.1:${port}`,
+    );
     process.env.HF_HUB_OFFLINE = "1";
     expect((await planPull("acme/small")).offline).toBe(true);
     await expect(planPull("acme/tiny-llama")).rejects.toThrow(/acme\/tiny-llama@main is not in the cache .* HF_HUB_OFFLINE is set/);
@@ -461,11 +509,20 @@ describe("disk full (a 1 MiB tmpfs)", () => {
     if (!mnt) return skip(`cannot mount a tmpfs (needs root): ${mountError}`);
     process.env.TEXT2SQL_HOME = mnt;
     const big = "acme/big";
-    hub.commit({ id: big, files: [{ name: "config.json", content: CONFIG }, { name: "tokenizer.json", content: "{}" }, { name: "model.safetensors", content: bytes(2_000_000, 12) }] });
+    hub.commit({
+      id: big,
+      files: [
+        { name: "config.json", content: CONFIG },
+        { name: "tokenizer.json", content: "{}" },
+        { name: "model.safetensors", content: bytes(2_000_000, 12) },
+      ],
+    });
     const e = await rejection(pullModel(big));
     expect(e.code).toBe("disk-full");
     const dir = path.join(mnt, "hub", "acme--big", hub.commitOf(big));
-    expect(e.message).toMatch(new RegExp(`^not enough disk space in ${dir}: the download needs 2\\.0 MB \\(${2_000_000 + CONFIG.length + 2} bytes\\) more, [\\d.]+ [kM]B free`));
+    expect(e.message).toMatch(
+      new RegExp(`^not enough disk space in ${dir}: the download needs 2\\.0 MB \\(${2_000_000 + CONFIG.length + 2} bytes\\) more, [\\d.]+ [kM]B free`),
+    );
     expect(e.message).toContain("TEXT2SQL_HOME");
     expect(hub.requests.filter((r) => r.file)).toEqual([]);
     expect(fs.readdirSync(dir)).toEqual([]);
@@ -495,7 +552,11 @@ describe("disk full (a 1 MiB tmpfs)", () => {
     fs.rmSync(filler, { force: true });
     expect(e.code).toBe("disk-full");
     const dir = path.join(mnt, "hub", "acme--small", hub.commitOf("acme/small"));
-    expect(e.message).toMatch(new RegExp(`^not enough disk space in ${dir}: the download needs 200\\.0 kB \\(200000 bytes\\) more, .* free; the partial file model\\.safetensors\\.incomplete was removed`));
+    expect(e.message).toMatch(
+      new RegExp(
+        `^not enough disk space in ${dir}: the download needs 200\\.0 kB \\(200000 bytes\\) more, .* free; the partial file model\\.safetensors\\.incomplete was removed`,
+      ),
+    );
     expect(fs.readdirSync(dir).sort()).toEqual(["config.json", "tokenizer.model"]); // the files before it, verified
     // with space again, the pull completes
     const again = await pullModel("acme/small");
@@ -522,7 +583,9 @@ describe("cached models", () => {
       { kind: "gguf", name: "tinyllama.bf16.gguf", revisions: [], path: path.join(home, "models", "tinyllama.bf16.gguf"), bytes: 1234, complete: true },
     ]);
 
-    expect(() => removeCachedModel("acme/other")).toThrow(/no cached model named "acme\/other"; cached: acme\/small@main, acme\/tiny-llama@[0-9a-f]{40}, tinyllama\.bf16\.gguf/);
+    expect(() => removeCachedModel("acme/other")).toThrow(
+      /no cached model named "acme\/other"; cached: acme\/small@main, acme\/tiny-llama@[0-9a-f]{40}, tinyllama\.bf16\.gguf/,
+    );
     expect(() => removeCachedModel("nothing.gguf")).toThrow(/cached: acme\/small@main/);
     const manifest = fs.statSync(path.join(home, "hub", "acme--small", "manifests", `${hub.commitOf("acme/small")}.json`)).size;
     expect(removeCachedModel("acme/small")).toBe(smallBytes + manifest + hub.commitOf("acme/small").length);

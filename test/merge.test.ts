@@ -195,23 +195,17 @@ describe("mergeAdapter", () => {
 
     test("a missing adapter file", async () => {
       const missing = path.join(dir, "nope", "adapter.gguf");
-      await expect(mergeAdapter({ model: base, adapter: missing, out: path.join(dir, "x.gguf") })).rejects.toThrow(
-        `adapter file not found: ${missing}`,
-      );
+      await expect(mergeAdapter({ model: base, adapter: missing, out: path.join(dir, "x.gguf") })).rejects.toThrow(`adapter file not found: ${missing}`);
     });
 
     test("a base that is not llama, or is itself an adapter", async () => {
       const qwen = await testModel({ arch: "qwen2" });
-      await expect(mergeAdapter({ model: qwen, adapter, out: path.join(dir, "x.gguf") })).rejects.toThrow(
-        /architecture "qwen2"; only "llama"/,
-      );
+      await expect(mergeAdapter({ model: qwen, adapter, out: path.join(dir, "x.gguf") })).rejects.toThrow(/architecture "qwen2"; only "llama"/);
       await expect(mergeAdapter({ model: adapter, adapter, out: path.join(dir, "x.gguf") })).rejects.toThrow(/is an adapter/);
     });
 
     test("a model given as the adapter, a bad type, out = model", async () => {
-      await expect(mergeAdapter({ model: base, adapter: base, out: path.join(dir, "x.gguf") })).rejects.toThrow(
-        /not a GGUF LoRA adapter/,
-      );
+      await expect(mergeAdapter({ model: base, adapter: base, out: path.join(dir, "x.gguf") })).rejects.toThrow(/not a GGUF LoRA adapter/);
       await expect(mergeAdapter({ model: base, adapter, out: path.join(dir, "x.gguf"), type: "q8" as "f16" })).rejects.toThrow(
         /type: expected one of f16, bf16, f32, got "q8"/,
       );

@@ -78,9 +78,28 @@ function cli(args: string[], o: { env?: Record<string, string>; onStart?: (kill:
 }
 
 const trainArgs = (model: string, out: string, extra: string[] = []) => [
-  "train", "--model", model, "--data", data, "--output", path.join(work, out), "--max-steps", "2", "--threads", "1",
-  "--set", "train.batch_size=2", "--set", "train.grad_accum=1", "--set", "train.eval_every=0", "--set", "train.save_every=0",
-  "--set", "data.split=[0.8, 0.2, 0]", ...extra,
+  "train",
+  "--model",
+  model,
+  "--data",
+  data,
+  "--output",
+  path.join(work, out),
+  "--max-steps",
+  "2",
+  "--threads",
+  "1",
+  "--set",
+  "train.batch_size=2",
+  "--set",
+  "train.grad_accum=1",
+  "--set",
+  "train.eval_every=0",
+  "--set",
+  "train.save_every=0",
+  "--set",
+  "data.split=[0.8, 0.2, 0]",
+  ...extra,
 ];
 
 const ggufsIn = (dir: string) => (fs.existsSync(dir) ? fs.readdirSync(dir).filter((f) => f.endsWith(".gguf")) : []);
@@ -96,7 +115,13 @@ beforeAll(async () => {
     { id: "owner/tiny", files: hfFiles },
     { id: "owner/stall", files: hfFiles },
     { id: "owner/ask", files: hfFiles },
-    { id: "owner/ggufs", files: [{ name: "README.md", content: "# a GGUF repo\n" }, { name: "model.gguf", path: gguf }] },
+    {
+      id: "owner/ggufs",
+      files: [
+        { name: "README.md", content: "# a GGUF repo\n" },
+        { name: "model.gguf", path: gguf },
+      ],
+    },
   ]);
   const rows = Array.from({ length: 40 }, (_, i) => `How many rows in table t${i}?,SELECT count(*) FROM t${i}`);
   data = path.join(work, "d.csv");
@@ -114,7 +139,9 @@ describe("model.path: a hub repository", () => {
     expect(r.code).not.toBe(0);
     const commit = hub.commitOf("owner/tiny");
     const size = hfFiles.reduce((a, f) => a + fs.statSync(f.path!).size, 0);
-    expect(r.stderr).toContain(`owner/tiny@main is not in the cache: will download ${hfFiles.length} files, ${formatBytes(size)} to ${path.join(home, "hub", "owner--tiny", commit)}`);
+    expect(r.stderr).toContain(
+      `owner/tiny@main is not in the cache: will download ${hfFiles.length} files, ${formatBytes(size)} to ${path.join(home, "hub", "owner--tiny", commit)}`,
+    );
     expect(r.stderr).toMatch(/Rerun with --yes/);
     expect(r.stderr).toContain(formatBytes(size));
     expect(r.stderr).toContain(path.join(home, "hub", "owner--tiny", commit));
@@ -164,7 +191,9 @@ describe("model.path: a hub repository", () => {
     expect(list.code, list.stderr).toBe(0);
     expect(list.stdout).toMatch(/^NAME +KIND +SIZE +REVISION \/ SOURCE +PATH$/m);
     expect(list.stdout).toMatch(new RegExp(`^owner/tiny +hf +\\d+\\.\\d [kM]B +main -> ${commit.slice(0, 10)} `, "m"));
-    expect(list.stdout).toMatch(new RegExp(`^${name} +gguf +\\d+\\.\\d [kM]B +from owner/tiny @ ${commit.slice(0, 10)} \\(auto\\) +${path.join(home, "models", name)}$`, "m"));
+    expect(list.stdout).toMatch(
+      new RegExp(`^${name} +gguf +\\d+\\.\\d [kM]B +from owner/tiny @ ${commit.slice(0, 10)} \\(auto\\) +${path.join(home, "models", name)}$`, "m"),
+    );
     const json = JSON.parse((await cli(["model", "list", "--json"])).stdout) as { kind: string; name: string; bytes: number }[];
     const snapshotBytes = json.find((m) => m.kind === "hf" && m.name === "owner/tiny")!.bytes;
     const ggufBytes = json.find((m) => m.name === name)!.bytes;
@@ -275,7 +304,12 @@ describe("model.path: other forms", () => {
     const r = await cli(["model", "convert", hfDir, "--output", out]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout.trim()).toBe(out);
-    const cached = path.join(home, "models", "converted", ggufsIn(path.join(home, "models", "converted")).find((f) => f.endsWith("-auto.gguf"))!);
+    const cached = path.join(
+      home,
+      "models",
+      "converted",
+      ggufsIn(path.join(home, "models", "converted")).find((f) => f.endsWith("-auto.gguf"))!,
+    );
     expect(fs.readFileSync(out).equals(fs.readFileSync(cached))).toBe(true);
     const tok = await Tokenizer.load(out);
     try {

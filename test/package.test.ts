@@ -17,14 +17,17 @@ test("npm pack → npm install in a fresh folder → import text2sql → one ste
   execFileSync("npm", ["install", "--ignore-scripts", "--prefer-offline", "--no-audit", "--no-fund", path.join(dir, tgz)], { cwd: dir, stdio: "ignore" });
   expect(fs.existsSync(path.join(dir, "node_modules", "text2sql", "build"))).toBe(false);
   fs.copyFileSync(await testModel({ type: "f16" }), path.join(dir, "model.gguf"));
-  fs.writeFileSync(path.join(dir, "run.mjs"), `
+  fs.writeFileSync(
+    path.join(dir, "run.mjs"),
+    `
     import { LoraEngine, makeBatch } from "text2sql";
     const e = await LoraEngine.create({ model: "model.gguf", lora: { r: 4, targetModules: ["q_proj", "v_proj"] } });
     const st = await e.accumulate(makeBatch([{ tokens: [1, 518, 25580, 29962, 3251] }]), 4);
     const norm = await e.step({ lr: 1e-3 });
     console.log(JSON.stringify({ trainable: e.trainableParams, nTokens: st.nTokens, norm }));
     await e.dispose();
-  `);
+  `,
+  );
   const out = execFileSync(process.execPath, ["run.mjs"], { cwd: dir, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
   const r = JSON.parse(out.trim().split("\n").pop()!);
   expect(r).toMatchObject({ trainable: 2 * (4 * (64 + 64) + 4 * (64 + 32)), nTokens: 4 });

@@ -6,14 +6,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { describe, expect, test } from "vitest";
 import { LoraEngine, type AdapterTensor } from "../src/engine/engine.js";
-import {
-  exportPeft,
-  importPeft,
-  isGgufAdapter,
-  isPeftDir,
-  readPeftConfig,
-  type PeftExportMeta,
-} from "../src/adapters/peft.js";
+import { exportPeft, importPeft, isGgufAdapter, isPeftDir, readPeftConfig, type PeftExportMeta } from "../src/adapters/peft.js";
 import { readSafetensors, writeSafetensors } from "../src/formats/safetensors.js";
 import { permuteRows, unpermuteRows } from "../src/formats/llama-layout.js";
 import { randomize, relError, tempDir, testModel } from "./helpers/models.js";
@@ -62,7 +55,16 @@ async function makeEngine(rslora: boolean, a = ADAPTER, targets = a.targets): Pr
 }
 
 function meta(engine: LoraEngine, rslora: boolean, a = ADAPTER): PeftExportMeta {
-  return { r: a.r, alpha: a.alpha, dropout: 0, rslora, targetModules: a.targets, baseModel: BASE_MODEL, nHead: engine.info.nHead, nHeadKv: engine.info.nHeadKv };
+  return {
+    r: a.r,
+    alpha: a.alpha,
+    dropout: 0,
+    rslora,
+    targetModules: a.targets,
+    baseModel: BASE_MODEL,
+    nHead: engine.info.nHead,
+    nHeadKv: engine.info.nHeadKv,
+  };
 }
 
 function sha256(file: string): string {
@@ -137,8 +139,24 @@ describe("PEFT export/import", () => {
     // What is in the file: torch layouts, A and the other modules as they are, q/k B un-permuted.
     const st = readSafetensors(path.join(dir, "adapter_model.safetensors"));
     expect(st.metadata).toEqual({ format: "pt" });
-    const groups: Record<string, string> = { q_proj: "self_attn", k_proj: "self_attn", v_proj: "self_attn", o_proj: "self_attn", gate_proj: "mlp", up_proj: "mlp", down_proj: "mlp" };
-    const stems: Record<string, string> = { q_proj: "attn_q", k_proj: "attn_k", v_proj: "attn_v", o_proj: "attn_output", gate_proj: "ffn_gate", up_proj: "ffn_up", down_proj: "ffn_down" };
+    const groups: Record<string, string> = {
+      q_proj: "self_attn",
+      k_proj: "self_attn",
+      v_proj: "self_attn",
+      o_proj: "self_attn",
+      gate_proj: "mlp",
+      up_proj: "mlp",
+      down_proj: "mlp",
+    };
+    const stems: Record<string, string> = {
+      q_proj: "attn_q",
+      k_proj: "attn_k",
+      v_proj: "attn_v",
+      o_proj: "attn_output",
+      gate_proj: "ffn_gate",
+      up_proj: "ffn_up",
+      down_proj: "ffn_down",
+    };
     const expectedKeys: string[] = [];
     for (let l = 0; l < engine.info.nLayer; l++) for (const m of TARGETS) expectedKeys.push(key(l, groups[m], m, "A"), key(l, groups[m], m, "B"));
     expect(st.tensors.map((t) => t.name)).toEqual(expectedKeys);
@@ -160,9 +178,21 @@ describe("PEFT export/import", () => {
     // The config PEFT reads.
     const cfg = JSON.parse(fs.readFileSync(path.join(dir, "adapter_config.json"), "utf8"));
     expect(cfg).toMatchObject({
-      peft_type: "LORA", task_type: "CAUSAL_LM", r: 4, lora_alpha: 8, lora_dropout: 0, target_modules: TARGETS, bias: "none",
-      use_rslora: false, fan_in_fan_out: false, inference_mode: true, base_model_name_or_path: BASE_MODEL,
-      modules_to_save: null, layers_to_transform: null, init_lora_weights: true, revision: null,
+      peft_type: "LORA",
+      task_type: "CAUSAL_LM",
+      r: 4,
+      lora_alpha: 8,
+      lora_dropout: 0,
+      target_modules: TARGETS,
+      bias: "none",
+      use_rslora: false,
+      fan_in_fan_out: false,
+      inference_mode: true,
+      base_model_name_or_path: BASE_MODEL,
+      modules_to_save: null,
+      layers_to_transform: null,
+      init_lora_weights: true,
+      revision: null,
     });
 
     // Exporting twice gives the same bytes (deterministic order).
@@ -171,7 +201,11 @@ describe("PEFT export/import", () => {
     for (const f of ["adapter_model.safetensors", "adapter_config.json"]) expect(sha256(path.join(dir2, f)), f).toBe(sha256(path.join(dir, f)));
 
     // Imported into a fresh engine, the adapter gives the same logits as the original, to the bit.
-    const fresh = await LoraEngine.create({ model: engine.options.model, device: "cpu", lora: { r: config.r, alpha: config.alpha, rslora: config.rslora, targetModules: config.targetModules } });
+    const fresh = await LoraEngine.create({
+      model: engine.options.model,
+      device: "cpu",
+      lora: { r: config.r, alpha: config.alpha, rslora: config.rslora, targetModules: config.targetModules },
+    });
     await fresh.setAdapter(importPeft(dir, { nHead: fresh.info.nHead, nHeadKv: fresh.info.nHeadKv, tensors: await fresh.getAdapter() }).tensors);
     const toks = [1, 518, 25580, 29962, 3251];
     const [a, b] = [await engine.logits(toks), await fresh.logits(toks)];
@@ -192,7 +226,11 @@ describe("PEFT export/import", () => {
     const buf = fs.readFileSync(file);
     expect(Number(buf.readBigUInt64LE(0)) % 8).toBe(0);
     const st = readSafetensors(file);
-    expect(st.tensors.map((t) => [t.name, t.dtype, t.shape])).toEqual([["h", "F16", [2, 3]], ["b", "BF16", [3, 2]], ["f", "F32", [6]]]);
+    expect(st.tensors.map((t) => [t.name, t.dtype, t.shape])).toEqual([
+      ["h", "F16", [2, 3]],
+      ["b", "BF16", [3, 2]],
+      ["f", "F32", [6]],
+    ]);
     expect(Array.from(st.tensors[0].data)).toEqual(Array.from(v));
     expect(Array.from(st.tensors[1].data)).toEqual(Array.from(v));
     expect(st.tensors[2].data[0]).toBe(Math.fround(Math.PI));
@@ -277,7 +315,10 @@ describe("PEFT import errors", () => {
   function rewrite(dir: string, edit: (ts: ReturnType<typeof readSafetensors>["tensors"]) => ReturnType<typeof readSafetensors>["tensors"]): void {
     const file = path.join(dir, "adapter_model.safetensors");
     const st = readSafetensors(file);
-    writeSafetensors(file, edit(st.tensors).map(({ name, shape, data }) => ({ name, shape, data })));
+    writeSafetensors(
+      file,
+      edit(st.tensors).map(({ name, shape, data }) => ({ name, shape, data })),
+    );
   }
   function editConfig(dir: string, edit: (c: Record<string, unknown>) => void): void {
     const file = path.join(dir, "adapter_config.json");
@@ -303,7 +344,14 @@ describe("PEFT import errors", () => {
     const { dir, expectT, engine } = await exported();
     const k = key(1, "self_attn", "v_proj", "A");
     rewrite(dir, (ts) => ts.map((t) => (t.name === k ? { ...t, shape: [4, 32], data: t.data.subarray(0, 128) } : t)));
-    const err = (() => { try { importPeft(dir, expectT); } catch (e) { return (e as Error).message; } return ""; })();
+    const err = (() => {
+      try {
+        importPeft(dir, expectT);
+      } catch (e) {
+        return (e as Error).message;
+      }
+      return "";
+    })();
     expect(err).toContain(k);
     expect(err).toContain("has shape [4, 32] but the model needs [4, 64]");
     expect(err).toContain("adapter_model.safetensors");
@@ -314,7 +362,9 @@ describe("PEFT import errors", () => {
     const { dir, expectT, engine } = await exported();
     const extra = key(0, "self_attn", "qkv_proj", "A");
     rewrite(dir, (ts) => [...ts, { name: extra, dtype: "F32", shape: [4, 64], data: new Float32Array(256) }]);
-    expect(() => importPeft(dir, expectT)).toThrow(/tensor base_model\.model\.model\.layers\.0\.self_attn\.qkv_proj\.lora_A\.weight is for an unknown module self_attn\.qkv_proj/);
+    expect(() => importPeft(dir, expectT)).toThrow(
+      /tensor base_model\.model\.model\.layers\.0\.self_attn\.qkv_proj\.lora_A\.weight is for an unknown module self_attn\.qkv_proj/,
+    );
     editConfig(dir, (c) => (c.target_modules = ["q_proj", "wq"]));
     expect(() => importPeft(dir, expectT)).toThrow(/target_modules: unknown module "wq"/);
     await engine.dispose();
@@ -328,13 +378,18 @@ describe("PEFT import errors", () => {
 
     const { dir: dir2 } = await exported();
     const qv = expectT.tensors.filter((t) => /attn_[qv]\./.test(t.name));
-    expect(() => importPeft(dir2, { ...expectT, tensors: qv })).toThrow(/layers\.0\.self_attn\.k_proj\.lora_A\.weight has no place in the engine's adapter \(no blk\.0\.attn_k\.weight\.lora_a\)/);
+    expect(() => importPeft(dir2, { ...expectT, tensors: qv })).toThrow(
+      /layers\.0\.self_attn\.k_proj\.lora_A\.weight has no place in the engine's adapter \(no blk\.0\.attn_k\.weight\.lora_a\)/,
+    );
 
     editConfig(dir2, (c) => (c.r = 8));
     expect(() => importPeft(dir2, expectT)).toThrow(/r is 8 but the engine's adapter has rank 4/);
     expect(readPeftConfig(dir2).r).toBe(8);
 
-    editConfig(dir2, (c) => { c.r = 4; c.target_modules = ["q_proj", "v_proj"]; });
+    editConfig(dir2, (c) => {
+      c.r = 4;
+      c.target_modules = ["q_proj", "v_proj"];
+    });
     expect(() => importPeft(dir2, expectT)).toThrow(/k_proj, which is not in adapter_config\.json's target_modules \[q_proj, v_proj\]/);
     await engine.dispose();
   });
@@ -361,9 +416,19 @@ describe("PEFT import errors", () => {
   test("export checks its input", async () => {
     const { engine, adapter } = await makeEngine(false);
     const dir = tempDir("t2s-peft-");
-    expect(() => exportPeft(dir, adapter, { ...meta(engine, false), r: 8 })).toThrow(/tensor blk\.0\.attn_q\.weight\.lora_a has rank 4 \(ne \[64, 4\]\) but meta\.r is 8/);
-    expect(() => exportPeft(dir, adapter, { ...meta(engine, false), targetModules: ["q_proj"] })).toThrow(/blk\.0\.attn_k\.weight\.lora_a is for k_proj, which is not in meta\.targetModules/);
-    expect(() => exportPeft(dir, adapter.filter((t) => t.name !== "blk.1.ffn_up.weight.lora_b"), meta(engine, false))).toThrow(/missing blk\.1\.ffn_up\.weight\.lora_b/);
+    expect(() => exportPeft(dir, adapter, { ...meta(engine, false), r: 8 })).toThrow(
+      /tensor blk\.0\.attn_q\.weight\.lora_a has rank 4 \(ne \[64, 4\]\) but meta\.r is 8/,
+    );
+    expect(() => exportPeft(dir, adapter, { ...meta(engine, false), targetModules: ["q_proj"] })).toThrow(
+      /blk\.0\.attn_k\.weight\.lora_a is for k_proj, which is not in meta\.targetModules/,
+    );
+    expect(() =>
+      exportPeft(
+        dir,
+        adapter.filter((t) => t.name !== "blk.1.ffn_up.weight.lora_b"),
+        meta(engine, false),
+      ),
+    ).toThrow(/missing blk\.1\.ffn_up\.weight\.lora_b/);
     await engine.dispose();
   });
 });

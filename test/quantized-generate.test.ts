@@ -41,9 +41,11 @@ test(`a Q8_0 model generates${hasAmx ? " (AMX CPU: through the AMX kernels' tile
   const quantized = (t: (typeof f32.tensors)[number]) => t.ne.length === 2 && t.ne[0] % 32 === 0 && t.name !== "token_embd.weight";
   writeGguf(file, {
     metadata: new Map([...f32.metadata].map(([k, v]) => [k, k === "general.file_type" ? ({ ...v, value: 7 } as typeof v) : v])), // 7: MOSTLY_Q8_0
-    tensors: f32.tensors.map((t) => quantized(t)
-      ? { name: t.name, type: GgmlType.Q8_0, ne: t.ne, data: quantizeQ8_0(readTensorF32(f32, t)) }
-      : { name: t.name, type: GgmlType.F32, ne: t.ne, data: readTensorF32(f32, t) }),
+    tensors: f32.tensors.map((t) =>
+      quantized(t)
+        ? { name: t.name, type: GgmlType.Q8_0, ne: t.ne, data: quantizeQ8_0(readTensorF32(f32, t)) }
+        : { name: t.name, type: GgmlType.F32, ne: t.ne, data: readTensorF32(f32, t) },
+    ),
   });
   expect(readGguf(file).tensors.filter((t) => t.type === GgmlType.Q8_0).length).toBeGreaterThan(10);
   const g = await SqlGenerator.load({ model: file, device: "cpu", parallel: 1, threads: 2 });

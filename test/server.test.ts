@@ -62,11 +62,20 @@ describe("serve", () => {
     expect(await post(server.url, { question: "" })).toMatchObject({ status: 400, json: { error: "question: must not be empty" } });
     expect(await post(server.url, { question: "   " })).toMatchObject({ status: 400, json: { error: "question: must not be empty" } });
     expect(await post(server.url, { question: 42 })).toMatchObject({ status: 400, json: { error: "question: must be string" } });
-    expect(await post(server.url, { question: "q?", extra: 1 })).toMatchObject({ status: 400, json: { error: expect.stringMatching(/^extra: unknown field/) } });
+    expect(await post(server.url, { question: "q?", extra: 1 })).toMatchObject({
+      status: 400,
+      json: { error: expect.stringMatching(/^extra: unknown field/) },
+    });
     expect(await post(server.url, '{"question": ')).toMatchObject({ status: 400, json: { error: expect.stringMatching(/^body: malformed JSON/) } });
     expect(await post(server.url, "[1, 2]")).toMatchObject({ status: 400, json: { error: expect.stringMatching(/^body: send a JSON object/) } });
-    expect(await post(server.url, { question: "q?", schema: "CREATE TABL x" })).toMatchObject({ status: 400, json: { error: expect.stringMatching(/^schema: /) } });
-    expect(await post(server.url, "question=hi", { "content-type": "text/plain" })).toMatchObject({ status: 415, json: { error: "content-type: send application/json" } });
+    expect(await post(server.url, { question: "q?", schema: "CREATE TABL x" })).toMatchObject({
+      status: 400,
+      json: { error: expect.stringMatching(/^schema: /) },
+    });
+    expect(await post(server.url, "question=hi", { "content-type": "text/plain" })).toMatchObject({
+      status: 415,
+      json: { error: "content-type: send application/json" },
+    });
     expect(await post(server.url, "question=hi", { "content-type": "application/x-www-form-urlencoded" })).toMatchObject({ status: 415 });
     expect(await post(server.url, { question: "x".repeat(70 * 1024) })).toMatchObject({ status: 413, json: { error: "request body over 64 KiB" } });
     const nf = await fetch(`${server.url}/nope`);
@@ -87,7 +96,6 @@ describe("serve", () => {
     expect(process.memoryUsage().rss - rss0).toBeLessThan(200 * 1024 * 1024);
   });
 });
-
 
 describe("serve limits and security", () => {
   test("a full queue answers 503 with Retry-After; the requests that were taken all succeed", async () => {
@@ -128,7 +136,10 @@ describe("serve limits and security", () => {
 
   test("SIGTERM stops taking requests, finishes those in flight and exits 0", async () => {
     const { outputDir } = await overfitAdapter();
-    const p = spawn(process.execPath, ["dist/src/cli/main.js", "serve", "--adapter", outputDir, "--port", "0", "--device", "cpu", "--threads", "1"], { cwd: ROOT, stdio: ["ignore", "ignore", "pipe"] });
+    const p = spawn(process.execPath, ["dist/src/cli/main.js", "serve", "--adapter", outputDir, "--port", "0", "--device", "cpu", "--threads", "1"], {
+      cwd: ROOT,
+      stdio: ["ignore", "ignore", "pipe"],
+    });
     let err = "";
     const url = await new Promise<string>((resolve, reject) => {
       p.stderr.on("data", (d) => {
@@ -145,7 +156,10 @@ describe("serve limits and security", () => {
     for (let attempt = 0; attempt < 10 && !seen; attempt++) {
       let done = false;
       inFlight = post(url, { question: PAIRS[2][0] });
-      void inFlight.then(() => (done = true), () => (done = true));
+      void inFlight.then(
+        () => (done = true),
+        () => (done = true),
+      );
       while (!done && !seen) {
         const h = (await (await fetch(`${url}/health`)).json()) as { inFlight: number };
         seen = h.inFlight >= 1 && !done;

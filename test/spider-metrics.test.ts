@@ -4,22 +4,26 @@
 import fs from "node:fs";
 import path from "node:path";
 import { describe, expect, test } from "vitest";
-import {
-  componentMatch,
-  countComponent1,
-  countComponent2,
-  countOthers,
-  exactMatch,
-  hardness,
-  type Hardness,
-} from "../src/sql/spider-metrics.js";
+import { componentMatch, countComponent1, countComponent2, countOthers, exactMatch, hardness, type Hardness } from "../src/sql/spider-metrics.js";
 import { parseSql, SqlParseError, tokenize, type SpiderSchemaEntry } from "../src/sql/sqlparse.js";
 
 describe("sqlparse", () => {
   test("tokenizes like process_sql: lower case, quoted values kept, two-char operators merged", () => {
     expect(tokenize("SELECT T1.Name FROM Singer AS T1 WHERE T1.Country != 'France' AND age >= -3")).toEqual([
-      "select", "t1.name", "from", "singer", "as", "t1", "where", "t1.country", "!=", '"France"',
-      "and", "age", ">=", "-3",
+      "select",
+      "t1.name",
+      "from",
+      "singer",
+      "as",
+      "t1",
+      "where",
+      "t1.country",
+      "!=",
+      '"France"',
+      "and",
+      "age",
+      ">=",
+      "-3",
     ]);
     expect(tokenize("SELECT count(*) FROM t")).toEqual(["select", "count", "(", "*", ")", "from", "t"]);
   });
@@ -37,7 +41,10 @@ describe("sqlparse", () => {
       ],
     ]);
     expect(sql.from).toEqual({
-      table_units: [["table_unit", "__concert__"], ["table_unit", "__stadium__"]],
+      table_units: [
+        ["table_unit", "__concert__"],
+        ["table_unit", "__stadium__"],
+      ],
       conds: [[false, 2, [0, [0, "__concert.stadium_id__", false], null], [0, "__stadium.stadium_id__", false], null]],
     });
     expect(sql.where).toEqual([[false, 3, [0, [0, "__concert.year__", false], null], 2013, null]]);
@@ -51,7 +58,13 @@ describe("sqlparse", () => {
   test("resolves unqualified columns against the schema", () => {
     const schema: SpiderSchemaEntry = {
       table_names_original: ["Singer", "Concert"],
-      column_names_original: [[-1, "*"], [0, "Singer_ID"], [0, "Name"], [1, "Concert_ID"], [1, "Singer_ID"]],
+      column_names_original: [
+        [-1, "*"],
+        [0, "Singer_ID"],
+        [0, "Name"],
+        [1, "Concert_ID"],
+        [1, "Singer_ID"],
+      ],
     };
     const sql = parseSql("SELECT name FROM concert JOIN singer ON concert.singer_id = singer.singer_id", schema);
     expect(sql.select[1][0]![1][1][1]).toBe("__singer.name__");
@@ -60,9 +73,7 @@ describe("sqlparse", () => {
   });
 
   test("parses nested queries, BETWEEN, set operations, and rejects broken SQL", () => {
-    const sql = parseSql(
-      "SELECT name FROM t WHERE a BETWEEN 1 AND 5 AND b IN (SELECT b FROM u) EXCEPT SELECT name FROM v",
-    );
+    const sql = parseSql("SELECT name FROM t WHERE a BETWEEN 1 AND 5 AND b IN (SELECT b FROM u) EXCEPT SELECT name FROM v");
     expect(sql.where).toHaveLength(3);
     expect(sql.where[0]).toEqual([false, 1, [0, [0, "__t.a__", false], null], 1, 5]);
     expect(sql.except?.from.table_units).toEqual([["table_unit", "__v__"]]);
@@ -79,25 +90,37 @@ describe("hardness", () => {
     ["easy", "c1=1 (where), o=0", "SELECT count(*) FROM cars_data WHERE cylinders > 4"],
     ["easy", "c1=0, o=0", "SELECT count(*) FROM singer"],
     ["easy", "c1=1 (order), o=0", "SELECT name FROM singer ORDER BY age"],
-    ["medium", "c1=2 (join, group), o=1 (2 select cols)",
-      "SELECT T2.name, count(*) FROM concert AS T1 JOIN stadium AS T2 ON T1.stadium_id = T2.stadium_id GROUP BY T1.stadium_id"],
+    [
+      "medium",
+      "c1=2 (join, group), o=1 (2 select cols)",
+      "SELECT T2.name, count(*) FROM concert AS T1 JOIN stadium AS T2 ON T1.stadium_id = T2.stadium_id GROUP BY T1.stadium_id",
+    ],
     ["medium", "c1=1 (order), o=1", "SELECT name, country, age FROM singer ORDER BY age DESC"],
     ["medium", "c1=1 (where), o=2 (2 aggs, 2 cols)", "SELECT avg(age), min(age) FROM singer WHERE country = 'France'"],
     ["hard", "c1=3 (group, order, limit), o=0", "SELECT year FROM concert GROUP BY year ORDER BY count(*) DESC LIMIT 1"],
     ["hard", "c1=1, c2=1 (nested), o=0", "SELECT name FROM stadium WHERE stadium_id NOT IN (SELECT stadium_id FROM concert)"],
     ["hard", "c1=1, c2=1 (intersect), o=0", "SELECT country FROM singer WHERE age > 40 INTERSECT SELECT country FROM singer WHERE age < 30"],
-    ["extra", "c1=1, c2=3 (2 nested + intersect)",
+    [
+      "extra",
+      "c1=1, c2=3 (2 nested + intersect)",
       "SELECT T2.name FROM singer_in_concert AS T1 JOIN singer AS T2 ON T1.singer_id = T2.singer_id WHERE T1.concert_id IN " +
         "(SELECT concert_id FROM concert WHERE year = 2014) INTERSECT SELECT T2.name FROM singer_in_concert AS T1 JOIN singer " +
-        "AS T2 ON T1.singer_id = T2.singer_id WHERE T1.concert_id IN (SELECT concert_id FROM concert WHERE year = 2015)"],
+        "AS T2 ON T1.singer_id = T2.singer_id WHERE T1.concert_id IN (SELECT concert_id FROM concert WHERE year = 2015)",
+    ],
     // Listed as a "hard" example in Spider's README, but the evaluation rules (which produce the
     // published counts) make it extra: c1 = where + group + 2 joins = 4 > 3.
-    ["extra", "c1=4 (where, group, 2 joins)",
+    [
+      "extra",
+      "c1=4 (where, group, 2 joins)",
       "SELECT T1.country_name FROM countries AS T1 JOIN continents AS T2 ON T1.continent = T2.cont_id JOIN car_makers AS T3 " +
-        "ON T1.country_id = T3.country WHERE T2.continent = 'europe' GROUP BY T1.country_name HAVING count(*) >= 3"],
-    ["extra", "c1=4 (2 joins, where, or)",
+        "ON T1.country_id = T3.country WHERE T2.continent = 'europe' GROUP BY T1.country_name HAVING count(*) >= 3",
+    ],
+    [
+      "extra",
+      "c1=4 (2 joins, where, or)",
       "SELECT DISTINCT T1.fname FROM student AS T1 JOIN has_pet AS T2 ON T1.stuid = T2.stuid JOIN pets AS T3 " +
-        "ON T3.petid = T2.petid WHERE T3.pettype = 'cat' OR T3.pettype = 'dog'"],
+        "ON T3.petid = T2.petid WHERE T3.pettype = 'cat' OR T3.pettype = 'dog'",
+    ],
   ];
   test.each(cases)("%s: %s", (level, _why, sql) => {
     expect(hardness(sql)).toBe(level);
@@ -120,7 +143,15 @@ describe("exact and component match", () => {
     "SELECT T2.name, count(*) FROM concert AS T1 JOIN stadium AS T2 ON T1.stadium_id = T2.stadium_id " +
     "WHERE T1.year > 2013 GROUP BY T1.stadium_id ORDER BY count(*) DESC LIMIT 1";
   const allTrue = {
-    select: true, from: true, where: true, groupBy: true, orderBy: true, limit: true, iuen: true, keywords: true, all: true,
+    select: true,
+    from: true,
+    where: true,
+    groupBy: true,
+    orderBy: true,
+    limit: true,
+    iuen: true,
+    keywords: true,
+    all: true,
   };
 
   test("a query matches itself, whatever its case and spacing", () => {
@@ -138,7 +169,10 @@ describe("exact and component match", () => {
       "SELECT s.name, count(*) FROM stadium AS s JOIN concert AS c ON c.stadium_id = s.stadium_id " +
       "WHERE c.year > 2013 GROUP BY c.stadium_id ORDER BY count(*) DESC LIMIT 1";
     expect(exactMatch(gold, pred)).toBe(true);
-    const swapped = gold.replace(/T1\./g, "TX.").replace(/T2\./g, "T1.").replace(/TX\./g, "T2.")
+    const swapped = gold
+      .replace(/T1\./g, "TX.")
+      .replace(/T2\./g, "T1.")
+      .replace(/TX\./g, "T2.")
       .replace("concert AS T1 JOIN stadium AS T2", "concert AS T2 JOIN stadium AS T1");
     expect(exactMatch(gold, swapped)).toBe(true);
   });
@@ -180,7 +214,14 @@ describe("exact and component match", () => {
   test("with a schema, columns are resolved and foreign keys identified", () => {
     const schema: SpiderSchemaEntry = {
       table_names_original: ["stadium", "concert"],
-      column_names_original: [[-1, "*"], [0, "Stadium_ID"], [0, "Name"], [1, "concert_ID"], [1, "Stadium_ID"], [1, "Year"]],
+      column_names_original: [
+        [-1, "*"],
+        [0, "Stadium_ID"],
+        [0, "Name"],
+        [1, "concert_ID"],
+        [1, "Stadium_ID"],
+        [1, "Year"],
+      ],
       foreign_keys: [[4, 1]],
     };
     const g = "SELECT T2.name FROM concert AS T1 JOIN stadium AS T2 ON T1.stadium_id = T2.stadium_id WHERE year = 2014";
@@ -197,9 +238,7 @@ describe.skipIf(!hasSpider)("Spider dev set", () => {
   test("hardness distribution equals the published counts; every gold query matches itself", () => {
     const dev = JSON.parse(fs.readFileSync(path.join(spider, "dev.json"), "utf8")) as { db_id: string; query: string }[];
     const tables = new Map(
-      (JSON.parse(fs.readFileSync(path.join(spider, "tables.json"), "utf8")) as (SpiderSchemaEntry & { db_id: string })[]).map(
-        (t) => [t.db_id, t],
-      ),
+      (JSON.parse(fs.readFileSync(path.join(spider, "tables.json"), "utf8")) as (SpiderSchemaEntry & { db_id: string })[]).map((t) => [t.db_id, t]),
     );
     expect(dev).toHaveLength(1034);
     const counts: Record<Hardness, number> = { easy: 0, medium: 0, hard: 0, extra: 0 };

@@ -30,7 +30,13 @@ function hashes(dir: string): Record<string, string> {
 }
 
 /** The metrics' entries without their timings. */
-const losses = (file: string) => fs.readFileSync(file, "utf8").trim().split("\n").map((l) => JSON.parse(l)).map((m) => [m.type, m.step, m.loss]);
+const losses = (file: string) =>
+  fs
+    .readFileSync(file, "utf8")
+    .trim()
+    .split("\n")
+    .map((l) => JSON.parse(l))
+    .map((m) => [m.type, m.step, m.loss]);
 
 const cli = (args: string[]) => spawnSync(process.execPath, ["dist/src/cli/main.js", ...args], { cwd: ROOT, encoding: "utf8", timeout: 120_000 });
 
@@ -42,8 +48,20 @@ let ref: { dir: string; summary: TrainSummary; adapter: Buffer };
 function config(out: string, set: string[] = [], data = csv): TrainConfig {
   return loadConfig({
     overrides: { "model.path": model, "data.path": data, "output.dir": out },
-    set: ["lora.dropout=0.05", "train.batch_size=2", "train.grad_accum=1", "train.max_steps=8", "train.lr=5e-3", "train.warmup_steps=2",
-      "train.eval_every=4", "train.save_every=2", "train.keep_checkpoints=10", "train.threads=1", "data.split=[0.8, 0.2, 0]", ...set],
+    set: [
+      "lora.dropout=0.05",
+      "train.batch_size=2",
+      "train.grad_accum=1",
+      "train.max_steps=8",
+      "train.lr=5e-3",
+      "train.warmup_steps=2",
+      "train.eval_every=4",
+      "train.save_every=2",
+      "train.keep_checkpoints=10",
+      "train.threads=1",
+      "data.split=[0.8, 0.2, 0]",
+      ...set,
+    ],
   });
 }
 
@@ -103,9 +121,11 @@ describe("the output folder (item 10)", () => {
   test("a non-empty folder is refused without --resume or --overwrite, and a failing run writes nothing", async () => {
     const out = copyOfRef();
     const before = hashes(out);
-    await expect(trainSft(config(out))).rejects.toThrow(/output\.dir: .* is not empty \(it holds .*\); continue its run with --resume, replace it with --overwrite/);
+    await expect(trainSft(config(out))).rejects.toThrow(
+      /output\.dir: .* is not empty \(it holds .*\); continue its run with --resume, replace it with --overwrite/,
+    );
     const bad = path.join(path.dirname(out), "bad.csv");
-    fs.writeFileSync(bad, "text_query,sql_command\n\"unclosed,SELECT 1\n");
+    fs.writeFileSync(bad, 'text_query,sql_command\n"unclosed,SELECT 1\n');
     await expect(trainSft(config(out, [], bad), { overwrite: true })).rejects.toThrow(/bad\.csv:\d+: unterminated quote/);
     await expect(trainSft(config(out), { overwrite: true, resume: true })).rejects.toThrow(/--resume and --overwrite exclude each other/);
     const r = cli(["train", "--model", model, "--data", csv, "--output", out, "--threads", "1"]);
@@ -148,7 +168,9 @@ describe("--resume (items 7 and 13)", () => {
     fs.writeFileSync(ck(4, "adapter.gguf"), a);
     const { log } = await resume(out);
     expect(log.join("\n")).toMatch(/checkpoint-6[/\\]optimizer\.bin: holds a non-finite value \(NaN\) at float 10/);
-    expect(log.join("\n")).toMatch(new RegExp(`checkpoint-4[/\\\\]adapter\\.gguf: tensor "${g.tensors[1].name.replaceAll(".", "\\.")}" holds a non-finite value at index 0`));
+    expect(log.join("\n")).toMatch(
+      new RegExp(`checkpoint-4[/\\\\]adapter\\.gguf: tensor "${g.tensors[1].name.replaceAll(".", "\\.")}" holds a non-finite value at index 0`),
+    );
     expect(log.join("\n")).toMatch(/resuming from .*checkpoint-2 \(step 2 of 8\)/);
     expect(fs.readFileSync(path.join(out, ADAPTER)).equals(ref.adapter)).toBe(true);
 
@@ -189,11 +211,38 @@ describe("non-finite values stop the run (item 9)", () => {
     fs.rmSync(path.join(out, "final_model"), { recursive: true });
     const ckpts = path.join(out, "checkpoints");
     const before = hashes(ckpts);
-    const r = cli(["train", "--model", model, "--data", csv, "--output", out, "--resume", "--max-steps", "8", "--threads", "1",
-      "--set", "train.lr=1e38", "--set", "train.batch_size=2", "--set", "train.grad_accum=1", "--set", "train.save_every=2",
-      "--set", "train.eval_every=0", "--set", "lora.dropout=0.05", "--set", "data.split=[0.8, 0.2, 0]"]);
+    const r = cli([
+      "train",
+      "--model",
+      model,
+      "--data",
+      csv,
+      "--output",
+      out,
+      "--resume",
+      "--max-steps",
+      "8",
+      "--threads",
+      "1",
+      "--set",
+      "train.lr=1e38",
+      "--set",
+      "train.batch_size=2",
+      "--set",
+      "train.grad_accum=1",
+      "--set",
+      "train.save_every=2",
+      "--set",
+      "train.eval_every=0",
+      "--set",
+      "lora.dropout=0.05",
+      "--set",
+      "data.split=[0.8, 0.2, 0]",
+    ]);
     expect(r.status, r.stderr).toBe(1);
-    expect(r.stderr).toMatch(/text2sql: train: the (loss|gradient norm) of step [78] is (NaN|-?Infinity); stopped before saving anything of it \(the last checkpoint, .*checkpoint-6, is intact\)/);
+    expect(r.stderr).toMatch(
+      /text2sql: train: the (loss|gradient norm) of step [78] is (NaN|-?Infinity); stopped before saving anything of it \(the last checkpoint, .*checkpoint-6, is intact\)/,
+    );
     expect(hashes(ckpts)).toEqual(before);
     expect(fs.existsSync(path.join(out, "final_model"))).toBe(false);
   }, 120_000);
@@ -212,11 +261,13 @@ describe("crash leftovers (item 8)", () => {
     fs.writeFileSync(path.join(out, `summary.json.tmp-${dead}`), "{");
     const live = path.join(out, `loss.svg.tmp-${process.ppid}`); // a running process's: left alone
     fs.writeFileSync(live, "<svg");
-    expect(cleanLeftovers(out).sort()).toEqual([
-      `finished replacing ${final}, which a crash interrupted`,
-      `removed ${final}.old-${dead}, left by a process that is gone`,
-      `removed ${path.join(out, `summary.json.tmp-${dead}`)}, left by a process that is gone`,
-    ].sort());
+    expect(cleanLeftovers(out).sort()).toEqual(
+      [
+        `finished replacing ${final}, which a crash interrupted`,
+        `removed ${final}.old-${dead}, left by a process that is gone`,
+        `removed ${path.join(out, `summary.json.tmp-${dead}`)}, left by a process that is gone`,
+      ].sort(),
+    );
     expect(fs.readFileSync(path.join(out, ADAPTER)).equals(ref.adapter)).toBe(true);
     expect(fs.existsSync(live)).toBe(true);
     fs.rmSync(live);

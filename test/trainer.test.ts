@@ -17,8 +17,21 @@ async function setup(over: string[] = []): Promise<TrainConfig> {
   fs.writeFileSync(path.join(dir, "d.csv"), ["text_query,sql_command", ...rows].join("\n") + "\n");
   return loadConfig({
     overrides: { "model.path": await testModel({ type: "f32" }), "data.path": path.join(dir, "d.csv"), "output.dir": path.join(dir, "out") },
-    set: ["lora.dropout=0.1", "lora.target_modules=[q_proj, v_proj, down_proj]", "train.batch_size=2", "train.grad_accum=2", "train.max_steps=12",
-      "train.lr=5e-3", "train.warmup_steps=2", "train.eval_every=4", "train.save_every=5", "train.keep_checkpoints=2", "train.threads=2", "data.split=[0.8, 0.2, 0]", ...over],
+    set: [
+      "lora.dropout=0.1",
+      "lora.target_modules=[q_proj, v_proj, down_proj]",
+      "train.batch_size=2",
+      "train.grad_accum=2",
+      "train.max_steps=12",
+      "train.lr=5e-3",
+      "train.warmup_steps=2",
+      "train.eval_every=4",
+      "train.save_every=5",
+      "train.keep_checkpoints=2",
+      "train.threads=2",
+      "data.split=[0.8, 0.2, 0]",
+      ...over,
+    ],
   });
 }
 
@@ -41,9 +54,19 @@ describe("trainSft", () => {
     expect(evals).toEqual([0, 4, 8, 12]);
     expect(sa.evalLoss).toBeLessThan(trainLosses(a.output.dir).get(1)!);
     const out = a.output.dir;
-    for (const f of ["config.yaml", "metrics.jsonl", "loss.svg", "summary.json", "final_model/adapter.gguf", "final_model/text2sql.json",
-      "final_model/adapter_model.safetensors", "final_model/adapter_config.json", "checkpoints/checkpoint-10/adapter_model.safetensors",
-      "checkpoints/checkpoint-10/adapter_config.json", "checkpoints/checkpoint-10/adapter.gguf"]) {
+    for (const f of [
+      "config.yaml",
+      "metrics.jsonl",
+      "loss.svg",
+      "summary.json",
+      "final_model/adapter.gguf",
+      "final_model/text2sql.json",
+      "final_model/adapter_model.safetensors",
+      "final_model/adapter_config.json",
+      "checkpoints/checkpoint-10/adapter_model.safetensors",
+      "checkpoints/checkpoint-10/adapter_config.json",
+      "checkpoints/checkpoint-10/adapter.gguf",
+    ]) {
       expect(fs.existsSync(path.join(out, f)), f).toBe(true);
     }
     expect(fs.readdirSync(path.join(out, "checkpoints")).sort()).toEqual(["checkpoint-10", "checkpoint-5"]);
@@ -82,8 +105,10 @@ describe("trainSft", () => {
     // an example longer than the model's context (128 tokens here) stops before training
     const long = await setup();
     fs.appendFileSync(long.data.path!, `${"how many ".repeat(60)}?,SELECT 1\n`);
-    await expect(trainSft({ ...long, data: { ...long.data, split: [1, 0, 0], max_seq_len: 512 } })).rejects.toThrow(/d\.csv:42: \d+ tokens exceed the model's context length 128; set data.max_seq_len <= 128/);
-    fs.appendFileSync(c.data.path!, "\"unclosed,SELECT 1\n");
+    await expect(trainSft({ ...long, data: { ...long.data, split: [1, 0, 0], max_seq_len: 512 } })).rejects.toThrow(
+      /d\.csv:42: \d+ tokens exceed the model's context length 128; set data.max_seq_len <= 128/,
+    );
+    fs.appendFileSync(c.data.path!, '"unclosed,SELECT 1\n');
     await expect(trainSft(c)).rejects.toThrow(/d\.csv:\d+: unterminated quote/);
   });
 
@@ -101,17 +126,34 @@ describe("trainSft", () => {
 describe("the train command", () => {
   test("Ctrl-C saves a checkpoint and exits 130 with the resume command; --resume finishes", async () => {
     const cfg = await setup(["train.max_steps=400", "train.save_every=0", "train.eval_every=0"]);
-    const args = ["dist/src/cli/main.js", "train", "--model", cfg.model.path, "--data", cfg.data.path!, "--output", cfg.output.dir,
-      "--set", "train.batch_size=2", "--set", "train.grad_accum=2", "--set", "data.split=[0.8, 0.2, 0]", "--threads", "1"];
-    const run = (extra: string[], interrupt: boolean) => new Promise<{ code: number | null; err: string }>((resolve) => {
-      const p = spawn(process.execPath, [...args, ...extra], { cwd: ROOT, stdio: ["ignore", "ignore", "pipe"] });
-      let err = "";
-      p.stderr.on("data", (d) => {
-        err += d;
-        if (interrupt && /step 1\/400/.test(err) && !p.killed) p.kill("SIGINT");
+    const args = [
+      "dist/src/cli/main.js",
+      "train",
+      "--model",
+      cfg.model.path,
+      "--data",
+      cfg.data.path!,
+      "--output",
+      cfg.output.dir,
+      "--set",
+      "train.batch_size=2",
+      "--set",
+      "train.grad_accum=2",
+      "--set",
+      "data.split=[0.8, 0.2, 0]",
+      "--threads",
+      "1",
+    ];
+    const run = (extra: string[], interrupt: boolean) =>
+      new Promise<{ code: number | null; err: string }>((resolve) => {
+        const p = spawn(process.execPath, [...args, ...extra], { cwd: ROOT, stdio: ["ignore", "ignore", "pipe"] });
+        let err = "";
+        p.stderr.on("data", (d) => {
+          err += d;
+          if (interrupt && /step 1\/400/.test(err) && !p.killed) p.kill("SIGINT");
+        });
+        p.on("close", (code) => resolve({ code, err }));
       });
-      p.on("close", (code) => resolve({ code, err }));
-    });
     const first = await run(["--max-steps", "400"], true);
     expect(first.code).toBe(130);
     expect(first.err).toMatch(/stopping after the current micro-step/);
@@ -143,7 +185,10 @@ describe("quickstart", () => {
       p.on("close", (code) => resolve({ code, stdout, stderr }));
     });
     expect(r.code, r.stderr).toBe(0);
-    const lines = r.stdout.trim().split("\n").map((l) => JSON.parse(l));
+    const lines = r.stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l));
     expect(lines.some((l) => l.type === "log" && /making the builtin tiny model/.test(l.message))).toBe(true);
     expect(fs.existsSync(path.join(home, "models", "builtin-tiny-v1.gguf"))).toBe(true);
     const evals = lines.filter((l) => l.type === "eval");

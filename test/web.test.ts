@@ -13,7 +13,15 @@ import { overfitAdapter, PAIRS, SCHEMA } from "./helpers/overfit.js";
 
 const CHROMIUM = "/usr/bin/chromium";
 const hasChromium = fs.existsSync(CHROMIUM);
-const ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
+const ARGS = [
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+];
 const TOKEN = "s3cret-token";
 
 if (!hasChromium) console.warn(`test/web.test.ts: skipped, ${CHROMIUM} is missing (install it with: apt-get install -y chromium)`);
@@ -71,7 +79,7 @@ describe.skipIf(!hasChromium)(`web page in Chromium${hasChromium ? "" : ` (skipp
           const t = document.querySelector(sel)?.textContent ?? "";
           return exact !== null ? t === exact : new RegExp(src, flags).test(t);
         },
-        typeof expected === "string" ? [selector, "", "", expected] as const : [selector, expected.source, expected.flags, null] as const,
+        typeof expected === "string" ? ([selector, "", "", expected] as const) : ([selector, expected.source, expected.flags, null] as const),
         { timeout },
       );
     } catch {
@@ -174,8 +182,19 @@ describe.skipIf(!hasChromium)(`web page in Chromium${hasChromium ? "" : ` (skipp
   test("escapes the SQL it highlights and reports busy servers and network errors", async () => {
     const { page, problems } = await openPage(server!.url);
     const replies: Array<(route: import("playwright-core").Route) => Promise<void>> = [
-      (r) => r.fulfill({ status: 200, contentType: "application/json", body: JSON.stringify({ sql: `SELECT '<b>x</b>' AS "a&b" FROM t -- <img src=x onerror=alert(1)>`, valid: false, error: "no such table: t", ms: 12.3 }) }),
-      (r) => r.fulfill({ status: 503, contentType: "application/json", headers: { "Retry-After": "2" }, body: JSON.stringify({ error: "busy: 68 requests in flight or queued; retry shortly" }) }),
+      (r) =>
+        r.fulfill({
+          status: 200,
+          contentType: "application/json",
+          body: JSON.stringify({ sql: `SELECT '<b>x</b>' AS "a&b" FROM t -- <img src=x onerror=alert(1)>`, valid: false, error: "no such table: t", ms: 12.3 }),
+        }),
+      (r) =>
+        r.fulfill({
+          status: 503,
+          contentType: "application/json",
+          headers: { "Retry-After": "2" },
+          body: JSON.stringify({ error: "busy: 68 requests in flight or queued; retry shortly" }),
+        }),
       (r) => r.abort("connectionrefused"),
     ];
     await page.route("**/generate_sql", (route) => replies.shift()!(route));

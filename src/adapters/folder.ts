@@ -33,7 +33,9 @@ export function baseModelName(modelPath: string): string {
     const v = g.metadata.get(key);
     if (v && v.type === GgufValueType.STRING && String(v.value)) {
       // PEFT wants a hub id ("TinyLlama/TinyLlama-1.1B-Chat-v1.0"), not a URL
-      return String(v.value).replace(/^https?:\/\/huggingface\.co\//, "").replace(/\/$/, "");
+      return String(v.value)
+        .replace(/^https?:\/\/huggingface\.co\//, "")
+        .replace(/\/$/, "");
     }
   }
   return path.basename(modelPath);

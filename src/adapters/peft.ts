@@ -126,10 +126,12 @@ function checkMeta(meta: PeftExportMeta): void {
   int("nHead", 1);
   int("nHeadKv", 1);
   if (typeof meta.alpha !== "number" || !(meta.alpha > 0)) throw new TypeError(`exportPeft: meta.alpha: expected a positive number, got ${String(meta.alpha)}`);
-  if (typeof meta.dropout !== "number" || !(meta.dropout >= 0 && meta.dropout < 1)) throw new TypeError(`exportPeft: meta.dropout: expected a number in [0, 1), got ${String(meta.dropout)}`);
+  if (typeof meta.dropout !== "number" || !(meta.dropout >= 0 && meta.dropout < 1))
+    throw new TypeError(`exportPeft: meta.dropout: expected a number in [0, 1), got ${String(meta.dropout)}`);
   if (typeof meta.rslora !== "boolean") throw new TypeError(`exportPeft: meta.rslora: expected a boolean, got ${String(meta.rslora)}`);
   if (typeof meta.baseModel !== "string") throw new TypeError(`exportPeft: meta.baseModel: expected a string, got ${String(meta.baseModel)}`);
-  if (!Array.isArray(meta.targetModules) || meta.targetModules.length === 0) throw new TypeError("exportPeft: meta.targetModules: expected a non-empty list of modules");
+  if (!Array.isArray(meta.targetModules) || meta.targetModules.length === 0)
+    throw new TypeError("exportPeft: meta.targetModules: expected a non-empty list of modules");
 }
 
 /**
@@ -141,7 +143,12 @@ export function exportPeft(dir: string, tensors: PeftTensor[], meta: PeftExportM
   const config = peftConfigJson(meta);
   const targets = new Set(config.target_modules as string[]);
 
-  interface Pair { layer: number; module: LoraModule; A?: PeftTensor; B?: PeftTensor }
+  interface Pair {
+    layer: number;
+    module: LoraModule;
+    A?: PeftTensor;
+    B?: PeftTensor;
+  }
   const pairs = new Map<string, Pair>();
   for (const t of tensors) {
     const p = parseGgufName(t.name);
@@ -302,13 +309,17 @@ export function importPeft(dir: string, expect: PeftImportExpect): { tensors: Pe
     const layer = Number(m[1]);
     const module = BY_HF.get(m[3]);
     if (!module || module.group !== m[2]) {
-      throw new Error(`${file}: tensor ${t.name} is for an unknown module ${m[2]}.${m[3]}; expected ${LORA_MODULES.map((x) => `${x.group}.${x.hf}`).join(", ")}`);
+      throw new Error(
+        `${file}: tensor ${t.name} is for an unknown module ${m[2]}.${m[3]}; expected ${LORA_MODULES.map((x) => `${x.group}.${x.hf}`).join(", ")}`,
+      );
     }
     const ab = m[4] as "A" | "B";
     const gname = ggufName(layer, module, ab);
     const ne = want.get(gname);
     if (!ne) {
-      throw new Error(`${file}: tensor ${t.name} has no place in the engine's adapter (no ${gname}): the model has ${expect.tensors.length ? `these targets: ${[...new Set(expect.tensors.map((x) => parseGgufName(x.name)?.module.hf))].join(", ")}` : "no adapter tensors"} and layers 0..${Math.max(-1, ...expect.tensors.map((x) => parseGgufName(x.name)?.layer ?? -1))}`);
+      throw new Error(
+        `${file}: tensor ${t.name} has no place in the engine's adapter (no ${gname}): the model has ${expect.tensors.length ? `these targets: ${[...new Set(expect.tensors.map((x) => parseGgufName(x.name)?.module.hf))].join(", ")}` : "no adapter tensors"} and layers 0..${Math.max(-1, ...expect.tensors.map((x) => parseGgufName(x.name)?.layer ?? -1))}`,
+      );
     }
     if (config.targetModules.length && !config.targetModules.includes(module.hf)) {
       throw new Error(`${file}: tensor ${t.name} is for ${module.hf}, which is not in ${PEFT_CONFIG}'s target_modules [${config.targetModules.join(", ")}]`);
@@ -336,7 +347,9 @@ export function importPeft(dir: string, expect: PeftImportExpect): { tensors: Pe
       for (const ab of ["A", "B"] as const) {
         const gname = ggufName(layer, module, ab);
         if (!want.has(gname)) {
-          throw new Error(`${configFile}: target ${hf} has no place in the engine's adapter (no ${gname}); create the engine with target modules [${config.targetModules.join(", ")}]`);
+          throw new Error(
+            `${configFile}: target ${hf} has no place in the engine's adapter (no ${gname}); create the engine with target modules [${config.targetModules.join(", ")}]`,
+          );
         }
         if (!got.has(gname)) throw new Error(`${file}: missing tensor ${peftKey(layer, module, ab)} (target ${hf}, layer ${layer})`);
       }

@@ -28,15 +28,25 @@ function collect(v: string, acc: string[]): string[] {
 export function withConfigFlags(cmd: Command): Command {
   return cmd
     .option("-c, --config <file>", "YAML config (see configs/; `text2sql keys` lists every key)")
-    .option("--model <path>", "model.path: a Llama GGUF, a Hugging Face checkpoint folder, a hub repository owner/name[@revision], hf:owner/repo/file.gguf, or builtin:tiny")
-    .addOption(new Option("--dtype <type>", "model.dtype: weight type a Hugging Face checkpoint is converted to (auto: the checkpoint's own)").choices(MODEL_DTYPES))
+    .option(
+      "--model <path>",
+      "model.path: a Llama GGUF, a Hugging Face checkpoint folder, a hub repository owner/name[@revision], hf:owner/repo/file.gguf, or builtin:tiny",
+    )
+    .addOption(
+      new Option("--dtype <type>", "model.dtype: weight type a Hugging Face checkpoint is converted to (auto: the checkpoint's own)").choices(MODEL_DTYPES),
+    )
     .option("-y, --yes", "download model.path from the hub without asking when it is not in the cache")
     .option("--data <file>", "data.path: CSV, JSONL or Spider JSON")
     .option("--output <dir>", "output.dir")
     .option("--max-steps <n>", "train.max_steps")
     .addOption(new Option("--device <device>", "train.device").choices(["auto", "cpu", "cuda", "metal"]))
     .option("--threads <n>", "train.threads (0: all cores)")
-    .addOption(new Option("--memory <mode>", "train.memory: fast keeps transposed weight copies (about 2x the model's size); lean makes them on the fly and recomputes layers (about 1.1x)").choices(["fast", "lean"]))
+    .addOption(
+      new Option(
+        "--memory <mode>",
+        "train.memory: fast keeps transposed weight copies (about 2x the model's size); lean makes them on the fly and recomputes layers (about 1.1x)",
+      ).choices(["fast", "lean"]),
+    )
     .option("--set <key=value>", "set any config key, e.g. --set train.lr=1e-4 (repeatable)", collect, [])
     .option("--json", "machine-readable output: one JSON object per line on stdout");
 }

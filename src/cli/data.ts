@@ -7,9 +7,12 @@ import { cliResolveModel } from "./progress.js";
 export function registerData(program: Command): void {
   withConfigFlags(program.command("data"))
     .description("dry run: read, split and tokenize the data, and print its figures (no training)")
-    .addHelpText("after", `
+    .addHelpText(
+      "after",
+      `
 Example:
-  npx text2sql data --config configs/config_spider.yaml --data ../shared/spider/spider_text_sql.csv`)
+  npx text2sql data --config configs/config_spider.yaml --data ../shared/spider/spider_text_sql.csv`,
+    )
     .action(async (o: CommonFlags) => {
       const cfg = configFrom(o);
       const modelPath = await cliResolveModel(cfg.model.path, { yes: o.yes, dtype: cfg.model.dtype });
@@ -25,6 +28,8 @@ Example:
       console.log(`SQL tokens       ${l(s.completionTokens)}`);
       console.log(`example tokens   ${l(s.totalTokens)} (BOS + prompt + SQL + EOS)`);
       console.log(`over 1,024       ${s.over1024}; over 2,048 ${s.over2048}`);
-      console.log(`over ${s.maxSeqLen} tokens  ${s.overMaxSeqLen} (${cfg.data.too_long === "skip" ? `${s.skippedTooLong} skipped` : `${s.truncated} truncated, ${s.skippedTooLong} skipped`})`);
+      console.log(
+        `over ${s.maxSeqLen} tokens  ${s.overMaxSeqLen} (${cfg.data.too_long === "skip" ? `${s.skippedTooLong} skipped` : `${s.truncated} truncated, ${s.skippedTooLong} skipped`})`,
+      );
     });
 }

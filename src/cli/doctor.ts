@@ -11,14 +11,18 @@ export function registerDoctor(program: Command): void {
     .action(async (o: { buildLlama?: boolean }) => {
       const info = systemInfo();
       for (const d of info.devices) console.log(`${d.backend.padEnd(6)} ${d.name}: ${d.description}`);
-      console.log(`AMX tiles: ${info.amxTiles === "absent" ? "this CPU has none" : info.amxTiles === "granted" ? "granted to this process" : "denied by the OS (quantized AMX kernels would fault)"}`);
+      console.log(
+        `AMX tiles: ${info.amxTiles === "absent" ? "this CPU has none" : info.amxTiles === "granted" ? "granted to this process" : "denied by the OS (quantized AMX kernels would fault)"}`,
+      );
       if (o.buildLlama) {
         const status = buildLlama();
         if (status !== 0) throw new Error(`building node-llama-cpp's llama.cpp failed (exit ${status}); see the output above`);
       }
       const local = localLlamaBuild();
-      console.log(local
-        ? `generation: node-llama-cpp's local build for this CPU (${local})`
-        : `generation: node-llama-cpp's prebuilt binaries${process.arch === "x64" ? " (a local build processes prompts ~1.8x faster here: npx text2sql doctor --build-llama)" : ""}`);
+      console.log(
+        local
+          ? `generation: node-llama-cpp's local build for this CPU (${local})`
+          : `generation: node-llama-cpp's prebuilt binaries${process.arch === "x64" ? " (a local build processes prompts ~1.8x faster here: npx text2sql doctor --build-llama)" : ""}`,
+      );
     });
 }

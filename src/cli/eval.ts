@@ -13,45 +13,66 @@ export function registerEval(program: Command): void {
     .option("--db-dir <dir>", "databases as <dir>/<db_id>/<db_id>.sqlite, for execution accuracy")
     .option("--predictions <file>", "score these predictions (one SQL per line, dataset order) instead of generating")
     .option("--adapter <path>", "adapter or trainer output folder to generate with (and for eval loss / token accuracy)")
-    .option("--model <path>", "base model (default: the adapter's recorded base): a GGUF, a checkpoint folder, a hub repository owner/name[@revision] or hf:owner/repo/file.gguf")
+    .option(
+      "--model <path>",
+      "base model (default: the adapter's recorded base): a GGUF, a checkpoint folder, a hub repository owner/name[@revision] or hf:owner/repo/file.gguf",
+    )
     .option("-y, --yes", "download --model from the hub without asking when it is not in the cache")
     .requiredOption("--output <dir>", "where eval.json and predictions.jsonl go")
     .option("--limit <n>", "only the first n examples")
     .option("--parallel <n>", "questions generated at once", "4")
     .option("--threads <n>", "CPU threads")
     .option("--json", "print the report as JSON")
-    .addHelpText("after", `
+    .addHelpText(
+      "after",
+      `
 Examples:
   npx text2sql eval --data ../shared/spider/dev.json --tables ../shared/spider/tables.json --predictions gold.sql --output outputs/eval-gold
-  npx text2sql eval --data dev.json --tables tables.json --db-dir database/ --adapter outputs/spider-schema --output outputs/eval`)
-    .action(async (o: { data: string; tables?: string; dbDir?: string; predictions?: string; adapter?: string; model?: string; yes?: boolean; output: string; limit?: string; parallel: string; threads?: string; json?: boolean }) => {
-      const tty = !o.json && process.stderr.isTTY;
-      let bar: LazyBar | null = null;
-      let phase = "";
-      const model = o.model ? await cliResolveModel(o.model, { yes: o.yes, label: "--model" }) : undefined;
-      const report = await evaluateSql({
-        data: o.data,
-        tables: o.tables,
-        dbDir: o.dbDir,
-        predictions: o.predictions,
-        adapter: o.adapter,
-        model,
-        output: o.output,
-        limit: o.limit ? Number(o.limit) : undefined,
-        parallel: Number(o.parallel),
-        threads: o.threads ? Number(o.threads) : undefined,
-        onProgress: (p, done, total) => {
-          if (!tty) return;
-          if (p !== phase) {
-            bar?.stop();
-            phase = p;
-            bar = lazyBar(`${p.padEnd(8)} |{bar}| {value}/{total} | ETA {eta_formatted}`);
-          }
-          bar?.update(done, total, undefined, 0);
-        },
-      });
-      (bar as LazyBar | null)?.stop();
-      if (o.json) console.log(JSON.stringify(report, null, 2));
-      else console.log(formatEvalReport(report));
-    });
+  npx text2sql eval --data dev.json --tables tables.json --db-dir database/ --adapter outputs/spider-schema --output outputs/eval`,
+    )
+    .action(
+      async (o: {
+        data: string;
+        tables?: string;
+        dbDir?: string;
+        predictions?: string;
+        adapter?: string;
+        model?: string;
+        yes?: boolean;
+        output: string;
+        limit?: string;
+        parallel: string;
+        threads?: string;
+        json?: boolean;
+      }) => {
+        const tty = !o.json && process.stderr.isTTY;
+        let bar: LazyBar | null = null;
+        let phase = "";
+        const model = o.model ? await cliResolveModel(o.model, { yes: o.yes, label: "--model" }) : undefined;
+        const report = await evaluateSql({
+          data: o.data,
+          tables: o.tables,
+          dbDir: o.dbDir,
+          predictions: o.predictions,
+          adapter: o.adapter,
+          model,
+          output: o.output,
+          limit: o.limit ? Number(o.limit) : undefined,
+          parallel: Number(o.parallel),
+          threads: o.threads ? Number(o.threads) : undefined,
+          onProgress: (p, done, total) => {
+            if (!tty) return;
+            if (p !== phase) {
+              bar?.stop();
+              phase = p;
+              bar = lazyBar(`${p.padEnd(8)} |{bar}| {value}/{total} | ETA {eta_formatted}`);
+            }
+            bar?.update(done, total, undefined, 0);
+          },
+        });
+        (bar as LazyBar | null)?.stop();
+        if (o.json) console.log(JSON.stringify(report, null, 2));
+        else console.log(formatEvalReport(report));
+      },
+    );
 }

@@ -12,12 +12,18 @@ export function registerExport(program: Command): void {
     .requiredOption("--merge", "merge the adapter into the base weights (the only export for now: adapters are saved as GGUF LoRA and PEFT already)")
     .requiredOption("--adapter <path>", "adapter.gguf, or a trainer output / final_model / checkpoint folder")
     .requiredOption("--out <file>", "the merged GGUF to write")
-    .option("--model <path>", "base model (default: the base recorded in the adapter folder): a GGUF, a checkpoint folder, a hub repository owner/name[@revision] or hf:owner/repo/file.gguf")
+    .option(
+      "--model <path>",
+      "base model (default: the base recorded in the adapter folder): a GGUF, a checkpoint folder, a hub repository owner/name[@revision] or hf:owner/repo/file.gguf",
+    )
     .option("-y, --yes", "download --model from the hub without asking when it is not in the cache")
     .addOption(new Option("--type <type>", "weight type of the merged matrices (default f16, or the base's type when wider)").choices(["f16", "bf16", "f32"]))
-    .addHelpText("after", `
+    .addHelpText(
+      "after",
+      `
 Example:
-  npx text2sql export --merge --adapter outputs/spider --out tinyllama-spider.gguf`)
+  npx text2sql export --merge --adapter outputs/spider --out tinyllama-spider.gguf`,
+    )
     .action(async (o: { adapter: string; out: string; model?: string; yes?: boolean; type?: "f16" | "bf16" | "f32" }) => {
       const a = resolveAdapter(o.adapter);
       const model = o.model ? await cliResolveModel(o.model, { yes: o.yes, label: "--model" }) : a.baseModel;

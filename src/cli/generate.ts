@@ -20,39 +20,50 @@ export function registerGenerate(program: Command): void {
     .description("turn a question into SQL with a trained adapter (greedy decoding, through node-llama-cpp)")
     .argument("<question...>", "the question (quote it, or pass it as several words)")
     .option("--adapter <path>", "adapter.gguf, or a trainer output / final_model / checkpoint folder", undefined)
-    .option("--model <path>", "base model (default: the base recorded in the adapter folder): a GGUF, a checkpoint folder, a hub repository owner/name[@revision] or hf:owner/repo/file.gguf")
+    .option(
+      "--model <path>",
+      "base model (default: the base recorded in the adapter folder): a GGUF, a checkpoint folder, a hub repository owner/name[@revision] or hf:owner/repo/file.gguf",
+    )
     .option("-y, --yes", "download --model from the hub without asking when it is not in the cache")
     .option("--schema <file>", "CREATE TABLE statements: fills {schema} in schema-aware templates and validates the SQL in SQLite")
     .option("--max-tokens <n>", "longest SQL in tokens", "256")
     .addOption(new Option("--device <device>", "where to run").choices(["auto", "cpu"]).default("auto"))
     .option("--threads <n>", "CPU threads")
     .option("--json", "print the whole result as JSON")
-    .addHelpText("after", `
+    .addHelpText(
+      "after",
+      `
 Examples:
   npx text2sql generate "How many heads of the departments are older than 56?" --adapter outputs/spider
-  npx text2sql generate "Which singers are from France?" --adapter outputs/spider --schema schema.sql --json`)
-    .action(async (words: string[], o: { adapter?: string; model?: string; yes?: boolean; schema?: string; maxTokens: string; device: "auto" | "cpu"; threads?: string; json?: boolean }) => {
-      const question = words.join(" ");
-      if (!o.adapter && !o.model) throw new Error("give --adapter (a trainer output folder) and/or --model (a base GGUF)");
-      const schema = o.schema ? readSchemaFile(o.schema) : undefined;
-      const maxTokens = Number(o.maxTokens);
-      if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new Error(`--max-tokens: expected an integer >= 1, got ${JSON.stringify(o.maxTokens)}`);
-      const model = o.model ? await cliResolveModel(o.model, { yes: o.yes, label: "--model" }) : undefined;
-      const r = await generateSql({
-        question,
-        adapter: o.adapter,
-        model,
-        schema,
-        maxTokens,
-        device: o.device,
-        threads: o.threads ? Number(o.threads) : undefined,
-        parallel: 1,
-      });
-      await disposeGenerators();
-      if (o.json) console.log(JSON.stringify(r, null, 2));
-      else {
-        console.log(r.sql);
-        if (r.valid === false) console.error(`text2sql: the SQL does not fit the schema: ${r.error}`);
-      }
-    });
+  npx text2sql generate "Which singers are from France?" --adapter outputs/spider --schema schema.sql --json`,
+    )
+    .action(
+      async (
+        words: string[],
+        o: { adapter?: string; model?: string; yes?: boolean; schema?: string; maxTokens: string; device: "auto" | "cpu"; threads?: string; json?: boolean },
+      ) => {
+        const question = words.join(" ");
+        if (!o.adapter && !o.model) throw new Error("give --adapter (a trainer output folder) and/or --model (a base GGUF)");
+        const schema = o.schema ? readSchemaFile(o.schema) : undefined;
+        const maxTokens = Number(o.maxTokens);
+        if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new Error(`--max-tokens: expected an integer >= 1, got ${JSON.stringify(o.maxTokens)}`);
+        const model = o.model ? await cliResolveModel(o.model, { yes: o.yes, label: "--model" }) : undefined;
+        const r = await generateSql({
+          question,
+          adapter: o.adapter,
+          model,
+          schema,
+          maxTokens,
+          device: o.device,
+          threads: o.threads ? Number(o.threads) : undefined,
+          parallel: 1,
+        });
+        await disposeGenerators();
+        if (o.json) console.log(JSON.stringify(r, null, 2));
+        else {
+          console.log(r.sql);
+          if (r.valid === false) console.error(`text2sql: the SQL does not fit the schema: ${r.error}`);
+        }
+      },
+    );
 }

@@ -18,7 +18,13 @@ export function registerInfo(program: Command): void {
       const e = await LoraEngine.create({
         model,
         device: o.device as "auto",
-        lora: { r: Number(o.rank), targetModules: o.targets.split(",").map((s) => s.trim()).filter(Boolean) },
+        lora: {
+          r: Number(o.rank),
+          targetModules: o.targets
+            .split(",")
+            .map((s) => s.trim())
+            .filter(Boolean),
+        },
       });
       const i = e.info;
       await e.dispose();

@@ -19,12 +19,20 @@ import { registerTrain } from "./train.js";
 const pkg = JSON.parse(fs.readFileSync(path.join(packageRoot(), "package.json"), "utf8")) as { version: string };
 
 const program = new Command();
-program
-  .name("text2sql")
-  .description("Fine-tune small Llama-family models with LoRA to turn questions into SQL (no Python).")
-  .version(pkg.version);
+program.name("text2sql").description("Fine-tune small Llama-family models with LoRA to turn questions into SQL (no Python).").version(pkg.version);
 
-for (const register of [registerTrain, registerData, registerGenerate, registerEval, registerExport, registerServe, registerModel, registerKeys, registerDoctor, registerInfo]) {
+for (const register of [
+  registerTrain,
+  registerData,
+  registerGenerate,
+  registerEval,
+  registerExport,
+  registerServe,
+  registerModel,
+  registerKeys,
+  registerDoctor,
+  registerInfo,
+]) {
   register(program);
 }
 

@@ -22,7 +22,9 @@ function registerPull(model: Command): void {
     .option("-y, --yes", "do not ask before downloading (without a terminal, pull never asks)")
     .addOption(new Option("--dtype <type>", "weight type of the GGUF (auto: the checkpoint's own)").choices(MODEL_DTYPES).default("auto"))
     .option("--no-convert", "only download the checkpoint (safetensors, config, tokenizer)")
-    .addHelpText("after", `
+    .addHelpText(
+      "after",
+      `
 Examples:
   npx text2sql model pull TinyLlama/TinyLlama-1.1B-Chat-v1.0
   npx text2sql model pull TinyLlama/TinyLlama-1.1B-Chat-v1.0@main --dtype bf16 --yes
@@ -30,7 +32,8 @@ Examples:
 
 Files go to $TEXT2SQL_HOME/hub/<owner>--<name>/<commit>/ (resumed where a pull was interrupted;
 checked by size and hash), the GGUF to $TEXT2SQL_HOME/models/<owner>--<name>-<commit>-<dtype>.gguf.
-Ctrl-C stops the download and keeps what arrived; the next pull resumes it.`)
+Ctrl-C stops the download and keeps what arrived; the next pull resumes it.`,
+    )
     .action(async (repo: string, o: { yes?: boolean; dtype: ModelDtype; convert: boolean }) => {
       const interactive = !!process.stdin.isTTY && !!process.stderr.isTTY;
       const r = await downloadable(({ signal, onPhase }) =>
@@ -45,8 +48,11 @@ Ctrl-C stops the download and keeps what arrived; the next pull resumes it.`)
           signal,
           onPhase,
           onPlan: (p) =>
-            stderrLine(`model pull: ${p.repo}@${p.revision} is commit ${p.commit}: ${p.files.length} files, ${formatBytes(p.totalBytes)}` +
-              (p.bytesToDownload ? "" : ", all in the cache") + (p.offline ? " (the hub is out of reach: using the cache)" : "")),
+            stderrLine(
+              `model pull: ${p.repo}@${p.revision} is commit ${p.commit}: ${p.files.length} files, ${formatBytes(p.totalBytes)}` +
+                (p.bytesToDownload ? "" : ", all in the cache") +
+                (p.offline ? " (the hub is out of reach: using the cache)" : ""),
+            ),
         }),
       );
       console.log(`snapshot  ${r.dir}`);
@@ -81,7 +87,10 @@ function registerList(model: Command): void {
         console.log(`no models in ${cacheHome()}`);
         return;
       }
-      const rows = [["NAME", "KIND", "SIZE", "REVISION / SOURCE", "PATH"], ...all.map((m) => [m.name, m.kind, formatBytes(m.bytes), describeCached(m), m.path])];
+      const rows = [
+        ["NAME", "KIND", "SIZE", "REVISION / SOURCE", "PATH"],
+        ...all.map((m) => [m.name, m.kind, formatBytes(m.bytes), describeCached(m), m.path]),
+      ];
       const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
       for (const r of rows) console.log(r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join("  "));
       console.log(`\n${all.length} model${all.length === 1 ? "" : "s"}, ${formatBytes(all.reduce((a, m) => a + m.bytes, 0))} in ${cacheHome()}`);
@@ -93,11 +102,14 @@ function registerRm(model: Command): void {
     .command("rm")
     .description("remove a cached model: a hub repository (its snapshots and the GGUFs converted from it) or a GGUF")
     .argument("<name>", "owner/name (every revision), owner/name@revision, or a GGUF's name as `model list` shows it")
-    .addHelpText("after", `
+    .addHelpText(
+      "after",
+      `
 Examples:
   npx text2sql model rm TinyLlama/TinyLlama-1.1B-Chat-v1.0
   npx text2sql model rm TinyLlama/TinyLlama-1.1B-Chat-v1.0@main
-  npx text2sql model rm converted/my-hf-checkpoint-0a1b2c3d-4e5f6a7b-auto.gguf`)
+  npx text2sql model rm converted/my-hf-checkpoint-0a1b2c3d-4e5f6a7b-auto.gguf`,
+    )
     .action((name: string) => {
       const r = removeModel(name);
       for (const p of r.removed) console.log(`removed ${p}`);
@@ -112,13 +124,16 @@ function registerConvert(model: Command): void {
     .argument("<hf-folder>", "the checkpoint folder")
     .addOption(new Option("--dtype <type>", "weight type of the GGUF (auto: the checkpoint's own)").choices(MODEL_DTYPES).default("auto"))
     .option("--output <file>", "the GGUF to write (default: the cache, where model.path finds it again)")
-    .addHelpText("after", `
+    .addHelpText(
+      "after",
+      `
 Examples:
   npx text2sql model convert ./my-hf-checkpoint
   npx text2sql model convert ./my-hf-checkpoint --dtype bf16 --output my-model.bf16.gguf
 
 Without --output the GGUF goes to $TEXT2SQL_HOME/models/converted/ (keyed by the folder and its files'
-sizes and times), where --model ./my-hf-checkpoint finds it without converting again.`)
+sizes and times), where --model ./my-hf-checkpoint finds it without converting again.`,
+    )
     .action(async (dir: string, o: { dtype: ModelDtype; output?: string }) => {
       const log = (m: string) => stderrLine(m);
       if (o.output) {
@@ -135,7 +150,9 @@ export function registerModel(program: Command): void {
   const model = program
     .command("model")
     .description("download, convert, list and remove base models (the cache: $TEXT2SQL_HOME, default ~/.cache/text2sql)")
-    .addHelpText("after", `
+    .addHelpText(
+      "after",
+      `
 Examples:
   npx text2sql model pull TinyLlama/TinyLlama-1.1B-Chat-v1.0 --dtype bf16
   npx text2sql model list
@@ -144,7 +161,8 @@ Examples:
 
 model.path (and --model) takes a hub repository directly: the first run downloads and converts it
 (after a question, or at once with --yes). HF_ENDPOINT points at another hub (a mirror), HF_TOKEN
-(or \`huggingface-cli login\`) opens gated repositories.`);
+(or \`huggingface-cli login\`) opens gated repositories.`,
+    );
   registerPull(model);
   registerList(model);
   registerRm(model);

@@ -8,7 +8,10 @@ export function registerServe(program: Command): void {
     .command("serve")
     .description("serve question → SQL over HTTP (POST /generate_sql, GET /health) with a web page at /")
     .option("--adapter <path>", "adapter.gguf, or a trainer output / final_model / checkpoint folder")
-    .option("--model <path>", "base model (default: the base recorded in the adapter folder): a GGUF, a checkpoint folder, a hub repository owner/name[@revision] or hf:owner/repo/file.gguf")
+    .option(
+      "--model <path>",
+      "base model (default: the base recorded in the adapter folder): a GGUF, a checkpoint folder, a hub repository owner/name[@revision] or hf:owner/repo/file.gguf",
+    )
     .option("-y, --yes", "download --model from the hub without asking when it is not in the cache")
     .option("--port <n>", "port", "8080")
     .option("--host <host>", "address to bind; anything but 127.0.0.1 exposes the API to the network", "127.0.0.1")
@@ -17,37 +20,56 @@ export function registerServe(program: Command): void {
     .option("--queue <n>", "requests that may wait beyond those being decoded (more get 503)", "64")
     .addOption(new Option("--device <device>", "where to run").choices(["auto", "cpu"]).default("auto"))
     .option("--threads <n>", "CPU threads for decoding")
-    .addHelpText("after", `
+    .addHelpText(
+      "after",
+      `
 Examples:
   npx text2sql serve --adapter outputs/spider
-  curl -s localhost:8080/generate_sql -H 'content-type: application/json' -d '{"question": "How many singers are there?"}'`)
-    .action(async (o: { adapter?: string; model?: string; yes?: boolean; port: string; host: string; token?: string; parallel: string; queue: string; device: "auto" | "cpu"; threads?: string }) => {
-      if (!o.adapter && !o.model) throw new Error("give --adapter (a trainer output folder) and/or --model (a base GGUF)");
-      const int = (flag: string, v: string, min: number) => {
-        const n = Number(v);
-        if (!Number.isInteger(n) || n < min) throw new Error(`${flag}: expected an integer >= ${min}, got ${JSON.stringify(v)}`);
-        return n;
-      };
-      const model = o.model ? await cliResolveModel(o.model, { yes: o.yes, label: "--model" }) : undefined;
-      const server = await startServer({
-        adapter: o.adapter,
-        model,
-        port: int("--port", o.port, 0),
-        host: o.host,
-        token: o.token ?? process.env.TEXT2SQL_TOKEN,
-        parallel: int("--parallel", o.parallel, 1),
-        maxQueue: int("--queue", o.queue, 0),
-        device: o.device,
-        threads: o.threads ? int("--threads", o.threads, 1) : undefined,
-      });
-      // the first SIGINT or SIGTERM closes the server; more are ignored while it closes
-      const listen = onInterrupt((sig) => {
-        process.stderr.write(`text2sql serve: ${sig}: finishing requests in flight, then exiting\n`);
-        server.close().then(() => process.exit(0), (err: unknown) => {
-          process.stderr.write(`text2sql serve: ${(err as Error).message}\n`);
-          process.exit(1);
+  curl -s localhost:8080/generate_sql -H 'content-type: application/json' -d '{"question": "How many singers are there?"}'`,
+    )
+    .action(
+      async (o: {
+        adapter?: string;
+        model?: string;
+        yes?: boolean;
+        port: string;
+        host: string;
+        token?: string;
+        parallel: string;
+        queue: string;
+        device: "auto" | "cpu";
+        threads?: string;
+      }) => {
+        if (!o.adapter && !o.model) throw new Error("give --adapter (a trainer output folder) and/or --model (a base GGUF)");
+        const int = (flag: string, v: string, min: number) => {
+          const n = Number(v);
+          if (!Number.isInteger(n) || n < min) throw new Error(`${flag}: expected an integer >= ${min}, got ${JSON.stringify(v)}`);
+          return n;
+        };
+        const model = o.model ? await cliResolveModel(o.model, { yes: o.yes, label: "--model" }) : undefined;
+        const server = await startServer({
+          adapter: o.adapter,
+          model,
+          port: int("--port", o.port, 0),
+          host: o.host,
+          token: o.token ?? process.env.TEXT2SQL_TOKEN,
+          parallel: int("--parallel", o.parallel, 1),
+          maxQueue: int("--queue", o.queue, 0),
+          device: o.device,
+          threads: o.threads ? int("--threads", o.threads, 1) : undefined,
         });
-      }, "ignore");
-      listen(true);
-    });
+        // the first SIGINT or SIGTERM closes the server; more are ignored while it closes
+        const listen = onInterrupt((sig) => {
+          process.stderr.write(`text2sql serve: ${sig}: finishing requests in flight, then exiting\n`);
+          server.close().then(
+            () => process.exit(0),
+            (err: unknown) => {
+              process.stderr.write(`text2sql serve: ${(err as Error).message}\n`);
+              process.exit(1);
+            },
+          );
+        }, "ignore");
+        listen(true);
+      },
+    );
 }

@@ -60,7 +60,10 @@ async function train(o: CommonFlags): Promise<void> {
     resume: !!o.resume,
     overwrite: !!o.overwrite,
     signal: ac.signal,
-    command: `npx text2sql ${process.argv.slice(2).filter((a) => a !== "--resume" && a !== "--overwrite").join(" ")}`,
+    command: `npx text2sql ${process.argv
+      .slice(2)
+      .filter((a) => a !== "--resume" && a !== "--overwrite")
+      .join(" ")}`,
     onLog,
     ...progress.hooks,
   });
@@ -76,7 +79,9 @@ export function registerTrain(program: Command): void {
     .description("fine-tune a LoRA adapter on question/SQL pairs (Ctrl-C saves a checkpoint; --resume continues)")
     .option("--resume", "continue from the latest valid checkpoint in output.dir")
     .option("--overwrite", "start afresh in a non-empty output.dir, replacing the run it holds (without --resume or --overwrite such a folder is refused)")
-    .addHelpText("after", `
+    .addHelpText(
+      "after",
+      `
 Examples:
   npx text2sql train --config configs/quickstart.yaml
   npx text2sql train --config configs/config_spider.yaml --data ../shared/spider/spider_text_sql.csv --max-steps 200
@@ -91,6 +96,7 @@ Writes to output.dir (which must be empty or new, unless --resume or --overwrite
 checkpoints/checkpoint-<step>/ (adapter, optimizer and trainer state; the last train.keep_checkpoints
 are kept) and final_model/adapter.gguf (a GGUF LoRA for llama.cpp, Ollama and node-llama-cpp).
 Each checkpoint and final_model/ is written whole (a temporary folder renamed into place), so a
-crash never leaves a half-written one; --resume skips a damaged checkpoint, saying which.`)
+crash never leaves a half-written one; --resume skips a damaged checkpoint, saying which.`,
+    )
     .action(train);
 }

@@ -12,7 +12,18 @@ import {
   type NativeTensor,
 } from "./native.js";
 import { checkThreads, warn } from "./system.js";
-import { checkInt, checkNum, fail, LORA_MODULES, rankWarning, resolveLoraOptions, targetIndex, type HfModuleName, type LoraOptions, type ResolvedLoraOptions } from "./lora.js";
+import {
+  checkInt,
+  checkNum,
+  fail,
+  LORA_MODULES,
+  rankWarning,
+  resolveLoraOptions,
+  targetIndex,
+  type HfModuleName,
+  type LoraOptions,
+  type ResolvedLoraOptions,
+} from "./lora.js";
 
 export type Device = "auto" | "cpu" | "cuda" | "metal";
 
@@ -185,7 +196,11 @@ export class LoraEngine {
     for (let s = 0; s < b.nSeq; s++) {
       if (b.mask[s * b.seqLen]) fail(`${call}: batch.mask[${s}][0]`, "0 (the first token has nothing before it to predict it from)", 1);
       let last = 0;
-      for (let j = b.seqLen - 1; j > 0; j--) if (b.mask[s * b.seqLen + j]) { last = j; break; }
+      for (let j = b.seqLen - 1; j > 0; j--)
+        if (b.mask[s * b.seqLen + j]) {
+          last = j;
+          break;
+        }
       if (last > this.info.nCtx) {
         throw new RangeError(`${call}: sequence ${s} needs ${last + 1} tokens but the model's context length is ${this.info.nCtx}`);
       }
@@ -196,7 +211,9 @@ export class LoraEngine {
     for (let i = 0; i < tokens.length; i++) {
       const t = tokens[i];
       if (t < 0 || t >= this.info.nVocab) {
-        throw new RangeError(`${call}: token id ${t} at sequence ${Math.floor(i / rowLen)}, position ${i % rowLen} is outside the vocabulary [0, ${this.info.nVocab})`);
+        throw new RangeError(
+          `${call}: token id ${t} at sequence ${Math.floor(i / rowLen)}, position ${i % rowLen} is outside the vocabulary [0, ${this.info.nVocab})`,
+        );
       }
     }
   }

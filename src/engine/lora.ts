@@ -66,13 +66,24 @@ export function checkNum(option: string, v: unknown, ok: (x: number) => boolean,
   return v;
 }
 
-const BY_NAME = new Map<string, LoraModule>(LORA_MODULES.flatMap((m) => [[m.short, m], [m.hf, m], [m.gguf, m]] as [string, LoraModule][]));
+const BY_NAME = new Map<string, LoraModule>(
+  LORA_MODULES.flatMap(
+    (m) =>
+      [
+        [m.short, m],
+        [m.hf, m],
+        [m.gguf, m],
+      ] as [string, LoraModule][],
+  ),
+);
 
 /** The layer named q, q_proj or attn_q (any of the three names); throws naming `option` and the choices. */
 export function loraModule(name: string, option = "lora.target_modules"): LoraModule {
   const m = typeof name === "string" ? BY_NAME.get(name) : undefined;
   if (!m) {
-    throw new TypeError(`${option}: unknown module ${JSON.stringify(name)}; expected any of ${LORA_TARGETS.join(", ")} or ${LORA_MODULES.map((x) => x.hf).join(", ")}`);
+    throw new TypeError(
+      `${option}: unknown module ${JSON.stringify(name)}; expected any of ${LORA_TARGETS.join(", ")} or ${LORA_MODULES.map((x) => x.hf).join(", ")}`,
+    );
   }
   return m;
 }
@@ -109,7 +120,13 @@ export function resolveLoraOptions(l: LoraOptions = {}): ResolvedLoraOptions {
 export function loraShape(m: LoraModule, d: { nEmbd: number; nHead: number; nHeadKv: number; nFf: number }): [number, number] {
   const kv = (d.nEmbd / d.nHead) * d.nHeadKv;
   const shapes: Record<LoraTarget, [number, number]> = {
-    q: [d.nEmbd, d.nEmbd], k: [d.nEmbd, kv], v: [d.nEmbd, kv], o: [d.nEmbd, d.nEmbd], gate: [d.nEmbd, d.nFf], up: [d.nEmbd, d.nFf], down: [d.nFf, d.nEmbd],
+    q: [d.nEmbd, d.nEmbd],
+    k: [d.nEmbd, kv],
+    v: [d.nEmbd, kv],
+    o: [d.nEmbd, d.nEmbd],
+    gate: [d.nEmbd, d.nFf],
+    up: [d.nEmbd, d.nFf],
+    down: [d.nFf, d.nEmbd],
   };
   return shapes[m.short];
 }

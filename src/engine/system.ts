@@ -31,7 +31,8 @@ export const MAX_THREADS_PER_CORE = 4;
 export function checkThreads(option: string, v: unknown, onWarning: ((message: string) => void) | null = warn): number {
   const cores = os.availableParallelism();
   const max = MAX_THREADS_PER_CORE * cores;
-  if (typeof v !== "number" || !Number.isInteger(v) || v < 0 || v > max) fail(option, `an integer from 0 (all cores) to ${max} (${MAX_THREADS_PER_CORE} per core; this machine has ${cores})`, v);
+  if (typeof v !== "number" || !Number.isInteger(v) || v < 0 || v > max)
+    fail(option, `an integer from 0 (all cores) to ${max} (${MAX_THREADS_PER_CORE} per core; this machine has ${cores})`, v);
   if (v > cores) onWarning?.(`${option} ${v} is more than the ${cores} cores here; threads beyond the cores only wait for each other`);
   return v;
 }

@@ -84,13 +84,21 @@ function readSpiderItems(o: EvalOptions): Item[] {
   return arr.map((x, i) => {
     if (typeof x.question !== "string" || typeof x.query !== "string") throw new Error(`${o.data}: item ${i} lacks question or query`);
     if (x.db_id && tables && !tables.has(x.db_id)) throw new Error(`${o.data}: item ${i}: db_id '${x.db_id}' is not in ${o.tables}`);
-    return { question: x.question, gold: x.query, dbId: x.db_id, schema: x.db_id ? tables?.get(x.db_id) : undefined, entry: x.db_id ? entries.get(x.db_id) : undefined };
+    return {
+      question: x.question,
+      gold: x.query,
+      dbId: x.db_id,
+      schema: x.db_id ? tables?.get(x.db_id) : undefined,
+      entry: x.db_id ? entries.get(x.db_id) : undefined,
+    };
   });
 }
 
 async function loadItems(o: EvalOptions): Promise<Item[]> {
   if (!fs.existsSync(o.data)) throw new Error(`--data: file not found: ${o.data}`);
-  const items = o.data.endsWith(".json") ? readSpiderItems(o) : (await readExamples(o.data, structuredClone(DEFAULTS.data))).map((e: Example) => ({ question: e.question, gold: e.sql }));
+  const items = o.data.endsWith(".json")
+    ? readSpiderItems(o)
+    : (await readExamples(o.data, structuredClone(DEFAULTS.data))).map((e: Example) => ({ question: e.question, gold: e.sql }));
   return o.limit ? items.slice(0, o.limit) : items;
 }
 
@@ -113,9 +121,15 @@ async function tokenMetrics(o: EvalOptions, items: Item[], template: string): Pr
   const tok = await Tokenizer.load(model);
   try {
     if (a) await loadAdapterInto(engine, a.adapterFile!);
-    let lossSum = 0, n = 0, correct = 0;
+    let lossSum = 0,
+      n = 0,
+      correct = 0;
     for (const [i, it] of items.entries()) {
-      const e = encodeExample(tok, { question: it.question, sql: it.gold, schema: it.schema, source: `${o.data}:${i}` }, { template, maxSeqLen: engine.info.nCtx, tooLong: "truncate", lossOn: "completion" });
+      const e = encodeExample(
+        tok,
+        { question: it.question, sql: it.gold, schema: it.schema, source: `${o.data}:${i}` },
+        { template, maxSeqLen: engine.info.nCtx, tooLong: "truncate", lossOn: "completion" },
+      );
       if (e) {
         const st = await engine.evaluate(makeBatch([e]));
         lossSum += st.lossSum;
@@ -144,16 +158,25 @@ export async function evaluateSql(o: EvalOptions): Promise<EvalReport> {
     preds = readPredictions(o.predictions, items.length);
   } else {
     if (!o.adapter && !o.model) throw new Error("give --predictions, or --adapter/--model to generate them");
-    const g = await SqlGenerator.load({ adapter: o.adapter, model: o.model, template: o.template, parallel: o.parallel ?? 4, threads: o.threads, device: "cpu" });
+    const g = await SqlGenerator.load({
+      adapter: o.adapter,
+      model: o.model,
+      template: o.template,
+      parallel: o.parallel ?? 4,
+      threads: o.threads,
+      device: "cpu",
+    });
     template = g.template;
     try {
       preds = new Array<string>(items.length);
       let done = 0;
-      await Promise.all(items.map(async (it, i) => {
-        const r = await g.generate({ question: it.question, schema: it.schema, validate: false });
-        preds[i] = r.sql;
-        o.onProgress?.("generate", ++done, items.length);
-      }));
+      await Promise.all(
+        items.map(async (it, i) => {
+          const r = await g.generate({ question: it.question, schema: it.schema, validate: false });
+          preds[i] = r.sql;
+          o.onProgress?.("generate", ++done, items.length);
+        }),
+      );
     } finally {
       await g.dispose();
     }
@@ -181,7 +204,13 @@ export async function evaluateSql(o: EvalOptions): Promise<EvalReport> {
       }
       const none = { select: false, from: false, where: false, groupBy: false, orderBy: false, limit: false, iuen: false };
       const row: EvalRow = {
-        i, db_id: it.dbId, question: it.question, gold: it.gold, prediction: pred, hardness: level, exact: cm?.all ?? false,
+        i,
+        db_id: it.dbId,
+        question: it.question,
+        gold: it.gold,
+        prediction: pred,
+        hardness: level,
+        exact: cm?.all ?? false,
         components: cm ? { select: cm.select, from: cm.from, where: cm.where, groupBy: cm.groupBy, orderBy: cm.orderBy, limit: cm.limit, iuen: cm.iuen } : none,
         ...(goldError ? { category: "gold_unparsed", error: goldError } : {}),
       };
@@ -239,7 +268,9 @@ export function formatEvalReport(r: EvalReport): string {
     `exact match      ${pct(r.exactMatch)}`,
     `execution        ${pct(r.executionAccuracy)}${r.executionAccuracy === null ? " (no databases: pass --db-dir <dir>/<db_id>/<db_id>.sqlite)" : ""}`,
     `eval loss        ${r.evalLoss === null ? "n/a" : r.evalLoss.toFixed(4)}   token accuracy ${pct(r.tokenAccuracy)}`,
-    `components       ${Object.entries(r.componentMatch).map(([k, v]) => `${k} ${pct(v).trim()}`).join(", ")}`,
+    `components       ${Object.entries(r.componentMatch)
+      .map(([k, v]) => `${k} ${pct(v).trim()}`)
+      .join(", ")}`,
     "",
     "hardness   count    exact   execution",
     ...Object.entries(r.byHardness).map(([h, v]) => `${h.padEnd(8)} ${String(v.count).padStart(7)}   ${pct(v.exact)}   ${pct(v.execution)}`),

@@ -18,7 +18,19 @@ import { readJsonFile } from "./json.js";
 export const SAFETENSORS_DTYPE_SIZE: Record<string, number> = { F32: 4, F16: 2, BF16: 2 };
 /** Sizes of every dtype safetensors defines, to validate headers that hold other dtypes too. */
 const ALL_DTYPE_SIZE: Record<string, number> = {
-  ...SAFETENSORS_DTYPE_SIZE, F64: 8, I64: 8, U64: 8, I32: 4, U32: 4, I16: 2, U16: 2, I8: 1, U8: 1, BOOL: 1, F8_E4M3: 1, F8_E5M2: 1,
+  ...SAFETENSORS_DTYPE_SIZE,
+  F64: 8,
+  I64: 8,
+  U64: 8,
+  I32: 4,
+  U32: 4,
+  I16: 2,
+  U16: 2,
+  I8: 1,
+  U8: 1,
+  BOOL: 1,
+  F8_E4M3: 1,
+  F8_E5M2: 1,
 };
 
 export interface StTensorInfo {
@@ -171,7 +183,8 @@ export function openHfWeights(dir: string): HfWeights {
     for (const [name, f] of Object.entries(weightMap)) {
       const t = tensors.get(name);
       if (!t) throw new Error(`${dir}: tensor ${name} is listed in model.safetensors.index.json (in ${f}) but no weight file holds it (incomplete download?)`);
-      if (path.basename(t.file) !== path.basename(f)) throw new Error(`${dir}: model.safetensors.index.json puts ${name} in ${f}, but it is in ${path.basename(t.file)}`);
+      if (path.basename(t.file) !== path.basename(f))
+        throw new Error(`${dir}: model.safetensors.index.json puts ${name} in ${f}, but it is in ${path.basename(t.file)}`);
     }
     const extra = [...tensors.keys()].filter((n) => !(n in weightMap!));
     if (extra.length > 0) throw new Error(`${dir}: tensor(s) ${extra.slice(0, 5).join(", ")} are in the weight files but not in model.safetensors.index.json`);

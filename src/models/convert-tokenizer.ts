@@ -6,13 +6,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { gv, type GgufValue } from "../formats/gguf.js";
 import { readJsonObject } from "../formats/json.js";
-import {
-  parseSentencePieceModel,
-  SentencePieceModelType,
-  SentencePieceType,
-  sentencePieceModelTypeName,
-  type SentencePieceModel,
-} from "./sentencepiece.js";
+import { parseSentencePieceModel, SentencePieceModelType, SentencePieceType, sentencePieceModelTypeName, type SentencePieceModel } from "./sentencepiece.js";
 
 export type Json = Record<string, unknown>;
 
@@ -34,9 +28,12 @@ export interface Vocab {
 
 /** llama.cpp's does_token_look_special: added tokens that ought to be control tokens. */
 function looksSpecial(t: string): boolean {
-  return ["<pad>", "<mask>", "<2mass>", "[@BOS@]"].includes(t) ||
-    (t.startsWith("<|") && t.endsWith("|>")) || (t.startsWith("<｜") && t.endsWith("｜>")) ||
-    (t.startsWith("<unused") && t.endsWith(">"));
+  return (
+    ["<pad>", "<mask>", "<2mass>", "[@BOS@]"].includes(t) ||
+    (t.startsWith("<|") && t.endsWith("|>")) ||
+    (t.startsWith("<｜") && t.endsWith("｜>")) ||
+    (t.startsWith("<unused") && t.endsWith(">"))
+  );
 }
 
 /**
@@ -58,7 +55,9 @@ export function readVocab(dir: string, vocabSize: number | undefined, tokenizerC
   }
   const sp = parseSentencePieceModel(fs.readFileSync(spFile), spFile);
   if (sp.modelType === SentencePieceModelType.UNIGRAM) {
-    warn(`${spFile}: a SentencePiece UNIGRAM model; llama.cpp tokenizes "llama" vocabularies with SentencePiece BPE, so its tokens may differ from the original tokenizer's`);
+    warn(
+      `${spFile}: a SentencePiece UNIGRAM model; llama.cpp tokenizes "llama" vocabularies with SentencePiece BPE, so its tokens may differ from the original tokenizer's`,
+    );
   } else if (sp.modelType !== SentencePieceModelType.BPE) {
     throw new Error(`${spFile}: SentencePiece ${sentencePieceModelTypeName(sp.modelType)} models are not supported (Llama uses BPE)`);
   }

@@ -14,12 +14,7 @@
 // - The tokenizer (vocabulary, special ids, chat templates) is ./convert-tokenizer.ts's part.
 import fs from "node:fs";
 import path from "node:path";
-import {
-  GgmlType,
-  ggmlTensorByteLength,
-  gv,
-  type GgufValue,
-} from "../formats/gguf.js";
+import { GgmlType, ggmlTensorByteLength, gv, type GgufValue } from "../formats/gguf.js";
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "../formats/float16.js";
 import { writeGguf, type GgufTensorSpec, type TensorData } from "../formats/gguf-write.js";
 import { openHfWeights, StReader, SAFETENSORS_DTYPE_SIZE, type HfWeights, type StTensorInfo } from "../formats/safetensors.js";
@@ -102,7 +97,12 @@ function readHParams(dir: string, warn: (m: string) => void): { hp: HParams; con
 
   const archs = Array.isArray(config.architectures) ? config.architectures.filter((a): a is string => typeof a === "string") : [];
   const modelType = typeof config.model_type === "string" ? config.model_type : undefined;
-  const ok = archs.length > 0 ? archs.find((a) => a === "LlamaForCausalLM" || a === "MistralForCausalLM") : modelType === "llama" || modelType === "mistral" ? modelType : undefined;
+  const ok =
+    archs.length > 0
+      ? archs.find((a) => a === "LlamaForCausalLM" || a === "MistralForCausalLM")
+      : modelType === "llama" || modelType === "mistral"
+        ? modelType
+        : undefined;
   if (!ok) {
     const found = archs.length > 0 ? archs.join(", ") : modelType ? `model_type ${modelType}` : "none given";
     throw new Error(`${file}: architecture ${JSON.stringify(found)} is not supported; supported: ${SUPPORTED_ARCHITECTURES}`);
@@ -138,10 +138,14 @@ function readHParams(dir: string, warn: (m: string) => void): { hp: HParams; con
   if (config.attention_bias === true || config.mlp_bias === true) {
     throw new Error(`${file}: attention_bias / mlp_bias are set; Llama checkpoints with bias tensors are not supported`);
   }
-  const nCtx = config.max_position_embeddings === undefined ? (warn(`${file}: no max_position_embeddings; using a context length of 2048`), 2048) : int("max_position_embeddings");
+  const nCtx =
+    config.max_position_embeddings === undefined
+      ? (warn(`${file}: no max_position_embeddings; using a context length of 2048`), 2048)
+      : int("max_position_embeddings");
   if (modelType === "mistral" || archs.includes("MistralForCausalLM")) {
     const sw = config.sliding_window;
-    if (typeof sw === "number" && sw < nCtx) warn(`${file}: sliding_window ${sw} is ignored (llama.cpp's llama architecture attends to the whole context, as its own converter assumes)`);
+    if (typeof sw === "number" && sw < nCtx)
+      warn(`${file}: sliding_window ${sw} is ignored (llama.cpp's llama architecture attends to the whole context, as its own converter assumes)`);
   }
 
   // RoPE: transformers >= 5 nests rope_theta and the scaling in rope_parameters; older configs have
@@ -247,7 +251,9 @@ function ggufNameOf(name: string, nLayer: number): string | null {
     if (layer >= nLayer) throw new Error(`tensor ${name}: layer ${layer} is beyond num_hidden_layers ${nLayer}`);
     return `blk.${layer}.${stem}.weight`;
   }
-  throw new Error(`tensor ${name} is not a Llama weight (expected model.embed_tokens, model.layers.N.{self_attn,mlp,input_layernorm,post_attention_layernorm}.*, model.norm, lm_head)`);
+  throw new Error(
+    `tensor ${name} is not a Llama weight (expected model.embed_tokens, model.layers.N.{self_attn,mlp,input_layernorm,post_attention_layernorm}.*, model.norm, lm_head)`,
+  );
 }
 
 /** Torch shape ([out, in]) of each projection of a layer. */
@@ -333,8 +339,10 @@ function readCheckpoint(dir: string, { log, warn }: Reporter): Checkpoint {
   const nVocab = hp.vocabSize ?? embed.shape[0]!;
   const vocab = readVocab(dir, nVocab, tokenizerConfig, warn);
   const special = specialIds(dir, vocab, config, tokenizerConfig, warn);
-  log(`${hp.arch}: ${hp.nLayer} layers, ${hp.nEmbd} embd, ${hp.nHead}/${hp.nHeadKv} heads, ${hp.nFf} ff, vocab ${nVocab}, context ${hp.nCtx}; ` +
-    `${weights.files.length} weight file(s), ${weights.tensors.size} tensors`);
+  log(
+    `${hp.arch}: ${hp.nLayer} layers, ${hp.nEmbd} embd, ${hp.nHead}/${hp.nHeadKv} heads, ${hp.nFf} ff, vocab ${nVocab}, context ${hp.nCtx}; ` +
+      `${weights.files.length} weight file(s), ${weights.tensors.size} tensors`,
+  );
   return { dir, hp, config, tokenizerConfig, weights, embed, nVocab, vocab, special };
 }
 
@@ -358,7 +366,9 @@ function findTensors(ck: Checkpoint, shapes: Map<string, number[]>, log: (m: str
   }
   const missing = [...shapes.keys()].filter((g) => g !== "output.weight" && !found.has(g));
   if (missing.length > 0) {
-    throw new Error(`${ck.dir}: the weights lack ${missing.length} Llama tensor(s), e.g. ${missing.slice(0, 3).join(", ")} (GGUF names; incomplete checkpoint?)`);
+    throw new Error(
+      `${ck.dir}: the weights lack ${missing.length} Llama tensor(s), e.g. ${missing.slice(0, 3).join(", ")} (GGUF names; incomplete checkpoint?)`,
+    );
   }
   if (!found.has("output.weight") && !hp.tied) log("no lm_head.weight: the output projection is tied to token_embd");
   return found;
@@ -388,14 +398,15 @@ function planTensors(ck: Checkpoint, outtype: ConvertOutType, { log, warn }: Rep
       throw new Error(`${path.basename(t.file)}: tensor ${t.hfName} has shape [${t.shape.join(", ")}], expected [${want.join(", ")}] from config.json`);
     }
     let type: number;
-    if (want.length === 1) type = GgmlType.F32; // norms: always F32, as llama.cpp does
+    if (want.length === 1)
+      type = GgmlType.F32; // norms: always F32, as llama.cpp does
     else {
       srcTypes2d.add(t.dtype);
       type = outtype === "auto" ? GGML_OF[OUTTYPE_OF_DTYPE[t.dtype]!] : GGML_OF[outtype];
     }
     plans.push({ hfName: t.hfName, ggufName: g, src: t, ne: [...want].reverse(), type, rowsPerHead: rowsPerHeadOf(g, want[0]!, ck.hp) });
   }
-  const resolvedOuttype = outtype === "auto" ? OUTTYPE_OF_DTYPE[ck.embed.dtype] ?? "f32" : outtype;
+  const resolvedOuttype = outtype === "auto" ? (OUTTYPE_OF_DTYPE[ck.embed.dtype] ?? "f32") : outtype;
   if (outtype === "auto" && srcTypes2d.size > 1) warn(`the checkpoint mixes ${[...srcTypes2d].join(" and ")} weights; each keeps its own type`);
   log(`output type ${resolvedOuttype}${outtype === "auto" ? " (the checkpoint's)" : ""}`);
   return { plans, resolvedOuttype };
@@ -448,7 +459,8 @@ function tensorSpecs(plans: TensorPlan[], hp: HParams, reader: StReader, opts: C
       name: p.ggufName,
       type: p.type,
       ne: p.ne,
-      data: () => tensorBlocks(p, reader, progress, (n) => warn(`${p.hfName}: ${n} value(s) exceed the F16 range (|x| > 65504) and become ±Inf in ${p.ggufName}`)),
+      data: () =>
+        tensorBlocks(p, reader, progress, (n) => warn(`${p.hfName}: ${n} value(s) exceed the F16 range (|x| > 65504) and become ±Inf in ${p.ggufName}`)),
     });
   }
   return specs;
@@ -460,7 +472,8 @@ function tensorSpecs(plans: TensorPlan[], hp: HParams, reader: StReader, opts: C
  */
 export async function convertHfToGguf(dir: string, outFile: string, opts: ConvertOptions = {}): Promise<ConvertResult> {
   const outtype = opts.outtype ?? "auto";
-  if (!["auto", "bf16", "f16", "f32"].includes(outtype)) throw new Error(`convertHfToGguf: outtype must be auto, bf16, f16 or f32, got ${JSON.stringify(outtype)}`);
+  if (!["auto", "bf16", "f16", "f32"].includes(outtype))
+    throw new Error(`convertHfToGguf: outtype must be auto, bf16, f16 or f32, got ${JSON.stringify(outtype)}`);
   const log = opts.log ?? (() => {});
   const warnings: string[] = [];
   const warn = (m: string): void => {

@@ -169,7 +169,10 @@ export function lockRepo(rd: string, repo: string): () => void {
       if ((e as NodeJS.ErrnoException).code !== "EEXIST" || i > 0) throw e;
       const pid = Number(fs.readFileSync(lock, "utf8").trim());
       if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && pidAlive(pid)) {
-        throw new HubError(`${repo}: another text2sql (pid ${pid}) is pulling this repository; wait for it to finish (or remove ${lock} if it is not running)`, "busy");
+        throw new HubError(
+          `${repo}: another text2sql (pid ${pid}) is pulling this repository; wait for it to finish (or remove ${lock} if it is not running)`,
+          "busy",
+        );
       }
       fs.rmSync(lock, { force: true });
     }
@@ -342,7 +345,8 @@ export function removeCachedModel(nameOrRepo: string): number {
   }
   if (!key.includes("@")) return removeCounting(rd);
   // one revision
-  const commit = cachedCommit(s) ?? (/^[0-9a-f]{7,40}$/.test(s.revision) ? fs.readdirSync(rd).find((c) => /^[0-9a-f]{40}$/.test(c) && c.startsWith(s.revision)) : undefined);
+  const commit =
+    cachedCommit(s) ?? (/^[0-9a-f]{7,40}$/.test(s.revision) ? fs.readdirSync(rd).find((c) => /^[0-9a-f]{40}$/.test(c) && c.startsWith(s.revision)) : undefined);
   if (!commit || !fs.existsSync(path.join(rd, commit))) throw new Error(`no cached model named ${JSON.stringify(key)}; ${describeCache()}`);
   let freed = removeCounting(path.join(rd, commit));
   freed += removeCounting(path.join(rd, "manifests", `${commit}.json`));

@@ -181,7 +181,12 @@ async function receive(job: Job, from: number, guard: ReturnType<typeof stallGua
       guard.touch();
       if (have + value.length > f.size) {
         await reader.cancel().catch(() => {});
-        throw new HubError(`${f.name}: the server sent more than the expected ${f.size} bytes; the download was removed (${part})`, "checksum", res.status, url);
+        throw new HubError(
+          `${f.name}: the server sent more than the expected ${f.size} bytes; the download was removed (${part})`,
+          "checksum",
+          res.status,
+          url,
+        );
       }
       await writeAll(fh, value);
       hasher?.update(value);

@@ -40,7 +40,10 @@ export function parseRepoSpec(spec: string): RepoSpec {
   let revision: string | undefined;
   const url = /^https?:\/\/[^/]+\/(.*)$/.exec(s);
   if (url) {
-    const parts = url[1].replace(/[?#].*$/, "").split("/").filter(Boolean);
+    const parts = url[1]
+      .replace(/[?#].*$/, "")
+      .split("/")
+      .filter(Boolean);
     if (parts.length >= 4 && parts[2] === "tree") revision = decodeURIComponent(parts.slice(3).join("/"));
     else if (parts.length !== 2) throw new Error(`model repo: cannot read a repository from the URL ${JSON.stringify(spec)}; ${SPEC_HINT}`);
     s = `${parts[0]}/${parts[1]}`;
@@ -58,7 +61,9 @@ export function parseRepoSpec(spec: string): RepoSpec {
   checkRepoPart(parts[1], "name", spec);
   revision ??= "main";
   if (revision.length > 255 || !/^[A-Za-z0-9._/-]+$/.test(revision) || revision.includes("..") || /^\/|\/$|\/\//.test(revision)) {
-    throw new Error(`model repo: bad revision ${JSON.stringify(revision)}: expected a branch, tag or commit (letters, digits, '.', '_', '-', '/'), got ${JSON.stringify(spec)}`);
+    throw new Error(
+      `model repo: bad revision ${JSON.stringify(revision)}: expected a branch, tag or commit (letters, digits, '.', '_', '-', '/'), got ${JSON.stringify(spec)}`,
+    );
   }
   return { repo: `${parts[0]}/${parts[1]}`, owner: parts[0], name: parts[1], revision };
 }

@@ -246,8 +246,17 @@ export async function pullModel(spec: string | RepoSpec | PullPlan, o: PullOptio
   try {
     unlock = lockRepo(rd, s.repo);
     fs.mkdirSync(plan0.dir, { recursive: true });
-    const files: RepoFile[] = plan0.files.map(({ name, size, lfs, sha256, gitSha1 }) => ({ name, size, lfs, ...(sha256 ? { sha256 } : {}), ...(gitSha1 ? { gitSha1 } : {}) }));
-    writeFileAtomic(path.join(rd, "manifests", `${plan0.commit}.json`), JSON.stringify({ repo: s.repo, commit: plan0.commit, files } satisfies Manifest, null, 1));
+    const files: RepoFile[] = plan0.files.map(({ name, size, lfs, sha256, gitSha1 }) => ({
+      name,
+      size,
+      lfs,
+      ...(sha256 ? { sha256 } : {}),
+      ...(gitSha1 ? { gitSha1 } : {}),
+    }));
+    writeFileAtomic(
+      path.join(rd, "manifests", `${plan0.commit}.json`),
+      JSON.stringify({ repo: s.repo, commit: plan0.commit, files } satisfies Manifest, null, 1),
+    );
     // the cache may have changed since the plan was made
     const plan = makePlan(s, plan0.commit, files, plan0.skipped, false);
     if (plan.freeBytes !== null && plan.freeBytes < plan.bytesToDownload) throw diskFullError(plan.dir, plan.bytesToDownload);

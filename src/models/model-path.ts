@@ -107,7 +107,9 @@ async function resolveUncached(p: string, dtype: ModelDtype, o: Resolve): Promis
   if (st?.isFile()) return p;
   if (st?.isDirectory()) {
     if (!fs.existsSync(path.join(p, "config.json"))) {
-      throw new Error(`${L}: ${p} is a folder without config.json: expected a GGUF file or a Hugging Face checkpoint folder (config.json, *.safetensors, tokenizer.model)`);
+      throw new Error(
+        `${L}: ${p} is a folder without config.json: expected a GGUF file or a Hugging Face checkpoint folder (config.json, *.safetensors, tokenizer.model)`,
+      );
     }
     return (await convertCheckpointCached(p, { dtype, log: o.log, onProgress: o.onConvertProgress, label: L, onPhase: o.onPhase })).file;
   }
@@ -182,11 +184,20 @@ async function resolveGgufUri(uri: string, o: Resolve): Promise<string> {
           o.log(`${L}: ${uri} is not in the cache: downloading ${formatBytes(totalSize)} to ${directory}`);
         }
         const rateBytesPerS = rate(downloadedSize);
-        onProgress({ file: name, fileBytes: downloadedSize, fileTotal: totalSize, bytes: downloadedSize, total: totalSize, rateBytesPerS, etaS: etaSeconds(totalSize - downloadedSize, rateBytesPerS) });
+        onProgress({
+          file: name,
+          fileBytes: downloadedSize,
+          fileTotal: totalSize,
+          bytes: downloadedSize,
+          total: totalSize,
+          rateBytesPerS,
+          etaS: etaSeconds(totalSize - downloadedSize, rateBytesPerS),
+        });
       },
     });
   } catch (e) {
-    if (o.signal?.aborted) throw new HubError(`download of ${uri} interrupted; the partial download is kept in ${directory} and resumes on the next run`, "aborted");
+    if (o.signal?.aborted)
+      throw new HubError(`download of ${uri} interrupted; the partial download is kept in ${directory} and resumes on the next run`, "aborted");
     throw new Error(`${L}: ${uri}: ${(e as Error).message}`, { cause: e });
   } finally {
     reporter?.stop();
@@ -218,14 +229,25 @@ export function convertedPathFor(dir: string, dtype: ModelDtype = "auto"): strin
     })
     .filter((x) => x !== null)
     .sort((a, b) => (a![0] < b![0] ? -1 : 1));
-  const base = path.basename(real).replace(/[^A-Za-z0-9._-]+/g, "_").replace(/^[.-]+/, "").slice(0, 80) || "model";
+  const base =
+    path
+      .basename(real)
+      .replace(/[^A-Za-z0-9._-]+/g, "_")
+      .replace(/^[.-]+/, "")
+      .slice(0, 80) || "model";
   return path.join(cacheHome(), "models", "converted", `${base}-${shortHash(real)}-${shortHash(JSON.stringify({ files, dtype }))}-${dtype}.gguf`);
 }
 
 /** Converts a checkpoint folder once; later calls return the cached GGUF (`converted: false`). */
 export async function convertCheckpointCached(
   dir: string,
-  o: { dtype?: ModelDtype; log?: (msg: string) => void; onProgress?: (done: number, total: number) => void; label?: string; onPhase?: (phase: "convert") => void } = {},
+  o: {
+    dtype?: ModelDtype;
+    log?: (msg: string) => void;
+    onProgress?: (done: number, total: number) => void;
+    label?: string;
+    onPhase?: (phase: "convert") => void;
+  } = {},
 ): Promise<{ file: string; converted: boolean }> {
   const log = o.log ?? (() => {});
   const L = o.label ?? "model.path";
@@ -452,7 +474,10 @@ export function removeModel(name: string): { freed: number; removed: string[] } 
   let commitPrefix: string | null = null;
   if (key.includes("@")) {
     try {
-      commitPrefix = fs.readFileSync(path.join(rd, "refs", s.revision), "utf8").trim().slice(0, 10);
+      commitPrefix = fs
+        .readFileSync(path.join(rd, "refs", s.revision), "utf8")
+        .trim()
+        .slice(0, 10);
     } catch {
       commitPrefix = /^[0-9a-f]{7,40}$/.test(s.revision) ? s.revision.slice(0, 10) : null;
     }

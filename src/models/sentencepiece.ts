@@ -178,11 +178,20 @@ class ProtoReader {
   /** Skip a field's value by its wire type. */
   skip(wire: number, field: number): void {
     switch (wire) {
-      case 0: this.varint64(); return;
-      case 1: this.advance(8); return;
-      case 2: this.lengthDelimited(); return;
-      case 5: this.advance(4); return;
-      default: this.fail(`field ${field} has unsupported wire type ${wire}`);
+      case 0:
+        this.varint64();
+        return;
+      case 1:
+        this.advance(8);
+        return;
+      case 2:
+        this.lengthDelimited();
+        return;
+      case 5:
+        this.advance(4);
+        return;
+      default:
+        this.fail(`field ${field} has unsupported wire type ${wire}`);
     }
   }
 
@@ -263,19 +272,52 @@ function parseTrainerSpec(r: ProtoReader, m: SentencePieceModel): void {
     const varint = (name: string): void => r.expect(field, wire, 0, `trainer_spec.${name}`);
     const str = (name: string): string => (r.expect(field, wire, 2, `trainer_spec.${name}`), r.string(`trainer_spec.${name}`));
     switch (field) {
-      case 3: varint("model_type"); m.modelType = r.uint(); break;
-      case 4: varint("vocab_size"); m.vocabSize = r.int32(); break;
-      case 24: varint("treat_whitespace_as_suffix"); m.treatWhitespaceAsSuffix = r.bool(); break;
-      case 35: varint("byte_fallback"); m.byteFallback = r.bool(); break;
-      case 40: varint("unk_id"); m.unkId = r.int32(); break;
-      case 41: varint("bos_id"); m.bosId = r.int32(); break;
-      case 42: varint("eos_id"); m.eosId = r.int32(); break;
-      case 43: varint("pad_id"); m.padId = r.int32(); break;
-      case 45: m.unkPiece = str("unk_piece"); break;
-      case 46: m.bosPiece = str("bos_piece"); break;
-      case 47: m.eosPiece = str("eos_piece"); break;
-      case 48: m.padPiece = str("pad_piece"); break;
-      default: r.skip(wire, field);
+      case 3:
+        varint("model_type");
+        m.modelType = r.uint();
+        break;
+      case 4:
+        varint("vocab_size");
+        m.vocabSize = r.int32();
+        break;
+      case 24:
+        varint("treat_whitespace_as_suffix");
+        m.treatWhitespaceAsSuffix = r.bool();
+        break;
+      case 35:
+        varint("byte_fallback");
+        m.byteFallback = r.bool();
+        break;
+      case 40:
+        varint("unk_id");
+        m.unkId = r.int32();
+        break;
+      case 41:
+        varint("bos_id");
+        m.bosId = r.int32();
+        break;
+      case 42:
+        varint("eos_id");
+        m.eosId = r.int32();
+        break;
+      case 43:
+        varint("pad_id");
+        m.padId = r.int32();
+        break;
+      case 45:
+        m.unkPiece = str("unk_piece");
+        break;
+      case 46:
+        m.bosPiece = str("bos_piece");
+        break;
+      case 47:
+        m.eosPiece = str("eos_piece");
+        break;
+      case 48:
+        m.padPiece = str("pad_piece");
+        break;
+      default:
+        r.skip(wire, field);
     }
   }
 }
@@ -295,10 +337,20 @@ function parseNormalizerSpec(r: ProtoReader, m: SentencePieceModel): void {
         m.hasPrecompiledCharsmap = e > s;
         break;
       }
-      case 3: varint("add_dummy_prefix"); m.addDummyPrefix = r.bool(); break;
-      case 4: varint("remove_extra_whitespaces"); m.removeExtraWhitespaces = r.bool(); break;
-      case 5: varint("escape_whitespaces"); m.escapeWhitespaces = r.bool(); break;
-      default: r.skip(wire, field);
+      case 3:
+        varint("add_dummy_prefix");
+        m.addDummyPrefix = r.bool();
+        break;
+      case 4:
+        varint("remove_extra_whitespaces");
+        m.removeExtraWhitespaces = r.bool();
+        break;
+      case 5:
+        varint("escape_whitespaces");
+        m.escapeWhitespaces = r.bool();
+        break;
+      default:
+        r.skip(wire, field);
     }
   }
 }

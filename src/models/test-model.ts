@@ -25,46 +25,46 @@ import type { GgufTensorSpec, TensorData } from "../formats/gguf-write.js";
 export type TestModelType = "f32" | "f16" | "bf16";
 
 export interface MakeTestModelOptions {
-    /** Output file. */
-    path: string;
-    /** Storage type of the 2D weight matrices (norm weights are always F32). Default "f32". */
-    type?: TestModelType;
-    nEmbd?: number;
-    nLayer?: number;
-    nHead?: number;
-    nHeadKv?: number;
-    nFf?: number;
-    /** Training context length written to the metadata. */
-    nCtx?: number;
-    seed?: number;
-    /** Omit output.weight; llama.cpp then reuses token_embd.weight as the output projection. */
-    tiedEmbeddings?: boolean;
-    /** Architecture name used for `general.architecture` and the metadata key prefix. Default "llama". */
-    arch?: string;
+  /** Output file. */
+  path: string;
+  /** Storage type of the 2D weight matrices (norm weights are always F32). Default "f32". */
+  type?: TestModelType;
+  nEmbd?: number;
+  nLayer?: number;
+  nHead?: number;
+  nHeadKv?: number;
+  nFf?: number;
+  /** Training context length written to the metadata. */
+  nCtx?: number;
+  seed?: number;
+  /** Omit output.weight; llama.cpp then reuses token_embd.weight as the output projection. */
+  tiedEmbeddings?: boolean;
+  /** Architecture name used for `general.architecture` and the metadata key prefix. Default "llama". */
+  arch?: string;
 }
 
 /** Defaults: a tiny model that loads and evaluates in milliseconds, with GQA (nHead != nHeadKv). */
 export const TEST_MODEL_DEFAULTS = {
-    type: "f32",
-    nEmbd: 64,
-    nLayer: 2,
-    nHead: 4,
-    nHeadKv: 2,
-    nFf: 128,
-    nCtx: 128,
-    seed: 1,
-    tiedEmbeddings: false,
-    arch: "llama",
+  type: "f32",
+  nEmbd: 64,
+  nLayer: 2,
+  nHead: 4,
+  nHeadKv: 2,
+  nFf: 128,
+  nCtx: 128,
+  seed: 1,
+  tiedEmbeddings: false,
+  arch: "llama",
 } as const satisfies Omit<Required<MakeTestModelOptions>, "path">;
 
 /** TinyLlama-1.1B shapes (about 2.2 GB as F16/BF16). */
 export const TINYLLAMA_PRESET = {
-    nEmbd: 2048,
-    nLayer: 22,
-    nHead: 32,
-    nHeadKv: 4,
-    nFf: 5632,
-    nCtx: 2048,
+  nEmbd: 2048,
+  nLayer: 22,
+  nHead: 32,
+  nHeadKv: 4,
+  nFf: 5632,
+  nCtx: 2048,
 } as const satisfies Partial<MakeTestModelOptions>;
 
 const FILE_TYPE: Record<TestModelType, number> = { f32: 0, f16: 1, bf16: 32 }; // llama_ftype
@@ -79,26 +79,26 @@ const GGML_TYPE: Record<TestModelType, number> = { f32: GgmlType.F32, f16: GgmlT
  * `<package root>/node_modules/.cache/text2sql/llama.cpp` (override with TEXT2SQL_LLAMA_CPP_DIR).
  */
 export function llamaCppSourceDir(): string {
-    const dir = process.env.TEXT2SQL_LLAMA_CPP_DIR || path.join(packageRoot(), "node_modules", ".cache", "text2sql", "llama.cpp");
-    if (!fs.existsSync(path.join(dir, "models", "ggml-vocab-llama-spm.gguf"))) {
-        throw new Error(`llama.cpp source tree not found at ${dir} (expected models/ggml-vocab-llama-spm.gguf there)`);
-    }
-    return dir;
+  const dir = process.env.TEXT2SQL_LLAMA_CPP_DIR || path.join(packageRoot(), "node_modules", ".cache", "text2sql", "llama.cpp");
+  if (!fs.existsSync(path.join(dir, "models", "ggml-vocab-llama-spm.gguf"))) {
+    throw new Error(`llama.cpp source tree not found at ${dir} (expected models/ggml-vocab-llama-spm.gguf there)`);
+  }
+  return dir;
 }
 
 /** The `tokenizer.ggml.*` metadata of the Llama-2 SentencePiece vocab, in file order (cached). */
 let vocabCache: { entries: [string, GgufValue][]; nVocab: number } | undefined;
 function llamaVocab(): { entries: [string, GgufValue][]; nVocab: number } {
-    if (vocabCache) return vocabCache;
-    const vocabPath = path.join(llamaCppSourceDir(), "models", "ggml-vocab-llama-spm.gguf");
-    const file = readGguf(vocabPath);
-    const entries = [...file.metadata].filter(([key]) => key.startsWith("tokenizer.ggml."));
-    const tokens = file.metadata.get("tokenizer.ggml.tokens");
-    if (!tokens || tokens.type !== GgufValueType.ARRAY || tokens.itemType !== GgufValueType.STRING) {
-        throw new Error(`${vocabPath}: tokenizer.ggml.tokens is missing or not a string array`);
-    }
-    vocabCache = { entries, nVocab: tokens.value.length };
-    return vocabCache;
+  if (vocabCache) return vocabCache;
+  const vocabPath = path.join(llamaCppSourceDir(), "models", "ggml-vocab-llama-spm.gguf");
+  const file = readGguf(vocabPath);
+  const entries = [...file.metadata].filter(([key]) => key.startsWith("tokenizer.ggml."));
+  const tokens = file.metadata.get("tokenizer.ggml.tokens");
+  if (!tokens || tokens.type !== GgufValueType.ARRAY || tokens.itemType !== GgufValueType.STRING) {
+    throw new Error(`${vocabPath}: tokenizer.ggml.tokens is missing or not a string array`);
+  }
+  vocabCache = { entries, nVocab: tokens.value.length };
+  return vocabCache;
 }
 
 // ---------------------------------------------------------------------------
@@ -110,9 +110,9 @@ const CHUNK_ELEMS = 1 << 20;
 
 /** 32-bit seed for one tensor: FNV-1a of its name mixed with the model seed. */
 function tensorSeed(seed: number, name: string): number {
-    let h = 0x811c9dc5 ^ Math.imul(seed | 0, 0x9e3779b9);
-    for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 0x01000193);
-    return h | 0;
+  let h = 0x811c9dc5 ^ Math.imul(seed | 0, 0x9e3779b9);
+  for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 0x01000193);
+  return h | 0;
 }
 
 /**
@@ -121,17 +121,17 @@ function tensorSeed(seed: number, name: string): number {
  * bounded by +-sqrt(6) std, and a few ns per element. Returns the new PRNG state.
  */
 function fillRandom(out: Float32Array, state: number, mean: number, std: number): number {
-    const scale = (std * Math.sqrt(6)) / 65535;
-    let a = state | 0;
-    for (let i = 0; i < out.length; i++) {
-        // mulberry32
-        a = (a + 0x6d2b79f5) | 0;
-        let t = Math.imul(a ^ (a >>> 15), 1 | a);
-        t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-        t ^= t >>> 14;
-        out[i] = mean + scale * ((t & 0xffff) + ((t >>> 16) & 0xffff) - 65535);
-    }
-    return a;
+  const scale = (std * Math.sqrt(6)) / 65535;
+  let a = state | 0;
+  for (let i = 0; i < out.length; i++) {
+    // mulberry32
+    a = (a + 0x6d2b79f5) | 0;
+    let t = Math.imul(a ^ (a >>> 15), 1 | a);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    t ^= t >>> 14;
+    out[i] = mean + scale * ((t & 0xffff) + ((t >>> 16) & 0xffff) - 65535);
+  }
+  return a;
 }
 
 /**
@@ -140,20 +140,20 @@ function fillRandom(out: Float32Array, state: number, mean: number, std: number)
  * writeGguf consumes each chunk before asking for the next).
  */
 function randomTensor(name: string, ne: number[], type: number, seed: number, mean: number, std: number): GgufTensorSpec {
-    const count = ne.reduce((a, b) => a * b, 1);
-    function* chunks(): Generator<TensorData> {
-        let state = tensorSeed(seed, name);
-        const f32 = new Float32Array(Math.min(CHUNK_ELEMS, count));
-        const u16 = type === GgmlType.F32 ? undefined : new Uint16Array(f32.length);
-        for (let done = 0; done < count; done += f32.length) {
-            const chunk = count - done >= f32.length ? f32 : f32.subarray(0, count - done);
-            state = fillRandom(chunk, state, mean, std);
-            if (!u16) yield chunk;
-            else if (type === GgmlType.F16) yield f32ToF16(chunk, u16).subarray(0, chunk.length);
-            else yield f32ToBf16(chunk, u16).subarray(0, chunk.length);
-        }
+  const count = ne.reduce((a, b) => a * b, 1);
+  function* chunks(): Generator<TensorData> {
+    let state = tensorSeed(seed, name);
+    const f32 = new Float32Array(Math.min(CHUNK_ELEMS, count));
+    const u16 = type === GgmlType.F32 ? undefined : new Uint16Array(f32.length);
+    for (let done = 0; done < count; done += f32.length) {
+      const chunk = count - done >= f32.length ? f32 : f32.subarray(0, count - done);
+      state = fillRandom(chunk, state, mean, std);
+      if (!u16) yield chunk;
+      else if (type === GgmlType.F16) yield f32ToF16(chunk, u16).subarray(0, chunk.length);
+      else yield f32ToBf16(chunk, u16).subarray(0, chunk.length);
     }
-    return { name, type, ne, data: chunks };
+  }
+  return { name, type, ne, data: chunks };
 }
 
 // ---------------------------------------------------------------------------
@@ -161,72 +161,72 @@ function randomTensor(name: string, ne: number[], type: number, seed: number, me
 // ---------------------------------------------------------------------------
 
 function checkPositiveInt(name: string, v: number): void {
-    if (!Number.isInteger(v) || v < 1) throw new Error(`makeTestModel: ${name} must be a positive integer, got ${v}`);
+  if (!Number.isInteger(v) || v < 1) throw new Error(`makeTestModel: ${name} must be a positive integer, got ${v}`);
 }
 
 /** Write a random-weight Llama GGUF model and return its path. */
 export async function makeTestModel(opts: MakeTestModelOptions): Promise<string> {
-    const o = { ...TEST_MODEL_DEFAULTS, ...opts };
-    const { nEmbd, nLayer, nHead, nHeadKv, nFf, nCtx, seed, arch } = o;
-    for (const [k, v] of Object.entries({ nEmbd, nLayer, nHead, nHeadKv, nFf, nCtx })) checkPositiveInt(k, v);
-    if (!Number.isInteger(seed)) throw new Error(`makeTestModel: seed must be an integer, got ${seed}`);
-    if (!(o.type in GGML_TYPE)) throw new Error(`makeTestModel: type must be f32, f16 or bf16, got ${o.type}`);
-    if (nEmbd % nHead !== 0) throw new Error(`makeTestModel: nEmbd (${nEmbd}) must be divisible by nHead (${nHead})`);
-    if (nHead % nHeadKv !== 0) throw new Error(`makeTestModel: nHead (${nHead}) must be divisible by nHeadKv (${nHeadKv})`);
-    const headDim = nEmbd / nHead;
-    if (headDim % 2 !== 0) throw new Error(`makeTestModel: head dimension ${headDim} must be even (RoPE)`);
+  const o = { ...TEST_MODEL_DEFAULTS, ...opts };
+  const { nEmbd, nLayer, nHead, nHeadKv, nFf, nCtx, seed, arch } = o;
+  for (const [k, v] of Object.entries({ nEmbd, nLayer, nHead, nHeadKv, nFf, nCtx })) checkPositiveInt(k, v);
+  if (!Number.isInteger(seed)) throw new Error(`makeTestModel: seed must be an integer, got ${seed}`);
+  if (!(o.type in GGML_TYPE)) throw new Error(`makeTestModel: type must be f32, f16 or bf16, got ${o.type}`);
+  if (nEmbd % nHead !== 0) throw new Error(`makeTestModel: nEmbd (${nEmbd}) must be divisible by nHead (${nHead})`);
+  if (nHead % nHeadKv !== 0) throw new Error(`makeTestModel: nHead (${nHead}) must be divisible by nHeadKv (${nHeadKv})`);
+  const headDim = nEmbd / nHead;
+  if (headDim % 2 !== 0) throw new Error(`makeTestModel: head dimension ${headDim} must be even (RoPE)`);
 
-    const vocab = llamaVocab();
-    const nVocab = vocab.nVocab;
-    const nEmbdKv = nHeadKv * headDim;
-    const wtype = GGML_TYPE[o.type];
+  const vocab = llamaVocab();
+  const nVocab = vocab.nVocab;
+  const nEmbdKv = nHeadKv * headDim;
+  const wtype = GGML_TYPE[o.type];
 
-    const metadata: [string, GgufValue][] = [
-        ["general.architecture", gv.str(arch)],
-        ["general.name", gv.str(`text2sql-test-${arch}-${nEmbd}x${nLayer}-${o.type}`)],
-        [`${arch}.context_length`, gv.u32(nCtx)],
-        [`${arch}.embedding_length`, gv.u32(nEmbd)],
-        [`${arch}.block_count`, gv.u32(nLayer)],
-        [`${arch}.feed_forward_length`, gv.u32(nFf)],
-        [`${arch}.attention.head_count`, gv.u32(nHead)],
-        [`${arch}.attention.head_count_kv`, gv.u32(nHeadKv)],
-        [`${arch}.rope.freq_base`, gv.f32(10000)],
-        [`${arch}.attention.layer_norm_rms_epsilon`, gv.f32(1e-5)],
-        [`${arch}.rope.dimension_count`, gv.u32(headDim)],
-        ["general.file_type", gv.u32(FILE_TYPE[o.type])],
-        [`${arch}.vocab_size`, gv.u32(nVocab)],
-        ...vocab.entries,
-    ];
+  const metadata: [string, GgufValue][] = [
+    ["general.architecture", gv.str(arch)],
+    ["general.name", gv.str(`text2sql-test-${arch}-${nEmbd}x${nLayer}-${o.type}`)],
+    [`${arch}.context_length`, gv.u32(nCtx)],
+    [`${arch}.embedding_length`, gv.u32(nEmbd)],
+    [`${arch}.block_count`, gv.u32(nLayer)],
+    [`${arch}.feed_forward_length`, gv.u32(nFf)],
+    [`${arch}.attention.head_count`, gv.u32(nHead)],
+    [`${arch}.attention.head_count_kv`, gv.u32(nHeadKv)],
+    [`${arch}.rope.freq_base`, gv.f32(10000)],
+    [`${arch}.attention.layer_norm_rms_epsilon`, gv.f32(1e-5)],
+    [`${arch}.rope.dimension_count`, gv.u32(headDim)],
+    ["general.file_type", gv.u32(FILE_TYPE[o.type])],
+    [`${arch}.vocab_size`, gv.u32(nVocab)],
+    ...vocab.entries,
+  ];
 
-    // Scales: every matrix gets std 1/sqrt(fan_in) so activations keep unit scale through
-    // the layers (and attention scores have std ~1, so attention is far from uniform).
-    // Embedding and output rows get std 2/sqrt(nEmbd): with a unit-RMS final hidden state
-    // the logits then have std ~2, non-trivial but not saturated, tied or not.
-    const matrix = (name: string, ne: number[]): GgufTensorSpec => randomTensor(name, ne, wtype, seed, 0, 1 / Math.sqrt(ne[0]!));
-    const norm = (name: string): GgufTensorSpec => randomTensor(name, [nEmbd], GgmlType.F32, seed, 1, 0.1);
-    const embStd = 2 / Math.sqrt(nEmbd);
+  // Scales: every matrix gets std 1/sqrt(fan_in) so activations keep unit scale through
+  // the layers (and attention scores have std ~1, so attention is far from uniform).
+  // Embedding and output rows get std 2/sqrt(nEmbd): with a unit-RMS final hidden state
+  // the logits then have std ~2, non-trivial but not saturated, tied or not.
+  const matrix = (name: string, ne: number[]): GgufTensorSpec => randomTensor(name, ne, wtype, seed, 0, 1 / Math.sqrt(ne[0]!));
+  const norm = (name: string): GgufTensorSpec => randomTensor(name, [nEmbd], GgmlType.F32, seed, 1, 0.1);
+  const embStd = 2 / Math.sqrt(nEmbd);
 
-    const tensors: GgufTensorSpec[] = [randomTensor("token_embd.weight", [nEmbd, nVocab], wtype, seed, 0, embStd)];
-    for (let l = 0; l < nLayer; l++) {
-        const b = `blk.${l}`;
-        tensors.push(
-            norm(`${b}.attn_norm.weight`),
-            matrix(`${b}.attn_q.weight`, [nEmbd, nEmbd]),
-            matrix(`${b}.attn_k.weight`, [nEmbd, nEmbdKv]),
-            matrix(`${b}.attn_v.weight`, [nEmbd, nEmbdKv]),
-            matrix(`${b}.attn_output.weight`, [nEmbd, nEmbd]),
-            norm(`${b}.ffn_norm.weight`),
-            matrix(`${b}.ffn_gate.weight`, [nEmbd, nFf]),
-            matrix(`${b}.ffn_up.weight`, [nEmbd, nFf]),
-            matrix(`${b}.ffn_down.weight`, [nFf, nEmbd]),
-        );
-    }
-    tensors.push(norm("output_norm.weight"));
-    if (!o.tiedEmbeddings) tensors.push(randomTensor("output.weight", [nEmbd, nVocab], wtype, seed, 0, embStd));
+  const tensors: GgufTensorSpec[] = [randomTensor("token_embd.weight", [nEmbd, nVocab], wtype, seed, 0, embStd)];
+  for (let l = 0; l < nLayer; l++) {
+    const b = `blk.${l}`;
+    tensors.push(
+      norm(`${b}.attn_norm.weight`),
+      matrix(`${b}.attn_q.weight`, [nEmbd, nEmbd]),
+      matrix(`${b}.attn_k.weight`, [nEmbd, nEmbdKv]),
+      matrix(`${b}.attn_v.weight`, [nEmbd, nEmbdKv]),
+      matrix(`${b}.attn_output.weight`, [nEmbd, nEmbd]),
+      norm(`${b}.ffn_norm.weight`),
+      matrix(`${b}.ffn_gate.weight`, [nEmbd, nFf]),
+      matrix(`${b}.ffn_up.weight`, [nEmbd, nFf]),
+      matrix(`${b}.ffn_down.weight`, [nFf, nEmbd]),
+    );
+  }
+  tensors.push(norm("output_norm.weight"));
+  if (!o.tiedEmbeddings) tensors.push(randomTensor("output.weight", [nEmbd, nVocab], wtype, seed, 0, embStd));
 
-    fs.mkdirSync(path.dirname(path.resolve(o.path)), { recursive: true });
-    writeGguf(o.path, { metadata, tensors });
-    return o.path;
+  fs.mkdirSync(path.dirname(path.resolve(o.path)), { recursive: true });
+  writeGguf(o.path, { metadata, tensors });
+  return o.path;
 }
 
 // ---------------------------------------------------------------------------
@@ -236,12 +236,12 @@ export async function makeTestModel(opts: MakeTestModelOptions): Promise<string>
 /** The benchmarks' TinyLlama-shaped random model of this type, made on first use in
  *  $TEXT2SQL_BENCH_DIR (default <tmp>/text2sql-bench). */
 export async function tinyLlamaBenchModel(type: TestModelType): Promise<string> {
-    const dir = process.env.TEXT2SQL_BENCH_DIR || path.join(os.tmpdir(), "text2sql-bench");
-    fs.mkdirSync(dir, { recursive: true });
-    const file = path.join(dir, `tinyllama-shape-${type}.gguf`);
-    if (!fs.existsSync(file)) {
-        process.stderr.write(`making a TinyLlama-shaped ${type} model with random weights: ${file}\n`);
-        await makeTestModel({ path: file, type, ...TINYLLAMA_PRESET });
-    }
-    return file;
+  const dir = process.env.TEXT2SQL_BENCH_DIR || path.join(os.tmpdir(), "text2sql-bench");
+  fs.mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, `tinyllama-shape-${type}.gguf`);
+  if (!fs.existsSync(file)) {
+    process.stderr.write(`making a TinyLlama-shaped ${type} model with random weights: ${file}\n`);
+    await makeTestModel({ path: file, type, ...TINYLLAMA_PRESET });
+  }
+  return file;
 }

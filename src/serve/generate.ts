@@ -107,7 +107,9 @@ function requestAmxTiles(): void {
   try {
     if (systemInfo().amxTiles === "denied") warn("the OS refused the AMX tile state: llama.cpp's AMX kernels for quantized models would fault on this CPU");
   } catch (err) {
-    warn(`the native engine did not load, so the AMX tile state was not requested (${(err as Error).message.split("\n")[0]}); on a CPU with AMX, quantized models may fault`);
+    warn(
+      `the native engine did not load, so the AMX tile state was not requested (${(err as Error).message.split("\n")[0]}); on a CPU with AMX, quantized models may fault`,
+    );
   }
 }
 
@@ -156,22 +158,36 @@ export class SqlGenerator {
       // node-llama-cpp 3.21.1 (test/generate.test.ts checks 50 concurrent questions).
       // node-llama-cpp's own default thread count decoded 30 tokens of the quickstart model in 17 s
       // on a 2-core machine (1 thread: 25 ms); at TinyLlama shape 2 threads beat 1 (21 vs 15 tokens/s)
-      const threads = o.threads !== undefined ? checkThreads("threads", o.threads) : (fs.statSync(modelPath).size < 200e6 ? 1 : Math.max(1, Math.floor(os.availableParallelism() / parallel)));
+      const threads =
+        o.threads !== undefined
+          ? checkThreads("threads", o.threads)
+          : fs.statSync(modelPath).size < 200e6
+            ? 1
+            : Math.max(1, Math.floor(os.availableParallelism() / parallel));
       const contexts: LlamaContext[] = [];
       for (let i = 0; i < parallel; i++) {
-        contexts.push(await model.createContext({
-          sequences: 1,
-          contextSize: o.contextSize ?? 2048, // schema prompts of Spider reach p95 ~1,100 tokens
-          lora: a.adapterFile ? { adapters: [{ filePath: a.adapterFile, scale: 1 }] } : undefined,
-          failedCreationRemedy: false,
-          threads,
-        }));
+        contexts.push(
+          await model.createContext({
+            sequences: 1,
+            contextSize: o.contextSize ?? 2048, // schema prompts of Spider reach p95 ~1,100 tokens
+            lora: a.adapterFile ? { adapters: [{ filePath: a.adapterFile, scale: 1 }] } : undefined,
+            failedCreationRemedy: false,
+            threads,
+          }),
+        );
       }
-      return new SqlGenerator(model, contexts, { modelPath, adapterPath: a.adapterFile, template: o.template ?? a.template ?? DEFAULT_TEMPLATE, device: llama.gpu || "cpu" });
+      return new SqlGenerator(model, contexts, {
+        modelPath,
+        adapterPath: a.adapterFile,
+        template: o.template ?? a.template ?? DEFAULT_TEMPLATE,
+        device: llama.gpu || "cpu",
+      });
     } catch (err) {
       await model.dispose();
       const msg = (err as Error).message;
-      throw new Error(a.adapterFile ? `adapter: ${a.adapterFile} could not be applied to ${modelPath} (${msg}); is it an adapter for this base model?` : msg, { cause: err });
+      throw new Error(a.adapterFile ? `adapter: ${a.adapterFile} could not be applied to ${modelPath} (${msg}); is it an adapter for this base model?` : msg, {
+        cause: err,
+      });
     }
   }
 

@@ -35,7 +35,9 @@ export function buildLlama(log: (line: string) => void = (l) => process.stderr.w
   const cli = path.join(dir, "dist", "cli", "cli.js");
   const version = (JSON.parse(fs.readFileSync(path.join(dir, "package.json"), "utf8")) as { version: string }).version;
   const started = Date.now();
-  log(`building node-llama-cpp@${version}'s llama.cpp for this CPU from its source bundle (about 3-4 minutes on 2 cores; prompt processing then runs ~1.8x faster than with its prebuilt binaries)`);
+  log(
+    `building node-llama-cpp@${version}'s llama.cpp for this CPU from its source bundle (about 3-4 minutes on 2 cores; prompt processing then runs ~1.8x faster than with its prebuilt binaries)`,
+  );
   // `source download` takes the git bundle node-llama-cpp ships for its pinned release (no network)
   const r = spawnSync(process.execPath, [cli, "source", "download", "--gpu", "false", "--noUsageExample"], {
     cwd: packageRoot(),

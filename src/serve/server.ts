@@ -107,7 +107,7 @@ export async function startServer(o: ServerOptions = {}): Promise<RunningServer>
     if (err.validation) return reply.code(400).send({ error: fieldOf(err) });
     if (err.code === "FST_ERR_CTP_BODY_TOO_LARGE") return reply.code(413).send({ error: `request body over ${BODY_LIMIT / 1024} KiB` });
     if (err.code === "FST_ERR_CTP_INVALID_MEDIA_TYPE") return reply.code(415).send({ error: "content-type: send application/json" });
-    if (err.code === "FST_ERR_CTP_EMPTY_JSON_BODY") return reply.code(400).send({ error: "body: empty; send JSON like {\"question\": \"...\"}" });
+    if (err.code === "FST_ERR_CTP_EMPTY_JSON_BODY") return reply.code(400).send({ error: 'body: empty; send JSON like {"question": "..."}' });
     if (err.statusCode === 400 && (err.code === "FST_ERR_CTP_INVALID_JSON_BODY" || err instanceof SyntaxError || /JSON/.test(err.message))) {
       return reply.code(400).send({ error: `body: malformed JSON (${err.message})` });
     }
@@ -116,7 +116,9 @@ export async function startServer(o: ServerOptions = {}): Promise<RunningServer>
     return reply.code(500).send({ error: `internal error: ${err.message}` });
   });
 
-  app.setNotFoundHandler((req, reply) => reply.code(404).send({ error: `no route ${req.method} ${req.url.split("?")[0]}; routes: GET /, GET /health, POST /generate_sql` }));
+  app.setNotFoundHandler((req, reply) =>
+    reply.code(404).send({ error: `no route ${req.method} ${req.url.split("?")[0]}; routes: GET /, GET /health, POST /generate_sql` }),
+  );
 
   app.get("/", async (_req, reply) => reply.type("text/html; charset=utf-8").send(page));
 
@@ -137,7 +139,10 @@ export async function startServer(o: ServerOptions = {}): Promise<RunningServer>
     const question = body.question.trim();
     if (!question) return reply.code(400).send({ error: "question: must not be empty" });
     if (pending >= parallel + maxQueue) {
-      return reply.code(503).header("Retry-After", "1").send({ error: `busy: ${pending} requests in flight or queued; retry shortly` });
+      return reply
+        .code(503)
+        .header("Retry-After", "1")
+        .send({ error: `busy: ${pending} requests in flight or queued; retry shortly` });
     }
     pending++;
     try {
@@ -162,9 +167,11 @@ export async function startServer(o: ServerOptions = {}): Promise<RunningServer>
   log(`  device  ${generator.device}, ${parallel} parallel decoders, queue of ${maxQueue}`);
   log(`  ready in ${readyS} s`);
   if (host !== "127.0.0.1" && host !== "localhost" && host !== "::1") {
-    log(o.token
-      ? `  note: bound to ${host}; the API wants 'Authorization: Bearer <token>'`
-      : `  WARNING: bound to ${host} with no authentication: anyone who can reach this address can use the API (pass --token to require one)`);
+    log(
+      o.token
+        ? `  note: bound to ${host}; the API wants 'Authorization: Bearer <token>'`
+        : `  WARNING: bound to ${host} with no authentication: anyone who can reach this address can use the API (pass --token to require one)`,
+    );
   }
   let closing: Promise<void> | undefined;
   return {

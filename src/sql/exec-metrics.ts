@@ -141,8 +141,11 @@ function loadSqlite(): SqliteCtor {
   try {
     return createRequire(import.meta.url)("better-sqlite3") as SqliteCtor;
   } catch (err) {
-    throw new Error(`reading a SQLite schema needs better-sqlite3's native module, which did not load (${(err as Error).message.split("\n")[0]}); ` +
-      "approve and build it with: npm install-scripts approve better-sqlite3 && npm rebuild better-sqlite3", { cause: err });
+    throw new Error(
+      `reading a SQLite schema needs better-sqlite3's native module, which did not load (${(err as Error).message.split("\n")[0]}); ` +
+        "approve and build it with: npm install-scripts approve better-sqlite3 && npm rebuild better-sqlite3",
+      { cause: err },
+    );
   }
 }
 
@@ -170,12 +173,13 @@ export function schemaFromSqlite(dbFile: string): string {
   const db = new Database(dbFile, { readonly: true, fileMustExist: true });
   try {
     db.pragma("query_only = ON");
-    const tables = (db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'").pluck().all() as string[])
-      .sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    const tables = (
+      db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'").pluck().all() as string[]
+    ).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
     const columns = (t: string) => (db.prepare("SELECT cid, name, type, pk FROM pragma_table_info(?)").all(t) as ColumnInfo[]).sort((a, b) => a.cid - b.cid);
     const stmts = tables.map((table) => {
       const lines = columns(table).map((c) => `  ${c.name}${c.type ? ` ${c.type}` : ""}${c.pk > 0 ? " PRIMARY KEY" : ""}`);
-      const fks = db.prepare("SELECT id, seq, \"table\", \"from\", \"to\" FROM pragma_foreign_key_list(?)").all(table) as ForeignKeyInfo[];
+      const fks = db.prepare('SELECT id, seq, "table", "from", "to" FROM pragma_foreign_key_list(?)').all(table) as ForeignKeyInfo[];
       // SQLite numbers foreign keys from the last declared one: highest id first is declared order
       const ids = [...new Set(fks.map((f) => f.id))].sort((a, b) => b - a);
       for (const id of ids) {
@@ -184,7 +188,10 @@ export function schemaFromSqlite(dbFile: string): string {
         let to = parts.map((f) => f.to);
         if (to.some((c) => c === null)) {
           // REFERENCES parent without columns: the parent's primary key
-          const pk = columns(parent).filter((c) => c.pk > 0).sort((a, b) => a.pk - b.pk).map((c) => c.name);
+          const pk = columns(parent)
+            .filter((c) => c.pk > 0)
+            .sort((a, b) => a.pk - b.pk)
+            .map((c) => c.name);
           to = pk.length === parts.length ? pk : to.map((c) => c ?? "");
         }
         lines.push(`  FOREIGN KEY (${parts.map((f) => f.from).join(", ")}) REFERENCES ${parent}(${to.join(", ")})`);

@@ -126,7 +126,10 @@ function betterSqlitePath(): string {
     try {
       sqlitePath = createRequire(import.meta.url).resolve("better-sqlite3");
     } catch (err) {
-      throw new Error(`execution metrics need better-sqlite3, which was not found (${(err as Error).message.split("\n")[0]}); install it with: npm install better-sqlite3`, { cause: err });
+      throw new Error(
+        `execution metrics need better-sqlite3, which was not found (${(err as Error).message.split("\n")[0]}); install it with: npm install better-sqlite3`,
+        { cause: err },
+      );
     }
   }
   return sqlitePath;
@@ -138,7 +141,10 @@ class DbRunner {
   private pending: ((m: ChildMessage | { type: "exit"; why: string }) => void) | undefined;
   dead = false;
 
-  constructor(readonly file: string, private readonly onDead: (r: DbRunner) => void) {
+  constructor(
+    readonly file: string,
+    private readonly onDead: (r: DbRunner) => void,
+  ) {
     this.child = spawn(process.execPath, ["-e", CHILD_SOURCE, betterSqlitePath(), file], {
       stdio: ["ignore", "ignore", "pipe", "ipc"],
       serialization: "advanced",
@@ -156,14 +162,18 @@ class DbRunner {
       p?.(m);
     });
     this.child.on("error", (err) => this.kill(`could not start the query process: ${err.message}`));
-    this.child.on("exit", (code, signal) => this.kill(`the query process exited (${signal ?? `code ${code}`})${stderr.trim() ? `: ${stderr.trim().split("\n").slice(-3).join(" ")}` : ""}`));
+    this.child.on("exit", (code, signal) =>
+      this.kill(`the query process exited (${signal ?? `code ${code}`})${stderr.trim() ? `: ${stderr.trim().split("\n").slice(-3).join(" ")}` : ""}`),
+    );
     this.idle();
     this.ready = this.request(undefined, STARTUP_TIMEOUT_MS).then((m) => {
       if (m.type === "ready") return;
       this.kill("startup failed");
       if (m.type === "fatal" && m.stage === "load") {
-        throw new Error(`execution metrics need better-sqlite3's native module, which did not load (${m.error}); ` +
-          "approve and build it with: npm install-scripts approve better-sqlite3 && npm rebuild better-sqlite3");
+        throw new Error(
+          `execution metrics need better-sqlite3's native module, which did not load (${m.error}); ` +
+            "approve and build it with: npm install-scripts approve better-sqlite3 && npm rebuild better-sqlite3",
+        );
       }
       throw new OpenError(`cannot open database ${file}: ${"error" in m ? m.error : m.type}`);
     });
@@ -176,7 +186,10 @@ class DbRunner {
     this.child.channel?.unref();
   }
 
-  private request(msg: { sql: string; maxRows: number } | { schema: string[]; sql: string; maxPages: number } | undefined, timeoutMs: number): Promise<ChildMessage | { type: "exit"; why: string } | { type: "timeout" }> {
+  private request(
+    msg: { sql: string; maxRows: number } | { schema: string[]; sql: string; maxPages: number } | undefined,
+    timeoutMs: number,
+  ): Promise<ChildMessage | { type: "exit"; why: string } | { type: "timeout" }> {
     if (this.dead) return Promise.resolve({ type: "exit", why: "the query process is gone" });
     return new Promise((resolve) => {
       this.child.channel?.ref();

@@ -102,12 +102,7 @@ export function hardness(sql: string | SpiderSql, schema?: SpiderSchemaEntry | S
   const others = countOthers(parsed);
   if (c1 <= 1 && others === 0 && c2 === 0) return "easy";
   if ((others <= 2 && c1 <= 1 && c2 === 0) || (c1 <= 2 && others < 2 && c2 === 0)) return "medium";
-  if (
-    (others > 2 && c1 <= 2 && c2 === 0) ||
-    (c1 > 2 && c1 <= 3 && others <= 2 && c2 === 0) ||
-    (c1 <= 1 && others === 0 && c2 <= 1)
-  )
-    return "hard";
+  if ((others > 2 && c1 <= 2 && c2 === 0) || (c1 > 2 && c1 <= 3 && others <= 2 && c2 === 0) || (c1 <= 1 && others === 0 && c2 <= 1)) return "hard";
   return "extra";
 }
 
@@ -119,9 +114,7 @@ export function hardness(sql: string | SpiderSql, schema?: SpiderSchemaEntry | S
  * to the group's lowest-numbered column, so `T1.id = T2.t1_id` and `T2.t1_id = T1.id` agree.
  */
 export function foreignKeyMap(entry: SpiderSchemaEntry): Map<string, string> {
-  const cols = entry.column_names_original.map(([ti, c]) =>
-    ti >= 0 ? `__${entry.table_names_original[ti]!.toLowerCase()}.${c.toLowerCase()}__` : "__all__",
-  );
+  const cols = entry.column_names_original.map(([ti, c]) => (ti >= 0 ? `__${entry.table_names_original[ti]!.toLowerCase()}.${c.toLowerCase()}__` : "__all__"));
   const groups: Set<number>[] = [];
   for (const [k1, k2] of entry.foreign_keys ?? []) {
     let group = groups.find((g) => g.has(k1) || g.has(k2));
@@ -222,8 +215,7 @@ function multisetHits(pred: string[], label: string[]): number {
 }
 
 /** `get_scores(...) == 1`: same number of units and every predicted unit found. */
-const fullScore = (hits: number, predTotal: number, labelTotal: number): boolean =>
-  predTotal === labelTotal && hits === predTotal;
+const fullScore = (hits: number, predTotal: number, labelTotal: number): boolean => predTotal === labelTotal && hits === predTotal;
 
 function setEquals(a: Set<string>, b: Set<string>): boolean {
   return a.size === b.size && [...a].every((x) => b.has(x));
@@ -280,9 +272,7 @@ function matchSql(pred: SpiderSql, label: SpiderSql): ComponentMatch {
   // where (eval_where) and and/or (eval_and_or)
   const pw = condUnits(pred.where).map(key);
   const lw = condUnits(label.where).map(key);
-  const where =
-    fullScore(multisetHits(pw, lw), pw.length, lw.length) &&
-    setEquals(new Set(connectors(pred.where)), new Set(connectors(label.where)));
+  const where = fullScore(multisetHits(pw, lw), pw.length, lw.length) && setEquals(new Set(connectors(pred.where)), new Set(connectors(label.where)));
 
   // group (eval_group: column names without their table) and having (eval_having)
   const colName = (c: ColUnit): string => (c[1].includes(".") ? c[1].split(".")[1]! : c[1]);
@@ -292,16 +282,12 @@ function matchSql(pred: SpiderSql, label: SpiderSql): ComponentMatch {
   const pHas = pred.groupBy.length > 0;
   const lHas = label.groupBy.length > 0;
   const having =
-    pHas === lHas &&
-    (!lHas ||
-      (key(pred.groupBy.map((c) => c[1])) === key(label.groupBy.map((c) => c[1])) && key(pred.having) === key(label.having)));
+    pHas === lHas && (!lHas || (key(pred.groupBy.map((c) => c[1])) === key(label.groupBy.map((c) => c[1])) && key(pred.having) === key(label.having)));
   const groupBy = groupNoHaving && having;
 
   // order (eval_order)
   const limit = (pred.limit === null) === (label.limit === null);
-  const orderBy =
-    pred.orderBy.length > 0 === label.orderBy.length > 0 &&
-    (label.orderBy.length === 0 || (key(pred.orderBy) === key(label.orderBy) && limit));
+  const orderBy = pred.orderBy.length > 0 === label.orderBy.length > 0 && (label.orderBy.length === 0 || (key(pred.orderBy) === key(label.orderBy) && limit));
 
   // set operations (eval_IUEN)
   const iuen = (["intersect", "except", "union"] as const).every((op) => {
@@ -321,9 +307,7 @@ function matchSql(pred: SpiderSql, label: SpiderSql): ComponentMatch {
       const cu = s.from.conds[0];
       return cu && isCondUnit(cu) ? key([cu[2][1], cu[3]]) : "";
     };
-    from =
-      key(tables(pred)) === key(tables(label)) &&
-      (label.from.table_units.length > 1 ? firstCond(pred) === firstCond(label) : true);
+    from = key(tables(pred)) === key(tables(label)) && (label.from.table_units.length > 1 ? firstCond(pred) === firstCond(label) : true);
   }
 
   const all = select && where && groupBy && orderBy && limit && iuen && kw && from;

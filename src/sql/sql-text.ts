@@ -56,7 +56,8 @@ function tokens(sql: string): Token[] {
       i++;
     } else {
       let j = i + 1;
-      while (j < n && !/[\s'"`[(),;A-Za-z_\u0080-\uffff]/.test(sql[j]) && !(sql[j] === "-" && sql[j + 1] === "-") && !(sql[j] === "/" && sql[j + 1] === "*")) j++;
+      while (j < n && !/[\s'"`[(),;A-Za-z_\u0080-\uffff]/.test(sql[j]) && !(sql[j] === "-" && sql[j + 1] === "-") && !(sql[j] === "/" && sql[j + 1] === "*"))
+        j++;
       out.push({ kind: "other", text: sql.slice(i, j), at: i });
       i = j;
     }
@@ -90,8 +91,29 @@ export function isSingleReadQuery(sql: string): { ok: boolean; why?: string } {
 
 /** Words that begin an SQLite statement. */
 const STATEMENT_WORDS = new Set([
-  "alter", "analyze", "attach", "begin", "commit", "create", "delete", "detach", "drop", "end", "explain", "insert",
-  "pragma", "reindex", "release", "replace", "rollback", "savepoint", "select", "update", "vacuum", "values", "with",
+  "alter",
+  "analyze",
+  "attach",
+  "begin",
+  "commit",
+  "create",
+  "delete",
+  "detach",
+  "drop",
+  "end",
+  "explain",
+  "insert",
+  "pragma",
+  "reindex",
+  "release",
+  "replace",
+  "rollback",
+  "savepoint",
+  "select",
+  "update",
+  "vacuum",
+  "values",
+  "with",
 ]);
 
 /** isSingleReadQuery, plus `syntax` when the text cannot begin any SQLite statement (so it need not run). */
@@ -178,7 +200,10 @@ export function schemaStatements(schema: string): string[] {
   if (stmts.length > MAX_SCHEMA_STATEMENTS) throw new Error(`schema: ${stmts.length} statements, more than the ${MAX_SCHEMA_STATEMENTS} allowed`);
   stmts.forEach((stmt, i) => {
     const why = definitionProblem(tokens(stmt));
-    if (why) throw new Error(`schema: statement ${i + 1} (${snippet(stmt)}): ${why}; a schema may only hold CREATE TABLE (with column definitions), CREATE INDEX and CREATE VIEW statements`);
+    if (why)
+      throw new Error(
+        `schema: statement ${i + 1} (${snippet(stmt)}): ${why}; a schema may only hold CREATE TABLE (with column definitions), CREATE INDEX and CREATE VIEW statements`,
+      );
   });
   return stmts;
 }

@@ -111,8 +111,25 @@ function pyFloat(tok: string): number | undefined {
 
 /** Keywords after which a '-' starts a negative number rather than a subtraction. */
 const PREFIX_KEYWORDS = new Set([
-  "select", "distinct", "where", "and", "or", "not", "between", "in", "like", "is", "having", "on", "by",
-  "limit", "when", "then", "else", "case", "exists",
+  "select",
+  "distinct",
+  "where",
+  "and",
+  "or",
+  "not",
+  "between",
+  "in",
+  "like",
+  "is",
+  "having",
+  "on",
+  "by",
+  "limit",
+  "when",
+  "then",
+  "else",
+  "case",
+  "exists",
 ]);
 
 /** Whether a token ends an operand (so a following '-' is binary minus). */

@@ -31,7 +31,8 @@ interface TrainerState extends Position {
 export function checkpointDirs(out: string): { step: number; dir: string }[] {
   const root = path.join(out, "checkpoints");
   if (!fs.existsSync(root)) return [];
-  return fs.readdirSync(root)
+  return fs
+    .readdirSync(root)
     .map((n) => ({ n, m: /^checkpoint-(\d+)$/.exec(n) }))
     .filter((x) => x.m)
     .map((x) => ({ step: Number(x.m![1]), dir: path.join(root, x.n) }))
@@ -43,8 +44,15 @@ export function checkpointDirs(out: string): { step: number; dir: string }[] {
  * The optimizer state is read from the engine here, and only here. `dropoutCalls`: the dropout
  * stream's position to record instead of the engine's, for an unfinished step wound back to its start.
  */
-export async function saveCheckpoint(engine: LoraEngine, out: string, pos: Position, tensors: TensorList, keep: number,
-  rec: Omit<AdapterRecord, "steps">, dropoutCalls?: number): Promise<string> {
+export async function saveCheckpoint(
+  engine: LoraEngine,
+  out: string,
+  pos: Position,
+  tensors: TensorList,
+  keep: number,
+  rec: Omit<AdapterRecord, "steps">,
+  dropoutCalls?: number,
+): Promise<string> {
   const opt = await engine.getOptimizerState();
   const state: TrainerState = {
     step: pos.step,
@@ -91,8 +99,10 @@ function readTrainerState(dir: string): TrainerState {
   const count = (v: unknown) => Number.isInteger(v) && (v as number) >= 0;
   if (typeof s !== "object" || s === null) throw damaged("expected a JSON object");
   for (const k of ["step", "epoch", "offset"] as const) if (!count(s[k])) throw damaged(`${k}: expected an integer >= 0, got ${JSON.stringify(s[k])}`);
-  if (!count(s.optimizer?.t) || !count(s.optimizer?.dropoutCalls)) throw damaged(`optimizer: expected integers t and dropoutCalls, got ${JSON.stringify(s.optimizer)}`);
-  if (!Array.isArray(s.tensors) || !s.tensors.every((t) => typeof t?.name === "string" && count(t?.size))) throw damaged("tensors: expected a list of {name, size}");
+  if (!count(s.optimizer?.t) || !count(s.optimizer?.dropoutCalls))
+    throw damaged(`optimizer: expected integers t and dropoutCalls, got ${JSON.stringify(s.optimizer)}`);
+  if (!Array.isArray(s.tensors) || !s.tensors.every((t) => typeof t?.name === "string" && count(t?.size)))
+    throw damaged("tensors: expected a list of {name, size}");
   return s;
 }
 

@@ -124,8 +124,16 @@ export const SCHEMA: Record<string, Field> = {
   "train.seed": { kind: "integer", min: 0, doc: "seed of the training order" },
   "train.threads": { kind: "integer", min: 0, doc: "CPU threads (0: all cores)" },
   "train.device": { kind: "string", values: ["auto", "cpu", "cuda", "metal"], doc: "compute device" },
-  "train.memory": { kind: "string", values: ["fast", "lean"], doc: "fast keeps a transposed copy of each frozen matrix (2x weight memory); lean makes them on the fly" },
-  "train.gradient_checkpointing": { kind: "string", values: ["auto", "on", "off"], doc: "recompute each layer in the backward pass (4.9x less activation memory, ~20-30% more time at 1,024 tokens); auto: on with memory lean" },
+  "train.memory": {
+    kind: "string",
+    values: ["fast", "lean"],
+    doc: "fast keeps a transposed copy of each frozen matrix (2x weight memory); lean makes them on the fly",
+  },
+  "train.gradient_checkpointing": {
+    kind: "string",
+    values: ["auto", "on", "off"],
+    doc: "recompute each layer in the backward pass (4.9x less activation memory, ~20-30% more time at 1,024 tokens); auto: on with memory lean",
+  },
   "output.dir": { kind: "string", doc: "where checkpoints, final_model/, metrics.jsonl and the loss curve go" },
 };
 
@@ -253,7 +261,11 @@ export function closestKey(key: string): string {
     if (best && best.d <= Math.max(2, Math.floor(last.length / 2))) return best.key;
   }
   const byLast = nearest(names, (n) => n.name, last);
-  const byFull = nearest(Object.keys(SCHEMA).map((k) => ({ key: k })), (c) => c.key, key);
+  const byFull = nearest(
+    Object.keys(SCHEMA).map((k) => ({ key: k })),
+    (c) => c.key,
+    key,
+  );
   return byLast.d <= byFull.d ? byLast.key : byFull.key;
 }
 
@@ -419,10 +431,15 @@ function validateWhole(cfg: TrainConfig): void {
       throw new ConfigError((err as Error).message);
     }
   }
-  if (!cfg.model.path) throw new ConfigError("model.path: expected a GGUF path (or a checkpoint folder, a hub repository owner/name, or builtin:tiny), got nothing (set it in the config or pass --model)");
+  if (!cfg.model.path)
+    throw new ConfigError(
+      "model.path: expected a GGUF path (or a checkpoint folder, a hub repository owner/name, or builtin:tiny), got nothing (set it in the config or pass --model)",
+    );
   const d = cfg.data;
-  if (!d.path && !d.train_path) throw new ConfigError("data.path: expected a dataset file (or data.train_path), got nothing (set it in the config or pass --data)");
-  if (d.path && d.train_path) throw new ConfigError("data.train_path: set either data.path (split by data.split) or data.train_path (explicit files), not both");
+  if (!d.path && !d.train_path)
+    throw new ConfigError("data.path: expected a dataset file (or data.train_path), got nothing (set it in the config or pass --data)");
+  if (d.path && d.train_path)
+    throw new ConfigError("data.train_path: set either data.path (split by data.split) or data.train_path (explicit files), not both");
   if (d.eval_path && !d.train_path) throw new ConfigError("data.eval_path: needs data.train_path (explicit files bypass the split)");
   if (d.split.length !== 3 || d.split.some((x) => x < 0) || Math.abs(d.split.reduce((a, b) => a + b, 0) - 1) > 1e-9 || d.split[0] <= 0) {
     throw new ConfigError(`data.split: expected three fractions [train, eval, test] that sum to 1, got ${JSON.stringify(d.split)}`);

@@ -89,7 +89,9 @@ function checkUtf8(file: string): void {
   }
   const bad = findInvalidUtf8(buf);
   if (bad >= 0) {
-    throw new DataError(`${file}:${lineOf(buf, bad)}: invalid UTF-8 (byte 0x${buf[bad].toString(16).padStart(2, "0")} at offset ${bad}); save the file as UTF-8`);
+    throw new DataError(
+      `${file}:${lineOf(buf, bad)}: invalid UTF-8 (byte 0x${buf[bad].toString(16).padStart(2, "0")} at offset ${bad}); save the file as UTF-8`,
+    );
   }
 }
 
@@ -104,7 +106,9 @@ function formatOf(file: string, format: TrainConfig["data"]["format"]): "csv" | 
 
 async function readCsv(file: string, cols: TrainConfig["data"]["columns"]): Promise<Example[]> {
   checkUtf8(file);
-  const parser = fs.createReadStream(file).pipe(parse({ bom: true, columns: true, info: true, skip_empty_lines: true, trim: true, max_record_size: MAX_ROW_CHARS }));
+  const parser = fs
+    .createReadStream(file)
+    .pipe(parse({ bom: true, columns: true, info: true, skip_empty_lines: true, trim: true, max_record_size: MAX_ROW_CHARS }));
   const out: Example[] = [];
   let checkedHeader = false;
   try {
@@ -114,7 +118,9 @@ async function readCsv(file: string, cols: TrainConfig["data"]["columns"]): Prom
         const header = Object.keys(record);
         for (const c of [cols.question, cols.sql, ...(cols.schema ? [cols.schema] : [])]) {
           if (!header.includes(c)) {
-            throw new DataError(`${file}:1: missing column '${c}' (the header has: ${header.join(", ")}); map columns with data.columns.question / data.columns.sql`);
+            throw new DataError(
+              `${file}:1: missing column '${c}' (the header has: ${header.join(", ")}); map columns with data.columns.question / data.columns.sql`,
+            );
           }
         }
         checkedHeader = true;
@@ -139,7 +145,9 @@ async function readCsv(file: string, cols: TrainConfig["data"]["columns"]): Prom
     if (e.code === "CSV_MAX_RECORD_SIZE") throw new DataError(`${file}:${line}: a record of more than ${MAX_ROW_CHARS} characters (a field that never ends?)`);
     if (e.code === "CSV_QUOTE_NOT_CLOSED") throw new DataError(`${file}:${line}: unterminated quote (a field opens with " and never closes)`);
     if (e.code?.startsWith("CSV_RECORD_INCONSISTENT") || e.code === "CSV_RECORD_DONT_MATCH_COLUMNS_LENGTH") {
-      throw new DataError(`${file}:${line}: wrong number of fields (${e.message.replace(/^Invalid Record Length: /, "").replace(/ on line \d+$/, "")}); quote fields that contain commas`);
+      throw new DataError(
+        `${file}:${line}: wrong number of fields (${e.message.replace(/^Invalid Record Length: /, "").replace(/ on line \d+$/, "")}); quote fields that contain commas`,
+      );
     }
     throw new DataError(`${file}:${line}: ${e.message}`);
   }
@@ -164,8 +172,7 @@ function fromObject(obj: unknown, cols: TrainConfig["data"]["columns"], where: s
   if (cols.schema && typeof o[cols.schema] === "string") {
     checkField(where, cols.schema, o[cols.schema] as string);
     ex.schema = o[cols.schema] as string;
-  }
-  else if (schemas && typeof o.db_id === "string") {
+  } else if (schemas && typeof o.db_id === "string") {
     const sc = schemas.get(o.db_id);
     if (!sc) throw new DataError(`${where}: db_id '${o.db_id}' is not in tables.json`);
     ex.schema = sc;
@@ -253,7 +260,12 @@ async function readSpider(file: string, cols: TrainConfig["data"]["columns"], ta
 export async function readExamples(file: string, cfg: TrainConfig["data"]): Promise<Example[]> {
   if (!fs.existsSync(file)) throw new DataError(`data file not found: ${file}`);
   const fmt = formatOf(file, cfg.format);
-  const rows = fmt === "csv" ? await readCsv(file, cfg.columns) : fmt === "jsonl" ? await readJsonl(file, cfg.columns) : await readSpider(file, cfg.columns, cfg.tables_path);
+  const rows =
+    fmt === "csv"
+      ? await readCsv(file, cfg.columns)
+      : fmt === "jsonl"
+        ? await readJsonl(file, cfg.columns)
+        : await readSpider(file, cfg.columns, cfg.tables_path);
   if (rows.length === 0) throw new DataError(`${file}: no examples`);
   return rows;
 }
@@ -305,14 +317,21 @@ export async function loadDataset(cfg: TrainConfig["data"]): Promise<Dataset> {
       train: cfg.shuffle ? shuffled(train, cfg.seed) : train,
       eval: evalRows,
       test: [],
-      report: { files: [cfg.train_path, ...(cfg.eval_path ? [cfg.eval_path] : [])], rows: all.length, duplicates: countDuplicates(all), split: { train: train.length, eval: evalRows.length, test: 0 } },
+      report: {
+        files: [cfg.train_path, ...(cfg.eval_path ? [cfg.eval_path] : [])],
+        rows: all.length,
+        duplicates: countDuplicates(all),
+        split: { train: train.length, eval: evalRows.length, test: 0 },
+      },
     };
   }
   const rows = await readExamples(cfg.path!, cfg);
   const order = cfg.shuffle ? shuffled(rows, cfg.seed) : rows;
   const sizes = splitSizes(rows.length, cfg.split);
   if (sizes.train === 0) {
-    throw new DataError(`${cfg.path}: data.split ${JSON.stringify(cfg.split)} of ${rows.length} row${rows.length === 1 ? "" : "s"} leaves no row to train on; add rows, or set data.split to [1, 0, 0] to train on all of them`);
+    throw new DataError(
+      `${cfg.path}: data.split ${JSON.stringify(cfg.split)} of ${rows.length} row${rows.length === 1 ? "" : "s"} leaves no row to train on; add rows, or set data.split to [1, 0, 0] to train on all of them`,
+    );
   }
   return {
     train: order.slice(0, sizes.train),

@@ -91,7 +91,9 @@ async function evaluate(run: Run, s: Session, step: number): Promise<void> {
   const bs = run.cfg.train.batch_size;
   if (data.eval.length === 0) return;
   const t0 = performance.now();
-  let lossSum = 0, n = 0, correct = 0;
+  let lossSum = 0,
+    n = 0,
+    correct = 0;
   for (let i = 0; i < data.eval.length; i += bs) {
     const st = await run.engine.evaluate(makeBatch(data.eval.slice(i, i + bs)));
     lossSum += st.lossSum;
@@ -110,7 +112,8 @@ async function evaluate(run: Run, s: Session, step: number): Promise<void> {
 async function accumulate(run: Run, exs: Encoded[]) {
   const bs = run.cfg.train.batch_size;
   const divisor = exs.reduce((n, e) => n + e.mask.reduce((a, b) => a + b, 0), 0); // targets in the whole step
-  let lossSum = 0, tokens = 0;
+  let lossSum = 0,
+    tokens = 0;
   for (let i = 0; i < exs.length; i += bs) {
     const mb = exs.slice(i, i + bs);
     const st = await run.engine.accumulate(makeBatch(mb), divisor);
@@ -153,16 +156,28 @@ function report(run: Run, s: Session, step: { loss: number; lr: number; gradNorm
     etaS: (elapsedS / (pos.step - run.startStep)) * (run.totalSteps - pos.step),
   };
   run.metrics.history.train.push([ev.step, ev.loss]);
-  run.metrics.write({ type: "train", step: ev.step, epoch: ev.epoch, loss: ev.loss, lr: ev.lr, gradNorm: ev.gradNorm, tokens: ev.tokens, tokensPerS: ev.tokensPerS, elapsedS });
+  run.metrics.write({
+    type: "train",
+    step: ev.step,
+    epoch: ev.epoch,
+    loss: ev.loss,
+    lr: ev.lr,
+    gradNorm: ev.gradNorm,
+    tokens: ev.tokens,
+    tokensPerS: ev.tokensPerS,
+    elapsedS,
+  });
   run.hooks.onStep?.(ev);
 }
 
 /** The error that stops a run whose loss or gradient norm is not finite: nothing of the step is saved. */
 function nonFinite(run: Run, what: string, value: number, step: number): Error {
   const last = checkpointDirs(run.cfg.output.dir).pop();
-  return new Error(`train: the ${what} of step ${step} is ${value}; stopped before saving anything of it ` +
-    `(${last ? `the last checkpoint, ${last.dir}, is intact` : "no checkpoint was saved yet"}). ` +
-    "Lower train.lr, set train.max_grad_norm, or check the data and the model's weights");
+  return new Error(
+    `train: the ${what} of step ${step} is ${value}; stopped before saving anything of it ` +
+      `(${last ? `the last checkpoint, ${last.dir}, is intact` : "no checkpoint was saved yet"}). ` +
+      "Lower train.lr, set train.max_grad_norm, or check the data and the model's weights",
+  );
 }
 
 /** One optimizer step, then its evaluation and checkpoint when due. Resolves to false when aborted. */
@@ -204,7 +219,15 @@ export async function trainLoop(run: Run, start: Position): Promise<Session> {
   // a resumed run's "last 10 steps" start with the steps before the checkpoint, as an uninterrupted run's would
   const recent = run.metrics.history.train.slice(-10).map(([, loss]) => loss);
   const s: Session = {
-    pos: start, order: [], interrupted: false, lastLoss: recent.length ? recent[recent.length - 1] : NaN, recent, lastEval: null, tokensSeen: 0, trainSeconds: 0, loopStart: 0,
+    pos: start,
+    order: [],
+    interrupted: false,
+    lastLoss: recent.length ? recent[recent.length - 1] : NaN,
+    recent,
+    lastEval: null,
+    tokensSeen: 0,
+    trainSeconds: 0,
+    loopStart: 0,
   };
   if (start.step === 0 && !run.metrics.history.eval.some((e) => e[0] === 0)) await evaluate(run, s, 0);
   s.order = epochOrder(run.data.train, start.epoch, run.cfg.train, run.cfg.data.group_by_length);

@@ -13,7 +13,12 @@ function niceTicks(lo: number, hi: number, n: number): number[] {
 }
 
 export function lossCurveSvg(train: Series, evals: Series, title = "loss"): string {
-  const W = 720, H = 400, L = 60, R = 20, T = 36, B = 44;
+  const W = 720,
+    H = 400,
+    L = 60,
+    R = 20,
+    T = 36,
+    B = 44;
   const all = [...train, ...evals];
   const maxStep = Math.max(1, ...all.map((p) => p[0]));
   const ys = all.map((p) => p[1]).filter(Number.isFinite);
@@ -21,14 +26,24 @@ export function lossCurveSvg(train: Series, evals: Series, title = "loss"): stri
   const yHi = ys.length ? Math.max(...ys) * 1.05 : 1;
   const x = (s: number) => L + (s / maxStep) * (W - L - R);
   const y = (v: number) => T + (1 - (v - yLo) / (yHi - yLo || 1)) * (H - T - B);
-  const path = (s: Series) => s.filter((p) => Number.isFinite(p[1])).map((p, i) => `${i ? "L" : "M"}${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(" ");
+  const path = (s: Series) =>
+    s
+      .filter((p) => Number.isFinite(p[1]))
+      .map((p, i) => `${i ? "L" : "M"}${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`)
+      .join(" ");
   const grid = niceTicks(yLo, yHi, 5)
-    .map((v) => `<line x1="${L}" x2="${W - R}" y1="${y(v).toFixed(1)}" y2="${y(v).toFixed(1)}" stroke="#ddd"/><text x="${L - 6}" y="${(y(v) + 4).toFixed(1)}" text-anchor="end">${v}</text>`)
+    .map(
+      (v) =>
+        `<line x1="${L}" x2="${W - R}" y1="${y(v).toFixed(1)}" y2="${y(v).toFixed(1)}" stroke="#ddd"/><text x="${L - 6}" y="${(y(v) + 4).toFixed(1)}" text-anchor="end">${v}</text>`,
+    )
     .join("");
   const xt = niceTicks(0, maxStep, 6)
     .map((s) => `<text x="${x(s).toFixed(1)}" y="${H - B + 16}" text-anchor="middle">${s}</text>`)
     .join("");
-  const dots = evals.filter((p) => Number.isFinite(p[1])).map((p) => `<circle cx="${x(p[0]).toFixed(1)}" cy="${y(p[1]).toFixed(1)}" r="3.5" fill="#d62728"/>`).join("");
+  const dots = evals
+    .filter((p) => Number.isFinite(p[1]))
+    .map((p) => `<circle cx="${x(p[0]).toFixed(1)}" cy="${y(p[1]).toFixed(1)}" r="3.5" fill="#d62728"/>`)
+    .join("");
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">
 <rect width="${W}" height="${H}" fill="#fff"/>
 <text x="${W / 2}" y="20" text-anchor="middle" font-size="14">${title}</text>

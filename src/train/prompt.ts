@@ -105,8 +105,10 @@ export function encodeExample(tok: Tokenizer, ex: Example, o: EncodeOptions): En
   if (truncated && o.tooLong === "truncate" && ex.schema && o.template.includes("{schema}")) {
     // the most tables that fit (binary search over the statement count)
     const n = ex.schema.split(/(?<=;)\n/).length;
-    const fits = (keep: number) => 1 + tok.encode(renderPrompt(o.template, { ...ex, schema: keepTables(ex.schema!, keep) })).length + completion.length <= o.maxSeqLen;
-    let lo = 0, hi = n - 1;
+    const fits = (keep: number) =>
+      1 + tok.encode(renderPrompt(o.template, { ...ex, schema: keepTables(ex.schema!, keep) })).length + completion.length <= o.maxSeqLen;
+    let lo = 0,
+      hi = n - 1;
     while (lo < hi) {
       const mid = Math.ceil((lo + hi) / 2);
       if (fits(mid)) lo = mid;

@@ -40,7 +40,12 @@ export interface EvalEvent {
   tokens: number;
 }
 
-export interface LengthStats { p50: number; p95: number; max: number; mean: number }
+export interface LengthStats {
+  p50: number;
+  p95: number;
+  max: number;
+  mean: number;
+}
 
 export interface DataSummary extends DatasetReport {
   skippedTooLong: number;
@@ -139,19 +144,24 @@ function encodeRows(tok: Tokenizer, rows: Example[], opts: EncodeOptions, t: Tal
 
 /** What happened to the rows longer than max_seq_len. */
 function tooLongWarning(t: Tally, opts: EncodeOptions): string {
-  const how = opts.tooLong === "skip"
-    ? `${t.skipped} skipped`
-    : `${t.truncated} shortened` +
-      (t.schemasShortened ? ` (${t.schemasShortened} by dropping ${t.tablesDropped} CREATE TABLE statements from the end of their schema, ${t.truncated - t.schemasShortened} by cutting the prompt from the left)` : " by cutting the prompt from the left") +
-      (t.skipped ? `, ${t.skipped} skipped (the SQL alone is too long)` : "");
+  const how =
+    opts.tooLong === "skip"
+      ? `${t.skipped} skipped`
+      : `${t.truncated} shortened` +
+        (t.schemasShortened
+          ? ` (${t.schemasShortened} by dropping ${t.tablesDropped} CREATE TABLE statements from the end of their schema, ${t.truncated - t.schemasShortened} by cutting the prompt from the left)`
+          : " by cutting the prompt from the left") +
+        (t.skipped ? `, ${t.skipped} skipped (the SQL alone is too long)` : "");
   return `data: warning: ${t.over} rows are longer than ${opts.maxSeqLen} tokens: ${how}`;
 }
 
 /** Reads, splits and tokenizes the data; the dry run of `text2sql data` and the first phase of training. */
 export async function prepareData(cfg: TrainConfig, modelPath: string, log: (m: string) => void = () => {}) {
   const ds = await loadDataset(cfg.data);
-  log(`data: ${ds.report.rows} rows from ${ds.report.files.join(", ")}; split ${ds.report.split.train} / ${ds.report.split.eval} / ${ds.report.split.test}` +
-    (ds.report.duplicates ? `; ${ds.report.duplicates} duplicate rows (kept)` : ""));
+  log(
+    `data: ${ds.report.rows} rows from ${ds.report.files.join(", ")}; split ${ds.report.split.train} / ${ds.report.split.eval} / ${ds.report.split.test}` +
+      (ds.report.duplicates ? `; ${ds.report.duplicates} duplicate rows (kept)` : ""),
+  );
   const tok = await Tokenizer.load(modelPath);
   const opts = { template: cfg.data.template, maxSeqLen: cfg.data.max_seq_len, tooLong: cfg.data.too_long, lossOn: cfg.data.loss_on };
   const t: Tally = { prompts: [], completions: [], totals: [], over: 0, skipped: 0, truncated: 0, schemasShortened: 0, tablesDropped: 0 };
@@ -214,13 +224,16 @@ export async function trainSft(options: TrainOptions | TrainConfig, hooks: Train
 
 /** Refuses a non-empty output folder unless the run resumes or replaces what it holds. */
 function checkOutputDir(out: string, hooks: TrainHooks): void {
-  if (hooks.resume && hooks.overwrite) throw new Error("--resume and --overwrite exclude each other: resume continues the run in output.dir, overwrite replaces it");
+  if (hooks.resume && hooks.overwrite)
+    throw new Error("--resume and --overwrite exclude each other: resume continues the run in output.dir, overwrite replaces it");
   if (!fs.existsSync(out)) return;
   if (!fs.statSync(out).isDirectory()) throw new Error(`output.dir: ${out} is not a folder`);
   const held = fs.readdirSync(out);
   if (held.length === 0 || hooks.resume || hooks.overwrite) return;
-  throw new Error(`output.dir: ${out} is not empty (it holds ${held.slice(0, 4).join(", ")}${held.length > 4 ? ", ..." : ""}); ` +
-    "continue its run with --resume, replace it with --overwrite, or choose another output.dir");
+  throw new Error(
+    `output.dir: ${out} is not empty (it holds ${held.slice(0, 4).join(", ")}${held.length > 4 ? ", ..." : ""}); ` +
+      "continue its run with --resume, replace it with --overwrite, or choose another output.dir",
+  );
 }
 
 /**
@@ -245,7 +258,14 @@ function openEngine(cfg: TrainConfig, modelPath: string): Promise<LoraEngine> {
     threads: tc.threads,
     memory: tc.memory,
     checkpointing: tc.gradient_checkpointing === "auto" ? tc.memory === "lean" : tc.gradient_checkpointing === "on",
-    lora: { r: cfg.lora.r, alpha: cfg.lora.alpha, dropout: cfg.lora.dropout, rslora: cfg.lora.use_rslora, targetModules: cfg.lora.target_modules, seed: cfg.lora.seed },
+    lora: {
+      r: cfg.lora.r,
+      alpha: cfg.lora.alpha,
+      dropout: cfg.lora.dropout,
+      rslora: cfg.lora.use_rslora,
+      targetModules: cfg.lora.target_modules,
+      seed: cfg.lora.seed,
+    },
   });
 }
 
@@ -254,13 +274,20 @@ function openEngine(cfg: TrainConfig, modelPath: string): Promise<LoraEngine> {
  * lora.init_adapter or (hooks.resume) from the newest valid checkpoint, writes config.yaml and
  * opens metrics.jsonl.
  */
-async function startRun(cfg: TrainConfig, engine: LoraEngine, modelPath: string, data: { train: Encoded[]; eval: Encoded[] },
-  hooks: TrainHooks): Promise<{ run: Run; start: Position }> {
+async function startRun(
+  cfg: TrainConfig,
+  engine: LoraEngine,
+  modelPath: string,
+  data: { train: Encoded[]; eval: Encoded[] },
+  hooks: TrainHooks,
+): Promise<{ run: Run; start: Position }> {
   const log = hooks.onLog ?? (() => {});
   const info = engine.info;
-  log(`model: ${modelPath} (${info.nLayer} layers, n_embd ${info.nEmbd}, ${info.weightType}) on ${info.device}; ` +
-    `LoRA r=${cfg.lora.r} on ${info.targets.join(", ")}: ${engine.trainableParams.toLocaleString("en-US")} trainable parameters; ` +
-    `memory ${cfg.train.memory}${info.checkpoint ? " with gradient checkpointing" : ""}`);
+  log(
+    `model: ${modelPath} (${info.nLayer} layers, n_embd ${info.nEmbd}, ${info.weightType}) on ${info.device}; ` +
+      `LoRA r=${cfg.lora.r} on ${info.targets.join(", ")}: ${engine.trainableParams.toLocaleString("en-US")} trainable parameters; ` +
+      `memory ${cfg.train.memory}${info.checkpoint ? " with gradient checkpointing" : ""}`,
+  );
   const tooLong = [...data.train, ...data.eval].find((e) => e.tokens.length > info.nCtx);
   if (tooLong) {
     throw new Error(`${tooLong.source}: ${tooLong.tokens.length} tokens exceed the model's context length ${info.nCtx}; set data.max_seq_len <= ${info.nCtx}`);
@@ -336,7 +363,9 @@ export function formatSummary(s: TrainSummary): string {
   const f = (x: number | null, d = 4) => (x === null || !Number.isFinite(x) ? "n/a" : x.toFixed(d));
   const m = s.memory;
   return [
-    s.interrupted ? `interrupted at step ${s.steps} of ${s.totalSteps}; resume with: ${s.resumeCommand}` : `done: ${s.steps} steps (${s.epochs.toFixed(2)} epochs)`,
+    s.interrupted
+      ? `interrupted at step ${s.steps} of ${s.totalSteps}; resume with: ${s.resumeCommand}`
+      : `done: ${s.steps} steps (${s.epochs.toFixed(2)} epochs)`,
     `train loss      ${f(s.trainLoss)} (mean of the last steps)`,
     `eval loss       ${f(s.evalLoss)}`,
     `token accuracy  ${s.evalAccuracy === null ? "n/a" : (100 * s.evalAccuracy).toFixed(1) + "%"}`,
@@ -345,5 +374,7 @@ export function formatSummary(s: TrainSummary): string {
     `peak memory     ${gib(s.peakRssBytes)}: base weights ${gib(m.baseWeights)}, transposed copies ${gib(m.transposedCopies)}, LoRA ${gib(m.lora)}, gradients ${gib(m.gradients)}, optimizer state ${gib(m.optimizer)}, compute buffer (activations) ${gib(m.computeBuffer)}, other ${gib(m.other)}`,
     s.finalModel ? `adapter         ${path.join(s.finalModel, GGUF_ADAPTER)}` : "",
     `metrics         ${path.join(s.outputDir, "metrics.jsonl")}, ${path.join(s.outputDir, "loss.svg")}`,
-  ].filter(Boolean).join("\n");
+  ]
+    .filter(Boolean)
+    .join("\n");
 }

@@ -64,9 +64,8 @@ function alive(pid: number): boolean {
  */
 export function cleanLeftovers(folder: string): string[] {
   const done: string[] = [];
-  const stale = () => (fs.existsSync(folder) ? fs.readdirSync(folder) : [])
-    .map((n) => ({ n, m: LEFTOVER.exec(n) }))
-    .filter((x) => x.m && !alive(Number(x.m[3])));
+  const stale = () =>
+    (fs.existsSync(folder) ? fs.readdirSync(folder) : []).map((n) => ({ n, m: LEFTOVER.exec(n) })).filter((x) => x.m && !alive(Number(x.m[3])));
   for (const { n, m } of stale().filter((x) => x.m![2] === "old")) {
     const target = path.join(folder, m![1]);
     const fresh = path.join(folder, `${m![1]}.tmp-${m![3]}`);

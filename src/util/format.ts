@@ -17,6 +17,8 @@ export function formatBytes(n: number): string {
 /** 1h05m, 3m07s, 42s; "?" while unknown (null, Infinity, NaN). */
 export function formatDuration(s: number | null): string {
   if (s === null || !Number.isFinite(s)) return "?";
-  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = Math.floor(s % 60);
+  const h = Math.floor(s / 3600),
+    m = Math.floor((s % 3600) / 60),
+    sec = Math.floor(s % 60);
   return h ? `${h}h${String(m).padStart(2, "0")}m` : m ? `${m}m${String(sec).padStart(2, "0")}s` : `${sec}s`;
 }

@@ -51,9 +51,30 @@ const FLOAT = ["F32", "F16", "BF16"];
 const F32_F16 = ["F32", "F16"];
 // quantized types that both CPU (type traits) and CUDA (ggml-cuda.cu ~5137-5163) list for MUL_MAT
 const QUANT = [
-  "Q1_0", "Q2_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "MXFP4", "NVFP4",
-  "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_K",
-  "IQ1_M", "IQ1_S", "IQ2_S", "IQ2_XS", "IQ2_XXS", "IQ3_S", "IQ3_XXS", "IQ4_NL", "IQ4_XS",
+  "Q1_0",
+  "Q2_0",
+  "Q4_0",
+  "Q4_1",
+  "Q5_0",
+  "Q5_1",
+  "Q8_0",
+  "MXFP4",
+  "NVFP4",
+  "Q2_K",
+  "Q3_K",
+  "Q4_K",
+  "Q5_K",
+  "Q6_K",
+  "Q8_K",
+  "IQ1_M",
+  "IQ1_S",
+  "IQ2_S",
+  "IQ2_XS",
+  "IQ2_XXS",
+  "IQ3_S",
+  "IQ3_XXS",
+  "IQ4_NL",
+  "IQ4_XS",
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -93,15 +114,13 @@ function rows(i: number, where: string): Check {
   return (u) => (rowsContig(u, i) ? undefined : `src${i} rows must be contiguous, nb[0] == type size (${where})`);
 }
 function sameType(i: number, j: number, where: string): Check {
-  return (u) =>
-    typeOf(u, i) === typeOf(u, j) ? undefined : `src${i} (${typeOf(u, i)}) and src${j} (${typeOf(u, j)}) must have the same type (${where})`;
+  return (u) => (typeOf(u, i) === typeOf(u, j) ? undefined : `src${i} (${typeOf(u, i)}) and src${j} (${typeOf(u, j)}) must have the same type (${where})`);
 }
 function pairs(allowed: ReadonlyArray<readonly [string, string]>, where: string): Check {
   return (u) => {
-    const a = typeOf(u, 0), b = typeOf(u, 1);
-    return allowed.some(([x, y]) => x === a && y === b)
-      ? undefined
-      : `type pair ${a} -> ${b} not supported (${where})`;
+    const a = typeOf(u, 0),
+      b = typeOf(u, 1);
+    return allowed.some(([x, y]) => x === a && y === b) ? undefined : `type pair ${a} -> ${b} not supported (${where})`;
   };
 }
 function never(why: string): Check {
@@ -130,7 +149,16 @@ const cpuBinary = (op: string): Rule =>
   // ~116-136) only has these (src0, src1) combos (dst = src0's type) and GGML_ABORTs otherwise;
   // apply_binary_op asserts nb00 == sizeof(src0_t) (~59). src1 may be strided / broadcast.
   rule(`binary-ops.cpp ~50-136 (${op})`, [
-    pairs([["F32", "F32"], ["F16", "F16"], ["BF16", "BF16"], ["BF16", "F32"], ["F16", "F32"]], "binary-ops.cpp ~120-135"),
+    pairs(
+      [
+        ["F32", "F32"],
+        ["F16", "F16"],
+        ["BF16", "BF16"],
+        ["BF16", "F32"],
+        ["F16", "F32"],
+      ],
+      "binary-ops.cpp ~120-135",
+    ),
     rows(0, "binary-ops.cpp ~59 GGML_ASSERT(nb00 == sizeof(src0_t))"),
   ]);
 
@@ -213,7 +241,9 @@ const CPU: Record<string, Rule> = {
     pairs(
       [
         ...FLOAT.flatMap((a) => FLOAT.map((b) => [a, b] as const)),
-        ["F32", "I32"], ["I32", "F32"], ["I32", "I32"],
+        ["F32", "I32"],
+        ["I32", "F32"],
+        ["I32", "I32"],
         ...QUANT.filter((q) => !q.startsWith("IQ") || q === "IQ4_NL" || q === "IQ4_XS").flatMap((q) => [["F32", q] as const]),
         ...QUANT.map((q) => [q, "F32"] as const),
       ],
@@ -358,7 +388,8 @@ const CUDA: Record<string, Rule> = {
   // both are contiguous.
   CPY: rule(`${CU} ~5239`, [
     (u) => {
-      const a = typeOf(u, 0) ?? "?", b = typeOf(u, 1) ?? "?";
+      const a = typeOf(u, 0) ?? "?",
+        b = typeOf(u, 1) ?? "?";
       if (FLOAT.includes(a) && FLOAT.includes(b)) return undefined;
       const q = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"];
       if (a === "F32" && (q.includes(b) || b === "IQ4_NL" || b === "I32")) return undefined;
@@ -405,7 +436,9 @@ const CUDA: Record<string, Rule> = {
   REPEAT_BACK: rule(`${CU} ~5311`, [type(0, ["F32"], `${CU} ~5312`)]),
   // ggml-cuda.cu ~5498-5499 -> ggml_cuda_flash_attn_ext_supported (fattn.cu ~720): head size, K/V types
   // and GPU architecture dependent -- not modelled, so reported unsupported.
-  FLASH_ATTN_EXT: rule(`${CU} ~5498`, [never(`depends on ggml_cuda_flash_attn_ext_supported (fattn.cu ~720: head size, K/V type, GPU arch); not modelled (${CU} ~5499)`)]),
+  FLASH_ATTN_EXT: rule(`${CU} ~5498`, [
+    never(`depends on ggml_cuda_flash_attn_ext_supported (fattn.cu ~720: head size, K/V type, GPU arch); not modelled (${CU} ~5499)`),
+  ]),
   // ggml-cuda.cu ~5502: true
   OPT_STEP_ADAMW: rule(`${CU} ~5502`, [type(0, ["F32"], "ggml-cuda/opt-step-adamw.cu")]),
 };
@@ -418,19 +451,13 @@ const MD = "ggml-metal/ggml-metal-device.m";
 // ggml-metal-device.m ~1513-1523: if !has_bfloat, any op with a BF16 dst or src[0..2] is unsupported.
 // has_bfloat (~1121-1125) = MTLGPUFamilyMetal3 || MTLGPUFamilyApple6, unless GGML_METAL_BF16_DISABLE is
 // set or the tensor API probe fails (~1230-1240). Treated as supported, with a note.
-const METAL_BF16_NOTE =
-  `BF16 needs a Metal device with bfloat support (has_bfloat: MTLGPUFamilyMetal3 or Apple6, GGML_METAL_BF16_DISABLE unset; ${MD} ~1513-1523, ~1121)`;
+const METAL_BF16_NOTE = `BF16 needs a Metal device with bfloat support (has_bfloat: MTLGPUFamilyMetal3 or Apple6, GGML_METAL_BF16_DISABLE unset; ${MD} ~1513-1523, ~1121)`;
 // has_simdgroup_reduction (~1115-1116) = MTLGPUFamilyApple7 || Metal3: every Apple-silicon Mac; not old Intel/AMD Macs
 const SIMD_RED = `needs has_simdgroup_reduction (Apple7 / Metal3 GPU; ${MD} ~1115)`;
 
 const metalBinary = (op: string): Rule =>
   // ggml-metal-device.m ~1617-1622: contiguous rows of src0 and src1, src0 F32/F16, and src1 of the SAME type
-  rule(`${MD} ~1617 (${op})`, [
-    type(0, F32_F16, `${MD} ~1622`),
-    sameType(0, 1, `${MD} ~1622`),
-    rows(0, `${MD} ~1622`),
-    rows(1, `${MD} ~1622`),
-  ]);
+  rule(`${MD} ~1617 (${op})`, [type(0, F32_F16, `${MD} ~1622`), sameType(0, 1, `${MD} ~1622`), rows(0, `${MD} ~1622`), rows(1, `${MD} ~1622`)]);
 
 const metalCpy = (src: string, dst: string): string | undefined => {
   // ggml-metal-device.m ~1828-1886 (CPY/DUP/CONT/SET share one switch on src0 type x dst type)
@@ -543,12 +570,7 @@ const METAL: Record<string, Rule> = {
 
   // ggml-metal-device.m ~1563-1570: src0, src1, dst all F32, all ggml_is_contiguous, same shape
   // (kernels/unary.metal ~192: kernel_silu_back_f32(dy, x))
-  SILU_BACK: rule(`${MD} ~1563`, [
-    type(0, ["F32"], `${MD} ~1564`),
-    type(1, ["F32"], `${MD} ~1565`),
-    contig(0, `${MD} ~1567`),
-    contig(1, `${MD} ~1568`),
-  ]),
+  SILU_BACK: rule(`${MD} ~1563`, [type(0, ["F32"], `${MD} ~1564`), type(1, ["F32"], `${MD} ~1565`), contig(0, `${MD} ~1567`), contig(1, `${MD} ~1568`)]),
 
   // ggml-metal-device.m ~1659-1660: has_simdgroup_reduction; ggml-metal-device.cpp ~1252-1254:
   // GGML_ASSERT F32, ggml_is_contiguous_1, nb[0] == type size (required contiguous here)

@@ -206,7 +206,7 @@ export async function startHubServer(repos: FakeRepo[], o: { redirectLfs?: boole
     if (req.method === "HEAD") return void res.end();
     const limit = fault?.cutAfter ?? fault?.stallAfter ?? Infinity;
     let sent = 0;
-    for (let pos = start; pos <= end && sent < limit; ) {
+    for (let pos = start; pos <= end && sent < limit;) {
       if (res.destroyed) return;
       const n = Math.min(CHUNK, end + 1 - pos, limit - sent);
       let buf = e.read(pos, n);
@@ -254,7 +254,14 @@ export async function startHubServer(repos: FakeRepo[], o: { redirectLfs?: boole
       const id = `${parts[2]}/${parts[3]}`;
       const rs = state.get(id);
       if (!rs) return error(res, log, 404, "RepoNotFound", `Repository not found: ${id}`);
-      if (!authorized(req, rs)) return error(res, log, 401, "GatedRepo", `Access to model ${id} is restricted. You must have access to it and be authenticated to access it. Please log in.`);
+      if (!authorized(req, rs))
+        return error(
+          res,
+          log,
+          401,
+          "GatedRepo",
+          `Access to model ${id} is restricted. You must have access to it and be authenticated to access it. Please log in.`,
+        );
       const sha = rs.branches.get(parts[5]) ?? (rs.commits.has(parts[5]) ? parts[5] : undefined);
       if (!sha) return error(res, log, 404, "RevisionNotFound", `Invalid rev id: ${parts[5]}`);
       const siblings = [...rs.commits.get(sha)!.values()].map((e) => ({

@@ -17,10 +17,10 @@ import { cpuLlama } from "../../src/train/prompt.js";
 export const getCpuLlama: () => Promise<Llama> = cpuLlama;
 
 export interface LlamaCppEvalOptions {
-    /** A GGUF LoRA adapter (general.type = "adapter") applied on top of the model. */
-    loraPath?: string;
-    /** LoRA scale (llama.cpp multiplies it by alpha / rank). Default 1. */
-    loraScale?: number;
+  /** A GGUF LoRA adapter (general.type = "adapter") applied on top of the model. */
+  loraPath?: string;
+  /** LoRA scale (llama.cpp multiplies it by alpha / rank). Default 1. */
+  loraScale?: number;
 }
 
 /**
@@ -42,67 +42,60 @@ export interface LlamaCppEvalOptions {
  * before returning; loading a small model takes ~0.1-0.2 s, evaluation ~20 ms per
  * position with a 32k vocabulary (dominated by transferring the distributions).
  */
-export async function llamaCppLogProbs(
-    modelPath: string,
-    tokens: readonly number[],
-    opts: LlamaCppEvalOptions = {},
-): Promise<Float32Array[]> {
-    if (tokens.length === 0) return [];
-    for (const t of tokens) {
-        if (!Number.isInteger(t) || t < 0) throw new Error(`llamaCppLogProbs: invalid token id ${t}`);
+export async function llamaCppLogProbs(modelPath: string, tokens: readonly number[], opts: LlamaCppEvalOptions = {}): Promise<Float32Array[]> {
+  if (tokens.length === 0) return [];
+  for (const t of tokens) {
+    if (!Number.isInteger(t) || t < 0) throw new Error(`llamaCppLogProbs: invalid token id ${t}`);
+  }
+  const llama = await getCpuLlama();
+  const model = await llama.loadModel({ modelPath, gpuLayers: 0 });
+  try {
+    const contextOptions: LlamaContextOptions = {
+      sequences: 1,
+      // leave room after the last token: node-llama-cpp shifts a full context before it
+      // evaluates the last token, which changes that position's distribution
+      contextSize: tokens.length + 16,
+      flashAttention: false,
+      experimentalKvCacheKeyType: "F32",
+      experimentalKvCacheValueType: "F32",
+      failedCreationRemedy: false,
+    };
+    if (opts.loraPath !== undefined) {
+      contextOptions.lora = { adapters: [{ filePath: opts.loraPath, scale: opts.loraScale ?? 1 }] };
     }
-    const llama = await getCpuLlama();
-    const model = await llama.loadModel({ modelPath, gpuLayers: 0 });
+    const context = await model.createContext(contextOptions);
     try {
-        const contextOptions: LlamaContextOptions = {
-            sequences: 1,
-            // leave room after the last token: node-llama-cpp shifts a full context before it
-            // evaluates the last token, which changes that position's distribution
-            contextSize: tokens.length + 16,
-            flashAttention: false,
-            experimentalKvCacheKeyType: "F32",
-            experimentalKvCacheValueType: "F32",
-            failedCreationRemedy: false,
-        };
-        if (opts.loraPath !== undefined) {
-            contextOptions.lora = { adapters: [{ filePath: opts.loraPath, scale: opts.loraScale ?? 1 }] };
-        }
-        const context = await model.createContext(contextOptions);
-        try {
-            if (context.contextSize < tokens.length) {
-                throw new Error(`llamaCppLogProbs: context of ${context.contextSize} tokens is too small for ${tokens.length}`);
-            }
-            const sequence = context.getSequence();
-            const outputs = await sequence.controlledEvaluate(
-                tokens.map((token): [Token, { generateNext: { probabilities: true } }] => [
-                    token as Token,
-                    { generateNext: { probabilities: true } },
-                ]),
-            );
-            return tokens.map((_, i) => {
-                const probabilities = outputs[i]?.next.probabilities;
-                if (!probabilities) throw new Error(`llamaCppLogProbs: no probabilities returned for position ${i}`);
-                return toLogProbs(probabilities);
-            });
-        } finally {
-            await context.dispose();
-        }
+      if (context.contextSize < tokens.length) {
+        throw new Error(`llamaCppLogProbs: context of ${context.contextSize} tokens is too small for ${tokens.length}`);
+      }
+      const sequence = context.getSequence();
+      const outputs = await sequence.controlledEvaluate(
+        tokens.map((token): [Token, { generateNext: { probabilities: true } }] => [token as Token, { generateNext: { probabilities: true } }]),
+      );
+      return tokens.map((_, i) => {
+        const probabilities = outputs[i]?.next.probabilities;
+        if (!probabilities) throw new Error(`llamaCppLogProbs: no probabilities returned for position ${i}`);
+        return toLogProbs(probabilities);
+      });
     } finally {
-        await model.dispose();
+      await context.dispose();
     }
+  } finally {
+    await model.dispose();
+  }
 }
 
 /** Map token -> float32 probability (whole vocabulary) to log-probabilities indexed by token id. */
 function toLogProbs(probabilities: Map<Token, number>): Float32Array {
-    let sum = 0;
-    for (const p of probabilities.values()) sum += p;
-    const logSum = Math.log(sum);
-    const out = new Float32Array(probabilities.size).fill(Number.NaN);
-    for (const [token, p] of probabilities) {
-        if (token >= out.length) throw new Error(`llamaCppLogProbs: token id ${token} outside the vocabulary`);
-        out[token] = Math.log(p) - logSum;
-    }
-    return out;
+  let sum = 0;
+  for (const p of probabilities.values()) sum += p;
+  const logSum = Math.log(sum);
+  const out = new Float32Array(probabilities.size).fill(Number.NaN);
+  for (const [token, p] of probabilities) {
+    if (token >= out.length) throw new Error(`llamaCppLogProbs: token id ${token} outside the vocabulary`);
+    out[token] = Math.log(p) - logSum;
+  }
+  return out;
 }
 
 /**
@@ -111,22 +104,22 @@ function toLogProbs(probabilities: Map<Token, number>): Float32Array {
  * such as "<s>" is treated as plain text unless `specialTokens` is true.
  */
 export async function llamaCppTokenize(modelPath: string, text: string, specialTokens = false): Promise<number[]> {
-    const llama = await getCpuLlama();
-    const model = await llama.loadModel({ modelPath, vocabOnly: true });
-    try {
-        return [...model.tokenize(text, specialTokens)];
-    } finally {
-        await model.dispose();
-    }
+  const llama = await getCpuLlama();
+  const model = await llama.loadModel({ modelPath, vocabOnly: true });
+  try {
+    return [...model.tokenize(text, specialTokens)];
+  } finally {
+    await model.dispose();
+  }
 }
 
 /** Detokenize with the model's own vocabulary (loaded vocab-only). */
 export async function llamaCppDetokenize(modelPath: string, tokens: readonly number[]): Promise<string> {
-    const llama = await getCpuLlama();
-    const model = await llama.loadModel({ modelPath, vocabOnly: true });
-    try {
-        return model.detokenize(tokens as Token[]);
-    } finally {
-        await model.dispose();
-    }
+  const llama = await getCpuLlama();
+  const model = await llama.loadModel({ modelPath, vocabOnly: true });
+  try {
+    return model.detokenize(tokens as Token[]);
+  } finally {
+    await model.dispose();
+  }
 }

@@ -16,9 +16,7 @@ export function testModel(opts: Omit<MakeTestModelOptions, "path"> = {}): Promis
   const file = path.join(dir, `${key}.gguf`);
   let p = pending.get(file);
   if (!p) {
-    p = fs.existsSync(file)
-      ? Promise.resolve(file)
-      : (fs.mkdirSync(dir, { recursive: true }), makeTestModel({ ...opts, path: file }));
+    p = fs.existsSync(file) ? Promise.resolve(file) : (fs.mkdirSync(dir, { recursive: true }), makeTestModel({ ...opts, path: file }));
     pending.set(file, p);
   }
   return p;
