@@ -64,6 +64,45 @@ function fieldOf(err: FastifyError): string {
   return `${field}: ${v.message}`;
 }
 
+/** Every error as a JSON answer that names the problem: 400 naming the field, 413, 415, 404, 500 logged. */
+function answerErrors(app: FastifyInstance, log: (line: string) => void): void {
+  app.setErrorHandler((err: FastifyError, _req, reply) => {
+    if (err.validation) return reply.code(400).send({ error: fieldOf(err) });
+    if (err.code === "FST_ERR_CTP_BODY_TOO_LARGE") return reply.code(413).send({ error: `request body over ${BODY_LIMIT / 1024} KiB` });
+    if (err.code === "FST_ERR_CTP_INVALID_MEDIA_TYPE") return reply.code(415).send({ error: "content-type: send application/json" });
+    if (err.code === "FST_ERR_CTP_EMPTY_JSON_BODY") return reply.code(400).send({ error: 'body: empty; send JSON like {"question": "..."}' });
+    if (err.statusCode === 400 && (err.code === "FST_ERR_CTP_INVALID_JSON_BODY" || err instanceof SyntaxError || /JSON/.test(err.message))) {
+      return reply.code(400).send({ error: `body: malformed JSON (${err.message})` });
+    }
+    if (err.statusCode && err.statusCode < 500) return reply.code(err.statusCode).send({ error: err.message });
+    log(`error: ${err.stack ?? err.message}`);
+    return reply.code(500).send({ error: `internal error: ${err.message}` });
+  });
+
+  app.setNotFoundHandler((req, reply) =>
+    reply.code(404).send({ error: `no route ${req.method} ${req.url.split("?")[0]}; routes: GET /, GET /health, POST /generate_sql` }),
+  );
+}
+
+/** The startup lines: where it listens, what it serves, and a warning when it is exposed without a token. */
+function logReady(
+  log: (line: string) => void,
+  r: { address: string; generator: SqlGenerator; host: string; parallel: number; maxQueue: number; token?: string; seconds: number },
+): void {
+  log(`text2sql serve: listening on ${r.address}`);
+  log(`  model   ${r.generator.modelPath}`);
+  log(`  adapter ${r.generator.adapterPath ?? "(none)"}`);
+  log(`  device  ${r.generator.device}, ${r.parallel} parallel decoders, queue of ${r.maxQueue}`);
+  log(`  ready in ${r.seconds.toFixed(1)} s`);
+  if (r.host !== "127.0.0.1" && r.host !== "localhost" && r.host !== "::1") {
+    log(
+      r.token
+        ? `  note: bound to ${r.host}; the API wants 'Authorization: Bearer <token>'`
+        : `  WARNING: bound to ${r.host} with no authentication: anyone who can reach this address can use the API (pass --token to require one)`,
+    );
+  }
+}
+
 export async function startServer(o: ServerOptions = {}): Promise<RunningServer> {
   const log = o.log ?? ((line: string) => process.stderr.write(line + "\n"));
   const t0 = performance.now();
@@ -103,22 +142,7 @@ export async function startServer(o: ServerOptions = {}): Promise<RunningServer>
     }
   });
 
-  app.setErrorHandler((err: FastifyError, _req, reply) => {
-    if (err.validation) return reply.code(400).send({ error: fieldOf(err) });
-    if (err.code === "FST_ERR_CTP_BODY_TOO_LARGE") return reply.code(413).send({ error: `request body over ${BODY_LIMIT / 1024} KiB` });
-    if (err.code === "FST_ERR_CTP_INVALID_MEDIA_TYPE") return reply.code(415).send({ error: "content-type: send application/json" });
-    if (err.code === "FST_ERR_CTP_EMPTY_JSON_BODY") return reply.code(400).send({ error: 'body: empty; send JSON like {"question": "..."}' });
-    if (err.statusCode === 400 && (err.code === "FST_ERR_CTP_INVALID_JSON_BODY" || err instanceof SyntaxError || /JSON/.test(err.message))) {
-      return reply.code(400).send({ error: `body: malformed JSON (${err.message})` });
-    }
-    if (err.statusCode && err.statusCode < 500) return reply.code(err.statusCode).send({ error: err.message });
-    log(`error: ${err.stack ?? err.message}`);
-    return reply.code(500).send({ error: `internal error: ${err.message}` });
-  });
-
-  app.setNotFoundHandler((req, reply) =>
-    reply.code(404).send({ error: `no route ${req.method} ${req.url.split("?")[0]}; routes: GET /, GET /health, POST /generate_sql` }),
-  );
+  answerErrors(app, log);
 
   app.get("/", async (_req, reply) => reply.type("text/html; charset=utf-8").send(page));
 
@@ -160,19 +184,7 @@ export async function startServer(o: ServerOptions = {}): Promise<RunningServer>
   });
 
   const address = await app.listen({ host, port: o.port ?? 8080 });
-  const readyS = ((performance.now() - t0) / 1000).toFixed(1);
-  log(`text2sql serve: listening on ${address}`);
-  log(`  model   ${generator.modelPath}`);
-  log(`  adapter ${generator.adapterPath ?? "(none)"}`);
-  log(`  device  ${generator.device}, ${parallel} parallel decoders, queue of ${maxQueue}`);
-  log(`  ready in ${readyS} s`);
-  if (host !== "127.0.0.1" && host !== "localhost" && host !== "::1") {
-    log(
-      o.token
-        ? `  note: bound to ${host}; the API wants 'Authorization: Bearer <token>'`
-        : `  WARNING: bound to ${host} with no authentication: anyone who can reach this address can use the API (pass --token to require one)`,
-    );
-  }
+  logReady(log, { address, generator, host, parallel, maxQueue, token: o.token, seconds: (performance.now() - t0) / 1000 });
   let closing: Promise<void> | undefined;
   return {
     url: address,
