@@ -1,6 +1,6 @@
 // `text2sql eval`: scores SQL (given or generated) on a Spider-style set; a bar per phase on a terminal.
 import { Command } from "commander";
-import { evaluateSql, formatEvalReport } from "../eval/eval.js";
+import { evaluateSql, formatEvalReport, type EvalOptions } from "../eval/eval.js";
 import { lazyBar, type LazyBar } from "../util/bar.js";
 import { cliResolveModel } from "./progress.js";
 
@@ -31,20 +31,15 @@ Examples:
   npx text2sql eval --data dev.json --tables tables.json --db-dir database/ --adapter outputs/spider-schema --output outputs/eval`,
     )
     .action(
-      async (o: {
-        data: string;
-        tables?: string;
-        dbDir?: string;
-        predictions?: string;
-        adapter?: string;
-        model?: string;
-        yes?: boolean;
-        output: string;
-        limit?: string;
-        parallel: string;
-        threads?: string;
-        json?: boolean;
-      }) => {
+      async (
+        o: Pick<EvalOptions, "data" | "tables" | "dbDir" | "predictions" | "adapter" | "model" | "output"> & {
+          yes?: boolean;
+          limit?: string;
+          parallel: string;
+          threads?: string;
+          json?: boolean;
+        },
+      ) => {
         const tty = !o.json && process.stderr.isTTY;
         let bar: LazyBar | null = null;
         let phase = "";
