@@ -1,7 +1,8 @@
 // Generation from a quantized (Q8_0) GGUF through node-llama-cpp. On CPUs with AMX, llama.cpp's
 // quantized AMX kernels fault with SIGILL in a process that never asked Linux for the AMX tile
-// state (exit 132 before); loading our addon asks for it. Elsewhere this is a plain Q8_0 run.
-import { execFileSync } from "node:child_process";
+// state (exit 132 before); loading our addon asks for it, and the local llama.cpp build we make
+// leaves those kernels out. Elsewhere this is a plain Q8_0 run.
+import { execFileSync, spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { expect, test } from "vitest";
@@ -10,6 +11,7 @@ import { f32ToF16Bits } from "../src/formats/float16.js";
 import { GgmlType, readGguf, readTensorF32 } from "../src/formats/gguf.js";
 import { writeGguf } from "../src/formats/gguf-write.js";
 import { SqlGenerator } from "../src/serve/generate.js";
+import { NO_AMX_FLAGS, withoutAmxKernels } from "../src/serve/llama-build.js";
 import { tempDir, testModel } from "./helpers/models.js";
 
 const cpuFlags = fs.existsSync("/proc/cpuinfo") ? (/^flags\s*:(.*)$/m.exec(fs.readFileSync("/proc/cpuinfo", "utf8"))?.[1] ?? "") : "";
@@ -55,4 +57,20 @@ test(`a Q8_0 model generates${hasAmx ? " (AMX CPU: through the AMX kernels' tile
   } finally {
     await g.dispose();
   }
+});
+
+test("the local llama.cpp build leaves ggml's AMX kernels out (x64 Linux), keeping flags the user set", () => {
+  expect(withoutAmxKernels({}, "linux", "x64")).toEqual({
+    NODE_LLAMA_CPP_CMAKE_OPTION_CMAKE_C_FLAGS: NO_AMX_FLAGS,
+    NODE_LLAMA_CPP_CMAKE_OPTION_CMAKE_CXX_FLAGS: NO_AMX_FLAGS,
+  });
+  expect(withoutAmxKernels({ NODE_LLAMA_CPP_CMAKE_OPTION_CMAKE_C_FLAGS: "-O3" }, "linux", "x64").NODE_LLAMA_CPP_CMAKE_OPTION_CMAKE_C_FLAGS).toBe(
+    `-O3 ${NO_AMX_FLAGS}`,
+  );
+  expect(withoutAmxKernels({}, "darwin", "arm64")).toEqual({});
+  // the flags remove AMX whatever -march says (gcc and clang read explicit -mno-* over -march's set)
+  const cc = spawnSync("cc", [...NO_AMX_FLAGS.split(" "), "-march=sapphirerapids", "-dM", "-E", "-"], { input: "", encoding: "utf8" });
+  if (cc.status === 0) expect(cc.stdout).not.toMatch(/__AMX_/);
+  const withAmx = spawnSync("cc", ["-march=sapphirerapids", "-dM", "-E", "-"], { input: "", encoding: "utf8" });
+  if (withAmx.status === 0) expect(withAmx.stdout).toMatch(/__AMX_INT8__/);
 });

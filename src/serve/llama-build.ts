@@ -28,6 +28,27 @@ export function localLlamaBuild(): string | null {
   return fs.existsSync(path.join(b, "buildDone.status")) ? b : null;
 }
 
+/** Compiler flags that keep ggml's AMX kernels out of a -march=native build (gcc and clang; in any order with -march). */
+export const NO_AMX_FLAGS = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16";
+
+/**
+ * The node-llama-cpp cmake options (its NODE_LLAMA_CPP_CMAKE_OPTION_* variables) that build llama.cpp
+ * without ggml's AMX kernels, on x64 Linux. Built with -march=native on an Intel Xeon with AMX,
+ * this bundle's quantized AMX kernels (ggml-cpu/amx) died with SIGILL at their first tile instruction
+ * (`tilezero` in tinygemm_kernel_amx<block_q8_0>; llama.cpp PR #26954 names two causes: the tile
+ * permission requested on one thread only, and a tile configuration the compiler optimizes away).
+ * Without them ggml uses its AVX-512 VNNI kernels for quantized types. Flags the user set are kept.
+ */
+export function withoutAmxKernels(env: NodeJS.ProcessEnv, platform = process.platform, arch = process.arch): Record<string, string> {
+  if (platform !== "linux" || arch !== "x64") return {};
+  const out: Record<string, string> = {};
+  for (const lang of ["C", "CXX"]) {
+    const key = `NODE_LLAMA_CPP_CMAKE_OPTION_CMAKE_${lang}_FLAGS`;
+    out[key] = [env[key], NO_AMX_FLAGS].filter(Boolean).join(" ");
+  }
+  return out;
+}
+
 /** Builds node-llama-cpp's llama.cpp (CPU) from its source bundle; returns the exit status. */
 export function buildLlama(log: (line: string) => void = (l) => process.stderr.write(`text2sql: ${l}\n`)): number {
   const dir = nodeLlamaCppDir();
@@ -42,6 +63,7 @@ export function buildLlama(log: (line: string) => void = (l) => process.stderr.w
   const r = spawnSync(process.execPath, [cli, "source", "download", "--gpu", "false", "--noUsageExample"], {
     cwd: packageRoot(),
     stdio: ["ignore", "inherit", "inherit"],
+    env: { ...process.env, ...withoutAmxKernels(process.env) },
   });
   if (r.status === 0) log(`node-llama-cpp's local build is ready (${((Date.now() - started) / 1000).toFixed(0)} s)`);
   return r.status ?? 1;
