@@ -9,7 +9,7 @@ import { LoraEngine } from "../src/engine/engine.js";
 import { componentMatch } from "../src/sql/spider-metrics.js";
 import { evaluateSql } from "../src/eval/eval.js";
 import { DEFAULTS, loadConfig, type TrainConfig } from "../src/train/config.js";
-import { MAX_FIELD_CHARS, readExamples } from "../src/train/data.js";
+import { loadDataset, MAX_FIELD_CHARS, readExamples } from "../src/train/data.js";
 import { tempDir, testModel } from "./helpers/models.js";
 
 const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..");
@@ -131,4 +131,18 @@ test("eval refuses a predictions file with more lines than the dataset (was exit
 test("a prediction that does not parse matches no component (GROUP BY, ORDER BY and LIMIT were scored as matched)", () => {
   const m = componentMatch("SELECT name FROM singer", "SELEC name FROM singer WHERE");
   expect(m).toEqual({ select: false, from: false, where: false, groupBy: false, orderBy: false, limit: false, iuen: false, keywords: false, all: false });
+});
+
+test("a misspelt key's hint comes from its own section (train.lerning_rate was 'did you mean data.train_path?')", () => {
+  expect(() => loadConfig({ set: ["train.lerning_rate=1e-4"] })).toThrow(/unknown key 'train\.lerning_rate'; did you mean 'train\.lr'\?/);
+  expect(() => loadConfig({ set: ["lora.targets=[q]"] })).toThrow(/did you mean 'lora\.target_modules'\?/);
+});
+
+test("a dataset whose split leaves nothing to train on says so (was 'no training examples left after tokenizing')", async () => {
+  const csv = path.join(tempDir(), "one.csv");
+  fs.writeFileSync(csv, "text_query,sql_command\nq?,SELECT 1\n");
+  await expect(loadDataset(dataCfg({ path: csv }))).rejects.toThrow(
+    `${csv}: data.split [0.9,0.05,0.05] of 1 row leaves no row to train on; add rows, or set data.split to [1, 0, 0]`,
+  );
+  expect((await loadDataset(dataCfg({ path: csv, split: [1, 0, 0] }))).train).toHaveLength(1);
 });
