@@ -3,6 +3,7 @@
 // exactly the prompt tokens the model was trained on.
 import { getLlama, LlamaLogLevel, type Llama, type LlamaModel, type Token } from "node-llama-cpp";
 import { checkModelFile } from "../models/model-check.js";
+import { linkSchema, splitSchema } from "../sql/schema-linking.js";
 import { DEFAULT_TEMPLATE } from "./config.js";
 import type { Example } from "./data.js";
 
@@ -70,7 +71,7 @@ export interface Encoded {
   completionLen: number; // SQL tokens + EOS
   /** the example did not fit maxSeqLen as written: tables were dropped or the prompt cut */
   truncated: boolean;
-  /** CREATE TABLE statements dropped from the end of the schema to fit */
+  /** CREATE TABLE statements dropped from the schema to fit (those least related to the question) */
   tablesDropped: number;
   source: string;
 }
@@ -87,14 +88,14 @@ export interface EncodeOptions {
  * the same tables go for the same database every time).
  */
 export function keepTables(schema: string, keep: number): string {
-  const stmts = schema.split(/(?<=;)\n/);
-  return stmts.slice(0, keep).join("\n");
+  return splitSchema(schema).slice(0, keep).join("\n");
 }
 
 /**
  * BOS + prompt + SQL + EOS; null when the example is too long and is skipped. With
- * tooLong = "truncate", a schema in the prompt loses whole tables from its end first (counted in
- * `tablesDropped`); only if that is not enough is the prompt cut from the left.
+ * tooLong = "truncate", a schema in the prompt first loses whole tables, keeping those most related
+ * to the question and their foreign-key neighbours (`linkSchema`; counted in `tablesDropped`);
+ * only if not even one table fits is the prompt cut from the left instead.
  */
 export function encodeExample(tok: Tokenizer, ex: Example, o: EncodeOptions): Encoded | null {
   let prompt = tok.encode(renderPrompt(o.template, ex));
@@ -103,20 +104,12 @@ export function encodeExample(tok: Tokenizer, ex: Example, o: EncodeOptions): En
   const truncated = total > o.maxSeqLen;
   let tablesDropped = 0;
   if (truncated && o.tooLong === "truncate" && ex.schema && o.template.includes("{schema}")) {
-    // the most tables that fit (binary search over the statement count)
-    const n = ex.schema.split(/(?<=;)\n/).length;
-    const fits = (keep: number) =>
-      1 + tok.encode(renderPrompt(o.template, { ...ex, schema: keepTables(ex.schema!, keep) })).length + completion.length <= o.maxSeqLen;
-    let lo = 0,
-      hi = n - 1;
-    while (lo < hi) {
-      const mid = Math.ceil((lo + hi) / 2);
-      if (fits(mid)) lo = mid;
-      else hi = mid - 1;
-    }
-    if (lo > 0 && fits(lo)) {
-      tablesDropped = n - lo;
-      prompt = tok.encode(renderPrompt(o.template, { ...ex, schema: keepTables(ex.schema, lo) }));
+    // the tables most related to the question that fit (src/sql/schema-linking.ts)
+    const fits = (schema: string) => 1 + tok.encode(renderPrompt(o.template, { ...ex, schema })).length + completion.length <= o.maxSeqLen;
+    const linked = linkSchema(ex.schema, ex.question, fits);
+    if (linked.kept.length > 0) {
+      tablesDropped = linked.dropped.length;
+      prompt = tok.encode(renderPrompt(o.template, { ...ex, schema: linked.schema }));
     }
   }
   if (1 + prompt.length + completion.length > o.maxSeqLen) {

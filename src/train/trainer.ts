@@ -149,7 +149,7 @@ function tooLongWarning(t: Tally, opts: EncodeOptions): string {
       ? `${t.skipped} skipped`
       : `${t.truncated} shortened` +
         (t.schemasShortened
-          ? ` (${t.schemasShortened} by dropping ${t.tablesDropped} CREATE TABLE statements from the end of their schema, ${t.truncated - t.schemasShortened} by cutting the prompt from the left)`
+          ? ` (${t.schemasShortened} by dropping ${t.tablesDropped} CREATE TABLE statements least related to the question from their schema, ${t.truncated - t.schemasShortened} by cutting the prompt from the left)`
           : " by cutting the prompt from the left") +
         (t.skipped ? `, ${t.skipped} skipped (the SQL alone is too long)` : "");
   return `data: warning: ${t.over} rows are longer than ${opts.maxSeqLen} tokens: ${how}`;
