@@ -6,7 +6,7 @@ import { execFileSync, spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { expect, test } from "vitest";
-import { systemInfo } from "../src/engine/system.js";
+import { cpuHasAmxTiles, systemInfo } from "../src/engine/system.js";
 import { f32ToF16Bits } from "../src/formats/float16.js";
 import { GgmlType, readGguf, readTensorF32 } from "../src/formats/gguf.js";
 import { writeGguf } from "../src/formats/gguf-write.js";
@@ -32,6 +32,7 @@ function quantizeQ8_0(x: Float32Array): Uint8Array {
 }
 
 test("the AMX tile state is requested where the CPU has AMX", () => {
+  expect(cpuHasAmxTiles()).toBe(hasAmx && process.arch === "x64");
   expect(systemInfo().amxTiles).toBe(hasAmx ? "granted" : "absent");
   const out = execFileSync(process.execPath, ["dist/src/cli/main.js", "doctor"], { encoding: "utf8" });
   expect(out).toContain(hasAmx ? "AMX tiles: granted to this process" : "AMX tiles: this CPU has none");

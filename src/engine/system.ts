@@ -1,5 +1,6 @@
 // What the machine offers the native engine: its compute devices (for `text2sql doctor` and users)
 // and the CPU thread counts that make sense on it.
+import fs from "node:fs";
 import os from "node:os";
 import { fail } from "./lora.js";
 import { loadNative, type NativeDevice } from "./native.js";
@@ -11,6 +12,16 @@ import { loadNative, type NativeDevice } from "./native.js";
 export function systemInfo(): { devices: NativeDevice[]; amxTiles: "absent" | "granted" | "denied" } {
   const i = loadNative().systemInfo();
   return { devices: i.devices, amxTiles: i.amxTiles };
+}
+
+/** Whether the CPU reports AMX tiles (Linux /proc/cpuinfo's amx_tile flag; the tile state is a Linux request only). */
+export function cpuHasAmxTiles(): boolean {
+  if (process.platform !== "linux" || process.arch !== "x64") return false;
+  try {
+    return /^flags\s*:.*\samx_tile(\s|$)/m.test(fs.readFileSync("/proc/cpuinfo", "utf8"));
+  } catch {
+    return false;
+  }
 }
 
 /** A warning on stderr: the run goes on, and the user can see what happened. */

@@ -10,7 +10,7 @@ import { schemaStatements } from "../sql/sql-text.js";
 import { checkAdapterFits } from "../adapters/merge.js";
 import { checkModelFile } from "../models/model-check.js";
 import { resolveAdapter } from "../adapters/folder.js";
-import { checkThreads, systemInfo, warn } from "../engine/system.js";
+import { checkThreads, cpuHasAmxTiles, systemInfo, warn } from "../engine/system.js";
 import { resolveModelPath } from "../models/model-path.js";
 import { cpuLlama, renderPrompt } from "../train/prompt.js";
 
@@ -102,8 +102,10 @@ export async function validateSql(sql: string, schema: string, opts?: SchemaChec
 /**
  * llama.cpp's quantized AMX kernels fault (SIGILL) in a process that never asked Linux for the AMX
  * tile state; loading our addon asks for it (see native/kernels.h), once, for the whole process.
+ * Only where the CPU has AMX: elsewhere generation needs no native engine of ours.
  */
 function requestAmxTiles(): void {
+  if (!cpuHasAmxTiles()) return;
   try {
     if (systemInfo().amxTiles === "denied") warn("the OS refused the AMX tile state: llama.cpp's AMX kernels for quantized models would fault on this CPU");
   } catch (err) {
