@@ -9,6 +9,7 @@ import { GGUF_ADAPTER, type AdapterRecord } from "../adapters/folder.js";
 import { saveAdapterBoth } from "../adapters/save-load.js";
 import type { LoraEngine } from "../engine/engine.js";
 import { readGguf, readTensorF32 } from "../formats/gguf.js";
+import { readJsonFile } from "../formats/json.js";
 import { removeAtomic, writeDirAtomic } from "../util/atomic.js";
 
 /** Where a run is in its schedule. */
@@ -92,9 +93,9 @@ function readTrainerState(dir: string): TrainerState {
   if (!fs.existsSync(file)) throw damaged("missing");
   let s: TrainerState;
   try {
-    s = JSON.parse(fs.readFileSync(file, "utf8"));
+    s = readJsonFile(file) as TrainerState;
   } catch (e) {
-    throw damaged(`not valid JSON (${(e as Error).message})`);
+    throw new DamagedCheckpoint((e as Error).message, { cause: e });
   }
   const count = (v: unknown) => Number.isInteger(v) && (v as number) >= 0;
   if (typeof s !== "object" || s === null) throw damaged("expected a JSON object");
