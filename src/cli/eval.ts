@@ -3,6 +3,8 @@ import { Command } from "commander";
 import { evaluateSql, formatEvalReport, type EvalOptions } from "../eval/eval.js";
 import { lazyBar, type LazyBar } from "../util/bar.js";
 import { cliResolveModel } from "./progress.js";
+import { CANDIDATES_HELP, intFlag } from "./candidate-flags.js";
+import { MAX_CANDIDATES } from "../serve/candidates.js";
 
 export function registerEval(program: Command): void {
   program
@@ -22,13 +24,16 @@ export function registerEval(program: Command): void {
     .option("--limit <n>", "only the first n examples")
     .option("--parallel <n>", "questions generated at once", "4")
     .option("--threads <n>", "CPU threads")
+    .option("--candidates <n>", `with --db-dir, on each example's database: ${CANDIDATES_HELP}`)
+    .option("--query-timeout <ms>", "wall-clock limit per query (gold, prediction, each candidate)", "5000")
     .option("--json", "print the report as JSON")
     .addHelpText(
       "after",
       `
 Examples:
   npx text2sql eval --data ../shared/spider/dev.json --tables ../shared/spider/tables.json --predictions gold.sql --output outputs/eval-gold
-  npx text2sql eval --data dev.json --tables tables.json --db-dir database/ --adapter outputs/spider-schema --output outputs/eval`,
+  npx text2sql eval --data dev.json --tables tables.json --db-dir database/ --adapter outputs/spider-schema --output outputs/eval
+  npx text2sql eval --data dev.json --tables tables.json --db-dir database/ --adapter outputs/spider-schema --candidates 8 --output outputs/eval-vote`,
     )
     .action(
       async (
@@ -37,6 +42,8 @@ Examples:
           limit?: string;
           parallel: string;
           threads?: string;
+          candidates?: string;
+          queryTimeout: string;
           json?: boolean;
         },
       ) => {
@@ -55,6 +62,8 @@ Examples:
           limit: o.limit ? Number(o.limit) : undefined,
           parallel: Number(o.parallel),
           threads: o.threads ? Number(o.threads) : undefined,
+          candidates: o.candidates !== undefined ? intFlag("--candidates", o.candidates, 1, MAX_CANDIDATES) : undefined,
+          timeoutMs: intFlag("--query-timeout", o.queryTimeout, 1),
           onProgress: (p, done, total) => {
             if (!tty) return;
             if (p !== phase) {

@@ -4,6 +4,8 @@ import fs from "node:fs";
 import { disposeGenerators, generateSql } from "../serve/generate.js";
 import { MAX_SCHEMA_CHARS } from "../sql/sql-text.js";
 import { cliResolveModel } from "./progress.js";
+import { CANDIDATES_HELP, intFlag, QUERY_TIMEOUT_HELP } from "./candidate-flags.js";
+import { describeCandidates, MAX_CANDIDATES } from "../serve/candidates.js";
 
 /** A --schema file: a regular file of at most MAX_SCHEMA_CHARS characters (never a device or a pipe without end). */
 function readSchemaFile(file: string): string {
@@ -17,7 +19,7 @@ function readSchemaFile(file: string): string {
 export function registerGenerate(program: Command): void {
   program
     .command("generate")
-    .description("turn a question into SQL with a trained adapter (greedy decoding, through node-llama-cpp)")
+    .description("turn a question into SQL with a trained adapter (greedy decoding through node-llama-cpp; with --db, execution-guided candidates)")
     .argument("<question...>", "the question (quote it, or pass it as several words)")
     .option("--adapter <path>", "adapter.gguf, or a trainer output / final_model / checkpoint folder", undefined)
     .option(
@@ -26,6 +28,9 @@ export function registerGenerate(program: Command): void {
     )
     .option("-y, --yes", "download --model from the hub without asking when it is not in the cache")
     .option("--schema <file>", "CREATE TABLE statements: fills {schema} in schema-aware templates and validates the SQL in SQLite")
+    .option("--db <file>", "a SQLite database to run the candidates on, read-only (its schema fills {schema} unless --schema is given)")
+    .option("--candidates <n>", `with --db: ${CANDIDATES_HELP}`)
+    .option("--query-timeout <ms>", QUERY_TIMEOUT_HELP)
     .option("--max-tokens <n>", "longest SQL in tokens", "256")
     .addOption(new Option("--device <device>", "where to run").choices(["auto", "cpu"]).default("auto"))
     .option("--threads <n>", "CPU threads")
@@ -35,18 +40,40 @@ export function registerGenerate(program: Command): void {
       `
 Examples:
   npx text2sql generate "How many heads of the departments are older than 56?" --adapter outputs/spider
-  npx text2sql generate "Which singers are from France?" --adapter outputs/spider --schema schema.sql --json`,
+  npx text2sql generate "Which singers are from France?" --adapter outputs/spider --schema schema.sql --json
+  npx text2sql generate "Which singers are from France?" --adapter outputs/spider --db concert_singer.sqlite --candidates 8`,
     )
     .action(
       async (
         words: string[],
-        o: { adapter?: string; model?: string; yes?: boolean; schema?: string; maxTokens: string; device: "auto" | "cpu"; threads?: string; json?: boolean },
+        o: {
+          adapter?: string;
+          model?: string;
+          yes?: boolean;
+          schema?: string;
+          db?: string;
+          candidates?: string;
+          queryTimeout?: string;
+          maxTokens: string;
+          device: "auto" | "cpu";
+          threads?: string;
+          json?: boolean;
+        },
       ) => {
         const question = words.join(" ");
         if (!o.adapter && !o.model) throw new Error("give --adapter (a trainer output folder) and/or --model (a base GGUF)");
         const schema = o.schema ? readSchemaFile(o.schema) : undefined;
         const maxTokens = Number(o.maxTokens);
         if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new Error(`--max-tokens: expected an integer >= 1, got ${JSON.stringify(o.maxTokens)}`);
+        if ((o.candidates !== undefined || o.queryTimeout !== undefined) && !o.db)
+          throw new Error("--candidates / --query-timeout: give --db, the database the candidates run on");
+        const vote = o.db
+          ? {
+              db: o.db,
+              candidates: o.candidates !== undefined ? intFlag("--candidates", o.candidates, 1, MAX_CANDIDATES) : undefined,
+              queryTimeoutMs: o.queryTimeout !== undefined ? intFlag("--query-timeout", o.queryTimeout, 1) : undefined,
+            }
+          : {};
         const model = o.model ? await cliResolveModel(o.model, { yes: o.yes, label: "--model" }) : undefined;
         const r = await generateSql({
           question,
@@ -57,12 +84,14 @@ Examples:
           device: o.device,
           threads: o.threads ? Number(o.threads) : undefined,
           parallel: 1,
+          ...vote,
         });
         await disposeGenerators();
+        if (r.candidates) console.error(`text2sql: ${describeCandidates(r.candidates)}`);
         if (o.json) console.log(JSON.stringify(r, null, 2));
         else {
           console.log(r.sql);
-          if (r.valid === false) console.error(`text2sql: the SQL does not fit the schema: ${r.error}`);
+          if (r.valid === false) console.error(r.candidates ? `text2sql: ${r.error}` : `text2sql: the SQL does not fit the schema: ${r.error}`);
         }
       },
     );

@@ -2,6 +2,8 @@
 import { Command, Option } from "commander";
 import { startServer } from "../serve/server.js";
 import { cliResolveModel, onInterrupt } from "./progress.js";
+import { CANDIDATES_HELP, intFlag, QUERY_TIMEOUT_HELP } from "./candidate-flags.js";
+import { MAX_CANDIDATES } from "../serve/candidates.js";
 
 export function registerServe(program: Command): void {
   program
@@ -20,12 +22,23 @@ export function registerServe(program: Command): void {
     .option("--queue <n>", "requests that may wait beyond those being decoded (more get 503)", "64")
     .addOption(new Option("--device <device>", "where to run").choices(["auto", "cpu"]).default("auto"))
     .option("--threads <n>", "CPU threads for decoding")
+    .option(
+      "--db <file>",
+      "a SQLite database requests may name in their db field (by file name without extension) to run candidates on; repeat for more",
+      (v: string, prev: string[]) => [...prev, v],
+      [] as string[],
+    )
+    .option("--db-dir <dir>", "databases as <dir>/<name>/<name>.sqlite that requests may name in their db field")
+    .option("--candidates <n>", `for requests that name a db: ${CANDIDATES_HELP}; also the most a request may ask for`, "1")
+    .option("--query-timeout <ms>", QUERY_TIMEOUT_HELP)
     .addHelpText(
       "after",
       `
 Examples:
   npx text2sql serve --adapter outputs/spider
-  curl -s localhost:8080/generate_sql -H 'content-type: application/json' -d '{"question": "How many singers are there?"}'`,
+  curl -s localhost:8080/generate_sql -H 'content-type: application/json' -d '{"question": "How many singers are there?"}'
+  npx text2sql serve --adapter outputs/spider --db-dir database/ --candidates 8
+  curl -s localhost:8080/generate_sql -H 'content-type: application/json' -d '{"question": "How many singers are there?", "db": "concert_singer"}'`,
     )
     .action(
       async (o: {
@@ -39,6 +52,10 @@ Examples:
         queue: string;
         device: "auto" | "cpu";
         threads?: string;
+        db: string[];
+        dbDir?: string;
+        candidates: string;
+        queryTimeout?: string;
       }) => {
         if (!o.adapter && !o.model) throw new Error("give --adapter (a trainer output folder) and/or --model (a base GGUF)");
         const int = (flag: string, v: string, min: number) => {
@@ -57,6 +74,10 @@ Examples:
           maxQueue: int("--queue", o.queue, 0),
           device: o.device,
           threads: o.threads ? int("--threads", o.threads, 1) : undefined,
+          db: o.db,
+          dbDir: o.dbDir,
+          candidates: intFlag("--candidates", o.candidates, 1, MAX_CANDIDATES),
+          queryTimeoutMs: o.queryTimeout !== undefined ? intFlag("--query-timeout", o.queryTimeout, 1) : undefined,
         });
         // the first SIGINT or SIGTERM closes the server; more are ignored while it closes
         const listen = onInterrupt((sig) => {

@@ -10,6 +10,8 @@ import { executionMatch } from "../sql/exec-metrics.js";
 import { closeAll } from "../sql/query-process.js";
 import { isSingleReadQuery } from "../sql/sql-text.js";
 import { SqlGenerator } from "../serve/generate.js";
+import type { CandidateReport } from "../serve/candidates.js";
+import { warn } from "../engine/system.js";
 import { resolveAdapter } from "../adapters/folder.js";
 import { encodeExample, Tokenizer } from "../train/prompt.js";
 import { componentMatch, hardness, HARDNESS_LEVELS, type Hardness } from "../sql/spider-metrics.js";
@@ -36,7 +38,13 @@ export interface EvalOptions {
   limit?: number;
   parallel?: number;
   threads?: number;
+  /** wall-clock limit per query in ms (gold, prediction, and each candidate; default 5000) */
   timeoutMs?: number;
+  /**
+   * with dbDir: decode this many candidates per question (greedy + sampled), run them on the
+   * example's database and keep the answer most of them agree on (see serve/candidates.ts)
+   */
+  candidates?: number;
   onProgress?: (phase: "generate" | "score" | "loss", done: number, total: number) => void;
 }
 
@@ -60,6 +68,8 @@ export interface EvalRow {
   execution?: boolean;
   category?: string;
   error?: string;
+  /** with candidates: the vote (candidates, failed, killed at the timeout, votes per result) and the greedy answer */
+  candidates?: { n: number; failed: number; timedOut: number; votes: number[]; changed: boolean; greedy: string; greedyExecution?: boolean };
 }
 
 export interface EvalReport {
@@ -71,6 +81,21 @@ export interface EvalReport {
   errors: Record<string, number>;
   evalLoss: number | null;
   tokenAccuracy: number | null;
+  /**
+   * with candidates: examples voted on (others had no database and were decoded greedily),
+   * candidates that failed or were killed, answers the vote changed, and the greedy answers'
+   * execution accuracy on the voted examples next to the voted answers'
+   */
+  candidates?: {
+    perQuestion: number;
+    examples: number;
+    noDatabase: number;
+    failed: number;
+    timedOut: number;
+    changed: number;
+    executionAccuracy: number | null;
+    greedyExecutionAccuracy: number | null;
+  };
   output: { report: string; predictions: string };
 }
 
@@ -145,6 +170,47 @@ async function tokenMetrics(o: EvalOptions, items: Item[], template: string): Pr
   }
 }
 
+/** The example's database file under dbDir, if it exists. */
+function databaseOf(o: EvalOptions, it: Item): string | undefined {
+  const db = o.dbDir && it.dbId ? path.join(o.dbDir, it.dbId, `${it.dbId}.sqlite`) : undefined;
+  return db && fs.existsSync(db) ? db : undefined;
+}
+
+/** Predictions generated in parallel with the adapter; with candidates, voted on each example's database. */
+async function generatePredictions(o: EvalOptions, items: Item[]): Promise<{ preds: string[]; template: string; votes: (CandidateReport | undefined)[] }> {
+  if (!o.adapter && !o.model) throw new Error("give --predictions, or --adapter/--model to generate them");
+  if (o.candidates !== undefined && !o.dbDir) throw new Error("candidates: voting runs the candidates on the databases; give --db-dir");
+  const dbs = items.map((it) => (o.candidates !== undefined ? databaseOf(o, it) : undefined));
+  const missing = o.candidates !== undefined ? dbs.filter((d) => !d).length : 0;
+  if (missing) warn(`--candidates: ${missing} of ${items.length} examples have no database under ${o.dbDir}; those are decoded greedily, without a vote`);
+  const g = await SqlGenerator.load({
+    adapter: o.adapter,
+    model: o.model,
+    template: o.template,
+    parallel: o.parallel ?? 4,
+    threads: o.threads,
+    device: "cpu",
+  });
+  try {
+    const preds = new Array<string>(items.length);
+    const votes = new Array<CandidateReport | undefined>(items.length);
+    let done = 0;
+    await Promise.all(
+      items.map(async (it, i) => {
+        const db = dbs[i];
+        const vote = db ? { db, candidates: o.candidates, queryTimeoutMs: o.timeoutMs ?? 5000 } : {};
+        const r = await g.generate({ question: it.question, schema: it.schema, validate: false, ...vote });
+        preds[i] = r.sql;
+        votes[i] = r.candidates;
+        o.onProgress?.("generate", ++done, items.length);
+      }),
+    );
+    return { preds, template: g.template, votes };
+  } finally {
+    await g.dispose();
+  }
+}
+
 export async function evaluateSql(o: EvalOptions): Promise<EvalReport> {
   if (o.model) o = { ...o, model: await resolveModelPath(o.model, { label: "model" }) };
   const items = await loadItems(o);
@@ -154,32 +220,15 @@ export async function evaluateSql(o: EvalOptions): Promise<EvalReport> {
   // predictions: from a file, or generated in parallel with the adapter
   let preds: string[];
   let template = o.template ?? DEFAULT_TEMPLATE;
+  let votes: (CandidateReport | undefined)[] = [];
   if (o.predictions) {
+    if (o.candidates !== undefined) throw new Error("candidates: votes on generated candidates; with --predictions there is nothing to generate");
     preds = readPredictions(o.predictions, items.length);
   } else {
-    if (!o.adapter && !o.model) throw new Error("give --predictions, or --adapter/--model to generate them");
-    const g = await SqlGenerator.load({
-      adapter: o.adapter,
-      model: o.model,
-      template: o.template,
-      parallel: o.parallel ?? 4,
-      threads: o.threads,
-      device: "cpu",
-    });
+    const g = await generatePredictions(o, items);
+    preds = g.preds;
     template = g.template;
-    try {
-      preds = new Array<string>(items.length);
-      let done = 0;
-      await Promise.all(
-        items.map(async (it, i) => {
-          const r = await g.generate({ question: it.question, schema: it.schema, validate: false });
-          preds[i] = r.sql;
-          o.onProgress?.("generate", ++done, items.length);
-        }),
-      );
-    } finally {
-      await g.dispose();
-    }
+    votes = g.votes;
   }
 
   const rows: EvalRow[] = [];
@@ -214,16 +263,17 @@ export async function evaluateSql(o: EvalOptions): Promise<EvalReport> {
         components: cm ? { select: cm.select, from: cm.from, where: cm.where, groupBy: cm.groupBy, orderBy: cm.orderBy, limit: cm.limit, iuen: cm.iuen } : none,
         ...(goldError ? { category: "gold_unparsed", error: goldError } : {}),
       };
-      const db = o.dbDir && it.dbId ? path.join(o.dbDir, it.dbId, `${it.dbId}.sqlite`) : undefined;
-      if (db && fs.existsSync(db)) {
+      const db = databaseOf(o, it);
+      if (db) {
         canExec++;
-        const q = isSingleReadQuery(pred);
-        const r = q.ok ? await executionMatch(db, it.gold, pred, { timeoutMs: o.timeoutMs ?? 5000 }) : { match: false, category: "not_a_query", error: q.why };
+        const r = await execMatch(db, it.gold, pred, o.timeoutMs);
         row.execution = r.match;
         if (!r.match) {
           row.category = r.category;
           row.error = r.error;
         }
+        const v = votes[i];
+        if (v) row.candidates = await candidateRow(v, r.match, (greedy) => execMatch(db, it.gold, greedy, o.timeoutMs).then((x) => x.match));
       }
       if (row.category) errors[row.category] = (errors[row.category] ?? 0) + 1;
       rows.push(row);
@@ -245,6 +295,7 @@ export async function evaluateSql(o: EvalOptions): Promise<EvalReport> {
   const comp: Record<string, number> = {};
   for (const k of Object.keys(rows[0].components)) comp[k] = frac(rows.map((r) => r.components[k]));
   const executed = rows.filter((r) => r.execution !== undefined);
+  const voted = rows.filter((r) => r.candidates);
   const report: EvalReport = {
     examples: rows.length,
     exactMatch: frac(rows.map((r) => r.exact)),
@@ -254,11 +305,48 @@ export async function evaluateSql(o: EvalOptions): Promise<EvalReport> {
     errors,
     evalLoss: tm?.loss ?? null,
     tokenAccuracy: tm?.accuracy ?? null,
+    ...(o.candidates !== undefined && !o.predictions
+      ? {
+          candidates: {
+            perQuestion: o.candidates,
+            examples: voted.length,
+            noDatabase: rows.length - voted.length,
+            failed: voted.reduce((s, r) => s + r.candidates!.failed, 0),
+            timedOut: voted.reduce((s, r) => s + r.candidates!.timedOut, 0),
+            changed: voted.filter((r) => r.candidates!.changed).length,
+            executionAccuracy: voted.length ? frac(voted.map((r) => r.execution!)) : null,
+            greedyExecutionAccuracy: voted.length ? frac(voted.map((r) => r.candidates!.greedyExecution!)) : null,
+          },
+        }
+      : {}),
     output: { report: path.join(o.output, "eval.json"), predictions: path.join(o.output, "predictions.jsonl") },
   };
   fs.writeFileSync(report.output.predictions, rows.map((r) => JSON.stringify(r)).join("\n") + "\n");
   fs.writeFileSync(report.output.report, JSON.stringify(report, null, 2) + "\n");
   return report;
+}
+
+/** Execution match of one prediction (a non-query scores wrong without running). */
+async function execMatch(db: string, gold: string, pred: string, timeoutMs = 5000): Promise<{ match: boolean; category?: string; error?: string }> {
+  const q = isSingleReadQuery(pred);
+  return q.ok ? executionMatch(db, gold, pred, { timeoutMs }) : { match: false, category: "not_a_query", error: q.why };
+}
+
+/** An example's vote, with the greedy answer's execution match (run only when the vote changed the answer). */
+async function candidateRow(
+  v: CandidateReport,
+  match: boolean,
+  greedyMatch: (greedy: string) => Promise<boolean>,
+): Promise<NonNullable<EvalRow["candidates"]>> {
+  return {
+    n: v.n,
+    failed: v.failed,
+    timedOut: v.timedOut,
+    votes: v.votes.map((x) => x.votes),
+    changed: v.changed,
+    greedy: v.greedySql,
+    greedyExecution: v.changed ? await greedyMatch(v.greedySql) : match,
+  };
 }
 
 export function formatEvalReport(r: EvalReport): string {
@@ -277,6 +365,15 @@ export function formatEvalReport(r: EvalReport): string {
   ];
   const errs = Object.entries(r.errors);
   if (errs.length) lines.push("", `errors           ${errs.map(([k, v]) => `${k} ${v}`).join(", ")}`);
+  const c = r.candidates;
+  if (c) {
+    lines.push(
+      "",
+      `candidates       ${c.perQuestion} per question on ${c.examples} examples${c.noDatabase ? ` (${c.noDatabase} without a database: greedy)` : ""}; ` +
+        `${c.failed} failed, ${c.timedOut} killed at the timeout; the vote changed ${c.changed} answers`,
+      `execution        voted ${pct(c.executionAccuracy).trim()}, greedy ${pct(c.greedyExecutionAccuracy).trim()} (on the voted examples)`,
+    );
+  }
   lines.push("", `report           ${r.output.report}`, `per example      ${r.output.predictions}`);
   return lines.join("\n");
 }

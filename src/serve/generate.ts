@@ -13,6 +13,7 @@ import { resolveAdapter } from "../adapters/folder.js";
 import { checkThreads, cpuHasAmxTiles, systemInfo, warn } from "../engine/system.js";
 import { resolveModelPath } from "../models/model-path.js";
 import { cpuLlama, renderPrompt } from "../train/prompt.js";
+import { generateWithCandidates, type CandidateReport, type DecodedCandidate } from "./candidates.js";
 
 export interface GeneratorOptions {
   /**
@@ -41,10 +42,21 @@ export interface GenerateOptions {
   /** CREATE TABLE statements: fills {schema} in schema-aware templates, and enables validation */
   schema?: string;
   maxTokens?: number;
-  /** 0 (default) decodes greedily */
+  /** 0 (default) decodes greedily; with candidates, the temperature of the sampled ones (default 1) */
   temperature?: number;
   /** check the SQL against the schema in an in-memory SQLite (default: true when a schema is given) */
   validate?: boolean;
+  /**
+   * a SQLite file: decode `candidates` SQL candidates, run each read-only with a timeout, answer
+   * with the result most of them share (see candidates.ts); the schema defaults to the file's
+   */
+  db?: string;
+  /** candidates with `db`: the greedy one plus candidates - 1 sampled ones (default 1, at most 32) */
+  candidates?: number;
+  /** seed of the first sampled candidate (default 1; candidate k uses seed + k - 1) */
+  seed?: number;
+  /** wall-clock limit per candidate query in ms (default 2000) */
+  queryTimeoutMs?: number;
 }
 
 export interface GenerateResult {
@@ -52,9 +64,11 @@ export interface GenerateResult {
   /** generated tokens */
   tokens: number;
   ms: number;
-  /** set when the SQL was validated against a schema */
+  /** set when the SQL was validated against a schema (with `db`: whether the answer ran) */
   valid?: boolean;
   error?: string;
+  /** with `db`: every candidate, what failed or was killed, the votes */
+  candidates?: CandidateReport;
 }
 
 /** Cuts the SQL out of a completion: after [/INST] if present, up to the end of the first statement. */
@@ -212,6 +226,7 @@ export class SqlGenerator {
 
   async generate(o: GenerateOptions): Promise<GenerateResult> {
     if (typeof o.question !== "string" || !o.question.trim()) throw new TypeError("question: expected a non-empty string");
+    if (o.db !== undefined || o.candidates !== undefined) return generateWithCandidates(this, o);
     const maxTokens = o.maxTokens ?? 256;
     // a schema that is going to be built in SQLite is checked before any decoding is spent on it
     if (o.schema && o.validate !== false) schemaStatements(o.schema);
@@ -234,6 +249,49 @@ export class SqlGenerator {
     const result: GenerateResult = { sql, tokens: out.length, ms: performance.now() - t0 };
     if (o.schema && o.validate !== false) Object.assign(result, await validateSql(sql, o.schema));
     return result;
+  }
+
+  /**
+   * Candidates for one question on one decoder: the greedy one first (the same as generate()'s),
+   * then n - 1 sampled at `temperature` with node-llama-cpp's default top-k 40 / top-p 0.95, seeds
+   * seed, seed + 1, ...; the prompt stays in the KV cache between candidates. Sampled ones carry
+   * their total log-probability under the distribution they were drawn from.
+   */
+  async decodeCandidates(o: {
+    question: string;
+    schema?: string;
+    n: number;
+    temperature: number;
+    seed: number;
+    maxTokens: number;
+  }): Promise<DecodedCandidate[]> {
+    const prompt = this.promptTokens(o.question, o.schema);
+    const eos = this.model.tokens.eos;
+    const out: DecodedCandidate[] = [];
+    const sequence = await this.acquire();
+    try {
+      await sequence.clearHistory();
+      for (let i = 0; i < o.n; i++) {
+        const greedy = i === 0;
+        if (!greedy) await sequence.eraseContextTokenRanges([{ start: prompt.length - 1, end: sequence.nextTokenIndex }]);
+        const seed = o.seed + i - 1;
+        const input = greedy ? prompt : prompt.slice(-1); // the prompt's last token again, for fresh logits
+        const toks: Token[] = [];
+        let logprob = 0;
+        const opts = greedy ? { temperature: 0 } : { temperature: o.temperature, seed };
+        for await (const r of sequence.evaluateWithMetadata(input, { confidence: !greedy }, opts)) {
+          if (r.token === eos) break;
+          toks.push(r.token);
+          if (!greedy) logprob += "confidence" in r && typeof r.confidence === "number" ? Math.log(r.confidence) : NaN;
+          if (toks.length >= o.maxTokens || statementEnded(this.model.detokenize(toks))) break;
+        }
+        const sql = extractSql(this.model.detokenize(toks));
+        out.push(greedy ? { sql, tokens: toks.length, greedy, logprob: null } : { sql, tokens: toks.length, greedy, logprob, seed });
+      }
+    } finally {
+      this.release(sequence);
+    }
+    return out;
   }
 
   /** Many questions at once, decoded in parallel; results in input order. */

@@ -6,6 +6,7 @@ import Fastify, { type FastifyError, type FastifyInstance } from "fastify";
 import fs from "node:fs";
 import path from "node:path";
 import { SqlGenerator } from "./generate.js";
+import { candidateAnswer, describeCandidates, listDatabases, MAX_CANDIDATES } from "./candidates.js";
 import { packageRoot } from "../engine/native.js";
 
 export interface ServerOptions {
@@ -24,6 +25,14 @@ export interface ServerOptions {
   device?: "auto" | "cpu";
   threads?: number;
   maxTokens?: number;
+  /** SQLite files a request may name in `db` (by file name without extension) to run candidates on */
+  db?: string[];
+  /** a folder of <name>/<name>.sqlite databases a request may name in `db` */
+  dbDir?: string;
+  /** candidates per request that names a database, and the most a request may ask for (default 1) */
+  candidates?: number;
+  /** wall-clock limit per candidate query in ms (default 2000) */
+  queryTimeoutMs?: number;
   /** log lines (default: stderr) */
   log?: (line: string) => void;
 }
@@ -46,6 +55,8 @@ const generateSchema = {
     properties: {
       question: { type: "string", minLength: 1, maxLength: 4000 },
       schema: { type: "string", maxLength: 60000 },
+      db: { type: "string", minLength: 1, maxLength: 128 },
+      candidates: { type: "integer", minimum: 1, maximum: MAX_CANDIDATES },
     },
   },
 } as const;
@@ -56,7 +67,7 @@ function fieldOf(err: FastifyError): string {
   const missing = (v.params as { missingProperty?: string; additionalProperty?: string }).missingProperty;
   const extra = (v.params as { additionalProperty?: string }).additionalProperty;
   if (missing) return `${missing}: required`;
-  if (extra) return `${extra}: unknown field (send question and optionally schema)`;
+  if (extra) return `${extra}: unknown field (send question and optionally schema, db, candidates)`;
   const field = v.instancePath.replace(/^\//, "") || "body";
   if (field === "body" && v.keyword === "type") return 'body: send a JSON object like {"question": "...", "schema": "CREATE TABLE ..."}';
   if (v.keyword === "minLength") return `${field}: must not be empty`;
@@ -103,12 +114,35 @@ function logReady(
   }
 }
 
+/** The request's database (a name from the server's list, never a path) and candidate count, or the 400 message. */
+function pickDatabase(
+  body: { db?: string; candidates?: number },
+  databases: Map<string, string>,
+  maxCandidates: number,
+): { db?: string; candidates?: number } | { error: string } {
+  const names = [...databases.keys()];
+  const offer = names.length
+    ? `this server has: ${names.slice(0, 20).join(", ")}${names.length > 20 ? `, ... (${names.length})` : ""}`
+    : "this server has none (start it with --db or --db-dir)";
+  if (body.db === undefined) return body.candidates === undefined ? {} : { error: `candidates: the candidates run on a database; send db too (${offer})` };
+  const db = databases.get(body.db);
+  if (!db) return { error: `db: unknown database ${JSON.stringify(body.db)}; ${offer}` };
+  const candidates = body.candidates ?? maxCandidates;
+  if (candidates > maxCandidates) return { error: `candidates: this server runs at most ${maxCandidates} per request (serve --candidates), got ${candidates}` };
+  return { db, candidates };
+}
+
 export async function startServer(o: ServerOptions = {}): Promise<RunningServer> {
   const log = o.log ?? ((line: string) => process.stderr.write(line + "\n"));
   const t0 = performance.now();
   const host = o.host ?? "127.0.0.1";
   const parallel = o.parallel ?? 4;
   const maxQueue = o.maxQueue ?? 64;
+  const databases = listDatabases(o.db, o.dbDir, log);
+  const maxCandidates = o.candidates ?? 1;
+  if (!Number.isInteger(maxCandidates) || maxCandidates < 1 || maxCandidates > MAX_CANDIDATES) {
+    throw new TypeError(`candidates: expected an integer from 1 to ${MAX_CANDIDATES}, got ${maxCandidates}`);
+  }
   const generator = await SqlGenerator.load({ adapter: o.adapter, model: o.model, device: o.device, parallel, threads: o.threads });
   const page = fs.readFileSync(path.join(packageRoot(), "src", "serve", "web", "index.html"));
   const started = Date.now();
@@ -156,12 +190,16 @@ export async function startServer(o: ServerOptions = {}): Promise<RunningServer>
     inFlight: pending,
     parallel,
     maxQueue,
+    databases: [...databases.keys()],
+    candidates: maxCandidates,
   }));
 
   app.post("/generate_sql", { schema: generateSchema }, async (req, reply) => {
-    const body = req.body as { question: string; schema?: string };
+    const body = req.body as { question: string; schema?: string; db?: string; candidates?: number };
     const question = body.question.trim();
     if (!question) return reply.code(400).send({ error: "question: must not be empty" });
+    const vote = pickDatabase(body, databases, maxCandidates);
+    if ("error" in vote) return reply.code(400).send({ error: vote.error });
     if (pending >= parallel + maxQueue) {
       return reply
         .code(503)
@@ -171,9 +209,16 @@ export async function startServer(o: ServerOptions = {}): Promise<RunningServer>
     pending++;
     try {
       const schema = body.schema?.trim() ? body.schema : undefined;
-      const r = await generator.generate({ question, schema, maxTokens: o.maxTokens });
+      const r = await generator.generate({ question, schema, maxTokens: o.maxTokens, ...(vote.db ? { ...vote, queryTimeoutMs: o.queryTimeoutMs } : {}) });
       served++;
-      return { sql: r.sql, ...(r.valid !== undefined ? { valid: r.valid } : {}), ...(r.error ? { error: r.error } : {}), ms: Math.round(r.ms * 10) / 10 };
+      if (r.candidates) log(`generate_sql: db ${body.db}: ${describeCandidates(r.candidates)}`);
+      return {
+        sql: r.sql,
+        ...(r.valid !== undefined ? { valid: r.valid } : {}),
+        ...(r.error ? { error: r.error } : {}),
+        ms: Math.round(r.ms * 10) / 10,
+        ...(r.candidates ? { candidates: candidateAnswer(r.candidates) } : {}),
+      };
     } catch (err) {
       const msg = (err as Error).message;
       if (/^schema: /.test(msg)) return reply.code(400).send({ error: msg });
@@ -185,6 +230,10 @@ export async function startServer(o: ServerOptions = {}): Promise<RunningServer>
 
   const address = await app.listen({ host, port: o.port ?? 8080 });
   logReady(log, { address, generator, host, parallel, maxQueue, token: o.token, seconds: (performance.now() - t0) / 1000 });
+  if (databases.size) {
+    const names = [...databases.keys()];
+    log(`  databases ${names.length} (${names.slice(0, 10).join(", ")}${names.length > 10 ? ", ..." : ""}); up to ${maxCandidates} candidates per request`);
+  }
   let closing: Promise<void> | undefined;
   return {
     url: address,

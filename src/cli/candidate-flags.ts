@@ -1,0 +1,19 @@
+// The execution-guided candidate flags shared by `generate`, `eval` and `serve`: their help text
+// and the integer checks that name the flag.
+import { DEFAULT_QUERY_TIMEOUT_MS, MAX_CANDIDATES } from "../serve/candidates.js";
+
+export const CANDIDATES_HELP =
+  `decode n SQL candidates (the greedy one + n-1 sampled at temperature 1, fixed seeds; at most ${MAX_CANDIDATES}), ` +
+  "run each read-only on the database with a timeout, drop those that fail, answer with the result most of them share " +
+  "(ties: the greedy one's, else the most likely)";
+
+export const QUERY_TIMEOUT_HELP = `wall-clock limit per candidate query in ms; a query past it is killed (default ${DEFAULT_QUERY_TIMEOUT_MS})`;
+
+/** An integer flag value in [min, max], or an error naming the flag and what arrived. */
+export function intFlag(flag: string, v: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  const n = Number(v);
+  if (!/^\s*-?\d+\s*$/.test(v) || !Number.isSafeInteger(n) || n < min || n > max) {
+    throw new Error(`${flag}: expected an integer ${max === Number.MAX_SAFE_INTEGER ? `>= ${min}` : `from ${min} to ${max}`}, got ${JSON.stringify(v)}`);
+  }
+  return n;
+}
