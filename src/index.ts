@@ -29,6 +29,7 @@ export {
   type GeneratorOptions,
   type GenerateResult,
 } from "./serve/generate.js";
+export { type CandidateReport } from "./serve/candidates.js";
 export { startServer, type ServerOptions, type RunningServer } from "./serve/server.js";
 
 // Evaluation

@@ -53,6 +53,7 @@ const TYPES = [
   "Batch",
   "BatchStats",
   "CachedModel",
+  "CandidateReport",
   "ConfigSources",
   "ConvertOptions",
   "ConvertOutType",
