@@ -143,6 +143,7 @@ export async function startServer(o: ServerOptions = {}): Promise<RunningServer>
   if (!Number.isInteger(maxCandidates) || maxCandidates < 1 || maxCandidates > MAX_CANDIDATES) {
     throw new TypeError(`candidates: expected an integer from 1 to ${MAX_CANDIDATES}, got ${maxCandidates}`);
   }
+  if (maxCandidates > 1 && databases.size === 0) throw new Error("candidates: the candidates run on databases; give db or dbDir (--db / --db-dir)");
   const generator = await SqlGenerator.load({ adapter: o.adapter, model: o.model, device: o.device, parallel, threads: o.threads });
   const page = fs.readFileSync(path.join(packageRoot(), "src", "serve", "web", "index.html"));
   const started = Date.now();
