@@ -110,12 +110,15 @@ interface Group {
   ordered: boolean;
 }
 
+/** A candidate's log-probability for ranking (none or not a number ranks last). */
+const likelihood = (c: DecodedCandidate) => (typeof c.logprob === "number" && !Number.isNaN(c.logprob) ? c.logprob : -Infinity);
+
 /** The member that speaks for a group: the greedy candidate if present, else the highest log-probability (earliest on ties). */
 function representative(g: Group, cands: DecodedCandidate[]): number {
   let best = g.members[0];
   for (const i of g.members) {
     if (cands[i].greedy) return i;
-    if ((cands[i].logprob ?? -Infinity) > (cands[best].logprob ?? -Infinity)) best = i;
+    if (likelihood(cands[i]) > likelihood(cands[best])) best = i;
   }
   return best;
 }
@@ -126,7 +129,9 @@ function compareGroups(a: Group, b: Group, cands: DecodedCandidate[]): number {
   const ra = cands[representative(a, cands)];
   const rb = cands[representative(b, cands)];
   if (ra.greedy !== rb.greedy) return ra.greedy ? -1 : 1;
-  return (rb.logprob ?? -Infinity) - (ra.logprob ?? -Infinity);
+  const la = likelihood(ra);
+  const lb = likelihood(rb);
+  return la > lb ? -1 : la < lb ? 1 : 0;
 }
 
 /**
