@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""Records Spider's official exact-match verdicts for test/spider-official.test.ts.
+
+Runs the official evaluator (`evaluation.py` + `process_sql.py` from https://github.com/taoyds/spider,
+the version whose eval_exact_match compares FROM as sorted table lists, as test-suite-sql-eval does;
+never committed here) on the predictions that scripts/make-spider-official-cases.py makes from
+Spider dev, and writes, per case, the exact-match verdict, the gold query's hardness, whether the
+prediction parsed, and each partial-match component's F1, exactly as `evaluate()` computes them.
+
+Adaptations, none inside the copied scripts:
+- nltk's `word_tokenize` needs the punkt model, which cannot be installed here; the recorder
+  replaces `process_sql.word_tokenize` by `word_tokenize(s, preserve_line=True)`, the same word
+  tokenizer without the sentence splitter (a SQL query has no sentence break outside its quoted
+  values, which process_sql.tokenize has replaced by placeholders before nltk sees the text);
+- schemas come from tables.json (table_names_original / column_names_original, lower-cased, in
+  order) instead of the .sqlite files (`get_schema` reads the same names from sqlite_master);
+- foreign keys come from tables.json, as in `evaluate()`.
+
+  apt-get install python3-nltk
+  mkdir -p /tmp/spider-official   # evaluation.py and process_sql.py from taoyds/spider
+  /usr/bin/python3 scripts/make-spider-official-cases.py ../shared/spider /tmp/spider-official-cases.json
+  /usr/bin/python3 scripts/record-spider-official.py /tmp/spider-official ../shared/spider \\
+      /tmp/spider-official-cases.json test/fixtures/spider-official-verdicts.json
+"""
+import hashlib
+import json
+import os
+import sys
+
+PARTIAL_TYPES = ["select", "select(no AGG)", "where", "where(no OP)", "group(no Having)", "group", "order", "and/or", "IUEN", "keywords"]
+
+
+def empty_sql():
+    # the empty query evaluate() scores an unparseable prediction as (copied from its except branch)
+    return {
+        "except": None,
+        "from": {"conds": [], "table_units": []},
+        "groupBy": [],
+        "having": [],
+        "intersect": None,
+        "limit": None,
+        "orderBy": [],
+        "select": [False, []],
+        "union": None,
+        "where": [],
+    }
+
+
+def gold_hash(query):
+    return hashlib.sha256(query.encode("utf8")).hexdigest()[:12]
+
+
+def main():
+    if len(sys.argv) != 5:
+        sys.exit("usage: record-spider-official.py <dir with evaluation.py, process_sql.py> <spider dir> <cases.json> <out.json>")
+    official, spider, cases_path, out_path = sys.argv[1:]
+    sys.path.insert(0, official)
+    import nltk
+    import process_sql
+    import evaluation
+
+    process_sql.word_tokenize = lambda s: nltk.word_tokenize(s, preserve_line=True)
+
+    with open(os.path.join(spider, "dev.json")) as f:
+        dev = json.load(f)
+    with open(os.path.join(spider, "tables.json")) as f:
+        tables = json.load(f)
+    schemas = {}
+    for t in tables:
+        d = {}
+        for name in t["table_names_original"]:
+            d[str(name.lower())] = []
+        for ti, col in t["column_names_original"]:
+            if ti >= 0:
+                d[t["table_names_original"][ti].lower()].append(str(col.lower()))
+        schemas[t["db_id"]] = evaluation.Schema(d)
+    kmaps = evaluation.build_foreign_key_map_from_json(os.path.join(spider, "tables.json"))
+    with open(cases_path) as f:
+        cases = json.load(f)
+
+    evaluator = evaluation.Evaluator()
+    gold_hardness = []
+    for ex in dev:
+        try:
+            gold_hardness.append(evaluator.eval_hardness(process_sql.get_sql(schemas[ex["db_id"]], ex["query"])))
+        except Exception as e:  # noqa: BLE001
+            gold_hardness.append("error: " + type(e).__name__)
+
+    out = []
+    crashes = 0
+    for c in cases:
+        ex = dev[c["dev"]]
+        schema = schemas[ex["db_id"]]
+        kmap = kmaps[ex["db_id"]]
+        rec = {"dev": c["dev"], "kind": c["kind"], "pred": c["pred"]}
+        try:
+            g_sql = process_sql.get_sql(schema, ex["query"])
+        except Exception as e:  # noqa: BLE001
+            print(f"dev {c['dev']}: the gold query does not parse ({type(e).__name__}); case left out", file=sys.stderr)
+            continue
+        rec["hardness"] = evaluator.eval_hardness(g_sql)
+        try:
+            p_sql = process_sql.get_sql(schema, c["pred"])
+            rec["parses"] = True
+        except Exception:  # noqa: BLE001
+            p_sql = empty_sql()
+            rec["parses"] = False
+        try:
+            g_valid = evaluation.build_valid_col_units(g_sql["from"]["table_units"], schema)
+            g_sql = evaluation.rebuild_sql_col(g_valid, evaluation.rebuild_sql_val(g_sql), kmap)
+            p_valid = evaluation.build_valid_col_units(p_sql["from"]["table_units"], schema)
+            p_sql = evaluation.rebuild_sql_col(p_valid, evaluation.rebuild_sql_val(p_sql), kmap)
+            exact = evaluator.eval_exact_match(p_sql, g_sql)
+            partial = evaluator.partial_scores
+        except Exception as e:  # noqa: BLE001
+            # evaluate() itself would stop here: no verdict exists for this case
+            crashes += 1
+            print(f"dev {c['dev']} {c['kind']}: the official evaluator raises {type(e).__name__}: {e}; case left out", file=sys.stderr)
+            continue
+        rec["exact"] = int(exact)
+        rec["partial"] = "".join(str(int(partial[k]["f1"])) for k in PARTIAL_TYPES)
+        rec["gold"] = gold_hash(ex["query"])
+        out.append(rec)
+
+    fixture = {
+        "about": "Spider's official evaluation.py verdicts on mutated Spider dev predictions; made by scripts/record-spider-official.py",
+        "official": {
+            "repository": "https://github.com/taoyds/spider",
+            "evaluation.py": "eval_exact_match compares FROM as sorted table lists (as in test-suite-sql-eval)",
+            "nltk": nltk.__version__,
+            "tokenizer": "nltk.word_tokenize(s, preserve_line=True)",
+            "schemas": "tables.json",
+        },
+        "partialTypes": PARTIAL_TYPES,
+        "goldHardness": gold_hardness,
+        "cases": out,
+    }
+    # one case a line, so that a re-recording diffs line by line
+    head = {k: v for k, v in fixture.items() if k not in ("cases", "goldHardness")}
+    text = json.dumps(head, indent=1)[:-2] + ',\n "goldHardness": ' + json.dumps(gold_hardness) + ',\n "cases": [\n'
+    text += ",\n".join("  " + json.dumps(r, ensure_ascii=False) for r in out) + "\n ]\n}\n"
+    tmp = out_path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, out_path)
+    n_exact = sum(r["exact"] for r in out)
+    n_fail = sum(1 for r in out if not r["parses"])
+    print(f"{len(out)} cases ({n_exact} exact, {n_fail} unparseable), {crashes} left out where the evaluator raises")
+
+
+if __name__ == "__main__":
+    main()
