@@ -6,7 +6,9 @@ sub-query in FROM), each mutation is applied to the first examples it changes (a
 every picked gold query is kept unmodified. The mutations cover what a model gets wrong and what the
 official parser is picky about: columns, operators, aggregates, joins (added, removed, ON changed or
 dropped, comma joins), aliases, values (also inside FROM sub-queries), spacing (`a="x"`, `<>`, `==`,
-newlines), trailing tokens, broken SQL, keyword case, ORDER/LIMIT/GROUP/HAVING, set operations.
+newlines), trailing tokens, broken SQL, keyword case, ORDER/LIMIT/GROUP/HAVING, set operations,
+column aliases, IS NULL / EXISTS / BETWEEN / NOT LIKE, conditions without AND, foreign-key columns
+named from the other table, answers that are not SQL.
 
   /usr/bin/python3 scripts/make-spider-official-cases.py ../shared/spider /tmp/spider-official-cases.json
 """
@@ -574,6 +576,141 @@ def m_from_sub_named(q, db):
     if not re.search(r"(?i)from\s*\(", q):
         return None
     return q.rstrip(";") + " AS sub"
+
+
+def m_where_no_connector(q, db):
+    return sub1(r"(?i)\s+and\s+(?=[\w.]+\s*(=|>|<|!=)\s*)", " ", q)
+
+
+def m_from_no_join_keyword(q, db):
+    return sub1(r"(?i)\s+join\s+(\w+)\s+as\s+(\w+)\s+on\s+[\w.]+\s*=\s*[\w.]+", r" \1 AS \2", q)
+
+
+def m_select_column_alias(q, db):
+    return sub1(r"(?i)^(\s*select\s+(?:distinct\s+)?)([\w.]+(?:\([\w.*]+\))?)", r"\1\2 AS result", q)
+
+
+def m_select_table_alias_name(q, db):
+    t = first_table(q)
+    return sub1(r"(?i)^(\s*select\s+(?:distinct\s+)?)([\w.]+(?:\([\w.*]+\))?)", r"\1\2 AS " + t, q) if t else None
+
+
+def m_count_distinct(q, db):
+    return sub1(r"(?i)count\(\s*(?!distinct)([\w.]+)\s*\)", r"count(DISTINCT \1)", q) or sub1(r"(?i)count\(\s*distinct\s+", "count(", q)
+
+
+def m_select_arith(q, db):
+    m = select_list(q)
+    if not m:
+        return None
+    first = m.group(2).split(",")[0].strip()
+    if not re.fullmatch(r"[\w.]+", first) or first == "*":
+        return None
+    return q[: m.start(2)] + f"{first} + {first}" + q[m.start(2) + len(first):]
+
+
+def m_is_null(q, db):
+    return sub1(r"(?i)(\bwhere\s+[\w.]+\s*)(=|!=|>|<)\s*(\"[^\"]*\"|'[^']*'|\d+)", r"\1IS NULL", q)
+
+
+def m_not_like(q, db):
+    return sub1(r"(?i)\blike\b", "NOT LIKE", q)
+
+
+def m_between(q, db):
+    return sub1(r"(?i)(\bwhere\s+[\w.]+)\s*(>|<|>=|<=)\s*(\d+)", r"\1 BETWEEN \3 AND 100", q)
+
+
+def m_exists(q, db):
+    return sub1(r"(?i)\b([\w.]+)\s+(not\s+)?in\s*\(\s*select", "EXISTS (SELECT", q)
+
+
+def m_nested_value(q, db):
+    m = re.search(r"(?i)\(\s*select\b", q)
+    if not m:
+        return None
+    rest = sub1(r"(?<![\w.])(\d+)(?![\w.])", lambda x: str(int(x.group(1)) + 3), q[m.end():]) or sub1(r"([\"'])([^\"']*)\1", r"'other'", q[m.end():])
+    return q[: m.end()] + rest if rest else None
+
+
+def m_nested_column(q, db):
+    m = re.search(r"(?i)\(\s*select\s+(?:(\w+)\.)?(\w+)", q)
+    if not m or m.group(2) == "*":
+        return None
+    t = re.search(r"(?i)\bfrom\s+(\w+)", q[m.end():])
+    table = t.group(1) if t else None
+    if m.group(1):
+        am = re.search(r"(?i)\b(\w+)\s+as\s+" + re.escape(m.group(1)) + r"\b", q)
+        table = am.group(1) if am else table
+    alt = other_column(db, table, m.group(2)) if table else None
+    return q[: m.start(2)] + alt + q[m.end(2):] if alt else None
+
+
+def m_having_and(q, db):
+    return sub1(r"(?i)(\bhaving\s+[^)]+\)\s*(>=|<=|=|>|<)\s*\d+)", r"\1 AND count(*) < 100", q)
+
+
+def m_order_two_keys(q, db):
+    m = select_list(q)
+    first = m.group(2).split(",")[0].strip() if m else None
+    if not first or not re.fullmatch(r"[\w.]+", first):
+        return None
+    return sub1(r"(?i)(\border\s+by\s+[\w.()*]+)(\s+(desc|asc))?", r"\1 DESC , " + first + " ASC", q)
+
+
+def m_limit_missing_value(q, db):
+    return sub1(r"(?i)\blimit\s+\d+", "LIMIT", q)
+
+
+def m_agg_no_paren(q, db):
+    return sub1(r"(?i)\b(count|max|min|sum|avg)\(", r"\1 (", q) and sub1(r"(?i)\b(max|min|sum|avg)\(([\w.]+)\)", r"\1 \2", q)
+
+
+def m_setop_parens(q, db):
+    m = re.search(r"(?i)\s+(intersect|union|except)\s+", q)
+    if not m or "(" in q:
+        return None
+    return "( " + q[: m.start()] + " ) " + m.group(1) + " ( " + q[m.end():] + " )"
+
+
+def m_select_duplicate(q, db):
+    m = select_list(q)
+    if not m:
+        return None
+    first = m.group(2).split(",")[0].strip()
+    return q[: m.end(2)] + " , " + first + q[m.end(2):]
+
+
+def m_fk_other_side(q, db):
+    m = re.search(r"(?i)\bon\s+(\w+)\.(\w+)\s*=\s*(\w+)\.(\w+)", q)
+    if not m:
+        return None
+    a, ac, b, bc = m.groups()
+    out = re.sub(r"(?i)\b" + re.escape(a) + r"\." + re.escape(ac) + r"\b(?!\s*=)", f"{b}.{bc}", q[m.end():], count=1)
+    return q[: m.end()] + out if out != q[m.end():] else None
+
+
+def m_qualified_star(q, db):
+    return sub1(r"(?i)^(\s*select\s+)\*", r"\1T1.*", q)
+
+
+def m_select_star(q, db):
+    m = select_list(q)
+    if not m or "(" in q:
+        return None
+    return q[: m.start(2)] + "*" + q[m.end(2):]
+
+
+def m_empty(q, db):
+    return " "
+
+
+def m_not_sql(q, db):
+    return "I cannot answer that question."
+
+
+def m_markdown_fence(q, db):
+    return "```sql\n" + q + "\n```"
 
 
 MUTATIONS = [(name[2:], fn) for name, fn in sorted(globals().items()) if name.startswith("m_") and callable(fn)]

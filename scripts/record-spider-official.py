@@ -6,6 +6,8 @@ the version whose eval_exact_match compares FROM as sorted table lists, as test-
 never committed here) on the predictions that scripts/make-spider-official-cases.py makes from
 Spider dev, and writes, per case, the exact-match verdict, the gold query's hardness, whether the
 prediction parsed, and each partial-match component's F1, exactly as `evaluate()` computes them.
+It also writes spider-official-tokens.json next to it: `process_sql.tokenize` on 1,500 seeded random
+strings of the characters nltk's rules treat specially.
 
 Adaptations, none inside the copied scripts:
 - nltk's `word_tokenize` needs the punkt model, which cannot be installed here; the recorder
@@ -48,6 +50,32 @@ def empty_sql():
 
 def gold_hash(query):
     return hashlib.sha256(query.encode("utf8")).hexdigest()[:12]
+
+
+# characters that nltk's Treebank rules treat specially, white space Python and JavaScript disagree
+# on, non-ASCII letters and digits, quotes, and SQL operators
+FUZZ_ALPHABET = list(". )]}>\u00bb\u201d\u2019\t\n\x1c\x85\u00a0\ufeff,:;1a'\"`<=!-*$%&@#?(x_\u00e9\u0663\u00ab\u201c") + [
+    "..", "--", "==", "<>", ">=", "! =", "t1.name", "1,2", "1.5", "can", "not", "wanna ", "'tis ", "select ", " from ", "count(*)",
+]
+
+
+def write_tokens(process_sql, nltk_version, path):
+    """process_sql.tokenize on seeded random strings: the tokenizer's edge cases, as a fixture."""
+    import random
+
+    rnd = random.Random(15)
+    rows = []
+    for _ in range(1500):
+        s = "".join(rnd.choice(FUZZ_ALPHABET) for _ in range(rnd.randint(1, 16)))
+        try:
+            rows.append([s, process_sql.tokenize(s)])
+        except Exception as e:  # noqa: BLE001
+            rows.append([s, type(e).__name__])
+    text = '{\n "about": "process_sql.tokenize (nltk ' + nltk_version + ', word_tokenize(s, preserve_line=True)) on seeded random strings; made by scripts/record-spider-official.py",\n "cases": [\n'
+    text += ",\n".join("  " + json.dumps(r) for r in rows) + "\n ]\n}\n"
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
 
 
 def main():
@@ -143,6 +171,7 @@ def main():
     with open(tmp, "w") as f:
         f.write(text)
     os.replace(tmp, out_path)
+    write_tokens(process_sql, nltk.__version__, os.path.join(os.path.dirname(out_path), "spider-official-tokens.json"))
     n_exact = sum(r["exact"] for r in out)
     n_fail = sum(1 for r in out if not r["parses"])
     print(f"{len(out)} cases ({n_exact} exact, {n_fail} unparseable), {crashes} left out where the evaluator raises")

@@ -1,14 +1,15 @@
 // Agreement with Spider's official evaluation.py: on every mutated prediction of
 // test/fixtures/spider-official-verdicts.json (recorded once by scripts/record-spider-official.py,
 // running the official script), our exact match, partial components, parse verdict and the gold
-// query's hardness must equal the official ones. Gold queries and schemas come from ../shared/spider
+// query's hardness must equal the official ones; on the random strings of
+// test/fixtures/spider-official-tokens.json, our tokens must equal process_sql.tokenize's. Gold queries and schemas come from ../shared/spider
 // (not committed); the test skips when it is missing.
 import { createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { describe, expect, test } from "vitest";
 import { hardness, PARTIAL_TYPES, spiderVerdict } from "../src/sql/spider-metrics.js";
-import { parseSql, SqlParseError, type SpiderSchemaEntry } from "../src/sql/sqlparse.js";
+import { parseSql, SqlParseError, tokenize, type SpiderSchemaEntry } from "../src/sql/sqlparse.js";
 
 interface Case {
   dev: number;
@@ -29,6 +30,25 @@ interface Fixture {
 const fixture = JSON.parse(fs.readFileSync(path.resolve("test/fixtures/spider-official-verdicts.json"), "utf8")) as Fixture;
 const spider = path.resolve("../shared/spider");
 const hasSpider = fs.existsSync(path.join(spider, "dev.json")) && fs.existsSync(path.join(spider, "tables.json"));
+
+describe("the official tokenizer", () => {
+  test("process_sql.tokenize (nltk's Treebank rules) agrees on 1,500 random strings of the characters it treats specially", () => {
+    const fx = JSON.parse(fs.readFileSync(path.resolve("test/fixtures/spider-official-tokens.json"), "utf8")) as { cases: [string, string[] | string][] };
+    expect(fx.cases).toHaveLength(1500);
+    const diff: string[] = [];
+    for (const [text, want] of fx.cases) {
+      let got: string[] | string;
+      try {
+        got = tokenize(text);
+      } catch (e) {
+        if (!(e instanceof SqlParseError)) throw e;
+        got = "AssertionError"; // the reference's "Unexpected quote"
+      }
+      if (JSON.stringify(got) !== JSON.stringify(want)) diff.push(`${JSON.stringify(text)}: ours ${JSON.stringify(got)}, official ${JSON.stringify(want)}`);
+    }
+    expect(diff).toEqual([]);
+  });
+});
 
 describe("the recorded verdicts", () => {
   test("cover every mutation kind the issue names, with both verdicts and parse failures", () => {
