@@ -5,7 +5,8 @@ Runs the official evaluator (`evaluation.py` + `process_sql.py` from https://git
 the version whose eval_exact_match compares FROM as sorted table lists, as test-suite-sql-eval does;
 never committed here) on the predictions that scripts/make-spider-official-cases.py makes from
 Spider dev, and writes, per case, the exact-match verdict, the gold query's hardness, whether the
-prediction parsed, and each partial-match component's F1, exactly as `evaluate()` computes them.
+prediction parsed, and each partial-match component's F1, exactly as `evaluate()` computes them;
+also the hardness of every dev and train gold query.
 It also writes spider-official-tokens.json next to it: `process_sql.tokenize` on 1,500 seeded random
 strings of the characters nltk's rules treat specially.
 
@@ -114,6 +115,18 @@ def main():
         except Exception as e:  # noqa: BLE001
             gold_hardness.append("error: " + type(e).__name__)
 
+    # train gold queries' hardness as one letter each (e/m/h/x; "!" where the gold does not parse)
+    with open(os.path.join(spider, "train_spider.json")) as f:
+        train = json.load(f)
+    letter = {"easy": "e", "medium": "m", "hard": "h", "extra": "x"}
+    letters = []
+    for ex in train:
+        try:
+            letters.append(letter[evaluator.eval_hardness(process_sql.get_sql(schemas[ex["db_id"]], ex["query"]))])
+        except Exception:  # noqa: BLE001
+            letters.append("!")
+    train_hardness = "".join(letters)
+
     out = []
     crashes = 0
     for c in cases:
@@ -161,11 +174,13 @@ def main():
         },
         "partialTypes": PARTIAL_TYPES,
         "goldHardness": gold_hardness,
+        "trainHardness": train_hardness,
         "cases": out,
     }
     # one case a line, so that a re-recording diffs line by line
-    head = {k: v for k, v in fixture.items() if k not in ("cases", "goldHardness")}
-    text = json.dumps(head, indent=1)[:-2] + ',\n "goldHardness": ' + json.dumps(gold_hardness) + ',\n "cases": [\n'
+    head = {k: v for k, v in fixture.items() if k not in ("cases", "goldHardness", "trainHardness")}
+    text = json.dumps(head, indent=1)[:-2] + ',\n "goldHardness": ' + json.dumps(gold_hardness)
+    text += ',\n "trainHardness": ' + json.dumps(train_hardness) + ',\n "cases": [\n'
     text += ",\n".join("  " + json.dumps(r, ensure_ascii=False) for r in out) + "\n ]\n}\n"
     tmp = out_path + ".tmp"
     with open(tmp, "w") as f:

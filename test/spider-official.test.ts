@@ -24,6 +24,8 @@ interface Case {
 interface Fixture {
   partialTypes: string[];
   goldHardness: string[];
+  /** one letter per train gold query: e, m, h, x, or "!" where it does not parse */
+  trainHardness: string;
   cases: Case[];
 }
 
@@ -95,6 +97,25 @@ describe.skipIf(!hasSpider)("agreement with Spider's official evaluation.py", ()
     const diff = ours.flatMap((h, i) => (h === fixture.goldHardness[i] ? [] : [`dev ${i}: ours ${h}, official ${fixture.goldHardness[i]}`]));
     expect(diff).toEqual([]);
   });
+
+  test.skipIf(!fs.existsSync(path.join(spider, "train_spider.json")))(
+    "hardness of every train gold query equals the official one (and the one the official parser cannot read fails here too)",
+    () => {
+      const train = JSON.parse(fs.readFileSync(path.join(spider, "train_spider.json"), "utf8")) as { db_id: string; query: string }[];
+      expect(train).toHaveLength(fixture.trainHardness.length);
+      const letter = { easy: "e", medium: "m", hard: "h", extra: "x" } as const;
+      const ours = train.map((ex) => {
+        try {
+          return letter[hardness(ex.query, tables.get(ex.db_id))];
+        } catch (e) {
+          if (!(e instanceof SqlParseError)) throw e;
+          return "!";
+        }
+      });
+      const diff = ours.flatMap((h, i) => (h === fixture.trainHardness[i] ? [] : [`train ${i}: ours ${h}, official ${fixture.trainHardness[i]}`]));
+      expect(diff).toEqual([]);
+    },
+  );
 
   test("exact match, parse verdict and every partial component agree on every prediction", () => {
     const diff: string[] = [];
