@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """Records Spider's official exact-match verdicts for test/spider-official.test.ts.
 
-Runs the official evaluator (`evaluation.py` + `process_sql.py` from https://github.com/taoyds/spider,
-the version whose eval_exact_match compares FROM as sorted table lists, as test-suite-sql-eval does;
-never committed here) on the predictions that scripts/make-spider-official-cases.py makes from
+Runs the official evaluator (`evaluation.py` + `process_sql.py` from https://github.com/taoyds/spider:
+evaluation.py as of commit cccfe7bc99c4f5b7229890bbff75bfed50f2b008, whose eval_exact_match compares
+FROM as sorted table lists, as test-suite-sql-eval's does; process_sql.py as of 4d065ee5afe5 (the
+same code as 2c95626ae9b4); never committed here). Another evaluation.py of that repository
+(03e26ec962918a19d11dba30fff69063bf44900c) also sorts `[first ON column, first ON value]`, but the
+value is None after rebuild_sql_val, so under Python 3 it raises TypeError on every gold join. on the predictions that scripts/make-spider-official-cases.py makes from
 Spider dev, and writes, per case, the exact-match verdict, the gold query's hardness, whether the
 prediction parsed, and each partial-match component's F1, exactly as `evaluate()` computes them;
 also the hardness of every dev and train gold query.
@@ -20,7 +23,7 @@ Adaptations, none inside the copied scripts:
 - foreign keys come from tables.json, as in `evaluate()`.
 
   apt-get install python3-nltk
-  mkdir -p /tmp/spider-official   # evaluation.py and process_sql.py from taoyds/spider
+  mkdir -p /tmp/spider-official   # evaluation.py and process_sql.py from taoyds/spider (commits above)
   /usr/bin/python3 scripts/make-spider-official-cases.py ../shared/spider /tmp/spider-official-cases.json
   /usr/bin/python3 scripts/record-spider-official.py /tmp/spider-official ../shared/spider \\
       /tmp/spider-official-cases.json test/fixtures/spider-official-verdicts.json
@@ -167,6 +170,7 @@ def main():
         "about": "Spider's official evaluation.py verdicts on mutated Spider dev predictions; made by scripts/record-spider-official.py",
         "official": {
             "repository": "https://github.com/taoyds/spider",
+            "commits": {"evaluation.py": "cccfe7bc99c4f5b7229890bbff75bfed50f2b008", "process_sql.py": "4d065ee5afe5bb6fc8e73e28d371b7fccef0d6ef"},
             "evaluation.py": "eval_exact_match compares FROM as sorted table lists (as in test-suite-sql-eval)",
             "nltk": nltk.__version__,
             "tokenizer": "nltk.word_tokenize(s, preserve_line=True)",
