@@ -3,7 +3,8 @@
 
 Deterministic: from Spider dev (dev.json, tables.json), every 7th example (and the two whose gold has a
 sub-query in FROM), each mutation is applied to the first examples it changes (at most PER_KIND), and
-every picked gold query is kept unmodified. The mutations cover what a model gets wrong and what the
+every picked gold query is kept unmodified; then two seeded random single-token edits (a column, an
+operator, a keyword, its case, or a deletion) of every 5th example. The mutations cover what a model gets wrong and what the
 official parser is picky about: columns, operators, aggregates, joins (added, removed, ON changed or
 dropped, comma joins), aliases, values (also inside FROM sub-queries), spacing (`a="x"`, `<>`, `==`,
 newlines), trailing tokens, broken SQL, keyword case, ORDER/LIMIT/GROUP/HAVING, set operations,
@@ -14,6 +15,7 @@ named from the other table, answers that are not SQL.
 """
 import json
 import os
+import random
 import re
 import sys
 
@@ -713,6 +715,40 @@ def m_markdown_fence(q, db):
     return "```sql\n" + q + "\n```"
 
 
+SQL_WORDS = {"SELECT", "FROM", "WHERE", "AND", "OR", "JOIN", "ON", "AS", "GROUP", "BY", "ORDER", "LIMIT", "HAVING", "DESC", "ASC", "NOT", "IN", "LIKE"}
+SWAPS = {"DESC": "ASC", "ASC": "DESC", "AND": "OR", "OR": "AND", "INTERSECT": "UNION", "UNION": "EXCEPT", "EXCEPT": "INTERSECT", "MAX": "MIN", "MIN": "MAX"}
+OPS = ["=", "!=", ">", "<", ">=", "<=", "LIKE", "IN", "NOT IN"]
+
+
+def random_edit(q, db, rnd):
+    """One seeded edit of a whitespace token: a column, an operator, a keyword, its case, or a deletion."""
+    cols = [c for cs in db.cols.values() for c in cs]
+    tk = q.split()
+    j = rnd.randrange(len(tk))
+    r = rnd.random()
+    if r < 0.35:
+        w = tk[j]
+        if "." in w and w.split(".")[1].isidentifier():
+            tk[j] = w.split(".")[0] + "." + rnd.choice(cols)
+        else:
+            tk[j] = rnd.choice(cols) if w.upper() not in SQL_WORDS else w
+    elif r < 0.55:
+        ks = [k for k, w in enumerate(tk) if w.upper() in OPS]
+        if ks:
+            k = rnd.choice(ks)
+            tk[k] = rnd.choice(OPS)
+    elif r < 0.7:
+        ks = [k for k, w in enumerate(tk) if w.upper() in SWAPS]
+        if ks:
+            k = rnd.choice(ks)
+            tk[k] = SWAPS[tk[k].upper()]
+    elif r < 0.85:
+        tk[j] = tk[j].lower() if rnd.random() < 0.5 else tk[j].upper()
+    else:
+        del tk[j]
+    return " ".join(tk)
+
+
 MUTATIONS = [(name[2:], fn) for name, fn in sorted(globals().items()) if name.startswith("m_") and callable(fn)]
 
 
@@ -740,9 +776,17 @@ def main():
             seen.add((i, p))
             cases.append({"dev": i, "kind": kind, "pred": p})
             n += 1
+    # seeded single edits over a fifth of dev (every database): two per example
+    rnd = random.Random(15)
+    for i in range(2, len(dev), 5):
+        for _ in range(2):
+            p = random_edit(dev[i]["query"], dbs[dev[i]["db_id"]], rnd)
+            if p != dev[i]["query"] and (i, p) not in seen:
+                seen.add((i, p))
+                cases.append({"dev": i, "kind": "random_edit", "pred": p})
     with open(out_path, "w") as f:
         json.dump(cases, f, indent=1)
-    print(f"{len(cases)} cases from {len(picked)} dev examples, {len(MUTATIONS)} mutation kinds")
+    print(f"{len(cases)} cases: {len(MUTATIONS)} mutation kinds on {len(picked)} dev examples, and random edits")
 
 
 if __name__ == "__main__":
