@@ -4,7 +4,16 @@
 import fs from "node:fs";
 import path from "node:path";
 import { describe, expect, test } from "vitest";
-import { componentMatch, countComponent1, countComponent2, countOthers, exactMatch, hardness, type Hardness } from "../src/sql/spider-metrics.js";
+import {
+  componentMatch,
+  countComponent1,
+  countComponent2,
+  countOthers,
+  exactMatch,
+  hardness,
+  spiderVerdict,
+  type Hardness,
+} from "../src/sql/spider-metrics.js";
 import { parseSql, SqlParseError, tokenize, type SpiderSchemaEntry } from "../src/sql/sqlparse.js";
 
 describe("sqlparse", () => {
@@ -79,7 +88,98 @@ describe("sqlparse", () => {
     expect(sql.except?.from.table_units).toEqual([["table_unit", "__v__"]]);
     expect(() => parseSql("SELECT FROM WHERE")).toThrow(SqlParseError);
     expect(() => parseSql("SELECT a FROM t WHERE b = 'open")).toThrow(SqlParseError);
-    expect(() => parseSql("SELECT a FROM t garbage garbage")).toThrow(SqlParseError);
+    // (reference) `FROM t x` reads x as a second table: with a schema an unknown one fails the query
+    const t: SpiderSchemaEntry = {
+      table_names_original: ["t"],
+      column_names_original: [
+        [-1, "*"],
+        [0, "a"],
+      ],
+    };
+    expect(() => parseSql("SELECT a FROM t garbage garbage", t)).toThrow(SqlParseError);
+    expect(parseSql("SELECT a FROM t garbage").from.table_units).toEqual([
+      ["table_unit", "__t__"],
+      ["table_unit", "__garbage__"],
+    ]);
+  });
+
+  test("tokenizes with nltk's Treebank rules, as the official parser does", () => {
+    // (reference) the value's placeholder stays glued to the column: no token the parser knows
+    expect(tokenize('SELECT a FROM t WHERE b="x"')).toEqual(["select", "a", "from", "t", "where", "b=__val_24_26__"]);
+    expect(tokenize("a <> 1")).toEqual(["a", "<", ">", "1"]);
+    expect(tokenize("a == 1")).toEqual(["a", "==", "1"]);
+    expect(tokenize("a > = 1 AND b ! = 2")).toEqual(["a", ">=", "1", "and", "b", "!=", "2"]);
+    expect(tokenize("a IN (1,2) LIMIT 3.")).toEqual(["a", "in", "(", "1,2", ")", "limit", "3", "."]);
+    expect(tokenize("x $y")).toEqual(["x", "$", "y"]);
+  });
+});
+
+describe("official quirks (Spider's evaluation.py)", () => {
+  const schema: SpiderSchemaEntry = {
+    table_names_original: ["singer", "concert"],
+    column_names_original: [
+      [-1, "*"],
+      [0, "singer_id"],
+      [0, "name"],
+      [0, "age"],
+      [1, "concert_id"],
+      [1, "singer_id"],
+      [1, "year"],
+    ],
+    foreign_keys: [[5, 1]],
+  };
+  const join = "SELECT T1.name FROM singer AS T1 JOIN concert AS T2 ON T1.singer_id = T2.singer_id WHERE T2.year > 2000";
+
+  test('what the official tokenizer cannot read scores 0: a="x", <>, ==, comma joins', () => {
+    const g = "SELECT name FROM singer WHERE name = 'Joe'";
+    for (const p of [
+      'SELECT name FROM singer WHERE name="Joe"',
+      "SELECT name FROM singer WHERE name <> 'Joe'",
+      "SELECT name FROM singer WHERE name == 'Joe'",
+    ]) {
+      expect(spiderVerdict(g, p, schema)).toMatchObject({ parsed: false, exact: false });
+    }
+    expect(spiderVerdict(join, join.replace(" JOIN ", " , "), schema)).toMatchObject({ parsed: false, exact: false });
+    expect(exactMatch(g, "SELECT name FROM singer WHERE name = 'Ann'", schema)).toBe(true);
+  });
+
+  test("FROM is compared as table lists: ON conditions and a missing ON do not matter", () => {
+    expect(exactMatch(join, join.replace("ON T1.singer_id = T2.singer_id", "ON T1.age = T2.year"), schema)).toBe(true);
+    expect(exactMatch(join, join.replace(" ON T1.singer_id = T2.singer_id", ""), schema)).toBe(true);
+    expect(exactMatch(join, join.replace("JOIN concert AS T2", "JOIN singer AS T2"), schema)).toBe(false);
+  });
+
+  test("tokens after a complete query are ignored; after an unfinished clause they fail it", () => {
+    expect(exactMatch(join, `${join} ; DROP TABLE singer`, schema)).toBe(true);
+    expect(exactMatch(join, `${join} )`, schema)).toBe(true);
+    expect(spiderVerdict(join, `${join} garbage`, schema)).toMatchObject({ parsed: false, exact: false });
+  });
+
+  test("values inside a FROM sub-query are compared; elsewhere they are not", () => {
+    const g = "SELECT count(*) FROM (SELECT name FROM singer WHERE age > 30)";
+    expect(exactMatch(g, g.replace("30", "30.0"), schema)).toBe(true);
+    expect(exactMatch(g, g.replace("30", "40"), schema)).toBe(false);
+    expect(exactMatch(g, g.replace("SELECT name", "SELECT DISTINCT name"), schema)).toBe(false);
+    expect(exactMatch(join, join.replace("2000", "1999"), schema)).toBe(true);
+  });
+
+  test("an unparseable prediction is an empty query: officially the components both lack match", () => {
+    const v = spiderVerdict(join, "SELEC name FROM singer", schema);
+    expect(v.parsed).toBe(false);
+    expect(v.exact).toBe(false);
+    expect(v.partial).toEqual({
+      select: false,
+      "select(no AGG)": false,
+      where: false,
+      "where(no OP)": false,
+      "group(no Having)": true,
+      group: true,
+      order: true,
+      "and/or": true,
+      IUEN: true,
+      keywords: false,
+    });
+    expect(componentMatch(join, "SELEC name FROM singer", schema).groupBy).toBe(false); // ours: nothing matches
   });
 });
 

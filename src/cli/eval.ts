@@ -9,9 +9,9 @@ import { MAX_CANDIDATES } from "../serve/candidates.js";
 export function registerEval(program: Command): void {
   program
     .command("eval")
-    .description("score SQL: exact-set match, components, execution accuracy on SQLite, by Spider hardness; eval loss and token accuracy")
+    .description("score SQL: Spider's official exact-set match, components, execution accuracy on SQLite, by Spider hardness; eval loss and token accuracy")
     .requiredOption("--data <file>", "Spider JSON with db_id (or a CSV/JSONL the trainer reads, for the metrics that need no database)")
-    .option("--tables <file>", "Spider tables.json (schemas for prompts and parsing)")
+    .option("--tables <file>", "Spider tables.json (schemas for prompts and parsing; exact match is the official one only with it)")
     .option("--db-dir <dir>", "databases as <dir>/<db_id>/<db_id>.sqlite, for execution accuracy")
     .option("--predictions <file>", "score these predictions (one SQL per line, dataset order) instead of generating")
     .option("--adapter <path>", "adapter or trainer output folder to generate with (and for eval loss / token accuracy)")

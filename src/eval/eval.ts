@@ -353,7 +353,7 @@ export function formatEvalReport(r: EvalReport): string {
   const pct = (x: number | null) => (x === null ? "   n/a" : `${(100 * x).toFixed(1).padStart(5)}%`);
   const lines = [
     `examples         ${r.examples}`,
-    `exact match      ${pct(r.exactMatch)}`,
+    `exact match      ${pct(r.exactMatch)} (Spider's official exact-set match)`,
     `execution        ${pct(r.executionAccuracy)}${r.executionAccuracy === null ? " (no databases: pass --db-dir <dir>/<db_id>/<db_id>.sqlite)" : ""}`,
     `eval loss        ${r.evalLoss === null ? "n/a" : r.evalLoss.toFixed(4)}   token accuracy ${pct(r.tokenAccuracy)}`,
     `components       ${Object.entries(r.componentMatch)

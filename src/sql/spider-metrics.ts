@@ -1,14 +1,23 @@
 // Spider benchmark metrics: hardness levels, exact-set match and per-component match.
 //
-// A TypeScript port of the rules in Spider's official `evaluation.py` (`Evaluator.eval_hardness`,
-// `eval_exact_match`, `eval_partial_match` and the `rebuild_sql_*` normalisation), working on
-// the structure produced by `parseSql` (src/sqlparse.ts, a port of `process_sql.get_sql`).
-// Quirks of the reference that change the published numbers are kept and marked "(reference)".
+// A port of Spider's official `evaluation.py` (`Evaluator.eval_hardness`, `eval_exact_match`,
+// `eval_partial_match` and the `rebuild_sql_val` / `rebuild_sql_col` normalisation), on the structure
+// `parseSql` (src/sql/sqlparse.ts, a port of `process_sql.get_sql`) produces. The verdicts equal the
+// official script's on every case of test/fixtures/spider-official-verdicts.json (recorded by
+// scripts/record-spider-official.py). Its rules, quirks included:
+//  - a prediction that does not parse is scored as an empty query (so it never matches);
+//  - values are dropped from conditions, except inside sub-queries in FROM, which are compared as
+//    they are (values, DISTINCT and columns not mapped through foreign keys);
+//  - FROM is compared as the sorted list of tables and sub-queries: ON conditions are not compared;
+//  - DISTINCT is ignored; foreign-key columns are identified with their group's first column;
+//  - conditions are read by position (cond units at even places, AND/OR at odd places), as the
+//    reference slices them, also when a query had two conditions with no AND/OR between them.
 import {
-  isCondUnit,
+  emptySql,
   isSql,
   parseSql,
   Schema,
+  SqlParseError,
   WHERE_OPS,
   type ColUnit,
   type Condition,
@@ -22,26 +31,64 @@ import {
 export type Hardness = "easy" | "medium" | "hard" | "extra";
 export const HARDNESS_LEVELS: readonly Hardness[] = ["easy", "medium", "hard", "extra"];
 
+/** The official partial-match components (`eval_partial_match`), in its order. */
+export const PARTIAL_TYPES = ["select", "select(no AGG)", "where", "where(no OP)", "group(no Having)", "group", "order", "and/or", "IUEN", "keywords"] as const;
+export type PartialType = (typeof PARTIAL_TYPES)[number];
+
 const LIKE = WHERE_OPS.indexOf("like");
 const IN = WHERE_OPS.indexOf("in");
 
-const condUnits = (c: Condition): CondUnit[] => c.filter(isCondUnit);
-const connectors = (c: Condition): string[] => c.filter((x): x is "and" | "or" => typeof x === "string");
+type CondItem = Condition[number];
+/** Python's `conds[::2]` and `conds[1::2]`. */
+const evens = <T>(xs: T[]): T[] => xs.filter((_, i) => i % 2 === 0);
+const odds = <T>(xs: T[]): T[] => xs.filter((_, i) => i % 2 === 1);
 
-/** Gold queries are parsed like the reference (leftover tokens ignored), predictions strictly. */
-function toSql(sql: string | SpiderSql, schema?: SpiderSchemaEntry | Schema, gold = true): SpiderSql {
-  return typeof sql === "string" ? parseSql(sql, schema, { allowTrailing: gold }) : sql;
+/** Python's `x[i]` on a cond unit or on a connector string found at a cond unit's place. */
+function item(x: CondItem, i: number): unknown {
+  if (typeof x !== "string") return x[i];
+  if (i >= x.length) throw new SqlParseError(`string index out of range: '${x}'[${i}]`);
+  return x[i];
 }
 
+/** Python's `==` on the parsed structures (numbers and booleans compare as numbers). */
+export function pyEquals(a: unknown, b: unknown): boolean {
+  if ((typeof a === "number" || typeof a === "boolean") && (typeof b === "number" || typeof b === "boolean")) return Number(a) === Number(b);
+  if (a === null || b === null || typeof a !== "object" || typeof b !== "object") return a === b;
+  if (Array.isArray(a) !== Array.isArray(b)) return false;
+  if (Array.isArray(a)) return a.length === (b as unknown[]).length && a.every((x, i) => pyEquals(x, (b as unknown[])[i]));
+  const ka = Object.keys(a);
+  const kb = Object.keys(b);
+  return ka.length === kb.length && ka.every((k) => k in b && pyEquals((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k]));
+}
+
+/** Python's `unit in label` then `label.remove(unit)`, over a prediction: the multiset hits. */
+function multisetHits(pred: unknown[], label: unknown[]): number {
+  const rest = [...label];
+  let hits = 0;
+  for (const p of pred) {
+    const i = rest.findIndex((l) => pyEquals(p, l));
+    if (i >= 0) {
+      hits++;
+      rest.splice(i, 1);
+    }
+  }
+  return hits;
+}
+
+/** `get_scores(...)` F1 == 1: same totals, and every predicted unit found. */
+const fullScore = (hits: number, predTotal: number, labelTotal: number): boolean => predTotal === labelTotal && hits === predTotal;
+
 // ---------------------------------------------------------------------------------------------
-// Hardness
+// Hardness (on the gold query as parsed, before normalisation)
 
 /** Sub-queries used as comparison values (FROM ON, WHERE, HAVING) and set operations. */
 export function nestedSql(sql: SpiderSql): SpiderSql[] {
   const nested: SpiderSql[] = [];
-  for (const cu of [...condUnits(sql.from.conds), ...condUnits(sql.where), ...condUnits(sql.having)]) {
-    if (isSql(cu[3])) nested.push(cu[3]);
-    if (isSql(cu[4])) nested.push(cu[4]);
+  for (const cu of [...evens(sql.from.conds), ...evens(sql.where), ...evens(sql.having)]) {
+    const v1 = item(cu, 3);
+    const v2 = item(cu, 4);
+    if (isSql(v1)) nested.push(v1);
+    if (isSql(v2)) nested.push(v2);
   }
   for (const op of [sql.intersect, sql.except, sql.union]) if (op) nested.push(op);
   return nested;
@@ -55,10 +102,10 @@ export function countComponent1(sql: SpiderSql): number {
   if (sql.orderBy.length > 0) count++;
   if (sql.limit !== null) count++;
   if (sql.from.table_units.length > 0) count += sql.from.table_units.length - 1;
-  const ao = [...connectors(sql.from.conds), ...connectors(sql.where), ...connectors(sql.having)];
+  const ao = [...odds(sql.from.conds), ...odds(sql.where), ...odds(sql.having)];
   count += ao.filter((t) => t === "or").length;
-  const cus = [...condUnits(sql.from.conds), ...condUnits(sql.where), ...condUnits(sql.having)];
-  count += cus.filter((cu) => cu[1] === LIKE).length;
+  const cus = [...evens(sql.from.conds), ...evens(sql.where), ...evens(sql.having)];
+  count += cus.filter((cu) => item(cu, 1) === LIKE).length;
   return count;
 }
 
@@ -67,36 +114,34 @@ export function countComponent2(sql: SpiderSql): number {
   return nestedSql(sql).length;
 }
 
+/** `has_agg(unit)`: `unit[0] != 0` (for a cond unit that is its NOT flag; for a connector, its first letter). */
+function hasAgg(unit: unknown[] | string): boolean {
+  const first = unit[0];
+  return first !== 0 && first !== false;
+}
+
 /** Aggregates > 1, select columns > 1, where conditions > 1, group-by columns > 1. */
 export function countOthers(sql: SpiderSql): number {
-  // `has_agg(unit)` is `unit[0] != 0` (reference): for select items and col_units that is the
-  // aggregate; for WHERE cond_units it is the NOT flag, and HAVING is counted as the raw list,
-  // so each of its `and`/`or` connectors counts as one and each cond_unit counts if negated.
-  const hasAgg = (unit: unknown): boolean => {
-    const first = Array.isArray(unit) ? unit[0] : typeof unit === "string" ? unit[0] : undefined;
-    return first !== 0 && first !== false && first !== undefined;
-  };
-  let agg = 0;
-  agg += sql.select[1].filter(hasAgg).length;
-  agg += condUnits(sql.where).filter(hasAgg).length;
+  // (reference) WHERE counts its cond units' NOT flags and HAVING its raw list, connectors included
+  let agg = sql.select[1].filter(hasAgg).length;
+  agg += evens(sql.where).filter(hasAgg).length;
   agg += sql.groupBy.filter(hasAgg).length;
-  const ob = sql.orderBy;
-  if (ob.length === 2) {
-    const units = ob[1];
-    agg += [...units.map((u) => u[1]), ...units.map((u) => u[2]).filter((u) => u !== null)].filter(hasAgg).length;
+  if (sql.orderBy.length === 2) {
+    const units = sql.orderBy[1];
+    agg += [...units.map((u) => u[1]), ...units.flatMap((u) => (u[2] ? [u[2]] : []))].filter(hasAgg).length;
   }
   agg += sql.having.filter(hasAgg).length;
   let count = 0;
   if (agg > 1) count++;
   if (sql.select[1].length > 1) count++;
-  if (sql.where.length > 1) count++; // the raw list, connectors included: >= 2 conditions
+  if (sql.where.length > 1) count++; // the raw list, connectors included
   if (sql.groupBy.length > 1) count++;
   return count;
 }
 
 /** Spider's difficulty level of a (gold) query, by the rules of `Evaluator.eval_hardness`. */
 export function hardness(sql: string | SpiderSql, schema?: SpiderSchemaEntry | Schema): Hardness {
-  const parsed = toSql(sql, schema);
+  const parsed = typeof sql === "string" ? parseSql(sql, schema) : sql;
   const c1 = countComponent1(parsed);
   const c2 = countComponent2(parsed);
   const others = countOthers(parsed);
@@ -129,28 +174,33 @@ export function foreignKeyMap(entry: SpiderSchemaEntry): Map<string, string> {
   return map;
 }
 
-/** Values (numbers, strings, column operands) become null; sub-queries are normalised too. */
+/** A cond unit where the reference unpacks one (`not_op, op_id, val_unit, val1, val2 = cond_unit`). */
+function unpack(x: CondItem): CondUnit {
+  if (typeof x === "string") throw new SqlParseError(`cannot unpack '${x}' as a condition`);
+  return x;
+}
+
+/** `rebuild_sql_val`: condition values become null, sub-queries used as values are rebuilt too. */
 function dropValues(sql: SpiderSql): void {
   const cond = (c: Condition): void => {
-    c.forEach((cu, i) => {
-      if (!isCondUnit(cu)) return;
+    c.forEach((x, i) => {
+      if (i % 2 !== 0) return;
+      const cu = unpack(x);
       for (const k of [3, 4] as const) {
         const v = cu[k];
         if (isSql(v)) dropValues(v);
         else cu[k] = null;
       }
-      c[i] = cu;
     });
   };
   cond(sql.from.conds);
-  cond(sql.where);
   cond(sql.having);
-  // Spider keeps values inside FROM sub-queries; they are ignored here too, for consistency.
-  for (const tu of sql.from.table_units) if (tu[0] === "sql") dropValues(tu[1]);
+  cond(sql.where);
+  // (reference) sub-queries in FROM keep their values
   for (const op of [sql.intersect, sql.except, sql.union]) if (op) dropValues(op);
 }
 
-/** Foreign-key columns mapped to their group's key and DISTINCT flags dropped (reference). */
+/** `rebuild_sql_col`: foreign-key columns mapped to their group's key, DISTINCT flags dropped. */
 function mapColumns(sql: SpiderSql, valid: Set<string>, kmap: Map<string, string>): void {
   const col = (cu: ColUnit | null): void => {
     if (!cu) return;
@@ -162,27 +212,24 @@ function mapColumns(sql: SpiderSql, valid: Set<string>, kmap: Map<string, string
     col(vu[1]);
     col(vu[2]);
   };
-  const cond = (c: Condition): void => condUnits(c).forEach((cu) => val(cu[2]));
+  const cond = (c: Condition): void => c.forEach((x, i) => i % 2 === 0 && val(unpack(x)[2]));
   sql.select[0] = null;
   sql.select[1].forEach(([, vu]) => val(vu));
+  // (reference) sub-queries in FROM and in conditions keep their columns and DISTINCT flags
   cond(sql.from.conds);
   cond(sql.where);
-  cond(sql.having);
   sql.groupBy.forEach(col);
-  const ob = sql.orderBy;
-  if (ob.length === 2) ob[1].forEach(val);
-  // Set operations use the outer query's valid columns (reference).
+  if (sql.orderBy.length === 2) sql.orderBy[1].forEach(val);
+  cond(sql.having);
+  // (reference) set operations use the outer query's valid columns
   for (const op of [sql.intersect, sql.except, sql.union]) if (op) mapColumns(op, valid, kmap);
 }
 
 /** Columns of the tables in FROM (`build_valid_col_units`). */
 function validColumns(tableUnits: TableUnit[], schema: Schema): Set<string> {
+  const prefixes = new Set(tableUnits.flatMap((tu) => (tu[0] === "table_unit" ? [tu[1].slice(0, -2)] : [])));
   const valid = new Set<string>();
-  for (const tu of tableUnits) {
-    if (tu[0] !== "table_unit") continue;
-    const table = tu[1].slice(2, -2);
-    for (const c of schema.tables.get(table) ?? []) valid.add(`__${table}.${c}__`);
-  }
+  for (const id of schema.idMap.values()) if (id.includes(".") && prefixes.has(id.slice(0, id.indexOf(".")))) valid.add(id);
   return valid;
 }
 
@@ -197,146 +244,206 @@ function normalise(sql: SpiderSql, schema: Schema, kmap: Map<string, string>): S
 // ---------------------------------------------------------------------------------------------
 // Matching (`eval_partial_match` + `eval_exact_match`)
 
-/** Canonical text of any part of the structure, for equality tests. */
-const key = (x: unknown): string => JSON.stringify(x);
-
-/** Multiset intersection size of two lists of canonical keys. */
-function multisetHits(pred: string[], label: string[]): number {
-  const rest = [...label];
-  let hits = 0;
-  for (const p of pred) {
-    const i = rest.indexOf(p);
-    if (i >= 0) {
-      hits++;
-      rest.splice(i, 1);
-    }
-  }
-  return hits;
-}
-
-/** `get_scores(...) == 1`: same number of units and every predicted unit found. */
-const fullScore = (hits: number, predTotal: number, labelTotal: number): boolean => predTotal === labelTotal && hits === predTotal;
-
-function setEquals(a: Set<string>, b: Set<string>): boolean {
-  return a.size === b.size && [...a].every((x) => b.has(x));
-}
-
-function keywords(sql: SpiderSql): Set<string> {
+function keywords(sql: SpiderSql): string[] {
   const res = new Set<string>();
   if (sql.where.length > 0) res.add("where");
   if (sql.groupBy.length > 0) res.add("group");
   if (sql.having.length > 0) res.add("having");
-  const ob = sql.orderBy;
-  if (ob.length === 2) res.add(ob[0]).add("order");
+  if (sql.orderBy.length > 0) res.add(sql.orderBy[0]!).add("order");
   if (sql.limit !== null) res.add("limit");
   if (sql.except) res.add("except");
   if (sql.union) res.add("union");
   if (sql.intersect) res.add("intersect");
-  const all: Condition = [...sql.from.conds, ...sql.where, ...sql.having];
-  if (connectors(all).includes("or")) res.add("or");
-  const cus = condUnits(all);
-  if (cus.some((cu) => cu[0])) res.add("not");
-  if (cus.some((cu) => cu[1] === IN)) res.add("in");
-  if (cus.some((cu) => cu[1] === LIKE)) res.add("like");
-  return res;
+  const ao = [...odds(sql.from.conds), ...odds(sql.where), ...odds(sql.having)];
+  if (ao.includes("or")) res.add("or");
+  const cus = [...evens(sql.from.conds), ...evens(sql.where), ...evens(sql.having)];
+  if (cus.some((cu) => Boolean(item(cu, 0)))) res.add("not");
+  if (cus.some((cu) => item(cu, 1) === IN)) res.add("in");
+  if (cus.some((cu) => item(cu, 1) === LIKE)) res.add("like");
+  return [...res];
 }
 
-/** Which parts of a prediction match the gold query (Spider's partial exact-set match). */
-export interface ComponentMatch {
-  /** SELECT items as a multiset (with aggregates; DISTINCT ignored). */
-  select: boolean;
-  /** FROM: the multiset of tables/sub-queries and the first join condition's column. */
-  from: boolean;
-  /** WHERE conditions as a multiset (values ignored) and the same AND/OR connectors. */
-  where: boolean;
-  /** GROUP BY columns (as a multiset of column names) and, with them, HAVING. */
-  groupBy: boolean;
-  /** ORDER BY items and direction, and LIMIT present on both or neither. */
-  orderBy: boolean;
-  /** LIMIT present on both or neither (the value is ignored, like all values). */
-  limit: boolean;
-  /** INTERSECT / UNION / EXCEPT: same operations, each operand an exact match. */
-  iuen: boolean;
-  /** Same SQL keywords (where, group, having, order, asc/desc, limit, set ops, or, not, in, like). */
-  keywords: boolean;
-  /** Every component matches: Spider's exact-set match. */
-  all: boolean;
+/** Python's `set(a) == set(b)` on connectors (and on cond units misplaced among them). */
+function sameSet(a: unknown[], b: unknown[]): boolean {
+  const inB = (x: unknown) => b.some((y) => pyEquals(x, y));
+  const inA = (y: unknown) => a.some((x) => pyEquals(x, y));
+  return a.every(inB) && b.every(inA);
 }
 
-function matchSql(pred: SpiderSql, label: SpiderSql): ComponentMatch {
-  // select (eval_sel)
-  const ps = pred.select[1].map(key);
-  const ls = label.select[1].map(key);
-  const select = fullScore(multisetHits(ps, ls), ps.length, ls.length);
-
-  // where (eval_where) and and/or (eval_and_or)
-  const pw = condUnits(pred.where).map(key);
-  const lw = condUnits(label.where).map(key);
-  const where = fullScore(multisetHits(pw, lw), pw.length, lw.length) && setEquals(new Set(connectors(pred.where)), new Set(connectors(label.where)));
-
-  // group (eval_group: column names without their table) and having (eval_having)
+function partialMatch(pred: SpiderSql, label: SpiderSql): Record<PartialType, boolean> {
+  // eval_sel
+  const ps = pred.select[1];
+  const ls = label.select[1];
+  // eval_where
+  const pw = evens(pred.where).map(unpack);
+  const lw = evens(label.where).map(unpack);
+  // eval_group: column names without their table
   const colName = (c: ColUnit): string => (c[1].includes(".") ? c[1].split(".")[1]! : c[1]);
   const pg = pred.groupBy.map(colName);
   const lg = label.groupBy.map(colName);
-  const groupNoHaving = fullScore(multisetHits(pg, lg), pg.length, lg.length);
+  // eval_having
   const pHas = pred.groupBy.length > 0;
   const lHas = label.groupBy.length > 0;
   const having =
-    pHas === lHas && (!lHas || (key(pred.groupBy.map((c) => c[1])) === key(label.groupBy.map((c) => c[1])) && key(pred.having) === key(label.having)));
-  const groupBy = groupNoHaving && having;
-
-  // order (eval_order)
-  const limit = (pred.limit === null) === (label.limit === null);
-  const orderBy = pred.orderBy.length > 0 === label.orderBy.length > 0 && (label.orderBy.length === 0 || (key(pred.orderBy) === key(label.orderBy) && limit));
-
-  // set operations (eval_IUEN)
-  const iuen = (["intersect", "except", "union"] as const).every((op) => {
+    pHas === lHas &&
+    (!lHas ||
+      (pyEquals(
+        pred.groupBy.map((c) => c[1]),
+        label.groupBy.map((c) => c[1]),
+      ) &&
+        pyEquals(pred.having, label.having)));
+  // eval_order
+  const order =
+    pred.orderBy.length > 0 === label.orderBy.length > 0 &&
+    (label.orderBy.length === 0 || (pyEquals(pred.orderBy, label.orderBy) && (pred.limit === null) === (label.limit === null)));
+  // eval_IUEN
+  let lt = 0;
+  let pt = 0;
+  let cnt = 0;
+  for (const op of ["intersect", "except", "union"] as const) {
     const p = pred[op];
     const l = label[op];
-    if (!p || !l) return !p && !l;
-    return matchSql(p, l).all;
-  });
-
-  const kw = setEquals(keywords(pred), keywords(label));
-
-  // from (the table check at the end of eval_exact_match)
-  let from = true;
-  if (label.from.table_units.length > 0) {
-    const tables = (s: SpiderSql): string[] => s.from.table_units.map(key).sort();
-    const firstCond = (s: SpiderSql): string => {
-      const cu = s.from.conds[0];
-      return cu && isCondUnit(cu) ? key([cu[2][1], cu[3]]) : "";
-    };
-    from = key(tables(pred)) === key(tables(label)) && (label.from.table_units.length > 1 ? firstCond(pred) === firstCond(label) : true);
+    if (p) pt++;
+    if (l) lt++;
+    if (p && l && exactOf(p, l)) cnt++;
   }
+  // eval_keywords
+  const pk = keywords(pred);
+  const lk = keywords(label);
+  return {
+    select: fullScore(multisetHits(ps, ls), ps.length, ls.length),
+    "select(no AGG)": fullScore(
+      multisetHits(
+        ps.map((u) => u[1]),
+        ls.map((u) => u[1]),
+      ),
+      ps.length,
+      ls.length,
+    ),
+    where: fullScore(multisetHits(pw, lw), pw.length, lw.length),
+    "where(no OP)": fullScore(
+      multisetHits(
+        pw.map((u) => u[2]),
+        lw.map((u) => u[2]),
+      ),
+      pw.length,
+      lw.length,
+    ),
+    "group(no Having)": fullScore(multisetHits(pg, lg), pg.length, lg.length),
+    group: having,
+    order,
+    "and/or": sameSet(odds(pred.where), odds(label.where)),
+    IUEN: fullScore(cnt, pt, lt),
+    keywords: fullScore(multisetHits(pk, lk), pk.length, lk.length),
+  };
+}
 
-  const all = select && where && groupBy && orderBy && limit && iuen && kw && from;
-  return { select, from, where, groupBy, orderBy, limit, iuen, keywords: kw, all };
+/** FROM as the sorted table lists (the final check of `eval_exact_match`). */
+function sameTables(pred: SpiderSql, label: SpiderSql): boolean {
+  if (label.from.table_units.length === 0) return true;
+  const p = pred.from.table_units;
+  const l = label.from.table_units;
+  return p.length === l.length && multisetHits(p, l) === p.length;
+}
+
+/** `eval_exact_match` on normalised queries. */
+function exactOf(pred: SpiderSql, label: SpiderSql): boolean {
+  return Object.values(partialMatch(pred, label)).every(Boolean) && sameTables(pred, label);
+}
+
+/** What Spider's official evaluator says of one prediction. */
+export interface SpiderVerdict {
+  /** Exact-set match (`eval_exact_match`): the number Spider publishes as exact match. */
+  exact: boolean;
+  /** Each partial-match component whose F1 is 1 (a component both queries lack counts as matched). */
+  partial: Record<PartialType, boolean>;
+  /** FROM as table lists, the check exact match adds to the components (ON conditions not compared). */
+  from: boolean;
+  /** Whether the prediction parsed; one that does not is scored as an empty query. */
+  parsed: boolean;
 }
 
 /**
- * Per-component match of a predicted query against the gold one, after Spider's normalisation:
- * case, whitespace and table aliases do not matter (columns are resolved to their tables), values
- * are ignored, DISTINCT is ignored, and foreign-key columns are identified when the schema lists
- * foreign keys. A prediction that does not parse matches nothing (like the reference, it is
- * scored as an empty query). The gold query must parse.
+ * Scores a prediction against a gold query exactly as Spider's `evaluation.py` does (values
+ * ignored outside FROM sub-queries, DISTINCT ignored, aliases resolved, foreign keys identified
+ * when the schema lists them). The gold query must parse (it throws `SqlParseError` otherwise, where
+ * the reference stops). Where the reference itself would raise while comparing (conditions with no
+ * AND/OR between them, in rare shapes), the prediction does not match.
  */
-export function componentMatch(gold: string | SpiderSql, pred: string | SpiderSql, schema?: SpiderSchemaEntry): ComponentMatch {
+export function spiderVerdict(gold: string | SpiderSql, pred: string | SpiderSql, schema?: SpiderSchemaEntry): SpiderVerdict {
   const s = new Schema(schema);
   const kmap = schema ? foreignKeyMap(schema) : new Map<string, string>();
-  const label = toSql(gold, s);
+  const label = normalise(typeof gold === "string" ? parseSql(gold, s) : gold, s, kmap);
   let p: SpiderSql;
+  let parsed = true;
   try {
-    p = toSql(pred, s, false);
-  } catch {
-    // a prediction that does not parse matches nothing (compared as an empty query, Spider's script
-    // scores the components it lacks, such as GROUP BY or LIMIT, as matched when the gold lacks them too)
-    return { select: false, from: false, where: false, groupBy: false, orderBy: false, limit: false, iuen: false, keywords: false, all: false };
+    p = typeof pred === "string" ? parseSql(pred, s) : pred;
+  } catch (e) {
+    if (!(e instanceof SqlParseError)) throw e;
+    p = emptySql();
+    parsed = false;
   }
-  return matchSql(normalise(p, s, kmap), normalise(label, s, kmap));
+  try {
+    const np = normalise(p, s, kmap);
+    const partial = partialMatch(np, label);
+    const from = sameTables(np, label);
+    return { exact: Object.values(partial).every(Boolean) && from, partial, from, parsed };
+  } catch (e) {
+    if (!(e instanceof SqlParseError)) throw e;
+    const partial = Object.fromEntries(PARTIAL_TYPES.map((t) => [t, false])) as Record<PartialType, boolean>;
+    return { exact: false, partial, from: false, parsed };
+  }
 }
 
-/** Spider's exact-set match (values ignored): every component of `componentMatch` matches. */
+/** Which parts of a prediction match the gold query: a summary of the official components. */
+export interface ComponentMatch {
+  /** SELECT items as a multiset, with aggregates (official `select`; DISTINCT ignored). */
+  select: boolean;
+  /** FROM tables and sub-queries as a multiset; ON conditions are not compared (official). */
+  from: boolean;
+  /** WHERE conditions as a multiset, values ignored, and the same AND/OR set (official `where` and `and/or`). */
+  where: boolean;
+  /** GROUP BY columns and, with them, HAVING (official `group(no Having)` and `group`). */
+  groupBy: boolean;
+  /** ORDER BY items and direction, with LIMIT on both or neither (official `order`). */
+  orderBy: boolean;
+  /** LIMIT present on both or neither (not an official component; the official keywords include it). */
+  limit: boolean;
+  /** INTERSECT / UNION / EXCEPT: the same operations, each operand an exact match (official `IUEN`). */
+  iuen: boolean;
+  /** The same SQL keywords (official `keywords`). */
+  keywords: boolean;
+  /** Spider's official exact-set match. */
+  all: boolean;
+}
+
+/**
+ * Per-component match of a predicted query against the gold query, and the official exact match
+ * (`all`). Unlike the official per-component F1, a prediction that does not parse matches no
+ * component here (the official script counts the components both lack, such as GROUP BY, as
+ * matched; `spiderVerdict` has those). The gold query must parse.
+ */
+export function componentMatch(gold: string | SpiderSql, pred: string | SpiderSql, schema?: SpiderSchemaEntry): ComponentMatch {
+  const v = spiderVerdict(gold, pred, schema);
+  if (!v.parsed) return { select: false, from: false, where: false, groupBy: false, orderBy: false, limit: false, iuen: false, keywords: false, all: false };
+  const s = new Schema(schema);
+  const g = typeof gold === "string" ? parseSql(gold, s) : gold;
+  const p = typeof pred === "string" ? parseSql(pred, s) : pred;
+  const o = v.partial;
+  return {
+    select: o.select,
+    from: v.from,
+    where: o.where && o["and/or"],
+    groupBy: o["group(no Having)"] && o.group,
+    orderBy: o.order,
+    limit: (p.limit === null) === (g.limit === null),
+    iuen: o.IUEN,
+    keywords: o.keywords,
+    all: v.exact,
+  };
+}
+
+/** Spider's official exact-set match (`evaluation.py`'s `eval_exact_match`). */
 export function exactMatch(gold: string | SpiderSql, pred: string | SpiderSql, schema?: SpiderSchemaEntry): boolean {
-  return componentMatch(gold, pred, schema).all;
+  return spiderVerdict(gold, pred, schema).exact;
 }

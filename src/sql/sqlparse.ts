@@ -1,22 +1,24 @@
-// Tokenizer and parser for the SQL dialect of the Spider text-to-SQL benchmark.
-//
-// This is a faithful TypeScript port of Spider's official `process_sql.py` (`tokenize` and
-// `get_sql`), so that hardness levels and exact-set matching computed from its output agree with
-// the published numbers. It deliberately keeps the reference's structure (tuples and index
-// constants such as WHERE_OPS / AGG_OPS) and its quirks, which matter for the published counts:
-//  - all `X AS Y` aliases of the whole query are collected up front into one global map;
+// Parser for the SQL dialect of the Spider text-to-SQL benchmark: a port of Spider's official
+// `process_sql.py` (`get_sql`), step for step, so that hardness levels and exact-set match computed
+// from its output equal the official `evaluation.py` verdicts, quirks included:
+//  - the text is split by `process_sql.tokenize` (src/sql/spider-tokenize.ts, nltk's rules): so
+//    `a="x"`, `a<>b`, `a==b` and `1,2` fail to parse, while `> =` reads as `>=`;
+//  - every `x AS y` of the whole query goes into one alias map up front (a column alias that is
+//    also a table name fails the query);
+//  - FROM takes `t1 JOIN t2 ON ...`, also `t1 t2` and a JOIN without ON, but not `t1 , t2`;
 //  - a comparison value that is neither a string, a number nor a sub-query is read as a column
-//    after scanning forward to the next `,` `)` `and`, clause keyword or join keyword (so a
-//    trailing `OR ...` after a column-valued comparison is swallowed, as in the reference);
-//  - only one ORDER BY direction is kept (the last one seen);
-//  - a set operation (INTERSECT/UNION/EXCEPT) nests to the right.
-// Differences from the reference, none of which changes a Spider dev gold query: it also works
-// without a schema (unqualified columns are then placed in the only FROM table, or kept as bare
-// names); it accepts `FROM a, b` as a join and `<>` for `!=`; it is stricter on broken input
-// (tables must be joined with JOIN or ',', keywords cannot name tables, SELECT needs a column, and
-// leftover tokens are an error unless `allowTrailing` is set). Invalid input throws `SqlParseError`.
+//    after scanning to the next `,` `)` `and`, clause or join keyword (a trailing `OR ...` is
+//    swallowed); conditions without AND/OR between them are kept side by side;
+//  - only the last ORDER BY direction is kept; LIMIT takes an integer only; a set operation nests
+//    to the right; tokens left after a complete query are ignored.
+// Any error the reference would raise (an assertion, a missing key, an index past the end, a
+// number that does not convert) throws `SqlParseError` here.
 //
-// Shapes (mirroring the reference's comments):
+// With a tables.json entry the names resolve as in the reference. Without one (our extension, for
+// datasets without tables.json) any table name is taken as written, an unqualified column goes to the
+// only FROM table or stays a bare name, and SQL keywords still cannot name tables.
+//
+// Shapes (the reference's tuples as arrays):
 //   col_unit:  [agg_id, col_id, isDistinct]
 //   val_unit:  [unit_op, col_unit1, col_unit2 | null]
 //   table_unit: ["table_unit", table_id] | ["sql", sql]
@@ -26,6 +28,7 @@
 //          groupBy: col_unit[], having, orderBy: [] | ["asc" | "desc", val_unit[]],
 //          limit: number | null, intersect, union, except }
 // Column ids are "__table.column__" (lower case), "__all__" for `*`; table ids are "__table__".
+import { spiderTokenize, SpiderTokenizeError } from "./spider-tokenize.js";
 
 export const CLAUSE_KEYWORDS = ["select", "from", "where", "group", "order", "limit", "intersect", "union", "except"];
 export const JOIN_KEYWORDS = ["join", "on", "as"];
@@ -43,6 +46,7 @@ export type ValUnit = [op: number, col1: ColUnit, col2: ColUnit | null];
 /** A comparison value: a number, a quoted string (quotes kept), a sub-query, a column, or null. */
 export type SqlValue = number | string | SpiderSql | ColUnit | null;
 export type CondUnit = [not: boolean, op: number, val: ValUnit, val1: SqlValue, val2: SqlValue];
+/** Cond units and connectors; normally alternating, but side by side where the query had no AND/OR. */
 export type Condition = (CondUnit | "and" | "or")[];
 export type TableUnit = ["table_unit", string] | ["sql", SpiderSql];
 
@@ -98,107 +102,57 @@ export function isCondUnit(v: CondUnit | "and" | "or"): v is CondUnit {
   return typeof v !== "string";
 }
 
-// ---------------------------------------------------------------------------------------------
-// Tokenizer
+/** The tokens of a query as Spider's parser sees them (`process_sql.tokenize`). */
+export function tokenize(query: string): string[] {
+  try {
+    return spiderTokenize(query);
+  } catch (e) {
+    if (e instanceof SpiderTokenizeError) throw new SqlParseError(e.message);
+    throw e;
+  }
+}
 
-/** Python's float() on the strings that occur in SQL (digits, exponent, inf/nan). */
-function pyFloat(tok: string): number | undefined {
-  if (/^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i.test(tok)) return Number(tok);
-  if (/^[+-]?nan$/i.test(tok)) return NaN;
-  if (/^[+-]?inf(inity)?$/i.test(tok)) return tok.startsWith("-") ? -Infinity : Infinity;
+// ---------------------------------------------------------------------------------------------
+// Python semantics the reference relies on
+
+/** Python's float() on a lower-case token: digits with `_` between them, exponent, inf/nan. */
+export function pyFloat(tok: string): number | undefined {
+  const d = "\\d(?:_?\\d)*";
+  if (new RegExp(`^[+-]?(?:${d}(?:\\.(?:${d})?)?|\\.${d})(?:e[+-]?${d})?$`).test(tok)) return Number(tok.replace(/_/g, ""));
+  const m = /^([+-]?)(inf|infinity|nan)$/.exec(tok);
+  if (m) return m[2] === "nan" ? NaN : m[1] === "-" ? -Infinity : Infinity;
   return undefined;
 }
 
-/** Keywords after which a '-' starts a negative number rather than a subtraction. */
-const PREFIX_KEYWORDS = new Set([
-  "select",
-  "distinct",
-  "where",
-  "and",
-  "or",
-  "not",
-  "between",
-  "in",
-  "like",
-  "is",
-  "having",
-  "on",
-  "by",
-  "limit",
-  "when",
-  "then",
-  "else",
-  "case",
-  "exists",
-]);
-
-/** Whether a token ends an operand (so a following '-' is binary minus). */
-function isOperand(tok: string | undefined): boolean {
-  if (tok === undefined) return false;
-  return tok === ")" || tok.startsWith('"') || (/^[\w.$@#]+$/.test(tok) && !PREFIX_KEYWORDS.has(tok));
+/** Python's int() on a token. */
+function pyInt(tok: string): number {
+  if (!/^[+-]?\d(?:_?\d)*$/.test(tok)) throw new SqlParseError(`invalid literal for int(): '${tok}'`);
+  return Number(tok.replace(/_/g, ""));
 }
 
-/**
- * Splits a query the way `process_sql.tokenize` does: single quotes become double quotes, each
- * quoted string is one token (case kept, quotes kept), everything else is lower-cased and split
- * into words (`t1.name`, `2014`, `1.5` stay whole) and punctuation; `! = `, `> =`, `< =` merge.
- */
-export function tokenize(query: string): string[] {
-  const s = query.replace(/'/g, '"');
-  const toks: string[] = [];
-  let i = 0;
-  while (i < s.length) {
-    const c = s[i]!;
-    if (/\s/.test(c)) {
-      i++;
-    } else if (c === '"') {
-      const j = s.indexOf('"', i + 1);
-      if (j < 0) throw new SqlParseError("Unexpected quote");
-      toks.push(s.slice(i, j + 1));
-      i = j + 1;
-    } else if (/[\w.$@#]/.test(c)) {
-      // A word: identifier, qualified name or number. A trailing '.' is split off as nltk does.
-      let j = i;
-      while (j < s.length && /[\w.$@#]/.test(s[j]!)) j++;
-      let word = s.slice(i, j);
-      if (word.length > 1 && word.endsWith(".") && !/^\d+\.$/.test(word)) {
-        word = word.slice(0, -1);
-        j--;
-      }
-      toks.push(word.toLowerCase());
-      i = j;
-    } else if ((c === "!" || c === ">" || c === "<") && s[i + 1] === "=") {
-      toks.push(c + "=");
-      i += 2;
-    } else if (c === "<" && s[i + 1] === ">") {
-      toks.push("!="); // `<>` is standard SQL for `!=`
-      i += 2;
-    } else if (c === "=" && s[i + 1] === "=") {
-      toks.push("=");
-      i += 2;
-    } else if (c === "-" && /[\d.]/.test(s[i + 1] ?? "") && !isOperand(toks[toks.length - 1])) {
-      // A negative number after an operator or keyword (e.g. `> -1`, `BETWEEN -50 AND 50`).
-      let j = i + 1;
-      while (j < s.length && /[\w.]/.test(s[j]!)) j++;
-      toks.push(s.slice(i, j).toLowerCase());
-      i = j;
-    } else {
-      toks.push(c);
-      i++;
-    }
-  }
-  return toks;
+/** `toks[i]`, raising like Python's IndexError past the end. */
+function at(toks: string[], i: number): string {
+  const t = toks[i];
+  if (t === undefined) throw new SqlParseError(`Unexpected end of query (token ${i} of ${toks.length})`);
+  return t;
 }
+
+function check(ok: boolean, message: string): asserts ok {
+  if (!ok) throw new SqlParseError(message);
+}
+
+const isClause = (t: string | undefined) => t !== undefined && CLAUSE_KEYWORDS.includes(t);
 
 // ---------------------------------------------------------------------------------------------
 // Schema
 
-/** Words that cannot name a table. */
-const RESERVED = new Set([...CLAUSE_KEYWORDS, ...JOIN_KEYWORDS, ...COND_OPS, ...WHERE_OPS, "group", "by", "having", "limit", "distinct"]);
+/** SQL words that cannot name a table when there is no schema to check against. */
+const RESERVED = new Set([...CLAUSE_KEYWORDS, ...JOIN_KEYWORDS, ...COND_OPS, ...WHERE_OPS, ...AGG_OPS, "by", "having", "distinct", "asc", "desc"]);
 
-/** Table name -> column names, all lower case (the reference's `Schema.schema`). */
+/** The reference's `Schema`: table -> columns (lower case) and the id map of tables and columns. */
 export class Schema {
   readonly tables = new Map<string, string[]>();
+  readonly idMap = new Map<string, string>([["*", "__all__"]]);
   constructor(entry?: SpiderSchemaEntry) {
     if (!entry) return;
     entry.table_names_original.forEach((t) => this.tables.set(t.toLowerCase(), []));
@@ -206,14 +160,23 @@ export class Schema {
       if (ti < 0) continue;
       this.tables.get(entry.table_names_original[ti]!.toLowerCase())!.push(col.toLowerCase());
     }
+    for (const [t, cols] of this.tables) for (const c of cols) this.idMap.set(`${t}.${c}`, `__${t}.${c}__`);
+    for (const t of this.tables.keys()) this.idMap.set(t, `__${t}__`);
   }
   get hasTables(): boolean {
     return this.tables.size > 0;
   }
+  /** `schema.idMap[key]`; without a schema, any table or table.column key names itself. */
+  id(key: string): string {
+    const id = this.idMap.get(key);
+    if (id !== undefined) return id;
+    if (!this.hasTables && /^[^.\s]+(\.[^.\s]+)?$/.test(key)) return `__${key}__`;
+    throw new SqlParseError(`Unknown table or column: ${key}`);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
-// Parser
+// Parser: one method per function of process_sql.py, same names, same control flow.
 
 class Parser {
   private readonly aliases = new Map<string, string>();
@@ -222,50 +185,44 @@ class Parser {
     private readonly toks: string[],
     private readonly schema: Schema,
   ) {
-    // scan_alias + get_tables_with_alias: every `x AS y` anywhere in the query, then the tables.
+    // scan_alias + get_tables_with_alias
     toks.forEach((t, i) => {
-      if (t === "as" && i > 0 && i + 1 < toks.length) this.aliases.set(toks[i + 1]!, toks[i - 1]!);
+      if (t !== "as") return;
+      const next = at(toks, i + 1);
+      this.aliases.set(next, i === 0 ? toks[toks.length - 1]! : toks[i - 1]!);
     });
     for (const table of schema.tables.keys()) {
-      if (this.aliases.has(table)) throw new SqlParseError(`Alias ${table} has the same name in table`);
+      check(!this.aliases.has(table), `Alias ${table} has the same name in table`);
       this.aliases.set(table, table);
     }
   }
 
-  private tok(idx: number): string {
-    const t = this.toks[idx];
-    if (t === undefined) throw new SqlParseError("Unexpected end of query");
-    return t;
-  }
-
-  private expect(idx: number, t: string): number {
-    if (this.toks[idx] !== t) throw new SqlParseError(`Expected '${t}' at token ${idx}, got '${this.toks[idx] ?? "end"}'`);
-    return idx + 1;
-  }
-
-  /** Alias or table name -> table name; without a schema an unknown name is its own table. */
+  /** `tables_with_alias[name]`; without a schema an unknown name that is not a keyword is a table. */
   private table(name: string): string {
     const t = this.aliases.get(name);
     if (t !== undefined) return t;
-    if (this.schema.hasTables) throw new SqlParseError(`Unknown table or alias: ${name}`);
-    return name;
+    if (!this.schema.hasTables && /^[a-z_][\w$]*$/.test(name) && !RESERVED.has(name)) return name;
+    throw new SqlParseError(`Unknown table or alias: ${name}`);
   }
 
-  private parseCol(toks: string[], idx: number, defaultTables: string[]): [number, string] {
-    const tok = toks[idx];
-    if (tok === undefined) throw new SqlParseError("Unexpected end of query (column)");
-    if (tok === "*") return [idx + 1, "__all__"];
+  private parseCol(toks: string[], start: number, defaultTables: string[]): [number, string] {
+    const tok = at(toks, start);
+    if (tok === "*") return [start + 1, this.schema.id(tok)];
     if (tok.includes(".")) {
-      const [alias, col] = tok.split(".", 2) as [string, string];
-      return [idx + 1, `__${this.table(alias)}.${col}__`];
+      const parts = tok.split(".");
+      check(parts.length === 2, `too many values to unpack: ${tok}`);
+      return [start + 1, this.schema.id(`${this.table(parts[0]!)}.${parts[1]!}`)];
     }
-    if (!/^[a-z_$#@][\w$#@]*$|^\d*[a-z_][\w]*$/.test(tok)) throw new SqlParseError(`Error col: ${tok}`);
+    check(defaultTables.length > 0, "Default tables should not be None or empty");
     if (!this.schema.hasTables) {
-      // Without a schema an unqualified column can only be placed when one table is in scope.
-      return [idx + 1, defaultTables.length === 1 ? `__${defaultTables[0]}.${tok}__` : `__${tok}__`];
+      const only = defaultTables.length === 1 ? this.table(defaultTables[0]!) : undefined;
+      return [start + 1, only !== undefined ? `__${only}.${tok}__` : `__${tok}__`];
     }
-    for (const table of defaultTables) {
-      if (this.schema.tables.get(table)?.includes(tok)) return [idx + 1, `__${table}.${tok}__`];
+    for (const alias of defaultTables) {
+      const table = this.table(alias);
+      const cols = this.schema.tables.get(table);
+      if (cols === undefined) throw new SqlParseError(`Unknown table: ${table}`);
+      if (cols.includes(tok)) return [start + 1, this.schema.id(`${table}.${tok}`)];
     }
     throw new SqlParseError(`Error col: ${tok}`);
   }
@@ -274,74 +231,77 @@ class Parser {
     let idx = start;
     let isBlock = false;
     let distinct = false;
-    if (toks[idx] === "(") {
+    if (at(toks, idx) === "(") {
       isBlock = true;
       idx++;
     }
-    const agg = AGG_OPS.indexOf(toks[idx] ?? "");
-    if (agg > 0 && toks[idx + 1] === "(") {
-      idx += 2;
-      if (toks[idx] === "distinct") {
+    const agg = AGG_OPS.indexOf(at(toks, idx));
+    if (agg >= 0) {
+      idx++;
+      check(idx < toks.length && toks[idx] === "(", `Expected '(' after ${AGG_OPS[agg]}`);
+      idx++;
+      if (at(toks, idx) === "distinct") {
         idx++;
         distinct = true;
       }
       let col: string;
       [idx, col] = this.parseCol(toks, idx, defaultTables);
-      if (toks[idx] !== ")") throw new SqlParseError(`Expected ')' after aggregate, got '${toks[idx] ?? "end"}'`);
-      idx++;
-      // Note: like the reference, an opening block '(' before an aggregate is not closed here.
-      return [idx, [agg, col, distinct]];
+      check(idx < toks.length && toks[idx] === ")", "Expected ')' after an aggregate");
+      // like the reference, a block '(' opened before an aggregate is not closed here
+      return [idx + 1, [agg, col, distinct]];
     }
-    if (toks[idx] === "distinct") {
+    if (at(toks, idx) === "distinct") {
       idx++;
       distinct = true;
     }
     let col: string;
     [idx, col] = this.parseCol(toks, idx, defaultTables);
     if (isBlock) {
-      if (toks[idx] !== ")") throw new SqlParseError("Expected ')'");
+      check(at(toks, idx) === ")", "Expected ')'");
       idx++;
     }
     return [idx, [0, col, distinct]];
   }
 
   private parseValUnit(start: number, defaultTables: string[]): [number, ValUnit] {
+    const toks = this.toks;
     let idx = start;
     let isBlock = false;
-    if (this.toks[idx] === "(") {
+    if (at(toks, idx) === "(") {
       isBlock = true;
       idx++;
     }
     let col1: ColUnit;
     let col2: ColUnit | null = null;
     let op = 0;
-    [idx, col1] = this.parseColUnit(this.toks, idx, defaultTables);
-    const opIdx = UNIT_OPS.indexOf(this.toks[idx] ?? "");
-    if (opIdx > 0) {
-      op = opIdx;
-      [idx, col2] = this.parseColUnit(this.toks, idx + 1, defaultTables);
+    [idx, col1] = this.parseColUnit(toks, idx, defaultTables);
+    if (idx < toks.length && UNIT_OPS.includes(toks[idx]!)) {
+      op = UNIT_OPS.indexOf(toks[idx]!);
+      [idx, col2] = this.parseColUnit(toks, idx + 1, defaultTables);
     }
-    if (isBlock) idx = this.expect(idx, ")");
+    if (isBlock) {
+      check(at(toks, idx) === ")", "Expected ')'");
+      idx++;
+    }
     return [idx, [op, col1, col2]];
   }
 
-  private parseTableUnit(idx: number): [number, string, string] {
-    const name = this.tok(idx);
-    if (!/^[\w$#@]+$/.test(name) || RESERVED.has(name)) throw new SqlParseError(`Expected a table at token ${idx}, got '${name}'`);
-    const key = this.table(name);
-    idx += this.toks[idx + 1] === "as" ? 3 : 1;
-    return [idx, `__${key}__`, key];
+  private parseTableUnit(start: number): [number, string, string] {
+    const key = this.table(at(this.toks, start));
+    const idx = start + 1 < this.toks.length && this.toks[start + 1] === "as" ? start + 3 : start + 1;
+    return [idx, this.schema.id(key), key];
   }
 
   private parseValue(start: number, defaultTables: string[]): [number, SqlValue] {
+    const toks = this.toks;
     let idx = start;
     let isBlock = false;
-    if (this.toks[idx] === "(") {
+    if (at(toks, idx) === "(") {
       isBlock = true;
       idx++;
     }
     let val: SqlValue;
-    const tok = this.tok(idx);
+    const tok = at(toks, idx);
     const num = pyFloat(tok);
     if (tok === "select") {
       [idx, val] = this.parseSql(idx);
@@ -352,44 +312,48 @@ class Parser {
       val = num;
       idx++;
     } else {
-      // A column as value: the reference scans to the next separator and parses a col_unit there.
       let end = idx;
-      while (end < this.toks.length) {
-        const t = this.toks[end]!;
-        if (t === "," || t === ")" || t === "and" || CLAUSE_KEYWORDS.includes(t) || JOIN_KEYWORDS.includes(t)) break;
+      while (end < toks.length) {
+        const t = toks[end]!;
+        if (t === "," || t === ")" || t === "and" || isClause(t) || JOIN_KEYWORDS.includes(t)) break;
         end++;
       }
-      [, val] = this.parseColUnit(this.toks.slice(start, end), 0, defaultTables);
+      // the reference parses the slice from `start`, before any '(' it skipped
+      [, val] = this.parseColUnit(toks.slice(start, end), 0, defaultTables);
       idx = end;
     }
-    if (isBlock) idx = this.expect(idx, ")");
+    if (isBlock) {
+      check(at(toks, idx) === ")", "Expected ')'");
+      idx++;
+    }
     return [idx, val];
   }
 
   private parseCondition(start: number, defaultTables: string[]): [number, Condition] {
+    const toks = this.toks;
     let idx = start;
     const conds: Condition = [];
-    while (idx < this.toks.length) {
+    while (idx < toks.length) {
       let valUnit: ValUnit;
       [idx, valUnit] = this.parseValUnit(idx, defaultTables);
       let not = false;
-      if (this.toks[idx] === "not") {
+      if (at(toks, idx) === "not") {
         not = true;
         idx++;
       }
-      const op = WHERE_OPS.indexOf(this.toks[idx] ?? "");
-      if (op < 0) throw new SqlParseError(`Error condition: idx: ${idx}, tok: ${this.toks[idx] ?? "end"}`);
+      check(idx < toks.length && WHERE_OPS.includes(toks[idx]!), `Error condition: idx: ${idx}, tok: ${toks[idx] ?? "end"}`);
+      const op = WHERE_OPS.indexOf(toks[idx]!);
       idx++;
       let val1: SqlValue;
       let val2: SqlValue = null;
       [idx, val1] = this.parseValue(idx, defaultTables);
       if (op === WHERE_OPS.indexOf("between")) {
-        idx = this.expect(idx, "and");
-        [idx, val2] = this.parseValue(idx, defaultTables);
+        check(at(toks, idx) === "and", "Expected 'and' in BETWEEN");
+        [idx, val2] = this.parseValue(idx + 1, defaultTables);
       }
       conds.push([not, op, valUnit, val1, val2]);
-      const t = this.toks[idx];
-      if (t === undefined || CLAUSE_KEYWORDS.includes(t) || t === ")" || t === ";" || JOIN_KEYWORDS.includes(t)) break;
+      const t = toks[idx];
+      if (t !== undefined && (isClause(t) || t === ")" || t === ";" || JOIN_KEYWORDS.includes(t))) break;
       if (t === "and" || t === "or") {
         conds.push(t);
         idx++;
@@ -399,114 +363,116 @@ class Parser {
   }
 
   private parseSelect(start: number, defaultTables: string[]): [number, SpiderSql["select"]] {
-    let idx = this.expect(start, "select");
+    const toks = this.toks;
+    check(at(toks, start) === "select", "'select' not found");
+    let idx = start + 1;
     let distinct = false;
-    if (this.toks[idx] === "distinct") {
+    if (toks[idx] === "distinct") {
       distinct = true;
       idx++;
     }
     const units: [number, ValUnit][] = [];
-    while (idx < this.toks.length && !CLAUSE_KEYWORDS.includes(this.toks[idx]!)) {
+    while (idx < toks.length && !isClause(toks[idx])) {
       let agg = 0;
-      const a = AGG_OPS.indexOf(this.toks[idx]!);
-      if (a > 0) {
-        agg = a;
+      if (AGG_OPS.includes(toks[idx]!)) {
+        agg = AGG_OPS.indexOf(toks[idx]!);
         idx++;
       }
       let valUnit: ValUnit;
       [idx, valUnit] = this.parseValUnit(idx, defaultTables);
       units.push([agg, valUnit]);
-      if (this.toks[idx] === ",") idx++;
+      if (toks[idx] === ",") idx++;
     }
-    if (units.length === 0) throw new SqlParseError("Empty SELECT list");
     return [idx, [distinct, units]];
   }
 
   private parseFrom(start: number): [number, TableUnit[], Condition, string[]] {
-    let idx = this.toks.indexOf("from", start);
-    if (idx < 0) throw new SqlParseError("'from' not found");
-    idx++;
+    const toks = this.toks;
+    const from = toks.indexOf("from", start);
+    check(from >= 0, "'from' not found");
+    let idx = from + 1;
     const defaultTables: string[] = [];
     const tableUnits: TableUnit[] = [];
     const conds: Condition = [];
-    while (idx < this.toks.length) {
-      if (tableUnits.length > 0) {
-        // Stricter than the reference, which also reads `FROM a b` as two tables.
-        if (this.toks[idx] !== "join" && this.toks[idx] !== ",") {
-          throw new SqlParseError(`Expected JOIN at token ${idx}, got '${this.toks[idx]}'`);
-        }
-        idx++;
-      }
+    while (idx < toks.length) {
       let isBlock = false;
-      if (this.toks[idx] === "(") {
+      if (toks[idx] === "(") {
         isBlock = true;
         idx++;
       }
-      if (this.toks[idx] === "select") {
+      if (at(toks, idx) === "select") {
         let sub: SpiderSql;
         [idx, sub] = this.parseSql(idx);
         tableUnits.push(["sql", sub]);
       } else {
+        if (toks[idx] === "join") idx++;
         let tableId: string;
         let name: string;
         [idx, tableId, name] = this.parseTableUnit(idx);
         tableUnits.push(["table_unit", tableId]);
         defaultTables.push(name);
       }
-      if (this.toks[idx] === "on") {
+      if (toks[idx] === "on") {
         let these: Condition;
         [idx, these] = this.parseCondition(idx + 1, defaultTables);
         if (conds.length > 0) conds.push("and");
         conds.push(...these);
       }
-      if (isBlock) idx = this.expect(idx, ")");
-      const t = this.toks[idx];
-      if (t !== undefined && (CLAUSE_KEYWORDS.includes(t) || t === ")" || t === ";")) break;
+      if (isBlock) {
+        check(at(toks, idx) === ")", "Expected ')'");
+        idx++;
+      }
+      const t = toks[idx];
+      if (t !== undefined && (isClause(t) || t === ")" || t === ";")) break;
     }
     return [idx, tableUnits, conds, defaultTables];
   }
 
-  private parseConditionClause(idx: number, keyword: string, defaultTables: string[]): [number, Condition] {
+  private parseConditionClause(idx: number, keyword: "where" | "having", defaultTables: string[]): [number, Condition] {
     if (this.toks[idx] !== keyword) return [idx, []];
     return this.parseCondition(idx + 1, defaultTables);
   }
 
   private parseGroupBy(start: number, defaultTables: string[]): [number, ColUnit[]] {
+    const toks = this.toks;
     const units: ColUnit[] = [];
-    if (this.toks[start] !== "group") return [start, units];
-    let idx = this.expect(start + 1, "by");
-    while (idx < this.toks.length && !this.isClauseEnd(this.toks[idx]!)) {
+    if (toks[start] !== "group") return [start, units];
+    check(at(toks, start + 1) === "by", "Expected 'by' after 'group'");
+    let idx = start + 2;
+    while (idx < toks.length && !this.isClauseEnd(toks[idx]!)) {
       let unit: ColUnit;
-      [idx, unit] = this.parseColUnit(this.toks, idx, defaultTables);
+      [idx, unit] = this.parseColUnit(toks, idx, defaultTables);
       units.push(unit);
-      if (this.toks[idx] !== ",") break;
+      if (toks[idx] !== ",") break;
       idx++;
     }
     return [idx, units];
   }
 
   private parseOrderBy(start: number, defaultTables: string[]): [number, SpiderSql["orderBy"]] {
-    if (this.toks[start] !== "order") return [start, []];
-    let idx = this.expect(start + 1, "by");
+    const toks = this.toks;
+    if (toks[start] !== "order") return [start, []];
+    check(at(toks, start + 1) === "by", "Expected 'by' after 'order'");
+    let idx = start + 2;
     const units: ValUnit[] = [];
     let dir: "asc" | "desc" = "asc";
-    while (idx < this.toks.length && !this.isClauseEnd(this.toks[idx]!)) {
+    while (idx < toks.length && !this.isClauseEnd(toks[idx]!)) {
       let unit: ValUnit;
       [idx, unit] = this.parseValUnit(idx, defaultTables);
       units.push(unit);
-      const t = this.toks[idx];
+      const t = toks[idx];
       if (t === "asc" || t === "desc") {
         dir = t;
         idx++;
       }
-      if (this.toks[idx] !== ",") break;
+      if (toks[idx] !== ",") break;
       idx++;
     }
     return [idx, [dir, units]];
   }
 
   private isClauseEnd(t: string): boolean {
-    return CLAUSE_KEYWORDS.includes(t) || t === ")" || t === ";";
+    return isClause(t) || t === ")" || t === ";";
   }
 
   private skipSemicolons(idx: number): number {
@@ -515,13 +481,14 @@ class Parser {
   }
 
   parseSql(start: number): [number, SpiderSql] {
+    const toks = this.toks;
     let idx = start;
     let isBlock = false;
-    if (this.toks[idx] === "(") {
+    if (at(toks, idx) === "(") {
       isBlock = true;
       idx++;
     }
-    // FROM first, to know the tables that unqualified columns refer to.
+    // FROM first, for the tables that unqualified columns refer to
     const [fromEnd, tableUnits, fromConds, defaultTables] = this.parseFrom(start);
     const sql = emptySql();
     sql.from = { table_units: tableUnits, conds: fromConds };
@@ -531,44 +498,49 @@ class Parser {
     [idx, sql.groupBy] = this.parseGroupBy(idx, defaultTables);
     [idx, sql.having] = this.parseConditionClause(idx, "having", defaultTables);
     [idx, sql.orderBy] = this.parseOrderBy(idx, defaultTables);
-    if (this.toks[idx] === "limit") {
-      const n = Number.parseInt(this.tok(idx + 1), 10);
-      if (!Number.isFinite(n)) throw new SqlParseError(`Bad LIMIT: ${this.toks[idx + 1]}`);
-      sql.limit = n;
+    if (toks[idx] === "limit") {
       idx += 2;
+      sql.limit = pyInt(at(toks, idx - 1));
     }
     idx = this.skipSemicolons(idx);
-    if (isBlock) idx = this.expect(idx, ")");
+    if (isBlock) {
+      check(at(toks, idx) === ")", "Expected ')'");
+      idx++;
+    }
     idx = this.skipSemicolons(idx);
-    const op = this.toks[idx];
+    const op = toks[idx];
     if (op === "intersect" || op === "union" || op === "except") {
       [idx, sql[op]] = this.parseSql(idx + 1);
     }
     return [idx, sql];
   }
-
-  parseAll(allowTrailing: boolean): SpiderSql {
-    const [idx, sql] = this.parseSql(0);
-    const rest = this.skipSemicolons(idx);
-    if (!allowTrailing && rest < this.toks.length) throw new SqlParseError(`Unexpected '${this.toks[rest]}' at token ${rest}`);
-    return sql;
-  }
 }
 
 export interface ParseOptions {
   /**
-   * Ignore tokens left over after the query, as the reference does (a few train golds such as
-   * `... ORDER BY count(*) >= 5` rely on it). Default false: leftovers are an error.
+   * Ignore tokens left over after a complete query, as the reference does (default true). False is
+   * stricter than Spider: leftovers are an error.
    */
   allowTrailing?: boolean;
 }
 
 /**
  * Parses one Spider query into the reference's structure (`process_sql.get_sql`). With a
- * tables.json entry, aliases and unqualified columns are resolved against the schema; without
- * one, names are used as they are. Throws `SqlParseError` on invalid input.
+ * tables.json entry, aliases and columns resolve against the schema as in the reference; without
+ * one, names are used as they are. Throws `SqlParseError` where the reference raises.
  */
 export function parseSql(query: string, schema?: SpiderSchemaEntry | Schema, options: ParseOptions = {}): SpiderSql {
   const s = schema instanceof Schema ? schema : new Schema(schema);
-  return new Parser(tokenize(query), s).parseAll(options.allowTrailing ?? false);
+  const toks = tokenize(query);
+  let idx: number;
+  let sql: SpiderSql;
+  try {
+    [idx, sql] = new Parser(toks, s).parseSql(0);
+  } catch (e) {
+    // the reference raises RecursionError past 1,000 Python frames (about 200 nested queries)
+    if (e instanceof RangeError) throw new SqlParseError("query nests too deeply");
+    throw e;
+  }
+  if (options.allowTrailing === false && idx < toks.length) throw new SqlParseError(`Unexpected '${toks[idx]}' at token ${idx}`);
+  return sql;
 }
