@@ -420,7 +420,7 @@ describe("convertHfToGguf", () => {
     await expect(convertHfToGguf(dir, path.join(dir, "c.gguf"))).rejects.toThrow(/RoPE scaling "yarn" is not supported; supported: none, linear, llama3/);
   });
 
-  test("errors: unsupported architecture, tokenizer.json without tokenizer.model, missing shard, unknown tensor, bad outtype; no partial file", async () => {
+  test("errors: unsupported architecture, tokenizer.json of an unknown pre-tokenizer, missing shard, unknown tensor, bad outtype; no partial file", async () => {
     const dir = hfDir();
     await makeHfCheckpoint({ gguf: orig, dir, dtype: "f32", shards: 2 });
     const configFile = path.join(dir, "config.json");
@@ -436,7 +436,7 @@ describe("convertHfToGguf", () => {
     fs.renameSync(path.join(dir, "tokenizer.model"), path.join(dir, "tokenizer.model.bak"));
     fs.writeFileSync(path.join(dir, "tokenizer.json"), JSON.stringify({ model: { type: "BPE" } }));
     await expect(convertHfToGguf(dir, out)).rejects.toThrow(
-      /tokenizer\.json but no tokenizer\.model; only SentencePiece vocabularies \(tokenizer\.model.*\) are supported for now/,
+      /tokenizer\.json: unknown pre-tokenizer \(none\); supported: llama-bpe \(Llama 3\.x\), qwen2 \(Qwen2, Qwen2\.5, Qwen2\.5-Coder, Qwen3\)/,
     );
     fs.rmSync(path.join(dir, "tokenizer.json"));
     await expect(convertHfToGguf(dir, out)).rejects.toThrow(/no tokenizer\.model/);
