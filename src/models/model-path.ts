@@ -7,7 +7,7 @@
 //                                   by node-llama-cpp into <cache>/models/gguf/
 //   path/to/model.gguf              a GGUF on disk, used as is
 //   path/to/checkpoint/             a Hugging Face checkpoint folder (config.json, safetensors,
-//                                   tokenizer.model): converted once into <cache>/models/converted/
+//                                   tokenizer.model or tokenizer.json): converted once into <cache>/models/converted/
 //   owner/name[@revision]           a hub repository: pulled into <cache>/hub/ (./hub.ts) after a
 //                                   question or --yes, converted once into <cache>/models/
 //
@@ -108,7 +108,7 @@ async function resolveUncached(p: string, dtype: ModelDtype, o: Resolve): Promis
   if (st?.isDirectory()) {
     if (!fs.existsSync(path.join(p, "config.json"))) {
       throw new Error(
-        `${L}: ${p} is a folder without config.json: expected a GGUF file or a Hugging Face checkpoint folder (config.json, *.safetensors, tokenizer.model)`,
+        `${L}: ${p} is a folder without config.json: expected a GGUF file or a Hugging Face checkpoint folder (config.json, *.safetensors, tokenizer.model or tokenizer.json)`,
       );
     }
     return (await convertCheckpointCached(p, { dtype, log: o.log, onProgress: o.onConvertProgress, label: L, onPhase: o.onPhase })).file;
