@@ -12,7 +12,11 @@ import { writeGguf } from "../src/formats/gguf-write.js";
 import { llamaCppSourceDir } from "../src/models/test-model.js";
 import { encodeExample, PromptBuilder, Tokenizer } from "../src/train/prompt.js";
 import { ConfigError, loadConfig } from "../src/train/config.js";
+import { trainSft } from "../src/train/trainer.js";
+import { SqlGenerator } from "../src/serve/generate.js";
+import { familyModel } from "./helpers/family-model.js";
 import { tempDir } from "./helpers/models.js";
+import { PAIRS } from "./helpers/overfit.js";
 
 const TEMPLATES = path.join(llamaCppSourceDir(), "models", "templates");
 const dirs: string[] = [];
@@ -145,5 +149,39 @@ describe("chat template errors", () => {
     expect(() => cfg("chat:no placeholder")).toThrow(ConfigError);
     expect(() => cfg("chat:no placeholder")).toThrow(/data\.template: expected a template containing \{question\}, "chat", or "chat:" then a user turn/);
     expect(() => cfg("chat:{table} {question}")).toThrow(/unknown placeholder \{table\}/);
+  });
+});
+
+describe("end to end with template: chat", () => {
+  test("a tiny llama-arch model with the Llama 3 vocabulary and chat template, trained with template: chat, generates the trained SQL back exactly", async () => {
+    const template = fs.readFileSync(path.join(TEMPLATES, "meta-llama-Llama-3.2-3B-Instruct.jinja"), "utf8");
+    const model = familyModel({ arch: "llama", vocab: "llama-bpe", chatTemplate: template, nEmbd: 64, nFf: 128 });
+    const dir = tempDir("t2s-chat-e2e-");
+    dirs.push(dir);
+    const csv = path.join(dir, "pairs.csv");
+    fs.writeFileSync(csv, ["text_query,sql_command", ...PAIRS.map(([q, s]) => `"${q}","${s}"`)].join("\n") + "\n");
+    const summary = await trainSft({
+      model: { path: model },
+      lora: { r: 16, alpha: 32, dropout: 0, target_modules: ["q", "k", "v", "o", "gate", "up", "down"] },
+      data: { path: csv, split: [1, 0, 0], template: "chat" },
+      train: { max_steps: 150, batch_size: 4, grad_accum: 1, lr: 1e-2, lr_schedule: "constant", eval_every: 0, save_every: 0, threads: 2 },
+      output: { dir: path.join(dir, "out") },
+    });
+    expect(summary.trainLoss).toBeLessThan(0.01);
+    // the adapter folder records the template: generation builds the same chat prompt and stops at <|eot_id|>
+    const g = await SqlGenerator.load({ adapter: summary.outputDir, device: "cpu", parallel: 1, threads: 1 });
+    try {
+      expect(g.template).toBe("chat");
+      const rs = await g.generateMany(PAIRS.map(([question]) => ({ question })));
+      // the trained tokens, as llama.cpp detokenizes them: Llama 3's vocabulary cleans up spaces
+      // before punctuation ("name , age" -> "name, age"), as Hugging Face's clean_up_tokenization_spaces
+      const tok = await Tokenizer.load(model);
+      const expected = PAIRS.map(([, sql]) => `${tok.decode(tok.encode(sql))};`);
+      await tok.dispose();
+      expect(expected[1]).toBe("SELECT name, age FROM head ORDER BY age DESC;");
+      expect(rs.map((r) => r.sql)).toEqual(expected);
+    } finally {
+      await g.dispose();
+    }
   });
 });

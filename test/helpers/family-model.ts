@@ -70,15 +70,20 @@ function writeFamilyModel(o: FamilyModelOptions, file: string): void {
   if (o.chatTemplate !== undefined) md.push(["tokenizer.chat_template", gv.str(o.chatTemplate)]);
 
   const r = rng(seed);
-  const t = (name: string, ne: number[], mean: number, scale: number): GgufTensorSpec => {
+  // uniform values of the given standard deviation
+  const t = (name: string, ne: number[], mean: number, std: number): GgufTensorSpec => {
     const n = ne.reduce((a, b) => a * b, 1);
     const data = new Float32Array(n);
+    const scale = std * Math.sqrt(3);
     for (let i = 0; i < n; i++) data[i] = mean + r() * scale;
     return { name, type: GgmlType.F32, ne, data };
   };
   const q = nHead * headDim;
   const kv = nHeadKv * headDim;
-  const tensors: GgufTensorSpec[] = [t("token_embd.weight", [nEmbd, nVocab], 0, 2 / Math.sqrt(nEmbd))];
+  // embedding and output rows of norm ~3 against a unit-RMS hidden state: logits of std ~3, so a
+  // target can stand out of a 150k-token vocabulary (at std 1 the best loss would be ~3)
+  const embStd = 3 / Math.sqrt(nEmbd);
+  const tensors: GgufTensorSpec[] = [t("token_embd.weight", [nEmbd, nVocab], 0, embStd)];
   const extraShape: Record<string, number[]> = {
     "attn_q.bias": [q],
     "attn_k.bias": [kv],
@@ -88,18 +93,18 @@ function writeFamilyModel(o: FamilyModelOptions, file: string): void {
   };
   for (let l = 0; l < nLayer; l++) {
     const b = `blk.${l}`;
-    const m = (name: string, nIn: number, nOut: number): GgufTensorSpec => t(`${b}.${name}.weight`, [nIn, nOut], 0, 1.7 / Math.sqrt(nIn));
+    const m = (name: string, nIn: number, nOut: number): GgufTensorSpec => t(`${b}.${name}.weight`, [nIn, nOut], 0, 1 / Math.sqrt(nIn));
     tensors.push(
-      t(`${b}.attn_norm.weight`, [nEmbd], 1, 0.1),
+      t(`${b}.attn_norm.weight`, [nEmbd], 1, 0.05),
       m("attn_q", nEmbd, q),
       m("attn_k", nEmbd, kv),
       m("attn_v", nEmbd, kv),
       m("attn_output", q, nEmbd),
     );
-    for (const x of archExtraLayerTensors(spec)) tensors.push(t(`${b}.${x.gguf}`, extraShape[x.gguf]!, x.gguf.includes("norm") ? 1 : 0, 0.1));
-    tensors.push(t(`${b}.ffn_norm.weight`, [nEmbd], 1, 0.1), m("ffn_gate", nEmbd, nFf), m("ffn_up", nEmbd, nFf), m("ffn_down", nFf, nEmbd));
+    for (const x of archExtraLayerTensors(spec)) tensors.push(t(`${b}.${x.gguf}`, extraShape[x.gguf]!, x.gguf.includes("norm") ? 1 : 0, 0.05));
+    tensors.push(t(`${b}.ffn_norm.weight`, [nEmbd], 1, 0.05), m("ffn_gate", nEmbd, nFf), m("ffn_up", nEmbd, nFf), m("ffn_down", nFf, nEmbd));
   }
-  tensors.push(t("output_norm.weight", [nEmbd], 1, 0.1));
-  if (!o.tied) tensors.push(t("output.weight", [nEmbd, nVocab], 0, 2 / Math.sqrt(nEmbd)));
+  tensors.push(t("output_norm.weight", [nEmbd], 1, 0.05));
+  if (!o.tied) tensors.push(t("output.weight", [nEmbd, nVocab], 0, embStd));
   writeGguf(file, { metadata: md, tensors });
 }
