@@ -17,6 +17,8 @@ import { encodeSentencePieceModel, parseSentencePieceModel, SentencePieceModelTy
 import { makeHfCheckpoint } from "../scripts/make-hf-checkpoint.js";
 import { llamaCppLogProbs } from "./helpers/llamacpp.js";
 import { familyModel } from "./helpers/family-model.js";
+import { startHubServer } from "./helpers/hub-server.js";
+import { resolveModelPath } from "../src/models/model-path.js";
 import { tempDir, testModel } from "./helpers/models.js";
 
 // "[INST] Generate SQL ..." style tokens: BOS then ordinary ids (as in engine-llamacpp.test.ts)
@@ -573,5 +575,48 @@ describe("convertHfToGguf: Llama 3, Qwen2, Qwen3 with BPE tokenizers", () => {
       { architectures: ["LlamaForCausalLM"], model_type: "llama", head_dim: undefined },
       /model\.safetensors: .*self_attn\.q_norm\.weight is not a llama weight|has no such/,
     );
+  });
+});
+
+describe("hub: a Qwen2 repository is pulled and converted; a ready-made qwen2 GGUF comes as it is", () => {
+  test("owner/name with tokenizer.json converts to a qwen2 GGUF; hf:owner/repo/file.gguf is downloaded unchanged", async () => {
+    const gguf = familyModel({ arch: "qwen2", vocab: "qwen2", tied: true });
+    const src = hfDir();
+    const tpl =
+      "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+    const { files } = await makeHfCheckpoint({ gguf, dir: src, dtype: "bf16", chatTemplate: tpl });
+    const hub = await startHubServer([
+      { id: "Qwen/tiny-qwen2", files: files.map((name) => ({ name, path: path.join(src, name) })) },
+      { id: "owner/ggufs", files: [{ name: "qwen2-f32.gguf", path: gguf }] },
+    ]);
+    const saved = { home: process.env.TEXT2SQL_HOME, endpoint: process.env.HF_ENDPOINT, offline: process.env.HF_HUB_OFFLINE };
+    const home = hfDir();
+    process.env.TEXT2SQL_HOME = home;
+    process.env.HF_ENDPOINT = hub.url;
+    delete process.env.HF_HUB_OFFLINE;
+    try {
+      const converted = await resolveModelPath("Qwen/tiny-qwen2", { yes: true, log: () => {}, onProgress: () => {} });
+      const g = readGguf(converted);
+      expect(g.metadata.get("general.architecture")!.value).toBe("qwen2");
+      expect(g.metadata.get("tokenizer.ggml.pre")!.value).toBe("qwen2");
+      expect(g.metadata.get("tokenizer.chat_template")!.value).toBe(tpl);
+      expect(g.metadata.get("general.source.huggingface.repository")?.value).toBe("Qwen/tiny-qwen2");
+      expect(g.tensors.find((t) => t.name === "blk.0.attn_q.bias")?.type).toBe(GgmlType.F32);
+      expect(g.tensors.find((t) => t.name === "blk.0.attn_q.weight")?.type).toBe(GgmlType.BF16);
+      expect(g.tensors.some((t) => t.name === "output.weight")).toBe(false);
+
+      const downloaded = await resolveModelPath("hf:owner/ggufs/qwen2-f32.gguf", { yes: true, log: () => {}, onProgress: () => {} });
+      expect(fs.readFileSync(downloaded).equals(fs.readFileSync(gguf))).toBe(true);
+    } finally {
+      await hub.close();
+      for (const [k, v] of [
+        ["TEXT2SQL_HOME", saved.home],
+        ["HF_ENDPOINT", saved.endpoint],
+        ["HF_HUB_OFFLINE", saved.offline],
+      ] as const) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+    }
   });
 });
