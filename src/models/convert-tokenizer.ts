@@ -5,15 +5,17 @@
 import fs from "node:fs";
 import path from "node:path";
 import { gv, type GgufValue } from "../formats/gguf.js";
-import { readJsonObject } from "../formats/json.js";
-import { bpeVocabMetadata, looksSpecial, postProcessorAddsBos, readBpeVocab, supportedPreTokenizersText, type BpeVocab } from "./bpe-vocab.js";
+import { bpeVocabMetadata, looksSpecial, postProcessorAddsBos, readBoundedJson, readBpeVocab, supportedPreTokenizersText, type BpeVocab } from "./bpe-vocab.js";
 import { parseSentencePieceModel, SentencePieceModelType, SentencePieceType, sentencePieceModelTypeName, type SentencePieceModel } from "./sentencepiece.js";
 
 export type Json = Record<string, unknown>;
 
-/** A JSON object file; undefined when the file does not exist. */
+/** config.json, tokenizer_config.json, ... are hostile input: bigger than this is refused before reading. */
+const MAX_CONFIG_JSON_BYTES = 32 << 20;
+
+/** A JSON object file of bounded size; undefined when the file does not exist. */
 export function readJson(file: string): Json | undefined {
-  return fs.existsSync(file) ? readJsonObject(file) : undefined;
+  return fs.existsSync(file) ? readBoundedJson(file, MAX_CONFIG_JSON_BYTES) : undefined;
 }
 
 // ---------------------------------------------------------------------------
