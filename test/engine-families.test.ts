@@ -40,7 +40,11 @@ for (const { family, arch, bos, headDim } of FAMILIES) {
       expect(e.info.arch).toBe(arch);
       expect(e.info.headDim).toBe(headDim);
       expect(e.info.nVocab).toBeGreaterThan(100000);
-      // tied: one transposed copy of the output head (token_embd), as large as token_embd itself
+      // tied: the output head is token_embd, transposed once (fast mode keeps a transposed copy
+      // of every matrix): the copies are the layers' matrices plus one [n_vocab, n_embd]
+      const { nEmbd, nHead, nHeadKv, nFf, nLayer, nVocab } = e.info;
+      const perLayer = 2 * nEmbd * headDim * nHead + 2 * nEmbd * headDim * nHeadKv + 3 * nEmbd * nFf;
+      expect(e.memoryInfo().transposedBytes).toBe(4 * (nLayer * perLayer + nVocab * nEmbd));
       await e.dispose();
       expect(tokens.length).toBeGreaterThan(12);
     });
