@@ -151,3 +151,21 @@ for (const { family } of FAMILIES) {
     });
   });
 }
+
+test("builtin:tiny-<family> names a tiny model of that family; an unknown builtin lists them", async () => {
+  const { resolveModelPath } = await import("../src/models/model-path.js");
+  const home = process.env.TEXT2SQL_HOME;
+  process.env.TEXT2SQL_HOME = tempDir("t2s-home-");
+  try {
+    const file = await resolveModelPath("builtin:tiny-qwen3", { log: () => {} });
+    const e = await LoraEngine.create({ model: file, device: "cpu" });
+    expect([e.info.arch, e.info.nEmbd, e.info.headDim]).toEqual(["qwen3", 128, 64]);
+    await e.dispose();
+    await expect(resolveModelPath("builtin:tiny-gemma", { log: () => {} })).rejects.toThrow(
+      /unknown builtin model 'builtin:tiny-gemma'; available: builtin:tiny, builtin:tiny-llama3, builtin:tiny-qwen2, builtin:tiny-qwen3/,
+    );
+  } finally {
+    if (home === undefined) delete process.env.TEXT2SQL_HOME;
+    else process.env.TEXT2SQL_HOME = home;
+  }
+});
