@@ -13,6 +13,7 @@ import { llamaCppSourceDir } from "../src/models/test-model.js";
 import { encodeExample, PromptBuilder, Tokenizer } from "../src/train/prompt.js";
 import { ConfigError, loadConfig } from "../src/train/config.js";
 import { trainSft } from "../src/train/trainer.js";
+import { LoraEngine } from "../src/engine/engine.js";
 import { SqlGenerator } from "../src/serve/generate.js";
 import { familyModel } from "./helpers/family-model.js";
 import { tempDir } from "./helpers/models.js";
@@ -152,10 +153,30 @@ describe("chat template errors", () => {
   });
 });
 
+/** Whether the native engine built here trains `arch` (an addon built before the qwen2/qwen3 engine does not). */
+async function engineTrains(model: string): Promise<boolean> {
+  try {
+    await (await LoraEngine.create({ model, device: "cpu" })).dispose();
+    return true;
+  } catch (e) {
+    if (/the text2sql engine supports only 'llama'/.test((e as Error).message)) return false;
+    throw e;
+  }
+}
+
 describe("end to end with template: chat", () => {
-  test("a tiny llama-arch model with the Llama 3 vocabulary and chat template, trained with template: chat, generates the trained SQL back exactly", async () => {
-    const template = fs.readFileSync(path.join(TEMPLATES, "meta-llama-Llama-3.2-3B-Instruct.jinja"), "utf8");
-    const model = familyModel({ arch: "llama", vocab: "llama-bpe", chatTemplate: template, nEmbd: 64, nFf: 128 });
+  const cases = [
+    { name: "llama (Llama 3 vocabulary, Llama 3.2 template)", file: "meta-llama-Llama-3.2-3B-Instruct.jinja", o: { arch: "llama", vocab: "llama-bpe" } },
+    { name: "qwen2 (tied, Qwen2.5 template)", file: "Qwen-Qwen2.5-7B-Instruct.jinja", o: { arch: "qwen2", vocab: "qwen2", tied: true } },
+    { name: "qwen3 (Qwen3 template)", file: "Qwen-Qwen3-0.6B.jinja", o: { arch: "qwen3", vocab: "qwen2" } },
+  ] as const;
+  test.for(cases)("$name: trained with template: chat, it generates the trained SQL back exactly, stopping at the end of turn", async (c, ctx) => {
+    const template = fs.readFileSync(path.join(TEMPLATES, c.file), "utf8");
+    const model = familyModel({ ...c.o, chatTemplate: template, nEmbd: 64, nFf: 128 });
+    if (c.o.arch !== "llama" && !(await engineTrains(model))) {
+      // the addon in build/ predates the qwen2/qwen3 engine (issue 13's engine part): nothing to train with
+      ctx.skip(`the native engine built here does not train ${c.o.arch}; rebuild it (node native/build.mjs)`);
+    }
     const dir = tempDir("t2s-chat-e2e-");
     dirs.push(dir);
     const csv = path.join(dir, "pairs.csv");
@@ -168,7 +189,7 @@ describe("end to end with template: chat", () => {
       output: { dir: path.join(dir, "out") },
     });
     expect(summary.trainLoss).toBeLessThan(0.01);
-    // the adapter folder records the template: generation builds the same chat prompt and stops at <|eot_id|>
+    // the adapter folder records the template: generation builds the same chat prompt and stops at the end of turn
     const g = await SqlGenerator.load({ adapter: summary.outputDir, device: "cpu", parallel: 1, threads: 1 });
     try {
       expect(g.template).toBe("chat");
@@ -178,7 +199,7 @@ describe("end to end with template: chat", () => {
       const tok = await Tokenizer.load(model);
       const expected = PAIRS.map(([, sql]) => `${tok.decode(tok.encode(sql))};`);
       await tok.dispose();
-      expect(expected[1]).toBe("SELECT name, age FROM head ORDER BY age DESC;");
+      expect(expected[1]).toBe(c.o.vocab === "llama-bpe" ? "SELECT name, age FROM head ORDER BY age DESC;" : `${PAIRS[1]![1]};`);
       expect(rs.map((r) => r.sql)).toEqual(expected);
     } finally {
       await g.dispose();
