@@ -95,7 +95,7 @@ void lora_save_gguf(const engine & e, const std::string & path) {
     const lora_config & lc = e.opts.lora;
     gguf_context *      g  = gguf_init_empty();
     gguf_set_val_str(g, "general.type", "adapter");
-    gguf_set_val_str(g, "general.architecture", "llama");
+    gguf_set_val_str(g, "general.architecture", e.hp.arch_name.c_str());  // llama.cpp refuses an adapter of another arch
     gguf_set_val_str(g, "adapter.type", "lora");
     // llama.cpp scales by alpha / r; rsLoRA's alpha / sqrt(r) is the same with alpha' = alpha·sqrt(r).
     const float alpha_eff = lc.rslora ? lc.alpha * std::sqrt((float) lc.r) : lc.alpha;
@@ -145,9 +145,9 @@ void lora_load_gguf(engine & e, const std::string & path) {
         throw std::runtime_error("'" + path + "' is not a GGUF LoRA adapter (general.type '" + str("general.type") + "', adapter.type '" +
                                  str("adapter.type") + "')");
     }
-    if (str("general.architecture") != "llama") {
-        throw std::runtime_error("'" + path + "' is an adapter for architecture '" + str("general.architecture") +
-                                 "'; this model is 'llama'");
+    if (str("general.architecture") != e.hp.arch_name) {
+        throw std::runtime_error("'" + path + "' is an adapter for architecture '" + str("general.architecture") + "'; this model is '" +
+                                 e.hp.arch_name + "'");
     }
     const lora_config & lc        = e.opts.lora;
     const float         alpha_eff = lc.rslora ? lc.alpha * std::sqrt((float) lc.r) : lc.alpha;

@@ -144,6 +144,8 @@ class native_engine : public Napi::ObjectWrap<native_engine> {
         o.Set("nLayer", (double) hp.n_layer);
         o.Set("nHead", (double) hp.n_head);
         o.Set("nHeadKv", (double) hp.n_head_kv);
+        o.Set("headDim", (double) hp.head_dim());
+        o.Set("arch", hp.arch_name);
         o.Set("nFf", (double) hp.n_ff);
         o.Set("nCtx", (double) hp.n_ctx);
         o.Set("ropeFreqBase", hp.rope_freq_base);

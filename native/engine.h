@@ -1,5 +1,7 @@
-// text2sql engine: a Llama-architecture model loaded from GGUF, LoRA adapters on any subset of its
-// linear layers, and a hand-written forward/backward graph on ggml.
+// text2sql engine: a Llama-like model (GGUF architectures llama, qwen2, qwen3) loaded from GGUF,
+// LoRA adapters on any subset of its linear layers, and a hand-written forward/backward graph on
+// ggml. src/formats/architectures.ts owns the description of the architectures; model.cpp's
+// arch table mirrors it.
 //
 // Files: model.cpp loads the model (gguf_util.cpp: GGUF helpers), adapter.cpp holds the LoRA
 // state, optimizer.cpp the AdamW step, graph.cpp builds the graph (graph.h), runner.cpp runs it,
@@ -37,31 +39,46 @@ enum lora_target : int {
 // src/engine/lora.ts, which passes the engine validated indices in this enum's order.
 const char * target_gguf_stem(int t);  // "attn_q"
 
-struct llama_hparams {
-    int64_t n_vocab         = 0;
-    int64_t n_embd          = 0;
-    int64_t n_layer         = 0;
-    int64_t n_head          = 0;
-    int64_t n_head_kv       = 0;
-    int64_t n_ff            = 0;
-    int64_t n_ctx           = 0;
-    int64_t n_rot           = 0;
-    float   rope_freq_base  = 10000.0f;
-    float   rope_freq_scale = 1.0f;
-    float   rms_eps         = 1e-5f;
+// The architectures the engine trains (llama.cpp's src/models/{llama,qwen2,qwen3}.cpp).
+enum model_arch : int {
+    ARCH_LLAMA = 0,  // Llama 1/2/3.x, Mistral: q/k rows permuted (RoPE mode 0), optional llama3 rope_freqs
+    ARCH_QWEN2,      // Qwen2/2.5: q/k/v biases, NEOX RoPE
+    ARCH_QWEN3,      // Qwen3 dense: per-head RMSNorm of q and k before RoPE, NEOX RoPE
+};
 
-    int64_t head_dim() const { return n_embd / n_head; }
-    int64_t n_embd_kv() const { return head_dim() * n_head_kv; }
+struct llama_hparams {
+    model_arch  arch            = ARCH_LLAMA;
+    std::string arch_name       = "llama";  // GGUF general.architecture
+    int         rope_type       = 0;        // GGML_ROPE_TYPE_NORMAL (0) or GGML_ROPE_TYPE_NEOX (2)
+    int64_t     n_vocab         = 0;
+    int64_t     n_embd          = 0;
+    int64_t     n_layer         = 0;
+    int64_t     n_head          = 0;
+    int64_t     n_head_kv       = 0;
+    int64_t     n_ff            = 0;
+    int64_t     n_ctx           = 0;
+    int64_t     n_rot           = 0;
+    int64_t     n_embd_head     = 0;  // head dim: <arch>.attention.key_length, else n_embd / n_head
+    float       rope_freq_base  = 10000.0f;
+    float       rope_freq_scale = 1.0f;
+    float       rms_eps         = 1e-5f;
+
+    int64_t head_dim() const { return n_embd_head; }
+    int64_t n_embd_q() const { return n_embd_head * n_head; }  // rows of q, columns of o (!= n_embd in Qwen3-0.6B/4B)
+    int64_t n_embd_kv() const { return n_embd_head * n_head_kv; }
     // [n_in, n_out] of a target's weight
     int64_t target_in(int t) const;
     int64_t target_out(int t) const;
 };
 
 struct llama_layer {
-    ggml_tensor *                           attn_norm = nullptr;  // [n_embd] f32
-    ggml_tensor *                           ffn_norm  = nullptr;  // [n_embd] f32
-    std::array<ggml_tensor *, TARGET_COUNT> w{};                  // [n_in, n_out]  frozen weights
-    std::array<ggml_tensor *, TARGET_COUNT> wt{};                 // [n_out, n_in]  transposed copies for dX = Wᵀ·dY (null when lean)
+    ggml_tensor *                           attn_norm   = nullptr;  // [n_embd] f32
+    ggml_tensor *                           ffn_norm    = nullptr;  // [n_embd] f32
+    ggml_tensor *                           attn_q_norm = nullptr;  // [head_dim] f32 (qwen3), else null
+    ggml_tensor *                           attn_k_norm = nullptr;  // [head_dim] f32 (qwen3), else null
+    std::array<ggml_tensor *, TARGET_COUNT> bias{};                 // [n_out] f32 frozen bias (q, k, v of qwen2), else null
+    std::array<ggml_tensor *, TARGET_COUNT> w{};                    // [n_in, n_out]  frozen weights
+    std::array<ggml_tensor *, TARGET_COUNT> wt{};                   // [n_out, n_in]  transposed copies for dX = Wᵀ·dY (null when lean)
 };
 
 struct lora_config {

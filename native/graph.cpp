@@ -1,4 +1,6 @@
-// The Llama forward pass with LoRA, and its hand-written backward pass, as one ggml graph.
+// The forward pass of a Llama-like block (llama, qwen2: q/k/v biases, qwen3: per-head q/k norm)
+// with LoRA, and its hand-written backward pass, as one ggml graph. The order of ops follows
+// llama.cpp's src/models/{llama,qwen2,qwen3}.cpp.
 //
 // Each forward piece has a backward twin (`*_back`). The backward never uses autodiff's OUT_PROD
 // on a frozen weight: dX = Wᵀ·dY is a mul_mat against a transposed copy of W. Norm, softmax and
@@ -16,7 +18,7 @@ namespace t2s {
 namespace {
 
 // Node capacity of one graph: forward, backward and (checkpointing) recompute of every layer.
-size_t graph_size(const llama_hparams & hp) { return 1024 + (size_t) hp.n_layer * 640; }
+size_t graph_size(const llama_hparams & hp) { return 1024 + (size_t) hp.n_layer * 720; }
 
 std::vector<std::array<int, TARGET_COUNT>> lora_index(const engine & e) {
     std::vector<std::array<int, TARGET_COUNT>> idx(e.hp.n_layer);
@@ -50,7 +52,18 @@ ggml_tensor * weight_t(graph_ctx & g, ggml_tensor * w, ggml_tensor * w_t) {
     return ggml_cont(g.ctx, wv);                                                                               // [n_out, n_in]
 }
 
-// y = W·x + s·B·(A·dropout(x))
+// y + b with a frozen bias b [n_out] broadcast over the tokens (qwen2's q/k/v; llama.cpp adds it
+// after the LoRA term, as here). Its backward twin is bias_add_back.
+ggml_tensor * bias_add(graph_ctx & g, ggml_tensor * y, ggml_tensor * b) {
+    return b ? ggml_add(g.ctx, y, b) : y;  // [n_out, T]
+}
+
+// Backward twin of bias_add(): dL/dy = dL/d(y + b); the frozen bias takes no gradient.
+ggml_tensor * bias_add_back(ggml_tensor * dy) {
+    return dy;  // [n_out, T]
+}
+
+// y = W·x + s·B·(A·dropout(x)) (+ b)
 // With `kept` (the first forward pass's state, when recomputing a checkpointed layer) the dropout
 // mask is the one drawn then, and the output is taken from it when reuse_y is set; need_y = false
 // recomputes only what linear_back needs.
@@ -86,6 +99,7 @@ ggml_tensor * linear(graph_ctx &          g,
             y               = ggml_add(ctx, y, ggml_scale(ctx, u, e.opts.lora.scale()));  // [n_out, T]
         }
     }
+    if (compute_y) y = bias_add(g, y, e.layers[il].bias[target]);  // [n_out, T]
     sv.y = compute_y ? y : (kept && reuse_y ? kept->y : nullptr);
     return sv.y;
 }
@@ -95,7 +109,8 @@ ggml_tensor * linear(graph_ctx &          g,
 ggml_tensor * linear_back(graph_ctx & g, int il, int target, const linear_saved & sv, ggml_tensor * dy, bool need_dx = true) {
     engine &       e   = g.e;
     ggml_context * ctx = g.ctx;
-    ggml_tensor *  dx =
+    if (e.layers[il].bias[target]) dy = bias_add_back(dy);                                                        // [n_out, T]
+    ggml_tensor * dx =
         need_dx ? ggml_mul_mat(ctx, weight_t(g, e.layers[il].w[target], e.layers[il].wt[target]), dy) : nullptr;  // [n_in, T]
     if (sv.lora < 0) return dx;
     lora_pair &   p  = e.lora[sv.lora];
@@ -123,11 +138,25 @@ ggml_tensor * linear_back(graph_ctx & g, int il, int target, const linear_saved 
 // (Metal): dx = (dn - n · mean(dn ⊙ n)) / sqrt(mean(x²) + eps)
 ggml_tensor * rms_norm_back(graph_ctx & g, ggml_tensor * x, ggml_tensor * n, ggml_tensor * dn) {
     ggml_context * ctx = g.ctx;
+    // x, n, dn: [n_embd, T], or [hd, n_heads, T] for a head norm (rows of ne[0] normalised)
     if (g.caps.rms_norm_back) return ggml_rms_norm_back(ctx, dn, x, g.e.hp.rms_eps);                                          // [n_embd, T]
     const float   inv_n = 1.0f / (float) x->ne[0];
     ggml_tensor * rms   = ggml_sqrt(ctx, ggml_scale_bias(ctx, ggml_sum_rows(ctx, ggml_sqr(ctx, x)), inv_n, g.e.hp.rms_eps));  // [1, T]
     ggml_tensor * c     = ggml_scale(ctx, ggml_sum_rows(ctx, ggml_mul(ctx, dn, n)), inv_n);                                   // [1, T]
     return ggml_div(ctx, ggml_sub(ctx, dn, ggml_mul(ctx, n, c)), rms);                                                        // [n_embd, T]
+}
+
+// Qwen3's per-head RMSNorm of q or k: x [hd, n_heads, T] -> rms_norm(x) ⊙ w, w [hd] shared by
+// the heads; n (the normalised x before the weight) is kept for the backward twin head_norm_back.
+ggml_tensor * head_norm(graph_ctx & g, ggml_tensor * x, ggml_tensor * w, ggml_tensor *& n) {
+    n = ggml_rms_norm(g.ctx, x, g.e.hp.rms_eps);  // [hd, n_heads, T]
+    return ggml_mul(g.ctx, n, w);                 // [hd, n_heads, T]
+}
+
+// Backward twin of head_norm(): dx = rms_norm_back(x, n, dy ⊙ w), each head's row normalised
+// on its own (the norm's weight is frozen).
+ggml_tensor * head_norm_back(graph_ctx & g, ggml_tensor * x, ggml_tensor * n, ggml_tensor * w, ggml_tensor * dy) {
+    return rms_norm_back(g, x, n, ggml_mul(g.ctx, dy, w));  // [hd, n_heads, T]
 }
 
 // Backward twin of P = softmax(scale·S + mask): dS = scale · P ⊙ (dP - Σ_k dP ⊙ P). ggml's
@@ -139,18 +168,20 @@ ggml_tensor * soft_max_back(graph_ctx & g, ggml_tensor * p, ggml_tensor * dp, fl
     return ggml_scale(ctx, ggml_mul(ctx, p, ggml_sub(ctx, dp, dot)), scale);           // [T_k, T_q, n_head]
 }
 
-// RoPE on x [hd, n_heads, T] (q or k), positions 0..T-1; its backward twin is rope_back.
+// RoPE on x [hd, n_heads, T] (q or k), positions 0..T-1, in the architecture's mode (llama: NORM,
+// adjacent pairs; qwen2/qwen3: NEOX, pairs half a head apart) with llama3's frequency factors
+// (rope_freqs.weight) where the model has them; its backward twin is rope_back.
 ggml_tensor * rope(graph_ctx & g, ggml_tensor * x) {
     const llama_hparams & hp = g.e.hp;
-    return ggml_rope_ext(g.ctx, x, g.in.pos, g.e.rope_freqs, (int) hp.n_rot, 0, (int) hp.n_ctx, hp.rope_freq_base, hp.rope_freq_scale, 0.0f,
-                         1.0f, 0.0f, 0.0f);  // [hd, n_heads, T]
+    return ggml_rope_ext(g.ctx, x, g.in.pos, g.e.rope_freqs, (int) hp.n_rot, hp.rope_type, (int) hp.n_ctx, hp.rope_freq_base,
+                         hp.rope_freq_scale, 0.0f, 1.0f, 0.0f, 0.0f);  // [hd, n_heads, T]
 }
 
 // Backward twin of rope(): the inverse rotation of dy [hd, n_heads, T].
 ggml_tensor * rope_back(graph_ctx & g, ggml_tensor * dy) {
     const llama_hparams & hp = g.e.hp;
-    return ggml_rope_ext_back(g.ctx, dy, g.in.pos, g.e.rope_freqs, (int) hp.n_rot, 0, (int) hp.n_ctx, hp.rope_freq_base, hp.rope_freq_scale,
-                              0.0f, 1.0f, 0.0f, 0.0f);  // [hd, n_heads, T]
+    return ggml_rope_ext_back(g.ctx, dy, g.in.pos, g.e.rope_freqs, (int) hp.n_rot, hp.rope_type, (int) hp.n_ctx, hp.rope_freq_base,
+                              hp.rope_freq_scale, 0.0f, 1.0f, 0.0f, 0.0f);  // [hd, n_heads, T]
 }
 
 // [X, T, n_head] (contiguous) -> [T·g, X, n_head_kv]: the heads sharing one K/V head are folded
@@ -168,13 +199,15 @@ struct layer_saved {
     ggml_tensor * x = nullptr, *n1 = nullptr, *x1 = nullptr, *n2 = nullptr;  // [n_embd, T]
     ggml_tensor * qr = nullptr;                                              // [hd, n_head, T]     roped q
     ggml_tensor * kr = nullptr;                                              // [hd, n_head_kv, T]  roped k
+    ggml_tensor * q3 = nullptr, *qn = nullptr;                               // [hd, n_head, T]     q before / in its head norm (qwen3)
+    ggml_tensor * k3 = nullptr, *kn = nullptr;                               // [hd, n_head_kv, T]  k before / in its head norm (qwen3)
     ggml_tensor * v3 = nullptr;                                              // [hd, n_head_kv, T]
     ggml_tensor * p  = nullptr;                                              // [T_k, T_q, n_head]  attention probabilities
     ggml_tensor * g = nullptr, *sg = nullptr, *u = nullptr;                  // [n_ff, T]
     linear_saved  lin[TARGET_COUNT];
 };
 
-// One Llama block. Returns x2 = x1 + FFN(norm(x1)), x1 = x + Attn(norm(x)).
+// One block (llama, qwen2, qwen3). Returns x2 = x1 + FFN(norm(x1)), x1 = x + Attn(norm(x)).
 // Recompute for a checkpointed layer: `kept` is the first pass's state. The outputs of the q, k, v
 // and o projections are taken from it; the rest is computed again, except the block's output (the
 // next layer's kept input): it returns null then.
@@ -191,12 +224,22 @@ ggml_tensor * layer_forward(graph_ctx & g, int il, ggml_tensor * x, layer_saved 
     auto          kl = [&](int t) {
         return kept ? &kept->lin[t] : nullptr;
     };
-    ggml_tensor * q = linear(g, il, TARGET_Q, h, s.lin[TARGET_Q], kl(TARGET_Q), true);                // [n_embd, T]
-    ggml_tensor * k = linear(g, il, TARGET_K, h, s.lin[TARGET_K], kl(TARGET_K), true);                // [n_embd_kv, T]
-    ggml_tensor * v = linear(g, il, TARGET_V, h, s.lin[TARGET_V], kl(TARGET_V), true);                // [n_embd_kv, T]
-    s.qr            = rope(g, ggml_reshape_3d(ctx, q, hd, hp.n_head, T));                             // [hd, n_head, T]
-    s.kr            = rope(g, ggml_reshape_3d(ctx, k, hd, hp.n_head_kv, T));                          // [hd, n_head_kv, T]
-    s.v3            = ggml_reshape_3d(ctx, v, hd, hp.n_head_kv, T);                                   // [hd, n_head_kv, T]
+    ggml_tensor * q  = linear(g, il, TARGET_Q, h, s.lin[TARGET_Q], kl(TARGET_Q), true);  // [n_embd_q, T]
+    ggml_tensor * k  = linear(g, il, TARGET_K, h, s.lin[TARGET_K], kl(TARGET_K), true);  // [n_embd_kv, T]
+    ggml_tensor * v  = linear(g, il, TARGET_V, h, s.lin[TARGET_V], kl(TARGET_V), true);  // [n_embd_kv, T]
+    ggml_tensor * q3 = ggml_reshape_3d(ctx, q, hd, hp.n_head, T);                        // [hd, n_head, T]
+    ggml_tensor * k3 = ggml_reshape_3d(ctx, k, hd, hp.n_head_kv, T);                     // [hd, n_head_kv, T]
+    if (L.attn_q_norm) {
+        s.q3 = q3;
+        q3   = head_norm(g, q3, L.attn_q_norm, s.qn);  // [hd, n_head, T]
+    }
+    if (L.attn_k_norm) {
+        s.k3 = k3;
+        k3   = head_norm(g, k3, L.attn_k_norm, s.kn);                                                 // [hd, n_head_kv, T]
+    }
+    s.qr = rope(g, q3);                                                                               // [hd, n_head, T]
+    s.kr = rope(g, k3);                                                                               // [hd, n_head_kv, T]
+    s.v3 = ggml_reshape_3d(ctx, v, hd, hp.n_head_kv, T);                                              // [hd, n_head_kv, T]
 
     ggml_tensor * Q  = ggml_permute(ctx, s.qr, 0, 2, 1, 3);                                           // [hd, T, n_head]
     ggml_tensor * K  = ggml_permute(ctx, s.kr, 0, 2, 1, 3);                                           // [hd, T, n_head_kv]
@@ -205,7 +248,7 @@ ggml_tensor * layer_forward(graph_ctx & g, int il, ggml_tensor * x, layer_saved 
     ggml_tensor * Vt = ggml_cont(ctx, ggml_permute(ctx, s.v3, 1, 2, 0, 3));                           // [T_k, hd, n_head_kv]
     ggml_tensor * o  = ggml_mul_mat(ctx, Vt, s.p);                                                    // [hd, T_q, n_head]
     o                = ggml_cont(ctx, ggml_permute(ctx, o, 0, 2, 1, 3));                              // [hd, n_head, T]
-    o                = ggml_reshape_2d(ctx, o, hp.n_embd, T);                                         // [n_embd, T]
+    o                = ggml_reshape_2d(ctx, o, hp.n_embd_q(), T);                                     // [n_embd_q, T]
     o                = linear(g, il, TARGET_O, o, s.lin[TARGET_O], kl(TARGET_O), true);               // [n_embd, T]
     s.x1             = ggml_add(ctx, x, o);                                                           // [n_embd, T]
 
@@ -238,7 +281,7 @@ ggml_tensor * layer_backward(graph_ctx & g, int il, const layer_saved & s, ggml_
     ggml_tensor * dx1 = ggml_add(ctx, dx2, rms_norm_back(g, s.x1, s.n2, ggml_mul(ctx, dh2, L.ffn_norm)));  // [n_embd, T]
 
     // attention output projection
-    ggml_tensor * dattn = linear_back(g, il, TARGET_O, s.lin[TARGET_O], dx1);  // [n_embd, T]
+    ggml_tensor * dattn = linear_back(g, il, TARGET_O, s.lin[TARGET_O], dx1);  // [n_embd_q, T]
     ggml_tensor * dO    = ggml_reshape_3d(ctx, dattn, hd, hp.n_head, T);       // [hd, n_head, T]
     dO                  = ggml_cont(ctx, ggml_permute(ctx, dO, 0, 2, 1, 3));   // [hd, T_q, n_head]
 
@@ -257,12 +300,14 @@ ggml_tensor * layer_backward(graph_ctx & g, int il, const layer_saved & s, ggml_
 
     ggml_tensor * dq = rope_back(g, ggml_cont(ctx, ggml_permute(ctx, dQ, 0, 2, 1, 3)));  // [hd, n_head, T]
     ggml_tensor * dk = rope_back(g, ggml_cont(ctx, ggml_permute(ctx, dK, 0, 2, 1, 3)));  // [hd, n_head_kv, T]
+    if (L.attn_q_norm) dq = head_norm_back(g, s.q3, s.qn, L.attn_q_norm, dq);            // [hd, n_head, T]
+    if (L.attn_k_norm) dk = head_norm_back(g, s.k3, s.kn, L.attn_k_norm, dk);            // [hd, n_head_kv, T]
     ggml_tensor * dv = ggml_cont(ctx, ggml_permute(ctx, dV, 0, 2, 1, 3));                // [hd, n_head_kv, T]
 
     // The first layer's input gradient (into the frozen embeddings) is not needed: only the
     // adapters' gradients are computed there.
     const bool    need_dx = il > 0;
-    ggml_tensor * dhq     = linear_back(g, il, TARGET_Q, s.lin[TARGET_Q], ggml_reshape_2d(ctx, dq, hp.n_embd, T), need_dx);   // [n_embd, T]
+    ggml_tensor * dhq = linear_back(g, il, TARGET_Q, s.lin[TARGET_Q], ggml_reshape_2d(ctx, dq, hp.n_embd_q(), T), need_dx);   // [n_embd, T]
     ggml_tensor * dhk = linear_back(g, il, TARGET_K, s.lin[TARGET_K], ggml_reshape_2d(ctx, dk, hp.n_embd_kv(), T), need_dx);  // [n_embd, T]
     ggml_tensor * dhv = linear_back(g, il, TARGET_V, s.lin[TARGET_V], ggml_reshape_2d(ctx, dv, hp.n_embd_kv(), T), need_dx);  // [n_embd, T]
     if (!need_dx) return nullptr;

@@ -1,4 +1,4 @@
-// Loading a Llama-architecture GGUF onto a ggml backend, with the transposed weight copies the
+// Loading a GGUF of a Llama-like architecture (llama, qwen2, qwen3) onto a ggml backend, with the transposed weight copies the
 // backward pass multiplies by (dX = Wᵀ·dY through a fast mul_mat, never autodiff's out_prod).
 #include "engine.h"
 #include "gguf_util.h"
@@ -23,13 +23,14 @@ const char * target_gguf_stem(int t) { return k_stems[t]; }
 int64_t llama_hparams::target_in(int t) const {
     switch (t) {
         case TARGET_DOWN: return n_ff;
+        case TARGET_O: return n_embd_q();
         default: return n_embd;
     }
 }
 
 int64_t llama_hparams::target_out(int t) const {
     switch (t) {
-        case TARGET_Q:
+        case TARGET_Q: return n_embd_q();
         case TARGET_O: return n_embd;
         case TARGET_K:
         case TARGET_V: return n_embd_kv();
@@ -110,33 +111,95 @@ void transpose_2d(const uint8_t * src, uint8_t * dst, int64_t n_in, int64_t n_ou
     }
 }
 
-// Reads and checks the Llama hyperparameters (n_vocab comes from the token embedding, later).
-llama_hparams read_hparams(gguf_context * g, const std::string & path) {
+// The architectures the engine trains, as src/formats/architectures.ts describes them, and the
+// recognised ones it refuses (with the reason).
+struct arch_info {
+    const char * name;
+    model_arch   arch;
+    int          rope_type;   // llama.cpp's llama_model_rope_type
+    bool         rope_freqs;  // reads rope_freqs.weight (llama3 RoPE scaling): llama only, as llama.cpp
+    bool         qk_norm;     // attn_q_norm / attn_k_norm required
+};
+const arch_info k_archs[] = {
+    {"llama", ARCH_LLAMA, GGML_ROPE_TYPE_NORMAL, true,  false},
+    {"qwen2", ARCH_QWEN2, GGML_ROPE_TYPE_NEOX,   false, false},
+    {"qwen3", ARCH_QWEN3, GGML_ROPE_TYPE_NEOX,   false, true },
+};
+const char * const k_refused[][2] = {
+    {"qwen2moe",  "a mixture-of-experts model"                      },
+    {"qwen3moe",  "a mixture-of-experts model"                      },
+    {"qwen35",    "a hybrid-attention model"                        },
+    {"qwen35moe", "a hybrid-attention mixture-of-experts model"     },
+    {"qwen3next", "a hybrid-attention model"                        },
+    {"qwen2vl",   "a multimodal model"                              },
+    {"qwen3vl",   "a multimodal model"                              },
+    {"llama4",    "a multimodal mixture-of-experts model"           },
+    {"gemma",     "a different block (GeGLU, scaled embeddings)"    },
+    {"gemma2",    "a sliding-window attention model"                },
+    {"gemma3",    "a sliding-window attention model"                },
+    {"gemma3n",   "a multimodal model"                              },
+    {"gemma4",    "a sliding-window attention model"                },
+    {"phi3",      "a model with fused q/k/v and gate/up projections"},
+};
+
+std::string supported_archs() {
+    return "llama (Llama 1/2/3.x, TinyLlama, Mistral, SmolLM2), qwen2 (Qwen2, Qwen2.5, Qwen2.5-Coder), qwen3 (Qwen3 dense)";
+}
+
+const arch_info & find_arch(gguf_context * g, const std::string & path) {
     const std::string arch = kv_str(g, "general.architecture");
-    if (arch != "llama") {
-        throw std::runtime_error("'" + path + "' has architecture '" + arch +
-                                 "'; the text2sql engine supports only 'llama' (Llama, TinyLlama and kin)");
-    }
-    llama_hparams hp;
-    hp.n_embd                 = kv_int(g, "llama.embedding_length", 0, true, path);
-    hp.n_layer                = kv_int(g, "llama.block_count", 0, true, path);
-    hp.n_ff                   = kv_int(g, "llama.feed_forward_length", 0, true, path);
-    hp.n_head                 = kv_int(g, "llama.attention.head_count", 0, true, path);
-    hp.n_head_kv              = kv_int(g, "llama.attention.head_count_kv", hp.n_head, false, path);
-    hp.n_ctx                  = kv_int(g, "llama.context_length", 2048, false, path);
-    hp.n_rot                  = kv_int(g, "llama.rope.dimension_count", hp.n_head ? hp.n_embd / hp.n_head : 0, false, path);
-    hp.rope_freq_base         = kv_float(g, "llama.rope.freq_base", 10000.0f, path);
-    hp.rms_eps                = kv_float(g, "llama.attention.layer_norm_rms_epsilon", 1e-5f, path);
-    const std::string scaling = kv_str(g, "llama.rope.scaling.type");
+    for (const arch_info & a : k_archs)
+        if (arch == a.name) return a;
+    std::string why;
+    for (const auto & r : k_refused)
+        if (arch == r[0]) why = std::string(" (") + r[1] + ")";
+    throw std::runtime_error("'" + path + "' has architecture '" + arch + "'" + why + "; the text2sql engine supports " +
+                             supported_archs());
+}
+
+// Reads and checks the hyperparameters, with the keys llama.cpp reads for the architecture
+// (n_vocab comes from the token embedding, later).
+llama_hparams read_hparams(gguf_context * g, const std::string & path) {
+    const arch_info & ai = find_arch(g, path);
+    const std::string a  = ai.name;
+    llama_hparams     hp;
+    hp.arch                   = ai.arch;
+    hp.arch_name              = a;
+    hp.rope_type              = ai.rope_type;
+    hp.n_embd                 = kv_int(g, a + ".embedding_length", 0, true, path);
+    hp.n_layer                = kv_int(g, a + ".block_count", 0, true, path);
+    hp.n_ff                   = kv_int(g, a + ".feed_forward_length", 0, true, path);
+    hp.n_head                 = kv_int(g, a + ".attention.head_count", 0, true, path);
+    hp.n_head_kv              = kv_int(g, a + ".attention.head_count_kv", hp.n_head, false, path);
+    hp.n_ctx                  = kv_int(g, a + ".context_length", 2048, false, path);
+    hp.n_embd_head            = kv_int(g, a + ".attention.key_length", hp.n_head > 0 ? hp.n_embd / hp.n_head : 0, false, path);
+    const int64_t n_embd_v    = kv_int(g, a + ".attention.value_length", hp.n_embd_head, false, path);
+    hp.n_rot                  = kv_int(g, a + ".rope.dimension_count", hp.n_embd_head, false, path);
+    hp.rope_freq_base         = kv_float(g, a + ".rope.freq_base", 10000.0f, path);
+    hp.rms_eps                = kv_float(g, a + ".attention.layer_norm_rms_epsilon", 1e-5f, path);
+    const std::string scaling = kv_str(g, a + ".rope.scaling.type");
     if (scaling == "linear") {
-        const float factor = kv_float(g, "llama.rope.scaling.factor", 1.0f, path);
+        const float factor = kv_float(g, a + ".rope.scaling.factor", 1.0f, path);
         hp.rope_freq_scale = factor > 0 ? 1.0f / factor : 1.0f;
     } else if (!scaling.empty() && scaling != "none") {
-        throw std::runtime_error("'" + path + "' uses RoPE scaling '" + scaling + "'; supported: none, linear");
+        throw std::runtime_error("'" + path + "' uses RoPE scaling '" + scaling + "'; supported: none, linear, llama3 (rope_freqs.weight)");
     }
-    if (hp.n_head <= 0 || hp.n_head_kv <= 0 || hp.n_embd % hp.n_head != 0 || hp.n_head % hp.n_head_kv != 0 || hp.n_layer <= 0) {
+    if (kv_int(g, a + ".expert_count", 0, false, path) > 0) {
+        throw std::runtime_error("'" + path + "' is a mixture-of-experts model (" + a +
+                                 ".expert_count > 0); the text2sql engine trains dense models only");
+    }
+    if (kv_float(g, a + ".attention.scale", 0.0f, path) != 0.0f) {
+        throw std::runtime_error("'" + path + "' sets " + a + ".attention.scale; only the 1/sqrt(head dim) attention scale is supported");
+    }
+    if (hp.n_head <= 0 || hp.n_head_kv <= 0 || hp.n_embd_head <= 0 || hp.n_head % hp.n_head_kv != 0 || hp.n_layer <= 0 ||
+        (gguf_find_key(g, (a + ".attention.key_length").c_str()) < 0 && hp.n_embd % hp.n_head != 0)) {
         throw std::runtime_error("'" + path + "' has inconsistent hyperparameters (n_embd " + std::to_string(hp.n_embd) + ", heads " +
-                                 std::to_string(hp.n_head) + ", kv heads " + std::to_string(hp.n_head_kv) + ")");
+                                 std::to_string(hp.n_head) + ", kv heads " + std::to_string(hp.n_head_kv) + ", head dim " +
+                                 std::to_string(hp.n_embd_head) + ")");
+    }
+    if (n_embd_v != hp.n_embd_head) {
+        throw std::runtime_error("'" + path + "': key and value head sizes differ (" + std::to_string(hp.n_embd_head) + " vs " +
+                                 std::to_string(n_embd_v) + "); not supported");
     }
     if (hp.n_rot != hp.head_dim()) {
         throw std::runtime_error("'" + path + "': partial rotary embeddings (rope.dimension_count " + std::to_string(hp.n_rot) +
@@ -150,7 +213,9 @@ struct model_meta {
     ggml_tensor *tok = nullptr, *out_norm = nullptr, *out = nullptr, *rope_freqs = nullptr;
     struct layer {
         ggml_tensor *                           attn_norm, *ffn_norm;
+        ggml_tensor *                           q_norm = nullptr, *k_norm = nullptr;  // qwen3
         std::array<ggml_tensor *, TARGET_COUNT> w;
+        std::array<ggml_tensor *, TARGET_COUNT> bias{};                               // q/k/v biases (optional, as in llama.cpp)
     };
     std::vector<layer> layers;
 };
@@ -183,28 +248,51 @@ ggml_tensor * find_tensor(const gguf_file &    gf,
     return t;
 }
 
+// Throws when the file holds a tensor the engine would not use (a bias or extra weight of a
+// variant it does not implement): computing without it would silently give another model.
+void check_no_unknown_tensors(const gguf_file & gf, const std::string & path, const std::vector<std::string> & used) {
+    const int64_t n = gguf_get_n_tensors(gf.g);
+    for (int64_t i = 0; i < n; i++) {
+        const std::string name = gguf_get_tensor_name(gf.g, i);
+        if (std::find(used.begin(), used.end(), name) != used.end()) continue;
+        throw std::runtime_error("'" + path + "' has tensor '" + name +
+                                 "', which the text2sql engine does not implement for architecture '" +
+                                 kv_str(gf.g, "general.architecture") + "' (nothing is dropped silently)");
+    }
+}
+
 // Finds every tensor of the model; sets hp.n_vocab from the token embedding.
 model_meta find_tensors(const gguf_file & gf, const std::string & path, llama_hparams & hp) {
-    auto find = [&](const std::string & name, std::vector<int64_t> ne, bool matrix, bool required) {
-        return find_tensor(gf, path, name, std::move(ne), matrix, required);
+    std::vector<std::string> used;
+    auto                     find = [&](const std::string & name, std::vector<int64_t> ne, bool matrix, bool required) {
+        ggml_tensor * t = find_tensor(gf, path, name, std::move(ne), matrix, required);
+        if (t) used.push_back(name);
+        return t;
     };
     model_meta m;
     m.tok = ggml_get_tensor(gf.meta, "token_embd.weight");
     if (!m.tok) throw std::runtime_error("'" + path + "' has no tensor 'token_embd.weight'");
-    hp.n_vocab   = m.tok->ne[1];
-    m.tok        = find("token_embd.weight", {hp.n_embd, hp.n_vocab}, true, true);
-    m.out_norm   = find("output_norm.weight", {hp.n_embd}, false, true);
-    m.out        = find("output.weight", {hp.n_embd, hp.n_vocab}, true, false);
-    m.rope_freqs = find("rope_freqs.weight", {hp.n_rot / 2}, false, false);
+    hp.n_vocab = m.tok->ne[1];
+    m.tok      = find("token_embd.weight", {hp.n_embd, hp.n_vocab}, true, true);
+    m.out_norm = find("output_norm.weight", {hp.n_embd}, false, true);
+    m.out      = find("output.weight", {hp.n_embd, hp.n_vocab}, true, false);  // absent: tied to token_embd
+    if (hp.arch == ARCH_LLAMA) m.rope_freqs = find("rope_freqs.weight", {hp.n_rot / 2}, false, false);
     m.layers.resize(hp.n_layer);
     for (int64_t il = 0; il < hp.n_layer; il++) {
-        const std::string p    = "blk." + std::to_string(il) + ".";
-        m.layers[il].attn_norm = find(p + "attn_norm.weight", {hp.n_embd}, false, true);
-        m.layers[il].ffn_norm  = find(p + "ffn_norm.weight", {hp.n_embd}, false, true);
+        const std::string   p  = "blk." + std::to_string(il) + ".";
+        model_meta::layer & lm = m.layers[il];
+        lm.attn_norm           = find(p + "attn_norm.weight", {hp.n_embd}, false, true);
+        lm.ffn_norm            = find(p + "ffn_norm.weight", {hp.n_embd}, false, true);
         for (int t = 0; t < TARGET_COUNT; t++) {
-            m.layers[il].w[t] = find(p + k_stems[t] + ".weight", {hp.target_in(t), hp.target_out(t)}, true, true);
+            lm.w[t] = find(p + k_stems[t] + ".weight", {hp.target_in(t), hp.target_out(t)}, true, true);
+        }
+        for (int t : {TARGET_Q, TARGET_K, TARGET_V}) lm.bias[t] = find(p + k_stems[t] + ".bias", {hp.target_out(t)}, false, false);
+        if (hp.arch == ARCH_QWEN3) {
+            lm.q_norm = find(p + "attn_q_norm.weight", {hp.head_dim()}, false, true);
+            lm.k_norm = find(p + "attn_k_norm.weight", {hp.head_dim()}, false, true);
         }
     }
+    check_no_unknown_tensors(gf, path, used);
     return m;
 }
 
@@ -220,7 +308,7 @@ struct copy_job {
 std::vector<copy_job> alloc_weights(engine & e, const model_meta & m) {
     const llama_hparams & hp        = e.hp;
     const bool            lean      = e.opts.lean;
-    const size_t          n_tensors = 8 + hp.n_layer * (2 + 2 * TARGET_COUNT);
+    const size_t          n_tensors = 8 + hp.n_layer * (4 + 3 * TARGET_COUNT);
     ggml_init_params      ip        = {ggml_tensor_overhead() * n_tensors, nullptr, true};
     e.ctx_w                         = ggml_init(ip);
     auto dup                        = [&](ggml_tensor * src) {
@@ -262,6 +350,16 @@ std::vector<copy_job> alloc_weights(engine & e, const model_meta & m) {
         jobs.push_back({lm.attn_norm, L.attn_norm, false});
         L.ffn_norm = dup(lm.ffn_norm);
         jobs.push_back({lm.ffn_norm, L.ffn_norm, false});
+        for (auto [src, dst] : {std::make_pair(lm.q_norm, &L.attn_q_norm), std::make_pair(lm.k_norm, &L.attn_k_norm)}) {
+            if (!src) continue;
+            *dst = dup(src);
+            jobs.push_back({src, *dst, false});
+        }
+        for (int t = 0; t < TARGET_COUNT; t++) {
+            if (!lm.bias[t]) continue;
+            L.bias[t] = dup(lm.bias[t]);
+            jobs.push_back({lm.bias[t], L.bias[t], false});
+        }
         for (int t = 0; t < TARGET_COUNT; t++) {
             L.w[t] = dup(lm.w[t]);
             jobs.push_back({lm.w[t], L.w[t], false});

@@ -1,10 +1,13 @@
 /**
- * Turn one of our Llama GGUFs (e.g. a tiny random model from src/models/test-model.ts) back into a
- * Hugging Face checkpoint folder, as `save_pretrained` would write it: safetensors weights with
- * HF names (q/k rows brought back from llama.cpp's order to HF's), optionally sharded with a
- * model.safetensors.index.json, config.json, generation_config.json, tokenizer_config.json and a
- * SentencePiece tokenizer.model built from the GGUF's vocabulary. It is the fixture for
- * src/convert.ts: converting the folder back must give the original GGUF's tensors.
+ * Turn one of our Llama, Qwen2 or Qwen3 GGUFs (e.g. a tiny random model from
+ * src/models/test-model.ts) back into a Hugging Face checkpoint folder, as `save_pretrained` would
+ * write it: safetensors weights with HF names (Llama's q/k rows brought back from llama.cpp's order
+ * to HF's; Qwen's q/k/v biases and q/k norms), optionally sharded with a
+ * model.safetensors.index.json, config.json (LlamaForCausalLM, Qwen2ForCausalLM or
+ * Qwen3ForCausalLM), generation_config.json, tokenizer_config.json and the vocabulary: a
+ * SentencePiece tokenizer.model, or for a byte-level BPE ("gpt2") vocabulary the tokenizer.json
+ * its model family publishes (./tokenizer-json.ts). It is the fixture for src/models/convert.ts:
+ * converting the folder back must give the original GGUF's tensors.
  *
  * Library use:  await makeHfCheckpoint({ gguf: "m.gguf", dir: "hf/", dtype: "bf16", shards: 3 })
  * CLI:          node dist/scripts/make-hf-checkpoint.js --gguf m.gguf --out hf/ --dtype bf16 [--shards 3] [--tied]
@@ -18,6 +21,8 @@ import { parseArgs } from "node:util";
 import { GgufValueType, readGguf, readTensorF32, type GgufFile, type GgufTensorInfo } from "../src/formats/gguf.js";
 import { f32ToBf16, f32ToF16 } from "../src/formats/float16.js";
 import { unpermuteRows } from "../src/formats/llama-layout.js";
+import { archSpec, type ArchName } from "../src/formats/architectures.js";
+import { writeTokenizerJson } from "./tokenizer-json.js";
 import { writeSafetensorsStream, type StWriteEntry } from "../src/formats/safetensors.js";
 import { encodeSentencePieceModel, SentencePieceModelType, type SentencePiece } from "../src/models/sentencepiece.js";
 import { isMain } from "./make-test-model.js";
@@ -25,7 +30,7 @@ import { isMain } from "./make-test-model.js";
 export type HfDtype = "f32" | "bf16" | "f16";
 
 export interface MakeHfCheckpointOptions {
-  /** A llama GGUF with F32/F16/BF16 tensors. */
+  /** A llama, qwen2 or qwen3 GGUF with F32/F16/BF16 tensors. */
   gguf: string;
   /** Output folder (created). */
   dir: string;
@@ -57,15 +62,28 @@ const LAYER_NAMES: Record<string, string> = {
   ffn_down: "mlp.down_proj",
 };
 
+/** GGUF -> HF names of Qwen's extra per-layer tensors (the suffix is kept). */
+const EXTRA_NAMES: Record<string, string> = {
+  attn_q_norm: "self_attn.q_norm",
+  attn_k_norm: "self_attn.k_norm",
+};
+
 function hfName(gguf: string): string {
   if (gguf === "token_embd.weight") return "model.embed_tokens.weight";
   if (gguf === "output_norm.weight") return "model.norm.weight";
   if (gguf === "output.weight") return "lm_head.weight";
-  const m = /^blk\.(\d+)\.([a-z_]+)\.weight$/.exec(gguf);
-  const stem = m ? LAYER_NAMES[m[2]!] : undefined;
+  const m = /^blk\.(\d+)\.([a-z_]+)\.(weight|bias)$/.exec(gguf);
+  const stem = m ? (LAYER_NAMES[m[2]!] ?? EXTRA_NAMES[m[2]!]) : undefined;
   if (!m || !stem) throw new Error(`makeHfCheckpoint: no Hugging Face name for GGUF tensor ${gguf}`);
-  return `model.layers.${m[1]}.${stem}.weight`;
+  return `model.layers.${m[1]}.${stem}.${m[3]}`;
 }
+
+/** config.json's architecture fields of each GGUF architecture. */
+const HF_ARCH: Record<ArchName, Record<string, unknown>> = {
+  llama: { architectures: ["LlamaForCausalLM"], model_type: "llama", attention_bias: false, pretraining_tp: 1 },
+  qwen2: { architectures: ["Qwen2ForCausalLM"], model_type: "qwen2", use_sliding_window: false, sliding_window: 32768, max_window_layers: 28 },
+  qwen3: { architectures: ["Qwen3ForCausalLM"], model_type: "qwen3", attention_bias: false, use_sliding_window: false, sliding_window: null },
+};
 
 /** The shortest decimal that reads back as the same float32 (1e-5 rather than 0.000009999999747378752). */
 function shortestF32(x: number): number {
@@ -93,21 +111,23 @@ export async function makeHfCheckpoint(opts: MakeHfCheckpointOptions): Promise<{
   const { dir, dtype } = opts;
   if (!(dtype in ST_DTYPE)) throw new Error(`makeHfCheckpoint: dtype must be f32, bf16 or f16, got ${String(dtype)}`);
   const g = readGguf(opts.gguf);
-  const arch = meta(g, "general.architecture");
-  if (arch !== "llama") throw new Error(`${opts.gguf}: architecture ${String(arch)}; only llama GGUFs can be turned into a checkpoint`);
-  const nEmbd = metaInt(g, "llama.embedding_length");
-  const nHead = metaInt(g, "llama.attention.head_count");
-  const nHeadKv = metaInt(g, "llama.attention.head_count_kv", nHead);
-  const nLayer = metaInt(g, "llama.block_count");
-  const nFf = metaInt(g, "llama.feed_forward_length");
-  const nCtx = metaInt(g, "llama.context_length", 2048);
-  const ropeTheta = (meta(g, "llama.rope.freq_base") as number | undefined) ?? 10000;
-  const rmsEps = (meta(g, "llama.attention.layer_norm_rms_epsilon") as number | undefined) ?? 1e-5;
+  const spec = archSpec(meta(g, "general.architecture") as string | undefined, opts.gguf);
+  const a = spec.gguf;
+  const nEmbd = metaInt(g, `${a}.embedding_length`);
+  const nHead = metaInt(g, `${a}.attention.head_count`);
+  const nHeadKv = metaInt(g, `${a}.attention.head_count_kv`, nHead);
+  const nLayer = metaInt(g, `${a}.block_count`);
+  const nFf = metaInt(g, `${a}.feed_forward_length`);
+  const nCtx = metaInt(g, `${a}.context_length`, 2048);
+  const headDim = metaInt(g, `${a}.attention.key_length`, nEmbd / nHead);
+  const ropeTheta = (meta(g, `${a}.rope.freq_base`) as number | undefined) ?? 10000;
+  const rmsEps = (meta(g, `${a}.attention.layer_norm_rms_epsilon`) as number | undefined) ?? 1e-5;
   const tokensV = g.metadata.get("tokenizer.ggml.tokens");
   const scoresV = g.metadata.get("tokenizer.ggml.scores");
   const typesV = g.metadata.get("tokenizer.ggml.token_type");
-  if (tokensV?.type !== GgufValueType.ARRAY || tokensV.itemType !== GgufValueType.STRING || meta(g, "tokenizer.ggml.model") !== "llama") {
-    throw new Error(`${opts.gguf}: no SentencePiece ("llama") vocabulary in the metadata`);
+  const bpe = meta(g, "tokenizer.ggml.model") === "gpt2";
+  if (tokensV?.type !== GgufValueType.ARRAY || tokensV.itemType !== GgufValueType.STRING || (meta(g, "tokenizer.ggml.model") !== "llama" && !bpe)) {
+    throw new Error(`${opts.gguf}: no SentencePiece ("llama") or byte-level BPE ("gpt2") vocabulary in the metadata`);
   }
   const tokens = tokensV.value as string[];
   const scores = scoresV?.type === GgufValueType.ARRAY ? (scoresV.value as ArrayLike<number>) : new Float32Array(tokens.length);
@@ -141,8 +161,8 @@ export async function makeHfCheckpoint(opts: MakeHfCheckpointOptions): Promise<{
     data: () => {
       let f32 = readTensorF32(g, info);
       const [cols, rows] = [info.ne[0]!, info.ne[1] ?? 1];
-      if (info.name.endsWith("attn_q.weight")) f32 = unpermuteRows(f32, rows, cols, nHead);
-      else if (info.name.endsWith("attn_k.weight")) f32 = unpermuteRows(f32, rows, cols, nHeadKv);
+      if (spec.permuteQk && info.name.endsWith("attn_q.weight")) f32 = unpermuteRows(f32, rows, cols, nHead);
+      else if (spec.permuteQk && info.name.endsWith("attn_k.weight")) f32 = unpermuteRows(f32, rows, cols, nHeadKv);
       const out = dtype === "f32" ? f32 : dtype === "bf16" ? f32ToBf16(f32) : f32ToF16(f32);
       return [new Uint8Array(out.buffer, out.byteOffset, out.byteLength)];
     },
@@ -192,8 +212,7 @@ export async function makeHfCheckpoint(opts: MakeHfCheckpointOptions): Promise<{
     files.push(name);
   };
   json("config.json", {
-    architectures: ["LlamaForCausalLM"],
-    attention_bias: false,
+    ...HF_ARCH[a],
     attention_dropout: 0.0,
     bos_token_id: bos,
     eos_token_id: eos,
@@ -202,11 +221,10 @@ export async function makeHfCheckpoint(opts: MakeHfCheckpointOptions): Promise<{
     initializer_range: 0.02,
     intermediate_size: nFf,
     max_position_embeddings: nCtx,
-    model_type: "llama",
     num_attention_heads: nHead,
+    ...(a === "qwen3" || headDim !== nEmbd / nHead ? { head_dim: headDim } : {}),
     num_hidden_layers: nLayer,
     num_key_value_heads: nHeadKv,
-    pretraining_tp: 1,
     rms_norm_eps: shortestF32(rmsEps),
     rope_scaling: null,
     rope_theta: shortestF32(ropeTheta),
@@ -216,6 +234,11 @@ export async function makeHfCheckpoint(opts: MakeHfCheckpointOptions): Promise<{
     vocab_size: tokens.length,
   });
   json("generation_config.json", { _from_model_config: true, bos_token_id: bos, eos_token_id: eos });
+  if (bpe) {
+    // tokenizer.json and tokenizer_config.json as the family publishes them
+    files.push(...writeTokenizerJson(g, dir, { chatTemplate: opts.chatTemplate }));
+    return { dir, files };
+  }
   const tokenizerConfig: Record<string, unknown> = {
     add_bos_token: addBos,
     add_eos_token: addEos,

@@ -17,6 +17,19 @@ The PEFT folders come from the test itself, so only the fixture (logits) is comm
 The record step writes /tmp/t2s-peft-rec/manifest.json (the GGUF path, the adapter's seed and
 scale, and one folder per case). It needs Debian's python3-torch (1.13) and the gguf-py reader
 from the llama.cpp source that node-llama-cpp ships.
+
+The other families (issue 13) are recorded the same way, one folder each:
+
+  PEFT_RECORD_DIR=/tmp/t2s-peft-fam npx vitest run test/peft-families.test.ts -t record
+  for f in llama3 qwen2 qwen3; do
+    /usr/bin/python3 scripts/make-peft-reference.py /tmp/t2s-peft-fam/$f test/fixtures/peft-reference-$f.json
+  done
+
+as transformers writes each model: Qwen2 adds the q/k/v biases (q_proj.bias, ...), Qwen3 RMSNorms
+each head of q and k (q_norm, k_norm) before RoPE; both keep HF row order in GGUF (nothing is
+un-permuted). Llama 3 computes its RoPE frequencies with rope_type "llama3" from the
+rope_scaling values in the manifest (transformers' _compute_llama3_parameters), not from the
+GGUF's rope_freqs.weight, which is only checked against them.
 """
 import hashlib
 import json
@@ -46,6 +59,8 @@ HF_NAMES = {
     "ffn_down": "mlp.down_proj",
     "attn_norm": "input_layernorm",
     "ffn_norm": "post_attention_layernorm",
+    "attn_q_norm": "self_attn.q_norm",
+    "attn_k_norm": "self_attn.k_norm",
 }
 
 
@@ -67,13 +82,17 @@ def permute(w, n_head):
 def load_hf(path):
     """The GGUF's weights under HF names, in HF row order."""
     r = GGUFReader(path)
+    arch = bytes(r.fields["general.architecture"].parts[-1]).decode()
+    n_embd, n_head = field(r, f"{arch}.embedding_length"), field(r, f"{arch}.attention.head_count")
     hp = {
-        "n_embd": field(r, "llama.embedding_length"),
-        "n_layer": field(r, "llama.block_count"),
-        "n_head": field(r, "llama.attention.head_count"),
-        "n_head_kv": field(r, "llama.attention.head_count_kv"),
-        "eps": field(r, "llama.attention.layer_norm_rms_epsilon"),
-        "base": field(r, "llama.rope.freq_base"),
+        "arch": arch,
+        "n_embd": n_embd,
+        "n_layer": field(r, f"{arch}.block_count"),
+        "n_head": n_head,
+        "n_head_kv": field(r, f"{arch}.attention.head_count_kv"),
+        "hd": field(r, f"{arch}.attention.key_length") if f"{arch}.attention.key_length" in r.fields else n_embd // n_head,
+        "eps": field(r, f"{arch}.attention.layer_norm_rms_epsilon"),
+        "base": field(r, f"{arch}.rope.freq_base"),
     }
     w = {}
     for t in r.tensors:
@@ -85,9 +104,13 @@ def load_hf(path):
             w["model.norm.weight"] = a
         elif name == "output.weight":
             w["lm_head.weight"] = a
+        elif name == "rope_freqs.weight":
+            hp["rope_freqs"] = a  # only checked against the HF computation
         else:
-            _, il, stem, _ = name.split(".")
-            if stem == "attn_q":
+            _, il, stem, kind = name.split(".")
+            if arch != "llama":
+                pass  # qwen2/qwen3: NEOX RoPE, the GGUF keeps HF's row order
+            elif stem == "attn_q":
                 u = unpermute(a, hp["n_head"])
                 assert np.array_equal(permute(u, hp["n_head"]), a)
                 a = u
@@ -95,7 +118,7 @@ def load_hf(path):
                 u = unpermute(a, hp["n_head_kv"])
                 assert np.array_equal(permute(u, hp["n_head_kv"]), a)
                 a = u
-            w[f"model.layers.{il}.{HF_NAMES[stem]}.weight"] = a
+            w[f"model.layers.{il}.{HF_NAMES[stem]}.{kind}"] = a
     if "lm_head.weight" not in w:
         w["lm_head.weight"] = w["model.embed_tokens.weight"]
     return {k: torch.tensor(v) for k, v in w.items()}, hp
@@ -153,10 +176,24 @@ def rotate_half(x):
     return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
 
 
-def rope_hf(x, base):
-    # x: [T, heads, hd]; transformers' LlamaRotaryEmbedding + apply_rotary_pos_emb
+def llama3_inv_freq(inv_freq, p):
+    """transformers' _compute_llama3_parameters (rope_type "llama3")."""
+    factor, low, high, old = p["factor"], p["low_freq_factor"], p["high_freq_factor"], p["original_max_position_embeddings"]
+    low_freq_wavelen, high_freq_wavelen = old / low, old / high
+    wavelen = 2 * math.pi / inv_freq
+    inv_freq_llama = torch.where(wavelen > low_freq_wavelen, inv_freq / factor, inv_freq)
+    smooth = (old / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * inv_freq_llama / factor + smooth * inv_freq_llama
+    is_medium = ~(wavelen < high_freq_wavelen) * ~(wavelen > low_freq_wavelen)
+    return torch.where(is_medium, smoothed, inv_freq_llama)
+
+
+def rope_hf(x, base, rope_scaling=None):
+    # x: [T, heads, hd]; transformers' LlamaRotaryEmbedding (Qwen2/Qwen3 alike) + apply_rotary_pos_emb
     T, _, hd = x.shape
     inv_freq = 1.0 / base ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd)
+    if rope_scaling is not None:
+        inv_freq = llama3_inv_freq(inv_freq, rope_scaling)
     freqs = torch.arange(T, dtype=torch.float64)[:, None] * inv_freq[None, :]
     emb = torch.cat((freqs, freqs), dim=-1)
     cos, sin = emb.cos()[:, None, :], emb.sin()[:, None, :]
@@ -164,26 +201,33 @@ def rope_hf(x, base):
 
 
 def forward(w, hp, tokens, lora=None, scale=0.0):
-    d, nh, nkv = hp["n_embd"], hp["n_head"], hp["n_head_kv"]
-    hd, g = d // nh, nh // nkv
+    nh, nkv, hd = hp["n_head"], hp["n_head_kv"], hp["hd"]
+    g = nh // nkv
     T = len(tokens)
+    rs = hp.get("rope_scaling")
 
     def lin(x, module):
         y = x @ w[module + ".weight"].T
         if lora is not None and module in lora:
             y = y + scale * (x @ lora[module]["lora_A"].T) @ lora[module]["lora_B"].T
+        if module + ".bias" in w:  # Qwen2's q/k/v (PEFT leaves the base bias as it is)
+            y = y + w[module + ".bias"]
         return y
+
+    def head_norm(x, module):  # Qwen3's q_norm / k_norm over head_dim
+        return rms_norm(x, w[module + ".weight"], hp["eps"]) if module + ".weight" in w else x
 
     x = w["model.embed_tokens.weight"][torch.tensor(tokens)]
     mask = torch.full((T, T), -math.inf).triu(1)
     for il in range(hp["n_layer"]):
         p = f"model.layers.{il}."
         h = rms_norm(x, w[p + "input_layernorm.weight"], hp["eps"])
-        q = rope_hf(lin(h, p + "self_attn.q_proj").view(T, nh, hd), hp["base"])
-        k = rope_hf(lin(h, p + "self_attn.k_proj").view(T, nkv, hd), hp["base"]).repeat_interleave(g, dim=1)
+        q = rope_hf(head_norm(lin(h, p + "self_attn.q_proj").view(T, nh, hd), p + "self_attn.q_norm"), hp["base"], rs)
+        k = rope_hf(head_norm(lin(h, p + "self_attn.k_proj").view(T, nkv, hd), p + "self_attn.k_norm"), hp["base"], rs)
+        k = k.repeat_interleave(g, dim=1)
         v = lin(h, p + "self_attn.v_proj").view(T, nkv, hd).repeat_interleave(g, dim=1)
         att = torch.einsum("qhd,khd->hqk", q, k) / math.sqrt(hd) + mask
-        o = torch.einsum("hqk,khd->qhd", torch.softmax(att, -1), v).reshape(T, d)
+        o = torch.einsum("hqk,khd->qhd", torch.softmax(att, -1), v).reshape(T, nh * hd)
         x = x + lin(o, p + "self_attn.o_proj")
         h2 = rms_norm(x, w[p + "post_attention_layernorm.weight"], hp["eps"])
         x = x + lin(torch.nn.functional.silu(lin(h2, p + "mlp.gate_proj")) * lin(h2, p + "mlp.up_proj"), p + "mlp.down_proj")
@@ -204,6 +248,17 @@ def main():
     with open(os.path.join(rec_dir, "manifest.json")) as f:
         manifest = json.load(f)
     w, hp = load_hf(manifest["model"])
+    tokens = manifest.get("tokens", TOKENS)
+    if manifest.get("ropeScaling"):
+        hp["rope_scaling"] = manifest["ropeScaling"]
+        hd = hp["hd"]
+        inv = 1.0 / hp["base"] ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd)
+        # the GGUF's rope_freqs.weight divides ggml's angles: it must be inv / llama3(inv)
+        ratio = (inv / llama3_inv_freq(inv, manifest["ropeScaling"])).numpy()
+        assert np.allclose(ratio, hp["rope_freqs"], rtol=1e-6), (ratio, hp["rope_freqs"])
+        assert not np.allclose(ratio, 1.0)
+    else:
+        assert "rope_freqs" not in hp
     V = w["lm_head.weight"].shape[0]
     ids = sorted(int(i) for i in np.random.default_rng(7).choice(V, N_IDS, replace=False))
 
@@ -213,12 +268,12 @@ def main():
             "logsumexp": [float(f"{x:.12g}") for x in torch.logsumexp(logits, -1).tolist()],
         }
 
-    base = forward(w, hp, TOKENS)
+    base = forward(w, hp, tokens)
     cases, full = [], {}
     for c in manifest["cases"]:
         folder = os.path.join(rec_dir, c["dir"])
         lora, scale, cfg = load_peft(folder)
-        logits = forward(w, hp, TOKENS, lora, scale)
+        logits = forward(w, hp, tokens, lora, scale)
         full[c["name"]] = logits
         cases.append({
             **c,
@@ -228,15 +283,15 @@ def main():
         })
         print(f"{c['name']}: scale {scale}, relative change against the base model {rel_error(logits, base):.3g}")
     for c in cases:
-        if c.get("unpermute") is False:
+        if c.get("sameAs"):
             c["relErrorAgainstGood"] = rel_error(full[c["name"]], full[c["sameAs"]])
             print(f"{c['name']}: relative error against {c['sameAs']} {c['relErrorAgainstGood']:.3g}")
 
     fixture = {
-        "about": "logits of exported PEFT adapters, recorded by scripts/make-peft-reference.py (PyTorch " + torch.__version__ + ", float64, HF row order, rotate_half RoPE)",
+        "about": "logits of exported PEFT adapters, recorded by scripts/make-peft-reference.py (PyTorch " + torch.__version__ + ", float64, HF row order, rotate_half RoPE)" + (f", {hp['arch']}" if hp["arch"] != "llama" or manifest.get("ropeScaling") else ""),
         "model": {"makeTestModel": manifest["makeTestModel"], "sha256": sha256(manifest["model"])},
         "adapter": manifest["adapter"],
-        "tokens": TOKENS,
+        "tokens": tokens,
         "vocabIds": ids,
         "base": record(base),
         "cases": cases,

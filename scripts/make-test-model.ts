@@ -3,7 +3,7 @@
 //   node dist/scripts/make-test-model.js --out m.gguf --type bf16 --tinyllama
 import * as fs from "node:fs";
 import { fileURLToPath } from "node:url";
-import { makeTestModel, TEST_MODEL_DEFAULTS, TINYLLAMA_PRESET, type MakeTestModelOptions } from "../src/models/test-model.js";
+import { makeTestModel, TEST_FAMILIES, TEST_MODEL_DEFAULTS, TINYLLAMA_PRESET, type MakeTestModelOptions, type TestFamily } from "../src/models/test-model.js";
 
 const USAGE = `usage: make-test-model --out FILE [options]
 
@@ -18,7 +18,9 @@ const USAGE = `usage: make-test-model --out FILE [options]
   --n-ctx N           training context length (default ${TEST_MODEL_DEFAULTS.nCtx})
   --seed N            PRNG seed (default ${TEST_MODEL_DEFAULTS.seed})
   --tied              tie output.weight to token_embd.weight
-  --arch NAME         architecture name (default llama)
+  --arch NAME         architecture name (default: the family's)
+  --family F          llama (Llama 2, SPM vocab; default) | llama3 | qwen2 | qwen3 (src/models/test-model.ts)
+  --head-dim N        attention head size (default: the family's)
 `;
 
 /** Parse CLI arguments into options; the preset applies first, explicit flags override it. */
@@ -31,6 +33,7 @@ export function parseArgs(argv: string[]): MakeTestModelOptions {
     "--n-ff": "nFf",
     "--n-ctx": "nCtx",
     "--seed": "seed",
+    "--head-dim": "headDim",
   };
   const explicit: Partial<MakeTestModelOptions> = {};
   let preset: Partial<MakeTestModelOptions> = {};
@@ -56,7 +59,11 @@ export function parseArgs(argv: string[]): MakeTestModelOptions {
       if (t !== "f32" && t !== "f16" && t !== "bf16") throw new Error(`--type: expected f32, f16 or bf16, got "${t}"`);
       explicit.type = t;
     } else if (arg === "--arch") explicit.arch = value();
-    else if (arg === "--tied") explicit.tiedEmbeddings = true;
+    else if (arg === "--family") {
+      const f = value();
+      if (!(f in TEST_FAMILIES)) throw new Error(`--family: expected one of ${Object.keys(TEST_FAMILIES).join(", ")}, got "${f}"`);
+      explicit.family = f as TestFamily;
+    } else if (arg === "--tied") explicit.tiedEmbeddings = true;
     else if (arg === "--tinyllama") preset = TINYLLAMA_PRESET;
     else if (arg === "--help" || arg === "-h") {
       process.stdout.write(USAGE);

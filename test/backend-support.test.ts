@@ -77,6 +77,18 @@ describe("backend support table (hand-read from the pinned ggml sources)", () =>
     }
   });
 
+  it("the pieces of the other families run everywhere: NEOX RoPE without frequency factors, head norms, biases", () => {
+    for (const b of BACKENDS) {
+      for (const op of ["ROPE", "ROPE_BACK"]) expect(ok(b, { op, types: ["F32", "I32"] }), `${b} ${op}`).toBe(true);
+      expect(ok(b, { op: "RMS_NORM", types: ["F32"] }), b).toBe(true);
+      expect(ok(b, { op: "ADD", types: ["F32", "F32"] }), b).toBe(true);
+      expect(ok(b, { op: "MUL", types: ["F32", "F32"] }), b).toBe(true);
+      // a RoPE of a non-contiguous view would not run on CUDA: the graph ropes contiguous tensors only
+      expect(ok("cuda", { op: "ROPE_BACK", types: ["F32", "I32"], contiguous: [false] })).toBe(false);
+    }
+    for (const op of ["ROPE", "ROPE_BACK"]) expect(GRAPH_OP_USES.some((u) => u.op === op && u.types.length === 2)).toBe(true);
+  });
+
   it("every op use of the training graph is supported on every backend", () => {
     const bad: string[] = [];
     for (const u of GRAPH_OP_USES) {

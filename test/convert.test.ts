@@ -16,6 +16,9 @@ import { openHfWeights, readSafetensorsHeader } from "../src/formats/safetensors
 import { encodeSentencePieceModel, parseSentencePieceModel, SentencePieceModelType } from "../src/models/sentencepiece.js";
 import { makeHfCheckpoint } from "../scripts/make-hf-checkpoint.js";
 import { llamaCppLogProbs } from "./helpers/llamacpp.js";
+import { familyModel } from "./helpers/family-model.js";
+import { startHubServer } from "./helpers/hub-server.js";
+import { resolveModelPath } from "../src/models/model-path.js";
 import { tempDir, testModel } from "./helpers/models.js";
 
 // "[INST] Generate SQL ..." style tokens: BOS then ordinary ids (as in engine-llamacpp.test.ts)
@@ -420,7 +423,7 @@ describe("convertHfToGguf", () => {
     await expect(convertHfToGguf(dir, path.join(dir, "c.gguf"))).rejects.toThrow(/RoPE scaling "yarn" is not supported; supported: none, linear, llama3/);
   });
 
-  test("errors: unsupported architecture, tokenizer.json without tokenizer.model, missing shard, unknown tensor, bad outtype; no partial file", async () => {
+  test("errors: unsupported architecture, tokenizer.json of an unknown pre-tokenizer, missing shard, unknown tensor, bad outtype; no partial file", async () => {
     const dir = hfDir();
     await makeHfCheckpoint({ gguf: orig, dir, dtype: "f32", shards: 2 });
     const configFile = path.join(dir, "config.json");
@@ -429,14 +432,14 @@ describe("convertHfToGguf", () => {
 
     fs.writeFileSync(configFile, JSON.stringify({ ...JSON.parse(config), architectures: ["GPT2LMHeadModel"], model_type: "gpt2" }));
     await expect(convertHfToGguf(dir, out)).rejects.toThrow(
-      /architecture "GPT2LMHeadModel" is not supported; supported: LlamaForCausalLM \(Llama, .*TinyLlama/,
+      /config\.json: architecture "GPT2LMHeadModel" is not supported; supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM/,
     );
     fs.writeFileSync(configFile, config);
 
     fs.renameSync(path.join(dir, "tokenizer.model"), path.join(dir, "tokenizer.model.bak"));
     fs.writeFileSync(path.join(dir, "tokenizer.json"), JSON.stringify({ model: { type: "BPE" } }));
     await expect(convertHfToGguf(dir, out)).rejects.toThrow(
-      /tokenizer\.json but no tokenizer\.model; only SentencePiece vocabularies \(tokenizer\.model.*\) are supported for now/,
+      /tokenizer\.json: unknown pre-tokenizer \(none\); supported: llama-bpe \(Llama 3\.x\), qwen2 \(Qwen2, Qwen2\.5, Qwen2\.5-Coder, Qwen3\)/,
     );
     fs.rmSync(path.join(dir, "tokenizer.json"));
     await expect(convertHfToGguf(dir, out)).rejects.toThrow(/no tokenizer\.model/);
@@ -465,7 +468,9 @@ describe("convertHfToGguf", () => {
     len.writeBigUInt64LE(BigInt(newHead.length));
     fs.writeFileSync(st, Buffer.concat([len, newHead, buf.subarray(8 + hlen)]));
     fs.writeFileSync(indexFile, JSON.stringify({ ...index, weight_map: renamed }));
-    await expect(convertHfToGguf(dir, out)).rejects.toThrow(/tensor model\.final_norm\.weight is not a Llama weight/);
+    await expect(convertHfToGguf(dir, out)).rejects.toThrow(
+      /tensor model\.final_norm\.weight is not a llama weight \(expected model\.embed_tokens, model\.layers\.N\.\{input_layernorm\.weight, /,
+    );
 
     await expect(convertHfToGguf(dir, out, { outtype: "q8_0" as never })).rejects.toThrow(/outtype must be auto, bf16, f16 or f32/);
     expect(fs.readdirSync(dir).filter((f) => f.endsWith(".gguf") || f.endsWith(".tmp"))).toEqual([]);
@@ -486,5 +491,132 @@ describe("convertHfToGguf", () => {
       }),
     ).rejects.toThrow(/unexpected end of file/);
     expect(fs.readdirSync(dir).filter((f) => f.includes(".gguf"))).toEqual([]);
+  });
+});
+
+describe("convertHfToGguf: Llama 3, Qwen2, Qwen3 with BPE tokenizers", () => {
+  const cases = [
+    { name: "llama (Llama 3 vocabulary, untied)", o: { arch: "llama", vocab: "llama-bpe" } },
+    { name: "llama (Llama 3 vocabulary, tied, as Llama 3.2 1B)", o: { arch: "llama", vocab: "llama-bpe", tied: true } },
+    { name: "qwen2 (tied, biases)", o: { arch: "qwen2", vocab: "qwen2", tied: true } },
+    { name: "qwen3 (q/k norms, head_dim 32 with 64 embd and 4 heads)", o: { arch: "qwen3", vocab: "qwen2", headDim: 32 } },
+  ] as const;
+  test.each(cases)("$name: every tensor byte-identical, same metadata, llama.cpp evaluates it", async ({ o }) => {
+    const gguf = familyModel(o);
+    const dir = hfDir();
+    const { files } = await makeHfCheckpoint({ gguf, dir, dtype: "f32" });
+    expect(files).toContain("tokenizer.json");
+    expect(files).not.toContain("tokenizer.model");
+    const config = JSON.parse(fs.readFileSync(path.join(dir, "config.json"), "utf8")) as Record<string, unknown>;
+    expect(config.architectures).toEqual([{ llama: "LlamaForCausalLM", qwen2: "Qwen2ForCausalLM", qwen3: "Qwen3ForCausalLM" }[o.arch]]);
+    const st = new Set(readSafetensorsHeader(path.join(dir, "model.safetensors")).tensors.map((t) => t.name));
+    if (o.arch === "qwen2") expect(st.has("model.layers.1.self_attn.v_proj.bias")).toBe(true);
+    if (o.arch === "qwen3") expect(st.has("model.layers.0.self_attn.k_norm.weight")).toBe(true);
+    expect(st.has("lm_head.weight")).toBe(!("tied" in o));
+
+    const out = path.join(dir, "converted.gguf");
+    const r = await convertHfToGguf(dir, out);
+    expect(r.warnings).toEqual([]);
+    const a = readGguf(gguf);
+    const b = readGguf(out);
+    const ta = tensorsOf(a);
+    const tb = tensorsOf(b);
+    expect([...tb.keys()].sort()).toEqual([...ta.keys()].sort());
+    for (const [n, t] of ta) {
+      expect(tb.get(n)!.ne, n).toEqual(t.ne);
+      expect(Buffer.from(tb.get(n)!.bytes).equals(Buffer.from(t.bytes)), n).toBe(true);
+    }
+    for (const [k, v] of a.metadata) {
+      if (k === "general.name") continue;
+      const [pa, pb] = [plain(v), plain(b.metadata.get(k))];
+      expect(
+        JSON.stringify(pb, (_, x: unknown) => (typeof x === "bigint" ? String(x) : x)) ===
+          JSON.stringify(pa, (_, x: unknown) => (typeof x === "bigint" ? String(x) : x)),
+        k,
+      ).toBe(true);
+    }
+    // the only keys added: Llama 3's post-processor adds BOS (gguf-py writes add_bos_token from it)
+    const added = [...b.metadata.keys()].filter((k) => !a.metadata.has(k));
+    expect(added.sort()).toEqual(o.vocab === "llama-bpe" ? ["tokenizer.ggml.add_bos_token"] : []);
+    if (o.vocab === "llama-bpe") expect(b.metadata.get("tokenizer.ggml.add_bos_token")!.value).toBe(true);
+
+    // byte-identical tensors and metadata: llama.cpp loading the converted file and evaluating it
+    // is what is left to check (a vocabulary this size takes seconds to load, so once)
+    const lp = await llamaCppLogProbs(out, [100, 2000, 30000, 5]);
+    expect(lp.length).toBe(4);
+    expect(lp.every((row) => row.every((x) => Number.isFinite(x) && x < 0))).toBe(true);
+  });
+
+  test("refused: MoE, multimodal, sliding window, Gemma; attention bias on Qwen3; a bias tensor Llama lacks", async () => {
+    const gguf = familyModel({ arch: "qwen3", vocab: "qwen2" });
+    const dir = hfDir();
+    await makeHfCheckpoint({ gguf, dir, dtype: "f32" });
+    const configFile = path.join(dir, "config.json");
+    const config = JSON.parse(fs.readFileSync(configFile, "utf8")) as Record<string, unknown>;
+    const out = path.join(dir, "x.gguf");
+    const tryWith = async (patch: Record<string, unknown>, re: RegExp): Promise<void> => {
+      fs.writeFileSync(configFile, JSON.stringify({ ...config, ...patch }));
+      await expect(convertHfToGguf(dir, out)).rejects.toThrow(re);
+      expect(fs.existsSync(out)).toBe(false);
+    };
+    await tryWith(
+      { architectures: ["Qwen3MoeForCausalLM"], model_type: "qwen3_moe" },
+      /config\.json: architecture "Qwen3MoeForCausalLM" is not supported \(Qwen3-MoE is a mixture-of-experts model\); supported: LlamaForCausalLM/,
+    );
+    await tryWith({ num_experts: 8 }, /config\.json: "num_experts" is set: mixture-of-experts models are not supported/);
+    await tryWith({ vision_config: { depth: 2 } }, /config\.json: "vision_config" is set: multimodal models are not supported/);
+    await tryWith({ use_sliding_window: true }, /config\.json: use_sliding_window is true: sliding-window attention is not supported/);
+    await tryWith(
+      { architectures: ["Gemma2ForCausalLM"], model_type: "gemma2" },
+      /not supported \(Gemma 2 uses sliding-window attention and logit soft-capping\); supported: .*Qwen3ForCausalLM/,
+    );
+    await tryWith({ attention_bias: true }, /config\.json: attention_bias is set; qwen3 checkpoints with attention bias tensors are not supported/);
+    await tryWith(
+      { architectures: ["LlamaForCausalLM"], model_type: "llama", head_dim: undefined },
+      /model\.safetensors: .*self_attn\.q_norm\.weight is not a llama weight|has no such/,
+    );
+  });
+});
+
+describe("hub: a Qwen2 repository is pulled and converted; a ready-made qwen2 GGUF comes as it is", () => {
+  test("owner/name with tokenizer.json converts to a qwen2 GGUF; hf:owner/repo/file.gguf is downloaded unchanged", async () => {
+    const gguf = familyModel({ arch: "qwen2", vocab: "qwen2", tied: true });
+    const src = hfDir();
+    const tpl =
+      "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+    const { files } = await makeHfCheckpoint({ gguf, dir: src, dtype: "bf16", chatTemplate: tpl });
+    const hub = await startHubServer([
+      { id: "Qwen/tiny-qwen2", files: files.map((name) => ({ name, path: path.join(src, name) })) },
+      { id: "owner/ggufs", files: [{ name: "qwen2-f32.gguf", path: gguf }] },
+    ]);
+    const saved = { home: process.env.TEXT2SQL_HOME, endpoint: process.env.HF_ENDPOINT, offline: process.env.HF_HUB_OFFLINE };
+    const home = hfDir();
+    process.env.TEXT2SQL_HOME = home;
+    process.env.HF_ENDPOINT = hub.url;
+    delete process.env.HF_HUB_OFFLINE;
+    try {
+      const converted = await resolveModelPath("Qwen/tiny-qwen2", { yes: true, log: () => {}, onProgress: () => {} });
+      const g = readGguf(converted);
+      expect(g.metadata.get("general.architecture")!.value).toBe("qwen2");
+      expect(g.metadata.get("tokenizer.ggml.pre")!.value).toBe("qwen2");
+      expect(g.metadata.get("tokenizer.chat_template")!.value).toBe(tpl);
+      expect(g.metadata.get("general.source.huggingface.repository")?.value).toBe("Qwen/tiny-qwen2");
+      expect(g.tensors.find((t) => t.name === "blk.0.attn_q.bias")?.type).toBe(GgmlType.F32);
+      expect(g.tensors.find((t) => t.name === "blk.0.attn_q.weight")?.type).toBe(GgmlType.BF16);
+      expect(g.tensors.some((t) => t.name === "output.weight")).toBe(false);
+
+      const downloaded = await resolveModelPath("hf:owner/ggufs/qwen2-f32.gguf", { yes: true, log: () => {}, onProgress: () => {} });
+      expect(fs.readFileSync(downloaded).equals(fs.readFileSync(gguf))).toBe(true);
+    } finally {
+      await hub.close();
+      for (const [k, v] of [
+        ["TEXT2SQL_HOME", saved.home],
+        ["HF_ENDPOINT", saved.endpoint],
+        ["HF_HUB_OFFLINE", saved.offline],
+      ] as const) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+    }
   });
 });

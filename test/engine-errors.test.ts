@@ -3,7 +3,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { beforeAll, describe, expect, test } from "vitest";
-import { GgmlType, ggmlTensorByteLength, readGguf, readTensorBytes } from "../src/formats/gguf.js";
+import { GgmlType, ggmlTensorByteLength, gv, readGguf, readTensorBytes } from "../src/formats/gguf.js";
 import { writeGguf } from "../src/formats/gguf-write.js";
 import { LoraEngine, makeBatch } from "../src/engine/engine.js";
 import { loadNative, type NativeEngineOptions } from "../src/engine/native.js";
@@ -55,7 +55,28 @@ describe("bad input gets an Error, never a crash", () => {
 
   test("the wrong architecture", async () => {
     const gpt2 = await testModel({ arch: "gpt2" });
-    await expect(LoraEngine.create({ model: gpt2 })).rejects.toThrow(/architecture 'gpt2'.*supports only 'llama'/);
+    await expect(LoraEngine.create({ model: gpt2 })).rejects.toThrow(/architecture 'gpt2'; the text2sql engine supports llama \(.*\), qwen2 \(.*\), qwen3 \(/);
+    // recognised families that stay refused say why
+    await expect(LoraEngine.create({ model: await testModel({ arch: "qwen3moe" }) })).rejects.toThrow(
+      /'qwen3moe' \(a mixture-of-experts model\).*supports llama/,
+    );
+    await expect(LoraEngine.create({ model: await testModel({ arch: "gemma3" }) })).rejects.toThrow(/'gemma3' \(a sliding-window attention model\)/);
+  });
+
+  test("a tensor the engine does not implement, or experts, are refused rather than ignored", async () => {
+    const src = readGguf(model);
+    const tensors = src.tensors.map((t) => ({ name: t.name, type: t.type, ne: t.ne, data: readTensorBytes(src, t) }));
+    const withBias = path.join(dir, "o-bias.gguf");
+    writeGguf(withBias, {
+      metadata: src.metadata,
+      tensors: [...tensors, { name: "blk.0.attn_output.bias", type: GgmlType.F32, ne: [64], data: new Uint8Array(256) }],
+    });
+    await expect(LoraEngine.create({ model: withBias })).rejects.toThrow(
+      /has tensor 'blk\.0\.attn_output\.bias', which the text2sql engine does not implement/,
+    );
+    const moe = path.join(dir, "moe.gguf");
+    writeGguf(moe, { metadata: new Map([...src.metadata, ["llama.expert_count", gv.u32(8)]]), tensors });
+    await expect(LoraEngine.create({ model: moe })).rejects.toThrow(/mixture-of-experts model \(llama\.expert_count > 0\)/);
   });
 
   test("an unsupported tensor type names the tensor, its type and what is supported", async () => {

@@ -55,6 +55,30 @@ describe("backend portability of the training graph", () => {
     }
   }
 
+  // the other families' pieces (q/k/v biases, q/k head norms, NEOX RoPE, tied head) in the real graph
+  for (const [family, type, memory] of [
+    ["llama3", "bf16", "lean"],
+    ["qwen2", "f16", "fast"],
+    ["qwen3", "bf16", "lean"],
+    ["qwen3", "f32", "fast"],
+  ] as const) {
+    test(`every op of the ${family} ${type} training graph (${memory}) runs on CPU, CUDA and Metal`, async () => {
+      const model = await testModel({ family, type });
+      const e = await LoraEngine.create({ model, device: "cpu", memory, lora: { targetModules: ["q", "k", "v", "o", "gate", "up", "down"] } });
+      const problems: string[] = [];
+      for (const backend of BACKENDS) {
+        const uses = [...new Set(await e.graphOps(8, capsFor(backend)))];
+        expect(uses.some((u) => u.startsWith("ROPE_BACK"))).toBe(true);
+        for (const line of uses) {
+          const r = backendSupports(backend, parse(line));
+          if (!r.ok) problems.push(`${backend}: ${line}: ${r.why}`);
+        }
+      }
+      await e.dispose();
+      expect(problems).toEqual([]);
+    });
+  }
+
   test("the fused ops are used where the backend has them", async () => {
     const model = await testModel({ type: "bf16" });
     const e = await LoraEngine.create({ model, device: "cpu", memory: "lean" });

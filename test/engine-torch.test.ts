@@ -1,13 +1,16 @@
 // Tier 3: a LoRA training trajectory recorded once with PyTorch (float64 autograd, clip_grad_norm_,
-// torch.optim.AdamW; scripts/make-torch-reference.py) replayed in our float32 engine.
+// torch.optim.AdamW; scripts/make-torch-reference.py) replayed in our float32 engine: for the
+// Llama-2 test model, and for each other family's (Llama 3: tied head and llama3 RoPE scaling;
+// Qwen2: q/k/v biases and NEOX RoPE; Qwen3: per-head q/k norms).
 import { createHash } from "node:crypto";
 import fs from "node:fs";
-import { expect, test } from "vitest";
+import { describe, expect, test } from "vitest";
+import type { MakeTestModelOptions } from "../src/models/test-model.js";
 import { LoraEngine, makeBatch } from "../src/engine/engine.js";
 import { testModel } from "./helpers/models.js";
 
 interface Fixture {
-  model: { makeTestModel: Record<string, never>; sha256: string };
+  model: { makeTestModel: Omit<MakeTestModelOptions, "path">; sha256: string };
   lora: { r: number; alpha: number; targets: string[] };
   hp: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; maxGradNorm: number };
   sequences: { tokens: number[]; mask: number[] }[];
@@ -15,9 +18,14 @@ interface Fixture {
   tensors: { name: string; initial: number[]; final: number[] }[];
 }
 
-const fixture: Fixture = JSON.parse(fs.readFileSync(new URL("./fixtures/torch-trajectory.json", import.meta.url), "utf8"));
+const FIXTURES = ["torch-trajectory.json", "torch-trajectory-llama3.json", "torch-trajectory-qwen2.json", "torch-trajectory-qwen3.json"];
 
-test("six AdamW steps follow PyTorch's trajectory: losses, gradient norms and final weights", async () => {
+describe.each(FIXTURES)("%s", (name) => {
+  const fixture: Fixture = JSON.parse(fs.readFileSync(new URL(`./fixtures/${name}`, import.meta.url), "utf8"));
+  test("six AdamW steps follow PyTorch's trajectory: losses, gradient norms and final weights", () => replay(fixture));
+});
+
+async function replay(fixture: Fixture): Promise<void> {
   const model = await testModel(fixture.model.makeTestModel);
   const sha = createHash("sha256").update(fs.readFileSync(model)).digest("hex");
   expect(sha, "the test model generator changed: re-record the fixture (see scripts/make-torch-reference.py)").toBe(fixture.model.sha256);
@@ -52,4 +60,4 @@ test("six AdamW steps follow PyTorch's trajectory: losses, gradient norms and fi
   expect(maxMove).toBeGreaterThan(0.03); // the weights really moved (six steps of ~lr each)
   expect(maxErr).toBeLessThan(5e-6);
   await e.dispose();
-});
+}

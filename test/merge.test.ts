@@ -198,9 +198,15 @@ describe("mergeAdapter", () => {
       await expect(mergeAdapter({ model: base, adapter: missing, out: path.join(dir, "x.gguf") })).rejects.toThrow(`adapter file not found: ${missing}`);
     });
 
-    test("a base that is not llama, or is itself an adapter", async () => {
+    test("a base of another or an unsupported architecture, or itself an adapter", async () => {
       const qwen = await testModel({ arch: "qwen2" });
-      await expect(mergeAdapter({ model: qwen, adapter, out: path.join(dir, "x.gguf") })).rejects.toThrow(/architecture "qwen2"; only "llama"/);
+      await expect(mergeAdapter({ model: qwen, adapter, out: path.join(dir, "x.gguf") })).rejects.toThrow(
+        /adapter for architecture "llama" but the model .* is "qwen2"/,
+      );
+      const gpt2 = await testModel({ arch: "gpt2" });
+      await expect(mergeAdapter({ model: gpt2, adapter, out: path.join(dir, "x.gguf") })).rejects.toThrow(
+        /architecture "gpt2" is not supported; supported: llama \(.*\), qwen2 \(.*\), qwen3/,
+      );
       await expect(mergeAdapter({ model: adapter, adapter, out: path.join(dir, "x.gguf") })).rejects.toThrow(/is an adapter/);
     });
 

@@ -31,6 +31,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { archSpec } from "../formats/architectures.js";
 import { GgmlType, GgufValueType, ggmlTypeName, gv, readGguf, readTensorF32 } from "../formats/gguf.js";
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "../formats/float16.js";
 import { writeGguf } from "../formats/gguf-write.js";
@@ -40,7 +41,7 @@ import type { GgufTensorSpec, TensorData } from "../formats/gguf-write.js";
 export type MergeType = "f16" | "bf16" | "f32";
 
 export interface MergeOptions {
-  /** Base model: a Llama GGUF with F32, F16 or BF16 weights. */
+  /** Base model: a GGUF of a trained architecture (llama, qwen2, qwen3) with F32, F16 or BF16 weights. */
   model: string;
   /** A GGUF LoRA (general.type = "adapter", adapter.type = "lora"), e.g. final_model/adapter.gguf. */
   adapter: string;
@@ -137,9 +138,13 @@ function checkAdapter(
     );
   }
   const arch = metaString(adapter, "general.architecture");
-  if (arch !== "llama") {
-    throw new Error(`${who}: ${ap} is an adapter for architecture ${JSON.stringify(arch ?? null)}; only "llama" is supported`);
+  const modelArch = metaString(model, "general.architecture");
+  if (arch !== modelArch) {
+    throw new Error(
+      `${who}: ${ap} is an adapter for architecture ${JSON.stringify(arch ?? null)} but the model ${model.path} is ${JSON.stringify(modelArch ?? null)}`,
+    );
   }
+  archSpec(arch, `${who}: ${ap}`);
 
   const baseByName = new Map(model.tensors.map((t) => [t.name, t]));
   const halves = new Map<string, { a?: GgufTensorInfo; b?: GgufTensorInfo }>();
@@ -185,6 +190,12 @@ function checkAdapter(
     }
     const [nIn, nOut] = base.ne as [number, number];
     const embd = name === EMBD_NAME;
+    if (embd && !baseByName.has("output.weight")) {
+      throw new Error(
+        `${who}: ${ap} adapts token_embd.weight, which this model ties to its output head (no output.weight): merged, the ` +
+          `update would reach the output too, unlike llama.cpp's adapter (tied embeddings are never an adapter target)`,
+      );
+    }
     // expected shapes (r taken from lora_b, as llama.cpp does)
     const r = b.ne[0]!;
     const wantA = embd ? [r, nOut] : [nIn, r];
@@ -392,10 +403,7 @@ export async function mergeAdapter(opts: MergeOptions): Promise<MergeResult> {
   // the base
   const mtype = metaString(model, "general.type");
   if (mtype === "adapter") throw new Error(`mergeAdapter: ${model.path} is an adapter (general.type "adapter"), not a base model`);
-  const arch = metaString(model, "general.architecture");
-  if (arch !== "llama") {
-    throw new Error(`mergeAdapter: ${model.path} has architecture ${JSON.stringify(arch ?? null)}; only "llama" models are supported`);
-  }
+  archSpec(metaString(model, "general.architecture"), `mergeAdapter: ${model.path}`);
   for (const t of model.tensors) {
     if (!NAME_BY_TYPE.has(t.type)) {
       throw new Error(

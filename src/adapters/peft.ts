@@ -1,15 +1,18 @@
 // Hugging Face PEFT adapters: export our LoRA to `adapter_model.safetensors` + `adapter_config.json`
 // and import such a folder back (the safetensors files are read and written by ../formats/safetensors.ts).
 //
-// The one subtle point (../formats/llama-layout.ts): llama.cpp's converter permutes the rows of
-// q_proj and k_proj, so a LoRA trained on GGUF weights has the rows of q/k `lora_B` in GGUF
-// order. Export applies the inverse permutation to those, import re-applies the forward one.
-// `lora_A` and the other five modules are never permuted.
+// The one subtle point (../formats/llama-layout.ts): for the llama architecture llama.cpp's
+// converter permutes the rows of q_proj and k_proj, so a LoRA trained on GGUF weights has the rows
+// of q/k `lora_B` in GGUF order. Export applies the inverse permutation to those, import re-applies
+// the forward one. `lora_A` and the other five modules are never permuted, and neither is anything
+// of qwen2/qwen3 (NEOX RoPE: GGUF rows are HF rows; ../formats/architectures.ts). The PEFT key
+// layout (base_model.model.model.layers.N.self_attn.q_proj...) is the same for every family.
 import fs from "node:fs";
 import path from "node:path";
+import { archPermutedHeads, archSpec } from "../formats/architectures.js";
 import { GgufValueType, readGguf } from "../formats/gguf.js";
 import { readJsonObject } from "../formats/json.js";
-import { permutedHeads, permuteRows, unpermuteRows } from "../formats/llama-layout.js";
+import { permuteRows, unpermuteRows } from "../formats/llama-layout.js";
 import { readSafetensors, writeSafetensors, type SafetensorsTensor } from "../formats/safetensors.js";
 import { LORA_MODULES, loraModule, type HfModuleName, type LoraModule } from "../engine/lora.js";
 import { PEFT_CONFIG, PEFT_WEIGHTS } from "./folder.js";
@@ -75,6 +78,8 @@ export interface PeftExportMeta {
   baseModel: string;
   nHead: number;
   nHeadKv: number;
+  /** The model's GGUF architecture (llama, qwen2, qwen3): whether q/k rows are permuted. Default "llama". */
+  arch?: string;
 }
 
 export interface PeftExportOptions {
@@ -86,7 +91,7 @@ export interface PeftExportOptions {
 }
 
 /** The adapter_config.json that {@link exportPeft} writes (current PEFT keys, defaults kept). */
-export function peftConfigJson(meta: Omit<PeftExportMeta, "nHead" | "nHeadKv">): Record<string, unknown> {
+export function peftConfigJson(meta: Omit<PeftExportMeta, "nHead" | "nHeadKv" | "arch">): Record<string, unknown> {
   const targets = hfNames(meta.targetModules, "exportPeft: targetModules");
   return {
     alpha_pattern: {},
@@ -140,6 +145,7 @@ function checkMeta(meta: PeftExportMeta): void {
  */
 export function exportPeft(dir: string, tensors: PeftTensor[], meta: PeftExportMeta, opts: PeftExportOptions = {}): { weights: string; config: string } {
   checkMeta(meta);
+  const arch = archSpec(meta.arch ?? "llama", "exportPeft: meta.arch");
   const config = peftConfigJson(meta);
   const targets = new Set(config.target_modules as string[]);
 
@@ -181,7 +187,7 @@ export function exportPeft(dir: string, tensors: PeftTensor[], meta: PeftExportM
       const [nIn] = pair.A.ne;
       const [, nOut] = pair.B.ne;
       let b = pair.B.data;
-      const nh = permutedHeads(module.short, meta.nHead, meta.nHeadKv);
+      const nh = archPermutedHeads(arch, module.short, meta.nHead, meta.nHeadKv);
       if (nh && opts.unpermute !== false) b = unpermuteRows(b, nOut, meta.r, nh);
       out.push({ name: peftKey(layer, module, "A"), shape: [meta.r, nIn], data: pair.A.data });
       out.push({ name: peftKey(layer, module, "B"), shape: [nOut, meta.r], data: b });
@@ -216,6 +222,8 @@ export interface PeftConfig {
 export interface PeftImportExpect {
   nHead: number;
   nHeadKv: number;
+  /** The model's GGUF architecture (llama, qwen2, qwen3): whether q/k rows are permuted. Default "llama". */
+  arch?: string;
   /** The engine's adapter tensors (names and ggml ne), e.g. from `engine.getAdapter()`. */
   tensors: { name: string; ne: number[] }[];
 }
@@ -242,7 +250,7 @@ export function readPeftConfig(dir: string): PeftConfig {
   const rslora = c.use_rslora ?? false;
   if (typeof rslora !== "boolean") bad("use_rslora", "a boolean");
   if ((c.bias ?? "none") !== "none") bad("bias", '"none" (LoRA bias terms are not supported)');
-  if (c.fan_in_fan_out === true) bad("fan_in_fan_out", "false (Llama's linear layers are not Conv1D)");
+  if (c.fan_in_fan_out === true) bad("fan_in_fan_out", "false (Llama's and Qwen's linear layers are not Conv1D)");
   if (c.use_dora === true) bad("use_dora", "false (DoRA is not supported)");
   if (c.modules_to_save != null && !(Array.isArray(c.modules_to_save) && c.modules_to_save.length === 0)) {
     bad("modules_to_save", "null (fully trained extra modules are not supported)");
@@ -278,6 +286,7 @@ export function readPeftConfig(dir: string): PeftConfig {
  */
 export function importPeft(dir: string, expect: PeftImportExpect): { tensors: PeftTensor[]; config: PeftConfig } {
   const config = readPeftConfig(dir);
+  const arch = archSpec(expect.arch ?? "llama", `importPeft: the model's architecture`);
   const configFile = path.join(dir, PEFT_CONFIG);
   const file = path.join(dir, PEFT_WEIGHTS);
   if (!fs.existsSync(file)) {
@@ -330,7 +339,7 @@ export function importPeft(dir: string, expect: PeftImportExpect): { tensors: Pe
     }
     if (got.has(gname)) throw new Error(`${file}: two tensors map to ${gname} (the second is ${t.name})`);
     let data = t.data;
-    const nh = permutedHeads(module.short, expect.nHead, expect.nHeadKv);
+    const nh = archPermutedHeads(arch, module.short, expect.nHead, expect.nHeadKv);
     if (ab === "B" && nh) data = permuteRows(data, t.shape[0], t.shape[1], nh);
     got.set(gname, { name: gname, ne: [...ne], data });
     found.add(`${layer}/${module.hf}`);

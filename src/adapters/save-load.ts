@@ -26,6 +26,7 @@ export async function saveAdapterBoth(engine: LoraEngine, dir: string, rec: Adap
     baseModel,
     nHead: engine.info.nHead,
     nHeadKv: engine.info.nHeadKv,
+    arch: engine.info.arch,
   });
   writeAdapterRecord(dir, rec, l);
 }
@@ -51,7 +52,12 @@ export async function loadAdapterInto(engine: LoraEngine, p: string): Promise<"g
       return "gguf";
     }
     if (isPeftDir(p)) {
-      const { tensors } = importPeft(p, { nHead: engine.info.nHead, nHeadKv: engine.info.nHeadKv, tensors: await engine.getAdapter() });
+      const { tensors } = importPeft(p, {
+        nHead: engine.info.nHead,
+        nHeadKv: engine.info.nHeadKv,
+        arch: engine.info.arch,
+        tensors: await engine.getAdapter(),
+      });
       await engine.setAdapter(tensors);
       return "peft";
     }

@@ -120,7 +120,7 @@ Examples:
 function registerConvert(model: Command): void {
   model
     .command("convert")
-    .description("convert a Hugging Face Llama checkpoint folder (config.json, safetensors, tokenizer.model) to a GGUF")
+    .description("convert a Hugging Face Llama, Qwen2 or Qwen3 checkpoint folder (config.json, safetensors, tokenizer.model or tokenizer.json) to a GGUF")
     .argument("<hf-folder>", "the checkpoint folder")
     .addOption(new Option("--dtype <type>", "weight type of the GGUF (auto: the checkpoint's own)").choices(MODEL_DTYPES).default("auto"))
     .option("--output <file>", "the GGUF to write (default: the cache, where model.path finds it again)")

@@ -116,14 +116,25 @@ export function resolveLoraOptions(l: LoraOptions = {}): ResolvedLoraOptions {
   };
 }
 
+/** Model dimensions that fix the layers' shapes; headDim defaults to nEmbd / nHead (it differs in Qwen3-0.6B/4B). */
+export interface LayerDims {
+  nEmbd: number;
+  nHead: number;
+  nHeadKv: number;
+  nFf: number;
+  headDim?: number;
+}
+
 /** A layer's weight shape [n_in, n_out] in a model of these dimensions. */
-export function loraShape(m: LoraModule, d: { nEmbd: number; nHead: number; nHeadKv: number; nFf: number }): [number, number] {
-  const kv = (d.nEmbd / d.nHead) * d.nHeadKv;
+export function loraShape(m: LoraModule, d: LayerDims): [number, number] {
+  const hd = d.headDim ?? d.nEmbd / d.nHead;
+  const kv = hd * d.nHeadKv;
+  const q = hd * d.nHead;
   const shapes: Record<LoraTarget, [number, number]> = {
-    q: [d.nEmbd, d.nEmbd],
+    q: [d.nEmbd, q],
     k: [d.nEmbd, kv],
     v: [d.nEmbd, kv],
-    o: [d.nEmbd, d.nEmbd],
+    o: [q, d.nEmbd],
     gate: [d.nEmbd, d.nFf],
     up: [d.nEmbd, d.nFf],
     down: [d.nFf, d.nEmbd],
@@ -132,7 +143,7 @@ export function loraShape(m: LoraModule, d: { nEmbd: number; nHead: number; nHea
 }
 
 /** A warning when the rank exceeds min(n_in, n_out) of an adapted layer (more parameters, no more capacity), else undefined. */
-export function rankWarning(o: ResolvedLoraOptions, d: { nEmbd: number; nHead: number; nHeadKv: number; nFf: number }): string | undefined {
+export function rankWarning(o: ResolvedLoraOptions, d: LayerDims): string | undefined {
   const [m, dim] = o.targetModules
     .map((t) => loraModule(t))
     .map((x) => [x, Math.min(...loraShape(x, d))] as const)

@@ -49,6 +49,8 @@ export interface NativeEngineInfo {
   nLayer: number;
   nHead: number;
   nHeadKv: number;
+  headDim: number; // attention head size (<arch>.attention.key_length; n_embd / n_head unless set)
+  arch: string; // GGUF general.architecture: llama | qwen2 | qwen3 (src/formats/architectures.ts)
   nFf: number;
   nCtx: number;
   ropeFreqBase: number;

@@ -1,18 +1,21 @@
-// The tokenizer half of the Hugging Face -> GGUF conversion (./convert.ts): the SentencePiece
-// vocabulary (tokenizer.model plus added tokens), the special token ids, and the tokenizer's GGUF
-// metadata (flags and chat templates) as llama.cpp's convert_hf_to_gguf.py and gguf-py's
-// SpecialVocab write them.
+// The tokenizer half of the Hugging Face -> GGUF conversion (./convert.ts): the vocabulary (a
+// SentencePiece tokenizer.model plus added tokens, or a byte-level BPE tokenizer.json through
+// ./bpe-vocab.ts), the special token ids, and the tokenizer's GGUF metadata (flags and chat
+// templates) as llama.cpp's convert_hf_to_gguf.py and gguf-py's SpecialVocab write them.
 import fs from "node:fs";
 import path from "node:path";
 import { gv, type GgufValue } from "../formats/gguf.js";
-import { readJsonObject } from "../formats/json.js";
+import { bpeVocabMetadata, looksSpecial, postProcessorAddsBos, readBoundedJson, readBpeVocab, supportedPreTokenizersText, type BpeVocab } from "./bpe-vocab.js";
 import { parseSentencePieceModel, SentencePieceModelType, SentencePieceType, sentencePieceModelTypeName, type SentencePieceModel } from "./sentencepiece.js";
 
 export type Json = Record<string, unknown>;
 
-/** A JSON object file; undefined when the file does not exist. */
+/** config.json, tokenizer_config.json, ... are hostile input: bigger than this is refused before reading. */
+const MAX_CONFIG_JSON_BYTES = 32 << 20;
+
+/** A JSON object file of bounded size; undefined when the file does not exist. */
 export function readJson(file: string): Json | undefined {
-  return fs.existsSync(file) ? readJsonObject(file) : undefined;
+  return fs.existsSync(file) ? readBoundedJson(file, MAX_CONFIG_JSON_BYTES) : undefined;
 }
 
 // ---------------------------------------------------------------------------
@@ -21,19 +24,13 @@ export function readJson(file: string): Json | undefined {
 
 export interface Vocab {
   tokens: string[];
-  scores: Float32Array;
+  /** SentencePiece scores; none for BPE. */
+  scores?: Float32Array;
   types: Int32Array;
-  sp: SentencePieceModel;
-}
-
-/** llama.cpp's does_token_look_special: added tokens that ought to be control tokens. */
-function looksSpecial(t: string): boolean {
-  return (
-    ["<pad>", "<mask>", "<2mass>", "[@BOS@]"].includes(t) ||
-    (t.startsWith("<|") && t.endsWith("|>")) ||
-    (t.startsWith("<｜") && t.endsWith("｜>")) ||
-    (t.startsWith("<unused") && t.endsWith(">"))
-  );
+  /** The SentencePiece model (tokenizer.model), or */
+  sp?: SentencePieceModel;
+  /** the byte-level BPE tokenizer (tokenizer.json). */
+  bpe?: BpeVocab;
 }
 
 /**
@@ -45,13 +42,15 @@ function looksSpecial(t: string): boolean {
 export function readVocab(dir: string, vocabSize: number | undefined, tokenizerConfig: Json | undefined, warn: (m: string) => void): Vocab {
   const spFile = path.join(dir, "tokenizer.model");
   if (!fs.existsSync(spFile)) {
-    if (fs.existsSync(path.join(dir, "tokenizer.json"))) {
-      throw new Error(
-        `${dir}: there is a tokenizer.json but no tokenizer.model; only SentencePiece vocabularies (tokenizer.model, as in Llama 1/2, TinyLlama and Mistral) are supported for now, ` +
-          `not Hugging Face BPE tokenizers such as Llama 3's`,
-      );
+    // as llama.cpp's converter: SentencePiece first, else the byte-level BPE of tokenizer.json
+    const jsonFile = path.join(dir, "tokenizer.json");
+    if (fs.existsSync(jsonFile)) {
+      const bpe = readBpeVocab(jsonFile, vocabSize, tokenizerConfig, warn);
+      return { tokens: bpe.tokens, types: bpe.types, bpe };
     }
-    throw new Error(`${dir}: no tokenizer.model (SentencePiece vocabulary) found`);
+    throw new Error(
+      `${dir}: no tokenizer.model (SentencePiece, as in Llama 1/2, TinyLlama, Mistral) nor tokenizer.json (byte-level BPE: ${supportedPreTokenizersText()}) found`,
+    );
   }
   const sp = parseSentencePieceModel(fs.readFileSync(spFile), spFile);
   if (sp.modelType === SentencePieceModelType.UNIGRAM) {
@@ -141,7 +140,7 @@ export function specialIds(dir: string, vocab: Vocab, config: Json, tokenizerCon
     }
     ids.set(typ, id);
   };
-  const tokJson = readJson(path.join(dir, "tokenizer.json"));
+  const tokJson = vocab.bpe ? vocab.bpe.json : readJson(path.join(dir, "tokenizer.json"));
   const addedTokens = Array.isArray(tokJson?.added_tokens) ? (tokJson.added_tokens as Json[]) : [];
   for (const typ of SPECIAL_TYPES) {
     const entry = tokenizerConfig?.[`${typ}_token`];
@@ -153,10 +152,12 @@ export function specialIds(dir: string, vocab: Vocab, config: Json, tokenizerCon
   for (const typ of SPECIAL_TYPES) set(typ, config[`${typ}_token_id`], "config.json");
   const gen = readJson(path.join(dir, "generation_config.json"));
   for (const typ of SPECIAL_TYPES) set(typ, gen?.[`${typ}_token_id`], "generation_config.json");
-  set("unk", vocab.sp.unkId, "tokenizer.model");
-  set("bos", vocab.sp.bosId, "tokenizer.model");
-  set("eos", vocab.sp.eosId, "tokenizer.model");
-  set("pad", vocab.sp.padId, "tokenizer.model");
+  if (vocab.sp) {
+    set("unk", vocab.sp.unkId, "tokenizer.model");
+    set("bos", vocab.sp.bosId, "tokenizer.model");
+    set("eos", vocab.sp.eosId, "tokenizer.model");
+    set("pad", vocab.sp.padId, "tokenizer.model");
+  }
   return ids;
 }
 
@@ -170,26 +171,38 @@ export function specialIds(dir: string, vocab: Vocab, config: Json, tokenizerCon
  * chat templates.
  */
 export function tokenizerMetadata(dir: string, vocab: Vocab, special: Map<SpecialType, number>, tokenizerConfig: Json | undefined): [string, GgufValue][] {
-  const md: [string, GgufValue][] = [
-    ["tokenizer.ggml.model", gv.str("llama")],
-    ["tokenizer.ggml.pre", gv.str("default")],
-    ["tokenizer.ggml.tokens", gv.strings(vocab.tokens)],
-    ["tokenizer.ggml.scores", gv.f32s(vocab.scores)],
-    ["tokenizer.ggml.token_type", gv.i32s(vocab.types)],
-  ];
+  const md: [string, GgufValue][] = vocab.bpe
+    ? bpeVocabMetadata(vocab.bpe)
+    : [
+        ["tokenizer.ggml.model", gv.str("llama")],
+        ["tokenizer.ggml.pre", gv.str("default")],
+        ["tokenizer.ggml.tokens", gv.strings(vocab.tokens)],
+        ["tokenizer.ggml.scores", gv.f32s(vocab.scores ?? new Float32Array(vocab.tokens.length))],
+        ["tokenizer.ggml.token_type", gv.i32s(vocab.types)],
+      ];
   for (const typ of SPECIAL_TYPES) {
     const id = special.get(typ);
     if (id !== undefined) md.push([SPECIAL_KEY[typ], gv.u32(id)]);
   }
+  const add: Partial<Record<"bos" | "eos", boolean>> = {};
+  if (vocab.bpe) {
+    // gguf-py reads add_bos from tokenizer.json's TemplateProcessing (Llama 3), then tokenizer_config
+    const bosId = special.get("bos");
+    const addBos = postProcessorAddsBos(vocab.bpe.json, bosId === undefined ? undefined : vocab.tokens[bosId]);
+    if (addBos !== undefined) add.bos = addBos;
+  }
   for (const typ of ["bos", "eos"] as const) {
     const v = tokenizerConfig?.[`add_${typ}_token`];
-    if (typeof v === "boolean") md.push([`tokenizer.ggml.add_${typ}_token`, gv.bool(v)]);
+    if (typeof v === "boolean") add[typ] = v;
   }
+  for (const typ of ["bos", "eos"] as const) if (add[typ] !== undefined) md.push([`tokenizer.ggml.add_${typ}_token`, gv.bool(add[typ])]);
   // llama.cpp takes add_space_prefix from tokenizer_config's add_prefix_space only; a protobuf
-  // whose normalizer has add_dummy_prefix off also means no space prefix.
-  const addPrefix = tokenizerConfig?.add_prefix_space;
-  if (typeof addPrefix === "boolean") md.push(["tokenizer.ggml.add_space_prefix", gv.bool(addPrefix)]);
-  else if (!vocab.sp.addDummyPrefix) md.push(["tokenizer.ggml.add_space_prefix", gv.bool(false)]);
+  // whose normalizer has add_dummy_prefix off also means no space prefix. (Byte-level BPE has none.)
+  if (vocab.sp) {
+    const addPrefix = tokenizerConfig?.add_prefix_space;
+    if (typeof addPrefix === "boolean") md.push(["tokenizer.ggml.add_space_prefix", gv.bool(addPrefix)]);
+    else if (!vocab.sp.addDummyPrefix) md.push(["tokenizer.ggml.add_space_prefix", gv.bool(false)]);
+  }
   md.push(...chatTemplates(dir, tokenizerConfig));
   return md;
 }
@@ -219,4 +232,18 @@ function chatTemplates(dir: string, tokenizerConfig: Json | undefined): [string,
   if (names.length > 0) out.push(["tokenizer.chat_templates", gv.strings(names)]);
   if (def !== undefined) out.push(["tokenizer.chat_template", gv.str(def)]);
   return out;
+}
+
+/**
+ * The tokenizer's GGUF metadata of a Hugging Face folder alone (tokenizer.model or tokenizer.json,
+ * tokenizer_config.json, config.json, generation_config.json): what convertHfToGguf writes,
+ * without the weights (used to check a tokenizer and by the tokenizer tests).
+ */
+export function convertTokenizer(dir: string, opts: { vocabSize?: number; warn?: (m: string) => void } = {}): [string, GgufValue][] {
+  const warn = opts.warn ?? (() => {});
+  const config = readJson(path.join(dir, "config.json")) ?? {};
+  const tokenizerConfig = readJson(path.join(dir, "tokenizer_config.json"));
+  const vocabSize = opts.vocabSize ?? (typeof config.vocab_size === "number" ? config.vocab_size : undefined);
+  const vocab = readVocab(dir, vocabSize, tokenizerConfig, warn);
+  return tokenizerMetadata(dir, vocab, specialIds(dir, vocab, config, tokenizerConfig, warn), tokenizerConfig);
 }

@@ -1,11 +1,15 @@
-// Convert a Hugging Face Llama checkpoint folder (config.json, safetensors weights, SentencePiece
-// tokenizer.model, tokenizer_config.json, ...) to a GGUF that llama.cpp, node-llama-cpp and our
-// engine load: a TypeScript port of what llama.cpp's convert_hf_to_gguf.py does for
-// LlamaForCausalLM (conversion/llama.py, conversion/base.py and gguf-py's SpecialVocab).
+// Convert a Hugging Face checkpoint folder (config.json, safetensors weights, a SentencePiece
+// tokenizer.model or a BPE tokenizer.json, tokenizer_config.json, ...) of a Llama, Qwen2 or Qwen3
+// model to a GGUF that llama.cpp, node-llama-cpp and our engine load: a TypeScript port of what
+// llama.cpp's convert_hf_to_gguf.py does for LlamaForCausalLM, Qwen2ForCausalLM and
+// Qwen3ForCausalLM (conversion/llama.py, qwen.py, base.py and gguf-py's SpecialVocab).
 //
-// - Tensors are renamed (model.layers.N.self_attn.q_proj.weight -> blk.N.attn_q.weight, ...), the
-//   rows of q_proj and k_proj are permuted for ggml's RoPE layout (../shared/docs/engine-notes.md
-//   section 3), and 1-D tensors (the norms) are stored as F32, as llama.cpp does.
+// - Tensors are renamed (model.layers.N.self_attn.q_proj.weight -> blk.N.attn_q.weight, Qwen2's
+//   q/k/v biases -> blk.N.attn_q.bias, Qwen3's q/k norms -> blk.N.attn_q_norm.weight, ...); for
+//   Llama the rows of q_proj and k_proj are permuted for ggml's RoPE layout
+//   (../shared/docs/engine-notes.md section 3), Qwen's NEOX RoPE needs none (the per-architecture
+//   facts are ../formats/architectures.ts's); 1-D tensors (norms, biases) are stored as F32, as
+//   llama.cpp does.
 // - The conversion streams: each tensor is read from its shard in blocks of whole rows (whole
 //   heads for q/k), converted and written before the next block is read, so memory stays at a
 //   few tens of MB whatever the model size.
@@ -18,7 +22,8 @@ import { GgmlType, ggmlTensorByteLength, gv, type GgufValue } from "../formats/g
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "../formats/float16.js";
 import { writeGguf, type GgufTensorSpec, type TensorData } from "../formats/gguf-write.js";
 import { openHfWeights, StReader, SAFETENSORS_DTYPE_SIZE, type HfWeights, type StTensorInfo } from "../formats/safetensors.js";
-import { permutedHeads, permuteRowsBytes } from "../formats/llama-layout.js";
+import { permuteRowsBytes } from "../formats/llama-layout.js";
+import { archExtraLayerTensors, archPermutedHeads, archSpecFromHf, REFUSED_ARCHITECTURES, type ArchSpec } from "../formats/architectures.js";
 import { LORA_MODULES, type LoraTarget } from "../engine/lora.js";
 import { readJson, readVocab, specialIds, tokenizerMetadata, type Json, type SpecialType, type Vocab } from "./convert-tokenizer.js";
 
@@ -48,7 +53,9 @@ export interface ConvertResult {
   warnings: string[];
 }
 
-export const SUPPORTED_ARCHITECTURES = "LlamaForCausalLM (Llama, Llama 2, TinyLlama, ...) and MistralForCausalLM, with a SentencePiece tokenizer.model";
+export const SUPPORTED_ARCHITECTURES =
+  "LlamaForCausalLM (Llama 1/2/3.x, TinyLlama, SmolLM2, ...), MistralForCausalLM, Qwen2ForCausalLM (Qwen2, Qwen2.5, Qwen2.5-Coder) and Qwen3ForCausalLM (Qwen3 dense), " +
+  "with a SentencePiece tokenizer.model or a byte-level BPE tokenizer.json";
 
 /** llama_ftype of each output type (general.file_type). */
 const FILE_TYPE = { f32: 0, f16: 1, bf16: 32 } as const;
@@ -74,7 +81,7 @@ function defaultModelName(dir: string): string {
 // ---------------------------------------------------------------------------
 
 interface HParams {
-  arch: string;
+  arch: ArchSpec;
   nEmbd: number;
   nFf: number;
   nLayer: number;
@@ -90,6 +97,26 @@ interface HParams {
   rope: { type: "none" } | { type: "linear"; factor: number } | { type: "llama3"; factors: Float32Array };
 }
 
+/**
+ * Mixture-of-experts, multimodal and sliding-window checkpoints whose `architectures` still name a
+ * supported class, and biases an architecture does not have: refused, naming the file.
+ */
+function refuseUnsupportedFeatures(config: Json, arch: ArchSpec, file: string): void {
+  const has = (k: string): boolean => config[k] !== undefined && config[k] !== null && config[k] !== 0 && config[k] !== false;
+  const moe = ["num_experts", "num_local_experts", "n_routed_experts", "moe_intermediate_size"].find(has);
+  if (moe) throw new Error(`${file}: "${moe}" is set: mixture-of-experts models are not supported (${REFUSED_ARCHITECTURES.qwen3moe}, ...)`);
+  const mm = ["vision_config", "audio_config", "text_config"].find(has);
+  if (mm) throw new Error(`${file}: "${mm}" is set: multimodal models are not supported; convert the text model alone`);
+  if (config.use_sliding_window === true) throw new Error(`${file}: use_sliding_window is true: sliding-window attention is not supported`);
+  if (Array.isArray(config.layer_types) && config.layer_types.some((t) => t !== "full_attention")) {
+    throw new Error(`${file}: layer_types has ${JSON.stringify([...new Set(config.layer_types)])}: only full attention in every layer is supported`);
+  }
+  if (!arch.qkvBias && config.attention_bias === true) {
+    throw new Error(`${file}: attention_bias is set; ${arch.gguf} checkpoints with attention bias tensors are not supported`);
+  }
+  if (config.mlp_bias === true) throw new Error(`${file}: mlp_bias is set; checkpoints with MLP bias tensors are not supported`);
+}
+
 function readHParams(dir: string, warn: (m: string) => void): { hp: HParams; config: Json } {
   const file = path.join(dir, "config.json");
   const config = readJson(file);
@@ -97,16 +124,8 @@ function readHParams(dir: string, warn: (m: string) => void): { hp: HParams; con
 
   const archs = Array.isArray(config.architectures) ? config.architectures.filter((a): a is string => typeof a === "string") : [];
   const modelType = typeof config.model_type === "string" ? config.model_type : undefined;
-  const ok =
-    archs.length > 0
-      ? archs.find((a) => a === "LlamaForCausalLM" || a === "MistralForCausalLM")
-      : modelType === "llama" || modelType === "mistral"
-        ? modelType
-        : undefined;
-  if (!ok) {
-    const found = archs.length > 0 ? archs.join(", ") : modelType ? `model_type ${modelType}` : "none given";
-    throw new Error(`${file}: architecture ${JSON.stringify(found)} is not supported; supported: ${SUPPORTED_ARCHITECTURES}`);
-  }
+  const arch = archSpecFromHf(archs, modelType, file);
+  refuseUnsupportedFeatures(config, arch, file);
   if (config.quantization_config !== undefined && config.quantization_config !== null) {
     const method = (config.quantization_config as Json).quant_method;
     throw new Error(`${file}: the checkpoint is quantized (${String(method ?? "quantization_config")}); only F32, F16 and BF16 checkpoints can be converted`);
@@ -133,16 +152,13 @@ function readHParams(dir: string, warn: (m: string) => void): { hp: HParams; con
   if (headDim % 2 !== 0) throw new Error(`${file}: head dimension ${headDim} is odd; RoPE needs it even`);
   if (nHead % nHeadKv !== 0) throw new Error(`${file}: num_attention_heads ${nHead} is not a multiple of num_key_value_heads ${nHeadKv}`);
   if (config.hidden_act !== undefined && config.hidden_act !== "silu") {
-    throw new Error(`${file}: hidden_act ${JSON.stringify(config.hidden_act)} is not supported (Llama uses silu)`);
-  }
-  if (config.attention_bias === true || config.mlp_bias === true) {
-    throw new Error(`${file}: attention_bias / mlp_bias are set; Llama checkpoints with bias tensors are not supported`);
+    throw new Error(`${file}: hidden_act ${JSON.stringify(config.hidden_act)} is not supported (Llama and Qwen use silu)`);
   }
   const nCtx =
     config.max_position_embeddings === undefined
       ? (warn(`${file}: no max_position_embeddings; using a context length of 2048`), 2048)
       : int("max_position_embeddings");
-  if (modelType === "mistral" || archs.includes("MistralForCausalLM")) {
+  if (modelType === "mistral" || archs[0] === "MistralForCausalLM") {
     const sw = config.sliding_window;
     if (typeof sw === "number" && sw < nCtx)
       warn(`${file}: sliding_window ${sw} is ignored (llama.cpp's llama architecture attends to the whole context, as its own converter assumes)`);
@@ -169,7 +185,7 @@ function readHParams(dir: string, warn: (m: string) => void): { hp: HParams; con
   return {
     config,
     hp: {
-      arch: ok,
+      arch,
       nEmbd,
       nFf: int("intermediate_size"),
       nLayer: int("num_hidden_layers"),
@@ -230,29 +246,37 @@ interface TensorPlan {
   rowsPerHead: number;
 }
 
-/** GGUF stem of each per-layer HF tensor: the two norms, and the seven LoRA-able projections (../engine/lora.ts). */
-const LAYER_TENSORS: Record<string, string> = {
-  input_layernorm: "attn_norm",
-  post_attention_layernorm: "ffn_norm",
-  ...Object.fromEntries(LORA_MODULES.map((m) => [`${m.group}.${m.hf}`, m.gguf])),
-};
+/**
+ * GGUF name (after `blk.N.`) of each per-layer HF tensor (after `model.layers.N.`) of an
+ * architecture: the two norms, the seven LoRA-able projections (../engine/lora.ts), and the
+ * architecture's extras (Qwen2's q/k/v biases, Qwen3's q/k norms).
+ */
+function layerTensors(arch: ArchSpec): Map<string, string> {
+  const m = new Map<string, string>([
+    ["input_layernorm.weight", "attn_norm.weight"],
+    ["post_attention_layernorm.weight", "ffn_norm.weight"],
+    ...LORA_MODULES.map((p): [string, string] => [`${p.group}.${p.hf}.weight`, `${p.gguf}.weight`]),
+  ]);
+  for (const x of archExtraLayerTensors(arch)) m.set(x.hf, x.gguf);
+  return m;
+}
 
-/** GGUF name of an HF tensor name; null for tensors to skip; throws for names that are not Llama weights. */
-function ggufNameOf(name: string, nLayer: number): string | null {
+/** GGUF name of an HF tensor name; null for tensors to skip; throws for names that are not weights of the architecture. */
+function ggufNameOf(name: string, hp: HParams, layerMap: Map<string, string>): string | null {
   if (name.endsWith(".rotary_emb.inv_freq")) return null; // recomputed by llama.cpp
   if (name === "model.embed_tokens.weight") return "token_embd.weight";
   if (name === "model.norm.weight") return "output_norm.weight";
   if (name === "lm_head.weight") return "output.weight";
-  const m = /^model\.layers\.(\d+)\.(.+)\.(weight|bias)$/.exec(name);
-  const stem = m ? LAYER_TENSORS[m[2]!] : undefined;
+  const m = /^model\.layers\.(\d+)\.(.+)$/.exec(name);
+  const stem = m ? layerMap.get(m[2]!) : undefined;
   if (m && stem) {
-    if (m[3] === "bias") throw new Error(`tensor ${name}: bias tensors are not supported (Llama has none)`);
     const layer = Number(m[1]);
-    if (layer >= nLayer) throw new Error(`tensor ${name}: layer ${layer} is beyond num_hidden_layers ${nLayer}`);
-    return `blk.${layer}.${stem}.weight`;
+    if (layer >= hp.nLayer) throw new Error(`tensor ${name}: layer ${layer} is beyond num_hidden_layers ${hp.nLayer}`);
+    return `blk.${layer}.${stem}`;
   }
+  if (m && m[2]!.endsWith(".bias")) throw new Error(`tensor ${name}: ${hp.arch.gguf} (${hp.arch.families}) has no such bias tensor`);
   throw new Error(
-    `tensor ${name} is not a Llama weight (expected model.embed_tokens, model.layers.N.{self_attn,mlp,input_layernorm,post_attention_layernorm}.*, model.norm, lm_head)`,
+    `tensor ${name} is not a ${hp.arch.gguf} weight (expected model.embed_tokens, model.layers.N.{${[...layerMap.keys()].join(", ")}}, model.norm, lm_head)`,
   );
 }
 
@@ -276,11 +300,20 @@ function projectionShape(hp: HParams, short: LoraTarget): number[] {
 function expectedShapes(hp: HParams, nVocab: number): Map<string, number[]> {
   const m = new Map<string, number[]>();
   m.set("token_embd.weight", [nVocab, hp.nEmbd]);
+  const extra: Record<string, number[]> = {
+    "attn_q.bias": [hp.nHead * hp.headDim],
+    "attn_k.bias": [hp.nHeadKv * hp.headDim],
+    "attn_v.bias": [hp.nHeadKv * hp.headDim],
+    "attn_q_norm.weight": [hp.headDim],
+    "attn_k_norm.weight": [hp.headDim],
+  };
+  const extras = archExtraLayerTensors(hp.arch).map((x) => x.gguf);
   for (let l = 0; l < hp.nLayer; l++) {
     const b = `blk.${l}`;
     for (const group of ["self_attn", "mlp"] as const) {
       m.set(`${b}.${group === "self_attn" ? "attn_norm" : "ffn_norm"}.weight`, [hp.nEmbd]);
       for (const p of LORA_MODULES) if (p.group === group) m.set(`${b}.${p.gguf}.weight`, projectionShape(hp, p.short));
+      if (group === "self_attn") for (const x of extras) m.set(`${b}.${x}`, extra[x]!);
     }
   }
   m.set("output_norm.weight", [hp.nEmbd]);
@@ -340,7 +373,7 @@ function readCheckpoint(dir: string, { log, warn }: Reporter): Checkpoint {
   const vocab = readVocab(dir, nVocab, tokenizerConfig, warn);
   const special = specialIds(dir, vocab, config, tokenizerConfig, warn);
   log(
-    `${hp.arch}: ${hp.nLayer} layers, ${hp.nEmbd} embd, ${hp.nHead}/${hp.nHeadKv} heads, ${hp.nFf} ff, vocab ${nVocab}, context ${hp.nCtx}; ` +
+    `${hp.arch.gguf}: ${hp.nLayer} layers, ${hp.nEmbd} embd, ${hp.nHead}/${hp.nHeadKv} heads, ${hp.nFf} ff, vocab ${nVocab}, context ${hp.nCtx}; ` +
       `${weights.files.length} weight file(s), ${weights.tensors.size} tensors`,
   );
   return { dir, hp, config, tokenizerConfig, weights, embed, nVocab, vocab, special };
@@ -350,10 +383,11 @@ function readCheckpoint(dir: string, { log, warn }: Reporter): Checkpoint {
 function findTensors(ck: Checkpoint, shapes: Map<string, number[]>, log: (m: string) => void): Map<string, StTensorInfo & { hfName: string }> {
   const { hp } = ck;
   const found = new Map<string, StTensorInfo & { hfName: string }>();
+  const layerMap = layerTensors(hp.arch);
   for (const [name, t] of ck.weights.tensors) {
     let g: string | null;
     try {
-      g = ggufNameOf(name, hp.nLayer);
+      g = ggufNameOf(name, hp, layerMap);
     } catch (e) {
       throw new Error(`${path.basename(t.file)}: ${(e as Error).message}`, { cause: e });
     }
@@ -367,7 +401,7 @@ function findTensors(ck: Checkpoint, shapes: Map<string, number[]>, log: (m: str
   const missing = [...shapes.keys()].filter((g) => g !== "output.weight" && !found.has(g));
   if (missing.length > 0) {
     throw new Error(
-      `${ck.dir}: the weights lack ${missing.length} Llama tensor(s), e.g. ${missing.slice(0, 3).join(", ")} (GGUF names; incomplete checkpoint?)`,
+      `${ck.dir}: the weights lack ${missing.length} ${hp.arch.gguf} tensor(s), e.g. ${missing.slice(0, 3).join(", ")} (GGUF names; incomplete checkpoint?)`,
     );
   }
   if (!found.has("output.weight") && !hp.tied) log("no lm_head.weight: the output projection is tied to token_embd");
@@ -378,7 +412,7 @@ function findTensors(ck: Checkpoint, shapes: Map<string, number[]>, log: (m: str
 function rowsPerHeadOf(ggufName: string, rows: number, hp: HParams): number {
   const stem = /^blk\.\d+\.([a-z_]+)\.weight$/.exec(ggufName)?.[1];
   const module = LORA_MODULES.find((m) => m.gguf === stem);
-  const heads = module ? permutedHeads(module.short, hp.nHead, hp.nHeadKv) : 0;
+  const heads = module ? archPermutedHeads(hp.arch, module.short, hp.nHead, hp.nHeadKv) : 0;
   return heads ? rows / heads : 0;
 }
 
@@ -415,26 +449,27 @@ function planTensors(ck: Checkpoint, outtype: ConvertOutType, { log, warn }: Rep
 /** Step 3: the metadata (the keys and value types llama.cpp's converter writes for Llama). */
 function ggufMetadata(ck: Checkpoint, opts: ConvertOptions, outtype: ConvertResult["outtype"]): [string, GgufValue][] {
   const { hp, vocab, special, tokenizerConfig } = ck;
+  const a = hp.arch.gguf; // the metadata key prefix
   const md: [string, GgufValue][] = [
-    ["general.architecture", gv.str("llama")],
+    ["general.architecture", gv.str(a)],
     ["general.type", gv.str("model")],
     ["general.name", gv.str(opts.name ?? defaultModelName(ck.dir))],
     ...(opts.sourceRepo ? ([["general.source.huggingface.repository", gv.str(opts.sourceRepo)]] as [string, GgufValue][]) : []),
-    ["llama.context_length", gv.u32(hp.nCtx)],
-    ["llama.embedding_length", gv.u32(hp.nEmbd)],
-    ["llama.block_count", gv.u32(hp.nLayer)],
-    ["llama.feed_forward_length", gv.u32(hp.nFf)],
-    ["llama.attention.head_count", gv.u32(hp.nHead)],
-    ["llama.attention.head_count_kv", gv.u32(hp.nHeadKv)],
-    ["llama.rope.freq_base", gv.f32(hp.ropeTheta)],
-    ["llama.attention.layer_norm_rms_epsilon", gv.f32(hp.rmsEps)],
+    [`${a}.context_length`, gv.u32(hp.nCtx)],
+    [`${a}.embedding_length`, gv.u32(hp.nEmbd)],
+    [`${a}.block_count`, gv.u32(hp.nLayer)],
+    [`${a}.feed_forward_length`, gv.u32(hp.nFf)],
+    [`${a}.attention.head_count`, gv.u32(hp.nHead)],
+    [`${a}.attention.head_count_kv`, gv.u32(hp.nHeadKv)],
+    [`${a}.rope.freq_base`, gv.f32(hp.ropeTheta)],
+    [`${a}.attention.layer_norm_rms_epsilon`, gv.f32(hp.rmsEps)],
   ];
-  if (hp.headDimExplicit) md.push(["llama.attention.key_length", gv.u32(hp.headDim)], ["llama.attention.value_length", gv.u32(hp.headDim)]);
-  md.push(["llama.rope.dimension_count", gv.u32(hp.headDim)]);
-  if (hp.rope.type === "linear") md.push(["llama.rope.scaling.type", gv.str("linear")], ["llama.rope.scaling.factor", gv.f32(hp.rope.factor)]);
+  if (hp.headDimExplicit) md.push([`${a}.attention.key_length`, gv.u32(hp.headDim)], [`${a}.attention.value_length`, gv.u32(hp.headDim)]);
+  if (a === "llama") md.push([`${a}.rope.dimension_count`, gv.u32(hp.headDim)]); // Qwen's converter leaves it to the default (head_dim)
+  if (hp.rope.type === "linear") md.push([`${a}.rope.scaling.type`, gv.str("linear")], [`${a}.rope.scaling.factor`, gv.f32(hp.rope.factor)]);
   md.push(
     ["general.file_type", gv.u32(FILE_TYPE[outtype])],
-    ["llama.vocab_size", gv.u32(ck.nVocab)],
+    ...(a === "llama" ? ([[`${a}.vocab_size`, gv.u32(ck.nVocab)]] as [string, GgufValue][]) : []), // only LlamaModel writes it
     ["general.quantization_version", gv.u32(2)],
     ...tokenizerMetadata(ck.dir, vocab, special, tokenizerConfig),
   );

@@ -3,6 +3,7 @@
 // claiming 2^40 tensors) on files that our reader rejects with an Error naming the file and the
 // fault. Every place that hands a model to node-llama-cpp calls checkModelFile first.
 import fs from "node:fs";
+import { isArchName } from "../formats/architectures.js";
 import { GgufValueType, readGguf, type GgufFile } from "../formats/gguf.js";
 
 /** The fewest bytes one metadata entry (key length, type, one-byte value) and one tensor info take. */
@@ -41,21 +42,23 @@ function checkHyperparameters(g: GgufFile, arch: string, bad: (what: string) => 
     const v = intValue(g, `${arch}.${k}`);
     if (v !== undefined && !(v >= 1)) throw bad(`${arch}.${k} is ${v}; it must be at least 1`);
   }
-  if (arch !== "llama") return;
+  if (!isArchName(arch)) return;
   for (const k of ["block_count", "embedding_length", "attention.head_count"]) {
-    if (intValue(g, `llama.${k}`) === undefined) throw bad(`llama.${k} is missing`);
+    if (intValue(g, `${arch}.${k}`) === undefined) throw bad(`${arch}.${k} is missing`);
   }
-  const nEmbd = intValue(g, "llama.embedding_length")!;
-  const nHead = intValue(g, "llama.attention.head_count")!;
-  const nHeadKv = intValue(g, "llama.attention.head_count_kv") ?? nHead;
-  if (nEmbd % nHead !== 0 || nHead % nHeadKv !== 0) {
+  const nEmbd = intValue(g, `${arch}.embedding_length`)!;
+  const nHead = intValue(g, `${arch}.attention.head_count`)!;
+  const nHeadKv = intValue(g, `${arch}.attention.head_count_kv`) ?? nHead;
+  // with attention.key_length (Qwen3) the head size need not be n_embd / n_head
+  const headFits = intValue(g, `${arch}.attention.key_length`) !== undefined || nEmbd % nHead === 0;
+  if (!headFits || nHead % nHeadKv !== 0) {
     throw bad(`inconsistent hyperparameters (n_embd ${nEmbd}, heads ${nHead}, kv heads ${nHeadKv})`);
   }
 }
 
 /**
  * Checks that `file` is a GGUF model llama.cpp can open without aborting: a readable header whose
- * counts fit the file, an architecture, hyperparameters >= 1 (and consistent for llama), no tensor
+ * counts fit the file, an architecture, hyperparameters >= 1 (and consistent for llama, qwen2, qwen3), no tensor
  * with a zero dimension, and a vocabulary. Throws an Error naming the file; returns the header.
  */
 export function checkModelFile(file: string, label = "model"): GgufFile {

@@ -2,12 +2,14 @@
 // turns every other form into one:
 //
 //   builtin:tiny                    a tiny random-weight Llama with the real Llama SPM vocabulary,
-//                                   made on first use (the quickstart)
+//                                   made on first use (the quickstart); builtin:tiny-llama3,
+//                                   builtin:tiny-qwen2, builtin:tiny-qwen3: the same size in the
+//                                   other families, with their real BPE vocabularies
 //   hf:owner/repo/file.gguf         a GGUF file on the hub (or an https://....gguf URL), downloaded
 //                                   by node-llama-cpp into <cache>/models/gguf/
 //   path/to/model.gguf              a GGUF on disk, used as is
 //   path/to/checkpoint/             a Hugging Face checkpoint folder (config.json, safetensors,
-//                                   tokenizer.model): converted once into <cache>/models/converted/
+//                                   tokenizer.model or tokenizer.json): converted once into <cache>/models/converted/
 //   owner/name[@revision]           a hub repository: pulled into <cache>/hub/ (./hub.ts) after a
 //                                   question or --yes, converted once into <cache>/models/
 //
@@ -17,7 +19,7 @@ import fs from "node:fs";
 import path from "node:path";
 import readline from "node:readline";
 import { resolveModelFile } from "node-llama-cpp";
-import { makeTestModel } from "./test-model.js";
+import { makeTestModel, type TestFamily } from "./test-model.js";
 import { cacheHome } from "./cache.js";
 import { convertHfToGguf, type ConvertOutType } from "./convert.js";
 import { formatBytes } from "../util/format.js";
@@ -29,6 +31,8 @@ import { etaSeconds, progressBarReporter, slidingRate, type PullProgress } from 
 export { cacheHome } from "./cache.js";
 
 export const BUILTIN_TINY = "builtin:tiny";
+/** The tiny builtin models of the other families (./test-model.ts): builtin:tiny-<family>. */
+const BUILTIN_FAMILIES: readonly TestFamily[] = ["llama3", "qwen2", "qwen3"];
 
 /** model.dtype: the weight type a Hugging Face checkpoint is converted to; auto keeps the checkpoint's. */
 export type ModelDtype = ConvertOutType;
@@ -96,7 +100,11 @@ type Resolve = ResolveModelOptions & { log: (msg: string) => void; label: string
 async function resolveUncached(p: string, dtype: ModelDtype, o: Resolve): Promise<string> {
   const L = o.label;
   if (p === BUILTIN_TINY) return builtinTiny(o.log);
-  if (p.startsWith("builtin:")) throw new Error(`${L}: unknown builtin model '${p}'; available: ${BUILTIN_TINY}`);
+  const fam = BUILTIN_FAMILIES.find((f) => p === `${BUILTIN_TINY}-${f}`);
+  if (fam) return builtinTiny(o.log, fam);
+  if (p.startsWith("builtin:")) {
+    throw new Error(`${L}: unknown builtin model '${p}'; available: ${[BUILTIN_TINY, ...BUILTIN_FAMILIES.map((f) => `${BUILTIN_TINY}-${f}`)].join(", ")}`);
+  }
   if (isGgufUri(p)) return resolveGgufUri(p, o);
   let st: fs.Stats | undefined;
   try {
@@ -108,7 +116,7 @@ async function resolveUncached(p: string, dtype: ModelDtype, o: Resolve): Promis
   if (st?.isDirectory()) {
     if (!fs.existsSync(path.join(p, "config.json"))) {
       throw new Error(
-        `${L}: ${p} is a folder without config.json: expected a GGUF file or a Hugging Face checkpoint folder (config.json, *.safetensors, tokenizer.model)`,
+        `${L}: ${p} is a folder without config.json: expected a GGUF file or a Hugging Face checkpoint folder (config.json, *.safetensors, tokenizer.model or tokenizer.json)`,
       );
     }
     return (await convertCheckpointCached(p, { dtype, log: o.log, onProgress: o.onConvertProgress, label: L, onPhase: o.onPhase })).file;
@@ -135,12 +143,12 @@ function isGgufUri(p: string): boolean {
   return /^https?:\/\//.test(p) && /\.gguf$/i.test(p.replace(/[?#].*$/, ""));
 }
 
-async function builtinTiny(log: (msg: string) => void): Promise<string> {
-  const file = path.join(cacheHome(), "models", "builtin-tiny-v1.gguf");
+async function builtinTiny(log: (msg: string) => void, family?: TestFamily): Promise<string> {
+  const file = path.join(cacheHome(), "models", family ? `builtin-tiny-${family}-v1.gguf` : "builtin-tiny-v1.gguf");
   if (!fs.existsSync(file)) {
-    log(`making the builtin tiny model (random weights, Llama SPM vocab): ${file}`);
+    log(`making the builtin tiny model (random weights, ${family ? `${family} family, its vocab` : "Llama SPM vocab"}): ${file}`);
     fs.mkdirSync(path.dirname(file), { recursive: true });
-    await makeTestModel({ path: file, type: "f32", nEmbd: 128, nLayer: 2, nHead: 4, nHeadKv: 2, nFf: 256, nCtx: 512, seed: 7 });
+    await makeTestModel({ path: file, type: "f32", nEmbd: 128, nLayer: 2, nHead: 4, nHeadKv: 2, nFf: 256, nCtx: 512, seed: 7, ...(family ? { family } : {}) });
   }
   return file;
 }

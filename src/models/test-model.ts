@@ -1,9 +1,16 @@
 /**
- * Generate a random-weight Llama model in GGUF format, for tests and benchmarks.
+ * Generate a random-weight model in GGUF format, for tests and benchmarks.
  *
- * The model uses the real Llama-2 SentencePiece vocabulary (all `tokenizer.ggml.*`
- * metadata copied verbatim from llama.cpp's models/ggml-vocab-llama-spm.gguf), so
- * llama.cpp / node-llama-cpp can load it, tokenize text with it and evaluate it.
+ * Each family uses its real vocabulary (all `tokenizer.*` metadata copied verbatim from
+ * llama.cpp's models/ggml-vocab-*.gguf), so llama.cpp / node-llama-cpp can load it, tokenize
+ * text with it and evaluate it:
+ *   llama   Llama 2 / TinyLlama: SentencePiece vocabulary (ggml-vocab-llama-spm), the default
+ *   llama3  Llama 3.x: BPE vocabulary (ggml-vocab-llama-bpe), tied embeddings, llama3 RoPE
+ *           scaling (rope_freqs.weight), the Llama 3.2 chat template
+ *   qwen2   Qwen2.5: BPE vocabulary (ggml-vocab-qwen2), q/k/v biases, tied embeddings, NEOX RoPE
+ *   qwen3   Qwen3: the same vocabulary, per-head q/k RMSNorm, a head size that is not
+ *           n_embd / n_head (as in Qwen3-0.6B), tied embeddings, NEOX RoPE
+ * (architecture details: src/formats/architectures.ts).
  * Weights come from a fast seeded PRNG, one independent stream per tensor (keyed by
  * the tensor name), so the same seed gives the same values whatever the storage
  * type: an F16/BF16 model is the F32 model rounded.
@@ -21,8 +28,55 @@ import { f32ToBf16, f32ToF16 } from "../formats/float16.js";
 import { writeGguf } from "../formats/gguf-write.js";
 import type { GgufValue } from "../formats/gguf.js";
 import type { GgufTensorSpec, TensorData } from "../formats/gguf-write.js";
+import { ARCHITECTURES, type ArchName } from "../formats/architectures.js";
+import { llama3RopeFactors } from "./convert.js";
 
 export type TestModelType = "f32" | "f16" | "bf16";
+
+/** The model families test models can be made of (see the file comment). */
+export type TestFamily = "llama" | "llama3" | "qwen2" | "qwen3";
+
+interface FamilySpec {
+  arch: ArchName;
+  /** models/<vocab> in the llama.cpp source tree */
+  vocab: string;
+  /** models/templates/<file> stored as tokenizer.chat_template (when the vocab has none) */
+  chatTemplate?: string;
+  ropeBase: number;
+  rmsEps: number;
+  tied: boolean;
+  /** head size as a multiple of n_embd / n_head (Qwen3-0.6B: 128 against 1024 / 16 = 64) */
+  headDimFactor: number;
+  /**
+   * llama3 RoPE scaling (rope_freqs.weight), with a short original context so that the factors
+   * differ from 1 on the dimensions a 16-token test reaches (8192 in the real models).
+   */
+  llama3Rope?: Record<string, number>;
+}
+
+export const TEST_FAMILIES: Readonly<Record<TestFamily, FamilySpec>> = {
+  llama: { arch: "llama", vocab: "ggml-vocab-llama-spm.gguf", ropeBase: 10000, rmsEps: 1e-5, tied: false, headDimFactor: 1 },
+  llama3: {
+    arch: "llama",
+    vocab: "ggml-vocab-llama-bpe.gguf",
+    chatTemplate: "meta-llama-Llama-3.2-3B-Instruct.jinja",
+    ropeBase: 500000,
+    rmsEps: 1e-5,
+    tied: true,
+    headDimFactor: 1,
+    llama3Rope: { factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 64 },
+  },
+  qwen2: { arch: "qwen2", vocab: "ggml-vocab-qwen2.gguf", ropeBase: 1000000, rmsEps: 1e-6, tied: true, headDimFactor: 1 },
+  qwen3: {
+    arch: "qwen3",
+    vocab: "ggml-vocab-qwen2.gguf",
+    chatTemplate: "Qwen-Qwen3-0.6B.jinja",
+    ropeBase: 1000000,
+    rmsEps: 1e-6,
+    tied: true,
+    headDimFactor: 2,
+  },
+};
 
 export interface MakeTestModelOptions {
   /** Output file. */
@@ -37,10 +91,14 @@ export interface MakeTestModelOptions {
   /** Training context length written to the metadata. */
   nCtx?: number;
   seed?: number;
-  /** Omit output.weight; llama.cpp then reuses token_embd.weight as the output projection. */
+  /** Omit output.weight; llama.cpp then reuses token_embd.weight as the output projection. Default: the family's. */
   tiedEmbeddings?: boolean;
-  /** Architecture name used for `general.architecture` and the metadata key prefix. Default "llama". */
+  /** Architecture name used for `general.architecture` and the metadata key prefix. Default: the family's. */
   arch?: string;
+  /** Model family: vocabulary, architecture and its extra tensors. Default "llama" (Llama 2, SPM vocabulary). */
+  family?: TestFamily;
+  /** Attention head size (written as attention.key_length when not nEmbd / nHead). Default: the family's. */
+  headDim?: number;
 }
 
 /** Defaults: a tiny model that loads and evaluates in milliseconds, with GQA (nHead != nHeadKv). */
@@ -53,9 +111,7 @@ export const TEST_MODEL_DEFAULTS = {
   nFf: 128,
   nCtx: 128,
   seed: 1,
-  tiedEmbeddings: false,
-  arch: "llama",
-} as const satisfies Omit<Required<MakeTestModelOptions>, "path">;
+} as const satisfies Partial<MakeTestModelOptions>;
 
 /** TinyLlama-1.1B shapes (about 2.2 GB as F16/BF16). */
 export const TINYLLAMA_PRESET = {
@@ -86,19 +142,21 @@ export function llamaCppSourceDir(): string {
   return dir;
 }
 
-/** The `tokenizer.ggml.*` metadata of the Llama-2 SentencePiece vocab, in file order (cached). */
-let vocabCache: { entries: [string, GgufValue][]; nVocab: number } | undefined;
-function llamaVocab(): { entries: [string, GgufValue][]; nVocab: number } {
-  if (vocabCache) return vocabCache;
-  const vocabPath = path.join(llamaCppSourceDir(), "models", "ggml-vocab-llama-spm.gguf");
-  const file = readGguf(vocabPath);
-  const entries = [...file.metadata].filter(([key]) => key.startsWith("tokenizer.ggml."));
-  const tokens = file.metadata.get("tokenizer.ggml.tokens");
+/** The `tokenizer.*` metadata of a vocabulary GGUF of the bundle, in file order (cached per file). */
+const vocabCache = new Map<string, { entries: [string, GgufValue][]; nVocab: number }>();
+function bundleVocab(file: string): { entries: [string, GgufValue][]; nVocab: number } {
+  const cached = vocabCache.get(file);
+  if (cached) return cached;
+  const vocabPath = path.join(llamaCppSourceDir(), "models", file);
+  const g = readGguf(vocabPath);
+  const entries = [...g.metadata].filter(([key]) => key.startsWith("tokenizer."));
+  const tokens = g.metadata.get("tokenizer.ggml.tokens");
   if (!tokens || tokens.type !== GgufValueType.ARRAY || tokens.itemType !== GgufValueType.STRING) {
     throw new Error(`${vocabPath}: tokenizer.ggml.tokens is missing or not a string array`);
   }
-  vocabCache = { entries, nVocab: tokens.value.length };
-  return vocabCache;
+  const v = { entries, nVocab: tokens.value.length };
+  vocabCache.set(file, v);
+  return v;
 }
 
 // ---------------------------------------------------------------------------
@@ -164,20 +222,28 @@ function checkPositiveInt(name: string, v: number): void {
   if (!Number.isInteger(v) || v < 1) throw new Error(`makeTestModel: ${name} must be a positive integer, got ${v}`);
 }
 
-/** Write a random-weight Llama GGUF model and return its path. */
+/** Write a random-weight GGUF model of a family (default: Llama 2 with the SPM vocabulary) and return its path. */
 export async function makeTestModel(opts: MakeTestModelOptions): Promise<string> {
   const o = { ...TEST_MODEL_DEFAULTS, ...opts };
-  const { nEmbd, nLayer, nHead, nHeadKv, nFf, nCtx, seed, arch } = o;
+  const family = o.family ?? "llama";
+  const fam = TEST_FAMILIES[family];
+  if (!fam) throw new Error(`makeTestModel: family must be one of ${Object.keys(TEST_FAMILIES).join(", ")}, got ${String(family)}`);
+  const spec = ARCHITECTURES[fam.arch];
+  const arch = o.arch ?? fam.arch;
+  const tied = o.tiedEmbeddings ?? fam.tied;
+  const { nEmbd, nLayer, nHead, nHeadKv, nFf, nCtx, seed } = o;
   for (const [k, v] of Object.entries({ nEmbd, nLayer, nHead, nHeadKv, nFf, nCtx })) checkPositiveInt(k, v);
   if (!Number.isInteger(seed)) throw new Error(`makeTestModel: seed must be an integer, got ${seed}`);
   if (!(o.type in GGML_TYPE)) throw new Error(`makeTestModel: type must be f32, f16 or bf16, got ${o.type}`);
   if (nEmbd % nHead !== 0) throw new Error(`makeTestModel: nEmbd (${nEmbd}) must be divisible by nHead (${nHead})`);
   if (nHead % nHeadKv !== 0) throw new Error(`makeTestModel: nHead (${nHead}) must be divisible by nHeadKv (${nHeadKv})`);
-  const headDim = nEmbd / nHead;
+  const headDim = o.headDim ?? (nEmbd / nHead) * fam.headDimFactor;
+  checkPositiveInt("headDim", headDim);
   if (headDim % 2 !== 0) throw new Error(`makeTestModel: head dimension ${headDim} must be even (RoPE)`);
 
-  const vocab = llamaVocab();
+  const vocab = bundleVocab(fam.vocab);
   const nVocab = vocab.nVocab;
+  const nEmbdQ = nHead * headDim;
   const nEmbdKv = nHeadKv * headDim;
   const wtype = GGML_TYPE[o.type];
 
@@ -190,39 +256,52 @@ export async function makeTestModel(opts: MakeTestModelOptions): Promise<string>
     [`${arch}.feed_forward_length`, gv.u32(nFf)],
     [`${arch}.attention.head_count`, gv.u32(nHead)],
     [`${arch}.attention.head_count_kv`, gv.u32(nHeadKv)],
-    [`${arch}.rope.freq_base`, gv.f32(10000)],
-    [`${arch}.attention.layer_norm_rms_epsilon`, gv.f32(1e-5)],
+    [`${arch}.rope.freq_base`, gv.f32(fam.ropeBase)],
+    [`${arch}.attention.layer_norm_rms_epsilon`, gv.f32(fam.rmsEps)],
     [`${arch}.rope.dimension_count`, gv.u32(headDim)],
     ["general.file_type", gv.u32(FILE_TYPE[o.type])],
     [`${arch}.vocab_size`, gv.u32(nVocab)],
-    ...vocab.entries,
   ];
+  if (headDim !== nEmbd / nHead) metadata.push([`${arch}.attention.key_length`, gv.u32(headDim)], [`${arch}.attention.value_length`, gv.u32(headDim)]);
+  metadata.push(...vocab.entries);
+  if (fam.chatTemplate && !vocab.entries.some(([k]) => k === "tokenizer.chat_template")) {
+    const file = path.join(llamaCppSourceDir(), "models", "templates", fam.chatTemplate);
+    metadata.push(["tokenizer.chat_template", gv.str(fs.readFileSync(file, "utf8"))]);
+  }
 
   // Scales: every matrix gets std 1/sqrt(fan_in) so activations keep unit scale through
   // the layers (and attention scores have std ~1, so attention is far from uniform).
   // Embedding and output rows get std 2/sqrt(nEmbd): with a unit-RMS final hidden state
   // the logits then have std ~2, non-trivial but not saturated, tied or not.
   const matrix = (name: string, ne: number[]): GgufTensorSpec => randomTensor(name, ne, wtype, seed, 0, 1 / Math.sqrt(ne[0]!));
-  const norm = (name: string): GgufTensorSpec => randomTensor(name, [nEmbd], GgmlType.F32, seed, 1, 0.1);
+  const norm = (name: string, n = nEmbd): GgufTensorSpec => randomTensor(name, [n], GgmlType.F32, seed, 1, 0.1);
+  // biases as large as the projections' outputs (Qwen2's k biases are of that order)
+  const bias = (name: string, n: number): GgufTensorSpec => randomTensor(name, [n], GgmlType.F32, seed, 0, 0.5);
   const embStd = 2 / Math.sqrt(nEmbd);
 
   const tensors: GgufTensorSpec[] = [randomTensor("token_embd.weight", [nEmbd, nVocab], wtype, seed, 0, embStd)];
+  if (fam.llama3Rope) {
+    const factors = llama3RopeFactors(fam.llama3Rope, fam.ropeBase, headDim);
+    tensors.push({ name: "rope_freqs.weight", type: GgmlType.F32, ne: [factors.length], data: () => [factors] });
+  }
   for (let l = 0; l < nLayer; l++) {
     const b = `blk.${l}`;
     tensors.push(
       norm(`${b}.attn_norm.weight`),
-      matrix(`${b}.attn_q.weight`, [nEmbd, nEmbd]),
+      matrix(`${b}.attn_q.weight`, [nEmbd, nEmbdQ]),
       matrix(`${b}.attn_k.weight`, [nEmbd, nEmbdKv]),
       matrix(`${b}.attn_v.weight`, [nEmbd, nEmbdKv]),
-      matrix(`${b}.attn_output.weight`, [nEmbd, nEmbd]),
+      matrix(`${b}.attn_output.weight`, [nEmbdQ, nEmbd]),
       norm(`${b}.ffn_norm.weight`),
       matrix(`${b}.ffn_gate.weight`, [nEmbd, nFf]),
       matrix(`${b}.ffn_up.weight`, [nEmbd, nFf]),
       matrix(`${b}.ffn_down.weight`, [nFf, nEmbd]),
     );
+    if (spec.qkvBias) tensors.push(bias(`${b}.attn_q.bias`, nEmbdQ), bias(`${b}.attn_k.bias`, nEmbdKv), bias(`${b}.attn_v.bias`, nEmbdKv));
+    if (spec.qkNorm) tensors.push(norm(`${b}.attn_q_norm.weight`, headDim), norm(`${b}.attn_k_norm.weight`, headDim));
   }
   tensors.push(norm("output_norm.weight"));
-  if (!o.tiedEmbeddings) tensors.push(randomTensor("output.weight", [nEmbd, nVocab], wtype, seed, 0, embStd));
+  if (!tied) tensors.push(randomTensor("output.weight", [nEmbd, nVocab], wtype, seed, 0, embStd));
 
   fs.mkdirSync(path.dirname(path.resolve(o.path)), { recursive: true });
   writeGguf(o.path, { metadata, tensors });

@@ -12,7 +12,7 @@ import { checkModelFile } from "../models/model-check.js";
 import { resolveAdapter } from "../adapters/folder.js";
 import { checkThreads, cpuHasAmxTiles, systemInfo, warn } from "../engine/system.js";
 import { resolveModelPath } from "../models/model-path.js";
-import { cpuLlama, renderPrompt } from "../train/prompt.js";
+import { cpuLlama, ggufChatTemplate, PromptBuilder } from "../train/prompt.js";
 import { generateWithCandidates, type CandidateReport, type DecodedCandidate } from "./candidates.js";
 
 export interface GeneratorOptions {
@@ -137,16 +137,19 @@ export class SqlGenerator {
   readonly device: string;
   private readonly free: LlamaContextSequence[];
   private readonly waiting: (() => void)[] = [];
+  /** the training prompt (src/train/prompt.ts) and the tokens that end the SQL */
+  private readonly prompts: PromptBuilder;
 
   private constructor(
     private readonly model: LlamaModel,
     private readonly contexts: LlamaContext[],
-    opts: { modelPath: string; adapterPath?: string; template: string; device: string },
+    opts: { modelPath: string; adapterPath?: string; template: string; device: string; prompts: PromptBuilder },
   ) {
     this.device = opts.device;
     this.modelPath = opts.modelPath;
     this.adapterPath = opts.adapterPath;
     this.template = opts.template;
+    this.prompts = opts.prompts;
     // one single-sequence context per parallel slot, reused from question to question
     this.free = contexts.map((c) => c.getSequence());
   }
@@ -161,13 +164,21 @@ export class SqlGenerator {
     const a = o.adapter ? resolveAdapter(o.adapter) : {};
     const modelPath = o.model ? await resolveModelPath(o.model, { label: "model" }) : a.baseModel;
     if (!modelPath) throw new Error("model: give the base model GGUF (no adapter folder with a recorded base was given)");
-    checkModelFile(modelPath); // llama.cpp aborts the process on files our reader rejects
+    const chatTemplate = ggufChatTemplate(checkModelFile(modelPath)); // llama.cpp aborts the process on files our reader rejects
     const parallel = o.parallel ?? 4;
     if (!Number.isInteger(parallel) || parallel < 1) throw new TypeError(`parallel: expected an integer >= 1, got ${parallel}`);
     if (a.adapterFile) checkAdapterFits(modelPath, a.adapterFile);
     requestAmxTiles();
     const llama: Llama = o.device === "cpu" ? await cpuLlama() : await getLlama({ build: "never", progressLogs: false, logLevel: LlamaLogLevel.error });
     const model = await llama.loadModel({ modelPath });
+    const template = o.template ?? a.template ?? DEFAULT_TEMPLATE;
+    let prompts: PromptBuilder;
+    try {
+      prompts = new PromptBuilder({ path: modelPath, model, chatTemplate }, template);
+    } catch (err) {
+      await model.dispose();
+      throw err;
+    }
     try {
       // Parallel questions decode in separate single-sequence contexts over the one loaded model:
       // several sequences in one context gave corrupted outputs under concurrent decoding with
@@ -195,8 +206,9 @@ export class SqlGenerator {
       return new SqlGenerator(model, contexts, {
         modelPath,
         adapterPath: a.adapterFile,
-        template: o.template ?? a.template ?? DEFAULT_TEMPLATE,
+        template,
         device: llama.gpu || "cpu",
+        prompts,
       });
     } catch (err) {
       await model.dispose();
@@ -217,11 +229,9 @@ export class SqlGenerator {
     this.waiting.shift()?.();
   }
 
-  /** The exact training prompt's tokens: BOS + prompt. */
+  /** The exact training prompt's tokens: BOS + prompt, or the chat template's prompt. */
   promptTokens(question: string, schema?: string): Token[] {
-    const prompt = renderPrompt(this.template, { question, schema });
-    const bos = this.model.tokens.bos;
-    return [...(bos != null ? [bos] : []), ...this.model.tokenize(prompt, false)];
+    return this.prompts.prompt({ question, schema }) as Token[];
   }
 
   async generate(o: GenerateOptions): Promise<GenerateResult> {
@@ -236,9 +246,9 @@ export class SqlGenerator {
     const out: Token[] = [];
     try {
       await sequence.clearHistory();
-      const eos = this.model.tokens.eos;
+      const stops = this.prompts.stops; // EOS, and the chat template's end of turn
       for await (const t of sequence.evaluate(tokens, { temperature: o.temperature ?? 0 })) {
-        if (t === eos) break;
+        if (stops.includes(t)) break;
         out.push(t);
         if (out.length >= maxTokens || statementEnded(this.model.detokenize(out))) break;
       }
@@ -266,7 +276,7 @@ export class SqlGenerator {
     maxTokens: number;
   }): Promise<DecodedCandidate[]> {
     const prompt = this.promptTokens(o.question, o.schema);
-    const eos = this.model.tokens.eos;
+    const stops = this.prompts.stops; // EOS, and the chat template's end of turn
     const out: DecodedCandidate[] = [];
     const sequence = await this.acquire();
     try {
@@ -280,7 +290,7 @@ export class SqlGenerator {
         let logprob = 0;
         const opts = greedy ? { temperature: 0 } : { temperature: o.temperature, seed };
         for await (const r of sequence.evaluateWithMetadata(input, { confidence: !greedy }, opts)) {
-          if (r.token === eos) break;
+          if (stops.includes(r.token)) break;
           toks.push(r.token);
           if (!greedy) logprob += "confidence" in r && typeof r.confidence === "number" ? Math.log(r.confidence) : NaN;
           if (toks.length >= o.maxTokens || statementEnded(this.model.detokenize(toks))) break;

@@ -6,6 +6,11 @@ import { LORA_DEFAULTS, LORA_MODULES, loraModule, type LoraOptions } from "../en
 import { checkThreads } from "../engine/system.js";
 
 export const DEFAULT_TEMPLATE = "[INST] Generate SQL for the following question. Question: {question} [/INST]";
+/**
+ * The user turn of `data.template: chat` (rendered through the model's own chat template);
+ * "chat:<text with {question} and {schema}>" gives another one.
+ */
+export const CHAT_USER_TEMPLATE = "Generate SQL for the following question. Question: {question}";
 
 export interface TrainConfig {
   model: { path: string; dtype: "auto" | "bf16" | "f16" | "f32" };
@@ -103,7 +108,10 @@ export const SCHEMA: Record<string, Field> = {
   "data.seed": { kind: "integer", min: 0, doc: "seed of the split shuffle" },
   "data.max_seq_len": { kind: "integer", min: 4, doc: "longest example in tokens, BOS and EOS included" },
   "data.too_long": { kind: "string", values: ["skip", "truncate"], doc: "longer examples are skipped, or their prompt is cut from the left" },
-  "data.template": { kind: "string", doc: "prompt template with {question} and optionally {schema}" },
+  "data.template": {
+    kind: "string",
+    doc: 'prompt template with {question} and optionally {schema}; "chat" (or "chat:<user turn with {question}>") renders it through the model\'s chat template',
+  },
   "data.loss_on": { kind: "string", values: ["completion", "all"], doc: "which tokens carry the loss: the SQL and EOS, or all but BOS" },
   "data.group_by_length": { kind: "boolean", doc: "batch examples of similar length together" },
   "train.epochs": { kind: "number", min: 0, minExclusive: true, doc: "passes over the training split" },
@@ -444,8 +452,13 @@ function validateWhole(cfg: TrainConfig): void {
   if (d.split.length !== 3 || d.split.some((x) => x < 0) || Math.abs(d.split.reduce((a, b) => a + b, 0) - 1) > 1e-9 || d.split[0] <= 0) {
     throw new ConfigError(`data.split: expected three fractions [train, eval, test] that sum to 1, got ${JSON.stringify(d.split)}`);
   }
-  if (!d.template.includes("{question}")) throw new ConfigError(`data.template: expected a template containing {question}, got ${JSON.stringify(d.template)}`);
-  for (const m of d.template.match(/\{[a-z_]+\}/g) ?? []) {
+  const user = d.template === "chat" ? CHAT_USER_TEMPLATE : d.template.startsWith("chat:") ? d.template.slice(5) : d.template;
+  if (!user.includes("{question}")) {
+    throw new ConfigError(
+      `data.template: expected a template containing {question}, "chat", or "chat:" then a user turn containing {question}, got ${JSON.stringify(d.template)}`,
+    );
+  }
+  for (const m of user.match(/\{[a-z_]+\}/g) ?? []) {
     if (m !== "{question}" && m !== "{schema}") throw new ConfigError(`data.template: unknown placeholder ${m}; use {question} and {schema}`);
   }
 }

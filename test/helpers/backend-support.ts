@@ -211,7 +211,8 @@ const CPU: Record<string, Rule> = {
     rows(1, "ggml-cpu.c ~1284 GGML_ASSERT(nb10 == ggml_type_size(src1->type))"),
   ]),
 
-  // ops.cpp ~6240 / ~6264: F16, F32 else abort; rope_flt asserts src1 I32 (~6092) and nb0 == nb00 == sizeof(T) (~6118)
+  // ops.cpp ~6240 / ~6264: F16, F32 else abort; rope_flt asserts src1 I32 (~6092) and nb0 == nb00 == sizeof(T) (~6118).
+  // Modes NORMAL (llama) and NEOX (qwen2, qwen3) both handled, forward and back (~6209 switch on mode)
   ROPE: rule(`${CPU_OPS} ~6240`, [
     type(0, F32_F16, `${CPU_OPS} ~6240`),
     type(1, ["I32"], `${CPU_OPS} ~6092`),
@@ -358,7 +359,8 @@ const CUDA: Record<string, Rule> = {
     rows(1, `${CU} ~5121 b->nb[0] != ggml_element_size(b)`),
   ]),
 
-  // ggml-cuda.cu ~5434-5437: src0->nb[0] == type size && ggml_is_contiguous_2(src0); rope.cu ~560: F32/F16.
+  // ggml-cuda.cu ~5434-5437: src0->nb[0] == type size && ggml_is_contiguous_2(src0); rope.cu ~560: F32/F16;
+  // NEOX mode (qwen2, qwen3) forward and back: rope.cu ~606 is_neox, ~631 rope_neox_cuda<forward>.
   // contiguous_2 (dims 0 and 3 dense, dims 1-2 free) is not expressible with the flags, so the table
   // asks for a contiguous src0.
   ROPE: rule(`${CU} ~5434`, [
@@ -523,7 +525,8 @@ const METAL: Record<string, Rule> = {
     () => SIMD_RED,
   ),
 
-  // ggml-metal-device.m ~1664-1666: return true; kernels/rope.metal ~323-324: f32/f16;
+  // ggml-metal-device.m ~1664-1666: return true; kernels/rope.metal ~323-324: f32/f16; NEOX mode (qwen2, qwen3):
+  // ggml-metal-device.cpp ~1882-1888 picks kernel_rope_neox (rope.metal ~106), back via is_back (~1899);
   // ggml-metal-ops.cpp ~4229-4230: ne10 % ne02 == 0 (one position per token)
   ROPE: rule(`${MD} ~1664`, [
     type(0, F32_F16, "kernels/rope.metal ~323"),
@@ -659,6 +662,9 @@ export const GRAPH_OP_USES: OpUse[] = [
   { op: "TRANSPOSE", types: ["F32"] },
   ...W.map((w) => ({ op: "GET_ROWS", types: [w, "I32"] })),
   { op: "RMS_NORM", types: ["F32"] },
+  // qwen3's per-head q/k norm: RMS_NORM over the rows of a contiguous [hd, n_heads, T], ⊙ weight [hd] (MUL
+  // below), and its backward (composed from the basic ops below, or RMS_NORM_BACK where the backend has it).
+  // qwen2's q/k/v bias: ADD of [n_out] broadcast over [n_out, T] (ADD below)
   // x ⊙ norm weight [n_embd] broadcast; n ⊙ c [1,T]; dropout masks; (P - onehot) ⊙ weight [1,T]
   { op: "MUL", types: ["F32", "F32"] },
   { op: "ADD", types: ["F32", "F32"] },
@@ -672,8 +678,11 @@ export const GRAPH_OP_USES: OpUse[] = [
   ...W.map((w) => ({ op: "MUL_MAT", types: [w, "F32"] })),
   // K·Q with K, Q permuted views (rows contiguous), GQA broadcast; V·P, Vᵀ·dO, fold_heads products
   { op: "MUL_MAT", types: ["F32", "F32"], contiguous: [false, false], broadcast: true },
+  // with llama3's frequency factors (rope_freqs.weight), and without (qwen2, qwen3; NEOX mode)
   { op: "ROPE", types: ["F32", "I32", "F32"] },
   { op: "ROPE_BACK", types: ["F32", "I32", "F32"] },
+  { op: "ROPE", types: ["F32", "I32"] },
+  { op: "ROPE_BACK", types: ["F32", "I32"] },
   { op: "SOFT_MAX", types: ["F32", "F32"] },
   { op: "SOFT_MAX", types: ["F32"] },
   // ggml_cont of permuted/transposed views, and the gradient accumulation ggml_cpy
