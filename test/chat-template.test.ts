@@ -134,6 +134,13 @@ describe("chat template errors", () => {
       /qwen2\.gguf: tokenizer\.chat_template failed to render a user turn \(.*\); it is Jinja that @huggingface\/jinja must render/,
     );
     expect(() => withTemplate("{{ raise_exception('no system role') }}")).toThrow(/tokenizer\.chat_template failed to render a user turn/);
+    // hostile templates (they come inside model files): an endless loop and an exploding output are
+    // stopped in the rendering worker, and the process goes on
+    const t0 = Date.now();
+    expect(() => withTemplate("{% for i in range(1000000000) %}{% endfor %}")).toThrow(/failed to render a user turn \(rendering did not finish within 5 s/);
+    const grow = "{% set s = namespace(t='xxxxxxxxxxxxxxxx') %}{% for i in range(40) %}{% set s.t = s.t + s.t %}{% endfor %}{{ s.t }}";
+    expect(() => withTemplate(grow)).toThrow(/failed to render a user turn \((rendering did not finish|Invalid string length|the rendered text is larger)/);
+    expect(Date.now() - t0).toBeLessThan(20_000);
     expect(() => withTemplate("{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}")).toThrow(
       /qwen2\.gguf: tokenizer\.chat_template: no special end-of-turn token follows the assistant's message/,
     );

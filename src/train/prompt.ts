@@ -10,7 +10,7 @@
 //   @huggingface/jinja) with the generation prompt, then the SQL and the template's end-of-turn
 //   token (<|eot_id|>, <|im_end|>, ...). The template's own text (special tokens included) is
 //   tokenized with special tokens parsed; the question and schema never are.
-import { Template } from "@huggingface/jinja";
+import { renderJinjaBounded } from "./chat-render.js";
 import { getLlama, LlamaLogLevel, type Llama, type LlamaModel, type Token } from "node-llama-cpp";
 import { GgufValueType } from "../formats/gguf.js";
 import { checkModelFile } from "../models/model-check.js";
@@ -191,10 +191,11 @@ function renderChatTemplate(m: PromptModel, special: (t: string) => number[]): {
   let prompt: string;
   let answered: string;
   try {
-    const tpl = new Template(src);
     const user = { role: "user", content: USER_MARK };
-    prompt = tpl.render({ ...vars, messages: [user], add_generation_prompt: true });
-    answered = tpl.render({ ...vars, messages: [user, { role: "assistant", content: ANSWER_MARK }], add_generation_prompt: false });
+    [prompt, answered] = renderJinjaBounded(src, [
+      { ...vars, messages: [user], add_generation_prompt: true },
+      { ...vars, messages: [user, { role: "assistant", content: ANSWER_MARK }], add_generation_prompt: false },
+    ]) as [string, string];
   } catch (e) {
     throw new Error(`${where} failed to render a user turn (${(e as Error).message}); it is Jinja that @huggingface/jinja must render`, { cause: e });
   }
