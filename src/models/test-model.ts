@@ -19,10 +19,16 @@ import { packageRoot } from "../engine/native.js";
 import { GgmlType, GgufValueType, gv, readGguf } from "../formats/gguf.js";
 import { f32ToBf16, f32ToF16 } from "../formats/float16.js";
 import { writeGguf } from "../formats/gguf-write.js";
+import { quantizeQ4K, quantizeQ8_0 } from "../formats/quant.js";
 import type { GgufValue } from "../formats/gguf.js";
 import type { GgufTensorSpec, TensorData } from "../formats/gguf-write.js";
 
-export type TestModelType = "f32" | "f16" | "bf16";
+/**
+ * Storage of the 2D matrices: f32/f16/bf16, q8_0, q4_k, or q4_k_m (a mix as in llama.cpp's Q4_K_M
+ * files: Q4_K matrices, with attn_v, ffn_down and the output head in Q8_0 here, where those files
+ * use Q6_K). Quantized types need nEmbd and nFf to be multiples of the block size (32; 256 for K).
+ */
+export type TestModelType = "f32" | "f16" | "bf16" | "q8_0" | "q4_k" | "q4_k_m";
 
 export interface MakeTestModelOptions {
   /** Output file. */
@@ -67,8 +73,21 @@ export const TINYLLAMA_PRESET = {
   nCtx: 2048,
 } as const satisfies Partial<MakeTestModelOptions>;
 
-const FILE_TYPE: Record<TestModelType, number> = { f32: 0, f16: 1, bf16: 32 }; // llama_ftype
-const GGML_TYPE: Record<TestModelType, number> = { f32: GgmlType.F32, f16: GgmlType.F16, bf16: GgmlType.BF16 };
+const FILE_TYPE: Record<TestModelType, number> = { f32: 0, f16: 1, bf16: 32, q8_0: 7, q4_k: 15, q4_k_m: 15 }; // llama_ftype
+const GGML_TYPE: Record<TestModelType, number> = {
+  f32: GgmlType.F32,
+  f16: GgmlType.F16,
+  bf16: GgmlType.BF16,
+  q8_0: GgmlType.Q8_0,
+  q4_k: GgmlType.Q4_K,
+  q4_k_m: GgmlType.Q4_K,
+};
+
+/** The type of one matrix: q4_k_m keeps attn_v, ffn_down and output in Q8_0. */
+function matrixType(type: TestModelType, name: string): number {
+  if (type === "q4_k_m" && /attn_v|ffn_down|^output/.test(name)) return GgmlType.Q8_0;
+  return GGML_TYPE[type];
+}
 
 // ---------------------------------------------------------------------------
 // Locating llama.cpp
@@ -144,11 +163,14 @@ function randomTensor(name: string, ne: number[], type: number, seed: number, me
   function* chunks(): Generator<TensorData> {
     let state = tensorSeed(seed, name);
     const f32 = new Float32Array(Math.min(CHUNK_ELEMS, count));
-    const u16 = type === GgmlType.F32 ? undefined : new Uint16Array(f32.length);
+    const u16 = type === GgmlType.F16 || type === GgmlType.BF16 ? new Uint16Array(f32.length) : undefined;
     for (let done = 0; done < count; done += f32.length) {
       const chunk = count - done >= f32.length ? f32 : f32.subarray(0, count - done);
       state = fillRandom(chunk, state, mean, std);
-      if (!u16) yield chunk;
+      // chunks are whole multiples of 256 values: whole blocks of every quantized type
+      if (type === GgmlType.Q8_0) yield quantizeQ8_0(chunk);
+      else if (type === GgmlType.Q4_K) yield quantizeQ4K(chunk);
+      else if (!u16) yield chunk;
       else if (type === GgmlType.F16) yield f32ToF16(chunk, u16).subarray(0, chunk.length);
       else yield f32ToBf16(chunk, u16).subarray(0, chunk.length);
     }
@@ -170,7 +192,11 @@ export async function makeTestModel(opts: MakeTestModelOptions): Promise<string>
   const { nEmbd, nLayer, nHead, nHeadKv, nFf, nCtx, seed, arch } = o;
   for (const [k, v] of Object.entries({ nEmbd, nLayer, nHead, nHeadKv, nFf, nCtx })) checkPositiveInt(k, v);
   if (!Number.isInteger(seed)) throw new Error(`makeTestModel: seed must be an integer, got ${seed}`);
-  if (!(o.type in GGML_TYPE)) throw new Error(`makeTestModel: type must be f32, f16 or bf16, got ${o.type}`);
+  if (!(o.type in GGML_TYPE)) throw new Error(`makeTestModel: type must be one of ${Object.keys(GGML_TYPE).join(", ")}, got ${o.type}`);
+  const block = o.type === "q8_0" ? 32 : o.type.startsWith("q4_k") ? 256 : 1;
+  if (nEmbd % block !== 0 || nFf % block !== 0) {
+    throw new Error(`makeTestModel: type ${o.type} needs nEmbd (${nEmbd}) and nFf (${nFf}) to be multiples of ${block}`);
+  }
   if (nEmbd % nHead !== 0) throw new Error(`makeTestModel: nEmbd (${nEmbd}) must be divisible by nHead (${nHead})`);
   if (nHead % nHeadKv !== 0) throw new Error(`makeTestModel: nHead (${nHead}) must be divisible by nHeadKv (${nHeadKv})`);
   const headDim = nEmbd / nHead;
@@ -179,7 +205,6 @@ export async function makeTestModel(opts: MakeTestModelOptions): Promise<string>
   const vocab = llamaVocab();
   const nVocab = vocab.nVocab;
   const nEmbdKv = nHeadKv * headDim;
-  const wtype = GGML_TYPE[o.type];
 
   const metadata: [string, GgufValue][] = [
     ["general.architecture", gv.str(arch)],
@@ -202,11 +227,11 @@ export async function makeTestModel(opts: MakeTestModelOptions): Promise<string>
   // the layers (and attention scores have std ~1, so attention is far from uniform).
   // Embedding and output rows get std 2/sqrt(nEmbd): with a unit-RMS final hidden state
   // the logits then have std ~2, non-trivial but not saturated, tied or not.
-  const matrix = (name: string, ne: number[]): GgufTensorSpec => randomTensor(name, ne, wtype, seed, 0, 1 / Math.sqrt(ne[0]!));
+  const matrix = (name: string, ne: number[]): GgufTensorSpec => randomTensor(name, ne, matrixType(o.type, name), seed, 0, 1 / Math.sqrt(ne[0]!));
   const norm = (name: string): GgufTensorSpec => randomTensor(name, [nEmbd], GgmlType.F32, seed, 1, 0.1);
   const embStd = 2 / Math.sqrt(nEmbd);
 
-  const tensors: GgufTensorSpec[] = [randomTensor("token_embd.weight", [nEmbd, nVocab], wtype, seed, 0, embStd)];
+  const tensors: GgufTensorSpec[] = [randomTensor("token_embd.weight", [nEmbd, nVocab], matrixType(o.type, "token_embd"), seed, 0, embStd)];
   for (let l = 0; l < nLayer; l++) {
     const b = `blk.${l}`;
     tensors.push(
@@ -222,7 +247,7 @@ export async function makeTestModel(opts: MakeTestModelOptions): Promise<string>
     );
   }
   tensors.push(norm("output_norm.weight"));
-  if (!o.tiedEmbeddings) tensors.push(randomTensor("output.weight", [nEmbd, nVocab], wtype, seed, 0, embStd));
+  if (!o.tiedEmbeddings) tensors.push(randomTensor("output.weight", [nEmbd, nVocab], matrixType(o.type, "output"), seed, 0, embStd));
 
   fs.mkdirSync(path.dirname(path.resolve(o.path)), { recursive: true });
   writeGguf(o.path, { metadata, tensors });
