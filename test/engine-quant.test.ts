@@ -8,6 +8,7 @@ import { LoraEngine, makeBatch, type Batch } from "../src/engine/engine.js";
 import { loadNative } from "../src/engine/native.js";
 import { GgmlType, readGguf, readTensorBytes, readTensorF32 } from "../src/formats/gguf.js";
 import { writeGguf } from "../src/formats/gguf-write.js";
+import { mergeAdapter } from "../src/adapters/merge.js";
 import { dequantize, quantizeQ4K, quantizeQ8_0 } from "../src/formats/quant.js";
 import { llamaCppLogProbs } from "./helpers/llamacpp.js";
 import { logSoftmax, randomize, relError, rng, tempDir, testModel } from "./helpers/models.js";
@@ -191,6 +192,28 @@ describe("gradients on quantized bases", () => {
       expect(dg).toBeLessThanOrEqual(c.fastTol);
     });
   }
+});
+
+describe("merging into a quantized base", () => {
+  test("Q8_0 base + adapter merged = dequantized base + adapter.gguf in llama.cpp (rel. error <= 1e-5)", async () => {
+    const model = await testModel({ type: "q8_0" });
+    const dir = tempDir();
+    const engine = await LoraEngine.create({ model, device: "cpu", lora: { targetModules: ALL, r: 4, alpha: 8 } });
+    await engine.setAdapter(randomize(await engine.getAdapter(), 3, 0.3));
+    const adapter = path.join(dir, "adapter.gguf");
+    await engine.saveAdapter(adapter);
+    await engine.dispose();
+    const merged = path.join(dir, "merged.gguf");
+    const r = await mergeAdapter({ model, adapter, out: merged, type: "f32" });
+    expect(r.merged).toBe(2 * 7);
+    expect(new Set(readGguf(merged).tensors.map((t) => t.type))).toEqual(new Set([GgmlType.F32]));
+    const ref = await llamaCppLogProbs(await dequantizedModel(model), TOKENS, { loraPath: adapter });
+    expect(relError(await llamaCppLogProbs(merged, TOKENS), ref)).toBeLessThanOrEqual(1e-5);
+    expect(relError(await llamaCppLogProbs(model, TOKENS, { loraPath: adapter }), ref)).toBeGreaterThan(1e-3); // the quantized base differs
+    // without a type, a quantized base is written as F16
+    const f16 = await mergeAdapter({ model, adapter, out: path.join(dir, "merged-f16.gguf") });
+    expect(f16.type).toBe("f16");
+  });
 });
 
 describe("types the engine cannot train on", () => {

@@ -63,6 +63,19 @@ export const TEST_MODEL_DEFAULTS = {
   arch: "llama",
 } as const satisfies Omit<Required<MakeTestModelOptions>, "path">;
 
+/**
+ * Llama-3.2-3B's layer shapes (hidden 3072, 28 layers, 24 heads, 8 KV heads, FFN 8192) with the
+ * Llama-2 vocabulary of the test models (32,000 tokens where the real model has 128,256).
+ */
+export const LLAMA32_3B_PRESET = {
+  nEmbd: 3072,
+  nLayer: 28,
+  nHead: 24,
+  nHeadKv: 8,
+  nFf: 8192,
+  nCtx: 2048,
+} as const satisfies Partial<MakeTestModelOptions>;
+
 /** TinyLlama-1.1B shapes (about 2.2 GB as F16/BF16). */
 export const TINYLLAMA_PRESET = {
   nEmbd: 2048,
@@ -260,13 +273,15 @@ export async function makeTestModel(opts: MakeTestModelOptions): Promise<string>
 
 /** The benchmarks' TinyLlama-shaped random model of this type, made on first use in
  *  $TEXT2SQL_BENCH_DIR (default <tmp>/text2sql-bench). */
-export async function tinyLlamaBenchModel(type: TestModelType): Promise<string> {
+export async function tinyLlamaBenchModel(type: TestModelType, shape: "tinyllama" | "llama3.2-3b" = "tinyllama"): Promise<string> {
   const dir = process.env.TEXT2SQL_BENCH_DIR || path.join(os.tmpdir(), "text2sql-bench");
   fs.mkdirSync(dir, { recursive: true });
-  const file = path.join(dir, `tinyllama-shape-${type}.gguf`);
+  const file = path.join(dir, `${shape}-shape-${type}.gguf`);
   if (!fs.existsSync(file)) {
-    process.stderr.write(`making a TinyLlama-shaped ${type} model with random weights: ${file}\n`);
-    await makeTestModel({ path: file, type, ...TINYLLAMA_PRESET });
+    process.stderr.write(`making a ${shape}-shaped ${type} model with random weights: ${file}\n`);
+    const tmp = `${file}.partial`;
+    await makeTestModel({ path: tmp, type, ...(shape === "tinyllama" ? TINYLLAMA_PRESET : LLAMA32_3B_PRESET) });
+    fs.renameSync(tmp, file);
   }
   return file;
 }
