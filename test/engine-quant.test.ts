@@ -9,6 +9,8 @@ import { loadNative } from "../src/engine/native.js";
 import { GgmlType, readGguf, readTensorBytes, readTensorF32 } from "../src/formats/gguf.js";
 import { writeGguf } from "../src/formats/gguf-write.js";
 import { mergeAdapter } from "../src/adapters/merge.js";
+import { convertHfToGguf } from "../src/models/convert.js";
+import { makeHfCheckpoint } from "../scripts/make-hf-checkpoint.js";
 import { dequantize, quantizeQ4K, quantizeQ8_0 } from "../src/formats/quant.js";
 import { llamaCppLogProbs } from "./helpers/llamacpp.js";
 import { logSoftmax, randomize, relError, rng, tempDir, testModel } from "./helpers/models.js";
@@ -213,6 +215,32 @@ describe("merging into a quantized base", () => {
     // without a type, a quantized base is written as F16
     const f16 = await mergeAdapter({ model, adapter, out: path.join(dir, "merged-f16.gguf") });
     expect(f16.type).toBe("f16");
+  });
+});
+
+describe("model convert --dtype q8_0", () => {
+  test("a checkpoint converts to Q8_0 matrices (ggml's reference quantizer of the F32 tensors), F32 norms; llama.cpp agrees with us on it", async () => {
+    const orig = await testModel({ type: "f32" });
+    const dir = tempDir();
+    await makeHfCheckpoint({ gguf: orig, dir, dtype: "f32" });
+    const out = path.join(dir, "model.q8_0.gguf");
+    const r = await convertHfToGguf(dir, out, { outtype: "q8_0" });
+    expect(r.outtype).toBe("q8_0");
+    const o = readGguf(orig);
+    const g = readGguf(out);
+    expect(g.metadata.get("general.file_type")?.value).toBe(7);
+    for (const t of g.tensors) {
+      if (t.ne.length < 2) {
+        expect(t.type, t.name).toBe(GgmlType.F32);
+        continue;
+      }
+      expect(t.type, t.name).toBe(GgmlType.Q8_0);
+      expect(Buffer.from(readTensorBytes(g, t)).equals(Buffer.from(quantizeQ8_0(readTensorF32(o, t.name)))), t.name).toBe(true);
+    }
+    const engine = await LoraEngine.create({ model: out, device: "cpu" });
+    const ours = logSoftmax(await engine.logits(TOKENS));
+    await engine.dispose();
+    expectLlamaCppAgreement(ours, await llamaCppLogProbs(out, TOKENS));
   });
 });
 
