@@ -10,6 +10,13 @@ the gguf-py reader from the llama.cpp source that node-llama-cpp ships:
   apt-get install python3-torch python3-numpy
   npm run make-test-model -- --out /tmp/t2s-ref.gguf          # the default tiny F32 test model
   /usr/bin/python3 scripts/make-torch-reference.py /tmp/t2s-ref.gguf test/fixtures/torch-trajectory.json
+
+A quantized base (issue 14): its tensors are dequantized by gguf-py's own numpy code
+(gguf.quants.dequantize, independent of ours), then the same float64 model runs on them. The third
+argument is the makeTestModel options the test rebuilds the model with:
+
+  npm run make-test-model -- --out /tmp/t2s-q8.gguf --type q8_0
+  /usr/bin/python3 scripts/make-torch-reference.py /tmp/t2s-q8.gguf test/fixtures/torch-trajectory-q8_0.json '{"type":"q8_0"}'
 """
 import hashlib
 import json
@@ -23,6 +30,8 @@ sys.path.insert(0, os.path.join(ROOT, "node_modules", ".cache", "text2sql", "lla
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from gguf.gguf_reader import GGUFReader  # noqa: E402
+from gguf.quants import dequantize  # noqa: E402
+from gguf.constants import GGMLQuantizationType  # noqa: E402
 
 torch.set_default_dtype(torch.float64)
 
@@ -44,7 +53,14 @@ def field(r, key):
 
 def load(path):
     r = GGUFReader(path)
-    w = {t.name: torch.tensor(np.array(t.data, dtype=np.float64)) for t in r.tensors}
+    plain = (GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantizationType.BF16)
+
+    def values(t):
+        if t.tensor_type in plain:
+            return np.array(t.data, dtype=np.float64)
+        return dequantize(t.data, t.tensor_type).astype(np.float64)  # [rows, n_in]
+
+    w = {t.name: torch.tensor(values(t)) for t in r.tensors}
     hp = {
         "n_embd": field(r, "llama.embedding_length"),
         "n_layer": field(r, "llama.block_count"),
@@ -109,6 +125,7 @@ def nll_sum(logits, seq):
 
 def main():
     model_path, out_path = sys.argv[1], sys.argv[2]
+    make_opts = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
     w, hp = load(model_path)
     rng = np.random.default_rng(0)
     lora, names, params = {}, [], []
@@ -145,7 +162,7 @@ def main():
         sha = hashlib.sha256(f.read()).hexdigest()
     fixture = {
         "about": "LoRA training trajectory recorded by scripts/make-torch-reference.py (PyTorch " + torch.__version__ + ", float64)",
-        "model": {"makeTestModel": {}, "sha256": sha},
+        "model": {"makeTestModel": make_opts, "sha256": sha},
         "lora": {"r": R, "alpha": ALPHA, "targets": TARGETS},
         "hp": HP,
         "sequences": SEQS,
