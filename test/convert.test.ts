@@ -467,7 +467,7 @@ describe("convertHfToGguf", () => {
     fs.writeFileSync(indexFile, JSON.stringify({ ...index, weight_map: renamed }));
     await expect(convertHfToGguf(dir, out)).rejects.toThrow(/tensor model\.final_norm\.weight is not a Llama weight/);
 
-    await expect(convertHfToGguf(dir, out, { outtype: "q8_0" as never })).rejects.toThrow(/outtype must be auto, bf16, f16 or f32/);
+    await expect(convertHfToGguf(dir, out, { outtype: "q4_0" as never })).rejects.toThrow(/outtype must be auto, bf16, f16, f32 or q8_0/);
     expect(fs.readdirSync(dir).filter((f) => f.endsWith(".gguf") || f.endsWith(".tmp"))).toEqual([]);
   });
 
