@@ -160,6 +160,8 @@ class native_engine : public Napi::ObjectWrap<native_engine> {
         o.Set("checkpoint", en.opts.checkpoint);
         o.Set("weightBytes", (double) en.weight_bytes);
         o.Set("transposedBytes", (double) en.transposed_bytes);
+        o.Set("quantBytes", (double) en.quant_bytes);
+        o.Set("quantTBytes", (double) en.quant_t_bytes);
         o.Set("computeBytes", (double) t2s::engine_compute_bytes(en));
         Napi::Array targets = Napi::Array::New(env);
         uint32_t    k       = 0;
@@ -470,6 +472,7 @@ Napi::Value create_engine(const Napi::CallbackInfo & info) {
     if (o.Get("checkpoint").IsBoolean()) opts.checkpoint = o.Get("checkpoint").As<Napi::Boolean>().Value();
     if (o.Get("profile").IsBoolean()) opts.profile = o.Get("profile").As<Napi::Boolean>().Value();
     if (o.Get("portableOps").IsBoolean()) opts.portable_ops = o.Get("portableOps").As<Napi::Boolean>().Value();
+    if (o.Get("quantExact").IsBoolean()) opts.quant_exact = o.Get("quantExact").As<Napi::Boolean>().Value();
     if (o.Get("r").IsNumber()) opts.lora.r = o.Get("r").As<Napi::Number>().Int32Value();
     if (o.Get("alpha").IsNumber()) opts.lora.alpha = o.Get("alpha").As<Napi::Number>().FloatValue();
     if (o.Get("dropout").IsNumber()) opts.lora.dropout = o.Get("dropout").As<Napi::Number>().FloatValue();

@@ -146,6 +146,11 @@ struct engine_options {
     bool        checkpoint   = false;
     bool        profile      = false;  // time every graph node (slow); read with engine_profile_take
     bool        portable_ops = false;  // compose every backward op from basic ops, as on Metal (tests)
+    // quantized weights: false (fast) multiplies them with ggml's quantized kernels (activations
+    // rounded to 8 bits) and makes each Wᵀ in BF16; true (exact, for checks) dequantizes each
+    // weight to F32 per layer for the forward product too and makes Wᵀ in F32: the exact model
+    // of the dequantized weights, whose gradients finite differences can check.
+    bool        quant_exact  = false;
     lora_config lora;
 };
 
@@ -161,8 +166,9 @@ struct profile_entry {
 struct engine {
     engine_options opts;
     llama_hparams  hp;
-    std::string    weight_type;  // "f32" | "f16" | "bf16" (of the attention/FFN matrices)
-    std::string    device_name;  // backend name as ggml reports it
+    std::string    weight_type;                     // "f32" | "f16" | "bf16" | "q8_0" | ... (of the first layer's q matrix)
+    ggml_type      quant_wt_type = GGML_TYPE_BF16;  // type of the Wᵀ made from quantized weights (quant.cpp; F32 when exact)
+    std::string    device_name;                     // backend name as ggml reports it
 
     ggml_backend_t backend     = nullptr;
     ggml_backend_t backend_cpu = nullptr;            // set when the backend is the CPU (thread count)
@@ -185,6 +191,8 @@ struct engine {
     ggml_gallocr_t             galloc           = nullptr;
     size_t                     weight_bytes     = 0;  // base weights (+ transposed copies unless lean)
     size_t                     transposed_bytes = 0;  // of which transposed copies
+    size_t                     quant_bytes      = 0;  // of which quantized matrices
+    size_t                     quant_t_bytes    = 0;  // largest Wᵀ made from a quantized weight (one at a time)
     std::vector<profile_entry> profile;               // accumulated when opts.profile
     op_caps                    caps;                  // fused ops the graph may use on this backend
 

@@ -9,6 +9,7 @@
 // inputs and computes the graph.
 #include "graph.h"
 #include "kernels.h"
+#include "quant.h"
 
 #include <algorithm>
 #include <cmath>
@@ -47,6 +48,7 @@ ggml_tensor * transpose_cont(ggml_context * ctx, ggml_tensor * x) {
 // GPU backends use their own copy kernel.
 ggml_tensor * weight_t(graph_ctx & g, ggml_tensor * w, ggml_tensor * w_t) {
     if (w_t) return w_t;                                                                                       // [n_out, n_in]
+    if (ggml_is_quantized(w->type)) return quant_weight_t(g, w);                                               // [n_out, n_in]
     ggml_tensor * wv = ggml_transpose(g.ctx, w);                                                               // [n_out, n_in] view
     if (g.caps.custom_transpose) return ggml_map_custom1(g.ctx, wv, transpose_op, GGML_N_TASKS_MAX, nullptr);  // [n_out, n_in]
     return ggml_cont(g.ctx, wv);                                                                               // [n_out, n_in]
@@ -80,7 +82,7 @@ ggml_tensor * linear(graph_ctx &          g,
     sv.x                    = x;
     sv.lora                 = g.lora_idx[il][target];
     const bool    compute_y = need_y && !(kept && reuse_y);
-    ggml_tensor * y         = compute_y ? ggml_mul_mat(ctx, e.layers[il].w[target], x) : nullptr;  // [n_out, T]
+    ggml_tensor * y         = compute_y ? ggml_mul_mat(ctx, quant_weight_fwd(g, e.layers[il].w[target]), x) : nullptr;  // [n_out, T]
     if (sv.lora >= 0) {
         lora_pair &   p  = e.lora[sv.lora];
         ggml_tensor * xd = x;
@@ -335,10 +337,10 @@ ggml_cgraph * build_graph(graph_ctx & g, graph_outputs & out) {
     ggml_tensor *            x = ggml_get_rows(ctx, e.tok_embd, g.in.tokens);  // [n_embd, T]
     std::vector<layer_saved> saved(hp.n_layer);
     for (int il = 0; il < hp.n_layer; il++) x = layer_forward(g, il, x, saved[il]);
-    ggml_tensor * nf = ggml_rms_norm(ctx, x, hp.rms_eps);  // [n_embd, T]
-    ggml_tensor * hf = ggml_mul(ctx, nf, e.output_norm);   // [n_embd, T]
+    ggml_tensor * nf = ggml_rms_norm(ctx, x, hp.rms_eps);                   // [n_embd, T]
+    ggml_tensor * hf = ggml_mul(ctx, nf, e.output_norm);                    // [n_embd, T]
     if (g.mode == graph_mode::logits) {
-        out.logits = ggml_mul_mat(ctx, e.output, hf);      // [n_vocab, T]
+        out.logits = ggml_mul_mat(ctx, quant_weight_fwd(g, e.output), hf);  // [n_vocab, T]
         ggml_set_output(out.logits);
         ggml_build_forward_expand(gf, out.logits);
         return gf;
@@ -350,7 +352,7 @@ ggml_cgraph * build_graph(graph_ctx & g, graph_outputs & out) {
     g.in.tgt          = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n_t);                                 // [n_t]
     ggml_set_input(g.in.tgt);
     ggml_tensor * hf_t = ggml_get_rows(ctx, hf, g.in.tgt);                                           // [n_embd, n_t]
-    out.logits         = ggml_mul_mat(ctx, e.output, hf_t);                                          // [n_vocab, n_t]
+    out.logits         = ggml_mul_mat(ctx, quant_weight_fwd(g, e.output), hf_t);                     // [n_vocab, n_t]
     ggml_set_output(out.logits);
     ggml_tensor * P = ggml_soft_max(ctx, out.logits);                                                // [n_vocab, n_t]
     g.in.tgt_flat   = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n_t);                                   // [n_t]

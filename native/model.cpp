@@ -3,6 +3,7 @@
 #include "engine.h"
 #include "gguf_util.h"
 #include "kernels.h"
+#include "quant.h"
 
 #include "ggml-cpu.h"
 #include "gguf.h"
@@ -233,10 +234,11 @@ ggml_tensor * find_tensor(const gguf_file &    gf,
         return nullptr;
     }
     const bool ok_type =
-        matrix ? (t->type == GGML_TYPE_F32 || t->type == GGML_TYPE_F16 || t->type == GGML_TYPE_BF16) : t->type == GGML_TYPE_F32;
+        matrix ? (t->type == GGML_TYPE_F32 || t->type == GGML_TYPE_F16 || t->type == GGML_TYPE_BF16 || quant_type_supported(t->type)) :
+                 t->type == GGML_TYPE_F32;
     if (!ok_type) {
         throw std::runtime_error("'" + path + "': tensor '" + name + "' has type " + ggml_type_name(t->type) + "; supported: " +
-                                 (matrix ? "F32, F16, BF16 (quantized models cannot be trained; use an F16/BF16/F32 GGUF)" : "F32"));
+                                 (matrix ? std::string("F32, F16, BF16, ") + quant_supported_list() : std::string("F32")));
     }
     for (size_t i = 0; i < 4; i++) {
         const int64_t want = i < ne.size() ? ne[i] : 1;
@@ -334,7 +336,11 @@ std::vector<copy_job> alloc_weights(engine & e, const model_meta & m) {
         e.output = e.tok_embd;  // tied embeddings
     }
     ggml_tensor * m_out_src = m.out ? m.out : m.tok;
-    if (!lean) {
+    // quantized matrices never get a kept transposed copy: their Wᵀ is made per layer (quant.cpp)
+    auto          keep_t    = [&](ggml_tensor * src) {
+        return !lean && !ggml_is_quantized(src->type);
+    };
+    if (keep_t(m_out_src)) {
         e.output_t = dup_t(m_out_src);
         jobs.push_back({m_out_src, e.output_t, true});
     }
@@ -363,7 +369,7 @@ std::vector<copy_job> alloc_weights(engine & e, const model_meta & m) {
         for (int t = 0; t < TARGET_COUNT; t++) {
             L.w[t] = dup(lm.w[t]);
             jobs.push_back({lm.w[t], L.w[t], false});
-            if (!lean) {
+            if (keep_t(lm.w[t])) {
                 L.wt[t] = dup_t(lm.w[t]);
                 jobs.push_back({lm.w[t], L.wt[t], true});
             }
@@ -372,9 +378,16 @@ std::vector<copy_job> alloc_weights(engine & e, const model_meta & m) {
     e.buf_w = ggml_backend_alloc_ctx_tensors(e.ctx_w, e.backend);
     if (!e.buf_w) throw std::runtime_error("out of memory allocating the model weights on " + e.device_name);
     ggml_backend_buffer_set_usage(e.buf_w, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
-    e.weight_bytes = ggml_backend_buffer_get_size(e.buf_w);
-    for (const copy_job & j : jobs)
+    e.weight_bytes      = ggml_backend_buffer_get_size(e.buf_w);
+    const size_t wt_esz = ggml_type_size(e.quant_wt_type);
+    for (const copy_job & j : jobs) {
         if (j.transpose) e.transposed_bytes += ggml_nbytes(j.dst);
+        if (!ggml_is_quantized(j.dst->type)) continue;
+        e.quant_bytes += ggml_nbytes(j.dst);
+        // the output head's Wᵀ is made a 4,096-row chunk at a time (graph.cpp)
+        const int64_t rows = j.dst == e.output ? std::min<int64_t>(4096, j.dst->ne[1]) : j.dst->ne[1];
+        if (j.dst != e.tok_embd || !m.out) e.quant_t_bytes = std::max(e.quant_t_bytes, (size_t) (rows * j.dst->ne[0]) * wt_esz);
+    }
     return jobs;
 }
 
@@ -451,6 +464,7 @@ std::unique_ptr<engine> engine_init(const engine_options & opts) {
 
     auto e             = std::make_unique<engine>();
     e->opts            = opts;
+    e->quant_wt_type   = opts.quant_exact ? GGML_TYPE_F32 : GGML_TYPE_BF16;
     e->hp              = read_hparams(gf.g, path);
     const model_meta m = find_tensors(gf, path, e->hp);
     e->weight_type     = ggml_type_name(m.layers[0].w[TARGET_Q]->type);

@@ -10,7 +10,11 @@
  *   npm run bench:step -- --profile         the same with a per-op profile (forward / backward)
  *   npm run bench:step -- --scaling         step time and memory against sequence length, rank,
  *                                           targets, threads and checkpointing
+ *   npm run bench:step -- --types bf16,q8_0,q4_k --memory lean
+ *                                           quantized bases against the BF16 lean step (issue 14)
+ *   npm run bench:step -- --types q4_k --memory lean --shape llama3.2-3b --tokens 512
  *   options: --types bf16,f16 --memory fast,lean --checkpointing auto --tokens 256 --steps 3 --threads N --json
+ *            --shape tinyllama|llama3.2-3b
  *
  * Reference on the 2-core dev machine (engine-notes section 6): PyTorch 1.13 bf16, 4.73 s/step,
  * 54 tokens/s at 3.7 GB peak.
@@ -23,6 +27,7 @@ import { tinyLlamaBenchModel, type TestModelType } from "../src/models/test-mode
 
 interface Config {
   type: TestModelType;
+  shape: "tinyllama" | "llama3.2-3b";
   memory: "fast" | "lean";
   checkpointing: boolean;
   tokens: number;
@@ -39,12 +44,15 @@ interface Result extends Config {
   weightGB: number;
   transposedGB: number;
   computeGB: number;
+  quantGB: number; // of weightGB: quantized matrices
+  quantTGB: number; // of computeGB: the largest Wᵀ made per layer from a quantized weight
   trainable: number;
   device: string;
   profile?: ProfileEntry[];
 }
 
 interface Args {
+  shape: "tinyllama" | "llama3.2-3b";
   types: TestModelType[];
   memory: ("fast" | "lean")[];
   checkpointing: ("on" | "off" | "auto")[];
@@ -57,7 +65,8 @@ interface Args {
 }
 
 const HELP = `usage: npm run bench:step -- [options]
-  --types bf16,f16      weight types (f32, f16, bf16)
+  --types bf16,f16      weight types (f32, f16, bf16, q8_0, q4_k, q4_k_m)
+  --shape tinyllama     model shape: tinyllama or llama3.2-3b (its layers, with a 32,000 vocabulary)
   --memory fast,lean    memory modes (lean also turns on gradient checkpointing)
   --checkpointing auto  on, off or auto (auto: on with lean); a list runs each
   --tokens 256          sequence length
@@ -70,6 +79,7 @@ const HELP = `usage: npm run bench:step -- [options]
 
 function parse(argv: string[]): Args {
   const a: Args = {
+    shape: "tinyllama",
     types: ["bf16", "f16"],
     memory: ["fast", "lean"],
     checkpointing: ["auto"],
@@ -88,6 +98,7 @@ function parse(argv: string[]): Args {
       return x;
     };
     if (k === "--types") a.types = v().split(",") as TestModelType[];
+    else if (k === "--shape") a.shape = v() as Args["shape"];
     else if (k === "--memory") a.memory = v().split(",") as ("fast" | "lean")[];
     else if (k === "--checkpointing") a.checkpointing = v().split(",") as ("on" | "off" | "auto")[];
     else if (k === "--steps") a.steps = Number(v());
@@ -101,7 +112,9 @@ function parse(argv: string[]): Args {
       process.exit(0);
     } else throw new Error(`unknown option ${k} (see --help)`);
   }
-  for (const t of a.types) if (!["f32", "f16", "bf16"].includes(t)) throw new Error(`--types: unknown type ${t}; use f32, f16, bf16`);
+  const TYPES = ["f32", "f16", "bf16", "q8_0", "q4_k", "q4_k_m"];
+  for (const t of a.types) if (!TYPES.includes(t)) throw new Error(`--types: unknown type ${t}; use ${TYPES.join(", ")}`);
+  if (a.shape !== "tinyllama" && a.shape !== "llama3.2-3b") throw new Error(`--shape: unknown shape ${a.shape}; use tinyllama, llama3.2-3b`);
   for (const m of a.memory) if (m !== "fast" && m !== "lean") throw new Error(`--memory: unknown mode ${m}; use fast, lean`);
   for (const c of a.checkpointing) if (!["on", "off", "auto"].includes(c)) throw new Error(`--checkpointing: unknown value ${c}; use on, off, auto`);
   if (!(a.steps >= 1) || !(a.tokens >= 2)) throw new Error("--steps must be >= 1 and --tokens >= 2");
@@ -148,6 +161,8 @@ async function child(file: string, c: Config, steps: number, profile: boolean): 
     weightGB: mem.weightBytes / 1e9,
     transposedGB: mem.transposedBytes / 1e9,
     computeGB: mem.computeBytes / 1e9,
+    quantGB: mem.quantBytes / 1e9,
+    quantTGB: mem.quantTBytes / 1e9,
     trainable: e.trainableParams,
     device: e.info.device,
     profile: profile ? e.takeProfile().map((p) => ({ ...p, ms: p.ms / steps, flop: p.flop / steps, count: p.count / steps })) : undefined,
@@ -157,8 +172,8 @@ async function child(file: string, c: Config, steps: number, profile: boolean): 
 }
 
 async function runConfig(c: Config, steps: number, profile: boolean): Promise<Result> {
-  const file = await tinyLlamaBenchModel(c.type);
-  const label = `${c.type} ${c.memory}${c.checkpointing ? "+ckpt" : ""} T=${c.tokens} r=${c.r} ${c.targets.join(",")} ${c.threads || os.availableParallelism()} threads`;
+  const file = await tinyLlamaBenchModel(c.type, c.shape);
+  const label = `${c.shape} ${c.type} ${c.memory}${c.checkpointing ? "+ckpt" : ""} T=${c.tokens} r=${c.r} ${c.targets.join(",")} ${c.threads || os.availableParallelism()} threads`;
   process.stderr.write(`timing ${label}: 1 warm-up + ${steps} steps\n`);
   const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), "--child", file, JSON.stringify({ c, steps, profile })], {
     stdio: ["ignore", "pipe", "inherit"],
@@ -172,10 +187,10 @@ const gb = (x: number) => `${x.toFixed(2)} GB`;
 
 function printTable(title: string, rows: Result[]): void {
   console.log(`\n${title}`);
-  console.log("weights  memory      tokens  rank  targets  threads   s/step  tokens/s  peak RSS   weights   compute buf");
+  console.log("weights  memory      tokens  rank  targets  threads   s/step  tokens/s  peak RSS   weights  (quantized)  compute buf  (one Wᵀ)");
   for (const r of rows) {
     console.log(
-      `${r.type.padEnd(8)} ${(r.memory + (r.checkpointing ? "+ckpt" : "")).padEnd(10)}  ${String(r.tokens).padStart(6)}  ${String(r.r).padStart(4)}  ${(r.targets.length === 7 ? "all 7" : r.targets.join(",")).padEnd(7)}  ${String(r.threads).padStart(7)}  ${r.sPerStep.toFixed(2).padStart(7)}  ${r.tokensPerS.toFixed(1).padStart(8)}  ${gb(r.peakRssGB).padStart(8)}  ${gb(r.weightGB).padStart(8)}  ${gb(r.computeGB).padStart(10)}`,
+      `${r.type.padEnd(8)} ${(r.memory + (r.checkpointing ? "+ckpt" : "")).padEnd(10)}  ${String(r.tokens).padStart(6)}  ${String(r.r).padStart(4)}  ${(r.targets.length === 7 ? "all 7" : r.targets.join(",")).padEnd(7)}  ${String(r.threads).padStart(7)}  ${r.sPerStep.toFixed(2).padStart(7)}  ${r.tokensPerS.toFixed(1).padStart(8)}  ${gb(r.peakRssGB).padStart(8)}  ${gb(r.weightGB).padStart(8)}  ${gb(r.quantGB).padStart(11)}  ${gb(r.computeGB).padStart(11)}  ${gb(r.quantTGB).padStart(8)}`,
     );
   }
 }
@@ -206,7 +221,7 @@ async function main(): Promise<void> {
     return child(process.argv[3], c, steps, profile);
   }
   const a = parse(process.argv.slice(2));
-  const base: Config = { type: "bf16", memory: "fast", checkpointing: false, tokens: a.tokens, r: 8, targets: ["q", "v"], threads: a.threads };
+  const base: Config = { shape: a.shape, type: "bf16", memory: "fast", checkpointing: false, tokens: a.tokens, r: 8, targets: ["q", "v"], threads: a.threads };
   const ALL = ["q", "k", "v", "o", "gate", "up", "down"];
   const results: Result[] = [];
   const tables: [string, Result[]][] = [];
@@ -243,7 +258,7 @@ async function main(): Promise<void> {
     }
     results.push(...rows);
     tables.push([
-      `LoRA step at TinyLlama shape (r=8 on q,v; ${a.tokens} tokens, batch 1; CPU, ${rows[0]?.threads} threads; ${os.cpus()[0]?.model ?? ""})`,
+      `LoRA step at ${a.shape === "tinyllama" ? "TinyLlama" : "Llama-3.2-3B"} shape (r=8 on q,v; ${a.tokens} tokens, batch 1; CPU, ${rows[0]?.threads} threads; ${os.cpus()[0]?.model ?? ""})`,
       rows,
     ]);
   }
@@ -255,7 +270,10 @@ async function main(): Promise<void> {
   for (const [title, rows] of tables) printTable(title, rows);
   for (const r of results) if (r.profile) printProfile(r);
   console.log("\nreference (engine-notes §6, same machine type): PyTorch 1.13 bf16 4.73 s/step, 54 tokens/s, 3.7 GB peak");
-  console.log("compute buf: ggml's compute buffer (activations and temporaries) of the largest graph; weights: base weights + transposed copies (fast)");
+  console.log(
+    "compute buf: ggml's compute buffer (activations and temporaries) of the largest graph, of which one Wᵀ: the largest made per layer from a quantized weight; " +
+      "weights: base weights + transposed copies (fast), of which quantized: the quantized matrices",
+  );
 }
 
 main().catch((err: unknown) => {

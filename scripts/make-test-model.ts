@@ -8,7 +8,7 @@ import { makeTestModel, TEST_FAMILIES, TEST_MODEL_DEFAULTS, TINYLLAMA_PRESET, ty
 const USAGE = `usage: make-test-model --out FILE [options]
 
   --out FILE          output GGUF path (required)
-  --type T            f32 | f16 | bf16 (default f32)
+  --type T            f32 | f16 | bf16 | q8_0 | q4_k | q4_k_m (default f32)
   --tinyllama         TinyLlama-1.1B shapes (2048 embd, 22 layers, 32/4 heads, 5632 ff, 2048 ctx)
   --n-embd N          embedding size (default ${TEST_MODEL_DEFAULTS.nEmbd})
   --n-layer N         blocks (default ${TEST_MODEL_DEFAULTS.nLayer})
@@ -56,8 +56,9 @@ export function parseArgs(argv: string[]): MakeTestModelOptions {
     } else if (arg === "--out" || arg === "-o") out = value();
     else if (arg === "--type") {
       const t = value();
-      if (t !== "f32" && t !== "f16" && t !== "bf16") throw new Error(`--type: expected f32, f16 or bf16, got "${t}"`);
-      explicit.type = t;
+      const types = ["f32", "f16", "bf16", "q8_0", "q4_k", "q4_k_m"];
+      if (!types.includes(t)) throw new Error(`--type: expected one of ${types.join(", ")}, got "${t}"`);
+      explicit.type = t as MakeTestModelOptions["type"];
     } else if (arg === "--arch") explicit.arch = value();
     else if (arg === "--family") {
       const f = value();

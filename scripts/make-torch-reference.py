@@ -22,6 +22,13 @@ per family the model is the one llama.cpp's src/models/<arch>.cpp builds:
   qwen2                  q/k/v biases; NEOX RoPE (pairs half a head apart, HF's rotate_half)
   qwen3                  per-head RMSNorm of q and k before RoPE; head size attention.key_length
 and the output head is token_embd where output.weight is absent (tied).
+
+A quantized base (issue 14): its tensors are dequantized by gguf-py's own numpy code
+(gguf.quants.dequantize, independent of ours), then the same float64 model runs on them. The third
+argument is the makeTestModel options the test rebuilds the model with:
+
+  npm run make-test-model -- --out /tmp/t2s-q8.gguf --type q8_0
+  /usr/bin/python3 scripts/make-torch-reference.py /tmp/t2s-q8.gguf test/fixtures/torch-trajectory-q8_0.json '{"type":"q8_0"}'
 """
 import hashlib
 import json
@@ -35,6 +42,8 @@ sys.path.insert(0, os.path.join(ROOT, "node_modules", ".cache", "text2sql", "lla
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from gguf.gguf_reader import GGUFReader  # noqa: E402
+from gguf.quants import dequantize  # noqa: E402
+from gguf.constants import GGMLQuantizationType  # noqa: E402
 
 torch.set_default_dtype(torch.float64)
 
@@ -69,7 +78,14 @@ def field(r, key):
 
 def load(path):
     r = GGUFReader(path)
-    w = {t.name: torch.tensor(np.array(t.data, dtype=np.float64)) for t in r.tensors}
+    plain = (GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantizationType.BF16)
+
+    def values(t):
+        if t.tensor_type in plain:
+            return np.array(t.data, dtype=np.float64)
+        return dequantize(t.data, t.tensor_type).astype(np.float64)  # [rows, n_in]
+
+    w = {t.name: torch.tensor(values(t)) for t in r.tensors}
     arch = bytes(r.fields["general.architecture"].parts[-1]).decode()
     n_embd, n_head = field(r, f"{arch}.embedding_length"), field(r, f"{arch}.attention.head_count")
     hp = {
@@ -150,7 +166,10 @@ def nll_sum(logits, seq):
 
 def main():
     model_path, out_path = sys.argv[1], sys.argv[2]
-    family = sys.argv[3] if len(sys.argv) > 3 else "llama"
+    # the third argument: a family name (llama, llama3, qwen2, qwen3) or the makeTestModel options as JSON
+    arg = sys.argv[3] if len(sys.argv) > 3 else "llama"
+    make_opts = json.loads(arg) if arg.startswith("{") else ({} if arg == "llama" else {"family": arg})
+    family = make_opts.get("family", "llama")
     seqs = FAMILY_SEQS[family]
     w, hp = load(model_path)
     rng = np.random.default_rng(0)
@@ -188,7 +207,7 @@ def main():
         sha = hashlib.sha256(f.read()).hexdigest()
     fixture = {
         "about": "LoRA training trajectory recorded by scripts/make-torch-reference.py (PyTorch " + torch.__version__ + ", float64)",
-        "model": {"makeTestModel": {} if family == "llama" else {"family": family}, "sha256": sha},
+        "model": {"makeTestModel": make_opts, "sha256": sha},
         "lora": {"r": R, "alpha": ALPHA, "targets": TARGETS},
         "hp": HP,
         "sequences": seqs,

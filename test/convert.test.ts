@@ -472,7 +472,7 @@ describe("convertHfToGguf", () => {
       /tensor model\.final_norm\.weight is not a llama weight \(expected model\.embed_tokens, model\.layers\.N\.\{input_layernorm\.weight, /,
     );
 
-    await expect(convertHfToGguf(dir, out, { outtype: "q8_0" as never })).rejects.toThrow(/outtype must be auto, bf16, f16 or f32/);
+    await expect(convertHfToGguf(dir, out, { outtype: "q4_0" as never })).rejects.toThrow(/outtype must be auto, bf16, f16, f32 or q8_0/);
     expect(fs.readdirSync(dir).filter((f) => f.endsWith(".gguf") || f.endsWith(".tmp"))).toEqual([]);
   });
 

@@ -15,8 +15,11 @@
  * The product B·A is accumulated in float64 one output row at a time (r multiply-adds per
  * value), added to W in float64 and rounded once to float32, then to the output type.
  *
+ * Quantized bases (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K; src/formats/quant.ts) are
+ * dequantized to float32 as ggml does, the adapter added, and written unquantized.
+ *
  * Output types: the 2D matrices (token_embd and output included) are written as `type` when
- * given; otherwise as F16, or as the base's own matrix type when that is "wider": F32 stays F32,
+ * given; otherwise as F16 (quantized bases included), or as the base's own matrix type when that is "wider": F32 stays F32,
  * and BF16 stays BF16 (its exponent range is F32's, so casting BF16 weights to F16 could overflow
  * and would round them anyway). The base's matrix type is the type holding most of its 2D weight
  * elements. 1D tensors (norms) are always F32. `general.file_type` is set to match
@@ -35,13 +38,14 @@ import { archSpec } from "../formats/architectures.js";
 import { GgmlType, GgufValueType, ggmlTypeName, gv, readGguf, readTensorF32 } from "../formats/gguf.js";
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "../formats/float16.js";
 import { writeGguf } from "../formats/gguf-write.js";
+import { dequantize, quantLayout, TRAINABLE_QUANT_NAMES } from "../formats/quant.js";
 import type { GgufFile, GgufTensorInfo, GgufValue } from "../formats/gguf.js";
 import type { GgufTensorSpec, TensorData } from "../formats/gguf-write.js";
 
 export type MergeType = "f16" | "bf16" | "f32";
 
 export interface MergeOptions {
-  /** Base model: a GGUF of a trained architecture (llama, qwen2, qwen3) with F32, F16 or BF16 weights. */
+  /** Base model: a GGUF of a trained architecture (llama, qwen2, qwen3) with F32, F16, BF16 or quantized (Q8_0 ... Q6_K) weights. */
   model: string;
   /** A GGUF LoRA (general.type = "adapter", adapter.type = "lora"), e.g. final_model/adapter.gguf. */
   adapter: string;
@@ -314,7 +318,9 @@ function* tensorChunks(st: StreamState, info: GgufTensorInfo, outType: number, d
   const rowElems = info.ne[0]!;
   let nRows = 1;
   for (let i = 1; i < info.ne.length; i++) nRows *= info.ne[i]!;
+  const quant = quantLayout(info.type);
   const inBytes = info.type === GgmlType.F32 ? 4 : 2;
+  const rowBytes = quant ? (rowElems / quant.blockElems) * quant.blockBytes : rowElems * inBytes;
   const rowsPerBlock = Math.max(1, Math.min(nRows, Math.floor(BLOCK_ELEMS / rowElems)));
   const blockElems = rowsPerBlock * rowElems;
   const start = model.dataOffset + info.offset;
@@ -331,10 +337,10 @@ function* tensorChunks(st: StreamState, info: GgufTensorInfo, outType: number, d
     return;
   }
 
-  const raw = new ArrayBuffer(blockElems * inBytes);
+  const raw = new ArrayBuffer(rowsPerBlock * rowBytes);
   const rawBytes = new Uint8Array(raw);
   const f32 = info.type === GgmlType.F32 ? new Float32Array(raw) : new Float32Array(blockElems);
-  const u16In = info.type === GgmlType.F32 ? undefined : new Uint16Array(raw);
+  const u16In = info.type === GgmlType.F32 || quant ? undefined : new Uint16Array(raw);
   const u16Out = outType === GgmlType.F32 ? undefined : new Uint16Array(blockElems);
   const acc = d ? new Float64Array(rowElems) : undefined;
   let overCount = 0;
@@ -342,9 +348,10 @@ function* tensorChunks(st: StreamState, info: GgufTensorInfo, outType: number, d
   for (let row0 = 0; row0 < nRows; row0 += rowsPerBlock) {
     const rows = Math.min(rowsPerBlock, nRows - row0);
     const n = rows * rowElems;
-    readFully(fd, model.path, rawBytes, n * inBytes, start + row0 * rowElems * inBytes);
+    readFully(fd, model.path, rawBytes, rows * rowBytes, start + row0 * rowBytes);
     const w = f32.subarray(0, n);
-    if (info.type === GgmlType.F16) f16ToF32(u16In!.subarray(0, n), w);
+    if (quant) w.set(dequantize(info.type, rawBytes, n));
+    else if (info.type === GgmlType.F16) f16ToF32(u16In!.subarray(0, n), w);
     else if (info.type === GgmlType.BF16) bf16ToF32(u16In!.subarray(0, n), w);
     if (d) applyDelta(w, row0, rows, d, acc!);
     if (outType === GgmlType.F32) {
@@ -405,9 +412,9 @@ export async function mergeAdapter(opts: MergeOptions): Promise<MergeResult> {
   if (mtype === "adapter") throw new Error(`mergeAdapter: ${model.path} is an adapter (general.type "adapter"), not a base model`);
   archSpec(metaString(model, "general.architecture"), `mergeAdapter: ${model.path}`);
   for (const t of model.tensors) {
-    if (!NAME_BY_TYPE.has(t.type)) {
+    if (!NAME_BY_TYPE.has(t.type) && !quantLayout(t.type)) {
       throw new Error(
-        `mergeAdapter: ${model.path}: tensor "${t.name}" has type ${ggmlTypeName(t.type)}; only F32, F16 and BF16 models can be merged ` +
+        `mergeAdapter: ${model.path}: tensor "${t.name}" has type ${ggmlTypeName(t.type)}; only F32, F16, BF16 and ${TRAINABLE_QUANT_NAMES} models can be merged ` +
           `(merge into the unquantized model, then quantize the result with llama-quantize)`,
       );
     }

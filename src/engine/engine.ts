@@ -12,6 +12,8 @@ import {
   type NativeTensor,
 } from "./native.js";
 import { checkThreads, warn } from "./system.js";
+import { ggmlTypeName, readGguf } from "../formats/gguf.js";
+import { TRAINABLE_QUANT_NAMES, untrainableMatrix } from "../formats/quant.js";
 import {
   checkInt,
   checkNum,
@@ -28,7 +30,11 @@ import {
 export type Device = "auto" | "cpu" | "cuda" | "metal";
 
 export interface EngineOptions {
-  /** Path to a Llama-architecture GGUF with F32, F16 or BF16 weights. */
+  /**
+   * Path to a Llama-architecture GGUF with F32, F16, BF16 or quantized (Q8_0, Q4_0, Q4_1, Q5_0,
+   * Q5_1, Q4_K, Q5_K, Q6_K; mixed as in Q4_K_M files) weights. Quantized weights stay quantized;
+   * each one's Wᵀ for the backward pass is made per layer, as in lean mode.
+   */
   model: string;
   device?: Device;
   /** CPU threads (default: all cores). */
@@ -47,7 +53,31 @@ export interface EngineOptions {
   profile?: boolean;
   /** Compose every backward op from basic ops, as the graph does on Metal (for tests). */
   portableOps?: boolean;
+  /**
+   * Quantized weights. "fast" (default): forward products run ggml's quantized kernels (which
+   * round the activations to 8 bits) and each per-layer Wᵀ of the backward pass is BF16. "exact"
+   * (for checks; slower, more memory per layer): every product uses the weight dequantized to F32
+   * per layer, so forward and gradients are those of the dequantized model in float32.
+   */
+  quantMode?: "fast" | "exact";
   lora?: LoraOptions;
+}
+
+/** Rejects, before the native engine opens it, a model with a matrix of a type it cannot train on. */
+function checkTrainableTypes(model: string): void {
+  let tensors;
+  try {
+    tensors = readGguf(model).tensors;
+  } catch {
+    return; // not GGUF, or truncated: the native loader names what is wrong with the file
+  }
+  const bad = untrainableMatrix(tensors);
+  if (bad) {
+    throw new Error(
+      `model: ${model}: tensor "${bad.name}" has type ${ggmlTypeName(bad.type)}, which the engine cannot train on; ` +
+        `supported: F32, F16, BF16, ${TRAINABLE_QUANT_NAMES} (convert or download one of these)`,
+    );
+  }
 }
 
 export interface StepOptions {
@@ -128,7 +158,10 @@ export class LoraEngine {
     if (typeof profile !== "boolean") fail("profile", "a boolean", profile);
     const portableOps = options.portableOps ?? false;
     if (typeof portableOps !== "boolean") fail("portableOps", "a boolean", portableOps);
+    const quantMode = options.quantMode ?? "fast";
+    if (quantMode !== "fast" && quantMode !== "exact") fail("quantMode", '"fast" or "exact"', quantMode);
     const lora = resolveLoraOptions(options.lora);
+    checkTrainableTypes(options.model);
     const native = await loadNative().createEngine({
       modelPath: options.model,
       device,
@@ -137,6 +170,7 @@ export class LoraEngine {
       checkpoint: checkpointing,
       profile,
       portableOps,
+      quantExact: quantMode === "exact",
       r: lora.r,
       alpha: lora.alpha,
       dropout: lora.dropout,
@@ -144,7 +178,17 @@ export class LoraEngine {
       seed: lora.seed,
       targets: lora.targetModules.map(targetIndex),
     });
-    const engine = new LoraEngine(native, { model: options.model, device, threads, memory, checkpointing, profile, portableOps, lora });
+    const engine = new LoraEngine(native, {
+      model: options.model,
+      device,
+      threads,
+      memory,
+      checkpointing,
+      profile,
+      portableOps,
+      quantMode,
+      lora,
+    });
     const tooWide = rankWarning(lora, engine.info);
     if (tooWide) warn(tooWide);
     return engine;
@@ -160,10 +204,20 @@ export class LoraEngine {
     return { t: i.optimizerSteps, dropoutCalls: i.dropoutCalls };
   }
 
-  /** Memory the engine holds now: weights (and transposed copies) and the compute buffer. */
-  memoryInfo(): { weightBytes: number; transposedBytes: number; computeBytes: number } {
+  /**
+   * Memory the engine holds now: weights (and transposed copies; quantBytes of them quantized
+   * matrices) and the compute buffer (of which up to quantTBytes is the one Wᵀ made at a time
+   * from a quantized weight for the backward pass).
+   */
+  memoryInfo(): { weightBytes: number; transposedBytes: number; computeBytes: number; quantBytes: number; quantTBytes: number } {
     const i = this.#live("memoryInfo").info();
-    return { weightBytes: i.weightBytes, transposedBytes: i.transposedBytes, computeBytes: i.computeBytes };
+    return {
+      weightBytes: i.weightBytes,
+      transposedBytes: i.transposedBytes,
+      computeBytes: i.computeBytes,
+      quantBytes: i.quantBytes ?? 0,
+      quantTBytes: i.quantTBytes ?? 0,
+    };
   }
 
   /** Per-op timings since the last call (engine created with profile: true), slowest first. */

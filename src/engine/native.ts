@@ -14,6 +14,7 @@ export interface NativeEngineOptions {
   checkpoint: boolean; // gradient checkpointing: recompute each layer in the backward pass
   profile: boolean; // time every graph node (slow); read with takeProfile()
   portableOps?: boolean; // compose every backward op from basic ops, as on Metal (tests)
+  quantExact?: boolean; // quantized weights: dequantize per layer to F32 for every product (exact; checks) instead of quantized kernels + BF16 Wᵀ
   r: number;
   alpha: number;
   dropout: number;
@@ -55,7 +56,7 @@ export interface NativeEngineInfo {
   nCtx: number;
   ropeFreqBase: number;
   rmsEps: number;
-  weightType: string; // f32 | f16 | bf16
+  weightType: string; // f32 | f16 | bf16 | q8_0 | q4_k | ... (of blk.0.attn_q)
   device: string; // ggml backend name, e.g. CPU, CUDA0, MTL0
   trainableParams: number;
   loraScale: number;
@@ -66,6 +67,8 @@ export interface NativeEngineInfo {
   checkpoint: boolean;
   weightBytes: number; // base weights, plus the transposed copies unless lean
   transposedBytes: number; // of which transposed copies
+  quantBytes?: number; // of which quantized matrices
+  quantTBytes?: number; // the largest Wᵀ made per layer from a quantized weight (compute buffer)
   computeBytes: number; // compute buffer (activations, temporaries): the largest graph so far
 }
 

@@ -24,6 +24,7 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import { bf16ToF32, f16ToF32 } from "./float16.js";
+import { dequantize, quantLayout, TRAINABLE_QUANT_NAMES } from "./quant.js";
 
 // ---------------------------------------------------------------------------
 // Metadata value types
@@ -169,12 +170,24 @@ export const GgmlType = {
   Q5_K: 13,
   Q6_K: 14,
   Q8_K: 15,
+  IQ2_XXS: 16,
+  IQ2_XS: 17,
+  IQ3_XXS: 18,
+  IQ1_S: 19,
+  IQ4_NL: 20,
+  IQ3_S: 21,
+  IQ2_S: 22,
+  IQ4_XS: 23,
   I8: 24,
   I16: 25,
   I32: 26,
   I64: 27,
   F64: 28,
+  IQ1_M: 29,
   BF16: 30,
+  TQ1_0: 34,
+  TQ2_0: 35,
+  MXFP4: 39,
 } as const;
 export type GgmlType = number;
 
@@ -535,10 +548,16 @@ export function readTensorBytes(file: GgufFile, tensor: GgufTensorInfo | string)
   return out;
 }
 
-/** Read one F32/F16/BF16 tensor as f32 values (other types are rejected). */
+/** Read one F32/F16/BF16 or trainable quantized tensor (./quant.ts) as f32 values (other types are rejected). */
 export function readTensorF32(file: GgufFile, tensor: GgufTensorInfo | string): Float32Array {
   const info = findTensorInfo(file, tensor);
   const bytes = readTensorBytes(file, info);
+  if (quantLayout(info.type))
+    return dequantize(
+      info.type,
+      bytes,
+      info.ne.reduce((a, b) => a * b, 1),
+    );
   switch (info.type) {
     case GgmlType.F32:
       return new Float32Array(bytes.buffer, 0, bytes.length / 4);
@@ -547,7 +566,9 @@ export function readTensorF32(file: GgufFile, tensor: GgufTensorInfo | string): 
     case GgmlType.BF16:
       return bf16ToF32(new Uint16Array(bytes.buffer, 0, bytes.length / 2));
     default:
-      throw new Error(`${file.path}: tensor "${info.name}" has type ${ggmlTypeName(info.type)}; only F32, F16 and BF16 can be read as f32`);
+      throw new Error(
+        `${file.path}: tensor "${info.name}" has type ${ggmlTypeName(info.type)}; only F32, F16, BF16 and ${TRAINABLE_QUANT_NAMES} can be read as f32`,
+      );
   }
 }
 

@@ -24,10 +24,11 @@ import { writeGguf, type GgufTensorSpec, type TensorData } from "../formats/gguf
 import { openHfWeights, StReader, SAFETENSORS_DTYPE_SIZE, type HfWeights, type StTensorInfo } from "../formats/safetensors.js";
 import { permuteRowsBytes } from "../formats/llama-layout.js";
 import { archExtraLayerTensors, archPermutedHeads, archSpecFromHf, REFUSED_ARCHITECTURES, type ArchSpec } from "../formats/architectures.js";
+import { quantizeQ8_0 } from "../formats/quant.js";
 import { LORA_MODULES, type LoraTarget } from "../engine/lora.js";
 import { readJson, readVocab, specialIds, tokenizerMetadata, type Json, type SpecialType, type Vocab } from "./convert-tokenizer.js";
 
-export type ConvertOutType = "auto" | "bf16" | "f16" | "f32";
+export type ConvertOutType = "auto" | "bf16" | "f16" | "f32" | "q8_0";
 
 export interface ConvertOptions {
   /** Storage type of the 2-D weights. "auto" (default) keeps each tensor's checkpoint precision. */
@@ -47,8 +48,8 @@ export interface ConvertOptions {
 
 export interface ConvertResult {
   file: string;
-  /** The storage type of the 2-D weights ("f32", "f16" or "bf16"; for "auto", that of token_embd). */
-  outtype: "f32" | "f16" | "bf16";
+  /** The storage type of the 2-D weights ("f32", "f16", "bf16" or "q8_0"; for "auto", that of token_embd). */
+  outtype: "f32" | "f16" | "bf16" | "q8_0";
   nTensors: number;
   warnings: string[];
 }
@@ -58,8 +59,8 @@ export const SUPPORTED_ARCHITECTURES =
   "with a SentencePiece tokenizer.model or a byte-level BPE tokenizer.json";
 
 /** llama_ftype of each output type (general.file_type). */
-const FILE_TYPE = { f32: 0, f16: 1, bf16: 32 } as const;
-const GGML_OF = { f32: GgmlType.F32, f16: GgmlType.F16, bf16: GgmlType.BF16 } as const;
+const FILE_TYPE = { f32: 0, f16: 1, bf16: 32, q8_0: 7 } as const;
+const GGML_OF = { f32: GgmlType.F32, f16: GgmlType.F16, bf16: GgmlType.BF16, q8_0: GgmlType.Q8_0 } as const;
 const OUTTYPE_OF_DTYPE: Record<string, "f32" | "f16" | "bf16"> = { F32: "f32", F16: "f16", BF16: "bf16" };
 
 /** Source bytes per block (whole rows / whole heads): bounds memory for any tensor size. */
@@ -330,6 +331,7 @@ function convertBlock(bytes: Uint8Array, srcDtype: string, dst: number, onOverfl
       ? new Float32Array(bytes.buffer, bytes.byteOffset, bytes.length / 4)
       : (srcType === GgmlType.F16 ? f16ToF32 : bf16ToF32)(new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.length / 2));
   if (dst === GgmlType.F32) return f32;
+  if (dst === GgmlType.Q8_0) return quantizeQ8_0(f32); // whole rows: planTensors checked they are whole blocks
   if (dst === GgmlType.BF16) return f32ToBf16(f32);
   const h = f32ToF16(f32);
   let overflow = 0;
@@ -437,6 +439,9 @@ function planTensors(ck: Checkpoint, outtype: ConvertOutType, { log, warn }: Rep
     else {
       srcTypes2d.add(t.dtype);
       type = outtype === "auto" ? GGML_OF[OUTTYPE_OF_DTYPE[t.dtype]!] : GGML_OF[outtype];
+      if (type === GgmlType.Q8_0 && want[want.length - 1]! % 32 !== 0) {
+        throw new Error(`${t.hfName}: rows of ${want[want.length - 1]} values cannot be stored as Q8_0 (blocks of 32); choose --dtype bf16`);
+      }
     }
     plans.push({ hfName: t.hfName, ggufName: g, src: t, ne: [...want].reverse(), type, rowsPerHead: rowsPerHeadOf(g, want[0]!, ck.hp) });
   }
@@ -507,8 +512,8 @@ function tensorSpecs(plans: TensorPlan[], hp: HParams, reader: StReader, opts: C
  */
 export async function convertHfToGguf(dir: string, outFile: string, opts: ConvertOptions = {}): Promise<ConvertResult> {
   const outtype = opts.outtype ?? "auto";
-  if (!["auto", "bf16", "f16", "f32"].includes(outtype))
-    throw new Error(`convertHfToGguf: outtype must be auto, bf16, f16 or f32, got ${JSON.stringify(outtype)}`);
+  if (!["auto", "bf16", "f16", "f32", "q8_0"].includes(outtype))
+    throw new Error(`convertHfToGguf: outtype must be auto, bf16, f16, f32 or q8_0, got ${JSON.stringify(outtype)}`);
   const log = opts.log ?? (() => {});
   const warnings: string[] = [];
   const warn = (m: string): void => {

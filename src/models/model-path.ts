@@ -36,7 +36,7 @@ const BUILTIN_FAMILIES: readonly TestFamily[] = ["llama3", "qwen2", "qwen3"];
 
 /** model.dtype: the weight type a Hugging Face checkpoint is converted to; auto keeps the checkpoint's. */
 export type ModelDtype = ConvertOutType;
-export const MODEL_DTYPES: readonly ModelDtype[] = ["auto", "bf16", "f16", "f32"];
+export const MODEL_DTYPES: readonly ModelDtype[] = ["auto", "bf16", "f16", "f32", "q8_0"];
 
 export const MODEL_PATH_FORMS =
   "a GGUF file (path/to/model.gguf), a Hugging Face checkpoint folder (with config.json), a hub repository " +
@@ -336,7 +336,7 @@ export function hubGgufPath(spec: string | RepoSpec, commit: string, dtype: Mode
   return path.join(cacheHome(), "models", `${s.owner}--${s.name}-${commit.slice(0, 10)}-${dtype}.gguf`);
 }
 
-const HUB_GGUF = /^(.+?)--(.+)-([0-9a-f]{10})-(auto|bf16|f16|f32)\.gguf$/;
+const HUB_GGUF = /^(.+?)--(.+)-([0-9a-f]{10})-(auto|bf16|f16|f32|q8_0)\.gguf$/;
 
 /** For a GGUF file name made by hubGgufPath: the repository, commit prefix and dtype. */
 export function parseHubGgufName(file: string): { repo: string; commit: string; dtype: ModelDtype } | null {

@@ -26,12 +26,18 @@ import { packageRoot } from "../engine/native.js";
 import { GgmlType, GgufValueType, gv, readGguf } from "../formats/gguf.js";
 import { f32ToBf16, f32ToF16 } from "../formats/float16.js";
 import { writeGguf } from "../formats/gguf-write.js";
+import { quantizeQ4K, quantizeQ8_0 } from "../formats/quant.js";
 import type { GgufValue } from "../formats/gguf.js";
 import type { GgufTensorSpec, TensorData } from "../formats/gguf-write.js";
 import { ARCHITECTURES, type ArchName } from "../formats/architectures.js";
 import { llama3RopeFactors } from "./convert.js";
 
-export type TestModelType = "f32" | "f16" | "bf16";
+/**
+ * Storage of the 2D matrices: f32/f16/bf16, q8_0, q4_k, or q4_k_m (a mix as in llama.cpp's Q4_K_M
+ * files: Q4_K matrices, with attn_v, ffn_down and the output head in Q8_0 here, where those files
+ * use Q6_K). Quantized types need nEmbd and nFf to be multiples of the block size (32; 256 for K).
+ */
+export type TestModelType = "f32" | "f16" | "bf16" | "q8_0" | "q4_k" | "q4_k_m";
 
 /** The model families test models can be made of (see the file comment). */
 export type TestFamily = "llama" | "llama3" | "qwen2" | "qwen3";
@@ -113,6 +119,19 @@ export const TEST_MODEL_DEFAULTS = {
   seed: 1,
 } as const satisfies Partial<MakeTestModelOptions>;
 
+/**
+ * Llama-3.2-3B's layer shapes (hidden 3072, 28 layers, 24 heads, 8 KV heads, FFN 8192) with the
+ * Llama-2 vocabulary of the test models (32,000 tokens where the real model has 128,256).
+ */
+export const LLAMA32_3B_PRESET = {
+  nEmbd: 3072,
+  nLayer: 28,
+  nHead: 24,
+  nHeadKv: 8,
+  nFf: 8192,
+  nCtx: 2048,
+} as const satisfies Partial<MakeTestModelOptions>;
+
 /** TinyLlama-1.1B shapes (about 2.2 GB as F16/BF16). */
 export const TINYLLAMA_PRESET = {
   nEmbd: 2048,
@@ -123,8 +142,21 @@ export const TINYLLAMA_PRESET = {
   nCtx: 2048,
 } as const satisfies Partial<MakeTestModelOptions>;
 
-const FILE_TYPE: Record<TestModelType, number> = { f32: 0, f16: 1, bf16: 32 }; // llama_ftype
-const GGML_TYPE: Record<TestModelType, number> = { f32: GgmlType.F32, f16: GgmlType.F16, bf16: GgmlType.BF16 };
+const FILE_TYPE: Record<TestModelType, number> = { f32: 0, f16: 1, bf16: 32, q8_0: 7, q4_k: 15, q4_k_m: 15 }; // llama_ftype
+const GGML_TYPE: Record<TestModelType, number> = {
+  f32: GgmlType.F32,
+  f16: GgmlType.F16,
+  bf16: GgmlType.BF16,
+  q8_0: GgmlType.Q8_0,
+  q4_k: GgmlType.Q4_K,
+  q4_k_m: GgmlType.Q4_K,
+};
+
+/** The type of one matrix: q4_k_m keeps attn_v, ffn_down and output in Q8_0. */
+function matrixType(type: TestModelType, name: string): number {
+  if (type === "q4_k_m" && /attn_v|ffn_down|^output/.test(name)) return GgmlType.Q8_0;
+  return GGML_TYPE[type];
+}
 
 // ---------------------------------------------------------------------------
 // Locating llama.cpp
@@ -202,11 +234,14 @@ function randomTensor(name: string, ne: number[], type: number, seed: number, me
   function* chunks(): Generator<TensorData> {
     let state = tensorSeed(seed, name);
     const f32 = new Float32Array(Math.min(CHUNK_ELEMS, count));
-    const u16 = type === GgmlType.F32 ? undefined : new Uint16Array(f32.length);
+    const u16 = type === GgmlType.F16 || type === GgmlType.BF16 ? new Uint16Array(f32.length) : undefined;
     for (let done = 0; done < count; done += f32.length) {
       const chunk = count - done >= f32.length ? f32 : f32.subarray(0, count - done);
       state = fillRandom(chunk, state, mean, std);
-      if (!u16) yield chunk;
+      // chunks are whole multiples of 256 values: whole blocks of every quantized type
+      if (type === GgmlType.Q8_0) yield quantizeQ8_0(chunk);
+      else if (type === GgmlType.Q4_K) yield quantizeQ4K(chunk);
+      else if (!u16) yield chunk;
       else if (type === GgmlType.F16) yield f32ToF16(chunk, u16).subarray(0, chunk.length);
       else yield f32ToBf16(chunk, u16).subarray(0, chunk.length);
     }
@@ -234,7 +269,11 @@ export async function makeTestModel(opts: MakeTestModelOptions): Promise<string>
   const { nEmbd, nLayer, nHead, nHeadKv, nFf, nCtx, seed } = o;
   for (const [k, v] of Object.entries({ nEmbd, nLayer, nHead, nHeadKv, nFf, nCtx })) checkPositiveInt(k, v);
   if (!Number.isInteger(seed)) throw new Error(`makeTestModel: seed must be an integer, got ${seed}`);
-  if (!(o.type in GGML_TYPE)) throw new Error(`makeTestModel: type must be f32, f16 or bf16, got ${o.type}`);
+  if (!(o.type in GGML_TYPE)) throw new Error(`makeTestModel: type must be one of ${Object.keys(GGML_TYPE).join(", ")}, got ${o.type}`);
+  const block = o.type === "q8_0" ? 32 : o.type.startsWith("q4_k") ? 256 : 1;
+  if (nEmbd % block !== 0 || nFf % block !== 0) {
+    throw new Error(`makeTestModel: type ${o.type} needs nEmbd (${nEmbd}) and nFf (${nFf}) to be multiples of ${block}`);
+  }
   if (nEmbd % nHead !== 0) throw new Error(`makeTestModel: nEmbd (${nEmbd}) must be divisible by nHead (${nHead})`);
   if (nHead % nHeadKv !== 0) throw new Error(`makeTestModel: nHead (${nHead}) must be divisible by nHeadKv (${nHeadKv})`);
   const headDim = o.headDim ?? (nEmbd / nHead) * fam.headDimFactor;
@@ -245,7 +284,6 @@ export async function makeTestModel(opts: MakeTestModelOptions): Promise<string>
   const nVocab = vocab.nVocab;
   const nEmbdQ = nHead * headDim;
   const nEmbdKv = nHeadKv * headDim;
-  const wtype = GGML_TYPE[o.type];
 
   const metadata: [string, GgufValue][] = [
     ["general.architecture", gv.str(arch)],
@@ -273,13 +311,13 @@ export async function makeTestModel(opts: MakeTestModelOptions): Promise<string>
   // the layers (and attention scores have std ~1, so attention is far from uniform).
   // Embedding and output rows get std 2/sqrt(nEmbd): with a unit-RMS final hidden state
   // the logits then have std ~2, non-trivial but not saturated, tied or not.
-  const matrix = (name: string, ne: number[]): GgufTensorSpec => randomTensor(name, ne, wtype, seed, 0, 1 / Math.sqrt(ne[0]!));
+  const matrix = (name: string, ne: number[]): GgufTensorSpec => randomTensor(name, ne, matrixType(o.type, name), seed, 0, 1 / Math.sqrt(ne[0]!));
   const norm = (name: string, n = nEmbd): GgufTensorSpec => randomTensor(name, [n], GgmlType.F32, seed, 1, 0.1);
   // biases as large as the projections' outputs (Qwen2's k biases are of that order)
   const bias = (name: string, n: number): GgufTensorSpec => randomTensor(name, [n], GgmlType.F32, seed, 0, 0.5);
   const embStd = 2 / Math.sqrt(nEmbd);
 
-  const tensors: GgufTensorSpec[] = [randomTensor("token_embd.weight", [nEmbd, nVocab], wtype, seed, 0, embStd)];
+  const tensors: GgufTensorSpec[] = [randomTensor("token_embd.weight", [nEmbd, nVocab], matrixType(o.type, "token_embd"), seed, 0, embStd)];
   if (fam.llama3Rope) {
     const factors = llama3RopeFactors(fam.llama3Rope, fam.ropeBase, headDim);
     tensors.push({ name: "rope_freqs.weight", type: GgmlType.F32, ne: [factors.length], data: () => [factors] });
@@ -301,7 +339,7 @@ export async function makeTestModel(opts: MakeTestModelOptions): Promise<string>
     if (spec.qkNorm) tensors.push(norm(`${b}.attn_q_norm.weight`, headDim), norm(`${b}.attn_k_norm.weight`, headDim));
   }
   tensors.push(norm("output_norm.weight"));
-  if (!tied) tensors.push(randomTensor("output.weight", [nEmbd, nVocab], wtype, seed, 0, embStd));
+  if (!tied) tensors.push(randomTensor("output.weight", [nEmbd, nVocab], matrixType(o.type, "output"), seed, 0, embStd));
 
   fs.mkdirSync(path.dirname(path.resolve(o.path)), { recursive: true });
   writeGguf(o.path, { metadata, tensors });
@@ -314,13 +352,15 @@ export async function makeTestModel(opts: MakeTestModelOptions): Promise<string>
 
 /** The benchmarks' TinyLlama-shaped random model of this type, made on first use in
  *  $TEXT2SQL_BENCH_DIR (default <tmp>/text2sql-bench). */
-export async function tinyLlamaBenchModel(type: TestModelType): Promise<string> {
+export async function tinyLlamaBenchModel(type: TestModelType, shape: "tinyllama" | "llama3.2-3b" = "tinyllama"): Promise<string> {
   const dir = process.env.TEXT2SQL_BENCH_DIR || path.join(os.tmpdir(), "text2sql-bench");
   fs.mkdirSync(dir, { recursive: true });
-  const file = path.join(dir, `tinyllama-shape-${type}.gguf`);
+  const file = path.join(dir, `${shape}-shape-${type}.gguf`);
   if (!fs.existsSync(file)) {
-    process.stderr.write(`making a TinyLlama-shaped ${type} model with random weights: ${file}\n`);
-    await makeTestModel({ path: file, type, ...TINYLLAMA_PRESET });
+    process.stderr.write(`making a ${shape}-shaped ${type} model with random weights: ${file}\n`);
+    const tmp = `${file}.partial`;
+    await makeTestModel({ path: tmp, type, ...(shape === "tinyllama" ? TINYLLAMA_PRESET : LLAMA32_3B_PRESET) });
+    fs.renameSync(tmp, file);
   }
   return file;
 }

@@ -78,7 +78,19 @@ export interface TrainSummary {
   tokensPerS: number;
   peakRssBytes: number;
   trainableParams: number;
-  memory: { baseWeights: number; transposedCopies: number; lora: number; gradients: number; optimizer: number; computeBuffer: number; other: number };
+  memory: {
+    baseWeights: number;
+    /** of baseWeights: quantized matrices (Q8_0, Q4_K, ...) */
+    quantizedWeights: number;
+    transposedCopies: number;
+    lora: number;
+    gradients: number;
+    optimizer: number;
+    computeBuffer: number;
+    /** of computeBuffer: the largest Wᵀ made per layer from a quantized weight (one at a time) */
+    perLayerTransposed: number;
+    other: number;
+  };
   data: DataSummary;
 }
 
@@ -350,11 +362,13 @@ function memoryUse(engine: LoraEngine, peak: number): TrainSummary["memory"] {
   const lora = engine.trainableParams * 4;
   return {
     baseWeights,
+    quantizedWeights: mem.quantBytes,
     transposedCopies: transposed,
     lora,
     gradients: lora,
     optimizer: 2 * lora,
     computeBuffer: mem.computeBytes,
+    perLayerTransposed: mem.quantTBytes,
     other: Math.max(0, peak - baseWeights - transposed - 4 * lora - mem.computeBytes),
   };
 }
@@ -371,7 +385,7 @@ export function formatSummary(s: TrainSummary): string {
     `token accuracy  ${s.evalAccuracy === null ? "n/a" : (100 * s.evalAccuracy).toFixed(1) + "%"}`,
     `wall time       ${(s.wallS / 60).toFixed(1)} min, ${s.tokensPerS.toFixed(1)} tokens/s`,
     `trainable       ${s.trainableParams.toLocaleString("en-US")} parameters`,
-    `peak memory     ${gib(s.peakRssBytes)}: base weights ${gib(m.baseWeights)}, transposed copies ${gib(m.transposedCopies)}, LoRA ${gib(m.lora)}, gradients ${gib(m.gradients)}, optimizer state ${gib(m.optimizer)}, compute buffer (activations) ${gib(m.computeBuffer)}, other ${gib(m.other)}`,
+    `peak memory     ${gib(s.peakRssBytes)}: base weights ${gib(m.baseWeights)}${m.quantizedWeights > 0 ? ` (quantized ${gib(m.quantizedWeights)})` : ""}, transposed copies ${gib(m.transposedCopies)}, LoRA ${gib(m.lora)}, gradients ${gib(m.gradients)}, optimizer state ${gib(m.optimizer)}, compute buffer (activations) ${gib(m.computeBuffer)}${m.perLayerTransposed > 0 ? ` (of which per-layer Wᵀ ${gib(m.perLayerTransposed)})` : ""}, other ${gib(m.other)}`,
     s.finalModel ? `adapter         ${path.join(s.finalModel, GGUF_ADAPTER)}` : "",
     `metrics         ${path.join(s.outputDir, "metrics.jsonl")}, ${path.join(s.outputDir, "loss.svg")}`,
   ]
