@@ -130,7 +130,7 @@ export function llamaLogitsF64(modelPath: string, tokens: readonly number[], rou
   const T = tokens.length;
   const hd = w.nEmbd / w.nHead;
   const grp = w.nHead / w.nHeadKv;
-  let xs = tokens.map((t) => w.tok.slice(t * w.nEmbd, (t + 1) * w.nEmbd));
+  let xs: Float64Array[] = tokens.map((t) => w.tok.slice(t * w.nEmbd, (t + 1) * w.nEmbd));
   for (const L of w.layers) {
     const qs: Float64Array[] = [];
     const ks: Float64Array[] = [];
