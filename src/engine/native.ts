@@ -125,8 +125,28 @@ export interface NativeDevice {
   backend: string;
 }
 
+/** A kernel for the frozen-weight BF16 products: the AMX tiles, their scalar emulation, or ggml's mul_mat. */
+export type NativeMatmulKernel = "amx" | "emulate" | "ggml";
+
 export interface NativeAddon {
   createEngine(options: NativeEngineOptions): Promise<NativeEngine>;
+  /**
+   * Test hook: one product on the CPU with the given kernel (threads ≥ 1). transpose false: y = W·x
+   * with w [N rows of K] (w[n·K + k]); transpose true: y = Wᵀ·x with w [K rows of N] (w[k·N + n]).
+   * w holds BF16 bit patterns, x is [T rows of K] (x[t·K + k]); resolves to y [T rows of N]. The
+   * activations are rounded to BF16 as ggml's BF16 mul_mat does. Rejects "amx" where the tile
+   * unit is not available.
+   */
+  amxMatmulTest(
+    kernel: NativeMatmulKernel,
+    transpose: boolean,
+    w: Uint16Array,
+    x: Float32Array,
+    K: number,
+    N: number,
+    T: number,
+    threads: number,
+  ): Promise<Float32Array>;
   /** amxTiles: whether loading the addon obtained the AMX tile state for this process (Linux x86-64; "absent" without AMX). */
   systemInfo(): { devices: NativeDevice[]; lastLog: string; amxTiles: "absent" | "granted" | "denied" };
 }
