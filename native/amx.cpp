@@ -236,8 +236,6 @@ amx_mode amx_mode_from_env(std::string & note) {
     return amx_mode::off;
 }
 
-int64_t amx_packed_elems(int64_t K, int64_t N) { return pad32(K) * pad16(N); }
-
 void amx_pack_b_bf16(const uint16_t * src, int64_t sk, int64_t sn, int64_t K, int64_t N, uint16_t * dst, int ith, int nth) {
     pack_b([&](int64_t k, int64_t n) { return src[k * sk + n * sn]; }, K, N, dst, ith, nth);
 }
@@ -275,6 +273,26 @@ ggml_tensor * amx_mul_mat_t(ggml_context * ctx, amx_mode m, ggml_tensor * w, ggm
         ggml_custom_4d(ctx, GGML_TYPE_F32, n_in, T, 1, 1, ab, 2, bwd_op, GGML_N_TASKS_MAX, make_ud(m, k0 / 32));  // [n_in, T]
     ggml_set_name(dx, "amx.mul_mat_t");
     return dx;
+}
+
+std::string ggml_cpu_mul_mat_kernel(ggml_type t) {
+    // llamafile's tinyBLAS (sgemm.cpp) takes every product of 2+ tokens whose activation type
+    // it has a kernel for; one token goes through ggml's vec_dot of the same types
+    const bool   avx512 = ggml_cpu_has_avx512(), avx2 = ggml_cpu_has_avx2();
+    const char * simd = avx512 ? "AVX-512" : avx2 ? "AVX2" : "no SIMD kernel: vec_dot";
+    switch (t) {
+        case GGML_TYPE_F32: return std::string("tinyBLAS f32 (") + simd + ")";
+        case GGML_TYPE_F16:
+            return std::string("tinyBLAS f16 (") +
+                   (avx512              ? "AVX-512" :
+                    ggml_cpu_has_f16c() ? "F16C" :
+                                          "vec_dot") +
+                   "), activations to F16";
+        case GGML_TYPE_BF16:
+            return std::string("tinyBLAS bf16 (") + (ggml_cpu_has_avx512_bf16() ? "AVX512-BF16 vdpbf16ps" : simd) +
+                   "), activations to BF16";
+        default: return std::string("ggml vec_dot ") + ggml_type_name(t);
+    }
 }
 
 bool amx_is_op(const ggml_tensor * t) { return t->op == GGML_OP_CUSTOM && strncmp(t->name, "amx.", 4) == 0; }

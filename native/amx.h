@@ -38,9 +38,8 @@ bool cpu_has_amx_bf16();
 
 // VNNI panels of a K x N matrix B (element (k, n)): panel nb holds columns [16·nb, 16·nb + 16), as
 // ceil(K/32) blocks of [16 K-pairs][16 cols][2] bf16 = 1 KiB; zeros past K and N.
-int64_t amx_packed_elems(int64_t K, int64_t N);  // Kp32 · Np16
 // B(k, n) = src[k·sk + n·sn] (bf16 bits), e.g. Wᵀ·dy's B = W [n_out rows k, n_in cols n]: sk = n_in, sn = 1.
-void    amx_pack_b_bf16(const uint16_t * src, int64_t sk, int64_t sn, int64_t K, int64_t N, uint16_t * dst, int ith, int nth);
+void amx_pack_b_bf16(const uint16_t * src, int64_t sk, int64_t sn, int64_t K, int64_t N, uint16_t * dst, int ith, int nth);
 
 // C[M, N] = A[M, K] · B[K, N], as amx_gemm.h runs it (a plain struct: no code of its own, so the
 // AMX-compiled file and the rest share it safely).
@@ -69,6 +68,10 @@ ggml_tensor * amx_mul_mat_t(ggml_context * ctx,
                             ggml_tensor *  w_packed,
                             int64_t        k0,
                             ggml_tensor *  dy);  // [n_in, T] = Wᵀ·dy, dy [rows of w, T]
+
+// The kernel ggml's CPU mul_mat runs for a weight of this type times F32 activations in this
+// build (ggml's compile-time CPU features): e.g. "tinyBLAS bf16 (AVX512-BF16), activations to BF16".
+std::string ggml_cpu_mul_mat_kernel(ggml_type t);
 
 // Whether a graph node is one of ours (the profiler names the kernel).
 bool amx_is_op(const ggml_tensor * t);

@@ -10,9 +10,12 @@
 // wrong packing, block or edge would move an element by a whole term or more (far above it).
 import fs from "node:fs";
 import { describe, expect, test } from "vitest";
+import { LoraEngine } from "../src/engine/engine.js";
 import { loadNative, type NativeMatmulKernel } from "../src/engine/native.js";
 import { bf16BitsToF32, f32ToBf16Bits } from "../src/formats/float16.js";
-import { rng } from "./helpers/models.js";
+import { llamaLogitsF64 } from "./helpers/llama-f64.js";
+import { llamaCppLogProbs } from "./helpers/llamacpp.js";
+import { logSoftmax, randomize, relError, rng, testModel } from "./helpers/models.js";
 
 const U = 2 ** -24;
 const gamma = (k: number) => (k * U) / (1 - k * U);
@@ -141,4 +144,78 @@ describe.skipIf(!hasAmx)("AMX-BF16 kernel on the real tile unit (this CPU has am
 
 test.runIf(!hasAmx)("the real-tile tests are skipped: /proc/cpuinfo has no amx_bf16 here (emulated tiles only)", () => {
   expect(hasAmx).toBe(false);
+});
+
+// The engine with the kernel forced on through the emulation (TEXT2SQL_AMX=emulate, read when an
+// engine is created): the same graph hooks, packing and custom ops as on an AMX CPU.
+describe("a BF16 engine through the emulated AMX kernel", () => {
+  const ALL = ["q", "k", "v", "o", "gate", "up", "down"];
+  const TOKENS = [1, 518, 25580, 29962, 3251, 403, 3758, 363, 278, 1494, 1139, 29889, 894, 29901, 1128, 1784];
+
+  async function withAmx<T>(mode: string, f: () => Promise<T>): Promise<T> {
+    const before = process.env.TEXT2SQL_AMX;
+    process.env.TEXT2SQL_AMX = mode;
+    try {
+      return await f();
+    } finally {
+      if (before === undefined) delete process.env.TEXT2SQL_AMX;
+      else process.env.TEXT2SQL_AMX = before;
+    }
+  }
+
+  /** LoRA gradients of one batch (random adapter), the kernel used and the packed/transposed bytes. */
+  async function grads(type: "f32" | "bf16", amx: string, lean = false) {
+    return withAmx(amx, async () => {
+      const e = await LoraEngine.create({
+        model: await testModel({ type }),
+        device: "cpu",
+        memory: lean ? "lean" : "fast",
+        lora: { targetModules: ALL, r: 4 },
+      });
+      await e.setAdapter(randomize(await e.getAdapter(), 17, 0.2));
+      const r = rng(3);
+      const tokens = Int32Array.from({ length: 26 }, () => 2 + Math.floor(((r() + 1) / 2) * 31000));
+      const mask = Uint8Array.from({ length: 26 }, (_, i) => (i % 13 === 0 ? 0 : 1));
+      await e.accumulate({ tokens, mask, nSeq: 2, seqLen: 13 }, 24);
+      const g = (await e.getAdapter({ gradients: true })).flatMap((t) => Array.from(t.data));
+      const out = { g, kernel: e.info.matmulKernel, packedBytes: e.memoryInfo().transposedBytes };
+      await e.dispose();
+      return out;
+    });
+  }
+
+  test("gradients: lean equals fast exactly, and the kernel moves them 10x less than BF16 weight rounding does", async () => {
+    const emu = await grads("bf16", "emulate");
+    const emuLean = await grads("bf16", "emulate", true);
+    const ggml = await grads("bf16", "0");
+    const f32 = await grads("f32", "emulate");
+    expect([emu.kernel, emuLean.kernel, ggml.kernel, f32.kernel]).toEqual(["amx-bf16-emulated", "amx-bf16-emulated", "ggml", "ggml"]);
+    // the packed copies take the place of the transposed ones, byte for byte at these shapes
+    expect(emu.packedBytes).toBe(ggml.packedBytes);
+    expect(emuLean.g).toEqual(emu.g);
+    const rounding = relError([ggml.g], [f32.g]); // measured 1.5e-2 (engine-grad's test bounds it by 4e-2)
+    expect(relError([emu.g], [f32.g])).toBeLessThan(4e-2);
+    // two kernels with BF16 activations differ by summation order and the roundings it flips
+    // (measured 4.5e-4); a wrong packing or edge gives O(1)
+    expect(relError([emu.g], [ggml.g])).toBeLessThan(rounding / 10);
+  });
+
+  // As for F16 (engine-llamacpp.test.ts): each kernel with BF16 activations is within
+  // 2·‖rbf16 − exact‖ of the float64 model of the same BF16 weights (rbf16: that model rounding
+  // every product input to BF16), and llama.cpp (ggml's BF16 path everywhere: its AMX buffer
+  // takes no BF16 weights) too.
+  test("logits: ours through the kernel and llama.cpp agree with a float64 model of the same BF16 GGUF", async () => {
+    const model = await testModel({ type: "bf16" });
+    const ours = await withAmx("emulate", async () => {
+      const e = await LoraEngine.create({ model, device: "cpu" });
+      const l = logSoftmax(await e.logits(TOKENS));
+      await e.dispose();
+      return l;
+    });
+    const exact = logSoftmax(llamaLogitsF64(model, TOKENS, "none").map((r) => Float32Array.from(r)));
+    const rbf16 = logSoftmax(llamaLogitsF64(model, TOKENS, "bf16").map((r) => Float32Array.from(r)));
+    const bound = 2 * relError(rbf16, exact);
+    expect(relError(ours, exact)).toBeLessThanOrEqual(bound);
+    expect(relError(await llamaCppLogProbs(model, TOKENS), exact)).toBeLessThanOrEqual(bound);
+  });
 });

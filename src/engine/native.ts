@@ -54,6 +54,7 @@ export interface NativeEngineInfo {
   ropeFreqBase: number;
   rmsEps: number;
   weightType: string; // f32 | f16 | bf16
+  matmulKernel: string; // frozen-weight products: "ggml" (its mul_mat), "amx-bf16" (our AMX tiles), "amx-bf16-emulated" (TEXT2SQL_AMX=emulate)
   device: string; // ggml backend name, e.g. CPU, CUDA0, MTL0
   trainableParams: number;
   loraScale: number;
