@@ -554,6 +554,27 @@ Napi::Value system_info(const Napi::CallbackInfo & info) {
     }
     o.Set("devices", devs);
     o.Set("amxTiles", t2s::amx_tiles_name(g_amx_tiles));
+    // the CPU features that decide the kernels (CPUID), and the kernel of the frozen-weight
+    // products (W·x, Wᵀ·dy, output head) per weight type on the CPU backend
+    const t2s::cpu_features f  = t2s::cpu_features_get();
+    Napi::Object            cf = Napi::Object::New(env);
+    cf.Set("avx2", f.avx2);
+    cf.Set("avx512f", f.avx512f);
+    cf.Set("avx512_bf16", f.avx512_bf16);
+    cf.Set("avx512_fp16", f.avx512_fp16);
+    cf.Set("amx_tile", f.amx_tile);
+    cf.Set("amx_bf16", f.amx_bf16);
+    cf.Set("amx_int8", f.amx_int8);
+    o.Set("cpuFeatures", cf);
+    std::string         note;
+    const t2s::amx_mode am = t2s::amx_mode_from_env(note);
+    Napi::Object        k  = Napi::Object::New(env);
+    k.Set("f32", t2s::ggml_cpu_mul_mat_kernel(GGML_TYPE_F32));
+    k.Set("f16", t2s::ggml_cpu_mul_mat_kernel(GGML_TYPE_F16));
+    k.Set("bf16", am == t2s::amx_mode::off ? t2s::ggml_cpu_mul_mat_kernel(GGML_TYPE_BF16) :
+                                             std::string(t2s::amx_mode_name(am)) + " (text2sql's AMX tiles), activations to BF16");
+    o.Set("kernels", k);
+    o.Set("kernelNote", note);
     std::lock_guard<std::mutex> lock(g_log_mutex);
     o.Set("lastLog", g_last_log);
     return o;

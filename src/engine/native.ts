@@ -120,6 +120,16 @@ export interface NativeEngine {
   dispose(): void;
 }
 
+export interface NativeCpuFeatures {
+  avx2: boolean;
+  avx512f: boolean;
+  avx512_bf16: boolean;
+  avx512_fp16: boolean;
+  amx_tile: boolean;
+  amx_bf16: boolean;
+  amx_int8: boolean;
+}
+
 export interface NativeDevice {
   name: string;
   description: string;
@@ -149,7 +159,17 @@ export interface NativeAddon {
     threads: number,
   ): Promise<Float32Array>;
   /** amxTiles: whether loading the addon obtained the AMX tile state for this process (Linux x86-64; "absent" without AMX). */
-  systemInfo(): { devices: NativeDevice[]; lastLog: string; amxTiles: "absent" | "granted" | "denied" };
+  systemInfo(): {
+    devices: NativeDevice[];
+    lastLog: string;
+    amxTiles: "absent" | "granted" | "denied";
+    /** CPUID's answer for the features that decide the matrix kernels (all false off x86-64). */
+    cpuFeatures: NativeCpuFeatures;
+    /** The CPU kernel of the frozen-weight products (W·x, Wᵀ·dy, output head) per weight type. */
+    kernels: { f32: string; f16: string; bf16: string };
+    /** Why the AMX kernel is off on a CPU that has AMX (tiles denied, no AMX code built), or "". */
+    kernelNote: string;
+  };
 }
 
 /** The package root (holds package.json), from dist/src/engine/ or src/engine/. */
