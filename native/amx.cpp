@@ -99,12 +99,17 @@ inline int64_t pad16(int64_t n) { return (n + 15) / 16 * 16; }
 inline int64_t pad32(int64_t n) { return (n + 31) / 32 * 32; }
 
 // VNNI panels of B (k, n) = get(k, n), zero past K and N; thread ith of nth packs every nth panel.
-template <typename F> void pack_b(F get, int64_t K, int64_t N, uint16_t * dst, int ith, int nth) {
+// Whole blocks (32 k x 16 n inside K x N) go through full(blk, k0, n0), the same values by a faster loop.
+template <typename F, typename G> void pack_b(F get, G full, int64_t K, int64_t N, uint16_t * dst, int ith, int nth) {
     const int64_t nkb = pad32(K) / 32, nnb = pad16(N) / 16;
     for (int64_t nb = ith; nb < nnb; nb += nth) {
         uint16_t * panel = dst + nb * nkb * 512;
         for (int64_t kb = 0; kb < nkb; kb++) {
             uint16_t * blk = panel + kb * 512;
+            if (kb * 32 + 32 <= K && nb * 16 + 16 <= N) {
+                full(blk, kb * 32, nb * 16);
+                continue;
+            }
             for (int64_t kk = 0; kk < 16; kk++) {
                 for (int64_t n = 0; n < 16; n++) {
                     for (int64_t j = 0; j < 2; j++) {
@@ -133,8 +138,19 @@ void pack_act_op(ggml_tensor * dst, int ith, int nth, void *) {
     const ggml_tensor * x   = dst->src[0];
     const char *        xd  = (const char *) x->data;
     const size_t        nb1 = x->nb[1];
-    pack_b([&](int64_t k, int64_t t) { return f32_to_bf16(*(const float *) (xd + t * nb1 + k * sizeof(float))); }, x->ne[0], x->ne[1],
-           (uint16_t *) dst->data, ith, nth);
+    auto                get = [&](int64_t k, int64_t t) {
+        return f32_to_bf16(*(const float *) (xd + t * nb1 + k * sizeof(float)));
+    };
+    auto full = [&](uint16_t * blk, int64_t k0, int64_t t0) {
+        for (int64_t n = 0; n < 16; n++) {
+            const float * row = (const float *) (xd + (t0 + n) * nb1) + k0;  // 32 values of token t0 + n
+            for (int64_t kk = 0; kk < 16; kk++) {
+                blk[kk * 32 + n * 2]     = f32_to_bf16(row[2 * kk]);
+                blk[kk * 32 + n * 2 + 1] = f32_to_bf16(row[2 * kk + 1]);
+            }
+        }
+    };
+    pack_b(get, full, x->ne[0], x->ne[1], (uint16_t *) dst->data, ith, nth);
 }
 
 // dst [Kp32, Tp16] bf16 = dy [K, T] f32 rounded to BF16, row-major with zero padding (A of Wᵀ·dy)
@@ -237,7 +253,28 @@ amx_mode amx_mode_from_env(std::string & note) {
 }
 
 void amx_pack_b_bf16(const uint16_t * src, int64_t sk, int64_t sn, int64_t K, int64_t N, uint16_t * dst, int ith, int nth) {
-    pack_b([&](int64_t k, int64_t n) { return src[k * sk + n * sn]; }, K, N, dst, ith, nth);
+    auto get = [&](int64_t k, int64_t n) {
+        return src[k * sk + n * sn];
+    };
+    auto full = [&](uint16_t * blk, int64_t k0, int64_t n0) {
+        for (int64_t kk = 0; kk < 16; kk++) {
+            const uint16_t * r0 = src + (k0 + 2 * kk) * sk + n0 * sn;  // rows k, k + 1 of B
+            const uint16_t * r1 = r0 + sk;
+            uint16_t *       o  = blk + kk * 32;
+            if (sn == 1) {
+                for (int64_t n = 0; n < 16; n++) {
+                    o[2 * n]     = r0[n];
+                    o[2 * n + 1] = r1[n];
+                }
+            } else {
+                for (int64_t n = 0; n < 16; n++) {
+                    o[2 * n]     = r0[n * sn];
+                    o[2 * n + 1] = r1[n * sn];
+                }
+            }
+        }
+    };
+    pack_b(get, full, K, N, dst, ith, nth);
 }
 
 ggml_tensor * amx_mul_mat(ggml_context * ctx, amx_mode m, ggml_tensor * w, ggml_tensor * x) {
