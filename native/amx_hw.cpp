@@ -1,7 +1,7 @@
 // The AMX-BF16 GEMM (amx_gemm.h) on the real tile unit. Only this file holds AMX and AVX-512
 // instructions, and only inside the target region below: the rest of the addon stays baseline
 // x86-64, and these functions run only after amx.cpp found AMX-BF16 in CPUID and Linux granted
-// the tile state. Elsewhere (other CPUs, other compilers, non-x86) amx_hw_run is absent.
+// the tile state. Elsewhere (other compilers, non-x86) amx_hw_compiled() is false and amx_hw_run does nothing.
 #include "amx.h"
 
 #include <cstdint>
