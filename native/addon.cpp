@@ -3,6 +3,7 @@
 // Every long call runs in a Napi::AsyncWorker and returns a Promise. Execute() touches no napi
 // values: arguments are copied into plain C++ values on the main thread first, and any
 // std::exception becomes a rejection whose message names the failing call.
+#include "amx.h"
 #include "engine.h"
 #include "kernels.h"
 
@@ -11,6 +12,7 @@
 #include <napi.h>
 
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <mutex>
 #include <string>
@@ -151,6 +153,7 @@ class native_engine : public Napi::ObjectWrap<native_engine> {
         o.Set("ropeFreqBase", hp.rope_freq_base);
         o.Set("rmsEps", hp.rms_eps);
         o.Set("weightType", en.weight_type);
+        o.Set("matmulKernel", en.amx ? t2s::amx_mode_name((t2s::amx_mode) en.amx) : "ggml");
         o.Set("device", en.device_name);
         o.Set("trainableParams", (double) t2s::lora_param_count(en));
         o.Set("loraScale", en.opts.lora.scale());
@@ -509,6 +512,39 @@ Napi::Value create_engine(const Napi::CallbackInfo & info) {
 
 t2s::amx_tiles g_amx_tiles = t2s::amx_tiles::absent;
 
+// amxMatmulTest(kernel, transpose, w: Uint16Array (bf16 bits), x: Float32Array, K, N, T, threads)
+//   -> Promise<Float32Array [T·N]>: the AMX kernel ("amx", "emulate") or ggml's mul_mat ("ggml")
+// on given arrays, for the kernel tests (src/engine/native.ts documents the layouts).
+Napi::Value amx_matmul_test(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 8 || !info[0].IsString() || !info[2].IsTypedArray() || !info[3].IsTypedArray())
+        throw Napi::TypeError::New(env, "amxMatmulTest(kernel, transpose, w, x, K, N, T, threads)");
+    const std::string k = info[0].As<Napi::String>().Utf8Value();
+    if (k != "amx" && k != "emulate" && k != "ggml") throw Napi::TypeError::New(env, "amxMatmulTest: kernel must be amx, emulate or ggml");
+    const t2s::amx_mode mode = k == "amx" ? t2s::amx_mode::hw : k == "emulate" ? t2s::amx_mode::emulate : t2s::amx_mode::off;
+    const bool          tr   = info[1].ToBoolean().Value();
+    Napi::Uint16Array   w    = info[2].As<Napi::Uint16Array>();
+    Napi::Float32Array  x    = info[3].As<Napi::Float32Array>();
+    const int64_t       K = info[4].As<Napi::Number>().Int64Value(), N = info[5].As<Napi::Number>().Int64Value();
+    const int64_t       T  = info[6].As<Napi::Number>().Int64Value();
+    const int           th = info[7].As<Napi::Number>().Int32Value();
+    if (K <= 0 || N <= 0 || T <= 0 || (int64_t) w.ElementLength() != K * N || (int64_t) x.ElementLength() != K * T)
+        throw Napi::RangeError::New(env, "amxMatmulTest: w must hold K·N and x K·T elements, K, N, T > 0");
+    auto   wv  = std::make_shared<std::vector<uint16_t>>(w.Data(), w.Data() + w.ElementLength());
+    auto   xv  = std::make_shared<std::vector<float>>(x.Data(), x.Data() + x.ElementLength());
+    auto   out = std::make_shared<std::vector<float>>((size_t) (N * T));
+    auto * t   = new task(
+        env, "amxMatmulTest", [=]() { t2s::amx_matmul_test(mode, tr, wv->data(), xv->data(), K, N, T, th, out->data()); },
+        [out](Napi::Env env) -> Napi::Value {
+            Napi::Float32Array a = Napi::Float32Array::New(env, out->size());
+            memcpy(a.Data(), out->data(), out->size() * sizeof(float));
+            return a;
+        });
+    Napi::Promise p = t->promise();
+    t->Queue();
+    return p;
+}
+
 Napi::Value system_info(const Napi::CallbackInfo & info) {
     Napi::Env    env  = info.Env();
     Napi::Object o    = Napi::Object::New(env);
@@ -523,6 +559,27 @@ Napi::Value system_info(const Napi::CallbackInfo & info) {
     }
     o.Set("devices", devs);
     o.Set("amxTiles", t2s::amx_tiles_name(g_amx_tiles));
+    // the CPU features that decide the kernels (CPUID), and the kernel of the frozen-weight
+    // products (W·x, Wᵀ·dy, output head) per weight type on the CPU backend
+    const t2s::cpu_features f  = t2s::cpu_features_get();
+    Napi::Object            cf = Napi::Object::New(env);
+    cf.Set("avx2", f.avx2);
+    cf.Set("avx512f", f.avx512f);
+    cf.Set("avx512_bf16", f.avx512_bf16);
+    cf.Set("avx512_fp16", f.avx512_fp16);
+    cf.Set("amx_tile", f.amx_tile);
+    cf.Set("amx_bf16", f.amx_bf16);
+    cf.Set("amx_int8", f.amx_int8);
+    o.Set("cpuFeatures", cf);
+    std::string         note;
+    const t2s::amx_mode am = t2s::amx_mode_from_env(note);
+    Napi::Object        k  = Napi::Object::New(env);
+    k.Set("f32", t2s::ggml_cpu_mul_mat_kernel(GGML_TYPE_F32));
+    k.Set("f16", t2s::ggml_cpu_mul_mat_kernel(GGML_TYPE_F16));
+    k.Set("bf16", am == t2s::amx_mode::off ? t2s::ggml_cpu_mul_mat_kernel(GGML_TYPE_BF16) :
+                                             std::string(t2s::amx_mode_name(am)) + " (text2sql's AMX tiles), activations to BF16");
+    o.Set("kernels", k);
+    o.Set("kernelNote", note);
     std::lock_guard<std::mutex> lock(g_log_mutex);
     o.Set("lastLog", g_last_log);
     return o;
@@ -537,6 +594,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
     exports.Set("NativeEngine", cls);
     exports.Set("createEngine", Napi::Function::New(env, create_engine));
     exports.Set("systemInfo", Napi::Function::New(env, system_info));
+    exports.Set("amxMatmulTest", Napi::Function::New(env, amx_matmul_test));
     return exports;
 }
 

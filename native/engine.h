@@ -195,6 +195,10 @@ struct engine {
     size_t                     quant_t_bytes    = 0;  // largest Wᵀ made from a quantized weight (one at a time)
     std::vector<profile_entry> profile;               // accumulated when opts.profile
     op_caps                    caps;                  // fused ops the graph may use on this backend
+    // The frozen-weight products of a BF16 model on the CPU: 0 ggml's mul_mat, 1 the AMX-BF16
+    // tiles, 2 the same kernel on an emulated tile unit (amx_mode, amx.h). With 1 or 2 the
+    // transposed copies (wt, output_t; fast mode) hold W packed for the tiles instead.
+    int                        amx = 0;
 
     ~engine();
 };

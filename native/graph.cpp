@@ -8,6 +8,7 @@
 // implements, so nothing silently falls back to the CPU. The runner (runner.cpp) fills the
 // inputs and computes the graph.
 #include "graph.h"
+#include "amx.h"
 #include "kernels.h"
 #include "quant.h"
 
@@ -65,6 +66,19 @@ ggml_tensor * bias_add_back(ggml_tensor * dy) {
     return dy;  // [n_out, T]
 }
 
+// W·x for a frozen weight: ggml's mul_mat (quantized: quant.h), or the AMX-BF16 kernel (amx.h) when the engine runs it.
+ggml_tensor * weight_mul(graph_ctx & g, ggml_tensor * w, ggml_tensor * x) {
+    if (g.e.amx && w->type == GGML_TYPE_BF16) return amx_mul_mat(g.ctx, (amx_mode) g.e.amx, w, x);  // [n_out, T]
+    return ggml_mul_mat(g.ctx, quant_weight_fwd(g, w), x);                                          // [n_out, T]
+}
+
+// Wᵀ·dy for a frozen weight: through Wᵀ (weight_t), or the AMX kernel with w_t as W's packed
+// panels (fast mode) or W packed per call (lean, w_t null). k0: w's first row in w_t (head chunks).
+ggml_tensor * weight_mul_t(graph_ctx & g, ggml_tensor * w, ggml_tensor * w_t, ggml_tensor * dy, int64_t k0 = 0) {
+    if (g.e.amx && w->type == GGML_TYPE_BF16) return amx_mul_mat_t(g.ctx, (amx_mode) g.e.amx, w, w_t, k0, dy);  // [n_in, T]
+    return ggml_mul_mat(g.ctx, weight_t(g, w, w_t), dy);                                                        // [n_in, T]
+}
+
 // y = W·x + s·B·(A·dropout(x)) (+ b)
 // With `kept` (the first forward pass's state, when recomputing a checkpointed layer) the dropout
 // mask is the one drawn then, and the output is taken from it when reuse_y is set; need_y = false
@@ -82,7 +96,7 @@ ggml_tensor * linear(graph_ctx &          g,
     sv.x                    = x;
     sv.lora                 = g.lora_idx[il][target];
     const bool    compute_y = need_y && !(kept && reuse_y);
-    ggml_tensor * y         = compute_y ? ggml_mul_mat(ctx, quant_weight_fwd(g, e.layers[il].w[target]), x) : nullptr;  // [n_out, T]
+    ggml_tensor * y         = compute_y ? weight_mul(g, e.layers[il].w[target], x) : nullptr;  // [n_out, T]
     if (sv.lora >= 0) {
         lora_pair &   p  = e.lora[sv.lora];
         ggml_tensor * xd = x;
@@ -112,8 +126,7 @@ ggml_tensor * linear_back(graph_ctx & g, int il, int target, const linear_saved 
     engine &       e   = g.e;
     ggml_context * ctx = g.ctx;
     if (e.layers[il].bias[target]) dy = bias_add_back(dy);                                                        // [n_out, T]
-    ggml_tensor * dx =
-        need_dx ? ggml_mul_mat(ctx, weight_t(g, e.layers[il].w[target], e.layers[il].wt[target]), dy) : nullptr;  // [n_in, T]
+    ggml_tensor * dx = need_dx ? weight_mul_t(g, e.layers[il].w[target], e.layers[il].wt[target], dy) : nullptr;  // [n_in, T]
     if (sv.lora < 0) return dx;
     lora_pair &   p  = e.lora[sv.lora];
     const float   s  = e.opts.lora.scale();
@@ -337,10 +350,10 @@ ggml_cgraph * build_graph(graph_ctx & g, graph_outputs & out) {
     ggml_tensor *            x = ggml_get_rows(ctx, e.tok_embd, g.in.tokens);  // [n_embd, T]
     std::vector<layer_saved> saved(hp.n_layer);
     for (int il = 0; il < hp.n_layer; il++) x = layer_forward(g, il, x, saved[il]);
-    ggml_tensor * nf = ggml_rms_norm(ctx, x, hp.rms_eps);                   // [n_embd, T]
-    ggml_tensor * hf = ggml_mul(ctx, nf, e.output_norm);                    // [n_embd, T]
+    ggml_tensor * nf = ggml_rms_norm(ctx, x, hp.rms_eps);  // [n_embd, T]
+    ggml_tensor * hf = ggml_mul(ctx, nf, e.output_norm);   // [n_embd, T]
     if (g.mode == graph_mode::logits) {
-        out.logits = ggml_mul_mat(ctx, quant_weight_fwd(g, e.output), hf);  // [n_vocab, T]
+        out.logits = weight_mul(g, e.output, hf);          // [n_vocab, T]
         ggml_set_output(out.logits);
         ggml_build_forward_expand(gf, out.logits);
         return gf;
@@ -352,7 +365,7 @@ ggml_cgraph * build_graph(graph_ctx & g, graph_outputs & out) {
     g.in.tgt          = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n_t);                                 // [n_t]
     ggml_set_input(g.in.tgt);
     ggml_tensor * hf_t = ggml_get_rows(ctx, hf, g.in.tgt);                                           // [n_embd, n_t]
-    out.logits         = ggml_mul_mat(ctx, quant_weight_fwd(g, e.output), hf_t);                     // [n_vocab, n_t]
+    out.logits         = weight_mul(g, e.output, hf_t);                                              // [n_vocab, n_t]
     ggml_set_output(out.logits);
     ggml_tensor * P = ggml_soft_max(ctx, out.logits);                                                // [n_vocab, n_t]
     g.in.tgt_flat   = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n_t);                                   // [n_t]
@@ -376,7 +389,14 @@ ggml_cgraph * build_graph(graph_ctx & g, graph_outputs & out) {
     ggml_tensor * dhf_t   = nullptr;  // [n_embd, n_t]
     const int64_t V = hp.n_vocab, C = 4096;
     for (int64_t v0 = 0; v0 < V; v0 += C) {
-        const int64_t c = std::min(C, V - v0);
+        const int64_t c    = std::min(C, V - v0);
+        ggml_tensor * dl_c = ggml_view_2d(ctx, dlogits, c, n_t, dlogits->nb[1], v0 * ggml_element_size(dlogits));   // [c, n_t]
+        if (e.amx && e.output->type == GGML_TYPE_BF16) {
+            ggml_tensor * w_c  = ggml_view_2d(ctx, e.output, hp.n_embd, c, e.output->nb[1], v0 * e.output->nb[1]);  // [n_embd, c]
+            ggml_tensor * part = weight_mul_t(g, w_c, e.output_t, dl_c, e.output_t ? v0 : 0);                       // [n_embd, n_t]
+            dhf_t              = dhf_t ? ggml_add(ctx, dhf_t, part) : part;                                         // [n_embd, n_t]
+            continue;
+        }
         ggml_tensor * wt_c;                                                                                             // [c, n_embd]
         if (e.output_t) {
             wt_c = ggml_view_2d(ctx, e.output_t, c, hp.n_embd, e.output_t->nb[1], v0 * ggml_element_size(e.output_t));  // [c, n_embd]
@@ -384,9 +404,8 @@ ggml_cgraph * build_graph(graph_ctx & g, graph_outputs & out) {
             ggml_tensor * w_c = ggml_view_2d(ctx, e.output, hp.n_embd, c, e.output->nb[1], v0 * e.output->nb[1]);       // [n_embd, c]
             wt_c              = weight_t(g, w_c, nullptr);
         }
-        ggml_tensor * dl_c = ggml_view_2d(ctx, dlogits, c, n_t, dlogits->nb[1], v0 * ggml_element_size(dlogits));  // [c, n_t]
-        ggml_tensor * part = ggml_mul_mat(ctx, wt_c, dl_c);                                                        // [n_embd, n_t]
-        dhf_t              = dhf_t ? ggml_add(ctx, dhf_t, part) : part;                                            // [n_embd, n_t]
+        ggml_tensor * part = ggml_mul_mat(ctx, wt_c, dl_c);              // [n_embd, n_t]
+        dhf_t              = dhf_t ? ggml_add(ctx, dhf_t, part) : part;  // [n_embd, n_t]
     }
     // Backward twin of get_rows: scatter back with a 0/1 matrix (exact; GET_ROWS_BACK is missing
     // on Metal).

@@ -116,6 +116,23 @@ amx_tiles cpu_request_amx_tiles() {
 #endif
 }
 
+cpu_features cpu_features_get() {
+    cpu_features f;
+#if defined(__x86_64__) && defined(__linux__)
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
+        f.avx2        = b & (1u << 5);
+        f.avx512f     = b & (1u << 16);
+        f.avx512_fp16 = d & (1u << 23);
+        f.amx_bf16    = d & (1u << 22);
+        f.amx_tile    = d & (1u << 24);
+        f.amx_int8    = d & (1u << 25);
+    }
+    if (__get_cpuid_count(7, 1, &a, &b, &c, &d)) f.avx512_bf16 = a & (1u << 5);
+#endif
+    return f;
+}
+
 const char * amx_tiles_name(amx_tiles s) {
     switch (s) {
         case amx_tiles::granted: return "granted";

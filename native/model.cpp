@@ -1,5 +1,6 @@
 // Loading a GGUF of a Llama-like architecture (llama, qwen2, qwen3) onto a ggml backend, with the transposed weight copies the
 // backward pass multiplies by (dX = Wᵀ·dY through a fast mul_mat, never autodiff's out_prod).
+#include "amx.h"
 #include "engine.h"
 #include "gguf_util.h"
 #include "kernels.h"
@@ -298,11 +299,12 @@ model_meta find_tensors(const gguf_file & gf, const std::string & path, llama_hp
     return m;
 }
 
-// One tensor to read from the file into the backend, transposed or not.
+// One tensor to read from the file into the backend, transposed or not (or packed for the AMX tiles).
 struct copy_job {
     ggml_tensor * src_meta;
     ggml_tensor * dst;
     bool          transpose;
+    bool          pack = false;
 };
 
 // Backend and weight memory: every base tensor plus (unless lean) a transposed copy of each
@@ -324,6 +326,20 @@ std::vector<copy_job> alloc_weights(engine & e, const model_meta & m) {
         return t;
     };
     std::vector<copy_job> jobs;
+    // AMX: Wᵀ·dy reads W packed in tile panels (amx.h) instead of a transposed copy (same size
+    // when n_out is a multiple of 32 and n_in of 16, else the padding)
+    auto                  add_t = [&](ggml_tensor * src) {
+        if (!e.amx || src->type != GGML_TYPE_BF16) {
+            ggml_tensor * t = dup_t(src);
+            jobs.push_back({src, t, true});
+            return t;
+        }
+        const int64_t kp = (src->ne[1] + 31) / 32 * 32, np = (src->ne[0] + 15) / 16 * 16;
+        ggml_tensor * t = ggml_new_tensor_2d(e.ctx_w, GGML_TYPE_BF16, kp * 16, np / 16);  // [Kp·16, Np/16]  panels of W
+        ggml_format_name(t, "%s.amx", ggml_get_name(src));
+        jobs.push_back({src, t, false, true});
+        return t;
+    };
 
     e.tok_embd = dup(m.tok);
     jobs.push_back({m.tok, e.tok_embd, false});
@@ -340,10 +356,7 @@ std::vector<copy_job> alloc_weights(engine & e, const model_meta & m) {
     auto          keep_t    = [&](ggml_tensor * src) {
         return !lean && !ggml_is_quantized(src->type);
     };
-    if (keep_t(m_out_src)) {
-        e.output_t = dup_t(m_out_src);
-        jobs.push_back({m_out_src, e.output_t, true});
-    }
+    if (keep_t(m_out_src)) e.output_t = add_t(m_out_src);
     if (m.rope_freqs) {
         e.rope_freqs = dup(m.rope_freqs);
         jobs.push_back({m.rope_freqs, e.rope_freqs, false});
@@ -369,10 +382,7 @@ std::vector<copy_job> alloc_weights(engine & e, const model_meta & m) {
         for (int t = 0; t < TARGET_COUNT; t++) {
             L.w[t] = dup(lm.w[t]);
             jobs.push_back({lm.w[t], L.w[t], false});
-            if (keep_t(lm.w[t])) {
-                L.wt[t] = dup_t(lm.w[t]);
-                jobs.push_back({lm.w[t], L.wt[t], true});
-            }
+            if (keep_t(lm.w[t])) L.wt[t] = add_t(lm.w[t]);
         }
     }
     e.buf_w = ggml_backend_alloc_ctx_tensors(e.ctx_w, e.backend);
@@ -381,7 +391,7 @@ std::vector<copy_job> alloc_weights(engine & e, const model_meta & m) {
     e.weight_bytes      = ggml_backend_buffer_get_size(e.buf_w);
     const size_t wt_esz = ggml_type_size(e.quant_wt_type);
     for (const copy_job & j : jobs) {
-        if (j.transpose) e.transposed_bytes += ggml_nbytes(j.dst);
+        if (j.transpose || j.pack) e.transposed_bytes += ggml_nbytes(j.dst);
         if (!ggml_is_quantized(j.dst->type)) continue;
         e.quant_bytes += ggml_nbytes(j.dst);
         // the output head's Wᵀ is made a 4,096-row chunk at a time (graph.cpp)
@@ -405,7 +415,12 @@ void upload_weights(const gguf_file & gf, const std::string & path, const std::v
             fclose(f);
             throw std::runtime_error("'" + path + "' is truncated: cannot read the data of tensor '" + ggml_get_name(j.src_meta) + "'");
         }
-        if (j.transpose) {
+        if (j.pack) {
+            const int64_t n_in = j.src_meta->ne[0], n_out = j.src_meta->ne[1];
+            tbuf.resize(ggml_nbytes(j.dst));
+            amx_pack_b_bf16((const uint16_t *) buf.data(), n_in, 1, n_out, n_in, (uint16_t *) tbuf.data(), 0, 1);
+            ggml_backend_tensor_set(j.dst, tbuf.data(), 0, tbuf.size());
+        } else if (j.transpose) {
             tbuf.resize(nbytes);
             transpose_2d(buf.data(), tbuf.data(), j.src_meta->ne[0], j.src_meta->ne[1], ggml_type_size(j.src_meta->type));
             ggml_backend_tensor_set(j.dst, tbuf.data(), 0, nbytes);
@@ -472,6 +487,11 @@ std::unique_ptr<engine> engine_init(const engine_options & opts) {
 
     e->backend     = init_backend(opts.device, e->backend_cpu);
     e->device_name = ggml_backend_name(e->backend);
+    if (e->backend_cpu && e->weight_type == "bf16") {
+        std::string note;
+        e->amx = (int) amx_mode_from_env(note);
+        if (!note.empty()) fprintf(stderr, "text2sql: %s\n", note.c_str());
+    }
     if (e->backend_cpu) {
         const int n_threads = opts.threads > 0 ? opts.threads : (int) std::max(1u, std::thread::hardware_concurrency());
         ggml_backend_cpu_set_n_threads(e->backend_cpu, n_threads);

@@ -1,9 +1,11 @@
 // The profiler (engine_options.profile): computes a graph one node at a time and adds each node's
 // time, by phase (forward, backward) and op kind, to the engine's profile.
+#include "amx.h"
 #include "graph.h"
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <map>
 #include <stdexcept>
 
@@ -15,17 +17,37 @@ bool is_weight(const engine & e, const ggml_tensor * t) {
     if (!t) return false;
     if (t->buffer == e.buf_w) return true;
     if (t->view_src) return is_weight(e, t->view_src);
-    return (t->op == GGML_OP_MAP_CUSTOM1 || t->op == GGML_OP_CONT || t->op == GGML_OP_TRANSPOSE) && is_weight(e, t->src[0]);
+    return (t->op == GGML_OP_MAP_CUSTOM1 || t->op == GGML_OP_CONT || t->op == GGML_OP_TRANSPOSE || amx_is_op(t)) && is_weight(e, t->src[0]);
+}
+
+// The kernel of a node that multiplies a frozen weight: ours (the AMX tiles) or ggml's for its type.
+std::string weight_kernel(const engine & e, const ggml_tensor * t) {
+    if (amx_is_op(t)) return amx_mode_name((amx_mode) e.amx);
+    if (!e.backend_cpu) return e.device_name;
+    return ggml_cpu_mul_mat_kernel(t->src[0]->type);
 }
 
 // "MUL_MAT bf16 x f32 (frozen weight)", "SOFT_MAX f32 x f32", "CUSTOM bf16 (weight transpose)" ...
 std::string profile_key(const engine & e, const ggml_tensor * t) {
     std::string k = t->op == GGML_OP_UNARY ? std::string("UNARY ") + ggml_unary_op_name(ggml_get_unary_op(t)) : ggml_op_name(t->op);
     for (int j = 0; j < 2 && t->src[j]; j++) k += std::string(j ? " x " : " ") + ggml_type_name(t->src[j]->type);
+    const int64_t V = e.hp.n_vocab;
+    if (amx_is_op(t)) {
+        // "AMX W·x bf16 x f32 (frozen weight) [amx-bf16]": the product nodes; the rounding and packing nodes apart
+        const std::string n = t->name;
+        if (n == "amx.mul_mat" || n == "amx.mul_mat_t") {
+            const ggml_tensor * w = n == "amx.mul_mat" ? t->src[0] : t->src[1];
+            const bool head       = n == "amx.mul_mat" ? t->ne[0] == V : w == e.output_t || (w->src[0] && w->src[0]->view_src == e.output);
+            return std::string(n == "amx.mul_mat" ? "AMX W·x" : "AMX Wᵀ·dy") + " bf16 x f32" +
+                   (head ? " (output head)" : " (frozen weight)") + " [" + weight_kernel(e, t) + "]";
+        }
+        return n == "amx.pack_w" ? "AMX pack W (lean)" : n == "amx.pack_x" ? "AMX round+pack x" : "AMX round dy";
+    }
     if (t->op == GGML_OP_MUL_MAT) {
-        const int64_t r = e.opts.lora.r, V = e.hp.n_vocab;
+        const int64_t r = e.opts.lora.r;
         if (is_weight(e, t->src[0]))
-            k += t->src[0]->ne[0] == V || t->src[0]->ne[1] == V ? " (output head)" : " (frozen weight)";
+            k += std::string(t->src[0]->ne[0] == V || t->src[0]->ne[1] == V ? " (output head)" : " (frozen weight)") + " [" +
+                 weight_kernel(e, t) + "]";
         else if (t->src[0]->ne[0] == r || t->src[0]->ne[1] == r || t->ne[0] == r || t->ne[1] == r)
             k += " (LoRA)";
         else
@@ -65,6 +87,8 @@ void graph_compute_profiled(engine & e, ggml_cgraph * gf, int n_forward) {
         p.count += 1;
         p.ms += ms;
         if (t->op == GGML_OP_MUL_MAT) p.flop += 2.0 * (double) t->src[0]->ne[0] * (double) ggml_nelements(t);
+        if (amx_is_op(t) && strcmp(t->name, "amx.mul_mat") == 0) p.flop += 2.0 * (double) t->src[0]->ne[0] * (double) ggml_nelements(t);
+        if (amx_is_op(t) && strcmp(t->name, "amx.mul_mat_t") == 0) p.flop += 2.0 * (double) t->src[0]->ne[0] * (double) ggml_nelements(t);
     }
     ggml_free(ctx1);
     e.profile.clear();

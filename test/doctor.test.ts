@@ -1,4 +1,5 @@
-// `text2sql doctor` names the devices and which llama.cpp binaries generation runs on; its idea of
+// `text2sql doctor` names the devices, the CPU features and kernels of the matrix products, and
+// which llama.cpp binaries generation runs on; its idea of
 // "a local build exists" must be node-llama-cpp's own (it prefers a local build by itself).
 import { execFileSync } from "node:child_process";
 import { expect, test } from "vitest";
@@ -8,6 +9,16 @@ import { localLlamaBuild } from "../src/serve/llama-build.js";
 test("doctor lists the CPU device and the generation binaries node-llama-cpp really loads", async () => {
   const out = execFileSync(process.execPath, ["dist/src/cli/main.js", "doctor"], { encoding: "utf8" });
   expect(out).toMatch(/^CPU\s/m);
+  // the CPU features that decide the kernels, and the kernel per weight type
+  expect(out).toMatch(
+    /^CPU features \(CPUID\): avx2 (yes|no), avx512f (yes|no), avx512_bf16 (yes|no), avx512_fp16 (yes|no), amx_tile (yes|no), amx_bf16 (yes|no), amx_int8 (yes|no)$/m,
+  );
+  expect(out).toMatch(/^ {2}f16 {2}tinyBLAS f16 .*activations to F16$/m);
+  // BF16: our AMX kernel where the CPU has AMX-BF16 and Linux granted the tiles (TEXT2SQL_AMX unset)
+  const amx = /^CPU features.* amx_bf16 yes/m.test(out) && /^AMX tiles: granted/m.test(out);
+  const env = process.env.TEXT2SQL_AMX;
+  if (env === undefined) expect(out).toMatch(amx ? /^ {2}bf16 amx-bf16 \(text2sql's AMX tiles\)/m : /^ {2}bf16 tinyBLAS bf16 /m);
+  else expect(out).toMatch(/^ {2}bf16 (amx-bf16(-emulated)? \(text2sql's AMX tiles\)|tinyBLAS bf16 )/m);
   const local = localLlamaBuild();
   const llama = await cpuLlama();
   expect(llama.buildType).toBe(local ? "localBuild" : "prebuilt");

@@ -14,6 +14,12 @@ export function registerDoctor(program: Command): void {
       console.log(
         `AMX tiles: ${info.amxTiles === "absent" ? "this CPU has none" : info.amxTiles === "granted" ? "granted to this process" : "denied by the OS (quantized AMX kernels would fault)"}`,
       );
+      const f = info.cpuFeatures;
+      const flags = (Object.keys(f) as (keyof typeof f)[]).map((k) => `${k} ${f[k] ? "yes" : "no"}`);
+      console.log(`CPU features (CPUID): ${flags.join(", ")}`);
+      console.log("CPU kernels of the frozen-weight products (W·x, Wᵀ·dy, output head), by weight type:");
+      for (const t of ["f32", "f16", "bf16"] as const) console.log(`  ${t.padEnd(4)} ${info.kernels[t]}`);
+      if (info.kernelNote) console.log(`  note: ${info.kernelNote}`);
       if (o.buildLlama) {
         const status = buildLlama();
         if (status !== 0) throw new Error(`building node-llama-cpp's llama.cpp failed (exit ${status}); see the output above`);

@@ -57,6 +57,7 @@ export interface NativeEngineInfo {
   ropeFreqBase: number;
   rmsEps: number;
   weightType: string; // f32 | f16 | bf16 | q8_0 | q4_k | ... (of blk.0.attn_q)
+  matmulKernel: string; // frozen-weight products: "ggml" (its mul_mat), "amx-bf16" (our AMX tiles), "amx-bf16-emulated" (TEXT2SQL_AMX=emulate)
   device: string; // ggml backend name, e.g. CPU, CUDA0, MTL0
   trainableParams: number;
   loraScale: number;
@@ -124,16 +125,56 @@ export interface NativeEngine {
   dispose(): void;
 }
 
+export interface NativeCpuFeatures {
+  avx2: boolean;
+  avx512f: boolean;
+  avx512_bf16: boolean;
+  avx512_fp16: boolean;
+  amx_tile: boolean;
+  amx_bf16: boolean;
+  amx_int8: boolean;
+}
+
 export interface NativeDevice {
   name: string;
   description: string;
   backend: string;
 }
 
+/** A kernel for the frozen-weight BF16 products: the AMX tiles, their scalar emulation, or ggml's mul_mat. */
+export type NativeMatmulKernel = "amx" | "emulate" | "ggml";
+
 export interface NativeAddon {
   createEngine(options: NativeEngineOptions): Promise<NativeEngine>;
+  /**
+   * Test hook: one product on the CPU with the given kernel (threads ≥ 1). transpose false: y = W·x
+   * with w [N rows of K] (w[n·K + k]); transpose true: y = Wᵀ·x with w [K rows of N] (w[k·N + n]).
+   * w holds BF16 bit patterns, x is [T rows of K] (x[t·K + k]); resolves to y [T rows of N]. The
+   * activations are rounded to BF16 as ggml's BF16 mul_mat does. Rejects "amx" where the tile
+   * unit is not available.
+   */
+  amxMatmulTest(
+    kernel: NativeMatmulKernel,
+    transpose: boolean,
+    w: Uint16Array,
+    x: Float32Array,
+    K: number,
+    N: number,
+    T: number,
+    threads: number,
+  ): Promise<Float32Array>;
   /** amxTiles: whether loading the addon obtained the AMX tile state for this process (Linux x86-64; "absent" without AMX). */
-  systemInfo(): { devices: NativeDevice[]; lastLog: string; amxTiles: "absent" | "granted" | "denied" };
+  systemInfo(): {
+    devices: NativeDevice[];
+    lastLog: string;
+    amxTiles: "absent" | "granted" | "denied";
+    /** CPUID's answer for the features that decide the matrix kernels (all false off x86-64). */
+    cpuFeatures: NativeCpuFeatures;
+    /** The CPU kernel of the frozen-weight products (W·x, Wᵀ·dy, output head) per weight type. */
+    kernels: { f32: string; f16: string; bf16: string };
+    /** Why the AMX kernel is off on a CPU that has AMX (tiles denied, no AMX code built), or "". */
+    kernelNote: string;
+  };
 }
 
 /** The package root (holds package.json), from dist/src/engine/ or src/engine/. */

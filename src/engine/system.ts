@@ -3,15 +3,23 @@
 import fs from "node:fs";
 import os from "node:os";
 import { fail } from "./lora.js";
-import { loadNative, type NativeDevice } from "./native.js";
+import { loadNative, type NativeCpuFeatures, type NativeDevice } from "./native.js";
 
 /**
  * The compute devices this build of the native engine can use (CPU always; CUDA/Metal when built),
- * and the AMX tile state: loading the addon asks Linux for it, for every ggml in the process.
+ * the AMX tile state (loading the addon asks Linux for it, for every ggml in the process), the
+ * CPU features that decide the matrix kernels, and the kernel each weight type's products use on
+ * the CPU (TEXT2SQL_AMX=0 turns our AMX kernel off, =emulate runs it on an emulated tile unit).
  */
-export function systemInfo(): { devices: NativeDevice[]; amxTiles: "absent" | "granted" | "denied" } {
+export function systemInfo(): {
+  devices: NativeDevice[];
+  amxTiles: "absent" | "granted" | "denied";
+  cpuFeatures: NativeCpuFeatures;
+  kernels: { f32: string; f16: string; bf16: string };
+  kernelNote: string;
+} {
   const i = loadNative().systemInfo();
-  return { devices: i.devices, amxTiles: i.amxTiles };
+  return { devices: i.devices, amxTiles: i.amxTiles, cpuFeatures: i.cpuFeatures, kernels: i.kernels, kernelNote: i.kernelNote };
 }
 
 /** Whether the CPU reports AMX tiles (Linux /proc/cpuinfo's amx_tile flag; the tile state is a Linux request only). */
