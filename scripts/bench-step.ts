@@ -10,6 +10,8 @@
  *   npm run bench:step -- --profile         the same with a per-op profile (forward / backward)
  *   npm run bench:step -- --scaling         step time and memory against sequence length, rank,
  *                                           targets, threads and checkpointing
+ *   npm run bench:step -- --shape qwen2.5-1.5b   another model's shape (llama-3.2-1b, qwen2.5-0.5b,
+ *                                           qwen3-0.6b; src/models/test-model.ts BENCH_SHAPES)
  *   options: --types bf16,f16 --memory fast,lean --checkpointing auto --tokens 256 --steps 3 --threads N --json
  *
  * Reference on the 2-core dev machine (engine-notes section 6): PyTorch 1.13 bf16, 4.73 s/step,
@@ -19,9 +21,10 @@ import { spawnSync } from "node:child_process";
 import os from "node:os";
 import { fileURLToPath } from "node:url";
 import { LoraEngine, makeBatch, type ProfileEntry } from "../src/engine/engine.js";
-import { tinyLlamaBenchModel, type TestModelType } from "../src/models/test-model.js";
+import { BENCH_SHAPES, benchModel, type BenchShape, type TestModelType } from "../src/models/test-model.js";
 
 interface Config {
+  shape: BenchShape;
   type: TestModelType;
   memory: "fast" | "lean";
   checkpointing: boolean;
@@ -54,6 +57,7 @@ interface Args {
   json: boolean;
   profile: boolean;
   scaling: boolean;
+  shape: BenchShape;
 }
 
 const HELP = `usage: npm run bench:step -- [options]
@@ -61,6 +65,7 @@ const HELP = `usage: npm run bench:step -- [options]
   --memory fast,lean    memory modes (lean also turns on gradient checkpointing)
   --checkpointing auto  on, off or auto (auto: on with lean); a list runs each
   --tokens 256          sequence length
+  --shape tinyllama     model shape: ${Object.keys(BENCH_SHAPES).join(", ")}
   --steps 3             timed steps after one warm-up step
   --threads N           CPU threads (default: all cores)
   --profile             per-op profile of one step (forward and backward)
@@ -79,6 +84,7 @@ function parse(argv: string[]): Args {
     json: false,
     profile: false,
     scaling: false,
+    shape: "tinyllama",
   };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
@@ -96,7 +102,11 @@ function parse(argv: string[]): Args {
     else if (k === "--json") a.json = true;
     else if (k === "--profile") a.profile = true;
     else if (k === "--scaling") a.scaling = true;
-    else if (k === "--help" || k === "-h") {
+    else if (k === "--shape") {
+      const x = v();
+      if (!(x in BENCH_SHAPES)) throw new Error(`--shape: unknown shape ${x}; use ${Object.keys(BENCH_SHAPES).join(", ")}`);
+      a.shape = x as BenchShape;
+    } else if (k === "--help" || k === "-h") {
       console.log(HELP);
       process.exit(0);
     } else throw new Error(`unknown option ${k} (see --help)`);
@@ -157,8 +167,8 @@ async function child(file: string, c: Config, steps: number, profile: boolean): 
 }
 
 async function runConfig(c: Config, steps: number, profile: boolean): Promise<Result> {
-  const file = await tinyLlamaBenchModel(c.type);
-  const label = `${c.type} ${c.memory}${c.checkpointing ? "+ckpt" : ""} T=${c.tokens} r=${c.r} ${c.targets.join(",")} ${c.threads || os.availableParallelism()} threads`;
+  const file = await benchModel(c.type, c.shape);
+  const label = `${c.shape} ${c.type} ${c.memory}${c.checkpointing ? "+ckpt" : ""} T=${c.tokens} r=${c.r} ${c.targets.join(",")} ${c.threads || os.availableParallelism()} threads`;
   process.stderr.write(`timing ${label}: 1 warm-up + ${steps} steps\n`);
   const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), "--child", file, JSON.stringify({ c, steps, profile })], {
     stdio: ["ignore", "pipe", "inherit"],
@@ -206,7 +216,7 @@ async function main(): Promise<void> {
     return child(process.argv[3], c, steps, profile);
   }
   const a = parse(process.argv.slice(2));
-  const base: Config = { type: "bf16", memory: "fast", checkpointing: false, tokens: a.tokens, r: 8, targets: ["q", "v"], threads: a.threads };
+  const base: Config = { shape: a.shape, type: "bf16", memory: "fast", checkpointing: false, tokens: a.tokens, r: 8, targets: ["q", "v"], threads: a.threads };
   const ALL = ["q", "k", "v", "o", "gate", "up", "down"];
   const results: Result[] = [];
   const tables: [string, Result[]][] = [];
@@ -243,7 +253,7 @@ async function main(): Promise<void> {
     }
     results.push(...rows);
     tables.push([
-      `LoRA step at TinyLlama shape (r=8 on q,v; ${a.tokens} tokens, batch 1; CPU, ${rows[0]?.threads} threads; ${os.cpus()[0]?.model ?? ""})`,
+      `LoRA step at ${a.shape} shape (r=8 on q,v; ${a.tokens} tokens, batch 1; CPU, ${rows[0]?.threads} threads; ${os.cpus()[0]?.model ?? ""})`,
       rows,
     ]);
   }

@@ -28,7 +28,7 @@ import {
 export type Device = "auto" | "cpu" | "cuda" | "metal";
 
 export interface EngineOptions {
-  /** Path to a Llama-architecture GGUF with F32, F16 or BF16 weights. */
+  /** Path to a GGUF of architecture llama, qwen2 or qwen3 (src/formats/architectures.ts) with F32, F16 or BF16 weights. */
   model: string;
   device?: Device;
   /** CPU threads (default: all cores). */
