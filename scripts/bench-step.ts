@@ -12,9 +12,12 @@
  *                                           targets, threads and checkpointing
  *   npm run bench:step -- --types bf16,q8_0,q4_k --memory lean
  *                                           quantized bases against the BF16 lean step (issue 14)
- *   npm run bench:step -- --types q4_k --memory lean --shape llama3.2-3b --tokens 512
+ *   npm run bench:step -- --types q4_k --memory lean  --shape llama3.2-3b --tokens 512
+ *                                           a Q4_K Llama-3.2-3B-shaped model (Llama-2 test vocabulary)
+ *   npm run bench:step -- --shape qwen2.5-1.5b   another model's shape (llama-3.2-1b, qwen2.5-0.5b,
+ *                                           qwen3-0.6b; src/models/test-model.ts BENCH_SHAPES)
  *   options: --types bf16,f16 --memory fast,lean --checkpointing auto --tokens 256 --steps 3 --threads N --json
- *            --shape tinyllama|llama3.2-3b
+ *            --shape tinyllama|llama3.2-3b|llama-3.2-1b|qwen2.5-1.5b|qwen2.5-0.5b|qwen3-0.6b
  *
  * Reference on the 2-core dev machine (engine-notes section 6): PyTorch 1.13 bf16, 4.73 s/step,
  * 54 tokens/s at 3.7 GB peak.
@@ -23,11 +26,11 @@ import { spawnSync } from "node:child_process";
 import os from "node:os";
 import { fileURLToPath } from "node:url";
 import { LoraEngine, makeBatch, type ProfileEntry } from "../src/engine/engine.js";
-import { tinyLlamaBenchModel, type TestModelType } from "../src/models/test-model.js";
+import { BENCH_SHAPES, benchModel, type BenchShape, type TestModelType } from "../src/models/test-model.js";
 
 interface Config {
+  shape: BenchShape;
   type: TestModelType;
-  shape: "tinyllama" | "llama3.2-3b";
   memory: "fast" | "lean";
   checkpointing: boolean;
   tokens: number;
@@ -52,7 +55,6 @@ interface Result extends Config {
 }
 
 interface Args {
-  shape: "tinyllama" | "llama3.2-3b";
   types: TestModelType[];
   memory: ("fast" | "lean")[];
   checkpointing: ("on" | "off" | "auto")[];
@@ -62,14 +64,15 @@ interface Args {
   json: boolean;
   profile: boolean;
   scaling: boolean;
+  shape: BenchShape;
 }
 
 const HELP = `usage: npm run bench:step -- [options]
   --types bf16,f16      weight types (f32, f16, bf16, q8_0, q4_k, q4_k_m)
-  --shape tinyllama     model shape: tinyllama or llama3.2-3b (its layers, with a 32,000 vocabulary)
   --memory fast,lean    memory modes (lean also turns on gradient checkpointing)
   --checkpointing auto  on, off or auto (auto: on with lean); a list runs each
   --tokens 256          sequence length
+  --shape tinyllama     model shape: ${Object.keys(BENCH_SHAPES).join(", ")}
   --steps 3             timed steps after one warm-up step
   --threads N           CPU threads (default: all cores)
   --profile             per-op profile of one step (forward and backward)
@@ -79,7 +82,6 @@ const HELP = `usage: npm run bench:step -- [options]
 
 function parse(argv: string[]): Args {
   const a: Args = {
-    shape: "tinyllama",
     types: ["bf16", "f16"],
     memory: ["fast", "lean"],
     checkpointing: ["auto"],
@@ -89,6 +91,7 @@ function parse(argv: string[]): Args {
     json: false,
     profile: false,
     scaling: false,
+    shape: "tinyllama",
   };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
@@ -98,7 +101,6 @@ function parse(argv: string[]): Args {
       return x;
     };
     if (k === "--types") a.types = v().split(",") as TestModelType[];
-    else if (k === "--shape") a.shape = v() as Args["shape"];
     else if (k === "--memory") a.memory = v().split(",") as ("fast" | "lean")[];
     else if (k === "--checkpointing") a.checkpointing = v().split(",") as ("on" | "off" | "auto")[];
     else if (k === "--steps") a.steps = Number(v());
@@ -107,14 +109,17 @@ function parse(argv: string[]): Args {
     else if (k === "--json") a.json = true;
     else if (k === "--profile") a.profile = true;
     else if (k === "--scaling") a.scaling = true;
-    else if (k === "--help" || k === "-h") {
+    else if (k === "--shape") {
+      const x = v();
+      if (!(x in BENCH_SHAPES)) throw new Error(`--shape: unknown shape ${x}; use ${Object.keys(BENCH_SHAPES).join(", ")}`);
+      a.shape = x as BenchShape;
+    } else if (k === "--help" || k === "-h") {
       console.log(HELP);
       process.exit(0);
     } else throw new Error(`unknown option ${k} (see --help)`);
   }
   const TYPES = ["f32", "f16", "bf16", "q8_0", "q4_k", "q4_k_m"];
   for (const t of a.types) if (!TYPES.includes(t)) throw new Error(`--types: unknown type ${t}; use ${TYPES.join(", ")}`);
-  if (a.shape !== "tinyllama" && a.shape !== "llama3.2-3b") throw new Error(`--shape: unknown shape ${a.shape}; use tinyllama, llama3.2-3b`);
   for (const m of a.memory) if (m !== "fast" && m !== "lean") throw new Error(`--memory: unknown mode ${m}; use fast, lean`);
   for (const c of a.checkpointing) if (!["on", "off", "auto"].includes(c)) throw new Error(`--checkpointing: unknown value ${c}; use on, off, auto`);
   if (!(a.steps >= 1) || !(a.tokens >= 2)) throw new Error("--steps must be >= 1 and --tokens >= 2");
@@ -172,7 +177,7 @@ async function child(file: string, c: Config, steps: number, profile: boolean): 
 }
 
 async function runConfig(c: Config, steps: number, profile: boolean): Promise<Result> {
-  const file = await tinyLlamaBenchModel(c.type, c.shape);
+  const file = await benchModel(c.type, c.shape);
   const label = `${c.shape} ${c.type} ${c.memory}${c.checkpointing ? "+ckpt" : ""} T=${c.tokens} r=${c.r} ${c.targets.join(",")} ${c.threads || os.availableParallelism()} threads`;
   process.stderr.write(`timing ${label}: 1 warm-up + ${steps} steps\n`);
   const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), "--child", file, JSON.stringify({ c, steps, profile })], {
@@ -258,7 +263,7 @@ async function main(): Promise<void> {
     }
     results.push(...rows);
     tables.push([
-      `LoRA step at ${a.shape === "tinyllama" ? "TinyLlama" : "Llama-3.2-3B"} shape (r=8 on q,v; ${a.tokens} tokens, batch 1; CPU, ${rows[0]?.threads} threads; ${os.cpus()[0]?.model ?? ""})`,
+      `LoRA step at ${a.shape} shape (r=8 on q,v; ${a.tokens} tokens, batch 1; CPU, ${rows[0]?.threads} threads; ${os.cpus()[0]?.model ?? ""})`,
       rows,
     ]);
   }

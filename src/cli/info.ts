@@ -52,7 +52,10 @@ export function registerInfo(program: Command): void {
         return;
       }
       console.log(`model       ${model}`);
-      console.log(`shape       ${i.nLayer} layers, n_embd ${i.nEmbd}, ${i.nHead} heads (${i.nHeadKv} KV), FFN ${i.nFf}, vocab ${i.nVocab}, context ${i.nCtx}`);
+      console.log(`arch        ${i.arch}`);
+      console.log(
+        `shape       ${i.nLayer} layers, n_embd ${i.nEmbd}, ${i.nHead} heads (${i.nHeadKv} KV) of ${i.headDim}, FFN ${i.nFf}, vocab ${i.nVocab}, context ${i.nCtx}`,
+      );
       console.log(`weights     ${i.weightType} (blk.0.attn_q); all tensors: ${mix.map((m) => `${m.type} ${m.tensors} (${formatBytes(m.bytes)})`).join(", ")}`);
       console.log(`device      ${i.device}`);
       console.log(`LoRA        r=${o.rank} on ${i.targets.join(", ")}: ${i.trainableParams.toLocaleString("en-US")} trainable parameters`);

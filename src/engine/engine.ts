@@ -31,7 +31,7 @@ export type Device = "auto" | "cpu" | "cuda" | "metal";
 
 export interface EngineOptions {
   /**
-   * Path to a Llama-architecture GGUF with F32, F16, BF16 or quantized (Q8_0, Q4_0, Q4_1, Q5_0,
+   * Path to a GGUF of architecture llama, qwen2 or qwen3 (src/formats/architectures.ts) with F32, F16, BF16 or quantized (Q8_0, Q4_0, Q4_1, Q5_0,
    * Q5_1, Q4_K, Q5_K, Q6_K; mixed as in Q4_K_M files) weights. Quantized weights stay quantized;
    * each one's Wᵀ for the backward pass is made per layer, as in lean mode.
    */

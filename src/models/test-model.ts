@@ -142,6 +142,21 @@ export const TINYLLAMA_PRESET = {
   nCtx: 2048,
 } as const satisfies Partial<MakeTestModelOptions>;
 
+/**
+ * Real model shapes for benchmarks (random weights, each family's vocabulary and tied head):
+ * `npm run bench:step -- --shape qwen2.5-1.5b`. Llama 3.2's rope_freqs use the test family's
+ * short original context (timing and memory do not depend on them).
+ */
+export const BENCH_SHAPES = {
+  tinyllama: { ...TINYLLAMA_PRESET },
+  "llama-3.2-1b": { family: "llama3", nEmbd: 2048, nLayer: 16, nHead: 32, nHeadKv: 8, nFf: 8192, nCtx: 131072 },
+  "qwen2.5-1.5b": { family: "qwen2", nEmbd: 1536, nLayer: 28, nHead: 12, nHeadKv: 2, nFf: 8960, nCtx: 32768 },
+  "qwen2.5-0.5b": { family: "qwen2", nEmbd: 896, nLayer: 24, nHead: 14, nHeadKv: 2, nFf: 4864, nCtx: 32768 },
+  "llama3.2-3b": { ...LLAMA32_3B_PRESET },
+  "qwen3-0.6b": { family: "qwen3", nEmbd: 1024, nLayer: 28, nHead: 16, nHeadKv: 8, nFf: 3072, nCtx: 40960, headDim: 128 },
+} as const satisfies Record<string, Partial<MakeTestModelOptions>>;
+export type BenchShape = keyof typeof BENCH_SHAPES;
+
 const FILE_TYPE: Record<TestModelType, number> = { f32: 0, f16: 1, bf16: 32, q8_0: 7, q4_k: 15, q4_k_m: 15 }; // llama_ftype
 const GGML_TYPE: Record<TestModelType, number> = {
   f32: GgmlType.F32,
@@ -350,17 +365,24 @@ export async function makeTestModel(opts: MakeTestModelOptions): Promise<string>
 // CLI
 // ---------------------------------------------------------------------------
 
-/** The benchmarks' TinyLlama-shaped random model of this type, made on first use in
- *  $TEXT2SQL_BENCH_DIR (default <tmp>/text2sql-bench). */
-export async function tinyLlamaBenchModel(type: TestModelType, shape: "tinyllama" | "llama3.2-3b" = "tinyllama"): Promise<string> {
+/** The benchmarks' random model of a real shape ({@link BENCH_SHAPES}) and this type, made on
+ *  first use in $TEXT2SQL_BENCH_DIR (default <tmp>/text2sql-bench). */
+export async function benchModel(type: TestModelType, shape: BenchShape = "tinyllama"): Promise<string> {
+  const preset = BENCH_SHAPES[shape];
+  if (!preset) throw new Error(`unknown shape ${String(shape)}; available: ${Object.keys(BENCH_SHAPES).join(", ")}`);
   const dir = process.env.TEXT2SQL_BENCH_DIR || path.join(os.tmpdir(), "text2sql-bench");
   fs.mkdirSync(dir, { recursive: true });
   const file = path.join(dir, `${shape}-shape-${type}.gguf`);
   if (!fs.existsSync(file)) {
     process.stderr.write(`making a ${shape}-shaped ${type} model with random weights: ${file}\n`);
     const tmp = `${file}.partial`;
-    await makeTestModel({ path: tmp, type, ...(shape === "tinyllama" ? TINYLLAMA_PRESET : LLAMA32_3B_PRESET) });
+    await makeTestModel({ path: tmp, type, ...preset });
     fs.renameSync(tmp, file);
   }
   return file;
+}
+
+/** The benchmarks' TinyLlama-shaped random model of this type (see {@link benchModel}). */
+export function tinyLlamaBenchModel(type: TestModelType): Promise<string> {
+  return benchModel(type, "tinyllama");
 }

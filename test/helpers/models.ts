@@ -1,5 +1,6 @@
 // Test models, made once per option set and cached in the OS temp folder (they are random-weight
-// Llama GGUFs with the real SPM vocab, see src/models/test-model.ts).
+// GGUFs with a real vocabulary: Llama 2's SPM by default, { family: "llama3" | "qwen2" | "qwen3" }
+// for the others; see src/models/test-model.ts).
 import { createHash } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
