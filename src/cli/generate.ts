@@ -26,6 +26,8 @@ export function registerGenerate(program: Command): void {
     )
     .option("-y, --yes", "download --model from the hub without asking when it is not in the cache")
     .option("--schema <file>", "CREATE TABLE statements: fills {schema} in schema-aware templates and validates the SQL in SQLite")
+    .option("--constrain", "decode only SELECTs over the --schema's tables and columns (the default with --schema)")
+    .option("--no-constrain", "decode freely even with --schema")
     .option("--max-tokens <n>", "longest SQL in tokens", "256")
     .addOption(new Option("--device <device>", "where to run").choices(["auto", "cpu"]).default("auto"))
     .option("--threads <n>", "CPU threads")
@@ -35,16 +37,28 @@ export function registerGenerate(program: Command): void {
       `
 Examples:
   npx text2sql generate "How many heads of the departments are older than 56?" --adapter outputs/spider
-  npx text2sql generate "Which singers are from France?" --adapter outputs/spider --schema schema.sql --json`,
+  npx text2sql generate "Which singers are from France?" --adapter outputs/spider --schema schema.sql --json
+  npx text2sql generate "Which singers are from France?" --adapter outputs/spider --schema schema.sql --no-constrain`,
     )
     .action(
       async (
         words: string[],
-        o: { adapter?: string; model?: string; yes?: boolean; schema?: string; maxTokens: string; device: "auto" | "cpu"; threads?: string; json?: boolean },
+        o: {
+          adapter?: string;
+          model?: string;
+          yes?: boolean;
+          schema?: string;
+          constrain?: boolean;
+          maxTokens: string;
+          device: "auto" | "cpu";
+          threads?: string;
+          json?: boolean;
+        },
       ) => {
         const question = words.join(" ");
         if (!o.adapter && !o.model) throw new Error("give --adapter (a trainer output folder) and/or --model (a base GGUF)");
         const schema = o.schema ? readSchemaFile(o.schema) : undefined;
+        if (o.constrain === true && !schema) throw new Error("--constrain: constrained decoding needs --schema (a CREATE TABLE file)");
         const maxTokens = Number(o.maxTokens);
         if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new Error(`--max-tokens: expected an integer >= 1, got ${JSON.stringify(o.maxTokens)}`);
         const model = o.model ? await cliResolveModel(o.model, { yes: o.yes, label: "--model" }) : undefined;
@@ -53,6 +67,7 @@ Examples:
           adapter: o.adapter,
           model,
           schema,
+          constrain: o.constrain,
           maxTokens,
           device: o.device,
           threads: o.threads ? Number(o.threads) : undefined,

@@ -1,12 +1,24 @@
 // Question to SQL through node-llama-cpp: the base GGUF plus the trained GGUF LoRA, the exact
 // training prompt, greedy decoding that stops at EOS or the end of the statement, and optional
-// validation of the SQL against a schema in SQLite (prepared, never run).
+// validation of the SQL against a schema in SQLite (prepared, never run), and schema-constrained
+// decoding (a GBNF grammar of the schema's SELECTs, src/sql/sql-grammar.ts).
 import fs from "node:fs";
 import os from "node:os";
-import { getLlama, LlamaLogLevel, type Llama, type LlamaContext, type LlamaContextSequence, type LlamaModel, type Token } from "node-llama-cpp";
+import {
+  getLlama,
+  LlamaGrammarEvaluationState,
+  LlamaLogLevel,
+  type Llama,
+  type LlamaContext,
+  type LlamaContextSequence,
+  type LlamaGrammar,
+  type LlamaModel,
+  type Token,
+} from "node-llama-cpp";
 import { DEFAULT_TEMPLATE } from "../train/config.js";
 import { checkSqlAgainstSchema, type SchemaCheckOptions } from "../sql/query-process.js";
 import { schemaStatements } from "../sql/sql-text.js";
+import { parseSchema, sqlGrammar } from "../sql/sql-grammar.js";
 import { checkAdapterFits } from "../adapters/merge.js";
 import { checkModelFile } from "../models/model-check.js";
 import { resolveAdapter } from "../adapters/folder.js";
@@ -45,6 +57,11 @@ export interface GenerateOptions {
   temperature?: number;
   /** check the SQL against the schema in an in-memory SQLite (default: true when a schema is given) */
   validate?: boolean;
+  /**
+   * decode only SELECTs over the schema's tables and columns (a grammar of the schema; see
+   * src/sql/sql-grammar.ts). Default: true when a schema is given; true without a schema is an error.
+   */
+  constrain?: boolean;
 }
 
 export interface GenerateResult {
@@ -52,6 +69,8 @@ export interface GenerateResult {
   /** generated tokens */
   tokens: number;
   ms: number;
+  /** true when decoding was constrained to the schema's grammar */
+  constrained?: boolean;
   /** set when the SQL was validated against a schema */
   valid?: boolean;
   error?: string;
@@ -123,6 +142,8 @@ export class SqlGenerator {
   readonly device: string;
   private readonly free: LlamaContextSequence[];
   private readonly waiting: (() => void)[] = [];
+  /** grammars of recent schemas, by schema text (most recent last) */
+  private readonly grammars = new Map<string, Promise<LlamaGrammar>>();
 
   private constructor(
     private readonly model: LlamaModel,
@@ -210,19 +231,40 @@ export class SqlGenerator {
     return [...(bos != null ? [bos] : []), ...this.model.tokenize(prompt, false)];
   }
 
+  /** The schema's grammar (built once per schema text; the last 16 are kept). */
+  grammarFor(schema: string): Promise<LlamaGrammar> {
+    let g = this.grammars.get(schema);
+    if (g) this.grammars.delete(schema);
+    else {
+      const built = sqlGrammar(parseSchema(schema));
+      for (const note of built.notes) warn(`constrained decoding: ${note}`);
+      g = this.model.llama.createGrammar({ grammar: built.gbnf });
+      g.catch(() => this.grammars.delete(schema));
+    }
+    this.grammars.set(schema, g);
+    if (this.grammars.size > 16) this.grammars.delete(this.grammars.keys().next().value!);
+    return g;
+  }
+
   async generate(o: GenerateOptions): Promise<GenerateResult> {
     if (typeof o.question !== "string" || !o.question.trim()) throw new TypeError("question: expected a non-empty string");
     const maxTokens = o.maxTokens ?? 256;
+    if (o.constrain !== undefined && typeof o.constrain !== "boolean")
+      throw new TypeError(`constrain: expected true or false, got ${JSON.stringify(o.constrain)}`);
+    if (o.constrain && !o.schema) throw new TypeError("constrain: constrained decoding needs a schema (give schema, CREATE TABLE statements)");
+    const constrain = !!o.schema && o.constrain !== false;
     // a schema that is going to be built in SQLite is checked before any decoding is spent on it
     if (o.schema && o.validate !== false) schemaStatements(o.schema);
     const t0 = performance.now();
+    const grammar = constrain ? await this.grammarFor(o.schema!) : undefined;
     const tokens = this.promptTokens(o.question.trim(), o.schema);
     const sequence = await this.acquire();
     const out: Token[] = [];
     try {
       await sequence.clearHistory();
       const eos = this.model.tokens.eos;
-      for await (const t of sequence.evaluate(tokens, { temperature: o.temperature ?? 0 })) {
+      const grammarEvaluationState = grammar ? new LlamaGrammarEvaluationState({ model: this.model, grammar }) : undefined;
+      for await (const t of sequence.evaluate(tokens, { temperature: o.temperature ?? 0, grammarEvaluationState })) {
         if (t === eos) break;
         out.push(t);
         if (out.length >= maxTokens || statementEnded(this.model.detokenize(out))) break;
@@ -232,6 +274,7 @@ export class SqlGenerator {
     }
     const sql = extractSql(this.model.detokenize(out));
     const result: GenerateResult = { sql, tokens: out.length, ms: performance.now() - t0 };
+    if (constrain) result.constrained = true;
     if (o.schema && o.validate !== false) Object.assign(result, await validateSql(sql, o.schema));
     return result;
   }

@@ -46,6 +46,8 @@ const generateSchema = {
     properties: {
       question: { type: "string", minLength: 1, maxLength: 4000 },
       schema: { type: "string", maxLength: 60000 },
+      /** decode only SELECTs over the schema's names (default: true when a schema is given) */
+      constrain: { type: "boolean" },
     },
   },
 } as const;
@@ -56,7 +58,7 @@ function fieldOf(err: FastifyError): string {
   const missing = (v.params as { missingProperty?: string; additionalProperty?: string }).missingProperty;
   const extra = (v.params as { additionalProperty?: string }).additionalProperty;
   if (missing) return `${missing}: required`;
-  if (extra) return `${extra}: unknown field (send question and optionally schema)`;
+  if (extra) return `${extra}: unknown field (send question and optionally schema and constrain)`;
   const field = v.instancePath.replace(/^\//, "") || "body";
   if (field === "body" && v.keyword === "type") return 'body: send a JSON object like {"question": "...", "schema": "CREATE TABLE ..."}';
   if (v.keyword === "minLength") return `${field}: must not be empty`;
@@ -159,7 +161,7 @@ export async function startServer(o: ServerOptions = {}): Promise<RunningServer>
   }));
 
   app.post("/generate_sql", { schema: generateSchema }, async (req, reply) => {
-    const body = req.body as { question: string; schema?: string };
+    const body = req.body as { question: string; schema?: string; constrain?: boolean };
     const question = body.question.trim();
     if (!question) return reply.code(400).send({ error: "question: must not be empty" });
     if (pending >= parallel + maxQueue) {
@@ -171,9 +173,17 @@ export async function startServer(o: ServerOptions = {}): Promise<RunningServer>
     pending++;
     try {
       const schema = body.schema?.trim() ? body.schema : undefined;
-      const r = await generator.generate({ question, schema, maxTokens: o.maxTokens });
+      if (body.constrain && !schema)
+        return reply.code(400).send({ error: "constrain: constrained decoding needs a schema (send schema, CREATE TABLE statements)" });
+      const r = await generator.generate({ question, schema, maxTokens: o.maxTokens, constrain: body.constrain });
       served++;
-      return { sql: r.sql, ...(r.valid !== undefined ? { valid: r.valid } : {}), ...(r.error ? { error: r.error } : {}), ms: Math.round(r.ms * 10) / 10 };
+      return {
+        sql: r.sql,
+        ...(r.valid !== undefined ? { valid: r.valid } : {}),
+        ...(r.error ? { error: r.error } : {}),
+        constrained: r.constrained === true,
+        ms: Math.round(r.ms * 10) / 10,
+      };
     } catch (err) {
       const msg = (err as Error).message;
       if (/^schema: /.test(msg)) return reply.code(400).send({ error: msg });
