@@ -30,6 +30,7 @@ export {
   type GenerateResult,
 } from "./serve/generate.js";
 export { startServer, type ServerOptions, type RunningServer } from "./serve/server.js";
+export { parseSchema, schemaFromDatabase, sqlGrammar, type SchemaInfo, type SchemaTable, type SqlGrammar, type SqlGrammarOptions } from "./sql/sql-grammar.js";
 
 // Evaluation
 export { evaluateSql, formatEvalReport, type EvalOptions, type EvalReport, type EvalRow } from "./eval/eval.js";

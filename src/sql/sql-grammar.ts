@@ -237,11 +237,12 @@ function commonRules(): string[] {
     `value ::= str | dqstr | num`,
     `arith ::= "+" | "-" | "*" | "/"`,
     `cmp ::= "=" "="? | "!=" | "<>" | "<" "="? | ">" "="?`,
-    `aggname ::= ${["count", "sum", "avg", "min", "max"].map(K).join(" | ")}`,
+    `aggname ::= ${["sum", "avg", "min", "max"].map(K).join(" | ")}`,
     `setop ::= ${K("union")} (sp ${K("all")})? | ${K("intersect")} | ${K("except")}`,
     `join ::= sp (${K("join")} | ${K("inner join")} | ${K("left")} (sp ${K("outer")})? sp ${K("join")} | ${K("cross join")}) sp | ws "," ws`,
     `limit ::= ${K("limit")} sp int`,
     `subquery ::= "(" ws query ws ")"`,
+    `subquery1 ::= "(" ws query1 ws ")"`,
   ];
 }
 
@@ -263,7 +264,8 @@ function aliasOf(s: Scope, j: number): string | undefined {
 
 /**
  * Foreign-key links, plus links between tables sharing a key-like column name (ending in id, code,
- * key or no, other than a bare "id"): hand-written schemas often leave foreign keys out.
+ * key or no, other than a bare "id") and from a column named after a table (flights.airline →
+ * airlines): hand-written schemas often leave foreign keys out.
  */
 function linksOf(info: SchemaInfo): Map<string, Set<string>> {
   const adj = new Map<string, Set<string>>();
@@ -273,9 +275,10 @@ function linksOf(info: SchemaInfo): Map<string, Set<string>> {
   };
   for (const [a, b] of info.links) link(a.toLowerCase(), b.toLowerCase());
   const keyish = (c: string) => /(id|code|key|no)$/i.test(c) && c.toLowerCase() !== "id";
+  const named = (t: SchemaTable) => [t.name.toLowerCase(), t.name.toLowerCase().replace(/s$/, "")];
   for (const a of info.tables)
     for (const b of info.tables)
-      if (a !== b && a.columns.some((c) => keyish(c) && b.columns.some((d) => d.toLowerCase() === c.toLowerCase())))
+      if (a !== b && a.columns.some((c) => (keyish(c) && b.columns.some((d) => d.toLowerCase() === c.toLowerCase())) || named(b).includes(c.toLowerCase())))
         link(a.name.toLowerCase(), b.name.toLowerCase());
   return adj;
 }
@@ -341,18 +344,36 @@ function scopeRules(s: Scope, i: number, tableIndex: Map<SchemaTable, number>): 
   });
   const from = trefs.map((t, j) => (j === 0 ? t : `join ${t} (sp ${K("on")} sp ${p}-on)?`)).join(" ");
   const allCols = s.tables.map((t, j) => `${aliasOf(s, j) ? ci(aliasOf(s, j)!) : `t${tableIndex.get(t)}-name`} "." "*"`);
+  const andOr = `sp (${K("and")} | ${K("or")}) sp`;
   return [
     `${p}-col ::= ${colAlts.join(" | ")}`,
-    `${p}-agg ::= aggname ws "(" ws ("*" | (${K("distinct")} sp)? ${p}-expr) ws ")"`,
-    `${p}-term ::= ${p}-col | ${p}-agg | num | str | "(" ws ${p}-expr ws ")" | subquery`,
+    // aggregates only where SQLite takes them (select items, HAVING, ORDER BY), never nested
+    `${p}-agg ::= (${K("count")} ws "(" ws ("*" | (${K("distinct")} sp)? ${p}-expr) | aggname ws "(" ws (${K("distinct")} sp)? ${p}-expr) ws ")"`,
+    `${p}-term ::= ${p}-col | num | str | "(" ws ${p}-expr ws ")" | subquery1`,
     `${p}-expr ::= ${p}-term (ws arith ws ${p}-term)*`,
-    `${p}-item ::= "*" | ${allCols.join(" | ")} | ${p}-expr`,
-    `${p}-pred ::= ${K("not")} sp ${p}-pred | "(" ws ${p}-cond ws ")" | ${p}-expr (ws cmp ws (${p}-expr | dqstr) | sp (${K("not")} sp)? (${K("in")} ws (subquery | "(" ws value (ws "," ws value)* ws ")") | ${K("like")} sp value | ${K("between")} sp ${p}-expr sp ${K("and")} sp ${p}-expr) | sp ${K("is")} sp (${K("not")} sp)? ${K("null")}) | ${K("exists")} ws subquery`,
-    `${p}-cond ::= ${p}-pred (sp (${K("and")} | ${K("or")}) sp ${p}-pred)*`,
-    `${p}-on ::= ${p}-col ws cmp ws ${p}-col (sp ${K("and")} sp ${p}-col ws cmp ws ${p}-col)*`,
-    `${p}-core ::= ${K("select")} sp (${K("distinct")} sp)? ${p}-item (ws "," ws ${p}-item)* sp ${K("from")} sp ${from} (sp ${K("where")} sp ${p}-cond)? (sp ${K("group by")} sp ${p}-expr (ws "," ws ${p}-expr)* (sp ${K("having")} sp ${p}-cond)?)?`,
-    `${p}-ord ::= ${p}-expr (sp (${K("asc")} | ${K("desc")}))?`,
-    `${p}-query ::= ${p}-core (sp ${K("order by")} sp ${p}-ord (ws "," ws ${p}-ord)* (sp limit)? | sp limit | (sp setop sp core)+ (sp limit)?)?`,
+    `${p}-aterm ::= ${p}-agg | ${p}-term`,
+    `${p}-aexpr ::= ${p}-aterm (ws arith ws ${p}-aterm)*`,
+    `${p}-star ::= "*" | ${allCols.join(" | ")}`,
+    `${p}-any ::= ${p}-star | ${p}-aexpr`,
+    `${p}-pred ::= ${K("not")} sp ${p}-pred | "(" ws ${p}-cond ws ")" | ${p}-expr (ws cmp ws (${p}-expr | dqstr) | sp (${K("not")} sp)? (${K("in")} ws (subquery1 | "(" ws value (ws "," ws value)* ws ")") | ${K("like")} sp value | ${K("between")} sp ${p}-expr sp ${K("and")} sp ${p}-expr) | sp ${K("is")} sp (${K("not")} sp)? ${K("null")}) | ${K("exists")} ws subquery`,
+    `${p}-cond ::= ${p}-pred (${andOr} ${p}-pred)*`,
+    `${p}-hpred ::= ${p}-aexpr (ws cmp ws (${p}-aexpr | dqstr) | sp (${K("not")} sp)? (${K("between")} sp ${p}-aexpr sp ${K("and")} sp ${p}-aexpr | ${K("in")} ws subquery1))`,
+    `${p}-having ::= ${p}-hpred (${andOr} ${p}-hpred)*`,
+    `${p}-on ::= ${p}-col ws cmp ws ${p}-col (${andOr} ${p}-col ws cmp ws ${p}-col)*`,
+    // GROUP BY and ORDER BY never start with a number (SQLite reads it as a column position)
+    `${p}-group ::= (${p}-col | "(" ws ${p}-expr ws ")") (ws arith ws ${p}-term)*`,
+    `${p}-ord ::= (${p}-col | ${p}-agg | "(" ws ${p}-aexpr ws ")") (ws arith ws ${p}-aterm)* (sp (${K("asc")} | ${K("desc")}))?`,
+    `${p}-head ::= ${K("select")} sp (${K("distinct")} sp)?`,
+    `${p}-rest ::= sp ${K("from")} sp ${from} (sp ${K("where")} sp ${p}-cond)? (sp ${K("group by")} sp ${p}-group (ws "," ws ${p}-group)* (sp ${K("having")} sp ${p}-having)?)?`,
+    `${p}-tail ::= sp ${K("order by")} sp ${p}-ord (ws "," ws ${p}-ord)* (sp limit)? | sp limit`,
+    // the SELECTs of a set operation have as many columns: one to three, never *
+    `${p}-core1 ::= ${p}-head ${p}-aexpr ${p}-rest`,
+    `${p}-core2 ::= ${p}-head ${p}-aexpr ws "," ws ${p}-aexpr ${p}-rest`,
+    `${p}-core3 ::= ${p}-head ${p}-aexpr ws "," ws ${p}-aexpr ws "," ws ${p}-aexpr ${p}-rest`,
+    `${p}-query1 ::= ${p}-core1 (${p}-tail | (sp setop sp core1)+ (sp limit)?)?`,
+    `${p}-query ::= ${p}-head (${p}-aexpr (${p}-rest (${p}-tail | (sp setop sp core1)+ (sp limit)?)? | ws "," ws (${p}-aexpr (${p}-rest (${p}-tail | (sp setop sp core2)+ (sp limit)?)? | ws "," ws (${p}-aexpr (${p}-rest (${p}-tail | (sp setop sp core3)+ (sp limit)?)? | ws "," ws ${p}-any ${p}-more) | ${p}-star ${p}-more)) | ${p}-star ${p}-more)) | ${p}-star ${p}-more)`,
+    // a fourth column, or *: no set operation
+    `${p}-more ::= (ws "," ws ${p}-any)* ${p}-rest ${p}-tail?`,
   ];
 }
 
@@ -386,7 +407,10 @@ export function sqlGrammar(schema: SchemaInfo, opts: SqlGrammarOptions = {}): Sq
   const rules = [
     `root ::= ws query ws ";"?`,
     `query ::= ${scopes.map((_, i) => `s${i}-query`).join(" | ")}`,
-    `core ::= ${scopes.map((_, i) => `s${i}-core`).join(" | ")}`,
+    `query1 ::= ${scopes.map((_, i) => `s${i}-query1`).join(" | ")}`,
+    `core1 ::= ${scopes.map((_, i) => `s${i}-core1`).join(" | ")}`,
+    `core2 ::= ${scopes.map((_, i) => `s${i}-core2`).join(" | ")}`,
+    `core3 ::= ${scopes.map((_, i) => `s${i}-core3`).join(" | ")}`,
     ...commonRules(),
     ...schema.tables.flatMap((t, i) => [`t${i}-name ::= ${identifier([t.name])}`, `t${i}-cols ::= ${identifier(t.columns)}`]),
     ...scopes.flatMap((s, i) => scopeRules(s, i, tableIndex)),
