@@ -82,9 +82,13 @@ test("an undertrained adapter: constrained answers all prepare in SQLite and nam
   expect(ended.length).toBeGreaterThanOrEqual(10);
   for (const r of constrained) {
     expect(r.constrained).toBe(true);
-    // an answer cut by the token budget may end in half a word (SELEC): its last word is left out
-    const unknown = unknownNames(r.sql, names);
-    if (r.tokens >= MAX_TOKENS && unknown.length === 1 && r.sql.replace(/;$/, "").trimEnd().toLowerCase().endsWith(unknown[0])) unknown.pop();
+    // an answer cut by the token budget may end in half a word (SELEC), and may use an alias
+    // (o.id, T1.id) its FROM has not declared yet: those are left out
+    let unknown = unknownNames(r.sql, names);
+    if (r.tokens >= MAX_TOKENS) {
+      unknown = unknown.filter((n) => !/^([a-z]|t\d+)$/.test(n));
+      if (unknown.length === 1 && r.sql.replace(/;$/, "").trimEnd().toLowerCase().endsWith(unknown[0])) unknown.pop();
+    }
     expect(unknown, r.sql).toEqual([]);
   }
   for (const r of ended) expect(r, r.sql).toMatchObject({ valid: true });

@@ -204,7 +204,7 @@ describe("the server survives every malicious schema and question", () => {
         body: '{"question": "q?", "__proto__": {"x": 1}}',
       });
       expect(proto.status).toBe(400);
-      expect(((await proto.json()) as { error: string }).error).toBe("__proto__: unknown field (send question and optionally schema)");
+      expect(((await proto.json()) as { error: string }).error).toBe("__proto__: unknown field (send question and optionally schema and constrain)");
       // past the body limit: refused before any work
       const huge = await fetch(`${server.url}/generate_sql`, {
         method: "POST",

@@ -134,6 +134,9 @@ function requestAmxTiles(): void {
   }
 }
 
+/** Schemas with more tables than this are decoded without the grammar (with a warning). */
+export const MAX_CONSTRAINED_TABLES = 100;
+
 export class SqlGenerator {
   readonly modelPath: string;
   readonly adapterPath: string | undefined;
@@ -143,7 +146,7 @@ export class SqlGenerator {
   private readonly free: LlamaContextSequence[];
   private readonly waiting: (() => void)[] = [];
   /** grammars of recent schemas, by schema text (most recent last) */
-  private readonly grammars = new Map<string, Promise<LlamaGrammar>>();
+  private readonly grammars = new Map<string, Promise<LlamaGrammar | null>>();
 
   private constructor(
     private readonly model: LlamaModel,
@@ -232,13 +235,20 @@ export class SqlGenerator {
   }
 
   /** The schema's grammar (built once per schema text; the last 16 are kept). */
-  grammarFor(schema: string): Promise<LlamaGrammar> {
+  grammarFor(schema: string): Promise<LlamaGrammar | null> {
     let g = this.grammars.get(schema);
     if (g) this.grammars.delete(schema);
     else {
-      const built = sqlGrammar(parseSchema(schema));
-      for (const note of built.notes) warn(`constrained decoding: ${note}`);
-      g = this.model.llama.createGrammar({ grammar: built.gbnf });
+      const info = parseSchema(schema);
+      if (info.tables.length > MAX_CONSTRAINED_TABLES) {
+        // said, not silent: such a grammar would cost more to build and to decode with than it saves
+        warn(`constrained decoding: the schema has ${info.tables.length} tables, more than ${MAX_CONSTRAINED_TABLES}; decoding without the grammar`);
+        g = Promise.resolve(null);
+      } else {
+        const built = sqlGrammar(info);
+        for (const note of built.notes) warn(`constrained decoding: ${note}`);
+        g = this.model.llama.createGrammar({ grammar: built.gbnf });
+      }
       g.catch(() => this.grammars.delete(schema));
     }
     this.grammars.set(schema, g);
@@ -274,7 +284,7 @@ export class SqlGenerator {
     }
     const sql = extractSql(this.model.detokenize(out));
     const result: GenerateResult = { sql, tokens: out.length, ms: performance.now() - t0 };
-    if (constrain) result.constrained = true;
+    if (grammar) result.constrained = true;
     if (o.schema && o.validate !== false) Object.assign(result, await validateSql(sql, o.schema));
     return result;
   }
