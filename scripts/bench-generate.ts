@@ -3,7 +3,12 @@
  * generateSql's SqlGenerator with and without a LoRA adapter, next to a plain node-llama-cpp
  * decode loop on the same model and prompt. Prints time to first token and decode tokens/s.
  *
- *   npm run bench:generate -- [--type bf16|f16] [--tokens 64] [--runs 3] [--threads N]
+ *   npm run bench:generate -- [--type bf16|f16] [--tokens 64] [--runs 3] [--threads N] [--constrain]
+ *
+ * --constrain adds the adapter's decode with the quickstart schema (data/quickstart_schema.sql),
+ * free and constrained to the schema's grammar. Random weights are the worst case for the
+ * grammar: nearly every token the model picks is refused, so llama.cpp checks the whole
+ * vocabulary against the grammar at each step (a trained model's pick is usually allowed).
  *
  * Also times prompt processing: a 512-token prompt (a schema-sized one) evaluated at once.
  * Random weights never emit EOS or a semicolon on purpose, so every run decodes --tokens tokens.
@@ -15,6 +20,7 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
 import { getLlama, LlamaLogLevel, type Token } from "node-llama-cpp";
 import { LoraEngine } from "../src/engine/engine.js";
 import { SqlGenerator } from "../src/serve/generate.js";
@@ -32,6 +38,7 @@ async function main(): Promise<void> {
   const nTokens = Number(arg("tokens", "64"));
   const runs = Number(arg("runs", "3"));
   const threads = Number(arg("threads", String(os.availableParallelism())));
+  const constrain = process.argv.includes("--constrain");
   const model = await tinyLlamaBenchModel(type);
   const adapter = path.join(path.dirname(model), "tinyllama-shape-qv-r8.gguf");
   if (!fs.existsSync(adapter)) {
@@ -48,19 +55,31 @@ async function main(): Promise<void> {
   let ppTokensPerS: number;
   const median = (xs: number[]) => xs.slice().sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
-  for (const withAdapter of [false, true]) {
-    const g = await SqlGenerator.load({ model, adapter: withAdapter ? adapter : undefined, device: "cpu", parallel: 1, threads, contextSize: 512 });
+  const schema = fs.readFileSync(path.join(path.dirname(fileURLToPath(import.meta.url)), "../../data/quickstart_schema.sql"), "utf8");
+  const cases: { name: string; adapter: boolean; schema?: string; constrain?: boolean }[] = [
+    { name: "generateSql, no adapter", adapter: false },
+    { name: "generateSql + LoRA", adapter: true },
+    ...(constrain
+      ? [
+          { name: "+ schema, free", adapter: true, schema, constrain: false },
+          { name: "+ schema, constrained", adapter: true, schema, constrain: true },
+        ]
+      : []),
+  ];
+  for (const c of cases) {
+    const g = await SqlGenerator.load({ model, adapter: c.adapter ? adapter : undefined, device: "cpu", parallel: 1, threads, contextSize: 512 });
     const ttft: number[] = [];
     const tps: number[] = [];
     for (let r = 0; r <= runs; r++) {
       // time to first token: one generate with maxTokens 1; throughput: the full run minus it
-      const first = await g.generate({ question: QUESTION, maxTokens: 1 });
-      const full = await g.generate({ question: QUESTION, maxTokens: nTokens });
-      if (r === 0) continue; // warm-up
+      const o = { question: QUESTION, schema: c.schema, constrain: c.constrain, validate: false };
+      const first = await g.generate({ ...o, maxTokens: 1 });
+      const full = await g.generate({ ...o, maxTokens: nTokens });
+      if (r === 0) continue; // warm-up (and the grammar's one-time build)
       ttft.push(first.ms);
       tps.push((full.tokens - 1) / ((full.ms - first.ms) / 1000));
     }
-    rows.push({ name: withAdapter ? "generateSql + LoRA" : "generateSql, no adapter", ttftMs: median(ttft), tokensPerS: median(tps) });
+    rows.push({ name: c.name, ttftMs: median(ttft), tokensPerS: median(tps) });
     await g.dispose();
   }
 

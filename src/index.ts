@@ -31,6 +31,7 @@ export {
 } from "./serve/generate.js";
 export { type CandidateReport } from "./serve/candidates.js";
 export { startServer, type ServerOptions, type RunningServer } from "./serve/server.js";
+export { parseSchema, schemaFromDatabase, sqlGrammar, type SchemaInfo, type SchemaTable, type SqlGrammar, type SqlGrammarOptions } from "./sql/sql-grammar.js";
 
 // Evaluation
 export { evaluateSql, formatEvalReport, type EvalOptions, type EvalReport, type EvalRow } from "./eval/eval.js";

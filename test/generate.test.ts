@@ -25,7 +25,8 @@ describe("generateSql", () => {
     });
     expect(many.map((r) => r.sql)).toEqual(PAIRS.map(([, sql]) => `${sql};`));
     for (const r of many) {
-      expect(r).toMatchObject({ valid: true });
+      // with a schema, decoding is constrained to its grammar by default: the trained answers hold
+      expect(r).toMatchObject({ valid: true, constrained: true });
       expect(r.tokens).toBeGreaterThan(5);
       expect(r.ms).toBeGreaterThan(0);
     }
@@ -33,6 +34,10 @@ describe("generateSql", () => {
     const one = await generateSql({ question: PAIRS[0][0], adapter: path.join(outputDir, "final_model"), device: "cpu", threads: 1 });
     expect(one.sql).toBe(`${PAIRS[0][1]};`);
     expect(one.valid).toBeUndefined();
+    expect(one.constrained).toBeUndefined();
+    await expect(generateSql({ question: PAIRS[0][0], adapter: outputDir, device: "cpu", threads: 1, constrain: true })).rejects.toThrow(
+      "constrain: constrained decoding needs a schema",
+    );
   });
 
   test("50 questions at once over 4 parallel decoders give exactly the answers of one-at-a-time decoding", async () => {

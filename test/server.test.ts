@@ -40,8 +40,11 @@ describe("serve", () => {
     expect(r.json.ms).toBeGreaterThan(0);
     expect(r.json.valid).toBeUndefined();
     const v = await post(server.url, { question: PAIRS[0][0], schema: SCHEMA });
-    expect(v.json).toMatchObject({ sql: `${PAIRS[0][1]};`, valid: true });
-    const bad = await post(server.url, { question: PAIRS[0][0], schema: "CREATE TABLE other (x INT);" });
+    // with a schema, decoding is constrained to it by default (the trained answer is unchanged)
+    expect(v.json).toMatchObject({ sql: `${PAIRS[0][1]};`, valid: true, constrained: true });
+    const free = await post(server.url, { question: PAIRS[0][0], schema: SCHEMA, constrain: false });
+    expect(free.json).toMatchObject({ sql: `${PAIRS[0][1]};`, valid: true, constrained: false });
+    const bad = await post(server.url, { question: PAIRS[0][0], schema: "CREATE TABLE other (x INT);", constrain: false });
     expect(bad.json).toMatchObject({ valid: false, error: "no such table: head" });
   });
 
@@ -65,6 +68,11 @@ describe("serve", () => {
     expect(await post(server.url, { question: "q?", extra: 1 })).toMatchObject({
       status: 400,
       json: { error: expect.stringMatching(/^extra: unknown field/) },
+    });
+    expect(await post(server.url, { question: "q?", constrain: "yes" })).toMatchObject({ status: 400, json: { error: "constrain: must be boolean" } });
+    expect(await post(server.url, { question: "q?", constrain: true })).toMatchObject({
+      status: 400,
+      json: { error: expect.stringMatching(/^constrain: constrained decoding needs a schema/) },
     });
     expect(await post(server.url, '{"question": ')).toMatchObject({ status: 400, json: { error: expect.stringMatching(/^body: malformed JSON/) } });
     expect(await post(server.url, "[1, 2]")).toMatchObject({ status: 400, json: { error: expect.stringMatching(/^body: send a JSON object/) } });

@@ -123,14 +123,20 @@ describe.skipIf(!hasChromium)(`web page in Chromium${hasChromium ? "" : ` (skipp
     // 2. with the schema, by Ctrl+Enter in the question box: valid
     await page.getByLabel(/^Schema/).fill(SCHEMA);
     await page.getByLabel("Question").fill(PAIRS[1][0]);
+    expect(await page.getByLabel("Constrain the SQL to this schema").isChecked()).toBe(true);
+    const sent = page.waitForRequest("**/generate_sql");
     await page.getByLabel("Question").press("Control+Enter");
+    expect((await sent).postDataJSON()).toMatchObject({ schema: SCHEMA, constrain: true });
     await waitText(page, "#sql", `${PAIRS[1][1]};`);
     await waitText(page, "#validity", "✓ valid");
     expect(await page.locator("#validity").getAttribute("class")).toContain("ok");
 
     // 3. once more by the button with the schema (a string literal): valid, and the screenshot
     await page.getByLabel("Question").fill(PAIRS[2][0]);
+    await page.getByLabel("Constrain the SQL to this schema").uncheck();
+    const unconstrained = page.waitForRequest("**/generate_sql");
     await page.getByRole("button", { name: "Generate" }).click();
+    expect((await unconstrained).postDataJSON()).toMatchObject({ constrain: false });
     await waitText(page, "#sql", `${PAIRS[2][1]};`);
     await waitText(page, "#validity", "✓ valid");
     expect(await page.locator("#sql .str").allTextContents()).toEqual(["'Texas'"]);

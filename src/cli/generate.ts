@@ -31,6 +31,8 @@ export function registerGenerate(program: Command): void {
     .option("--db <file>", "a SQLite database to run the candidates on, read-only (its schema fills {schema} unless --schema is given)")
     .option("--candidates <n>", `with --db: ${CANDIDATES_HELP}`)
     .option("--query-timeout <ms>", QUERY_TIMEOUT_HELP)
+    .option("--constrain", "decode only SELECTs over the --schema's tables and columns (the default with --schema)")
+    .option("--no-constrain", "decode freely even with --schema")
     .option("--max-tokens <n>", "longest SQL in tokens", "256")
     .addOption(new Option("--device <device>", "where to run").choices(["auto", "cpu"]).default("auto"))
     .option("--threads <n>", "CPU threads")
@@ -41,7 +43,8 @@ export function registerGenerate(program: Command): void {
 Examples:
   npx text2sql generate "How many heads of the departments are older than 56?" --adapter outputs/spider
   npx text2sql generate "Which singers are from France?" --adapter outputs/spider --schema schema.sql --json
-  npx text2sql generate "Which singers are from France?" --adapter outputs/spider --db concert_singer.sqlite --candidates 8`,
+  npx text2sql generate "Which singers are from France?" --adapter outputs/spider --db concert_singer.sqlite --candidates 8
+  npx text2sql generate "Which singers are from France?" --adapter outputs/spider --schema schema.sql --no-constrain`,
     )
     .action(
       async (
@@ -54,6 +57,7 @@ Examples:
           db?: string;
           candidates?: string;
           queryTimeout?: string;
+          constrain?: boolean;
           maxTokens: string;
           device: "auto" | "cpu";
           threads?: string;
@@ -63,6 +67,7 @@ Examples:
         const question = words.join(" ");
         if (!o.adapter && !o.model) throw new Error("give --adapter (a trainer output folder) and/or --model (a base GGUF)");
         const schema = o.schema ? readSchemaFile(o.schema) : undefined;
+        if (o.constrain === true && !schema) throw new Error("--constrain: constrained decoding needs --schema (a CREATE TABLE file)");
         const maxTokens = Number(o.maxTokens);
         if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new Error(`--max-tokens: expected an integer >= 1, got ${JSON.stringify(o.maxTokens)}`);
         if ((o.candidates !== undefined || o.queryTimeout !== undefined) && !o.db)
@@ -80,6 +85,7 @@ Examples:
           adapter: o.adapter,
           model,
           schema,
+          constrain: o.constrain,
           maxTokens,
           device: o.device,
           threads: o.threads ? Number(o.threads) : undefined,

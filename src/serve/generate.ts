@@ -1,12 +1,24 @@
 // Question to SQL through node-llama-cpp: the base GGUF plus the trained GGUF LoRA, the exact
 // training prompt, greedy decoding that stops at EOS or the end of the statement, and optional
-// validation of the SQL against a schema in SQLite (prepared, never run).
+// validation of the SQL against a schema in SQLite (prepared, never run), and schema-constrained
+// decoding (a GBNF grammar of the schema's SELECTs, src/sql/sql-grammar.ts).
 import fs from "node:fs";
 import os from "node:os";
-import { getLlama, LlamaLogLevel, type Llama, type LlamaContext, type LlamaContextSequence, type LlamaModel, type Token } from "node-llama-cpp";
+import {
+  getLlama,
+  LlamaGrammarEvaluationState,
+  LlamaLogLevel,
+  type Llama,
+  type LlamaContext,
+  type LlamaContextSequence,
+  type LlamaGrammar,
+  type LlamaModel,
+  type Token,
+} from "node-llama-cpp";
 import { DEFAULT_TEMPLATE } from "../train/config.js";
 import { checkSqlAgainstSchema, type SchemaCheckOptions } from "../sql/query-process.js";
 import { schemaStatements } from "../sql/sql-text.js";
+import { parseSchema, sqlGrammar } from "../sql/sql-grammar.js";
 import { checkAdapterFits } from "../adapters/merge.js";
 import { checkModelFile } from "../models/model-check.js";
 import { resolveAdapter } from "../adapters/folder.js";
@@ -57,6 +69,11 @@ export interface GenerateOptions {
   seed?: number;
   /** wall-clock limit per candidate query in ms (default 2000) */
   queryTimeoutMs?: number;
+  /**
+   * decode only SELECTs over the schema's tables and columns (a grammar of the schema; see
+   * src/sql/sql-grammar.ts). Default: true when a schema is given; true without a schema is an error.
+   */
+  constrain?: boolean;
 }
 
 export interface GenerateResult {
@@ -64,6 +81,8 @@ export interface GenerateResult {
   /** generated tokens */
   tokens: number;
   ms: number;
+  /** true when decoding was constrained to the schema's grammar */
+  constrained?: boolean;
   /** set when the SQL was validated against a schema (with `db`: whether the answer ran) */
   valid?: boolean;
   error?: string;
@@ -129,6 +148,9 @@ function requestAmxTiles(): void {
   }
 }
 
+/** Schemas with more tables than this are decoded without the grammar (with a warning). */
+export const MAX_CONSTRAINED_TABLES = 100;
+
 export class SqlGenerator {
   readonly modelPath: string;
   readonly adapterPath: string | undefined;
@@ -139,6 +161,8 @@ export class SqlGenerator {
   private readonly waiting: (() => void)[] = [];
   /** the training prompt (src/train/prompt.ts) and the tokens that end the SQL */
   private readonly prompts: PromptBuilder;
+  /** grammars of recent schemas, by schema text (most recent last) */
+  private readonly grammars = new Map<string, Promise<LlamaGrammar | null>>();
 
   private constructor(
     private readonly model: LlamaModel,
@@ -234,20 +258,48 @@ export class SqlGenerator {
     return this.prompts.prompt({ question, schema }) as Token[];
   }
 
+  /** The schema's grammar (built once per schema text; the last 16 are kept). */
+  grammarFor(schema: string): Promise<LlamaGrammar | null> {
+    let g = this.grammars.get(schema);
+    if (g) this.grammars.delete(schema);
+    else {
+      const info = parseSchema(schema);
+      if (info.tables.length > MAX_CONSTRAINED_TABLES) {
+        // said, not silent: such a grammar would cost more to build and to decode with than it saves
+        warn(`constrained decoding: the schema has ${info.tables.length} tables, more than ${MAX_CONSTRAINED_TABLES}; decoding without the grammar`);
+        g = Promise.resolve(null);
+      } else {
+        const built = sqlGrammar(info);
+        for (const note of built.notes) warn(`constrained decoding: ${note}`);
+        g = this.model.llama.createGrammar({ grammar: built.gbnf });
+      }
+      g.catch(() => this.grammars.delete(schema));
+    }
+    this.grammars.set(schema, g);
+    if (this.grammars.size > 16) this.grammars.delete(this.grammars.keys().next().value!);
+    return g;
+  }
+
   async generate(o: GenerateOptions): Promise<GenerateResult> {
     if (typeof o.question !== "string" || !o.question.trim()) throw new TypeError("question: expected a non-empty string");
     if (o.db !== undefined || o.candidates !== undefined) return generateWithCandidates(this, o);
     const maxTokens = o.maxTokens ?? 256;
+    if (o.constrain !== undefined && typeof o.constrain !== "boolean")
+      throw new TypeError(`constrain: expected true or false, got ${JSON.stringify(o.constrain)}`);
+    if (o.constrain && !o.schema) throw new TypeError("constrain: constrained decoding needs a schema (give schema, CREATE TABLE statements)");
+    const constrain = !!o.schema && o.constrain !== false;
     // a schema that is going to be built in SQLite is checked before any decoding is spent on it
     if (o.schema && o.validate !== false) schemaStatements(o.schema);
     const t0 = performance.now();
+    const grammar = constrain ? await this.grammarFor(o.schema!) : undefined;
     const tokens = this.promptTokens(o.question.trim(), o.schema);
     const sequence = await this.acquire();
     const out: Token[] = [];
     try {
       await sequence.clearHistory();
       const stops = this.prompts.stops; // EOS, and the chat template's end of turn
-      for await (const t of sequence.evaluate(tokens, { temperature: o.temperature ?? 0 })) {
+      const grammarEvaluationState = grammar ? new LlamaGrammarEvaluationState({ model: this.model, grammar }) : undefined;
+      for await (const t of sequence.evaluate(tokens, { temperature: o.temperature ?? 0, grammarEvaluationState })) {
         if (stops.includes(t)) break;
         out.push(t);
         if (out.length >= maxTokens || statementEnded(this.model.detokenize(out))) break;
@@ -257,6 +309,7 @@ export class SqlGenerator {
     }
     const sql = extractSql(this.model.detokenize(out));
     const result: GenerateResult = { sql, tokens: out.length, ms: performance.now() - t0 };
+    if (grammar) result.constrained = true;
     if (o.schema && o.validate !== false) Object.assign(result, await validateSql(sql, o.schema));
     return result;
   }

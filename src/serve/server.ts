@@ -55,6 +55,8 @@ const generateSchema = {
     properties: {
       question: { type: "string", minLength: 1, maxLength: 4000 },
       schema: { type: "string", maxLength: 60000 },
+      /** decode only SELECTs over the schema's names (default: true when a schema is given) */
+      constrain: { type: "boolean" },
       db: { type: "string", minLength: 1, maxLength: 128 },
       candidates: { type: "integer", minimum: 1, maximum: MAX_CANDIDATES },
     },
@@ -67,7 +69,7 @@ function fieldOf(err: FastifyError): string {
   const missing = (v.params as { missingProperty?: string; additionalProperty?: string }).missingProperty;
   const extra = (v.params as { additionalProperty?: string }).additionalProperty;
   if (missing) return `${missing}: required`;
-  if (extra) return `${extra}: unknown field (send question and optionally schema, db, candidates)`;
+  if (extra) return `${extra}: unknown field (send question and optionally schema, constrain, db, candidates)`;
   const field = v.instancePath.replace(/^\//, "") || "body";
   if (field === "body" && v.keyword === "type") return 'body: send a JSON object like {"question": "...", "schema": "CREATE TABLE ..."}';
   if (v.keyword === "minLength") return `${field}: must not be empty`;
@@ -196,7 +198,7 @@ export async function startServer(o: ServerOptions = {}): Promise<RunningServer>
   }));
 
   app.post("/generate_sql", { schema: generateSchema }, async (req, reply) => {
-    const body = req.body as { question: string; schema?: string; db?: string; candidates?: number };
+    const body = req.body as { question: string; schema?: string; constrain?: boolean; db?: string; candidates?: number };
     const question = body.question.trim();
     if (!question) return reply.code(400).send({ error: "question: must not be empty" });
     const vote = pickDatabase(body, databases, maxCandidates);
@@ -210,13 +212,22 @@ export async function startServer(o: ServerOptions = {}): Promise<RunningServer>
     pending++;
     try {
       const schema = body.schema?.trim() ? body.schema : undefined;
-      const r = await generator.generate({ question, schema, maxTokens: o.maxTokens, ...(vote.db ? { ...vote, queryTimeoutMs: o.queryTimeoutMs } : {}) });
+      if (body.constrain && !schema)
+        return reply.code(400).send({ error: "constrain: constrained decoding needs a schema (send schema, CREATE TABLE statements)" });
+      const r = await generator.generate({
+        question,
+        schema,
+        maxTokens: o.maxTokens,
+        constrain: body.constrain,
+        ...(vote.db ? { ...vote, queryTimeoutMs: o.queryTimeoutMs } : {}),
+      });
       served++;
       if (r.candidates) log(`generate_sql: db ${body.db}: ${describeCandidates(r.candidates)}`);
       return {
         sql: r.sql,
         ...(r.valid !== undefined ? { valid: r.valid } : {}),
         ...(r.error ? { error: r.error } : {}),
+        constrained: r.constrained === true,
         ms: Math.round(r.ms * 10) / 10,
         ...(r.candidates ? { candidates: candidateAnswer(r.candidates) } : {}),
       };

@@ -243,3 +243,6 @@ export function hasOrderBy(sql: string): boolean {
   }
   return false;
 }
+
+/** The SQL tokenizer, for readers of schema text (src/sql/sql-grammar.ts): words are lower-cased in `text`. */
+export { tokens as sqlTokens, type Token as SqlToken };
