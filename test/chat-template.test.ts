@@ -15,6 +15,8 @@ import { ConfigError, loadConfig } from "../src/train/config.js";
 import { trainSft } from "../src/train/trainer.js";
 import { LoraEngine } from "../src/engine/engine.js";
 import { SqlGenerator } from "../src/serve/generate.js";
+import { startServer } from "../src/serve/server.js";
+import { mergeAdapter } from "../src/adapters/merge.js";
 import { familyModel } from "./helpers/family-model.js";
 import { tempDir } from "./helpers/models.js";
 import { PAIRS } from "./helpers/overfit.js";
@@ -177,39 +179,65 @@ describe("end to end with template: chat", () => {
     { name: "qwen2 (tied, Qwen2.5 template)", file: "Qwen-Qwen2.5-7B-Instruct.jinja", o: { arch: "qwen2", vocab: "qwen2", tied: true } },
     { name: "qwen3 (Qwen3 template)", file: "Qwen-Qwen3-0.6B.jinja", o: { arch: "qwen3", vocab: "qwen2" } },
   ] as const;
-  test.for(cases)("$name: trained with template: chat, it generates the trained SQL back exactly, stopping at the end of turn", async (c, ctx) => {
-    const template = fs.readFileSync(path.join(TEMPLATES, c.file), "utf8");
-    const model = familyModel({ ...c.o, chatTemplate: template, nEmbd: 64, nFf: 128 });
-    if (c.o.arch !== "llama" && !(await engineTrains(model))) {
-      // the addon in build/ predates the qwen2/qwen3 engine (issue 13's engine part): nothing to train with
-      ctx.skip(`the native engine built here does not train ${c.o.arch}; rebuild it (node native/build.mjs)`);
-    }
-    const dir = tempDir("t2s-chat-e2e-");
-    dirs.push(dir);
-    const csv = path.join(dir, "pairs.csv");
-    fs.writeFileSync(csv, ["text_query,sql_command", ...PAIRS.map(([q, s]) => `"${q}","${s}"`)].join("\n") + "\n");
-    const summary = await trainSft({
-      model: { path: model },
-      lora: { r: 16, alpha: 32, dropout: 0, target_modules: ["q", "k", "v", "o", "gate", "up", "down"] },
-      data: { path: csv, split: [1, 0, 0], template: "chat" },
-      train: { max_steps: 150, batch_size: 4, grad_accum: 1, lr: 1e-2, lr_schedule: "constant", eval_every: 0, save_every: 0, threads: 2 },
-      output: { dir: path.join(dir, "out") },
-    });
-    expect(summary.trainLoss).toBeLessThan(0.01);
-    // the adapter folder records the template: generation builds the same chat prompt and stops at the end of turn
-    const g = await SqlGenerator.load({ adapter: summary.outputDir, device: "cpu", parallel: 1, threads: 1 });
-    try {
-      expect(g.template).toBe("chat");
-      const rs = await g.generateMany(PAIRS.map(([question]) => ({ question })));
-      // the trained tokens, as llama.cpp detokenizes them: Llama 3's vocabulary cleans up spaces
-      // before punctuation ("name , age" -> "name, age"), as Hugging Face's clean_up_tokenization_spaces
-      const tok = await Tokenizer.load(model);
-      const expected = PAIRS.map(([, sql]) => `${tok.decode(tok.encode(sql))};`);
-      await tok.dispose();
-      expect(expected[1]).toBe(c.o.vocab === "llama-bpe" ? "SELECT name, age FROM head ORDER BY age DESC;" : `${PAIRS[1]![1]};`);
-      expect(rs.map((r) => r.sql)).toEqual(expected);
-    } finally {
-      await g.dispose();
-    }
-  });
+  test.for(cases)(
+    "$name: trained with template: chat, it generates the trained SQL back exactly (stopping at the end of turn), merged and served",
+    async (c, ctx) => {
+      const template = fs.readFileSync(path.join(TEMPLATES, c.file), "utf8");
+      const model = familyModel({ ...c.o, chatTemplate: template, nEmbd: 64, nFf: 128 });
+      if (c.o.arch !== "llama" && !(await engineTrains(model))) {
+        // the addon in build/ predates the qwen2/qwen3 engine (issue 13's engine part): nothing to train with
+        ctx.skip(`the native engine built here does not train ${c.o.arch}; rebuild it (node native/build.mjs)`);
+      }
+      const dir = tempDir("t2s-chat-e2e-");
+      dirs.push(dir);
+      const csv = path.join(dir, "pairs.csv");
+      fs.writeFileSync(csv, ["text_query,sql_command", ...PAIRS.map(([q, s]) => `"${q}","${s}"`)].join("\n") + "\n");
+      const summary = await trainSft({
+        model: { path: model },
+        lora: { r: 16, alpha: 32, dropout: 0, target_modules: ["q", "k", "v", "o", "gate", "up", "down"] },
+        data: { path: csv, split: [1, 0, 0], template: "chat" },
+        train: { max_steps: 150, batch_size: 4, grad_accum: 1, lr: 1e-2, lr_schedule: "constant", eval_every: 0, save_every: 0, threads: 2 },
+        output: { dir: path.join(dir, "out") },
+      });
+      expect(summary.trainLoss).toBeLessThan(0.01);
+      // the adapter folder records the template: generation builds the same chat prompt and stops at the end of turn
+      let expected: string[];
+      const g = await SqlGenerator.load({ adapter: summary.outputDir, device: "cpu", parallel: 1, threads: 1 });
+      try {
+        expect(g.template).toBe("chat");
+        const rs = await g.generateMany(PAIRS.map(([question]) => ({ question })));
+        // the trained tokens, as llama.cpp detokenizes them: Llama 3's vocabulary cleans up spaces
+        // before punctuation ("name , age" -> "name, age"), as Hugging Face's clean_up_tokenization_spaces
+        const tok = await Tokenizer.load(model);
+        expected = PAIRS.map(([, sql]) => `${tok.decode(tok.encode(sql))};`);
+        await tok.dispose();
+        expect(expected[1]).toBe(c.o.vocab === "llama-bpe" ? "SELECT name, age FROM head ORDER BY age DESC;" : `${PAIRS[1]![1]};`);
+        expect(rs.map((r) => r.sql)).toEqual(expected);
+      } finally {
+        await g.dispose();
+      }
+      // merged into the base (F32, so nothing is rounded), the model alone writes the same SQL
+      const merged = path.join(dir, "merged.gguf");
+      await mergeAdapter({ model, adapter: path.join(summary.outputDir, "final_model", "adapter.gguf"), out: merged, type: "f32" });
+      const m = await SqlGenerator.load({ model: merged, template: "chat", device: "cpu", parallel: 1, threads: 1 });
+      try {
+        expect((await m.generateMany(PAIRS.map(([question]) => ({ question })))).map((r) => r.sql)).toEqual(expected);
+      } finally {
+        await m.dispose();
+      }
+      // and the server, on the trainer's output folder, answers with it over HTTP
+      const server = await startServer({ adapter: summary.outputDir, port: 0, device: "cpu", threads: 1, parallel: 1, log: () => {} });
+      try {
+        const res = await fetch(`${server.url}/generate_sql`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ question: PAIRS[1]![0] }),
+        });
+        expect(res.status).toBe(200);
+        expect(((await res.json()) as { sql: string }).sql).toBe(expected[1]);
+      } finally {
+        await server.close();
+      }
+    },
+  );
 });
