@@ -134,6 +134,38 @@ function pickDatabase(
   return { db, candidates };
 }
 
+/**
+ * The Fastify app with the request rules every route shares: a body limit, JSON only, unknown
+ * fields refused, the bearer token when one is set, and Connection: close while stopping.
+ */
+function newApp(token: string | undefined, isStopping: () => boolean): FastifyInstance {
+  const app = Fastify({
+    bodyLimit: BODY_LIMIT,
+    logger: false,
+    return503OnClosing: true,
+    // JSON.parse makes "__proto__" an own key (no prototype is touched), which the schema then names
+    // as an unknown field; Fastify's default calls such a body malformed JSON
+    onProtoPoisoning: "ignore",
+    onConstructorPoisoning: "ignore",
+    // reject unknown fields instead of silently dropping them
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false } },
+  });
+  app.removeContentTypeParser("text/plain"); // JSON only: anything else is 415
+  // while stopping, answer in-flight requests with Connection: close, so no idle keep-alive
+  // socket holds the shutdown until its timeout
+  app.addHook("onSend", async (_req, reply, payload) => {
+    if (isStopping()) reply.header("connection", "close");
+    return payload;
+  });
+  app.addHook("onRequest", async (req, reply) => {
+    if (!token || req.url === "/" || req.method === "OPTIONS") return;
+    if (req.headers.authorization !== `Bearer ${token}`) {
+      return reply.code(401).header("WWW-Authenticate", "Bearer").send({ error: "authorization: this server wants 'Authorization: Bearer <token>'" });
+    }
+  });
+  return app;
+}
+
 export async function startServer(o: ServerOptions = {}): Promise<RunningServer> {
   const log = o.log ?? ((line: string) => process.stderr.write(line + "\n"));
   const t0 = performance.now();
@@ -152,33 +184,8 @@ export async function startServer(o: ServerOptions = {}): Promise<RunningServer>
   let served = 0;
   let pending = 0;
 
-  const app = Fastify({
-    bodyLimit: BODY_LIMIT,
-    logger: false,
-    return503OnClosing: true,
-    // JSON.parse makes "__proto__" an own key (no prototype is touched), which the schema then names
-    // as an unknown field; Fastify's default calls such a body malformed JSON
-    onProtoPoisoning: "ignore",
-    onConstructorPoisoning: "ignore",
-    // reject unknown fields instead of silently dropping them
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: false } },
-  });
-  app.removeContentTypeParser("text/plain"); // JSON only: anything else is 415
   let stopping = false;
-  // while stopping, answer in-flight requests with Connection: close, so no idle keep-alive
-  // socket holds the shutdown until its timeout
-  app.addHook("onSend", async (_req, reply, payload) => {
-    if (stopping) reply.header("connection", "close");
-    return payload;
-  });
-
-  app.addHook("onRequest", async (req, reply) => {
-    if (!o.token || req.url === "/" || req.method === "OPTIONS") return;
-    if (req.headers.authorization !== `Bearer ${o.token}`) {
-      return reply.code(401).header("WWW-Authenticate", "Bearer").send({ error: "authorization: this server wants 'Authorization: Bearer <token>'" });
-    }
-  });
-
+  const app = newApp(o.token, () => stopping);
   answerErrors(app, log);
 
   app.get("/", async (_req, reply) => reply.type("text/html; charset=utf-8").send(page));
