@@ -9,6 +9,7 @@ import path from "node:path";
 import { LoraEngine, makeBatch } from "../src/engine/engine.js";
 import type { TestFamily } from "../src/models/test-model.js";
 import { llamaCppLogProbs, llamaCppTokenize } from "./helpers/llamacpp.js";
+import { checkCentralDifferences } from "./helpers/grad-check.js";
 import { logSoftmax, randomize, relError, rng, tempDir, testModel } from "./helpers/models.js";
 
 const ALL = ["q", "k", "v", "o", "gate", "up", "down"];
@@ -97,32 +98,7 @@ for (const { family } of FAMILIES) {
       await engine.accumulate(batch, N);
       const grads = await engine.getAdapter({ gradients: true });
       const loss = async () => (await engine.evaluate(batch)).lossSum / N;
-      const eps = 1e-2;
-      const r = rng(3);
-      let checked = 0;
-      for (let ti = 0; ti < params.length; ti++) {
-        const g = grads[ti].data;
-        let imax = 0;
-        for (let i = 1; i < g.length; i++) if (Math.abs(g[i]) > Math.abs(g[imax])) imax = i;
-        for (const idx of [imax, Math.floor(((r() + 1) / 2) * g.length)]) {
-          const data = Float32Array.from(params[ti].data);
-          const x0 = data[idx];
-          data[idx] = x0 + eps;
-          await engine.setAdapter([{ ...params[ti], data }]);
-          const lp = await loss();
-          data[idx] = x0 - eps;
-          await engine.setAdapter([{ ...params[ti], data }]);
-          const lm = await loss();
-          data[idx] = x0;
-          await engine.setAdapter([{ ...params[ti], data }]);
-          const fd = (lp - lm) / (2 * eps);
-          // as in engine-grad.test.ts: float32 loss, eps 1e-2
-          expect(Math.abs(fd - g[idx]), `${grads[ti].name}[${idx}]: analytic ${g[idx]}, central difference ${fd}`).toBeLessThanOrEqual(
-            1e-3 * Math.abs(g[idx]) + 2e-5,
-          );
-          checked++;
-        }
-      }
+      const { checked } = await checkCentralDifferences(engine, params, grads, loss, { random: 1 });
       expect(checked).toBe(2 * 7 * 2 * 2);
       await engine.dispose();
     });

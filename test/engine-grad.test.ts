@@ -2,6 +2,7 @@
 // big batch, AdamW against numbers worked out by hand, and an overfit run.
 import { beforeAll, describe, expect, test } from "vitest";
 import { LoraEngine, makeBatch, type Batch } from "../src/engine/engine.js";
+import { checkCentralDifferences } from "./helpers/grad-check.js";
 import { randomize, rng, tempDir, testModel } from "./helpers/models.js";
 
 const ALL = ["q", "k", "v", "o", "gate", "up", "down"];
@@ -39,35 +40,7 @@ describe("gradients", () => {
     const grads = await engine.getAdapter({ gradients: true });
     const loss = async () => (await engine.evaluate(batch)).lossSum / N;
 
-    const eps = 1e-2;
-    const r = rng(3);
-    let checked = 0;
-    let worst = 0;
-    for (let ti = 0; ti < params.length; ti++) {
-      const g = grads[ti].data;
-      // the largest gradient entry and two random ones
-      let imax = 0;
-      for (let i = 1; i < g.length; i++) if (Math.abs(g[i]) > Math.abs(g[imax])) imax = i;
-      for (const idx of [imax, Math.floor(((r() + 1) / 2) * g.length), Math.floor(((r() + 1) / 2) * g.length)]) {
-        const data = Float32Array.from(params[ti].data);
-        const x0 = data[idx];
-        data[idx] = x0 + eps;
-        await engine.setAdapter([{ ...params[ti], data }]);
-        const lp = await loss();
-        data[idx] = x0 - eps;
-        await engine.setAdapter([{ ...params[ti], data }]);
-        const lm = await loss();
-        data[idx] = x0;
-        await engine.setAdapter([{ ...params[ti], data }]);
-        const fd = (lp - lm) / (2 * eps);
-        // float32 forward: the loss carries ~1e-7 relative rounding, so a central difference with
-        // eps = 1e-2 is good to ~1e-5 absolute; measured errors stay below 2e-4 relative + 1e-5
-        const err = Math.abs(fd - g[idx]);
-        worst = Math.max(worst, err / (1e-3 * Math.abs(g[idx]) + 2e-5));
-        expect(err, `${grads[ti].name}[${idx}]: analytic ${g[idx]}, central difference ${fd}`).toBeLessThanOrEqual(1e-3 * Math.abs(g[idx]) + 2e-5);
-        checked++;
-      }
-    }
+    const { checked, worst } = await checkCentralDifferences(engine, params, grads, loss, { random: 2 });
     expect(checked).toBe(2 * 7 * 2 * 3);
     expect(worst).toBeLessThanOrEqual(1);
     await engine.dispose();
