@@ -4,32 +4,15 @@
 // leaves those kernels out. Elsewhere this is a plain Q8_0 run.
 import { execFileSync, spawnSync } from "node:child_process";
 import fs from "node:fs";
-import path from "node:path";
 import { expect, test } from "vitest";
 import { cpuHasAmxTiles, systemInfo } from "../src/engine/system.js";
-import { f32ToF16Bits } from "../src/formats/float16.js";
-import { GgmlType, readGguf, readTensorF32 } from "../src/formats/gguf.js";
-import { writeGguf } from "../src/formats/gguf-write.js";
+import { GgmlType, readGguf } from "../src/formats/gguf.js";
 import { SqlGenerator } from "../src/serve/generate.js";
 import { NO_AMX_FLAGS, withoutAmxKernels } from "../src/serve/llama-build.js";
-import { tempDir, testModel } from "./helpers/models.js";
+import { testModel } from "./helpers/models.js";
 
 const cpuFlags = fs.existsSync("/proc/cpuinfo") ? (/^flags\s*:(.*)$/m.exec(fs.readFileSync("/proc/cpuinfo", "utf8"))?.[1] ?? "") : "";
 const hasAmx = / amx_tile( |$)/.test(cpuFlags);
-
-/** Q8_0 as ggml stores it: per block of 32 values, an f16 scale d = max|x| / 127 and 32 int8 x / d. */
-function quantizeQ8_0(x: Float32Array): Uint8Array {
-  const out = new Uint8Array((x.length / 32) * 34);
-  const view = new DataView(out.buffer);
-  for (let b = 0; b < x.length / 32; b++) {
-    let amax = 0;
-    for (let i = 0; i < 32; i++) amax = Math.max(amax, Math.abs(x[b * 32 + i]));
-    const d = amax / 127;
-    view.setUint16(b * 34, f32ToF16Bits(d), true);
-    for (let i = 0; i < 32; i++) view.setInt8(b * 34 + 2 + i, d ? Math.round(x[b * 32 + i] / d) : 0);
-  }
-  return out;
-}
 
 test("the AMX tile state is requested where the CPU has AMX", () => {
   expect(cpuHasAmxTiles()).toBe(hasAmx && process.arch === "x64");
@@ -39,17 +22,7 @@ test("the AMX tile state is requested where the CPU has AMX", () => {
 });
 
 test(`a Q8_0 model generates${hasAmx ? " (AMX CPU: through the AMX kernels' tile state)" : " (no AMX on this CPU)"}`, async () => {
-  const f32 = readGguf(await testModel({ nEmbd: 128, nHead: 4, nHeadKv: 2, nFf: 256 }));
-  const file = path.join(tempDir("t2s-q8-"), "q8_0.gguf");
-  const quantized = (t: (typeof f32.tensors)[number]) => t.ne.length === 2 && t.ne[0] % 32 === 0 && t.name !== "token_embd.weight";
-  writeGguf(file, {
-    metadata: new Map([...f32.metadata].map(([k, v]) => [k, k === "general.file_type" ? ({ ...v, value: 7 } as typeof v) : v])), // 7: MOSTLY_Q8_0
-    tensors: f32.tensors.map((t) =>
-      quantized(t)
-        ? { name: t.name, type: GgmlType.Q8_0, ne: t.ne, data: quantizeQ8_0(readTensorF32(f32, t)) }
-        : { name: t.name, type: GgmlType.F32, ne: t.ne, data: readTensorF32(f32, t) },
-    ),
-  });
+  const file = await testModel({ nEmbd: 128, nHead: 4, nHeadKv: 2, nFf: 256, type: "q8_0" });
   expect(readGguf(file).tensors.filter((t) => t.type === GgmlType.Q8_0).length).toBeGreaterThan(10);
   const g = await SqlGenerator.load({ model: file, device: "cpu", parallel: 1, threads: 2 });
   try {
