@@ -41,8 +41,8 @@ export function relError(a: ArrayLike<number>[], b: ArrayLike<number>[]): number
   return Math.sqrt(num / den);
 }
 
-/** log_softmax in float64 of each logits row. */
-export function logSoftmax(rows: Float32Array[]): Float64Array[] {
+/** log_softmax in float64 of each logits row (float32 or float64). */
+export function logSoftmax(rows: readonly (Float32Array | Float64Array)[]): Float64Array[] {
   return rows.map((r) => {
     let mx = -Infinity;
     for (const x of r) mx = Math.max(mx, x);
