@@ -214,6 +214,32 @@ describe("runReadOnly", () => {
     expect(missing).toMatchObject({ ok: false, category: "error" });
   });
 
+  it('reads double-quoted words that name nothing as strings, as default SQLite builds do (Spider writes `name = "Bob"`)', async () => {
+    // better-sqlite3 builds SQLite with SQLITE_DQS=0: the query alone is refused
+    const raw = new Database(dbFile, { readonly: true });
+    expect(() => raw.prepare('SELECT name FROM singer WHERE country = "USA"')).toThrow(/no such column: "USA" - should this be a string literal/);
+    raw.close();
+    expect(await runReadOnly(dbFile, 'SELECT "name", age FROM singer WHERE "country" = "USA" AND name != "O\'Neil ""x""" ORDER BY id')).toEqual({
+      ok: true,
+      columns: ["name", "age"],
+      rows: [
+        ["Bob", 45],
+        ["Dee", 30],
+      ],
+    });
+    // a quoted word of that text inside a comment or a single-quoted string stays as it was
+    expect(await runReadOnly(dbFile, `SELECT count(*), '"USA"' FROM singer WHERE country = "USA" -- "USA"`)).toEqual({
+      ok: true,
+      columns: ["count(*)", "'\"USA\"'"],
+      rows: [[2, '"USA"']],
+    });
+    // a misspelt unquoted column is still an error
+    expect(await runReadOnly(dbFile, 'SELECT nme FROM singer WHERE country = "USA"')).toMatchObject({ ok: false, category: "no_such_column" });
+    expect(await executionMatch(dbFile, "SELECT name FROM singer WHERE country = 'France'", 'SELECT name FROM singer WHERE country = "France"')).toEqual({
+      match: true,
+    });
+  });
+
   it("refuses results over maxRows", async () => {
     const r = await runReadOnly(dbFile, "SELECT * FROM concert", { maxRows: 3 });
     expect(r).toMatchObject({ ok: false, category: "error" });

@@ -80,6 +80,9 @@ describe("SQL validation (prepared in an in-memory SQLite, never run)", () => {
     expect((await validateSql("SELEC name FROM head", SCHEMA)).error).toMatch(/syntax error/);
     expect(await validateSql("DELETE FROM head", SCHEMA)).toMatchObject({ valid: false, error: expect.stringMatching(/not a read-only query/) });
     expect(await validateSql("WITH x AS (SELECT 1) SELECT * FROM x", SCHEMA)).toEqual({ valid: true });
+    // double-quoted strings, as Spider writes them: read as strings as a default SQLite build does
+    expect(await validateSql('SELECT name FROM head WHERE name = "Ann" AND "age" > 56', SCHEMA)).toEqual({ valid: true });
+    expect(await validateSql('SELECT nme FROM head WHERE name = "Ann"', SCHEMA)).toEqual({ valid: false, error: "no such column: nme" });
     await expect(validateSql("SELECT 1", "CREATE TABL oops")).rejects.toThrow(/^schema: /);
   });
 

@@ -8,7 +8,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
-import { checkQuery, schemaStatements } from "./sql-text.js";
+import { checkQuery, MAX_DOUBLE_QUOTED_STRINGS, schemaStatements, withDoubleQuotedStrings } from "./sql-text.js";
 
 // ---------------------------------------------------------------------------------------------
 // Running queries in a killable child process
@@ -207,7 +207,19 @@ class DbRunner {
     });
   }
 
+  /** Runs a query; double-quoted words that name nothing are read as strings, as default SQLite builds do. */
   async run(sql: string, timeoutMs: number, maxRows: number): Promise<RunResult> {
+    let r = await this.runOnce(sql, timeoutMs, maxRows);
+    for (let i = 0; i < MAX_DOUBLE_QUOTED_STRINGS && !r.ok; i++) {
+      const again = withDoubleQuotedStrings(sql, r.error);
+      if (again === undefined) break;
+      sql = again;
+      r = await this.runOnce(sql, timeoutMs, maxRows);
+    }
+    return r;
+  }
+
+  private async runOnce(sql: string, timeoutMs: number, maxRows: number): Promise<RunResult> {
     await this.ready;
     const m = await this.request({ sql, maxRows }, timeoutMs);
     if (m.type === "timeout") return { ok: false, category: "timeout", error: `the query ran longer than ${timeoutMs} ms` };
@@ -217,8 +229,24 @@ class DbRunner {
     return { ok: false, category: m.category ?? classifyError(m.error), error: m.error };
   }
 
-  /** Sandbox only: builds the schema in a fresh in-memory database and prepares the SQL. */
+  /**
+   * Sandbox only: builds the schema in a fresh in-memory database and prepares the SQL; as in
+   * run(), double-quoted words that name nothing are read as strings.
+   */
   async check(schema: string[], sql: string, timeoutMs: number, maxPages: number): Promise<SchemaCheck> {
+    // one time limit for all the tries (each builds the schema again)
+    const deadline = performance.now() + timeoutMs;
+    let r = await this.checkOnce(schema, sql, timeoutMs, maxPages);
+    for (let i = 0; i < MAX_DOUBLE_QUOTED_STRINGS && !r.valid; i++) {
+      const again = withDoubleQuotedStrings(sql, r.error);
+      if (again === undefined) break;
+      sql = again;
+      r = await this.checkOnce(schema, sql, Math.max(1, Math.round(deadline - performance.now())), maxPages);
+    }
+    return r;
+  }
+
+  private async checkOnce(schema: string[], sql: string, timeoutMs: number, maxPages: number): Promise<SchemaCheck> {
     await this.ready;
     const m = await this.request({ schema, sql, maxPages }, timeoutMs);
     if (m.type === "timeout") throw new Error(`schema: checking the schema and the SQL ran longer than ${timeoutMs} ms`);

@@ -1,6 +1,7 @@
 // SQL text, read without running it: a tokenizer that skips comments and keeps quoted text whole,
 // the check that a query is one read-only SELECT/WITH statement, top-level ORDER BY, and the check
-// that schema text from outside holds only definitions (CREATE TABLE / INDEX / VIEW).
+// that schema text from outside holds only definitions (CREATE TABLE / INDEX / VIEW), and SQLite's
+// legacy double-quoted strings for a SQLite built without them.
 
 // ---------------------------------------------------------------------------------------------
 // SQL text scanning (comments and quoted text skipped)
@@ -245,4 +246,37 @@ export function hasOrderBy(sql: string): boolean {
 }
 
 /** The SQL tokenizer, for readers of schema text (src/sql/sql-grammar.ts): words are lower-cased in `text`. */
+// ---------------------------------------------------------------------------------------------
+// Double-quoted strings
+
+/** SQLite's refusal of a double-quoted word that names nothing, in a build without double-quoted strings. */
+const DQS_REFUSAL = /^no such column: "([\s\S]*)" - should this be a string literal in single-quotes\?$/;
+
+/**
+ * SQLite's legacy double-quoted strings, as Spider's queries write them (`WHERE name = "Bob"`): a
+ * default SQLite build reads a double-quoted word that names no column as a string literal, but
+ * better-sqlite3 builds SQLite without that (SQLITE_DQS=0), so the query fails with SQLite's
+ * "no such column: "Bob" - should this be a string literal in single-quotes?". Given that error,
+ * returns the SQL with every double-quoted word of that text written as a single-quoted string
+ * (what a default build would have read), to be prepared again; undefined for any other error.
+ * Words of the same text that did name a column elsewhere in the query become strings too.
+ */
+export function withDoubleQuotedStrings(sql: string, error: string): string | undefined {
+  const m = DQS_REFUSAL.exec(error);
+  if (!m) return undefined;
+  const refused = m[1];
+  let out = "";
+  let last = 0;
+  for (const t of tokens(sql)) {
+    if (t.kind !== "quoted" || !t.text.startsWith('"') || t.text.length < 2 || !t.text.endsWith('"')) continue;
+    if (t.text.slice(1, -1).replace(/""/g, '"') !== refused) continue;
+    out += sql.slice(last, t.at) + "'" + refused.replace(/'/g, "''") + "'";
+    last = t.at + t.text.length;
+  }
+  return last === 0 ? undefined : out + sql.slice(last);
+}
+
+/** How many double-quoted words one query may have read as strings (each costs one more prepare). */
+export const MAX_DOUBLE_QUOTED_STRINGS = 64;
+
 export { tokens as sqlTokens, type Token as SqlToken };
