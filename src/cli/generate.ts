@@ -94,6 +94,7 @@ Examples:
         });
         await disposeGenerators();
         if (r.candidates) console.error(`text2sql: ${describeCandidates(r.candidates)}`);
+        if (r.note) console.error(`text2sql: ${r.note}`);
         if (o.json) console.log(JSON.stringify(r, null, 2));
         else {
           console.log(r.sql);
