@@ -88,7 +88,26 @@ describe("execution-guided candidates on a trained adapter", () => {
     const g = await SqlGenerator.load({ adapter: outputDir, device: "cpu", parallel: 1, threads: 1 });
     try {
       // the greedy answer alone is the never-ending query
-      expect((await g.generate({ question: QUESTION })).sql).toBe(`${NEVER_ENDS};`);
+      const whole = await g.generate({ question: QUESTION });
+      expect(whole.sql).toBe(`${NEVER_ENDS};`);
+      expect(whole.truncated).toBeUndefined();
+      // a budget 2 tokens short: decoded freely the SQL is cut there; under the database's grammar
+      // the answer is the longest prefix that is a complete statement; both say so
+      const maxTokens = whole.tokens - 2;
+      const cut = await g.generate({ question: QUESTION, maxTokens });
+      expect(cut, JSON.stringify(cut)).toMatchObject({
+        truncated: "budget",
+        note: `the token budget (${maxTokens} tokens) ran out before the statement ended; the SQL is cut there`,
+      });
+      expect(NEVER_ENDS.startsWith(cut.sql.slice(0, -1)) && cut.sql.length < NEVER_ENDS.length + 1).toBe(true);
+      const prefix = await g.generate({ question: QUESTION, db, candidates: 1, maxTokens, queryTimeoutMs: TIMEOUT_MS });
+      expect(prefix, JSON.stringify(prefix)).toMatchObject({ truncated: "budget", constrained: true, valid: true });
+      expect(["SELECT count(*) FROM hall JOIN seat;", "SELECT count(*) FROM hall;"]).toContain(prefix.sql);
+      expect(prefix.note).toMatch(
+        new RegExp(
+          `^the token budget \\(${maxTokens} tokens\\) ran out before the statement ended; answered with its longest complete prefix \\(\\d+ tokens\\)$`,
+        ),
+      );
       const r = await g.generate({ question: QUESTION, db, candidates: 16, queryTimeoutMs: TIMEOUT_MS });
       const c = r.candidates!;
       const why = JSON.stringify(c, null, 1);
