@@ -1,10 +1,12 @@
-// Execution-guided candidates end to end. A tiny model is trained on one question with four
-// answers: twice a query that never ends (a recursive CTE counted without a limit), and once each
-// four queries that return the French singers. The model learns the never-ending one as its
+// Execution-guided candidates end to end. A tiny model is trained on one question with seven
+// answers: twice a query that never ends (a count over a cross join of three 1,000-row tables:
+// SQL the schema's grammar allows), once a query naming a column the database lacks, and once
+// each four queries that return the French singers. The model learns the never-ending one as its
 // mode, so greedy decoding answers with it; sampled candidates mostly say one of the others. With
-// the database, the never-ending candidate is killed at the timeout, the database file is unchanged,
-// and the vote answers with the French singers. The voting rules themselves (majority, ties,
-// failures, result equality) are checked on hand-written candidates against a real database.
+// the database, candidates are decoded under its schema's grammar (the default), so the column it
+// lacks is never named; the never-ending candidate is killed at the timeout, the database file is
+// unchanged, and the vote answers with the French singers. The voting rules themselves (majority,
+// ties, failures, result equality) are checked on hand-written candidates against a real database.
 import Database from "better-sqlite3";
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
@@ -19,7 +21,9 @@ import { closeAll, runReadOnly } from "../src/sql/query-process.js";
 import { trainSft } from "../src/train/trainer.js";
 import { tempDir, testModel } from "./helpers/models.js";
 
-const NEVER_ENDS = "SELECT count(*) FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c)";
+const NEVER_ENDS = "SELECT count(*) FROM hall JOIN seat JOIN ticket";
+/** names a column the database lacks (singer has no nation) */
+const WRONG = "SELECT name FROM singer WHERE nation = 'France'";
 const QUESTION = "Which singers are from France?";
 const RIGHT = [
   "SELECT name FROM singer WHERE country = 'France'",
@@ -39,14 +43,14 @@ let trained: Promise<string> | undefined;
 function votingAdapter(): Promise<string> {
   trained ??= (async () => {
     const csv = path.join(dir, "pairs.csv");
-    const rows = [NEVER_ENDS, NEVER_ENDS, ...RIGHT].map((sql) => `"${QUESTION}","${sql}"`);
+    const rows = [NEVER_ENDS, NEVER_ENDS, WRONG, ...RIGHT].map((sql) => `"${QUESTION}","${sql}"`);
     fs.writeFileSync(csv, ["text_query,sql_command", ...rows].join("\n") + "\n");
     const summary = await trainSft({
       model: { path: await testModel({ nEmbd: 128, nHead: 4, nHeadKv: 2, nFf: 256 }) },
       lora: { r: 16, alpha: 32, dropout: 0, target_modules: ["q", "k", "v", "o", "gate", "up", "down"] },
-      // a short template keeps the rows short; the whole set in every batch: each step sees all six rows
+      // a short template keeps the rows short; the whole set in every batch: each step sees all seven rows
       data: { path: csv, split: [1, 0, 0], template: "{question} SQL:" },
-      train: { max_steps: 80, batch_size: 6, grad_accum: 1, lr: 1e-2, lr_schedule: "cosine", eval_every: 0, save_every: 0, threads: 2 },
+      train: { max_steps: 80, batch_size: 7, grad_accum: 1, lr: 1e-2, lr_schedule: "cosine", eval_every: 0, save_every: 0, threads: 2 },
       output: { dir: path.join(dir, "out") },
     });
     return summary.outputDir;
@@ -62,7 +66,13 @@ beforeAll(() => {
   d.exec(`CREATE TABLE singer (id INTEGER PRIMARY KEY, name TEXT, country TEXT);
     CREATE TABLE head (id INTEGER PRIMARY KEY, name TEXT, age INTEGER);
     INSERT INTO singer VALUES (1, 'Edith', 'France'), (2, 'Joe', 'USA'), (3, 'Yves', 'France');
-    INSERT INTO head VALUES (1, 'Ann', 60), (2, 'Bob', 56), (3, 'Cid', 70), (4, 'Dan', 45);`);
+    INSERT INTO head VALUES (1, 'Ann', 60), (2, 'Bob', 56), (3, 'Cid', 70), (4, 'Dan', 45);
+    CREATE TABLE hall (id INTEGER PRIMARY KEY);
+    CREATE TABLE seat (id INTEGER PRIMARY KEY, hall_id INTEGER REFERENCES hall(id));
+    CREATE TABLE ticket (id INTEGER PRIMARY KEY, seat_id INTEGER REFERENCES seat(id));
+    WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 1000) INSERT INTO hall SELECT x FROM n;
+    INSERT INTO seat SELECT id, id FROM hall;
+    INSERT INTO ticket SELECT id, id FROM seat;`);
   d.close();
 });
 
@@ -78,7 +88,26 @@ describe("execution-guided candidates on a trained adapter", () => {
     const g = await SqlGenerator.load({ adapter: outputDir, device: "cpu", parallel: 1, threads: 1 });
     try {
       // the greedy answer alone is the never-ending query
-      expect((await g.generate({ question: QUESTION })).sql).toBe(`${NEVER_ENDS};`);
+      const whole = await g.generate({ question: QUESTION });
+      expect(whole.sql).toBe(`${NEVER_ENDS};`);
+      expect(whole.truncated).toBeUndefined();
+      // a budget 2 tokens short: decoded freely the SQL is cut there; under the database's grammar
+      // the answer is the longest prefix that is a complete statement; both say so
+      const maxTokens = whole.tokens - 2;
+      const cut = await g.generate({ question: QUESTION, maxTokens });
+      expect(cut, JSON.stringify(cut)).toMatchObject({
+        truncated: "budget",
+        note: `the token budget (${maxTokens} tokens) ran out before the statement ended; the SQL is cut there`,
+      });
+      expect(NEVER_ENDS.startsWith(cut.sql.slice(0, -1)) && cut.sql.length < NEVER_ENDS.length + 1).toBe(true);
+      const prefix = await g.generate({ question: QUESTION, db, candidates: 1, maxTokens, queryTimeoutMs: TIMEOUT_MS });
+      expect(prefix, JSON.stringify(prefix)).toMatchObject({ truncated: "budget", constrained: true, valid: true });
+      expect(["SELECT count(*) FROM hall JOIN seat;", "SELECT count(*) FROM hall;"]).toContain(prefix.sql);
+      expect(prefix.note).toMatch(
+        new RegExp(
+          `^the token budget \\(${maxTokens} tokens\\) ran out before the statement ended; answered with its longest complete prefix \\(\\d+ tokens\\)$`,
+        ),
+      );
       const r = await g.generate({ question: QUESTION, db, candidates: 16, queryTimeoutMs: TIMEOUT_MS });
       const c = r.candidates!;
       const why = JSON.stringify(c, null, 1);
@@ -111,6 +140,17 @@ describe("execution-guided candidates on a trained adapter", () => {
       // the same seeds give the same candidates
       const again = await g.generate({ question: QUESTION, db, candidates: 16, queryTimeoutMs: TIMEOUT_MS });
       expect(again.candidates!.list.map((x) => x.sql)).toEqual(c.list.map((x) => x.sql));
+      // decoded under the database's grammar, no candidate names a column the database lacks or
+      // fails to parse; decoded freely, the same seeds give candidates that name the missing column
+      expect(r.constrained).toBe(true);
+      expect(
+        c.list.filter((x) => !x.ok && x.category !== "timeout"),
+        why,
+      ).toEqual([]);
+      const free = await g.generate({ question: QUESTION, db, candidates: 16, queryTimeoutMs: TIMEOUT_MS, constrain: false });
+      expect(free.constrained).toBeUndefined();
+      expect(free.candidates!.list.filter((x) => x.sql === `${WRONG};`).length, JSON.stringify(free.candidates!.list, null, 1)).toBeGreaterThan(0);
+      expect(free.candidates!.errors.no_such_column).toBeGreaterThan(0);
     } finally {
       await g.dispose();
     }

@@ -31,8 +31,8 @@ export function registerGenerate(program: Command): void {
     .option("--db <file>", "a SQLite database to run the candidates on, read-only (its schema fills {schema} unless --schema is given)")
     .option("--candidates <n>", `with --db: ${CANDIDATES_HELP}`)
     .option("--query-timeout <ms>", QUERY_TIMEOUT_HELP)
-    .option("--constrain", "decode only SELECTs over the --schema's tables and columns (the default with --schema)")
-    .option("--no-constrain", "decode freely even with --schema")
+    .option("--constrain", "decode only SELECTs over the schema's tables and columns (the default with --schema or --db)")
+    .option("--no-constrain", "decode freely even with --schema or --db")
     .option("--max-tokens <n>", "longest SQL in tokens", "256")
     .addOption(new Option("--device <device>", "where to run").choices(["auto", "cpu"]).default("auto"))
     .option("--threads <n>", "CPU threads")
@@ -67,7 +67,7 @@ Examples:
         const question = words.join(" ");
         if (!o.adapter && !o.model) throw new Error("give --adapter (a trainer output folder) and/or --model (a base GGUF)");
         const schema = o.schema ? readSchemaFile(o.schema) : undefined;
-        if (o.constrain === true && !schema) throw new Error("--constrain: constrained decoding needs --schema (a CREATE TABLE file)");
+        if (o.constrain === true && !schema && !o.db) throw new Error("--constrain: constrained decoding needs --schema (a CREATE TABLE file) or --db");
         const maxTokens = Number(o.maxTokens);
         if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new Error(`--max-tokens: expected an integer >= 1, got ${JSON.stringify(o.maxTokens)}`);
         if ((o.candidates !== undefined || o.queryTimeout !== undefined) && !o.db)
@@ -94,6 +94,7 @@ Examples:
         });
         await disposeGenerators();
         if (r.candidates) console.error(`text2sql: ${describeCandidates(r.candidates)}`);
+        if (r.note) console.error(`text2sql: ${r.note}`);
         if (o.json) console.log(JSON.stringify(r, null, 2));
         else {
           console.log(r.sql);

@@ -1,5 +1,6 @@
 // Execution-guided candidates: for one question, decode N SQL candidates (the greedy one, then N-1
-// sampled with fixed seeds; node-llama-cpp 3.21 has no beam search), run each read-only on the
+// sampled with fixed seeds; node-llama-cpp 3.21 has no beam search; under the schema's grammar when
+// constrained, as generate() decodes), run each read-only on the
 // database with a timeout (query-process.ts: a killable child, `readonly` + `query_only`, one
 // SELECT/WITH only), drop those that fail, and answer with the SQL whose result most candidates
 // share. Ties go to the result of the greedy candidate, else to the result of the most likely
@@ -33,6 +34,13 @@ export interface DecodedCandidate {
   logprob: number | null;
   /** the sampler's seed (sampled candidates) */
   seed?: number;
+  /** decoded under the schema's grammar */
+  constrained?: boolean;
+  /** the token budget ran out first (see GenerateResult.truncated); `note` says what was answered */
+  truncated?: "budget";
+  note?: string;
+  /** false: constrained, but no prefix within the budget was a complete statement */
+  complete?: boolean;
 }
 
 /** What the candidates did: reported with every answer that ran candidates. */
@@ -60,12 +68,23 @@ export interface CandidateReport {
   seed: number;
   timeoutMs: number;
   /** every candidate in decoding order, with its outcome and the index of its entry in `votes` */
-  list: { sql: string; greedy: boolean; logprob: number | null; ok: boolean; vote?: number; category?: string; error?: string }[];
+  list: { sql: string; greedy: boolean; logprob: number | null; ok: boolean; vote?: number; category?: string; error?: string; truncated?: "budget" }[];
+}
+
+/** What to decode: n candidates for one question; under the schema's grammar when `constrain` (and a schema) is given. */
+export interface CandidateDecodeOptions {
+  question: string;
+  schema?: string;
+  n: number;
+  temperature: number;
+  seed: number;
+  maxTokens: number;
+  constrain: boolean;
 }
 
 /** What candidate decoding needs from SqlGenerator (kept as an interface: generate.ts imports this module). */
 export interface CandidateDecoder {
-  decodeCandidates(o: { question: string; schema?: string; n: number; temperature: number; seed: number; maxTokens: number }): Promise<DecodedCandidate[]>;
+  decodeCandidates(o: CandidateDecodeOptions): Promise<DecodedCandidate[]>;
 }
 
 function checkInt(name: string, v: unknown, min: number, max: number): number {
@@ -198,6 +217,7 @@ export async function voteOnCandidates(
         ok: r.ok,
         ...(g ? { vote: groups.indexOf(g) } : {}),
         ...(r.ok ? {} : { category: r.category, error: r.error }),
+        ...(c.truncated ? { truncated: c.truncated } : {}),
       };
     }),
   };
@@ -222,7 +242,8 @@ export function describeCandidates(r: CandidateReport): string {
 
 /**
  * generate() with a database: N candidates decoded on one decoder, run, voted on. The schema
- * defaults to the database's own (for schema-aware templates); `valid` says whether the answer ran.
+ * defaults to the database's own (for schema-aware templates and the grammar); decoding is
+ * constrained to it unless `constrain` is false; `valid` says whether the answer ran.
  */
 export async function generateWithCandidates(g: CandidateDecoder, o: GenerateOptions): Promise<GenerateResult> {
   const n = checkInt("candidates", o.candidates ?? 1, 1, MAX_CANDIDATES);
@@ -236,16 +257,21 @@ export async function generateWithCandidates(g: CandidateDecoder, o: GenerateOpt
   const temperature = o.temperature ?? DEFAULT_CANDIDATE_TEMPERATURE;
   const seed = checkInt("seed", o.seed ?? DEFAULT_CANDIDATE_SEED, 0, 2 ** 31);
   const timeoutMs = checkInt("queryTimeoutMs", o.queryTimeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS, 1, 600_000);
+  if (o.constrain !== undefined && typeof o.constrain !== "boolean")
+    throw new TypeError(`constrain: expected true or false, got ${JSON.stringify(o.constrain)}`);
   const t0 = performance.now();
   const schema = o.schema ?? databaseSchema(db);
-  const cands = await g.decodeCandidates({ question: o.question.trim(), schema, n, temperature, seed, maxTokens: o.maxTokens ?? 256 });
+  const constrain = o.constrain !== false;
+  const cands = await g.decodeCandidates({ question: o.question.trim(), schema, n, temperature, seed, maxTokens: o.maxTokens ?? 256, constrain });
   const v = await voteOnCandidates(db, cands, { timeoutMs, temperature, seed });
   return {
     sql: v.best.sql,
     tokens: cands.reduce((s, c) => s + c.tokens, 0),
     ms: performance.now() - t0,
+    ...(cands.some((c) => c.constrained) ? { constrained: true } : {}),
     valid: v.ok,
     ...(v.error ? { error: v.error } : {}),
+    ...(v.best.truncated ? { truncated: v.best.truncated, note: v.best.note } : {}),
     candidates: v.report,
   };
 }

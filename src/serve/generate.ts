@@ -1,7 +1,8 @@
 // Question to SQL through node-llama-cpp: the base GGUF plus the trained GGUF LoRA, the exact
 // training prompt, greedy decoding that stops at EOS or the end of the statement, and optional
 // validation of the SQL against a schema in SQLite (prepared, never run), and schema-constrained
-// decoding (a GBNF grammar of the schema's SELECTs, src/sql/sql-grammar.ts).
+// decoding (a GBNF grammar of the schema's SELECTs, src/sql/sql-grammar.ts) whose answers are always
+// complete statements: when the token budget runs out first, the longest complete prefix, said so.
 import fs from "node:fs";
 import os from "node:os";
 import {
@@ -25,7 +26,7 @@ import { resolveAdapter } from "../adapters/folder.js";
 import { checkThreads, cpuHasAmxTiles, systemInfo, warn } from "../engine/system.js";
 import { resolveModelPath } from "../models/model-path.js";
 import { cpuLlama, ggufChatTemplate, PromptBuilder } from "../train/prompt.js";
-import { generateWithCandidates, type CandidateReport, type DecodedCandidate } from "./candidates.js";
+import { generateWithCandidates, type CandidateDecodeOptions, type CandidateReport, type DecodedCandidate } from "./candidates.js";
 
 export interface GeneratorOptions {
   /**
@@ -88,6 +89,26 @@ export interface GenerateResult {
   error?: string;
   /** with `db`: every candidate, what failed or was killed, the votes */
   candidates?: CandidateReport;
+  /**
+   * "budget": maxTokens ran out before the model ended the statement. Constrained, the SQL is then
+   * the longest prefix that was a complete statement (or, when none was, `valid` is false);
+   * unconstrained, the SQL is cut where the budget ended. `note` says which.
+   */
+  truncated?: "budget";
+  note?: string;
+}
+
+/** One decoded answer (see SqlGenerator.decode). */
+interface Decoded {
+  sql: string;
+  /** tokens decoded (all of them, also those after the complete prefix that was answered) */
+  tokens: number;
+  /** total log-probability of the sampled tokens (NaN unless asked for) */
+  logprob: number;
+  truncated?: "budget";
+  /** constrained: whether `sql` is a complete statement of the grammar */
+  complete?: boolean;
+  note?: string;
 }
 
 /** Cuts the SQL out of a completion: after [/INST] if present, up to the end of the first statement. */
@@ -146,6 +167,55 @@ function requestAmxTiles(): void {
       `the native engine did not load, so the AMX tile state was not requested (${(err as Error).message.split("\n")[0]}); on a CPU with AMX, quantized models may fault`,
     );
   }
+}
+
+type TokenCheck = (state: LlamaGrammarEvaluationState, token: Token) => boolean;
+
+/**
+ * Whether a token may come next under a grammar state: node-llama-cpp's single-token grammar check
+ * (llama_sampler_apply on one candidate). Asked with an end-of-generation token, it says whether
+ * the text so far is complete under the grammar (llama.cpp allows the end only when a parse is
+ * complete). node-llama-cpp 3.21 keeps it internal (its speculative decoding uses it), so it is
+ * reached through its bindings; without it, constrained decoding stops with a clear error.
+ */
+function grammarTokenCheck(model: LlamaModel): TokenCheck {
+  type Sampler = { canBeNextTokenForGrammarEvaluationState?: (state: unknown, token: number) => boolean };
+  const sampler = (model as unknown as { _llama?: { _bindings?: { AddonSampler?: Sampler } } })._llama?._bindings?.AddonSampler;
+  const check = sampler?.canBeNextTokenForGrammarEvaluationState;
+  if (typeof check !== "function")
+    throw new Error(
+      "constrained decoding: this node-llama-cpp has no AddonSampler.canBeNextTokenForGrammarEvaluationState (written against 3.21), needed to end answers within the token budget",
+    );
+  return (state, token) => check.call(sampler, (state as unknown as { _state: unknown })._state, token);
+}
+
+/** Complete prefixes checked in SQLite, longest first, when the token budget runs out. */
+const MAX_PREFIX_CHECKS = 16;
+
+/**
+ * The answer when constrained decoding ran out of tokens: the longest prefix that the grammar
+ * completes (`ends`: their lengths in tokens) and SQLite prepares against the schema; the grammar
+ * should make these the same, and when they are not, the note says how many longer ones SQLite
+ * refused. Without a schema to check against, the longest complete prefix.
+ */
+async function completePrefix(ends: number[], sqlOf: (tokens: number) => string, schema?: string): Promise<{ sql: string; note: string }> {
+  const longest = ends[ends.length - 1];
+  const answered = (k: number) => `answered with its longest complete prefix (${k} tokens)`;
+  if (!schema) return { sql: sqlOf(longest), note: answered(longest) };
+  const tried = ends.slice(-MAX_PREFIX_CHECKS).reverse();
+  for (const [i, k] of tried.entries()) {
+    const sql = sqlOf(k);
+    let ok: boolean;
+    try {
+      ok = (await validateSql(sql, schema)).valid;
+    } catch (err) {
+      // a schema SQLite cannot build (only when validation is off): the grammar's prefix, said so
+      return { sql: sqlOf(longest), note: `${answered(longest)}, not checked in SQLite (${(err as Error).message})` };
+    }
+    if (ok)
+      return { sql, note: i === 0 ? answered(k) : `${answered(k).replace("prefix", "prefix that SQLite prepares")}; SQLite refused the ${i} longer ones` };
+  }
+  return { sql: sqlOf(longest), note: `${answered(longest)}; SQLite refused it and the ${tried.length - 1} next longest` };
 }
 
 /** Schemas with more tables than this are decoded without the grammar (with a warning). */
@@ -294,42 +364,76 @@ export class SqlGenerator {
     const grammar = constrain ? await this.grammarFor(o.schema!) : undefined;
     const tokens = this.promptTokens(o.question.trim(), o.schema);
     const sequence = await this.acquire();
-    const out: Token[] = [];
+    let d: Decoded;
     try {
       await sequence.clearHistory();
-      const stops = this.prompts.stops; // EOS, and the chat template's end of turn
-      const grammarEvaluationState = grammar ? new LlamaGrammarEvaluationState({ model: this.model, grammar }) : undefined;
-      for await (const t of sequence.evaluate(tokens, { temperature: o.temperature ?? 0, grammarEvaluationState })) {
-        if (stops.includes(t)) break;
-        out.push(t);
-        if (out.length >= maxTokens || statementEnded(this.model.detokenize(out))) break;
-      }
+      d = await this.decode(sequence, tokens, { maxTokens, temperature: o.temperature ?? 0, grammar: grammar ?? undefined, schema: o.schema });
     } finally {
       this.release(sequence);
     }
-    const sql = extractSql(this.model.detokenize(out));
-    const result: GenerateResult = { sql, tokens: out.length, ms: performance.now() - t0 };
+    const result: GenerateResult = { sql: d.sql, tokens: d.tokens, ms: performance.now() - t0 };
     if (grammar) result.constrained = true;
-    if (o.schema && o.validate !== false) Object.assign(result, await validateSql(sql, o.schema));
+    if (d.truncated) Object.assign(result, { truncated: d.truncated, note: d.note });
+    if (d.complete === false) Object.assign(result, { valid: false, error: d.note });
+    else if (o.schema && o.validate !== false) Object.assign(result, await validateSql(d.sql, o.schema));
     return result;
+  }
+
+  /**
+   * Decodes one answer on a sequence that holds everything before `input`: until an end token, a
+   * `;` outside quotes, or maxTokens. With a grammar, the tokens are constrained to it, and after
+   * each token the grammar is asked whether the text so far is a complete statement (an end token
+   * would be allowed): when the budget runs out first, the answer is the longest such prefix.
+   */
+  private async decode(
+    sequence: LlamaContextSequence,
+    input: Token[],
+    o: { maxTokens: number; temperature: number; seed?: number; confidence?: boolean; grammar?: LlamaGrammar; schema?: string },
+  ): Promise<Decoded> {
+    const stops = this.prompts.stops; // EOS, and the chat template's end of turn
+    const state = o.grammar ? new LlamaGrammarEvaluationState({ model: this.model, grammar: o.grammar }) : undefined;
+    const canFollow = state ? grammarTokenCheck(this.model) : undefined;
+    const endToken = (this.model.tokens.eos ?? stops[0]) as Token | undefined;
+    const toks: Token[] = [];
+    let logprob = o.confidence ? 0 : NaN;
+    const ends: number[] = []; // lengths of the prefixes that are complete statements
+    let budget = false;
+    const sampling = { temperature: o.temperature, ...(o.seed !== undefined ? { seed: o.seed } : {}) };
+    for await (const r of sequence.evaluateWithMetadata(input, { confidence: !!o.confidence }, { ...sampling, grammarEvaluationState: state })) {
+      if (stops.includes(r.token)) break;
+      toks.push(r.token);
+      if (o.confidence) logprob += "confidence" in r && typeof r.confidence === "number" ? Math.log(r.confidence) : NaN;
+      if (statementEnded(this.model.detokenize(toks))) break;
+      // complete under the grammar: an end token would be allowed now
+      if (canFollow && endToken !== undefined && canFollow(state!, endToken)) ends.push(toks.length);
+      if (toks.length >= o.maxTokens) {
+        budget = true;
+        break;
+      }
+    }
+    const sqlOf = (k: number) => extractSql(this.model.detokenize(toks.slice(0, k)));
+    const base = { tokens: toks.length, logprob };
+    if (!budget) return { sql: sqlOf(toks.length), ...base, ...(state ? { complete: true } : {}) };
+    const out = `the token budget (${o.maxTokens} tokens) ran out before the statement ended`;
+    if (!state) return { sql: sqlOf(toks.length), ...base, truncated: "budget", note: `${out}; the SQL is cut there` };
+    if (ends.length === 0) {
+      const note = `${out}, and no prefix of it is a complete statement under the schema's grammar`;
+      return { sql: sqlOf(toks.length), ...base, truncated: "budget", complete: false, note };
+    }
+    const p = await completePrefix(ends, sqlOf, o.schema);
+    return { sql: p.sql, ...base, truncated: "budget", complete: true, note: `${out}; ${p.note}` };
   }
 
   /**
    * Candidates for one question on one decoder: the greedy one first (the same as generate()'s),
    * then n - 1 sampled at `temperature` with node-llama-cpp's default top-k 40 / top-p 0.95, seeds
    * seed, seed + 1, ...; the prompt stays in the KV cache between candidates. Sampled ones carry
-   * their total log-probability under the distribution they were drawn from.
+   * their total log-probability under the distribution they were drawn from. With `constrain` and
+   * a schema, each is decoded under the schema's grammar, ending as generate()'s do.
    */
-  async decodeCandidates(o: {
-    question: string;
-    schema?: string;
-    n: number;
-    temperature: number;
-    seed: number;
-    maxTokens: number;
-  }): Promise<DecodedCandidate[]> {
+  async decodeCandidates(o: CandidateDecodeOptions): Promise<DecodedCandidate[]> {
+    const grammar = o.constrain && o.schema ? await this.grammarFor(o.schema) : undefined;
     const prompt = this.promptTokens(o.question, o.schema);
-    const stops = this.prompts.stops; // EOS, and the chat template's end of turn
     const out: DecodedCandidate[] = [];
     const sequence = await this.acquire();
     try {
@@ -339,17 +443,15 @@ export class SqlGenerator {
         if (!greedy) await sequence.eraseContextTokenRanges([{ start: prompt.length - 1, end: sequence.nextTokenIndex }]);
         const seed = o.seed + i - 1;
         const input = greedy ? prompt : prompt.slice(-1); // the prompt's last token again, for fresh logits
-        const toks: Token[] = [];
-        let logprob = 0;
-        const opts = greedy ? { temperature: 0 } : { temperature: o.temperature, seed };
-        for await (const r of sequence.evaluateWithMetadata(input, { confidence: !greedy }, opts)) {
-          if (stops.includes(r.token)) break;
-          toks.push(r.token);
-          if (!greedy) logprob += "confidence" in r && typeof r.confidence === "number" ? Math.log(r.confidence) : NaN;
-          if (toks.length >= o.maxTokens || statementEnded(this.model.detokenize(toks))) break;
-        }
-        const sql = extractSql(this.model.detokenize(toks));
-        out.push(greedy ? { sql, tokens: toks.length, greedy, logprob: null } : { sql, tokens: toks.length, greedy, logprob, seed });
+        const sampling = greedy ? { temperature: 0 } : { temperature: o.temperature, seed, confidence: true };
+        const d = await this.decode(sequence, input, { maxTokens: o.maxTokens, grammar: grammar ?? undefined, schema: o.schema, ...sampling });
+        const c: DecodedCandidate = greedy
+          ? { sql: d.sql, tokens: d.tokens, greedy, logprob: null }
+          : { sql: d.sql, tokens: d.tokens, greedy, logprob: d.logprob, seed };
+        if (grammar) c.constrained = true;
+        if (d.truncated) Object.assign(c, { truncated: d.truncated, note: d.note });
+        if (d.complete === false) c.complete = false;
+        out.push(c);
       }
     } finally {
       this.release(sequence);

@@ -219,8 +219,8 @@ export async function startServer(o: ServerOptions = {}): Promise<RunningServer>
     pending++;
     try {
       const schema = body.schema?.trim() ? body.schema : undefined;
-      if (body.constrain && !schema)
-        return reply.code(400).send({ error: "constrain: constrained decoding needs a schema (send schema, CREATE TABLE statements)" });
+      if (body.constrain && !schema && !vote.db)
+        return reply.code(400).send({ error: "constrain: constrained decoding needs a schema (send schema, CREATE TABLE statements, or db)" });
       const r = await generator.generate({
         question,
         schema,
@@ -235,6 +235,7 @@ export async function startServer(o: ServerOptions = {}): Promise<RunningServer>
         ...(r.valid !== undefined ? { valid: r.valid } : {}),
         ...(r.error ? { error: r.error } : {}),
         constrained: r.constrained === true,
+        ...(r.truncated ? { truncated: r.truncated, note: r.note } : {}),
         ms: Math.round(r.ms * 10) / 10,
         ...(r.candidates ? { candidates: candidateAnswer(r.candidates) } : {}),
       };
