@@ -24,7 +24,11 @@ const KEYWORDS = new Set(
   ),
 );
 
-/** Names in the SQL that are neither keywords nor aliases it declares (AS x), and are not in the schema. */
+/**
+ * Names in the SQL that are neither keywords nor aliases it declares (AS x), and are not in the
+ * schema. A double-quoted word that names nothing is a string to SQLite (as default builds read
+ * it, and as validation does: src/sql/sql-text.ts withDoubleQuotedStrings), not a name.
+ */
 function unknownNames(sql: string, names: Set<string>): string[] {
   const toks = sqlTokens(sql);
   const unquote = (s: string) => (/^["`[]/.test(s) ? s.slice(1, -1) : s).toLowerCase();
@@ -37,7 +41,8 @@ function unknownNames(sql: string, names: Set<string>): string[] {
     ),
   );
   return toks
-    .filter((t) => (t.kind === "word" || t.kind === "quoted") && !KEYWORDS.has(t.text) && !aliases.has(unquote(t.text)) && !names.has(unquote(t.text)))
+    .filter((t) => (t.kind === "word" || (t.kind === "quoted" && !t.text.startsWith('"'))) && !KEYWORDS.has(t.text))
+    .filter((t) => !aliases.has(unquote(t.text)) && !names.has(unquote(t.text)))
     .map((t) => t.text);
 }
 
@@ -112,6 +117,7 @@ test(
     for (const r of cut) expect(r.note, r.sql).toMatch(/^the token budget \(64 tokens\) ran out/);
     // the unknown-name check itself can fail
     expect(unknownNames("SELECT nme FROM employees AS e", names)).toEqual(["nme"]);
+    expect(unknownNames('SELECT `nme`, [x] FROM employees WHERE name = "nme"', names)).toEqual(["`nme`", "[x]"]);
     expect(await validateSql(constrained.find((r) => r.valid)!.sql, SCHEMA)).toEqual({ valid: true });
   },
 );
