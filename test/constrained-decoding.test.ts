@@ -72,6 +72,16 @@ test(
       t0 = performance.now();
       constrained = await g.generateMany(picked.map((question) => ({ question, schema: SCHEMA, constrain: true, maxTokens: MAX_TOKENS })));
       wall.push(performance.now() - t0);
+      // the decode time limit ends an answer as the token budget does: a question whose answer ran
+      // out of tokens, again with a limit far below the time its 64 tokens took
+      const long = constrained.find((r) => r.truncated === "budget" && r.valid)!;
+      const again = await g.generate({ question: picked[constrained.indexOf(long)], schema: SCHEMA, maxTokens: MAX_TOKENS, decodeTimeoutMs: 300 });
+      expect(again, JSON.stringify(again)).toMatchObject({ truncated: "time", constrained: true });
+      expect(again.tokens).toBeLessThan(MAX_TOKENS);
+      expect(again.note).toMatch(/^the decoding time limit \(300 ms\) ran out after \d+ tokens/);
+      if (again.valid) expect(again.note).toMatch(/longest complete prefix/);
+      else expect(again.error).toMatch(/no prefix of it is a complete statement/);
+      await expect(g.generate({ question: "q?", decodeTimeoutMs: 0 })).rejects.toThrow(/^decodeTimeoutMs: expected a positive number of milliseconds, got 0$/);
     } finally {
       await g.dispose();
     }

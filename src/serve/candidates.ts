@@ -37,7 +37,7 @@ export interface DecodedCandidate {
   /** decoded under the schema's grammar */
   constrained?: boolean;
   /** the token budget ran out first (see GenerateResult.truncated); `note` says what was answered */
-  truncated?: "budget";
+  truncated?: "budget" | "time";
   note?: string;
   /** false: constrained, but no prefix within the budget was a complete statement */
   complete?: boolean;
@@ -68,7 +68,16 @@ export interface CandidateReport {
   seed: number;
   timeoutMs: number;
   /** every candidate in decoding order, with its outcome and the index of its entry in `votes` */
-  list: { sql: string; greedy: boolean; logprob: number | null; ok: boolean; vote?: number; category?: string; error?: string; truncated?: "budget" }[];
+  list: {
+    sql: string;
+    greedy: boolean;
+    logprob: number | null;
+    ok: boolean;
+    vote?: number;
+    category?: string;
+    error?: string;
+    truncated?: "budget" | "time";
+  }[];
 }
 
 /** What to decode: n candidates for one question; under the schema's grammar when `constrain` (and a schema) is given. */
@@ -80,6 +89,8 @@ export interface CandidateDecodeOptions {
   seed: number;
   maxTokens: number;
   constrain: boolean;
+  /** wall-clock limit for decoding all the candidates (see GenerateOptions.decodeTimeoutMs) */
+  decodeTimeoutMs?: number;
 }
 
 /** What candidate decoding needs from SqlGenerator (kept as an interface: generate.ts imports this module). */
@@ -262,7 +273,16 @@ export async function generateWithCandidates(g: CandidateDecoder, o: GenerateOpt
   const t0 = performance.now();
   const schema = o.schema ?? databaseSchema(db);
   const constrain = o.constrain !== false;
-  const cands = await g.decodeCandidates({ question: o.question.trim(), schema, n, temperature, seed, maxTokens: o.maxTokens ?? 256, constrain });
+  const cands = await g.decodeCandidates({
+    question: o.question.trim(),
+    schema,
+    n,
+    temperature,
+    seed,
+    maxTokens: o.maxTokens ?? 256,
+    constrain,
+    decodeTimeoutMs: o.decodeTimeoutMs,
+  });
   const v = await voteOnCandidates(db, cands, { timeoutMs, temperature, seed });
   return {
     sql: v.best.sql,

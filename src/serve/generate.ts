@@ -75,6 +75,12 @@ export interface GenerateOptions {
    * src/sql/sql-grammar.ts). Default: true when a schema is given; true without a schema is an error.
    */
   constrain?: boolean;
+  /**
+   * wall-clock limit in ms for decoding one answer (with candidates: all of them together, and no
+   * more are decoded once it has run out); when it runs out the answer ends as at the token budget
+   * (`truncated: "time"`). Default: none.
+   */
+  decodeTimeoutMs?: number;
 }
 
 export interface GenerateResult {
@@ -90,11 +96,11 @@ export interface GenerateResult {
   /** with `db`: every candidate, what failed or was killed, the votes */
   candidates?: CandidateReport;
   /**
-   * "budget": maxTokens ran out before the model ended the statement. Constrained, the SQL is then
-   * the longest prefix that was a complete statement (or, when none was, `valid` is false);
-   * unconstrained, the SQL is cut where the budget ended. `note` says which.
+   * "budget": maxTokens ran out before the model ended the statement ("time": decodeTimeoutMs did).
+   * Constrained, the SQL is then the longest prefix that was a complete statement (or, when none
+   * was, `valid` is false); unconstrained, the SQL is cut where the budget ended. `note` says which.
    */
-  truncated?: "budget";
+  truncated?: "budget" | "time";
   note?: string;
 }
 
@@ -105,7 +111,7 @@ interface Decoded {
   tokens: number;
   /** total log-probability of the sampled tokens (NaN unless asked for) */
   logprob: number;
-  truncated?: "budget";
+  truncated?: "budget" | "time";
   /** constrained: whether `sql` is a complete statement of the grammar */
   complete?: boolean;
   note?: string;
@@ -352,6 +358,8 @@ export class SqlGenerator {
 
   async generate(o: GenerateOptions): Promise<GenerateResult> {
     if (typeof o.question !== "string" || !o.question.trim()) throw new TypeError("question: expected a non-empty string");
+    if (o.decodeTimeoutMs !== undefined && !(typeof o.decodeTimeoutMs === "number" && o.decodeTimeoutMs > 0 && Number.isFinite(o.decodeTimeoutMs)))
+      throw new TypeError(`decodeTimeoutMs: expected a positive number of milliseconds, got ${JSON.stringify(o.decodeTimeoutMs)}`);
     if (o.db !== undefined || o.candidates !== undefined) return generateWithCandidates(this, o);
     const maxTokens = o.maxTokens ?? 256;
     if (o.constrain !== undefined && typeof o.constrain !== "boolean")
@@ -367,7 +375,13 @@ export class SqlGenerator {
     let d: Decoded;
     try {
       await sequence.clearHistory();
-      d = await this.decode(sequence, tokens, { maxTokens, temperature: o.temperature ?? 0, grammar: grammar ?? undefined, schema: o.schema });
+      d = await this.decode(sequence, tokens, {
+        maxTokens,
+        temperature: o.temperature ?? 0,
+        grammar: grammar ?? undefined,
+        schema: o.schema,
+        timeoutMs: o.decodeTimeoutMs,
+      });
     } finally {
       this.release(sequence);
     }
@@ -388,8 +402,9 @@ export class SqlGenerator {
   private async decode(
     sequence: LlamaContextSequence,
     input: Token[],
-    o: { maxTokens: number; temperature: number; seed?: number; confidence?: boolean; grammar?: LlamaGrammar; schema?: string },
+    o: { maxTokens: number; temperature: number; seed?: number; confidence?: boolean; grammar?: LlamaGrammar; schema?: string; timeoutMs?: number },
   ): Promise<Decoded> {
+    const deadline = o.timeoutMs !== undefined ? performance.now() + o.timeoutMs : Infinity;
     const stops = this.prompts.stops; // EOS, and the chat template's end of turn
     const state = o.grammar ? new LlamaGrammarEvaluationState({ model: this.model, grammar: o.grammar }) : undefined;
     const canFollow = state ? grammarTokenCheck(this.model) : undefined;
@@ -397,7 +412,7 @@ export class SqlGenerator {
     const toks: Token[] = [];
     let logprob = o.confidence ? 0 : NaN;
     const ends: number[] = []; // lengths of the prefixes that are complete statements
-    let budget = false;
+    let budget: "budget" | "time" | undefined;
     const sampling = { temperature: o.temperature, ...(o.seed !== undefined ? { seed: o.seed } : {}) };
     for await (const r of sequence.evaluateWithMetadata(input, { confidence: !!o.confidence }, { ...sampling, grammarEvaluationState: state })) {
       if (stops.includes(r.token)) break;
@@ -407,21 +422,28 @@ export class SqlGenerator {
       // complete under the grammar: an end token would be allowed now
       if (canFollow && endToken !== undefined && canFollow(state!, endToken)) ends.push(toks.length);
       if (toks.length >= o.maxTokens) {
-        budget = true;
+        budget = "budget";
+        break;
+      }
+      if (performance.now() > deadline) {
+        budget = "time";
         break;
       }
     }
     const sqlOf = (k: number) => extractSql(this.model.detokenize(toks.slice(0, k)));
     const base = { tokens: toks.length, logprob };
     if (!budget) return { sql: sqlOf(toks.length), ...base, ...(state ? { complete: true } : {}) };
-    const out = `the token budget (${o.maxTokens} tokens) ran out before the statement ended`;
-    if (!state) return { sql: sqlOf(toks.length), ...base, truncated: "budget", note: `${out}; the SQL is cut there` };
+    const out =
+      budget === "budget"
+        ? `the token budget (${o.maxTokens} tokens) ran out before the statement ended`
+        : `the decoding time limit (${o.timeoutMs} ms) ran out after ${toks.length} tokens, before the statement ended`;
+    if (!state) return { sql: sqlOf(toks.length), ...base, truncated: budget, note: `${out}; the SQL is cut there` };
     if (ends.length === 0) {
       const note = `${out}, and no prefix of it is a complete statement under the schema's grammar`;
-      return { sql: sqlOf(toks.length), ...base, truncated: "budget", complete: false, note };
+      return { sql: sqlOf(toks.length), ...base, truncated: budget, complete: false, note };
     }
     const p = await completePrefix(ends, sqlOf, o.schema);
-    return { sql: p.sql, ...base, truncated: "budget", complete: true, note: `${out}; ${p.note}` };
+    return { sql: p.sql, ...base, truncated: budget, complete: true, note: `${out}; ${p.note}` };
   }
 
   /**
@@ -436,15 +458,24 @@ export class SqlGenerator {
     const prompt = this.promptTokens(o.question, o.schema);
     const out: DecodedCandidate[] = [];
     const sequence = await this.acquire();
+    // decodeTimeoutMs bounds all the candidates together: once it has run out, no more are decoded
+    const deadline = o.decodeTimeoutMs !== undefined ? performance.now() + o.decodeTimeoutMs : Infinity;
     try {
       await sequence.clearHistory();
       for (let i = 0; i < o.n; i++) {
         const greedy = i === 0;
+        if (!greedy && performance.now() >= deadline) break;
         if (!greedy) await sequence.eraseContextTokenRanges([{ start: prompt.length - 1, end: sequence.nextTokenIndex }]);
         const seed = o.seed + i - 1;
         const input = greedy ? prompt : prompt.slice(-1); // the prompt's last token again, for fresh logits
         const sampling = greedy ? { temperature: 0 } : { temperature: o.temperature, seed, confidence: true };
-        const d = await this.decode(sequence, input, { maxTokens: o.maxTokens, grammar: grammar ?? undefined, schema: o.schema, ...sampling });
+        const d = await this.decode(sequence, input, {
+          maxTokens: o.maxTokens,
+          grammar: grammar ?? undefined,
+          schema: o.schema,
+          timeoutMs: deadline === Infinity ? undefined : Math.max(0, deadline - performance.now()),
+          ...sampling,
+        });
         const c: DecodedCandidate = greedy
           ? { sql: d.sql, tokens: d.tokens, greedy, logprob: null }
           : { sql: d.sql, tokens: d.tokens, greedy, logprob: d.logprob, seed };

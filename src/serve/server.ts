@@ -33,6 +33,11 @@ export interface ServerOptions {
   candidates?: number;
   /** wall-clock limit per candidate query in ms (default 2000) */
   queryTimeoutMs?: number;
+  /**
+   * wall-clock limit for decoding one request's answer, candidates included (default 30000): a
+   * request whose decoding wanders is answered at the limit, as at the token budget
+   */
+  decodeTimeoutMs?: number;
   /** log lines (default: stderr) */
   log?: (line: string) => void;
 }
@@ -46,6 +51,8 @@ export interface RunningServer {
 }
 
 export const BODY_LIMIT = 64 * 1024;
+/** The server's default wall-clock limit for decoding one request's answer. */
+export const DEFAULT_DECODE_TIMEOUT_MS = 30_000;
 
 const generateSchema = {
   body: {
@@ -177,6 +184,9 @@ export async function startServer(o: ServerOptions = {}): Promise<RunningServer>
   if (!Number.isInteger(maxCandidates) || maxCandidates < 1 || maxCandidates > MAX_CANDIDATES) {
     throw new TypeError(`candidates: expected an integer from 1 to ${MAX_CANDIDATES}, got ${maxCandidates}`);
   }
+  const decodeTimeoutMs = o.decodeTimeoutMs ?? DEFAULT_DECODE_TIMEOUT_MS;
+  if (!(typeof decodeTimeoutMs === "number" && decodeTimeoutMs > 0 && Number.isFinite(decodeTimeoutMs)))
+    throw new TypeError(`decodeTimeoutMs: expected a positive number of milliseconds, got ${JSON.stringify(o.decodeTimeoutMs)}`);
   if (maxCandidates > 1 && databases.size === 0) throw new Error("candidates: the candidates run on databases; give db or dbDir (--db / --db-dir)");
   const generator = await SqlGenerator.load({ adapter: o.adapter, model: o.model, device: o.device, parallel, threads: o.threads });
   const page = fs.readFileSync(path.join(packageRoot(), "src", "serve", "web", "index.html"));
@@ -226,6 +236,7 @@ export async function startServer(o: ServerOptions = {}): Promise<RunningServer>
         schema,
         maxTokens: o.maxTokens,
         constrain: body.constrain,
+        decodeTimeoutMs,
         ...(vote.db ? { ...vote, queryTimeoutMs: o.queryTimeoutMs } : {}),
       });
       served++;
