@@ -16,7 +16,7 @@ bool quant_type_supported(ggml_type type);
 const char * quant_supported_list();
 
 // Wᵀ [n_out, n_in] of a quantized weight w [n_in, n_out] (or a view of whole rows of one), of
-// type e.quant_wt_type. On the CPU one custom op dequantizes and transposes in 64-row bands;
+// type e.quant_wt_type. On the CPU one custom op dequantizes and transposes in 32 x 256 tiles;
 // elsewhere a CPY to F32 and a transposed CONT, which the backend check vets.
 ggml_tensor * quant_weight_t(graph_ctx & g, ggml_tensor * w);
 
