@@ -175,6 +175,8 @@ struct engine {
 
     ggml_context *           ctx_w       = nullptr;  // weights (and their transposed copies)
     ggml_backend_buffer_t    buf_w       = nullptr;
+    ggml_context *           ctx_wr      = nullptr;  // quantized weights in ggml's CPU_REPACK layout (quant.h)
+    ggml_backend_buffer_t    buf_wr      = nullptr;
     ggml_tensor *            tok_embd    = nullptr;  // [n_embd, n_vocab]
     ggml_tensor *            output_norm = nullptr;  // [n_embd]
     ggml_tensor *            output      = nullptr;  // [n_embd, n_vocab] (token_embd when tied)

@@ -15,9 +15,11 @@ namespace {
 
 bool is_weight(const engine & e, const ggml_tensor * t) {
     if (!t) return false;
-    if (t->buffer == e.buf_w) return true;
+    if (t->buffer == e.buf_w || (t->buffer && t->buffer == e.buf_wr)) return true;
     if (t->view_src) return is_weight(e, t->view_src);
-    return (t->op == GGML_OP_MAP_CUSTOM1 || t->op == GGML_OP_CONT || t->op == GGML_OP_TRANSPOSE || amx_is_op(t)) && is_weight(e, t->src[0]);
+    return (t->op == GGML_OP_MAP_CUSTOM1 || t->op == GGML_OP_CUSTOM || t->op == GGML_OP_CONT || t->op == GGML_OP_TRANSPOSE ||
+            amx_is_op(t)) &&
+           is_weight(e, t->src[0]);
 }
 
 // The kernel of a node that multiplies a frozen weight: ours (the AMX tiles) or ggml's for its type.
