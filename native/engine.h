@@ -182,6 +182,7 @@ struct engine {
     ggml_tensor *            output      = nullptr;  // [n_embd, n_vocab] (token_embd when tied)
     ggml_tensor *            output_t    = nullptr;  // [n_vocab, n_embd]
     ggml_tensor *            rope_freqs  = nullptr;  // [n_rot/2] or null
+    ggml_tensor *            quant_rows  = nullptr;  // [max n_out] i32 0, 1, ...: GET_ROWS index dequantizing a whole weight (quant.h)
     std::vector<llama_layer> layers;
 
     ggml_context *         ctx_lora = nullptr;  // adapter weights and gradients

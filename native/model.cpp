@@ -390,10 +390,21 @@ std::vector<copy_job> alloc_weights(engine & e, const model_meta & m) {
             if (keep_t(lm.w[t])) L.wt[t] = add_t(lm.w[t]);
         }
     }
+    // the row index of the portable dequantization (GET_ROWS of every row: quant.cpp)
+    int64_t max_q_rows = 0;
+    for (const copy_job & j : jobs) {
+        if (ggml_is_quantized(j.dst->type)) max_q_rows = std::max(max_q_rows, j.dst->ne[1]);
+    }
+    if (max_q_rows > 0) e.quant_rows = ggml_new_tensor_1d(e.ctx_w, GGML_TYPE_I32, max_q_rows);  // [max n_out]
     e.buf_w = ggml_backend_alloc_ctx_tensors(e.ctx_w, e.backend);
     if (!e.buf_w) throw std::runtime_error("out of memory allocating the model weights on " + e.device_name);
     ggml_backend_buffer_set_usage(e.buf_w, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
     e.weight_bytes = ggml_backend_buffer_get_size(e.buf_w);
+    if (e.quant_rows) {
+        std::vector<int32_t> rows((size_t) max_q_rows);
+        for (int64_t i = 0; i < max_q_rows; i++) rows[(size_t) i] = (int32_t) i;
+        ggml_backend_tensor_set(e.quant_rows, rows.data(), 0, ggml_nbytes(e.quant_rows));
+    }
     if (ggml_get_first_tensor(e.ctx_wr)) {
         e.buf_wr = ggml_backend_alloc_ctx_tensors_from_buft(e.ctx_wr, quant_repack_buft(e));
         if (!e.buf_wr) throw std::runtime_error("out of memory allocating the model weights (CPU_REPACK) on " + e.device_name);

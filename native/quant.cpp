@@ -288,10 +288,23 @@ quant_repack quant_repack_of(const engine & e, const ggml_tensor * t) {
     return t && e.buf_wr && t->buffer == e.buf_wr ? quant_repack_layout_of(t->type) : quant_repack::none;
 }
 
+namespace {
+
+// w [n_in, n_out] dequantized to F32 in the graph: GET_ROWS of every row, which every backend has
+// for the supported types (CUDA and Metal CPY a quantized tensor to F32 only for Q8_0 and the
+// Q4_0/Q4_1/Q5_0/Q5_1 family; test/helpers/backend-support.ts), to_float on the CPU
+ggml_tensor * dequant_f32(graph_ctx & g, ggml_tensor * w) {
+    GGML_ASSERT(g.e.quant_rows && g.e.quant_rows->ne[0] >= w->ne[1]);
+    ggml_tensor * rows = ggml_view_1d(g.ctx, g.e.quant_rows, w->ne[1], 0);  // [n_out] i32
+    return ggml_get_rows(g.ctx, w, rows);                                   // [n_in, n_out] f32
+}
+
+}  // namespace
+
 ggml_tensor * quant_weight_fwd(graph_ctx & g, ggml_tensor * w) {
-    if (!ggml_is_quantized(w->type) || !g.e.opts.quant_exact) return w;                       // [n_in, n_out]
-    GGML_ASSERT(quant_repack_of(g.e, w) == quant_repack::none);                               // exact mode loads plain weights
-    return ggml_cpy(g.ctx, w, ggml_new_tensor_2d(g.ctx, GGML_TYPE_F32, w->ne[0], w->ne[1]));  // [n_in, n_out] f32
+    if (!ggml_is_quantized(w->type) || !g.e.opts.quant_exact) return w;  // [n_in, n_out]
+    GGML_ASSERT(quant_repack_of(g.e, w) == quant_repack::none);          // exact mode loads plain weights
+    return dequant_f32(g, w);                                            // [n_in, n_out] f32
 }
 
 ggml_tensor * quant_weight_t(graph_ctx & g, ggml_tensor * w) {
@@ -302,9 +315,10 @@ ggml_tensor * quant_weight_t(graph_ctx & g, ggml_tensor * w) {
         return ggml_custom_4d(g.ctx, g.e.quant_wt_type, n_out, n_in, 1, 1, args, 1, dequant_transpose_op, GGML_N_TASKS_MAX,
                               (void *) (intptr_t) layout);  // [n_out, n_in]
     }
-    GGML_ASSERT(layout == quant_repack::none);              // repacked weights live on the CPU backend only
-    ggml_tensor * wf = ggml_cpy(g.ctx, w, ggml_new_tensor_2d(g.ctx, GGML_TYPE_F32, n_in, n_out));  // [n_in, n_out] f32
-    ggml_tensor * wt = ggml_transpose(g.ctx, wf);                                                  // [n_out, n_in] view
+    // repacked weights exist on the CPU backend only, which takes the custom op: this branch meets
+    // one only in engine_graph_ops's listing of another backend's graph, which is never computed
+    ggml_tensor * wf = dequant_f32(g, w);          // [n_in, n_out] f32
+    ggml_tensor * wt = ggml_transpose(g.ctx, wf);  // [n_out, n_in] view
     return g.e.quant_wt_type == GGML_TYPE_F32 ? ggml_cont(g.ctx, wt) :
                                                 ggml_cpy(g.ctx, wt, ggml_new_tensor_2d(g.ctx, g.e.quant_wt_type, n_out, n_in));
 }

@@ -18,7 +18,8 @@ const char * quant_supported_list();
 
 // Wᵀ [n_out, n_in] of a quantized weight w [n_in, n_out] (or a view of whole rows of one), of
 // type e.quant_wt_type. On the CPU one custom op dequantizes and transposes in 32 x 256 tiles;
-// elsewhere a CPY to F32 and a transposed CONT, which the backend check vets.
+// elsewhere a GET_ROWS of every row to F32 and a transposed CONT (or CPY to BF16), which the
+// backend check vets.
 ggml_tensor * quant_weight_t(graph_ctx & g, ggml_tensor * w);
 
 // The weight a forward product multiplies by: w itself, or (exact mode) w dequantized to F32 in
