@@ -2,6 +2,7 @@
 // time, by phase (forward, backward) and op kind, to the engine's profile.
 #include "amx.h"
 #include "graph.h"
+#include "quant.h"
 
 #include <algorithm>
 #include <chrono>
@@ -26,6 +27,7 @@ bool is_weight(const engine & e, const ggml_tensor * t) {
 std::string weight_kernel(const engine & e, const ggml_tensor * t) {
     if (amx_is_op(t)) return amx_mode_name((amx_mode) e.amx);
     if (!e.backend_cpu) return e.device_name;
+    if (ggml_is_quantized(t->src[0]->type)) return quant_mul_mat_kernel(e, t->src[0]);
     return ggml_cpu_mul_mat_kernel(t->src[0]->type);
 }
 

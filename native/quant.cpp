@@ -301,6 +301,22 @@ ggml_tensor * dequant_f32(graph_ctx & g, ggml_tensor * w) {
 
 }  // namespace
 
+std::string quant_mul_mat_kernel(const engine & e, const ggml_tensor * w) {
+    const std::string act = std::string(", activations to ") + ggml_type_name(ggml_get_type_traits_cpu(w->type)->vec_dot_type);
+    switch (quant_repack_of(e, w)) {
+        case quant_repack::q4_0_8x8: return "ggml repacked GEMM q4_0 8x8 (AVX2)" + act;
+        case quant_repack::q4_K_8x8: return "ggml repacked GEMM q4_K 8x8 (AVX2)" + act;
+        default: break;
+    }
+    // llamafile_sgemm (sgemm.cpp ~4041-4135): tinyBLAS_Q0_AVX for these types, with AVX or AVX2
+    const bool q0 = w->type == GGML_TYPE_Q8_0 || w->type == GGML_TYPE_Q4_0 || w->type == GGML_TYPE_Q5_0;
+    if (q0 && (ggml_cpu_has_avx2() || ggml_cpu_has_avx())) {
+        return std::string("tinyBLAS ") + ggml_type_name(w->type) + " (" + (ggml_cpu_has_avx512_vnni() ? "AVX512-VNNI 256-bit" : "AVX2") +
+               ")" + act;
+    }
+    return std::string("ggml vec_dot ") + ggml_type_name(w->type) + act;
+}
+
 ggml_tensor * quant_weight_fwd(graph_ctx & g, ggml_tensor * w) {
     if (!ggml_is_quantized(w->type) || !g.e.opts.quant_exact) return w;  // [n_in, n_out]
     GGML_ASSERT(quant_repack_of(g.e, w) == quant_repack::none);          // exact mode loads plain weights

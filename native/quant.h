@@ -45,6 +45,10 @@ quant_repack quant_repack_for(const engine & e, const ggml_tensor * w);
 // The layout of a weight tensor in the graph (or of the weight a view reads).
 quant_repack quant_repack_of(const engine & e, const ggml_tensor * t);
 
+// The CPU kernel that multiplies by the quantized weight w (or a view of one), for the profile:
+// ggml's repacked GEMM, llamafile's tinyBLAS (Q8_0, Q4_0, Q5_0 on AVX/AVX2) or ggml's vec_dot.
+std::string quant_mul_mat_kernel(const engine & e, const ggml_tensor * w);
+
 // The custom op itself: dst [n_out, n_in] (F32 or BF16) = dequantize(src[0])ᵀ; userdata is the
 // weight's quant_repack layout (src[0] a weight, or a view of whole 8-row groups of one).
 void dequant_transpose_op(ggml_tensor * dst, int ith, int nth, void * userdata);
