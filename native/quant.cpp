@@ -22,6 +22,9 @@
 #    include <emmintrin.h>
 #    include <xmmintrin.h>
 #endif
+#if defined(__x86_64__)
+#    include <immintrin.h>
+#endif
 
 namespace t2s {
 
@@ -69,8 +72,30 @@ inline __m128i fp32x4_to_bf16_epi32(__m128 x) {
 }
 #endif
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#    define T2S_QUANT_AVX512 1
+// The same with AVX-512F (16 at a time), compiled for it alone and called where CPUID has it
+__attribute__((target("avx512f"))) void row_fp32_to_bf16_avx512(const float * x, uint16_t * y, int64_t n) {
+    const __m512i one = _mm512_set1_epi32(1), bias = _mm512_set1_epi32(0x7fff), quiet = _mm512_set1_epi32(64);
+    int64_t       i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512    v   = _mm512_loadu_ps(x + i);
+        const __m512i   u   = _mm512_castps_si512(v);
+        const __m512i   hi  = _mm512_srli_epi32(u, 16);
+        const __m512i   rnd = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(bias, _mm512_and_si512(hi, one))), 16);
+        const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+        _mm256_storeu_si256((__m256i *) (y + i), _mm512_cvtepi32_epi16(_mm512_mask_mov_epi32(rnd, nan, _mm512_or_si512(hi, quiet))));
+    }
+    for (; i < n; i++) y[i] = fp32_to_bf16_bits(x[i]);
+}
+#endif
+
 // n floats -> n bf16 (n a multiple of 8 on the SSE2 path)
 void row_fp32_to_bf16(const float * x, uint16_t * y, int64_t n) {
+#if defined(T2S_QUANT_AVX512)
+    static const bool avx512 = cpu_features_get().avx512f;
+    if (avx512) return row_fp32_to_bf16_avx512(x, y, n);
+#endif
     int64_t i = 0;
 #if defined(__SSE2__)
     for (; i + 8 <= n; i += 8) {
