@@ -6,6 +6,7 @@
 #include "amx.h"
 #include "engine.h"
 #include "kernels.h"
+#include "quant.h"
 
 #include "ggml.h"
 
@@ -545,6 +546,46 @@ Napi::Value amx_matmul_test(const Napi::CallbackInfo & info) {
     return p;
 }
 
+// quantTransposeTest(type, x, nIn, nOut, row0, repack, bf16, threads): quant.h's test hook
+Napi::Value quant_transpose_test(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 8 || !info[0].IsString() || !info[1].IsTypedArray())
+        throw Napi::TypeError::New(env, "quantTransposeTest(type, x, nIn, nOut, row0, repack, bf16, threads)");
+    const std::string  tn   = info[0].As<Napi::String>().Utf8Value();
+    Napi::Float32Array x    = info[1].As<Napi::Float32Array>();
+    const int64_t      n_in = info[2].As<Napi::Number>().Int64Value(), n_out = info[3].As<Napi::Number>().Int64Value();
+    const int64_t      row0 = info[4].As<Napi::Number>().Int64Value();
+    const bool         rp = info[5].ToBoolean().Value(), bf16 = info[6].ToBoolean().Value();
+    const int          th   = info[7].As<Napi::Number>().Int32Value();
+    ggml_type          type = GGML_TYPE_COUNT;
+    for (int t = 0; t < GGML_TYPE_COUNT; t++) {
+        if (ggml_get_type_traits((ggml_type) t)->type_name && tn == ggml_type_name((ggml_type) t)) type = (ggml_type) t;
+    }
+    if (type == GGML_TYPE_COUNT || n_in <= 0 || n_out <= 0 || (int64_t) x.ElementLength() != n_in * n_out)
+        throw Napi::RangeError::New(env, "quantTransposeTest: a ggml type name (q4_K, ...) and x of nIn·nOut elements");
+    auto   xv  = std::make_shared<std::vector<float>>(x.Data(), x.Data() + x.ElementLength());
+    auto   wt  = std::make_shared<std::vector<uint8_t>>();
+    auto   ref = std::make_shared<std::vector<float>>();
+    auto   rep = std::make_shared<bool>(false);
+    auto * t   = new task(
+        env, "quantTransposeTest",
+        [=]() { *rep = t2s::quant_transpose_test(type, xv->data(), n_in, n_out, row0, rp, bf16, th, *wt, *ref); },
+        [wt, ref, rep](Napi::Env env) -> Napi::Value {
+            Napi::Object       o = Napi::Object::New(env);
+            Napi::Uint8Array   w = Napi::Uint8Array::New(env, wt->size());
+            Napi::Float32Array r = Napi::Float32Array::New(env, ref->size());
+            memcpy(w.Data(), wt->data(), wt->size());
+            memcpy(r.Data(), ref->data(), ref->size() * sizeof(float));
+            o.Set("wt", w);
+            o.Set("ref", r);
+            o.Set("repacked", *rep);
+            return o;
+        });
+    Napi::Promise p = t->promise();
+    t->Queue();
+    return p;
+}
+
 Napi::Value system_info(const Napi::CallbackInfo & info) {
     Napi::Env    env  = info.Env();
     Napi::Object o    = Napi::Object::New(env);
@@ -595,6 +636,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
     exports.Set("createEngine", Napi::Function::New(env, create_engine));
     exports.Set("systemInfo", Napi::Function::New(env, system_info));
     exports.Set("amxMatmulTest", Napi::Function::New(env, amx_matmul_test));
+    exports.Set("quantTransposeTest", Napi::Function::New(env, quant_transpose_test));
     return exports;
 }
 

@@ -175,11 +175,14 @@ struct engine {
 
     ggml_context *           ctx_w       = nullptr;  // weights (and their transposed copies)
     ggml_backend_buffer_t    buf_w       = nullptr;
+    ggml_context *           ctx_wr      = nullptr;  // quantized weights in ggml's CPU_REPACK layout (quant.h)
+    ggml_backend_buffer_t    buf_wr      = nullptr;
     ggml_tensor *            tok_embd    = nullptr;  // [n_embd, n_vocab]
     ggml_tensor *            output_norm = nullptr;  // [n_embd]
     ggml_tensor *            output      = nullptr;  // [n_embd, n_vocab] (token_embd when tied)
     ggml_tensor *            output_t    = nullptr;  // [n_vocab, n_embd]
     ggml_tensor *            rope_freqs  = nullptr;  // [n_rot/2] or null
+    ggml_tensor *            quant_rows  = nullptr;  // [max n_out] i32 0, 1, ...: GET_ROWS index dequantizing a whole weight (quant.h)
     std::vector<llama_layer> layers;
 
     ggml_context *         ctx_lora = nullptr;  // adapter weights and gradients

@@ -2,10 +2,6 @@
 // moves one element at a time through strided loops), with an SSE2 8 x 8 block for 16-bit types.
 #include "kernels.h"
 
-#if defined(__SSE2__)
-#    include <emmintrin.h>
-#endif
-
 #include <algorithm>
 
 #if defined(__x86_64__) && defined(__linux__)
@@ -34,36 +30,6 @@ void transpose_block_scalar(T *          out,
         for (int64_t i0 = i0b; i0 < i0e; i0++) row[i0] = *(const T *) (s1 + i0 * nb0);
     }
 }
-
-#if defined(__SSE2__)
-// 8 x 8 block of 16-bit values: 8 rows of the weight in, 8 rows of the transpose out.
-inline void transpose_8x8_u16(const char * src, size_t row_stride, uint16_t * dst, int64_t dst_stride) {
-    __m128i       a0 = _mm_loadu_si128((const __m128i *) (src + 0 * row_stride));
-    __m128i       a1 = _mm_loadu_si128((const __m128i *) (src + 1 * row_stride));
-    __m128i       a2 = _mm_loadu_si128((const __m128i *) (src + 2 * row_stride));
-    __m128i       a3 = _mm_loadu_si128((const __m128i *) (src + 3 * row_stride));
-    __m128i       a4 = _mm_loadu_si128((const __m128i *) (src + 4 * row_stride));
-    __m128i       a5 = _mm_loadu_si128((const __m128i *) (src + 5 * row_stride));
-    __m128i       a6 = _mm_loadu_si128((const __m128i *) (src + 6 * row_stride));
-    __m128i       a7 = _mm_loadu_si128((const __m128i *) (src + 7 * row_stride));
-    const __m128i t0 = _mm_unpacklo_epi16(a0, a1), t1 = _mm_unpackhi_epi16(a0, a1);
-    const __m128i t2 = _mm_unpacklo_epi16(a2, a3), t3 = _mm_unpackhi_epi16(a2, a3);
-    const __m128i t4 = _mm_unpacklo_epi16(a4, a5), t5 = _mm_unpackhi_epi16(a4, a5);
-    const __m128i t6 = _mm_unpacklo_epi16(a6, a7), t7 = _mm_unpackhi_epi16(a6, a7);
-    const __m128i u0 = _mm_unpacklo_epi32(t0, t2), u1 = _mm_unpackhi_epi32(t0, t2);
-    const __m128i u2 = _mm_unpacklo_epi32(t1, t3), u3 = _mm_unpackhi_epi32(t1, t3);
-    const __m128i u4 = _mm_unpacklo_epi32(t4, t6), u5 = _mm_unpackhi_epi32(t4, t6);
-    const __m128i u6 = _mm_unpacklo_epi32(t5, t7), u7 = _mm_unpackhi_epi32(t5, t7);
-    _mm_storeu_si128((__m128i *) (dst + 0 * dst_stride), _mm_unpacklo_epi64(u0, u4));
-    _mm_storeu_si128((__m128i *) (dst + 1 * dst_stride), _mm_unpackhi_epi64(u0, u4));
-    _mm_storeu_si128((__m128i *) (dst + 2 * dst_stride), _mm_unpacklo_epi64(u1, u5));
-    _mm_storeu_si128((__m128i *) (dst + 3 * dst_stride), _mm_unpackhi_epi64(u1, u5));
-    _mm_storeu_si128((__m128i *) (dst + 4 * dst_stride), _mm_unpacklo_epi64(u2, u6));
-    _mm_storeu_si128((__m128i *) (dst + 5 * dst_stride), _mm_unpackhi_epi64(u2, u6));
-    _mm_storeu_si128((__m128i *) (dst + 6 * dst_stride), _mm_unpacklo_epi64(u3, u7));
-    _mm_storeu_si128((__m128i *) (dst + 7 * dst_stride), _mm_unpackhi_epi64(u3, u7));
-}
-#endif
 
 template <typename T> void transpose_tiles(const char * src, size_t nb0, size_t nb1, T * out, int64_t n0, int64_t n1, int ith, int nth) {
     const int64_t B        = 64;

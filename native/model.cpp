@@ -48,6 +48,8 @@ engine::~engine() {
     if (ctx_lora) ggml_free(ctx_lora);
     if (buf_w) ggml_backend_buffer_free(buf_w);
     if (ctx_w) ggml_free(ctx_w);
+    if (buf_wr) ggml_backend_buffer_free(buf_wr);
+    if (ctx_wr) ggml_free(ctx_wr);
     if (backend) ggml_backend_free(backend);
 }
 
@@ -315,8 +317,11 @@ std::vector<copy_job> alloc_weights(engine & e, const model_meta & m) {
     const size_t          n_tensors = 8 + hp.n_layer * (4 + 3 * TARGET_COUNT);
     ggml_init_params      ip        = {ggml_tensor_overhead() * n_tensors, nullptr, true};
     e.ctx_w                         = ggml_init(ip);
+    e.ctx_wr                        = ggml_init(ip);
+    // matrices that ggml's repacked GEMM multiplies (Q4_K, Q4_0 on AVX2) go to a CPU_REPACK buffer
     auto dup                        = [&](ggml_tensor * src) {
-        ggml_tensor * t = ggml_dup_tensor(e.ctx_w, src);  // src's shape
+        const bool    repack = src != m.tok && quant_repack_for(e, src) != quant_repack::none;
+        ggml_tensor * t      = ggml_dup_tensor(repack ? e.ctx_wr : e.ctx_w, src);  // src's shape
         ggml_set_name(t, ggml_get_name(src));
         return t;
     };
@@ -385,10 +390,27 @@ std::vector<copy_job> alloc_weights(engine & e, const model_meta & m) {
             if (keep_t(lm.w[t])) L.wt[t] = add_t(lm.w[t]);
         }
     }
+    // the row index of the portable dequantization (GET_ROWS of every row: quant.cpp)
+    int64_t max_q_rows = 0;
+    for (const copy_job & j : jobs) {
+        if (ggml_is_quantized(j.dst->type)) max_q_rows = std::max(max_q_rows, j.dst->ne[1]);
+    }
+    if (max_q_rows > 0) e.quant_rows = ggml_new_tensor_1d(e.ctx_w, GGML_TYPE_I32, max_q_rows);  // [max n_out]
     e.buf_w = ggml_backend_alloc_ctx_tensors(e.ctx_w, e.backend);
     if (!e.buf_w) throw std::runtime_error("out of memory allocating the model weights on " + e.device_name);
     ggml_backend_buffer_set_usage(e.buf_w, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
-    e.weight_bytes      = ggml_backend_buffer_get_size(e.buf_w);
+    e.weight_bytes = ggml_backend_buffer_get_size(e.buf_w);
+    if (e.quant_rows) {
+        std::vector<int32_t> rows((size_t) max_q_rows);
+        for (int64_t i = 0; i < max_q_rows; i++) rows[(size_t) i] = (int32_t) i;
+        ggml_backend_tensor_set(e.quant_rows, rows.data(), 0, ggml_nbytes(e.quant_rows));
+    }
+    if (ggml_get_first_tensor(e.ctx_wr)) {
+        e.buf_wr = ggml_backend_alloc_ctx_tensors_from_buft(e.ctx_wr, quant_repack_buft(e));
+        if (!e.buf_wr) throw std::runtime_error("out of memory allocating the model weights (CPU_REPACK) on " + e.device_name);
+        ggml_backend_buffer_set_usage(e.buf_wr, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
+        e.weight_bytes += ggml_backend_buffer_get_size(e.buf_wr);
+    }
     const size_t wt_esz = ggml_type_size(e.quant_wt_type);
     for (const copy_job & j : jobs) {
         if (j.transpose || j.pack) e.transposed_bytes += ggml_nbytes(j.dst);

@@ -2,6 +2,7 @@
 // time, by phase (forward, backward) and op kind, to the engine's profile.
 #include "amx.h"
 #include "graph.h"
+#include "quant.h"
 
 #include <algorithm>
 #include <chrono>
@@ -15,15 +16,18 @@ namespace {
 
 bool is_weight(const engine & e, const ggml_tensor * t) {
     if (!t) return false;
-    if (t->buffer == e.buf_w) return true;
+    if (t->buffer == e.buf_w || (t->buffer && t->buffer == e.buf_wr)) return true;
     if (t->view_src) return is_weight(e, t->view_src);
-    return (t->op == GGML_OP_MAP_CUSTOM1 || t->op == GGML_OP_CONT || t->op == GGML_OP_TRANSPOSE || amx_is_op(t)) && is_weight(e, t->src[0]);
+    return (t->op == GGML_OP_MAP_CUSTOM1 || t->op == GGML_OP_CUSTOM || t->op == GGML_OP_CONT || t->op == GGML_OP_TRANSPOSE ||
+            amx_is_op(t)) &&
+           is_weight(e, t->src[0]);
 }
 
 // The kernel of a node that multiplies a frozen weight: ours (the AMX tiles) or ggml's for its type.
 std::string weight_kernel(const engine & e, const ggml_tensor * t) {
     if (amx_is_op(t)) return amx_mode_name((amx_mode) e.amx);
     if (!e.backend_cpu) return e.device_name;
+    if (ggml_is_quantized(t->src[0]->type)) return quant_mul_mat_kernel(e, t->src[0]);
     return ggml_cpu_mul_mat_kernel(t->src[0]->type);
 }
 

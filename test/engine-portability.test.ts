@@ -79,6 +79,51 @@ describe("backend portability of the training graph", () => {
     });
   }
 
+  // Quantized bases (issue 14): the forward is MUL_MAT of the quantized weight; on the CPU the
+  // backward's Wᵀ is a custom op, elsewhere GET_ROWS of every row to F32 (CUDA and Metal CPY a
+  // quantized tensor to F32 only for Q8_0/Q4_0/Q4_1/Q5_0/Q5_1, not the K-quants), then a
+  // transposed CPY to BF16 (fast) or CONT (exact) for an ordinary MUL_MAT.
+  const K_SHAPE = { nEmbd: 256, nFf: 512, nHead: 4, nHeadKv: 2 } as const;
+  for (const [type, shape] of [
+    ["q8_0", {}],
+    ["q4_k_m", K_SHAPE],
+  ] as const) {
+    for (const quantMode of ["fast", "exact"] as const) {
+      test(`every op of the ${type} training graph (lean, ${quantMode}) runs on CPU, CUDA and Metal`, async () => {
+        const model = await testModel({ type, ...shape });
+        const e = await LoraEngine.create({ model, device: "cpu", memory: "lean", quantMode, lora: { targetModules: ["q", "v", "down"] } });
+        const problems: string[] = [];
+        for (const backend of BACKENDS) {
+          const uses = [...new Set(await e.graphOps(8, capsFor(backend)))];
+          // the forward multiplies by the quantized weight (fast) or its F32 dequantization (exact);
+          // Wᵀ is our custom op on the CPU only, GET_ROWS elsewhere; never a quantized CPY
+          const wType = type === "q8_0" ? "q8_0" : "q4_K";
+          expect(uses.some((u) => u.startsWith(`MUL_MAT ${wType},f32`))).toBe(quantMode === "fast");
+          expect(uses.some((u) => u.startsWith(`CUSTOM ${wType}`))).toBe(backend === "cpu");
+          expect(uses.some((u) => u.startsWith(`GET_ROWS ${wType}`) && u !== "GET_ROWS f32,i32")).toBe(true);
+          expect(uses.filter((u) => /^CPY q/.test(u))).toEqual([]);
+          for (const line of uses) {
+            const r = backendSupports(backend, parse(line));
+            if (!r.ok) problems.push(`${backend}: ${line}: ${r.why}`);
+          }
+        }
+        await e.dispose();
+        expect(problems).toEqual([]);
+      });
+    }
+  }
+
+  test("the table says why the K-quants' Wᵀ is not a CPY to F32 off the CPU", () => {
+    for (const b of ["cuda", "metal"] as const) {
+      expect(backendSupports(b, parse("CPY q8_0,f32")).ok).toBe(true);
+      expect(backendSupports(b, parse("CPY q4_K,f32")).ok).toBe(false);
+      for (const q of ["q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_K", "q5_K", "q6_K"]) {
+        expect(backendSupports(b, parse(`GET_ROWS ${q},i32`)).ok, `${b} ${q}`).toBe(true);
+        expect(backendSupports(b, parse(`MUL_MAT ${q},f32`)).ok, `${b} ${q}`).toBe(true);
+      }
+    }
+  });
+
   test("the fused ops are used where the backend has them", async () => {
     const model = await testModel({ type: "bf16" });
     const e = await LoraEngine.create({ model, device: "cpu", memory: "lean" });

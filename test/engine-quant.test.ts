@@ -60,6 +60,60 @@ describe("quantized blocks (src/formats/quant.ts)", () => {
   });
 });
 
+describe("the backward's Wᵀ from a quantized weight (native/quant.cpp)", () => {
+  // Wᵀ is made tile by tile from ggml's own to_float; when Q4_K / Q4_0 weights sit in ggml's
+  // CPU_REPACK layout (x86 with AVX2) the tiles are first unpacked back to plain blocks. Either
+  // way Wᵀ must be ggml's dequantization transposed, bit for bit (BF16: ggml's rounding, nearest
+  // even), for every tile shape: partial row bands (n_out not a multiple of 32) and column tiles
+  // (n_in not a multiple of 256), and a view that starts at row 8 (the output head's chunks).
+  const f32Bits = new Uint32Array(1);
+  const f32View = new Float32Array(f32Bits.buffer);
+  const bf16Of = (v: number): number => {
+    f32View[0] = v;
+    const x = f32Bits[0]!;
+    if ((x & 0x7fffffff) > 0x7f800000) return ((x >>> 16) | 0x40) & 0xffff;
+    return ((x + 0x7fff + ((x >>> 16) & 1)) >>> 16) & 0xffff;
+  };
+  const cases = [
+    { type: "q4_K", nIn: 768, nOut: 72, row0: 0 },
+    { type: "q4_K", nIn: 512, nOut: 48, row0: 8 },
+    { type: "q4_0", nIn: 320, nOut: 40, row0: 0 },
+    { type: "q4_0", nIn: 544, nOut: 64, row0: 16 },
+    { type: "q8_0", nIn: 96, nOut: 37, row0: 0 },
+    { type: "q6_K", nIn: 256, nOut: 24, row0: 8 },
+    { type: "q5_1", nIn: 288, nOut: 33, row0: 0 },
+  ];
+  for (const c of cases) {
+    test(`${c.type} [${c.nIn} x ${c.nOut}] rows ${c.row0}..: BF16 and F32 Wᵀ equal ggml's dequantization, repacked or not`, async () => {
+      const native = loadNative();
+      const r = rng(c.nIn + c.nOut);
+      const x = Float32Array.from({ length: c.nIn * c.nOut }, () => r() * 0.05);
+      const rows = c.nOut - c.row0;
+      let repacked = 0;
+      for (const repack of [false, true]) {
+        for (const bf16 of [false, true]) {
+          const out = await native.quantTransposeTest(c.type, x, c.nIn, c.nOut, c.row0, repack, bf16, 2);
+          if (out.repacked) repacked++;
+          const want = bf16 ? new Uint16Array(c.nIn * rows) : new Float32Array(c.nIn * rows);
+          for (let i = 0; i < c.nIn; i++) {
+            for (let o = 0; o < rows; o++) {
+              const v = out.ref[(c.row0 + o) * c.nIn + i]!;
+              want[i * rows + o] = bf16 ? bf16Of(v) : v;
+            }
+          }
+          const got = bf16 ? new Uint16Array(out.wt.buffer, out.wt.byteOffset, c.nIn * rows) : new Float32Array(out.wt.buffer, out.wt.byteOffset, c.nIn * rows);
+          let diff = 0;
+          for (let k = 0; k < want.length; k++) if (!Object.is(got[k], want[k])) diff++;
+          expect(diff, `${bf16 ? "bf16" : "f32"}, repacked: ${out.repacked}`).toBe(0);
+        }
+      }
+      // the repacked layout is what ggml's CPU backend picks for Q4_K / Q4_0 on AVX2 (8-row groups)
+      const avx2 = native.systemInfo().cpuFeatures.avx2;
+      expect(repacked).toBe(avx2 && (c.type === "q4_K" || c.type === "q4_0") ? 2 : 0);
+    });
+  }
+});
+
 /**
  * Per-position relative error of log-probabilities. ggml's quantized mul_mat rounds each
  * activation to an 8-bit code (Q8_0 / Q8_K) before its integer dot products: the two builds
@@ -68,7 +122,10 @@ describe("quantized blocks (src/formats/quant.ts)", () => {
  * where an activation lies within rounding of a half step and gets codes one apart; causal
  * attention then carries that one step to the later positions. Measured: all 16 positions at
  * 3e-8 (Q8_0, Q4_K); in the 2-layer Q4_K_M mix all at 3e-8 up to a flip at position 10 (13 with
- * the adapter), from there up to 8.6e-4. So: each position within 1e-5 up to the first flip, at
+ * the adapter), from there up to 8.6e-4, while our Q4_K went through ggml's plain vec_dot. With
+ * our Q4_K weights in the same repacked layout (native/quant.h, AVX2 CPUs), the mix too has all
+ * 16 positions within 4.1e-8 (AMD EPYC, 2026-12-02); CPUs without AVX2 keep the plain kernel.
+ * So: each position within 1e-5 up to the first flip, at
  * least half the positions within 1e-5, and all within 2e-3 (one code step of one activation).
  */
 function expectLlamaCppAgreement(ours: Float64Array[], ref: Float32Array[]): void {

@@ -163,6 +163,23 @@ export interface NativeAddon {
     T: number,
     threads: number,
   ): Promise<Float32Array>;
+  /**
+   * Test hook for quantized bases (native/quant.h): quantizes x [nOut rows of nIn] to `type` (a
+   * ggml type name: "q4_K", "q8_0", ...) with ggml, loads it in ggml's CPU_REPACK layout when
+   * `repack` and one exists here (resolves repacked: true), and runs the engine's dequantizing
+   * transpose on rows [row0, nOut) (row0 a multiple of 8). Resolves to wt: the bytes of that Wᵀ
+   * [nIn rows of nOut - row0] in BF16 or F32; ref: ggml's dequantization of all the rows [nOut rows of nIn].
+   */
+  quantTransposeTest(
+    type: string,
+    x: Float32Array,
+    nIn: number,
+    nOut: number,
+    row0: number,
+    repack: boolean,
+    bf16: boolean,
+    threads: number,
+  ): Promise<{ wt: Uint8Array; ref: Float32Array; repacked: boolean }>;
   /** amxTiles: whether loading the addon obtained the AMX tile state for this process (Linux x86-64; "absent" without AMX). */
   systemInfo(): {
     devices: NativeDevice[];

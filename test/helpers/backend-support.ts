@@ -271,6 +271,10 @@ const CPU: Record<string, Rule> = {
   // lean mode's weight transpose (a ggml_map_custom1 op): ggml-cpu.cpp supports_op default true,
   // ggml-cpu.c dispatch -> ggml_compute_forward_map_custom1 (any type; the op is ours)
   MAP_CUSTOM1: rule(`${CPU_SO} (default: true)`, []),
+  // a quantized weight's Wᵀ (native/quant.cpp dequant_transpose_op, a ggml_custom_4d op): the same
+  // default; with the weight in ggml's CPU_REPACK buffer the repack buffer type answers instead
+  // (ggml-cpu.cpp ~434-439: MUL_MAT only), so native/backend_ops.cpp vouches for our op itself
+  CUSTOM: rule(`${CPU_SO} (default: true), ggml-cpu.c dispatch -> ggml_compute_forward_custom`, []),
 
   // ---- fused backward ops, used where the backend has them (engine op_caps) ----
 
@@ -432,6 +436,7 @@ const CUDA: Record<string, Rule> = {
   CROSS_ENTROPY_LOSS_BACK: rule(`${CU} ~5501`, [type(0, ["F32"], "ggml-cuda/cross-entropy-loss.cu")]),
   // custom ops run on the CPU backend only: no case in ggml_backend_cuda_device_supports_op
   MAP_CUSTOM1: rule(`${CU} (default: false)`, [never("custom ops run on the CPU only")]),
+  CUSTOM: rule(`${CU} (default: false)`, [never("custom ops run on the CPU only")]),
   // ggml-cuda.cu ~5214-5216: F32 and ne2 == ne3 == 1 (shape not modelled)
   GET_ROWS_BACK: rule(`${CU} ~5214`, [type(0, ["F32"], `${CU} ~5216`)]),
   // ggml-cuda.cu ~5311-5312: F32 and src0 ne2*ne3 <= 32768 (shape not modelled)
@@ -588,6 +593,7 @@ const METAL: Record<string, Rule> = {
   // and ggml_metal_op_encode aborts "unsupported op" (ggml-metal-ops.cpp ~202-204).
   OUT_PROD: rule(`${MD} ~1922`, [never(`no OUT_PROD on Metal (${MD} ~1922 default: false)`)]),
   MAP_CUSTOM1: rule(`${MD} ~1922`, [never("custom ops run on the CPU only")]),
+  CUSTOM: rule(`${MD} ~1922`, [never("custom ops run on the CPU only")]),
   RMS_NORM_BACK: rule(`${MD} ~1922`, [never(`no RMS_NORM_BACK on Metal (${MD} ~1922 default: false)`)]),
   SOFT_MAX_BACK: rule(`${MD} ~1922`, [never(`no SOFT_MAX_BACK on Metal (${MD} ~1922 default: false)`)]),
   CROSS_ENTROPY_LOSS: rule(`${MD} ~1922`, [never(`no CROSS_ENTROPY_LOSS on Metal (${MD} ~1922 default: false)`)]),
