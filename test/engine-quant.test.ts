@@ -14,6 +14,7 @@ import { convertHfToGguf } from "../src/models/convert.js";
 import { makeHfCheckpoint } from "../scripts/make-hf-checkpoint.js";
 import { dequantize, quantizeQ4K, quantizeQ8_0 } from "../src/formats/quant.js";
 import { llamaCppLogProbs } from "./helpers/llamacpp.js";
+import { checkCentralDifferences } from "./helpers/grad-check.js";
 import { logSoftmax, randomize, relError, rng, tempDir, testModel } from "./helpers/models.js";
 
 const TOKENS = [1, 518, 25580, 29962, 3251, 403, 3758, 363, 278, 1494, 1139, 29889, 894, 29901, 1128, 1784];
@@ -202,32 +203,7 @@ describe("gradients on quantized bases", () => {
       await engine.accumulate(batch, N);
       const grads = await engine.getAdapter({ gradients: true });
       const loss = async () => (await engine.evaluate(batch)).lossSum / N;
-      const eps = 1e-2;
-      const r = rng(3);
-      let checked = 0;
-      for (let ti = 0; ti < params.length; ti++) {
-        const g = grads[ti].data;
-        let imax = 0;
-        for (let i = 1; i < g.length; i++) if (Math.abs(g[i]) > Math.abs(g[imax])) imax = i;
-        for (const idx of [imax, Math.floor(((r() + 1) / 2) * g.length)]) {
-          const data = Float32Array.from(params[ti].data);
-          const x0 = data[idx];
-          data[idx] = x0 + eps;
-          await engine.setAdapter([{ ...params[ti], data }]);
-          const lp = await loss();
-          data[idx] = x0 - eps;
-          await engine.setAdapter([{ ...params[ti], data }]);
-          const lm = await loss();
-          data[idx] = x0;
-          await engine.setAdapter([{ ...params[ti], data }]);
-          const fd = (lp - lm) / (2 * eps);
-          // the tolerance of the F32 check in engine-grad.test.ts: float32 forward, eps = 1e-2
-          expect(Math.abs(fd - g[idx]), `${grads[ti].name}[${idx}]: analytic ${g[idx]}, central difference ${fd}`).toBeLessThanOrEqual(
-            1e-3 * Math.abs(g[idx]) + 2e-5,
-          );
-          checked++;
-        }
-      }
+      const { checked } = await checkCentralDifferences(engine, params, grads, loss, { random: 1 });
       expect(checked).toBe(2 * 7 * 2 * 2);
       await engine.dispose();
     });
