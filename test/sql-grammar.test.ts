@@ -124,6 +124,9 @@ describe("the grammar (llama.cpp's GBNF engine)", () => {
       ["SELECT count(*) FROM (DELETE FROM employees)", "SELECT count(*) FROM (DE"],
     ];
     for (const [sql, upTo] of refused) expect(m.refusal(g, sql), sql).toBe(upTo);
+    // a key-like column holding a table's name links the two tables, without a foreign key
+    const trips = await m.grammar(sqlGrammar(parseSchema("CREATE TABLE station (id INT, name TEXT); CREATE TABLE trip (id INT, start_station_id INT);")).gbnf);
+    expect(m.refusal(trips, "SELECT T1.name FROM station AS T1 JOIN trip AS T2 ON T1.id = T2.start_station_id")).toBeNull();
     // a table with a foreign key to itself may be joined with itself
     const self = await m.grammar(sqlGrammar(parseSchema("CREATE TABLE staff (id INT PRIMARY KEY, name TEXT, boss INT REFERENCES staff(id));")).gbnf);
     expect(m.refusal(self, "SELECT T2.name FROM staff AS T1 JOIN staff AS T2 ON T1.boss = T2.id WHERE T1.name = 'Ann'")).toBeNull();

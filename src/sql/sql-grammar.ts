@@ -291,8 +291,9 @@ function aliasOf(s: Scope, j: number): string | undefined {
 
 /**
  * Foreign-key links, plus links between tables sharing a key-like column name (ending in id, code,
- * key or no, other than a bare "id") and from a column named after a table (flights.airline →
- * airlines): hand-written schemas often leave foreign keys out.
+ * key or no, other than a bare "id"), from a column named after a table (flights.airline →
+ * airlines) and from a key-like column holding a table's name as a word (trip.start_station_id →
+ * station): hand-written schemas often leave foreign keys out.
  */
 function linksOf(info: SchemaInfo): Map<string, Set<string>> {
   const adj = new Map<string, Set<string>>();
@@ -303,9 +304,16 @@ function linksOf(info: SchemaInfo): Map<string, Set<string>> {
   for (const [a, b] of info.links) link(a.toLowerCase(), b.toLowerCase());
   const keyish = (c: string) => /(id|code|key|no)$/i.test(c) && c.toLowerCase() !== "id";
   const named = (t: SchemaTable) => [t.name.toLowerCase(), t.name.toLowerCase().replace(/s$/, "")];
+  const holds = (c: string, t: SchemaTable) => {
+    const head = `_${c.toLowerCase().split("_").slice(0, -1).join("_")}_`;
+    return keyish(c) && named(t).some((n) => head.includes(`_${n}_`));
+  };
   for (const a of info.tables)
     for (const b of info.tables)
-      if (a !== b && a.columns.some((c) => (keyish(c) && b.columns.some((d) => d.toLowerCase() === c.toLowerCase())) || named(b).includes(c.toLowerCase())))
+      if (
+        a !== b &&
+        a.columns.some((c) => (keyish(c) && b.columns.some((d) => d.toLowerCase() === c.toLowerCase())) || named(b).includes(c.toLowerCase()) || holds(c, b))
+      )
         link(a.name.toLowerCase(), b.name.toLowerCase());
   return adj;
 }
