@@ -3,7 +3,8 @@
 // query process), and a GBNF grammar of the SQLite SELECT dialect Spider uses whose identifiers
 // are only that schema's. Each SELECT is bound to one FROM scope (a table, or a foreign-key chain
 // of joined tables, each unaliased, aliased T1..Tn, or aliased by its initial): its columns can only
-// be columns of the scope's tables, so what the grammar accepts names no column SQLite would miss.
+// be columns of the scope's tables, so what the grammar accepts names no column SQLite would miss;
+// but for the joins past `maxScopes`, which are loose (columns of the schema, not of the alias).
 import { runReadOnly, type RunOptions } from "./query-process.js";
 import { schemaStatements, sqlTokens, type SqlToken } from "./sql-text.js";
 
