@@ -3,7 +3,8 @@
 // query process), and a GBNF grammar of the SQLite SELECT dialect Spider uses whose identifiers
 // are only that schema's. Each SELECT is bound to one FROM scope (a table, or a foreign-key chain
 // of joined tables, each unaliased, aliased T1..Tn, or aliased by its initial): its columns can only
-// be columns of the scope's tables, so what the grammar accepts names no column SQLite would miss.
+// be columns of the scope's tables, so what the grammar accepts names no column SQLite would miss;
+// but for the joins past `maxScopes`, which are loose (columns of the schema, not of the alias).
 import { runReadOnly, type RunOptions } from "./query-process.js";
 import { schemaStatements, sqlTokens, type SqlToken } from "./sql-text.js";
 
@@ -16,6 +17,8 @@ export interface SchemaInfo {
   tables: SchemaTable[];
   /** the tables of each foreign key (referencing, referenced): a pair twice for two foreign keys */
   links: [string, string][];
+  /** tables with a foreign key to themselves (employees.reports_to → employees.id): self-joins */
+  selfLinks?: string[];
   /** what was left out while reading (views, whose columns are not known without running them) */
   notes: string[];
 }
@@ -93,12 +96,14 @@ export function parseSchema(schema: string): SchemaInfo {
     if (!tables.has(name.toLowerCase()) && table.columns.length > 0) tables.set(name.toLowerCase(), table);
   }
   const links: [string, string][] = [];
+  const selfLinks = new Set<string>();
   for (const [a, b] of refs) {
     const ta = tables.get(a.toLowerCase());
     const tb = tables.get(b.toLowerCase());
     if (ta && tb && ta !== tb) links.push([ta.name, tb.name]);
+    else if (ta && ta === tb) selfLinks.add(ta.name);
   }
-  return { tables: [...tables.values()], links, notes };
+  return { tables: [...tables.values()], links, selfLinks: [...selfLinks], notes };
 }
 
 /**
@@ -124,14 +129,16 @@ export async function schemaFromDatabase(file: string, opts: RunOptions = {}): P
     opts,
   );
   const links: [string, string][] = [];
+  const selfLinks = new Set<string>();
   if (fks.ok) {
     for (const [a, b] of fks.rows as [string, string][]) {
       const ta = tables.get(a.toLowerCase());
       const tb = tables.get(String(b).toLowerCase());
       if (ta && tb && ta !== tb) links.push([ta.name, tb.name]);
+      else if (ta && ta === tb) selfLinks.add(ta.name);
     }
   }
-  return { tables: [...tables.values()], links, notes: fks.ok ? [] : [`foreign keys not read (${fks.error})`] };
+  return { tables: [...tables.values()], links, selfLinks: [...selfLinks], notes: fks.ok ? [] : [`foreign keys not read (${fks.error})`] };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -202,25 +209,34 @@ const RESERVED = new Set(
   ).split(" "),
 );
 
-/** An identifier's forms: bare (plain names that are no keyword), "quoted", `quoted` and [bracketed]. */
-function identifier(all: string[]): string {
+/**
+ * The rules of an identifier named `name`: bare (plain names that are no keyword), "quoted",
+ * `quoted` and [bracketed], the names' trie written once (`name-q`) for the three quoted forms.
+ */
+function identifierRules(name: string, all: string[]): string[] {
   const names = all.filter((n) => n.length > 0);
   const bare = names.filter((n) => /^[A-Za-z_][A-Za-z0-9_]*$/.test(n) && !RESERVED.has(n.toLowerCase()));
   const quotable = names.filter((n) => !/["`\]]/.test(n) && ![...n].some((c) => c.charCodeAt(0) < 0x20));
   const alts: string[] = [];
-  if (bare.length) alts.push(trie(bare));
-  if (quotable.length) {
-    const t = trie(quotable);
-    alts.push(`"\\"" ${t} "\\""`, `"\`" ${t} "\`"`, `"[" ${t} "]"`);
-  }
-  return alts.length === 1 ? alts[0] : `(${alts.join(" | ")})`;
+  const rules: string[] = [];
+  if (quotable.length) rules.push(`${name}-q ::= ${trie(quotable)}`);
+  if (bare.length) alts.push(bare.length === quotable.length ? `${name}-q` : trie(bare));
+  if (quotable.length) alts.push(`"\\"" ${name}-q "\\""`, `"\`" ${name}-q "\`"`, `"[" ${name}-q "]"`);
+  return [`${name} ::= ${alts.length ? alts.join(" | ") : '"\\x00"'}`, ...rules];
 }
 
-/** A keyword (words joined by whitespace) in upper, lower or capitalized case. */
-function K(w: string): string {
-  const forms = [w.toUpperCase(), w.toLowerCase(), w.replace(/\b[a-z]/g, (c) => c.toUpperCase())];
-  const one = (f: string) => f.split(" ").map(lit).join(" sp ");
-  return `(${[...new Set(forms)].map(one).join(" | ")})`;
+/**
+ * Every keyword once, as a rule `k-<words>`, in any case (words joined by `sp`): one parse stack
+ * per keyword where its upper, lower and capitalized forms would make three.
+ */
+const KEYWORDS = [
+  ...["select", "distinct", "from", "where", "group by", "having", "order by", "limit", "asc", "desc", "as", "on", "and", "or", "not"],
+  ...["in", "like", "between", "is", "null", "exists", "count", "union", "all", "intersect", "except"],
+  ...["join", "inner join", "left", "outer", "cross join"],
+];
+const K = (w: string) => `k-${w.replace(/ /g, "-")}`;
+function keywordRules(): string[] {
+  return KEYWORDS.map((w) => `${K(w)} ::= ${w.split(" ").map(ci).join(" sp ")}`);
 }
 
 /** Rules shared by every scope. */
@@ -228,21 +244,30 @@ function commonRules(): string[] {
   return [
     // bounded (Spider's gold SQL has up to 3 spaces in a row and 28 characters in a literal): a
     // model that wanders into spaces or a string still has to close it and go on
-    `ws ::= " "{0,3}`,
-    `sp ::= " "{1,3}`,
-    `num ::= "-"? [0-9]{1,15} ("." [0-9]{1,8})?`,
+    `ws ::= [ \t]{0,3}`,
+    `sp ::= [ \t]{1,3}`,
+    // a term's number is unsigned, and an expression may start with "-": an arithmetic "-" then
+    // never meets a negative number ("a --1"), which SQLite would read as the start of a comment
+    `unum ::= [0-9]{1,15} ("." [0-9]{1,8})?`,
+    `num ::= "-"? unum`,
     `int ::= [0-9]{1,9}`,
     `str ::= "'" ([^'\\n] | "''"){0,40} "'"`,
     `dqstr ::= "\\"" [^"\\n]{0,40} "\\""`,
     `value ::= str | dqstr | num`,
     `arith ::= "+" | "-" | "*" | "/"`,
     `cmp ::= "=" "="? | "!=" | "<>" | "<" "="? | ">" "="?`,
-    `aggname ::= ${["sum", "avg", "min", "max"].map(K).join(" | ")}`,
+    `andor ::= sp (${K("and")} | ${K("or")}) sp`,
+    `aggname ::= ${trie(["sum", "avg", "min", "max"])}`,
     `setop ::= ${K("union")} (sp ${K("all")})? | ${K("intersect")} | ${K("except")}`,
     `join ::= sp (${K("join")} | ${K("inner join")} | ${K("left")} (sp ${K("outer")})? sp ${K("join")} | ${K("cross join")}) sp | ws "," ws`,
+    `as ::= sp (${K("as")} sp)?`,
     `limit ::= ${K("limit")} sp int`,
-    `subquery ::= "(" ws query ws ")"`,
-    `subquery1 ::= "(" ws query1 ws ")"`,
+    `head ::= ${K("select")} sp (${K("distinct")} sp)?`,
+    `subquery ::= "(" ws head nquery ws ")"`,
+    `subquery1 ::= "(" ws head query1 ws ")"`,
+    // a sub-query in FROM: only counted or selected whole (its columns have no names here)
+    `derived ::= (${K("count")} ws "(" ws "*" ws ")" | "*") sp ${K("from")} ws "(" ws head nquery ws ")" (as [tT] [0-9])?`,
+    ...keywordRules(),
   ];
 }
 
@@ -251,21 +276,28 @@ function commonRules(): string[] {
 
 type AliasStyle = "none" | "T" | "initial";
 interface Scope {
+  /** the tables; with style T, tables[j] is aliased T<base + j + 1> */
   tables: SchemaTable[];
   style: AliasStyle;
+  base: number;
+  /** the orders FROM may list the tables in (indexes into tables) */
+  orders: number[][];
+  /** only in sub-queries and after set operations (aliases that go on from an outer SELECT's) */
+  nested: boolean;
 }
 
 /** The alias of the table at position j in a scope. */
 function aliasOf(s: Scope, j: number): string | undefined {
-  if (s.style === "T") return `T${j + 1}`;
+  if (s.style === "T") return `T${s.base + j + 1}`;
   if (s.style === "initial") return s.tables[j].name[0].toLowerCase();
   return undefined;
 }
 
 /**
  * Foreign-key links, plus links between tables sharing a key-like column name (ending in id, code,
- * key or no, other than a bare "id") and from a column named after a table (flights.airline →
- * airlines): hand-written schemas often leave foreign keys out.
+ * key or no, other than a bare "id"), from a column named after a table (flights.airline →
+ * airlines) and from a key-like column holding a table's name as a word (trip.start_station_id →
+ * station): hand-written schemas often leave foreign keys out.
  */
 function linksOf(info: SchemaInfo): Map<string, Set<string>> {
   const adj = new Map<string, Set<string>>();
@@ -276,102 +308,194 @@ function linksOf(info: SchemaInfo): Map<string, Set<string>> {
   for (const [a, b] of info.links) link(a.toLowerCase(), b.toLowerCase());
   const keyish = (c: string) => /(id|code|key|no)$/i.test(c) && c.toLowerCase() !== "id";
   const named = (t: SchemaTable) => [t.name.toLowerCase(), t.name.toLowerCase().replace(/s$/, "")];
+  const holds = (c: string, t: SchemaTable) => {
+    const head = `_${c.toLowerCase().split("_").slice(0, -1).join("_")}_`;
+    return keyish(c) && named(t).some((n) => head.includes(`_${n}_`));
+  };
   for (const a of info.tables)
     for (const b of info.tables)
-      if (a !== b && a.columns.some((c) => (keyish(c) && b.columns.some((d) => d.toLowerCase() === c.toLowerCase())) || named(b).includes(c.toLowerCase())))
+      if (
+        a !== b &&
+        a.columns.some((c) => (keyish(c) && b.columns.some((d) => d.toLowerCase() === c.toLowerCase())) || named(b).includes(c.toLowerCase()) || holds(c, b))
+      )
         link(a.name.toLowerCase(), b.name.toLowerCase());
   return adj;
 }
 
 /**
- * Tables in FROM order: every single table, then chains where each next table is linked to one
- * before it (linksOf; a table may come twice when aliased T1..Tn, for self-joins through a link),
- * up to `maxJoin` tables, in every order; in a schema without links, every pair. Shortest first,
- * while `maxScopes` allows.
+ * The joins of n tables: chains where each next table is linked to one before it (linksOf; a table
+ * may come twice, for self-joins, where another table of the chain has two foreign keys to it or it has one to itself), in
+ * every order; in a schema without links, every pair. From the chains of n - 1 tables.
  */
-function enumerateScopes(info: SchemaInfo, maxJoin: number, maxScopes: number): { scopes: Scope[]; complete: boolean } {
+function nextChains(info: SchemaInfo, adj: Map<string, Set<string>>, prev: SchemaTable[][], n: number): SchemaTable[][] {
   const key = (t: SchemaTable) => t.name.toLowerCase();
-  const adj = linksOf(info);
+  const byKey = new Map(info.tables.map((t) => [key(t), t]));
   const twice = new Map<string, Set<string>>();
   info.links.forEach(([a, b], i) => {
     if (info.links.findIndex(([x, y]) => x.toLowerCase() === a.toLowerCase() && y.toLowerCase() === b.toLowerCase()) < i)
       twice.set(a.toLowerCase(), (twice.get(a.toLowerCase()) ?? new Set()).add(b.toLowerCase()));
   });
-  const byKey = new Map(info.tables.map((t) => [key(t), t]));
-  const tuples: SchemaTable[][] = info.tables.map((t) => [t]);
-  let frontier = tuples.slice();
-  for (let n = 2; n <= maxJoin; n++) {
-    const next: SchemaTable[][] = [];
-    for (const tuple of frontier) {
-      const cands = new Set<string>();
-      for (const t of tuple) for (const o of adj.get(key(t)) ?? []) cands.add(o);
-      if (adj.size === 0 && n === 2) for (const t of info.tables) cands.add(key(t));
-      for (const c of cands) {
-        const times = tuple.filter((t) => key(t) === c).length;
-        // a table twice: only where another table of the chain has two foreign keys to it
-        if (times === 0 || (times === 1 && tuple.some((t) => (twice.get(key(t)) ?? new Set()).has(c)))) next.push([...tuple, byKey.get(c)!]);
-      }
-    }
-    tuples.push(...next);
-    frontier = next;
-  }
-  const scopes: Scope[] = [];
-  for (const tables of tuples) {
-    const distinct = new Set(tables.map(key)).size === tables.length;
-    const initials = new Set(tables.map((t) => t.name[0].toLowerCase()));
-    const styles: AliasStyle[] = distinct ? ["none", "T"] : ["T"];
-    if (distinct && initials.size === tables.length && tables.every((t) => /^[a-z]/i.test(t.name))) styles.push("initial");
-    for (const style of styles) {
-      if (scopes.length >= maxScopes) return { scopes, complete: false };
-      scopes.push({ tables, style });
+  const self = new Set((info.selfLinks ?? []).map((t) => t.toLowerCase()));
+  const next: SchemaTable[][] = [];
+  for (const tuple of prev) {
+    const cands = new Set<string>();
+    for (const t of tuple) for (const o of [...(adj.get(key(t)) ?? []), ...(self.has(key(t)) ? [key(t)] : [])]) cands.add(o);
+    if (adj.size === 0 && n === 2) for (const t of info.tables) cands.add(key(t));
+    for (const c of cands) {
+      const times = tuple.filter((t) => key(t) === c).length;
+      if (times === 0 || (times === 1 && (self.has(c) || tuple.some((t) => (twice.get(key(t)) ?? new Set()).has(c))))) next.push([...tuple, byKey.get(c)!]);
     }
   }
-  return { scopes, complete: true };
+  return next;
 }
 
-/** The rules of one scope, named `s<i>-*`. */
-function scopeRules(s: Scope, i: number, tableIndex: Map<SchemaTable, number>): string[] {
-  const p = `s${i}`;
+/**
+ * The FROM scopes of n tables, from the chains of n tables: aliased T1..Tn (one scope per chain,
+ * listed in its order or, for two tables, reversed: `FROM b AS T2 JOIN a AS T1`), and, for chains
+ * of distinct tables, unaliased or aliased by initials (one scope per set of tables, listed in any
+ * of its chains' orders). Two-table chains also go on from an outer SELECT's aliases (T3, T4 and
+ * T4, T5) in sub-queries and after set operations.
+ */
+function scopesOf(chains: SchemaTable[][], offsets: number[]): Scope[] {
+  const t: Scope[] = [];
+  const sets = new Map<string, Scope[]>();
+  const nested: Scope[] = [];
+  for (const tables of chains) {
+    const n = tables.length;
+    const orders =
+      n === 2
+        ? [
+            [0, 1],
+            [1, 0],
+          ]
+        : [tables.map((_, j) => j)];
+    t.push({ tables, style: "T", base: 0, orders, nested: false });
+    if (n === 2) for (const base of offsets) nested.push({ tables, style: "T", base, orders, nested: true });
+    const names = tables.map((x) => x.name.toLowerCase());
+    if (new Set(names).size < n) continue;
+    const key = [...names].sort().join("\0");
+    const have = sets.get(key);
+    if (have) {
+      for (const s of have) s.orders.push(tables.map((x) => s.tables.indexOf(x)));
+      continue;
+    }
+    const styles: AliasStyle[] = ["none"];
+    if (new Set(tables.map((x) => x.name[0].toLowerCase())).size === n && tables.every((x) => /^[a-z]/i.test(x.name))) styles.push("initial");
+    sets.set(
+      key,
+      styles.map((style) => ({ tables, style, base: 0, orders: [tables.map((_, j) => j)], nested: false })),
+    );
+  }
+  return [...[...sets.values()].flat(), ...t, ...nested];
+}
+
+/**
+ * Scopes by size, shortest joins first, up to `maxJoin` tables while `maxScopes` allows; `cut` is
+ * the first size whose scopes did not all fit (the loose scopes take those sizes), or null.
+ */
+function enumerateScopes(info: SchemaInfo, maxJoin: number, maxScopes: number, offsets: number[]): { scopes: Scope[]; cut: number | null } {
+  const adj = linksOf(info);
+  const scopes: Scope[] = [];
+  let chains: SchemaTable[][] = info.tables.map((t) => [t]);
+  for (let n = 1; n <= maxJoin; n++) {
+    if (n > 1) chains = nextChains(info, adj, chains, n);
+    if (chains.length === 0) break;
+    const more = scopesOf(chains, offsets);
+    if (scopes.length + more.length > maxScopes) {
+      scopes.push(...more.slice(0, maxScopes - scopes.length));
+      return { scopes, cut: n };
+    }
+    scopes.push(...more);
+  }
+  return { scopes, cut: null };
+}
+
+/** A scope's own pieces: its column references, its `*`s, its FROM. */
+interface ScopeParts {
+  col: string;
+  stars: string[];
+  from: string;
+  /** `SELECT * ... UNION SELECT * ...` over this scope twice (the column counts are equal) */
+  starSetOps: boolean;
+  /** rules the pieces refer to */
+  extra: string[];
+}
+
+function preciseParts(s: Scope, p: string, tableIndex: Map<SchemaTable, number>): ScopeParts {
   const counts = new Map<string, number>();
   for (const t of s.tables) for (const c of t.columns) counts.set(c.toLowerCase(), (counts.get(c.toLowerCase()) ?? 0) + 1);
   const bare = [...new Set(s.tables.flatMap((t) => t.columns))].filter((c) => counts.get(c.toLowerCase()) === 1);
   // a table twice in one scope is always aliased T1..Tn, so the qualifiers are distinct
-  const qualified = s.tables.map((t, j) => `${aliasOf(s, j) ? ci(aliasOf(s, j)!) : `t${tableIndex.get(t)}-name`} "." t${tableIndex.get(t)}-cols`);
-  const colAlts = [...(bare.length ? [s.tables.length === 1 ? `t${tableIndex.get(s.tables[0])}-cols` : identifier(bare)] : []), ...qualified];
-  const trefs = s.tables.map((t, j) => {
+  const qual = (j: number) => (aliasOf(s, j) ? ci(aliasOf(s, j)!) : `t${tableIndex.get(s.tables[j])}-name`);
+  const qualified = s.tables.map((t, j) => `${qual(j)} "." t${tableIndex.get(t)}-cols`);
+  const single = s.tables.length === 1;
+  const colAlts = [...(bare.length ? [single ? `t${tableIndex.get(s.tables[0])}-cols` : `${p}-bare`] : []), ...qualified];
+  const tref = (j: number) => {
     const a = aliasOf(s, j);
-    return a ? `t${tableIndex.get(t)}-name sp (${K("as")} sp)? ${ci(a)}` : `t${tableIndex.get(t)}-name`;
-  });
-  const from = trefs.map((t, j) => (j === 0 ? t : `join ${t} (sp ${K("on")} sp ${p}-on)?`)).join(" ");
-  const allCols = s.tables.map((t, j) => `${aliasOf(s, j) ? ci(aliasOf(s, j)!) : `t${tableIndex.get(t)}-name`} "." "*"`);
-  const andOr = `sp (${K("and")} | ${K("or")}) sp`;
+    return a ? `t${tableIndex.get(s.tables[j])}-name as ${ci(a)}` : `t${tableIndex.get(s.tables[j])}-name`;
+  };
+  const from = s.orders.map((order) => order.map((j, k) => (k === 0 ? tref(j) : `join ${tref(j)} (sp ${K("on")} sp ${p}-on)?`)).join(" "));
+  return {
+    col: colAlts.join(" | "),
+    stars: s.tables.map((_, j) => `${qual(j)} "." "*"`),
+    from: from.length === 1 ? from[0] : `(${from.join(" | ")})`,
+    starSetOps: true,
+    extra: bare.length && !single ? identifierRules(`${p}-bare`, bare) : [],
+  };
+}
+
+/**
+ * A loose scope: a join of n tables of the schema, aliased T1..Tn, whose columns are qualified by
+ * those aliases and are columns of the schema, but not checked against the aliased table (the
+ * joins too many to enumerate).
+ */
+function looseParts(n: number, p: string): ScopeParts {
+  const alias = n === 1 ? `[tT] "1"` : `[tT] [1-${n}]`;
+  const trefs = Array.from({ length: n }, (_, j) => `any-table as [tT] "${j + 1}"`);
+  return {
+    col: `${alias} "." any-col | any-col`,
+    stars: [`${alias} "." "*"`],
+    from: trefs.map((t, j) => (j === 0 ? t : `join ${t} (sp ${K("on")} sp ${p}-on)?`)).join(" "),
+    starSetOps: true,
+    extra: [],
+  };
+}
+
+/** The rules of one scope, named `<p>-*`. */
+function scopeRules(p: string, parts: ScopeParts): string[] {
+  const count = K("count");
+  const distinct = K("distinct");
+  const setops = (core: string) => `(${p}-tail | (sp setop sp head ${core})+ (sp limit)?)?`;
+  const starSet = parts.starSetOps ? ` | (sp setop sp head "*" ${p}-rest)+ (sp limit)?` : "";
   return [
-    `${p}-col ::= ${colAlts.join(" | ")}`,
+    ...parts.extra,
+    `${p}-col ::= ${parts.col}`,
     // aggregates only where SQLite takes them (select items, HAVING, ORDER BY), never nested
-    `${p}-agg ::= (${K("count")} ws "(" ws ("*" | (${K("distinct")} sp)? ${p}-expr) | aggname ws "(" ws (${K("distinct")} sp)? ${p}-expr) ws ")"`,
-    `${p}-term ::= ${p}-col | num | str | "(" ws ${p}-expr ws ")" | subquery1`,
-    `${p}-expr ::= ${p}-term (ws arith ws ${p}-term)*`,
+    `${p}-agg ::= (${count} ws "(" ws ("*" | (${distinct} sp)? ${p}-expr) | aggname ws "(" ws (${distinct} sp)? ${p}-expr) ws ")"`,
+    `${p}-term ::= ${p}-col | unum | str | "(" ws ${p}-expr ws ")" | subquery1`,
+    `${p}-expr ::= "-"? ${p}-term (ws arith ws ${p}-term)*`,
     `${p}-aterm ::= ${p}-agg | ${p}-term`,
-    `${p}-aexpr ::= ${p}-aterm (ws arith ws ${p}-aterm)*`,
-    `${p}-star ::= "*" | ${allCols.join(" | ")}`,
-    `${p}-any ::= ${p}-star | ${p}-aexpr`,
+    `${p}-aexpr ::= "-"? ${p}-aterm (ws arith ws ${p}-aterm)*`,
+    `${p}-qstar ::= ${parts.stars.join(" | ")}`,
+    `${p}-any ::= "*" | ${p}-qstar | ${p}-aexpr`,
     `${p}-pred ::= ${K("not")} sp ${p}-pred | "(" ws ${p}-cond ws ")" | ${p}-expr (ws cmp ws (${p}-expr | dqstr) | sp (${K("not")} sp)? (${K("in")} ws (subquery1 | "(" ws value (ws "," ws value)* ws ")") | ${K("like")} sp value | ${K("between")} sp ${p}-expr sp ${K("and")} sp ${p}-expr) | sp ${K("is")} sp (${K("not")} sp)? ${K("null")}) | ${K("exists")} ws subquery`,
-    `${p}-cond ::= ${p}-pred (${andOr} ${p}-pred)*`,
+    `${p}-cond ::= ${p}-pred (andor ${p}-pred)*`,
     `${p}-hpred ::= ${p}-aexpr (ws cmp ws (${p}-aexpr | dqstr) | sp (${K("not")} sp)? (${K("between")} sp ${p}-aexpr sp ${K("and")} sp ${p}-aexpr | ${K("in")} ws subquery1))`,
-    `${p}-having ::= ${p}-hpred (${andOr} ${p}-hpred)*`,
-    `${p}-on ::= ${p}-col ws cmp ws ${p}-col (${andOr} ${p}-col ws cmp ws ${p}-col)*`,
+    `${p}-having ::= ${p}-hpred (andor ${p}-hpred)*`,
+    `${p}-on ::= ${p}-col ws cmp ws ${p}-col (andor ${p}-col ws cmp ws ${p}-col)*`,
     // GROUP BY and ORDER BY never start with a number (SQLite reads it as a column position)
     `${p}-group ::= (${p}-col | "(" ws ${p}-expr ws ")") (ws arith ws ${p}-term)*`,
     `${p}-ord ::= (${p}-col | ${p}-agg | "(" ws ${p}-aexpr ws ")") (ws arith ws ${p}-aterm)* (sp (${K("asc")} | ${K("desc")}))?`,
-    `${p}-head ::= ${K("select")} sp (${K("distinct")} sp)?`,
-    `${p}-rest ::= sp ${K("from")} sp ${from} (sp ${K("where")} sp ${p}-cond)? (sp ${K("group by")} sp ${p}-group (ws "," ws ${p}-group)* (sp ${K("having")} sp ${p}-having)?)?`,
+    `${p}-rest ::= sp ${K("from")} sp ${parts.from} (sp ${K("where")} sp ${p}-cond)? (sp ${K("group by")} sp ${p}-group (ws "," ws ${p}-group)* (sp ${K("having")} sp ${p}-having)?)?`,
     `${p}-tail ::= sp ${K("order by")} sp ${p}-ord (ws "," ws ${p}-ord)* (sp limit)? | sp limit`,
-    // the SELECTs of a set operation have as many columns: one to three, never *
-    `${p}-core1 ::= ${p}-head ${p}-aexpr ${p}-rest`,
-    `${p}-core2 ::= ${p}-head ${p}-aexpr ws "," ws ${p}-aexpr ${p}-rest`,
-    `${p}-core3 ::= ${p}-head ${p}-aexpr ws "," ws ${p}-aexpr ws "," ws ${p}-aexpr ${p}-rest`,
-    `${p}-query1 ::= ${p}-core1 (${p}-tail | (sp setop sp core1)+ (sp limit)?)?`,
-    `${p}-query ::= ${p}-head (${p}-aexpr (${p}-rest (${p}-tail | (sp setop sp core1)+ (sp limit)?)? | ws "," ws (${p}-aexpr (${p}-rest (${p}-tail | (sp setop sp core2)+ (sp limit)?)? | ws "," ws (${p}-aexpr (${p}-rest (${p}-tail | (sp setop sp core3)+ (sp limit)?)? | ws "," ws ${p}-any ${p}-more) | ${p}-star ${p}-more)) | ${p}-star ${p}-more)) | ${p}-star ${p}-more)`,
+    // the SELECTs of a set operation have as many columns: one to three, or * over the same FROM
+    `${p}-core1 ::= ${p}-aexpr ${p}-rest`,
+    `${p}-core2 ::= ${p}-aexpr ws "," ws ${p}-aexpr ${p}-rest`,
+    `${p}-core3 ::= ${p}-aexpr ws "," ws ${p}-aexpr ws "," ws ${p}-aexpr ${p}-rest`,
+    `${p}-query1 ::= ${p}-core1 ${setops("core1")}`,
+    `${p}-query ::= ${p}-aexpr (${p}-rest ${setops("core1")} | ws "," ws (${p}-aexpr (${p}-rest ${setops("core2")} | ws "," ws (${p}-aexpr (${p}-rest ${setops("core3")} | ws "," ws ${p}-any ${p}-more) | ${p}-anystar ${p}-more)) | ${p}-anystar ${p}-more)) | ${p}-star1`,
+    `${p}-anystar ::= "*" | ${p}-qstar`,
+    `${p}-star1 ::= "*" ${p}-rest (${p}-tail${starSet})? | ${p}-anystar ws "," ws ${p}-any ${p}-more | ${p}-qstar ${p}-rest ${p}-tail?`,
     // a fourth column, or *: no set operation
     `${p}-more ::= (ws "," ws ${p}-any)* ${p}-rest ${p}-tail?`,
   ];
@@ -380,42 +504,68 @@ function scopeRules(s: Scope, i: number, tableIndex: Map<SchemaTable, number>): 
 export interface SqlGrammar {
   /** GBNF text; root rule `root` */
   gbnf: string;
-  /** FROM scopes enumerated */
+  /** FROM scopes enumerated (the loose ones not counted) */
   scopes: number;
-  /** false when `maxScopes` cut the enumeration (some joins of the schema cannot be written) */
+  /** false when `maxScopes` cut the enumeration (the joins it left out are loose: see `loose`) */
   complete: boolean;
+  /** the join sizes (numbers of tables) written through loose scopes, whose columns are not checked against their alias's table */
+  loose: number[];
   notes: string[];
 }
 
 export interface SqlGrammarOptions {
-  /** most tables joined in one SELECT (default 3) */
+  /** most tables joined in one SELECT (default 6) */
   maxJoin?: number;
-  /** most FROM scopes (tables × alias styles; default 200): bounds the grammar's size and its decoding cost */
+  /** most FROM scopes checked column by column (tables × alias styles; default 200): bounds the grammar's size and its decoding cost; larger joins are loose */
   maxScopes?: number;
 }
 
 /**
  * The GBNF grammar of one SQLite SELECT statement (optionally ending in `;`) over a schema: joins
- * along foreign keys, WHERE/GROUP BY/HAVING, ORDER BY/LIMIT, sub-queries, UNION/INTERSECT/EXCEPT,
- * LIKE/IN/BETWEEN/NOT/IS NULL, COUNT/SUM/AVG/MIN/MAX with DISTINCT, literals; keywords and
- * identifiers case-insensitive. Every column is a column of a table in its SELECT's FROM.
+ * along foreign keys, WHERE/GROUP BY/HAVING, ORDER BY/LIMIT, sub-queries (in FROM too, counted or
+ * selected whole), UNION/INTERSECT/EXCEPT, LIKE/IN/BETWEEN/NOT/IS NULL, COUNT/SUM/AVG/MIN/MAX with
+ * DISTINCT, literals; keywords and identifiers case-insensitive. Every column is a column of a
+ * table in its SELECT's FROM, but in the loose scopes (joins past `maxScopes`): there, of the schema.
  */
 export function sqlGrammar(schema: SchemaInfo, opts: SqlGrammarOptions = {}): SqlGrammar {
   if (schema.tables.length === 0) throw new Error("schema: no tables with columns to constrain the SQL to");
-  const { scopes, complete } = enumerateScopes(schema, opts.maxJoin ?? 3, opts.maxScopes ?? 200);
+  const maxJoin = Math.min(opts.maxJoin ?? 6, 9);
+  const { scopes, cut } = enumerateScopes(schema, maxJoin, opts.maxScopes ?? 200, [2, 3]);
   const tableIndex = new Map(schema.tables.map((t, i) => [t, i]));
+  const loose = cut === null ? [] : Array.from({ length: maxJoin - cut + 1 }, (_, k) => cut + k);
+  const names = [...scopes.map((_, i) => `s${i}`), ...loose.map((n) => `l${n}`)];
+  const top = names.filter((_, i) => !scopes[i]?.nested);
+  const nested = names.filter((_, i) => scopes[i]?.nested);
+  const alts = (ps: string[], r: string) => ps.map((x) => `${x}-${r}`).join(" | ");
   const rules = [
-    `root ::= ws query ws ";"?`,
-    `query ::= ${scopes.map((_, i) => `s${i}-query`).join(" | ")}`,
-    `query1 ::= ${scopes.map((_, i) => `s${i}-query1`).join(" | ")}`,
-    `core1 ::= ${scopes.map((_, i) => `s${i}-core1`).join(" | ")}`,
-    `core2 ::= ${scopes.map((_, i) => `s${i}-core2`).join(" | ")}`,
-    `core3 ::= ${scopes.map((_, i) => `s${i}-core3`).join(" | ")}`,
+    `root ::= ws head (query | derived) ws ";"?`,
+    `query ::= ${alts(top, "query")}`,
+    `nquery ::= query${nested.length ? ` | ${alts(nested, "query")}` : ""}`,
+    `query1 ::= ${alts(names, "query1")}`,
+    `core1 ::= ${alts(names, "core1")}`,
+    `core2 ::= ${alts(names, "core2")}`,
+    `core3 ::= ${alts(names, "core3")}`,
     ...commonRules(),
-    ...schema.tables.flatMap((t, i) => [`t${i}-name ::= ${identifier([t.name])}`, `t${i}-cols ::= ${identifier(t.columns)}`]),
-    ...scopes.flatMap((s, i) => scopeRules(s, i, tableIndex)),
+    ...schema.tables.flatMap((t, i) => [...identifierRules(`t${i}-name`, [t.name]), ...identifierRules(`t${i}-cols`, t.columns)]),
+    ...scopes.flatMap((s, i) => scopeRules(`s${i}`, preciseParts(s, `s${i}`, tableIndex))),
   ];
+  if (loose.length) {
+    rules.push(
+      ...identifierRules(
+        "any-table",
+        schema.tables.map((t) => t.name),
+      ),
+      ...identifierRules(
+        "any-col",
+        schema.tables.flatMap((t) => t.columns),
+      ),
+    );
+    for (const n of loose) rules.push(...scopeRules(`l${n}`, looseParts(n, `l${n}`)));
+  }
   const notes = [...schema.notes];
-  if (!complete) notes.push(`only the first ${scopes.length} FROM scopes are in the grammar (maxScopes): some joins cannot be written`);
-  return { gbnf: rules.join("\n") + "\n", scopes: scopes.length, complete, notes };
+  if (cut !== null)
+    notes.push(
+      `only the first ${scopes.length} FROM scopes are checked column by column (maxScopes): joins of ${cut} to ${maxJoin} tables are loose (their columns are the schema's, not checked against the aliased table)`,
+    );
+  return { gbnf: rules.join("\n") + "\n", scopes: scopes.length, complete: cut === null, loose, notes };
 }
