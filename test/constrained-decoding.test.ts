@@ -1,8 +1,9 @@
 // Schema-constrained decoding end to end: an adapter trained only a few steps on the quickstart
 // data writes SQL that SQLite refuses; constrained to the schema's grammar, over 100 quickstart
-// questions every answer prepares in SQLite and names only the schema's tables and columns. The
-// model rarely ends within the token budget: those answers are the longest prefix that was a
-// complete statement, and say so (truncated: "budget").
+// questions the answers prepare in SQLite (all but those with no complete prefix within the budget,
+// counted) and name only the schema's tables and columns. The model rarely ends within the token
+// budget: those answers are the longest prefix that was a complete statement, and say so
+// (truncated: "budget").
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, expect, test } from "vitest";
@@ -47,7 +48,7 @@ function unknownNames(sql: string, names: Set<string>): string[] {
 }
 
 test(
-  "an undertrained adapter: constrained answers end as complete statements that prepare in SQLite and name only the schema's identifiers (but for two grammar holes, counted)",
+  "an undertrained adapter: constrained answers end as complete statements that prepare in SQLite and name only the schema's identifiers (but for answers with no complete prefix in the budget, counted)",
   { timeout: 600_000 },
   async () => {
     const lines = fs.readFileSync(path.join(ROOT, "data/quickstart.csv"), "utf8").trim().split("\n").slice(1);
@@ -108,17 +109,18 @@ test(
     expect(share(free)).toBeLessThan(0.2); // the adapter is undertrained: the unconstrained answers fail
     expect(free.filter((r) => r.truncated === "budget").length).toBeGreaterThan(0); // and often run out of tokens
     for (const r of constrained) expect(r.constrained).toBe(true);
-    // The criterion is 100%. Two kinds of miss remain, both from the grammar (src/sql/sql-grammar.ts,
-    // changed on another branch): an arithmetic "-" followed by a negative number writes "--", which
-    // SQLite reads as the start of a comment; and SELECT-list expressions are unbounded, so a
-    // wandering model may not reach FROM within the budget (no prefix is complete). Each is counted;
-    // no other kind of miss is allowed, and the two together stay at the 2 of 100 measured.
+    // The criterion is 100%; one kind of miss remains: SELECT-list expressions of a wandering model
+    // that do not reach a complete statement within the budget (no prefix is complete; a
+    // budget-aware close is not built yet). It is counted and may not grow past the 2 of 100
+    // measured. An arithmetic "-" before a negative number, which wrote a "--" comment, is gone
+    // from the grammar: none may appear.
     const comment = constrained.filter((r) => !r.valid && r.sql.replace(/'([^']|'')*'/g, "''").includes("--"));
     const incomplete = constrained.filter((r) => r.valid === false && r.error?.includes("no prefix of it is a complete statement"));
     const other = constrained.filter((r) => !r.valid && !comment.includes(r) && !incomplete.includes(r));
     console.log(`constrained misses: ${comment.length} with "--", ${incomplete.length} without a complete prefix, ${other.length} other`);
     expect(other.map((r) => `${r.sql} (${r.error})`)).toEqual([]);
-    expect(comment.length + incomplete.length).toBeLessThanOrEqual(2);
+    expect(comment.map((r) => r.sql)).toEqual([]);
+    expect(incomplete.length).toBeLessThanOrEqual(2);
     for (const r of incomplete) expect(r.truncated).toBe("budget");
     // every answer that prepares names only the schema's tables and columns
     for (const r of constrained.filter((x) => x.valid)) expect(unknownNames(r.sql, names), r.sql).toEqual([]);

@@ -473,9 +473,10 @@ function scopeRules(p: string, parts: ScopeParts): string[] {
     // aggregates only where SQLite takes them (select items, HAVING, ORDER BY), never nested
     `${p}-agg ::= (${count} ws "(" ws ("*" | (${distinct} sp)? ${p}-expr) | aggname ws "(" ws (${distinct} sp)? ${p}-expr) ws ")"`,
     `${p}-term ::= ${p}-col | unum | str | "(" ws ${p}-expr ws ")" | subquery1`,
-    `${p}-expr ::= "-"? ${p}-term (ws arith ws ${p}-term)*`,
+    // at most 4 operands (Spider's gold queries have 3): a wandering model must close the expression
+    `${p}-expr ::= "-"? ${p}-term (ws arith ws ${p}-term){0,3}`,
     `${p}-aterm ::= ${p}-agg | ${p}-term`,
-    `${p}-aexpr ::= "-"? ${p}-aterm (ws arith ws ${p}-aterm)*`,
+    `${p}-aexpr ::= "-"? ${p}-aterm (ws arith ws ${p}-aterm){0,3}`,
     `${p}-qstar ::= ${parts.stars.join(" | ")}`,
     `${p}-any ::= "*" | ${p}-qstar | ${p}-aexpr`,
     `${p}-pred ::= ${K("not")} sp ${p}-pred | "(" ws ${p}-cond ws ")" | ${p}-expr (ws cmp ws (${p}-expr | dqstr) | sp (${K("not")} sp)? (${K("in")} ws (subquery1 | "(" ws value (ws "," ws value)* ws ")") | ${K("like")} sp value | ${K("between")} sp ${p}-expr sp ${K("and")} sp ${p}-expr) | sp ${K("is")} sp (${K("not")} sp)? ${K("null")}) | ${K("exists")} ws subquery`,
