@@ -90,15 +90,9 @@ for (const { family } of FAMILIES) {
     test("dLoss/dA and dLoss/dB of every target agree with central differences", async () => {
       const model = await testModel({ family, type: "f32" });
       const engine = await LoraEngine.create({ model, device: "cpu", lora: { targetModules: ALL, r: 2, alpha: 4 } });
-      const params = randomize(await engine.getAdapter(), 11, 0.2);
-      await engine.setAdapter(params);
       const seqs = sequences(2, 5);
-      const batch = makeBatch(seqs);
       const N = seqs.reduce((n, s) => n + s.mask.slice(1).reduce((a: number, b) => a + b, 0), 0);
-      await engine.accumulate(batch, N);
-      const grads = await engine.getAdapter({ gradients: true });
-      const loss = async () => (await engine.evaluate(batch)).lossSum / N;
-      const { checked } = await checkCentralDifferences(engine, params, grads, loss, { random: 1 });
+      const { checked } = await checkCentralDifferences(engine, makeBatch(seqs), N, { random: 1 });
       expect(checked).toBe(2 * 7 * 2 * 2);
       await engine.dispose();
     });

@@ -198,12 +198,7 @@ describe("gradients on quantized bases", () => {
         quantMode: "exact",
         lora: { targetModules: ALL, r: 4, alpha: 8 },
       });
-      const params = randomize(await engine.getAdapter(), 11, 0.2);
-      await engine.setAdapter(params);
-      await engine.accumulate(batch, N);
-      const grads = await engine.getAdapter({ gradients: true });
-      const loss = async () => (await engine.evaluate(batch)).lossSum / N;
-      const { checked } = await checkCentralDifferences(engine, params, grads, loss, { random: 1 });
+      const { checked } = await checkCentralDifferences(engine, batch, N, { random: 1 });
       expect(checked).toBe(2 * 7 * 2 * 2);
       await engine.dispose();
     });

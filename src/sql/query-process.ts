@@ -209,14 +209,7 @@ class DbRunner {
 
   /** Runs a query; double-quoted words that name nothing are read as strings, as default SQLite builds do. */
   async run(sql: string, timeoutMs: number, maxRows: number): Promise<RunResult> {
-    let r = await this.runOnce(sql, timeoutMs, maxRows);
-    for (let i = 0; i < MAX_DOUBLE_QUOTED_STRINGS && !r.ok; i++) {
-      const again = withDoubleQuotedStrings(sql, r.error);
-      if (again === undefined) break;
-      sql = again;
-      r = await this.runOnce(sql, timeoutMs, maxRows);
-    }
-    return r;
+    return readingDoubleQuotedStrings(sql, (q) => this.runOnce(q, timeoutMs, maxRows));
   }
 
   private async runOnce(sql: string, timeoutMs: number, maxRows: number): Promise<RunResult> {
@@ -236,14 +229,7 @@ class DbRunner {
   async check(schema: string[], sql: string, timeoutMs: number, maxPages: number): Promise<SchemaCheck> {
     // one time limit for all the tries (each builds the schema again)
     const deadline = performance.now() + timeoutMs;
-    let r = await this.checkOnce(schema, sql, timeoutMs, maxPages);
-    for (let i = 0; i < MAX_DOUBLE_QUOTED_STRINGS && !r.valid; i++) {
-      const again = withDoubleQuotedStrings(sql, r.error);
-      if (again === undefined) break;
-      sql = again;
-      r = await this.checkOnce(schema, sql, Math.max(1, Math.round(deadline - performance.now())), maxPages);
-    }
-    return r;
+    return readingDoubleQuotedStrings(sql, (q) => this.checkOnce(schema, q, Math.max(1, Math.round(deadline - performance.now())), maxPages));
   }
 
   private async checkOnce(schema: string[], sql: string, timeoutMs: number, maxPages: number): Promise<SchemaCheck> {
@@ -277,6 +263,21 @@ class DbRunner {
 }
 
 class OpenError extends Error {}
+
+/**
+ * Runs `once` on the SQL, and again while SQLite refuses a double-quoted word that names nothing,
+ * with those words as strings (see withDoubleQuotedStrings), at most MAX_DOUBLE_QUOTED_STRINGS times.
+ */
+async function readingDoubleQuotedStrings<R extends RunResult | SchemaCheck>(sql: string, once: (sql: string) => Promise<R>): Promise<R> {
+  let r = await once(sql);
+  for (let i = 0; i < MAX_DOUBLE_QUOTED_STRINGS && "error" in r; i++) {
+    const again = withDoubleQuotedStrings(sql, r.error);
+    if (again === undefined) break;
+    sql = again;
+    r = await once(sql);
+  }
+  return r;
+}
 
 /** SQLite's message → category. */
 function classifyError(message: string): ExecErrorCategory {

@@ -1,11 +1,10 @@
-// The finite-difference probe of the gradient tests: perturb one adapter entry by ±eps through
-// setAdapter, take the central difference of the mean loss, and compare it with the engine's
-// analytic gradient at the largest entry and a few random entries of every adapter tensor.
+// The finite-difference probe of the gradient tests: with a random adapter (seed 11, scale 0.2),
+// accumulate the gradients of a batch, then perturb one adapter entry by ±eps through setAdapter,
+// take the central difference of the mean loss, and compare it with the engine's analytic
+// gradient at the largest entry and a few random entries of every adapter tensor.
 import { expect } from "vitest";
-import type { LoraEngine } from "../../src/engine/engine.js";
-import { rng } from "./models.js";
-
-type Tensor = Awaited<ReturnType<LoraEngine["getAdapter"]>>[number];
+import type { Batch, LoraEngine } from "../../src/engine/engine.js";
+import { randomize, rng } from "./models.js";
 
 export interface CentralDifferenceOptions {
   /** random entries per tensor besides the largest gradient entry */
@@ -24,11 +23,16 @@ export interface CentralDifferenceOptions {
  */
 export async function checkCentralDifferences(
   engine: LoraEngine,
-  params: Tensor[],
-  grads: Tensor[],
-  loss: () => Promise<number>,
+  batch: Batch,
+  /** the loss is the batch's summed loss over n (its target tokens) */
+  n: number,
   o: CentralDifferenceOptions,
 ): Promise<{ checked: number; worst: number }> {
+  const params = randomize(await engine.getAdapter(), 11, 0.2);
+  await engine.setAdapter(params);
+  await engine.accumulate(batch, n);
+  const grads = await engine.getAdapter({ gradients: true });
+  const loss = async () => (await engine.evaluate(batch)).lossSum / n;
   const eps = o.eps ?? 1e-2;
   const r = rng(o.seed ?? 3);
   let checked = 0;
