@@ -2,7 +2,8 @@
 // training prompt, greedy decoding that stops at EOS or the end of the statement, and optional
 // validation of the SQL against a schema in SQLite (prepared, never run), and schema-constrained
 // decoding (a GBNF grammar of the schema's SELECTs, src/sql/sql-grammar.ts) whose answers are always
-// complete statements: when the token budget runs out first, the longest complete prefix, said so.
+// complete statements: when the token budget is about to run out, decoding stops and the statement is
+// closed with the shortest text the grammar allows (src/formats/gbnf.ts), said so.
 import fs from "node:fs";
 import os from "node:os";
 import {
@@ -19,7 +20,8 @@ import {
 import { DEFAULT_TEMPLATE } from "../train/config.js";
 import { checkSqlAgainstSchema, type SchemaCheckOptions } from "../sql/query-process.js";
 import { schemaStatements } from "../sql/sql-text.js";
-import { parseSchema, sqlGrammar } from "../sql/sql-grammar.js";
+import { keywordRule, parseSchema, sqlGrammar } from "../sql/sql-grammar.js";
+import { GbnfFollower, parseGbnf, type Gbnf } from "../formats/gbnf.js";
 import { checkAdapterFits } from "../adapters/merge.js";
 import { checkModelFile } from "../models/model-check.js";
 import { resolveAdapter } from "../adapters/folder.js";
@@ -97,8 +99,10 @@ export interface GenerateResult {
   candidates?: CandidateReport;
   /**
    * "budget": maxTokens ran out before the model ended the statement ("time": decodeTimeoutMs did).
-   * Constrained, the SQL is then the longest prefix that was a complete statement (or, when none
-   * was, `valid` is false); unconstrained, the SQL is cut where the budget ended. `note` says which.
+   * Constrained, decoding stops when the tokens left are only enough for the shortest text that
+   * completes the statement under the grammar, and the SQL is closed with that text; should that
+   * fail, the SQL is the longest prefix that was a complete statement (or, when none was, `valid`
+   * is false). Unconstrained, the SQL is cut where the budget ended. `note` says which.
    */
   truncated?: "budget" | "time";
   note?: string;
@@ -107,7 +111,7 @@ export interface GenerateResult {
 /** One decoded answer (see SqlGenerator.decode). */
 interface Decoded {
   sql: string;
-  /** tokens decoded (all of them, also those after the complete prefix that was answered) */
+  /** tokens decoded (all of them, also those after the complete prefix that was answered; not the close) */
   tokens: number;
   /** total log-probability of the sampled tokens (NaN unless asked for) */
   logprob: number;
@@ -195,6 +199,46 @@ function grammarTokenCheck(model: LlamaModel): TokenCheck {
   return (state, token) => check.call(sampler, (state as unknown as { _state: unknown })._state, token);
 }
 
+/** A schema's grammar: for llama.cpp, which constrains the tokens, and parsed here, to close answers. */
+interface SchemaGrammar {
+  llama: LlamaGrammar;
+  gbnf: Gbnf;
+}
+
+/**
+ * The text decoded so far, followed through the grammar (src/formats/gbnf.ts) to know the shortest
+ * text that would complete it. Detokenized text that does not extend what was followed (a token
+ * that completes a multi-byte character) is followed again from the start.
+ */
+class Closer {
+  private follower: GbnfFollower;
+  private text = "";
+  private at = 0;
+  /** where the follower was one token before */
+  private previous: { follower: GbnfFollower; at: number } | undefined;
+  constructor(private readonly gbnf: Gbnf) {
+    this.follower = new GbnfFollower(gbnf);
+  }
+  /** follows the text of the `at` tokens decoded so far; false once it left the grammar */
+  follow(text: string, at: number): boolean {
+    this.previous = { follower: this.follower.clone(), at: this.at };
+    if (!text.startsWith(this.text)) [this.follower, this.text] = [new GbnfFollower(this.gbnf), ""];
+    this.follower.feed(text.slice(this.text.length));
+    [this.text, this.at] = [text, at];
+    return this.follower.alive;
+  }
+  /** the length in characters of the shortest completion (0: the text is complete) */
+  get length(): number {
+    return this.follower.completionLength;
+  }
+  /** the shortest completion, its tokens; the tokens the budget has `left`; one token back with `previous` */
+  close(tokenize: (text: string) => Token[], left: number, previous = false): Close {
+    const { follower, at } = previous && this.previous ? this.previous : { follower: this.follower, at: this.at };
+    const text = follower.completion(keywordRule)!;
+    return { at, text, tokens: tokenize(text).length, left: left + this.at - at };
+  }
+}
+
 /** Complete prefixes checked in SQLite, longest first, when the token budget runs out. */
 const MAX_PREFIX_CHECKS = 16;
 
@@ -224,6 +268,62 @@ async function completePrefix(ends: number[], sqlOf: (tokens: number) => string,
   return { sql: sqlOf(longest), note: `${answered(longest)}; SQLite refused it and the ${tried.length - 1} next longest` };
 }
 
+/** The shortest completion of the first `at` tokens decoded, its tokens, and the tokens the budget had left then. */
+interface Close {
+  at: number;
+  text: string;
+  tokens: number;
+  left: number;
+}
+
+/**
+ * How a constrained answer ends when the budget (or time) runs out first: closed with the shortest
+ * completion the grammar allows when it fits the budget and SQLite prepares it; else the longest
+ * complete prefix that SQLite prepares; else, with no complete prefix, closed past the budget.
+ */
+async function endConstrained(o: {
+  out: string;
+  budget: "budget" | "time";
+  close?: Close;
+  lost?: string;
+  ends: number[];
+  sqlOf: (tokens: number) => string;
+  textOf: (tokens: number) => string;
+  decoded: number;
+  schema?: string;
+}): Promise<{ sql: string; complete: boolean; note: string }> {
+  const c = o.close;
+  const fits = !!c && (o.budget === "time" || c.tokens <= c.left);
+  let refused = "";
+  if (c && (fits || o.ends.length === 0)) {
+    const sql = extractSql(o.textOf(c.at) + c.text);
+    const checked = o.schema
+      ? await validateSql(sql, o.schema).catch((err: Error) => ({ valid: true, error: `not checked in SQLite: ${err.message}` }))
+      : { valid: true };
+    const past = fits ? "" : ` (${c.tokens - c.left} tokens past the budget: no shorter prefix was complete)`;
+    // one token back when the last one left too few tokens for its close
+    const back = c.at < o.decoded ? `the last token left too few for its close and was dropped; ` : "";
+    if (checked.valid) {
+      const tokens = `${c.tokens} token${c.tokens === 1 ? "" : "s"}`;
+      const what = c.text
+        ? `${back}closed with the shortest completion the schema's grammar allows, ${JSON.stringify(c.text)} (${tokens})${past}`
+        : `${back}answered with its first ${c.at} tokens, a complete statement`;
+      return { sql, complete: true, note: `${o.out}; ${what}${checked.error ? `, ${checked.error}` : ""}` };
+    }
+    refused = `; SQLite refused the statement closed with ${JSON.stringify(c.text)} (${checked.error})`;
+  }
+  if (o.ends.length === 0) {
+    const why = o.lost ? ` (${o.lost})` : "";
+    return {
+      sql: o.sqlOf(Infinity),
+      complete: false,
+      note: `${o.out}, and no prefix of it is a complete statement under the schema's grammar${why}${refused}`,
+    };
+  }
+  const p = await completePrefix(o.ends, o.sqlOf, o.schema);
+  return { sql: p.sql, complete: true, note: `${o.out}; ${p.note}${refused}` };
+}
+
 /** Schemas with more tables than this are decoded without the grammar (with a warning). */
 export const MAX_CONSTRAINED_TABLES = 100;
 
@@ -238,7 +338,7 @@ export class SqlGenerator {
   /** the training prompt (src/train/prompt.ts) and the tokens that end the SQL */
   private readonly prompts: PromptBuilder;
   /** grammars of recent schemas, by schema text (most recent last) */
-  private readonly grammars = new Map<string, Promise<LlamaGrammar | null>>();
+  private readonly grammars = new Map<string, Promise<SchemaGrammar | null>>();
 
   private constructor(
     private readonly model: LlamaModel,
@@ -335,7 +435,7 @@ export class SqlGenerator {
   }
 
   /** The schema's grammar (built once per schema text; the last 16 are kept). */
-  grammarFor(schema: string): Promise<LlamaGrammar | null> {
+  grammarFor(schema: string): Promise<SchemaGrammar | null> {
     let g = this.grammars.get(schema);
     if (g) this.grammars.delete(schema);
     else {
@@ -347,7 +447,7 @@ export class SqlGenerator {
       } else {
         const built = sqlGrammar(info);
         for (const note of built.notes) warn(`constrained decoding: ${note}`);
-        g = this.model.llama.createGrammar({ grammar: built.gbnf });
+        g = this.model.llama.createGrammar({ grammar: built.gbnf }).then((llama) => ({ llama, gbnf: parseGbnf(built.gbnf) }));
       }
       g.catch(() => this.grammars.delete(schema));
     }
@@ -402,31 +502,50 @@ export class SqlGenerator {
   private async decode(
     sequence: LlamaContextSequence,
     input: Token[],
-    o: { maxTokens: number; temperature: number; seed?: number; confidence?: boolean; grammar?: LlamaGrammar; schema?: string; timeoutMs?: number },
+    o: { maxTokens: number; temperature: number; seed?: number; confidence?: boolean; grammar?: SchemaGrammar; schema?: string; timeoutMs?: number },
   ): Promise<Decoded> {
     const deadline = o.timeoutMs !== undefined ? performance.now() + o.timeoutMs : Infinity;
     const stops = this.prompts.stops; // EOS, and the chat template's end of turn
-    const state = o.grammar ? new LlamaGrammarEvaluationState({ model: this.model, grammar: o.grammar }) : undefined;
+    const state = o.grammar ? new LlamaGrammarEvaluationState({ model: this.model, grammar: o.grammar.llama }) : undefined;
     const canFollow = state ? grammarTokenCheck(this.model) : undefined;
+    let closer = o.grammar ? new Closer(o.grammar.gbnf) : undefined;
     const endToken = (this.model.tokens.eos ?? stops[0]) as Token | undefined;
     const toks: Token[] = [];
     let logprob = o.confidence ? 0 : NaN;
     const ends: number[] = []; // lengths of the prefixes that are complete statements
     let budget: "budget" | "time" | undefined;
+    let close: Close | undefined; // the shortest completion, when decoding stopped to leave room for it
+    const tokenize = (text: string) => this.model.tokenize(text, false, "trimLeadingSpace");
+    let lost: string | undefined; // why no close could be made
     const sampling = { temperature: o.temperature, ...(o.seed !== undefined ? { seed: o.seed } : {}) };
     for await (const r of sequence.evaluateWithMetadata(input, { confidence: !!o.confidence }, { ...sampling, grammarEvaluationState: state })) {
       if (stops.includes(r.token)) break;
       toks.push(r.token);
       if (o.confidence) logprob += "confidence" in r && typeof r.confidence === "number" ? Math.log(r.confidence) : NaN;
-      if (statementEnded(this.model.detokenize(toks))) break;
+      const text = this.model.detokenize(toks);
+      if (statementEnded(text)) break;
       // complete under the grammar: an end token would be allowed now
       if (canFollow && endToken !== undefined && canFollow(state!, endToken)) ends.push(toks.length);
-      if (toks.length >= o.maxTokens) {
+      const left = o.maxTokens - toks.length;
+      // stop while the tokens left still hold the close (more, when a token outgrew them); a close
+      // of L characters takes at most L tokens, so it is only tokenized when L reaches what is left
+      if (closer && !closer.follow(text, toks.length)) [closer, lost] = [undefined, `the text left the grammar as followed here after ${toks.length} tokens`];
+      else if (closer && closer.length >= left) {
+        close = closer.close(tokenize, left);
+        if (close.tokens >= left) {
+          // a token that outgrew the budget left is dropped: one token back, the close fitted
+          if (close.tokens > left) close = closer.close(tokenize, left, true);
+          budget = "budget";
+          break;
+        }
+      }
+      if (left <= 0) {
         budget = "budget";
         break;
       }
       if (performance.now() > deadline) {
         budget = "time";
+        close = closer?.close(tokenize, left);
         break;
       }
     }
@@ -434,16 +553,24 @@ export class SqlGenerator {
     const base = { tokens: toks.length, logprob };
     if (!budget) return { sql: sqlOf(toks.length), ...base, ...(state ? { complete: true } : {}) };
     const out =
-      budget === "budget"
-        ? `the token budget (${o.maxTokens} tokens) ran out before the statement ended`
-        : `the decoding time limit (${o.timeoutMs} ms) ran out after ${toks.length} tokens, before the statement ended`;
+      budget === "time"
+        ? `the decoding time limit (${o.timeoutMs} ms) ran out after ${toks.length} tokens, before the statement ended`
+        : toks.length < o.maxTokens
+          ? `the token budget (${o.maxTokens} tokens) would have run out before the statement ended: decoding stopped after ${toks.length} tokens`
+          : `the token budget (${o.maxTokens} tokens) ran out before the statement ended`;
     if (!state) return { sql: sqlOf(toks.length), ...base, truncated: budget, note: `${out}; the SQL is cut there` };
-    if (ends.length === 0) {
-      const note = `${out}, and no prefix of it is a complete statement under the schema's grammar`;
-      return { sql: sqlOf(toks.length), ...base, truncated: budget, complete: false, note };
-    }
-    const p = await completePrefix(ends, sqlOf, o.schema);
-    return { sql: p.sql, ...base, truncated: budget, complete: true, note: `${out}; ${p.note}` };
+    const ended = await endConstrained({
+      out,
+      budget,
+      close,
+      lost,
+      ends,
+      sqlOf,
+      textOf: (k) => this.model.detokenize(toks.slice(0, k)),
+      decoded: toks.length,
+      schema: o.schema,
+    });
+    return { ...ended, ...base, truncated: budget };
   }
 
   /**

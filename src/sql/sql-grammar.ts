@@ -235,6 +235,8 @@ const KEYWORDS = [
   ...["join", "inner join", "left", "outer", "cross join"],
 ];
 const K = (w: string) => `k-${w.replace(/ /g, "-")}`;
+/** Whether a grammar rule (or one parseGbnf made inside it) is a keyword's: closes write those in upper case. */
+export const keywordRule = (rule: string): boolean => rule.startsWith("k-");
 function keywordRules(): string[] {
   return KEYWORDS.map((w) => `${K(w)} ::= ${w.split(" ").map(ci).join(" sp ")}`);
 }
