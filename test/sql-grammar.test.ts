@@ -5,7 +5,8 @@
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { parseSchema, sqlGrammar, type SchemaInfo } from "../src/sql/sql-grammar.js";
+import { keywordRule, parseSchema, sqlGrammar, type SchemaInfo } from "../src/sql/sql-grammar.js";
+import { GbnfFollower, parseGbnf } from "../src/formats/gbnf.js";
 import { gbnfMatcher, type GbnfMatcher } from "./helpers/gbnf.js";
 import { testModel } from "./helpers/models.js";
 import { SCHEMA } from "./helpers/overfit.js";
@@ -202,17 +203,31 @@ describe.skipIf(!fs.existsSync(path.join(SPIDER, "dev.json")))("Spider dev gold 
     let accepted = 0;
     const refused: string[] = [];
     const refusedSql: string[] = [];
+    const [unfollowed, unclosed] = [[] as string[], [] as string[]];
+    let closes = 0;
     for (const [db, queries] of byDb) {
       const info: SchemaInfo = parseSchema(spiderSchemaText(tables.get(db)!));
       const built = sqlGrammar(info);
       const g = await m.grammar(built.gbnf);
       const t0 = performance.now();
-      for (const sql of queries) {
+      const gbnf = parseGbnf(built.gbnf);
+      for (const [k, sql] of queries.entries()) {
         const why = m.refusal(g, sql);
         if (why === null) accepted++;
         else {
           refused.push(`${db}: ${sql}\n    refused at: ${why.slice(-40)}`);
           refusedSql.push(sql);
+        }
+        // the closes of constrained decoding (src/formats/gbnf.ts): the query is followed to a
+        // complete statement, and (one in ten) a cut of it closed is a text llama.cpp accepts
+        const f = new GbnfFollower(gbnf);
+        if (!f.feed(sql) || !f.complete) unfollowed.push(`${db}: ${sql}`);
+        if (k % 10 === 0) {
+          const cut = new GbnfFollower(gbnf);
+          cut.feed(sql.slice(0, Math.ceil(sql.length / 2)));
+          const closed = sql.slice(0, Math.ceil(sql.length / 2)) + cut.completion(keywordRule);
+          if (m.refusal(g, closed) !== null) unclosed.push(`${db}: ${closed}`);
+          closes++;
         }
       }
       console.log(`${db}: ${built.scopes} scopes, ${queries.length} queries in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
@@ -222,5 +237,8 @@ describe.skipIf(!fs.existsSync(path.join(SPIDER, "dev.json")))("Spider dev gold 
     );
     expect(refusedSql).toEqual([]);
     expect(accepted).toBe(dev.length);
+    expect(unfollowed).toEqual([]);
+    expect(unclosed).toEqual([]);
+    expect(closes).toBeGreaterThan(100);
   });
 });
