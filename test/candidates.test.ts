@@ -92,8 +92,8 @@ describe("execution-guided candidates on a trained adapter", () => {
       expect(whole.sql).toBe(`${NEVER_ENDS};`);
       expect(whole.truncated).toBeUndefined();
       // a budget 2 tokens short: decoded freely the SQL is cut there; under the database's grammar
-      // decoding stops where the tokens left just hold the shortest completion, and the statement
-      // is closed with it; both say so
+      // the answer is the longest prefix that, closed by the grammar's shortest completion, fits
+      // the budget (here a complete one: no close); both say so
       const maxTokens = whole.tokens - 2;
       const cut = await g.generate({ question: QUESTION, maxTokens });
       expect(cut, JSON.stringify(cut)).toMatchObject({
@@ -108,10 +108,21 @@ describe("execution-guided candidates on a trained adapter", () => {
         valid: true,
         sql: "SELECT count(*) FROM hall JOIN seat;",
       });
-      expect(closed.note).toBe(
-        `the token budget (${maxTokens} tokens) would have run out before the statement ended: decoding stopped after ${maxTokens - 1} tokens; ` +
-          `closed with the shortest completion the schema's grammar allows, " seat" (1 token)`,
+      expect(closed.note).toMatch(
+        new RegExp(
+          `^the token budget \\(${maxTokens} tokens\\) ran out before the statement ended; answered with its first \\d+ tokens, a complete statement$`,
+        ),
       );
+      // every budget: the constrained answer keeps at least the longest complete statement that the
+      // budget's tokens held (a close never replaces more of what the model wrote)
+      const completes = ["SELECT count(*) FROM hall", "SELECT count(*) FROM hall JOIN seat", NEVER_ENDS];
+      for (let k = 3; k < whole.tokens; k++) {
+        const held = (await g.generate({ question: QUESTION, maxTokens: k })).sql.slice(0, -1);
+        const answer = await g.generate({ question: QUESTION, db, candidates: 1, maxTokens: k, queryTimeoutMs: TIMEOUT_MS });
+        const kept = completes.filter((c) => held.startsWith(c)).at(-1) ?? "";
+        expect(answer.valid, `${k}: ${JSON.stringify(answer)}`).toBe(true);
+        expect(answer.sql.length, `${k} tokens held ${JSON.stringify(held)}: ${JSON.stringify(answer)}`).toBeGreaterThan(kept.length);
+      }
       const r = await g.generate({ question: QUESTION, db, candidates: 16, queryTimeoutMs: TIMEOUT_MS });
       const c = r.candidates!;
       const why = JSON.stringify(c, null, 1);

@@ -2,8 +2,8 @@
 // training prompt, greedy decoding that stops at EOS or the end of the statement, and optional
 // validation of the SQL against a schema in SQLite (prepared, never run), and schema-constrained
 // decoding (a GBNF grammar of the schema's SELECTs, src/sql/sql-grammar.ts) whose answers are always
-// complete statements: when the token budget is about to run out, decoding stops and the statement is
-// closed with the shortest text the grammar allows (src/formats/gbnf.ts), said so.
+// complete statements: when the token budget runs out first, the longest prefix of the model's text
+// that the grammar's shortest completion (src/formats/gbnf.ts) closes within the budget, said so.
 import fs from "node:fs";
 import os from "node:os";
 import {
@@ -99,10 +99,10 @@ export interface GenerateResult {
   candidates?: CandidateReport;
   /**
    * "budget": maxTokens ran out before the model ended the statement ("time": decodeTimeoutMs did).
-   * Constrained, decoding stops when the tokens left are only enough for the shortest text that
-   * completes the statement under the grammar, and the SQL is closed with that text; should that
-   * fail, the SQL is the longest prefix that was a complete statement (or, when none was, `valid`
-   * is false). Unconstrained, the SQL is cut where the budget ended. `note` says which.
+   * Constrained, the SQL is then the longest prefix of the decoded text that, closed with the
+   * shortest text the grammar allows, fits the budget and prepares in SQLite (a complete prefix
+   * needs no close; when none does, `valid` is false). Unconstrained, the SQL is cut where the
+   * budget ended. `note` says which.
    */
   truncated?: "budget" | "time";
   note?: string;
@@ -111,7 +111,7 @@ export interface GenerateResult {
 /** One decoded answer (see SqlGenerator.decode). */
 interface Decoded {
   sql: string;
-  /** tokens decoded (all of them, also those after the complete prefix that was answered; not the close) */
+  /** tokens decoded (all of them, also those after the prefix that was answered; not the close) */
   tokens: number;
   /** total log-probability of the sampled tokens (NaN unless asked for) */
   logprob: number;
@@ -206,36 +206,43 @@ interface SchemaGrammar {
 }
 
 /**
- * The text decoded so far, followed through the grammar (src/formats/gbnf.ts) to know the shortest
- * text that would complete it. Detokenized text that does not extend what was followed (a token
- * that completes a multi-byte character) is followed again from the start.
+ * The text decoded so far, followed through the grammar (src/formats/gbnf.ts), token by token: for
+ * each prefix, the shortest text that would complete it. Detokenized text that does not extend
+ * what was followed (a token that completes a multi-byte character) is followed again from the start.
  */
 class Closer {
   private follower: GbnfFollower;
   private text = "";
-  private at = 0;
-  /** where the follower was one token before */
-  private previous: { follower: GbnfFollower; at: number } | undefined;
+  /** after each token: the tokens so far, where the follower was, its shortest completion's length */
+  private readonly marks: { at: number; follower: GbnfFollower; length: number }[] = [];
   constructor(private readonly gbnf: Gbnf) {
     this.follower = new GbnfFollower(gbnf);
+    this.marks.push({ at: 0, follower: this.follower.clone(), length: this.follower.completionLength });
   }
   /** follows the text of the `at` tokens decoded so far; false once it left the grammar */
   follow(text: string, at: number): boolean {
-    this.previous = { follower: this.follower.clone(), at: this.at };
     if (!text.startsWith(this.text)) [this.follower, this.text] = [new GbnfFollower(this.gbnf), ""];
     this.follower.feed(text.slice(this.text.length));
-    [this.text, this.at] = [text, at];
-    return this.follower.alive;
+    this.text = text;
+    if (!this.follower.alive) return false;
+    this.marks.push({ at, follower: this.follower.clone(), length: this.follower.completionLength });
+    return true;
   }
-  /** the length in characters of the shortest completion (0: the text is complete) */
-  get length(): number {
-    return this.follower.completionLength;
-  }
-  /** the shortest completion, its tokens; the tokens the budget has `left`; one token back with `previous` */
-  close(tokenize: (text: string) => Token[], left: number, previous = false): Close {
-    const { follower, at } = previous && this.previous ? this.previous : { follower: this.follower, at: this.at };
-    const text = follower.completion(keywordRule)!;
-    return { at, text, tokens: tokenize(text).length, left: left + this.at - at };
+  /**
+   * Ways to end the answer, the most of the model's tokens kept first: a prefix and its shortest
+   * completion, whose tokens together fit in `maxTokens` (a complete prefix needs none). A close of
+   * L characters takes at most L tokens and at least one, so few are tokenized.
+   */
+  *closes(tokenize: (text: string) => Token[], maxTokens: number): Generator<Close> {
+    for (let i = this.marks.length - 1; i >= 0; i--) {
+      const m = this.marks[i];
+      if (m.length === 0) yield { at: m.at, text: "", tokens: 0 };
+      else if (m.at + 1 <= maxTokens && m.length !== Infinity) {
+        const text = m.follower.completion(keywordRule)!;
+        const tokens = tokenize(text).length;
+        if (m.at + tokens <= maxTokens) yield { at: m.at, text, tokens };
+      }
+    }
   }
 }
 
@@ -268,60 +275,67 @@ async function completePrefix(ends: number[], sqlOf: (tokens: number) => string,
   return { sql: sqlOf(longest), note: `${answered(longest)}; SQLite refused it and the ${tried.length - 1} next longest` };
 }
 
-/** The shortest completion of the first `at` tokens decoded, its tokens, and the tokens the budget had left then. */
+/** A way to end a constrained answer: its first `at` tokens, then `text` (`tokens` tokens) that completes them. */
 interface Close {
   at: number;
   text: string;
   tokens: number;
-  left: number;
 }
 
 /**
- * How a constrained answer ends when the budget (or time) runs out first: closed with the shortest
- * completion the grammar allows when it fits the budget and SQLite prepares it; else the longest
- * complete prefix that SQLite prepares; else, with no complete prefix, closed past the budget.
+ * How a constrained answer ends when the budget (or time) runs out first: the longest prefix of what
+ * the model wrote that, completed by the grammar's shortest text, fits the budget and SQLite
+ * prepares (a complete prefix needs no completion; the 16 best are tried); else, when the text was
+ * not followed here, the longest complete prefix that SQLite prepares.
  */
 async function endConstrained(o: {
   out: string;
-  budget: "budget" | "time";
-  close?: Close;
+  /** ways to end, best first, within a budget of tokens */
+  closes?: (maxTokens: number) => Iterable<Close>;
+  maxTokens: number;
   lost?: string;
   ends: number[];
   sqlOf: (tokens: number) => string;
   textOf: (tokens: number) => string;
-  decoded: number;
   schema?: string;
 }): Promise<{ sql: string; complete: boolean; note: string }> {
-  const c = o.close;
-  const fits = !!c && (o.budget === "time" || c.tokens <= c.left);
-  let refused = "";
-  if (c && (fits || o.ends.length === 0)) {
-    const sql = extractSql(o.textOf(c.at) + c.text);
-    const checked = o.schema
-      ? await validateSql(sql, o.schema).catch((err: Error) => ({ valid: true, error: `not checked in SQLite: ${err.message}` }))
-      : { valid: true };
-    const past = fits ? "" : ` (${c.tokens - c.left} tokens past the budget: no shorter prefix was complete)`;
-    // one token back when the last one left too few tokens for its close
-    const back = c.at < o.decoded ? `the last token left too few for its close and was dropped; ` : "";
-    if (checked.valid) {
-      const tokens = `${c.tokens} token${c.tokens === 1 ? "" : "s"}`;
-      const what = c.text
-        ? `${back}closed with the shortest completion the schema's grammar allows, ${JSON.stringify(c.text)} (${tokens})${past}`
-        : `${back}answered with its first ${c.at} tokens, a complete statement`;
-      return { sql, complete: true, note: `${o.out}; ${what}${checked.error ? `, ${checked.error}` : ""}` };
+  if (o.closes) {
+    let refused = 0;
+    // within the budget; when no prefix fits it (a budget of a few tokens), the whole text closed past it
+    const within = [...take(o.closes(o.maxTokens), MAX_PREFIX_CHECKS)];
+    const past = within.length ? [] : [...take(o.closes(Infinity), 1)];
+    for (const c of [...within, ...past]) {
+      const sql = extractSql(o.textOf(c.at) + c.text);
+      const checked = o.schema
+        ? await validateSql(sql, o.schema).catch((err: Error) => ({ valid: true, error: `not checked in SQLite: ${err.message}` }))
+        : { valid: true };
+      if (checked.valid) {
+        const over = c.at + c.tokens > o.maxTokens ? `, ${c.at + c.tokens - o.maxTokens} past the budget: no shorter way fitted` : "";
+        const what = c.text
+          ? `closed after its first ${c.at} tokens with the shortest completion the schema's grammar allows, ${JSON.stringify(c.text)} (${c.tokens} token${c.tokens === 1 ? "" : "s"}${over})`
+          : `answered with its first ${c.at} tokens, a complete statement`;
+        const also = [refused ? `SQLite refused the ${refused} longer ones` : "", checked.error ?? ""].filter(Boolean);
+        return { sql, complete: true, note: `${o.out}; ${what}${also.length ? ` (${also.join("; ")})` : ""}` };
+      }
+      refused++;
     }
-    refused = `; SQLite refused the statement closed with ${JSON.stringify(c.text)} (${checked.error})`;
+    const none = refused ? `SQLite refused the ${refused} that did` : "none did";
+    return { sql: o.sqlOf(Infinity), complete: false, note: `${o.out}; no prefix of it could be completed within the budget and prepared (${none})` };
   }
   if (o.ends.length === 0) {
     const why = o.lost ? ` (${o.lost})` : "";
-    return {
-      sql: o.sqlOf(Infinity),
-      complete: false,
-      note: `${o.out}, and no prefix of it is a complete statement under the schema's grammar${why}${refused}`,
-    };
+    return { sql: o.sqlOf(Infinity), complete: false, note: `${o.out}, and no prefix of it is a complete statement under the schema's grammar${why}` };
   }
   const p = await completePrefix(o.ends, o.sqlOf, o.schema);
-  return { sql: p.sql, complete: true, note: `${o.out}; ${p.note}${refused}` };
+  return { sql: p.sql, complete: true, note: `${o.out}; ${p.note}${o.lost ? ` (${o.lost})` : ""}` };
+}
+
+function* take<T>(xs: Iterable<T>, n: number): Generator<T> {
+  if (n <= 0) return;
+  for (const x of xs) {
+    yield x;
+    if (--n <= 0) return;
+  }
 }
 
 /** Schemas with more tables than this are decoded without the grammar (with a warning). */
@@ -514,9 +528,7 @@ export class SqlGenerator {
     let logprob = o.confidence ? 0 : NaN;
     const ends: number[] = []; // lengths of the prefixes that are complete statements
     let budget: "budget" | "time" | undefined;
-    let close: Close | undefined; // the shortest completion, when decoding stopped to leave room for it
-    const tokenize = (text: string) => this.model.tokenize(text, false, "trimLeadingSpace");
-    let lost: string | undefined; // why no close could be made
+    let lost: string | undefined; // why the text could not be followed through the grammar here
     const sampling = { temperature: o.temperature, ...(o.seed !== undefined ? { seed: o.seed } : {}) };
     for await (const r of sequence.evaluateWithMetadata(input, { confidence: !!o.confidence }, { ...sampling, grammarEvaluationState: state })) {
       if (stops.includes(r.token)) break;
@@ -526,26 +538,13 @@ export class SqlGenerator {
       if (statementEnded(text)) break;
       // complete under the grammar: an end token would be allowed now
       if (canFollow && endToken !== undefined && canFollow(state!, endToken)) ends.push(toks.length);
-      const left = o.maxTokens - toks.length;
-      // stop while the tokens left still hold the close (more, when a token outgrew them); a close
-      // of L characters takes at most L tokens, so it is only tokenized when L reaches what is left
       if (closer && !closer.follow(text, toks.length)) [closer, lost] = [undefined, `the text left the grammar as followed here after ${toks.length} tokens`];
-      else if (closer && closer.length >= left) {
-        close = closer.close(tokenize, left);
-        if (close.tokens >= left) {
-          // a token that outgrew the budget left is dropped: one token back, the close fitted
-          if (close.tokens > left) close = closer.close(tokenize, left, true);
-          budget = "budget";
-          break;
-        }
-      }
-      if (left <= 0) {
+      if (toks.length >= o.maxTokens) {
         budget = "budget";
         break;
       }
       if (performance.now() > deadline) {
         budget = "time";
-        close = closer?.close(tokenize, left);
         break;
       }
     }
@@ -553,21 +552,19 @@ export class SqlGenerator {
     const base = { tokens: toks.length, logprob };
     if (!budget) return { sql: sqlOf(toks.length), ...base, ...(state ? { complete: true } : {}) };
     const out =
-      budget === "time"
-        ? `the decoding time limit (${o.timeoutMs} ms) ran out after ${toks.length} tokens, before the statement ended`
-        : toks.length < o.maxTokens
-          ? `the token budget (${o.maxTokens} tokens) would have run out before the statement ended: decoding stopped after ${toks.length} tokens`
-          : `the token budget (${o.maxTokens} tokens) ran out before the statement ended`;
+      budget === "budget"
+        ? `the token budget (${o.maxTokens} tokens) ran out before the statement ended`
+        : `the decoding time limit (${o.timeoutMs} ms) ran out after ${toks.length} tokens, before the statement ended`;
     if (!state) return { sql: sqlOf(toks.length), ...base, truncated: budget, note: `${out}; the SQL is cut there` };
+    const tokenize = (text: string) => this.model.tokenize(text, false, "trimLeadingSpace");
     const ended = await endConstrained({
       out,
-      budget,
-      close,
+      closes: closer && ((max) => closer.closes(tokenize, max)),
+      maxTokens: budget === "budget" ? o.maxTokens : Infinity,
       lost,
       ends,
       sqlOf,
       textOf: (k) => this.model.detokenize(toks.slice(0, k)),
-      decoded: toks.length,
       schema: o.schema,
     });
     return { ...ended, ...base, truncated: budget };
