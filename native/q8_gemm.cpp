@@ -49,6 +49,12 @@ inline xrow xrow_at(const uint8_t * base, int64_t K) {
     return {(const int8_t *) base, (const float *) (base + K), (const int32_t *) (base + K + nb * 4)};
 }
 
+// The work counter of q8.mul_mat: an int32 in the row after the T token rows of q8.pack_x's
+// output, set to 0 there (ggml runs the ops one after the other) and taken from by the product's
+// threads, as ggml's own mul_mat hands out chunks: a thread that another process slows down
+// takes fewer of them.
+inline int32_t * work_counter(const ggml_tensor * xq, int64_t T) { return (int32_t *) ((char *) xq->data + T * xq->nb[1]); }
+
 // x [K, T] f32 -> per token: ggml's quantize_row_q8_0 (the function ggml's mul_mat runs on its
 // activations), unpacked to the xrow layout. Thread ith of nth takes every nth token.
 void pack_x_op(ggml_tensor * dst, int ith, int nth, void *) {
@@ -57,6 +63,7 @@ void pack_x_op(ggml_tensor * dst, int ith, int nth, void *) {
     const auto                        qf = ggml_get_type_traits_cpu(GGML_TYPE_Q8_0)->from_float;
     thread_local std::vector<uint8_t> blocks;
     blocks.resize((size_t) (nb * Q8_BYTES));
+    if (ith == 0) *work_counter(dst, T) = 0;
     for (int64_t t = ith; t < T; t += nth) {
         qf((const float *) ((const char *) x->data + t * x->nb[1]), blocks.data(), K);
         uint8_t * row = (uint8_t *) dst->data + t * dst->nb[1];
@@ -169,17 +176,21 @@ void q8_tile_n(int nt, const uint8_t * wp, int64_t nb, const uint8_t * x0, size_
 
 namespace {
 
-// dst [N, T] = W·x: src[0] the weight [K, N] (Q8_0), src[1] q8.pack_x's rows. Thread ith of nth
-// takes a contiguous range of panels, GROUP at a time, each group against every token tile.
-void mul_mat_op(ggml_tensor * dst, int ith, int nth, void *) {
+// dst [N, T] = W·x: src[0] the weight [K, N] (Q8_0), src[1] q8.pack_x's rows. The threads take
+// chunks of up to GROUP panels from the work counter (at least 8 chunks per thread where N
+// allows), each chunk against every token tile.
+void mul_mat_op(ggml_tensor * dst, int, int nth, void *) {
     const ggml_tensor *               w  = dst->src[0];
     const ggml_tensor *               xq = dst->src[1];
     const int64_t                     K = w->ne[0], N = w->ne[1], T = dst->ne[1], nb = K / QK, np = N / PANEL;
-    const int64_t                     p0 = np * ith / nth, p1 = np * (ith + 1) / nth;
+    const int64_t                     chunk = std::max<int64_t>(1, std::min<int64_t>(GROUP, np / (8 * (int64_t) nth)));
+    int32_t *                         next  = work_counter(xq, T);
     thread_local std::vector<uint8_t> packed;
     packed.resize((size_t) (GROUP * nb * PBLOCK));
-    for (int64_t g0 = p0; g0 < p1; g0 += GROUP) {
-        const int64_t ng = std::min(GROUP, p1 - g0);
+    for (;;) {
+        const int64_t g0 = (int64_t) __atomic_fetch_add(next, 1, __ATOMIC_RELAXED) * chunk;
+        if (g0 >= np) break;
+        const int64_t ng = std::min(chunk, np - g0);
         for (int64_t i = 0; i < ng; i++) pack_panel(w, (g0 + i) * PANEL, packed.data() + i * nb * PBLOCK);
         for (int64_t t0 = 0; t0 < T; t0 += TOKENS) {
             const int       nt = (int) std::min<int64_t>(TOKENS, T - t0);
@@ -231,8 +242,8 @@ ggml_tensor * q8_mul_mat(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x) {
     GGML_ASSERT(q8_gemm_fits(w, x));
     const int64_t K = w->ne[0], nb = K / QK;
     ggml_tensor * xs[1] = {x};
-    ggml_tensor * xq    = ggml_custom_4d(ctx, GGML_TYPE_I8, K + nb * 8, x->ne[1], 1, 1, xs, 1, pack_x_op, GGML_N_TASKS_MAX,
-                                         nullptr);  // [K + 8·nb bytes, T]  x quantized per token
+    ggml_tensor * xq    = ggml_custom_4d(ctx, GGML_TYPE_I8, K + nb * 8, x->ne[1] + 1, 1, 1, xs, 1, pack_x_op, GGML_N_TASKS_MAX,
+                                         nullptr);  // [K + 8·nb bytes, T + 1]  x quantized per token, then the work counter
     ggml_set_name(xq, PACK_NAME);
     ggml_tensor * args[2] = {w, xq};
     ggml_tensor * y =
