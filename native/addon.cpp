@@ -154,7 +154,9 @@ class native_engine : public Napi::ObjectWrap<native_engine> {
         o.Set("ropeFreqBase", hp.rope_freq_base);
         o.Set("rmsEps", hp.rms_eps);
         o.Set("weightType", en.weight_type);
-        o.Set("matmulKernel", en.amx ? t2s::amx_mode_name((t2s::amx_mode) en.amx) : "ggml");
+        o.Set("matmulKernel", en.amx                                 ? t2s::amx_mode_name((t2s::amx_mode) en.amx) :
+                              en.q8_gemm && en.weight_type == "q8_0" ? "q8_0-vnni" :
+                                                                       "ggml");
         o.Set("device", en.device_name);
         o.Set("trainableParams", (double) t2s::lora_param_count(en));
         o.Set("loraScale", en.opts.lora.scale());

@@ -201,7 +201,10 @@ struct engine {
     // The frozen-weight products of a BF16 model on the CPU: 0 ggml's mul_mat, 1 the AMX-BF16
     // tiles, 2 the same kernel on an emulated tile unit (amx_mode, amx.h). With 1 or 2 the
     // transposed copies (wt, output_t; fast mode) hold W packed for the tiles instead.
-    int                        amx = 0;
+    int                        amx     = 0;
+    // The forward products of Q8_0 weights on the CPU: text2sql's AVX512-VNNI GEMM (q8_gemm.h)
+    // where the CPU has it, else ggml's kernel (logged at load when the model has Q8_0 weights).
+    bool                       q8_gemm = false;
 
     ~engine();
 };

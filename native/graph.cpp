@@ -10,6 +10,7 @@
 #include "graph.h"
 #include "amx.h"
 #include "kernels.h"
+#include "q8_gemm.h"
 #include "quant.h"
 
 #include <algorithm>
@@ -66,10 +67,12 @@ ggml_tensor * bias_add_back(ggml_tensor * dy) {
     return dy;  // [n_out, T]
 }
 
-// W·x for a frozen weight: ggml's mul_mat (quantized: quant.h), or the AMX-BF16 kernel (amx.h) when the engine runs it.
+// W·x for a frozen weight: ggml's mul_mat (quantized: quant.h), or the AMX-BF16 kernel (amx.h) or
+// the Q8_0 VNNI kernel (q8_gemm.h) when the engine runs it.
 ggml_tensor * weight_mul(graph_ctx & g, ggml_tensor * w, ggml_tensor * x) {
-    if (g.e.amx && w->type == GGML_TYPE_BF16) return amx_mul_mat(g.ctx, (amx_mode) g.e.amx, w, x);  // [n_out, T]
-    return ggml_mul_mat(g.ctx, quant_weight_fwd(g, w), x);                                          // [n_out, T]
+    if (g.e.amx && w->type == GGML_TYPE_BF16) return amx_mul_mat(g.ctx, (amx_mode) g.e.amx, w, x);     // [n_out, T]
+    if (g.e.q8_gemm && g.caps.custom_transpose && q8_gemm_fits(w, x)) return q8_mul_mat(g.ctx, w, x);  // [n_out, T]
+    return ggml_mul_mat(g.ctx, quant_weight_fwd(g, w), x);                                             // [n_out, T]
 }
 
 // Wᵀ·dy for a frozen weight: through Wᵀ (weight_t), or the AMX kernel with w_t as W's packed

@@ -4,6 +4,7 @@
 #include "engine.h"
 #include "gguf_util.h"
 #include "kernels.h"
+#include "q8_gemm.h"
 #include "quant.h"
 
 #include "ggml-cpu.h"
@@ -513,6 +514,11 @@ std::unique_ptr<engine> engine_init(const engine_options & opts) {
         std::string note;
         e->amx = (int) amx_mode_from_env(note);
         if (!note.empty()) fprintf(stderr, "text2sql: %s\n", note.c_str());
+    }
+    if (e->backend_cpu && !opts.quant_exact) {
+        std::string note;
+        e->q8_gemm = q8_gemm_available(note);
+        if (!e->q8_gemm && e->weight_type == "q8_0") fprintf(stderr, "text2sql: Q8_0 products run ggml's kernel: %s\n", note.c_str());
     }
     if (e->backend_cpu) {
         const int n_threads = opts.threads > 0 ? opts.threads : (int) std::max(1u, std::thread::hardware_concurrency());

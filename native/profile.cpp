@@ -2,6 +2,7 @@
 // time, by phase (forward, backward) and op kind, to the engine's profile.
 #include "amx.h"
 #include "graph.h"
+#include "q8_gemm.h"
 #include "quant.h"
 
 #include <algorithm>
@@ -46,6 +47,11 @@ std::string profile_key(const engine & e, const ggml_tensor * t) {
                    (head ? " (output head)" : " (frozen weight)") + " [" + weight_kernel(e, t) + "]";
         }
         return n == "amx.pack_w" ? "AMX pack W (lean)" : n == "amx.pack_x" ? "AMX round+pack x" : "AMX round dy";
+    }
+    if (q8_is_op(t)) {
+        // "Q8 W·x q8_0 x i8 (frozen weight) [text2sql Q8_0 GEMM ...]", and the activations' quantization apart
+        if (std::strcmp(t->name, "q8.mul_mat") != 0) return "Q8 quantize x";
+        return std::string("Q8 W·x q8_0 x f32") + (t->ne[0] == V ? " (output head)" : " (frozen weight)") + " [" + q8_gemm_name() + "]";
     }
     if (t->op == GGML_OP_MUL_MAT) {
         const int64_t r = e.opts.lora.r;
@@ -92,6 +98,7 @@ void graph_compute_profiled(engine & e, ggml_cgraph * gf, int n_forward) {
         p.ms += ms;
         if (t->op == GGML_OP_MUL_MAT) p.flop += 2.0 * (double) t->src[0]->ne[0] * (double) ggml_nelements(t);
         if (amx_is_op(t) && strcmp(t->name, "amx.mul_mat") == 0) p.flop += 2.0 * (double) t->src[0]->ne[0] * (double) ggml_nelements(t);
+        if (q8_is_op(t) && strcmp(t->name, "q8.mul_mat") == 0) p.flop += 2.0 * (double) t->src[0]->ne[0] * (double) ggml_nelements(t);
         if (amx_is_op(t) && strcmp(t->name, "amx.mul_mat_t") == 0) p.flop += 2.0 * (double) t->src[0]->ne[0] * (double) ggml_nelements(t);
     }
     ggml_free(ctx1);

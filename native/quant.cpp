@@ -1,7 +1,8 @@
 // Quantized frozen weights: the supported types and the in-graph Wᵀ for dX = Wᵀ·dY.
 //
 // Forward products use ggml's quantized mul_mat as they are (on the CPU it quantizes the
-// activations to the type's vec_dot type, Q8_0 / Q8_1 / Q8_K, before the dot products). The
+// activations to the type's vec_dot type, Q8_0 / Q8_1 / Q8_K, before the dot products; Q8_0
+// weights on CPUs with AVX512-VNNI go through our own GEMM of the same numerics, q8_gemm.h). The
 // backward never multiplies by the quantized weight: each Wᵀ is dequantized and transposed just
 // before its product (BF16 by default, as lean mode's BF16 copies; F32 on request for exact
 // gradient checks) and freed right after it, so peak memory holds the quantized weights plus one

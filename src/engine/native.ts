@@ -57,7 +57,7 @@ export interface NativeEngineInfo {
   ropeFreqBase: number;
   rmsEps: number;
   weightType: string; // f32 | f16 | bf16 | q8_0 | q4_k | ... (of blk.0.attn_q)
-  matmulKernel: string; // frozen-weight products: "ggml" (its mul_mat), "amx-bf16" (our AMX tiles), "amx-bf16-emulated" (TEXT2SQL_AMX=emulate)
+  matmulKernel: string; // frozen-weight products: "ggml" (its mul_mat), "amx-bf16" (our AMX tiles), "amx-bf16-emulated" (TEXT2SQL_AMX=emulate), "q8_0-vnni" (our Q8_0 GEMM on AVX512-VNNI)
   device: string; // ggml backend name, e.g. CPU, CUDA0, MTL0
   trainableParams: number;
   loraScale: number;
