@@ -16,7 +16,7 @@
  *                                           a Q4_K Llama-3.2-3B-shaped model (Llama-2 test vocabulary)
  *   npm run bench:step -- --shape qwen2.5-1.5b   another model's shape (llama-3.2-1b, qwen2.5-0.5b,
  *                                           qwen3-0.6b; src/models/test-model.ts BENCH_SHAPES)
- *   options: --types bf16,f16 --memory fast,lean --checkpointing auto --tokens 256 --steps 3 --threads N --json
+ *   options: --types bf16,f16 --memory fast,lean --checkpointing auto --tokens 256 --steps 3 --rounds 1 --threads N --json
  *            --shape tinyllama|llama3.2-3b|llama-3.2-1b|qwen2.5-1.5b|qwen2.5-0.5b|qwen3-0.6b
  *
  * Reference on the 2-core dev machine (engine-notes section 6): PyTorch 1.13 bf16, 4.73 s/step,
@@ -59,6 +59,7 @@ interface Args {
   memory: ("fast" | "lean")[];
   checkpointing: ("on" | "off" | "auto")[];
   steps: number;
+  rounds: number;
   tokens: number;
   threads: number;
   json: boolean;
@@ -74,6 +75,10 @@ const HELP = `usage: npm run bench:step -- [options]
   --tokens 256          sequence length
   --shape tinyllama     model shape: ${Object.keys(BENCH_SHAPES).join(", ")}
   --steps 3             timed steps after one warm-up step
+  --rounds 1            time every configuration this many times, in turn (round-robin): a load
+                        that changes during the run then falls on all of them; the table shows
+                        the median of the rounds (the lower middle one of an even count), and
+                        each round's ratios to the first row follow
   --threads N           CPU threads (default: all cores)
   --profile             per-op profile of one step (forward and backward)
   --scaling             the scaling table (bf16): sequence length 64-1024, rank 8-64,
@@ -86,6 +91,7 @@ function parse(argv: string[]): Args {
     memory: ["fast", "lean"],
     checkpointing: ["auto"],
     steps: 3,
+    rounds: 1,
     tokens: 256,
     threads: 0,
     json: false,
@@ -104,6 +110,7 @@ function parse(argv: string[]): Args {
     else if (k === "--memory") a.memory = v().split(",") as ("fast" | "lean")[];
     else if (k === "--checkpointing") a.checkpointing = v().split(",") as ("on" | "off" | "auto")[];
     else if (k === "--steps") a.steps = Number(v());
+    else if (k === "--rounds") a.rounds = Number(v());
     else if (k === "--tokens") a.tokens = Number(v());
     else if (k === "--threads") a.threads = Number(v());
     else if (k === "--json") a.json = true;
@@ -123,6 +130,7 @@ function parse(argv: string[]): Args {
   for (const m of a.memory) if (m !== "fast" && m !== "lean") throw new Error(`--memory: unknown mode ${m}; use fast, lean`);
   for (const c of a.checkpointing) if (!["on", "off", "auto"].includes(c)) throw new Error(`--checkpointing: unknown value ${c}; use on, off, auto`);
   if (!(a.steps >= 1) || !(a.tokens >= 2)) throw new Error("--steps must be >= 1 and --tokens >= 2");
+  if (!Number.isInteger(a.rounds) || a.rounds < 1) throw new Error(`--rounds: expected an integer >= 1, got ${a.rounds}`);
   return a;
 }
 
@@ -220,6 +228,14 @@ function printProfile(r: Result): void {
   }
 }
 
+/** One configuration over several rounds: the median step time (its round's other figures), the largest peak. */
+function medianOfRounds(rs: Result[]): Result {
+  const sorted = rs.slice().sort((x, y) => x.sPerStep - y.sPerStep);
+  return { ...sorted[Math.floor((sorted.length - 1) / 2)], peakRssGB: Math.max(...rs.map((r) => r.peakRssGB)) };
+}
+
+let roundLines: string[] = [];
+
 async function main(): Promise<void> {
   if (process.argv[2] === "--child") {
     const { c, steps, profile } = JSON.parse(process.argv[4]) as { c: Config; steps: number; profile: boolean };
@@ -254,13 +270,23 @@ async function main(): Promise<void> {
       2,
     );
   } else {
-    const rows: Result[] = [];
-    for (const type of a.types) {
-      for (const memory of a.memory) {
-        for (const ck of a.checkpointing)
-          rows.push(await runConfig({ ...base, type, memory, checkpointing: ck === "auto" ? memory === "lean" : ck === "on" }, a.steps, a.profile));
-      }
+    const configs: Config[] = [];
+    for (const type of a.types)
+      for (const memory of a.memory)
+        for (const ck of a.checkpointing) configs.push({ ...base, type, memory, checkpointing: ck === "auto" ? memory === "lean" : ck === "on" });
+    // round-robin: round k times every configuration once
+    const byRound: Result[][] = [];
+    for (let k = 0; k < a.rounds; k++) {
+      const round: Result[] = [];
+      for (const c of configs) round.push(await runConfig(c, a.steps, a.profile && k === 0));
+      byRound.push(round);
     }
+    const rows = configs.map((_, i) => medianOfRounds(byRound.map((round) => round[i])));
+    if (a.rounds > 1)
+      roundLines = byRound.map(
+        (round, k) =>
+          `round ${k + 1}: ${round.map((r) => `${r.type} ${r.memory} ${r.sPerStep.toFixed(2)} s (${(r.sPerStep / round[0].sPerStep).toFixed(2)}x)`).join(", ")}`,
+      );
     results.push(...rows);
     tables.push([
       `LoRA step at ${a.shape} shape (r=8 on q,v; ${a.tokens} tokens, batch 1; CPU, ${rows[0]?.threads} threads; ${os.cpus()[0]?.model ?? ""})`,
@@ -273,6 +299,7 @@ async function main(): Promise<void> {
   }
   console.log(`\nmachine: ${os.cpus()[0]?.model ?? "?"}, ${os.availableParallelism()} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB`);
   for (const [title, rows] of tables) printTable(title, rows);
+  if (roundLines.length) console.log(`\neach round's s/step and ratio to the first row:\n${roundLines.join("\n")}`);
   for (const r of results) if (r.profile) printProfile(r);
   console.log("\nreference (engine-notes §6, same machine type): PyTorch 1.13 bf16 4.73 s/step, 54 tokens/s, 3.7 GB peak");
   console.log(
