@@ -58,6 +58,26 @@ describe("reading a schema", () => {
 });
 
 describe("the grammar (llama.cpp's GBNF engine)", () => {
+  test("names it cannot write (a quote or control character) are left out and said so; what is left is closed with real names", async () => {
+    const built = sqlGrammar(
+      parseSchema('CREATE TABLE "we""ird" (a INT); CREATE TABLE t ("col ""q""" INT, "p|q" INT, "ünï😀" INT); CREATE TABLE u ("""" INT);'),
+    );
+    expect(built.notes).toEqual([
+      'table "we\\"ird" left out: its name cannot be written (a quote or control character)',
+      'column "col \\"q\\"" of t left out: a quote or control character in the name',
+      'table "u" left out: no column of it can be written (a quote or control character)',
+    ]);
+    const g = await m.grammar(built.gbnf);
+    expect(m.refusal(g, 'SELECT "p|q", "ünï😀" FROM t')).toBeNull();
+    // no rule is left that no text could match: the shortest close of a bare SELECT names t
+    const f = new GbnfFollower(parseGbnf(built.gbnf));
+    f.feed("SELECT ");
+    expect(f.completion(keywordRule)).toBe("0 FROM t");
+    expect(() => sqlGrammar(parseSchema('CREATE TABLE "a""b" (x INT)'))).toThrow(
+      'schema: no tables with columns to constrain the SQL to (table "a\\"b" left out: its name cannot be written (a quote or control character))',
+    );
+  });
+
   test("accepts every gold query of the quickstart dataset and the overfit pairs' schema", async () => {
     const g = await m.grammar(sqlGrammar(parseSchema(QUICKSTART_SCHEMA)).gbnf);
     const gold = quickstartGold();

@@ -210,19 +210,47 @@ const RESERVED = new Set(
 );
 
 /**
- * The rules of an identifier named `name`: bare (plain names that are no keyword), "quoted",
- * `quoted` and [bracketed], the names' trie written once (`name-q`) for the three quoted forms.
+ * Whether the grammar can write a name: in the three quoted forms, so with no quote character of
+ * theirs and no control character (a bare name is one of these too).
  */
-function identifierRules(name: string, all: string[]): string[] {
-  const names = all.filter((n) => n.length > 0);
+const nameable = (n: string): boolean => n.length > 0 && !/["`\]]/.test(n) && ![...n].some((c) => c.charCodeAt(0) < 0x20);
+
+/**
+ * The schema without what the grammar cannot name (hostile or odd names): such columns, and tables
+ * whose name or every column is such; the notes say what was left out. A rule that could never
+ * match would still be a text to close answers with (src/formats/gbnf.ts).
+ */
+function nameableSchema(schema: SchemaInfo): { schema: SchemaInfo; notes: string[] } {
+  const notes: string[] = [];
+  const tables: SchemaTable[] = [];
+  for (const t of schema.tables) {
+    const columns = t.columns.filter(nameable);
+    const odd = t.columns.filter((c) => !nameable(c)).map((c) => JSON.stringify(c));
+    if (!nameable(t.name) || columns.length === 0) {
+      notes.push(
+        `table ${JSON.stringify(t.name)} left out: ${nameable(t.name) ? "no column of it can" : "its name cannot"} be written (a quote or control character)`,
+      );
+      continue;
+    }
+    if (odd.length) notes.push(`column${odd.length > 1 ? "s" : ""} ${odd.join(", ")} of ${t.name} left out: a quote or control character in the name`);
+    tables.push({ name: t.name, columns });
+  }
+  const kept = new Set(tables.map((t) => t.name));
+  const links = schema.links.filter(([a, b]) => kept.has(a) && kept.has(b));
+  return { schema: { ...schema, tables, links, selfLinks: schema.selfLinks?.filter((n) => kept.has(n)) }, notes };
+}
+
+/**
+ * The rules of an identifier named `name` (names the grammar can write: nameableSchema): bare
+ * (plain names that are no keyword), "quoted", `quoted` and [bracketed], the names' trie written
+ * once (`name-q`) for the three quoted forms.
+ */
+function identifierRules(name: string, names: string[]): string[] {
+  if (names.length === 0 || !names.every(nameable)) throw new Error(`sql grammar: ${name}: no names, or names it cannot write`);
   const bare = names.filter((n) => /^[A-Za-z_][A-Za-z0-9_]*$/.test(n) && !RESERVED.has(n.toLowerCase()));
-  const quotable = names.filter((n) => !/["`\]]/.test(n) && ![...n].some((c) => c.charCodeAt(0) < 0x20));
-  const alts: string[] = [];
-  const rules: string[] = [];
-  if (quotable.length) rules.push(`${name}-q ::= ${trie(quotable)}`);
-  if (bare.length) alts.push(bare.length === quotable.length ? `${name}-q` : trie(bare));
-  if (quotable.length) alts.push(`"\\"" ${name}-q "\\""`, `"\`" ${name}-q "\`"`, `"[" ${name}-q "]"`);
-  return [`${name} ::= ${alts.length ? alts.join(" | ") : '"\\x00"'}`, ...rules];
+  const alts = [bare.length === names.length ? `${name}-q` : bare.length ? trie(bare) : ""].filter(Boolean);
+  alts.push(`"\\"" ${name}-q "\\""`, `"\`" ${name}-q "\`"`, `"[" ${name}-q "]"`);
+  return [`${name} ::= ${alts.join(" | ")}`, `${name}-q ::= ${trie(names)}`];
 }
 
 /**
@@ -530,8 +558,9 @@ export interface SqlGrammarOptions {
  * DISTINCT, literals; keywords and identifiers case-insensitive. Every column is a column of a
  * table in its SELECT's FROM, but in the loose scopes (joins past `maxScopes`): there, of the schema.
  */
-export function sqlGrammar(schema: SchemaInfo, opts: SqlGrammarOptions = {}): SqlGrammar {
-  if (schema.tables.length === 0) throw new Error("schema: no tables with columns to constrain the SQL to");
+export function sqlGrammar(info: SchemaInfo, opts: SqlGrammarOptions = {}): SqlGrammar {
+  const { schema, notes: unnamed } = nameableSchema(info);
+  if (schema.tables.length === 0) throw new Error(`schema: no tables with columns to constrain the SQL to${unnamed.length ? ` (${unnamed.join("; ")})` : ""}`);
   const maxJoin = Math.min(opts.maxJoin ?? 6, 9);
   const { scopes, cut } = enumerateScopes(schema, maxJoin, opts.maxScopes ?? 200, [2, 3]);
   const tableIndex = new Map(schema.tables.map((t, i) => [t, i]));
@@ -565,7 +594,7 @@ export function sqlGrammar(schema: SchemaInfo, opts: SqlGrammarOptions = {}): Sq
     );
     for (const n of loose) rules.push(...scopeRules(`l${n}`, looseParts(n, `l${n}`)));
   }
-  const notes = [...schema.notes];
+  const notes = [...schema.notes, ...unnamed];
   if (cut !== null)
     notes.push(
       `only the first ${scopes.length} FROM scopes are checked column by column (maxScopes): joins of ${cut} to ${maxJoin} tables are loose (their columns are the schema's, not checked against the aliased table)`,
