@@ -234,8 +234,6 @@ function medianOfRounds(rs: Result[]): Result {
   return { ...sorted[Math.floor((sorted.length - 1) / 2)], peakRssGB: Math.max(...rs.map((r) => r.peakRssGB)) };
 }
 
-let roundLines: string[] = [];
-
 async function main(): Promise<void> {
   if (process.argv[2] === "--child") {
     const { c, steps, profile } = JSON.parse(process.argv[4]) as { c: Config; steps: number; profile: boolean };
@@ -246,6 +244,7 @@ async function main(): Promise<void> {
   const ALL = ["q", "k", "v", "o", "gate", "up", "down"];
   const results: Result[] = [];
   const tables: [string, Result[]][] = [];
+  let roundLines: string[] = []; // --rounds: each round's step times
   if (a.scaling) {
     const run = async (title: string, cs: Partial<Config>[], steps = a.steps) => {
       const rows: Result[] = [];

@@ -3,7 +3,6 @@
 // questions all the answers prepare in SQLite and name only the schema's tables and columns. The
 // model rarely ends within the token budget: the answer is then the longest prefix of what it wrote
 // that the grammar's shortest completion closes within the budget, and says so (truncated: "budget").
-import fs from "node:fs";
 import path from "node:path";
 import { afterAll, expect, test } from "vitest";
 import { SqlGenerator, validateSql, type GenerateResult } from "../src/serve/generate.js";
@@ -12,12 +11,12 @@ import { sqlTokens } from "../src/sql/sql-text.js";
 import { closeAll } from "../src/sql/query-process.js";
 import { trainSft } from "../src/train/trainer.js";
 import { tempDir, testModel } from "./helpers/models.js";
+import { QUICKSTART_CSV, QUICKSTART_SCHEMA, quickstartExamples } from "./helpers/quickstart.js";
 
 afterAll(() => closeAll());
 
 const MAX_TOKENS = 64;
-const ROOT = path.resolve(import.meta.dirname, "..");
-const SCHEMA = fs.readFileSync(path.join(ROOT, "data/quickstart_schema.sql"), "utf8");
+const SCHEMA = QUICKSTART_SCHEMA;
 const KEYWORDS = new Set(
   "select distinct from where group by having order asc desc limit join inner left outer cross on as and or not in like between is null exists union all intersect except count sum avg min max".split(
     " ",
@@ -50,13 +49,12 @@ test(
   "an undertrained adapter: constrained answers end within the token budget as complete statements that prepare in SQLite and name only the schema's identifiers",
   { timeout: 600_000 },
   async () => {
-    const lines = fs.readFileSync(path.join(ROOT, "data/quickstart.csv"), "utf8").trim().split("\n").slice(1);
-    const questions = lines.map((l) => (l.startsWith('"') ? l.slice(1, l.indexOf('",')) : l.slice(0, l.indexOf(","))));
+    const questions = (await quickstartExamples()).map((e) => e.question);
     const dir = tempDir("t2s-undertrained-");
     const summary = await trainSft({
       model: { path: await testModel({ nEmbd: 128, nHead: 4, nHeadKv: 2, nFf: 256 }) },
       lora: { r: 8, alpha: 16, dropout: 0, target_modules: ["q", "k", "v", "o", "gate", "up", "down"] },
-      data: { path: path.join(ROOT, "data/quickstart.csv"), split: [1, 0, 0] },
+      data: { path: QUICKSTART_CSV, split: [1, 0, 0] },
       train: { max_steps: 40, batch_size: 4, grad_accum: 1, lr: 3e-3, lr_schedule: "constant", eval_every: 0, save_every: 0, threads: 2 },
       output: { dir: path.join(dir, "out") },
     });

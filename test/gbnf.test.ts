@@ -2,15 +2,12 @@
 // answers: exact cases on small grammars, then agreement with llama.cpp's own grammar engine on the
 // quickstart schema's grammar: where a gold query is cut, the follower and llama.cpp agree whether
 // the cut is complete, and the cut plus its shortest completion is a text llama.cpp accepts.
-import fs from "node:fs";
-import path from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { GbnfFollower, parseGbnf } from "../src/formats/gbnf.js";
 import { keywordRule, parseSchema, sqlGrammar } from "../src/sql/sql-grammar.js";
 import { gbnfMatcher, type GbnfMatcher } from "./helpers/gbnf.js";
 import { testModel } from "./helpers/models.js";
-
-const ROOT = path.resolve(import.meta.dirname, "..");
+import { QUICKSTART_SCHEMA, quickstartExamples } from "./helpers/quickstart.js";
 
 const follow = (gbnf: string, text: string) => {
   const f = new GbnfFollower(parseGbnf(gbnf));
@@ -66,15 +63,6 @@ describe("reading and following GBNF", () => {
   });
 });
 
-/** The gold SQL column of data/quickstart.csv (question,sql; the question may be quoted). */
-function quickstartGold(): string[] {
-  const lines = fs.readFileSync(path.join(ROOT, "data/quickstart.csv"), "utf8").trim().split("\n").slice(1);
-  return lines.map((l) => {
-    const s = /^(?:"(?:[^"]|"")*"|[^,]*),(.*)$/.exec(l)![1];
-    return s.startsWith('"') ? s.slice(1, -1).replace(/""/g, '"') : s;
-  });
-}
-
 let m: GbnfMatcher;
 beforeAll(async () => {
   m = await gbnfMatcher(await testModel());
@@ -85,10 +73,10 @@ test(
   "on the quickstart schema's grammar, each gold query is followed to its end, and cut anywhere is followed as llama.cpp follows it and closed into a text llama.cpp accepts",
   { timeout: 300_000 },
   async () => {
-    const gbnf = sqlGrammar(parseSchema(fs.readFileSync(path.join(ROOT, "data/quickstart_schema.sql"), "utf8"))).gbnf;
+    const gbnf = sqlGrammar(parseSchema(QUICKSTART_SCHEMA)).gbnf;
     const g = parseGbnf(gbnf);
     const llama = await m.grammar(gbnf);
-    const gold = quickstartGold();
+    const gold = (await quickstartExamples()).map((e) => e.sql);
     expect(gold.length).toBeGreaterThan(250);
     let cuts = 0;
     const wrong: string[] = [];

@@ -9,21 +9,11 @@ import { keywordRule, parseSchema, sqlGrammar, type SchemaInfo } from "../src/sq
 import { GbnfFollower, parseGbnf } from "../src/formats/gbnf.js";
 import { gbnfMatcher, type GbnfMatcher } from "./helpers/gbnf.js";
 import { testModel } from "./helpers/models.js";
+import { QUICKSTART_SCHEMA, quickstartExamples } from "./helpers/quickstart.js";
 import { SCHEMA } from "./helpers/overfit.js";
 
 const ROOT = path.resolve(import.meta.dirname, "..");
 const SPIDER = path.resolve(ROOT, "../shared/spider");
-const QUICKSTART_SCHEMA = fs.readFileSync(path.join(ROOT, "data/quickstart_schema.sql"), "utf8");
-
-/** The gold SQL column of data/quickstart.csv (question,sql; the question may be quoted). */
-function quickstartGold(): string[] {
-  const lines = fs.readFileSync(path.join(ROOT, "data/quickstart.csv"), "utf8").trim().split("\n").slice(1);
-  return lines.map((l) => {
-    const m = /^(?:"(?:[^"]|"")*"|[^,]*),(.*)$/.exec(l)!;
-    const s = m[1];
-    return s.startsWith('"') ? s.slice(1, -1).replace(/""/g, '"') : s;
-  });
-}
 
 let m: GbnfMatcher;
 beforeAll(async () => {
@@ -80,7 +70,7 @@ describe("the grammar (llama.cpp's GBNF engine)", () => {
 
   test("accepts every gold query of the quickstart dataset and the overfit pairs' schema", async () => {
     const g = await m.grammar(sqlGrammar(parseSchema(QUICKSTART_SCHEMA)).gbnf);
-    const gold = quickstartGold();
+    const gold = (await quickstartExamples()).map((e) => e.sql);
     expect(gold.length).toBeGreaterThan(250);
     const refused = gold.filter((sql) => m.refusal(g, sql) !== null);
     expect(refused).toEqual([]);

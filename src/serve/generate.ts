@@ -228,6 +228,10 @@ class Closer {
     this.marks.push({ at, follower: this.follower.clone(), length: this.follower.completionLength });
     return true;
   }
+  /** the token counts after which the text was complete */
+  completeAt(): number[] {
+    return this.marks.filter((m) => m.length === 0).map((m) => m.at);
+  }
   /**
    * Ways to end the answer, the most of the model's tokens kept first: a prefix and its shortest
    * completion, whose tokens together fit in `maxTokens` (a complete prefix needs none). A close of
@@ -237,7 +241,7 @@ class Closer {
     for (let i = this.marks.length - 1; i >= 0; i--) {
       const m = this.marks[i];
       if (m.length === 0) yield { at: m.at, text: "", tokens: 0 };
-      else if (m.at + 1 <= maxTokens && m.length !== Infinity) {
+      else if (m.at + 1 <= maxTokens) {
         const text = m.follower.completion(keywordRule)!;
         const tokens = tokenize(text).length;
         if (m.at + tokens <= maxTokens) yield { at: m.at, text, tokens };
@@ -246,34 +250,8 @@ class Closer {
   }
 }
 
-/** Complete prefixes checked in SQLite, longest first, when the token budget runs out. */
+/** Ways to end an answer checked in SQLite, best first, when the token budget runs out. */
 const MAX_PREFIX_CHECKS = 16;
-
-/**
- * The answer when constrained decoding ran out of tokens: the longest prefix that the grammar
- * completes (`ends`: their lengths in tokens) and SQLite prepares against the schema; the grammar
- * should make these the same, and when they are not, the note says how many longer ones SQLite
- * refused. Without a schema to check against, the longest complete prefix.
- */
-async function completePrefix(ends: number[], sqlOf: (tokens: number) => string, schema?: string): Promise<{ sql: string; note: string }> {
-  const longest = ends[ends.length - 1];
-  const answered = (k: number) => `answered with its longest complete prefix (${k} tokens)`;
-  if (!schema) return { sql: sqlOf(longest), note: answered(longest) };
-  const tried = ends.slice(-MAX_PREFIX_CHECKS).reverse();
-  for (const [i, k] of tried.entries()) {
-    const sql = sqlOf(k);
-    let ok: boolean;
-    try {
-      ok = (await validateSql(sql, schema)).valid;
-    } catch (err) {
-      // a schema SQLite cannot build (only when validation is off): the grammar's prefix, said so
-      return { sql: sqlOf(longest), note: `${answered(longest)}, not checked in SQLite (${(err as Error).message})` };
-    }
-    if (ok)
-      return { sql, note: i === 0 ? answered(k) : `${answered(k).replace("prefix", "prefix that SQLite prepares")}; SQLite refused the ${i} longer ones` };
-  }
-  return { sql: sqlOf(longest), note: `${answered(longest)}; SQLite refused it and the ${tried.length - 1} next longest` };
-}
 
 /** A way to end a constrained answer: its first `at` tokens, then `text` (`tokens` tokens) that completes them. */
 interface Close {
@@ -283,59 +261,49 @@ interface Close {
 }
 
 /**
- * How a constrained answer ends when the budget (or time) runs out first: the longest prefix of what
- * the model wrote that, completed by the grammar's shortest text, fits the budget and SQLite
- * prepares (a complete prefix needs no completion; the 16 best are tried); else, when the text was
- * not followed here, the longest complete prefix that SQLite prepares.
+ * How a constrained answer ends when the budget (or time) runs out first: the first of `closes`
+ * (best first: the most of the model's text kept) that SQLite prepares, of the 16 best that fit the
+ * budget; when none fits (a budget of a few tokens), the best one past it.
  */
 async function endConstrained(o: {
   out: string;
   /** ways to end, best first, within a budget of tokens */
-  closes?: (maxTokens: number) => Iterable<Close>;
+  closes: (maxTokens: number) => Iterable<Close>;
   maxTokens: number;
+  /** why the text was not followed to its end here (then only its complete prefixes are ways to end) */
   lost?: string;
-  ends: number[];
-  sqlOf: (tokens: number) => string;
   textOf: (tokens: number) => string;
   schema?: string;
 }): Promise<{ sql: string; complete: boolean; note: string }> {
-  if (o.closes) {
-    let refused = 0;
-    // within the budget; when no prefix fits it (a budget of a few tokens), the whole text closed past it
-    const within = [...take(o.closes(o.maxTokens), MAX_PREFIX_CHECKS)];
-    const past = within.length ? [] : [...take(o.closes(Infinity), 1)];
-    for (const c of [...within, ...past]) {
-      const sql = extractSql(o.textOf(c.at) + c.text);
-      const checked = o.schema
-        ? await validateSql(sql, o.schema).catch((err: Error) => ({ valid: true, error: `not checked in SQLite: ${err.message}` }))
-        : { valid: true };
-      if (checked.valid) {
-        const over = c.at + c.tokens > o.maxTokens ? `, ${c.at + c.tokens - o.maxTokens} past the budget: no shorter way fitted` : "";
-        const what = c.text
-          ? `closed after its first ${c.at} tokens with the shortest completion the schema's grammar allows, ${JSON.stringify(c.text)} (${c.tokens} token${c.tokens === 1 ? "" : "s"}${over})`
-          : `answered with its first ${c.at} tokens, a complete statement`;
-        const also = [refused ? `SQLite refused the ${refused} longer ones` : "", checked.error ?? ""].filter(Boolean);
-        return { sql, complete: true, note: `${o.out}; ${what}${also.length ? ` (${also.join("; ")})` : ""}` };
-      }
-      refused++;
-    }
-    const none = refused ? `SQLite refused the ${refused} that did` : "none did";
-    return { sql: o.sqlOf(Infinity), complete: false, note: `${o.out}; no prefix of it could be completed within the budget and prepared (${none})` };
+  const lost = o.lost ? ` (${o.lost})` : "";
+  let refused = 0;
+  const attempt = async (c: Close) => {
+    const sql = extractSql(o.textOf(c.at) + c.text);
+    const checked = o.schema
+      ? await validateSql(sql, o.schema).catch((err: Error) => ({ valid: true, error: `not checked in SQLite: ${err.message}` }))
+      : { valid: true };
+    if (!checked.valid) return void refused++;
+    const over = c.at + c.tokens > o.maxTokens ? `, ${c.at + c.tokens - o.maxTokens} past the budget: no shorter way fitted` : "";
+    const what = c.text
+      ? `closed after its first ${c.at} tokens with the shortest completion the schema's grammar allows, ${JSON.stringify(c.text)} (${c.tokens} token${c.tokens === 1 ? "" : "s"}${over})`
+      : `answered with its first ${c.at} tokens, a complete statement`;
+    const also = [refused ? `SQLite refused the ${refused} longer ones` : "", checked.error ?? ""].filter(Boolean);
+    return { sql, complete: true, note: `${o.out}; ${what}${also.length ? ` (${also.join("; ")})` : ""}${lost}` };
+  };
+  for (const c of o.closes(o.maxTokens)) {
+    const ended = await attempt(c);
+    if (ended) return ended;
+    if (refused >= MAX_PREFIX_CHECKS) break;
   }
-  if (o.ends.length === 0) {
-    const why = o.lost ? ` (${o.lost})` : "";
-    return { sql: o.sqlOf(Infinity), complete: false, note: `${o.out}, and no prefix of it is a complete statement under the schema's grammar${why}` };
-  }
-  const p = await completePrefix(o.ends, o.sqlOf, o.schema);
-  return { sql: p.sql, complete: true, note: `${o.out}; ${p.note}${o.lost ? ` (${o.lost})` : ""}` };
-}
-
-function* take<T>(xs: Iterable<T>, n: number): Generator<T> {
-  if (n <= 0) return;
-  for (const x of xs) {
-    yield x;
-    if (--n <= 0) return;
-  }
+  const [past] = refused ? [] : o.closes(Infinity); // nothing fitted the budget
+  const ended = past && (await attempt(past));
+  if (ended) return ended;
+  const none = refused ? `SQLite refused the ${refused} that did` : "none did";
+  return {
+    sql: extractSql(o.textOf(Infinity)),
+    complete: false,
+    note: `${o.out}; no prefix of it could be completed within the budget and prepared (${none})${lost}`,
+  };
 }
 
 /** Schemas with more tables than this are decoded without the grammar (with a warning). */
@@ -526,7 +494,7 @@ export class SqlGenerator {
     const endToken = (this.model.tokens.eos ?? stops[0]) as Token | undefined;
     const toks: Token[] = [];
     let logprob = o.confidence ? 0 : NaN;
-    const ends: number[] = []; // lengths of the prefixes that are complete statements
+    let ends: number[] = []; // lengths of the prefixes that are complete statements, once the closer is lost
     let budget: "budget" | "time" | undefined;
     let lost: string | undefined; // why the text could not be followed through the grammar here
     const sampling = { temperature: o.temperature, ...(o.seed !== undefined ? { seed: o.seed } : {}) };
@@ -536,9 +504,10 @@ export class SqlGenerator {
       if (o.confidence) logprob += "confidence" in r && typeof r.confidence === "number" ? Math.log(r.confidence) : NaN;
       const text = this.model.detokenize(toks);
       if (statementEnded(text)) break;
-      // complete under the grammar: an end token would be allowed now
-      if (canFollow && endToken !== undefined && canFollow(state!, endToken)) ends.push(toks.length);
-      if (closer && !closer.follow(text, toks.length)) [closer, lost] = [undefined, `the text left the grammar as followed here after ${toks.length} tokens`];
+      if (closer && !closer.follow(text, toks.length))
+        [closer, ends, lost] = [undefined, closer.completeAt(), `the text left the grammar as followed here after ${toks.length} tokens`];
+      // without the closer, llama.cpp says whether the text is complete: an end token would be allowed now
+      if (!closer && canFollow && endToken !== undefined && canFollow(state!, endToken)) ends.push(toks.length);
       if (toks.length >= o.maxTokens) {
         budget = "budget";
         break;
@@ -557,13 +526,12 @@ export class SqlGenerator {
         : `the decoding time limit (${o.timeoutMs} ms) ran out after ${toks.length} tokens, before the statement ended`;
     if (!state) return { sql: sqlOf(toks.length), ...base, truncated: budget, note: `${out}; the SQL is cut there` };
     const tokenize = (text: string) => this.model.tokenize(text, false, "trimLeadingSpace");
+    const complete = ends.map((at) => ({ at, text: "", tokens: 0 })).reverse();
     const ended = await endConstrained({
       out,
-      closes: closer && ((max) => closer.closes(tokenize, max)),
+      closes: closer ? (max) => closer.closes(tokenize, max) : () => complete,
       maxTokens: budget === "budget" ? o.maxTokens : Infinity,
       lost,
-      ends,
-      sqlOf,
       textOf: (k) => this.model.detokenize(toks.slice(0, k)),
       schema: o.schema,
     });
