@@ -9,9 +9,13 @@
  *   npm run bench:vs-torch -- --baseline <dir>      also another text2sql checkout's bench:step
  *                                                   (built: dist/ and build/), e.g. before a change
  *   options: --rounds 3 --steps 3 --tokens 256 --threads N --types bf16 --amx 0|auto|emulate
+ *            --python <interpreter>
  *
- * Needs python3 with torch (Debian: apt install python3-torch). --amx sets TEXT2SQL_AMX for our
- * runs (0: ggml's kernels, for comparison on an AMX CPU).
+ * Needs a python3 with torch (Debian: apt install python3-torch): --python, else the first of
+ * `python3` and `/usr/bin/python3` that imports torch (a pyenv `python3` often has none while
+ * Debian's has it); the error names every interpreter tried. --amx sets TEXT2SQL_AMX for our
+ * runs (0: ggml's kernels, for comparison on an AMX CPU). The CPU and the load average at the
+ * start and the end are printed with the table.
  */
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
@@ -27,6 +31,7 @@ interface Args {
   types: string[];
   baseline?: string;
   amx?: string;
+  python?: string;
 }
 
 interface Row {
@@ -54,6 +59,7 @@ function parse(argv: string[]): Args {
     else if (k === "--types") a.types = v().split(",");
     else if (k === "--baseline") a.baseline = path.resolve(v());
     else if (k === "--amx") a.amx = v();
+    else if (k === "--python") a.python = v();
     else throw new Error(`unknown option ${k} (see the header of scripts/bench-vs-torch.ts)`);
   }
   if (!(a.rounds >= 1 && a.steps >= 1 && a.tokens >= 2 && a.threads >= 1)) throw new Error("--rounds, --steps, --threads >= 1, --tokens >= 2");
@@ -75,17 +81,32 @@ function ours(dir: string, a: Args, type: string, memory: string, env: NodeJS.Pr
   return res[0]!;
 }
 
-function torch(a: Args, dtype: string): { tokensPerS: number; peakRssGB: number } {
+/** The interpreter that runs the PyTorch side: --python, else the first candidate that imports torch. */
+function findPython(a: Args): string {
+  const candidates = a.python ? [a.python] : ["python3", "/usr/bin/python3"];
+  const tried: string[] = [];
+  for (const py of candidates) {
+    const r = spawnSync(py, ["-c", "import torch; print(torch.__version__)"], { encoding: "utf8" });
+    if (!r.error && r.status === 0) return py;
+    const why = r.error ? r.error.message : (r.stderr.trim().split("\n").pop() ?? `exit ${r.status}`);
+    tried.push(`${py} (${why})`);
+  }
+  throw new Error(
+    `no python3 with torch found; tried ${tried.join(", ")}. Install Debian's python3-torch (apt install python3-torch) or name an interpreter with --python`,
+  );
+}
+
+function torch(a: Args, python: string, dtype: string): { tokensPerS: number; peakRssGB: number } {
   const script = path.join(root, "scripts", "bench-torch-step.py");
   const r = spawnSync(
-    "python3",
+    python,
     [script, "--tokens", String(a.tokens), "--steps", String(a.steps), "--threads", String(a.threads), "--dtype", dtype === "bf16" ? "bf16" : "fp32"],
     {
       encoding: "utf8",
       stdio: ["ignore", "pipe", "inherit"],
     },
   );
-  if (r.error || r.status !== 0) throw new Error(`python3 ${script} failed (${r.error?.message ?? `exit ${r.status}`}); is python3-torch installed?`);
+  if (r.error || r.status !== 0) throw new Error(`${python} ${script} failed (${r.error?.message ?? `exit ${r.status}`})`);
   return JSON.parse(r.stdout.trim().split("\n").pop()!) as { tokensPerS: number; peakRssGB: number };
 }
 
@@ -96,6 +117,8 @@ const median = (xs: number[]) => {
 
 function main(): void {
   const a = parse(process.argv.slice(2));
+  const python = findPython(a);
+  const loadBefore = os.loadavg()[0]!;
   const env = { ...process.env, ...(a.amx !== undefined ? { TEXT2SQL_AMX: a.amx } : {}) };
   const rows = new Map<string, Row>();
   const add = (label: string, r: { tokensPerS: number; peakRssGB: number }) => {
@@ -112,12 +135,13 @@ function main(): void {
         add(`text2sql ${type} ${memory}`, ours(root, a, type, memory, env));
         if (a.baseline) add(`baseline ${type} ${memory}`, ours(a.baseline, a, type, memory, env));
       }
-      add(`PyTorch ${type}`, torch(a, type));
+      add(`PyTorch ${type}`, torch(a, python, type));
     }
   }
   const cpu = os.cpus()[0]?.model ?? "?";
+  const loadAfter = os.loadavg()[0]!;
   console.log(
-    `\nLoRA step, TinyLlama shape, r=8 on q,v, ${a.tokens} tokens, ${a.threads} threads; ${cpu}; medians of ${a.rounds} rounds (each a median of ${a.steps} steps)`,
+    `\nLoRA step, TinyLlama shape, r=8 on q,v, ${a.tokens} tokens, ${a.threads} threads; ${cpu}; medians of ${a.rounds} rounds (each a median of ${a.steps} steps); PyTorch from ${python}; load average ${loadBefore.toFixed(2)} at the start, ${loadAfter.toFixed(2)} at the end`,
   );
   console.log("run                          tokens/s   vs PyTorch   peak RSS   per round (tokens/s)");
   for (const row of rows.values()) {
