@@ -5,7 +5,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { executionMatch, sameResult, schemaFromSqlite } from "../src/sql/exec-metrics.js";
 import { closeAll, runReadOnly } from "../src/sql/query-process.js";
-import { hasOrderBy, isSingleReadQuery } from "../src/sql/sql-text.js";
+import { hasOrderBy, isSingleReadQuery, removeDistinct } from "../src/sql/sql-text.js";
 
 let dir: string;
 let dbFile: string;
@@ -322,9 +322,26 @@ describe("executionMatch", () => {
     ).toEqual({ match: true });
   });
 
-  it("counts duplicates", async () => {
-    expect(await executionMatch(dbFile, "SELECT city FROM concert", "SELECT DISTINCT city FROM concert")).toEqual({ match: false, category: "wrong" });
-    expect(await executionMatch(dbFile, "SELECT DISTINCT city FROM concert", "SELECT city FROM concert GROUP BY city")).toEqual({ match: true });
+  it("counts duplicates; DISTINCT is taken out of both queries unless keepDistinct (exec_eval.py's default)", async () => {
+    const keep = { keepDistinct: true };
+    expect(await executionMatch(dbFile, "SELECT city FROM concert", "SELECT DISTINCT city FROM concert", keep)).toEqual({ match: false, category: "wrong" });
+    expect(await executionMatch(dbFile, "SELECT DISTINCT city FROM concert", "SELECT city FROM concert GROUP BY city", keep)).toEqual({ match: true });
+    // the official default: both run without DISTINCT
+    expect(await executionMatch(dbFile, "SELECT city FROM concert", "SELECT DISTINCT city FROM concert")).toEqual({ match: true });
+    expect(await executionMatch(dbFile, "SELECT DISTINCT city FROM concert", "SELECT city FROM concert GROUP BY city")).toEqual({ match: false, category: "wrong" });
+    expect(await executionMatch(dbFile, "SELECT count(DISTINCT city) FROM concert", "SELECT count(city) FROM concert")).toEqual({ match: true });
+    expect(await executionMatch(dbFile, "SELECT count(DISTINCT city) FROM concert", "SELECT count(city) FROM concert", keep)).toEqual({
+      match: false,
+      category: "wrong",
+    });
+  });
+
+  it("removeDistinct drops every DISTINCT keyword token and nothing else", () => {
+    expect(removeDistinct("SELECT DISTINCT a FROM t")).toBe("SELECT  a FROM t");
+    expect(removeDistinct("select count(distinct a), Distinct_b FROM t WHERE x = 'DISTINCT' AND \"distinct\" = 1 -- distinct")).toBe(
+      "select count( a), Distinct_b FROM t WHERE x = 'DISTINCT' AND \"distinct\" = 1 -- distinct",
+    );
+    expect(removeDistinct("SELECT a FROM (SELECT DISTINCT a FROM t) UNION SELECT DISTINCT b FROM u")).toBe("SELECT a FROM (SELECT  a FROM t) UNION SELECT  b FROM u");
   });
 
   it("reports the prediction's error category", async () => {

@@ -1,10 +1,11 @@
 // Execution accuracy for Spider-style evaluation: run the gold and the predicted query on the
 // example's SQLite database and compare the results (as the test-suite evaluation does: row
-// multisets, row order only when the gold query has a top-level ORDER BY, columns in any order).
+// multisets, row order only when the gold query has a top-level ORDER BY, columns in any order,
+// and, by default, DISTINCT taken out of both queries, as exec_eval.py does unless keep_distinct).
 // Queries run through query-process.ts: one SELECT/WITH only, read-only, in a killable child.
 import { createRequire } from "node:module";
 import { runReadOnly, type RunOptions } from "./query-process.js";
-import { hasOrderBy } from "./sql-text.js";
+import { hasOrderBy, removeDistinct } from "./sql-text.js";
 
 // ---------------------------------------------------------------------------------------------
 // Comparing results
@@ -117,18 +118,39 @@ export interface ExecMatch {
   error?: string;
 }
 
+/** A gold query that fails on its database: the example cannot be scored (it is skipped, not counted wrong). */
+export class GoldQueryError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "GoldQueryError";
+  }
+}
+
+export interface ExecMatchOptions extends RunOptions {
+  /** compare rows in order (default: when the gold query has a top-level ORDER BY) */
+  ordered?: boolean;
+  /**
+   * run the queries as written; by default every DISTINCT is taken out of both first, as the
+   * official test-suite evaluator does unless its --keep_distinct is given
+   */
+  keepDistinct?: boolean;
+}
+
 /**
  * Runs the gold and the predicted query on the database and compares the results (rows ordered
- * only when the gold query has a top-level ORDER BY, unless `ordered` is given). A gold query that
- * fails throws; a prediction that fails or differs is reported by category.
+ * only when the gold query has a top-level ORDER BY, unless `ordered` is given; DISTINCT taken out
+ * of both unless `keepDistinct`). A gold query that fails throws a GoldQueryError; a prediction that
+ * fails or differs is reported by category.
  */
-export async function executionMatch(dbFile: string, goldSql: string, predSql: string, opts: RunOptions & { ordered?: boolean } = {}): Promise<ExecMatch> {
-  const gold = await runReadOnly(dbFile, goldSql, opts);
-  if (!gold.ok) throw new Error(`gold query failed on ${dbFile} (${gold.category}: ${gold.error}): ${goldSql}`);
-  const pred = await runReadOnly(dbFile, predSql, opts);
+export async function executionMatch(dbFile: string, goldSql: string, predSql: string, opts: ExecMatchOptions = {}): Promise<ExecMatch> {
+  const goldRun = opts.keepDistinct ? goldSql : removeDistinct(goldSql);
+  const predRun = opts.keepDistinct ? predSql : removeDistinct(predSql);
+  const gold = await runReadOnly(dbFile, goldRun, opts);
+  if (!gold.ok) throw new GoldQueryError(`gold query failed on ${dbFile} (${gold.category}: ${gold.error}): ${goldSql}`);
+  const pred = await runReadOnly(dbFile, predRun, opts);
   if (!pred.ok) return { match: false, category: pred.category, error: pred.error };
   if (pred.rows.length === 0 && gold.rows.length > 0) return { match: false, category: "empty" };
-  const ordered = opts.ordered ?? hasOrderBy(goldSql);
+  const ordered = opts.ordered ?? hasOrderBy(goldRun);
   return sameResult(gold.rows, pred.rows, { ordered }) ? { match: true } : { match: false, category: "wrong" };
 }
 
