@@ -84,6 +84,7 @@ export interface CandidateReport {
 export interface CandidateDecodeOptions {
   question: string;
   schema?: string;
+  evidence?: string;
   n: number;
   temperature: number;
   seed: number;
@@ -276,6 +277,7 @@ export async function generateWithCandidates(g: CandidateDecoder, o: GenerateOpt
   const cands = await g.decodeCandidates({
     question: o.question.trim(),
     schema,
+    evidence: o.evidence,
     n,
     temperature,
     seed,

@@ -56,6 +56,8 @@ export interface GenerateOptions {
   question: string;
   /** CREATE TABLE statements: fills {schema} in schema-aware templates, and enables validation */
   schema?: string;
+  /** fills {evidence} in templates that have it (BIRD's hint) */
+  evidence?: string;
   maxTokens?: number;
   /** 0 (default) decodes greedily; with candidates, the temperature of the sampled ones (default 1) */
   temperature?: number;
@@ -412,8 +414,8 @@ export class SqlGenerator {
   }
 
   /** The exact training prompt's tokens: BOS + prompt, or the chat template's prompt. */
-  promptTokens(question: string, schema?: string): Token[] {
-    return this.prompts.prompt({ question, schema }) as Token[];
+  promptTokens(question: string, schema?: string, evidence?: string): Token[] {
+    return this.prompts.prompt({ question, schema, evidence }) as Token[];
   }
 
   /** The schema's grammar (built once per schema text; the last 16 are kept). */
@@ -452,7 +454,7 @@ export class SqlGenerator {
     if (o.schema && o.validate !== false) schemaStatements(o.schema);
     const t0 = performance.now();
     const grammar = constrain ? await this.grammarFor(o.schema!) : undefined;
-    const tokens = this.promptTokens(o.question.trim(), o.schema);
+    const tokens = this.promptTokens(o.question.trim(), o.schema, o.evidence);
     const sequence = await this.acquire();
     let d: Decoded;
     try {
@@ -547,7 +549,7 @@ export class SqlGenerator {
    */
   async decodeCandidates(o: CandidateDecodeOptions): Promise<DecodedCandidate[]> {
     const grammar = o.constrain && o.schema ? await this.grammarFor(o.schema) : undefined;
-    const prompt = this.promptTokens(o.question, o.schema);
+    const prompt = this.promptTokens(o.question, o.schema, o.evidence);
     const out: DecodedCandidate[] = [];
     const sequence = await this.acquire();
     // decodeTimeoutMs bounds all the candidates together: once it has run out, no more are decoded

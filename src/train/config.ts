@@ -28,8 +28,10 @@ export interface TrainConfig {
     train_path: string | null;
     eval_path: string | null;
     format: "auto" | "csv" | "jsonl" | "spider";
-    columns: { question: string; sql: string; schema: string | null };
+    columns: { question: string; sql: string; schema: string | null; db: string };
     tables_path: string | null;
+    db: string | null;
+    db_dir: string | null;
     split: number[];
     shuffle: boolean;
     seed: number;
@@ -53,6 +55,9 @@ export interface TrainConfig {
     beta2: number;
     eps: number;
     eval_every: number;
+    eval_execution: boolean;
+    eval_execution_rows: number | null;
+    keep_distinct: boolean;
     save_every: number;
     keep_checkpoints: number;
     seed: number;
@@ -102,7 +107,17 @@ export const SCHEMA: Record<string, Field> = {
   "data.columns.question": { kind: "string", doc: "CSV column / JSON field holding the question" },
   "data.columns.sql": { kind: "string", doc: "CSV column / JSON field holding the SQL" },
   "data.columns.schema": { kind: "string", nullable: true, doc: "optional column / field with the schema text (for {schema})" },
+  "data.columns.db": {
+    kind: "string",
+    doc: "CSV column / JSONL field with the row's SQLite database (a path relative to the data file), for execution accuracy",
+  },
   "data.tables_path": { kind: "string", nullable: true, doc: "Spider tables.json, for {schema} in Spider-format data" },
+  "data.db": { kind: "string", nullable: true, doc: "one SQLite database for every row (a row's own data.columns.db wins)" },
+  "data.db_dir": {
+    kind: "string",
+    nullable: true,
+    doc: "Spider/BIRD JSON: databases as <dir>/<db_id>/<db_id>.sqlite; null: database/ (Spider) or <split>_databases/ (BIRD) beside the JSON when there; none: no databases",
+  },
   "data.split": { kind: "number[]", doc: "train/eval/test fractions, e.g. [0.9, 0.05, 0.05]" },
   "data.shuffle": { kind: "boolean", doc: "shuffle before splitting (false keeps file order)" },
   "data.seed": { kind: "integer", min: 0, doc: "seed of the split shuffle" },
@@ -110,7 +125,7 @@ export const SCHEMA: Record<string, Field> = {
   "data.too_long": { kind: "string", values: ["skip", "truncate"], doc: "longer examples are skipped, or their prompt is cut from the left" },
   "data.template": {
     kind: "string",
-    doc: 'prompt template with {question} and optionally {schema}; "chat" (or "chat:<user turn with {question}>") renders it through the model\'s chat template',
+    doc: 'prompt template with {question} and optionally {schema} and {evidence} (BIRD\'s hint; empty when a row has none); "chat" (or "chat:<user turn with {question}>") renders it through the model\'s chat template',
   },
   "data.loss_on": { kind: "string", values: ["completion", "all"], doc: "which tokens carry the loss: the SQL and EOS, or all but BOS" },
   "data.group_by_length": { kind: "boolean", doc: "batch examples of similar length together" },
@@ -127,6 +142,12 @@ export const SCHEMA: Record<string, Field> = {
   "train.beta2": { kind: "number", min: 0, max: 1, maxExclusive: true, doc: "AdamW beta2" },
   "train.eps": { kind: "number", min: 0, minExclusive: true, doc: "AdamW epsilon" },
   "train.eval_every": { kind: "integer", min: 0, doc: "evaluate every N optimizer steps (0: only at start and end)" },
+  "train.eval_execution": {
+    kind: "boolean",
+    doc: "at every evaluation, greedy-decode the eval rows with the adapter, run them on their databases and log eval_ex; best_model/ keeps the best",
+  },
+  "train.eval_execution_rows": { kind: "integer", min: 1, nullable: true, doc: "eval_execution on a fixed sample of this many eval rows (seeded by train.seed; null: all)" },
+  "train.keep_distinct": { kind: "boolean", doc: "execution accuracy runs DISTINCT as written (the official evaluator's keep_distinct); default: taken out of both queries" },
   "train.save_every": { kind: "integer", min: 0, doc: "checkpoint every N optimizer steps (0: never)" },
   "train.keep_checkpoints": { kind: "integer", min: 1, doc: "keep the last K checkpoints" },
   "train.seed": { kind: "integer", min: 0, doc: "seed of the training order" },
@@ -172,8 +193,10 @@ export const DEFAULTS: TrainConfig = {
     train_path: null,
     eval_path: null,
     format: "auto",
-    columns: { question: "text_query", sql: "sql_command", schema: null },
+    columns: { question: "text_query", sql: "sql_command", schema: null, db: "db" },
     tables_path: null,
+    db: null,
+    db_dir: null,
     split: [0.9, 0.05, 0.05],
     shuffle: true,
     seed: 42,
@@ -197,6 +220,9 @@ export const DEFAULTS: TrainConfig = {
     beta2: 0.999,
     eps: 1e-8,
     eval_every: 100,
+    eval_execution: false,
+    eval_execution_rows: null,
+    keep_distinct: false,
     save_every: 200,
     keep_checkpoints: 3,
     seed: 42,
@@ -459,7 +485,8 @@ function validateWhole(cfg: TrainConfig): void {
     );
   }
   for (const m of user.match(/\{[a-z_]+\}/g) ?? []) {
-    if (m !== "{question}" && m !== "{schema}") throw new ConfigError(`data.template: unknown placeholder ${m}; use {question} and {schema}`);
+    if (m !== "{question}" && m !== "{schema}" && m !== "{evidence}")
+      throw new ConfigError(`data.template: unknown placeholder ${m}; use {question}, {schema} and {evidence}`);
   }
 }
 

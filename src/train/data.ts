@@ -1,15 +1,23 @@
 // Datasets of question/SQL pairs: CSV (streamed with csv-parse), JSONL and Spider JSON (with
-// tables.json for schema-carrying prompts). Bad input is an error naming the file, the line and
-// what is wrong; duplicates are counted and reported, never dropped silently.
+// tables.json for schema-carrying prompts), also BIRD JSON (question, evidence, SQL, db_id). Each
+// row may carry its SQLite database (a CSV/JSONL `db` column, data.db, or Spider's and BIRD's
+// <dir>/<db_id>/<db_id>.sqlite), checked here to exist and to be SQLite (its 16-byte header) but
+// never opened for writing; BIRD's schema is read from the database. Bad input is an error naming
+// the file, the line and what is wrong; duplicates are counted and reported, never dropped silently.
 import { parse } from "csv-parse";
 import fs from "node:fs";
 import path from "node:path";
+import { schemaFromSqlite } from "../sql/exec-metrics.js";
 import type { TrainConfig } from "./config.js";
 
 export interface Example {
   question: string;
   sql: string;
   schema?: string;
+  /** BIRD's external knowledge for the question, for {evidence} in the template */
+  evidence?: string;
+  /** the absolute path of the example's SQLite database file, when it has one */
+  db?: string;
   /** where it came from, for messages: "file:line" */
   source: string;
 }
@@ -95,6 +103,89 @@ function checkUtf8(file: string): void {
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// The rows' databases
+
+const SQLITE_HEADER = Buffer.from("SQLite format 3\0", "latin1");
+
+/** What is wrong with a database file (missing, not a file, unreadable, not SQLite), or null. */
+function databaseProblem(file: string): string | null {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(file);
+  } catch {
+    return "not found";
+  }
+  if (!st.isFile()) return "not a regular file";
+  let fd: number;
+  try {
+    fd = fs.openSync(file, "r");
+  } catch (err) {
+    return `cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`;
+  }
+  try {
+    const head = Buffer.alloc(16);
+    const n = fs.readSync(fd, head, 0, 16, 0);
+    if (n < 16 || !head.equals(SQLITE_HEADER)) return 'not a SQLite database (it does not start with the header "SQLite format 3\\0")';
+  } catch (err) {
+    return `cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`;
+  } finally {
+    fs.closeSync(fd);
+  }
+  return null;
+}
+
+/** The databases of one read: each file checked once, BIRD schemas read once. */
+class Databases {
+  private readonly checked = new Map<string, string | null>();
+  private readonly schemas = new Map<string, string>();
+  /** data.db, checked, for rows without their own */
+  readonly fallback?: string;
+
+  constructor(cfg: TrainConfig["data"]) {
+    if (cfg.db) this.fallback = this.check("data.db", cfg.db);
+  }
+
+  /** The absolute path of a row's database, checked; an error names the row and the path. */
+  check(where: string, file: string): string {
+    const abs = path.resolve(file);
+    let problem = this.checked.get(abs);
+    if (problem === undefined) {
+      problem = databaseProblem(abs);
+      this.checked.set(abs, problem);
+    }
+    if (problem) throw new DataError(`${where}: database ${abs}: ${problem}`);
+    return abs;
+  }
+
+  /** The schema of a checked database, read from the database itself (read-only). */
+  schema(where: string, db: string): string {
+    let sc = this.schemas.get(db);
+    if (sc === undefined) {
+      try {
+        sc = schemaFromSqlite(db);
+      } catch (err) {
+        throw new DataError(`${where}: database ${db}: cannot read its schema (${(err as Error).message.split("\n")[0]})`);
+      }
+      this.schemas.set(db, sc);
+    }
+    return sc;
+  }
+}
+
+/**
+ * Where a Spider/BIRD JSON file's databases are: data.db_dir, else database/ (Spider) or
+ * <split>_databases/ (BIRD: dev.json beside dev_databases/) beside the file when there.
+ */
+export function databaseDir(file: string, dbDir: string | null): string | undefined {
+  if (dbDir === "none") return undefined;
+  if (dbDir) return path.resolve(dbDir);
+  const dir = path.dirname(path.resolve(file));
+  const stem = path.basename(file, path.extname(file)).replace(/_spider$/, "");
+  for (const c of ["database", `${stem}_databases`]) if (fs.existsSync(path.join(dir, c))) return path.join(dir, c);
+  return undefined;
+}
+
 function formatOf(file: string, format: TrainConfig["data"]["format"]): "csv" | "jsonl" | "spider" {
   if (format !== "auto") return format;
   const ext = path.extname(file).toLowerCase();
@@ -104,13 +195,14 @@ function formatOf(file: string, format: TrainConfig["data"]["format"]): "csv" | 
   throw new DataError(`${file}: cannot tell the format from the extension '${ext}'; set data.format to csv, jsonl or spider`);
 }
 
-async function readCsv(file: string, cols: TrainConfig["data"]["columns"]): Promise<Example[]> {
+async function readCsv(file: string, cols: TrainConfig["data"]["columns"], dbs: Databases): Promise<Example[]> {
   checkUtf8(file);
   const parser = fs
     .createReadStream(file)
     .pipe(parse({ bom: true, columns: true, info: true, skip_empty_lines: true, trim: true, max_record_size: MAX_ROW_CHARS }));
   const out: Example[] = [];
   let checkedHeader = false;
+  let hasDb = false;
   try {
     for await (const item of parser as AsyncIterable<{ record: Record<string, string>; info: { lines: number } }>) {
       const { record, info } = item;
@@ -124,6 +216,7 @@ async function readCsv(file: string, cols: TrainConfig["data"]["columns"]): Prom
           }
         }
         checkedHeader = true;
+        hasDb = header.includes(cols.db);
       }
       const line = info.lines;
       for (const [name, value] of Object.entries(record)) checkField(`${file}:${line}`, name, value);
@@ -136,6 +229,9 @@ async function readCsv(file: string, cols: TrainConfig["data"]["columns"]): Prom
         if (!record[cols.schema]) throw new DataError(`${file}:${line}: empty ${cols.schema}`);
         ex.schema = record[cols.schema];
       }
+      const db = hasDb ? record[cols.db] : "";
+      if (db) ex.db = dbs.check(`${file}:${line}`, path.resolve(path.dirname(file), db));
+      else if (dbs.fallback) ex.db = dbs.fallback;
       out.push(ex);
     }
   } catch (err) {
@@ -159,16 +255,35 @@ function pick(obj: Record<string, unknown>, names: string[]): unknown {
   return undefined;
 }
 
-function fromObject(obj: unknown, cols: TrainConfig["data"]["columns"], where: string, schemas?: Map<string, string>): Example {
+interface RowContext {
+  cols: TrainConfig["data"]["columns"];
+  dbs: Databases;
+  /** the data file's folder: `db` paths are relative to it */
+  dir: string;
+  /** Spider/BIRD JSON: tables.json's schemas, and where <db_id>/<db_id>.sqlite are */
+  schemas?: Map<string, string>;
+  dbDir?: string;
+}
+
+function fromObject(obj: unknown, where: string, c: RowContext): Example {
+  const { cols, schemas } = c;
   if (obj === null || typeof obj !== "object" || Array.isArray(obj)) throw new DataError(`${where}: expected an object with a question and its SQL`);
   const o = obj as Record<string, unknown>;
   const q = pick(o, [cols.question, "question"]);
-  const s = pick(o, [cols.sql, "sql", "query"]);
+  const s = pick(o, [cols.sql, "sql", "query", "SQL"]);
   if (typeof q !== "string" || !q.trim()) throw new DataError(`${where}: missing or empty question (field '${cols.question}' or 'question')`);
-  if (typeof s !== "string" || !s.trim()) throw new DataError(`${where}: missing or empty SQL (field '${cols.sql}', 'sql' or 'query')`);
+  if (typeof s !== "string" || !s.trim()) throw new DataError(`${where}: missing or empty SQL (field '${cols.sql}', 'sql', 'query' or 'SQL')`);
   checkField(where, "question", q);
   checkField(where, "sql", s);
   const ex: Example = { question: q.trim(), sql: s.trim(), source: where };
+  if (typeof o.evidence === "string") {
+    checkField(where, "evidence", o.evidence);
+    ex.evidence = o.evidence.trim();
+  }
+  const db = o[cols.db];
+  if (typeof db === "string" && db) ex.db = c.dbs.check(where, path.resolve(c.dir, db));
+  else if (c.dbDir && typeof o.db_id === "string") ex.db = c.dbs.check(where, path.join(c.dbDir, o.db_id, `${o.db_id}.sqlite`));
+  else if (c.dbs.fallback) ex.db = c.dbs.fallback;
   if (cols.schema && typeof o[cols.schema] === "string") {
     checkField(where, cols.schema, o[cols.schema] as string);
     ex.schema = o[cols.schema] as string;
@@ -176,11 +291,13 @@ function fromObject(obj: unknown, cols: TrainConfig["data"]["columns"], where: s
     const sc = schemas.get(o.db_id);
     if (!sc) throw new DataError(`${where}: db_id '${o.db_id}' is not in tables.json`);
     ex.schema = sc;
+  } else if (c.dbDir && ex.db) {
+    ex.schema = c.dbs.schema(where, ex.db); // BIRD: the schema is the database's own
   }
   return ex;
 }
 
-async function readJsonl(file: string, cols: TrainConfig["data"]["columns"]): Promise<Example[]> {
+async function readJsonl(file: string, ctx: RowContext): Promise<Example[]> {
   checkUtf8(file);
   const text = fs.readFileSync(file, "utf8").replace(/^\uFEFF/, "");
   const out: Example[] = [];
@@ -193,7 +310,7 @@ async function readJsonl(file: string, cols: TrainConfig["data"]["columns"]): Pr
     } catch (err) {
       throw new DataError(`${file}:${i + 1}: invalid JSON (${(err as Error).message})`);
     }
-    out.push(fromObject(obj, cols, `${file}:${i + 1}`));
+    out.push(fromObject(obj, `${file}:${i + 1}`, ctx));
   });
   return out;
 }
@@ -241,7 +358,37 @@ export function spiderSchemas(tables: string | SpiderTables[]): Map<string, stri
   return out;
 }
 
-async function readSpider(file: string, cols: TrainConfig["data"]["columns"], tablesPath: string | null): Promise<Example[]> {
+/** The line each element of a JSON array starts on (elements of the top-level array only). */
+export function jsonItemLines(text: string): number[] {
+  const out: number[] = [];
+  let depth = 0,
+    line = 1,
+    inString = false,
+    expect = false;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i];
+    if (ch === "\n") line++;
+    if (inString) {
+      if (ch === "\\") i++;
+      else if (ch === '"') inString = false;
+      continue;
+    }
+    if (/\s/.test(ch)) continue;
+    if (expect && depth === 1 && ch !== "]") {
+      out.push(line);
+      expect = false;
+    }
+    if (ch === '"') inString = true;
+    else if (ch === "{" || ch === "[") {
+      depth++;
+      if (depth === 1) expect = true;
+    } else if (ch === "}" || ch === "]") depth--;
+    else if (ch === "," && depth === 1) expect = true;
+  }
+  return out;
+}
+
+async function readSpider(file: string, ctx: RowContext, tablesPath: string | null): Promise<Example[]> {
   checkUtf8(file);
   const text = fs.readFileSync(file, "utf8").replace(/^\uFEFF/, "");
   let arr: unknown;
@@ -254,18 +401,21 @@ async function readSpider(file: string, cols: TrainConfig["data"]["columns"], ta
   }
   if (!Array.isArray(arr)) throw new DataError(`${file}: expected a JSON array of {db_id, question, query} (Spider format)`);
   const schemas = tablesPath ? spiderSchemas(tablesPath) : undefined;
-  return arr.map((o, i) => fromObject(o, cols, `${file}: item ${i}`, schemas));
+  const lines = jsonItemLines(text);
+  return arr.map((o, i) => fromObject(o, `${file}:${lines[i] ?? "?"}: item ${i}`, { ...ctx, schemas }));
 }
 
 export async function readExamples(file: string, cfg: TrainConfig["data"]): Promise<Example[]> {
   if (!fs.existsSync(file)) throw new DataError(`data file not found: ${file}`);
   const fmt = formatOf(file, cfg.format);
+  const dbs = new Databases(cfg);
+  const ctx: RowContext = { cols: cfg.columns, dbs, dir: path.dirname(path.resolve(file)) };
   const rows =
     fmt === "csv"
-      ? await readCsv(file, cfg.columns)
+      ? await readCsv(file, cfg.columns, dbs)
       : fmt === "jsonl"
-        ? await readJsonl(file, cfg.columns)
-        : await readSpider(file, cfg.columns, cfg.tables_path);
+        ? await readJsonl(file, ctx)
+        : await readSpider(file, { ...ctx, dbDir: databaseDir(file, cfg.db_dir) }, cfg.tables_path);
   if (rows.length === 0) throw new DataError(`${file}: no examples`);
   return rows;
 }

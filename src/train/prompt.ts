@@ -20,12 +20,16 @@ import type { Example } from "./data.js";
 
 export { DEFAULT_TEMPLATE, CHAT_USER_TEMPLATE };
 
-/** Fills {question} and {schema}; a template that wants a schema needs an example that has one. */
-export function renderPrompt(template: string, ex: { question: string; schema?: string; source?: string }): string {
+/**
+ * Fills {question}, {schema} and {evidence} (BIRD's hint; empty for an example without one); a
+ * template that wants a schema needs an example that has one.
+ */
+export function renderPrompt(template: string, ex: { question: string; schema?: string; evidence?: string; source?: string }): string {
   if (template.includes("{schema}") && !ex.schema) {
     throw new Error(`${ex.source ?? "example"}: the template uses {schema} but the example has no schema (set data.columns.schema or data.tables_path)`);
   }
-  return template.replaceAll("{question}", ex.question).replaceAll("{schema}", ex.schema ?? "");
+  // one pass, so that a question holding "{schema}" or "{evidence}" is never filled in itself
+  return template.replace(/\{(question|schema|evidence)\}/g, (_, k: string) => (k === "question" ? ex.question : k === "schema" ? (ex.schema ?? "") : (ex.evidence ?? "")));
 }
 
 let llamaPromise: Promise<Llama> | undefined;
@@ -160,7 +164,7 @@ export class PromptBuilder {
   }
 
   /** BOS + template text, or the rendered chat prompt up to the assistant's turn. */
-  prompt(ex: { question: string; schema?: string; source?: string }): number[] {
+  prompt(ex: { question: string; schema?: string; evidence?: string; source?: string }): number[] {
     if (!this.chat) return [...(this.bos != null ? [this.bos] : []), ...this.plain(renderPrompt(this.template, ex))];
     return [...this.chat.before, ...this.plain(renderPrompt(chatUserTemplate(this.template), ex)), ...this.chat.after];
   }
