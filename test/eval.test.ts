@@ -10,6 +10,7 @@ import { tempDir } from "./helpers/models.js";
 import { overfitAdapter, PAIRS, SCHEMA } from "./helpers/overfit.js";
 
 const spider = path.resolve("../shared/spider");
+const hasSpiderDbs = fs.existsSync(path.join(spider, "database", "concert_singer", "concert_singer.sqlite"));
 const hasSpider = fs.existsSync(path.join(spider, "dev.json"));
 
 /** A Spider-style dataset over one database "company" holding the overfit pairs' tables. */
@@ -161,6 +162,27 @@ describe.skipIf(!hasSpider)("Spider dev gold (../shared/spider)", () => {
     expect(r.executionAccuracy).toBeNull(); // no databases in ../shared
     expect(Object.fromEntries(Object.entries(r.byHardness).map(([h, v]) => [h, v.count]))).toEqual({ easy: 248, medium: 446, hard: 174, extra: 166 });
   });
+
+  test.skipIf(!hasSpiderDbs)(
+    "text2sql eval --db-dir ../shared/spider/database, gold predictions: EX 100% on the 972 examples whose database is there, wta_1's 62 skipped and said",
+    { timeout: 180_000 },
+    () => {
+      const dir = tempDir("t2s-gold-ex-");
+      const dev = JSON.parse(fs.readFileSync(path.join(spider, "dev.json"), "utf8")) as { query: string }[];
+      const preds = path.join(dir, "gold.sql");
+      fs.writeFileSync(preds, dev.map((x) => x.query.replace(/\s+/g, " ")).join("\n") + "\n");
+      const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..");
+      const args = ["--data", path.join(spider, "dev.json"), "--tables", path.join(spider, "tables.json"), "--db-dir", path.join(spider, "database")];
+      const text = execFileSync(process.execPath, ["dist/src/cli/main.js", "eval", ...args, "--predictions", preds, "--output", dir], { cwd: ROOT, encoding: "utf8" });
+      expect(text).toMatch(/execution +100\.0%/);
+      expect(text).toMatch(/on 972 of 1034 examples; DISTINCT taken out of both queries/);
+      expect(text).toMatch(/skipped +62 examples whose database file is missing \(by db_id: wta_1 62;/);
+      const r = JSON.parse(fs.readFileSync(path.join(dir, "eval.json"), "utf8"));
+      expect(r.executionAccuracy).toBe(1);
+      expect(r.execution).toEqual({ scored: 972, keepDistinct: false, noDatabase: { examples: 62, byDatabase: { wta_1: 62 } }, goldFailed: [] });
+      expect(r.errors).toEqual({});
+    },
+  );
 
   test("train gold: the one query Spider's parser cannot read is reported, not fatal", async () => {
     const dir = tempDir("t2s-gold-");

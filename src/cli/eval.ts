@@ -13,6 +13,8 @@ export function registerEval(program: Command): void {
     .requiredOption("--data <file>", "Spider JSON with db_id (or a CSV/JSONL the trainer reads, for the metrics that need no database)")
     .option("--tables <file>", "Spider tables.json (schemas for prompts and parsing; exact match is the official one only with it)")
     .option("--db-dir <dir>", "databases as <dir>/<db_id>/<db_id>.sqlite, for execution accuracy")
+    .option("--db <file>", "CSV/JSONL data: one SQLite database for every example without its own db column")
+    .option("--keep-distinct", "execution accuracy runs DISTINCT as written (the official keep_distinct); by default it is taken out of both queries")
     .option("--predictions <file>", "score these predictions (one SQL per line, dataset order) instead of generating")
     .option("--adapter <path>", "adapter or trainer output folder to generate with (and for eval loss / token accuracy)")
     .option(
@@ -31,13 +33,14 @@ export function registerEval(program: Command): void {
       "after",
       `
 Examples:
-  npx text2sql eval --data ../shared/spider/dev.json --tables ../shared/spider/tables.json --predictions gold.sql --output outputs/eval-gold
+  npx text2sql eval --data ../shared/spider/dev.json --tables ../shared/spider/tables.json --db-dir ../shared/spider/database --predictions gold.sql --output outputs/eval-gold
+  npx text2sql eval --data data/quickstart.csv --db data/quickstart.sqlite --adapter outputs/quickstart --output outputs/eval-quickstart
   npx text2sql eval --data dev.json --tables tables.json --db-dir database/ --adapter outputs/spider-schema --output outputs/eval
   npx text2sql eval --data dev.json --tables tables.json --db-dir database/ --adapter outputs/spider-schema --candidates 8 --output outputs/eval-vote`,
     )
     .action(
       async (
-        o: Pick<EvalOptions, "data" | "tables" | "dbDir" | "predictions" | "adapter" | "model" | "output"> & {
+        o: Pick<EvalOptions, "data" | "tables" | "dbDir" | "db" | "keepDistinct" | "predictions" | "adapter" | "model" | "output"> & {
           yes?: boolean;
           limit?: string;
           parallel: string;
@@ -55,6 +58,8 @@ Examples:
           data: o.data,
           tables: o.tables,
           dbDir: o.dbDir,
+          db: o.db,
+          keepDistinct: !!o.keepDistinct,
           predictions: o.predictions,
           adapter: o.adapter,
           model,

@@ -1,12 +1,14 @@
 // `text2sql eval`: what matters for text-to-SQL. Exact-set match and component match (Spider's
-// rules), execution accuracy on SQLite (read-only, timed out, row multisets), a table by Spider
-// hardness, error categories, and the seed's teacher-forced eval loss and token accuracy.
+// rules), execution accuracy on SQLite (read-only, timed out, row multisets, DISTINCT taken out
+// as the official test-suite evaluator does unless keepDistinct), a table by Spider hardness, error
+// categories, and the seed's teacher-forced eval loss and token accuracy. Examples that cannot be
+// executed (no database, a gold query that fails on it) are counted and named, never scored.
 import fs from "node:fs";
 import path from "node:path";
 import { DEFAULT_TEMPLATE, DEFAULTS } from "../train/config.js";
-import { readExamples, readSpiderTables, spiderSchemas, type Example } from "../train/data.js";
+import { jsonItemLines, readExamples, readSpiderTables, spiderSchemas, type Example } from "../train/data.js";
 import { LoraEngine, makeBatch } from "../engine/engine.js";
-import { executionMatch } from "../sql/exec-metrics.js";
+import { executionMatch, GoldQueryError } from "../sql/exec-metrics.js";
 import { closeAll } from "../sql/query-process.js";
 import { isSingleReadQuery } from "../sql/sql-text.js";
 import { SqlGenerator } from "../serve/generate.js";
@@ -26,6 +28,10 @@ export interface EvalOptions {
   tables?: string;
   /** databases as <dir>/<db_id>/<db_id>.sqlite, for execution accuracy */
   dbDir?: string;
+  /** CSV/JSONL data: one SQLite database for every example without its own `db` column */
+  db?: string;
+  /** run DISTINCT as written (the official evaluator's keep_distinct); default: taken out of both queries */
+  keepDistinct?: boolean;
   /** score these predictions (one SQL per line, in the dataset's order) instead of generating */
   predictions?: string;
   /** adapter (file or trainer output folder) to generate with and to compute eval loss */
@@ -51,6 +57,10 @@ export interface EvalOptions {
 interface Item {
   question: string;
   gold: string;
+  /** "file:line", for messages */
+  source: string;
+  /** the example's own database (CSV/JSONL `db` column, or --db) */
+  db?: string;
   dbId?: string;
   schema?: string;
   entry?: SpiderSchemaEntry;
@@ -77,6 +87,16 @@ export interface EvalReport {
   exactMatch: number;
   componentMatch: Record<string, number>;
   executionAccuracy: number | null;
+  /**
+   * how execution was scored: on how many examples, whether DISTINCT was kept, and the examples
+   * left out (no database: by db_id; a gold query that fails on its database: by example)
+   */
+  execution: {
+    scored: number;
+    keepDistinct: boolean;
+    noDatabase: { examples: number; byDatabase: Record<string, number> };
+    goldFailed: { i: number; source: string; error: string }[];
+  };
   byHardness: Record<string, { count: number; exact: number; execution: number | null }>;
   errors: Record<string, number>;
   evalLoss: number | null;
@@ -104,14 +124,17 @@ function readSpiderItems(o: EvalOptions): Item[] {
   const dbs = o.tables ? readSpiderTables(o.tables) : [];
   const tables = o.tables ? spiderSchemas(dbs) : undefined;
   const entries = new Map<string, SpiderSchemaEntry>(dbs.map((e) => [e.db_id, e as unknown as SpiderSchemaEntry]));
-  const arr = JSON.parse(fs.readFileSync(o.data, "utf8")) as { db_id?: string; question?: string; query?: string }[];
+  const text = fs.readFileSync(o.data, "utf8");
+  const arr = JSON.parse(text) as { db_id?: string; question?: string; query?: string }[];
   if (!Array.isArray(arr)) throw new Error(`${o.data}: expected a Spider JSON array of {db_id, question, query}`);
+  const lines = jsonItemLines(text);
   return arr.map((x, i) => {
     if (typeof x.question !== "string" || typeof x.query !== "string") throw new Error(`${o.data}: item ${i} lacks question or query`);
     if (x.db_id && tables && !tables.has(x.db_id)) throw new Error(`${o.data}: item ${i}: db_id '${x.db_id}' is not in ${o.tables}`);
     return {
       question: x.question,
       gold: x.query,
+      source: `${o.data}:${lines[i] ?? "?"}`,
       dbId: x.db_id,
       schema: x.db_id ? tables?.get(x.db_id) : undefined,
       entry: x.db_id ? entries.get(x.db_id) : undefined,
@@ -123,7 +146,13 @@ async function loadItems(o: EvalOptions): Promise<Item[]> {
   if (!fs.existsSync(o.data)) throw new Error(`--data: file not found: ${o.data}`);
   const items = o.data.endsWith(".json")
     ? readSpiderItems(o)
-    : (await readExamples(o.data, structuredClone(DEFAULTS.data))).map((e: Example) => ({ question: e.question, gold: e.sql }));
+    : (await readExamples(o.data, { ...structuredClone(DEFAULTS.data), db: o.db ?? null })).map((e: Example) => ({
+        question: e.question,
+        gold: e.sql,
+        source: e.source,
+        db: e.db,
+        schema: e.schema,
+      }));
   return o.limit ? items.slice(0, o.limit) : items;
 }
 
@@ -170,8 +199,9 @@ async function tokenMetrics(o: EvalOptions, items: Item[], template: string): Pr
   }
 }
 
-/** The example's database file under dbDir, if it exists. */
+/** The example's database file (its own, or under dbDir), if it exists. */
 function databaseOf(o: EvalOptions, it: Item): string | undefined {
+  if (it.db) return it.db;
   const db = o.dbDir && it.dbId ? path.join(o.dbDir, it.dbId, `${it.dbId}.sqlite`) : undefined;
   return db && fs.existsSync(db) ? db : undefined;
 }
@@ -231,58 +261,7 @@ export async function evaluateSql(o: EvalOptions): Promise<EvalReport> {
     votes = g.votes;
   }
 
-  const rows: EvalRow[] = [];
-  const errors: Record<string, number> = {};
-  let canExec = 0;
-  try {
-    for (const [i, it] of items.entries()) {
-      const pred = preds[i].trim();
-      let level: Hardness | "unknown" = "unknown";
-      try {
-        level = hardness(it.gold, it.entry);
-      } catch {
-        // a gold query Spider's own parser cannot read either
-      }
-      let cm: ReturnType<typeof componentMatch> | null = null;
-      let goldError: string | undefined;
-      try {
-        cm = componentMatch(it.gold, pred, it.entry);
-      } catch (err) {
-        // a gold query that Spider's parser cannot read (it fails in the reference too): no set match
-        goldError = `gold query does not parse: ${(err as Error).message}`;
-      }
-      const none = { select: false, from: false, where: false, groupBy: false, orderBy: false, limit: false, iuen: false };
-      const row: EvalRow = {
-        i,
-        db_id: it.dbId,
-        question: it.question,
-        gold: it.gold,
-        prediction: pred,
-        hardness: level,
-        exact: cm?.all ?? false,
-        components: cm ? { select: cm.select, from: cm.from, where: cm.where, groupBy: cm.groupBy, orderBy: cm.orderBy, limit: cm.limit, iuen: cm.iuen } : none,
-        ...(goldError ? { category: "gold_unparsed", error: goldError } : {}),
-      };
-      const db = databaseOf(o, it);
-      if (db) {
-        canExec++;
-        const r = await execMatch(db, it.gold, pred, o.timeoutMs);
-        row.execution = r.match;
-        if (!r.match) {
-          row.category = r.category;
-          row.error = r.error;
-        }
-        const v = votes[i];
-        if (v) row.candidates = await candidateRow(v, r.match, (greedy) => execMatch(db, it.gold, greedy, o.timeoutMs).then((x) => x.match));
-      }
-      if (row.category) errors[row.category] = (errors[row.category] ?? 0) + 1;
-      rows.push(row);
-      o.onProgress?.("score", i + 1, items.length);
-    }
-  } finally {
-    await closeAll();
-  }
-
+  const { rows, errors, execution } = await scoreRows(o, items, preds, votes);
   const tm = o.predictions ? null : await tokenMetrics(o, items, template);
   const frac = (xs: boolean[]) => (xs.length ? xs.filter(Boolean).length / xs.length : 0);
   const byHardness: EvalReport["byHardness"] = {};
@@ -300,7 +279,8 @@ export async function evaluateSql(o: EvalOptions): Promise<EvalReport> {
     examples: rows.length,
     exactMatch: frac(rows.map((r) => r.exact)),
     componentMatch: comp,
-    executionAccuracy: canExec ? frac(executed.map((r) => r.execution!)) : null,
+    executionAccuracy: executed.length ? frac(executed.map((r) => r.execution!)) : null,
+    execution,
     byHardness,
     errors,
     evalLoss: tm?.loss ?? null,
@@ -326,10 +306,100 @@ export async function evaluateSql(o: EvalOptions): Promise<EvalReport> {
   return report;
 }
 
+/** One example's exact-set and component match, and its Spider hardness. */
+function matchRow(i: number, it: Item, pred: string): EvalRow {
+  let level: Hardness | "unknown" = "unknown";
+  try {
+    level = hardness(it.gold, it.entry);
+  } catch {
+    // a gold query Spider's own parser cannot read either
+  }
+  let cm: ReturnType<typeof componentMatch> | null = null;
+  let goldError: string | undefined;
+  try {
+    cm = componentMatch(it.gold, pred, it.entry);
+  } catch (err) {
+    // a gold query that Spider's parser cannot read (it fails in the reference too): no set match
+    goldError = `gold query does not parse: ${(err as Error).message}`;
+  }
+  const none = { select: false, from: false, where: false, groupBy: false, orderBy: false, limit: false, iuen: false };
+  return {
+    i,
+    db_id: it.dbId,
+    question: it.question,
+    gold: it.gold,
+    prediction: pred,
+    hardness: level,
+    exact: cm?.all ?? false,
+    components: cm ? { select: cm.select, from: cm.from, where: cm.where, groupBy: cm.groupBy, orderBy: cm.orderBy, limit: cm.limit, iuen: cm.iuen } : none,
+    ...(goldError ? { category: "gold_unparsed", error: goldError } : {}),
+  };
+}
+
+/**
+ * Scores every example: exact and component match, and execution on its database when it has
+ * one. An example without a database, or whose gold query fails on it (said once, with its line),
+ * is left out of execution accuracy and counted in `execution`.
+ */
+async function scoreRows(o: EvalOptions, items: Item[], preds: string[], votes: (CandidateReport | undefined)[]) {
+  const rows: EvalRow[] = [];
+  const errors: Record<string, number> = {};
+  const execution: EvalReport["execution"] = { scored: 0, keepDistinct: !!o.keepDistinct, noDatabase: { examples: 0, byDatabase: {} }, goldFailed: [] };
+  const ex = { timeoutMs: o.timeoutMs, keepDistinct: o.keepDistinct };
+  try {
+    for (const [i, it] of items.entries()) {
+      const pred = preds[i].trim();
+      const row = matchRow(i, it, pred);
+      const db = databaseOf(o, it);
+      if (db) {
+        const r = await execMatch(db, it.gold, pred, ex);
+        if ("goldError" in r) {
+          warn(`${it.source}: the gold query fails on ${db}; the example is left out of execution accuracy (${r.goldError})`);
+          execution.goldFailed.push({ i, source: it.source, error: r.goldError });
+          row.category = "gold_failed";
+          row.error = r.goldError;
+        } else {
+          execution.scored++;
+          row.execution = r.match;
+          if (!r.match) {
+            row.category = r.category;
+            row.error = r.error;
+          }
+          const v = votes[i];
+          if (v) row.candidates = await candidateRow(v, r.match, (greedy) => execMatch(db, it.gold, greedy, ex).then((x) => "match" in x && x.match));
+        }
+      } else if (o.dbDir || o.db || items.some((x) => x.db)) {
+        execution.noDatabase.examples++;
+        const key = it.dbId ?? "(none)";
+        execution.noDatabase.byDatabase[key] = (execution.noDatabase.byDatabase[key] ?? 0) + 1;
+      }
+      if (row.category) errors[row.category] = (errors[row.category] ?? 0) + 1;
+      rows.push(row);
+      o.onProgress?.("score", i + 1, items.length);
+    }
+  } finally {
+    await closeAll();
+  }
+  return { rows, errors, execution };
+}
+
 /** Execution match of one prediction (a non-query scores wrong without running). */
-async function execMatch(db: string, gold: string, pred: string, timeoutMs = 5000): Promise<{ match: boolean; category?: string; error?: string }> {
+async function execMatch(
+  db: string,
+  gold: string,
+  pred: string,
+  o: { timeoutMs?: number; keepDistinct?: boolean },
+): Promise<{ match: boolean; category?: string; error?: string } | { goldError: string }> {
   const q = isSingleReadQuery(pred);
-  return q.ok ? executionMatch(db, gold, pred, { timeoutMs }) : { match: false, category: "not_a_query", error: q.why };
+  const opts = { timeoutMs: o.timeoutMs ?? 5000, keepDistinct: o.keepDistinct };
+  try {
+    if (q.ok) return await executionMatch(db, gold, pred, opts);
+    await executionMatch(db, gold, gold, opts); // a gold query that fails leaves the example out, whatever the prediction
+    return { match: false, category: "not_a_query", error: q.why };
+  } catch (err) {
+    if (err instanceof GoldQueryError) return { goldError: err.message };
+    throw err;
+  }
 }
 
 /** An example's vote, with the greedy answer's execution match (run only when the vote changed the answer). */
@@ -349,12 +419,36 @@ async function candidateRow(
   };
 }
 
+/** How execution was scored: the DISTINCT rule, and the examples left out and why. */
+function executionLines(r: EvalReport): string[] {
+  const x = r.execution;
+  if (x.scored === 0 && x.noDatabase.examples === 0 && x.goldFailed.length === 0) return [];
+  const out = [
+    `                 on ${x.scored} of ${r.examples} examples; ` +
+      (x.keepDistinct
+        ? "DISTINCT kept as written (--keep-distinct, the official keep_distinct)"
+        : "DISTINCT taken out of both queries (the official test-suite evaluator's default; --keep-distinct keeps it)"),
+  ];
+  if (x.noDatabase.examples) {
+    const by = Object.entries(x.noDatabase.byDatabase)
+      .map(([db, n]) => `${db} ${n}`)
+      .join(", ");
+    out.push(`skipped          ${x.noDatabase.examples} examples whose database file is missing (by db_id: ${by}; no <db_id>/<db_id>.sqlite under --db-dir)`);
+  }
+  if (x.goldFailed.length) {
+    const first = x.goldFailed.slice(0, 3).map((g) => g.source);
+    out.push(`skipped          ${x.goldFailed.length} examples whose gold query fails on its database (${first.join(", ")}${x.goldFailed.length > 3 ? ", ..." : ""})`);
+  }
+  return out;
+}
+
 export function formatEvalReport(r: EvalReport): string {
   const pct = (x: number | null) => (x === null ? "   n/a" : `${(100 * x).toFixed(1).padStart(5)}%`);
   const lines = [
     `examples         ${r.examples}`,
     `exact match      ${pct(r.exactMatch)} (Spider's official exact-set match)`,
-    `execution        ${pct(r.executionAccuracy)}${r.executionAccuracy === null ? " (no databases: pass --db-dir <dir>/<db_id>/<db_id>.sqlite)" : ""}`,
+    `execution        ${pct(r.executionAccuracy)}${r.executionAccuracy === null && r.execution.noDatabase.examples === 0 && r.execution.goldFailed.length === 0 ? " (no databases: pass --db-dir <dir>/<db_id>/<db_id>.sqlite)" : ""}`,
+    ...executionLines(r),
     `eval loss        ${r.evalLoss === null ? "n/a" : r.evalLoss.toFixed(4)}   token accuracy ${pct(r.tokenAccuracy)}`,
     `components       ${Object.entries(r.componentMatch)
       .map(([k, v]) => `${k} ${pct(v).trim()}`)
