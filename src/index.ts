@@ -4,8 +4,20 @@
 // reachable inside the package only.
 
 // Training
+import { trainSft as trainSftCore, type TrainHooks, type TrainOptions, type TrainSummary } from "./train/trainer.js";
+import type { TrainConfig } from "./train/config.js";
+import { decodeWithAdapter } from "./serve/eval-decoder.js";
+
+/**
+ * Fine-tunes a LoRA adapter on question/SQL pairs. Resolves to a summary of the run. With
+ * train.eval_execution, evaluations decode through node-llama-cpp (hooks.decodeSql replaces it).
+ *
+ *   await trainSft({ config: "configs/quickstart.yaml", train: { max_steps: 50 } }, { onStep: (e) => console.log(e.loss) })
+ */
+export function trainSft(options: TrainOptions | TrainConfig, hooks: TrainHooks = {}): Promise<TrainSummary> {
+  return trainSftCore(options, { decodeSql: decodeWithAdapter, ...hooks });
+}
 export {
-  trainSft,
   prepareData,
   formatSummary,
   type TrainOptions,

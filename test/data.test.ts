@@ -31,7 +31,7 @@ describe("reading data", () => {
 
   test("other column names by config", async () => {
     const f = file("d.csv", "q,s\nWho?,SELECT 1\n");
-    expect(await readExamples(f, dataCfg({ columns: { question: "q", sql: "s", schema: null } }))).toHaveLength(1);
+    expect(await readExamples(f, dataCfg({ columns: { question: "q", sql: "s", schema: null, db: "db" } }))).toHaveLength(1);
   });
 
   test("bad CSV: unterminated quote, missing column, empty field, wrong field count, invalid UTF-8", async () => {

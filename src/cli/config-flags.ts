@@ -10,6 +10,10 @@ export interface CommonFlags {
   dtype?: ModelDtype;
   yes?: boolean;
   data?: string;
+  db?: string;
+  dbDir?: string;
+  evalExecution?: boolean;
+  keepDistinct?: boolean;
   output?: string;
   maxSteps?: string;
   device?: string;
@@ -36,7 +40,11 @@ export function withConfigFlags(cmd: Command): Command {
       new Option("--dtype <type>", "model.dtype: weight type a Hugging Face checkpoint is converted to (auto: the checkpoint's own)").choices(MODEL_DTYPES),
     )
     .option("-y, --yes", "download model.path from the hub without asking when it is not in the cache")
-    .option("--data <file>", "data.path: CSV, JSONL or Spider JSON")
+    .option("--data <file>", "data.path: CSV, JSONL, Spider or BIRD JSON")
+    .option("--db <file>", "data.db: one SQLite database for every row without its own db column")
+    .option("--db-dir <dir>", "data.db_dir: Spider/BIRD databases as <dir>/<db_id>/<db_id>.sqlite (none: no databases)")
+    .option("--eval-execution", "train.eval_execution: at every evaluation, eval_ex (greedy answers run on the eval rows' databases) and best_model/")
+    .option("--keep-distinct", "train.keep_distinct: eval_ex runs DISTINCT as written (default: taken out of both queries, as the official evaluator)")
     .option("--output <dir>", "output.dir")
     .option("--max-steps <n>", "train.max_steps")
     .addOption(new Option("--device <device>", "train.device").choices(["auto", "cpu", "cuda", "metal"]))
@@ -64,6 +72,10 @@ export function configFrom(o: CommonFlags): TrainConfig {
       "model.path": o.model,
       "model.dtype": o.dtype,
       "data.path": o.data,
+      "data.db": o.db,
+      "data.db_dir": o.dbDir,
+      "train.eval_execution": o.evalExecution,
+      "train.keep_distinct": o.keepDistinct,
       "output.dir": o.output,
       "train.max_steps": num("--max-steps", o.maxSteps),
       "train.device": o.device,

@@ -5,6 +5,7 @@ import { formatDuration } from "../util/format.js";
 import { lazyBar } from "../util/bar.js";
 import type { TrainConfig } from "../train/config.js";
 import { formatSummary, trainSft, type TrainHooks, type TrainSummary } from "../train/trainer.js";
+import { decodeWithAdapter } from "../serve/eval-decoder.js";
 import { configFrom, withConfigFlags, type CommonFlags } from "./config-flags.js";
 import { cliResolveModel, onInterrupt } from "./progress.js";
 
@@ -13,12 +14,15 @@ const emit = (obj: object) => process.stdout.write(JSON.stringify(obj) + "\n");
 /** The trainer's step and eval events: JSON lines, a bar on a terminal, else a line every 10 s. */
 function trainProgress(cfg: TrainConfig, json: boolean): { hooks: TrainHooks; stop: () => void } {
   const tty = !json && process.stderr.isTTY;
-  const bar = lazyBar("train |{bar}| {value}/{total} steps | loss {loss} | lr {lr} | {tps} tok/s | ETA {remaining}", { hideCursor: true });
+  const bar = lazyBar("train |{bar}| {value}/{total} steps | loss {loss}{ex} | lr {lr} | {tps} tok/s | ETA {remaining}", { hideCursor: true });
   let lastLine = 0;
+  let ex = "";
   const hooks: TrainHooks = {
-    onEvalProgress: (done, total, step) => {
+    onEvalProgress: (done, total, step, phase) => {
       if (json) return;
-      if (tty) {
+      if (phase === "execution") {
+        process.stderr.write(`${tty ? "\r\x1b[K" : ""}eval @ step ${step}: decoding ${total} eval rows and running them on their databases (eval_ex)...${tty ? "" : "\n"}`);
+      } else if (tty) {
         process.stderr.write(`\r\x1b[Keval @ step ${step}: ${done}/${total} examples`);
       } else if (done === Math.min(total, cfg.train.batch_size)) {
         process.stderr.write(`eval @ step ${step}: ${total} examples...\n`);
@@ -26,17 +30,20 @@ function trainProgress(cfg: TrainConfig, json: boolean): { hooks: TrainHooks; st
     },
     onEval: (e) => {
       if (json) return emit({ type: "eval", ...e });
-      const line = `eval @ step ${e.step}: loss ${e.loss.toFixed(4)}, token accuracy ${(100 * e.accuracy).toFixed(1)}%`;
+      if (e.eval_ex !== undefined) ex = ` | EX ${(100 * e.eval_ex).toFixed(1)}%`;
+      const line =
+        `eval @ step ${e.step}: loss ${e.loss.toFixed(4)}, token accuracy ${(100 * e.accuracy).toFixed(1)}%` +
+        (e.eval_ex !== undefined ? `, eval_ex ${(100 * e.eval_ex).toFixed(1)}% (best_model: step ${e.best_step})` : "");
       process.stderr.write((tty ? "\r\x1b[K" : "") + line + "\n");
     },
     onStep: (e) => {
       if (json) return emit({ type: "step", ...e });
-      const payload = { loss: e.loss.toFixed(4), lr: e.lr.toExponential(2), tps: e.tokensPerS.toFixed(0), remaining: formatDuration(e.etaS) };
+      const payload = { loss: e.loss.toFixed(4), lr: e.lr.toExponential(2), tps: e.tokensPerS.toFixed(0), remaining: formatDuration(e.etaS), ex };
       if (tty) {
         bar.update(e.step, e.totalSteps, payload, e.step - 1);
       } else if (e.step === e.totalSteps || performance.now() - lastLine > 10_000 || e.step === 1) {
         lastLine = performance.now();
-        process.stderr.write(`step ${e.step}/${e.totalSteps} | loss ${payload.loss} | lr ${payload.lr} | ${payload.tps} tok/s | ETA ${payload.remaining}\n`);
+        process.stderr.write(`step ${e.step}/${e.totalSteps} | loss ${payload.loss}${ex} | lr ${payload.lr} | ${payload.tps} tok/s | ETA ${payload.remaining}\n`);
       }
     },
   };
@@ -65,6 +72,7 @@ async function train(o: CommonFlags): Promise<void> {
       .filter((a) => a !== "--resume" && a !== "--overwrite")
       .join(" ")}`,
     onLog,
+    decodeSql: decodeWithAdapter,
     ...progress.hooks,
   });
   progress.stop();

@@ -1,14 +1,17 @@
 // The training loop: optimizer steps over the epochs' shuffled examples, each step its micro-batches
-// accumulated then one AdamW step; evaluation every eval_every steps, a checkpoint every save_every,
+// accumulated then one AdamW step; evaluation every eval_every steps (with train.eval_execution also
+// eval_ex, see exec-eval.ts, and best_model/), a checkpoint every save_every,
 // metrics.jsonl as it goes, and on abort a checkpoint of the state before the unfinished step. A
 // non-finite loss or gradient norm stops the run before anything of its step is saved.
 import fs from "node:fs";
 import path from "node:path";
 import type { AdapterRecord } from "../adapters/folder.js";
+import { saveAdapterFolder } from "../adapters/save-load.js";
 import { makeBatch, type LoraEngine } from "../engine/engine.js";
-import { writeFileAtomic } from "../util/atomic.js";
+import { removeAtomic, writeFileAtomic } from "../util/atomic.js";
 import { checkpointDirs, saveCheckpoint, type Position, type TensorList } from "./checkpoints.js";
 import type { TrainConfig } from "./config.js";
+import { betterByEx, executionAccuracy, promoteBest, type EvalDecoder, type ExecRows, type ExecScore } from "./exec-eval.js";
 import type { Series } from "./plot.js";
 import type { Encoded } from "./prompt.js";
 import { epochOrder, examplesPerStep, lrAt } from "./schedule.js";
@@ -16,7 +19,7 @@ import type { EvalEvent, StepEvent, TrainHooks } from "./trainer.js";
 
 /** metrics.jsonl, and the loss curves so far for loss.svg. */
 export interface Metrics {
-  history: { train: Series; eval: Series };
+  history: { train: Series; eval: Series; evalEx: Series };
   write(m: object): void;
 }
 
@@ -31,7 +34,12 @@ export interface Run {
   totalSteps: number;
   startStep: number; // the step this session started from (the checkpoint's, on resume)
   metrics: Metrics;
+  /** train.eval_execution: the rows, the decoder, and the best score so far (best_model/'s) */
+  exec?: { rows: ExecRows; decode: EvalDecoder; best: ExecScore | null };
 }
+
+/** The eval_adapter/ folder each evaluation with eval_execution saves and decodes from. */
+export const EVAL_ADAPTER = "eval_adapter";
 
 /** A session of the loop: where it is, and the counters the step events and the summary report. */
 export interface Session {
@@ -50,7 +58,7 @@ export interface Session {
  * The entries of metrics.jsonl up to step `upTo`. A last line a crash cut is dropped with a
  * warning; any other line that does not parse is an error naming the file and the line.
  */
-function readMetrics(file: string, upTo: number, log: (m: string) => void): { line: string; m: { type?: string; step: number; loss: number } }[] {
+function readMetrics(file: string, upTo: number, log: (m: string) => void): { line: string; m: { type?: string; step: number; loss: number; eval_ex?: number } }[] {
   const lines = fs.readFileSync(file, "utf8").split("\n");
   while (lines.length && !lines[lines.length - 1].trim()) lines.pop();
   const kept = [];
@@ -75,11 +83,12 @@ function readMetrics(file: string, upTo: number, log: (m: string) => void): { li
 /** Opens metrics.jsonl in `out`; on resume from step `resumedAt`, drops what came after it. */
 export function openMetrics(out: string, resumedAt: number | null, log: (m: string) => void = () => {}): Metrics {
   const file = path.join(out, "metrics.jsonl");
-  const history: Metrics["history"] = { train: [], eval: [] };
+  const history: Metrics["history"] = { train: [], eval: [], evalEx: [] };
   const kept = resumedAt !== null && fs.existsSync(file) ? readMetrics(file, resumedAt, log) : [];
   for (const { m } of kept) {
     if (m.type === "train") history.train.push([m.step, m.loss]);
     if (m.type === "eval") history.eval.push([m.step, m.loss]);
+    if (m.type === "eval" && typeof m.eval_ex === "number") history.evalEx.push([m.step, m.eval_ex]);
   }
   writeFileAtomic(file, kept.map((k) => k.line + "\n").join(""));
   return { history, write: (m) => fs.appendFileSync(file, JSON.stringify(m) + "\n") };
@@ -103,9 +112,43 @@ async function evaluate(run: Run, s: Session, step: number): Promise<void> {
     if (hooks.signal?.aborted) return;
   }
   s.lastEval = { step, loss: lossSum / n, accuracy: correct / n, tokens: n };
+  if (run.exec) {
+    hooks.onEvalProgress?.(0, run.exec.rows.rows.length, step, "execution");
+    s.lastEval.eval_ex = await evalExecution(run, step, s.lastEval.loss);
+    run.metrics.history.evalEx.push([step, s.lastEval.eval_ex]);
+    s.lastEval.best_step = run.exec.best?.step;
+  }
   run.metrics.history.eval.push([step, s.lastEval.loss]);
   run.metrics.write({ type: "eval", ...s.lastEval, seconds: (performance.now() - t0) / 1000 });
   hooks.onEval?.(s.lastEval);
+}
+
+/**
+ * eval_ex of the adapter after `step` steps: saved to eval_adapter/, decoded greedily by the
+ * hook, run read-only on the rows' databases; when it beats the best so far (ties: the lower eval
+ * loss) the folder becomes best_model/, else it is removed.
+ */
+async function evalExecution(run: Run, step: number, loss: number): Promise<number> {
+  const x = run.exec!;
+  const out = run.cfg.output.dir;
+  const cand = path.join(out, EVAL_ADAPTER);
+  await saveAdapterFolder(run.engine, cand, { ...run.record, steps: step });
+  const rows = x.rows.rows;
+  const preds = await x.decode(
+    cand,
+    rows.map((r) => ({ question: r.question, schema: r.schema, evidence: r.evidence })),
+    { maxTokens: run.cfg.data.max_seq_len },
+  );
+  if (preds.length !== rows.length) throw new Error(`eval_execution: the decoder answered ${preds.length} of ${rows.length} rows`);
+  const ex = await executionAccuracy(rows, preds, { keepDistinct: run.cfg.train.keep_distinct });
+  const score = { step, ex, loss };
+  if (betterByEx(score, x.best)) {
+    promoteBest(out, cand);
+    x.best = score;
+  } else {
+    removeAtomic(cand);
+  }
+  return ex;
 }
 
 /** Accumulates the gradients of one step's examples, micro-batch by micro-batch; on abort it stops after the current one. */

@@ -1,6 +1,7 @@
 // The SFT trainer: trainSft reads as setup (config, model, data, engine, resume) -> the loop
 // (loop.ts) -> the summary. The trainer owns the schedule (schedule.ts: epochs or max_steps, the
-// learning rate), evaluation, checkpoints and resuming (checkpoints.ts); the native engine only
+// learning rate), evaluation (with train.eval_execution also execution accuracy and best_model/,
+// exec-eval.ts), checkpoints and resuming (checkpoints.ts); the native engine only
 // accumulates and steps. The output folder must be new or empty unless the run resumes or
 // overwrites it; every file and folder it writes is written whole (../util/atomic.ts; metrics.jsonl
 // is appended to, and a line a crash cut is dropped on resume). prepareData is also
@@ -11,11 +12,13 @@ import { baseModelName, FINAL_MODEL, GGUF_ADAPTER } from "../adapters/folder.js"
 import { loadAdapterInto, saveAdapterFolder } from "../adapters/save-load.js";
 import { LoraEngine } from "../engine/engine.js";
 import { resolveModelPath } from "../models/model-path.js";
+import { closeAll } from "../sql/query-process.js";
 import { cleanLeftovers, removeAtomic, writeFileAtomic } from "../util/atomic.js";
 import { checkpointDirs, resumeNewest, type Position } from "./checkpoints.js";
 import { configToYaml, loadConfig, type DeepPartial, type TrainConfig } from "./config.js";
 import { loadDataset, type DatasetReport, type Example } from "./data.js";
-import { openMetrics, trainLoop, type Metrics, type Run, type Session } from "./loop.js";
+import { BEST_MODEL, execRows, resumeBest, type EvalDecoder, type ExecRows } from "./exec-eval.js";
+import { EVAL_ADAPTER, openMetrics, trainLoop, type Metrics, type Run, type Session } from "./loop.js";
 import { lossCurveSvg } from "./plot.js";
 import { encodeExample, Tokenizer, type Encoded, type EncodeOptions } from "./prompt.js";
 import { totalSteps } from "./schedule.js";
@@ -38,6 +41,10 @@ export interface EvalEvent {
   loss: number;
   accuracy: number;
   tokens: number;
+  /** with train.eval_execution: the execution accuracy of the greedy answers on the eval rows */
+  eval_ex?: number;
+  /** with train.eval_execution: the step whose adapter best_model/ holds after this evaluation */
+  best_step?: number;
 }
 
 export interface LengthStats {
@@ -74,6 +81,12 @@ export interface TrainSummary {
   trainLoss: number;
   evalLoss: number | null;
   evalAccuracy: number | null;
+  /** train.eval_execution: the last evaluation's execution accuracy */
+  evalEx: number | null;
+  /** train.eval_execution: best_model/, the adapter of the evaluation with the best eval_ex (ties: the lower eval loss) */
+  bestModel: { dir: string; step: number; evalEx: number; evalLoss: number } | null;
+  /** train.eval_execution: the rows scored, the rows left out (gold fails on its database, not in the sample), the DISTINCT rule */
+  evalExecution: { rows: number; goldFailed: number; notSampled: number; keepDistinct: boolean } | null;
   wallS: number;
   tokensPerS: number;
   peakRssBytes: number;
@@ -97,8 +110,14 @@ export interface TrainSummary {
 export interface TrainHooks {
   onStep?: (e: StepEvent) => void;
   onEval?: (e: EvalEvent) => void;
-  /** examples evaluated so far, during an evaluation */
-  onEvalProgress?: (done: number, total: number, step: number) => void;
+  /** examples evaluated so far, during an evaluation ("execution": eval_execution's decoding starts, done 0) */
+  onEvalProgress?: (done: number, total: number, step: number, phase?: "loss" | "execution") => void;
+  /**
+   * train.eval_execution's decoder: greedy SQL for each row from an adapter folder. The trainer
+   * cannot generate (generation is a layer above it); `trainSft` from the package's entry and
+   * `text2sql train` pass node-llama-cpp's (src/serve/eval-decoder.ts).
+   */
+  decodeSql?: EvalDecoder;
   /** human-readable progress of the preparation phases */
   onLog?: (msg: string) => void;
   /** abort: the current micro-step finishes, a checkpoint is saved, the summary says interrupted */
@@ -197,7 +216,7 @@ export async function prepareData(cfg: TrainConfig, modelPath: string, log: (m: 
     over1024: t.totals.filter((n) => n > 1024).length,
     over2048: t.totals.filter((n) => n > 2048).length,
   };
-  return { train, eval: evalSet, summary };
+  return { train, eval: evalSet, evalRows: ds.eval, summary };
 }
 
 function gib(n: number): string {
@@ -224,14 +243,40 @@ export async function trainSft(options: TrainOptions | TrainConfig, hooks: Train
 
   const modelPath = await resolveModelPath(cfg.model.path, { log, dtype: cfg.model.dtype, signal: hooks.signal });
   const data = await prepareData(cfg, modelPath, log);
+  const exec = cfg.train.eval_execution ? await execSetup(cfg, data.evalRows, hooks, log) : undefined;
   const engine = await openEngine(cfg, modelPath);
   try {
     const { run, start } = await startRun(cfg, engine, modelPath, data, hooks);
+    if (exec) run.exec = { ...exec, best: hooks.resume ? resumeBest(out, execScores(run.metrics), log).best : null };
     const session = await trainLoop(run, start);
     return await finish(run, session, data.summary, t0);
   } finally {
     await engine.dispose();
+    if (exec) await closeAll();
   }
+}
+
+/** train.eval_execution: its decoder and rows (gold queries checked on their databases), said in the log. */
+async function execSetup(cfg: TrainConfig, evalRows: Example[], hooks: TrainHooks, log: (m: string) => void): Promise<{ rows: ExecRows; decode: EvalDecoder }> {
+  if (!hooks.decodeSql) {
+    throw new Error(
+      "train.eval_execution: this trainSft has no decoder (hooks.decodeSql); use trainSft from the package's entry point or `text2sql train`, which pass node-llama-cpp's",
+    );
+  }
+  const rows = await execRows(cfg, evalRows, log);
+  log(
+    `eval_execution: ${rows.rows.length} eval rows decoded greedily and run on their databases at every evaluation` +
+      (rows.notSampled ? ` (a sample of ${cfg.train.eval_execution_rows}, seed train.seed ${cfg.train.seed})` : "") +
+      (rows.goldFailed ? `; ${rows.goldFailed} left out: their gold query fails on their database` : "") +
+      `; DISTINCT ${cfg.train.keep_distinct ? "kept as written (train.keep_distinct)" : "taken out of both queries (the official evaluator's default)"}`,
+  );
+  return { rows, decode: hooks.decodeSql };
+}
+
+/** The (step, eval_ex, eval loss) of every evaluation in the metrics that has an eval_ex. */
+function execScores(m: Metrics): { step: number; ex: number; loss: number }[] {
+  const loss = new Map(m.history.eval.map(([step, l]) => [step, l]));
+  return m.history.evalEx.filter(([step]) => loss.has(step)).map(([step, ex]) => ({ step, ex, loss: loss.get(step)! }));
 }
 
 /** Refuses a non-empty output folder unless the run resumes or replaces what it holds. */
@@ -257,7 +302,11 @@ function beginOutput(cfg: TrainConfig, hooks: TrainHooks, resumedAt: number | nu
   const out = cfg.output.dir;
   fs.mkdirSync(out, { recursive: true });
   const metrics = openMetrics(out, resumedAt, hooks.onLog);
-  if (hooks.overwrite) for (const f of ["checkpoints", FINAL_MODEL, "loss.svg", "summary.json"]) removeAtomic(path.join(out, f));
+  if (hooks.overwrite) for (const f of ["checkpoints", FINAL_MODEL, BEST_MODEL, "loss.svg", "summary.json"]) removeAtomic(path.join(out, f));
+  if (fs.existsSync(path.join(out, EVAL_ADAPTER))) {
+    removeAtomic(path.join(out, EVAL_ADAPTER));
+    hooks.onLog?.(`output: removed ${path.join(out, EVAL_ADAPTER)}, an evaluation's adapter left by a run that stopped during it`);
+  }
   writeFileAtomic(path.join(out, "config.yaml"), configToYaml(cfg));
   return metrics;
 }
@@ -330,7 +379,8 @@ async function finish(run: Run, s: Session, data: DataSummary, t0: number): Prom
     await saveAdapterFolder(run.engine, finalModel, { ...run.record, steps: s.pos.step });
   }
   const { history } = run.metrics;
-  writeFileAtomic(path.join(out, "loss.svg"), lossCurveSvg(history.train, history.eval, `text2sql: ${path.basename(out)}`));
+  writeFileAtomic(path.join(out, "loss.svg"), lossCurveSvg(history.train, history.eval, `text2sql: ${path.basename(out)}`, history.evalEx));
+  const best = run.exec?.best;
   const peak = process.resourceUsage().maxRSS * 1024;
   const summary: TrainSummary = {
     outputDir: out,
@@ -343,6 +393,11 @@ async function finish(run: Run, s: Session, data: DataSummary, t0: number): Prom
     trainLoss: s.recent.length ? s.recent.reduce((a, b) => a + b, 0) / s.recent.length : s.lastLoss,
     evalLoss: s.lastEval ? s.lastEval.loss : null,
     evalAccuracy: s.lastEval ? s.lastEval.accuracy : null,
+    evalEx: s.lastEval?.eval_ex ?? null,
+    bestModel: best ? { dir: path.join(out, BEST_MODEL), step: best.step, evalEx: best.ex, evalLoss: best.loss } : null,
+    evalExecution: run.exec
+      ? { rows: run.exec.rows.rows.length, goldFailed: run.exec.rows.goldFailed, notSampled: run.exec.rows.notSampled, keepDistinct: run.cfg.train.keep_distinct }
+      : null,
     wallS: (performance.now() - t0) / 1000,
     tokensPerS: s.trainSeconds > 0 ? s.tokensSeen / s.trainSeconds : 0,
     peakRssBytes: peak,
@@ -383,6 +438,11 @@ export function formatSummary(s: TrainSummary): string {
     `train loss      ${f(s.trainLoss)} (mean of the last steps)`,
     `eval loss       ${f(s.evalLoss)}`,
     `token accuracy  ${s.evalAccuracy === null ? "n/a" : (100 * s.evalAccuracy).toFixed(1) + "%"}`,
+    s.evalExecution
+      ? `eval_ex         ${s.evalEx === null ? "n/a" : (100 * s.evalEx).toFixed(1) + "%"} (execution accuracy on ${s.evalExecution.rows} eval rows` +
+        `${s.evalExecution.goldFailed ? `, ${s.evalExecution.goldFailed} left out: gold fails` : ""}; DISTINCT ${s.evalExecution.keepDistinct ? "kept" : "taken out"})`
+      : "",
+    s.bestModel ? `best model      ${s.bestModel.dir}: step ${s.bestModel.step}, eval_ex ${(100 * s.bestModel.evalEx).toFixed(1)}%, eval loss ${f(s.bestModel.evalLoss)}` : "",
     `wall time       ${(s.wallS / 60).toFixed(1)} min, ${s.tokensPerS.toFixed(1)} tokens/s`,
     `trainable       ${s.trainableParams.toLocaleString("en-US")} parameters`,
     `peak memory     ${gib(s.peakRssBytes)}: base weights ${gib(m.baseWeights)}${m.quantizedWeights > 0 ? ` (quantized ${gib(m.quantizedWeights)})` : ""}, transposed copies ${gib(m.transposedCopies)}, LoRA ${gib(m.lora)}, gradients ${gib(m.gradients)}, optimizer state ${gib(m.optimizer)}, compute buffer (activations) ${gib(m.computeBuffer)}${m.perLayerTransposed > 0 ? ` (of which per-layer Wᵀ ${gib(m.perLayerTransposed)})` : ""}, other ${gib(m.other)}`,
