@@ -1,0 +1,146 @@
+// Execution accuracy while training (train.eval_execution): the best-by-EX choice on exact toy
+// scores, the rows (a seeded sample, a gold query that fails said once with its line and left out,
+// eval rows without a database refused naming the option), and SFT runs of the tiny test model on
+// Spider's layout with a test-made database/ folder: eval_ex in metrics.jsonl and summary.json,
+// best_model/ holding the step the summary names, loss.svg's second axis, resume.
+import fs from "node:fs";
+import path from "node:path";
+import { afterAll, describe, expect, test } from "vitest";
+import { trainSft } from "../src/index.js";
+import { loadConfig } from "../src/train/config.js";
+import { loadDataset } from "../src/train/data.js";
+import { bestByEx, betterByEx, execRows, executionAccuracy } from "../src/train/exec-eval.js";
+import { trainSft as trainSftCore } from "../src/train/trainer.js";
+import { closeAll } from "../src/sql/query-process.js";
+import { makeSpiderLayout, SHOP_PAIRS } from "./helpers/db-layouts.js";
+import { tempDir, testModel } from "./helpers/models.js";
+
+afterAll(() => closeAll());
+
+describe("best_model/ by EX", () => {
+  test("the highest EX wins; an equal EX goes to the lower eval loss; a full tie keeps the earlier step", () => {
+    const scores = [
+      { step: 0, ex: 0, loss: 9 },
+      { step: 10, ex: 0.25, loss: 3 },
+      { step: 20, ex: 0.5, loss: 2.5 },
+      { step: 30, ex: 0.5, loss: 2.0 }, // same EX, lower loss: wins
+      { step: 40, ex: 0.5, loss: 2.0 }, // full tie: the earlier stays
+      { step: 50, ex: 0.25, loss: 1.0 }, // lower loss, lower EX: loses
+    ];
+    expect(bestByEx(scores)).toEqual({ step: 30, ex: 0.5, loss: 2.0 });
+    expect(bestByEx([])).toBeNull();
+    expect(betterByEx({ step: 1, ex: 0, loss: 5 }, null)).toBe(true);
+    expect(betterByEx({ step: 2, ex: 0.1, loss: 50 }, { step: 1, ex: 0, loss: 1 })).toBe(true);
+  });
+});
+
+async function spiderConfig(set: string[] = [], dev?: [string, string][]) {
+  const s = makeSpiderLayout({ dev });
+  const cfg = loadConfig({
+    overrides: { "model.path": await testModel({ type: "f32" }), "output.dir": path.join(s.dir, "out") },
+    set: [
+      `data.train_path=${s.train}`,
+      `data.eval_path=${s.dev}`,
+      `data.tables_path=${s.tables}`,
+      "data.template=[INST] {schema} Question: {question} [/INST]",
+      "data.max_seq_len=160",
+      "lora.target_modules=[q_proj, v_proj]",
+      "train.batch_size=2",
+      "train.grad_accum=1",
+      "train.max_steps=6",
+      "train.lr=5e-3",
+      "train.eval_every=2",
+      "train.save_every=3",
+      "train.threads=2",
+      "train.eval_execution=true",
+      ...set,
+    ],
+  });
+  return { s, cfg };
+}
+
+const evalLines = (out: string) =>
+  fs
+    .readFileSync(path.join(out, "metrics.jsonl"), "utf8")
+    .trim()
+    .split("\n")
+    .map((l) => JSON.parse(l))
+    .filter((m) => m.type === "eval");
+
+describe("the eval rows", () => {
+  test("a seeded sample; a gold query that fails is said once with its line and left out; rows without a database are refused", async () => {
+    const dev: [string, string][] = [...SHOP_PAIRS.slice(0, 4), ["Broken?", "SELECT name FROM nowhere"]];
+    const { cfg } = await spiderConfig([], dev);
+    const ds = await loadDataset(cfg.data);
+    const logs: string[] = [];
+    const all = await execRows(cfg, ds.eval, (m) => logs.push(m));
+    expect(all.rows.map((r) => r.question)).toEqual(SHOP_PAIRS.slice(0, 4).map(([q]) => q));
+    expect(all.goldFailed).toBe(1);
+    expect(logs).toHaveLength(1);
+    expect(logs[0]).toMatch(new RegExp(`dev\\.json:22: item 4: the gold query fails on .*shop\\.sqlite \\(no_such_table: no such table: nowhere\\); the row is left out of eval_ex`));
+    const sample = await execRows({ ...cfg, train: { ...cfg.train, eval_execution_rows: 2 } }, ds.eval, () => {});
+    const again = await execRows({ ...cfg, train: { ...cfg.train, eval_execution_rows: 2 } }, ds.eval, () => {});
+    expect(sample.rows.length + sample.goldFailed).toBe(2);
+    expect(sample.notSampled).toBe(3);
+    expect(again.rows.map((r) => r.source)).toEqual(sample.rows.map((r) => r.source));
+    // the gold answers score 1, other answers 0
+    expect(await executionAccuracy(all.rows, all.rows.map((r) => r.sql), { keepDistinct: false })).toBe(1);
+    expect(await executionAccuracy(all.rows, ["SELECT 1", "DELETE FROM item", all.rows[2].sql, "nonsense"], { keepDistinct: false })).toBe(0.25);
+    await expect(execRows(cfg, [{ question: "q", sql: "SELECT 1", source: "x.csv:7" }], () => {})).rejects.toThrow(
+      /train\.eval_execution: eval row x\.csv:7 has no database/,
+    );
+  });
+
+  test("eval_execution on data without databases: an error naming the option, before any training", async () => {
+    const dir = tempDir();
+    fs.writeFileSync(path.join(dir, "d.csv"), ["text_query,sql_command", ...Array.from({ length: 10 }, (_, i) => `q${i}?,SELECT ${i}`)].join("\n") + "\n");
+    const cfg = loadConfig({
+      overrides: { "model.path": await testModel({ type: "f32" }), "data.path": path.join(dir, "d.csv"), "output.dir": path.join(dir, "out") },
+      set: ["train.eval_execution=true", "data.split=[0.8, 0.2, 0]"],
+    });
+    await expect(trainSft(cfg)).rejects.toThrow(/train\.eval_execution: eval row .*d\.csv:\d+ has no database/);
+    expect(fs.existsSync(path.join(dir, "out"))).toBe(false);
+    await expect(trainSftCore({ ...cfg, data: { ...cfg.data, db: null } })).rejects.toThrow(/train\.eval_execution: this trainSft has no decoder/);
+  });
+});
+
+describe("SFT with eval_execution on Spider's layout (tiny model)", () => {
+  test("eval_ex at every evaluation in metrics.jsonl, the events and summary.json; best_model/ is the step the summary names; loss.svg has the eval_ex axis", { timeout: 120_000 }, async () => {
+    const { cfg } = await spiderConfig();
+    const events: { step: number; eval_ex?: number; best_step?: number }[] = [];
+    const logs: string[] = [];
+    const summary = await trainSft(cfg, { onEval: (e) => events.push(e), onLog: (m) => logs.push(m) });
+    const out = cfg.output.dir;
+    const evals = evalLines(out);
+    expect(evals.map((e) => e.step)).toEqual([0, 2, 4, 6]);
+    for (const e of evals) expect(e.eval_ex).toBeGreaterThanOrEqual(0);
+    expect(events.map((e) => e.eval_ex)).toEqual(evals.map((e) => e.eval_ex));
+    const best = bestByEx(evals.map((e) => ({ step: e.step, ex: e.eval_ex, loss: e.loss })))!;
+    expect(summary.bestModel).toEqual({ dir: path.join(out, "best_model"), step: best.step, evalEx: best.ex, evalLoss: best.loss });
+    expect(events[events.length - 1].best_step).toBe(best.step);
+    expect(summary.evalEx).toBe(evals[evals.length - 1].eval_ex);
+    expect(summary.evalExecution).toEqual({ rows: 4, goldFailed: 0, notSampled: 0, keepDistinct: false });
+    const rec = JSON.parse(fs.readFileSync(path.join(out, "best_model", "text2sql.json"), "utf8"));
+    expect(rec.steps).toBe(best.step);
+    expect(fs.existsSync(path.join(out, "best_model", "adapter.gguf"))).toBe(true);
+    expect(fs.existsSync(path.join(out, "eval_adapter"))).toBe(false);
+    expect(JSON.parse(fs.readFileSync(path.join(out, "summary.json"), "utf8")).bestModel.step).toBe(best.step);
+    expect(fs.readFileSync(path.join(out, "loss.svg"), "utf8")).toMatch(/eval_ex \(right axis\)/);
+    expect(logs.some((m) => /eval_execution: 4 eval rows decoded greedily .*DISTINCT taken out of both queries/.test(m))).toBe(true);
+  });
+
+  test("with a decoder that answers the gold SQL from step 4 on: EX rises to 1 and best_model/ is step 4 (the tie at step 6 keeps the lower loss)", { timeout: 120_000 }, async () => {
+    const { cfg } = await spiderConfig();
+    const gold = new Map(SHOP_PAIRS.map(([q, s]) => [q, s]));
+    const decodeSql = async (dir: string, rows: { question: string }[]) => {
+      const steps = JSON.parse(fs.readFileSync(path.join(dir, "text2sql.json"), "utf8")).steps as number;
+      return rows.map((r) => (steps >= 4 ? gold.get(r.question)! : "SELECT 0"));
+    };
+    const summary = await trainSftCore(cfg, { decodeSql });
+    const evals = evalLines(cfg.output.dir);
+    expect(evals.map((e) => e.eval_ex)).toEqual([0, 0, 1, 1]);
+    const want = evals[3].loss < evals[2].loss ? 6 : 4;
+    expect(summary.bestModel!.step).toBe(want);
+    expect(JSON.parse(fs.readFileSync(path.join(cfg.output.dir, "best_model", "text2sql.json"), "utf8")).steps).toBe(want);
+  });
+});
