@@ -5,7 +5,7 @@ import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { describe, expect, test } from "vitest";
-import { evaluateSql } from "../src/eval/eval.js";
+import { evaluateSql, formatEvalReport } from "../src/eval/eval.js";
 import { tempDir } from "./helpers/models.js";
 import { overfitAdapter, PAIRS, SCHEMA } from "./helpers/overfit.js";
 
@@ -122,6 +122,42 @@ describe("text2sql eval", () => {
     await expect(evaluateSql({ data: d.data, tables: d.tables, predictions: preds, output: d.dir })).rejects.toThrow(
       /has 1 lines but the dataset has 4 examples/,
     );
+  });
+});
+
+describe("execution: what is left out, and the DISTINCT rule", () => {
+  test("a gold query that fails on its database: said once with its line, the example left out and counted; --keep-distinct is said", async () => {
+    const d = makeDataset();
+    const items = JSON.parse(fs.readFileSync(d.data, "utf8"));
+    items[1].query = "SELECT name FROM nowhere";
+    items.push({ db_id: "elsewhere", question: "Any?", query: "SELECT 1" });
+    fs.writeFileSync(d.data, JSON.stringify(items, null, 2));
+    const preds = path.join(d.dir, "preds.sql");
+    fs.writeFileSync(preds, [...items.map((x: { query: string }) => x.query)].join("\n") + "\n");
+    const warned: string[] = [];
+    const errWrite = process.stderr.write.bind(process.stderr);
+    process.stderr.write = ((c: string | Uint8Array) => (warned.push(String(c)), true)) as typeof process.stderr.write;
+    let r;
+    try {
+      r = await evaluateSql({ data: d.data, dbDir: d.dbDir, predictions: preds, output: path.join(d.dir, "out") });
+    } finally {
+      process.stderr.write = errWrite;
+    }
+    const said = warned.filter((w) => /the gold query fails/.test(w));
+    expect(said).toHaveLength(1);
+    expect(said[0]).toMatch(new RegExp(`${d.data.replace(/[.]/g, "\\.")}:7: the gold query fails on .*company\\.sqlite; the example is left out of execution accuracy`));
+    expect(r.execution).toMatchObject({ scored: 3, keepDistinct: false, noDatabase: { examples: 1, byDatabase: { elsewhere: 1 } } });
+    expect(r.execution.goldFailed).toHaveLength(1);
+    expect(r.execution.goldFailed[0]).toMatchObject({ i: 1, source: `${d.data}:7` });
+    expect(r.executionAccuracy).toBe(1);
+    expect(r.errors).toMatchObject({ gold_failed: 1 });
+    const text = formatEvalReport(r);
+    expect(text).toMatch(/on 3 of 5 examples; DISTINCT taken out of both queries/);
+    expect(text).toMatch(/skipped +1 examples whose database file is missing \(by db_id: elsewhere 1;/);
+    expect(text).toMatch(/skipped +1 examples whose gold query fails on its database \(.*dev\.json:7\)/);
+    const kept = await evaluateSql({ data: d.data, dbDir: d.dbDir, predictions: preds, output: path.join(d.dir, "out2"), keepDistinct: true });
+    expect(kept.execution.keepDistinct).toBe(true);
+    expect(formatEvalReport(kept)).toMatch(/DISTINCT kept as written \(--keep-distinct/);
   });
 });
 

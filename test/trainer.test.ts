@@ -5,6 +5,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { describe, expect, test } from "vitest";
 import { loadConfig, type TrainConfig } from "../src/train/config.js";
+import { bestByEx } from "../src/train/exec-eval.js";
 import { lrAt } from "../src/train/schedule.js";
 import { trainSft, type StepEvent } from "../src/train/trainer.js";
 import { tempDir, testModel } from "./helpers/models.js";
@@ -197,5 +198,18 @@ describe("quickstart", () => {
     expect(summary.evalLoss).toBeLessThan(0.3 * evals[0].loss);
     expect(summary.steps).toBe(summary.totalSteps);
     expect(lines.filter((l) => l.type === "step")).toHaveLength(summary.steps);
+    // eval_execution (on in configs/quickstart.yaml): eval_ex at every evaluation, on data/quickstart.sqlite
+    expect(evals.every((e) => typeof e.eval_ex === "number" && e.eval_ex >= 0 && e.eval_ex <= 1)).toBe(true);
+    const metricsEvals = fs
+      .readFileSync(path.join(out, "metrics.jsonl"), "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l))
+      .filter((m) => m.type === "eval");
+    expect(metricsEvals.map((m) => m.eval_ex)).toEqual(evals.map((e) => e.eval_ex));
+    const best = bestByEx(metricsEvals.map((m) => ({ step: m.step, ex: m.eval_ex, loss: m.loss })))!;
+    expect(summary.bestModel).toMatchObject({ step: best.step, evalEx: best.ex, evalLoss: best.loss });
+    expect(summary.evalExecution).toEqual({ rows: summary.data.split.eval, goldFailed: 0, notSampled: 0, keepDistinct: false });
+    expect(JSON.parse(fs.readFileSync(path.join(out, "best_model", "text2sql.json"), "utf8")).steps).toBe(best.step);
   });
 });
