@@ -7,7 +7,9 @@
 import { createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import { describe, expect, test } from "vitest";
+import { afterAll, describe, expect, test } from "vitest";
+import { executionMatch } from "../src/sql/exec-metrics.js";
+import { closeAll } from "../src/sql/query-process.js";
 import { hardness, PARTIAL_TYPES, spiderVerdict } from "../src/sql/spider-metrics.js";
 import { parseSql, SqlParseError, tokenize, type SpiderSchemaEntry } from "../src/sql/sqlparse.js";
 
@@ -140,5 +142,41 @@ describe.skipIf(!hasSpider)("agreement with Spider's official evaluation.py", ()
     if (diff.length) console.log(`${diff.length} disagreements\n${diff.slice(0, 15).join("\n")}`);
     expect(diff).toEqual([]);
     expect(agreement).toBe(1);
+  });
+});
+
+// Execution match on DISTINCT: test/fixtures/spider-official-exec-distinct.json holds the verdicts
+// of test-suite-sql-eval's eval_exec_match (recorded by scripts/record-spider-exec-distinct.py) on
+// predictions that differ from their gold only in DISTINCT, with keep_distinct off (the default:
+// DISTINCT taken out of both queries) and on. Ours must give the same verdict for both settings.
+interface DistinctCase {
+  dev: number;
+  db_id: string;
+  kind: string;
+  gold: string;
+  pred: string;
+  default: number;
+  keep_distinct: number;
+}
+const distinct = JSON.parse(fs.readFileSync(path.resolve("test/fixtures/spider-official-exec-distinct.json"), "utf8")) as { cases: DistinctCase[] };
+const hasDbs = fs.existsSync(path.join(spider, "database", "concert_singer", "concert_singer.sqlite"));
+
+describe.skipIf(!hasDbs)("execution match on DISTINCT agrees with exec_eval.py (../shared/spider/database)", () => {
+  afterAll(() => closeAll());
+
+  test("every recorded case, with keep_distinct off and on; the cases cover both verdicts of each setting", async () => {
+    const kinds = new Set(distinct.cases.map((c) => c.kind));
+    expect([...kinds].sort()).toEqual(["add", "count", "drop", "group"]);
+    for (const key of ["default", "keep_distinct"] as const) expect(new Set(distinct.cases.map((c) => c[key]))).toEqual(new Set([0, 1]));
+    const diff: string[] = [];
+    for (const c of distinct.cases) {
+      const db = path.join(spider, "database", c.db_id, `${c.db_id}.sqlite`);
+      for (const keepDistinct of [false, true]) {
+        const got = (await executionMatch(db, c.gold, c.pred, { keepDistinct })).match ? 1 : 0;
+        const want = keepDistinct ? c.keep_distinct : c.default;
+        if (got !== want) diff.push(`dev ${c.dev} ${c.kind} keep_distinct=${keepDistinct}: ours ${got}, official ${want}: ${c.pred}`);
+      }
+    }
+    expect(diff).toEqual([]);
   });
 });
