@@ -68,14 +68,28 @@ describe("Spider and BIRD layouts", () => {
     expect((await readExamples(s.dev, dataCfg({ db_dir: "none" })))[0].db).toBeUndefined();
   });
 
-  test("Spider: a db_id whose database is missing is an error naming the item's line and the path", async () => {
+  test("Spider: a db_id without a database: in data.db_dir an error naming the item's line and the path; in the folder found by default, said and counted", async () => {
     const s = makeSpiderLayout();
     const items = JSON.parse(fs.readFileSync(s.dev, "utf8"));
     items[2].db_id = "gone";
     fs.writeFileSync(s.dev, JSON.stringify(items, null, 2));
     const line = jsonItemLines(fs.readFileSync(s.dev, "utf8"))[2];
     expect(line).toBe(12); // "[", then five lines per item
-    await expect(readExamples(s.dev, dataCfg())).rejects.toThrow(`${s.dev}:12: item 2: database ${path.join(s.dir, "database", "gone", "gone.sqlite")}: not found`);
+    const dbDir = path.join(s.dir, "database");
+    await expect(readExamples(s.dev, dataCfg({ db_dir: dbDir }))).rejects.toThrow(`${s.dev}:12: item 2: database ${path.join(dbDir, "gone", "gone.sqlite")}: not found`);
+    const said: string[] = [];
+    const write = process.stderr.write.bind(process.stderr);
+    process.stderr.write = ((c: string | Uint8Array) => (said.push(String(c)), true)) as typeof process.stderr.write;
+    let rows;
+    try {
+      rows = await readExamples(s.dev, dataCfg());
+    } finally {
+      process.stderr.write = write;
+    }
+    expect(rows.map((r) => !!r.db)).toEqual([true, true, false, true]);
+    expect(said.join("")).toMatch(
+      new RegExp(`data: ${s.dev}: 1 rows have no database \\(no <db_id>/<db_id>\\.sqlite under ${dbDir} for gone \\(1\\)\\); they are read without one`),
+    );
   });
 
   test("BIRD: question, evidence, SQL and db_id; dev_databases/ beside dev.json; the schema read from the database; {evidence} in the template", async () => {

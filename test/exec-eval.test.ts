@@ -9,7 +9,7 @@ import { afterAll, describe, expect, test } from "vitest";
 import { trainSft } from "../src/index.js";
 import { loadConfig } from "../src/train/config.js";
 import { loadDataset } from "../src/train/data.js";
-import { bestByEx, betterByEx, execRows, executionAccuracy } from "../src/train/exec-eval.js";
+import { bestByEx, betterByEx, execRows, executionAccuracy, resumeBest } from "../src/train/exec-eval.js";
 import { trainSft as trainSftCore } from "../src/train/trainer.js";
 import { closeAll } from "../src/sql/query-process.js";
 import { makeSpiderLayout, SHOP_PAIRS } from "./helpers/db-layouts.js";
@@ -31,6 +31,28 @@ describe("best_model/ by EX", () => {
     expect(bestByEx([])).toBeNull();
     expect(betterByEx({ step: 1, ex: 0, loss: 5 }, null)).toBe(true);
     expect(betterByEx({ step: 2, ex: 0.1, loss: 50 }, { step: 1, ex: 0, loss: 1 })).toBe(true);
+  });
+});
+
+describe("best_model/ on resume", () => {
+  test("kept when it holds the best kept evaluation's step; another step's folder is removed and said, and the best starts again", () => {
+    const out = tempDir();
+    const best = path.join(out, "best_model");
+    const scores = [
+      { step: 0, ex: 0, loss: 5 },
+      { step: 4, ex: 0.5, loss: 3 },
+    ];
+    fs.mkdirSync(best);
+    fs.writeFileSync(path.join(best, "text2sql.json"), JSON.stringify({ steps: 4 }));
+    const logs: string[] = [];
+    expect(resumeBest(out, scores, (m) => logs.push(m))).toEqual({ best: scores[1], folder: true });
+    expect(logs).toEqual([]);
+    fs.writeFileSync(path.join(best, "text2sql.json"), JSON.stringify({ steps: 8 })); // an evaluation after the checkpoint
+    expect(resumeBest(out, scores, (m) => logs.push(m))).toEqual({ best: null, folder: false });
+    expect(fs.existsSync(best)).toBe(false);
+    expect(logs[0]).toMatch(/removed .*best_model \(step 8\), which is not the best evaluation kept in metrics\.jsonl \(step 4, eval_ex 0\.5\)/);
+    expect(resumeBest(out, scores, (m) => logs.push(m))).toEqual({ best: null, folder: false });
+    expect(logs[1]).toMatch(/best_model is missing/);
   });
 });
 
@@ -87,8 +109,12 @@ describe("the eval rows", () => {
     expect(await executionAccuracy(all.rows, all.rows.map((r) => r.sql), { keepDistinct: false })).toBe(1);
     expect(await executionAccuracy(all.rows, ["SELECT 1", "DELETE FROM item", all.rows[2].sql, "nonsense"], { keepDistinct: false })).toBe(0.25);
     await expect(execRows(cfg, [{ question: "q", sql: "SELECT 1", source: "x.csv:7" }], () => {})).rejects.toThrow(
-      /train\.eval_execution: eval row x\.csv:7 has no database/,
+      /train\.eval_execution: no eval row has a database \(the first is x\.csv:7\)/,
     );
+    const partLogs: string[] = [];
+    const part = await execRows(cfg, [{ question: "q", sql: "SELECT 1", source: "x.csv:7" }, ...ds.eval], (m) => partLogs.push(m));
+    expect(part).toMatchObject({ noDatabase: 1, goldFailed: 1, notSampled: 0 });
+    expect(partLogs[0]).toBe("eval_execution: 1 eval rows have no database (the first: x.csv:7); they are left out of eval_ex");
   });
 
   test("eval_execution on data without databases: an error naming the option, before any training", async () => {
@@ -98,7 +124,7 @@ describe("the eval rows", () => {
       overrides: { "model.path": await testModel({ type: "f32" }), "data.path": path.join(dir, "d.csv"), "output.dir": path.join(dir, "out") },
       set: ["train.eval_execution=true", "data.split=[0.8, 0.2, 0]"],
     });
-    await expect(trainSft(cfg)).rejects.toThrow(/train\.eval_execution: eval row .*d\.csv:\d+ has no database/);
+    await expect(trainSft(cfg)).rejects.toThrow(/train\.eval_execution: no eval row has a database \(the first is .*d\.csv:\d+\)/);
     expect(fs.existsSync(path.join(dir, "out"))).toBe(false);
     await expect(trainSftCore({ ...cfg, data: { ...cfg.data, db: null } })).rejects.toThrow(/train\.eval_execution: this trainSft has no decoder/);
   });
@@ -119,7 +145,7 @@ describe("SFT with eval_execution on Spider's layout (tiny model)", () => {
     expect(summary.bestModel).toEqual({ dir: path.join(out, "best_model"), step: best.step, evalEx: best.ex, evalLoss: best.loss });
     expect(events[events.length - 1].best_step).toBe(best.step);
     expect(summary.evalEx).toBe(evals[evals.length - 1].eval_ex);
-    expect(summary.evalExecution).toEqual({ rows: 4, goldFailed: 0, notSampled: 0, keepDistinct: false });
+    expect(summary.evalExecution).toEqual({ rows: 4, goldFailed: 0, notSampled: 0, noDatabase: 0, keepDistinct: false });
     const rec = JSON.parse(fs.readFileSync(path.join(out, "best_model", "text2sql.json"), "utf8"));
     expect(rec.steps).toBe(best.step);
     expect(fs.existsSync(path.join(out, "best_model", "adapter.gguf"))).toBe(true);

@@ -209,7 +209,7 @@ describe("quickstart", () => {
     expect(metricsEvals.map((m) => m.eval_ex)).toEqual(evals.map((e) => e.eval_ex));
     const best = bestByEx(metricsEvals.map((m) => ({ step: m.step, ex: m.eval_ex, loss: m.loss })))!;
     expect(summary.bestModel).toMatchObject({ step: best.step, evalEx: best.ex, evalLoss: best.loss });
-    expect(summary.evalExecution).toEqual({ rows: summary.data.split.eval, goldFailed: 0, notSampled: 0, keepDistinct: false });
+    expect(summary.evalExecution).toEqual({ rows: summary.data.split.eval, goldFailed: 0, notSampled: 0, noDatabase: 0, keepDistinct: false });
     expect(JSON.parse(fs.readFileSync(path.join(out, "best_model", "text2sql.json"), "utf8")).steps).toBe(best.step);
   });
 });

@@ -92,6 +92,7 @@ export function registerTrain(program: Command): void {
       `
 Examples:
   npx text2sql train --config configs/quickstart.yaml
+  npx text2sql train --config configs/config_spider_schema.yaml --eval-execution --db-dir ../shared/spider/database --set train.eval_execution_rows=100
   npx text2sql train --config configs/config_spider.yaml --data ../shared/spider/spider_text_sql.csv --max-steps 200
   npx text2sql train --config configs/config_spider.yaml --resume
   npx text2sql train --config configs/config_spider.yaml --model TinyLlama/TinyLlama-1.1B-Chat-v1.0 --dtype bf16 --yes
@@ -103,6 +104,10 @@ or at once with --yes) and converted to a GGUF once; see \`text2sql model --help
 Writes to output.dir (which must be empty or new, unless --resume or --overwrite): config.yaml (effective config), metrics.jsonl, loss.svg, summary.json,
 checkpoints/checkpoint-<step>/ (adapter, optimizer and trainer state; the last train.keep_checkpoints
 are kept) and final_model/adapter.gguf (a GGUF LoRA for llama.cpp, Ollama and node-llama-cpp).
+With --eval-execution (train.eval_execution; every eval row needs a database: a CSV/JSONL db
+column, --db, or Spider/BIRD JSON with --db-dir), each evaluation also logs eval_ex, the execution
+accuracy of the adapter's greedy answers on the eval rows, and best_model/ holds the adapter with
+the best eval_ex (ties: the lower eval loss).
 Each checkpoint and final_model/ is written whole (a temporary folder renamed into place), so a
 crash never leaves a half-written one; --resume skips a damaged checkpoint, saying which.`,
     )

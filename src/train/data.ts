@@ -7,6 +7,7 @@
 import { parse } from "csv-parse";
 import fs from "node:fs";
 import path from "node:path";
+import { warn } from "../engine/system.js";
 import { schemaFromSqlite } from "../sql/exec-metrics.js";
 import type { TrainConfig } from "./config.js";
 
@@ -141,6 +142,8 @@ class Databases {
   private readonly schemas = new Map<string, string>();
   /** data.db, checked, for rows without their own */
   readonly fallback?: string;
+  /** db_ids without a database in a folder found by default (not data.db_dir): rows per db_id */
+  readonly missing = new Map<string, number>();
 
   constructor(cfg: TrainConfig["data"]) {
     if (cfg.db) this.fallback = this.check("data.db", cfg.db);
@@ -263,6 +266,18 @@ interface RowContext {
   /** Spider/BIRD JSON: tables.json's schemas, and where <db_id>/<db_id>.sqlite are */
   schemas?: Map<string, string>;
   dbDir?: string;
+  /** dbDir was found beside the file, not given: a db_id without a database there is counted, not an error */
+  dbDirFound?: boolean;
+}
+
+/** A Spider/BIRD row's database under the context's folder; see RowContext.dbDirFound. */
+function spiderDatabase(where: string, dbId: string, c: RowContext): string | undefined {
+  const file = path.join(c.dbDir!, dbId, `${dbId}.sqlite`);
+  if (c.dbDirFound && !fs.existsSync(file)) {
+    c.dbs.missing.set(dbId, (c.dbs.missing.get(dbId) ?? 0) + 1);
+    return undefined;
+  }
+  return c.dbs.check(where, file);
 }
 
 function fromObject(obj: unknown, where: string, c: RowContext): Example {
@@ -282,7 +297,7 @@ function fromObject(obj: unknown, where: string, c: RowContext): Example {
   }
   const db = o[cols.db];
   if (typeof db === "string" && db) ex.db = c.dbs.check(where, path.resolve(c.dir, db));
-  else if (c.dbDir && typeof o.db_id === "string") ex.db = c.dbs.check(where, path.join(c.dbDir, o.db_id, `${o.db_id}.sqlite`));
+  else if (c.dbDir && typeof o.db_id === "string") ex.db = spiderDatabase(where, o.db_id, c);
   else if (c.dbs.fallback) ex.db = c.dbs.fallback;
   if (cols.schema && typeof o[cols.schema] === "string") {
     checkField(where, cols.schema, o[cols.schema] as string);
@@ -415,8 +430,16 @@ export async function readExamples(file: string, cfg: TrainConfig["data"]): Prom
       ? await readCsv(file, cfg.columns, dbs)
       : fmt === "jsonl"
         ? await readJsonl(file, ctx)
-        : await readSpider(file, { ...ctx, dbDir: databaseDir(file, cfg.db_dir) }, cfg.tables_path);
+        : await readSpider(file, { ...ctx, dbDir: databaseDir(file, cfg.db_dir), dbDirFound: !cfg.db_dir }, cfg.tables_path);
   if (rows.length === 0) throw new DataError(`${file}: no examples`);
+  if (dbs.missing.size) {
+    const n = [...dbs.missing.values()].reduce((a, b) => a + b, 0);
+    warn(
+      `data: ${file}: ${n} rows have no database (no <db_id>/<db_id>.sqlite under ${databaseDir(file, null)} for ${[...dbs.missing]
+        .map(([id, k]) => `${id} (${k})`)
+        .join(", ")}); they are read without one (data.db_dir names another folder, none turns databases off)`,
+    );
+  }
   return rows;
 }
 

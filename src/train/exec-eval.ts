@@ -37,11 +37,13 @@ export interface ExecRows {
   goldFailed: number;
   /** eval rows not in the sample (train.eval_execution_rows) */
   notSampled: number;
+  /** eval rows without a database (a Spider db_id whose database is not in the folder found by default): left out, said */
+  noDatabase: number;
 }
 
 /**
- * The eval rows for eval_execution: every row must have a database (else an error naming the
- * option and the first row without one); train.eval_execution_rows takes a fixed sample (seeded by
+ * The eval rows for eval_execution: those with a database (none is an error naming the option;
+ * the rows without one are said and counted); train.eval_execution_rows takes a fixed sample (seeded by
  * train.seed, in file order); a row whose gold query fails on its database is logged with its
  * line and left out.
  */
@@ -49,17 +51,21 @@ export async function execRows(cfg: TrainConfig, evalRows: Example[], log: (m: s
   if (evalRows.length === 0) {
     throw new Error("train.eval_execution: there are no eval rows (set data.split's eval fraction above 0, or data.eval_path)");
   }
-  const bare = evalRows.find((r) => !r.db);
-  if (bare) {
+  const withDb = evalRows.filter((r): r is Example & { db: string } => !!r.db);
+  if (withDb.length === 0) {
     throw new Error(
-      `train.eval_execution: eval row ${bare.source} has no database; give every row one (a CSV/JSONL '${cfg.data.columns.db}' column, data.db, ` +
-        "or Spider/BIRD JSON with data.db_dir), or set train.eval_execution: false",
+      `train.eval_execution: no eval row has a database (the first is ${evalRows[0].source}); give the rows one (a CSV/JSONL '${cfg.data.columns.db}' column, ` +
+        "data.db, or Spider/BIRD JSON with data.db_dir), or set train.eval_execution: false",
     );
   }
+  if (withDb.length < evalRows.length) {
+    const first = evalRows.find((r) => !r.db)!;
+    log(`eval_execution: ${evalRows.length - withDb.length} eval rows have no database (the first: ${first.source}); they are left out of eval_ex`);
+  }
   const n = cfg.train.eval_execution_rows;
-  let picked = evalRows as (Example & { db: string })[];
-  if (n !== null && n < evalRows.length) {
-    const keep = new Set(shuffled(evalRows, cfg.train.seed).slice(0, n));
+  let picked = withDb;
+  if (n !== null && n < withDb.length) {
+    const keep = new Set(shuffled(withDb, cfg.train.seed).slice(0, n));
     picked = picked.filter((r) => keep.has(r));
   }
   const rows: (Example & { db: string })[] = [];
@@ -69,7 +75,7 @@ export async function execRows(cfg: TrainConfig, evalRows: Example[], log: (m: s
     else log(`eval_execution: ${r.source}: the gold query fails on ${r.db} (${res.category}: ${res.error}); the row is left out of eval_ex`);
   }
   if (rows.length === 0) throw new Error("train.eval_execution: no eval row's gold query runs on its database (see the lines above)");
-  return { rows, goldFailed: picked.length - rows.length, notSampled: evalRows.length - picked.length };
+  return { rows, goldFailed: picked.length - rows.length, notSampled: withDb.length - picked.length, noDatabase: evalRows.length - withDb.length };
 }
 
 /** The share of `preds` whose result matches their row's gold query on the row's database. */

@@ -86,7 +86,7 @@ export interface TrainSummary {
   /** train.eval_execution: best_model/, the adapter of the evaluation with the best eval_ex (ties: the lower eval loss) */
   bestModel: { dir: string; step: number; evalEx: number; evalLoss: number } | null;
   /** train.eval_execution: the rows scored, the rows left out (gold fails on its database, not in the sample), the DISTINCT rule */
-  evalExecution: { rows: number; goldFailed: number; notSampled: number; keepDistinct: boolean } | null;
+  evalExecution: { rows: number; goldFailed: number; notSampled: number; noDatabase: number; keepDistinct: boolean } | null;
   wallS: number;
   tokensPerS: number;
   peakRssBytes: number;
@@ -268,6 +268,7 @@ async function execSetup(cfg: TrainConfig, evalRows: Example[], hooks: TrainHook
     `eval_execution: ${rows.rows.length} eval rows decoded greedily and run on their databases at every evaluation` +
       (rows.notSampled ? ` (a sample of ${cfg.train.eval_execution_rows}, seed train.seed ${cfg.train.seed})` : "") +
       (rows.goldFailed ? `; ${rows.goldFailed} left out: their gold query fails on their database` : "") +
+      (rows.noDatabase ? `; ${rows.noDatabase} left out: no database` : "") +
       `; DISTINCT ${cfg.train.keep_distinct ? "kept as written (train.keep_distinct)" : "taken out of both queries (the official evaluator's default)"}`,
   );
   return { rows, decode: hooks.decodeSql };
@@ -396,7 +397,13 @@ async function finish(run: Run, s: Session, data: DataSummary, t0: number): Prom
     evalEx: s.lastEval?.eval_ex ?? null,
     bestModel: best ? { dir: path.join(out, BEST_MODEL), step: best.step, evalEx: best.ex, evalLoss: best.loss } : null,
     evalExecution: run.exec
-      ? { rows: run.exec.rows.rows.length, goldFailed: run.exec.rows.goldFailed, notSampled: run.exec.rows.notSampled, keepDistinct: run.cfg.train.keep_distinct }
+      ? {
+          rows: run.exec.rows.rows.length,
+          goldFailed: run.exec.rows.goldFailed,
+          notSampled: run.exec.rows.notSampled,
+          noDatabase: run.exec.rows.noDatabase,
+          keepDistinct: run.cfg.train.keep_distinct,
+        }
       : null,
     wallS: (performance.now() - t0) / 1000,
     tokensPerS: s.trainSeconds > 0 ? s.tokensSeen / s.trainSeconds : 0,
