@@ -105,5 +105,9 @@ if (process.argv[1] && fs.realpathSync(process.argv[1]) === fs.realpathSync(file
   const root = [path.resolve(here, "..", ".."), path.resolve(here, "..")].find((d) => fs.existsSync(path.join(d, "package.json")))!;
   const out = process.argv[2] ?? path.join(root, "data", "quickstart.sqlite");
   const r = makeQuickstartDb(path.join(root, "data", "quickstart_schema.sql"), out);
-  console.log(`wrote ${out} (${Object.entries(r.rows).map(([t, n]) => `${t} ${n}`).join(", ")}; ${fs.statSync(out).size} bytes)`);
+  console.log(
+    `wrote ${out} (${Object.entries(r.rows)
+      .map(([t, n]) => `${t} ${n}`)
+      .join(", ")}; ${fs.statSync(out).size} bytes)`,
+  );
 }

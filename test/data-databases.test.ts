@@ -39,7 +39,9 @@ describe("CSV and JSONL rows with a database", () => {
       fs.writeFileSync(f, `text_query,sql_command,db\nok?,SELECT 1,ok.sqlite\nbad?,SELECT 1,${db}\n`);
       return f;
     };
-    await expect(readExamples(csv("missing.sqlite"), dataCfg())).rejects.toThrow(`d-missing.sqlite.csv:3: database ${path.join(dir, "missing.sqlite")}: not found`);
+    await expect(readExamples(csv("missing.sqlite"), dataCfg())).rejects.toThrow(
+      `d-missing.sqlite.csv:3: database ${path.join(dir, "missing.sqlite")}: not found`,
+    );
     await expect(readExamples(csv("fake.sqlite"), dataCfg())).rejects.toThrow(
       new RegExp(`d-fake\\.sqlite\\.csv:3: database ${path.join(dir, "fake.sqlite")}: not a SQLite database`),
     );
@@ -47,7 +49,9 @@ describe("CSV and JSONL rows with a database", () => {
     await expect(readExamples(csv("folder.sqlite"), dataCfg())).rejects.toThrow(/folder\.sqlite\.csv:3: .*not a regular file/);
     const plain = path.join(dir, "plain.csv");
     fs.writeFileSync(plain, "text_query,sql_command\nok?,SELECT 1\n");
-    await expect(readExamples(plain, dataCfg({ db: path.join(dir, "nope.sqlite") }))).rejects.toThrow(`data.db: database ${path.join(dir, "nope.sqlite")}: not found`);
+    await expect(readExamples(plain, dataCfg({ db: path.join(dir, "nope.sqlite") }))).rejects.toThrow(
+      `data.db: database ${path.join(dir, "nope.sqlite")}: not found`,
+    );
   });
 });
 
@@ -76,7 +80,9 @@ describe("Spider and BIRD layouts", () => {
     const line = jsonItemLines(fs.readFileSync(s.dev, "utf8"))[2];
     expect(line).toBe(12); // "[", then five lines per item
     const dbDir = path.join(s.dir, "database");
-    await expect(readExamples(s.dev, dataCfg({ db_dir: dbDir }))).rejects.toThrow(`${s.dev}:12: item 2: database ${path.join(dbDir, "gone", "gone.sqlite")}: not found`);
+    await expect(readExamples(s.dev, dataCfg({ db_dir: dbDir }))).rejects.toThrow(
+      `${s.dev}:12: item 2: database ${path.join(dbDir, "gone", "gone.sqlite")}: not found`,
+    );
     const said: string[] = [];
     const write = process.stderr.write.bind(process.stderr);
     process.stderr.write = ((c: string | Uint8Array) => (said.push(String(c)), true)) as typeof process.stderr.write;

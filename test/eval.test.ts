@@ -145,7 +145,9 @@ describe("execution: what is left out, and the DISTINCT rule", () => {
     }
     const said = warned.filter((w) => /the gold query fails/.test(w));
     expect(said).toHaveLength(1);
-    expect(said[0]).toMatch(new RegExp(`${d.data.replace(/[.]/g, "\\.")}:7: the gold query fails on .*company\\.sqlite; the example is left out of execution accuracy`));
+    expect(said[0]).toMatch(
+      new RegExp(`${d.data.replace(/[.]/g, "\\.")}:7: the gold query fails on .*company\\.sqlite; the example is left out of execution accuracy`),
+    );
     expect(r.execution).toMatchObject({ scored: 3, keepDistinct: false, noDatabase: { examples: 1, byDatabase: { elsewhere: 1 } } });
     expect(r.execution.goldFailed).toHaveLength(1);
     expect(r.execution.goldFailed[0]).toMatchObject({ i: 1, source: `${d.data}:7` });
@@ -209,7 +211,10 @@ describe.skipIf(!hasSpider)("Spider dev gold (../shared/spider)", () => {
       fs.writeFileSync(preds, dev.map((x) => x.query.replace(/\s+/g, " ")).join("\n") + "\n");
       const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..");
       const args = ["--data", path.join(spider, "dev.json"), "--tables", path.join(spider, "tables.json"), "--db-dir", path.join(spider, "database")];
-      const text = execFileSync(process.execPath, ["dist/src/cli/main.js", "eval", ...args, "--predictions", preds, "--output", dir], { cwd: ROOT, encoding: "utf8" });
+      const text = execFileSync(process.execPath, ["dist/src/cli/main.js", "eval", ...args, "--predictions", preds, "--output", dir], {
+        cwd: ROOT,
+        encoding: "utf8",
+      });
       expect(text).toMatch(/execution +100\.0%/);
       expect(text).toMatch(/on 972 of 1034 examples; DISTINCT taken out of both queries/);
       expect(text).toMatch(/skipped +62 examples whose database file is missing \(by db_id: wta_1 62;/);

@@ -99,14 +99,22 @@ describe("the eval rows", () => {
     expect(all.rows.map((r) => r.question)).toEqual(SHOP_PAIRS.slice(0, 4).map(([q]) => q));
     expect(all.goldFailed).toBe(1);
     expect(logs).toHaveLength(1);
-    expect(logs[0]).toMatch(new RegExp(`dev\\.json:22: item 4: the gold query fails on .*shop\\.sqlite \\(no_such_table: no such table: nowhere\\); the row is left out of eval_ex`));
+    expect(logs[0]).toMatch(
+      new RegExp(`dev\\.json:22: item 4: the gold query fails on .*shop\\.sqlite \\(no_such_table: no such table: nowhere\\); the row is left out of eval_ex`),
+    );
     const sample = await execRows({ ...cfg, train: { ...cfg.train, eval_execution_rows: 2 } }, ds.eval, () => {});
     const again = await execRows({ ...cfg, train: { ...cfg.train, eval_execution_rows: 2 } }, ds.eval, () => {});
     expect(sample.rows.length + sample.goldFailed).toBe(2);
     expect(sample.notSampled).toBe(3);
     expect(again.rows.map((r) => r.source)).toEqual(sample.rows.map((r) => r.source));
     // the gold answers score 1, other answers 0
-    expect(await executionAccuracy(all.rows, all.rows.map((r) => r.sql), { keepDistinct: false })).toBe(1);
+    expect(
+      await executionAccuracy(
+        all.rows,
+        all.rows.map((r) => r.sql),
+        { keepDistinct: false },
+      ),
+    ).toBe(1);
     expect(await executionAccuracy(all.rows, ["SELECT 1", "DELETE FROM item", all.rows[2].sql, "nonsense"], { keepDistinct: false })).toBe(0.25);
     await expect(execRows(cfg, [{ question: "q", sql: "SELECT 1", source: "x.csv:7" }], () => {})).rejects.toThrow(
       /train\.eval_execution: no eval row has a database \(the first is x\.csv:7\)/,
@@ -131,42 +139,50 @@ describe("the eval rows", () => {
 });
 
 describe("SFT with eval_execution on Spider's layout (tiny model)", () => {
-  test("eval_ex at every evaluation in metrics.jsonl, the events and summary.json; best_model/ is the step the summary names; loss.svg has the eval_ex axis", { timeout: 120_000 }, async () => {
-    const { cfg } = await spiderConfig();
-    const events: { step: number; eval_ex?: number; best_step?: number }[] = [];
-    const logs: string[] = [];
-    const summary = await trainSft(cfg, { onEval: (e) => events.push(e), onLog: (m) => logs.push(m) });
-    const out = cfg.output.dir;
-    const evals = evalLines(out);
-    expect(evals.map((e) => e.step)).toEqual([0, 2, 4, 6]);
-    for (const e of evals) expect(e.eval_ex).toBeGreaterThanOrEqual(0);
-    expect(events.map((e) => e.eval_ex)).toEqual(evals.map((e) => e.eval_ex));
-    const best = bestByEx(evals.map((e) => ({ step: e.step, ex: e.eval_ex, loss: e.loss })))!;
-    expect(summary.bestModel).toEqual({ dir: path.join(out, "best_model"), step: best.step, evalEx: best.ex, evalLoss: best.loss });
-    expect(events[events.length - 1].best_step).toBe(best.step);
-    expect(summary.evalEx).toBe(evals[evals.length - 1].eval_ex);
-    expect(summary.evalExecution).toEqual({ rows: 4, goldFailed: 0, notSampled: 0, noDatabase: 0, keepDistinct: false });
-    const rec = JSON.parse(fs.readFileSync(path.join(out, "best_model", "text2sql.json"), "utf8"));
-    expect(rec.steps).toBe(best.step);
-    expect(fs.existsSync(path.join(out, "best_model", "adapter.gguf"))).toBe(true);
-    expect(fs.existsSync(path.join(out, "eval_adapter"))).toBe(false);
-    expect(JSON.parse(fs.readFileSync(path.join(out, "summary.json"), "utf8")).bestModel.step).toBe(best.step);
-    expect(fs.readFileSync(path.join(out, "loss.svg"), "utf8")).toMatch(/eval_ex \(right axis\)/);
-    expect(logs.some((m) => /eval_execution: 4 eval rows decoded greedily .*DISTINCT taken out of both queries/.test(m))).toBe(true);
-  });
+  test(
+    "eval_ex at every evaluation in metrics.jsonl, the events and summary.json; best_model/ is the step the summary names; loss.svg has the eval_ex axis",
+    { timeout: 120_000 },
+    async () => {
+      const { cfg } = await spiderConfig();
+      const events: { step: number; eval_ex?: number; best_step?: number }[] = [];
+      const logs: string[] = [];
+      const summary = await trainSft(cfg, { onEval: (e) => events.push(e), onLog: (m) => logs.push(m) });
+      const out = cfg.output.dir;
+      const evals = evalLines(out);
+      expect(evals.map((e) => e.step)).toEqual([0, 2, 4, 6]);
+      for (const e of evals) expect(e.eval_ex).toBeGreaterThanOrEqual(0);
+      expect(events.map((e) => e.eval_ex)).toEqual(evals.map((e) => e.eval_ex));
+      const best = bestByEx(evals.map((e) => ({ step: e.step, ex: e.eval_ex, loss: e.loss })))!;
+      expect(summary.bestModel).toEqual({ dir: path.join(out, "best_model"), step: best.step, evalEx: best.ex, evalLoss: best.loss });
+      expect(events[events.length - 1].best_step).toBe(best.step);
+      expect(summary.evalEx).toBe(evals[evals.length - 1].eval_ex);
+      expect(summary.evalExecution).toEqual({ rows: 4, goldFailed: 0, notSampled: 0, noDatabase: 0, keepDistinct: false });
+      const rec = JSON.parse(fs.readFileSync(path.join(out, "best_model", "text2sql.json"), "utf8"));
+      expect(rec.steps).toBe(best.step);
+      expect(fs.existsSync(path.join(out, "best_model", "adapter.gguf"))).toBe(true);
+      expect(fs.existsSync(path.join(out, "eval_adapter"))).toBe(false);
+      expect(JSON.parse(fs.readFileSync(path.join(out, "summary.json"), "utf8")).bestModel.step).toBe(best.step);
+      expect(fs.readFileSync(path.join(out, "loss.svg"), "utf8")).toMatch(/eval_ex \(right axis\)/);
+      expect(logs.some((m) => /eval_execution: 4 eval rows decoded greedily .*DISTINCT taken out of both queries/.test(m))).toBe(true);
+    },
+  );
 
-  test("with a decoder that answers the gold SQL from step 4 on: EX rises to 1 and best_model/ is step 4 (the tie at step 6 keeps the lower loss)", { timeout: 120_000 }, async () => {
-    const { cfg } = await spiderConfig();
-    const gold = new Map(SHOP_PAIRS.map(([q, s]) => [q, s]));
-    const decodeSql = async (dir: string, rows: { question: string }[]) => {
-      const steps = JSON.parse(fs.readFileSync(path.join(dir, "text2sql.json"), "utf8")).steps as number;
-      return rows.map((r) => (steps >= 4 ? gold.get(r.question)! : "SELECT 0"));
-    };
-    const summary = await trainSftCore(cfg, { decodeSql });
-    const evals = evalLines(cfg.output.dir);
-    expect(evals.map((e) => e.eval_ex)).toEqual([0, 0, 1, 1]);
-    const want = evals[3].loss < evals[2].loss ? 6 : 4;
-    expect(summary.bestModel!.step).toBe(want);
-    expect(JSON.parse(fs.readFileSync(path.join(cfg.output.dir, "best_model", "text2sql.json"), "utf8")).steps).toBe(want);
-  });
+  test(
+    "with a decoder that answers the gold SQL from step 4 on: EX rises to 1 and best_model/ is step 4 (the tie at step 6 keeps the lower loss)",
+    { timeout: 120_000 },
+    async () => {
+      const { cfg } = await spiderConfig();
+      const gold = new Map(SHOP_PAIRS.map(([q, s]) => [q, s]));
+      const decodeSql = async (dir: string, rows: { question: string }[]) => {
+        const steps = JSON.parse(fs.readFileSync(path.join(dir, "text2sql.json"), "utf8")).steps as number;
+        return rows.map((r) => (steps >= 4 ? gold.get(r.question)! : "SELECT 0"));
+      };
+      const summary = await trainSftCore(cfg, { decodeSql });
+      const evals = evalLines(cfg.output.dir);
+      expect(evals.map((e) => e.eval_ex)).toEqual([0, 0, 1, 1]);
+      const want = evals[3].loss < evals[2].loss ? 6 : 4;
+      expect(summary.bestModel!.step).toBe(want);
+      expect(JSON.parse(fs.readFileSync(path.join(cfg.output.dir, "best_model", "text2sql.json"), "utf8")).steps).toBe(want);
+    },
+  );
 });

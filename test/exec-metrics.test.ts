@@ -328,7 +328,10 @@ describe("executionMatch", () => {
     expect(await executionMatch(dbFile, "SELECT DISTINCT city FROM concert", "SELECT city FROM concert GROUP BY city", keep)).toEqual({ match: true });
     // the official default: both run without DISTINCT
     expect(await executionMatch(dbFile, "SELECT city FROM concert", "SELECT DISTINCT city FROM concert")).toEqual({ match: true });
-    expect(await executionMatch(dbFile, "SELECT DISTINCT city FROM concert", "SELECT city FROM concert GROUP BY city")).toEqual({ match: false, category: "wrong" });
+    expect(await executionMatch(dbFile, "SELECT DISTINCT city FROM concert", "SELECT city FROM concert GROUP BY city")).toEqual({
+      match: false,
+      category: "wrong",
+    });
     expect(await executionMatch(dbFile, "SELECT count(DISTINCT city) FROM concert", "SELECT count(city) FROM concert")).toEqual({ match: true });
     expect(await executionMatch(dbFile, "SELECT count(DISTINCT city) FROM concert", "SELECT count(city) FROM concert", keep)).toEqual({
       match: false,
@@ -341,7 +344,9 @@ describe("executionMatch", () => {
     expect(removeDistinct("select count(distinct a), Distinct_b FROM t WHERE x = 'DISTINCT' AND \"distinct\" = 1 -- distinct")).toBe(
       "select count( a), Distinct_b FROM t WHERE x = 'DISTINCT' AND \"distinct\" = 1 -- distinct",
     );
-    expect(removeDistinct("SELECT a FROM (SELECT DISTINCT a FROM t) UNION SELECT DISTINCT b FROM u")).toBe("SELECT a FROM (SELECT  a FROM t) UNION SELECT  b FROM u");
+    expect(removeDistinct("SELECT a FROM (SELECT DISTINCT a FROM t) UNION SELECT DISTINCT b FROM u")).toBe(
+      "SELECT a FROM (SELECT  a FROM t) UNION SELECT  b FROM u",
+    );
   });
 
   it("reports the prediction's error category", async () => {

@@ -21,7 +21,9 @@ function trainProgress(cfg: TrainConfig, json: boolean): { hooks: TrainHooks; st
     onEvalProgress: (done, total, step, phase) => {
       if (json) return;
       if (phase === "execution") {
-        process.stderr.write(`${tty ? "\r\x1b[K" : ""}eval @ step ${step}: decoding ${total} eval rows and running them on their databases (eval_ex)...${tty ? "" : "\n"}`);
+        process.stderr.write(
+          `${tty ? "\r\x1b[K" : ""}eval @ step ${step}: decoding ${total} eval rows and running them on their databases (eval_ex)...${tty ? "" : "\n"}`,
+        );
       } else if (tty) {
         process.stderr.write(`\r\x1b[Keval @ step ${step}: ${done}/${total} examples`);
       } else if (done === Math.min(total, cfg.train.batch_size)) {
@@ -43,7 +45,9 @@ function trainProgress(cfg: TrainConfig, json: boolean): { hooks: TrainHooks; st
         bar.update(e.step, e.totalSteps, payload, e.step - 1);
       } else if (e.step === e.totalSteps || performance.now() - lastLine > 10_000 || e.step === 1) {
         lastLine = performance.now();
-        process.stderr.write(`step ${e.step}/${e.totalSteps} | loss ${payload.loss}${ex} | lr ${payload.lr} | ${payload.tps} tok/s | ETA ${payload.remaining}\n`);
+        process.stderr.write(
+          `step ${e.step}/${e.totalSteps} | loss ${payload.loss}${ex} | lr ${payload.lr} | ${payload.tps} tok/s | ETA ${payload.remaining}\n`,
+        );
       }
     },
   };

@@ -437,7 +437,9 @@ function executionLines(r: EvalReport): string[] {
   }
   if (x.goldFailed.length) {
     const first = x.goldFailed.slice(0, 3).map((g) => g.source);
-    out.push(`skipped          ${x.goldFailed.length} examples whose gold query fails on its database (${first.join(", ")}${x.goldFailed.length > 3 ? ", ..." : ""})`);
+    out.push(
+      `skipped          ${x.goldFailed.length} examples whose gold query fails on its database (${first.join(", ")}${x.goldFailed.length > 3 ? ", ..." : ""})`,
+    );
   }
   return out;
 }

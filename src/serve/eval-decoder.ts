@@ -13,7 +13,14 @@ export const decodeWithAdapter: EvalDecoder = async (adapterDir, rows, o) => {
   try {
     return await Promise.all(
       rows.map(async (r) => {
-        const res = await g.generate({ question: r.question, schema: r.schema, evidence: r.evidence, maxTokens: o.maxTokens, constrain: false, validate: false });
+        const res = await g.generate({
+          question: r.question,
+          schema: r.schema,
+          evidence: r.evidence,
+          maxTokens: o.maxTokens,
+          constrain: false,
+          validate: false,
+        });
         return res.sql;
       }),
     );

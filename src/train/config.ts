@@ -146,8 +146,16 @@ export const SCHEMA: Record<string, Field> = {
     kind: "boolean",
     doc: "at every evaluation, greedy-decode the eval rows with the adapter, run them on their databases and log eval_ex; best_model/ keeps the best",
   },
-  "train.eval_execution_rows": { kind: "integer", min: 1, nullable: true, doc: "eval_execution on a fixed sample of this many eval rows (seeded by train.seed; null: all)" },
-  "train.keep_distinct": { kind: "boolean", doc: "execution accuracy runs DISTINCT as written (the official evaluator's keep_distinct); default: taken out of both queries" },
+  "train.eval_execution_rows": {
+    kind: "integer",
+    min: 1,
+    nullable: true,
+    doc: "eval_execution on a fixed sample of this many eval rows (seeded by train.seed; null: all)",
+  },
+  "train.keep_distinct": {
+    kind: "boolean",
+    doc: "execution accuracy runs DISTINCT as written (the official evaluator's keep_distinct); default: taken out of both queries",
+  },
   "train.save_every": { kind: "integer", min: 0, doc: "checkpoint every N optimizer steps (0: never)" },
   "train.keep_checkpoints": { kind: "integer", min: 1, doc: "keep the last K checkpoints" },
   "train.seed": { kind: "integer", min: 0, doc: "seed of the training order" },

@@ -58,7 +58,11 @@ export interface Session {
  * The entries of metrics.jsonl up to step `upTo`. A last line a crash cut is dropped with a
  * warning; any other line that does not parse is an error naming the file and the line.
  */
-function readMetrics(file: string, upTo: number, log: (m: string) => void): { line: string; m: { type?: string; step: number; loss: number; eval_ex?: number } }[] {
+function readMetrics(
+  file: string,
+  upTo: number,
+  log: (m: string) => void,
+): { line: string; m: { type?: string; step: number; loss: number; eval_ex?: number } }[] {
   const lines = fs.readFileSync(file, "utf8").split("\n");
   while (lines.length && !lines[lines.length - 1].trim()) lines.pop();
   const kept = [];

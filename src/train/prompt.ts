@@ -29,7 +29,9 @@ export function renderPrompt(template: string, ex: { question: string; schema?: 
     throw new Error(`${ex.source ?? "example"}: the template uses {schema} but the example has no schema (set data.columns.schema or data.tables_path)`);
   }
   // one pass, so that a question holding "{schema}" or "{evidence}" is never filled in itself
-  return template.replace(/\{(question|schema|evidence)\}/g, (_, k: string) => (k === "question" ? ex.question : k === "schema" ? (ex.schema ?? "") : (ex.evidence ?? "")));
+  return template.replace(/\{(question|schema|evidence)\}/g, (_, k: string) =>
+    k === "question" ? ex.question : k === "schema" ? (ex.schema ?? "") : (ex.evidence ?? ""),
+  );
 }
 
 let llamaPromise: Promise<Llama> | undefined;

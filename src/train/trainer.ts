@@ -449,7 +449,9 @@ export function formatSummary(s: TrainSummary): string {
       ? `eval_ex         ${s.evalEx === null ? "n/a" : (100 * s.evalEx).toFixed(1) + "%"} (execution accuracy on ${s.evalExecution.rows} eval rows` +
         `${s.evalExecution.goldFailed ? `, ${s.evalExecution.goldFailed} left out: gold fails` : ""}; DISTINCT ${s.evalExecution.keepDistinct ? "kept" : "taken out"})`
       : "",
-    s.bestModel ? `best model      ${s.bestModel.dir}: step ${s.bestModel.step}, eval_ex ${(100 * s.bestModel.evalEx).toFixed(1)}%, eval loss ${f(s.bestModel.evalLoss)}` : "",
+    s.bestModel
+      ? `best model      ${s.bestModel.dir}: step ${s.bestModel.step}, eval_ex ${(100 * s.bestModel.evalEx).toFixed(1)}%, eval loss ${f(s.bestModel.evalLoss)}`
+      : "",
     `wall time       ${(s.wallS / 60).toFixed(1)} min, ${s.tokensPerS.toFixed(1)} tokens/s`,
     `trainable       ${s.trainableParams.toLocaleString("en-US")} parameters`,
     `peak memory     ${gib(s.peakRssBytes)}: base weights ${gib(m.baseWeights)}${m.quantizedWeights > 0 ? ` (quantized ${gib(m.quantizedWeights)})` : ""}, transposed copies ${gib(m.transposedCopies)}, LoRA ${gib(m.lora)}, gradients ${gib(m.gradients)}, optimizer state ${gib(m.optimizer)}, compute buffer (activations) ${gib(m.computeBuffer)}${m.perLayerTransposed > 0 ? ` (of which per-layer Wᵀ ${gib(m.perLayerTransposed)})` : ""}, other ${gib(m.other)}`,

@@ -58,7 +58,12 @@ export function makeSpiderLayout(o: { dir?: string; train?: [string, string][]; 
   const dir = o.dir ?? tempDir("t2s-spider-");
   const db = makeShopDb(path.join(dir, "database", "shop", "shop.sqlite"));
   fs.writeFileSync(path.join(dir, "tables.json"), JSON.stringify([SHOP_TABLES], null, 2));
-  const items = (pairs: [string, string][]) => JSON.stringify(pairs.map(([question, query]) => ({ db_id: "shop", question, query })), null, 2);
+  const items = (pairs: [string, string][]) =>
+    JSON.stringify(
+      pairs.map(([question, query]) => ({ db_id: "shop", question, query })),
+      null,
+      2,
+    );
   fs.writeFileSync(path.join(dir, "train.json"), items(o.train ?? SHOP_PAIRS));
   fs.writeFileSync(path.join(dir, "dev.json"), items(o.dev ?? SHOP_PAIRS.slice(0, 4)));
   return { dir, db, tables: path.join(dir, "tables.json"), train: path.join(dir, "train.json"), dev: path.join(dir, "dev.json") };
