@@ -177,12 +177,17 @@ fi
 # ---- cuda: ggml with CUDA for the H100 and every check on it ----
 if want cuda; then
   if [ $cpu_only -eq 1 ]; then
-    note "cuda: SKIPPED, --cpu (no GPU here: the CUDA build and its checks run on the device only)"
+    note "cuda: SKIPPED, --cpu (no GPU here: the CUDA build and its checks run on the device only); the same checks on the CPU build:"
+    [ -x build-cpu/Release/text2sql-check ] && models build-cpu/Release/text2sql-check &&
+      step checks-cpu 300 build-cpu/Release/text2sql-check --model "$TINY" --backend cpu &&
+      keep checks-cpu '^(backend|grad|adamw|agree|FAILED)'
   elif build build-cuda -DTEXT2SQL_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90; then
     BIN=build-cuda/Release/text2sql-check
     models "$BIN"
     step checks-cuda 300 "$BIN" --model "$TINY" --backend cuda
     keep checks-cuda '^(backend|grad|adamw|agree|FAILED)'
+    step checks-cpu 300 "$BIN" --model "$TINY" --backend cpu
+    keep checks-cpu '^(backend|agree|FAILED)'
     step time-cuda 240 "$BIN" --model "$TL" --backend cuda --checks none --time 256,1024 --iters 5
     keep time-cuda '^(time |FAILED)'
   fi
