@@ -23,7 +23,7 @@ import { schemaStatements } from "../sql/sql-text.js";
 import { keywordRule, parseSchema, sqlGrammar } from "../sql/sql-grammar.js";
 import { GbnfFollower, parseGbnf, type Gbnf } from "../formats/gbnf.js";
 import { checkAdapterFits } from "../adapters/merge.js";
-import { checkModelFile } from "../models/model-check.js";
+import { checkModelFile } from "../formats/model-check.js";
 import { resolveAdapter } from "../adapters/folder.js";
 import { checkThreads, cpuHasAmxTiles, systemInfo, warn } from "../engine/system.js";
 import { resolveModelPath } from "../models/model-path.js";
