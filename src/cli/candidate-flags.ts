@@ -1,5 +1,6 @@
 // The execution-guided candidate flags shared by `generate`, `eval` and `serve`: their help text
-// and the integer checks that name the flag.
+// and the integer checks that name the flag (--threads too, with the bound `train` uses).
+import { checkThreads } from "../engine/system.js";
 import { DEFAULT_QUERY_TIMEOUT_MS, MAX_CANDIDATES } from "../serve/candidates.js";
 
 export const CANDIDATES_HELP =
@@ -16,4 +17,9 @@ export function intFlag(flag: string, v: string, min: number, max = Number.MAX_S
     throw new Error(`${flag}: expected an integer ${max === Number.MAX_SAFE_INTEGER ? `>= ${min}` : `from ${min} to ${max}`}, got ${JSON.stringify(v)}`);
   }
   return n;
+}
+
+/** A --threads value: an integer >= min, within the engine's bound (checkThreads), checked before anything loads. */
+export function threadsFlag(v: string, min = 0): number {
+  return checkThreads("--threads", intFlag("--threads", v, min));
 }

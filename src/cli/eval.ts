@@ -3,7 +3,7 @@ import { Command } from "commander";
 import { evaluateSql, formatEvalReport, type EvalOptions } from "../eval/eval.js";
 import { lazyBar, type LazyBar } from "../util/bar.js";
 import { cliResolveModel } from "./progress.js";
-import { CANDIDATES_HELP, intFlag } from "./candidate-flags.js";
+import { CANDIDATES_HELP, intFlag, threadsFlag } from "./candidate-flags.js";
 import { MAX_CANDIDATES } from "../serve/candidates.js";
 
 export function registerEval(program: Command): void {
@@ -53,6 +53,7 @@ Examples:
         const tty = !o.json && process.stderr.isTTY;
         let bar: LazyBar | null = null;
         let phase = "";
+        const threads = o.threads !== undefined ? threadsFlag(o.threads) : undefined;
         const model = o.model ? await cliResolveModel(o.model, { yes: o.yes, label: "--model" }) : undefined;
         const report = await evaluateSql({
           data: o.data,
@@ -66,7 +67,7 @@ Examples:
           output: o.output,
           limit: o.limit ? Number(o.limit) : undefined,
           parallel: Number(o.parallel),
-          threads: o.threads ? Number(o.threads) : undefined,
+          threads,
           candidates: o.candidates !== undefined ? intFlag("--candidates", o.candidates, 1, MAX_CANDIDATES) : undefined,
           timeoutMs: intFlag("--query-timeout", o.queryTimeout, 1),
           onProgress: (p, done, total) => {

@@ -4,7 +4,7 @@ import fs from "node:fs";
 import { disposeGenerators, generateSql } from "../serve/generate.js";
 import { MAX_SCHEMA_CHARS } from "../sql/sql-text.js";
 import { cliResolveModel } from "./progress.js";
-import { CANDIDATES_HELP, intFlag, QUERY_TIMEOUT_HELP } from "./candidate-flags.js";
+import { CANDIDATES_HELP, intFlag, threadsFlag, QUERY_TIMEOUT_HELP } from "./candidate-flags.js";
 import { describeCandidates, MAX_CANDIDATES } from "../serve/candidates.js";
 
 /** A --schema file: a regular file of at most MAX_SCHEMA_CHARS characters (never a device or a pipe without end). */
@@ -66,6 +66,7 @@ Examples:
       ) => {
         const question = words.join(" ");
         if (!o.adapter && !o.model) throw new Error("give --adapter (a trainer output folder) and/or --model (a base GGUF)");
+        const threads = o.threads !== undefined ? threadsFlag(o.threads) : undefined;
         const schema = o.schema ? readSchemaFile(o.schema) : undefined;
         if (o.constrain === true && !schema && !o.db) throw new Error("--constrain: constrained decoding needs --schema (a CREATE TABLE file) or --db");
         const maxTokens = Number(o.maxTokens);
@@ -88,7 +89,7 @@ Examples:
           constrain: o.constrain,
           maxTokens,
           device: o.device,
-          threads: o.threads ? Number(o.threads) : undefined,
+          threads,
           parallel: 1,
           ...vote,
         });

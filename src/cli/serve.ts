@@ -2,7 +2,7 @@
 import { Command, Option } from "commander";
 import { DEFAULT_DECODE_TIMEOUT_MS, startServer } from "../serve/server.js";
 import { cliResolveModel, onInterrupt } from "./progress.js";
-import { CANDIDATES_HELP, intFlag, QUERY_TIMEOUT_HELP } from "./candidate-flags.js";
+import { CANDIDATES_HELP, intFlag, threadsFlag, QUERY_TIMEOUT_HELP } from "./candidate-flags.js";
 import { MAX_CANDIDATES } from "../serve/candidates.js";
 
 export function registerServe(program: Command): void {
@@ -69,6 +69,7 @@ Examples:
           if (!Number.isInteger(n) || n < min) throw new Error(`${flag}: expected an integer >= ${min}, got ${JSON.stringify(v)}`);
           return n;
         };
+        const threads = o.threads !== undefined ? threadsFlag(o.threads, 1) : undefined;
         const model = o.model ? await cliResolveModel(o.model, { yes: o.yes, label: "--model" }) : undefined;
         const server = await startServer({
           adapter: o.adapter,
@@ -79,7 +80,7 @@ Examples:
           parallel: int("--parallel", o.parallel, 1),
           maxQueue: int("--queue", o.queue, 0),
           device: o.device,
-          threads: o.threads ? int("--threads", o.threads, 1) : undefined,
+          threads,
           db: o.db,
           dbDir: o.dbDir,
           candidates: intFlag("--candidates", o.candidates, 1, MAX_CANDIDATES),

@@ -13,6 +13,7 @@ import {
 } from "./native.js";
 import { checkThreads, warn } from "./system.js";
 import { ggmlTypeName, readGguf } from "../formats/gguf.js";
+import { checkModelFile } from "../formats/model-check.js";
 import { TRAINABLE_QUANT_NAMES, untrainableMatrix } from "../formats/quant.js";
 import {
   checkInt,
@@ -147,6 +148,7 @@ export class LoraEngine {
     if (typeof options !== "object" || options === null) fail("options", "an object", options);
     if (typeof options.model !== "string" || options.model === "") fail("model", "a path to a GGUF file", options.model);
     if (!fs.existsSync(options.model)) throw new Error(`model: file not found: ${options.model}`);
+    checkModelFile(options.model); // the native loader aborts or allocates without bound on files our reader rejects
     const device = options.device ?? "auto";
     if (!["auto", "cpu", "cuda", "metal"].includes(device)) fail("device", "one of auto, cpu, cuda, metal", device);
     const threads = checkThreads("threads", options.threads ?? 0);

@@ -23,7 +23,7 @@ import { schemaStatements } from "../sql/sql-text.js";
 import { keywordRule, parseSchema, sqlGrammar } from "../sql/sql-grammar.js";
 import { GbnfFollower, parseGbnf, type Gbnf } from "../formats/gbnf.js";
 import { checkAdapterFits } from "../adapters/merge.js";
-import { checkModelFile } from "../models/model-check.js";
+import { checkModelFile } from "../formats/model-check.js";
 import { resolveAdapter } from "../adapters/folder.js";
 import { checkThreads, cpuHasAmxTiles, systemInfo, warn } from "../engine/system.js";
 import { resolveModelPath } from "../models/model-path.js";
@@ -351,6 +351,13 @@ export class SqlGenerator {
     const chatTemplate = ggufChatTemplate(checkModelFile(modelPath)); // llama.cpp aborts the process on files our reader rejects
     const parallel = o.parallel ?? 4;
     if (!Number.isInteger(parallel) || parallel < 1) throw new TypeError(`parallel: expected an integer >= 1, got ${parallel}`);
+    // checked before anything loads: past the load, a failure reads as an adapter that does not fit
+    const threads =
+      o.threads !== undefined
+        ? checkThreads("threads", o.threads)
+        : fs.statSync(modelPath).size < 200e6
+          ? 1
+          : Math.max(1, Math.floor(os.availableParallelism() / parallel));
     if (a.adapterFile) checkAdapterFits(modelPath, a.adapterFile);
     requestAmxTiles();
     const llama: Llama = o.device === "cpu" ? await cpuLlama() : await getLlama({ build: "never", progressLogs: false, logLevel: LlamaLogLevel.error });
@@ -369,12 +376,6 @@ export class SqlGenerator {
       // node-llama-cpp 3.21.1 (test/generate.test.ts checks 50 concurrent questions).
       // node-llama-cpp's own default thread count decoded 30 tokens of the quickstart model in 17 s
       // on a 2-core machine (1 thread: 25 ms); at TinyLlama shape 2 threads beat 1 (21 vs 15 tokens/s)
-      const threads =
-        o.threads !== undefined
-          ? checkThreads("threads", o.threads)
-          : fs.statSync(modelPath).size < 200e6
-            ? 1
-            : Math.max(1, Math.floor(os.availableParallelism() / parallel));
       const contexts: LlamaContext[] = [];
       for (let i = 0; i < parallel; i++) {
         contexts.push(

@@ -3,6 +3,7 @@
 // Retry-After beyond it). Every request is validated by JSON schema; bad requests get clear JSON
 // errors, never a crash.
 import Fastify, { type FastifyError, type FastifyInstance } from "fastify";
+import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { SqlGenerator } from "./generate.js";
@@ -142,6 +143,16 @@ function pickDatabase(
 }
 
 /**
+ * Whether an Authorization header carries the bearer token, in time that does not depend on where
+ * they differ: the SHA-256 digests of both (equal lengths whatever the header's) are compared with
+ * crypto.timingSafeEqual.
+ */
+export function authorized(header: string | undefined, token: string): boolean {
+  const digest = (s: string) => crypto.createHash("sha256").update(s, "utf8").digest();
+  return crypto.timingSafeEqual(digest(header ?? ""), digest(`Bearer ${token}`));
+}
+
+/**
  * The Fastify app with the request rules every route shares: a body limit, JSON only, unknown
  * fields refused, the bearer token when one is set, and Connection: close while stopping.
  */
@@ -166,7 +177,7 @@ function newApp(token: string | undefined, isStopping: () => boolean): FastifyIn
   });
   app.addHook("onRequest", async (req, reply) => {
     if (!token || req.url === "/" || req.method === "OPTIONS") return;
-    if (req.headers.authorization !== `Bearer ${token}`) {
+    if (!authorized(req.headers.authorization, token)) {
       return reply.code(401).header("WWW-Authenticate", "Bearer").send({ error: "authorization: this server wants 'Authorization: Bearer <token>'" });
     }
   });
