@@ -63,7 +63,7 @@ describe("weighted accumulation", () => {
       return g;
     };
     const batch = makeBatch([{ tokens: TOKENS, mask: MASK }]);
-    const n = MASK.reduce((a, b) => a + b, 0);
+    const n = MASK.reduce((a: number, b) => a + b, 0);
     await engine.accumulate(batch, n);
     const sft = await grads();
     await engine.accumulateWeighted(batch, Float32Array.from(MASK), { gradScale: 1 / n, temperature: 1 });
