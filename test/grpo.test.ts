@@ -169,6 +169,31 @@ describe("trainGrpo on the tiny model", () => {
     expect(fs.readFileSync(path.join(b, "final_model", "adapter.gguf")).equals(fs.readFileSync(path.join(a, "final_model", "adapter.gguf")))).toBe(true);
   }, 300_000);
 
+  test("an abort (Ctrl-C) finishes the step, saves a checkpoint with the RNG state and says interrupted; --resume finishes the run", async () => {
+    const out = path.join(tempDir(), "grpo");
+    const { options } = await setup(out);
+    const ac = new AbortController();
+    const opts = { ...options, train: { ...options.train, save_every: 0 } };
+    const sum = await trainGrpo(opts, { signal: ac.signal, onStep: () => ac.abort() });
+    expect(sum.interrupted).toBe(true);
+    expect(sum.steps).toBe(1);
+    expect(sum.resumeCommand).toMatch(/--resume$/);
+    expect(fs.existsSync(path.join(out, "final_model"))).toBe(false);
+    const ck = path.join(out, "checkpoints", "checkpoint-1");
+    expect(typeof JSON.parse(fs.readFileSync(path.join(ck, "grpo_state.json"), "utf8")).rng).toBe("number");
+    const done = await trainGrpo(opts, { resume: true });
+    expect(done.interrupted).toBe(false);
+    expect(done.steps).toBe(2);
+  }, 240_000);
+
+  test("a non-SQLite database is an error naming the row", async () => {
+    const out = path.join(tempDir(), "grpo");
+    const { s, options } = await setup(out);
+    fs.writeFileSync(s.db, "not a database at all, just text\n".repeat(100));
+    options.data = { ...options.data, db_dir: path.join(s.dir, "database") } as typeof options.data;
+    await expect(trainGrpo(options)).rejects.toThrow(/train\.json:\d+.*(not a SQLite|SQLite)/);
+  }, 60_000);
+
   test("a missing database is an error naming the row", async () => {
     const out = path.join(tempDir(), "grpo");
     const { s, options } = await setup(out);

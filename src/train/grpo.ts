@@ -55,6 +55,7 @@ export interface GrpoStepEvent {
   lr: number;
   gradNorm: number;
   seconds: { sampling: number; scoring: number; updating: number };
+  /** completion tokens sampled and scored; prompt + completion tokens through the updates (each of the μ updates counted) */
   tokens: { sampled: number; scored: number; updated: number };
   elapsedS: number;
   etaS: number;
@@ -259,7 +260,7 @@ async function grpoStep(run: GrpoRun, step: number, t0: number): Promise<GrpoSte
     lr,
     gradNorm: u.gradNorm,
     seconds: { sampling: s.tSample, scoring: s.tScore, updating: tUpdate },
-    tokens: { sampled, scored: s.outs.length, updated: scoredTokens * rl.updates_per_batch },
+    tokens: { sampled, scored: sampled, updated: scoredTokens * rl.updates_per_batch },
     elapsedS,
     etaS: (elapsedS / (step + 1 - run.startStep)) * (run.totalSteps - step - 1),
   };
