@@ -419,6 +419,28 @@ export class SqlGenerator {
     return this.prompts.prompt({ question, schema, evidence }) as Token[];
   }
 
+  /**
+   * GRPO's sampler: unconstrained sampling from exactly `input` (the ids the trainer's engine
+   * conditions on) at `temperature` with `seed`; the sampled ids, the end token included when it
+   * was sampled, and the SQL of their text.
+   */
+  async sampleIds(input: readonly number[], o: { maxTokens: number; temperature: number; seed: number }): Promise<{ ids: number[]; sql: string }> {
+    const sequence = await this.acquire();
+    const ids: number[] = [];
+    try {
+      await sequence.clearHistory();
+      const stops = this.prompts.stops;
+      for await (const t of sequence.evaluate(input as Token[], { temperature: o.temperature, seed: o.seed })) {
+        ids.push(t);
+        if (stops.includes(t) || ids.length >= o.maxTokens) break;
+      }
+    } finally {
+      this.release(sequence);
+    }
+    const text = this.model.detokenize((this.prompts.stops.includes(ids[ids.length - 1] as Token) ? ids.slice(0, -1) : ids) as Token[]);
+    return { ids, sql: extractSql(text) };
+  }
+
   /** The schema's grammar (built once per schema text; the last 16 are kept). */
   grammarFor(schema: string): Promise<SchemaGrammar | null> {
     let g = this.grammars.get(schema);
