@@ -339,7 +339,7 @@ describe("CLI and eval", () => {
     } catch (e) {
       err = String((e as { stderr: string }).stderr);
     }
-    expect(err).toContain("--candidates / --query-timeout: give --db, the database the candidates run on");
+    expect(err).toContain("--candidates / --query-timeout / --query-max-bytes: give --db, the database the candidates run on");
     const help = execFileSync(process.execPath, ["dist/src/cli/main.js", "generate", "--help"], { encoding: "utf8" });
     expect(help).toMatch(/--candidates <n>/);
     expect(help).toMatch(/--db <file>/);

@@ -9,7 +9,7 @@ import { DEFAULT_TEMPLATE, DEFAULTS } from "../train/config.js";
 import { jsonItemLines, readExamples, readSpiderTables, spiderSchemas, type Example } from "../train/data.js";
 import { LoraEngine, makeBatch } from "../engine/engine.js";
 import { executionMatch, GoldQueryError } from "../sql/exec-metrics.js";
-import { closeAll } from "../sql/query-process.js";
+import { closeAll, MAX_QUERY_MAX_BYTES } from "../sql/query-process.js";
 import { isSingleReadQuery } from "../sql/sql-text.js";
 import { SqlGenerator } from "../serve/generate.js";
 import type { CandidateReport } from "../serve/candidates.js";
@@ -46,6 +46,8 @@ export interface EvalOptions {
   threads?: number;
   /** wall-clock limit per query in ms (gold, prediction, and each candidate; default 5000) */
   timeoutMs?: number;
+  /** byte cap of each query's result (gold, prediction, each candidate), counted as its rows stream (default 64 MiB); past it the query fails alone */
+  maxBytes?: number;
   /**
    * with dbDir: decode this many candidates per question (greedy + sampled), run them on the
    * example's database and keep the answer most of them agree on (see serve/candidates.ts)
@@ -228,7 +230,7 @@ async function generatePredictions(o: EvalOptions, items: Item[]): Promise<{ pre
     await Promise.all(
       items.map(async (it, i) => {
         const db = dbs[i];
-        const vote = db ? { db, candidates: o.candidates, queryTimeoutMs: o.timeoutMs ?? 5000 } : {};
+        const vote = db ? { db, candidates: o.candidates, queryTimeoutMs: o.timeoutMs ?? 5000, queryMaxBytes: o.maxBytes } : {};
         const r = await g.generate({ question: it.question, schema: it.schema, validate: false, ...vote });
         preds[i] = r.sql;
         votes[i] = r.candidates;
@@ -242,6 +244,9 @@ async function generatePredictions(o: EvalOptions, items: Item[]): Promise<{ pre
 }
 
 export async function evaluateSql(o: EvalOptions): Promise<EvalReport> {
+  if (o.maxBytes !== undefined && (!Number.isSafeInteger(o.maxBytes) || o.maxBytes < 1 || o.maxBytes > MAX_QUERY_MAX_BYTES)) {
+    throw new TypeError(`maxBytes: expected an integer from 1 to ${MAX_QUERY_MAX_BYTES}, got ${JSON.stringify(o.maxBytes)}`);
+  }
   if (o.model) o = { ...o, model: await resolveModelPath(o.model, { label: "model" }) };
   const items = await loadItems(o);
   if (items.length === 0) throw new Error(`${o.data}: no examples`);
@@ -345,7 +350,7 @@ async function scoreRows(o: EvalOptions, items: Item[], preds: string[], votes: 
   const rows: EvalRow[] = [];
   const errors: Record<string, number> = {};
   const execution: EvalReport["execution"] = { scored: 0, keepDistinct: !!o.keepDistinct, noDatabase: { examples: 0, byDatabase: {} }, goldFailed: [] };
-  const ex = { timeoutMs: o.timeoutMs, keepDistinct: o.keepDistinct };
+  const ex = { timeoutMs: o.timeoutMs, maxBytes: o.maxBytes, keepDistinct: o.keepDistinct };
   try {
     for (const [i, it] of items.entries()) {
       const pred = preds[i].trim();
@@ -388,10 +393,10 @@ async function execMatch(
   db: string,
   gold: string,
   pred: string,
-  o: { timeoutMs?: number; keepDistinct?: boolean },
+  o: { timeoutMs?: number; maxBytes?: number; keepDistinct?: boolean },
 ): Promise<{ match: boolean; category?: string; error?: string } | { goldError: string }> {
   const q = isSingleReadQuery(pred);
-  const opts = { timeoutMs: o.timeoutMs ?? 5000, keepDistinct: o.keepDistinct };
+  const opts = { timeoutMs: o.timeoutMs ?? 5000, maxBytes: o.maxBytes, keepDistinct: o.keepDistinct };
   try {
     if (q.ok) return await executionMatch(db, gold, pred, opts);
     await executionMatch(db, gold, gold, opts); // a gold query that fails leaves the example out, whatever the prediction
