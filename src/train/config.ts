@@ -4,6 +4,7 @@ import fs from "node:fs";
 import YAML from "yaml";
 import { LORA_DEFAULTS, LORA_MODULES, loraModule, type LoraOptions } from "../engine/lora.js";
 import { checkThreads } from "../engine/system.js";
+import { DEFAULT_QUERY_MAX_BYTES, DEFAULT_QUERY_TIMEOUT_MS, MAX_QUERY_MAX_BYTES } from "../sql/query-process.js";
 
 export const DEFAULT_TEMPLATE = "[INST] Generate SQL for the following question. Question: {question} [/INST]";
 /**
@@ -57,6 +58,8 @@ export interface TrainConfig {
     eval_every: number;
     eval_execution: boolean;
     eval_execution_rows: number | null;
+    eval_execution_timeout_ms: number;
+    eval_execution_max_bytes: number;
     keep_distinct: boolean;
     save_every: number;
     keep_checkpoints: number;
@@ -152,6 +155,18 @@ export const SCHEMA: Record<string, Field> = {
     nullable: true,
     doc: "eval_execution on a fixed sample of this many eval rows (seeded by train.seed; null: all)",
   },
+  "train.eval_execution_timeout_ms": {
+    kind: "integer",
+    min: 1,
+    max: 600_000,
+    doc: "eval_execution: wall-clock limit of each query (gold or decoded) in ms; a decoded query past it is killed and scores 0",
+  },
+  "train.eval_execution_max_bytes": {
+    kind: "integer",
+    min: 1,
+    max: MAX_QUERY_MAX_BYTES,
+    doc: "eval_execution: byte cap of each query's result, counted as its rows stream; a decoded query past it scores 0",
+  },
   "train.keep_distinct": {
     kind: "boolean",
     doc: "execution accuracy runs DISTINCT as written (the official evaluator's keep_distinct); default: taken out of both queries",
@@ -230,6 +245,8 @@ export const DEFAULTS: TrainConfig = {
     eval_every: 100,
     eval_execution: false,
     eval_execution_rows: null,
+    eval_execution_timeout_ms: DEFAULT_QUERY_TIMEOUT_MS,
+    eval_execution_max_bytes: DEFAULT_QUERY_MAX_BYTES,
     keep_distinct: false,
     save_every: 200,
     keep_checkpoints: 3,
