@@ -185,7 +185,7 @@ describe("execution-guided candidates on a trained adapter", () => {
     await expect(generateSql({ ...base, db, candidates: 2, temperature: 0 })).rejects.toThrow(/temperature: the sampled candidates need a temperature > 0/);
     await expect(generateSql({ ...base, db: path.join(dir, "nope.sqlite") })).rejects.toThrow("db: file not found:");
     await expect(generateSql({ ...base, db: path.join(dir, "pairs.csv") })).rejects.toThrow(/db: .*pairs\.csv is not a SQLite database/);
-    await expect(generateSql({ ...base, db: dir })).rejects.toThrow(/is not a regular file/);
+    await expect(generateSql({ ...base, db: dir })).rejects.toThrow(/^db: .*: not a regular file \(it is a folder/);
   });
 });
 

@@ -1,19 +1,15 @@
 // `text2sql generate`: one question to SQL with a trained adapter (and --schema, a CREATE TABLE file).
 import { Command, Option } from "commander";
-import fs from "node:fs";
 import { disposeGenerators, generateSql } from "../serve/generate.js";
 import { MAX_SCHEMA_CHARS } from "../sql/sql-text.js";
+import { readUserText } from "../util/user-file.js";
 import { cliResolveModel } from "./progress.js";
 import { CANDIDATES_HELP, intFlag, QUERY_MAX_BYTES_HELP, queryMaxBytesFlag, QUERY_TIMEOUT_HELP } from "./candidate-flags.js";
 import { describeCandidates, MAX_CANDIDATES } from "../serve/candidates.js";
 
-/** A --schema file: a regular file of at most MAX_SCHEMA_CHARS characters (never a device or a pipe without end). */
+/** A --schema file: a regular file of at most 4 × MAX_SCHEMA_CHARS bytes (never a device or a pipe without end), through the one bounded reader. */
 function readSchemaFile(file: string): string {
-  if (!fs.existsSync(file)) throw new Error(`--schema: file not found: ${file}`);
-  const st = fs.statSync(file);
-  if (!st.isFile()) throw new Error(`--schema: ${file} is not a regular file`);
-  if (st.size > 4 * MAX_SCHEMA_CHARS) throw new Error(`--schema: ${file} has ${st.size} bytes; a schema may have at most ${MAX_SCHEMA_CHARS} characters`);
-  return fs.readFileSync(file, "utf8");
+  return readUserText(file, { label: "--schema", maxBytes: 4 * MAX_SCHEMA_CHARS, what: `a schema (at most ${MAX_SCHEMA_CHARS} characters)` });
 }
 
 export function registerGenerate(program: Command): void {

@@ -6,7 +6,8 @@
 import fs from "node:fs";
 import path from "node:path";
 import { DEFAULT_TEMPLATE, DEFAULTS } from "../train/config.js";
-import { jsonItemLines, readExamples, readSpiderTables, spiderSchemas, type Example } from "../train/data.js";
+import { jsonItemLines, readDataText, readExamples, readSpiderTables, spiderSchemas, type Example } from "../train/data.js";
+import { readUserText } from "../util/user-file.js";
 import { LoraEngine, makeBatch } from "../engine/engine.js";
 import { executionMatch, GoldQueryError } from "../sql/exec-metrics.js";
 import { closeAll, MAX_QUERY_MAX_BYTES } from "../sql/query-process.js";
@@ -123,11 +124,16 @@ export interface EvalReport {
 
 /** Spider JSON items, with each database's schema (CREATE TABLE text and parser entry) from tables.json. */
 function readSpiderItems(o: EvalOptions): Item[] {
-  const dbs = o.tables ? readSpiderTables(o.tables) : [];
+  const dbs = o.tables ? readSpiderTables(o.tables, "--tables") : [];
   const tables = o.tables ? spiderSchemas(dbs) : undefined;
   const entries = new Map<string, SpiderSchemaEntry>(dbs.map((e) => [e.db_id, e as unknown as SpiderSchemaEntry]));
-  const text = fs.readFileSync(o.data, "utf8");
-  const arr = JSON.parse(text) as { db_id?: string; question?: string; query?: string }[];
+  const text = readDataText(o.data, "--data");
+  let arr: { db_id?: string; question?: string; query?: string }[];
+  try {
+    arr = JSON.parse(text) as typeof arr;
+  } catch (err) {
+    throw new Error(`--data: ${o.data}: invalid JSON (${(err as Error).message})`, { cause: err });
+  }
   if (!Array.isArray(arr)) throw new Error(`${o.data}: expected a Spider JSON array of {db_id, question, query}`);
   const lines = jsonItemLines(text);
   return arr.map((x, i) => {
@@ -145,10 +151,9 @@ function readSpiderItems(o: EvalOptions): Item[] {
 }
 
 async function loadItems(o: EvalOptions): Promise<Item[]> {
-  if (!fs.existsSync(o.data)) throw new Error(`--data: file not found: ${o.data}`);
   const items = o.data.endsWith(".json")
     ? readSpiderItems(o)
-    : (await readExamples(o.data, { ...structuredClone(DEFAULTS.data), db: o.db ?? null })).map((e: Example) => ({
+    : (await readExamples(o.data, { ...structuredClone(DEFAULTS.data), db: o.db ?? null }, "--data")).map((e: Example) => ({
         question: e.question,
         gold: e.sql,
         source: e.source,
@@ -158,9 +163,12 @@ async function loadItems(o: EvalOptions): Promise<Item[]> {
   return o.limit ? items.slice(0, o.limit) : items;
 }
 
+/** A predictions file may have at most this many bytes (Spider dev's 1034 predictions are about 100 KB). */
+export const MAX_PREDICTIONS_BYTES = 256 * 2 ** 20;
+
 function readPredictions(file: string, n: number): string[] {
-  if (!fs.existsSync(file)) throw new Error(`--predictions: file not found: ${file}`);
-  const lines = fs.readFileSync(file, "utf8").replace(/\r\n/g, "\n").replace(/\n$/, "").split("\n");
+  const text = readUserText(file, { label: "--predictions", maxBytes: MAX_PREDICTIONS_BYTES, what: "a predictions file" });
+  const lines = text.replace(/\r\n/g, "\n").replace(/\n$/, "").split("\n");
   // a count that differs means the lines and the examples are not paired (an extra line, or a query
   // split over two lines, shifts every later example): refuse rather than score the wrong pairs
   if (lines.length !== n) throw new Error(`--predictions: ${file} has ${lines.length} lines but the dataset has ${n} examples (one SQL per line, in order)`);

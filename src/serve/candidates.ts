@@ -8,6 +8,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import type { GenerateOptions, GenerateResult } from "./generate.js";
+import { readUserFileHead } from "../util/user-file.js";
 import { DEFAULT_QUERY_MAX_BYTES, MAX_QUERY_MAX_BYTES, runReadOnly, type RunResult } from "../sql/query-process.js";
 import { sameResult, schemaFromSqlite } from "../sql/exec-metrics.js";
 import { hasOrderBy } from "../sql/sql-text.js";
@@ -108,16 +109,7 @@ function checkInt(name: string, v: unknown, min: number, max: number): number {
 /** A database for candidates: an existing regular file that starts with SQLite's header. */
 export function checkDatabaseFile(file: string, label = "db"): string {
   if (typeof file !== "string" || !file) throw new TypeError(`${label}: expected the path of a SQLite file, got ${JSON.stringify(file)}`);
-  if (!fs.existsSync(file)) throw new Error(`${label}: file not found: ${file}`);
-  const st = fs.statSync(file);
-  if (!st.isFile()) throw new Error(`${label}: ${file} is not a regular file`);
-  const head = Buffer.alloc(16);
-  const fd = fs.openSync(file, "r");
-  try {
-    fs.readSync(fd, head, 0, 16, 0);
-  } finally {
-    fs.closeSync(fd);
-  }
+  const head = readUserFileHead(file, 16, label);
   if (head.toString("latin1") !== "SQLite format 3\0") throw new Error(`${label}: ${file} is not a SQLite database (no SQLite header)`);
   return path.resolve(file);
 }

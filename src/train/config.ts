@@ -4,6 +4,7 @@ import fs from "node:fs";
 import YAML from "yaml";
 import { LORA_DEFAULTS, LORA_MODULES, loraModule, type LoraOptions } from "../engine/lora.js";
 import { checkThreads } from "../engine/system.js";
+import { readUserText } from "../util/user-file.js";
 import { DEFAULT_QUERY_MAX_BYTES, DEFAULT_QUERY_TIMEOUT_MS, MAX_QUERY_MAX_BYTES } from "../sql/query-process.js";
 
 export const DEFAULT_TEMPLATE = "[INST] Generate SQL for the following question. Question: {question} [/INST]";
@@ -86,6 +87,9 @@ interface Field {
 }
 
 /** Every key, its type and meaning; the defaults are in DEFAULTS. */
+/** A config YAML larger than this is refused before it is parsed. */
+export const MAX_CONFIG_BYTES = 16 * 2 ** 20;
+
 export const SCHEMA: Record<string, Field> = {
   "model.path": {
     kind: "string",
@@ -432,9 +436,15 @@ export function loadConfig(src: ConfigSources): TrainConfig {
   };
   if (src.file) {
     if (!fs.existsSync(src.file)) throw new ConfigError(`config file not found: ${src.file}`);
+    let text: string;
+    try {
+      text = readUserText(src.file, { label: "--config", maxBytes: MAX_CONFIG_BYTES, what: "a config file" });
+    } catch (err) {
+      throw new ConfigError((err as Error).message);
+    }
     let doc: unknown;
     try {
-      doc = YAML.parse(fs.readFileSync(src.file, "utf8"));
+      doc = YAML.parse(text);
     } catch (err) {
       throw new ConfigError(`${src.file}: invalid YAML: ${(err as Error).message}`);
     }
