@@ -74,6 +74,8 @@ export interface GenerateOptions {
   seed?: number;
   /** wall-clock limit per candidate query in ms (default 2000) */
   queryTimeoutMs?: number;
+  /** byte cap of each candidate's result, counted as its rows stream (default 64 MiB; see src/sql/query-process.ts) */
+  queryMaxBytes?: number;
   /**
    * decode only SELECTs over the schema's tables and columns (a grammar of the schema; see
    * src/sql/sql-grammar.ts). Default: true when a schema is given; true without a schema is an error.

@@ -34,6 +34,8 @@ export interface ServerOptions {
   candidates?: number;
   /** wall-clock limit per candidate query in ms (default 2000) */
   queryTimeoutMs?: number;
+  /** byte cap of each candidate's result (default 64 MiB) */
+  queryMaxBytes?: number;
   /**
    * wall-clock limit for decoding one request's answer, candidates included (default 30000): a
    * request whose decoding wanders is answered at the limit, as at the token budget
@@ -248,7 +250,7 @@ export async function startServer(o: ServerOptions = {}): Promise<RunningServer>
         maxTokens: o.maxTokens,
         constrain: body.constrain,
         decodeTimeoutMs,
-        ...(vote.db ? { ...vote, queryTimeoutMs: o.queryTimeoutMs } : {}),
+        ...(vote.db ? { ...vote, queryTimeoutMs: o.queryTimeoutMs, queryMaxBytes: o.queryMaxBytes } : {}),
       });
       served++;
       if (r.candidates) log(`generate_sql: db ${body.db}: ${describeCandidates(r.candidates)}`);

@@ -4,6 +4,8 @@ import fs from "node:fs";
 import YAML from "yaml";
 import { LORA_DEFAULTS, LORA_MODULES, loraModule, type LoraOptions } from "../engine/lora.js";
 import { checkThreads } from "../engine/system.js";
+import { readUserText } from "../util/user-file.js";
+import { DEFAULT_QUERY_MAX_BYTES, DEFAULT_QUERY_TIMEOUT_MS, MAX_QUERY_MAX_BYTES } from "../sql/query-process.js";
 
 export const DEFAULT_TEMPLATE = "[INST] Generate SQL for the following question. Question: {question} [/INST]";
 /**
@@ -59,6 +61,8 @@ export interface TrainConfig {
     eval_every: number;
     eval_execution: boolean;
     eval_execution_rows: number | null;
+    eval_execution_timeout_ms: number;
+    eval_execution_max_bytes: number;
     keep_distinct: boolean;
     save_every: number;
     keep_checkpoints: number;
@@ -97,6 +101,9 @@ interface Field {
 }
 
 /** Every key, its type and meaning; the defaults are in DEFAULTS. */
+/** A config YAML larger than this is refused before it is parsed. */
+export const MAX_CONFIG_BYTES = 16 * 2 ** 20;
+
 export const SCHEMA: Record<string, Field> = {
   method: { kind: "string", values: ["sft", "grpo"], doc: "sft: fine-tune on the gold SQL; grpo: reinforcement learning with an execution reward (rl.*)" },
   "model.path": {
@@ -166,6 +173,18 @@ export const SCHEMA: Record<string, Field> = {
     min: 1,
     nullable: true,
     doc: "eval_execution on a fixed sample of this many eval rows (seeded by train.seed; null: all)",
+  },
+  "train.eval_execution_timeout_ms": {
+    kind: "integer",
+    min: 1,
+    max: 600_000,
+    doc: "eval_execution: wall-clock limit of each query (gold or decoded) in ms; a decoded query past it is killed and scores 0",
+  },
+  "train.eval_execution_max_bytes": {
+    kind: "integer",
+    min: 1,
+    max: MAX_QUERY_MAX_BYTES,
+    doc: "eval_execution: byte cap of each query's result, counted as its rows stream; a decoded query past it scores 0",
   },
   "train.keep_distinct": {
     kind: "boolean",
@@ -256,6 +275,8 @@ export const DEFAULTS: TrainConfig = {
     eval_every: 100,
     eval_execution: false,
     eval_execution_rows: null,
+    eval_execution_timeout_ms: DEFAULT_QUERY_TIMEOUT_MS,
+    eval_execution_max_bytes: DEFAULT_QUERY_MAX_BYTES,
     keep_distinct: false,
     save_every: 200,
     keep_checkpoints: 3,
@@ -453,9 +474,15 @@ export function loadConfig(src: ConfigSources): TrainConfig {
   };
   if (src.file) {
     if (!fs.existsSync(src.file)) throw new ConfigError(`config file not found: ${src.file}`);
+    let text: string;
+    try {
+      text = readUserText(src.file, { label: "--config", maxBytes: MAX_CONFIG_BYTES, what: "a config file" });
+    } catch (err) {
+      throw new ConfigError((err as Error).message);
+    }
     let doc: unknown;
     try {
-      doc = YAML.parse(fs.readFileSync(src.file, "utf8"));
+      doc = YAML.parse(text);
     } catch (err) {
       throw new ConfigError(`${src.file}: invalid YAML: ${(err as Error).message}`);
     }
