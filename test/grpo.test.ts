@@ -212,3 +212,20 @@ test("the execution reward: 1 for the gold's result, 0 for a wrong or failing qu
   expect((await executionReward(row, "SELECT nope FROM item", cfg)).reward).toBe(0);
   expect((await executionReward(row, "DELETE FROM item", cfg)).reward).toBe(0);
 });
+
+test("the execution reward goes through the bounded runner: a byte bomb and a runaway query score 0 and the next reward still runs (issue 25.8)", async () => {
+  const s = makeSpiderLayout();
+  const cfg = loadConfig({
+    overrides: { "model.path": "builtin:tiny", "data.path": "x.csv" },
+    set: ["rl.valid_sql_reward=0.1", "train.eval_execution_max_bytes=1048576", "train.eval_execution_timeout_ms=1000"],
+  });
+  const row = { db: s.db, sql: "SELECT count(*) FROM item" };
+  // 2,000 rows of 20 kB: 40 MB, past the 1 MiB cap set above (under the default 64 MiB it would run)
+  const bomb = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000) SELECT printf('%.*c', 20000, 'x') FROM n";
+  expect(await executionReward(row, bomb, cfg)).toEqual({ reward: 0, runs: false });
+  const runaway = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) FROM n";
+  const t0 = Date.now();
+  expect(await executionReward(row, runaway, cfg)).toEqual({ reward: 0, runs: false });
+  expect(Date.now() - t0).toBeLessThan(10_000);
+  expect((await executionReward(row, "SELECT count(id) FROM item", cfg)).reward).toBeCloseTo(1.1, 12);
+}, 30_000);

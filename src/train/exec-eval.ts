@@ -99,7 +99,11 @@ export type RowScore = ExecMatch | { match: false; category: "gold_failed"; erro
  * query's failure (a non-query, a syntax error, a timeout, a result too large) is that row's
  * { match: false, category, error }; it never throws for a query (only for a missing better-sqlite3).
  */
-export async function executionScores(rows: ExecRows["rows"], preds: readonly string[], o: RunOptions & { keepDistinct: boolean }): Promise<RowScore[]> {
+export async function executionScores(
+  rows: readonly { db: string; sql: string }[],
+  preds: readonly string[],
+  o: RunOptions & { keepDistinct: boolean },
+): Promise<RowScore[]> {
   if (preds.length !== rows.length) throw new Error(`executionScores: ${preds.length} predictions for ${rows.length} rows`);
   const out: RowScore[] = [];
   for (const [i, r] of rows.entries()) {

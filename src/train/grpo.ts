@@ -11,14 +11,13 @@ import { baseModelName, FINAL_MODEL } from "../adapters/folder.js";
 import { loadAdapterInto, saveAdapterFolder } from "../adapters/save-load.js";
 import { LoraEngine, type AdapterTensor } from "../engine/engine.js";
 import { resolveModelPath } from "../models/model-path.js";
-import { executionMatch, GoldQueryError } from "../sql/exec-metrics.js";
 import { closeAll, runReadOnly } from "../sql/query-process.js";
-import { isSingleReadQuery, removeDistinct } from "../sql/sql-text.js";
+import { removeDistinct } from "../sql/sql-text.js";
 import { removeAtomic, writeFileAtomic } from "../util/atomic.js";
 import { checkpointDirs, resumeNewest, saveCheckpoint, type TensorList } from "./checkpoints.js";
 import { configToYaml, loadConfig, type TrainConfig } from "./config.js";
 import { loadDataset, type Example } from "./data.js";
-import { executionAccuracy } from "./exec-eval.js";
+import { execLimits, executionAccuracy, executionScores } from "./exec-eval.js";
 import { groupAdvantages, grpoUpdate, splitLogps, completionBatch, type Completion } from "./grpo-loss.js";
 import { encodeExample, Tokenizer } from "./prompt.js";
 import { lrAt } from "./schedule.js";
@@ -108,7 +107,7 @@ async function grpoRows(cfg: TrainConfig, modelPath: string, log: (m: string) =>
         noDatabase++;
         continue;
       }
-      const res = await runReadOnly(ex.db, cfg.train.keep_distinct ? ex.sql : removeDistinct(ex.sql));
+      const res = await runReadOnly(ex.db, cfg.train.keep_distinct ? ex.sql : removeDistinct(ex.sql), execLimits(cfg));
       if (!res.ok) {
         goldFailed++;
         log(`grpo: ${ex.source}: the gold query fails on ${ex.db} (${res.category}: ${res.error}); the row is skipped`);
@@ -126,17 +125,16 @@ async function grpoRows(cfg: TrainConfig, modelPath: string, log: (m: string) =>
   return { rows, noDatabase, goldFailed };
 }
 
-/** 1 when `sql`'s result matches the gold's on the row's database, else 0; plus rl.valid_sql_reward when it runs. */
+/**
+ * 1 when `sql`'s result matches the gold's on the row's database, else 0; plus rl.valid_sql_reward
+ * when it runs. Scored by executionScores, the bounded runner eval_execution uses (read-only,
+ * train.eval_execution_timeout_ms and _max_bytes, the row cap): a query that fails scores 0 and
+ * never ends the run.
+ */
 export async function executionReward(row: { db: string; sql: string }, sql: string, cfg: TrainConfig): Promise<{ reward: number; runs: boolean }> {
-  if (!isSingleReadQuery(sql).ok) return { reward: 0, runs: false };
-  try {
-    const m = await executionMatch(row.db, row.sql, sql, { keepDistinct: cfg.train.keep_distinct, timeoutMs: 5000 });
-    const runs = m.match || m.category === "wrong" || m.category === "empty";
-    return { reward: (m.match ? 1 : 0) + (runs ? cfg.rl.valid_sql_reward : 0), runs };
-  } catch (err) {
-    if (err instanceof GoldQueryError) return { reward: 0, runs: false }; // checked before training; a changed database scores 0
-    throw err;
-  }
+  const [m] = await executionScores([row], [sql], { keepDistinct: cfg.train.keep_distinct, ...execLimits(cfg) });
+  const runs = m.match || m.category === "wrong" || m.category === "empty";
+  return { reward: (m.match ? 1 : 0) + (runs ? cfg.rl.valid_sql_reward : 0), runs };
 }
 
 interface GrpoRun {
@@ -281,7 +279,7 @@ async function grpoEvalEx(run: GrpoRun, step: number): Promise<number | undefine
       run.evalRows.map((r) => ({ question: r.question, schema: r.schema, evidence: r.evidence })),
       { maxTokens: run.cfg.rl.max_new_tokens },
     );
-    return await executionAccuracy(run.evalRows, preds, { keepDistinct: run.cfg.train.keep_distinct });
+    return await executionAccuracy(run.evalRows, preds, { keepDistinct: run.cfg.train.keep_distinct, ...execLimits(run.cfg) });
   } finally {
     removeAtomic(dir);
   }
