@@ -69,12 +69,24 @@ export { mergeAdapter, type MergeOptions, type MergeResult, type MergeType } fro
 export { exportPeft, importPeft, type PeftConfig, type PeftExportMeta } from "./adapters/peft.js";
 
 // Models
-export { resolveModelPath, removeModel, type ModelDtype, type ResolveModelOptions } from "./models/model-path.js";
-export { pullModel, type PullOptions } from "./models/hub.js";
-export { listCachedModels, type CachedModel } from "./models/hub-cache.js";
-export { HubError, type HubErrorCode } from "./models/hub-http.js";
-export { type PullProgress } from "./models/hub-progress.js";
-export { convertHfToGguf, SUPPORTED_ARCHITECTURES, type ConvertOptions, type ConvertOutType, type ConvertResult } from "./models/convert.js";
+export {
+  resolveModelPath,
+  removeModel,
+  pullModel,
+  listCachedModels,
+  HubError,
+  convertHfToGguf,
+  SUPPORTED_ARCHITECTURES,
+  type ModelDtype,
+  type ResolveModelOptions,
+  type PullOptions,
+  type CachedModel,
+  type HubErrorCode,
+  type PullProgress,
+  type ConvertOptions,
+  type ConvertOutType,
+  type ConvertResult,
+} from "./models/model-path.js";
 
 // The engine
 export {

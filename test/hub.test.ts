@@ -1,4 +1,4 @@
-// `src/models/hub*.ts`: pulling a Hugging Face repo into the cache, against a fake hub on 127.0.0.1
+// `src/models/get/hub*.ts`: pulling a Hugging Face repo into the cache, against a fake hub on 127.0.0.1
 // (test/helpers/hub-server.ts): selection of files, resume with Range after an interruption,
 // checksums, gated/missing repos, abort, retries, a full disk (a 1 MiB tmpfs), list and remove.
 import { execFileSync } from "node:child_process";
@@ -8,10 +8,10 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from "vitest";
-import { listRepoFiles, planPull, pullModel } from "../src/models/hub.js";
-import { listCachedModels, removeCachedModel } from "../src/models/hub-cache.js";
-import { HubError, hubEndpoint, hubToken, parseRepoSpec } from "../src/models/hub-http.js";
-import { progressBarReporter, type PullProgress } from "../src/models/hub-progress.js";
+import { listRepoFiles, planPull, pullModel } from "../src/models/get/hub.js";
+import { listCachedModels, removeCachedModel } from "../src/models/get/hub-cache.js";
+import { HubError, hubEndpoint, hubToken, parseRepoSpec } from "../src/models/get/hub-http.js";
+import { progressBarReporter, type PullProgress } from "../src/models/get/hub-progress.js";
 import { formatBytes } from "../src/util/format.js";
 import { startHubServer, type FakeFile, type HubServer } from "./helpers/hub-server.js";
 

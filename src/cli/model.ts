@@ -1,15 +1,16 @@
 // `text2sql model pull|list|rm|convert`: the model cache (hub snapshots and GGUFs) by hand.
 import { Command, Option } from "commander";
 import { formatBytes } from "../util/format.js";
-import { listCachedModels, type CachedModel } from "../models/hub-cache.js";
 import {
   cacheHome,
+  listCachedModels,
   convertCheckpoint,
   convertCheckpointCached,
   MODEL_DTYPES,
   parseHubGgufName,
   pullHubModel,
   removeModel,
+  type CachedModel,
   type ModelDtype,
 } from "../models/model-path.js";
 import { convertBar, downloadable, stderrLine } from "./progress.js";

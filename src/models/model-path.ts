@@ -10,25 +10,35 @@
 //   path/to/model.gguf              a GGUF on disk, used as is
 //   path/to/checkpoint/             a Hugging Face checkpoint folder (config.json, safetensors,
 //                                   tokenizer.model or tokenizer.json): converted once into <cache>/models/converted/
-//   owner/name[@revision]           a hub repository: pulled into <cache>/hub/ (./hub.ts) after a
+//   owner/name[@revision]           a hub repository: pulled into <cache>/hub/ (./get/hub.ts) after a
 //                                   question or --yes, converted once into <cache>/models/
 //
 // <cache> is $TEXT2SQL_HOME, default ~/.cache/text2sql.
+//
+// This file is src/models/'s one door: the other layers import models through it. Below it,
+// ./get/ gets a model (hub listing, downloads, the cache, progress) and ./convert/ converts a
+// Hugging Face checkpoint to a GGUF (read checkpoint -> plan tensors -> metadata -> write);
+// ./test-model.ts makes the random-weight models of builtin:tiny.
 import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import readline from "node:readline";
 import { resolveModelFile } from "node-llama-cpp";
 import { makeTestModel, type TestFamily } from "./test-model.js";
-import { cacheHome } from "./cache.js";
+import { cacheHome } from "./get/cache.js";
 import { convertHfToGguf, type ConvertOutType } from "./convert.js";
 import { formatBytes } from "../util/format.js";
-import { planPull, pullModel, type PullPlan } from "./hub.js";
-import { hubCacheDir, listCachedModels, removeCachedModel } from "./hub-cache.js";
-import { HubError, parseRepoSpec, type RepoSpec } from "./hub-http.js";
-import { etaSeconds, progressBarReporter, slidingRate, type PullProgress } from "./hub-progress.js";
+import { planPull, pullModel, type PullPlan } from "./get/hub.js";
+import { hubCacheDir, listCachedModels, removeCachedModel } from "./get/hub-cache.js";
+import { HubError, parseRepoSpec, type RepoSpec } from "./get/hub-http.js";
+import { etaSeconds, progressBarReporter, slidingRate, type PullProgress } from "./get/hub-progress.js";
 
-export { cacheHome } from "./cache.js";
+export { cacheHome } from "./get/cache.js";
+export { pullModel, type PullOptions } from "./get/hub.js";
+export { listCachedModels, type CachedModel } from "./get/hub-cache.js";
+export { HubError, type HubErrorCode } from "./get/hub-http.js";
+export { type PullProgress } from "./get/hub-progress.js";
+export { convertHfToGguf, SUPPORTED_ARCHITECTURES, type ConvertOptions, type ConvertOutType, type ConvertResult } from "./convert.js";
 
 export const BUILTIN_TINY = "builtin:tiny";
 /** The tiny builtin models of the other families (./test-model.ts): builtin:tiny-<family>. */

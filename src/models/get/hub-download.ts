@@ -5,7 +5,7 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import fsp from "node:fs/promises";
 import path from "node:path";
-import { formatBytes } from "../util/format.js";
+import { formatBytes } from "../../util/format.js";
 import { fileSize, freeBytes, type PullFile, type RepoFile } from "./hub-cache.js";
 import {
   abortedError,

@@ -1,7 +1,7 @@
 // Progress of a pull: the events pullModel reports (bytes, a sliding rate, ETA), and a reporter that
 // shows them on a terminal (a bar) or as plain lines.
-import { lazyBar } from "../util/bar.js";
-import { formatBytes, formatDuration } from "../util/format.js";
+import { lazyBar } from "../../util/bar.js";
+import { formatBytes, formatDuration } from "../../util/format.js";
 import type { PullFile } from "./hub-cache.js";
 
 export interface PullProgress {
