@@ -6,7 +6,7 @@
  * model.safetensors.index.json, config.json (LlamaForCausalLM, Qwen2ForCausalLM or
  * Qwen3ForCausalLM), generation_config.json, tokenizer_config.json and the vocabulary: a
  * SentencePiece tokenizer.model, or for a byte-level BPE ("gpt2") vocabulary the tokenizer.json
- * its model family publishes (./tokenizer-json.ts). It is the fixture for src/models/convert.ts:
+ * its model family publishes (./tokenizer-json.ts). It is the fixture for src/models/convert/convert.ts:
  * converting the folder back must give the original GGUF's tensors.
  *
  * Library use:  await makeHfCheckpoint({ gguf: "m.gguf", dir: "hf/", dtype: "bf16", shards: 3 })
@@ -24,8 +24,8 @@ import { unpermuteRows } from "../src/formats/llama-layout.js";
 import { archSpec, type ArchName } from "../src/formats/architectures.js";
 import { writeTokenizerJson } from "./tokenizer-json.js";
 import { writeSafetensorsStream, type StWriteEntry } from "../src/formats/safetensors.js";
-import { encodeSentencePieceModel, SentencePieceModelType, type SentencePiece } from "../src/models/sentencepiece.js";
-import { llama3RopeFactors } from "../src/models/convert.js";
+import { encodeSentencePieceModel, SentencePieceModelType, type SentencePiece } from "../src/models/convert/sentencepiece.js";
+import { llama3RopeFactors } from "../src/models/convert/convert.js";
 import { isMain } from "./make-test-model.js";
 
 export type HfDtype = "f32" | "bf16" | "f16";

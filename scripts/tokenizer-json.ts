@@ -3,7 +3,7 @@
  * back into the Hugging Face files a checkpoint carries: tokenizer.json (the model's tokens and
  * merges, the added tokens, and the normalizer / pre-tokenizer / post-processor / decoder that
  * Llama 3, Qwen2, GPT-2 and StarCoder publish) and tokenizer_config.json (special tokens, the chat
- * template). The fixture for src/models/bpe-vocab.ts: converting these files back must give the
+ * template). The fixture for src/models/convert/bpe-vocab.ts: converting these files back must give the
  * GGUF's tokenizer, and @huggingface/tokenizers must tokenize with them as llama.cpp does.
  *
  * Library use:  writeTokenizerJson(readGguf("ggml-vocab-qwen2.gguf"), "hf/")

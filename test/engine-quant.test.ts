@@ -10,7 +10,7 @@ import { loadNative } from "../src/engine/native.js";
 import { GgmlType, readGguf, readTensorBytes, readTensorF32 } from "../src/formats/gguf.js";
 import { writeGguf } from "../src/formats/gguf-write.js";
 import { mergeAdapter } from "../src/adapters/merge.js";
-import { convertHfToGguf } from "../src/models/convert.js";
+import { convertHfToGguf } from "../src/models/convert/convert.js";
 import { makeHfCheckpoint } from "../scripts/make-hf-checkpoint.js";
 import { dequantize, quantizeQ4K, quantizeQ8_0 } from "../src/formats/quant.js";
 import { llamaCppLogProbs } from "./helpers/llamacpp.js";

@@ -10,7 +10,7 @@ import path from "node:path";
 import { beforeAll, describe, expect, test } from "vitest";
 import { readGguf, readTensorF32 } from "../src/formats/gguf.js";
 import { readSafetensors } from "../src/formats/safetensors.js";
-import { convertHfToGguf } from "../src/models/convert.js";
+import { convertHfToGguf } from "../src/models/convert/convert.js";
 import { makeHfCheckpoint } from "../scripts/make-hf-checkpoint.js";
 import {
   ourLogits,

@@ -1,4 +1,4 @@
-// Byte-level BPE tokenizers (src/models/bpe-vocab.ts through convert-tokenizer.ts): for each BPE
+// Byte-level BPE tokenizers (src/models/convert/bpe-vocab.ts through tokenizer.ts): for each BPE
 // vocabulary of the llama.cpp bundle, the GGUF is turned into the Hugging Face tokenizer.json /
 // tokenizer_config.json its model publishes (scripts/tokenizer-json.ts), our converter turns those
 // back into GGUF keys, and then
@@ -13,8 +13,8 @@ import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
 import type { LlamaModel, Token } from "node-llama-cpp";
 import { readGguf, type GgufValue } from "../src/formats/gguf.js";
 import { writeGguf } from "../src/formats/gguf-write.js";
-import { convertTokenizer } from "../src/models/convert-tokenizer.js";
-import { identifyPreTokenizer } from "../src/models/bpe-vocab.js";
+import { convertTokenizer } from "../src/models/convert/tokenizer.js";
+import { identifyPreTokenizer } from "../src/models/convert/bpe-vocab.js";
 import { llamaCppSourceDir } from "../src/models/test-model.js";
 import { cpuLlama } from "../src/train/prompt.js";
 import { ggufToTokenizerJson, writeTokenizerJson } from "../scripts/tokenizer-json.js";

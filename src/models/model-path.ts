@@ -26,7 +26,7 @@ import readline from "node:readline";
 import { resolveModelFile } from "node-llama-cpp";
 import { makeTestModel, type TestFamily } from "./test-model.js";
 import { cacheHome } from "./get/cache.js";
-import { convertHfToGguf, type ConvertOutType } from "./convert.js";
+import { convertHfToGguf, type ConvertOutType } from "./convert/convert.js";
 import { formatBytes } from "../util/format.js";
 import { planPull, pullModel, type PullPlan } from "./get/hub.js";
 import { hubCacheDir, listCachedModels, removeCachedModel } from "./get/hub-cache.js";
@@ -38,7 +38,7 @@ export { pullModel, type PullOptions } from "./get/hub.js";
 export { listCachedModels, type CachedModel } from "./get/hub-cache.js";
 export { HubError, type HubErrorCode } from "./get/hub-http.js";
 export { type PullProgress } from "./get/hub-progress.js";
-export { convertHfToGguf, SUPPORTED_ARCHITECTURES, type ConvertOptions, type ConvertOutType, type ConvertResult } from "./convert.js";
+export { convertHfToGguf, SUPPORTED_ARCHITECTURES, type ConvertOptions, type ConvertOutType, type ConvertResult } from "./convert/convert.js";
 
 export const BUILTIN_TINY = "builtin:tiny";
 /** The tiny builtin models of the other families (./test-model.ts): builtin:tiny-<family>. */

@@ -18,15 +18,15 @@
 // - The tokenizer (vocabulary, special ids, chat templates) is ./convert-tokenizer.ts's part.
 import fs from "node:fs";
 import path from "node:path";
-import { GgmlType, ggmlTensorByteLength, gv, type GgufValue } from "../formats/gguf.js";
-import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "../formats/float16.js";
-import { writeGguf, type GgufTensorSpec, type TensorData } from "../formats/gguf-write.js";
-import { openHfWeights, StReader, SAFETENSORS_DTYPE_SIZE, type HfWeights, type StTensorInfo } from "../formats/safetensors.js";
-import { permuteRowsBytes } from "../formats/llama-layout.js";
-import { archExtraLayerTensors, archPermutedHeads, archSpecFromHf, REFUSED_ARCHITECTURES, type ArchSpec } from "../formats/architectures.js";
-import { quantizeQ8_0 } from "../formats/quant.js";
-import { LORA_MODULES, type LoraTarget } from "../engine/lora.js";
-import { readJson, readVocab, specialIds, tokenizerMetadata, type Json, type SpecialType, type Vocab } from "./convert-tokenizer.js";
+import { GgmlType, ggmlTensorByteLength, gv, type GgufValue } from "../../formats/gguf.js";
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "../../formats/float16.js";
+import { writeGguf, type GgufTensorSpec, type TensorData } from "../../formats/gguf-write.js";
+import { openHfWeights, StReader, SAFETENSORS_DTYPE_SIZE, type HfWeights, type StTensorInfo } from "../../formats/safetensors.js";
+import { permuteRowsBytes } from "../../formats/llama-layout.js";
+import { archExtraLayerTensors, archPermutedHeads, archSpecFromHf, REFUSED_ARCHITECTURES, type ArchSpec } from "../../formats/architectures.js";
+import { quantizeQ8_0 } from "../../formats/quant.js";
+import { LORA_MODULES, type LoraTarget } from "../../engine/lora.js";
+import { readJson, readVocab, specialIds, tokenizerMetadata, type Json, type SpecialType, type Vocab } from "./tokenizer.js";
 
 export type ConvertOutType = "auto" | "bf16" | "f16" | "f32" | "q8_0";
 

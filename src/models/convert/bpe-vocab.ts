@@ -8,8 +8,8 @@
 // without Python's tokenizer we recognise the pre-tokenizer by its structure in tokenizer.json
 // (the Split regexes and ByteLevel/Digits steps), which is what each llama.cpp name implements.
 // An unknown structure is refused, naming the file and the supported ones.
-import { readUserText } from "../util/user-file.js";
-import { gv, type GgufValue } from "../formats/gguf.js";
+import { readUserText } from "../../util/user-file.js";
+import { gv, type GgufValue } from "../../formats/gguf.js";
 import { SentencePieceType } from "./sentencepiece.js";
 
 type Json = Record<string, unknown>;

@@ -4,8 +4,8 @@
 // templates) as llama.cpp's convert_hf_to_gguf.py and gguf-py's SpecialVocab write them.
 import fs from "node:fs";
 import path from "node:path";
-import { gv, type GgufValue } from "../formats/gguf.js";
-import { readUserFile, readUserText } from "../util/user-file.js";
+import { gv, type GgufValue } from "../../formats/gguf.js";
+import { readUserFile, readUserText } from "../../util/user-file.js";
 import { bpeVocabMetadata, looksSpecial, postProcessorAddsBos, readBoundedJson, readBpeVocab, supportedPreTokenizersText, type BpeVocab } from "./bpe-vocab.js";
 import { parseSentencePieceModel, SentencePieceModelType, SentencePieceType, sentencePieceModelTypeName, type SentencePieceModel } from "./sentencepiece.js";
 
