@@ -25,7 +25,7 @@ import { archSpec, type ArchName } from "../src/formats/architectures.js";
 import { writeTokenizerJson } from "./tokenizer-json.js";
 import { writeSafetensorsStream, type StWriteEntry } from "../src/formats/safetensors.js";
 import { encodeSentencePieceModel, SentencePieceModelType, type SentencePiece } from "../src/models/convert/sentencepiece.js";
-import { llama3RopeFactors } from "../src/models/convert/convert.js";
+import { llama3RopeFactors } from "../src/formats/architectures.js";
 import { isMain } from "./make-test-model.js";
 
 export type HfDtype = "f32" | "bf16" | "f16";

@@ -163,3 +163,31 @@ export function archExtraLayerTensors(arch: ArchSpec): { gguf: string; hf: strin
   }
   return out;
 }
+
+/**
+ * The per-dimension RoPE frequency divisors of "llama3" scaling (Llama 3.1+), as llama.cpp's
+ * LlamaModel.generate_extra_tensors computes them; stored as the F32 tensor rope_freqs.weight.
+ * (Computed in float64 and rounded to f32 once; torch computes in f32, so a factor may differ in
+ * its last bit.)
+ */
+export function llama3RopeFactors(p: Record<string, unknown>, base: number, dim: number): Float32Array {
+  const num = (k: string, d: number): number => (typeof p[k] === "number" ? (p[k] as number) : d);
+  const factor = num("factor", 8);
+  const lowFreqFactor = num("low_freq_factor", 1);
+  const highFreqFactor = num("high_freq_factor", 4);
+  const oldCtx = num("original_max_position_embeddings", 8192);
+  const lowFreqWavelen = oldCtx / lowFreqFactor;
+  const highFreqWavelen = oldCtx / highFreqFactor;
+  const out = new Float32Array(dim / 2);
+  for (let i = 0; i < dim / 2; i++) {
+    const freq = 1 / base ** ((2 * i) / dim);
+    const wavelen = (2 * Math.PI) / freq;
+    if (wavelen < highFreqWavelen) out[i] = 1;
+    else if (wavelen > lowFreqWavelen) out[i] = factor;
+    else {
+      const smooth = (oldCtx / wavelen - lowFreqFactor) / (highFreqFactor - lowFreqFactor);
+      out[i] = 1 / ((1 - smooth) / factor + smooth);
+    }
+  }
+  return out;
+}

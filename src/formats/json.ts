@@ -5,9 +5,16 @@ import { readUserText } from "../util/user-file.js";
 /** A JSON file larger than this is refused before it is read (a sharded checkpoint's index is a few hundred KB). */
 export const MAX_JSON_FILE_BYTES = 256 * 2 ** 20;
 
+/** Who reads a JSON file: `label` (first in every error, default "JSON file"), its size cap (default MAX_JSON_FILE_BYTES) and what it is (default "a JSON file"). */
+export interface JsonFileOptions {
+  label?: string;
+  maxBytes?: number;
+  what?: string;
+}
+
 /** Parses a JSON file; a syntax error names the file, a missing, oversized or non-regular one names `label` and the file. */
-export function readJsonFile(file: string, label = "JSON file"): unknown {
-  const text = readUserText(file, { label, maxBytes: MAX_JSON_FILE_BYTES, what: "a JSON file" });
+export function readJsonFile(file: string, o: JsonFileOptions = {}): unknown {
+  const text = readUserText(file, { label: o.label ?? "JSON file", maxBytes: o.maxBytes ?? MAX_JSON_FILE_BYTES, what: o.what ?? "a JSON file" });
   try {
     return JSON.parse(text);
   } catch (e) {
@@ -16,8 +23,8 @@ export function readJsonFile(file: string, label = "JSON file"): unknown {
 }
 
 /** A JSON file that must hold an object. */
-export function readJsonObject(file: string, label?: string): Record<string, unknown> {
-  const v = readJsonFile(file, label);
+export function readJsonObject(file: string, o?: JsonFileOptions): Record<string, unknown> {
+  const v = readJsonFile(file, o);
   if (typeof v !== "object" || v === null || Array.isArray(v)) throw new Error(`${file}: expected a JSON object`);
   return v as Record<string, unknown>;
 }

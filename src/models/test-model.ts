@@ -29,8 +29,7 @@ import { writeGguf } from "../formats/gguf-write.js";
 import { quantizeQ4K, quantizeQ8_0 } from "../formats/quant.js";
 import type { GgufValue } from "../formats/gguf.js";
 import type { GgufTensorSpec, TensorData } from "../formats/gguf-write.js";
-import { ARCHITECTURES, type ArchName } from "../formats/architectures.js";
-import { llama3RopeFactors } from "./convert/convert.js";
+import { ARCHITECTURES, llama3RopeFactors, type ArchName } from "../formats/architectures.js";
 
 /**
  * Storage of the 2D matrices: f32/f16/bf16, q8_0, q4_k, or q4_k_m (a mix as in llama.cpp's Q4_K_M

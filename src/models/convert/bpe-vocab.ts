@@ -1,4 +1,4 @@
-// The byte-level BPE half of the tokenizer conversion (./convert-tokenizer.ts has the SentencePiece
+// The byte-level BPE half of the tokenizer conversion (./tokenizer.ts has the SentencePiece
 // one): a Hugging Face `tokenizer.json` (Llama 3, Qwen2/2.5/3, SmolLM2, GPT-2, StarCoder) to the
 // GGUF `tokenizer.ggml.*` keys that llama.cpp's convert_hf_to_gguf.py writes (get_vocab_base,
 // _set_vocab_gpt2 and gguf-py's SpecialVocab): model "gpt2", the pre-tokenizer's llama.cpp name,
@@ -8,7 +8,7 @@
 // without Python's tokenizer we recognise the pre-tokenizer by its structure in tokenizer.json
 // (the Split regexes and ByteLevel/Digits steps), which is what each llama.cpp name implements.
 // An unknown structure is refused, naming the file and the supported ones.
-import { readUserText } from "../../util/user-file.js";
+import { readJsonObject } from "../../formats/json.js";
 import { gv, type GgufValue } from "../../formats/gguf.js";
 import { SentencePieceType } from "./sentencepiece.js";
 
@@ -87,19 +87,6 @@ export function looksSpecial(t: string): boolean {
   );
 }
 
-/** A JSON file of at most `max` bytes, parsed; the errors name the file. */
-export function readBoundedJson(file: string, max = MAX_TOKENIZER_JSON_BYTES): Json {
-  const text = readUserText(file, { label: "model folder", maxBytes: max, what: "a tokenizer or config file" });
-  let v: unknown;
-  try {
-    v = JSON.parse(text);
-  } catch (e) {
-    throw new Error(`${file}: not valid JSON (${(e as Error).message})`, { cause: e });
-  }
-  if (typeof v !== "object" || v === null || Array.isArray(v)) throw new Error(`${file}: expected a JSON object`);
-  return v as Json;
-}
-
 export interface BpeVocab {
   /** tokenizer.json, parsed (its added_tokens name the special tokens). */
   json: Json;
@@ -131,7 +118,7 @@ function readMerges(model: Json, file: string): string[] {
  * special, else USER_DEFINED), `[PAD<id>]` (UNUSED) for ids neither has.
  */
 export function readBpeVocab(file: string, vocabSize: number | undefined, tokenizerConfig: Json | undefined, warn: (m: string) => void): BpeVocab {
-  const json = readBoundedJson(file);
+  const json = readJsonObject(file, { label: "model folder", maxBytes: MAX_TOKENIZER_JSON_BYTES, what: "a tokenizer or config file" });
   const model = json.model as Json | undefined;
   if (model?.type !== "BPE") throw new Error(`${file}: model.type is ${JSON.stringify(model?.type ?? null)}; only BPE tokenizers are supported here`);
   if (model.byte_fallback === true) throw new Error(`${file}: a BPE model with byte_fallback (SentencePiece-style) is not a byte-level BPE; not supported`);

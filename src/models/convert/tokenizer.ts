@@ -1,12 +1,14 @@
-// The tokenizer half of the Hugging Face -> GGUF conversion (./convert.ts): the vocabulary (a
-// SentencePiece tokenizer.model plus added tokens, or a byte-level BPE tokenizer.json through
-// ./bpe-vocab.ts), the special token ids, and the tokenizer's GGUF metadata (flags and chat
-// templates) as llama.cpp's convert_hf_to_gguf.py and gguf-py's SpecialVocab write them.
+// The tokenizer of the Hugging Face -> GGUF conversion (read in step 1, ./checkpoint.ts; its keys
+// written in step 3, ./metadata.ts): the vocabulary (a SentencePiece tokenizer.model plus added
+// tokens, or a byte-level BPE tokenizer.json through ./bpe-vocab.ts), the special token ids, and
+// the tokenizer's GGUF metadata (flags and chat templates) as llama.cpp's convert_hf_to_gguf.py
+// and gguf-py's SpecialVocab write them.
 import fs from "node:fs";
 import path from "node:path";
 import { gv, type GgufValue } from "../../formats/gguf.js";
+import { readJsonObject } from "../../formats/json.js";
 import { readUserFile, readUserText } from "../../util/user-file.js";
-import { bpeVocabMetadata, looksSpecial, postProcessorAddsBos, readBoundedJson, readBpeVocab, supportedPreTokenizersText, type BpeVocab } from "./bpe-vocab.js";
+import { bpeVocabMetadata, looksSpecial, postProcessorAddsBos, readBpeVocab, supportedPreTokenizersText, type BpeVocab } from "./bpe-vocab.js";
 import { parseSentencePieceModel, SentencePieceModelType, SentencePieceType, sentencePieceModelTypeName, type SentencePieceModel } from "./sentencepiece.js";
 
 export type Json = Record<string, unknown>;
@@ -16,9 +18,9 @@ const MAX_CONFIG_JSON_BYTES = 32 << 20;
 /** A SentencePiece tokenizer.model larger than this is refused before reading (Llama 2's is 500 KB). */
 const MAX_TOKENIZER_MODEL_BYTES = 256 << 20;
 
-/** A JSON object file of bounded size; undefined when the file does not exist. */
+/** A JSON object file of the model folder, of bounded size (../../formats/json.ts); undefined when the file does not exist. */
 export function readJson(file: string): Json | undefined {
-  return fs.existsSync(file) ? readBoundedJson(file, MAX_CONFIG_JSON_BYTES) : undefined;
+  return fs.existsSync(file) ? readJsonObject(file, { label: "model folder", maxBytes: MAX_CONFIG_JSON_BYTES, what: "a tokenizer or config file" }) : undefined;
 }
 
 // ---------------------------------------------------------------------------
