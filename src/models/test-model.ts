@@ -15,7 +15,7 @@
  * the tensor name), so the same seed gives the same values whatever the storage
  * type: an F16/BF16 model is the F32 model rounded.
  *
- * Used by `builtin:tiny` (src/models/model-path.ts), the tests and the benchmarks:
+ * Used by `builtin:tiny` (./model-path.ts), the tests and the benchmarks:
  *   await makeTestModel({ path: "/tmp/m.gguf", type: "f16" })
  * From a shell: node dist/scripts/make-test-model.js --out m.gguf --type bf16 --tinyllama
  */
@@ -119,41 +119,24 @@ export const TEST_MODEL_DEFAULTS = {
 } as const satisfies Partial<MakeTestModelOptions>;
 
 /**
- * Llama-3.2-3B's layer shapes (hidden 3072, 28 layers, 24 heads, 8 KV heads, FFN 8192) with the
- * Llama-2 vocabulary of the test models (32,000 tokens where the real model has 128,256).
- */
-export const LLAMA32_3B_PRESET = {
-  nEmbd: 3072,
-  nLayer: 28,
-  nHead: 24,
-  nHeadKv: 8,
-  nFf: 8192,
-  nCtx: 2048,
-} as const satisfies Partial<MakeTestModelOptions>;
-
-/** TinyLlama-1.1B shapes (about 2.2 GB as F16/BF16). */
-export const TINYLLAMA_PRESET = {
-  nEmbd: 2048,
-  nLayer: 22,
-  nHead: 32,
-  nHeadKv: 4,
-  nFf: 5632,
-  nCtx: 2048,
-} as const satisfies Partial<MakeTestModelOptions>;
-
-/**
  * Real model shapes for benchmarks (random weights, each family's vocabulary and tied head):
  * `npm run bench:step -- --shape qwen2.5-1.5b`. Llama 3.2's rope_freqs use the test family's
- * short original context (timing and memory do not depend on them).
+ * short original context (timing and memory do not depend on them); tinyllama and llama3.2-3b
+ * have the Llama-2 vocabulary of the test models (32,000 tokens where Llama 3.2 has 128,256).
  */
 export const BENCH_SHAPES = {
-  tinyllama: { ...TINYLLAMA_PRESET },
+  tinyllama: { nEmbd: 2048, nLayer: 22, nHead: 32, nHeadKv: 4, nFf: 5632, nCtx: 2048 },
   "llama-3.2-1b": { family: "llama3", nEmbd: 2048, nLayer: 16, nHead: 32, nHeadKv: 8, nFf: 8192, nCtx: 131072 },
   "qwen2.5-1.5b": { family: "qwen2", nEmbd: 1536, nLayer: 28, nHead: 12, nHeadKv: 2, nFf: 8960, nCtx: 32768 },
   "qwen2.5-0.5b": { family: "qwen2", nEmbd: 896, nLayer: 24, nHead: 14, nHeadKv: 2, nFf: 4864, nCtx: 32768 },
-  "llama3.2-3b": { ...LLAMA32_3B_PRESET },
+  "llama3.2-3b": { nEmbd: 3072, nLayer: 28, nHead: 24, nHeadKv: 8, nFf: 8192, nCtx: 2048 },
   "qwen3-0.6b": { family: "qwen3", nEmbd: 1024, nLayer: 28, nHead: 16, nHeadKv: 8, nFf: 3072, nCtx: 40960, headDim: 128 },
 } as const satisfies Record<string, Partial<MakeTestModelOptions>>;
+
+/** TinyLlama-1.1B shapes (about 2.2 GB as F16/BF16): `--tinyllama` of scripts/make-test-model.ts. */
+export const TINYLLAMA_PRESET = BENCH_SHAPES.tinyllama;
+/** Llama-3.2-3B's layer shapes (hidden 3072, 28 layers, 24 heads, 8 KV heads, FFN 8192) with the test models' Llama-2 vocabulary. */
+export const LLAMA32_3B_PRESET = BENCH_SHAPES["llama3.2-3b"];
 export type BenchShape = keyof typeof BENCH_SHAPES;
 
 const FILE_TYPE: Record<TestModelType, number> = { f32: 0, f16: 1, bf16: 32, q8_0: 7, q4_k: 15, q4_k_m: 15 }; // llama_ftype
