@@ -61,6 +61,35 @@ test("every src folder is a known layer and imports flow one way, down", () => {
   expect(problems).toEqual([]);
 });
 
+/**
+ * src/models/ inside: model-path.ts is the one door the other layers import; get/ (getting a
+ * model) and convert/ (HF checkpoint -> GGUF) each import only their own files and lower layers,
+ * never each other nor the files above them; test-model.ts imports no other file of src/models/.
+ */
+const MODELS = path.join(SRC, "models");
+const MODELS_DOOR = path.join(MODELS, "model-path.ts");
+const MODELS_ROOMS = ["get", "convert"].map((d) => path.join(MODELS, d));
+
+test("src/models/ is reached through model-path.ts, and get/ and convert/ import only their own files", () => {
+  const problems: string[] = [];
+  const inModels = (f: string) => f.startsWith(MODELS + path.sep);
+  for (const f of tsFiles) {
+    for (const spec of imports(f)) {
+      const target = path.resolve(path.dirname(f), spec).replace(/\.js$/, ".ts");
+      if (!inModels(target)) continue;
+      if (!inModels(f)) {
+        if (target !== MODELS_DOOR) problems.push(`${rel(f)} imports ${spec}: other layers import src/models/ through src/models/model-path.ts only`);
+        continue;
+      }
+      const room = MODELS_ROOMS.find((r) => f.startsWith(r + path.sep));
+      if (room && !target.startsWith(room + path.sep)) problems.push(`${rel(f)} imports ${spec}, outside ${rel(room)}/`);
+      if (f === path.join(MODELS, "test-model.ts")) problems.push(`${rel(f)} imports ${spec}: the test models use no other file of src/models/`);
+    }
+  }
+  for (const room of MODELS_ROOMS) expect(fs.existsSync(room), `${rel(room)}/ exists`).toBe(true);
+  expect(problems).toEqual([]);
+});
+
 test("every src file opens with a comment that says what it is for", () => {
   const bare = tsFiles.filter((f) => !/^(#!.*\n)?\s*(\/\/|\/\*)/.test(fs.readFileSync(f, "utf8")));
   expect(bare.map(rel)).toEqual([]);
