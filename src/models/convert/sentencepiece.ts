@@ -266,93 +266,63 @@ function parsePiece(r: ProtoReader, index: number): SentencePiece {
   return { piece, score, type };
 }
 
-function parseTrainerSpec(r: ProtoReader, m: SentencePieceModel): void {
+/** How a scalar field is read: a varint (unsigned, int32 or bool) or a string. */
+type Scalar = "uint" | "int32" | "bool" | "string";
+/** The scalar fields of a message read into the model: field number -> [proto name, SentencePieceModel key, how it is read]. */
+type FieldTable = Readonly<Record<number, readonly [string, keyof SentencePieceModel, Scalar]>>;
+
+const TRAINER_SPEC_FIELDS: FieldTable = {
+  3: ["model_type", "modelType", "uint"],
+  4: ["vocab_size", "vocabSize", "int32"],
+  24: ["treat_whitespace_as_suffix", "treatWhitespaceAsSuffix", "bool"],
+  35: ["byte_fallback", "byteFallback", "bool"],
+  // the special tokens' ids (40-43) and pieces (45-48), in the order unk, bos, eos, pad
+  ...Object.fromEntries(
+    (["unk", "bos", "eos", "pad"] as const).flatMap((t, i) => [
+      [40 + i, [`${t}_id`, `${t}Id`, "int32"] as const],
+      [45 + i, [`${t}_piece`, `${t}Piece`, "string"] as const],
+    ]),
+  ),
+};
+
+const NORMALIZER_SPEC_FIELDS: FieldTable = {
+  1: ["name", "normalizerName", "string"],
+  3: ["add_dummy_prefix", "addDummyPrefix", "bool"],
+  4: ["remove_extra_whitespaces", "removeExtraWhitespaces", "bool"],
+  5: ["escape_whitespaces", "escapeWhitespaces", "bool"],
+};
+
+/**
+ * Reads a message's fields into `m` by its table, each checked for its wire type (errors name
+ * `<message>.<field>`); `other` reads a field the table lacks and says so, else it is skipped.
+ */
+function parseFields(r: ProtoReader, m: SentencePieceModel, message: string, table: FieldTable, other?: (field: number, wire: number) => boolean): void {
   while (!r.done) {
     const [field, wire] = r.key();
-    const varint = (name: string): void => r.expect(field, wire, 0, `trainer_spec.${name}`);
-    const str = (name: string): string => (r.expect(field, wire, 2, `trainer_spec.${name}`), r.string(`trainer_spec.${name}`));
-    switch (field) {
-      case 3:
-        varint("model_type");
-        m.modelType = r.uint();
-        break;
-      case 4:
-        varint("vocab_size");
-        m.vocabSize = r.int32();
-        break;
-      case 24:
-        varint("treat_whitespace_as_suffix");
-        m.treatWhitespaceAsSuffix = r.bool();
-        break;
-      case 35:
-        varint("byte_fallback");
-        m.byteFallback = r.bool();
-        break;
-      case 40:
-        varint("unk_id");
-        m.unkId = r.int32();
-        break;
-      case 41:
-        varint("bos_id");
-        m.bosId = r.int32();
-        break;
-      case 42:
-        varint("eos_id");
-        m.eosId = r.int32();
-        break;
-      case 43:
-        varint("pad_id");
-        m.padId = r.int32();
-        break;
-      case 45:
-        m.unkPiece = str("unk_piece");
-        break;
-      case 46:
-        m.bosPiece = str("bos_piece");
-        break;
-      case 47:
-        m.eosPiece = str("eos_piece");
-        break;
-      case 48:
-        m.padPiece = str("pad_piece");
-        break;
-      default:
-        r.skip(wire, field);
+    const f = table[field];
+    if (!f) {
+      if (!other?.(field, wire)) r.skip(wire, field);
+      continue;
     }
+    const [name, key, kind] = f;
+    const what = `${message}.${name}`;
+    r.expect(field, wire, kind === "string" ? 2 : 0, what);
+    (m as unknown as Record<string, unknown>)[key] = kind === "string" ? r.string(what) : kind === "bool" ? r.bool() : kind === "int32" ? r.int32() : r.uint();
   }
 }
 
+function parseTrainerSpec(r: ProtoReader, m: SentencePieceModel): void {
+  parseFields(r, m, "trainer_spec", TRAINER_SPEC_FIELDS);
+}
+
 function parseNormalizerSpec(r: ProtoReader, m: SentencePieceModel): void {
-  while (!r.done) {
-    const [field, wire] = r.key();
-    const varint = (name: string): void => r.expect(field, wire, 0, `normalizer_spec.${name}`);
-    switch (field) {
-      case 1:
-        r.expect(field, wire, 2, "normalizer_spec.name");
-        m.normalizerName = r.string("normalizer_spec.name");
-        break;
-      case 2: {
-        r.expect(field, wire, 2, "normalizer_spec.precompiled_charsmap");
-        const [s, e] = r.lengthDelimited();
-        m.hasPrecompiledCharsmap = e > s;
-        break;
-      }
-      case 3:
-        varint("add_dummy_prefix");
-        m.addDummyPrefix = r.bool();
-        break;
-      case 4:
-        varint("remove_extra_whitespaces");
-        m.removeExtraWhitespaces = r.bool();
-        break;
-      case 5:
-        varint("escape_whitespaces");
-        m.escapeWhitespaces = r.bool();
-        break;
-      default:
-        r.skip(wire, field);
-    }
-  }
+  parseFields(r, m, "normalizer_spec", NORMALIZER_SPEC_FIELDS, (field, wire) => {
+    if (field !== 2) return false;
+    r.expect(field, wire, 2, "normalizer_spec.precompiled_charsmap");
+    const [s, e] = r.lengthDelimited();
+    m.hasPrecompiledCharsmap = e > s;
+    return true;
+  });
 }
 
 // ---------------------------------------------------------------------------
