@@ -21,6 +21,7 @@ import path from "node:path";
 import { GgmlType, ggmlTensorByteLength, gv, type GgufValue } from "../formats/gguf.js";
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "../formats/float16.js";
 import { writeGguf, type GgufTensorSpec, type TensorData } from "../formats/gguf-write.js";
+import { checkHfConfig } from "../formats/hf-config-check.js";
 import { openHfWeights, StReader, SAFETENSORS_DTYPE_SIZE, type HfWeights, type StTensorInfo } from "../formats/safetensors.js";
 import { permuteRowsBytes } from "../formats/llama-layout.js";
 import { archExtraLayerTensors, archPermutedHeads, archSpecFromHf, REFUSED_ARCHITECTURES, type ArchSpec } from "../formats/architectures.js";
@@ -521,6 +522,7 @@ export async function convertHfToGguf(dir: string, outFile: string, opts: Conver
     log(`warning: ${m}`);
   };
   if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new Error(`${dir}: not a folder`);
+  checkHfConfig(dir); // config.json against the weights' headers before anything is planned (issue 25.4)
 
   const ck = readCheckpoint(dir, { log, warn });
   const { plans, resolvedOuttype } = planTensors(ck, outtype, { log, warn });
