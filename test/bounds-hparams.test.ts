@@ -46,23 +46,41 @@ describe("issue 25.3: head counts, head sizes, rope, feed-forward and context le
     const model = await testModel();
     const md = readGguf(model).metadata;
     expect([64, 4, 2, 16, 128].map(String)).toEqual(
-      ["embedding_length", "attention.head_count", "attention.head_count_kv", "rope.dimension_count", "feed_forward_length"].map((k) => String(md.get(`llama.${k}`)!.value)),
+      ["embedding_length", "attention.head_count", "attention.head_count_kv", "rope.dimension_count", "feed_forward_length"].map((k) =>
+        String(md.get(`llama.${k}`)!.value),
+      ),
     );
     const dir = tempDir("t2s-hparams2-");
     const cases: [string, Record<string, GgufValue>, RegExp][] = [
       ["heads3", { "llama.attention.head_count": u32(3) }, /llama\.attention\.head_count is 3; expected a divisor of llama\.embedding_length \(64\)/],
-      ["heads1e9", { "llama.attention.head_count": u32(1e9) }, /llama\.attention\.head_count is 1000000000; expected a divisor of llama\.embedding_length \(64\)/],
+      [
+        "heads1e9",
+        { "llama.attention.head_count": u32(1e9) },
+        /llama\.attention\.head_count is 1000000000; expected a divisor of llama\.embedding_length \(64\)/,
+      ],
       ["kv3", { "llama.attention.head_count_kv": u32(3) }, /llama\.attention\.head_count_kv is 3; expected a divisor of llama\.attention\.head_count \(4\)/],
       ["kv8", { "llama.attention.head_count_kv": u32(8) }, /llama\.attention\.head_count_kv is 8; expected a divisor of llama\.attention\.head_count \(4\)/],
-      ["heads8", { "llama.attention.head_count": u32(8), "llama.rope.dimension_count": u32(8) }, /tensor blk\.0\.attn_k\.weight has shape \[64, 32\] but the hyperparameters expect \[64, 16\] \(llama\.attention\.head_count 8/],
-      ["kv4", { "llama.attention.head_count_kv": u32(4) }, /tensor blk\.0\.attn_k\.weight has shape \[64, 32\] but the hyperparameters expect \[64, 64\] \(.*head_count_kv 4/],
+      [
+        "heads8",
+        { "llama.attention.head_count": u32(8), "llama.rope.dimension_count": u32(8) },
+        /tensor blk\.0\.attn_k\.weight has shape \[64, 32\] but the hyperparameters expect \[64, 16\] \(llama\.attention\.head_count 8/,
+      ],
+      [
+        "kv4",
+        { "llama.attention.head_count_kv": u32(4) },
+        /tensor blk\.0\.attn_k\.weight has shape \[64, 32\] but the hyperparameters expect \[64, 64\] \(.*head_count_kv 4/,
+      ],
       ["keylen1e6", { "llama.attention.key_length": u32(1e6) }, /llama\.attention\.key_length is 1000000; expected 1 to 1024/],
       ["keylen32", { "llama.attention.key_length": u32(32) }, /tensor blk\.0\.attn_q\.weight has shape \[64, 64\] but the hyperparameters expect \[64, 128\]/],
       ["vallen8", { "llama.attention.value_length": u32(8) }, /tensor blk\.0\.attn_v\.weight has shape \[64, 32\] but the hyperparameters expect \[64, 16\]/],
       ["rope1000", { "llama.rope.dimension_count": u32(1000) }, /llama\.rope\.dimension_count is 1000; expected an even number from 2 to the head size \(16\)/],
       ["rope15", { "llama.rope.dimension_count": u32(15) }, /llama\.rope\.dimension_count is 15; expected an even number from 2 to the head size \(16\)/],
       ["rope0", { "llama.rope.dimension_count": u32(0) }, /llama\.rope\.dimension_count is 0; expected an even number from 2 to the head size \(16\)/],
-      ["ff1e9", { "llama.feed_forward_length": u32(1e9) }, /tensor blk\.0\.ffn_gate\.weight has shape \[64, 128\] but the hyperparameters expect \[64, 1000000000\] \(llama\.feed_forward_length 1000000000\)/],
+      [
+        "ff1e9",
+        { "llama.feed_forward_length": u32(1e9) },
+        /tensor blk\.0\.ffn_gate\.weight has shape \[64, 128\] but the hyperparameters expect \[64, 1000000000\] \(llama\.feed_forward_length 1000000000\)/,
+      ],
       ["ctx4e9", { "llama.context_length": u32(4e9) }, /llama\.context_length is 4000000000; expected 1 to 16777216 \(2\^24\)/],
     ];
     const csv = path.join(dir, "d.csv");

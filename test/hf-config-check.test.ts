@@ -56,8 +56,16 @@ describe("issue 25.4: config.json is checked against the safetensors headers bef
       ["layers1", { num_hidden_layers: 1 }, /"num_hidden_layers" is 1 but the weights hold 2 layer groups/],
       ["hidden128", { hidden_size: 128 }, /"hidden_size" is 128 but model\.embed_tokens\.weight has shape \[32000, 64\]/],
       ["vocab999", { vocab_size: 999 }, /"vocab_size" is 999 but model\.embed_tokens\.weight has shape \[32000, 64\]/],
-      ["ff1e9", { intermediate_size: 1e9 }, /"intermediate_size" is 1000000000 but model\.layers\.0\.mlp\.gate_proj\.weight has shape \[128, 64\].*expect \[1000000000, 64\]/],
-      ["heads8", { num_attention_heads: 8 }, /"num_key_value_heads" is 2 but model\.layers\.0\.self_attn\.k_proj\.weight has shape \[32, 64\].*num_attention_heads 8.*expect \[16, 64\]/],
+      [
+        "ff1e9",
+        { intermediate_size: 1e9 },
+        /"intermediate_size" is 1000000000 but model\.layers\.0\.mlp\.gate_proj\.weight has shape \[128, 64\].*expect \[1000000000, 64\]/,
+      ],
+      [
+        "heads8",
+        { num_attention_heads: 8 },
+        /"num_key_value_heads" is 2 but model\.layers\.0\.self_attn\.k_proj\.weight has shape \[32, 64\].*num_attention_heads 8.*expect \[16, 64\]/,
+      ],
       ["heads1e9", { num_attention_heads: 1e9 }, /"num_attention_heads" is 1000000000 but hidden_size is 64: at most that many heads/],
       ["kv3", { num_key_value_heads: 3 }, /"num_key_value_heads" is 3 but it must divide num_attention_heads \(4\)/],
       ["kv4", { num_key_value_heads: 4 }, /"num_key_value_heads" is 4 but model\.layers\.0\.self_attn\.k_proj\.weight has shape \[32, 64\].*expect \[64, 64\]/],

@@ -58,12 +58,17 @@ function checkHyperparameters(g: GgufFile, arch: string, bad: (what: string) => 
   const nHeadKv = intValue(g, `${arch}.attention.head_count_kv`) ?? nHead;
   const keyLength = intValue(g, `${arch}.attention.key_length`);
   const valueLength = intValue(g, `${arch}.attention.value_length`);
-  for (const [k, v] of [["key_length", keyLength], ["value_length", valueLength]] as const) {
+  for (const [k, v] of [
+    ["key_length", keyLength],
+    ["value_length", valueLength],
+  ] as const) {
     if (v !== undefined && !(v >= 1 && v <= MAX_HEAD_DIM)) throw bad(`${arch}.attention.${k} is ${v}; expected 1 to ${MAX_HEAD_DIM}`);
   }
   // with attention.key_length (Qwen3) the head size need not be n_embd / n_head
   if ((keyLength === undefined || valueLength === undefined) && nEmbd % nHead !== 0) {
-    throw bad(`${arch}.attention.head_count is ${nHead}; expected a divisor of ${arch}.embedding_length (${nEmbd}) when attention.key_length/value_length are not given`);
+    throw bad(
+      `${arch}.attention.head_count is ${nHead}; expected a divisor of ${arch}.embedding_length (${nEmbd}) when attention.key_length/value_length are not given`,
+    );
   }
   if (nHeadKv > nHead || nHead % nHeadKv !== 0) {
     throw bad(`${arch}.attention.head_count_kv is ${nHeadKv}; expected a divisor of ${arch}.attention.head_count (${nHead})`);
