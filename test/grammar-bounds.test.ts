@@ -8,9 +8,10 @@ import fs from "node:fs";
 import path from "node:path";
 import { describe, expect, test } from "vitest";
 import { startServer } from "../src/serve/server.js";
-import { MAX_GRAMMAR_COLUMNS } from "../src/sql/sql-grammar.js";
+import { MAX_GRAMMAR_COLUMNS, parseSchema, sqlGrammar } from "../src/sql/sql-grammar.js";
+import { gbnfMatcher } from "./helpers/gbnf.js";
 import { watchPeak } from "./helpers/child-memory.js";
-import { tempDir } from "./helpers/models.js";
+import { tempDir, testModel } from "./helpers/models.js";
 
 const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..");
 
@@ -123,4 +124,21 @@ describe("issue 25.5: the constrained-decoding grammar of a huge schema is built
       await server.close();
     }
   }, 120_000);
+
+  test("issue 25.5: past MAX_GRAMMAR_COLUMNS a table's further columns are any identifier: llama.cpp's grammar engine accepts queries naming listed and left-out columns, still refuses a table the schema lacks", async () => {
+    const g = sqlGrammar(parseSchema(wideSchema(30)), { maxColumns: 100 });
+    expect(g.notes.join("\n")).toMatch(
+      /the schema has 3000 columns, more than the 100 the grammar lists by name \(MAX_GRAMMAR_COLUMNS\): the other 2804 columns, of 97 tables from table_3 on, are left out loosely/,
+    );
+    const m = await gbnfMatcher(await testModel());
+    try {
+      const grammar = await m.grammar(g.gbnf);
+      expect(m.refusal(grammar, "SELECT c5_t0 FROM table_0")).toBeNull(); // listed
+      expect(m.refusal(grammar, "SELECT c29_t50 FROM table_50")).toBeNull(); // left out, loose
+      expect(m.refusal(grammar, "SELECT count(*) FROM table_99 WHERE c7_t99 > 3")).toBeNull();
+      expect(m.refusal(grammar, "SELECT c5_t0 FROM nowhere")).not.toBeNull(); // tables are all still listed
+    } finally {
+      await m.dispose();
+    }
+  }, 60_000);
 });
