@@ -56,12 +56,69 @@ function checkHyperparameters(g: GgufFile, arch: string, bad: (what: string) => 
   const nEmbd = intValue(g, `${arch}.embedding_length`)!;
   const nHead = intValue(g, `${arch}.attention.head_count`)!;
   const nHeadKv = intValue(g, `${arch}.attention.head_count_kv`) ?? nHead;
+  const keyLength = intValue(g, `${arch}.attention.key_length`);
+  const valueLength = intValue(g, `${arch}.attention.value_length`);
+  for (const [k, v] of [
+    ["key_length", keyLength],
+    ["value_length", valueLength],
+  ] as const) {
+    if (v !== undefined && !(v >= 1 && v <= MAX_HEAD_DIM)) throw bad(`${arch}.attention.${k} is ${v}; expected 1 to ${MAX_HEAD_DIM}`);
+  }
   // with attention.key_length (Qwen3) the head size need not be n_embd / n_head
-  const headFits = intValue(g, `${arch}.attention.key_length`) !== undefined || nEmbd % nHead === 0;
-  if (!headFits || nHead % nHeadKv !== 0) {
-    throw bad(`inconsistent hyperparameters (n_embd ${nEmbd}, heads ${nHead}, kv heads ${nHeadKv})`);
+  if ((keyLength === undefined || valueLength === undefined) && nEmbd % nHead !== 0) {
+    throw bad(
+      `${arch}.attention.head_count is ${nHead}; expected a divisor of ${arch}.embedding_length (${nEmbd}) when attention.key_length/value_length are not given`,
+    );
+  }
+  if (nHeadKv > nHead || nHead % nHeadKv !== 0) {
+    throw bad(`${arch}.attention.head_count_kv is ${nHeadKv}; expected a divisor of ${arch}.attention.head_count (${nHead})`);
+  }
+  const ctx = intValue(g, `${arch}.context_length`);
+  if (ctx !== undefined && ctx > MAX_CONTEXT_LENGTH) throw bad(`${arch}.context_length is ${ctx}; expected 1 to ${MAX_CONTEXT_LENGTH} (2^24)`);
+  const headK = keyLength ?? nEmbd / nHead;
+  const headV = valueLength ?? nEmbd / nHead;
+  const rot = intValue(g, `${arch}.rope.dimension_count`);
+  if (rot !== undefined && !(rot >= 2 && rot % 2 === 0 && rot <= headK)) {
+    throw bad(`${arch}.rope.dimension_count is ${rot}; expected an even number from 2 to the head size (${headK})`);
   }
   checkAgainstTensors(g, arch, bad);
+  checkLayerShapes(g, arch, { nEmbd, nHead, nHeadKv, headK, headV }, bad);
+}
+
+/** The largest head size accepted (llama.cpp's kernels go to 576; no model of ours comes near). */
+const MAX_HEAD_DIM = 1024;
+/** The longest context_length accepted: 2^24 tokens (the longest models declare 2^20 or so). */
+export const MAX_CONTEXT_LENGTH = 2 ** 24;
+
+/**
+ * Each block's attention and feed-forward weights against the hyperparameters: attn_q
+ * [n_embd, n_head * head_k], attn_k [n_embd, n_head_kv * head_k], attn_v [n_embd, n_head_kv * head_v],
+ * ffn_gate and ffn_up [n_embd, n_ff], ffn_down [n_ff, n_embd] (those present).
+ */
+function checkLayerShapes(
+  g: GgufFile,
+  arch: string,
+  h: { nEmbd: number; nHead: number; nHeadKv: number; headK: number; headV: number },
+  bad: (what: string) => Error,
+): void {
+  const nFf = intValue(g, `${arch}.feed_forward_length`);
+  const head = `${arch}.attention.head_count ${h.nHead}, head_count_kv ${h.nHeadKv}, head size ${h.headK}/${h.headV}`;
+  const want: [RegExp, (ne: number[]) => boolean, string][] = [
+    [/^blk\.\d+\.attn_q\.weight$/, (ne) => ne[0] === h.nEmbd && ne[1] === h.nHead * h.headK, `[${h.nEmbd}, ${h.nHead * h.headK}] (${head})`],
+    [/^blk\.\d+\.attn_k\.weight$/, (ne) => ne[0] === h.nEmbd && ne[1] === h.nHeadKv * h.headK, `[${h.nEmbd}, ${h.nHeadKv * h.headK}] (${head})`],
+    [/^blk\.\d+\.attn_v\.weight$/, (ne) => ne[0] === h.nEmbd && ne[1] === h.nHeadKv * h.headV, `[${h.nEmbd}, ${h.nHeadKv * h.headV}] (${head})`],
+  ];
+  if (nFf !== undefined) {
+    const ff = `${arch}.feed_forward_length ${nFf}`;
+    want.push(
+      [/^blk\.\d+\.ffn_(gate|up)\.weight$/, (ne) => ne[0] === h.nEmbd && ne[1] === nFf, `[${h.nEmbd}, ${nFf}] (${ff})`],
+      [/^blk\.\d+\.ffn_down\.weight$/, (ne) => ne[0] === nFf && ne[1] === h.nEmbd, `[${nFf}, ${h.nEmbd}] (${ff})`],
+    );
+  }
+  for (const t of g.tensors) {
+    const w = want.find(([re]) => re.test(t.name));
+    if (w && (t.ne.length !== 2 || !w[1](t.ne))) throw bad(`tensor ${t.name} has shape [${t.ne.join(", ")}] but the hyperparameters expect ${w[2]}`);
+  }
 }
 
 /**

@@ -20,8 +20,9 @@ import {
 import { DEFAULT_TEMPLATE } from "../train/config.js";
 import { checkSqlAgainstSchema, type SchemaCheckOptions } from "../sql/query-process.js";
 import { schemaStatements } from "../sql/sql-text.js";
-import { keywordRule, parseSchema, sqlGrammar } from "../sql/sql-grammar.js";
-import { GbnfFollower, parseGbnf, type Gbnf } from "../formats/gbnf.js";
+import { keywordRule } from "../sql/sql-grammar.js";
+import { GbnfFollower, type Gbnf } from "../formats/gbnf.js";
+import { buildGrammar } from "./grammar-worker.js";
 import { checkAdapterFits } from "../adapters/merge.js";
 import { checkModelFile } from "../formats/model-check.js";
 import { resolveAdapter } from "../adapters/folder.js";
@@ -110,6 +111,8 @@ export interface GenerateResult {
    */
   truncated?: "budget" | "time";
   note?: string;
+  /** constrained: what the grammar left out of the schema or checks loosely (also warned), e.g. columns past MAX_GRAMMAR_COLUMNS */
+  grammarNotes?: string[];
 }
 
 /** One decoded answer (see SqlGenerator.decode). */
@@ -207,6 +210,8 @@ function grammarTokenCheck(model: LlamaModel): TokenCheck {
 interface SchemaGrammar {
   llama: LlamaGrammar;
   gbnf: Gbnf;
+  /** what the grammar left out or checks loosely (sqlGrammar's notes) */
+  notes: string[];
 }
 
 /**
@@ -448,16 +453,18 @@ export class SqlGenerator {
     let g = this.grammars.get(schema);
     if (g) this.grammars.delete(schema);
     else {
-      const info = parseSchema(schema);
-      if (info.tables.length > MAX_CONSTRAINED_TABLES) {
-        // said, not silent: such a grammar would cost more to build and to decode with than it saves
-        warn(`constrained decoding: the schema has ${info.tables.length} tables, more than ${MAX_CONSTRAINED_TABLES}; decoding without the grammar`);
-        g = Promise.resolve(null);
-      } else {
-        const built = sqlGrammar(info);
+      // off the event loop (a worker thread, bounded in time and heap): a wide schema's grammar takes a second to build
+      g = buildGrammar(schema, MAX_CONSTRAINED_TABLES).then(async (built) => {
+        if ("error" in built) throw new Error(built.error);
+        if ("skipped" in built) {
+          // said, not silent: such a grammar would cost more to build and to decode with than it saves
+          warn(`constrained decoding: ${built.skipped}`);
+          return null;
+        }
         for (const note of built.notes) warn(`constrained decoding: ${note}`);
-        g = this.model.llama.createGrammar({ grammar: built.gbnf }).then((llama) => ({ llama, gbnf: parseGbnf(built.gbnf) }));
-      }
+        const llama = await this.model.llama.createGrammar({ grammar: built.gbnf });
+        return { llama, gbnf: built.parsed, notes: built.notes };
+      });
       g.catch(() => this.grammars.delete(schema));
     }
     this.grammars.set(schema, g);
@@ -496,6 +503,7 @@ export class SqlGenerator {
     }
     const result: GenerateResult = { sql: d.sql, tokens: d.tokens, ms: performance.now() - t0 };
     if (grammar) result.constrained = true;
+    if (grammar?.notes.length) result.grammarNotes = grammar.notes;
     if (d.truncated) Object.assign(result, { truncated: d.truncated, note: d.note });
     if (d.complete === false) Object.assign(result, { valid: false, error: d.note });
     else if (o.schema && o.validate !== false) Object.assign(result, await validateSql(d.sql, o.schema));

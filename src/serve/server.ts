@@ -259,6 +259,7 @@ export async function startServer(o: ServerOptions = {}): Promise<RunningServer>
         ...(r.valid !== undefined ? { valid: r.valid } : {}),
         ...(r.error ? { error: r.error } : {}),
         constrained: r.constrained === true,
+        ...(r.grammarNotes ? { grammar_notes: r.grammarNotes } : {}),
         ...(r.truncated ? { truncated: r.truncated, note: r.note } : {}),
         ms: Math.round(r.ms * 10) / 10,
         ...(r.candidates ? { candidates: candidateAnswer(r.candidates) } : {}),

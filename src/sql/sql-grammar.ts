@@ -67,6 +67,7 @@ export function parseSchema(schema: string): SchemaInfo {
       i += 2;
     }
     const table: SchemaTable = { name, columns: [] };
+    const seen = new Set<string>(); // lower-cased column names, against duplicates
     // the items of the column list: split at commas at depth 1
     let depth = 0;
     let item: SqlToken[] = [];
@@ -74,7 +75,10 @@ export function parseSchema(schema: string): SchemaInfo {
       const head = item[0];
       if (head && isNameToken(head) && !(head.kind === "word" && TABLE_CONSTRAINTS.has(head.text))) {
         const col = nameOf(stmt, head);
-        if (!table.columns.some((c) => c.toLowerCase() === col.toLowerCase())) table.columns.push(col);
+        if (!seen.has(col.toLowerCase())) {
+          seen.add(col.toLowerCase());
+          table.columns.push(col);
+        }
       }
       const r = item.findIndex((t) => t.kind === "word" && t.text === "references");
       if (r >= 0 && isNameToken(item[r + 1])) refs.push([name, nameOf(stmt, item[r + 1])]);
@@ -183,7 +187,13 @@ function trie(words: string[]): string {
   const build = (ws: string[], at: number): string => {
     const ends = ws.some((w) => w.length === at);
     const groups = new Map<string, string[]>();
-    for (const w of ws) if (w.length > at) groups.set(w[at].toLowerCase(), [...(groups.get(w[at].toLowerCase()) ?? []), w]);
+    for (const w of ws) {
+      if (w.length <= at) continue;
+      const k = w[at].toLowerCase();
+      const g = groups.get(k);
+      if (g) g.push(w);
+      else groups.set(k, [w]);
+    }
     const alts = [...groups.values()].map((g) => {
       // a chain shared by every word of the group
       let end = at + 1;
@@ -245,12 +255,48 @@ function nameableSchema(schema: SchemaInfo): { schema: SchemaInfo; notes: string
  * (plain names that are no keyword), "quoted", `quoted` and [bracketed], the names' trie written
  * once (`name-q`) for the three quoted forms.
  */
-function identifierRules(name: string, names: string[]): string[] {
+function identifierRules(name: string, names: string[], orAny = false): string[] {
   if (names.length === 0 || !names.every(nameable)) throw new Error(`sql grammar: ${name}: no names, or names it cannot write`);
   const bare = names.filter((n) => /^[A-Za-z_][A-Za-z0-9_]*$/.test(n) && !RESERVED.has(n.toLowerCase()));
   const alts = [bare.length === names.length ? `${name}-q` : bare.length ? trie(bare) : ""].filter(Boolean);
   alts.push(`"\\"" ${name}-q "\\""`, `"\`" ${name}-q "\`"`, `"[" ${name}-q "]"`);
+  if (orAny) alts.push("any-ident");
   return [`${name} ::= ${alts.join(" | ")}`, `${name}-q ::= ${trie(names)}`];
+}
+
+/**
+ * The most columns a grammar lists by name (over all its tables). Spider's largest schema has a
+ * few hundred; a schema of 100 tables of 700 columns would make a grammar of megabytes that takes
+ * seconds to build, parse and decode with, so past this the columns are left out loosely.
+ */
+export const MAX_GRAMMAR_COLUMNS = 2000;
+
+/** Any identifier: what stands for the columns left out past the budget (bare or "quoted"). */
+const ANY_IDENT = `any-ident ::= [A-Za-z_] [A-Za-z0-9_]{0,63} | "\\"" [^"\\x00-\\x1f]{1,64} "\\""`;
+
+/**
+ * The schema with at most `max` columns listed: tables in order, each keeping its first columns
+ * while the budget lasts (at least one); `open` holds the tables that lost columns, whose further
+ * columns the grammar writes as any identifier, and `note` says so.
+ */
+function budgetColumns(schema: SchemaInfo, max: number): { schema: SchemaInfo; open: Set<SchemaTable>; note?: string } {
+  if (!(Number.isInteger(max) && max >= 1)) throw new TypeError(`maxColumns: expected a positive integer, got ${JSON.stringify(max)}`);
+  const total = schema.tables.reduce((n, t) => n + t.columns.length, 0);
+  if (total <= max) return { schema, open: new Set() };
+  let left = max;
+  const open = new Set<SchemaTable>();
+  const tables = schema.tables.map((t) => {
+    const keep = Math.max(1, Math.min(t.columns.length, left));
+    left -= keep;
+    if (keep === t.columns.length) return t;
+    const cut = { name: t.name, columns: t.columns.slice(0, keep) };
+    open.add(cut);
+    return cut;
+  });
+  const note =
+    `the schema has ${total} columns, more than the ${max} the grammar lists by name (MAX_GRAMMAR_COLUMNS): ` +
+    `the other ${total - tables.reduce((n, t) => n + t.columns.length, 0)} columns, of ${open.size} table${open.size === 1 ? "" : "s"} from ${[...open][0].name} on, are left out loosely (any identifier stands for them)`;
+  return { schema: { ...schema, tables }, open, note };
 }
 
 /**
@@ -451,7 +497,7 @@ interface ScopeParts {
   extra: string[];
 }
 
-function preciseParts(s: Scope, p: string, tableIndex: Map<SchemaTable, number>): ScopeParts {
+function preciseParts(s: Scope, p: string, tableIndex: Map<SchemaTable, number>, open: Set<SchemaTable>): ScopeParts {
   const counts = new Map<string, number>();
   for (const t of s.tables) for (const c of t.columns) counts.set(c.toLowerCase(), (counts.get(c.toLowerCase()) ?? 0) + 1);
   const bare = [...new Set(s.tables.flatMap((t) => t.columns))].filter((c) => counts.get(c.toLowerCase()) === 1);
@@ -460,6 +506,8 @@ function preciseParts(s: Scope, p: string, tableIndex: Map<SchemaTable, number>)
   const qualified = s.tables.map((t, j) => `${qual(j)} "." t${tableIndex.get(t)}-cols`);
   const single = s.tables.length === 1;
   const colAlts = [...(bare.length ? [single ? `t${tableIndex.get(s.tables[0])}-cols` : `${p}-bare`] : []), ...qualified];
+  // a table whose columns past the grammar's budget were left out: any name may stand for one of them
+  if (!single && s.tables.some((t) => open.has(t))) colAlts.push("any-ident");
   const tref = (j: number) => {
     const a = aliasOf(s, j);
     return a ? `t${tableIndex.get(s.tables[j])}-name as ${ci(a)}` : `t${tableIndex.get(s.tables[j])}-name`;
@@ -545,6 +593,8 @@ export interface SqlGrammar {
 }
 
 export interface SqlGrammarOptions {
+  /** most columns listed by name, over all tables (default MAX_GRAMMAR_COLUMNS): past it, a table's further columns are any identifier (said in notes) */
+  maxColumns?: number;
   /** most tables joined in one SELECT (default 6) */
   maxJoin?: number;
   /** most FROM scopes checked column by column (tables × alias styles; default 200): bounds the grammar's size and its decoding cost; larger joins are loose */
@@ -559,8 +609,10 @@ export interface SqlGrammarOptions {
  * table in its SELECT's FROM, but in the loose scopes (joins past `maxScopes`): there, of the schema.
  */
 export function sqlGrammar(info: SchemaInfo, opts: SqlGrammarOptions = {}): SqlGrammar {
-  const { schema, notes: unnamed } = nameableSchema(info);
-  if (schema.tables.length === 0) throw new Error(`schema: no tables with columns to constrain the SQL to${unnamed.length ? ` (${unnamed.join("; ")})` : ""}`);
+  const { schema: named, notes: unnamed } = nameableSchema(info);
+  if (named.tables.length === 0) throw new Error(`schema: no tables with columns to constrain the SQL to${unnamed.length ? ` (${unnamed.join("; ")})` : ""}`);
+  const { schema, open, note: capped } = budgetColumns(named, opts.maxColumns ?? MAX_GRAMMAR_COLUMNS);
+  if (capped) unnamed.push(capped);
   const maxJoin = Math.min(opts.maxJoin ?? 6, 9);
   const { scopes, cut } = enumerateScopes(schema, maxJoin, opts.maxScopes ?? 200, [2, 3]);
   const tableIndex = new Map(schema.tables.map((t, i) => [t, i]));
@@ -578,9 +630,10 @@ export function sqlGrammar(info: SchemaInfo, opts: SqlGrammarOptions = {}): SqlG
     `core2 ::= ${alts(names, "core2")}`,
     `core3 ::= ${alts(names, "core3")}`,
     ...commonRules(),
-    ...schema.tables.flatMap((t, i) => [...identifierRules(`t${i}-name`, [t.name]), ...identifierRules(`t${i}-cols`, t.columns)]),
-    ...scopes.flatMap((s, i) => scopeRules(`s${i}`, preciseParts(s, `s${i}`, tableIndex))),
+    ...schema.tables.flatMap((t, i) => [...identifierRules(`t${i}-name`, [t.name]), ...identifierRules(`t${i}-cols`, t.columns, open.has(t))]),
+    ...scopes.flatMap((s, i) => scopeRules(`s${i}`, preciseParts(s, `s${i}`, tableIndex, open))),
   ];
+  if (open.size) rules.push(ANY_IDENT);
   if (loose.length) {
     rules.push(
       ...identifierRules(
@@ -590,6 +643,7 @@ export function sqlGrammar(info: SchemaInfo, opts: SqlGrammarOptions = {}): SqlG
       ...identifierRules(
         "any-col",
         schema.tables.flatMap((t) => t.columns),
+        open.size > 0,
       ),
     );
     for (const n of loose) rules.push(...scopeRules(`l${n}`, looseParts(n, `l${n}`)));

@@ -16,6 +16,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { writeGguf } from "../../formats/gguf-write.js";
 import { StReader } from "../../formats/safetensors.js";
+import { checkHfConfig } from "../../formats/hf-config-check.js";
 import { readCheckpoint } from "./checkpoint.js";
 import { planTensors, type ConvertOutType, type OutType } from "./tensors.js";
 import { ggufMetadata } from "./metadata.js";
@@ -66,6 +67,7 @@ export async function convertHfToGguf(dir: string, outFile: string, opts: Conver
     log(`warning: ${m}`);
   };
   if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new Error(`${dir}: not a folder`);
+  checkHfConfig(dir); // config.json against the weights' headers before anything is planned (issue 25.4)
 
   const ck = readCheckpoint(dir, { log, warn });
   const { plans, resolvedOuttype } = planTensors(ck, outtype, { log, warn });
