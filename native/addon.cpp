@@ -94,6 +94,8 @@ class native_engine : public Napi::ObjectWrap<native_engine> {
                            {
                                InstanceMethod("info", &native_engine::info),
                                InstanceMethod("accumulate", &native_engine::accumulate),
+                               InstanceMethod("accumulateWeighted", &native_engine::accumulate_weighted),
+                               InstanceMethod("logprobs", &native_engine::logprobs),
                                InstanceMethod("evaluate", &native_engine::evaluate),
                                InstanceMethod("logits", &native_engine::logits),
                                InstanceMethod("step", &native_engine::step),
@@ -220,6 +222,54 @@ class native_engine : public Napi::ObjectWrap<native_engine> {
             env, "accumulate",
             [&en, b, scale, res]() { *res = t2s::engine_accumulate(en, b->tokens.data(), b->mask.data(), b->n_seq, b->seq_len, scale); },
             [res](Napi::Env env) { return stats_to_js(env, *res); });
+    }
+
+    // accumulateWeighted(tokens: Int32Array, weights: Float32Array, nSeq, seqLen, gradScale, temperature)
+    Napi::Value accumulate_weighted(const Napi::CallbackInfo & info) {
+        Napi::Env env = info.Env();
+        engine &  en  = live(env, "accumulateWeighted");
+        if (info.Length() < 6 || !info[0].IsTypedArray() || !info[1].IsTypedArray() || !info[2].IsNumber() || !info[3].IsNumber() ||
+            !info[4].IsNumber() || !info[5].IsNumber() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
+            info[1].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
+            throw Napi::TypeError::New(env,
+                                       "accumulateWeighted(tokens: Int32Array, weights: Float32Array, nSeq, seqLen, gradScale, "
+                                       "temperature) got wrong arguments");
+        }
+        Napi::Int32Array   t32   = info[0].As<Napi::Int32Array>();
+        Napi::Float32Array w32   = info[1].As<Napi::Float32Array>();
+        const int64_t      n_seq = info[2].As<Napi::Number>().Int64Value(), seq_len = info[3].As<Napi::Number>().Int64Value();
+        if (n_seq <= 0 || seq_len <= 0 || (int64_t) t32.ElementLength() != n_seq * seq_len ||
+            (int64_t) w32.ElementLength() != n_seq * seq_len) {
+            throw Napi::RangeError::New(env, "accumulateWeighted: tokens and weights must both hold nSeq × seqLen values");
+        }
+        auto        tokens = std::make_shared<std::vector<int32_t>>(t32.Data(), t32.Data() + t32.ElementLength());
+        auto        w      = std::make_shared<std::vector<float>>(w32.Data(), w32.Data() + w32.ElementLength());
+        const float scale = info[4].As<Napi::Number>().FloatValue(), temp = info[5].As<Napi::Number>().FloatValue();
+        auto        res = std::make_shared<t2s::batch_stats>();
+        return run(
+            env, "accumulateWeighted",
+            [&en, tokens, w, n_seq, seq_len, scale, temp, res]() {
+                *res = t2s::engine_accumulate_weighted(en, tokens->data(), w->data(), n_seq, seq_len, scale, temp);
+            },
+            [res](Napi::Env env) { return stats_to_js(env, *res); });
+    }
+
+    // logprobs(tokens, mask, nSeq, seqLen, temperature) -> Float64Array [nSeq × seqLen]
+    Napi::Value logprobs(const Napi::CallbackInfo & info) {
+        Napi::Env env = info.Env();
+        engine &  en  = live(env, "logprobs");
+        auto      b   = std::make_shared<batch_args>(read_batch(info, "logprobs"));
+        if (info.Length() < 5 || !info[4].IsNumber()) throw Napi::TypeError::New(env, "logprobs: temperature must be a number");
+        const float temp = info[4].As<Napi::Number>().FloatValue();
+        auto        res  = std::make_shared<std::vector<double>>();
+        return run(
+            env, "logprobs",
+            [&en, b, temp, res]() { *res = t2s::engine_logprobs(en, b->tokens.data(), b->mask.data(), b->n_seq, b->seq_len, temp); },
+            [res](Napi::Env env) -> Napi::Value {
+                Napi::Float64Array out = Napi::Float64Array::New(env, res->size());
+                std::copy(res->begin(), res->end(), out.Data());
+                return out;
+            });
     }
 
     Napi::Value evaluate(const Napi::CallbackInfo & info) {

@@ -6,11 +6,14 @@
 //   text2sql-check --model tiny.gguf [--backend cpu|cuda|metal] [--checks grad,adamw,agree]
 //   text2sql-check --model tinyllama-bf16.gguf --backend cuda --checks none --time 256,1024
 //   text2sql-check --write-model FILE --shape tiny|tinyllama [--type f32|bf16] [--seed N]
+//   text2sql-check --checks amx | amx-hw    the AMX-BF16 kernel (emulated tiles; amx-hw: the real ones)
 //
 // Output: one "key value ..." line per result (test/native-check.test.ts and
 // scripts/device-check.sh read them), then "ok" or "FAILED: ..." with exit status 1.
+#include "amx.h"
 #include "engine.h"
 #include "gguf.h"
+#include "kernels.h"
 
 #include <algorithm>
 #include <chrono>
@@ -39,7 +42,7 @@ struct cli {
 };
 
 const char * k_usage =
-    "usage: text2sql-check --model FILE [--backend cpu|cuda|metal] [--checks grad,adamw,agree|none]\n"
+    "usage: text2sql-check --model FILE [--backend cpu|cuda|metal] [--checks grad,adamw,agree,amx,amx-hw|none]\n"
     "                      [--time N[,N...]] [--iters N] [--threads N]\n"
     "       text2sql-check --write-model FILE [--shape tiny|tinyllama] [--type f32|bf16] [--seed N]\n";
 
@@ -78,8 +81,8 @@ cli parse_cli(int argc, char ** argv) {
             const std::string v = value();
             c.checks            = v == "none" ? std::vector<std::string>{} : split(v);
             for (const std::string & k : c.checks)
-                if (k != "grad" && k != "adamw" && k != "agree")
-                    throw std::runtime_error("--checks: expected grad, adamw, agree or none, got '" + k + "'");
+                if (k != "grad" && k != "adamw" && k != "agree" && k != "amx" && k != "amx-hw")
+                    throw std::runtime_error("--checks: expected grad, adamw, agree, amx, amx-hw or none, got '" + k + "'");
         } else if (a == "--time") {
             for (const std::string & t : split(value())) c.time_tokens.push_back(parse_int(a, t));
         } else if (a == "--iters")
@@ -102,7 +105,10 @@ cli parse_cli(int argc, char ** argv) {
     }
     if (c.backend != "cpu" && c.backend != "cuda" && c.backend != "metal")
         throw std::runtime_error("--backend: expected cpu, cuda or metal, got '" + c.backend + "'");
-    if (c.write_model.empty() && c.model.empty()) throw std::runtime_error(std::string("--model is required\n") + k_usage);
+    const bool model_free =
+        std::all_of(c.checks.begin(), c.checks.end(), [](const std::string & k) { return k == "amx" || k == "amx-hw"; });
+    if (c.write_model.empty() && c.model.empty() && !(model_free && !c.checks.empty() && c.time_tokens.empty()))
+        throw std::runtime_error(std::string("--model is required\n") + k_usage);
     return c;
 }
 
@@ -401,6 +407,90 @@ std::string check_agree(engine & e, const cli & c) {
     return "";
 }
 
+// The AMX-BF16 kernel of the frozen-weight products on test/amx-kernel.test.ts's 12 cases (odd K,
+// N and T, whole blocks; W·x and Wᵀ·dy), for machines without Node. Reference: the exact (double)
+// product of the same BF16 weights and BF16 activations. Every product of two BF16 values is exact
+// in F32, so a kernel differs from it only by its F32 additions: within γ_K·Σ|w·x| elementwise
+// (γ_K = K·u/(1 − K·u), u = 2⁻²⁴; Higham, eq. 4.4), and two kernels within 2·γ_K·Σ|w·x| of each
+// other. A wrong packing, block or edge moves an element by a whole term. "amx" runs the emulated
+// tile unit against the exact product and ggml's BF16 mul_mat; "amx-hw" the real tiles against the
+// exact product and the emulation, and fails where the CPU or Linux does not give them.
+struct amx_case {
+    int64_t K, N, T;
+    bool    transpose;
+};
+
+// The worst element of `unit` against the exact product (in units of γ_K·Σ|w·x|) and against
+// `other` (in units of 2·γ_K·Σ|w·x|), on seeded BF16 inputs; swap_pair swaps two weights of the
+// unit's input only (the bound's teeth).
+std::pair<double, double> amx_worst(amx_mode unit, amx_mode other, const amx_case & c, int threads, bool swap_pair = false) {
+    rng                   r((uint64_t) (c.K * 7 + c.N + c.T) + (c.transpose ? 1000 : 0));
+    std::vector<uint16_t> w((size_t) (c.K * c.N));
+    std::vector<float>    x((size_t) (c.K * c.T));
+    for (uint16_t & b : w) b = ggml_fp32_to_bf16((float) (0.5 * r.next())).bits;
+    for (float & v : x) v = ggml_bf16_to_fp32(ggml_fp32_to_bf16((float) (2.0 * r.next())));
+    std::vector<uint16_t> wu = w;
+    if (swap_pair) std::swap(wu[3], wu[4]);
+    std::vector<float> y1((size_t) (c.N * c.T)), y2(y1.size());
+    amx_matmul_test(unit, c.transpose, wu.data(), x.data(), c.K, c.N, c.T, threads, y1.data());
+    amx_matmul_test(other, c.transpose, w.data(), x.data(), c.K, c.N, c.T, threads, y2.data());
+    const double u = std::ldexp(1.0, -24), gamma = (double) c.K * u / (1.0 - (double) c.K * u);
+    double       worst_exact = 0, worst_other = 0;
+    for (int64_t t = 0; t < c.T; t++) {
+        for (int64_t n = 0; n < c.N; n++) {
+            double sum = 0, abs_sum = 0;
+            for (int64_t k = 0; k < c.K; k++) {
+                const uint16_t wb = c.transpose ? w[k * c.N + n] : w[n * c.K + k];
+                const double   p  = (double) ggml_bf16_to_fp32({wb}) * (double) x[t * c.K + k];
+                sum += p;
+                abs_sum += std::fabs(p);
+            }
+            const size_t i = (size_t) (t * c.N + n);
+            const double b = gamma * abs_sum + 1e-30;
+            worst_exact    = std::max(worst_exact, std::fabs((double) y1[i] - sum) / b);
+            worst_other    = std::max(worst_other, std::fabs((double) y1[i] - (double) y2[i]) / (2 * b));
+        }
+    }
+    return {worst_exact, worst_other};
+}
+
+std::string check_amx(bool hw, int threads) {
+    if (hw && !(amx_hw_compiled() && cpu_has_amx_bf16() && cpu_request_amx_tiles() == amx_tiles::granted)) {
+        const char * why = !amx_hw_compiled()  ? "this build has no AMX code" :
+                           !cpu_has_amx_bf16() ? "CPUID reports no AMX-BF16" :
+                                                 "Linux did not grant the AMX tile state";
+        printf("amx unit=amx-bf16 available=0 reason=\"%s\"\n", why);
+        return std::string("amx-hw: the real tiles are not available: ") + why;
+    }
+    const amx_mode unit = hw ? amx_mode::hw : amx_mode::emulate, other = hw ? amx_mode::emulate : amx_mode::off;
+    const int64_t  shapes[][3] = {
+        {100, 50, 1   },
+        {37,  7,  7   },
+        {64,  48, 255 },
+        {300, 33, 255 },
+        {70,  17, 1024},
+        {32,  16, 16  },
+    };
+    double worst_exact = 0, worst_other = 0;
+    int    n_cases = 0;
+    for (const bool transpose : {false, true}) {
+        for (const auto & sh : shapes) {
+            const std::pair<double, double> w = amx_worst(unit, other, {sh[0], sh[1], sh[2], transpose}, threads);
+            worst_exact                       = std::max(worst_exact, w.first);
+            worst_other                       = std::max(worst_other, w.second);
+            n_cases++;
+        }
+    }
+    const double teeth = amx_worst(unit, other, {100, 50, 7, false}, threads, true).first;
+    printf("amx unit=%s available=1 cases=%d worst_of_bound_exact=%.4f worst_of_bound_vs_%s=%.4f swapped_pair_of_bound=%.1f\n",
+           amx_mode_name(unit), n_cases, worst_exact, amx_mode_name(other), worst_other, teeth);
+    const std::string name = amx_mode_name(unit);
+    if (!(worst_exact <= 1)) return "amx: " + name + " is outside γ_K·Σ|w·x| of the exact product";
+    if (!(worst_other <= 1)) return "amx: " + name + " is outside 2·γ_K·Σ|w·x| of " + amx_mode_name(other);
+    if (!(teeth > 10)) return "amx: one swapped weight pair stays within 10x the bound (the check has no teeth)";
+    return "";
+}
+
 // accumulate + step on one sequence of T target tokens (LoRA r=8 on q and v): the median of iters
 // timed runs after one warm-up.
 void time_step(engine & e, int64_t T, int iters) {
@@ -421,8 +511,9 @@ void time_step(engine & e, int64_t T, int iters) {
     }
     std::sort(ms.begin(), ms.end());
     const double med = ms[ms.size() / 2];
-    printf("time tokens=%lld iters=%d median_ms=%.2f min_ms=%.2f max_ms=%.2f tokens_per_s=%.1f weights=%s device=%s\n", (long long) T,
-           iters, med, ms.front(), ms.back(), 1000.0 * (double) T / med, e.weight_type.c_str(), e.device_name.c_str());
+    printf("time tokens=%lld iters=%d median_ms=%.2f min_ms=%.2f max_ms=%.2f tokens_per_s=%.1f weights=%s device=%s kernel=%s\n",
+           (long long) T, iters, med, ms.front(), ms.back(), 1000.0 * (double) T / med, e.weight_type.c_str(), e.device_name.c_str(),
+           amx_mode_name((amx_mode) e.amx));
 }
 
 int run(const cli & c) {
@@ -434,7 +525,7 @@ int run(const cli & c) {
     auto                     has = [&](const char * k) {
         return std::find(c.checks.begin(), c.checks.end(), k) != c.checks.end();
     };
-    if (!c.checks.empty()) {
+    if (has("grad") || has("adamw") || has("agree")) {
         // engine_init runs engine_check_backend_ops: it throws when an op of the training graph
         // is not on the backend (no silent CPU fallback)
         std::unique_ptr<engine> e = engine_init(engine_opts(c, c.backend, k_all_targets, 4));
@@ -453,6 +544,11 @@ int run(const cli & c) {
             const std::string f = check_agree(*e, c);
             if (!f.empty()) failures.push_back(f);
         }
+    }
+    for (const char * k : {"amx", "amx-hw"}) {
+        if (!has(k)) continue;
+        const std::string f = check_amx(std::string(k) == "amx-hw", c.threads > 0 ? c.threads : 2);
+        if (!f.empty()) failures.push_back(f);
     }
     if (!c.time_tokens.empty()) {
         std::unique_ptr<engine> e = engine_init(engine_opts(c, c.backend, {TARGET_Q, TARGET_V}, 8));

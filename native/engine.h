@@ -228,8 +228,24 @@ void                     lora_load_gguf(engine & e, const std::string & path);
 // as a prediction target (predicted from tokens 0..j-1). grad_scale multiplies every gradient
 // (the trainer passes 1 / unmasked tokens of the whole accumulated batch).
 batch_stats engine_accumulate(engine & e, const int32_t * tokens, const uint8_t * mask, int64_t n_seq, int64_t seq_len, float grad_scale);
+// weights: [n_seq, seq_len] f32, weights[i][j] != 0 marks token j as a target with that weight: the
+// gradient is that of -grad_scale · Σ w · log softmax(logits / temperature)[target] (GRPO).
+batch_stats engine_accumulate_weighted(engine &        e,
+                                       const int32_t * tokens,
+                                       const float *   weights,
+                                       int64_t         n_seq,
+                                       int64_t         seq_len,
+                                       float           grad_scale,
+                                       float           temperature);
 batch_stats engine_evaluate(engine & e, const int32_t * tokens, const uint8_t * mask, int64_t n_seq, int64_t seq_len);
-std::vector<float> engine_logits(engine & e, const int32_t * tokens, int64_t n_tokens);  // [n_tokens, n_vocab]
+// [n_seq, seq_len]: log softmax(logits / temperature)[token j] where mask[i][j], else 0; forward only.
+std::vector<double> engine_logprobs(engine &        e,
+                                    const int32_t * tokens,
+                                    const uint8_t * mask,
+                                    int64_t         n_seq,
+                                    int64_t         seq_len,
+                                    float           temperature);
+std::vector<float>  engine_logits(engine & e, const int32_t * tokens, int64_t n_tokens);  // [n_tokens, n_vocab]
 
 // Bytes of the compute buffer (activations and temporaries): the largest graph so far.
 size_t engine_compute_bytes(const engine & e);

@@ -369,6 +369,7 @@ ggml_cgraph * build_graph(graph_ctx & g, graph_outputs & out) {
     ggml_set_input(g.in.tgt);
     ggml_tensor * hf_t = ggml_get_rows(ctx, hf, g.in.tgt);                                           // [n_embd, n_t]
     out.logits         = weight_mul(g, e.output, hf_t);                                              // [n_vocab, n_t]
+    if (g.inv_temp != 1.0f) out.logits = ggml_scale(ctx, out.logits, g.inv_temp);                    // [n_vocab, n_t]
     ggml_set_output(out.logits);
     ggml_tensor * P = ggml_soft_max(ctx, out.logits);                                                // [n_vocab, n_t]
     g.in.tgt_flat   = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n_t);                                   // [n_t]
@@ -383,13 +384,21 @@ ggml_cgraph * build_graph(graph_ctx & g, graph_outputs & out) {
     if (g.mode == graph_mode::eval) return gf;
 
     // d(grad_scale · Σ NLL)/d logits = grad_scale · (P - onehot)
-    g.in.onehot = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, hp.n_vocab, n_t);                 // [n_vocab, n_t]
+    g.in.onehot = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, hp.n_vocab, n_t);  // [n_vocab, n_t]
     ggml_set_input(g.in.onehot);
-    ggml_tensor * dlogits = ggml_scale(ctx, ggml_sub(ctx, P, g.in.onehot), g.grad_scale);  // [n_vocab, n_t]
+    ggml_tensor * dlogits;                                                  // [n_vocab, n_t]
+    if (g.weighted) {
+        // d(-grad_scale · Σ_t w_t · log softmax(z_t / temp)[target])/dz_t = grad_scale · w_t / temp · (P - onehot)
+        g.in.tw = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, 1, n_t);                                                     // [1, n_t]
+        ggml_set_input(g.in.tw);
+        dlogits = ggml_scale(ctx, ggml_mul(ctx, ggml_sub(ctx, P, g.in.onehot), g.in.tw), g.grad_scale * g.inv_temp);  // [n_vocab, n_t]
+    } else {
+        dlogits = ggml_scale(ctx, ggml_sub(ctx, P, g.in.onehot), g.grad_scale);                                       // [n_vocab, n_t]
+    }
     // dhf = outputᵀ·dlogits in vocabulary chunks, so that lean mode's transposed copy of the
     // output matrix is a chunk at a time (16 MB instead of 131 MB at TinyLlama shape). Fast mode
     // reads the same chunks from its full copy, so both sum in the same order.
-    ggml_tensor * dhf_t   = nullptr;  // [n_embd, n_t]
+    ggml_tensor * dhf_t = nullptr;  // [n_embd, n_t]
     const int64_t V = hp.n_vocab, C = 4096;
     for (int64_t v0 = 0; v0 < V; v0 += C) {
         const int64_t c    = std::min(C, V - v0);
@@ -442,7 +451,19 @@ graph_ctx graph_ctx_init(engine & e, graph_run & run, const graph_params & p) {
     ggml_init_params ip = {mem, run.meta.data(), true};
     run.ctx             = ggml_init(ip);
     const bool dropout  = p.mode == graph_mode::train && e.opts.lora.dropout > 0.0f;
-    return graph_ctx{e, run.ctx, p.n_tokens, p.n_targets, p.grad_scale, p.caps ? *p.caps : e.caps, p.mode, dropout, {}, lora_index(e), {}};
+    return graph_ctx{e,
+                     run.ctx,
+                     p.n_tokens,
+                     p.n_targets,
+                     p.grad_scale,
+                     p.inv_temp,
+                     p.weighted && p.mode == graph_mode::train,
+                     p.caps ? *p.caps : e.caps,
+                     p.mode,
+                     dropout,
+                     {},
+                     lora_index(e),
+                     {}};
 }
 
 }  // namespace t2s

@@ -21,12 +21,13 @@ struct graph_inputs {
     ggml_tensor *                              tgt_flat = nullptr;  // [n_t] i32, i·n_vocab + target of position tgt[i]
     ggml_tensor *                              scatter  = nullptr;  // [n_t, T] f32, scatter[i, j] = 1 where tgt[i] == j
     ggml_tensor *                              onehot   = nullptr;  // [n_vocab, n_t] f32, 1 at each target position's target
+    ggml_tensor *                              tw       = nullptr;  // [1, n_t] f32, each target's gradient weight (weighted train)
     std::vector<std::pair<ggml_tensor *, int>> drop;                // dropout masks [n_in, T] and the lora pair index
 };
 
 struct graph_outputs {
     int           n_forward = 0;        // graph nodes of the forward pass (the rest is backward)
-    ggml_tensor * logits    = nullptr;  // [n_vocab, T] (logits mode) or [n_vocab, n_t]
+    ggml_tensor * logits    = nullptr;  // [n_vocab, T] (logits mode) or [n_vocab, n_t], divided by the temperature
     ggml_tensor * p_target  = nullptr;  // [1, n_t]  softmax probability of the target
     ggml_tensor * argmax    = nullptr;  // [n_t] i32
 };
@@ -46,6 +47,8 @@ struct graph_params {
     int64_t         n_tokens   = 0;        // T: input tokens of the sequence
     int64_t         n_targets  = 0;        // positions with a target (eval, train)
     float           grad_scale = 0.0f;     // gradient weight of every target (train)
+    float           inv_temp   = 1.0f;     // logits are divided by the temperature (eval, train)
+    bool            weighted   = false;    // train: each target's gradient is also multiplied by its weight (in.tw)
     const op_caps * caps       = nullptr;  // fused ops to build with (null: the engine's)
 };
 
@@ -55,6 +58,8 @@ struct graph_ctx {
     int64_t                                    T;
     int64_t                                    n_t;         // positions with a target (eval, train); the output head runs on these only
     float                                      grad_scale;  // gradient weight of every target (train)
+    float                                      inv_temp;    // 1 / temperature of the target logits (eval, train)
+    bool                                       weighted;    // train: per-target weights in in.tw
     op_caps                                    caps;
     graph_mode                                 mode;
     bool                                       dropout;  // train mode with lora.dropout > 0: each adapted layer gets a mask input

@@ -1,6 +1,7 @@
 // The runner: fills a graph's inputs (tokens, positions, causal mask, targets, dropout masks),
 // computes it on the engine's backend and reads the loss back, one sequence at a time. The graph
-// itself is built in graph.cpp; engine_accumulate, engine_evaluate and engine_logits start here.
+// itself is built in graph.cpp; engine_accumulate(_weighted), engine_evaluate, engine_logprobs and
+// engine_logits start here.
 #include "graph.h"
 
 #include <algorithm>
@@ -108,9 +109,33 @@ void run_graph(engine & e, ggml_cgraph * gf, int n_forward) {
     check_compute_status(e, ggml_backend_graph_compute(e.backend, gf));
 }
 
-// Σ NLL, count and correct argmaxes of the computed graph's targets.
-seq_result read_loss(const graph_ctx & g, const graph_outputs & out, const int32_t * tokens, const std::vector<int32_t> & tgt) {
-    const int64_t        V = g.e.hp.n_vocab, n_t = g.n_t;
+// log p(target) of the computed graph's target i (at position j), from the (temperature-divided)
+// logits' softmax; where the probability underflowed, the exact log-softmax of the logits row.
+double target_logp(const graph_ctx &     g,
+                   const graph_outputs & out,
+                   const int32_t *       tokens,
+                   int64_t               i,
+                   int64_t               j,
+                   float                 pt,
+                   std::vector<float> &  row) {
+    if (pt > 1e-30f) return std::log((double) pt);
+    const int64_t V = g.e.hp.n_vocab;
+    row.resize(V);
+    ggml_backend_tensor_get(out.logits, row.data(), (size_t) i * V * sizeof(float), V * sizeof(float));
+    double mx = -INFINITY, sum = 0;
+    for (float l : row) mx = std::max(mx, (double) l);
+    for (float l : row) sum += std::exp((double) l - mx);
+    return (double) row[tokens[j + 1]] - mx - std::log(sum);
+}
+
+// Σ NLL, count and correct argmaxes of the computed graph's targets; each target's log p in
+// logps[tgt[i] + 1] when logps is set.
+seq_result read_loss(const graph_ctx &            g,
+                     const graph_outputs &        out,
+                     const int32_t *              tokens,
+                     const std::vector<int32_t> & tgt,
+                     double *                     logps) {
+    const int64_t        n_t = g.n_t;
     std::vector<float>   pt(n_t);
     std::vector<int32_t> am(n_t);
     ggml_backend_tensor_get(out.p_target, pt.data(), 0, n_t * sizeof(float));
@@ -118,60 +143,66 @@ seq_result read_loss(const graph_ctx & g, const graph_outputs & out, const int32
     seq_result         r;
     std::vector<float> row;
     for (int64_t i = 0; i < n_t; i++) {
-        const int64_t j = tgt[i];
-        double        nll;
-        if (pt[i] > 1e-30f) {
-            nll = -std::log((double) pt[i]);
-        } else {
-            // the target's probability underflowed: take the exact log-softmax from the logits row
-            row.resize(V);
-            ggml_backend_tensor_get(out.logits, row.data(), (size_t) i * V * sizeof(float), V * sizeof(float));
-            double mx = -INFINITY, sum = 0;
-            for (float l : row) mx = std::max(mx, (double) l);
-            for (float l : row) sum += std::exp((double) l - mx);
-            nll = mx + std::log(sum) - row[tokens[j + 1]];
-        }
-        r.loss += nll;
+        const int64_t j  = tgt[i];
+        const double  lp = target_logp(g, out, tokens, i, j, pt[i], row);
+        if (logps) logps[j + 1] = lp;
+        r.loss -= lp;
         r.n += 1;
         r.correct += am[i] == tokens[j + 1];
     }
     return r;
 }
 
-// One sequence of T input tokens: position j predicts tokens[j+1] where mask_next[j] != 0.
-seq_result run_sequence(engine & e, graph_mode mode, const int32_t * tokens, const float * mask_next, int64_t T, float grad_scale) {
+// How one batch runs: the graph mode, the gradient scale, the temperature, per-target weights.
+struct run_opts {
+    graph_mode mode       = graph_mode::train;
+    float      grad_scale = 0.0f;
+    float      inv_temp   = 1.0f;
+    bool       weighted   = false;  // train: w_next[j] weighs target j+1's gradient (else 0/1 mask)
+};
+
+// One sequence of T input tokens: position j predicts tokens[j+1] where w_next[j] != 0.
+seq_result run_sequence(engine & e, const run_opts & o, const int32_t * tokens, const float * w_next, int64_t T, double * logps) {
     std::vector<int32_t> tgt;  // positions with a target
     for (int64_t j = 0; j < T; j++)
-        if (mask_next[j] != 0.0f) tgt.push_back((int32_t) j);
+        if (w_next[j] != 0.0f) tgt.push_back((int32_t) j);
     const int64_t n_t = (int64_t) tgt.size();
     if (n_t == 0) return {};
     graph_params gp;
-    gp.mode       = mode;
+    gp.mode       = o.mode;
     gp.n_tokens   = T;
     gp.n_targets  = n_t;
-    gp.grad_scale = grad_scale;
+    gp.grad_scale = o.grad_scale;
+    gp.inv_temp   = o.inv_temp;
+    gp.weighted   = o.weighted;
     seq_graph sg(e, gp, tokens);
     fill_target_inputs(sg.g, tokens, tgt);
+    if (sg.g.in.tw) {
+        std::vector<float> tw(n_t);
+        for (int64_t i = 0; i < n_t; i++) tw[i] = w_next[tgt[i]];
+        ggml_backend_tensor_set(sg.g.in.tw, tw.data(), 0, n_t * sizeof(float));
+    }
     if (sg.g.dropout) fill_dropout_masks(sg.g);
     run_graph(e, sg.gf, sg.out.n_forward);
-    return read_loss(sg.g, sg.out, tokens, tgt);
+    return read_loss(sg.g, sg.out, tokens, tgt, logps);
 }
 
-batch_stats
-run_batch(engine & e, graph_mode mode, const int32_t * tokens, const uint8_t * mask, int64_t n_seq, int64_t seq_len, float grad_scale) {
+// weight(s, j): the weight of token j of sequence s as a target (0: not a target). logps, when
+// set, receives [n_seq, seq_len] log-probabilities at the targets.
+template <class W>
+batch_stats run_batch(engine & e, const run_opts & o, const int32_t * tokens, W weight, int64_t n_seq, int64_t seq_len, double * logps) {
     if (n_seq <= 0 || seq_len <= 0) throw std::runtime_error("batch is empty");
     check_token_ids(e, tokens, n_seq * seq_len, seq_len);
     batch_stats        st;
     std::vector<float> w;
     for (int64_t s = 0; s < n_seq; s++) {
         const int32_t * tk = tokens + s * seq_len;
-        const uint8_t * mk = mask + s * seq_len;
-        if (mk[0])
+        if (weight(s, 0) != 0.0f)
             throw std::runtime_error("mask of sequence " + std::to_string(s) +
                                      " marks position 0, which has no preceding token to predict it from");
         int64_t last = -1;
         for (int64_t j = seq_len - 1; j >= 1; j--)
-            if (mk[j]) {
+            if (weight(s, j) != 0.0f) {
                 last = j;
                 break;
             }
@@ -182,8 +213,8 @@ run_batch(engine & e, graph_mode mode, const int32_t * tokens, const uint8_t * m
                                      " tokens but the model's context length is " + std::to_string(e.hp.n_ctx));
         }
         w.assign(T, 0.0f);
-        for (int64_t j = 0; j < T; j++) w[j] = mk[j + 1] ? 1.0f : 0.0f;
-        seq_result r = run_sequence(e, mode, tk, w.data(), T, grad_scale);
+        for (int64_t j = 0; j < T; j++) w[j] = weight(s, j + 1);
+        seq_result r = run_sequence(e, o, tk, w.data(), T, logps ? logps + s * seq_len : nullptr);
         st.loss_sum += r.loss;
         st.n_tokens += r.n;
         st.n_correct += r.correct;
@@ -191,14 +222,66 @@ run_batch(engine & e, graph_mode mode, const int32_t * tokens, const uint8_t * m
     return st;
 }
 
+// The 0/1 weights of a Uint8 mask.
+auto mask_weight(const uint8_t * mask, int64_t seq_len) {
+    return [mask, seq_len](int64_t s, int64_t j) {
+        return mask[s * seq_len + j] ? 1.0f : 0.0f;
+    };
+}
+
+float checked_inv_temp(float temperature, const char * call) {
+    if (!(temperature > 0.0f) || !std::isfinite(temperature))
+        throw std::runtime_error(std::string(call) + ": temperature must be a positive number, got " + std::to_string(temperature));
+    return 1.0f / temperature;
+}
+
 }  // namespace
 
 batch_stats engine_accumulate(engine & e, const int32_t * tokens, const uint8_t * mask, int64_t n_seq, int64_t seq_len, float grad_scale) {
-    return run_batch(e, graph_mode::train, tokens, mask, n_seq, seq_len, grad_scale);
+    run_opts o;
+    o.grad_scale = grad_scale;
+    return run_batch(e, o, tokens, mask_weight(mask, seq_len), n_seq, seq_len, nullptr);
+}
+
+batch_stats engine_accumulate_weighted(engine &        e,
+                                       const int32_t * tokens,
+                                       const float *   weights,
+                                       int64_t         n_seq,
+                                       int64_t         seq_len,
+                                       float           grad_scale,
+                                       float           temperature) {
+    for (int64_t i = 0; i < n_seq * seq_len; i++)
+        if (!std::isfinite(weights[i]))
+            throw std::runtime_error("weight of sequence " + std::to_string(i / seq_len) + ", position " + std::to_string(i % seq_len) +
+                                     " is not finite");
+    run_opts o;
+    o.grad_scale = grad_scale;
+    o.inv_temp   = checked_inv_temp(temperature, "accumulateWeighted");
+    o.weighted   = true;
+    auto w       = [weights, seq_len](int64_t s, int64_t j) {
+        return weights[s * seq_len + j];
+    };
+    return run_batch(e, o, tokens, w, n_seq, seq_len, nullptr);
 }
 
 batch_stats engine_evaluate(engine & e, const int32_t * tokens, const uint8_t * mask, int64_t n_seq, int64_t seq_len) {
-    return run_batch(e, graph_mode::eval, tokens, mask, n_seq, seq_len, 0.0f);
+    run_opts o;
+    o.mode = graph_mode::eval;
+    return run_batch(e, o, tokens, mask_weight(mask, seq_len), n_seq, seq_len, nullptr);
+}
+
+std::vector<double> engine_logprobs(engine &        e,
+                                    const int32_t * tokens,
+                                    const uint8_t * mask,
+                                    int64_t         n_seq,
+                                    int64_t         seq_len,
+                                    float           temperature) {
+    run_opts o;
+    o.mode     = graph_mode::eval;
+    o.inv_temp = checked_inv_temp(temperature, "logprobs");
+    std::vector<double> logps((size_t) (n_seq * seq_len), 0.0);
+    run_batch(e, o, tokens, mask_weight(mask, seq_len), n_seq, seq_len, logps.data());
+    return logps;
 }
 
 std::vector<float> engine_logits(engine & e, const int32_t * tokens, int64_t T) {

@@ -25,6 +25,7 @@ import { archSpec, type ArchName } from "../src/formats/architectures.js";
 import { writeTokenizerJson } from "./tokenizer-json.js";
 import { writeSafetensorsStream, type StWriteEntry } from "../src/formats/safetensors.js";
 import { encodeSentencePieceModel, SentencePieceModelType, type SentencePiece } from "../src/models/sentencepiece.js";
+import { llama3RopeFactors } from "../src/models/convert.js";
 import { isMain } from "./make-test-model.js";
 
 export type HfDtype = "f32" | "bf16" | "f16";
@@ -44,6 +45,13 @@ export interface MakeHfCheckpointOptions {
   chatTemplate?: string;
   /** Also write tokenizer_config.json's added_tokens_decoder for the control/unknown tokens, as transformers does. */
   addedTokensDecoder?: boolean;
+  /**
+   * config.json's rope_scaling of a GGUF with rope_freqs.weight (Llama 3.x): its "llama3" values
+   * (factor, low_freq_factor, high_freq_factor, original_max_position_embeddings), checked to give
+   * the GGUF's factors. The GGUF holds only the factors, so a GGUF with rope_freqs.weight and no
+   * ropeScaling is refused (the checkpoint would silently lose the scaling).
+   */
+  ropeScaling?: Record<string, number>;
 }
 
 const ST_DTYPE: Record<HfDtype, string> = { f32: "F32", bf16: "BF16", f16: "F16" };
@@ -106,6 +114,26 @@ function metaInt(file: GgufFile, key: string, fallback?: number): number {
   return v;
 }
 
+/** config.json's rope_scaling: null, or opts.ropeScaling as rope_type "llama3" when it gives the GGUF's rope_freqs.weight. */
+function checkRopeScaling(g: GgufFile, opts: MakeHfCheckpointOptions, ropeTheta: number, headDim: number): Record<string, unknown> | null {
+  const info = g.tensors.find((t) => t.name === "rope_freqs.weight");
+  if (!info) {
+    if (opts.ropeScaling) throw new Error(`makeHfCheckpoint: ropeScaling was given but ${opts.gguf} has no rope_freqs.weight`);
+    return null;
+  }
+  if (!opts.ropeScaling) {
+    throw new Error(
+      `makeHfCheckpoint: ${opts.gguf} has rope_freqs.weight (llama3 RoPE scaling): pass ropeScaling (factor, low_freq_factor, high_freq_factor, original_max_position_embeddings)`,
+    );
+  }
+  const want = llama3RopeFactors(opts.ropeScaling, ropeTheta, headDim);
+  const got = readTensorF32(g, info);
+  if (got.length !== want.length || got.some((x, i) => x !== want[i])) {
+    throw new Error(`makeHfCheckpoint: ropeScaling ${JSON.stringify(opts.ropeScaling)} gives other factors than ${opts.gguf}'s rope_freqs.weight`);
+  }
+  return { rope_type: "llama3", ...opts.ropeScaling };
+}
+
 /** Write the checkpoint; returns the files written (relative to dir). */
 export async function makeHfCheckpoint(opts: MakeHfCheckpointOptions): Promise<{ dir: string; files: string[] }> {
   const { dir, dtype } = opts;
@@ -140,6 +168,7 @@ export async function makeHfCheckpoint(opts: MakeHfCheckpointOptions): Promise<{
   const addEos = (meta(g, "tokenizer.ggml.add_eos_token") as boolean | undefined) ?? false;
   const addSpace = (meta(g, "tokenizer.ggml.add_space_prefix") as boolean | undefined) ?? true;
 
+  const ropeScaling = checkRopeScaling(g, opts, ropeTheta, headDim);
   const hasOutput = g.tensors.some((t) => t.name === "output.weight");
   const tied = opts.tieEmbeddings ?? !hasOutput;
   const sources: { name: string; info: GgufTensorInfo }[] = [];
@@ -226,7 +255,7 @@ export async function makeHfCheckpoint(opts: MakeHfCheckpointOptions): Promise<{
     num_hidden_layers: nLayer,
     num_key_value_heads: nHeadKv,
     rms_norm_eps: shortestF32(rmsEps),
-    rope_scaling: null,
+    rope_scaling: ropeScaling,
     rope_theta: shortestF32(ropeTheta),
     tie_word_embeddings: tied,
     torch_dtype: TORCH_DTYPE[dtype],

@@ -17,6 +17,20 @@ import { decodeWithAdapter } from "./serve/eval-decoder.js";
 export function trainSft(options: TrainOptions | TrainConfig, hooks: TrainHooks = {}): Promise<TrainSummary> {
   return trainSftCore(options, { decodeSql: decodeWithAdapter, ...hooks });
 }
+import { trainGrpo as trainGrpoCore, type GrpoHooks, type GrpoSummary } from "./train/grpo.js";
+import { sampleWithAdapter } from "./serve/grpo-sampler.js";
+
+/**
+ * GRPO: reinforcement learning of a LoRA adapter with an execution reward (config method: grpo,
+ * the rl: section), usually from an SFT adapter (lora.init_adapter). Samples and greedy eval_ex
+ * go through node-llama-cpp (hooks.sample / hooks.decodeSql replace them).
+ *
+ *   await trainGrpo({ config: "configs/quickstart-grpo.yaml" }, { onStep: (e) => console.log(e.rewardMean) })
+ */
+export function trainGrpo(options: TrainOptions | TrainConfig, hooks: GrpoHooks = {}): Promise<GrpoSummary> {
+  return trainGrpoCore(options, { decodeSql: decodeWithAdapter, sample: sampleWithAdapter, ...hooks });
+}
+export { formatGrpoSummary, type GrpoHooks, type GrpoSummary, type GrpoStepEvent, type GrpoSampler, type SampleJob } from "./train/grpo.js";
 export {
   prepareData,
   formatSummary,

@@ -185,7 +185,7 @@ describe("execution-guided candidates on a trained adapter", () => {
     await expect(generateSql({ ...base, db, candidates: 2, temperature: 0 })).rejects.toThrow(/temperature: the sampled candidates need a temperature > 0/);
     await expect(generateSql({ ...base, db: path.join(dir, "nope.sqlite") })).rejects.toThrow("db: file not found:");
     await expect(generateSql({ ...base, db: path.join(dir, "pairs.csv") })).rejects.toThrow(/db: .*pairs\.csv is not a SQLite database/);
-    await expect(generateSql({ ...base, db: dir })).rejects.toThrow(/is not a regular file/);
+    await expect(generateSql({ ...base, db: dir })).rejects.toThrow(/^db: .*: not a regular file \(it is a folder/);
   });
 });
 
@@ -339,7 +339,7 @@ describe("CLI and eval", () => {
     } catch (e) {
       err = String((e as { stderr: string }).stderr);
     }
-    expect(err).toContain("--candidates / --query-timeout: give --db, the database the candidates run on");
+    expect(err).toContain("--candidates / --query-timeout / --query-max-bytes: give --db, the database the candidates run on");
     const help = execFileSync(process.execPath, ["dist/src/cli/main.js", "generate", "--help"], { encoding: "utf8" });
     expect(help).toMatch(/--candidates <n>/);
     expect(help).toMatch(/--db <file>/);

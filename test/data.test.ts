@@ -45,7 +45,7 @@ describe("reading data", () => {
     await expect(readExamples(fields, dataCfg())).rejects.toThrow(new RegExp(`${fields}:2: wrong number of fields`));
     const utf = file("u.csv", Buffer.concat([Buffer.from("text_query,sql_command\nok?,SELECT 1\ncaf"), Buffer.from([0xe9]), Buffer.from("?,SELECT 2\n")]));
     await expect(readExamples(utf, dataCfg())).rejects.toThrow(`${utf}:3: invalid UTF-8 (byte 0xe9`);
-    await expect(readExamples(path.join(tempDir(), "none.csv"), dataCfg())).rejects.toThrow(/data file not found/);
+    await expect(readExamples(path.join(tempDir(), "none.csv"), dataCfg())).rejects.toThrow(/^data file: file not found: .*none\.csv$/);
   });
 
   test("JSONL, and its errors with line numbers", async () => {

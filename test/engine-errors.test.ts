@@ -43,7 +43,7 @@ describe("bad input gets an Error, never a crash", () => {
   test("a file that is not GGUF, and a truncated GGUF", async () => {
     const txt = path.join(dir, "model.txt");
     fs.writeFileSync(txt, "text_query,sql_command\nhow many heads?,SELECT count(*) FROM head\n");
-    await expect(LoraEngine.create({ model: txt })).rejects.toThrow(/is not a GGUF file/);
+    await expect(LoraEngine.create({ model: txt })).rejects.toThrow(/not a GGUF file/);
     const cut = path.join(dir, "cut.gguf");
     fs.writeFileSync(cut, fs.readFileSync(model).subarray(0, 4096));
     await expect(LoraEngine.create({ model: cut })).rejects.toThrow(/could not be read as GGUF|truncated/);

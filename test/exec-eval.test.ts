@@ -2,16 +2,18 @@
 // scores, the rows (a seeded sample, a gold query that fails said once with its line and left out,
 // eval rows without a database refused naming the option), and SFT runs of the tiny test model on
 // Spider's layout with a test-made database/ folder: eval_ex in metrics.jsonl and summary.json,
-// best_model/ holding the step the summary names, loss.svg's second axis, resume.
+// best_model/ holding the step the summary names, loss.svg's second axis, resume; a byte-bomb and
+// a timing-out prediction score 0 for their rows and the run goes on (issue 25.8).
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, describe, expect, test } from "vitest";
 import { trainSft } from "../src/index.js";
 import { loadConfig } from "../src/train/config.js";
 import { loadDataset } from "../src/train/data.js";
-import { bestByEx, betterByEx, execRows, executionAccuracy, resumeBest } from "../src/train/exec-eval.js";
+import { bestByEx, betterByEx, execRows, executionAccuracy, executionScores, resumeBest } from "../src/train/exec-eval.js";
 import { trainSft as trainSftCore } from "../src/train/trainer.js";
 import { closeAll } from "../src/sql/query-process.js";
+import { isQueryProcess, watchPeak } from "./helpers/child-memory.js";
 import { makeSpiderLayout, SHOP_PAIRS } from "./helpers/db-layouts.js";
 import { tempDir, testModel } from "./helpers/models.js";
 
@@ -185,4 +187,59 @@ describe("SFT with eval_execution on Spider's layout (tiny model)", () => {
       expect(JSON.parse(fs.readFileSync(path.join(cfg.output.dir, "best_model", "text2sql.json"), "utf8")).steps).toBe(want);
     },
   );
+});
+
+// 4000 MB of results if it ran to the end, and a query that never ends
+const BOMB = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 20000) SELECT printf('%.*c', 200000, 'x') FROM c";
+const NEVER = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
+
+describe("issue 25.8: hostile predictions during eval_execution", () => {
+  test("per row: a byte-bomb is too_large, a runaway query a timeout, each scoring 0; the rows around them score", { timeout: 60_000 }, async () => {
+    const { cfg } = await spiderConfig(["train.eval_execution_timeout_ms=1000"]);
+    const ds = await loadDataset(cfg.data);
+    const { rows } = await execRows(cfg, ds.eval, () => {});
+    const preds = [rows[0].sql, BOMB, NEVER, rows[3].sql];
+    const t0 = performance.now();
+    const scores = await executionScores(rows, preds, { keepDistinct: false, timeoutMs: 1000, maxBytes: cfg.train.eval_execution_max_bytes });
+    expect(performance.now() - t0).toBeLessThan(20_000);
+    expect(scores[0]).toEqual({ match: true });
+    expect(scores[1]).toEqual({ match: false, category: "too_large", error: expect.stringMatching(/^result too large \(over 67108864 bytes, at row \d+\)$/) });
+    expect(scores[2]).toEqual({ match: false, category: "timeout", error: "the query ran longer than 1000 ms" });
+    expect(scores[3]).toEqual({ match: true });
+    expect(await executionAccuracy(rows, preds, { keepDistinct: false, timeoutMs: 1000 })).toBe(0.5);
+    expect(() => loadConfig({ set: ["train.eval_execution_max_bytes=0"] })).toThrow(
+      /train\.eval_execution_max_bytes: expected an integer >= 1 and <= 268435456, got number 0$/,
+    );
+    expect(() => loadConfig({ set: ["train.eval_execution_max_bytes=1e12"] })).toThrow(
+      /train\.eval_execution_max_bytes: expected an integer >= 1 and <= 268435456, got number 1000000000000$/,
+    );
+    expect(() => loadConfig({ set: ["train.eval_execution_timeout_ms=-5"] })).toThrow(
+      /train\.eval_execution_timeout_ms: expected an integer >= 1 and <= 600000, got number -5$/,
+    );
+  });
+
+  test("in an SFT run: eval_ex is 0.5 at every evaluation (2 of 4 rows hostile), the failures said, and the run finishes", { timeout: 120_000 }, async () => {
+    const { cfg } = await spiderConfig(["train.max_steps=2", "train.eval_execution_timeout_ms=1000"]);
+    const gold = new Map(SHOP_PAIRS.map(([q, s]) => [q, s]));
+    const decodeSql = async (_dir: string, rows: { question: string }[]) => rows.map((r, i) => (i === 1 ? BOMB : i === 2 ? NEVER : gold.get(r.question)!));
+    const logs: string[] = [];
+    const watch = process.platform === "linux" ? watchPeak(process.pid, { everyMs: 20, killAbove: 3e9, filter: isQueryProcess }) : undefined;
+    const summary = await trainSftCore(cfg, { decodeSql, onLog: (m) => logs.push(m) });
+    const peak = watch?.stop();
+    if (peak) {
+      expect(peak.killed).toEqual([]);
+      expect(peak.peak, `query child peak RSS ${(peak.peak / 1e6).toFixed(0)} MB`).toBeLessThan(1e9);
+    }
+    const evals = evalLines(cfg.output.dir);
+    expect(evals.map((e) => [e.step, e.eval_ex])).toEqual([
+      [0, 0.5],
+      [2, 0.5],
+    ]);
+    expect(summary.evalEx).toBe(0.5);
+    expect(fs.existsSync(path.join(cfg.output.dir, "final_model", "adapter.gguf"))).toBe(true);
+    expect(logs.filter((m) => m.startsWith("eval_execution: step"))).toEqual([
+      "eval_execution: step 0: 2 of 4 decoded queries failed (timeout 1, too_large 1); each scores 0",
+      "eval_execution: step 2: 2 of 4 decoded queries failed (timeout 1, too_large 1); each scores 0",
+    ]);
+  });
 });

@@ -242,7 +242,7 @@ describe("runReadOnly", () => {
 
   it("refuses results over maxRows", async () => {
     const r = await runReadOnly(dbFile, "SELECT * FROM concert", { maxRows: 3 });
-    expect(r).toMatchObject({ ok: false, category: "error" });
+    expect(r).toEqual({ ok: false, category: "too_large", error: "result too large (more than 3 rows)" });
     expect(await runReadOnly(dbFile, "SELECT * FROM concert", { maxRows: 6 })).toMatchObject({ ok: true });
   });
 

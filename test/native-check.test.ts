@@ -75,6 +75,34 @@ describe("text2sql-check on the CPU", () => {
     expect(Number(fields(out, "grad").failed)).toBe(0);
   }, 120_000);
 
+  test("--checks amx: the AMX-BF16 kernel's 12 cases on the emulated tiles, within the bound, which a swapped weight pair breaks", () => {
+    const { status, out } = runCheck(["--checks", "amx", "--threads", "2"]);
+    expect(status, out).toBe(0);
+    const a = fields(out, "amx");
+    expect(a).toMatchObject({ unit: "amx-bf16-emulated", available: "1", cases: "12" });
+    expect(Number(a.worst_of_bound_exact)).toBeLessThanOrEqual(1);
+    expect(Number(a.worst_of_bound_vs_ggml)).toBeLessThanOrEqual(1);
+    expect(Number(a.swapped_pair_of_bound)).toBeGreaterThan(10);
+  });
+
+  const hasAmx = (() => {
+    try {
+      return /^flags\s*:.*\samx_bf16(\s|$)/m.test(fs.readFileSync("/proc/cpuinfo", "utf8"));
+    } catch {
+      return false;
+    }
+  })();
+  test(`--checks amx-hw: ${hasAmx ? "the real tiles pass the 12 cases" : "fails here, naming why (no amx_bf16 in /proc/cpuinfo)"}`, () => {
+    const { status, out } = runCheck(["--checks", "amx-hw", "--threads", "2"]);
+    if (hasAmx) {
+      expect(status, out).toBe(0);
+      expect(fields(out, "amx")).toMatchObject({ unit: "amx-bf16", available: "1", cases: "12" });
+    } else {
+      expect(status).toBe(1);
+      expect(out).toMatch(/^FAILED: amx-hw: the real tiles are not available: (CPUID reports no AMX-BF16|this build has no AMX code)$/m);
+    }
+  });
+
   // build/.text2sql-options (native/build.mjs) says whether this build has CUDA
   const cudaBuilt = () => JSON.parse(fs.readFileSync(path.join(ROOT, "build", ".text2sql-options"), "utf8")).cuda === true;
 

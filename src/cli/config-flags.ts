@@ -6,6 +6,7 @@ import { loadConfig, type TrainConfig } from "../train/config.js";
 
 export interface CommonFlags {
   config?: string;
+  method?: string;
   model?: string;
   dtype?: ModelDtype;
   yes?: boolean;
@@ -40,6 +41,7 @@ export function withConfigFlags(cmd: Command): Command {
       new Option("--dtype <type>", "model.dtype: weight type a Hugging Face checkpoint is converted to (auto: the checkpoint's own)").choices(MODEL_DTYPES),
     )
     .option("-y, --yes", "download model.path from the hub without asking when it is not in the cache")
+    .option("--method <sft|grpo>", "method: sft (fine-tune on the gold SQL) or grpo (reinforcement learning with an execution reward, the rl: section)")
     .option("--data <file>", "data.path: CSV, JSONL, Spider or BIRD JSON")
     .option("--db <file>", "data.db: one SQLite database for every row without its own db column")
     .option("--db-dir <dir>", "data.db_dir: Spider/BIRD databases as <dir>/<db_id>/<db_id>.sqlite (none: no databases)")
@@ -69,6 +71,7 @@ export function configFrom(o: CommonFlags): TrainConfig {
   return loadConfig({
     file: o.config,
     overrides: {
+      method: o.method,
       "model.path": o.model,
       "model.dtype": o.dtype,
       "data.path": o.data,

@@ -3,7 +3,7 @@ import { Command } from "commander";
 import { evaluateSql, formatEvalReport, type EvalOptions } from "../eval/eval.js";
 import { lazyBar, type LazyBar } from "../util/bar.js";
 import { cliResolveModel } from "./progress.js";
-import { CANDIDATES_HELP, intFlag } from "./candidate-flags.js";
+import { CANDIDATES_HELP, intFlag, QUERY_MAX_BYTES_HELP, queryMaxBytesFlag, threadsFlag } from "./candidate-flags.js";
 import { MAX_CANDIDATES } from "../serve/candidates.js";
 
 export function registerEval(program: Command): void {
@@ -28,6 +28,7 @@ export function registerEval(program: Command): void {
     .option("--threads <n>", "CPU threads")
     .option("--candidates <n>", `with --db-dir, on each example's database: ${CANDIDATES_HELP}`)
     .option("--query-timeout <ms>", "wall-clock limit per query (gold, prediction, each candidate)", "5000")
+    .option("--query-max-bytes <n>", QUERY_MAX_BYTES_HELP)
     .option("--json", "print the report as JSON")
     .addHelpText(
       "after",
@@ -47,12 +48,14 @@ Examples:
           threads?: string;
           candidates?: string;
           queryTimeout: string;
+          queryMaxBytes?: string;
           json?: boolean;
         },
       ) => {
         const tty = !o.json && process.stderr.isTTY;
         let bar: LazyBar | null = null;
         let phase = "";
+        const threads = o.threads !== undefined ? threadsFlag(o.threads) : undefined;
         const model = o.model ? await cliResolveModel(o.model, { yes: o.yes, label: "--model" }) : undefined;
         const report = await evaluateSql({
           data: o.data,
@@ -66,9 +69,10 @@ Examples:
           output: o.output,
           limit: o.limit ? Number(o.limit) : undefined,
           parallel: Number(o.parallel),
-          threads: o.threads ? Number(o.threads) : undefined,
+          threads,
           candidates: o.candidates !== undefined ? intFlag("--candidates", o.candidates, 1, MAX_CANDIDATES) : undefined,
           timeoutMs: intFlag("--query-timeout", o.queryTimeout, 1),
+          maxBytes: queryMaxBytesFlag(o.queryMaxBytes),
           onProgress: (p, done, total) => {
             if (!tty) return;
             if (p !== phase) {

@@ -1,19 +1,15 @@
 // `text2sql generate`: one question to SQL with a trained adapter (and --schema, a CREATE TABLE file).
 import { Command, Option } from "commander";
-import fs from "node:fs";
 import { disposeGenerators, generateSql } from "../serve/generate.js";
 import { MAX_SCHEMA_CHARS } from "../sql/sql-text.js";
+import { readUserText } from "../util/user-file.js";
 import { cliResolveModel } from "./progress.js";
-import { CANDIDATES_HELP, intFlag, QUERY_TIMEOUT_HELP } from "./candidate-flags.js";
+import { CANDIDATES_HELP, intFlag, QUERY_MAX_BYTES_HELP, queryMaxBytesFlag, threadsFlag, QUERY_TIMEOUT_HELP } from "./candidate-flags.js";
 import { describeCandidates, MAX_CANDIDATES } from "../serve/candidates.js";
 
-/** A --schema file: a regular file of at most MAX_SCHEMA_CHARS characters (never a device or a pipe without end). */
+/** A --schema file: a regular file of at most 4 × MAX_SCHEMA_CHARS bytes (never a device or a pipe without end), through the one bounded reader. */
 function readSchemaFile(file: string): string {
-  if (!fs.existsSync(file)) throw new Error(`--schema: file not found: ${file}`);
-  const st = fs.statSync(file);
-  if (!st.isFile()) throw new Error(`--schema: ${file} is not a regular file`);
-  if (st.size > 4 * MAX_SCHEMA_CHARS) throw new Error(`--schema: ${file} has ${st.size} bytes; a schema may have at most ${MAX_SCHEMA_CHARS} characters`);
-  return fs.readFileSync(file, "utf8");
+  return readUserText(file, { label: "--schema", maxBytes: 4 * MAX_SCHEMA_CHARS, what: `a schema (at most ${MAX_SCHEMA_CHARS} characters)` });
 }
 
 export function registerGenerate(program: Command): void {
@@ -31,6 +27,7 @@ export function registerGenerate(program: Command): void {
     .option("--db <file>", "a SQLite database to run the candidates on, read-only (its schema fills {schema} unless --schema is given)")
     .option("--candidates <n>", `with --db: ${CANDIDATES_HELP}`)
     .option("--query-timeout <ms>", QUERY_TIMEOUT_HELP)
+    .option("--query-max-bytes <n>", QUERY_MAX_BYTES_HELP)
     .option("--constrain", "decode only SELECTs over the schema's tables and columns (the default with --schema or --db)")
     .option("--no-constrain", "decode freely even with --schema or --db")
     .option("--max-tokens <n>", "longest SQL in tokens", "256")
@@ -57,6 +54,7 @@ Examples:
           db?: string;
           candidates?: string;
           queryTimeout?: string;
+          queryMaxBytes?: string;
           constrain?: boolean;
           maxTokens: string;
           device: "auto" | "cpu";
@@ -66,17 +64,19 @@ Examples:
       ) => {
         const question = words.join(" ");
         if (!o.adapter && !o.model) throw new Error("give --adapter (a trainer output folder) and/or --model (a base GGUF)");
+        const threads = o.threads !== undefined ? threadsFlag(o.threads) : undefined;
         const schema = o.schema ? readSchemaFile(o.schema) : undefined;
         if (o.constrain === true && !schema && !o.db) throw new Error("--constrain: constrained decoding needs --schema (a CREATE TABLE file) or --db");
         const maxTokens = Number(o.maxTokens);
         if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new Error(`--max-tokens: expected an integer >= 1, got ${JSON.stringify(o.maxTokens)}`);
-        if ((o.candidates !== undefined || o.queryTimeout !== undefined) && !o.db)
-          throw new Error("--candidates / --query-timeout: give --db, the database the candidates run on");
+        if ((o.candidates !== undefined || o.queryTimeout !== undefined || o.queryMaxBytes !== undefined) && !o.db)
+          throw new Error("--candidates / --query-timeout / --query-max-bytes: give --db, the database the candidates run on");
         const vote = o.db
           ? {
               db: o.db,
               candidates: o.candidates !== undefined ? intFlag("--candidates", o.candidates, 1, MAX_CANDIDATES) : undefined,
               queryTimeoutMs: o.queryTimeout !== undefined ? intFlag("--query-timeout", o.queryTimeout, 1) : undefined,
+              queryMaxBytes: queryMaxBytesFlag(o.queryMaxBytes),
             }
           : {};
         const model = o.model ? await cliResolveModel(o.model, { yes: o.yes, label: "--model" }) : undefined;
@@ -88,7 +88,7 @@ Examples:
           constrain: o.constrain,
           maxTokens,
           device: o.device,
-          threads: o.threads ? Number(o.threads) : undefined,
+          threads,
           parallel: 1,
           ...vote,
         });

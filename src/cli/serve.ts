@@ -2,7 +2,7 @@
 import { Command, Option } from "commander";
 import { DEFAULT_DECODE_TIMEOUT_MS, startServer } from "../serve/server.js";
 import { cliResolveModel, onInterrupt } from "./progress.js";
-import { CANDIDATES_HELP, intFlag, QUERY_TIMEOUT_HELP } from "./candidate-flags.js";
+import { CANDIDATES_HELP, intFlag, QUERY_MAX_BYTES_HELP, queryMaxBytesFlag, threadsFlag, QUERY_TIMEOUT_HELP } from "./candidate-flags.js";
 import { MAX_CANDIDATES } from "../serve/candidates.js";
 
 export function registerServe(program: Command): void {
@@ -31,6 +31,7 @@ export function registerServe(program: Command): void {
     .option("--db-dir <dir>", "databases as <dir>/<name>/<name>.sqlite that requests may name in their db field")
     .option("--candidates <n>", `for requests that name a db: ${CANDIDATES_HELP}; also the most a request may ask for`, "1")
     .option("--query-timeout <ms>", QUERY_TIMEOUT_HELP)
+    .option("--query-max-bytes <n>", QUERY_MAX_BYTES_HELP)
     .option(
       "--decode-timeout <ms>",
       "wall-clock limit for decoding one request's answer, candidates included; a request that reaches it is answered as at the token budget (truncated: time)",
@@ -61,6 +62,7 @@ Examples:
         dbDir?: string;
         candidates: string;
         queryTimeout?: string;
+        queryMaxBytes?: string;
         decodeTimeout: string;
       }) => {
         if (!o.adapter && !o.model) throw new Error("give --adapter (a trainer output folder) and/or --model (a base GGUF)");
@@ -69,6 +71,7 @@ Examples:
           if (!Number.isInteger(n) || n < min) throw new Error(`${flag}: expected an integer >= ${min}, got ${JSON.stringify(v)}`);
           return n;
         };
+        const threads = o.threads !== undefined ? threadsFlag(o.threads, 1) : undefined;
         const model = o.model ? await cliResolveModel(o.model, { yes: o.yes, label: "--model" }) : undefined;
         const server = await startServer({
           adapter: o.adapter,
@@ -79,11 +82,12 @@ Examples:
           parallel: int("--parallel", o.parallel, 1),
           maxQueue: int("--queue", o.queue, 0),
           device: o.device,
-          threads: o.threads ? int("--threads", o.threads, 1) : undefined,
+          threads,
           db: o.db,
           dbDir: o.dbDir,
           candidates: intFlag("--candidates", o.candidates, 1, MAX_CANDIDATES),
           queryTimeoutMs: o.queryTimeout !== undefined ? intFlag("--query-timeout", o.queryTimeout, 1) : undefined,
+          queryMaxBytes: queryMaxBytesFlag(o.queryMaxBytes),
           decodeTimeoutMs: intFlag("--decode-timeout", o.decodeTimeout, 1),
         });
         // the first SIGINT or SIGTERM closes the server; more are ignored while it closes

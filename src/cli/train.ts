@@ -6,6 +6,8 @@ import { lazyBar } from "../util/bar.js";
 import type { TrainConfig } from "../train/config.js";
 import { formatSummary, trainSft, type TrainHooks, type TrainSummary } from "../train/trainer.js";
 import { decodeWithAdapter } from "../serve/eval-decoder.js";
+import { sampleWithAdapter } from "../serve/grpo-sampler.js";
+import { formatGrpoSummary, trainGrpo, type GrpoStepEvent } from "../train/grpo.js";
 import { configFrom, withConfigFlags, type CommonFlags } from "./config-flags.js";
 import { cliResolveModel, onInterrupt } from "./progress.js";
 
@@ -66,6 +68,7 @@ async function train(o: CommonFlags): Promise<void> {
     process.stderr.write("\ntext2sql: stopping after the current micro-step and saving a checkpoint (Ctrl-C again to quit at once)\n");
   });
   listen(true);
+  if (cfg.method === "grpo") return grpo(cfg, o, ac.signal, onLog, () => listen(false));
   const progress = trainProgress(cfg, json);
   const summary: TrainSummary = await trainSft(cfg, {
     resume: !!o.resume,
@@ -86,6 +89,47 @@ async function train(o: CommonFlags): Promise<void> {
   if (summary.interrupted) process.exit(130);
 }
 
+/** `train --method grpo`: the GRPO trainer with node-llama-cpp's sampler and decoder; a bar (or a line every 10 s) per step. */
+async function grpo(cfg: TrainConfig, o: CommonFlags, signal: AbortSignal, onLog: (m: string) => void, unlisten: () => void): Promise<void> {
+  const json = !!o.json;
+  const tty = !json && process.stderr.isTTY;
+  const bar = lazyBar("grpo |{bar}| {value}/{total} steps | reward {reward}{ex} | kl {kl} | ETA {remaining}", { hideCursor: true });
+  let lastLine = 0;
+  let ex = "";
+  const onStep = (e: GrpoStepEvent) => {
+    if (json) return emit({ type: "step", ...e });
+    if (e.eval_ex !== undefined) ex = ` | EX ${(100 * e.eval_ex).toFixed(1)}%`;
+    const payload = { reward: e.rewardMean.toFixed(3), kl: e.kl.toExponential(2), remaining: formatDuration(e.etaS), ex };
+    if (tty) bar.update(e.step, e.totalSteps, payload, e.step - 1);
+    else if (e.step === e.totalSteps || e.step === 1 || performance.now() - lastLine > 10_000) {
+      lastLine = performance.now();
+      const sec = e.seconds;
+      process.stderr.write(
+        `step ${e.step}/${e.totalSteps} | reward ${payload.reward} ± ${e.rewardStd.toFixed(3)}${ex} | zero-variance groups ${(100 * e.zeroVarianceGroups).toFixed(0)}% | ` +
+          `kl ${payload.kl} | completion ${e.completionLen.toFixed(1)} tokens | s sampling ${sec.sampling.toFixed(1)} scoring ${sec.scoring.toFixed(1)} updating ${sec.updating.toFixed(1)} | ETA ${payload.remaining}\n`,
+      );
+    }
+  };
+  const summary = await trainGrpo(cfg, {
+    resume: !!o.resume,
+    overwrite: !!o.overwrite,
+    signal,
+    command: `npx text2sql ${process.argv
+      .slice(2)
+      .filter((a) => a !== "--resume" && a !== "--overwrite")
+      .join(" ")}`,
+    onLog,
+    decodeSql: decodeWithAdapter,
+    sample: sampleWithAdapter,
+    onStep,
+  });
+  bar.stop();
+  unlisten();
+  if (json) emit({ type: "summary", ...summary });
+  else process.stderr.write(`\n${formatGrpoSummary(summary)}\n`);
+  if (summary.interrupted) process.exit(130);
+}
+
 export function registerTrain(program: Command): void {
   withConfigFlags(program.command("train"))
     .description("fine-tune a LoRA adapter on question/SQL pairs (Ctrl-C saves a checkpoint; --resume continues)")
@@ -101,6 +145,16 @@ Examples:
   npx text2sql train --config configs/config_spider.yaml --resume
   npx text2sql train --config configs/config_spider.yaml --model TinyLlama/TinyLlama-1.1B-Chat-v1.0 --dtype bf16 --yes
   npx text2sql train --config configs/quickstart.yaml --model ./my-hf-checkpoint/
+  npx text2sql train --config configs/quickstart-grpo.yaml        (method: grpo, after the quickstart SFT)
+  npx text2sql train --method grpo --config configs/quickstart.yaml --set lora.init_adapter=outputs/quickstart/final_model --output outputs/grpo
+
+--method grpo (method: grpo): reinforcement learning with an execution reward. Each step samples
+rl.group_size completions (default 8) for rl.prompts_per_step training questions (default 4) at
+rl.temperature with the current adapter, rewards 1 when the SQL's result matches the gold's on the
+row's database (+ rl.valid_sql_reward for SQL that runs), and takes rl.updates_per_batch clipped
+(rl.clip_eps) policy-gradient steps with an optional k3 KL term (rl.kl_coef, to rl.reference).
+train.max_steps counts GRPO steps. Every row needs a database; LoRA dropout is off. Writes
+samples.jsonl (one line per completion: prompt/completion ids, log-probabilities, reward, advantage).
 
 model.path (--model) may be a hub repository: it is downloaded into the cache (after a question,
 or at once with --yes) and converted to a GGUF once; see \`text2sql model --help\`.

@@ -13,6 +13,7 @@ import {
 } from "./native.js";
 import { checkThreads, warn } from "./system.js";
 import { ggmlTypeName, readGguf } from "../formats/gguf.js";
+import { checkModelFile } from "../formats/model-check.js";
 import { TRAINABLE_QUANT_NAMES, untrainableMatrix } from "../formats/quant.js";
 import {
   checkInt,
@@ -147,6 +148,7 @@ export class LoraEngine {
     if (typeof options !== "object" || options === null) fail("options", "an object", options);
     if (typeof options.model !== "string" || options.model === "") fail("model", "a path to a GGUF file", options.model);
     if (!fs.existsSync(options.model)) throw new Error(`model: file not found: ${options.model}`);
+    checkModelFile(options.model); // the native loader aborts or allocates without bound on files our reader rejects
     const device = options.device ?? "auto";
     if (!["auto", "cpu", "cuda", "metal"].includes(device)) fail("device", "one of auto, cpu, cuda, metal", device);
     const threads = checkThreads("threads", options.threads ?? 0);
@@ -281,6 +283,39 @@ export class LoraEngine {
     this.#checkBatch("accumulate", batch);
     checkNum("accumulate: divisor", divisor, (x) => x > 0, "a positive number (masked tokens in the accumulated batch)");
     return this.#serial(() => native.accumulate(batch.tokens, batch.mask, batch.nSeq, batch.seqLen, 1 / divisor));
+  }
+
+  /**
+   * Adds the gradients of -gradScale · Σ_j w_j · log p_j over the tokens whose weight is not 0,
+   * with p from logits / temperature (GRPO: the weights are the surrogate's derivative by log p).
+   * `batch.mask` is ignored; the weights say which tokens are targets. Refused with LoRA dropout on.
+   */
+  async accumulateWeighted(batch: Batch, weights: Float32Array, o: { gradScale: number; temperature: number }): Promise<BatchStats> {
+    const native = this.#live("accumulateWeighted");
+    if (this.options.lora.dropout > 0) {
+      fail("accumulateWeighted: lora.dropout", "0 (the log-probabilities must be those of the policy that sampled)", this.options.lora.dropout);
+    }
+    if (!(weights instanceof Float32Array)) fail("accumulateWeighted: weights", "a Float32Array", weights);
+    for (let i = 0; i < weights.length; i++) {
+      if (!Number.isFinite(weights[i]))
+        fail(`accumulateWeighted: weights[${Math.floor(i / batch.seqLen)}][${i % batch.seqLen}]`, "a finite number", weights[i]);
+    }
+    const mask = Uint8Array.from(weights, (w) => (w !== 0 ? 1 : 0));
+    this.#checkBatch("accumulateWeighted", { ...batch, mask });
+    checkNum("accumulateWeighted: gradScale", o.gradScale, (x) => x > 0, "a positive number");
+    checkNum("accumulateWeighted: temperature", o.temperature, (x) => x > 0, "a positive number");
+    return this.#serial(() => native.accumulateWeighted(batch.tokens, weights, batch.nSeq, batch.seqLen, o.gradScale, o.temperature));
+  }
+
+  /**
+   * Per-token log-probabilities of the batch's masked tokens under logits / temperature, forward
+   * only, without dropout: nSeq × seqLen values, 0 where the mask is 0.
+   */
+  async logprobs(batch: Batch, temperature = 1): Promise<Float64Array> {
+    const native = this.#live("logprobs");
+    this.#checkBatch("logprobs", batch);
+    checkNum("logprobs: temperature", temperature, (x) => x > 0, "a positive number");
+    return this.#serial(() => native.logprobs(batch.tokens, batch.mask, batch.nSeq, batch.seqLen, temperature));
   }
 
   /** Loss sum, masked-token count and correct predictions, without gradients or dropout. */

@@ -100,7 +100,21 @@ export interface NativeEngine {
   info(): NativeEngineInfo;
   /** tokens/mask: nSeq × seqLen, row-major, right-padded; mask[j] = 1 marks token j as a target. */
   accumulate(tokens: Int32Array, mask: Uint8Array, nSeq: number, seqLen: number, gradScale: number): Promise<NativeBatchStats>;
+  /**
+   * weights: nSeq × seqLen; weights[j] != 0 marks token j as a target: adds the gradients of
+   * -gradScale · Σ w_j · log softmax(logits / temperature)[token j].
+   */
+  accumulateWeighted(
+    tokens: Int32Array,
+    weights: Float32Array,
+    nSeq: number,
+    seqLen: number,
+    gradScale: number,
+    temperature: number,
+  ): Promise<NativeBatchStats>;
   evaluate(tokens: Int32Array, mask: Uint8Array, nSeq: number, seqLen: number): Promise<NativeBatchStats>;
+  /** nSeq × seqLen: log softmax(logits / temperature)[token j] where mask[j] = 1, else 0 (forward only). */
+  logprobs(tokens: Int32Array, mask: Uint8Array, nSeq: number, seqLen: number, temperature: number): Promise<Float64Array>;
   /** [nTokens × nVocab] logits, row-major. */
   logits(tokens: Int32Array): Promise<Float32Array>;
   /** AdamW after global-norm clipping; zeroes the gradients; resolves to the norm before clipping. */

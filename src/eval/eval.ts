@@ -6,10 +6,11 @@
 import fs from "node:fs";
 import path from "node:path";
 import { DEFAULT_TEMPLATE, DEFAULTS } from "../train/config.js";
-import { jsonItemLines, readExamples, readSpiderTables, spiderSchemas, type Example } from "../train/data.js";
+import { jsonItemLines, readDataText, readExamples, readSpiderTables, spiderSchemas, type Example } from "../train/data.js";
+import { readUserText } from "../util/user-file.js";
 import { LoraEngine, makeBatch } from "../engine/engine.js";
 import { executionMatch, GoldQueryError } from "../sql/exec-metrics.js";
-import { closeAll } from "../sql/query-process.js";
+import { closeAll, MAX_QUERY_MAX_BYTES } from "../sql/query-process.js";
 import { isSingleReadQuery } from "../sql/sql-text.js";
 import { SqlGenerator } from "../serve/generate.js";
 import type { CandidateReport } from "../serve/candidates.js";
@@ -46,6 +47,8 @@ export interface EvalOptions {
   threads?: number;
   /** wall-clock limit per query in ms (gold, prediction, and each candidate; default 5000) */
   timeoutMs?: number;
+  /** byte cap of each query's result (gold, prediction, each candidate), counted as its rows stream (default 64 MiB); past it the query fails alone */
+  maxBytes?: number;
   /**
    * with dbDir: decode this many candidates per question (greedy + sampled), run them on the
    * example's database and keep the answer most of them agree on (see serve/candidates.ts)
@@ -121,11 +124,16 @@ export interface EvalReport {
 
 /** Spider JSON items, with each database's schema (CREATE TABLE text and parser entry) from tables.json. */
 function readSpiderItems(o: EvalOptions): Item[] {
-  const dbs = o.tables ? readSpiderTables(o.tables) : [];
+  const dbs = o.tables ? readSpiderTables(o.tables, "--tables") : [];
   const tables = o.tables ? spiderSchemas(dbs) : undefined;
   const entries = new Map<string, SpiderSchemaEntry>(dbs.map((e) => [e.db_id, e as unknown as SpiderSchemaEntry]));
-  const text = fs.readFileSync(o.data, "utf8");
-  const arr = JSON.parse(text) as { db_id?: string; question?: string; query?: string }[];
+  const text = readDataText(o.data, "--data");
+  let arr: { db_id?: string; question?: string; query?: string }[];
+  try {
+    arr = JSON.parse(text) as typeof arr;
+  } catch (err) {
+    throw new Error(`--data: ${o.data}: invalid JSON (${(err as Error).message})`, { cause: err });
+  }
   if (!Array.isArray(arr)) throw new Error(`${o.data}: expected a Spider JSON array of {db_id, question, query}`);
   const lines = jsonItemLines(text);
   return arr.map((x, i) => {
@@ -143,10 +151,9 @@ function readSpiderItems(o: EvalOptions): Item[] {
 }
 
 async function loadItems(o: EvalOptions): Promise<Item[]> {
-  if (!fs.existsSync(o.data)) throw new Error(`--data: file not found: ${o.data}`);
   const items = o.data.endsWith(".json")
     ? readSpiderItems(o)
-    : (await readExamples(o.data, { ...structuredClone(DEFAULTS.data), db: o.db ?? null })).map((e: Example) => ({
+    : (await readExamples(o.data, { ...structuredClone(DEFAULTS.data), db: o.db ?? null }, "--data")).map((e: Example) => ({
         question: e.question,
         gold: e.sql,
         source: e.source,
@@ -156,9 +163,12 @@ async function loadItems(o: EvalOptions): Promise<Item[]> {
   return o.limit ? items.slice(0, o.limit) : items;
 }
 
+/** A predictions file may have at most this many bytes (Spider dev's 1034 predictions are about 100 KB). */
+export const MAX_PREDICTIONS_BYTES = 256 * 2 ** 20;
+
 function readPredictions(file: string, n: number): string[] {
-  if (!fs.existsSync(file)) throw new Error(`--predictions: file not found: ${file}`);
-  const lines = fs.readFileSync(file, "utf8").replace(/\r\n/g, "\n").replace(/\n$/, "").split("\n");
+  const text = readUserText(file, { label: "--predictions", maxBytes: MAX_PREDICTIONS_BYTES, what: "a predictions file" });
+  const lines = text.replace(/\r\n/g, "\n").replace(/\n$/, "").split("\n");
   // a count that differs means the lines and the examples are not paired (an extra line, or a query
   // split over two lines, shifts every later example): refuse rather than score the wrong pairs
   if (lines.length !== n) throw new Error(`--predictions: ${file} has ${lines.length} lines but the dataset has ${n} examples (one SQL per line, in order)`);
@@ -228,7 +238,7 @@ async function generatePredictions(o: EvalOptions, items: Item[]): Promise<{ pre
     await Promise.all(
       items.map(async (it, i) => {
         const db = dbs[i];
-        const vote = db ? { db, candidates: o.candidates, queryTimeoutMs: o.timeoutMs ?? 5000 } : {};
+        const vote = db ? { db, candidates: o.candidates, queryTimeoutMs: o.timeoutMs ?? 5000, queryMaxBytes: o.maxBytes } : {};
         const r = await g.generate({ question: it.question, schema: it.schema, validate: false, ...vote });
         preds[i] = r.sql;
         votes[i] = r.candidates;
@@ -242,6 +252,9 @@ async function generatePredictions(o: EvalOptions, items: Item[]): Promise<{ pre
 }
 
 export async function evaluateSql(o: EvalOptions): Promise<EvalReport> {
+  if (o.maxBytes !== undefined && (!Number.isSafeInteger(o.maxBytes) || o.maxBytes < 1 || o.maxBytes > MAX_QUERY_MAX_BYTES)) {
+    throw new TypeError(`maxBytes: expected an integer from 1 to ${MAX_QUERY_MAX_BYTES}, got ${JSON.stringify(o.maxBytes)}`);
+  }
   if (o.model) o = { ...o, model: await resolveModelPath(o.model, { label: "model" }) };
   const items = await loadItems(o);
   if (items.length === 0) throw new Error(`${o.data}: no examples`);
@@ -345,7 +358,7 @@ async function scoreRows(o: EvalOptions, items: Item[], preds: string[], votes: 
   const rows: EvalRow[] = [];
   const errors: Record<string, number> = {};
   const execution: EvalReport["execution"] = { scored: 0, keepDistinct: !!o.keepDistinct, noDatabase: { examples: 0, byDatabase: {} }, goldFailed: [] };
-  const ex = { timeoutMs: o.timeoutMs, keepDistinct: o.keepDistinct };
+  const ex = { timeoutMs: o.timeoutMs, maxBytes: o.maxBytes, keepDistinct: o.keepDistinct };
   try {
     for (const [i, it] of items.entries()) {
       const pred = preds[i].trim();
@@ -388,10 +401,10 @@ async function execMatch(
   db: string,
   gold: string,
   pred: string,
-  o: { timeoutMs?: number; keepDistinct?: boolean },
+  o: { timeoutMs?: number; maxBytes?: number; keepDistinct?: boolean },
 ): Promise<{ match: boolean; category?: string; error?: string } | { goldError: string }> {
   const q = isSingleReadQuery(pred);
-  const opts = { timeoutMs: o.timeoutMs ?? 5000, keepDistinct: o.keepDistinct };
+  const opts = { timeoutMs: o.timeoutMs ?? 5000, maxBytes: o.maxBytes, keepDistinct: o.keepDistinct };
   try {
     if (q.ok) return await executionMatch(db, gold, pred, opts);
     await executionMatch(db, gold, gold, opts); // a gold query that fails leaves the example out, whatever the prediction

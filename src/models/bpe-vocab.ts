@@ -8,7 +8,7 @@
 // without Python's tokenizer we recognise the pre-tokenizer by its structure in tokenizer.json
 // (the Split regexes and ByteLevel/Digits steps), which is what each llama.cpp name implements.
 // An unknown structure is refused, naming the file and the supported ones.
-import fs from "node:fs";
+import { readUserText } from "../util/user-file.js";
 import { gv, type GgufValue } from "../formats/gguf.js";
 import { SentencePieceType } from "./sentencepiece.js";
 
@@ -89,11 +89,10 @@ export function looksSpecial(t: string): boolean {
 
 /** A JSON file of at most `max` bytes, parsed; the errors name the file. */
 export function readBoundedJson(file: string, max = MAX_TOKENIZER_JSON_BYTES): Json {
-  const size = fs.statSync(file).size;
-  if (size > max) throw new Error(`${file}: ${size} bytes, more than the ${max} a tokenizer file may have`);
+  const text = readUserText(file, { label: "model folder", maxBytes: max, what: "a tokenizer or config file" });
   let v: unknown;
   try {
-    v = JSON.parse(fs.readFileSync(file, "utf8"));
+    v = JSON.parse(text);
   } catch (e) {
     throw new Error(`${file}: not valid JSON (${(e as Error).message})`, { cause: e });
   }

@@ -5,6 +5,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { gv, type GgufValue } from "../formats/gguf.js";
+import { readUserFile, readUserText } from "../util/user-file.js";
 import { bpeVocabMetadata, looksSpecial, postProcessorAddsBos, readBoundedJson, readBpeVocab, supportedPreTokenizersText, type BpeVocab } from "./bpe-vocab.js";
 import { parseSentencePieceModel, SentencePieceModelType, SentencePieceType, sentencePieceModelTypeName, type SentencePieceModel } from "./sentencepiece.js";
 
@@ -12,6 +13,8 @@ export type Json = Record<string, unknown>;
 
 /** config.json, tokenizer_config.json, ... are hostile input: bigger than this is refused before reading. */
 const MAX_CONFIG_JSON_BYTES = 32 << 20;
+/** A SentencePiece tokenizer.model larger than this is refused before reading (Llama 2's is 500 KB). */
+const MAX_TOKENIZER_MODEL_BYTES = 256 << 20;
 
 /** A JSON object file of bounded size; undefined when the file does not exist. */
 export function readJson(file: string): Json | undefined {
@@ -52,7 +55,7 @@ export function readVocab(dir: string, vocabSize: number | undefined, tokenizerC
       `${dir}: no tokenizer.model (SentencePiece, as in Llama 1/2, TinyLlama, Mistral) nor tokenizer.json (byte-level BPE: ${supportedPreTokenizersText()}) found`,
     );
   }
-  const sp = parseSentencePieceModel(fs.readFileSync(spFile), spFile);
+  const sp = parseSentencePieceModel(readUserFile(spFile, { label: "model folder", maxBytes: MAX_TOKENIZER_MODEL_BYTES, what: "a tokenizer.model" }), spFile);
   if (sp.modelType === SentencePieceModelType.UNIGRAM) {
     warn(
       `${spFile}: a SentencePiece UNIGRAM model; llama.cpp tokenizes "llama" vocabularies with SentencePiece BPE, so its tokens may differ from the original tokenizer's`,
@@ -212,7 +215,7 @@ function chatTemplates(dir: string, tokenizerConfig: Json | undefined): [string,
   let tpl: unknown = tokenizerConfig?.chat_template;
   if (tpl === undefined) {
     const jinja = path.join(dir, "chat_template.jinja");
-    if (fs.existsSync(jinja)) tpl = fs.readFileSync(jinja, "utf8");
+    if (fs.existsSync(jinja)) tpl = readUserText(jinja, { label: "model folder", maxBytes: MAX_CONFIG_JSON_BYTES, what: "a chat template" });
     else tpl = readJson(path.join(dir, "chat_template.json"))?.chat_template;
   }
   if (typeof tpl === "string") return [["tokenizer.chat_template", gv.str(tpl)]];

@@ -8,7 +8,8 @@
 import fs from "node:fs";
 import path from "node:path";
 import type { GenerateOptions, GenerateResult } from "./generate.js";
-import { runReadOnly, type RunResult } from "../sql/query-process.js";
+import { readUserFileHead } from "../util/user-file.js";
+import { DEFAULT_QUERY_MAX_BYTES, MAX_QUERY_MAX_BYTES, runReadOnly, type RunResult } from "../sql/query-process.js";
 import { sameResult, schemaFromSqlite } from "../sql/exec-metrics.js";
 import { hasOrderBy } from "../sql/sql-text.js";
 
@@ -108,16 +109,7 @@ function checkInt(name: string, v: unknown, min: number, max: number): number {
 /** A database for candidates: an existing regular file that starts with SQLite's header. */
 export function checkDatabaseFile(file: string, label = "db"): string {
   if (typeof file !== "string" || !file) throw new TypeError(`${label}: expected the path of a SQLite file, got ${JSON.stringify(file)}`);
-  if (!fs.existsSync(file)) throw new Error(`${label}: file not found: ${file}`);
-  const st = fs.statSync(file);
-  if (!st.isFile()) throw new Error(`${label}: ${file} is not a regular file`);
-  const head = Buffer.alloc(16);
-  const fd = fs.openSync(file, "r");
-  try {
-    fs.readSync(fd, head, 0, 16, 0);
-  } finally {
-    fs.closeSync(fd);
-  }
+  const head = readUserFileHead(file, 16, label);
   if (head.toString("latin1") !== "SQLite format 3\0") throw new Error(`${label}: ${file} is not a SQLite database (no SQLite header)`);
   return path.resolve(file);
 }
@@ -174,12 +166,13 @@ function compareGroups(a: Group, b: Group, cands: DecodedCandidate[]): number {
 export async function voteOnCandidates(
   db: string,
   cands: DecodedCandidate[],
-  opts: { timeoutMs: number; maxRows?: number; temperature: number; seed: number },
+  opts: { timeoutMs: number; maxRows?: number; maxBytes?: number; temperature: number; seed: number },
 ): Promise<{ best: DecodedCandidate; ok: boolean; error?: string; report: CandidateReport }> {
   if (cands.length === 0) throw new Error("candidates: nothing was decoded");
   const outcomes = new Map<string, RunResult>();
   for (const c of cands) {
-    if (!outcomes.has(c.sql)) outcomes.set(c.sql, await runReadOnly(db, c.sql, { timeoutMs: opts.timeoutMs, maxRows: opts.maxRows ?? CANDIDATE_MAX_ROWS }));
+    if (!outcomes.has(c.sql))
+      outcomes.set(c.sql, await runReadOnly(db, c.sql, { timeoutMs: opts.timeoutMs, maxRows: opts.maxRows ?? CANDIDATE_MAX_ROWS, maxBytes: opts.maxBytes }));
   }
   const groups: Group[] = [];
   const groupOf = new Map<number, Group>();
@@ -269,6 +262,7 @@ export async function generateWithCandidates(g: CandidateDecoder, o: GenerateOpt
   const temperature = o.temperature ?? DEFAULT_CANDIDATE_TEMPERATURE;
   const seed = checkInt("seed", o.seed ?? DEFAULT_CANDIDATE_SEED, 0, 2 ** 31);
   const timeoutMs = checkInt("queryTimeoutMs", o.queryTimeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS, 1, 600_000);
+  const maxBytes = checkInt("queryMaxBytes", o.queryMaxBytes ?? DEFAULT_QUERY_MAX_BYTES, 1, MAX_QUERY_MAX_BYTES);
   if (o.constrain !== undefined && typeof o.constrain !== "boolean")
     throw new TypeError(`constrain: expected true or false, got ${JSON.stringify(o.constrain)}`);
   const t0 = performance.now();
@@ -285,7 +279,7 @@ export async function generateWithCandidates(g: CandidateDecoder, o: GenerateOpt
     constrain,
     decodeTimeoutMs: o.decodeTimeoutMs,
   });
-  const v = await voteOnCandidates(db, cands, { timeoutMs, temperature, seed });
+  const v = await voteOnCandidates(db, cands, { timeoutMs, maxBytes, temperature, seed });
   return {
     sql: v.best.sql,
     tokens: cands.reduce((s, c) => s + c.tokens, 0),

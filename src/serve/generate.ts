@@ -23,7 +23,7 @@ import { schemaStatements } from "../sql/sql-text.js";
 import { keywordRule, parseSchema, sqlGrammar } from "../sql/sql-grammar.js";
 import { GbnfFollower, parseGbnf, type Gbnf } from "../formats/gbnf.js";
 import { checkAdapterFits } from "../adapters/merge.js";
-import { checkModelFile } from "../models/model-check.js";
+import { checkModelFile } from "../formats/model-check.js";
 import { resolveAdapter } from "../adapters/folder.js";
 import { checkThreads, cpuHasAmxTiles, systemInfo, warn } from "../engine/system.js";
 import { resolveModelPath } from "../models/model-path.js";
@@ -74,6 +74,8 @@ export interface GenerateOptions {
   seed?: number;
   /** wall-clock limit per candidate query in ms (default 2000) */
   queryTimeoutMs?: number;
+  /** byte cap of each candidate's result, counted as its rows stream (default 64 MiB; see src/sql/query-process.ts) */
+  queryMaxBytes?: number;
   /**
    * decode only SELECTs over the schema's tables and columns (a grammar of the schema; see
    * src/sql/sql-grammar.ts). Default: true when a schema is given; true without a schema is an error.
@@ -351,6 +353,13 @@ export class SqlGenerator {
     const chatTemplate = ggufChatTemplate(checkModelFile(modelPath)); // llama.cpp aborts the process on files our reader rejects
     const parallel = o.parallel ?? 4;
     if (!Number.isInteger(parallel) || parallel < 1) throw new TypeError(`parallel: expected an integer >= 1, got ${parallel}`);
+    // checked before anything loads: past the load, a failure reads as an adapter that does not fit
+    const threads =
+      o.threads !== undefined
+        ? checkThreads("threads", o.threads)
+        : fs.statSync(modelPath).size < 200e6
+          ? 1
+          : Math.max(1, Math.floor(os.availableParallelism() / parallel));
     if (a.adapterFile) checkAdapterFits(modelPath, a.adapterFile);
     requestAmxTiles();
     const llama: Llama = o.device === "cpu" ? await cpuLlama() : await getLlama({ build: "never", progressLogs: false, logLevel: LlamaLogLevel.error });
@@ -369,12 +378,6 @@ export class SqlGenerator {
       // node-llama-cpp 3.21.1 (test/generate.test.ts checks 50 concurrent questions).
       // node-llama-cpp's own default thread count decoded 30 tokens of the quickstart model in 17 s
       // on a 2-core machine (1 thread: 25 ms); at TinyLlama shape 2 threads beat 1 (21 vs 15 tokens/s)
-      const threads =
-        o.threads !== undefined
-          ? checkThreads("threads", o.threads)
-          : fs.statSync(modelPath).size < 200e6
-            ? 1
-            : Math.max(1, Math.floor(os.availableParallelism() / parallel));
       const contexts: LlamaContext[] = [];
       for (let i = 0; i < parallel; i++) {
         contexts.push(
@@ -416,6 +419,28 @@ export class SqlGenerator {
   /** The exact training prompt's tokens: BOS + prompt, or the chat template's prompt. */
   promptTokens(question: string, schema?: string, evidence?: string): Token[] {
     return this.prompts.prompt({ question, schema, evidence }) as Token[];
+  }
+
+  /**
+   * GRPO's sampler: unconstrained sampling from exactly `input` (the ids the trainer's engine
+   * conditions on) at `temperature` with `seed`; the sampled ids, the end token included when it
+   * was sampled, and the SQL of their text.
+   */
+  async sampleIds(input: readonly number[], o: { maxTokens: number; temperature: number; seed: number }): Promise<{ ids: number[]; sql: string }> {
+    const sequence = await this.acquire();
+    const ids: number[] = [];
+    try {
+      await sequence.clearHistory();
+      const stops = this.prompts.stops;
+      for await (const t of sequence.evaluate(input as Token[], { temperature: o.temperature, seed: o.seed })) {
+        ids.push(t);
+        if (stops.includes(t) || ids.length >= o.maxTokens) break;
+      }
+    } finally {
+      this.release(sequence);
+    }
+    const text = this.model.detokenize((this.prompts.stops.includes(ids[ids.length - 1] as Token) ? ids.slice(0, -1) : ids) as Token[]);
+    return { ids, sql: extractSql(text) };
   }
 
   /** The schema's grammar (built once per schema text; the last 16 are kept). */

@@ -3,6 +3,7 @@
 // Retry-After beyond it). Every request is validated by JSON schema; bad requests get clear JSON
 // errors, never a crash.
 import Fastify, { type FastifyError, type FastifyInstance } from "fastify";
+import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { SqlGenerator } from "./generate.js";
@@ -33,6 +34,8 @@ export interface ServerOptions {
   candidates?: number;
   /** wall-clock limit per candidate query in ms (default 2000) */
   queryTimeoutMs?: number;
+  /** byte cap of each candidate's result (default 64 MiB) */
+  queryMaxBytes?: number;
   /**
    * wall-clock limit for decoding one request's answer, candidates included (default 30000): a
    * request whose decoding wanders is answered at the limit, as at the token budget
@@ -142,6 +145,16 @@ function pickDatabase(
 }
 
 /**
+ * Whether an Authorization header carries the bearer token, in time that does not depend on where
+ * they differ: the SHA-256 digests of both (equal lengths whatever the header's) are compared with
+ * crypto.timingSafeEqual.
+ */
+export function authorized(header: string | undefined, token: string): boolean {
+  const digest = (s: string) => crypto.createHash("sha256").update(s, "utf8").digest();
+  return crypto.timingSafeEqual(digest(header ?? ""), digest(`Bearer ${token}`));
+}
+
+/**
  * The Fastify app with the request rules every route shares: a body limit, JSON only, unknown
  * fields refused, the bearer token when one is set, and Connection: close while stopping.
  */
@@ -166,7 +179,7 @@ function newApp(token: string | undefined, isStopping: () => boolean): FastifyIn
   });
   app.addHook("onRequest", async (req, reply) => {
     if (!token || req.url === "/" || req.method === "OPTIONS") return;
-    if (req.headers.authorization !== `Bearer ${token}`) {
+    if (!authorized(req.headers.authorization, token)) {
       return reply.code(401).header("WWW-Authenticate", "Bearer").send({ error: "authorization: this server wants 'Authorization: Bearer <token>'" });
     }
   });
@@ -237,7 +250,7 @@ export async function startServer(o: ServerOptions = {}): Promise<RunningServer>
         maxTokens: o.maxTokens,
         constrain: body.constrain,
         decodeTimeoutMs,
-        ...(vote.db ? { ...vote, queryTimeoutMs: o.queryTimeoutMs } : {}),
+        ...(vote.db ? { ...vote, queryTimeoutMs: o.queryTimeoutMs, queryMaxBytes: o.queryMaxBytes } : {}),
       });
       served++;
       if (r.candidates) log(`generate_sql: db ${body.db}: ${describeCandidates(r.candidates)}`);

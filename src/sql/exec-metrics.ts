@@ -111,7 +111,7 @@ export function sameResult(gold: readonly (readonly unknown[])[], pred: readonly
 // ---------------------------------------------------------------------------------------------
 // Execution match
 
-export type ExecCategory = "syntax" | "no_such_table" | "no_such_column" | "timeout" | "not_a_query" | "empty" | "error" | "wrong";
+export type ExecCategory = "syntax" | "no_such_table" | "no_such_column" | "timeout" | "not_a_query" | "too_large" | "empty" | "error" | "wrong";
 export interface ExecMatch {
   match: boolean;
   category?: ExecCategory;

@@ -4,6 +4,23 @@
 // timeout and then recreated. Two kinds: read-only queries on a database file (opened read-only,
 // `PRAGMA query_only = ON`, one SELECT/WITH only), and the schema sandbox, which builds checked
 // schema text in a fresh in-memory database of bounded size and prepares SQL there, never running it.
+//
+// The bounded runner, runReadOnly(db, sql, { timeoutMs, maxRows, maxBytes }), is the one way SQL
+// from outside (a prediction, a candidate, a gold query, a sampled completion) is run on a user's
+// database: `eval`, the candidates of `generate --db` / `serve --db`, train.eval_execution and
+// the GRPO rewards all go through it. Its contract, kept stable:
+// - read-only: one SELECT/WITH, prepared and checked `reader && readonly` (no ATTACH, PRAGMA
+//   writes, DDL/DML), on a connection opened read-only with `query_only`;
+// - bounded in time (timeoutMs: the child is killed and recreated), in rows (maxRows) and in bytes
+//   (maxBytes: counted as the rows stream, each string by its UTF-8 length, a blob by its length,
+//   any other value 8; the query stops at the first row past the cap);
+// - bounded in memory: on Linux the child runs under RLIMIT_DATA (QUERY_PROCESS_MEMORY_BYTES, set
+//   with `ulimit -d` before exec), so SQLite's own allocations (one huge value: printf, zeroblob,
+//   group_concat) fail with "out of memory" and a V8 allocation past it ends the child, which is
+//   recreated; its V8 heap is capped too (elsewhere only that and the byte cap hold, said once);
+// - a failing query never throws: it resolves { ok: false, category, error } ("too_large" for a
+//   result past a cap or a query past the memory bound), and the next query gets a fresh child if
+//   this one died. Only a missing better-sqlite3 throws.
 import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import { createRequire } from "node:module";
@@ -13,14 +30,33 @@ import { checkQuery, MAX_DOUBLE_QUOTED_STRINGS, schemaStatements, withDoubleQuot
 // ---------------------------------------------------------------------------------------------
 // Running queries in a killable child process
 
-export type ExecErrorCategory = "syntax" | "no_such_table" | "no_such_column" | "timeout" | "not_a_query" | "error";
+export type ExecErrorCategory = "syntax" | "no_such_table" | "no_such_column" | "timeout" | "not_a_query" | "too_large" | "error";
 export type RunResult = { ok: true; columns: string[]; rows: unknown[][] } | { ok: false; category: ExecErrorCategory; error: string };
 export interface RunOptions {
   /** wall-clock limit per query (default 5000) */
   timeoutMs?: number;
   /** a result with more rows is an error (default 100000) */
   maxRows?: number;
+  /** a result of more bytes is an error, counted as rows stream (default DEFAULT_QUERY_MAX_BYTES, at most MAX_QUERY_MAX_BYTES) */
+  maxBytes?: number;
 }
+
+/** The default wall-clock limit of one query, in ms. */
+export const DEFAULT_QUERY_TIMEOUT_MS = 5000;
+/** The default row cap of one result. */
+export const DEFAULT_QUERY_MAX_ROWS = 100_000;
+/** The default byte cap of one result (strings by UTF-8 length, blobs by length, other values 8). */
+export const DEFAULT_QUERY_MAX_BYTES = 64 * 2 ** 20;
+/** The largest byte cap a caller may ask for: a result this size still fits the child's memory bound. */
+export const MAX_QUERY_MAX_BYTES = 256 * 2 ** 20;
+/** The data segment (RLIMIT_DATA) a query process may use on Linux: SQLite's memory and V8's heap together. */
+export const QUERY_PROCESS_MEMORY_BYTES = 768 * 2 ** 20;
+/** The V8 old-space cap of a query process, in MiB (below the data bound, so V8 collects before it). */
+const QUERY_PROCESS_HEAP_MIB = 512;
+
+/** Whether the child's memory is bounded by the kernel (RLIMIT_DATA): Linux only. */
+const KERNEL_MEMORY_BOUND = process.platform === "linux";
+let saidNoKernelBound = false;
 
 /** The database name that makes a query process a schema sandbox (see checkSqlAgainstSchema). */
 const SANDBOX = ":memory:";
@@ -61,9 +97,16 @@ function fatal(stage, err) {
       stmt.raw(true);
       const columns = stmt.columns().map((c) => c.name);
       const rows = [];
+      let bytes = 0;
+      // counted as rows stream: the first row past a cap stops the query (iterate's return resets it)
       for (const row of stmt.iterate()) {
         if (rows.length >= m.maxRows) {
-          process.send({ type: "result", ok: false, category: "error", error: "the result has more than " + m.maxRows + " rows" });
+          process.send({ type: "result", ok: false, category: "too_large", error: "result too large (more than " + m.maxRows + " rows)" });
+          return;
+        }
+        for (const v of row) bytes += typeof v === "string" ? Buffer.byteLength(v, "utf8") : v instanceof Uint8Array ? v.byteLength : 8;
+        if (bytes > m.maxBytes) {
+          process.send({ type: "result", ok: false, category: "too_large", error: "result too large (over " + m.maxBytes + " bytes, at row " + (rows.length + 1) + ")" });
           return;
         }
         rows.push(row);
@@ -140,12 +183,15 @@ class DbRunner {
   private readonly ready: Promise<void>;
   private pending: ((m: ChildMessage | { type: "exit"; why: string }) => void) | undefined;
   dead = false;
+  /** the child died of memory (V8's heap cap or the data bound): said as a result too large */
+  outOfMemory = false;
 
   constructor(
     readonly file: string,
     private readonly onDead: (r: DbRunner) => void,
   ) {
-    this.child = spawn(process.execPath, ["-e", CHILD_SOURCE, betterSqlitePath(), file], {
+    const [cmd, args] = childCommand(["-e", CHILD_SOURCE, betterSqlitePath(), file]);
+    this.child = spawn(cmd, args, {
       stdio: ["ignore", "ignore", "pipe", "ipc"],
       serialization: "advanced",
       windowsHide: true,
@@ -162,9 +208,10 @@ class DbRunner {
       p?.(m);
     });
     this.child.on("error", (err) => this.kill(`could not start the query process: ${err.message}`));
-    this.child.on("exit", (code, signal) =>
-      this.kill(`the query process exited (${signal ?? `code ${code}`})${stderr.trim() ? `: ${stderr.trim().split("\n").slice(-3).join(" ")}` : ""}`),
-    );
+    this.child.on("exit", (code, signal) => {
+      if (OUT_OF_MEMORY.test(stderr)) this.outOfMemory = true;
+      this.kill(`the query process exited (${signal ?? `code ${code}`})${stderr.trim() ? `: ${stderr.trim().split("\n").slice(-3).join(" ")}` : ""}`);
+    });
     this.idle();
     this.ready = this.request(undefined, STARTUP_TIMEOUT_MS).then((m) => {
       if (m.type === "ready") return;
@@ -187,7 +234,7 @@ class DbRunner {
   }
 
   private request(
-    msg: { sql: string; maxRows: number } | { schema: string[]; sql: string; maxPages: number } | undefined,
+    msg: { sql: string; maxRows: number; maxBytes: number } | { schema: string[]; sql: string; maxPages: number } | undefined,
     timeoutMs: number,
   ): Promise<ChildMessage | { type: "exit"; why: string } | { type: "timeout" }> {
     if (this.dead) return Promise.resolve({ type: "exit", why: "the query process is gone" });
@@ -208,14 +255,17 @@ class DbRunner {
   }
 
   /** Runs a query; double-quoted words that name nothing are read as strings, as default SQLite builds do. */
-  async run(sql: string, timeoutMs: number, maxRows: number): Promise<RunResult> {
-    return readingDoubleQuotedStrings(sql, (q) => this.runOnce(q, timeoutMs, maxRows));
+  async run(sql: string, timeoutMs: number, maxRows: number, maxBytes: number): Promise<RunResult> {
+    return readingDoubleQuotedStrings(sql, (q) => this.runOnce(q, timeoutMs, maxRows, maxBytes));
   }
 
-  private async runOnce(sql: string, timeoutMs: number, maxRows: number): Promise<RunResult> {
+  private async runOnce(sql: string, timeoutMs: number, maxRows: number, maxBytes: number): Promise<RunResult> {
     await this.ready;
-    const m = await this.request({ sql, maxRows }, timeoutMs);
+    const m = await this.request({ sql, maxRows, maxBytes }, timeoutMs);
     if (m.type === "timeout") return { ok: false, category: "timeout", error: `the query ran longer than ${timeoutMs} ms` };
+    if (m.type === "exit" && this.outOfMemory) {
+      return { ok: false, category: "too_large", error: `result too large: the query process ran out of memory (${memoryBound()}) and was restarted` };
+    }
     if (m.type === "exit") return { ok: false, category: "error", error: m.why };
     if (m.type !== "result") return { ok: false, category: "error", error: `unexpected message from the query process: ${m.type}` };
     if (m.ok) return { ok: true, columns: m.columns, rows: m.rows };
@@ -264,6 +314,36 @@ class DbRunner {
 
 class OpenError extends Error {}
 
+/** What a query process that died of memory printed (V8's fatal out-of-memory reports). */
+const OUT_OF_MEMORY = /out of memory|Allocation failed|Failed to reserve virtual memory|Fatal process OOM/i;
+
+function memoryBound(): string {
+  return KERNEL_MEMORY_BOUND
+    ? `bound: ${QUERY_PROCESS_MEMORY_BYTES / 2 ** 20} MiB of data, ${QUERY_PROCESS_HEAP_MIB} MiB of V8 heap`
+    : `bound: ${QUERY_PROCESS_HEAP_MIB} MiB of V8 heap`;
+}
+
+/**
+ * The command that starts a query process: node with a capped V8 heap, on Linux under
+ * RLIMIT_DATA set by the shell before exec (a lower limit already in place stays: ulimit cannot
+ * raise it, and the process runs under that one). Elsewhere the kernel bound is missing, said once.
+ */
+function childCommand(nodeArgs: string[]): [string, string[]] {
+  const node = [`--max-old-space-size=${QUERY_PROCESS_HEAP_MIB}`, ...nodeArgs];
+  if (KERNEL_MEMORY_BOUND) {
+    const kib = QUERY_PROCESS_MEMORY_BYTES / 1024;
+    return ["/bin/sh", ["-c", `ulimit -d ${kib} 2>/dev/null; exec "$0" "$@"`, process.execPath, ...node]];
+  }
+  if (!saidNoKernelBound) {
+    saidNoKernelBound = true;
+    process.stderr.write(
+      `text2sql: on ${process.platform} the query processes have no kernel memory bound (RLIMIT_DATA is Linux's); ` +
+        `results are capped in rows and bytes and V8's heap at ${QUERY_PROCESS_HEAP_MIB} MiB, SQLite's own memory is not\n`,
+    );
+  }
+  return [process.execPath, node];
+}
+
 /**
  * Runs `once` on the SQL, and again while SQLite refuses a double-quoted word that names nothing,
  * with those words as strings (see withDoubleQuotedStrings), at most MAX_DOUBLE_QUOTED_STRINGS times.
@@ -286,6 +366,7 @@ function classifyError(message: string): ExecErrorCategory {
   if (m.includes("no such column")) return "no_such_column";
   if (m.includes("syntax error") || m.includes("incomplete input") || m.includes("unrecognized token")) return "syntax";
   if (m.includes("more than one statement") || m.includes("readonly database") || m.includes("read-only")) return "not_a_query";
+  if (m.includes("out of memory") || m.includes("string or blob too big")) return "too_large";
   return "error";
 }
 
@@ -311,20 +392,28 @@ function runner(file: string): DbRunner {
  * recreated on timeout). Statements other than a single SELECT/WITH are not run.
  */
 export async function runReadOnly(dbFile: string, sql: string, opts: RunOptions = {}): Promise<RunResult> {
-  const timeoutMs = opts.timeoutMs ?? 5000;
-  const maxRows = opts.maxRows ?? 100_000;
+  const timeoutMs = checkLimit("timeoutMs", opts.timeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS, 1, 2 ** 31 - 1);
+  const maxRows = checkLimit("maxRows", opts.maxRows ?? DEFAULT_QUERY_MAX_ROWS, 1, 2 ** 31 - 1);
+  const maxBytes = checkLimit("maxBytes", opts.maxBytes ?? DEFAULT_QUERY_MAX_BYTES, 1, MAX_QUERY_MAX_BYTES);
   const check = checkQuery(sql);
   if (!check.ok) return { ok: false, category: check.syntax ? "syntax" : "not_a_query", error: check.why ?? "not a query" };
   const file = path.resolve(dbFile);
   if (!fs.existsSync(file)) return { ok: false, category: "error", error: `database not found: ${dbFile}` };
   return queued(file, async (): Promise<RunResult> => {
     try {
-      return await runner(file).run(sql, timeoutMs, maxRows);
+      return await runner(file).run(sql, timeoutMs, maxRows, maxBytes);
     } catch (err) {
       if (err instanceof OpenError) return { ok: false, category: "error", error: err.message };
       throw err;
     }
   });
+}
+
+function checkLimit(name: string, v: number, min: number, max: number): number {
+  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < min || v > max) {
+    throw new TypeError(`${name}: expected an integer from ${min} to ${max}, got ${JSON.stringify(v)}`);
+  }
+  return v;
 }
 
 /** One job at a time per query process: a timeout is the job's own time, not its wait. */

@@ -4,6 +4,8 @@ import fs from "node:fs";
 import YAML from "yaml";
 import { LORA_DEFAULTS, LORA_MODULES, loraModule, type LoraOptions } from "../engine/lora.js";
 import { checkThreads } from "../engine/system.js";
+import { readUserText } from "../util/user-file.js";
+import { DEFAULT_QUERY_MAX_BYTES, DEFAULT_QUERY_TIMEOUT_MS, MAX_QUERY_MAX_BYTES } from "../sql/query-process.js";
 
 export const DEFAULT_TEMPLATE = "[INST] Generate SQL for the following question. Question: {question} [/INST]";
 /**
@@ -13,6 +15,8 @@ export const DEFAULT_TEMPLATE = "[INST] Generate SQL for the following question.
 export const CHAT_USER_TEMPLATE = "Generate SQL for the following question. Question: {question}";
 
 export interface TrainConfig {
+  /** sft: supervised fine-tuning on the gold SQL; grpo: reinforcement learning with an execution reward (the rl section) */
+  method: "sft" | "grpo";
   model: { path: string; dtype: "auto" | "bf16" | "f16" | "f32" };
   lora: {
     r: number;
@@ -57,6 +61,8 @@ export interface TrainConfig {
     eval_every: number;
     eval_execution: boolean;
     eval_execution_rows: number | null;
+    eval_execution_timeout_ms: number;
+    eval_execution_max_bytes: number;
     keep_distinct: boolean;
     save_every: number;
     keep_checkpoints: number;
@@ -65,6 +71,18 @@ export interface TrainConfig {
     device: "auto" | "cpu" | "cuda" | "metal";
     memory: "fast" | "lean";
     gradient_checkpointing: "auto" | "on" | "off";
+  };
+  rl: {
+    prompts_per_step: number;
+    group_size: number;
+    temperature: number;
+    max_new_tokens: number;
+    valid_sql_reward: number;
+    scale_rewards: "group" | "none";
+    clip_eps: number;
+    kl_coef: number;
+    updates_per_batch: number;
+    reference: "init" | "base";
   };
   output: { dir: string };
 }
@@ -83,7 +101,11 @@ interface Field {
 }
 
 /** Every key, its type and meaning; the defaults are in DEFAULTS. */
+/** A config YAML larger than this is refused before it is parsed. */
+export const MAX_CONFIG_BYTES = 16 * 2 ** 20;
+
 export const SCHEMA: Record<string, Field> = {
+  method: { kind: "string", values: ["sft", "grpo"], doc: "sft: fine-tune on the gold SQL; grpo: reinforcement learning with an execution reward (rl.*)" },
   "model.path": {
     kind: "string",
     doc: "a Llama GGUF (F32/F16/BF16), a Hugging Face checkpoint folder, a hub repository owner/name[@revision] (downloaded and converted on first use), hf:owner/repo/file.gguf, or builtin:tiny",
@@ -152,6 +174,18 @@ export const SCHEMA: Record<string, Field> = {
     nullable: true,
     doc: "eval_execution on a fixed sample of this many eval rows (seeded by train.seed; null: all)",
   },
+  "train.eval_execution_timeout_ms": {
+    kind: "integer",
+    min: 1,
+    max: 600_000,
+    doc: "eval_execution: wall-clock limit of each query (gold or decoded) in ms; a decoded query past it is killed and scores 0",
+  },
+  "train.eval_execution_max_bytes": {
+    kind: "integer",
+    min: 1,
+    max: MAX_QUERY_MAX_BYTES,
+    doc: "eval_execution: byte cap of each query's result, counted as its rows stream; a decoded query past it scores 0",
+  },
   "train.keep_distinct": {
     kind: "boolean",
     doc: "execution accuracy runs DISTINCT as written (the official evaluator's keep_distinct); default: taken out of both queries",
@@ -171,6 +205,16 @@ export const SCHEMA: Record<string, Field> = {
     values: ["auto", "on", "off"],
     doc: "recompute each layer in the backward pass (4.9x less activation memory, ~20-30% more time at 1,024 tokens); auto: on with memory lean",
   },
+  "rl.prompts_per_step": { kind: "integer", min: 1, doc: "GRPO: questions drawn per step" },
+  "rl.group_size": { kind: "integer", min: 2, doc: "GRPO: completions sampled per question" },
+  "rl.temperature": { kind: "number", min: 0, minExclusive: true, doc: "GRPO: sampling temperature (the log-probabilities are taken at it too)" },
+  "rl.max_new_tokens": { kind: "integer", min: 1, doc: "GRPO: longest sampled completion in tokens" },
+  "rl.valid_sql_reward": { kind: "number", min: 0, doc: "GRPO: reward added for SQL that runs on the database" },
+  "rl.scale_rewards": { kind: "string", values: ["group", "none"], doc: "GRPO: divide advantages by the group's std (+1e-4), or not" },
+  "rl.clip_eps": { kind: "number", min: 0, max: 1, maxExclusive: true, doc: "GRPO: PPO clip range epsilon" },
+  "rl.kl_coef": { kind: "number", min: 0, doc: "GRPO: beta of the k3 KL term to the reference policy" },
+  "rl.updates_per_batch": { kind: "integer", min: 1, doc: "GRPO: optimizer steps on one sampled batch (mu)" },
+  "rl.reference": { kind: "string", values: ["init", "base"], doc: "GRPO: the KL reference: the starting adapter (init) or the bare base model" },
   "output.dir": { kind: "string", doc: "where checkpoints, final_model/, metrics.jsonl and the loss curve go" },
 };
 
@@ -186,6 +230,7 @@ export function engineLoraOptions(l: TrainConfig["lora"]): LoraOptions {
 }
 
 export const DEFAULTS: TrainConfig = {
+  method: "sft",
   model: { path: "", dtype: "auto" },
   lora: {
     r: LORA_DEFAULTS.r,
@@ -230,6 +275,8 @@ export const DEFAULTS: TrainConfig = {
     eval_every: 100,
     eval_execution: false,
     eval_execution_rows: null,
+    eval_execution_timeout_ms: DEFAULT_QUERY_TIMEOUT_MS,
+    eval_execution_max_bytes: DEFAULT_QUERY_MAX_BYTES,
     keep_distinct: false,
     save_every: 200,
     keep_checkpoints: 3,
@@ -238,6 +285,18 @@ export const DEFAULTS: TrainConfig = {
     device: "auto",
     memory: "fast",
     gradient_checkpointing: "auto",
+  },
+  rl: {
+    prompts_per_step: 4,
+    group_size: 8,
+    temperature: 1.0,
+    max_new_tokens: 128,
+    valid_sql_reward: 0,
+    scale_rewards: "group",
+    clip_eps: 0.2,
+    kl_coef: 0.0,
+    updates_per_batch: 1,
+    reference: "init",
   },
   output: { dir: "outputs/run" },
 };
@@ -415,9 +474,15 @@ export function loadConfig(src: ConfigSources): TrainConfig {
   };
   if (src.file) {
     if (!fs.existsSync(src.file)) throw new ConfigError(`config file not found: ${src.file}`);
+    let text: string;
+    try {
+      text = readUserText(src.file, { label: "--config", maxBytes: MAX_CONFIG_BYTES, what: "a config file" });
+    } catch (err) {
+      throw new ConfigError((err as Error).message);
+    }
     let doc: unknown;
     try {
-      doc = YAML.parse(fs.readFileSync(src.file, "utf8"));
+      doc = YAML.parse(text);
     } catch (err) {
       throw new ConfigError(`${src.file}: invalid YAML: ${(err as Error).message}`);
     }

@@ -7,8 +7,10 @@
 import { parse } from "csv-parse";
 import fs from "node:fs";
 import path from "node:path";
+import { Readable } from "node:stream";
 import { warn } from "../engine/system.js";
 import { schemaFromSqlite } from "../sql/exec-metrics.js";
+import { readUserFile, readUserFileHead, UserFileError } from "../util/user-file.js";
 import type { TrainConfig } from "./config.js";
 
 export interface Example {
@@ -76,32 +78,38 @@ export const MAX_FIELD_CHARS = 1_000_000;
 /** One CSV record or JSONL line may hold at most this many characters. */
 export const MAX_ROW_CHARS = 4_000_000;
 
-/** Only a regular file of bounded size is read: never a device, a pipe or a folder. */
-function checkDataFile(file: string): void {
-  const st = fs.statSync(file);
-  if (!st.isFile()) throw new DataError(`${file}: not a regular file (a device, a pipe or a folder cannot be a dataset)`);
-  if (st.size > MAX_DATA_FILE_BYTES) throw new DataError(`${file}: ${st.size} bytes, more than the ${MAX_DATA_FILE_BYTES} a data file may have`);
+/** The file through the one bounded reader (src/util/user-file.ts); its errors as DataErrors. */
+function readDataFile(file: string, label: string): Buffer {
+  try {
+    return readUserFile(file, { label, maxBytes: MAX_DATA_FILE_BYTES, what: "a data file" });
+  } catch (err) {
+    if (err instanceof UserFileError) throw new DataError(err.message);
+    throw err;
+  }
 }
 
 function checkField(where: string, name: string, value: string): void {
   if (value.length > MAX_FIELD_CHARS) throw new DataError(`${where}: field '${name}' has ${value.length} characters, more than the ${MAX_FIELD_CHARS} allowed`);
 }
 
-function checkUtf8(file: string): void {
-  checkDataFile(file);
-  const buf = fs.readFileSync(file);
+/**
+ * A data file's text, read once through the bounded reader (a regular file of at most
+ * MAX_DATA_FILE_BYTES: never a device, a pipe or a folder), strict UTF-8 (the error names the
+ * line), without its BOM. `label` names the option that gave the file.
+ */
+export function readDataText(file: string, label: string): string {
+  const buf = readDataFile(file, label);
   try {
-    new TextDecoder("utf-8", { fatal: true }).decode(buf);
-    return;
+    return new TextDecoder("utf-8", { fatal: true }).decode(buf);
   } catch {
     // find where, for the message
   }
   const bad = findInvalidUtf8(buf);
-  if (bad >= 0) {
-    throw new DataError(
-      `${file}:${lineOf(buf, bad)}: invalid UTF-8 (byte 0x${buf[bad].toString(16).padStart(2, "0")} at offset ${bad}); save the file as UTF-8`,
-    );
-  }
+  throw new DataError(
+    bad >= 0
+      ? `${file}:${lineOf(buf, bad)}: invalid UTF-8 (byte 0x${buf[bad].toString(16).padStart(2, "0")} at offset ${bad}); save the file as UTF-8`
+      : `${file}: invalid UTF-8; save the file as UTF-8`,
+  );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -111,28 +119,14 @@ const SQLITE_HEADER = Buffer.from("SQLite format 3\0", "latin1");
 
 /** What is wrong with a database file (missing, not a file, unreadable, not SQLite), or null. */
 function databaseProblem(file: string): string | null {
-  let st: fs.Stats;
+  let head: Buffer;
   try {
-    st = fs.statSync(file);
-  } catch {
-    return "not found";
-  }
-  if (!st.isFile()) return "not a regular file";
-  let fd: number;
-  try {
-    fd = fs.openSync(file, "r");
+    head = readUserFileHead(file, 16, "database");
   } catch (err) {
-    return `cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`;
+    if (err instanceof UserFileError) return err.problem;
+    throw err;
   }
-  try {
-    const head = Buffer.alloc(16);
-    const n = fs.readSync(fd, head, 0, 16, 0);
-    if (n < 16 || !head.equals(SQLITE_HEADER)) return 'not a SQLite database (it does not start with the header "SQLite format 3\\0")';
-  } catch (err) {
-    return `cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`;
-  } finally {
-    fs.closeSync(fd);
-  }
+  if (head.length < 16 || !head.equals(SQLITE_HEADER)) return 'not a SQLite database (it does not start with the header "SQLite format 3\\0")';
   return null;
 }
 
@@ -198,11 +192,10 @@ function formatOf(file: string, format: TrainConfig["data"]["format"]): "csv" | 
   throw new DataError(`${file}: cannot tell the format from the extension '${ext}'; set data.format to csv, jsonl or spider`);
 }
 
-async function readCsv(file: string, cols: TrainConfig["data"]["columns"], dbs: Databases): Promise<Example[]> {
-  checkUtf8(file);
-  const parser = fs
-    .createReadStream(file)
-    .pipe(parse({ bom: true, columns: true, info: true, skip_empty_lines: true, trim: true, max_record_size: MAX_ROW_CHARS }));
+async function readCsv(file: string, text: string, cols: TrainConfig["data"]["columns"], dbs: Databases): Promise<Example[]> {
+  const parser = Readable.from([text]).pipe(
+    parse({ bom: true, columns: true, info: true, skip_empty_lines: true, trim: true, max_record_size: MAX_ROW_CHARS }),
+  );
   const out: Example[] = [];
   let checkedHeader = false;
   let hasDb = false;
@@ -312,9 +305,7 @@ function fromObject(obj: unknown, where: string, c: RowContext): Example {
   return ex;
 }
 
-async function readJsonl(file: string, ctx: RowContext): Promise<Example[]> {
-  checkUtf8(file);
-  const text = fs.readFileSync(file, "utf8").replace(/^\uFEFF/, "");
+async function readJsonl(file: string, text: string, ctx: RowContext): Promise<Example[]> {
   const out: Example[] = [];
   text.split(/\r?\n/).forEach((raw, i) => {
     if (!raw.trim()) return;
@@ -340,11 +331,10 @@ export interface SpiderTables {
 }
 
 /** The entries of a Spider tables.json. */
-export function readSpiderTables(tablesFile: string): SpiderTables[] {
-  if (!fs.existsSync(tablesFile)) throw new DataError(`tables file not found: ${tablesFile}`);
-  checkUtf8(tablesFile);
+export function readSpiderTables(tablesFile: string, label = "data.tables_path"): SpiderTables[] {
+  const text = readDataText(tablesFile, label);
   try {
-    return JSON.parse(fs.readFileSync(tablesFile, "utf8").replace(/^\uFEFF/, ""));
+    return JSON.parse(text);
   } catch (err) {
     throw new DataError(`${tablesFile}: invalid JSON (${(err as Error).message})`);
   }
@@ -403,9 +393,7 @@ export function jsonItemLines(text: string): number[] {
   return out;
 }
 
-async function readSpider(file: string, ctx: RowContext, tablesPath: string | null): Promise<Example[]> {
-  checkUtf8(file);
-  const text = fs.readFileSync(file, "utf8").replace(/^\uFEFF/, "");
+async function readSpider(file: string, text: string, ctx: RowContext, tablesPath: string | null): Promise<Example[]> {
   let arr: unknown;
   try {
     arr = JSON.parse(text);
@@ -420,17 +408,18 @@ async function readSpider(file: string, ctx: RowContext, tablesPath: string | nu
   return arr.map((o, i) => fromObject(o, `${file}:${lines[i] ?? "?"}: item ${i}`, { ...ctx, schemas }));
 }
 
-export async function readExamples(file: string, cfg: TrainConfig["data"]): Promise<Example[]> {
-  if (!fs.existsSync(file)) throw new DataError(`data file not found: ${file}`);
+/** The examples of a data file; `label` names the option that gave it (in the errors about the file). */
+export async function readExamples(file: string, cfg: TrainConfig["data"], label = "data file"): Promise<Example[]> {
+  const text = readDataText(file, label);
   const fmt = formatOf(file, cfg.format);
   const dbs = new Databases(cfg);
   const ctx: RowContext = { cols: cfg.columns, dbs, dir: path.dirname(path.resolve(file)) };
   const rows =
     fmt === "csv"
-      ? await readCsv(file, cfg.columns, dbs)
+      ? await readCsv(file, text, cfg.columns, dbs)
       : fmt === "jsonl"
-        ? await readJsonl(file, ctx)
-        : await readSpider(file, { ...ctx, dbDir: databaseDir(file, cfg.db_dir), dbDirFound: !cfg.db_dir }, cfg.tables_path);
+        ? await readJsonl(file, text, ctx)
+        : await readSpider(file, text, { ...ctx, dbDir: databaseDir(file, cfg.db_dir), dbDirFound: !cfg.db_dir }, cfg.tables_path);
   if (rows.length === 0) throw new DataError(`${file}: no examples`);
   if (dbs.missing.size) {
     const n = [...dbs.missing.values()].reduce((a, b) => a + b, 0);
@@ -483,8 +472,8 @@ function countDuplicates(rows: Example[]): number {
 /** Reads the configured data and splits it (or reads the explicit train/eval files). */
 export async function loadDataset(cfg: TrainConfig["data"]): Promise<Dataset> {
   if (cfg.train_path) {
-    const train = await readExamples(cfg.train_path, cfg);
-    const evalRows = cfg.eval_path ? await readExamples(cfg.eval_path, cfg) : [];
+    const train = await readExamples(cfg.train_path, cfg, "data.train_path");
+    const evalRows = cfg.eval_path ? await readExamples(cfg.eval_path, cfg, "data.eval_path") : [];
     const all = [...train, ...evalRows];
     return {
       train: cfg.shuffle ? shuffled(train, cfg.seed) : train,
@@ -498,7 +487,7 @@ export async function loadDataset(cfg: TrainConfig["data"]): Promise<Dataset> {
       },
     };
   }
-  const rows = await readExamples(cfg.path!, cfg);
+  const rows = await readExamples(cfg.path!, cfg, "data.path");
   const order = cfg.shuffle ? shuffled(rows, cfg.seed) : rows;
   const sizes = splitSizes(rows.length, cfg.split);
   if (sizes.train === 0) {

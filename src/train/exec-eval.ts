@@ -1,14 +1,21 @@
 // Execution accuracy while training (train.eval_execution): which eval rows are decoded (all, or a
 // fixed seeded sample), the gold queries checked once on their databases (a row whose gold fails
-// is said with its line and left out), the decoded SQL run read-only through the query sandbox
-// (src/sql/query-process.ts) and compared as `eval` does, and the choice of best_model/: the best
-// EX, ties to the lower eval loss, then the earlier step. Decoding itself is a hook (EvalDecoder)
-// that the layer above passes in: generation lives in src/serve/, above this layer.
+// is said with its line and left out), the decoded SQL run read-only through the bounded runner
+// (src/sql/query-process.ts: read-only, bounded in time, rows and bytes, in a memory-bounded
+// child) and compared as `eval` does, and the choice of best_model/: the best EX, ties to the
+// lower eval loss, then the earlier step. Decoding itself is a hook (EvalDecoder) that the layer
+// above passes in: generation lives in src/serve/, above this layer.
+//
+// executionScores(rows, preds, limits) is the per-row API that eval_execution and the GRPO
+// rewards share: one ExecMatch per row, in order; a decoded query that fails (syntax, timeout, a
+// result too large, not a query) is { match: false, category, error } and never ends the run; a
+// gold query that fails now is { match: false, category: "gold_failed" }. execLimits(cfg) gives
+// the limits of train.eval_execution_timeout_ms / _max_bytes.
 import fs from "node:fs";
 import path from "node:path";
 import { ADAPTER_RECORD } from "../adapters/folder.js";
-import { executionMatch, GoldQueryError } from "../sql/exec-metrics.js";
-import { runReadOnly } from "../sql/query-process.js";
+import { executionMatch, GoldQueryError, type ExecMatch } from "../sql/exec-metrics.js";
+import { runReadOnly, type RunOptions } from "../sql/query-process.js";
 import { isSingleReadQuery, removeDistinct } from "../sql/sql-text.js";
 import { removeAtomic } from "../util/atomic.js";
 import type { TrainConfig } from "./config.js";
@@ -69,8 +76,9 @@ export async function execRows(cfg: TrainConfig, evalRows: Example[], log: (m: s
     picked = picked.filter((r) => keep.has(r));
   }
   const rows: (Example & { db: string })[] = [];
+  const limits = execLimits(cfg);
   for (const r of picked) {
-    const res = await runReadOnly(r.db, cfg.train.keep_distinct ? r.sql : removeDistinct(r.sql));
+    const res = await runReadOnly(r.db, cfg.train.keep_distinct ? r.sql : removeDistinct(r.sql), limits);
     if (res.ok) rows.push(r);
     else log(`eval_execution: ${r.source}: the gold query fails on ${r.db} (${res.category}: ${res.error}); the row is left out of eval_ex`);
   }
@@ -78,19 +86,60 @@ export async function execRows(cfg: TrainConfig, evalRows: Example[], log: (m: s
   return { rows, goldFailed: picked.length - rows.length, notSampled: withDb.length - picked.length, noDatabase: evalRows.length - withDb.length };
 }
 
-/** The share of `preds` whose result matches their row's gold query on the row's database. */
-export async function executionAccuracy(rows: ExecRows["rows"], preds: string[], o: { keepDistinct: boolean; timeoutMs?: number }): Promise<number> {
-  let hits = 0;
+/** The limits of every eval_execution query (train.eval_execution_timeout_ms, train.eval_execution_max_bytes). */
+export function execLimits(cfg: TrainConfig): Required<Pick<RunOptions, "timeoutMs" | "maxBytes">> {
+  return { timeoutMs: cfg.train.eval_execution_timeout_ms, maxBytes: cfg.train.eval_execution_max_bytes };
+}
+
+/** What executionScores says of a row: an execution match, or a gold query that failed now. */
+export type RowScore = ExecMatch | { match: false; category: "gold_failed"; error: string };
+
+/**
+ * Each pred run read-only on its row's database against the row's gold query, in order. One
+ * query's failure (a non-query, a syntax error, a timeout, a result too large) is that row's
+ * { match: false, category, error }; it never throws for a query (only for a missing better-sqlite3).
+ */
+export async function executionScores(
+  rows: readonly { db: string; sql: string }[],
+  preds: readonly string[],
+  o: RunOptions & { keepDistinct: boolean },
+): Promise<RowScore[]> {
+  if (preds.length !== rows.length) throw new Error(`executionScores: ${preds.length} predictions for ${rows.length} rows`);
+  const out: RowScore[] = [];
   for (const [i, r] of rows.entries()) {
-    if (!isSingleReadQuery(preds[i]).ok) continue;
+    const q = isSingleReadQuery(preds[i]);
+    if (!q.ok) {
+      out.push({ match: false, category: "not_a_query", error: q.why ?? "not a single read-only query" });
+      continue;
+    }
     try {
-      if ((await executionMatch(r.db, r.sql, preds[i], { keepDistinct: o.keepDistinct, timeoutMs: o.timeoutMs ?? 5000 })).match) hits++;
+      out.push(await executionMatch(r.db, r.sql, preds[i], o));
     } catch (err) {
-      // checked to run before training; a gold query that fails now (a changed database) is said, and scores 0
+      // checked to run before training; a gold query that fails now (a changed database) scores 0
       if (!(err instanceof GoldQueryError)) throw err;
+      out.push({ match: false, category: "gold_failed", error: err.message });
     }
   }
-  return hits / rows.length;
+  return out;
+}
+
+/** The share of `preds` whose result matches their row's gold query on the row's database. */
+export async function executionAccuracy(rows: ExecRows["rows"], preds: string[], o: RunOptions & { keepDistinct: boolean }): Promise<number> {
+  const scores = await executionScores(rows, preds, o);
+  return scores.filter((s) => s.match).length / rows.length;
+}
+
+/** "2 of 8 decoded queries failed (timeout 1, too_large 1)", or "" when none failed. */
+export function describeFailures(scores: readonly RowScore[]): string {
+  const by: Record<string, number> = {};
+  for (const s of scores) if (!s.match && s.category && s.category !== "wrong" && s.category !== "empty") by[s.category] = (by[s.category] ?? 0) + 1;
+  const n = Object.values(by).reduce((a, b) => a + b, 0);
+  if (n === 0) return "";
+  const list = Object.entries(by)
+    .sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1))
+    .map(([k, v]) => `${k} ${v}`)
+    .join(", ");
+  return `${n} of ${scores.length} decoded queries failed (${list})`;
 }
 
 export interface ExecScore {

@@ -11,7 +11,7 @@ import { makeBatch, type LoraEngine } from "../engine/engine.js";
 import { removeAtomic, writeFileAtomic } from "../util/atomic.js";
 import { checkpointDirs, saveCheckpoint, type Position, type TensorList } from "./checkpoints.js";
 import type { TrainConfig } from "./config.js";
-import { betterByEx, executionAccuracy, promoteBest, type EvalDecoder, type ExecRows, type ExecScore } from "./exec-eval.js";
+import { betterByEx, describeFailures, execLimits, executionScores, promoteBest, type EvalDecoder, type ExecRows, type ExecScore } from "./exec-eval.js";
 import type { Series } from "./plot.js";
 import type { Encoded } from "./prompt.js";
 import { epochOrder, examplesPerStep, lrAt } from "./schedule.js";
@@ -144,7 +144,10 @@ async function evalExecution(run: Run, step: number, loss: number): Promise<numb
     { maxTokens: run.cfg.data.max_seq_len },
   );
   if (preds.length !== rows.length) throw new Error(`eval_execution: the decoder answered ${preds.length} of ${rows.length} rows`);
-  const ex = await executionAccuracy(rows, preds, { keepDistinct: run.cfg.train.keep_distinct });
+  const scores = await executionScores(rows, preds, { ...execLimits(run.cfg), keepDistinct: run.cfg.train.keep_distinct });
+  const ex = scores.filter((r) => r.match).length / rows.length;
+  const failed = describeFailures(scores);
+  if (failed) run.hooks.onLog?.(`eval_execution: step ${step}: ${failed}; each scores 0`);
   const score = { step, ex, loss };
   if (betterByEx(score, x.best)) {
     promoteBest(out, cand);

@@ -13,7 +13,7 @@
 import { renderJinjaBounded } from "./chat-render.js";
 import { getLlama, LlamaLogLevel, type Llama, type LlamaModel, type Token } from "node-llama-cpp";
 import { GgufValueType } from "../formats/gguf.js";
-import { checkModelFile } from "../models/model-check.js";
+import { checkModelFile } from "../formats/model-check.js";
 import { linkSchema, splitSchema } from "../sql/schema-linking.js";
 import { CHAT_USER_TEMPLATE, DEFAULT_TEMPLATE } from "./config.js";
 import type { Example } from "./data.js";

@@ -234,6 +234,7 @@ export type TrainOptions = DeepPartial<TrainConfig> & { config?: string };
 export async function trainSft(options: TrainOptions | TrainConfig, hooks: TrainHooks = {}): Promise<TrainSummary> {
   const { config: file, ...object } = options as TrainOptions;
   const cfg = loadConfig({ file, object });
+  if (cfg.method === "grpo") throw new Error("method: grpo is trained by trainGrpo (or `text2sql train --method grpo`), not trainSft");
   const log = hooks.onLog ?? (() => {});
   const t0 = performance.now();
   const out = cfg.output.dir;

@@ -3,8 +3,8 @@
 // claiming 2^40 tensors) on files that our reader rejects with an Error naming the file and the
 // fault. Every place that hands a model to node-llama-cpp calls checkModelFile first.
 import fs from "node:fs";
-import { isArchName } from "../formats/architectures.js";
-import { GgufValueType, readGguf, type GgufFile } from "../formats/gguf.js";
+import { isArchName } from "./architectures.js";
+import { GgufValueType, readGguf, type GgufFile } from "./gguf.js";
 
 /** The fewest bytes one metadata entry (key length, type, one-byte value) and one tensor info take. */
 const MIN_KV_BYTES = 8 + 4 + 1;
@@ -27,6 +27,13 @@ function checkHeaderCounts(file: string, label: string): void {
     fs.closeSync(fd);
   }
 }
+
+/**
+ * llama.cpp's own layer limit: `#define LLAMA_MAX_LAYERS 512` (llama.cpp src/llama-hparams.h:11),
+ * asserted by `GGML_ASSERT(hparams.n_layer_all > 0 && hparams.n_layer_all <= LLAMA_MAX_LAYERS)`
+ * (src/llama-model.cpp:1226), which aborts the process.
+ */
+export const LLAMA_MAX_LAYERS = 512;
 
 /** An integer metadata value, or undefined when the key is missing or not a scalar integer. */
 function intValue(g: GgufFile, key: string): number | undefined {
@@ -53,6 +60,40 @@ function checkHyperparameters(g: GgufFile, arch: string, bad: (what: string) => 
   const headFits = intValue(g, `${arch}.attention.key_length`) !== undefined || nEmbd % nHead === 0;
   if (!headFits || nHead % nHeadKv !== 0) {
     throw bad(`inconsistent hyperparameters (n_embd ${nEmbd}, heads ${nHead}, kv heads ${nHeadKv})`);
+  }
+  checkAgainstTensors(g, arch, bad);
+}
+
+/**
+ * The hyperparameters against the tensors the file holds: block_count within LLAMA_MAX_LAYERS and
+ * (unless the file is vocabulary-only) equal to the number of blk.N groups, embedding_length equal to token_embd's row length, and the
+ * vocabulary's length equal to token_embd's row count.
+ */
+function checkAgainstTensors(g: GgufFile, arch: string, bad: (what: string) => Error): void {
+  const nLayer = intValue(g, `${arch}.block_count`)!;
+  const blocks = new Set<number>();
+  for (const t of g.tensors) {
+    const m = /^blk\.(\d+)\./.exec(t.name);
+    if (m) blocks.add(Number(m[1]));
+  }
+  // a vocabulary-only file (no tensors, what tokenizing needs) keeps llama.cpp's limit alone
+  if (nLayer > LLAMA_MAX_LAYERS || (g.tensors.length > 0 && nLayer !== blocks.size)) {
+    throw bad(
+      `${arch}.block_count is ${nLayer} but the file holds ${blocks.size} blk.N tensor groups` +
+        (nLayer > LLAMA_MAX_LAYERS ? ` (and llama.cpp allows at most LLAMA_MAX_LAYERS = ${LLAMA_MAX_LAYERS})` : ""),
+    );
+  }
+  if (g.tensors.length === 0) return;
+  const missing = [...Array(nLayer).keys()].find((i) => !blocks.has(i));
+  if (missing !== undefined) throw bad(`${arch}.block_count is ${nLayer} but the file has no blk.${missing}.* tensors`);
+  const embd = g.tensors.find((t) => t.name === "token_embd.weight");
+  if (!embd) return;
+  const nEmbd = intValue(g, `${arch}.embedding_length`)!;
+  if (embd.ne[0] !== nEmbd) throw bad(`${arch}.embedding_length is ${nEmbd} but token_embd.weight has shape [${embd.ne.join(", ")}]`);
+  const tokens = g.metadata.get("tokenizer.ggml.tokens");
+  const nVocab = tokens && tokens.type === GgufValueType.ARRAY ? (tokens.value as ArrayLike<unknown>).length : undefined;
+  if (nVocab !== undefined && embd.ne[1] !== nVocab) {
+    throw bad(`tokenizer.ggml.tokens holds ${nVocab} tokens but token_embd.weight has shape [${embd.ne.join(", ")}]`);
   }
 }
 

@@ -1,0 +1,231 @@
+// GRPO: the group advantages (TRL's sample std, zero-variance groups, NaN and empty groups
+// refused), the token weights against finite differences of the per-token objective, the rl:
+// config, and trainGrpo end to end on the tiny test model with a test-made Spider layout
+// (node-llama-cpp sampling, execution reward, samples.jsonl's fields, a failing gold query said
+// with its line and counted, final_model/ in both formats, resume from a checkpoint).
+import fs from "node:fs";
+import path from "node:path";
+import { afterAll, describe, expect, test } from "vitest";
+import { trainGrpo } from "../src/index.js";
+import { loadConfig } from "../src/train/config.js";
+import { groupAdvantages, surrogateWeights } from "../src/train/grpo-loss.js";
+import { executionReward, Rng } from "../src/train/grpo.js";
+import { closeAll } from "../src/sql/query-process.js";
+import { makeSpiderLayout, SHOP_PAIRS } from "./helpers/db-layouts.js";
+import { tempDir, testModel } from "./helpers/models.js";
+
+afterAll(() => closeAll());
+
+describe("group advantages", () => {
+  test("(r − mean) / (sample std + 1e-4); none drops the division; all-equal gives 0", () => {
+    const a = groupAdvantages([1, 0, 0, 1], "group");
+    const std = Math.sqrt((4 * 0.25) / 3);
+    expect(a.std).toBeCloseTo(std, 12);
+    expect(a.advantages[0]).toBeCloseTo(0.5 / (std + 1e-4), 12);
+    expect(a.advantages[1]).toBeCloseTo(-0.5 / (std + 1e-4), 12);
+    expect(groupAdvantages([1, 0, 0, 1], "none").advantages).toEqual([0.5, -0.5, -0.5, 0.5]);
+    const z = groupAdvantages([1, 1, 1], "group");
+    expect(z.zeroVariance).toBe(true);
+    expect(z.advantages).toEqual([0, 0, 0]);
+  });
+  test("a NaN reward and an empty group are errors naming the group and the completion", () => {
+    expect(() => groupAdvantages([1, NaN], "group", "step 3, group 1")).toThrow(/step 3, group 1: reward of completion 1 is NaN/);
+    expect(() => groupAdvantages([], "group", "step 3, group 0")).toThrow(/step 3, group 0: needs at least 2 completions.*got 0/);
+  });
+});
+
+describe("token weights", () => {
+  test("w_t is the derivative of the per-token objective by logp_t, clipped branch included", () => {
+    const old = [-1.2, -0.3, -2.0, -0.7];
+    const ref = [-1.0, -0.5, -1.5, -0.9];
+    const logp = [-1.0, -0.35, -2.5, -0.5]; // rho: 1.22 (clipped for A > 0), 0.95, 0.61 (clipped for A < 0), 1.22
+    for (const advantage of [1.3, -0.8]) {
+      const c = { promptIds: [1], completionIds: [5, 6, 7, 8], oldLogps: old, refLogps: ref, advantage };
+      const o = { clipEps: 0.2, klCoef: 0.3 };
+      const w = surrogateWeights(logp, c, o);
+      expect(w.clipped).toBeGreaterThan(0);
+      const h = 1e-6;
+      for (let t = 0; t < logp.length; t++) {
+        const up = logp.slice();
+        const dn = logp.slice();
+        up[t] += h;
+        dn[t] -= h;
+        const fd = (surrogateWeights(up, c, o).objective - surrogateWeights(dn, c, o).objective) / (2 * h);
+        expect(Math.abs(w.weights[t] - fd)).toBeLessThan(1e-6);
+      }
+    }
+  });
+});
+
+describe("rl config", () => {
+  test("defaults as issue 27 gives them; bad values name the key", () => {
+    const cfg = loadConfig({ overrides: { "model.path": "builtin:tiny", "data.path": "x.csv" } });
+    expect(cfg.method).toBe("sft");
+    expect(cfg.rl).toEqual({
+      prompts_per_step: 4,
+      group_size: 8,
+      temperature: 1,
+      max_new_tokens: 128,
+      valid_sql_reward: 0,
+      scale_rewards: "group",
+      clip_eps: 0.2,
+      kl_coef: 0,
+      updates_per_batch: 1,
+      reference: "init",
+    });
+    const base = { "model.path": "builtin:tiny", "data.path": "x.csv" };
+    expect(() => loadConfig({ overrides: base, set: ["rl.group_size=1"] })).toThrow(/rl\.group_size/);
+    expect(() => loadConfig({ overrides: base, set: ["rl.scale_rewards=batch"] })).toThrow(/rl\.scale_rewards/);
+    expect(() => loadConfig({ overrides: base, set: ["method=ppo"] })).toThrow(/method/);
+    expect(() => loadConfig({ overrides: base, set: ["rl.temperature=0"] })).toThrow(/rl\.temperature/);
+  });
+  test("the RNG is a pure function of its state", () => {
+    const a = new Rng(42);
+    const xs = [a.next(), a.next()];
+    const b = new Rng(new Rng(42).state);
+    expect([b.next(), b.next()]).toEqual(xs);
+  });
+});
+
+describe("trainGrpo on the tiny model", () => {
+  const failing: [string, string] = ["Which colours are there?", "SELECT colour FROM item"];
+  async function setup(out: string, set: string[] = []) {
+    const s = makeSpiderLayout({ train: [...SHOP_PAIRS.slice(0, 3), failing], dev: SHOP_PAIRS.slice(0, 2) });
+    return {
+      s,
+      options: {
+        model: { path: await testModel({ type: "f32" }) },
+        output: { dir: out },
+        data: { train_path: s.train, eval_path: s.dev, tables_path: s.tables, max_seq_len: 160, template: "[INST] {schema} Question: {question} [/INST]" },
+        lora: { target_modules: ["q_proj", "v_proj"], dropout: 0.05 },
+        train: { max_steps: 2, lr: 1e-3, threads: 2, eval_every: 1, save_every: 1, seed: 7 },
+        rl: { prompts_per_step: 2, group_size: 3, max_new_tokens: 6, kl_coef: 0.1, updates_per_batch: 2 },
+      },
+      set,
+    };
+  }
+
+  test("samples, scores and updates; samples.jsonl has the audit fields; a failing gold is said with its line and counted", async () => {
+    const out = path.join(tempDir(), "grpo");
+    const { options } = await setup(out);
+    const logs: string[] = [];
+    const steps: number[] = [];
+    const sum = await trainGrpo(options, { onLog: (m) => logs.push(m), onStep: (e) => steps.push(e.rewardMean) });
+    expect(sum.steps).toBe(2);
+    expect(sum.rows).toEqual({ used: 3, noDatabase: 0, goldFailed: 1 });
+    const goldLogs = logs.filter((l) => /the gold query fails/.test(l));
+    expect(goldLogs, logs.join("\n")).toHaveLength(1);
+    expect(goldLogs[0]).toMatch(/train\.json:\d+: item 3: the gold query fails .*no such column/);
+    expect(logs.some((l) => /lora\.dropout 0\.05 is set to 0/.test(l))).toBe(true);
+    const lines = fs
+      .readFileSync(path.join(out, "samples.jsonl"), "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l));
+    expect(lines).toHaveLength(2 * 2 * 3);
+    for (const l of lines) {
+      expect(Object.keys(l)).toEqual(["step", "group", "prompt_ids", "completion_ids", "old_logps", "ref_logps", "reward", "advantage", "sql"]);
+      expect(l.prompt_ids[0]).toBe(1); // BOS
+      expect(l.completion_ids.length).toBeGreaterThan(0);
+      expect(l.completion_ids.length).toBeLessThanOrEqual(6);
+      expect(l.old_logps).toHaveLength(l.completion_ids.length);
+      expect(l.ref_logps).toHaveLength(l.completion_ids.length);
+      expect(l.old_logps.every((x: number) => Number.isFinite(x) && x <= 0)).toBe(true);
+    }
+    // step 1's policy is the reference (init = the fresh adapter): old and ref agree
+    for (const l of lines.filter((x) => x.step === 1)) l.old_logps.forEach((x: number, i: number) => expect(Math.abs(x - l.ref_logps[i])).toBeLessThan(1e-5));
+    for (const f of ["adapter.gguf", "adapter_model.safetensors"]) expect(fs.existsSync(path.join(out, "final_model", f))).toBe(true);
+    const metrics = fs
+      .readFileSync(path.join(out, "metrics.jsonl"), "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l));
+    const train = metrics.filter((m) => m.type === "train");
+    expect(train).toHaveLength(2);
+    for (const m of train) {
+      expect(m.seconds.sampling).toBeGreaterThan(0);
+      expect(typeof m.eval_ex).toBe("number");
+      expect(m.zeroVarianceGroups).toBeGreaterThanOrEqual(0);
+    }
+  }, 240_000);
+
+  test("resume from checkpoint-1 gives the same samples and adapter as the uninterrupted run", async () => {
+    const a = path.join(tempDir(), "a");
+    const b = path.join(tempDir(), "b");
+    const sa = await setup(a);
+    await trainGrpo(sa.options);
+    const sb = await setup(b);
+    await trainGrpo({ ...sb.options, train: { ...sb.options.train, max_steps: 1 } });
+    fs.rmSync(path.join(b, "final_model"), { recursive: true });
+    await trainGrpo(sb.options, { resume: true });
+    const read = (d: string) =>
+      fs
+        .readFileSync(path.join(d, "samples.jsonl"), "utf8")
+        .split("\n")
+        .map((l) => (l ? JSON.parse(l) : null))
+        .filter(Boolean)
+        .map((l) => [l.step, l.completion_ids, l.reward]);
+    expect(read(b)).toEqual(read(a));
+    expect(fs.readFileSync(path.join(b, "final_model", "adapter.gguf")).equals(fs.readFileSync(path.join(a, "final_model", "adapter.gguf")))).toBe(true);
+  }, 300_000);
+
+  test("an abort (Ctrl-C) finishes the step, saves a checkpoint with the RNG state and says interrupted; --resume finishes the run", async () => {
+    const out = path.join(tempDir(), "grpo");
+    const { options } = await setup(out);
+    const ac = new AbortController();
+    const opts = { ...options, train: { ...options.train, save_every: 0 } };
+    const sum = await trainGrpo(opts, { signal: ac.signal, onStep: () => ac.abort() });
+    expect(sum.interrupted).toBe(true);
+    expect(sum.steps).toBe(1);
+    expect(sum.resumeCommand).toMatch(/--resume$/);
+    expect(fs.existsSync(path.join(out, "final_model"))).toBe(false);
+    const ck = path.join(out, "checkpoints", "checkpoint-1");
+    expect(typeof JSON.parse(fs.readFileSync(path.join(ck, "grpo_state.json"), "utf8")).rng).toBe("number");
+    const done = await trainGrpo(opts, { resume: true });
+    expect(done.interrupted).toBe(false);
+    expect(done.steps).toBe(2);
+  }, 240_000);
+
+  test("a non-SQLite database is an error naming the row", async () => {
+    const out = path.join(tempDir(), "grpo");
+    const { s, options } = await setup(out);
+    fs.writeFileSync(s.db, "not a database at all, just text\n".repeat(100));
+    options.data = { ...options.data, db_dir: path.join(s.dir, "database") } as typeof options.data;
+    await expect(trainGrpo(options)).rejects.toThrow(/train\.json:\d+.*(not a SQLite|SQLite)/);
+  }, 60_000);
+
+  test("a missing database is an error naming the row", async () => {
+    const out = path.join(tempDir(), "grpo");
+    const { s, options } = await setup(out);
+    fs.rmSync(s.db);
+    options.data = { ...options.data, db_dir: path.join(s.dir, "database") } as typeof options.data;
+    await expect(trainGrpo(options)).rejects.toThrow(/train\.json:\d+.*shop\.sqlite|shop\.sqlite.*train\.json/);
+  }, 60_000);
+});
+
+test("the execution reward: 1 for the gold's result, 0 for a wrong or failing query, + valid_sql_reward when it runs", async () => {
+  const s = makeSpiderLayout();
+  const cfg = loadConfig({ overrides: { "model.path": "builtin:tiny", "data.path": "x.csv" }, set: ["rl.valid_sql_reward=0.1"] });
+  const row = { db: s.db, sql: "SELECT count(*) FROM item" };
+  expect((await executionReward(row, "SELECT count(id) FROM item", cfg)).reward).toBeCloseTo(1.1, 12);
+  expect((await executionReward(row, "SELECT count(*) FROM sale", cfg)).reward).toBeCloseTo(0.1, 12);
+  expect((await executionReward(row, "SELECT nope FROM item", cfg)).reward).toBe(0);
+  expect((await executionReward(row, "DELETE FROM item", cfg)).reward).toBe(0);
+});
+
+test("the execution reward goes through the bounded runner: a byte bomb and a runaway query score 0 and the next reward still runs (issue 25.8)", async () => {
+  const s = makeSpiderLayout();
+  const cfg = loadConfig({
+    overrides: { "model.path": "builtin:tiny", "data.path": "x.csv" },
+    set: ["rl.valid_sql_reward=0.1", "train.eval_execution_max_bytes=1048576", "train.eval_execution_timeout_ms=1000"],
+  });
+  const row = { db: s.db, sql: "SELECT count(*) FROM item" };
+  // 2,000 rows of 20 kB: 40 MB, past the 1 MiB cap set above (under the default 64 MiB it would run)
+  const bomb = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000) SELECT printf('%.*c', 20000, 'x') FROM n";
+  expect(await executionReward(row, bomb, cfg)).toEqual({ reward: 0, runs: false });
+  const runaway = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) FROM n";
+  const t0 = Date.now();
+  expect(await executionReward(row, runaway, cfg)).toEqual({ reward: 0, runs: false });
+  expect(Date.now() - t0).toBeLessThan(10_000);
+  expect((await executionReward(row, "SELECT count(id) FROM item", cfg)).reward).toBeCloseTo(1.1, 12);
+}, 30_000);
