@@ -21,7 +21,7 @@ import { execLimits, executionAccuracy, executionScores } from "./exec-eval.js";
 import { groupAdvantages, grpoUpdate, splitLogps, completionBatch, type Completion } from "./grpo-loss.js";
 import { encodeExample, Tokenizer } from "./prompt.js";
 import { lrAt } from "./schedule.js";
-import type { TrainHooks, TrainOptions } from "./trainer.js";
+import type { TrainHooks, TrainOptions } from "./hooks.js";
 
 /** One completion to sample: the exact prompt ids (BOS included) and its sampling seed. */
 export interface SampleJob {
