@@ -266,7 +266,8 @@ function beginOutput(cfg: TrainConfig, hooks: TrainHooks, resumedAt: number | nu
   return metrics;
 }
 
-function openEngine(cfg: TrainConfig, modelPath: string): Promise<LoraEngine> {
+/** The training engine of a config (SFT's, and GRPO's with dropout 0). */
+export function openEngine(cfg: TrainConfig, modelPath: string, dropout = cfg.lora.dropout): Promise<LoraEngine> {
   const tc = cfg.train;
   return LoraEngine.create({
     model: modelPath,
@@ -277,7 +278,7 @@ function openEngine(cfg: TrainConfig, modelPath: string): Promise<LoraEngine> {
     lora: {
       r: cfg.lora.r,
       alpha: cfg.lora.alpha,
-      dropout: cfg.lora.dropout,
+      dropout,
       rslora: cfg.lora.use_rslora,
       targetModules: cfg.lora.target_modules,
       seed: cfg.lora.seed,
