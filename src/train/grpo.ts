@@ -21,7 +21,7 @@ import { execLimits, executionAccuracy, executionScores } from "./exec-eval.js";
 import { groupAdvantages, grpoUpdate, splitLogps, completionBatch, type Completion } from "./grpo-loss.js";
 import { encodeExample, Tokenizer } from "./prompt.js";
 import { lrAt } from "./schedule.js";
-import type { TrainHooks, TrainOptions } from "./hooks.js";
+import type { RunSummary, TrainHooks, TrainOptions } from "./hooks.js";
 import { openEngine } from "./trainer.js";
 
 /** One completion to sample: the exact prompt ids (BOS included) and its sampling seed. */
@@ -62,13 +62,7 @@ export interface GrpoStepEvent {
   eval_ex?: number;
 }
 
-export interface GrpoSummary {
-  outputDir: string;
-  finalModel: string | null;
-  interrupted: boolean;
-  resumeCommand?: string;
-  steps: number;
-  totalSteps: number;
+export interface GrpoSummary extends RunSummary {
   rewardMean: number | null;
   evalEx: number | null;
   /** training rows used, and those left out: no database, gold fails on it (each said once with its line) */

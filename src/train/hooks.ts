@@ -1,6 +1,7 @@
 // What a training run tells its caller and takes from it: StepEvent and EvalEvent (one per
 // optimizer step / evaluation), TrainHooks (the callbacks, the SQL decoder for eval_execution, the
-// abort signal, resume/overwrite) and TrainOptions (a config file and/or settings). Types only,
+// abort signal, resume/overwrite), TrainOptions (a config file and/or settings) and RunSummary (what
+// every trainer's summary opens with). Types only,
 // shared by the SFT trainer (trainer.ts), its loop (loop.ts) and GRPO (grpo.ts), which import
 // them from here rather than from one another.
 import type { DeepPartial, TrainConfig } from "./config.js";
@@ -55,3 +56,13 @@ export interface TrainHooks {
 
 /** trainSft's options: a YAML config file and/or settings in the config's shape (they win). */
 export type TrainOptions = DeepPartial<TrainConfig> & { config?: string };
+
+/** What every trainer's summary opens with (TrainSummary, GrpoSummary). */
+export interface RunSummary {
+  outputDir: string;
+  finalModel: string | null;
+  interrupted: boolean;
+  resumeCommand?: string;
+  steps: number;
+  totalSteps: number;
+}

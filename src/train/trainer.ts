@@ -19,7 +19,7 @@ import { configToYaml, loadConfig, type TrainConfig } from "./config.js";
 import { loadDataset, type DatasetReport, type Example } from "./data.js";
 import { BEST_MODEL, execRows, resumeBest, type EvalDecoder, type ExecRows } from "./exec-eval.js";
 import { EVAL_ADAPTER, openMetrics, trainLoop, type Metrics, type Run, type Session } from "./loop.js";
-import type { TrainHooks, TrainOptions } from "./hooks.js";
+import type { RunSummary, TrainHooks, TrainOptions } from "./hooks.js";
 import { lossCurveSvg } from "./plot.js";
 import { encodeExample, Tokenizer, type Encoded, type EncodeOptions } from "./prompt.js";
 import { totalSteps } from "./schedule.js";
@@ -49,13 +49,7 @@ export interface DataSummary extends DatasetReport {
   over2048: number;
 }
 
-export interface TrainSummary {
-  outputDir: string;
-  finalModel: string | null;
-  interrupted: boolean;
-  resumeCommand?: string;
-  steps: number;
-  totalSteps: number;
+export interface TrainSummary extends RunSummary {
   epochs: number;
   trainLoss: number;
   evalLoss: number | null;
