@@ -27,6 +27,7 @@ import os from "node:os";
 import { fileURLToPath } from "node:url";
 import { LoraEngine, makeBatch, type ProfileEntry } from "../src/engine/engine.js";
 import { BENCH_SHAPES, benchModel, type BenchShape, type TestModelType } from "../src/models/test-model.js";
+import { flags } from "./args.js";
 
 interface Config {
   shape: BenchShape;
@@ -99,13 +100,7 @@ function parse(argv: string[]): Args {
     scaling: false,
     shape: "tinyllama",
   };
-  for (let i = 0; i < argv.length; i++) {
-    const k = argv[i];
-    const v = () => {
-      const x = argv[++i];
-      if (x === undefined) throw new Error(`${k} needs a value`);
-      return x;
-    };
+  for (const [k, v] of flags(argv)) {
     if (k === "--types") a.types = v().split(",") as TestModelType[];
     else if (k === "--memory") a.memory = v().split(",") as ("fast" | "lean")[];
     else if (k === "--checkpointing") a.checkpointing = v().split(",") as ("on" | "off" | "auto")[];

@@ -22,6 +22,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { flags } from "./args.js";
 
 interface Args {
   rounds: number;
@@ -45,13 +46,7 @@ const root = path.resolve(here, "..", "..");
 
 function parse(argv: string[]): Args {
   const a: Args = { rounds: 3, steps: 3, tokens: 256, threads: os.availableParallelism(), types: ["bf16"] };
-  for (let i = 0; i < argv.length; i++) {
-    const k = argv[i];
-    const v = () => {
-      const x = argv[++i];
-      if (x === undefined) throw new Error(`${k} needs a value`);
-      return x;
-    };
+  for (const [k, v] of flags(argv)) {
     if (k === "--rounds") a.rounds = Number(v());
     else if (k === "--steps") a.steps = Number(v());
     else if (k === "--tokens") a.tokens = Number(v());

@@ -1,5 +1,6 @@
 // The shape of the code, checked: src/ folders are layers and imports only go down; nothing in
-// src/ reaches into scripts/ or test/; every src file says what it is for; files and functions
+// src/ reaches into scripts/ or test/; no two files import each other, directly or round a
+// circle; every src file says what it is for; files and functions
 // stay short enough to read (no file in src/ or native/ over 700 lines, no function over 120).
 import fs from "node:fs";
 import path from "node:path";
@@ -88,6 +89,100 @@ test("src/models/ is reached through model-path.ts, and get/ and convert/ import
   }
   for (const room of MODELS_ROOMS) expect(fs.existsSync(room), `${rel(room)}/ exists`).toBe(true);
   expect(problems).toEqual([]);
+});
+
+/** The import circles of a graph (file -> files it imports), each as its files in import order, first again at the end. */
+export function importCircles(graph: Map<string, string[]>): string[][] {
+  // Tarjan's strongly connected components; a component of two or more files (or a file that
+  // imports itself) holds a circle, shown as one path through it back to its first file.
+  let counter = 0;
+  const index = new Map<string, number>();
+  const low = new Map<string, number>();
+  const stack: string[] = [];
+  const onStack = new Set<string>();
+  const circles: string[][] = [];
+  const connect = (v: string) => {
+    index.set(v, counter);
+    low.set(v, counter++);
+    stack.push(v);
+    onStack.add(v);
+    for (const w of graph.get(v) ?? []) {
+      if (!index.has(w)) {
+        connect(w);
+        low.set(v, Math.min(low.get(v)!, low.get(w)!));
+      } else if (onStack.has(w)) low.set(v, Math.min(low.get(v)!, index.get(w)!));
+    }
+    if (low.get(v) !== index.get(v)) return;
+    const component: string[] = [];
+    let w: string;
+    do {
+      w = stack.pop()!;
+      onStack.delete(w);
+      component.push(w);
+    } while (w !== v);
+    if (component.length > 1 || (graph.get(v) ?? []).includes(v)) circles.push(circleThrough(graph, new Set(component)));
+  };
+  for (const v of [...graph.keys()].sort()) if (!index.has(v)) connect(v);
+  return circles;
+}
+
+/** One circle inside a strongly connected set: a shortest way from its first file back to itself. */
+function circleThrough(graph: Map<string, string[]>, members: Set<string>): string[] {
+  const start = [...members].sort()[0];
+  const from = new Map<string, string>();
+  const queue = [start];
+  while (queue.length) {
+    const v = queue.shift()!;
+    for (const w of graph.get(v) ?? []) {
+      if (!members.has(w)) continue;
+      if (w === start) {
+        const way = [start];
+        for (let x = v; x !== start; x = from.get(x)!) way.splice(1, 0, x);
+        return [...way, start];
+      }
+      if (!from.has(w)) {
+        from.set(w, v);
+        queue.push(w);
+      }
+    }
+  }
+  return [start, start];
+}
+
+test("the circle finder names the files of each circle, and only circles", () => {
+  const g = new Map([
+    ["a", ["b"]],
+    ["b", ["c", "d"]],
+    ["c", ["a"]],
+    ["d", []],
+    ["e", ["e"]],
+    ["f", ["d"]],
+  ]);
+  expect(importCircles(g)).toEqual([
+    ["a", "b", "c", "a"],
+    ["e", "e"],
+  ]);
+  expect(
+    importCircles(
+      new Map([
+        ["x", ["y"]],
+        ["y", []],
+      ]),
+    ),
+  ).toEqual([]);
+});
+
+test("no import circle between files of src/ (types imports included)", () => {
+  const graph = new Map<string, string[]>();
+  for (const f of tsFiles) {
+    const targets = imports(f).map((spec) => {
+      const t = path.resolve(path.dirname(f), spec).replace(/\.js$/, ".ts");
+      return rel(fs.existsSync(t) ? t : path.join(t.replace(/\.ts$/, ""), "index.ts"));
+    });
+    graph.set(rel(f), targets);
+  }
+  expect(graph.size).toBeGreaterThan(50);
+  expect(importCircles(graph).map((c) => c.join(" -> "))).toEqual([]);
 });
 
 test("every src file opens with a comment that says what it is for", () => {

@@ -2,7 +2,7 @@
 import { Command } from "commander";
 import { evaluateSql, formatEvalReport, type EvalOptions } from "../eval/eval.js";
 import { lazyBar, type LazyBar } from "../util/bar.js";
-import { cliResolveModel } from "./progress.js";
+import { baseModelOption, cliResolveModel, yesOption } from "./progress.js";
 import { CANDIDATES_HELP, intFlag, QUERY_MAX_BYTES_HELP, queryMaxBytesFlag, threadsFlag } from "./candidate-flags.js";
 import { MAX_CANDIDATES } from "../serve/candidates.js";
 
@@ -17,11 +17,8 @@ export function registerEval(program: Command): void {
     .option("--keep-distinct", "execution accuracy runs DISTINCT as written (the official keep_distinct); by default it is taken out of both queries")
     .option("--predictions <file>", "score these predictions (one SQL per line, dataset order) instead of generating")
     .option("--adapter <path>", "adapter or trainer output folder to generate with (and for eval loss / token accuracy)")
-    .option(
-      "--model <path>",
-      "base model (default: the adapter's recorded base): a GGUF, a checkpoint folder, a hub repository owner/name[@revision] or hf:owner/repo/file.gguf",
-    )
-    .option("-y, --yes", "download --model from the hub without asking when it is not in the cache")
+    .addOption(baseModelOption("the adapter's recorded base"))
+    .addOption(yesOption())
     .requiredOption("--output <dir>", "where eval.json and predictions.jsonl go")
     .option("--limit <n>", "only the first n examples")
     .option("--parallel <n>", "questions generated at once", "4")

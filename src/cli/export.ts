@@ -3,7 +3,7 @@ import { Command, Option } from "commander";
 import { mergeAdapter } from "../adapters/merge.js";
 import { resolveAdapter } from "../adapters/folder.js";
 import { lazyBar } from "../util/bar.js";
-import { cliResolveModel } from "./progress.js";
+import { baseModelOption, cliResolveModel, yesOption } from "./progress.js";
 
 export function registerExport(program: Command): void {
   program
@@ -12,11 +12,8 @@ export function registerExport(program: Command): void {
     .requiredOption("--merge", "merge the adapter into the base weights (the only export for now: adapters are saved as GGUF LoRA and PEFT already)")
     .requiredOption("--adapter <path>", "adapter.gguf, or a trainer output / final_model / checkpoint folder")
     .requiredOption("--out <file>", "the merged GGUF to write")
-    .option(
-      "--model <path>",
-      "base model (default: the base recorded in the adapter folder): a GGUF, a checkpoint folder, a hub repository owner/name[@revision] or hf:owner/repo/file.gguf",
-    )
-    .option("-y, --yes", "download --model from the hub without asking when it is not in the cache")
+    .addOption(baseModelOption())
+    .addOption(yesOption())
     .addOption(new Option("--type <type>", "weight type of the merged matrices (default f16, or the base's type when wider)").choices(["f16", "bf16", "f32"]))
     .addHelpText(
       "after",

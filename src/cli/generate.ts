@@ -3,7 +3,7 @@ import { Command, Option } from "commander";
 import { disposeGenerators, generateSql } from "../serve/generate.js";
 import { MAX_SCHEMA_CHARS } from "../sql/sql-text.js";
 import { readUserText } from "../util/user-file.js";
-import { cliResolveModel } from "./progress.js";
+import { baseModelOption, cliResolveModel, yesOption } from "./progress.js";
 import { CANDIDATES_HELP, intFlag, QUERY_MAX_BYTES_HELP, queryMaxBytesFlag, threadsFlag, QUERY_TIMEOUT_HELP } from "./candidate-flags.js";
 import { describeCandidates, MAX_CANDIDATES } from "../serve/candidates.js";
 
@@ -18,11 +18,8 @@ export function registerGenerate(program: Command): void {
     .description("turn a question into SQL with a trained adapter (greedy decoding through node-llama-cpp; with --db, execution-guided candidates)")
     .argument("<question...>", "the question (quote it, or pass it as several words)")
     .option("--adapter <path>", "adapter.gguf, or a trainer output / final_model / checkpoint folder", undefined)
-    .option(
-      "--model <path>",
-      "base model (default: the base recorded in the adapter folder): a GGUF, a checkpoint folder, a hub repository owner/name[@revision] or hf:owner/repo/file.gguf",
-    )
-    .option("-y, --yes", "download --model from the hub without asking when it is not in the cache")
+    .addOption(baseModelOption())
+    .addOption(yesOption())
     .option("--schema <file>", "CREATE TABLE statements: fills {schema} in schema-aware templates and validates the SQL in SQLite")
     .option("--db <file>", "a SQLite database to run the candidates on, read-only (its schema fills {schema} unless --schema is given)")
     .option("--candidates <n>", `with --db: ${CANDIDATES_HELP}`)

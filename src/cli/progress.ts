@@ -1,5 +1,7 @@
 // What every command shares on the terminal: the one Ctrl-C handler (first press: stop cleanly;
-// second: quit), model resolution with download/conversion progress on stderr, and stderr lines.
+// second: quit), model resolution with download/conversion progress on stderr (and the --model /
+// --yes flags of the commands that take a base model beside an adapter), and stderr lines.
+import { Option } from "commander";
 import { formatBytes } from "../util/format.js";
 import { resolveModelPath, type ResolveModelOptions } from "../models/model-path.js";
 
@@ -69,3 +71,14 @@ export function convertBar(): ((done: number, total: number) => void) | undefine
 export function cliResolveModel(p: string, o: Omit<ResolveModelOptions, "signal" | "onPhase"> = {}): Promise<string> {
   return downloadable(({ signal, onPhase }) => resolveModelPath(p, { log: stderrLine, onConvertProgress: convertBar(), ...o, signal, onPhase }));
 }
+
+/** `--model` of generate, eval, serve and export: the base model beside an adapter, any model.path form. */
+export function baseModelOption(fallback = "the base recorded in the adapter folder"): Option {
+  return new Option(
+    "--model <path>",
+    `base model (default: ${fallback}): a GGUF, a checkpoint folder, a hub repository owner/name[@revision] or hf:owner/repo/file.gguf`,
+  );
+}
+
+/** `-y, --yes` beside baseModelOption: download --model without asking. */
+export const yesOption = () => new Option("-y, --yes", "download --model from the hub without asking when it is not in the cache");

@@ -1,7 +1,7 @@
 // `text2sql serve`: the HTTP API and web page; SIGINT/SIGTERM finish the requests in flight, then exit.
 import { Command, Option } from "commander";
 import { DEFAULT_DECODE_TIMEOUT_MS, startServer } from "../serve/server.js";
-import { cliResolveModel, onInterrupt } from "./progress.js";
+import { baseModelOption, cliResolveModel, onInterrupt, yesOption } from "./progress.js";
 import { CANDIDATES_HELP, intFlag, QUERY_MAX_BYTES_HELP, queryMaxBytesFlag, threadsFlag, QUERY_TIMEOUT_HELP } from "./candidate-flags.js";
 import { MAX_CANDIDATES } from "../serve/candidates.js";
 
@@ -10,11 +10,8 @@ export function registerServe(program: Command): void {
     .command("serve")
     .description("serve question → SQL over HTTP (POST /generate_sql, GET /health) with a web page at /")
     .option("--adapter <path>", "adapter.gguf, or a trainer output / final_model / checkpoint folder")
-    .option(
-      "--model <path>",
-      "base model (default: the base recorded in the adapter folder): a GGUF, a checkpoint folder, a hub repository owner/name[@revision] or hf:owner/repo/file.gguf",
-    )
-    .option("-y, --yes", "download --model from the hub without asking when it is not in the cache")
+    .addOption(baseModelOption())
+    .addOption(yesOption())
     .option("--port <n>", "port", "8080")
     .option("--host <host>", "address to bind; anything but 127.0.0.1 exposes the API to the network", "127.0.0.1")
     .option("--token <token>", "require 'Authorization: Bearer <token>' on the API (default: $TEXT2SQL_TOKEN)")

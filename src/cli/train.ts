@@ -74,10 +74,7 @@ async function train(o: CommonFlags): Promise<void> {
     resume: !!o.resume,
     overwrite: !!o.overwrite,
     signal: ac.signal,
-    command: `npx text2sql ${process.argv
-      .slice(2)
-      .filter((a) => a !== "--resume" && a !== "--overwrite")
-      .join(" ")}`,
+    command: rerunCommand(),
     onLog,
     decodeSql: decodeWithAdapter,
     ...progress.hooks,
@@ -114,10 +111,7 @@ async function grpo(cfg: TrainConfig, o: CommonFlags, signal: AbortSignal, onLog
     resume: !!o.resume,
     overwrite: !!o.overwrite,
     signal,
-    command: `npx text2sql ${process.argv
-      .slice(2)
-      .filter((a) => a !== "--resume" && a !== "--overwrite")
-      .join(" ")}`,
+    command: rerunCommand(),
     onLog,
     decodeSql: decodeWithAdapter,
     sample: sampleWithAdapter,
@@ -129,6 +123,13 @@ async function grpo(cfg: TrainConfig, o: CommonFlags, signal: AbortSignal, onLog
   else process.stderr.write(`\n${formatGrpoSummary(summary)}\n`);
   if (summary.interrupted) process.exit(130);
 }
+
+/** How this run was started, less --resume and --overwrite: the trainers' resume hint. */
+const rerunCommand = () =>
+  `npx text2sql ${process.argv
+    .slice(2)
+    .filter((a) => a !== "--resume" && a !== "--overwrite")
+    .join(" ")}`;
 
 export function registerTrain(program: Command): void {
   withConfigFlags(program.command("train"))

@@ -7,11 +7,13 @@
 // sampled candidate (highest total log-probability). What happened is returned, never hidden.
 import fs from "node:fs";
 import path from "node:path";
-import type { GenerateOptions, GenerateResult } from "./generate.js";
+import type { CandidateReport, GenerateOptions, GenerateResult } from "./generate-types.js";
 import { readUserFileHead } from "../util/user-file.js";
 import { DEFAULT_QUERY_MAX_BYTES, MAX_QUERY_MAX_BYTES, runReadOnly, type RunResult } from "../sql/query-process.js";
 import { sameResult, schemaFromSqlite } from "../sql/exec-metrics.js";
 import { hasOrderBy } from "../sql/sql-text.js";
+
+export type { CandidateReport } from "./generate-types.js";
 
 /** The most candidates one question may ask for. */
 export const MAX_CANDIDATES = 32;
@@ -42,43 +44,6 @@ export interface DecodedCandidate {
   note?: string;
   /** false: constrained, but no prefix within the budget was a complete statement */
   complete?: boolean;
-}
-
-/** What the candidates did: reported with every answer that ran candidates. */
-export interface CandidateReport {
-  /** the database the candidates ran on */
-  db: string;
-  /** candidates decoded */
-  n: number;
-  /** distinct SQL texts among them (each ran once) */
-  distinct: number;
-  /** candidates dropped because their SQL failed (timeouts included) */
-  failed: number;
-  /** candidates whose query was killed at the timeout */
-  timedOut: number;
-  /** queries killed at the timeout (candidates with the same SQL share one run) */
-  killed: number;
-  /** failed candidates by category (syntax, no_such_column, timeout, ...) */
-  errors: Record<string, number>;
-  /** one entry per distinct result, most votes first: its votes, its SQL, its row count; the first won */
-  votes: { votes: number; sql: string; rows: number; greedy: boolean }[];
-  /** the greedy candidate's SQL, and whether the vote answered with another result */
-  greedySql: string;
-  changed: boolean;
-  temperature: number;
-  seed: number;
-  timeoutMs: number;
-  /** every candidate in decoding order, with its outcome and the index of its entry in `votes` */
-  list: {
-    sql: string;
-    greedy: boolean;
-    logprob: number | null;
-    ok: boolean;
-    vote?: number;
-    category?: string;
-    error?: string;
-    truncated?: "budget" | "time";
-  }[];
 }
 
 /** What to decode: n candidates for one question; under the schema's grammar when `constrain` (and a schema) is given. */

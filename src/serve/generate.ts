@@ -29,7 +29,10 @@ import { resolveAdapter } from "../adapters/folder.js";
 import { checkThreads, cpuHasAmxTiles, systemInfo, warn } from "../engine/system.js";
 import { resolveModelPath } from "../models/model-path.js";
 import { cpuLlama, ggufChatTemplate, PromptBuilder } from "../train/prompt.js";
-import { generateWithCandidates, type CandidateDecodeOptions, type CandidateReport, type DecodedCandidate } from "./candidates.js";
+import { generateWithCandidates, type CandidateDecodeOptions, type DecodedCandidate } from "./candidates.js";
+import type { GenerateOptions, GenerateResult } from "./generate-types.js";
+
+export type { GenerateOptions, GenerateResult } from "./generate-types.js";
 
 export interface GeneratorOptions {
   /**
@@ -51,68 +54,6 @@ export interface GeneratorOptions {
    * such a small model's work), else the cores divided among the parallel decoders.
    */
   threads?: number;
-}
-
-export interface GenerateOptions {
-  question: string;
-  /** CREATE TABLE statements: fills {schema} in schema-aware templates, and enables validation */
-  schema?: string;
-  /** fills {evidence} in templates that have it (BIRD's hint) */
-  evidence?: string;
-  maxTokens?: number;
-  /** 0 (default) decodes greedily; with candidates, the temperature of the sampled ones (default 1) */
-  temperature?: number;
-  /** check the SQL against the schema in an in-memory SQLite (default: true when a schema is given) */
-  validate?: boolean;
-  /**
-   * a SQLite file: decode `candidates` SQL candidates, run each read-only with a timeout, answer
-   * with the result most of them share (see candidates.ts); the schema defaults to the file's
-   */
-  db?: string;
-  /** candidates with `db`: the greedy one plus candidates - 1 sampled ones (default 1, at most 32) */
-  candidates?: number;
-  /** seed of the first sampled candidate (default 1; candidate k uses seed + k - 1) */
-  seed?: number;
-  /** wall-clock limit per candidate query in ms (default 2000) */
-  queryTimeoutMs?: number;
-  /** byte cap of each candidate's result, counted as its rows stream (default 64 MiB; see src/sql/query-process.ts) */
-  queryMaxBytes?: number;
-  /**
-   * decode only SELECTs over the schema's tables and columns (a grammar of the schema; see
-   * src/sql/sql-grammar.ts). Default: true when a schema is given; true without a schema is an error.
-   */
-  constrain?: boolean;
-  /**
-   * wall-clock limit in ms for decoding one answer (with candidates: all of them together, and no
-   * more are decoded once it has run out); when it runs out the answer ends as at the token budget
-   * (`truncated: "time"`). Default: none.
-   */
-  decodeTimeoutMs?: number;
-}
-
-export interface GenerateResult {
-  sql: string;
-  /** generated tokens */
-  tokens: number;
-  ms: number;
-  /** true when decoding was constrained to the schema's grammar */
-  constrained?: boolean;
-  /** set when the SQL was validated against a schema (with `db`: whether the answer ran) */
-  valid?: boolean;
-  error?: string;
-  /** with `db`: every candidate, what failed or was killed, the votes */
-  candidates?: CandidateReport;
-  /**
-   * "budget": maxTokens ran out before the model ended the statement ("time": decodeTimeoutMs did).
-   * Constrained, the SQL is then the longest prefix of the decoded text that, closed with the
-   * shortest text the grammar allows, fits the budget and prepares in SQLite (a complete prefix
-   * needs no close; when none does, `valid` is false). Unconstrained, the SQL is cut where the
-   * budget ended. `note` says which.
-   */
-  truncated?: "budget" | "time";
-  note?: string;
-  /** constrained: what the grammar left out of the schema or checks loosely (also warned), e.g. columns past MAX_GRAMMAR_COLUMNS */
-  grammarNotes?: string[];
 }
 
 /** One decoded answer (see SqlGenerator.decode). */

@@ -75,6 +75,11 @@ function multisetHits(pred: unknown[], label: unknown[]): number {
   return hits;
 }
 
+/** One part's score: the multiset hits of the predicted units against the gold ones (each first mapped by `key`). */
+function partScore<T>(pred: T[], label: T[], key: (u: T) => unknown = (u) => u): boolean {
+  return fullScore(multisetHits(pred.map(key), label.map(key)), pred.length, label.length);
+}
+
 /** `get_scores(...)` F1 == 1: same totals, and every predicted unit found. */
 const fullScore = (hits: number, predTotal: number, labelTotal: number): boolean => predTotal === labelTotal && hits === predTotal;
 
@@ -311,30 +316,16 @@ function partialMatch(pred: SpiderSql, label: SpiderSql): Record<PartialType, bo
   const pk = keywords(pred);
   const lk = keywords(label);
   return {
-    select: fullScore(multisetHits(ps, ls), ps.length, ls.length),
-    "select(no AGG)": fullScore(
-      multisetHits(
-        ps.map((u) => u[1]),
-        ls.map((u) => u[1]),
-      ),
-      ps.length,
-      ls.length,
-    ),
-    where: fullScore(multisetHits(pw, lw), pw.length, lw.length),
-    "where(no OP)": fullScore(
-      multisetHits(
-        pw.map((u) => u[2]),
-        lw.map((u) => u[2]),
-      ),
-      pw.length,
-      lw.length,
-    ),
-    "group(no Having)": fullScore(multisetHits(pg, lg), pg.length, lg.length),
+    select: partScore(ps, ls),
+    "select(no AGG)": partScore(ps, ls, (u) => u[1]),
+    where: partScore(pw, lw),
+    "where(no OP)": partScore(pw, lw, (u) => u[2]),
+    "group(no Having)": partScore(pg, lg),
     group: having,
     order,
     "and/or": sameSet(odds(pred.where), odds(label.where)),
     IUEN: fullScore(cnt, pt, lt),
-    keywords: fullScore(multisetHits(pk, lk), pk.length, lk.length),
+    keywords: partScore(pk, lk),
   };
 }
 

@@ -141,6 +141,18 @@ function check(ok: boolean, message: string): asserts ok {
   if (!ok) throw new SqlParseError(message);
 }
 
+/** An optional '(' at `idx` (the reference's isBlock): the index after it, and whether it was there. */
+function openBlock(toks: string[], idx: number): [number, boolean] {
+  return at(toks, idx) === "(" ? [idx + 1, true] : [idx, false];
+}
+
+/** The ')' that closes a block openBlock found (none to close when `isBlock` is false): the index after it. */
+function closeBlock(toks: string[], idx: number, isBlock: boolean): number {
+  if (!isBlock) return idx;
+  check(at(toks, idx) === ")", "Expected ')'");
+  return idx + 1;
+}
+
 const isClause = (t: string | undefined) => t !== undefined && CLAUSE_KEYWORDS.includes(t);
 
 // ---------------------------------------------------------------------------------------------
@@ -229,12 +241,9 @@ class Parser {
 
   private parseColUnit(toks: string[], start: number, defaultTables: string[]): [number, ColUnit] {
     let idx = start;
-    let isBlock = false;
+    let isBlock: boolean;
     let distinct = false;
-    if (at(toks, idx) === "(") {
-      isBlock = true;
-      idx++;
-    }
+    [idx, isBlock] = openBlock(toks, idx);
     const agg = AGG_OPS.indexOf(at(toks, idx));
     if (agg >= 0) {
       idx++;
@@ -256,21 +265,14 @@ class Parser {
     }
     let col: string;
     [idx, col] = this.parseCol(toks, idx, defaultTables);
-    if (isBlock) {
-      check(at(toks, idx) === ")", "Expected ')'");
-      idx++;
-    }
+    idx = closeBlock(toks, idx, isBlock);
     return [idx, [0, col, distinct]];
   }
 
   private parseValUnit(start: number, defaultTables: string[]): [number, ValUnit] {
     const toks = this.toks;
-    let idx = start;
-    let isBlock = false;
-    if (at(toks, idx) === "(") {
-      isBlock = true;
-      idx++;
-    }
+    const [afterOpen, isBlock] = openBlock(toks, start);
+    let idx = afterOpen;
     let col1: ColUnit;
     let col2: ColUnit | null = null;
     let op = 0;
@@ -279,10 +281,7 @@ class Parser {
       op = UNIT_OPS.indexOf(toks[idx]!);
       [idx, col2] = this.parseColUnit(toks, idx + 1, defaultTables);
     }
-    if (isBlock) {
-      check(at(toks, idx) === ")", "Expected ')'");
-      idx++;
-    }
+    idx = closeBlock(toks, idx, isBlock);
     return [idx, [op, col1, col2]];
   }
 
@@ -294,12 +293,8 @@ class Parser {
 
   private parseValue(start: number, defaultTables: string[]): [number, SqlValue] {
     const toks = this.toks;
-    let idx = start;
-    let isBlock = false;
-    if (at(toks, idx) === "(") {
-      isBlock = true;
-      idx++;
-    }
+    const [afterOpen, isBlock] = openBlock(toks, start);
+    let idx = afterOpen;
     let val: SqlValue;
     const tok = at(toks, idx);
     const num = pyFloat(tok);
@@ -322,10 +317,7 @@ class Parser {
       [, val] = this.parseColUnit(toks.slice(start, end), 0, defaultTables);
       idx = end;
     }
-    if (isBlock) {
-      check(at(toks, idx) === ")", "Expected ')'");
-      idx++;
-    }
+    idx = closeBlock(toks, idx, isBlock);
     return [idx, val];
   }
 
@@ -395,11 +387,8 @@ class Parser {
     const tableUnits: TableUnit[] = [];
     const conds: Condition = [];
     while (idx < toks.length) {
-      let isBlock = false;
-      if (toks[idx] === "(") {
-        isBlock = true;
-        idx++;
-      }
+      let isBlock: boolean;
+      [idx, isBlock] = openBlock(toks, idx);
       if (at(toks, idx) === "select") {
         let sub: SpiderSql;
         [idx, sub] = this.parseSql(idx);
@@ -418,10 +407,7 @@ class Parser {
         if (conds.length > 0) conds.push("and");
         conds.push(...these);
       }
-      if (isBlock) {
-        check(at(toks, idx) === ")", "Expected ')'");
-        idx++;
-      }
+      idx = closeBlock(toks, idx, isBlock);
       const t = toks[idx];
       if (t !== undefined && (isClause(t) || t === ")" || t === ";")) break;
     }
@@ -482,12 +468,8 @@ class Parser {
 
   parseSql(start: number): [number, SpiderSql] {
     const toks = this.toks;
-    let idx = start;
-    let isBlock = false;
-    if (at(toks, idx) === "(") {
-      isBlock = true;
-      idx++;
-    }
+    const [afterOpen, isBlock] = openBlock(toks, start);
+    let idx = afterOpen;
     // FROM first, for the tables that unqualified columns refer to
     const [fromEnd, tableUnits, fromConds, defaultTables] = this.parseFrom(start);
     const sql = emptySql();
@@ -503,10 +485,7 @@ class Parser {
       sql.limit = pyInt(at(toks, idx - 1));
     }
     idx = this.skipSemicolons(idx);
-    if (isBlock) {
-      check(at(toks, idx) === ")", "Expected ')'");
-      idx++;
-    }
+    idx = closeBlock(toks, idx, isBlock);
     idx = this.skipSemicolons(idx);
     const op = toks[idx];
     if (op === "intersect" || op === "union" || op === "except") {

@@ -21,7 +21,8 @@ import { execLimits, executionAccuracy, executionScores } from "./exec-eval.js";
 import { groupAdvantages, grpoUpdate, splitLogps, completionBatch, type Completion } from "./grpo-loss.js";
 import { encodeExample, Tokenizer } from "./prompt.js";
 import { lrAt } from "./schedule.js";
-import type { TrainHooks, TrainOptions } from "./trainer.js";
+import type { RunSummary, TrainHooks, TrainOptions } from "./hooks.js";
+import { openEngine } from "./trainer.js";
 
 /** One completion to sample: the exact prompt ids (BOS included) and its sampling seed. */
 export interface SampleJob {
@@ -61,13 +62,7 @@ export interface GrpoStepEvent {
   eval_ex?: number;
 }
 
-export interface GrpoSummary {
-  outputDir: string;
-  finalModel: string | null;
-  interrupted: boolean;
-  resumeCommand?: string;
-  steps: number;
-  totalSteps: number;
+export interface GrpoSummary extends RunSummary {
   rewardMean: number | null;
   evalEx: number | null;
   /** training rows used, and those left out: no database, gold fails on it (each said once with its line) */
@@ -288,16 +283,7 @@ async function grpoEvalEx(run: GrpoRun, step: number): Promise<number | undefine
 /** The engine for GRPO: LoRA dropout off (the log-probabilities must be those of the policy that sampled). */
 function openGrpoEngine(cfg: TrainConfig, modelPath: string, log: (m: string) => void): Promise<LoraEngine> {
   if (cfg.lora.dropout !== 0) log(`grpo: lora.dropout ${cfg.lora.dropout} is set to 0: the log-probabilities must be those of the policy that sampled`);
-  const tc = cfg.train;
-  const l = cfg.lora;
-  return LoraEngine.create({
-    model: modelPath,
-    device: tc.device,
-    threads: tc.threads,
-    memory: tc.memory,
-    checkpointing: tc.gradient_checkpointing === "auto" ? tc.memory === "lean" : tc.gradient_checkpointing === "on",
-    lora: { r: l.r, alpha: l.alpha, dropout: 0, rslora: l.use_rslora, targetModules: l.target_modules, seed: l.seed },
-  });
+  return openEngine(cfg, modelPath, 0);
 }
 
 /** Starts the adapter (init_adapter, or a checkpoint on resume) and the RNG; the reference policy's tensors. */

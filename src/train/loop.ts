@@ -15,7 +15,7 @@ import { betterByEx, describeFailures, execLimits, executionScores, promoteBest,
 import type { Series } from "./plot.js";
 import type { Encoded } from "./prompt.js";
 import { epochOrder, examplesPerStep, lrAt } from "./schedule.js";
-import type { EvalEvent, StepEvent, TrainHooks } from "./trainer.js";
+import type { EvalEvent, StepEvent, TrainHooks } from "./hooks.js";
 
 /** metrics.jsonl, and the loss curves so far for loss.svg. */
 export interface Metrics {

@@ -15,37 +15,16 @@ import { resolveModelPath } from "../models/model-path.js";
 import { closeAll } from "../sql/query-process.js";
 import { cleanLeftovers, removeAtomic, writeFileAtomic } from "../util/atomic.js";
 import { checkpointDirs, resumeNewest, type Position } from "./checkpoints.js";
-import { configToYaml, loadConfig, type DeepPartial, type TrainConfig } from "./config.js";
+import { configToYaml, loadConfig, type TrainConfig } from "./config.js";
 import { loadDataset, type DatasetReport, type Example } from "./data.js";
 import { BEST_MODEL, execRows, resumeBest, type EvalDecoder, type ExecRows } from "./exec-eval.js";
 import { EVAL_ADAPTER, openMetrics, trainLoop, type Metrics, type Run, type Session } from "./loop.js";
+import type { RunSummary, TrainHooks, TrainOptions } from "./hooks.js";
 import { lossCurveSvg } from "./plot.js";
 import { encodeExample, Tokenizer, type Encoded, type EncodeOptions } from "./prompt.js";
 import { totalSteps } from "./schedule.js";
 
-export interface StepEvent {
-  step: number; // optimizer steps done, 1-based
-  totalSteps: number;
-  epoch: number; // fractional epochs done
-  loss: number; // token-weighted loss of this step
-  lr: number;
-  gradNorm: number;
-  tokens: number; // tokens processed in this step
-  tokensPerS: number; // over the whole run so far (this session)
-  elapsedS: number;
-  etaS: number;
-}
-
-export interface EvalEvent {
-  step: number;
-  loss: number;
-  accuracy: number;
-  tokens: number;
-  /** with train.eval_execution: the execution accuracy of the greedy answers on the eval rows */
-  eval_ex?: number;
-  /** with train.eval_execution: the step whose adapter best_model/ holds after this evaluation */
-  best_step?: number;
-}
+export type { EvalEvent, StepEvent, TrainHooks, TrainOptions } from "./hooks.js";
 
 export interface LengthStats {
   p50: number;
@@ -70,13 +49,7 @@ export interface DataSummary extends DatasetReport {
   over2048: number;
 }
 
-export interface TrainSummary {
-  outputDir: string;
-  finalModel: string | null;
-  interrupted: boolean;
-  resumeCommand?: string;
-  steps: number;
-  totalSteps: number;
+export interface TrainSummary extends RunSummary {
   epochs: number;
   trainLoss: number;
   evalLoss: number | null;
@@ -105,29 +78,6 @@ export interface TrainSummary {
     other: number;
   };
   data: DataSummary;
-}
-
-export interface TrainHooks {
-  onStep?: (e: StepEvent) => void;
-  onEval?: (e: EvalEvent) => void;
-  /** examples evaluated so far, during an evaluation ("execution": eval_execution's decoding starts, done 0) */
-  onEvalProgress?: (done: number, total: number, step: number, phase?: "loss" | "execution") => void;
-  /**
-   * train.eval_execution's decoder: greedy SQL for each row from an adapter folder. The trainer
-   * cannot generate (generation is a layer above it); `trainSft` from the package's entry and
-   * `text2sql train` pass node-llama-cpp's (src/serve/eval-decoder.ts).
-   */
-  decodeSql?: EvalDecoder;
-  /** human-readable progress of the preparation phases */
-  onLog?: (msg: string) => void;
-  /** abort: the current micro-step finishes, a checkpoint is saved, the summary says interrupted */
-  signal?: AbortSignal;
-  /** continue from the latest valid checkpoint in output.dir */
-  resume?: boolean;
-  /** start afresh in a non-empty output.dir, replacing its run (without it or resume, such a folder is refused) */
-  overwrite?: boolean;
-  /** how the run was started, for the resume hint */
-  command?: string;
 }
 
 function stats(xs: number[]): LengthStats {
@@ -223,9 +173,6 @@ function gib(n: number): string {
   return `${(n / 2 ** 30).toFixed(2)} GiB`;
 }
 
-/** trainSft's options: a YAML config file and/or settings in the config's shape (they win). */
-export type TrainOptions = DeepPartial<TrainConfig> & { config?: string };
-
 /**
  * Fine-tunes a LoRA adapter on question/SQL pairs. Resolves to a summary of the run.
  *
@@ -313,7 +260,8 @@ function beginOutput(cfg: TrainConfig, hooks: TrainHooks, resumedAt: number | nu
   return metrics;
 }
 
-function openEngine(cfg: TrainConfig, modelPath: string): Promise<LoraEngine> {
+/** The training engine of a config (SFT's, and GRPO's with dropout 0). */
+export function openEngine(cfg: TrainConfig, modelPath: string, dropout = cfg.lora.dropout): Promise<LoraEngine> {
   const tc = cfg.train;
   return LoraEngine.create({
     model: modelPath,
@@ -324,7 +272,7 @@ function openEngine(cfg: TrainConfig, modelPath: string): Promise<LoraEngine> {
     lora: {
       r: cfg.lora.r,
       alpha: cfg.lora.alpha,
-      dropout: cfg.lora.dropout,
+      dropout,
       rslora: cfg.lora.use_rslora,
       targetModules: cfg.lora.target_modules,
       seed: cfg.lora.seed,
