@@ -7,7 +7,9 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { SqlGenerator } from "./generate.js";
-import { candidateAnswer, describeCandidates, listDatabases, MAX_CANDIDATES } from "./candidates.js";
+import { CANDIDATE_MAX_ROWS, candidateAnswer, DEFAULT_QUERY_TIMEOUT_MS, describeCandidates, listDatabases, MAX_CANDIDATES } from "./candidates.js";
+import { resultRows } from "./result-rows.js";
+import { DEFAULT_QUERY_MAX_BYTES } from "../sql/query-process.js";
 import { packageRoot } from "../engine/native.js";
 
 export interface ServerOptions {
@@ -254,6 +256,15 @@ export async function startServer(o: ServerOptions = {}): Promise<RunningServer>
       });
       served++;
       if (r.candidates) log(`generate_sql: db ${body.db}: ${describeCandidates(r.candidates)}`);
+      // with a database: the chosen SQL's first rows, run under the candidates' bounds
+      const rows = vote.db
+        ? await resultRows(vote.db, r.sql, {
+            timeoutMs: o.queryTimeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS,
+            maxRows: CANDIDATE_MAX_ROWS,
+            maxBytes: o.queryMaxBytes ?? DEFAULT_QUERY_MAX_BYTES,
+          })
+        : undefined;
+      if (rows && "error" in rows) log(`generate_sql: db ${body.db}: the answer's rows: ${rows.category}: ${rows.error}`);
       return {
         sql: r.sql,
         ...(r.valid !== undefined ? { valid: r.valid } : {}),
@@ -262,6 +273,7 @@ export async function startServer(o: ServerOptions = {}): Promise<RunningServer>
         ...(r.truncated ? { truncated: r.truncated, note: r.note } : {}),
         ms: Math.round(r.ms * 10) / 10,
         ...(r.candidates ? { candidates: candidateAnswer(r.candidates) } : {}),
+        ...(rows ? { rows } : {}),
       };
     } catch (err) {
       const msg = (err as Error).message;
