@@ -12,7 +12,12 @@ const TABLES = `CREATE TABLE department (id INTEGER PRIMARY KEY, state TEXT, bud
   INSERT INTO singer VALUES (1, 'Edith', 'France'), (2, 'Joe', 'USA');`;
 
 /** The heads of `school`, oldest first (as SELECT name , age FROM head ORDER BY age DESC gives them); the first name is a 4-byte blob. */
-export const HEADS: [string | Buffer, number][] = Array.from({ length: 30 }, (_, i) => [i === 0 ? Buffer.from([0xde, 0xad, 0xbe, 0xef]) : `head ${i}`, 90 - i]);
+const FIRST = ["Ada", "Bo", "Cy", "Dee", "Eli", "Fay", "Gus", "Hal", "Ivy", "Jo"];
+const LAST = ["Park", "Nakamura", "Okafor", "Silva", "Novak"];
+export const HEADS: [string | Buffer, number][] = Array.from({ length: 30 }, (_, i) => [
+  i === 0 ? Buffer.from([0xde, 0xad, 0xbe, 0xef]) : `${FIRST[i % FIRST.length]} ${LAST[(i * 3 + Math.floor(i / 10)) % LAST.length]}`,
+  90 - i,
+]);
 
 /** Writes school.sqlite, runaway.sqlite and bomb.sqlite into `dir`; returns their paths by name. */
 export function makeServeDatabases(dir: string): { school: string; runaway: string; bomb: string } {
