@@ -7,6 +7,7 @@ import { startServer, type RunningServer } from "../src/serve/server.js";
 import { overfitAdapter, PAIRS, SCHEMA } from "./helpers/overfit.js";
 import { tempDir } from "./helpers/models.js";
 import { HEADS, makeServeDatabases } from "./helpers/serve-dbs.js";
+import { resultRows } from "../src/serve/result-rows.js";
 
 const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..");
 
@@ -187,10 +188,11 @@ describe("serve limits and security", () => {
 
 describe("serve with databases: the answer's rows", () => {
   let s: RunningServer;
+  let dbs: ReturnType<typeof makeServeDatabases>;
   const logs: string[] = [];
   beforeAll(async () => {
     const { outputDir } = await overfitAdapter();
-    const dbs = makeServeDatabases(tempDir("t2s-serve-dbs-"));
+    dbs = makeServeDatabases(tempDir("t2s-serve-dbs-"));
     s = await startServer({
       adapter: outputDir,
       port: 0,
@@ -244,5 +246,26 @@ describe("serve with databases: the answer's rows", () => {
     // still serving, the good database too
     expect((await post(s.url, { question: PAIRS[0][0], db: "school", candidates: 1 })).json.rows).toMatchObject({ count: 1 });
     expect((await fetch(`${s.url}/health`)).status).toBe(200);
+  });
+
+  test("resultRows runs the SQL in the bounded runner, unless the candidates already saw it fail", async () => {
+    const bounds = { timeoutMs: 300, maxRows: 100_000, maxBytes: 1_000_000 };
+    expect(await resultRows(dbs.runaway, PAIRS[0][1], bounds)).toEqual({ category: "timeout", error: "the query ran longer than 300 ms" });
+    expect(await resultRows(dbs.bomb, PAIRS[1][1], bounds)).toMatchObject({
+      category: "too_large",
+      error: expect.stringMatching(/^result too large \(over 1000000 bytes/),
+    });
+    expect(await resultRows(dbs.school, "SELECT name FROM head WHERE age > 100", bounds)).toEqual({ columns: ["name"], rows: [], count: 0, truncated: false });
+    expect(await resultRows(dbs.school, "DELETE FROM head", bounds)).toMatchObject({ category: "not_a_query" });
+    // a failure the candidates met is the answer; nothing runs (this file does not exist)
+    const ran = [{ sql: "SELECT 1", ok: false, category: "timeout", error: "the query ran longer than 300 ms" }];
+    expect(await resultRows(path.join(path.dirname(dbs.school), "nope.sqlite"), "SELECT 1", bounds, ran)).toEqual({
+      category: "timeout",
+      error: "the query ran longer than 300 ms",
+    });
+    expect(await resultRows(path.join(path.dirname(dbs.school), "nope.sqlite"), "SELECT 2", bounds, ran)).toMatchObject({
+      category: "error",
+      error: expect.stringMatching(/^database not found/),
+    });
   });
 });

@@ -256,13 +256,19 @@ export async function startServer(o: ServerOptions = {}): Promise<RunningServer>
       });
       served++;
       if (r.candidates) log(`generate_sql: db ${body.db}: ${describeCandidates(r.candidates)}`);
-      // with a database: the chosen SQL's first rows, run under the candidates' bounds
+      // with a database: the chosen SQL's first rows, run under the candidates' bounds (a SQL
+      // that failed as a candidate is not run again)
       const rows = vote.db
-        ? await resultRows(vote.db, r.sql, {
-            timeoutMs: o.queryTimeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS,
-            maxRows: CANDIDATE_MAX_ROWS,
-            maxBytes: o.queryMaxBytes ?? DEFAULT_QUERY_MAX_BYTES,
-          })
+        ? await resultRows(
+            vote.db,
+            r.sql,
+            {
+              timeoutMs: o.queryTimeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS,
+              maxRows: CANDIDATE_MAX_ROWS,
+              maxBytes: o.queryMaxBytes ?? DEFAULT_QUERY_MAX_BYTES,
+            },
+            r.candidates?.list,
+          )
         : undefined;
       if (rows && "error" in rows) log(`generate_sql: db ${body.db}: the answer's rows: ${rows.category}: ${rows.error}`);
       return {
