@@ -5,6 +5,9 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { startServer, type RunningServer } from "../src/serve/server.js";
 import { overfitAdapter, PAIRS, SCHEMA } from "./helpers/overfit.js";
+import { tempDir } from "./helpers/models.js";
+import { HEADS, makeServeDatabases } from "./helpers/serve-dbs.js";
+import { resultRows } from "../src/serve/result-rows.js";
 
 const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..");
 
@@ -180,5 +183,89 @@ describe("serve limits and security", () => {
     expect(code).toBe(0);
     expect(err).toMatch(/SIGTERM: finishing requests in flight/);
     await expect(fetch(`${url}/health`)).rejects.toThrow();
+  });
+});
+
+describe("serve with databases: the answer's rows", () => {
+  let s: RunningServer;
+  let dbs: ReturnType<typeof makeServeDatabases>;
+  const logs: string[] = [];
+  beforeAll(async () => {
+    const { outputDir } = await overfitAdapter();
+    dbs = makeServeDatabases(tempDir("t2s-serve-dbs-"));
+    s = await startServer({
+      adapter: outputDir,
+      port: 0,
+      device: "cpu",
+      threads: 1,
+      db: [dbs.school, dbs.runaway, dbs.bomb],
+      candidates: 2,
+      queryTimeoutMs: 500,
+      queryMaxBytes: 1_000_000,
+      log: (l) => logs.push(l),
+    });
+  });
+  afterAll(() => s?.close());
+
+  test("GET /health lists the databases and the candidates maximum", async () => {
+    expect(await (await fetch(`${s.url}/health`)).json()).toMatchObject({ databases: ["school", "runaway", "bomb"], candidates: 2 });
+  });
+
+  test("with db, the answer carries the chosen SQL's first 20 rows (blobs by their length); without, no rows", async () => {
+    const r = await post(s.url, { question: PAIRS[1][0], db: "school", candidates: 1 });
+    expect(r.status).toBe(200);
+    expect(r.json.sql).toBe(`${PAIRS[1][1]};`);
+    expect(r.json.rows).toEqual({
+      columns: ["name", "age"],
+      rows: HEADS.slice(0, 20).map(([name, age]) => [typeof name === "string" ? name : { blob: name.length }, age]),
+      count: 30,
+      truncated: true,
+    });
+    const one = await post(s.url, { question: PAIRS[0][0], db: "school", candidates: 2 });
+    expect(one.json).toMatchObject({
+      sql: `${PAIRS[0][1]};`,
+      valid: true,
+      rows: { columns: ["count(*)"], rows: [[HEADS.filter(([, a]) => a > 56).length]], count: 1, truncated: false },
+    });
+    expect((one.json.candidates as { n: number }).n).toBe(2);
+    expect((await post(s.url, { question: PAIRS[0][0], schema: SCHEMA })).json.rows).toBeUndefined();
+  });
+
+  test("a runaway query and a byte bomb give rows.error; the server stays up", async () => {
+    const runaway = await post(s.url, { question: PAIRS[0][0], schema: SCHEMA, constrain: false, db: "runaway", candidates: 1 });
+    expect(runaway.status).toBe(200);
+    expect(runaway.json).toMatchObject({ sql: `${PAIRS[0][1]};`, valid: false, rows: { category: "timeout", error: expect.stringMatching(/500 ms/) } });
+    const bomb = await post(s.url, { question: PAIRS[1][0], schema: SCHEMA, constrain: false, db: "bomb", candidates: 1 });
+    expect(bomb.status).toBe(200);
+    expect(bomb.json).toMatchObject({
+      sql: `${PAIRS[1][1]};`,
+      valid: false,
+      rows: { category: "too_large", error: expect.stringMatching(/^result too large \(over 1000000 bytes, at row \d+\)$/) },
+    });
+    expect(logs.join("\n")).toMatch(/db runaway: the answer's rows: timeout: /);
+    // still serving, the good database too
+    expect((await post(s.url, { question: PAIRS[0][0], db: "school", candidates: 1 })).json.rows).toMatchObject({ count: 1 });
+    expect((await fetch(`${s.url}/health`)).status).toBe(200);
+  });
+
+  test("resultRows runs the SQL in the bounded runner, unless the candidates already saw it fail", async () => {
+    const bounds = { timeoutMs: 300, maxRows: 100_000, maxBytes: 1_000_000 };
+    expect(await resultRows(dbs.runaway, PAIRS[0][1], bounds)).toEqual({ category: "timeout", error: "the query ran longer than 300 ms" });
+    expect(await resultRows(dbs.bomb, PAIRS[1][1], bounds)).toMatchObject({
+      category: "too_large",
+      error: expect.stringMatching(/^result too large \(over 1000000 bytes/),
+    });
+    expect(await resultRows(dbs.school, "SELECT name FROM head WHERE age > 100", bounds)).toEqual({ columns: ["name"], rows: [], count: 0, truncated: false });
+    expect(await resultRows(dbs.school, "DELETE FROM head", bounds)).toMatchObject({ category: "not_a_query" });
+    // a failure the candidates met is the answer; nothing runs (this file does not exist)
+    const ran = [{ sql: "SELECT 1", ok: false, category: "timeout", error: "the query ran longer than 300 ms" }];
+    expect(await resultRows(path.join(path.dirname(dbs.school), "nope.sqlite"), "SELECT 1", bounds, ran)).toEqual({
+      category: "timeout",
+      error: "the query ran longer than 300 ms",
+    });
+    expect(await resultRows(path.join(path.dirname(dbs.school), "nope.sqlite"), "SELECT 2", bounds, ran)).toMatchObject({
+      category: "error",
+      error: expect.stringMatching(/^database not found/),
+    });
   });
 });

@@ -6,8 +6,10 @@ import Fastify, { type FastifyError, type FastifyInstance } from "fastify";
 import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import { SqlGenerator } from "./generate.js";
-import { candidateAnswer, describeCandidates, listDatabases, MAX_CANDIDATES } from "./candidates.js";
+import { SqlGenerator, type GenerateResult } from "./generate.js";
+import { CANDIDATE_MAX_ROWS, candidateAnswer, DEFAULT_QUERY_TIMEOUT_MS, describeCandidates, listDatabases, MAX_CANDIDATES } from "./candidates.js";
+import { resultRows, type ResultRows } from "./result-rows.js";
+import { DEFAULT_QUERY_MAX_BYTES } from "../sql/query-process.js";
 import { packageRoot } from "../engine/native.js";
 
 export interface ServerOptions {
@@ -145,6 +147,15 @@ function pickDatabase(
 }
 
 /**
+ * The answer's first rows on its database, run under the candidates' bounds; a SQL that failed as
+ * a candidate is answered with that failure, not run again.
+ */
+function answerRows(db: string, r: GenerateResult, o: ServerOptions): Promise<ResultRows> {
+  const bounds = { timeoutMs: o.queryTimeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS, maxRows: CANDIDATE_MAX_ROWS, maxBytes: o.queryMaxBytes ?? DEFAULT_QUERY_MAX_BYTES };
+  return resultRows(db, r.sql, bounds, r.candidates?.list);
+}
+
+/**
  * Whether an Authorization header carries the bearer token, in time that does not depend on where
  * they differ: the SHA-256 digests of both (equal lengths whatever the header's) are compared with
  * crypto.timingSafeEqual.
@@ -254,6 +265,8 @@ export async function startServer(o: ServerOptions = {}): Promise<RunningServer>
       });
       served++;
       if (r.candidates) log(`generate_sql: db ${body.db}: ${describeCandidates(r.candidates)}`);
+      const rows = vote.db ? await answerRows(vote.db, r, o) : undefined;
+      if (rows && "error" in rows) log(`generate_sql: db ${body.db}: the answer's rows: ${rows.category}: ${rows.error}`);
       return {
         sql: r.sql,
         ...(r.valid !== undefined ? { valid: r.valid } : {}),
@@ -263,6 +276,7 @@ export async function startServer(o: ServerOptions = {}): Promise<RunningServer>
         ...(r.truncated ? { truncated: r.truncated, note: r.note } : {}),
         ms: Math.round(r.ms * 10) / 10,
         ...(r.candidates ? { candidates: candidateAnswer(r.candidates) } : {}),
+        ...(rows ? { rows } : {}),
       };
     } catch (err) {
       const msg = (err as Error).message;
