@@ -189,24 +189,26 @@ describe("SFT with eval_execution on Spider's layout (tiny model)", () => {
   );
 });
 
-// 4000 MB of results if it ran to the end, and a query that never ends
+// 4000 MB of results if it ran to the end, and a query that never ends. The timeout is 3 s, not 1 s:
+// on a loaded 2-core machine (load average 20) the bomb's 64 MiB once took over 1 s to stream, so
+// it timed out before it was too large, and the test could not tell the two bounds apart.
 const BOMB = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 20000) SELECT printf('%.*c', 200000, 'x') FROM c";
 const NEVER = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
 
 describe("issue 25.8: hostile predictions during eval_execution", () => {
   test("per row: a byte-bomb is too_large, a runaway query a timeout, each scoring 0; the rows around them score", { timeout: 60_000 }, async () => {
-    const { cfg } = await spiderConfig(["train.eval_execution_timeout_ms=1000"]);
+    const { cfg } = await spiderConfig(["train.eval_execution_timeout_ms=3000"]);
     const ds = await loadDataset(cfg.data);
     const { rows } = await execRows(cfg, ds.eval, () => {});
     const preds = [rows[0].sql, BOMB, NEVER, rows[3].sql];
     const t0 = performance.now();
-    const scores = await executionScores(rows, preds, { keepDistinct: false, timeoutMs: 1000, maxBytes: cfg.train.eval_execution_max_bytes });
+    const scores = await executionScores(rows, preds, { keepDistinct: false, timeoutMs: 3000, maxBytes: cfg.train.eval_execution_max_bytes });
     expect(performance.now() - t0).toBeLessThan(20_000);
     expect(scores[0]).toEqual({ match: true });
     expect(scores[1]).toEqual({ match: false, category: "too_large", error: expect.stringMatching(/^result too large \(over 67108864 bytes, at row \d+\)$/) });
-    expect(scores[2]).toEqual({ match: false, category: "timeout", error: "the query ran longer than 1000 ms" });
+    expect(scores[2]).toEqual({ match: false, category: "timeout", error: "the query ran longer than 3000 ms" });
     expect(scores[3]).toEqual({ match: true });
-    expect(await executionAccuracy(rows, preds, { keepDistinct: false, timeoutMs: 1000 })).toBe(0.5);
+    expect(await executionAccuracy(rows, preds, { keepDistinct: false, timeoutMs: 3000 })).toBe(0.5);
     expect(() => loadConfig({ set: ["train.eval_execution_max_bytes=0"] })).toThrow(
       /train\.eval_execution_max_bytes: expected an integer >= 1 and <= 268435456, got number 0$/,
     );
@@ -219,7 +221,7 @@ describe("issue 25.8: hostile predictions during eval_execution", () => {
   });
 
   test("in an SFT run: eval_ex is 0.5 at every evaluation (2 of 4 rows hostile), the failures said, and the run finishes", { timeout: 120_000 }, async () => {
-    const { cfg } = await spiderConfig(["train.max_steps=2", "train.eval_execution_timeout_ms=1000"]);
+    const { cfg } = await spiderConfig(["train.max_steps=2", "train.eval_execution_timeout_ms=3000"]);
     const gold = new Map(SHOP_PAIRS.map(([q, s]) => [q, s]));
     const decodeSql = async (_dir: string, rows: { question: string }[]) => rows.map((r, i) => (i === 1 ? BOMB : i === 2 ? NEVER : gold.get(r.question)!));
     const logs: string[] = [];
