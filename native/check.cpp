@@ -155,36 +155,20 @@ void write_model(const cli & c) {
     };
     for (int64_t l = 0; l < s.n_layer; l++) {
         const std::string p = "blk." + std::to_string(l) + ".";
-        specs.push_back({p + "attn_norm.weight", {s.n_embd}, true});
-        specs.push_back({p + "ffn_norm.weight", {s.n_embd}, true});
-        specs.push_back({
-            p + "attn_q.weight", {s.n_embd, s.n_embd},
-               false
-        });
-        specs.push_back({
-            p + "attn_k.weight", {s.n_embd, kv},
-               false
-        });
-        specs.push_back({
-            p + "attn_v.weight", {s.n_embd, kv},
-               false
-        });
-        specs.push_back({
-            p + "attn_output.weight", {s.n_embd, s.n_embd},
-               false
-        });
-        specs.push_back({
-            p + "ffn_gate.weight", {s.n_embd, s.n_ff},
-               false
-        });
-        specs.push_back({
-            p + "ffn_up.weight", {s.n_embd, s.n_ff},
-               false
-        });
-        specs.push_back({
-            p + "ffn_down.weight", {s.n_ff, s.n_embd},
-               false
-        });
+
+        // each block's tensors, in the order the GGUF lists them
+        const spec block[] = {
+            {"attn_norm.weight",   {s.n_embd},           true },
+            {"ffn_norm.weight",    {s.n_embd},           true },
+            {"attn_q.weight",      {s.n_embd, s.n_embd}, false},
+            {"attn_k.weight",      {s.n_embd, kv},       false},
+            {"attn_v.weight",      {s.n_embd, kv},       false},
+            {"attn_output.weight", {s.n_embd, s.n_embd}, false},
+            {"ffn_gate.weight",    {s.n_embd, s.n_ff},   false},
+            {"ffn_up.weight",      {s.n_embd, s.n_ff},   false},
+            {"ffn_down.weight",    {s.n_ff, s.n_embd},   false},
+        };
+        for (const spec & b : block) specs.push_back({p + b.name, b.ne, b.norm});
     }
     size_t bytes = 0;
     for (const spec & sp : specs) {

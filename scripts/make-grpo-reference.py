@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Records a reference of two GRPO steps with PyTorch, for test/grpo-torch.test.ts.
 
-The model code (float64, from the GGUF tensors, LoRA as PEFT defines it) is scripts/make-torch-
-reference.py's, imported, so it shares no code with the engine. The samples are recorded here,
+The model code (float64, from the GGUF tensors, LoRA as PEFT defines it) and the starting adapter
+are scripts/torch_ref_common.py's, which make-torch-reference.py uses too, so it shares no code with
+the engine. The samples are recorded here,
 fixed (prompt ids, completion ids, rewards per group), so the replay has no sampling in it. Each
 step: advantages (r - mean) / (sample std + 1e-4) per group; old log-probabilities from the policy
 at the step's start, reference ones from the starting adapter (both detached); then MU = 2
@@ -19,23 +20,13 @@ Run once per family; the fixtures are committed:
   npm run make-test-model -- --family qwen2 --out /tmp/t2s-qwen2.gguf
   /usr/bin/python3 scripts/make-grpo-reference.py /tmp/t2s-qwen2.gguf test/fixtures/grpo-torch-qwen2.json qwen2
 """
-import hashlib
-import importlib.util
-import json
-import math
-import os
 import sys
 
 import numpy as np
 import torch
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-spec = importlib.util.spec_from_file_location("torch_ref", os.path.join(HERE, "make-torch-reference.py"))
-ref_model = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(ref_model)
-torch.set_default_dtype(torch.float64)
+from torch_ref_common import ALPHA, R, TARGETS, adamw, forward, init_lora, load, sha256, write_fixture
 
-R, ALPHA = ref_model.R, ref_model.ALPHA
 HP = dict(lr=2e-2, beta1=0.9, beta2=0.999, eps=1e-8, weightDecay=0.01, maxGradNorm=1.0)
 RL = dict(clipEps=0.2, klCoef=0.1, temperature=0.8, updatesPerBatch=2)
 BOS = {"llama": [1], "qwen2": []}
@@ -67,7 +58,7 @@ def advantages(rs):
 
 def logps(w, hp, lora, c):
     toks = c["prompt_ids"] + c["completion_ids"]
-    lp = torch.log_softmax(ref_model.forward(w, hp, lora, toks)[:-1] / RL["temperature"], -1)
+    lp = torch.log_softmax(forward(w, hp, lora, toks)[:-1] / RL["temperature"], -1)
     tgt = torch.tensor(toks[1:])
     return lp.gather(1, tgt[:, None])[:, 0][len(c["prompt_ids"]) - 1 :]
 
@@ -75,23 +66,12 @@ def logps(w, hp, lora, c):
 def main():
     model_path, out_path = sys.argv[1], sys.argv[2]
     family = sys.argv[3] if len(sys.argv) > 3 else "llama"
-    w, hp = ref_model.load(model_path)
+    w, hp = load(model_path)
     rng = np.random.default_rng(1)
-    lora, names, params = {}, [], []
-    for il in range(hp["n_layer"]):
-        for t in ref_model.TARGETS:
-            n_out, n_in = w[f"blk.{il}.{ref_model.STEMS[t]}.weight"].shape
-            a = rng.uniform(-1 / math.sqrt(n_in), 1 / math.sqrt(n_in), (R, n_in)).astype(np.float32)
-            b = rng.uniform(-0.05, 0.05, (n_out, R)).astype(np.float32)
-            ta = torch.tensor(a.astype(np.float64), requires_grad=True)
-            tb = torch.tensor(b.astype(np.float64), requires_grad=True)
-            lora[(il, t)] = (ta, tb)
-            stem = f"blk.{il}.{ref_model.STEMS[t]}.weight"
-            names += [stem + ".lora_a", stem + ".lora_b"]
-            params += [ta, tb]
+    lora, names, params = init_lora(w, hp, rng)
     initial = [p.detach().numpy().ravel().tolist() for p in params]
     ref_lora = {k: (a.detach().clone(), b.detach().clone()) for k, (a, b) in lora.items()}
-    opt = torch.optim.AdamW(params, lr=HP["lr"], betas=(HP["beta1"], HP["beta2"]), eps=HP["eps"], weight_decay=HP["weightDecay"])
+    opt = adamw(params, HP)
     eps, beta = RL["clipEps"], RL["klCoef"]
     steps = []
     for step in range(2):
@@ -131,20 +111,16 @@ def main():
                 "tensors": [[round(x, 12) for x in p.detach().numpy().ravel().tolist()] for p in params],
             }
         )
-    with open(model_path, "rb") as f:
-        sha = hashlib.sha256(f.read()).hexdigest()
     fixture = {
         "about": "two GRPO steps recorded by scripts/make-grpo-reference.py (PyTorch " + torch.__version__ + ", float64)",
-        "model": {"makeTestModel": {} if family == "llama" else {"family": family}, "sha256": sha},
-        "lora": {"r": R, "alpha": ALPHA, "targets": ref_model.TARGETS},
+        "model": {"makeTestModel": {} if family == "llama" else {"family": family}, "sha256": sha256(model_path)},
+        "lora": {"r": R, "alpha": ALPHA, "targets": TARGETS},
         "hp": HP,
         "rl": RL,
         "initial": [{"name": n, "data": [float(np.float32(x)) for x in init]} for n, init in zip(names, initial)],
         "steps": steps,
     }
-    with open(out_path, "w") as f:
-        json.dump(fixture, f, separators=(",", ":"))
-        f.write("\n")
+    write_fixture(out_path, fixture)
     print(f"wrote {out_path}: updates {[[ (round(u['loss'], 6), u['clipped']) for u in s['updates']] for s in steps]}")
 
 

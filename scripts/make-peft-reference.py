@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Records reference logits of exported PEFT adapters with PyTorch, for test/peft.test.ts.
 
-It shares no code with text2sql and works in Hugging Face row order throughout: the tiny GGUF's
-q_proj/k_proj weights are un-permuted back to HF order (the inverse of llama.cpp's converter
-permutation), RoPE is HF's rotate_half (not ggml's adjacent pairs), GQA repeats KV heads with
-repeat_interleave, RMSNorm and SwiGLU as in transformers' LlamaModel, and each target module
-computes y = W x + s * B (A x) with s = lora_alpha / r (lora_alpha / sqrt(r) with use_rslora),
-reading adapter_model.safetensors (with a small numpy reader written here) and
-adapter_config.json exactly as PEFT would. Everything is float64.
+It shares no code with text2sql's engine (with the other PyTorch makers it shares only
+scripts/torch_ref_common.py's GGUF header reader, sha256 and fixture writer; its model is its own)
+and works in Hugging Face row order throughout: the tiny GGUF's q_proj/k_proj weights are
+un-permuted back to HF order (the inverse of llama.cpp's converter permutation), RoPE is HF's
+rotate_half (not ggml's adjacent pairs), GQA repeats KV heads with repeat_interleave, RMSNorm and
+SwiGLU as in transformers' LlamaModel, and each target module computes y = W x + s * B (A x) with
+s = lora_alpha / r (lora_alpha / sqrt(r) with use_rslora), reading adapter_model.safetensors (with
+a small numpy reader written here) and adapter_config.json exactly as PEFT would. Everything is
+float64.
 
 The PEFT folders come from the test itself, so only the fixture (logits) is committed:
 
@@ -31,20 +33,15 @@ un-permuted). Llama 3 computes its RoPE frequencies with rope_type "llama3" from
 rope_scaling values in the manifest (transformers' _compute_llama3_parameters), not from the
 GGUF's rope_freqs.weight, which is only checked against them.
 """
-import hashlib
 import json
 import math
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "node_modules", ".cache", "text2sql", "llama.cpp", "gguf-py"))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from gguf.gguf_reader import GGUFReader  # noqa: E402
-
-torch.set_default_dtype(torch.float64)
+from torch_ref_common import GGUFReader, read_hparams, sha256, write_fixture
 
 TOKENS = [1, 518, 25580, 29962, 3251, 403, 3758, 363, 278, 1494, 1139]
 N_IDS = 256  # logits recorded per position: these vocabulary ids, plus the full-vocab logsumexp
@@ -64,10 +61,6 @@ HF_NAMES = {
 }
 
 
-def field(r, key):
-    return r.fields[key].parts[-1][0].item()
-
-
 def unpermute(w, n_head):
     """Inverse of llama.cpp's w.reshape(n_head, 2, rows/n_head/2, cols).swapaxes(1, 2).reshape(rows, cols)."""
     rows, cols = w.shape
@@ -82,18 +75,7 @@ def permute(w, n_head):
 def load_hf(path):
     """The GGUF's weights under HF names, in HF row order."""
     r = GGUFReader(path)
-    arch = bytes(r.fields["general.architecture"].parts[-1]).decode()
-    n_embd, n_head = field(r, f"{arch}.embedding_length"), field(r, f"{arch}.attention.head_count")
-    hp = {
-        "arch": arch,
-        "n_embd": n_embd,
-        "n_layer": field(r, f"{arch}.block_count"),
-        "n_head": n_head,
-        "n_head_kv": field(r, f"{arch}.attention.head_count_kv"),
-        "hd": field(r, f"{arch}.attention.key_length") if f"{arch}.attention.key_length" in r.fields else n_embd // n_head,
-        "eps": field(r, f"{arch}.attention.layer_norm_rms_epsilon"),
-        "base": field(r, f"{arch}.rope.freq_base"),
-    }
+    hp = read_hparams(r)
     w = {}
     for t in r.tensors:
         a = np.array(t.data, dtype=np.float64)
@@ -108,7 +90,7 @@ def load_hf(path):
             hp["rope_freqs"] = a  # only checked against the HF computation
         else:
             _, il, stem, kind = name.split(".")
-            if arch != "llama":
+            if hp["arch"] != "llama":
                 pass  # qwen2/qwen3: NEOX RoPE, the GGUF keeps HF's row order
             elif stem == "attn_q":
                 u = unpermute(a, hp["n_head"])
@@ -234,11 +216,6 @@ def forward(w, hp, tokens, lora=None, scale=0.0):
     return rms_norm(x, w["model.norm.weight"], hp["eps"]) @ w["lm_head.weight"].T
 
 
-def sha256(path):
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
 def rel_error(a, b):
     return float(torch.linalg.norm(a - b) / torch.linalg.norm(b))
 
@@ -296,9 +273,7 @@ def main():
         "base": record(base),
         "cases": cases,
     }
-    with open(out_path, "w") as f:
-        json.dump(fixture, f, separators=(",", ":"))
-        f.write("\n")
+    write_fixture(out_path, fixture)
     print(f"wrote {out_path}: {len(cases)} cases, {len(TOKENS)} positions x {len(ids)} logits")
 
 

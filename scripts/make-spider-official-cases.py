@@ -65,27 +65,145 @@ def other_column(db, table, col):
     return None
 
 
+def first_item(q):
+    """The select list's match and its first item, stripped; (None, None) where there is no select list."""
+    m = select_list(q)
+    return (m, m.group(2).split(",")[0].strip()) if m else (None, None)
+
+
+def with_first_item(q, m, first, new):
+    """q with the select list's first item (m and first as first_item gives them) replaced by new."""
+    return q[: m.start(2)] + new + q[m.start(2) + len(first):]
+
+
+def aliased_table(q, alias, default):
+    """The table that q names alias (`t AS alias`), else default."""
+    am = re.search(r"(?i)\b(\w+)\s+as\s+" + re.escape(alias) + r"\b", q)
+    return am.group(1) if am else default
+
+
 # ---------------------------------------------------------------------------------------------
-# Mutations: (name, fn(q, db) -> str | None)
+# Mutations: (name, fn(q, db) -> str | None): the m_ functions, and the table SIMPLE below
+
+
+def subs(*alternatives, after=None, when=None, unless=None):
+    """A mutation that applies the first of the (pattern, replacement) alternatives that changes q, once
+    (sub1): with after, only to what follows after's first match (None where it does not match); only
+    where when matches q, and not where unless does."""
+
+    def fn(q, db):
+        if (when and not re.search(when, q)) or (unless and re.search(unless, q)):
+            return None
+        m = re.search(after, q) if after else None
+        if after and not m:
+            return None
+        text = q[m.end():] if m else q
+        out = None
+        for pattern, repl in alternatives:
+            out = sub1(pattern, repl, text)
+            if out:
+                break
+        if not after:
+            return out
+        return q[: m.end()] + out if out else None
+
+    return fn
+
+
+def append(tail, strip=False, when=None, unless=None):
+    """A mutation that adds tail at the end of q (after its trailing semicolons with strip); only where
+    when matches q, and not where unless does."""
+
+    def fn(q, db):
+        if (when and not re.search(when, q)) or (unless and re.search(unless, q)):
+            return None
+        return (q.rstrip(";") if strip else q) + tail
+
+    return fn
+
+
+WHERE = r"(?i)\bwhere\b"
+FROM_SUBQUERY = r"(?i)from\s*\("
+
+SIMPLE = {
+    "add_distinct": subs((r"(?i)^\s*select\s+", "SELECT DISTINCT "), unless=r"(?i)^\s*select\s+distinct"),
+    "and_to_or": subs((r"(?i)\band\b", "OR"), after=WHERE, unless=r"(?i)\bbetween\b"),
+    "between": subs((r"(?i)(\bwhere\s+[\w.]+)\s*(>|<|>=|<=)\s*(\d+)", r"\1 BETWEEN \3 AND 100")),
+    "comma_join_on": subs((r"(?i)\s+join\s+", " , ")),
+    "count_distinct": subs((r"(?i)count\(\s*(?!distinct)([\w.]+)\s*\)", r"count(DISTINCT \1)"), (r"(?i)count\(\s*distinct\s+", "count(")),
+    "count_spacing": subs((r"(?i)count\(\*\)", "COUNT ( * )")),
+    "count_star_qualified": subs((r"(?i)count\(\*\)", "count(T1.*)"), when=r"(?i)\bas\s+(t1)\b"),
+    "dollar": append(" $", strip=True),
+    "drop_from": subs((r"(?i)\s+from\s+\w+(\s+as\s+\w+)?", "")),
+    "drop_where_cond": subs((r"(?i)\s+and\s+[\w.]+\s*(=|>|<|!=|>=|<=)\s*(\"[^\"]*\"|'[^']*'|[\w.]+)", "")),
+    "eq_nospace_cols": subs((r"(\w\.\w+)\s*=\s*(\w+\.\w)", r"\1=\2")),
+    "eq_nospace_num": subs((r"\s*([=<>])\s*(\d)", r"\1\2")),
+    "eq_nospace_str": subs((r"\s*=\s*([\"'])", r"=\1")),
+    "exists": subs((r"(?i)\b([\w.]+)\s+(not\s+)?in\s*\(\s*select", "EXISTS (SELECT")),
+    "from_no_join_keyword": subs((r"(?i)\s+join\s+(\w+)\s+as\s+(\w+)\s+on\s+[\w.]+\s*=\s*[\w.]+", r" \1 AS \2")),
+    "from_sub_distinct": subs((r"(?i)\(\s*select\s+", "(SELECT DISTINCT "), when=FROM_SUBQUERY),
+    "from_sub_named": append(" AS sub", strip=True, when=FROM_SUBQUERY),
+    "from_sub_value": subs((r"\"Dutch\"", '"French"'), when=FROM_SUBQUERY),
+    "from_sub_value_quote": subs((r"\"Dutch\"", "'Dutch'"), when=FROM_SUBQUERY),
+    "group_remove": subs((r"(?i)\s+group\s+by\s+[\w.]+", "")),
+    "having_and": subs((r"(?i)(\bhaving\s+[^)]+\)\s*(>=|<=|=|>|<)\s*\d+)", r"\1 AND count(*) < 100")),
+    "having_remove": subs((r"(?i)\s+having\s+[\w.]+\s*\(\s*[\w.*]+\s*\)\s*(>=|<=|=|>|<)\s*\d+", "")),
+    "in_to_not_in": subs((r"(?i)(?<!not )\bin\s*\(", "NOT IN (")),
+    "is_null": subs((r"(?i)(\bwhere\s+[\w.]+\s*)(=|!=|>|<)\s*(\"[^\"]*\"|'[^']*'|\d+)", r"\1IS NULL")),
+    "join_without_on": subs((r"(?i)\s+on\s+[\w.]+\s*=\s*[\w.]+", "")),
+    "like_to_eq": subs((r"(?i)\blike\b", "=")),
+    "limit_add": append(" LIMIT 1", strip=True, unless=r"(?i)\b(limit|intersect|union|except)\b|\("),
+    "limit_change": subs((r"(?i)\blimit\s+(\d+)", lambda m: "LIMIT " + str(int(m.group(1)) + 2))),
+    "limit_float": subs((r"(?i)\blimit\s+(\d+)", r"LIMIT \1.0")),
+    "limit_missing_value": subs((r"(?i)\blimit\s+\d+", "LIMIT")),
+    "limit_remove": subs((r"(?i)\s+limit\s+\d+", "")),
+    "nested_value": subs((r"(?<![\w.])(\d+)(?![\w.])", lambda x: str(int(x.group(1)) + 3)), (r"([\"'])([^\"']*)\1", r"'other'"), after=r"(?i)\(\s*select\b"),
+    "not_in_to_in": subs((r"(?i)\bnot\s+in\b", "IN")),
+    "not_like": subs((r"(?i)\blike\b", "NOT LIKE")),
+    "on_swap": subs((r"(?i)\bon\s+([\w.]+)\s*=\s*([\w.]+)", r"ON \2 = \1")),
+    "op_double_eq": subs((r"\s=\s", " == ")),
+    "op_eq_neq": subs((r"\s=\s", " != "), after=WHERE),
+    "op_gt_lt": subs((r"\s>\s", " < "), (r"\s<\s", " > ")),
+    "op_gte_split": subs((r">=", "> ="), (r"<=", "< ="), (r"!=", "! =")),
+    "op_ltgt": subs((r"!=", "<>")),
+    "op_ltgt_from_eq": subs((r"\s=\s", " <> "), after=WHERE),
+    "or_to_and": subs((r"(?i)\bor\b", "AND")),
+    "order_remove": subs((r"(?i)\s+order\s+by\s+[\w.()*]+(\s+(desc|asc))?", "")),
+    "qualified_star": subs((r"(?i)^(\s*select\s+)\*", r"\1T1.*")),
+    "remove_distinct": subs((r"(?i)\bdistinct\s+", "")),
+    "select_column_alias": subs((r"(?i)^(\s*select\s+(?:distinct\s+)?)([\w.]+(?:\([\w.*]+\))?)", r"\1\2 AS result")),
+    "subquery_spacing": subs((r"\(\s*(?i:select)", "(SELECT")),
+    "subquery_to_value": subs((r"(?i)\(\s*select\b[^()]*(\([^()]*\)[^()]*)*\)", "5")),
+    "trailing_garbage": append(" garbage tokens here"),
+    "trailing_order": append(" LIMIT 1 garbage", unless=r"(?i)\b(order|limit|intersect|union|except)\b"),
+    "trailing_paren": append(" )"),
+    "trailing_period": append(".", strip=True),
+    "trailing_query": append("; SELECT 1", strip=True),
+    "trailing_semicolon": append(" ;", strip=True),
+    "typo_keyword": subs((r"(?i)\bselect\b", "SELEC")),
+    "unbalanced_quote": subs((r"([\"'])([^\"']*)\1", r"\1\2")),
+    "unknown_table": subs((r"(?i)\bfrom\s+(\w+)", "FROM no_such_table")),
+    "value_float": subs((r"([=<>]\s*)(\d+)(?![\w.])", r"\1\2.0")),
+    "value_negative": subs((r"([=<>]\s*)(\d+)(?![\w.])", r"\1-\2")),
+    "value_num": subs((r"(?<![\w.])(\d+)(?![\w.])", lambda x: str(int(x.group(1)) + 7)), after=r"(?i)\b(where|having)\b"),
+    "value_str": subs((r"([\"'])([^\"']*)\1", r"'zz\2'")),
+    "value_str_case": subs((r"\"([^\"]+)\"", lambda m: '"' + m.group(1).upper() + '"'), (r"'([^']+)'", lambda m: "'" + m.group(1).upper() + "'")),
+    "where_no_connector": subs((r"(?i)\s+and\s+(?=[\w.]+\s*(=|>|<|!=)\s*)", " ")),
+    "where_parens": subs((r"(?i)\bwhere\s+([^()]*?)(\s+(group|order|limit|intersect|union|except)\b|$)", r"WHERE ( \1 )\2")),
+}
 
 
 def m_swap_select_col(q, db):
-    m = select_list(q)
-    if not m:
-        return None
-    first = m.group(2).split(",")[0].strip()
-    cm = re.fullmatch(r"(?:(\w+)\.)?(\w+)", first)
+    m, first = first_item(q)
+    cm = re.fullmatch(r"(?:(\w+)\.)?(\w+)", first) if m else None
     if not cm or cm.group(2) == "*":
         return None
     alias, col = cm.group(1), cm.group(2)
-    table = first_table(q)
-    if alias:
-        am = re.search(r"(?i)\b(\w+)\s+as\s+" + re.escape(alias) + r"\b", q)
-        table = am.group(1) if am else table
+    table = aliased_table(q, alias, first_table(q)) if alias else first_table(q)
     alt = other_column(db, table, col)
     if not alt:
         return None
-    return q[: m.start(2)] + re.sub(re.escape(col) + r"$", alt, first) + q[m.start(2) + len(first):]
+    return with_first_item(q, m, first, re.sub(re.escape(col) + r"$", alt, first))
 
 
 def m_swap_select_order(q, db):
@@ -117,103 +235,6 @@ def m_agg_change(q, db):
     return None
 
 
-def m_count_star_qualified(q, db):
-    m = re.search(r"(?i)\bas\s+(t1)\b", q)
-    if not m:
-        return None
-    return sub1(r"(?i)count\(\*\)", "count(T1.*)", q)
-
-
-def m_count_spacing(q, db):
-    return sub1(r"(?i)count\(\*\)", "COUNT ( * )", q)
-
-
-def m_add_distinct(q, db):
-    if re.match(r"(?i)\s*select\s+distinct", q):
-        return None
-    return sub1(r"(?i)^\s*select\s+", "SELECT DISTINCT ", q)
-
-
-def m_remove_distinct(q, db):
-    return sub1(r"(?i)\bdistinct\s+", "", q)
-
-
-def m_op_gt_lt(q, db):
-    return sub1(r"\s>\s", " < ", q) or sub1(r"\s<\s", " > ", q)
-
-
-def m_op_eq_neq(q, db):
-    m = re.search(r"(?i)\bwhere\b", q)
-    if not m:
-        return None
-    rest = sub1(r"\s=\s", " != ", q[m.end():])
-    return q[: m.end()] + rest if rest else None
-
-
-def m_op_gte_split(q, db):
-    return sub1(r">=", "> =", q) or sub1(r"<=", "< =", q) or sub1(r"!=", "! =", q)
-
-
-def m_op_ltgt(q, db):
-    return sub1(r"!=", "<>", q)
-
-
-def m_op_ltgt_from_eq(q, db):
-    m = re.search(r"(?i)\bwhere\b", q)
-    if not m:
-        return None
-    rest = sub1(r"\s=\s", " <> ", q[m.end():])
-    return q[: m.end()] + rest if rest else None
-
-
-def m_op_double_eq(q, db):
-    return sub1(r"\s=\s", " == ", q)
-
-
-def m_eq_nospace_str(q, db):
-    return sub1(r"\s*=\s*([\"'])", r"=\1", q)
-
-
-def m_eq_nospace_num(q, db):
-    return sub1(r"\s*([=<>])\s*(\d)", r"\1\2", q)
-
-
-def m_eq_nospace_cols(q, db):
-    return sub1(r"(\w\.\w+)\s*=\s*(\w+\.\w)", r"\1=\2", q)
-
-
-def m_like_to_eq(q, db):
-    return sub1(r"(?i)\blike\b", "=", q)
-
-
-def m_and_to_or(q, db):
-    m = re.search(r"(?i)\bwhere\b", q)
-    if not m or re.search(r"(?i)\bbetween\b", q):
-        return None
-    rest = sub1(r"(?i)\band\b", "OR", q[m.end():])
-    return q[: m.end()] + rest if rest else None
-
-
-def m_or_to_and(q, db):
-    return sub1(r"(?i)\bor\b", "AND", q)
-
-
-def m_drop_where_cond(q, db):
-    return sub1(r"(?i)\s+and\s+[\w.]+\s*(=|>|<|!=|>=|<=)\s*(\"[^\"]*\"|'[^']*'|[\w.]+)", "", q)
-
-
-def m_not_in_to_in(q, db):
-    return sub1(r"(?i)\bnot\s+in\b", "IN", q)
-
-
-def m_in_to_not_in(q, db):
-    return sub1(r"(?i)(?<!not )\bin\s*\(", "NOT IN (", q)
-
-
-def m_where_parens(q, db):
-    return sub1(r"(?i)\bwhere\s+([^()]*?)(\s+(group|order|limit|intersect|union|except)\b|$)", r"WHERE ( \1 )\2", q)
-
-
 def m_remove_join(q, db):
     joins = list(re.finditer(r"(?i)\s+join\s+\w+(\s+as\s+\w+)?\s+on\s+[\w.]+\s*=\s*[\w.]+", q))
     if not joins:
@@ -236,28 +257,14 @@ def m_add_join(q, db):
     return None
 
 
-def m_on_swap(q, db):
-    return sub1(r"(?i)\bon\s+([\w.]+)\s*=\s*([\w.]+)", r"ON \2 = \1", q)
-
-
 def m_on_other_column(q, db):
     m = re.search(r"(?i)\bon\s+(\w+)\.(\w+)\s*=", q)
     if not m:
         return None
-    am = re.search(r"(?i)\b(\w+)\s+as\s+" + re.escape(m.group(1)) + r"\b", q)
-    table = am.group(1) if am else m.group(1)
-    alt = other_column(db, table, m.group(2))
+    alt = other_column(db, aliased_table(q, m.group(1), m.group(1)), m.group(2))
     if not alt:
         return None
     return q[: m.start(2)] + alt + q[m.end(2):]
-
-
-def m_join_without_on(q, db):
-    return sub1(r"(?i)\s+on\s+[\w.]+\s*=\s*[\w.]+", "", q)
-
-
-def m_comma_join_on(q, db):
-    return sub1(r"(?i)\s+join\s+", " , ", q)
 
 
 def m_comma_join_where(q, db):
@@ -302,63 +309,10 @@ def m_alias_qualify(q, db):
     if re.search(r"(?i)\bjoin\b|\bas\b|\(|\*", q):
         return None
     t = first_table(q)
-    m = select_list(q)
-    if not t or not m:
+    m, first = first_item(q)
+    if not t or not m or not re.fullmatch(r"\w+", first):
         return None
-    first = m.group(2).split(",")[0].strip()
-    if not re.fullmatch(r"\w+", first):
-        return None
-    return q[: m.start(2)] + f"{t}.{first}" + q[m.start(2) + len(first):]
-
-
-def m_value_num(q, db):
-    m = re.search(r"(?i)\b(where|having)\b", q)
-    if not m:
-        return None
-    rest = sub1(r"(?<![\w.])(\d+)(?![\w.])", lambda x: str(int(x.group(1)) + 7), q[m.end():])
-    return q[: m.end()] + rest if rest else None
-
-
-def m_value_str(q, db):
-    return sub1(r"([\"'])([^\"']*)\1", r"'zz\2'", q)
-
-
-def m_value_str_case(q, db):
-    return sub1(r"\"([^\"]+)\"", lambda m: '"' + m.group(1).upper() + '"', q) or sub1(r"'([^']+)'", lambda m: "'" + m.group(1).upper() + "'", q)
-
-
-def m_value_negative(q, db):
-    return sub1(r"([=<>]\s*)(\d+)(?![\w.])", r"\1-\2", q)
-
-
-def m_value_float(q, db):
-    return sub1(r"([=<>]\s*)(\d+)(?![\w.])", r"\1\2.0", q)
-
-
-def m_trailing_garbage(q, db):
-    return q + " garbage tokens here"
-
-
-def m_trailing_semicolon(q, db):
-    return q.rstrip(";") + " ;"
-
-
-def m_trailing_paren(q, db):
-    return q + " )"
-
-
-def m_trailing_query(q, db):
-    return q.rstrip(";") + "; SELECT 1"
-
-
-def m_trailing_period(q, db):
-    return q.rstrip(";") + "."
-
-
-def m_trailing_order(q, db):
-    if re.search(r"(?i)\b(order|limit|intersect|union|except)\b", q):
-        return None
-    return q + " LIMIT 1 garbage"
+    return with_first_item(q, m, first, f"{t}.{first}")
 
 
 def m_truncate(q, db):
@@ -368,36 +322,17 @@ def m_truncate(q, db):
     return " ".join(toks[: len(toks) * 2 // 3])
 
 
-def m_drop_from(q, db):
-    return sub1(r"(?i)\s+from\s+\w+(\s+as\s+\w+)?", "", q)
-
-
-def m_unbalanced_quote(q, db):
-    return sub1(r"([\"'])([^\"']*)\1", r"\1\2", q)
-
-
 def m_drop_close_paren(q, db):
     i = q.rfind(")")
     return q[:i] + q[i + 1:] if i >= 0 else None
 
 
-def m_typo_keyword(q, db):
-    return sub1(r"(?i)\bselect\b", "SELEC", q)
-
-
 def m_unknown_column(q, db):
-    m = select_list(q)
-    if not m:
-        return None
-    first = m.group(2).split(",")[0].strip()
-    cm = re.fullmatch(r"(?:(\w+)\.)?(\w+)", first)
+    m, first = first_item(q)
+    cm = re.fullmatch(r"(?:(\w+)\.)?(\w+)", first) if m else None
     if not cm:
         return None
-    return q[: m.start(2)] + first[: len(first) - len(cm.group(2))] + "no_such_column" + q[m.start(2) + len(first):]
-
-
-def m_unknown_table(q, db):
-    return sub1(r"(?i)\bfrom\s+(\w+)", "FROM no_such_table", q)
+    return with_first_item(q, m, first, first[: len(first) - len(cm.group(2))] + "no_such_column")
 
 
 def m_keyword_lower(q, db):
@@ -421,24 +356,20 @@ def m_whitespace_collapse(q, db):
     return out
 
 
+def quote_first_item(q, mark):
+    """q with the select list's first item, where it is a bare name, between two marks."""
+    m, first = first_item(q)
+    if not m or not re.fullmatch(r"\w+", first):
+        return None
+    return with_first_item(q, m, first, mark + first + mark)
+
+
 def m_quoted_identifier(q, db):
-    m = select_list(q)
-    if not m:
-        return None
-    first = m.group(2).split(",")[0].strip()
-    if not re.fullmatch(r"\w+", first):
-        return None
-    return q[: m.start(2)] + f'"{first}"' + q[m.start(2) + len(first):]
+    return quote_first_item(q, '"')
 
 
 def m_backtick_identifier(q, db):
-    m = select_list(q)
-    if not m:
-        return None
-    first = m.group(2).split(",")[0].strip()
-    if not re.fullmatch(r"\w+", first):
-        return None
-    return q[: m.start(2)] + f"`{first}`" + q[m.start(2) + len(first):]
+    return quote_first_item(q, "`")
 
 
 def m_order_flip(q, db):
@@ -453,50 +384,20 @@ def m_order_asc_explicit(q, db):
     return sub1(r"(?i)(\border\s+by\s+[\w.()*]+)", r"\1 ASC", q)
 
 
-def m_order_remove(q, db):
-    return sub1(r"(?i)\s+order\s+by\s+[\w.()*]+(\s+(desc|asc))?", "", q)
-
-
 def m_order_add(q, db):
     if re.search(r"(?i)\b(order|group|intersect|union|except|limit)\b|\(", q):
         return None
-    m = select_list(q)
-    first = m.group(2).split(",")[0].strip() if m else None
+    _, first = first_item(q)
     if not first or not re.fullmatch(r"[\w.]+", first):
         return None
     return q.rstrip(";") + f" ORDER BY {first}"
-
-
-def m_limit_change(q, db):
-    return sub1(r"(?i)\blimit\s+(\d+)", lambda m: "LIMIT " + str(int(m.group(1)) + 2), q)
-
-
-def m_limit_float(q, db):
-    return sub1(r"(?i)\blimit\s+(\d+)", r"LIMIT \1.0", q)
-
-
-def m_limit_remove(q, db):
-    return sub1(r"(?i)\s+limit\s+\d+", "", q)
-
-
-def m_limit_add(q, db):
-    if re.search(r"(?i)\b(limit|intersect|union|except)\b|\(", q):
-        return None
-    return q.rstrip(";") + " LIMIT 1"
-
-
-def m_group_remove(q, db):
-    return sub1(r"(?i)\s+group\s+by\s+[\w.]+", "", q)
 
 
 def m_group_change(q, db):
     m = re.search(r"(?i)\bgroup\s+by\s+(?:(\w+)\.)?(\w+)", q)
     if not m:
         return None
-    table = first_table(q)
-    if m.group(1):
-        am = re.search(r"(?i)\b(\w+)\s+as\s+" + re.escape(m.group(1)) + r"\b", q)
-        table = am.group(1) if am else m.group(1)
+    table = aliased_table(q, m.group(1), m.group(1)) if m.group(1) else first_table(q)
     alt = other_column(db, table, m.group(2))
     return q[: m.start(2)] + alt + q[m.end(2):] if alt else None
 
@@ -505,10 +406,6 @@ def m_group_add_having(q, db):
     if not re.search(r"(?i)\bgroup\s+by\s+[\w.]+", q) or re.search(r"(?i)\bhaving\b", q):
         return None
     return sub1(r"(?i)(\bgroup\s+by\s+[\w.]+)", r"\1 HAVING count(*) > 1", q)
-
-
-def m_having_remove(q, db):
-    return sub1(r"(?i)\s+having\s+[\w.]+\s*\(\s*[\w.*]+\s*\)\s*(>=|<=|=|>|<)\s*\d+", "", q)
 
 
 def m_setop_change(q, db):
@@ -531,18 +428,6 @@ def m_setop_swap(q, db):
     return q[m.end():] + " " + m.group(1) + " " + q[: m.start()]
 
 
-def m_subquery_to_value(q, db):
-    return sub1(r"(?i)\(\s*select\b[^()]*(\([^()]*\)[^()]*)*\)", "5", q)
-
-
-def m_subquery_spacing(q, db):
-    return sub1(r"\(\s*(?i:select)", "(SELECT", q)
-
-
-def m_dollar(q, db):
-    return q.rstrip(";") + " $"
-
-
 def m_in_list(q, db):
     m = re.search(r"(?i)\bwhere\s+([\w.]+)\s*=\s*(\d+)", q)
     if not m:
@@ -550,46 +435,10 @@ def m_in_list(q, db):
     return q[: m.start()] + f"WHERE {m.group(1)} IN (1,2)" + q[m.end():]
 
 
-def m_from_sub_value(q, db):
-    if not re.search(r"(?i)from\s*\(", q):
-        return None
-    return sub1(r"\"Dutch\"", '"French"', q)
-
-
-def m_from_sub_value_quote(q, db):
-    if not re.search(r"(?i)from\s*\(", q):
-        return None
-    return sub1(r"\"Dutch\"", "'Dutch'", q)
-
-
 def m_from_sub_alias(q, db):
-    if not re.search(r"(?i)from\s*\(", q):
+    if not re.search(FROM_SUBQUERY, q):
         return None
     return re.sub(r"(?i)\bt1\b", "C", q)
-
-
-def m_from_sub_distinct(q, db):
-    if not re.search(r"(?i)from\s*\(", q):
-        return None
-    return sub1(r"(?i)\(\s*select\s+", "(SELECT DISTINCT ", q)
-
-
-def m_from_sub_named(q, db):
-    if not re.search(r"(?i)from\s*\(", q):
-        return None
-    return q.rstrip(";") + " AS sub"
-
-
-def m_where_no_connector(q, db):
-    return sub1(r"(?i)\s+and\s+(?=[\w.]+\s*(=|>|<|!=)\s*)", " ", q)
-
-
-def m_from_no_join_keyword(q, db):
-    return sub1(r"(?i)\s+join\s+(\w+)\s+as\s+(\w+)\s+on\s+[\w.]+\s*=\s*[\w.]+", r" \1 AS \2", q)
-
-
-def m_select_column_alias(q, db):
-    return sub1(r"(?i)^(\s*select\s+(?:distinct\s+)?)([\w.]+(?:\([\w.*]+\))?)", r"\1\2 AS result", q)
 
 
 def m_select_table_alias_name(q, db):
@@ -597,42 +446,11 @@ def m_select_table_alias_name(q, db):
     return sub1(r"(?i)^(\s*select\s+(?:distinct\s+)?)([\w.]+(?:\([\w.*]+\))?)", r"\1\2 AS " + t, q) if t else None
 
 
-def m_count_distinct(q, db):
-    return sub1(r"(?i)count\(\s*(?!distinct)([\w.]+)\s*\)", r"count(DISTINCT \1)", q) or sub1(r"(?i)count\(\s*distinct\s+", "count(", q)
-
-
 def m_select_arith(q, db):
-    m = select_list(q)
-    if not m:
+    m, first = first_item(q)
+    if not m or not re.fullmatch(r"[\w.]+", first) or first == "*":
         return None
-    first = m.group(2).split(",")[0].strip()
-    if not re.fullmatch(r"[\w.]+", first) or first == "*":
-        return None
-    return q[: m.start(2)] + f"{first} + {first}" + q[m.start(2) + len(first):]
-
-
-def m_is_null(q, db):
-    return sub1(r"(?i)(\bwhere\s+[\w.]+\s*)(=|!=|>|<)\s*(\"[^\"]*\"|'[^']*'|\d+)", r"\1IS NULL", q)
-
-
-def m_not_like(q, db):
-    return sub1(r"(?i)\blike\b", "NOT LIKE", q)
-
-
-def m_between(q, db):
-    return sub1(r"(?i)(\bwhere\s+[\w.]+)\s*(>|<|>=|<=)\s*(\d+)", r"\1 BETWEEN \3 AND 100", q)
-
-
-def m_exists(q, db):
-    return sub1(r"(?i)\b([\w.]+)\s+(not\s+)?in\s*\(\s*select", "EXISTS (SELECT", q)
-
-
-def m_nested_value(q, db):
-    m = re.search(r"(?i)\(\s*select\b", q)
-    if not m:
-        return None
-    rest = sub1(r"(?<![\w.])(\d+)(?![\w.])", lambda x: str(int(x.group(1)) + 3), q[m.end():]) or sub1(r"([\"'])([^\"']*)\1", r"'other'", q[m.end():])
-    return q[: m.end()] + rest if rest else None
+    return with_first_item(q, m, first, f"{first} + {first}")
 
 
 def m_nested_column(q, db):
@@ -642,26 +460,16 @@ def m_nested_column(q, db):
     t = re.search(r"(?i)\bfrom\s+(\w+)", q[m.end():])
     table = t.group(1) if t else None
     if m.group(1):
-        am = re.search(r"(?i)\b(\w+)\s+as\s+" + re.escape(m.group(1)) + r"\b", q)
-        table = am.group(1) if am else table
+        table = aliased_table(q, m.group(1), table)
     alt = other_column(db, table, m.group(2)) if table else None
     return q[: m.start(2)] + alt + q[m.end(2):] if alt else None
 
 
-def m_having_and(q, db):
-    return sub1(r"(?i)(\bhaving\s+[^)]+\)\s*(>=|<=|=|>|<)\s*\d+)", r"\1 AND count(*) < 100", q)
-
-
 def m_order_two_keys(q, db):
-    m = select_list(q)
-    first = m.group(2).split(",")[0].strip() if m else None
+    _, first = first_item(q)
     if not first or not re.fullmatch(r"[\w.]+", first):
         return None
     return sub1(r"(?i)(\border\s+by\s+[\w.()*]+)(\s+(desc|asc))?", r"\1 DESC , " + first + " ASC", q)
-
-
-def m_limit_missing_value(q, db):
-    return sub1(r"(?i)\blimit\s+\d+", "LIMIT", q)
 
 
 def m_agg_no_paren(q, db):
@@ -676,10 +484,9 @@ def m_setop_parens(q, db):
 
 
 def m_select_duplicate(q, db):
-    m = select_list(q)
+    m, first = first_item(q)
     if not m:
         return None
-    first = m.group(2).split(",")[0].strip()
     return q[: m.end(2)] + " , " + first + q[m.end(2):]
 
 
@@ -690,10 +497,6 @@ def m_fk_other_side(q, db):
     a, ac, b, bc = m.groups()
     out = re.sub(r"(?i)\b" + re.escape(a) + r"\." + re.escape(ac) + r"\b(?!\s*=)", f"{b}.{bc}", q[m.end():], count=1)
     return q[: m.end()] + out if out != q[m.end():] else None
-
-
-def m_qualified_star(q, db):
-    return sub1(r"(?i)^(\s*select\s+)\*", r"\1T1.*", q)
 
 
 def m_select_star(q, db):
@@ -749,7 +552,8 @@ def random_edit(q, db, rnd):
     return " ".join(tk)
 
 
-MUTATIONS = [(name[2:], fn) for name, fn in sorted(globals().items()) if name.startswith("m_") and callable(fn)]
+MUTATIONS = sorted([(name[2:], fn) for name, fn in globals().items() if name.startswith("m_") and callable(fn)] + list(SIMPLE.items()), key=lambda m: m[0])
+assert len({name for name, _ in MUTATIONS}) == len(MUTATIONS), "a mutation is both an m_ function and in SIMPLE"
 
 
 def main():

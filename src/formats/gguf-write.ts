@@ -41,6 +41,10 @@ export interface GgufWriteSpec {
   tensors: readonly GgufTensorSpec[];
 }
 
+/** One of Buffer's fixed-size write methods (writeUInt8, writeFloatLE, writeBigInt64LE, ...): it returns the offset after what it wrote. */
+type BufferWrite<T> = (this: Buffer, value: T, offset: number) => number;
+const B = Buffer.prototype;
+
 /** Little-endian byte builder for the header. */
 class ByteSink {
   private chunks: Buffer[] = [];
@@ -54,65 +58,18 @@ class ByteSink {
     this.cur = Buffer.allocUnsafe(Math.max(1 << 16, n));
     this.pos = 0;
   }
-  u8(v: number): void {
-    this.room(1);
-    this.cur.writeUInt8(v, this.pos);
-    this.pos += 1;
-    this.length += 1;
-  }
-  i8(v: number): void {
-    this.room(1);
-    this.cur.writeInt8(v, this.pos);
-    this.pos += 1;
-    this.length += 1;
-  }
-  u16(v: number): void {
-    this.room(2);
-    this.cur.writeUInt16LE(v, this.pos);
-    this.pos += 2;
-    this.length += 2;
-  }
-  i16(v: number): void {
-    this.room(2);
-    this.cur.writeInt16LE(v, this.pos);
-    this.pos += 2;
-    this.length += 2;
+  /** Appends v with write, one of Buffer's fixed-size write methods (8 bytes at most), which says where it ended. */
+  put<T>(write: BufferWrite<T>, v: T): void {
+    this.room(8);
+    const end = write.call(this.cur, v, this.pos);
+    this.length += end - this.pos;
+    this.pos = end;
   }
   u32(v: number): void {
-    this.room(4);
-    this.cur.writeUInt32LE(v, this.pos);
-    this.pos += 4;
-    this.length += 4;
-  }
-  i32(v: number): void {
-    this.room(4);
-    this.cur.writeInt32LE(v, this.pos);
-    this.pos += 4;
-    this.length += 4;
-  }
-  f32(v: number): void {
-    this.room(4);
-    this.cur.writeFloatLE(v, this.pos);
-    this.pos += 4;
-    this.length += 4;
-  }
-  f64(v: number): void {
-    this.room(8);
-    this.cur.writeDoubleLE(v, this.pos);
-    this.pos += 8;
-    this.length += 8;
+    this.put(B.writeUInt32LE, v);
   }
   u64(v: bigint | number): void {
-    this.room(8);
-    this.cur.writeBigUInt64LE(BigInt(v), this.pos);
-    this.pos += 8;
-    this.length += 8;
-  }
-  i64(v: bigint): void {
-    this.room(8);
-    this.cur.writeBigInt64LE(v, this.pos);
-    this.pos += 8;
-    this.length += 8;
+    this.put(B.writeBigUInt64LE, BigInt(v));
   }
   bytes(b: Uint8Array): void {
     this.room(b.length);
@@ -140,23 +97,23 @@ function writeScalar(sink: ByteSink, type: number, value: unknown, key: string):
   };
   switch (type) {
     case GgufValueType.UINT8:
-      return sink.u8(int(0, 0xff));
+      return sink.put(B.writeUInt8, int(0, 0xff));
     case GgufValueType.INT8:
-      return sink.i8(int(-0x80, 0x7f));
+      return sink.put(B.writeInt8, int(-0x80, 0x7f));
     case GgufValueType.UINT16:
-      return sink.u16(int(0, 0xffff));
+      return sink.put(B.writeUInt16LE, int(0, 0xffff));
     case GgufValueType.INT16:
-      return sink.i16(int(-0x8000, 0x7fff));
+      return sink.put(B.writeInt16LE, int(-0x8000, 0x7fff));
     case GgufValueType.UINT32:
       return sink.u32(int(0, 0xffffffff));
     case GgufValueType.INT32:
-      return sink.i32(int(-0x80000000, 0x7fffffff));
+      return sink.put(B.writeInt32LE, int(-0x80000000, 0x7fffffff));
     case GgufValueType.FLOAT32:
-      return typeof value === "number" ? sink.f32(value) : bad();
+      return typeof value === "number" ? sink.put(B.writeFloatLE, value) : bad();
     case GgufValueType.FLOAT64:
-      return typeof value === "number" ? sink.f64(value) : bad();
+      return typeof value === "number" ? sink.put(B.writeDoubleLE, value) : bad();
     case GgufValueType.BOOL:
-      return typeof value === "boolean" ? sink.u8(value ? 1 : 0) : bad();
+      return typeof value === "boolean" ? sink.put(B.writeUInt8, value ? 1 : 0) : bad();
     case GgufValueType.STRING:
       return typeof value === "string" ? sink.string(value) : bad();
     case GgufValueType.UINT64:
@@ -164,7 +121,7 @@ function writeScalar(sink: ByteSink, type: number, value: unknown, key: string):
       return sink.u64(value as bigint);
     case GgufValueType.INT64:
       if (typeof value !== "bigint" || value < -(1n << 63n) || value >= 1n << 63n) bad();
-      return sink.i64(value as bigint);
+      return sink.put(B.writeBigInt64LE, value as bigint);
     default:
       throw new Error(`gguf: metadata "${key}": unknown value type ${type}`);
   }

@@ -121,19 +121,23 @@ export const gv = {
   }),
 } as const;
 
-/** Fixed byte size of scalar value types (STRING and ARRAY are variable). */
-const SCALAR_SIZE: Partial<Record<GgufValueType, number>> = {
-  0: 1,
-  1: 1,
-  2: 2,
-  3: 2,
-  4: 4,
-  5: 4,
-  6: 4,
-  7: 1,
-  10: 8,
-  11: 8,
-  12: 8,
+/** One of Buffer's fixed-size little-endian read methods (readUInt8, readFloatLE, readBigInt64LE, ...). */
+type BufferRead = (this: Buffer, offset: number) => number | bigint;
+const B = Buffer.prototype;
+
+/** The fixed-size scalar value types (STRING and ARRAY are variable): byte size and read method (BOOL as its byte). */
+const SCALAR_READ: Partial<Record<GgufValueType, readonly [number, BufferRead]>> = {
+  [GgufValueType.UINT8]: [1, B.readUInt8],
+  [GgufValueType.INT8]: [1, B.readInt8],
+  [GgufValueType.UINT16]: [2, B.readUInt16LE],
+  [GgufValueType.INT16]: [2, B.readInt16LE],
+  [GgufValueType.UINT32]: [4, B.readUInt32LE],
+  [GgufValueType.INT32]: [4, B.readInt32LE],
+  [GgufValueType.FLOAT32]: [4, B.readFloatLE],
+  [GgufValueType.BOOL]: [1, B.readUInt8],
+  [GgufValueType.UINT64]: [8, B.readBigUInt64LE],
+  [GgufValueType.INT64]: [8, B.readBigInt64LE],
+  [GgufValueType.FLOAT64]: [8, B.readDoubleLE],
 };
 
 /** Typed array constructors for the numeric value types. */
@@ -378,37 +382,14 @@ class FileCursor {
     return out;
   }
   scalar(type: number, what: string): GgufScalar["value"] {
-    const size = SCALAR_SIZE[type as GgufValueType];
+    const read = SCALAR_READ[type as GgufValueType];
     if (type === GgufValueType.STRING) return this.string(what);
-    if (size === undefined) throw new Error(`${this.filePath}: corrupt GGUF file: unknown value type ${type} for ${what}`);
+    if (read === undefined) throw new Error(`${this.filePath}: corrupt GGUF file: unknown value type ${type} for ${what}`);
+    const [size, method] = read;
     this.ensure(size, what);
-    const b = this.buf;
-    const p = this.pos;
+    const v = method.call(this.buf, this.pos);
     this.pos += size;
-    switch (type) {
-      case GgufValueType.UINT8:
-        return b.readUInt8(p);
-      case GgufValueType.INT8:
-        return b.readInt8(p);
-      case GgufValueType.UINT16:
-        return b.readUInt16LE(p);
-      case GgufValueType.INT16:
-        return b.readInt16LE(p);
-      case GgufValueType.UINT32:
-        return b.readUInt32LE(p);
-      case GgufValueType.INT32:
-        return b.readInt32LE(p);
-      case GgufValueType.FLOAT32:
-        return b.readFloatLE(p);
-      case GgufValueType.BOOL:
-        return b.readUInt8(p) !== 0;
-      case GgufValueType.UINT64:
-        return b.readBigUInt64LE(p);
-      case GgufValueType.INT64:
-        return b.readBigInt64LE(p);
-      default:
-        return b.readDoubleLE(p); // FLOAT64
-    }
+    return type === GgufValueType.BOOL ? v !== 0 : v;
   }
 }
 
