@@ -14,7 +14,7 @@ import { groupAdvantages, surrogateWeights } from "../src/train/grpo-loss.js";
 import { CONSTRAINED_BIAS, executionReward, Rng, trainGrpo as trainGrpoCore } from "../src/train/grpo.js";
 import { sampleWithAdapter } from "../src/serve/grpo-sampler.js";
 import { closeAll } from "../src/sql/query-process.js";
-import { makeSpiderLayout, SHOP_PAIRS } from "./helpers/db-layouts.js";
+import { makeShopDb, makeSpiderLayout, SHOP_PAIRS } from "./helpers/db-layouts.js";
 import { tempDir, testModel } from "./helpers/models.js";
 
 afterAll(() => closeAll());
@@ -271,6 +271,21 @@ describe("trainGrpo on the tiny model", () => {
     expect(done.interrupted).toBe(false);
     expect(done.steps).toBe(2);
   }, 240_000);
+
+  test("rl.constrained on rows without a schema is an error naming the key and the row", async () => {
+    const dir = tempDir();
+    makeShopDb(path.join(dir, "shop.sqlite"));
+    fs.writeFileSync(path.join(dir, "d.csv"), ["text_query,sql_command,db", ...SHOP_PAIRS.map(([q, sql]) => `"${q}","${sql}",shop.sqlite`)].join("\n") + "\n");
+    const options = {
+      model: { path: await testModel({ type: "f32" }) },
+      output: { dir: path.join(dir, "out") },
+      data: { path: path.join(dir, "d.csv"), split: [1, 0, 0] },
+      train: { max_steps: 1, threads: 2 },
+      rl: { constrained: true },
+    };
+    await expect(trainGrpo(options)).rejects.toThrow(/^rl\.constrained: .*d\.csv:\d+ has no schema, and constrained sampling uses the schema's grammar/);
+    expect(fs.existsSync(path.join(dir, "out"))).toBe(false);
+  }, 60_000);
 
   test("a non-SQLite database is an error naming the row", async () => {
     const out = path.join(tempDir(), "grpo");
