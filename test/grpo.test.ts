@@ -2,16 +2,19 @@
 // refused), the token weights against finite differences of the per-token objective, the rl:
 // config, and trainGrpo end to end on the tiny test model with a test-made Spider layout
 // (node-llama-cpp sampling, execution reward, samples.jsonl's fields, a failing gold query said
-// with its line and counted, final_model/ in both formats, resume from a checkpoint).
+// with its line and counted, final_model/ in both formats, resume from a checkpoint), best_model/
+// by eval_ex (ties keep the earlier step; kept across a resume), and rl.constrained (every sample
+// under the schema's grammar, its bias said).
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, describe, expect, test } from "vitest";
-import { trainGrpo } from "../src/index.js";
+import { formatGrpoSummary, trainGrpo } from "../src/index.js";
 import { loadConfig } from "../src/train/config.js";
 import { groupAdvantages, surrogateWeights } from "../src/train/grpo-loss.js";
-import { executionReward, Rng } from "../src/train/grpo.js";
+import { CONSTRAINED_BIAS, executionReward, Rng, trainGrpo as trainGrpoCore } from "../src/train/grpo.js";
+import { sampleWithAdapter } from "../src/serve/grpo-sampler.js";
 import { closeAll } from "../src/sql/query-process.js";
-import { makeSpiderLayout, SHOP_PAIRS } from "./helpers/db-layouts.js";
+import { makeShopDb, makeSpiderLayout, SHOP_PAIRS } from "./helpers/db-layouts.js";
 import { tempDir, testModel } from "./helpers/models.js";
 
 afterAll(() => closeAll());
@@ -66,6 +69,7 @@ describe("rl config", () => {
       group_size: 8,
       temperature: 1,
       max_new_tokens: 128,
+      constrained: false,
       valid_sql_reward: 0,
       scale_rewards: "group",
       clip_eps: 0.2,
@@ -78,6 +82,8 @@ describe("rl config", () => {
     expect(() => loadConfig({ overrides: base, set: ["rl.scale_rewards=batch"] })).toThrow(/rl\.scale_rewards/);
     expect(() => loadConfig({ overrides: base, set: ["method=ppo"] })).toThrow(/method/);
     expect(() => loadConfig({ overrides: base, set: ["rl.temperature=0"] })).toThrow(/rl\.temperature/);
+    expect(() => loadConfig({ overrides: base, set: ["rl.constrained=maybe"] })).toThrow(/rl\.constrained/);
+    expect(loadConfig({ overrides: base, set: ["rl.constrained=true"] }).rl.constrained).toBe(true);
   });
   test("the RNG is a pure function of its state", () => {
     const a = new Rng(42);
@@ -147,6 +153,86 @@ describe("trainGrpo on the tiny model", () => {
       expect(typeof m.eval_ex).toBe("number");
       expect(m.zeroVarianceGroups).toBeGreaterThanOrEqual(0);
     }
+    // best_model/: the first evaluation with the highest eval_ex in metrics.jsonl, both formats, named by the summary
+    const evals = metrics.filter((m) => typeof m.eval_ex === "number");
+    expect(evals.map((m) => m.step)).toEqual([0, 1, 2]);
+    const top = evals.find((m) => m.eval_ex === Math.max(...evals.map((e) => e.eval_ex)));
+    expect(sum.bestModel).toEqual({ dir: path.join(out, "best_model"), step: top.step, evalEx: top.eval_ex });
+    expect(JSON.parse(fs.readFileSync(path.join(out, "summary.json"), "utf8")).bestModel.step).toBe(top.step);
+    expect(JSON.parse(fs.readFileSync(path.join(out, "best_model", "text2sql.json"), "utf8")).steps).toBe(top.step);
+    for (const f of ["adapter.gguf", "adapter_model.safetensors", "adapter_config.json"]) expect(fs.existsSync(path.join(out, "best_model", f))).toBe(true);
+    expect(fs.existsSync(path.join(out, "eval_adapter"))).toBe(false);
+    expect(evals[evals.length - 1].best_step).toBe(top.step);
+    // unconstrained (rl.constrained false): said, no bias line, and the random model's samples are not all SELECTs
+    expect(logs.some((l) => /completions per step, temperature 1, unconstrained;/.test(l))).toBe(true);
+    expect(logs.some((l) => l.startsWith("constrained sampling:"))).toBe(false);
+    expect(lines.some((l) => !/^select\b/i.test(l.sql))).toBe(true);
+  }, 240_000);
+
+  test("best_model/ by eval_ex: the best step is kept, a tie keeps the earlier; a resumed run keeps the earlier best when later evals are worse", async () => {
+    // a decoder whose eval_ex after step k is EX[k]: 0, 1, 0.5, 1 (a tie with step 1), 0; sampling is node-llama-cpp's
+    const EX = [0, 1, 0.5, 1, 0];
+    const decodeSql = async (dir: string, rows: { question: string }[]) => {
+      const k = JSON.parse(fs.readFileSync(path.join(dir, "text2sql.json"), "utf8")).steps as number;
+      return rows.map((r, i) => (i < EX[k] * rows.length ? SHOP_PAIRS.find(([q]) => q === r.question)![1] : "SELECT 0"));
+    };
+    const hooks = { decodeSql, sample: sampleWithAdapter };
+    const opts = async (out: string) => {
+      const { options } = await setup(out);
+      return { ...options, train: { ...options.train, max_steps: 4 }, rl: { prompts_per_step: 1, group_size: 2, max_new_tokens: 4 } };
+    };
+    const a = path.join(tempDir(), "a");
+    const sa = await trainGrpoCore(await opts(a), hooks);
+    const evals = (d: string) =>
+      fs
+        .readFileSync(path.join(d, "metrics.jsonl"), "utf8")
+        .trim()
+        .split("\n")
+        .map((l) => JSON.parse(l))
+        .filter((m) => typeof m.eval_ex === "number")
+        .map((m) => [m.step, m.eval_ex]);
+    expect(evals(a)).toEqual(EX.map((x, k) => [k, x]));
+    expect(sa.bestModel).toEqual({ dir: path.join(a, "best_model"), step: 1, evalEx: 1 });
+    expect(JSON.parse(fs.readFileSync(path.join(a, "best_model", "text2sql.json"), "utf8")).steps).toBe(1);
+    expect(JSON.parse(fs.readFileSync(path.join(a, "checkpoints", "checkpoint-4", "grpo_state.json"), "utf8")).best).toEqual({ step: 1, ex: 1 });
+    expect(formatGrpoSummary(sa)).toMatch(/best model +.*best_model: step 1, eval_ex 100\.0%/);
+
+    // the same run stopped after step 2 and resumed: steps 3 (a tie) and 4 (worse) keep step 1's best_model/
+    const b = path.join(tempDir(), "b");
+    const ac = new AbortController();
+    const ob = await opts(b);
+    const stopped = await trainGrpoCore(
+      { ...ob, train: { ...ob.train, save_every: 0 } },
+      { ...hooks, signal: ac.signal, onStep: (e) => e.step === 2 && ac.abort() },
+    );
+    expect(stopped.interrupted).toBe(true);
+    expect(JSON.parse(fs.readFileSync(path.join(b, "checkpoints", "checkpoint-2", "grpo_state.json"), "utf8")).best).toEqual({ step: 1, ex: 1 });
+    const logs: string[] = [];
+    const sb = await trainGrpoCore(ob, { ...hooks, resume: true, onLog: (m) => logs.push(m) });
+    expect(logs.some((l) => /resuming from .*checkpoint-2 \(GRPO step 2; best_model\/: step 1, eval_ex 1\)/.test(l))).toBe(true);
+    expect(evals(b)).toEqual(evals(a));
+    expect(sb.bestModel).toEqual({ dir: path.join(b, "best_model"), step: 1, evalEx: 1 });
+    expect(fs.readFileSync(path.join(b, "best_model", "adapter.gguf")).equals(fs.readFileSync(path.join(a, "best_model", "adapter.gguf")))).toBe(true);
+    expect(fs.existsSync(path.join(b, "best_model", "adapter_model.safetensors"))).toBe(true);
+  }, 300_000);
+
+  test("rl.constrained: every sample is under the schema's grammar (it starts with SELECT) and the bias is said once", async () => {
+    const out = path.join(tempDir(), "grpo");
+    const { options } = await setup(out);
+    const logs: string[] = [];
+    const opts = { ...options, train: { ...options.train, max_steps: 1 }, rl: { ...options.rl, max_new_tokens: 12, constrained: true } };
+    const sum = await trainGrpo(opts, { onLog: (m) => logs.push(m) });
+    expect(sum.steps).toBe(1);
+    const lines = fs
+      .readFileSync(path.join(out, "samples.jsonl"), "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l));
+    expect(lines).toHaveLength(2 * 3);
+    for (const l of lines) expect(l.sql).toMatch(/^select\b/i);
+    expect(logs.filter((l) => l === CONSTRAINED_BIAS)).toHaveLength(1);
+    expect(CONSTRAINED_BIAS).toMatch(/^constrained sampling: the engine's log-probabilities are those of the unmasked model, so the ratio\/KL are biased/);
+    expect(logs.some((l) => /completions per step, temperature 1, constrained to the schema's grammar;/.test(l))).toBe(true);
   }, 240_000);
 
   test("resume from checkpoint-1 gives the same samples and adapter as the uninterrupted run", async () => {
@@ -185,6 +271,21 @@ describe("trainGrpo on the tiny model", () => {
     expect(done.interrupted).toBe(false);
     expect(done.steps).toBe(2);
   }, 240_000);
+
+  test("rl.constrained on rows without a schema is an error naming the key and the row", async () => {
+    const dir = tempDir();
+    makeShopDb(path.join(dir, "shop.sqlite"));
+    fs.writeFileSync(path.join(dir, "d.csv"), ["text_query,sql_command,db", ...SHOP_PAIRS.map(([q, sql]) => `"${q}","${sql}",shop.sqlite`)].join("\n") + "\n");
+    const options = {
+      model: { path: await testModel({ type: "f32" }) },
+      output: { dir: path.join(dir, "out") },
+      data: { path: path.join(dir, "d.csv"), split: [1, 0, 0] },
+      train: { max_steps: 1, threads: 2 },
+      rl: { constrained: true },
+    };
+    await expect(trainGrpo(options)).rejects.toThrow(/^rl\.constrained: .*d\.csv:\d+ has no schema, and constrained sampling uses the schema's grammar/);
+    expect(fs.existsSync(path.join(dir, "out"))).toBe(false);
+  }, 60_000);
 
   test("a non-SQLite database is an error naming the row", async () => {
     const out = path.join(tempDir(), "grpo");

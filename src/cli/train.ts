@@ -156,6 +156,9 @@ row's database (+ rl.valid_sql_reward for SQL that runs), and takes rl.updates_p
 (rl.clip_eps) policy-gradient steps with an optional k3 KL term (rl.kl_coef, to rl.reference).
 train.max_steps counts GRPO steps. Every row needs a database; LoRA dropout is off. Writes
 samples.jsonl (one line per completion: prompt/completion ids, log-probabilities, reward, advantage).
+The greedy eval_ex every train.eval_every steps keeps best_model/ (ties: the earlier step).
+--set rl.constrained=true samples under the schema's grammar; biased: the log-probabilities are
+the unmasked model's (see docs/training.md).
 
 model.path (--model) may be a hub repository: it is downloaded into the cache (after a question,
 or at once with --yes) and converted to a GGUF once; see \`text2sql model --help\`.

@@ -368,17 +368,23 @@ export class SqlGenerator {
   }
 
   /**
-   * GRPO's sampler: unconstrained sampling from exactly `input` (the ids the trainer's engine
-   * conditions on) at `temperature` with `seed`; the sampled ids, the end token included when it
-   * was sampled, and the SQL of their text.
+   * GRPO's sampler: sampling from exactly `input` (the ids the trainer's engine conditions on) at
+   * `temperature` with `seed`, unconstrained, or with `schema` under the schema's grammar (the one
+   * generate() constrains to; none for a schema past MAX_CONSTRAINED_TABLES, said as generate()
+   * says it); the sampled ids, the end token included when it was sampled, and the SQL of their text.
    */
-  async sampleIds(input: readonly number[], o: { maxTokens: number; temperature: number; seed: number }): Promise<{ ids: number[]; sql: string }> {
+  async sampleIds(
+    input: readonly number[],
+    o: { maxTokens: number; temperature: number; seed: number; schema?: string },
+  ): Promise<{ ids: number[]; sql: string; constrained: boolean }> {
+    const grammar = o.schema !== undefined ? await this.grammarFor(o.schema) : null;
     const sequence = await this.acquire();
     const ids: number[] = [];
     try {
       await sequence.clearHistory();
       const stops = this.prompts.stops;
-      for await (const t of sequence.evaluate(input as Token[], { temperature: o.temperature, seed: o.seed })) {
+      const state = grammar ? new LlamaGrammarEvaluationState({ model: this.model, grammar: grammar.llama }) : undefined;
+      for await (const t of sequence.evaluate(input as Token[], { temperature: o.temperature, seed: o.seed, grammarEvaluationState: state })) {
         ids.push(t);
         if (stops.includes(t) || ids.length >= o.maxTokens) break;
       }
@@ -386,7 +392,7 @@ export class SqlGenerator {
       this.release(sequence);
     }
     const text = this.model.detokenize((this.prompts.stops.includes(ids[ids.length - 1] as Token) ? ids.slice(0, -1) : ids) as Token[]);
-    return { ids, sql: extractSql(text) };
+    return { ids, sql: extractSql(text), constrained: !!grammar };
   }
 
   /** The schema's grammar (built once per schema text; the last 16 are kept). */

@@ -77,6 +77,7 @@ export interface TrainConfig {
     group_size: number;
     temperature: number;
     max_new_tokens: number;
+    constrained: boolean;
     valid_sql_reward: number;
     scale_rewards: "group" | "none";
     clip_eps: number;
@@ -209,6 +210,12 @@ export const SCHEMA: Record<string, Field> = {
   "rl.group_size": { kind: "integer", min: 2, doc: "GRPO: completions sampled per question" },
   "rl.temperature": { kind: "number", min: 0, minExclusive: true, doc: "GRPO: sampling temperature (the log-probabilities are taken at it too)" },
   "rl.max_new_tokens": { kind: "integer", min: 1, doc: "GRPO: longest sampled completion in tokens" },
+  "rl.constrained": {
+    kind: "boolean",
+    doc:
+      "GRPO: sample completions under the row schema's grammar (as generate's constrain); biased: the engine's log-probabilities " +
+      "are those of the unmasked model, so the ratio and the KL are taken under a distribution other than the masked one that sampled",
+  },
   "rl.valid_sql_reward": { kind: "number", min: 0, doc: "GRPO: reward added for SQL that runs on the database" },
   "rl.scale_rewards": { kind: "string", values: ["group", "none"], doc: "GRPO: divide advantages by the group's std (+1e-4), or not" },
   "rl.clip_eps": { kind: "number", min: 0, max: 1, maxExclusive: true, doc: "GRPO: PPO clip range epsilon" },
@@ -291,6 +298,7 @@ export const DEFAULTS: TrainConfig = {
     group_size: 8,
     temperature: 1.0,
     max_new_tokens: 128,
+    constrained: false,
     valid_sql_reward: 0,
     scale_rewards: "group",
     clip_eps: 0.2,

@@ -4,12 +4,14 @@
 // prompt ids the engine conditions on, scores them by execution match on the row's database (the
 // function `eval` uses, through the read-only query sandbox), and takes rl.updates_per_batch
 // optimizer steps on the batch (grpo-loss.ts). samples.jsonl is the audit trail, one line per
-// completion. Setup, checkpoints, final_model/ and the schedule are the SFT trainer's.
+// completion. The greedy eval_ex and best_model/ are grpo-eval.ts's. Setup, checkpoints,
+// final_model/ and the schedule are the SFT trainer's.
 import fs from "node:fs";
 import path from "node:path";
 import { baseModelName, FINAL_MODEL } from "../adapters/folder.js";
 import { loadAdapterInto, saveAdapterFolder } from "../adapters/save-load.js";
 import { LoraEngine, type AdapterTensor } from "../engine/engine.js";
+import { readJsonFile } from "../formats/json.js";
 import { resolveModelPath } from "../models/model-path.js";
 import { closeAll, runReadOnly } from "../sql/query-process.js";
 import { removeDistinct } from "../sql/sql-text.js";
@@ -17,24 +19,39 @@ import { removeAtomic, writeFileAtomic } from "../util/atomic.js";
 import { checkpointDirs, resumeNewest, saveCheckpoint, type TensorList } from "./checkpoints.js";
 import { configToYaml, loadConfig, type TrainConfig } from "./config.js";
 import { loadDataset, type Example } from "./data.js";
-import { execLimits, executionAccuracy, executionScores } from "./exec-eval.js";
+import { BEST_MODEL, execLimits, executionScores } from "./exec-eval.js";
+import { grpoEvalEx, removeLeftEvalAdapter, resumeGrpoBest, type GrpoBest } from "./grpo-eval.js";
 import { groupAdvantages, grpoUpdate, splitLogps, completionBatch, type Completion } from "./grpo-loss.js";
 import { encodeExample, Tokenizer } from "./prompt.js";
 import { lrAt } from "./schedule.js";
 import type { RunSummary, TrainHooks, TrainOptions } from "./hooks.js";
 import { openEngine } from "./trainer.js";
 
-/** One completion to sample: the exact prompt ids (BOS included) and its sampling seed. */
+/** One completion to sample: the exact prompt ids (BOS included), its sampling seed, and the row's schema (for rl.constrained). */
 export interface SampleJob {
   promptIds: number[];
   seed: number;
+  schema?: string;
 }
 
 /**
  * GRPO's sampler: for each job, sampled ids (the end token included when it was sampled) and the
- * SQL of their text, from the adapter folder `adapterDir` at `temperature`, unconstrained.
+ * SQL of their text, from the adapter folder `adapterDir` at `temperature`; unconstrained, or with
+ * `constrained` under the job's schema grammar (`constrained: false` in an answer: sampled
+ * without it, the schema's grammar having been skipped, which the sampler says).
  */
-export type GrpoSampler = (adapterDir: string, jobs: SampleJob[], o: { maxTokens: number; temperature: number }) => Promise<{ ids: number[]; sql: string }[]>;
+export type GrpoSampler = (
+  adapterDir: string,
+  jobs: SampleJob[],
+  o: { maxTokens: number; temperature: number; constrained: boolean },
+) => Promise<{ ids: number[]; sql: string; constrained?: boolean }[]>;
+
+/** Said once at the start of a run with rl.constrained (and in the docs and the key's doc string). */
+export const CONSTRAINED_BIAS =
+  "constrained sampling: the engine's log-probabilities are those of the unmasked model, so the ratio/KL are biased: " +
+  "the completions are drawn from the grammar-masked, renormalized distribution, but old_logps, the clipped ratio and the k3 KL " +
+  "are taken under the unmasked one (lower by the log of the mass the grammar allows at each token), with no importance " +
+  "correction for the mask; the update is not the policy gradient of the distribution that sampled";
 
 export interface GrpoHooks extends Omit<TrainHooks, "onStep"> {
   /** the sampler; trainGrpo from the package's entry and `text2sql train --method grpo` pass node-llama-cpp's */
@@ -60,11 +77,15 @@ export interface GrpoStepEvent {
   elapsedS: number;
   etaS: number;
   eval_ex?: number;
+  /** with eval_ex: best_model/'s step so far */
+  best_step?: number;
 }
 
 export interface GrpoSummary extends RunSummary {
   rewardMean: number | null;
   evalEx: number | null;
+  /** best_model/: the adapter of the evaluation with the best eval_ex (ties: the earlier step; GRPO has no eval loss) */
+  bestModel: { dir: string; step: number; evalEx: number } | null;
   /** training rows used, and those left out: no database, gold fails on it (each said once with its line) */
   rows: { used: number; noDatabase: number; goldFailed: number };
   wallS: number;
@@ -102,6 +123,10 @@ async function grpoRows(cfg: TrainConfig, modelPath: string, log: (m: string) =>
         noDatabase++;
         continue;
       }
+      if (cfg.rl.constrained && !ex.schema)
+        throw new Error(
+          `rl.constrained: ${ex.source} has no schema, and constrained sampling uses the schema's grammar; give the rows a schema or set rl.constrained: false`,
+        );
       const res = await runReadOnly(ex.db, cfg.train.keep_distinct ? ex.sql : removeDistinct(ex.sql), execLimits(cfg));
       if (!res.ok) {
         goldFailed++;
@@ -145,6 +170,8 @@ interface GrpoRun {
   totalSteps: number;
   startStep: number;
   evalRows: (Example & { db: string })[];
+  /** best_model/'s evaluation so far (in the checkpoints' grpo_state.json) */
+  best: GrpoBest | null;
 }
 
 /** Log-probabilities of the completions under the adapter `tensors` (the current one put back after). */
@@ -165,12 +192,17 @@ async function sampleStep(run: GrpoRun, step: number) {
   const { cfg } = run;
   const rl = cfg.rl;
   const picked = Array.from({ length: rl.prompts_per_step }, () => run.rows[run.rng.int(run.rows.length)]);
-  const jobs = picked.flatMap((r) => Array.from({ length: rl.group_size }, () => ({ promptIds: r.promptIds, seed: run.rng.int(2 ** 31) })));
+  const jobs = picked.flatMap((r) =>
+    Array.from({ length: rl.group_size }, () => ({ promptIds: r.promptIds, seed: run.rng.int(2 ** 31), schema: r.ex.schema })),
+  );
   const t0 = performance.now();
   const dir = path.join(cfg.output.dir, "sample_adapter");
   await saveAdapterFolder(run.engine, dir, { ...run.record, steps: step });
-  const outs = await run.sample(dir, jobs, { maxTokens: rl.max_new_tokens, temperature: rl.temperature });
+  const outs = await run.sample(dir, jobs, { maxTokens: rl.max_new_tokens, temperature: rl.temperature, constrained: rl.constrained });
   if (outs.length !== jobs.length) throw new Error(`grpo: the sampler answered ${outs.length} of ${jobs.length} completions`);
+  const loose = rl.constrained ? outs.filter((o) => o.constrained === false).length : 0;
+  if (loose)
+    run.hooks.onLog?.(`grpo step ${step + 1}: ${loose} of ${outs.length} completions sampled without the grammar (their schema's grammar was skipped)`);
   const tSample = (performance.now() - t0) / 1000;
   const t1 = performance.now();
   const rewards: number[] = [];
@@ -263,23 +295,6 @@ function zerosLike(ts: AdapterTensor[]): AdapterTensor[] {
   return ts.map((t) => ({ ...t, data: new Float32Array(t.data.length) }));
 }
 
-/** Greedy eval_ex on the eval rows with a database, through the decoder hook. */
-async function grpoEvalEx(run: GrpoRun, step: number): Promise<number | undefined> {
-  if (!run.hooks.decodeSql || run.evalRows.length === 0) return undefined;
-  const dir = path.join(run.cfg.output.dir, "eval_adapter");
-  await saveAdapterFolder(run.engine, dir, { ...run.record, steps: step });
-  try {
-    const preds = await run.hooks.decodeSql(
-      dir,
-      run.evalRows.map((r) => ({ question: r.question, schema: r.schema, evidence: r.evidence })),
-      { maxTokens: run.cfg.rl.max_new_tokens },
-    );
-    return await executionAccuracy(run.evalRows, preds, { keepDistinct: run.cfg.train.keep_distinct, ...execLimits(run.cfg) });
-  } finally {
-    removeAtomic(dir);
-  }
-}
-
 /** The engine for GRPO: LoRA dropout off (the log-probabilities must be those of the policy that sampled). */
 function openGrpoEngine(cfg: TrainConfig, modelPath: string, log: (m: string) => void): Promise<LoraEngine> {
   if (cfg.lora.dropout !== 0) log(`grpo: lora.dropout ${cfg.lora.dropout} is set to 0: the log-probabilities must be those of the policy that sampled`);
@@ -296,13 +311,28 @@ async function startGrpo(cfg: TrainConfig, engine: LoraEngine, hooks: GrpoHooks,
   const tensors = (await engine.getAdapter()).map((t) => ({ name: t.name, size: t.data.length }));
   let step = 0;
   let rngState = cfg.train.seed >>> 0;
+  let best: GrpoBest | null = null;
   if (hooks.resume) {
     const from = await resumeNewest(engine, cfg.output.dir, tensors, log);
     step = from.pos.step;
-    rngState = (JSON.parse(fs.readFileSync(path.join(from.dir, "grpo_state.json"), "utf8")) as { rng: number }).rng;
-    log(`resuming from ${from.dir} (GRPO step ${step})`);
+    const state = readGrpoState(from.dir);
+    rngState = state.rng;
+    best = resumeGrpoBest(cfg.output.dir, from.dir, state, log);
+    log(`resuming from ${from.dir} (GRPO step ${step}${best ? `; best_model/: step ${best.step}, eval_ex ${best.ex}` : ""})`);
   }
-  return { ref, tensors, step, rng: new Rng(rngState) };
+  return { ref, tensors, step, rng: new Rng(rngState), best };
+}
+
+/** A checkpoint's grpo_state.json: the sampler RNG's state and best_model/'s evaluation (checked; an error names the file). */
+function readGrpoState(dir: string): { rng: number; best?: GrpoBest | null } {
+  const file = path.join(dir, "grpo_state.json");
+  const s = readJsonFile(file) as { rng?: unknown; best?: { step?: unknown; ex?: unknown } | null };
+  if (typeof s !== "object" || s === null || !Number.isInteger(s.rng) || (s.rng as number) < 0 || (s.rng as number) > 0xffffffff)
+    throw new Error(`${file}: expected {"rng": an integer uint32, "best": ...}, got ${JSON.stringify(s)}`);
+  const b = s.best;
+  if (b !== undefined && b !== null && !(Number.isInteger(b.step) && typeof b.ex === "number" && b.ex >= 0 && b.ex <= 1))
+    throw new Error(`${file}: best: expected null or {"step": an integer, "ex": a number in [0, 1]}, got ${JSON.stringify(b)}`);
+  return s as { rng: number; best?: GrpoBest | null };
 }
 
 /** samples.jsonl and metrics.jsonl cut back to the steps up to `upTo` (a resume) or emptied. */
@@ -347,14 +377,16 @@ export async function trainGrpo(options: TrainOptions | TrainConfig, hooks: Grpo
   try {
     const st = await startGrpo(cfg, engine, hooks, log);
     fs.mkdirSync(out, { recursive: true });
-    if (hooks.overwrite) for (const f of ["checkpoints", FINAL_MODEL, "summary.json"]) removeAtomic(path.join(out, f));
+    if (hooks.overwrite) for (const f of ["checkpoints", FINAL_MODEL, BEST_MODEL, "summary.json"]) removeAtomic(path.join(out, f));
+    removeLeftEvalAdapter(out, log);
     for (const f of ["samples.jsonl", "metrics.jsonl"]) cutJsonl(path.join(out, f), st.step);
     writeFileAtomic(path.join(out, "config.yaml"), configToYaml(cfg));
     const rl = cfg.rl;
     log(
-      `grpo: ${rl.prompts_per_step} questions x ${rl.group_size} completions per step, temperature ${rl.temperature}, unconstrained; ` +
+      `grpo: ${rl.prompts_per_step} questions x ${rl.group_size} completions per step, temperature ${rl.temperature}, ${rl.constrained ? "constrained to the schema's grammar" : "unconstrained"}; ` +
         `clip ${rl.clip_eps}, kl_coef ${rl.kl_coef}${rl.kl_coef > 0 ? ` (reference: ${rl.reference})` : ""}, ${rl.updates_per_batch} updates per batch; reward: execution match${rl.valid_sql_reward ? ` + ${rl.valid_sql_reward} for SQL that runs` : ""}`,
     );
+    if (rl.constrained) log(CONSTRAINED_BIAS);
     const run: GrpoRun = {
       cfg,
       engine,
@@ -368,6 +400,7 @@ export async function trainGrpo(options: TrainOptions | TrainConfig, hooks: Grpo
       totalSteps: cfg.train.max_steps ?? 100,
       startStep: st.step,
       evalRows,
+      best: st.best,
     };
     return await grpoLoop(run, st.step, data, t0);
   } finally {
@@ -389,7 +422,7 @@ async function grpoLoop(run: GrpoRun, start: number, data: { noDatabase: number;
   const recent: number[] = [];
   if (step === 0) {
     const ex = await grpoEvalEx(run, 0);
-    if (ex !== undefined) write({ type: "eval", step: 0, eval_ex: (lastEx = ex) });
+    if (ex !== undefined) write({ type: "eval", step: 0, eval_ex: (lastEx = ex), best_step: run.best?.step });
   }
   const loopStart = performance.now();
   while (step < run.totalSteps) {
@@ -404,7 +437,10 @@ async function grpoLoop(run: GrpoRun, start: number, data: { noDatabase: number;
     const due = (every: number) => every > 0 && step % every === 0;
     if (due(cfg.train.eval_every) || step === run.totalSteps) {
       const ex = await grpoEvalEx(run, step);
-      if (ex !== undefined) ev.eval_ex = lastEx = ex;
+      if (ex !== undefined) {
+        ev.eval_ex = lastEx = ex;
+        ev.best_step = run.best?.step;
+      }
     }
     write({ type: "train", ...ev });
     hooks.onStep?.(ev);
@@ -421,6 +457,7 @@ async function grpoLoop(run: GrpoRun, start: number, data: { noDatabase: number;
     totalSteps: run.totalSteps,
     rewardMean: recent.length ? recent.reduce((a, b) => a + b, 0) / recent.length : null,
     evalEx: lastEx,
+    bestModel: run.best ? { dir: path.join(out, BEST_MODEL), step: run.best.step, evalEx: run.best.ex } : null,
     rows: { used: data.rows.length, noDatabase: data.noDatabase, goldFailed: data.goldFailed },
     wallS: (performance.now() - t0) / 1000,
   };
@@ -431,7 +468,7 @@ async function grpoLoop(run: GrpoRun, start: number, data: { noDatabase: number;
 /** A checkpoint after `step` GRPO steps, with the sampler RNG's state. */
 async function checkpoint(run: GrpoRun, step: number): Promise<void> {
   const dir = await saveCheckpoint(run.engine, run.cfg.output.dir, { step, epoch: 0, offset: 0 }, run.tensors, run.cfg.train.keep_checkpoints, run.record);
-  writeFileAtomic(path.join(dir, "grpo_state.json"), JSON.stringify({ rng: run.rng.state }) + "\n");
+  writeFileAtomic(path.join(dir, "grpo_state.json"), JSON.stringify({ rng: run.rng.state, best: run.best }) + "\n");
   run.hooks.onLog?.(`checkpoint: ${dir}`);
 }
 
@@ -441,6 +478,7 @@ export function formatGrpoSummary(s: GrpoSummary): string {
     s.interrupted ? `interrupted at GRPO step ${s.steps} of ${s.totalSteps}; resume with: ${s.resumeCommand}` : `done: ${s.steps} GRPO steps`,
     `reward          ${s.rewardMean === null ? "n/a" : s.rewardMean.toFixed(3)} (mean of the last steps)`,
     `eval_ex         ${s.evalEx === null ? "n/a" : (100 * s.evalEx).toFixed(1) + "%"}`,
+    s.bestModel ? `best model      ${s.bestModel.dir}: step ${s.bestModel.step}, eval_ex ${(100 * s.bestModel.evalEx).toFixed(1)}%` : "",
     `rows            ${s.rows.used} used; skipped: ${s.rows.noDatabase} without a database, ${s.rows.goldFailed} whose gold query fails`,
     `wall time       ${(s.wallS / 60).toFixed(1)} min`,
     s.finalModel ? `adapter         ${s.finalModel}` : "",
