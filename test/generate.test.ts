@@ -4,6 +4,7 @@ import path from "node:path";
 import { afterAll, describe, expect, test } from "vitest";
 import { disposeGenerators, extractSql, generateSql, SqlGenerator, validateSql } from "../src/serve/generate.js";
 import { LoraEngine } from "../src/engine/engine.js";
+import { readGguf } from "../src/formats/gguf.js";
 import { tempDir, testModel } from "./helpers/models.js";
 import { overfitAdapter, PAIRS, SCHEMA } from "./helpers/overfit.js";
 
@@ -53,6 +54,26 @@ describe("generateSql", () => {
       await g.dispose();
     }
   });
+
+  test("GRPO's sampler keeps the end token it sampled: the completion the loss is taken on ends with EOS (issue 27)", async () => {
+    // node-llama-cpp does not yield an end-of-generation token unless asked (yieldEogToken); before
+    // that was asked for, these completions ended on the SQL's last token and never trained stopping
+    const { outputDir } = await overfitAdapter();
+    const g = await SqlGenerator.load({ adapter: outputDir, device: "cpu", parallel: 1, threads: 1 });
+    try {
+      const eos = Number(readGguf(g.modelPath).metadata.get("tokenizer.ggml.eos_token_id")?.value);
+      expect(Number.isInteger(eos)).toBe(true);
+      for (const [i, [question, sql]] of PAIRS.entries()) {
+        const r = await g.sampleIds(g.promptTokens(question), { maxTokens: 64, temperature: 0.2, seed: 1 + i });
+        expect(r.ids.length, question).toBeLessThan(64);
+        expect(r.ids[r.ids.length - 1], question).toBe(eos);
+        expect(r.ids.slice(0, -1)).not.toContain(eos);
+        expect(r.sql, question).toBe(`${sql};`);
+      }
+    } finally {
+      await g.dispose();
+    }
+  }, 300_000);
 
   test("errors: an empty question, a missing adapter or model, an adapter for another base", async () => {
     const model = await testModel();

@@ -384,14 +384,23 @@ export class SqlGenerator {
       await sequence.clearHistory();
       const stops = this.prompts.stops;
       const state = grammar ? new LlamaGrammarEvaluationState({ model: this.model, grammar: grammar.llama }) : undefined;
-      for await (const t of sequence.evaluate(input as Token[], { temperature: o.temperature, seed: o.seed, grammarEvaluationState: state })) {
+      // yieldEogToken: node-llama-cpp otherwise ends at an end-of-generation token without yielding
+      // it, and the completion (the ids the loss is taken on) would lack the end token it sampled.
+      // topK 0, topP 1, minP 0: the whole distribution softmax(logits / temperature), the one the
+      // trainer takes log-probabilities from (node-llama-cpp's defaults, top-k 40 and top-p 0.95,
+      // would sample from a truncated one)
+      const sampling = { temperature: o.temperature, topK: 0, topP: 1, minP: 0, seed: o.seed };
+      const it = sequence.evaluate(input as Token[], { ...sampling, grammarEvaluationState: state, yieldEogToken: true });
+      for await (const t of it) {
         ids.push(t);
-        if (stops.includes(t) || ids.length >= o.maxTokens) break;
+        if (stops.includes(t) || this.model.isEogToken(t) || ids.length >= o.maxTokens) break;
       }
     } finally {
       this.release(sequence);
     }
-    const text = this.model.detokenize((this.prompts.stops.includes(ids[ids.length - 1] as Token) ? ids.slice(0, -1) : ids) as Token[]);
+    const last = ids[ids.length - 1] as Token | undefined;
+    const ended = last !== undefined && (this.prompts.stops.includes(last) || this.model.isEogToken(last));
+    const text = this.model.detokenize((ended ? ids.slice(0, -1) : ids) as Token[]);
     return { ids, sql: extractSql(text), constrained: !!grammar };
   }
 
