@@ -3,6 +3,7 @@
 // Every long call runs in a Napi::AsyncWorker and returns a Promise. Execute() touches no napi
 // values: arguments are copied into plain C++ values on the main thread first, and any
 // std::exception becomes a rejection whose message names the failing call.
+#include "addon.h"
 #include "amx.h"
 #include "engine.h"
 #include "kernels.h"
@@ -21,6 +22,7 @@
 namespace {
 
 using t2s::engine;
+using t2s_addon::task;
 
 std::mutex  g_log_mutex;
 std::string g_last_log;
@@ -31,51 +33,6 @@ void log_callback(ggml_log_level level, const char * text, void *) {
         g_last_log = text;
     }
 }
-
-// A Promise-returning worker: `work` runs off the main thread, `done` converts its result.
-class task : public Napi::AsyncWorker {
-  public:
-    task(Napi::Env env, std::string name, std::function<void()> work, std::function<Napi::Value(Napi::Env)> done) :
-        Napi::AsyncWorker(env),
-        name_(std::move(name)),
-        work_(std::move(work)),
-        done_(std::move(done)),
-        deferred_(Napi::Promise::Deferred::New(env)) {}
-
-    Napi::Promise promise() { return deferred_.Promise(); }
-
-    std::function<void()> on_finish;  // runs on the main thread, success or failure
-
-  protected:
-    void Execute() override {
-        try {
-            work_();
-        } catch (const std::exception & ex) {
-            SetError(name_ + ": " + ex.what());
-        } catch (...) {
-            SetError(name_ + ": unknown native error");
-        }
-    }
-    void OnOK() override {
-        if (on_finish) on_finish();
-        Napi::Env env = Env();
-        try {
-            deferred_.Resolve(done_(env));
-        } catch (const Napi::Error & err) {
-            deferred_.Reject(err.Value());
-        }
-    }
-    void OnError(const Napi::Error & err) override {
-        if (on_finish) on_finish();
-        deferred_.Reject(err.Value());
-    }
-
-  private:
-    std::string                           name_;
-    std::function<void()>                 work_;
-    std::function<Napi::Value(Napi::Env)> done_;
-    Napi::Promise::Deferred               deferred_;
-};
 
 Napi::Object stats_to_js(Napi::Env env, const t2s::batch_stats & s) {
     Napi::Object o = Napi::Object::New(env);
@@ -598,6 +555,34 @@ Napi::Value amx_matmul_test(const Napi::CallbackInfo & info) {
     return p;
 }
 
+// matmulBench(kernel, type, K, N, T, threads, reps) -> Promise<Float64Array [reps]>: amx.h's
+// roofline microbenchmark, each timed run's milliseconds (src/engine/matmul-bench.ts validates).
+Napi::Value matmul_bench(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 7 || !info[0].IsString() || !info[1].IsString())
+        throw Napi::TypeError::New(env, "matmulBench(kernel, type, K, N, T, threads, reps)");
+    const std::string k = info[0].As<Napi::String>().Utf8Value(), tn = info[1].As<Napi::String>().Utf8Value();
+    if (k != "amx" && k != "emulate" && k != "ggml") throw Napi::TypeError::New(env, "matmulBench: kernel must be amx, emulate or ggml");
+    if (tn != "f32" && tn != "f16" && tn != "bf16") throw Napi::TypeError::New(env, "matmulBench: type must be f32, f16 or bf16");
+    const t2s::amx_mode mode = k == "amx" ? t2s::amx_mode::hw : k == "emulate" ? t2s::amx_mode::emulate : t2s::amx_mode::off;
+    const ggml_type     type = tn == "f32" ? GGML_TYPE_F32 : tn == "f16" ? GGML_TYPE_F16 : GGML_TYPE_BF16;
+    const int64_t       K = info[2].As<Napi::Number>().Int64Value(), N = info[3].As<Napi::Number>().Int64Value();
+    const int64_t       T  = info[4].As<Napi::Number>().Int64Value();
+    const int           th = info[5].As<Napi::Number>().Int32Value(), reps = info[6].As<Napi::Number>().Int32Value();
+    if (K <= 0 || N <= 0 || T <= 0 || reps < 1) throw Napi::RangeError::New(env, "matmulBench: K, N, T and reps must be positive");
+    auto   ms = std::make_shared<std::vector<double>>((size_t) reps);
+    auto * t  = new task(
+        env, "matmulBench", [=]() { t2s::matmul_bench(mode, type, K, N, T, th, reps, ms->data()); },
+        [ms](Napi::Env env) -> Napi::Value {
+            Napi::Float64Array a = Napi::Float64Array::New(env, ms->size());
+            memcpy(a.Data(), ms->data(), ms->size() * sizeof(double));
+            return a;
+        });
+    Napi::Promise p = t->promise();
+    t->Queue();
+    return p;
+}
+
 // quantTransposeTest(type, x, nIn, nOut, row0, repack, bf16, threads): quant.h's test hook
 Napi::Value quant_transpose_test(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
@@ -689,6 +674,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
     exports.Set("systemInfo", Napi::Function::New(env, system_info));
     exports.Set("amxMatmulTest", Napi::Function::New(env, amx_matmul_test));
     exports.Set("quantTransposeTest", Napi::Function::New(env, quant_transpose_test));
+    exports.Set("matmulBench", Napi::Function::New(env, matmul_bench));
     return exports;
 }
 

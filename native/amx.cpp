@@ -1,6 +1,6 @@
 // The AMX-BF16 path (amx.h): runtime detection and the mode, the scalar emulation of the tile
 // unit, the per-call BF16 rounding and packing of activations, the weight packing, the graph's
-// custom ops and the test hook. The GEMM itself is amx_gemm.h, here on the emulated unit and in
+// custom ops, the test hook and the roofline microbenchmark. The GEMM itself is amx_gemm.h, here on the emulated unit and in
 // amx_hw.cpp on the real one.
 #include "amx.h"
 #include "amx_gemm.h"
@@ -10,6 +10,8 @@
 #include "ggml-backend.h"
 #include "ggml-cpu.h"
 
+#include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
@@ -380,6 +382,53 @@ void amx_matmul_test(amx_mode         mode,
             err = "graph compute failed";
         else
             ggml_backend_tensor_get(out, y, 0, (size_t) N * T * 4);
+    }
+    ggml_gallocr_free(ga);
+    if (buf) ggml_backend_buffer_free(buf);
+    ggml_free(ctx);
+    ggml_backend_free(be);
+    if (!err.empty()) throw std::runtime_error(err);
+}
+
+void matmul_bench(amx_mode mode, ggml_type type, int64_t K, int64_t N, int64_t T, int n_threads, int reps, double * ms) {
+    if (K <= 0 || N <= 0 || T <= 0 || reps < 1) throw std::runtime_error("K, N, T and reps must be positive");
+    if (type != GGML_TYPE_F32 && type != GGML_TYPE_F16 && type != GGML_TYPE_BF16)
+        throw std::runtime_error("the weight type must be f32, f16 or bf16");
+    if (mode != amx_mode::off && type != GGML_TYPE_BF16) throw std::runtime_error("the AMX kernel takes bf16 weights only");
+    if (mode == amx_mode::hw && !(amx_hw_compiled() && cpu_has_amx_bf16() && cpu_request_amx_tiles() == amx_tiles::granted))
+        throw std::runtime_error("the AMX tile unit is not available on this CPU");
+    ggml_backend_t be = ggml_backend_cpu_init();
+    if (!be) throw std::runtime_error("failed to initialise the CPU backend");
+    ggml_backend_cpu_set_n_threads(be, n_threads > 0 ? n_threads : 1);
+    std::vector<uint8_t> meta(ggml_tensor_overhead() * 16 + ggml_graph_overhead());
+    ggml_init_params     ip  = {meta.size(), meta.data(), true};
+    ggml_context *       ctx = ggml_init(ip);
+    ggml_tensor *        w   = ggml_new_tensor_2d(ctx, type, K, N);                                             // [K, N]
+    ggml_tensor *        x   = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, K, T);                                    // [K, T]
+    ggml_tensor *        y   = mode == amx_mode::off ? ggml_mul_mat(ctx, w, x) : amx_mul_mat(ctx, mode, w, x);  // [N, T]
+    ggml_cgraph *        gf  = ggml_new_graph(ctx);
+    ggml_build_forward_expand(gf, y);
+    ggml_backend_buffer_t buf = ggml_backend_alloc_ctx_tensors(ctx, be);
+    ggml_gallocr_t        ga  = ggml_gallocr_new(ggml_backend_get_default_buffer_type(be));
+    std::string           err;
+    if (!buf || !ggml_gallocr_alloc_graph(ga, gf)) {
+        err = "out of memory";
+    } else {
+        // seeded values in [-1/16, 1/16): the kernel's speed does not depend on them, only no denormals
+        uint32_t           s = 12345;
+        std::vector<float> v((size_t) std::max(K * N, K * T));
+        for (float & f : v) f = (float) ((s = s * 1664525u + 1013904223u) >> 8) / 16777216.0f / 8.0f - 0.0625f;
+        std::vector<uint8_t> wb(ggml_nbytes(w));
+        if (type == GGML_TYPE_F32) memcpy(wb.data(), v.data(), wb.size());
+        if (type == GGML_TYPE_F16) ggml_fp32_to_fp16_row(v.data(), (ggml_fp16_t *) wb.data(), K * N);
+        if (type == GGML_TYPE_BF16) ggml_fp32_to_bf16_row(v.data(), (ggml_bf16_t *) wb.data(), K * N);
+        ggml_backend_tensor_set(w, wb.data(), 0, wb.size());
+        ggml_backend_tensor_set(x, v.data(), 0, (size_t) K * T * 4);
+        for (int i = -1; i < reps && err.empty(); i++) {  // i = -1: the untimed run (page faults, thread start)
+            const auto t0 = std::chrono::steady_clock::now();
+            if (ggml_backend_graph_compute(be, gf) != GGML_STATUS_SUCCESS) err = "graph compute failed";
+            if (i >= 0) ms[i] = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+        }
     }
     ggml_gallocr_free(ga);
     if (buf) ggml_backend_buffer_free(buf);

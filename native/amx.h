@@ -89,4 +89,10 @@ void amx_matmul_test(amx_mode         mode,
                      int              n_threads,
                      float *          y);
 
+// The roofline microbenchmark (addon.cpp matmulBench): the frozen-weight product W·x as a training
+// step runs it, W [K, N] of `type` (f32, f16 or bf16; bf16 only for the AMX modes) filled with
+// seeded values, x [K, T] f32, with n_threads threads: one untimed run, then `reps` timed runs of
+// the one-node graph; ms[i] is run i's wall time in milliseconds.
+void matmul_bench(amx_mode mode, ggml_type type, int64_t K, int64_t N, int64_t T, int n_threads, int reps, double * ms);
+
 }  // namespace t2s

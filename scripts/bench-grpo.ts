@@ -14,18 +14,41 @@ import path from "node:path";
 import { benchModel } from "../src/models/test-model.js";
 import { sampleWithAdapter } from "../src/serve/grpo-sampler.js";
 import { trainGrpo, type GrpoStepEvent } from "../src/train/grpo.js";
+import { flags } from "./args.js";
 
-function arg(name: string, dflt: number): number {
-  const i = process.argv.indexOf(name);
-  return i >= 0 ? Number(process.argv[i + 1]) : dflt;
+const HELP = `usage: npm run bench:grpo -- [options]
+  --steps 2         timed GRPO steps after one warm-up step
+  --prompts 4       questions per step (rl.prompts_per_step)
+  --group 4         completions per question (rl.group_size)
+  --new-tokens 32   rl.max_new_tokens (a random model's samples run to it)
+  --threads 2       the engine's CPU threads
+  --json            print the result as JSON`;
+
+function parse(argv: string[]): { steps: number; prompts: number; group: number; newTokens: number; threads: number; json: boolean } {
+  const a = { steps: 2, prompts: 4, group: 4, newTokens: 32, threads: 2, json: false };
+  const int = (k: string, x: string, min: number) => {
+    const n = Number(x);
+    if (!Number.isInteger(n) || n < min) throw new Error(`${k}: expected an integer >= ${min}, got ${JSON.stringify(x)}`);
+    return n;
+  };
+  for (const [k, v] of flags(argv)) {
+    if (k === "--steps") a.steps = int(k, v(), 1);
+    else if (k === "--prompts") a.prompts = int(k, v(), 1);
+    else if (k === "--group") a.group = int(k, v(), 2);
+    else if (k === "--new-tokens") a.newTokens = int(k, v(), 1);
+    else if (k === "--threads") a.threads = int(k, v(), 1);
+    else if (k === "--json") a.json = true;
+    else if (k === "--help" || k === "-h") {
+      console.log(HELP);
+      process.exit(0);
+    } else throw new Error(`unknown option ${k} (see --help)`);
+  }
+  return a;
 }
 
 async function main(): Promise<void> {
-  const steps = arg("--steps", 2);
-  const group = arg("--group", 4);
-  const prompts = arg("--prompts", 4);
-  const newTokens = arg("--new-tokens", 32);
-  const threads = arg("--threads", 2);
+  const { steps, prompts, group, newTokens, threads, json } = parse(process.argv.slice(2));
+  const loadBefore = os.loadavg().map((x) => x.toFixed(2));
   const model = await benchModel("bf16", "tinyllama");
   const out = fs.mkdtempSync(path.join(os.tmpdir(), "t2s-bench-grpo-"));
   const events: GrpoStepEvent[] = [];
@@ -49,7 +72,7 @@ async function main(): Promise<void> {
   const r = {
     model: "TinyLlama shape, random BF16 weights",
     cpu: os.cpus()[0]?.model,
-    loadavg: os.loadavg().map((x) => x.toFixed(2)),
+    loadavg: { before: loadBefore, after: os.loadavg().map((x) => x.toFixed(2)) },
     threads,
     prompts,
     group,
@@ -60,9 +83,9 @@ async function main(): Promise<void> {
     scoring: { s: mean((e) => e.seconds.scoring), tokensPerS: mean((e) => e.tokens.scored) / mean((e) => e.seconds.scoring) },
     updating: { s: mean((e) => e.seconds.updating), tokensPerS: mean((e) => e.tokens.updated) / mean((e) => e.seconds.updating) },
   };
-  if (process.argv.includes("--json")) return void console.log(JSON.stringify(r));
+  if (json) return void console.log(JSON.stringify(r));
   console.log(`GRPO step, ${r.model}, ${prompts} questions x ${group} completions, ${newTokens} new tokens, engine ${threads} threads`);
-  console.log(`CPU ${r.cpu}; load average ${r.loadavg.join(" ")}`);
+  console.log(`CPU ${r.cpu}; load average (1, 5, 15 min) ${r.loadavg.before.join(" ")} at the start, ${r.loadavg.after.join(" ")} at the end`);
   console.log(`seconds per step  ${r.sPerStep.toFixed(2)} (mean of ${r.steps} after one warm-up)`);
   for (const k of ["sampling", "scoring", "updating"] as const) console.log(`  ${k.padEnd(9)} ${r[k].s.toFixed(2)} s  ${r[k].tokensPerS.toFixed(1)} tokens/s`);
 }

@@ -8,6 +8,9 @@
  *
  *   npm run bench:step                      bf16 and f16, fast and lean memory, 256 tokens, r=8 on q,v
  *   npm run bench:step -- --profile         the same with a per-op profile (forward / backward)
+ *   after the table, a roofline line per configuration: the frozen-weight product kernel alone at
+ *   the step's shapes and threads (its peak GFLOP/s), and with --profile the products' share of it
+ *   (src/engine/matmul-bench.ts; docs/benchmarks.md reads it)
  *   npm run bench:step -- --scaling         step time and memory against sequence length, rank,
  *                                           targets, threads and checkpointing
  *   npm run bench:step -- --types bf16,q8_0,q4_k --memory lean
@@ -26,6 +29,8 @@ import { spawnSync } from "node:child_process";
 import os from "node:os";
 import { fileURLToPath } from "node:url";
 import { LoraEngine, makeBatch, type ProfileEntry } from "../src/engine/engine.js";
+import { formatRates, formatRoofline, measureKernel, roofline, rooflineKernel, stepProductShapes, type ShapeRate } from "../src/engine/matmul-bench.js";
+import { systemInfo } from "../src/engine/system.js";
 import { BENCH_SHAPES, benchModel, type BenchShape, type TestModelType } from "../src/models/test-model.js";
 import { flags } from "./args.js";
 
@@ -53,6 +58,9 @@ interface Result extends Config {
   trainable: number;
   device: string;
   profile?: ProfileEntry[];
+  kernel: string; // the frozen-weight products' kernel, e.g. "bf16, tinyBLAS bf16 (AVX512-BF16 vdpbf16ps)"
+  rates?: ShapeRate[]; // the roofline microbenchmark of that kernel at the step's shapes (one run per type)
+  rooflineNote?: string; // why there is no microbenchmark
 }
 
 interface Args {
@@ -66,6 +74,7 @@ interface Args {
   json: boolean;
   profile: boolean;
   scaling: boolean;
+  roofline: boolean;
   shape: BenchShape;
 }
 
@@ -84,6 +93,10 @@ const HELP = `usage: npm run bench:step -- [options]
   --profile             per-op profile of one step (forward and backward)
   --scaling             the scaling table (bf16): sequence length 64-1024, rank 8-64,
                         q,v versus all seven targets, 1 versus 2 threads, checkpointing at 1,024
+  --no-roofline         skip the roofline: after the steps, a microbenchmark (a few seconds per
+                        weight type) of the frozen-weight product kernel at the step's shapes and
+                        threads, its peak GFLOP/s, and with --profile the products' share of it
+                        (not run with --scaling)
   --json                print the results as JSON`;
 
 function parse(argv: string[]): Args {
@@ -98,6 +111,7 @@ function parse(argv: string[]): Args {
     json: false,
     profile: false,
     scaling: false,
+    roofline: true,
     shape: "tinyllama",
   };
   for (const [k, v] of flags(argv)) {
@@ -111,6 +125,7 @@ function parse(argv: string[]): Args {
     else if (k === "--json") a.json = true;
     else if (k === "--profile") a.profile = true;
     else if (k === "--scaling") a.scaling = true;
+    else if (k === "--no-roofline") a.roofline = false;
     else if (k === "--shape") {
       const x = v();
       if (!(x in BENCH_SHAPES)) throw new Error(`--shape: unknown shape ${x}; use ${Object.keys(BENCH_SHAPES).join(", ")}`);
@@ -129,7 +144,7 @@ function parse(argv: string[]): Args {
   return a;
 }
 
-async function child(file: string, c: Config, steps: number, profile: boolean): Promise<void> {
+async function child(file: string, c: Config, steps: number, profile: boolean, measure: boolean): Promise<void> {
   const t0 = performance.now();
   const e = await LoraEngine.create({
     model: file,
@@ -159,9 +174,13 @@ async function child(file: string, c: Config, steps: number, profile: boolean): 
   times.sort((x, y) => x - y);
   const sPerStep = steps % 2 ? times[(steps - 1) / 2] : (times[steps / 2 - 1] + times[steps / 2]) / 2;
   const mem = e.memoryInfo();
+  const threads = c.threads || os.availableParallelism();
+  const rk = rooflineKernel(e.info);
+  const kernels: Record<string, string> = systemInfo().kernels;
+  const kernelName = e.info.matmulKernel === "ggml" ? (kernels[e.info.weightType]?.split(", activations")[0] ?? "ggml mul_mat") : e.info.matmulKernel;
   const r: Result = {
     ...c,
-    threads: c.threads || os.availableParallelism(),
+    threads,
     loadS,
     sPerStep,
     tokensPerS: c.tokens / sPerStep,
@@ -174,16 +193,21 @@ async function child(file: string, c: Config, steps: number, profile: boolean): 
     trainable: e.trainableParams,
     device: e.info.device,
     profile: profile ? e.takeProfile().map((p) => ({ ...p, ms: p.ms / steps, flop: p.flop / steps, count: p.count / steps })) : undefined,
+    kernel: `${e.info.weightType}, ${kernelName}`,
+    rooflineNote: "reason" in rk ? rk.reason : undefined,
   };
+  const shapes = stepProductShapes(e.info);
   await e.dispose();
+  // the roofline: the same kernel, alone, at the step's shapes and threads (the engine's memory freed first)
+  if (measure && "kernel" in rk) r.rates = await measureKernel(rk.kernel, rk.type, shapes, c.tokens, threads);
   process.stdout.write(JSON.stringify(r) + "\n");
 }
 
-async function runConfig(c: Config, steps: number, profile: boolean): Promise<Result> {
+async function runConfig(c: Config, steps: number, profile: boolean, measure = false): Promise<Result> {
   const file = await benchModel(c.type, c.shape);
   const label = `${c.shape} ${c.type} ${c.memory}${c.checkpointing ? "+ckpt" : ""} T=${c.tokens} r=${c.r} ${c.targets.join(",")} ${c.threads || os.availableParallelism()} threads`;
-  process.stderr.write(`timing ${label}: 1 warm-up + ${steps} steps\n`);
-  const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), "--child", file, JSON.stringify({ c, steps, profile })], {
+  process.stderr.write(`timing ${label}: 1 warm-up + ${steps} steps${measure ? ", then the product kernel alone (roofline)" : ""}\n`);
+  const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), "--child", file, JSON.stringify({ c, steps, profile, measure })], {
     stdio: ["ignore", "pipe", "inherit"],
     encoding: "utf8",
   });
@@ -223,16 +247,31 @@ function printProfile(r: Result): void {
   }
 }
 
-/** One configuration over several rounds: the median step time (its round's other figures), the largest peak. */
+/** A roofline line per configuration, after its type's measured rates (measured once per type). */
+function printRoofline(results: Result[]): void {
+  console.log("");
+  for (const r of results) {
+    const rates = results.find((x) => x.type === r.type && x.kernel === r.kernel && x.rates)?.rates;
+    const what = `${r.type} ${r.memory}${r.checkpointing ? "+ckpt" : ""}`;
+    if (!rates) {
+      console.log(`${what} roofline: not measured: ${r.rooflineNote ?? "no microbenchmark ran for this weight type"}`);
+      continue;
+    }
+    if (r.rates) console.log(`product kernel alone (${r.kernel}; ${r.threads} threads; best and median of timed runs):\n${formatRates(rates).join("\n")}`);
+    console.log(`${what} ${formatRoofline(roofline(rates, r.sPerStep, r.profile), r.kernel, r.threads)}`);
+  }
+}
+
+/** One configuration over several rounds: the median step time (its round's other figures), the largest peak, the roofline's rates. */
 function medianOfRounds(rs: Result[]): Result {
   const sorted = rs.slice().sort((x, y) => x.sPerStep - y.sPerStep);
-  return { ...sorted[Math.floor((sorted.length - 1) / 2)], peakRssGB: Math.max(...rs.map((r) => r.peakRssGB)) };
+  return { ...sorted[Math.floor((sorted.length - 1) / 2)], peakRssGB: Math.max(...rs.map((r) => r.peakRssGB)), rates: rs.find((r) => r.rates)?.rates };
 }
 
 async function main(): Promise<void> {
   if (process.argv[2] === "--child") {
-    const { c, steps, profile } = JSON.parse(process.argv[4]) as { c: Config; steps: number; profile: boolean };
-    return child(process.argv[3], c, steps, profile);
+    const { c, steps, profile, measure } = JSON.parse(process.argv[4]) as { c: Config; steps: number; profile: boolean; measure: boolean };
+    return child(process.argv[3], c, steps, profile, measure);
   }
   const a = parse(process.argv.slice(2));
   const base: Config = { shape: a.shape, type: "bf16", memory: "fast", checkpointing: false, tokens: a.tokens, r: 8, targets: ["q", "v"], threads: a.threads };
@@ -272,7 +311,9 @@ async function main(): Promise<void> {
     const byRound: Result[][] = [];
     for (let k = 0; k < a.rounds; k++) {
       const round: Result[] = [];
-      for (const c of configs) round.push(await runConfig(c, a.steps, a.profile && k === 0));
+      // the roofline's microbenchmark once per weight type, after its first configuration of round 1
+      for (const [i, c] of configs.entries())
+        round.push(await runConfig(c, a.steps, a.profile && k === 0, a.roofline && k === 0 && configs.findIndex((d) => d.type === c.type) === i));
       byRound.push(round);
     }
     const rows = configs.map((_, i) => medianOfRounds(byRound.map((round) => round[i])));
@@ -295,6 +336,7 @@ async function main(): Promise<void> {
   for (const [title, rows] of tables) printTable(title, rows);
   if (roundLines.length) console.log(`\neach round's s/step and ratio to the first row:\n${roundLines.join("\n")}`);
   for (const r of results) if (r.profile) printProfile(r);
+  if (a.roofline && !a.scaling) printRoofline(results);
   console.log("\nreference (engine-notes §6, same machine type): PyTorch 1.13 bf16 4.73 s/step, 54 tokens/s, 3.7 GB peak");
   console.log(
     "compute buf: ggml's compute buffer (activations and temporaries) of the largest graph, of which one Wᵀ: the largest made per layer from a quantized weight; " +

@@ -194,6 +194,12 @@ export interface NativeAddon {
     bf16: boolean,
     threads: number,
   ): Promise<{ wt: Uint8Array; ref: Float32Array; repacked: boolean }>;
+  /**
+   * The roofline microbenchmark (src/engine/matmul-bench.ts validates): y = W·x on the CPU with
+   * `kernel`, W [K, N] of `type` (seeded values; bf16 only for "amx" and "emulate"), x [K, T]
+   * f32, threads ≥ 1: one untimed run, then `reps` timed runs; resolves to each one's milliseconds.
+   */
+  matmulBench(kernel: NativeMatmulKernel, type: "f32" | "f16" | "bf16", K: number, N: number, T: number, threads: number, reps: number): Promise<Float64Array>;
   /** amxTiles: whether loading the addon obtained the AMX tile state for this process (Linux x86-64; "absent" without AMX). */
   systemInfo(): {
     devices: NativeDevice[];
