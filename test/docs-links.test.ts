@@ -5,16 +5,10 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { expect, test } from "vitest";
+import { docPages } from "./helpers/doc-pages.js";
 
 const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..");
-const DOCS = [
-  "README.md",
-  ...fs
-    .readdirSync(path.join(ROOT, "docs"))
-    .filter((f) => f.endsWith(".md"))
-    .sort()
-    .map((f) => `docs/${f}`),
-];
+const DOCS = docPages(ROOT);
 
 /** Markdown text without fenced code blocks (lines kept). */
 const unfenced = (text: string) => text.replace(/^(```|~~~)[\s\S]*?^\1/gm, (m) => m.replace(/[^\n]/g, " "));

@@ -7,6 +7,7 @@ import path from "node:path";
 import ts from "typescript";
 import { expect, test } from "vitest";
 import * as api from "../src/index.js";
+import { docPages } from "./helpers/doc-pages.js";
 
 const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..");
 
@@ -129,14 +130,7 @@ test("src/index.ts exports exactly the pinned names, types included", () => {
 
 /** Every ```ts block of README.md and docs/*.md, with where it stands. */
 function samples(): { doc: string; line: number; code: string }[] {
-  const docs = [
-    "README.md",
-    ...fs
-      .readdirSync(path.join(ROOT, "docs"))
-      .filter((f) => f.endsWith(".md"))
-      .sort()
-      .map((f) => `docs/${f}`),
-  ];
+  const docs = docPages(ROOT);
   return docs.flatMap((doc) => {
     const text = fs.readFileSync(path.join(ROOT, doc), "utf8");
     return [...text.matchAll(/^```(?:ts|typescript)\n([\s\S]*?)^```/gm)].map((m) => ({
