@@ -16,7 +16,7 @@ import { removeDistinct } from "../sql/sql-text.js";
 import { removeAtomic, writeFileAtomic } from "../util/atomic.js";
 import { checkpointDirs, resumeNewest, saveCheckpoint, type TensorList } from "./checkpoints.js";
 import { configToYaml, loadConfig, type TrainConfig } from "./config.js";
-import { loadDataset, type Example } from "./data.js";
+import { loadDataset, shuffled, type Example } from "./data.js";
 import { execLimits, executionAccuracy, executionScores } from "./exec-eval.js";
 import { groupAdvantages, grpoUpdate, splitLogps, completionBatch, type Completion } from "./grpo-loss.js";
 import { encodeExample, Tokenizer } from "./prompt.js";
@@ -60,11 +60,17 @@ export interface GrpoStepEvent {
   elapsedS: number;
   etaS: number;
   eval_ex?: number;
+  /** greedy execution accuracy on the fixed seeded sample of training rows (GrpoRun.trainExRows), when evaluated */
+  train_ex?: number;
 }
 
 export interface GrpoSummary extends RunSummary {
   rewardMean: number | null;
   evalEx: number | null;
+  /** reward mean of the first steps (up to 10, from metrics.jsonl), beside rewardMean of the last */
+  rewardMeanFirst: number | null;
+  /** greedy EX on a fixed sample of the training rows (train.eval_execution_rows of them, seeded by train.seed; null: all) before the first step (start) and at the last evaluation (end: after the last step when the run finished) */
+  trainEx: { rows: number; start: number | null; end: number | null } | null;
   /** training rows used, and those left out: no database, gold fails on it (each said once with its line) */
   rows: { used: number; noDatabase: number; goldFailed: number };
   wallS: number;
@@ -145,6 +151,7 @@ interface GrpoRun {
   totalSteps: number;
   startStep: number;
   evalRows: (Example & { db: string })[];
+  trainExRows: (Example & { db: string })[];
 }
 
 /** Log-probabilities of the completions under the adapter `tensors` (the current one put back after). */
@@ -263,18 +270,32 @@ function zerosLike(ts: AdapterTensor[]): AdapterTensor[] {
   return ts.map((t) => ({ ...t, data: new Float32Array(t.data.length) }));
 }
 
-/** Greedy eval_ex on the eval rows with a database, through the decoder hook. */
-async function grpoEvalEx(run: GrpoRun, step: number): Promise<number | undefined> {
-  if (!run.hooks.decodeSql || run.evalRows.length === 0) return undefined;
+/** The fixed sample of training rows train_ex is measured on: train.eval_execution_rows of them (seeded by train.seed, in file order; null: all). */
+export function trainExSample<T>(rows: readonly T[], n: number | null, seed: number): T[] {
+  if (n === null || n >= rows.length) return rows.slice();
+  const keep = new Set(shuffled(rows, seed).slice(0, n));
+  return rows.filter((r) => keep.has(r));
+}
+
+/** Greedy eval_ex on the eval rows with a database and train_ex on run.trainExRows, through the decoder hook (one decode). */
+async function grpoEvalEx(run: GrpoRun, step: number): Promise<{ eval_ex?: number; train_ex?: number }> {
+  if (!run.hooks.decodeSql) return {};
+  const all = [...run.evalRows, ...run.trainExRows];
+  if (all.length === 0) return {};
   const dir = path.join(run.cfg.output.dir, "eval_adapter");
   await saveAdapterFolder(run.engine, dir, { ...run.record, steps: step });
   try {
     const preds = await run.hooks.decodeSql(
       dir,
-      run.evalRows.map((r) => ({ question: r.question, schema: r.schema, evidence: r.evidence })),
+      all.map((r) => ({ question: r.question, schema: r.schema, evidence: r.evidence })),
       { maxTokens: run.cfg.rl.max_new_tokens },
     );
-    return await executionAccuracy(run.evalRows, preds, { keepDistinct: run.cfg.train.keep_distinct, ...execLimits(run.cfg) });
+    const o = { keepDistinct: run.cfg.train.keep_distinct, ...execLimits(run.cfg) };
+    const n = run.evalRows.length;
+    return {
+      eval_ex: n ? await executionAccuracy(run.evalRows, preds.slice(0, n), o) : undefined,
+      train_ex: run.trainExRows.length ? await executionAccuracy(run.trainExRows, preds.slice(n), o) : undefined,
+    };
   } finally {
     removeAtomic(dir);
   }
@@ -368,6 +389,11 @@ export async function trainGrpo(options: TrainOptions | TrainConfig, hooks: Grpo
       totalSteps: cfg.train.max_steps ?? 100,
       startStep: st.step,
       evalRows,
+      trainExRows: trainExSample(
+        data.rows.map((r) => r.ex),
+        cfg.train.eval_execution_rows,
+        cfg.train.seed,
+      ),
     };
     return await grpoLoop(run, st.step, data, t0);
   } finally {
@@ -385,11 +411,14 @@ async function grpoLoop(run: GrpoRun, start: number, data: { noDatabase: number;
   const write = (m: object) => fs.appendFileSync(metrics, JSON.stringify(m) + "\n");
   let step = start;
   let lastEx: number | null = null;
+  let lastTrainEx: number | null = null;
   let interrupted = false;
   const recent: number[] = [];
   if (step === 0) {
     const ex = await grpoEvalEx(run, 0);
-    if (ex !== undefined) write({ type: "eval", step: 0, eval_ex: (lastEx = ex) });
+    if (ex.eval_ex !== undefined) lastEx = ex.eval_ex;
+    if (ex.train_ex !== undefined) lastTrainEx = ex.train_ex;
+    if (ex.eval_ex !== undefined || ex.train_ex !== undefined) write({ type: "eval", step: 0, ...ex });
   }
   const loopStart = performance.now();
   while (step < run.totalSteps) {
@@ -404,7 +433,8 @@ async function grpoLoop(run: GrpoRun, start: number, data: { noDatabase: number;
     const due = (every: number) => every > 0 && step % every === 0;
     if (due(cfg.train.eval_every) || step === run.totalSteps) {
       const ex = await grpoEvalEx(run, step);
-      if (ex !== undefined) ev.eval_ex = lastEx = ex;
+      if (ex.eval_ex !== undefined) ev.eval_ex = lastEx = ex.eval_ex;
+      if (ex.train_ex !== undefined) ev.train_ex = lastTrainEx = ex.train_ex;
     }
     write({ type: "train", ...ev });
     hooks.onStep?.(ev);
@@ -421,11 +451,27 @@ async function grpoLoop(run: GrpoRun, start: number, data: { noDatabase: number;
     totalSteps: run.totalSteps,
     rewardMean: recent.length ? recent.reduce((a, b) => a + b, 0) / recent.length : null,
     evalEx: lastEx,
+    ...firstAndTrainEx(metrics, run.trainExRows.length, lastTrainEx),
     rows: { used: data.rows.length, noDatabase: data.noDatabase, goldFailed: data.goldFailed },
     wallS: (performance.now() - t0) / 1000,
   };
   writeFileAtomic(path.join(out, "summary.json"), JSON.stringify(summary, null, 2) + "\n");
   return summary;
+}
+
+/** From metrics.jsonl (whole across a resume): the reward mean of the first steps (up to 10) and train_ex at step 0 beside the last. */
+function firstAndTrainEx(metrics: string, rows: number, end: number | null): Pick<GrpoSummary, "rewardMeanFirst" | "trainEx"> {
+  const ms = fs
+    .readFileSync(metrics, "utf8")
+    .split("\n")
+    .filter((l) => l.trim() !== "")
+    .map((l) => JSON.parse(l) as { type: string; step: number; rewardMean?: number; train_ex?: number });
+  const first = ms.filter((m) => m.type === "train" && typeof m.rewardMean === "number").slice(0, 10);
+  const start = ms.find((m) => m.type === "eval" && m.step === 0)?.train_ex ?? null;
+  return {
+    rewardMeanFirst: first.length ? first.reduce((a, m) => a + m.rewardMean!, 0) / first.length : null,
+    trainEx: rows ? { rows, start, end } : null,
+  };
 }
 
 /** A checkpoint after `step` GRPO steps, with the sampler RNG's state. */
@@ -439,12 +485,19 @@ async function checkpoint(run: GrpoRun, step: number): Promise<void> {
 export function formatGrpoSummary(s: GrpoSummary): string {
   return [
     s.interrupted ? `interrupted at GRPO step ${s.steps} of ${s.totalSteps}; resume with: ${s.resumeCommand}` : `done: ${s.steps} GRPO steps`,
-    `reward          ${s.rewardMean === null ? "n/a" : s.rewardMean.toFixed(3)} (mean of the last steps)`,
+    `reward          ${s.rewardMeanFirst === null ? "n/a" : s.rewardMeanFirst.toFixed(3)} (mean of the first steps) -> ${s.rewardMean === null ? "n/a" : s.rewardMean.toFixed(3)} (mean of the last steps)`,
     `eval_ex         ${s.evalEx === null ? "n/a" : (100 * s.evalEx).toFixed(1) + "%"}`,
+    s.trainEx
+      ? `train_ex        ${pct(s.trainEx.start)} (before the first step) -> ${pct(s.trainEx.end)} (after the last), greedy, on ${s.trainEx.rows} training rows`
+      : "",
     `rows            ${s.rows.used} used; skipped: ${s.rows.noDatabase} without a database, ${s.rows.goldFailed} whose gold query fails`,
     `wall time       ${(s.wallS / 60).toFixed(1)} min`,
     s.finalModel ? `adapter         ${s.finalModel}` : "",
   ]
     .filter(Boolean)
     .join("\n");
+}
+
+function pct(x: number | null): string {
+  return x === null ? "n/a" : (100 * x).toFixed(1) + "%";
 }
