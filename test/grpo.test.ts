@@ -12,6 +12,7 @@ import { formatGrpoSummary, trainGrpo } from "../src/index.js";
 import { loadConfig } from "../src/train/config.js";
 import { groupAdvantages, surrogateWeights } from "../src/train/grpo-loss.js";
 import { CONSTRAINED_BIAS, executionReward, Rng, trainGrpo as trainGrpoCore } from "../src/train/grpo.js";
+import { trainExSample } from "../src/train/grpo-eval.js";
 import { sampleWithAdapter } from "../src/serve/grpo-sampler.js";
 import { closeAll } from "../src/sql/query-process.js";
 import { makeShopDb, makeSpiderLayout, SHOP_PAIRS } from "./helpers/db-layouts.js";
@@ -85,6 +86,17 @@ describe("rl config", () => {
     expect(() => loadConfig({ overrides: base, set: ["rl.constrained=maybe"] })).toThrow(/rl\.constrained/);
     expect(loadConfig({ overrides: base, set: ["rl.constrained=true"] }).rl.constrained).toBe(true);
   });
+  test("train_ex's sample of the training rows: fixed by the seed, in file order; null or a size at least the rows' takes all", () => {
+    const rows = Array.from({ length: 20 }, (_, i) => i);
+    const a = trainExSample(rows, 5, 42);
+    expect(a).toHaveLength(5);
+    expect(trainExSample(rows, 5, 42)).toEqual(a);
+    expect([...a].sort((x, y) => x - y)).toEqual(a);
+    expect(trainExSample(rows, 5, 43)).not.toEqual(a);
+    expect(trainExSample(rows, null, 42)).toEqual(rows);
+    expect(trainExSample(rows, 20, 42)).toEqual(rows);
+  });
+
   test("the RNG is a pure function of its state", () => {
     const a = new Rng(42);
     const xs = [a.next(), a.next()];
@@ -151,6 +163,7 @@ describe("trainGrpo on the tiny model", () => {
     for (const m of train) {
       expect(m.seconds.sampling).toBeGreaterThan(0);
       expect(typeof m.eval_ex).toBe("number");
+      expect(typeof m.train_ex).toBe("number");
       expect(m.zeroVarianceGroups).toBeGreaterThanOrEqual(0);
     }
     // best_model/: the first evaluation with the highest eval_ex in metrics.jsonl, both formats, named by the summary
@@ -167,14 +180,20 @@ describe("trainGrpo on the tiny model", () => {
     expect(logs.some((l) => /completions per step, temperature 1, unconstrained;/.test(l))).toBe(true);
     expect(logs.some((l) => l.startsWith("constrained sampling:"))).toBe(false);
     expect(lines.some((l) => !/^select\b/i.test(l.sql))).toBe(true);
+    // train_ex before the first step (the step-0 eval line) and after the last; the reward of the first steps beside that of the last
+    const start = metrics.find((m) => m.type === "eval" && m.step === 0);
+    expect(typeof start.train_ex).toBe("number");
+    expect(sum.trainEx).toEqual({ rows: 3, start: start.train_ex, end: train[1].train_ex });
+    expect(sum.rewardMeanFirst).toBeCloseTo((train[0].rewardMean + train[1].rewardMean) / 2, 12);
   }, 240_000);
 
   test("best_model/ by eval_ex: the best step is kept, a tie keeps the earlier; a resumed run keeps the earlier best when later evals are worse", async () => {
     // a decoder whose eval_ex after step k is EX[k]: 0, 1, 0.5, 1 (a tie with step 1), 0; sampling is node-llama-cpp's
     const EX = [0, 1, 0.5, 1, 0];
+    // the decode holds the 2 eval rows first (SHOP_PAIRS[0..1]), then train_ex's training rows (answered wrong)
     const decodeSql = async (dir: string, rows: { question: string }[]) => {
       const k = JSON.parse(fs.readFileSync(path.join(dir, "text2sql.json"), "utf8")).steps as number;
-      return rows.map((r, i) => (i < EX[k] * rows.length ? SHOP_PAIRS.find(([q]) => q === r.question)![1] : "SELECT 0"));
+      return rows.map((r, i) => (i < 2 && i < EX[k] * 2 ? SHOP_PAIRS.find(([q]) => q === r.question)![1] : "SELECT 0"));
     };
     const hooks = { decodeSql, sample: sampleWithAdapter };
     const opts = async (out: string) => {
@@ -233,6 +252,36 @@ describe("trainGrpo on the tiny model", () => {
     expect(logs.filter((l) => l === CONSTRAINED_BIAS)).toHaveLength(1);
     expect(CONSTRAINED_BIAS).toMatch(/^constrained sampling: the engine's log-probabilities are those of the unmasked model, so the ratio\/KL are biased/);
     expect(logs.some((l) => /completions per step, temperature 1, constrained to the schema's grammar;/.test(l))).toBe(true);
+  }, 240_000);
+
+  test("train_ex is greedy EX on the training rows (a seeded sample of train.eval_execution_rows), eval_ex on the eval rows", async () => {
+    const out = path.join(tempDir(), "grpo-train-ex");
+    const { options } = await setup(out);
+    // a decoder that answers only the training-only question (SHOP_PAIRS[2]; the eval rows are SHOP_PAIRS[0..1]) with its gold SQL
+    const gold = new Map([SHOP_PAIRS[2]]);
+    const asked: string[][] = [];
+    const decodeSql = async (_dir: string, rows: { question: string }[]) => (
+      asked.push(rows.map((r) => r.question)),
+      rows.map((r) => gold.get(r.question) ?? "SELECT 1")
+    );
+    const all = await trainGrpo({ ...options, train: { ...options.train, max_steps: 1, eval_every: 0, save_every: 0 } }, { decodeSql });
+    expect(asked).toHaveLength(2); // before the first step and after the last
+    expect(asked[0].slice(0, 2)).toEqual([SHOP_PAIRS[0][0], SHOP_PAIRS[1][0]]); // the eval rows, then the 3 training rows (in the trainer's order)
+    const trainOrder = asked[0].slice(2);
+    expect([...trainOrder].sort()).toEqual(
+      SHOP_PAIRS.slice(0, 3)
+        .map(([q]) => q)
+        .sort(),
+    );
+    expect(all.evalEx).toBe(0);
+    expect(all.trainEx).toEqual({ rows: 3, start: 1 / 3, end: 1 / 3 });
+    const sampled = await trainGrpo(
+      { ...options, output: { dir: out + "-2" }, train: { ...options.train, max_steps: 1, eval_every: 0, save_every: 0, eval_execution_rows: 2 } },
+      { decodeSql },
+    );
+    const want = trainExSample(trainOrder, 2, 7);
+    expect(asked[2].slice(2)).toEqual(want);
+    expect(sampled.trainEx).toEqual({ rows: 2, start: want.includes(SHOP_PAIRS[2][0]) ? 0.5 : 0, end: want.includes(SHOP_PAIRS[2][0]) ? 0.5 : 0 });
   }, 240_000);
 
   test("resume from checkpoint-1 gives the same samples and adapter as the uninterrupted run", async () => {

@@ -95,7 +95,10 @@ async function grpo(cfg: TrainConfig, o: CommonFlags, signal: AbortSignal, onLog
   let ex = "";
   const onStep = (e: GrpoStepEvent) => {
     if (json) return emit({ type: "step", ...e });
-    if (e.eval_ex !== undefined) ex = ` | EX ${(100 * e.eval_ex).toFixed(1)}%`;
+    if (e.eval_ex !== undefined || e.train_ex !== undefined)
+      ex =
+        (e.eval_ex !== undefined ? ` | EX ${(100 * e.eval_ex).toFixed(1)}%` : "") +
+        (e.train_ex !== undefined ? ` | train EX ${(100 * e.train_ex).toFixed(1)}%` : "");
     const payload = { reward: e.rewardMean.toFixed(3), kl: e.kl.toExponential(2), remaining: formatDuration(e.etaS), ex };
     if (tty) bar.update(e.step, e.totalSteps, payload, e.step - 1);
     else if (e.step === e.totalSteps || e.step === 1 || performance.now() - lastLine > 10_000) {

@@ -173,7 +173,7 @@ export const SCHEMA: Record<string, Field> = {
     kind: "integer",
     min: 1,
     nullable: true,
-    doc: "eval_execution on a fixed sample of this many eval rows (seeded by train.seed; null: all)",
+    doc: "eval_execution on a fixed sample of this many eval rows (seeded by train.seed; null: all); in GRPO also the sample of training rows train_ex is measured on",
   },
   "train.eval_execution_timeout_ms": {
     kind: "integer",

@@ -1,7 +1,7 @@
-// GRPO's greedy eval_ex and its best_model/: every train.eval_every steps (and at steps 0 and the
-// last) the current adapter is saved to eval_adapter/ in both formats, the eval rows with a
-// database are decoded greedily by the decoder hook and run read-only as eval_execution runs them
-// (exec-eval.ts); when eval_ex beats the best so far, eval_adapter/ becomes best_model/ (swapped in
+// GRPO's greedy eval_ex, train_ex and its best_model/: every train.eval_every steps (and at steps
+// 0 and the last) the current adapter is saved to eval_adapter/ in both formats, the eval rows with
+// a database and a fixed seeded sample of the training rows (train_ex) are decoded greedily by the
+// decoder hook in one decode and run read-only as eval_execution runs them (exec-eval.ts); when eval_ex beats the best so far, eval_adapter/ becomes best_model/ (swapped in
 // by SFT's promoteBest), else it is removed. GRPO has no eval loss, so a tie in eval_ex keeps the
 // earlier step. The best so far is in each checkpoint's grpo_state.json; on resume, best_model/
 // is checked against it as SFT checks it (resumeBest).
@@ -12,7 +12,7 @@ import { saveAdapterFolder } from "../adapters/save-load.js";
 import type { LoraEngine } from "../engine/engine.js";
 import { removeAtomic } from "../util/atomic.js";
 import type { TrainConfig } from "./config.js";
-import type { Example } from "./data.js";
+import { shuffled, type Example } from "./data.js";
 import { betterByEx, execLimits, executionAccuracy, promoteBest, resumeBest, type EvalDecoder } from "./exec-eval.js";
 import { EVAL_ADAPTER } from "./loop.js";
 
@@ -29,7 +29,16 @@ export interface GrpoEvalRun {
   hooks: { decodeSql?: EvalDecoder; onLog?: (m: string) => void };
   record: Omit<AdapterRecord, "steps">;
   evalRows: (Example & { db: string })[];
+  /** the fixed sample of training rows train_ex is measured on (trainExSample) */
+  trainExRows: (Example & { db: string })[];
   best: GrpoBest | null;
+}
+
+/** The fixed sample of training rows train_ex is measured on: train.eval_execution_rows of them (seeded by train.seed, in file order; null: all). */
+export function trainExSample<T>(rows: readonly T[], n: number | null, seed: number): T[] {
+  if (n === null || n >= rows.length) return rows.slice();
+  const keep = new Set(shuffled(rows, seed).slice(0, n));
+  return rows.filter((r) => keep.has(r));
 }
 
 /** Whether `a` beats `b`: a higher eval_ex. There is no eval loss in GRPO: a tie keeps the earlier (b). */
@@ -39,29 +48,36 @@ function beats(a: GrpoBest, b: GrpoBest | null): boolean {
 }
 
 /**
- * Greedy eval_ex after `step` GRPO steps on the eval rows with a database, through the decoder
- * hook (undefined without one or without such rows); best_model/ and run.best follow it.
+ * Greedy eval_ex after `step` GRPO steps on the eval rows with a database, and train_ex on
+ * run.trainExRows, through the decoder hook in one decode (each undefined without the hook or
+ * without its rows); best_model/ and run.best follow eval_ex.
  */
-export async function grpoEvalEx(run: GrpoEvalRun, step: number): Promise<number | undefined> {
-  if (!run.hooks.decodeSql || run.evalRows.length === 0) return undefined;
+export async function grpoEvalEx(run: GrpoEvalRun, step: number): Promise<{ eval_ex?: number; train_ex?: number }> {
+  const all = [...run.evalRows, ...run.trainExRows];
+  if (!run.hooks.decodeSql || all.length === 0) return {};
   const out = run.cfg.output.dir;
   const cand = path.join(out, EVAL_ADAPTER);
   await saveAdapterFolder(run.engine, cand, { ...run.record, steps: step });
-  let ex: number;
+  const n = run.evalRows.length;
+  let ex: { eval_ex?: number; train_ex?: number };
   try {
     const preds = await run.hooks.decodeSql(
       cand,
-      run.evalRows.map((r) => ({ question: r.question, schema: r.schema, evidence: r.evidence })),
+      all.map((r) => ({ question: r.question, schema: r.schema, evidence: r.evidence })),
       { maxTokens: run.cfg.rl.max_new_tokens },
     );
-    ex = await executionAccuracy(run.evalRows, preds, { keepDistinct: run.cfg.train.keep_distinct, ...execLimits(run.cfg) });
+    const o = { keepDistinct: run.cfg.train.keep_distinct, ...execLimits(run.cfg) };
+    ex = {
+      eval_ex: n ? await executionAccuracy(run.evalRows, preds.slice(0, n), o) : undefined,
+      train_ex: run.trainExRows.length ? await executionAccuracy(run.trainExRows, preds.slice(n), o) : undefined,
+    };
   } catch (err) {
     removeAtomic(cand);
     throw err;
   }
-  if (beats({ step, ex }, run.best)) {
+  if (ex.eval_ex !== undefined && beats({ step, ex: ex.eval_ex }, run.best)) {
     promoteBest(out, cand);
-    run.best = { step, ex };
+    run.best = { step, ex: ex.eval_ex };
   } else removeAtomic(cand);
   return ex;
 }

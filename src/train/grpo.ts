@@ -20,7 +20,7 @@ import { checkpointDirs, resumeNewest, saveCheckpoint, type TensorList } from ".
 import { configToYaml, loadConfig, type TrainConfig } from "./config.js";
 import { loadDataset, type Example } from "./data.js";
 import { BEST_MODEL, execLimits, executionScores } from "./exec-eval.js";
-import { grpoEvalEx, removeLeftEvalAdapter, resumeGrpoBest, type GrpoBest } from "./grpo-eval.js";
+import { grpoEvalEx, removeLeftEvalAdapter, resumeGrpoBest, trainExSample, type GrpoBest } from "./grpo-eval.js";
 import { groupAdvantages, grpoUpdate, splitLogps, completionBatch, type Completion } from "./grpo-loss.js";
 import { encodeExample, Tokenizer } from "./prompt.js";
 import { lrAt } from "./schedule.js";
@@ -79,6 +79,8 @@ export interface GrpoStepEvent {
   eval_ex?: number;
   /** with eval_ex: best_model/'s step so far */
   best_step?: number;
+  /** greedy execution accuracy on the fixed seeded sample of training rows (GrpoRun.trainExRows), when evaluated */
+  train_ex?: number;
 }
 
 export interface GrpoSummary extends RunSummary {
@@ -86,6 +88,10 @@ export interface GrpoSummary extends RunSummary {
   evalEx: number | null;
   /** best_model/: the adapter of the evaluation with the best eval_ex (ties: the earlier step; GRPO has no eval loss) */
   bestModel: { dir: string; step: number; evalEx: number } | null;
+  /** reward mean of the first steps (up to 10, from metrics.jsonl), beside rewardMean of the last */
+  rewardMeanFirst: number | null;
+  /** greedy EX on a fixed sample of the training rows (train.eval_execution_rows of them, seeded by train.seed; null: all) before the first step (start) and at the last evaluation (end: after the last step when the run finished) */
+  trainEx: { rows: number; start: number | null; end: number | null } | null;
   /** training rows used, and those left out: no database, gold fails on it (each said once with its line) */
   rows: { used: number; noDatabase: number; goldFailed: number };
   wallS: number;
@@ -172,6 +178,8 @@ interface GrpoRun {
   evalRows: (Example & { db: string })[];
   /** best_model/'s evaluation so far (in the checkpoints' grpo_state.json) */
   best: GrpoBest | null;
+  /** the fixed sample of training rows train_ex is measured on */
+  trainExRows: (Example & { db: string })[];
 }
 
 /** Log-probabilities of the completions under the adapter `tensors` (the current one put back after). */
@@ -401,6 +409,11 @@ export async function trainGrpo(options: TrainOptions | TrainConfig, hooks: Grpo
       startStep: st.step,
       evalRows,
       best: st.best,
+      trainExRows: trainExSample(
+        data.rows.map((r) => r.ex),
+        cfg.train.eval_execution_rows,
+        cfg.train.seed,
+      ),
     };
     return await grpoLoop(run, st.step, data, t0);
   } finally {
@@ -418,11 +431,14 @@ async function grpoLoop(run: GrpoRun, start: number, data: { noDatabase: number;
   const write = (m: object) => fs.appendFileSync(metrics, JSON.stringify(m) + "\n");
   let step = start;
   let lastEx: number | null = null;
+  let lastTrainEx: number | null = null;
   let interrupted = false;
   const recent: number[] = [];
   if (step === 0) {
     const ex = await grpoEvalEx(run, 0);
-    if (ex !== undefined) write({ type: "eval", step: 0, eval_ex: (lastEx = ex), best_step: run.best?.step });
+    if (ex.eval_ex !== undefined) lastEx = ex.eval_ex;
+    if (ex.train_ex !== undefined) lastTrainEx = ex.train_ex;
+    if (ex.eval_ex !== undefined || ex.train_ex !== undefined) write({ type: "eval", step: 0, ...ex, best_step: run.best?.step });
   }
   const loopStart = performance.now();
   while (step < run.totalSteps) {
@@ -437,10 +453,11 @@ async function grpoLoop(run: GrpoRun, start: number, data: { noDatabase: number;
     const due = (every: number) => every > 0 && step % every === 0;
     if (due(cfg.train.eval_every) || step === run.totalSteps) {
       const ex = await grpoEvalEx(run, step);
-      if (ex !== undefined) {
-        ev.eval_ex = lastEx = ex;
+      if (ex.eval_ex !== undefined) {
+        ev.eval_ex = lastEx = ex.eval_ex;
         ev.best_step = run.best?.step;
       }
+      if (ex.train_ex !== undefined) ev.train_ex = lastTrainEx = ex.train_ex;
     }
     write({ type: "train", ...ev });
     hooks.onStep?.(ev);
@@ -458,11 +475,27 @@ async function grpoLoop(run: GrpoRun, start: number, data: { noDatabase: number;
     rewardMean: recent.length ? recent.reduce((a, b) => a + b, 0) / recent.length : null,
     evalEx: lastEx,
     bestModel: run.best ? { dir: path.join(out, BEST_MODEL), step: run.best.step, evalEx: run.best.ex } : null,
+    ...firstAndTrainEx(metrics, run.trainExRows.length, lastTrainEx),
     rows: { used: data.rows.length, noDatabase: data.noDatabase, goldFailed: data.goldFailed },
     wallS: (performance.now() - t0) / 1000,
   };
   writeFileAtomic(path.join(out, "summary.json"), JSON.stringify(summary, null, 2) + "\n");
   return summary;
+}
+
+/** From metrics.jsonl (whole across a resume): the reward mean of the first steps (up to 10) and train_ex at step 0 beside the last. */
+function firstAndTrainEx(metrics: string, rows: number, end: number | null): Pick<GrpoSummary, "rewardMeanFirst" | "trainEx"> {
+  const ms = fs
+    .readFileSync(metrics, "utf8")
+    .split("\n")
+    .filter((l) => l.trim() !== "")
+    .map((l) => JSON.parse(l) as { type: string; step: number; rewardMean?: number; train_ex?: number });
+  const first = ms.filter((m) => m.type === "train" && typeof m.rewardMean === "number").slice(0, 10);
+  const start = ms.find((m) => m.type === "eval" && m.step === 0)?.train_ex ?? null;
+  return {
+    rewardMeanFirst: first.length ? first.reduce((a, m) => a + m.rewardMean!, 0) / first.length : null,
+    trainEx: rows ? { rows, start, end } : null,
+  };
 }
 
 /** A checkpoint after `step` GRPO steps, with the sampler RNG's state. */
@@ -476,13 +509,20 @@ async function checkpoint(run: GrpoRun, step: number): Promise<void> {
 export function formatGrpoSummary(s: GrpoSummary): string {
   return [
     s.interrupted ? `interrupted at GRPO step ${s.steps} of ${s.totalSteps}; resume with: ${s.resumeCommand}` : `done: ${s.steps} GRPO steps`,
-    `reward          ${s.rewardMean === null ? "n/a" : s.rewardMean.toFixed(3)} (mean of the last steps)`,
+    `reward          ${s.rewardMeanFirst === null ? "n/a" : s.rewardMeanFirst.toFixed(3)} (mean of the first steps) -> ${s.rewardMean === null ? "n/a" : s.rewardMean.toFixed(3)} (mean of the last steps)`,
     `eval_ex         ${s.evalEx === null ? "n/a" : (100 * s.evalEx).toFixed(1) + "%"}`,
     s.bestModel ? `best model      ${s.bestModel.dir}: step ${s.bestModel.step}, eval_ex ${(100 * s.bestModel.evalEx).toFixed(1)}%` : "",
+    s.trainEx
+      ? `train_ex        ${pct(s.trainEx.start)} (before the first step) -> ${pct(s.trainEx.end)} (after the last), greedy, on ${s.trainEx.rows} training rows`
+      : "",
     `rows            ${s.rows.used} used; skipped: ${s.rows.noDatabase} without a database, ${s.rows.goldFailed} whose gold query fails`,
     `wall time       ${(s.wallS / 60).toFixed(1)} min`,
     s.finalModel ? `adapter         ${s.finalModel}` : "",
   ]
     .filter(Boolean)
     .join("\n");
+}
+
+function pct(x: number | null): string {
+  return x === null ? "n/a" : (100 * x).toFixed(1) + "%";
 }
