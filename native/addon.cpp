@@ -22,7 +22,9 @@
 namespace {
 
 using t2s::engine;
+using t2s_addon::queue;
 using t2s_addon::task;
+using t2s_addon::to_typed_array;
 
 std::mutex  g_log_mutex;
 std::string g_last_log;
@@ -91,9 +93,7 @@ class native_engine : public Napi::ObjectWrap<native_engine> {
             busy = false;
             self_ptr->Reset();
         };
-        Napi::Promise p = t->promise();
-        t->Queue();
-        return p;
+        return queue(t);
     }
 
     Napi::Value info(const Napi::CallbackInfo & info) {
@@ -222,11 +222,7 @@ class native_engine : public Napi::ObjectWrap<native_engine> {
         return run(
             env, "logprobs",
             [&en, b, temp, res]() { *res = t2s::engine_logprobs(en, b->tokens.data(), b->mask.data(), b->n_seq, b->seq_len, temp); },
-            [res](Napi::Env env) -> Napi::Value {
-                Napi::Float64Array out = Napi::Float64Array::New(env, res->size());
-                std::copy(res->begin(), res->end(), out.Data());
-                return out;
-            });
+            [res](Napi::Env env) -> Napi::Value { return to_typed_array(env, *res); });
     }
 
     Napi::Value evaluate(const Napi::CallbackInfo & info) {
@@ -250,11 +246,7 @@ class native_engine : public Napi::ObjectWrap<native_engine> {
         auto             res  = std::make_shared<std::vector<float>>();
         return run(
             env, "logits", [&en, toks, res]() { *res = t2s::engine_logits(en, toks->data(), (int64_t) toks->size()); },
-            [res](Napi::Env env) -> Napi::Value {
-                Napi::Float32Array out = Napi::Float32Array::New(env, res->size());
-                std::copy(res->begin(), res->end(), out.Data());
-                return out;
-            });
+            [res](Napi::Env env) -> Napi::Value { return to_typed_array(env, *res); });
     }
 
     Napi::Value step(const Napi::CallbackInfo & info) {
@@ -294,9 +286,7 @@ class native_engine : public Napi::ObjectWrap<native_engine> {
             Napi::Array ne = Napi::Array::New(env, ts[i].ne.size());
             for (size_t k = 0; k < ts[i].ne.size(); k++) ne.Set((uint32_t) k, (double) ts[i].ne[k]);
             o.Set("ne", ne);
-            Napi::Float32Array d = Napi::Float32Array::New(env, ts[i].data.size());
-            std::copy(ts[i].data.begin(), ts[i].data.end(), d.Data());
-            o.Set("data", d);
+            o.Set("data", to_typed_array(env, ts[i].data));
             arr.Set((uint32_t) i, o);
         }
         return arr;
@@ -515,9 +505,7 @@ Napi::Value create_engine(const Napi::CallbackInfo & info) {
             native_engine::Unwrap(obj)->e = std::move(*res);
             return obj;
         });
-    Napi::Promise p = t->promise();
-    t->Queue();
-    return p;
+    return queue(t);
 }
 
 t2s::amx_tiles g_amx_tiles = t2s::amx_tiles::absent;
@@ -545,14 +533,8 @@ Napi::Value amx_matmul_test(const Napi::CallbackInfo & info) {
     auto   out = std::make_shared<std::vector<float>>((size_t) (N * T));
     auto * t   = new task(
         env, "amxMatmulTest", [=]() { t2s::amx_matmul_test(mode, tr, wv->data(), xv->data(), K, N, T, th, out->data()); },
-        [out](Napi::Env env) -> Napi::Value {
-            Napi::Float32Array a = Napi::Float32Array::New(env, out->size());
-            memcpy(a.Data(), out->data(), out->size() * sizeof(float));
-            return a;
-        });
-    Napi::Promise p = t->promise();
-    t->Queue();
-    return p;
+        [out](Napi::Env env) -> Napi::Value { return to_typed_array(env, *out); });
+    return queue(t);
 }
 
 // matmulBench(kernel, type, K, N, T, threads, reps) -> Promise<Float64Array [reps]>: amx.h's
@@ -573,14 +555,8 @@ Napi::Value matmul_bench(const Napi::CallbackInfo & info) {
     auto   ms = std::make_shared<std::vector<double>>((size_t) reps);
     auto * t  = new task(
         env, "matmulBench", [=]() { t2s::matmul_bench(mode, type, K, N, T, th, reps, ms->data()); },
-        [ms](Napi::Env env) -> Napi::Value {
-            Napi::Float64Array a = Napi::Float64Array::New(env, ms->size());
-            memcpy(a.Data(), ms->data(), ms->size() * sizeof(double));
-            return a;
-        });
-    Napi::Promise p = t->promise();
-    t->Queue();
-    return p;
+        [ms](Napi::Env env) -> Napi::Value { return to_typed_array(env, *ms); });
+    return queue(t);
 }
 
 // quantTransposeTest(type, x, nIn, nOut, row0, repack, bf16, threads): quant.h's test hook
@@ -608,19 +584,13 @@ Napi::Value quant_transpose_test(const Napi::CallbackInfo & info) {
         env, "quantTransposeTest",
         [=]() { *rep = t2s::quant_transpose_test(type, xv->data(), n_in, n_out, row0, rp, bf16, th, *wt, *ref); },
         [wt, ref, rep](Napi::Env env) -> Napi::Value {
-            Napi::Object       o = Napi::Object::New(env);
-            Napi::Uint8Array   w = Napi::Uint8Array::New(env, wt->size());
-            Napi::Float32Array r = Napi::Float32Array::New(env, ref->size());
-            memcpy(w.Data(), wt->data(), wt->size());
-            memcpy(r.Data(), ref->data(), ref->size() * sizeof(float));
-            o.Set("wt", w);
-            o.Set("ref", r);
+            Napi::Object o = Napi::Object::New(env);
+            o.Set("wt", to_typed_array(env, *wt));
+            o.Set("ref", to_typed_array(env, *ref));
             o.Set("repacked", *rep);
             return o;
         });
-    Napi::Promise p = t->promise();
-    t->Queue();
-    return p;
+    return queue(t);
 }
 
 Napi::Value system_info(const Napi::CallbackInfo & info) {

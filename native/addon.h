@@ -4,8 +4,10 @@
 
 #include <napi.h>
 
+#include <algorithm>
 #include <functional>
 #include <string>
+#include <vector>
 
 namespace t2s_addon {
 
@@ -53,5 +55,20 @@ class task : public Napi::AsyncWorker {
     std::function<Napi::Value(Napi::Env)> done_;
     Napi::Promise::Deferred               deferred_;
 };
+
+// Queues `t` and returns its Promise.
+inline Napi::Promise queue(task * t) {
+    Napi::Promise p = t->promise();
+    t->Queue();
+    return p;
+}
+
+// A new JS typed array (Float32Array for float, Float64Array for double, Uint8Array for uint8_t)
+// holding a copy of `v`.
+template <typename T> Napi::TypedArrayOf<T> to_typed_array(Napi::Env env, const std::vector<T> & v) {
+    Napi::TypedArrayOf<T> a = Napi::TypedArrayOf<T>::New(env, v.size());
+    std::copy(v.begin(), v.end(), a.Data());
+    return a;
+}
 
 }  // namespace t2s_addon

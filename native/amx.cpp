@@ -336,6 +336,60 @@ std::string ggml_cpu_mul_mat_kernel(ggml_type t) {
 
 bool amx_is_op(const ggml_tensor * t) { return t->op == GGML_OP_CUSTOM && strncmp(t->name, "amx.", 4) == 0; }
 
+namespace {
+
+// One CPU graph for the test hook and the microbenchmark: the backend, a no-alloc context for the
+// tensors, then (after the graph is built) its buffers. init/free pair; free also after a throw.
+struct cpu_graph_run {
+    ggml_backend_t        be = nullptr;
+    std::vector<uint8_t>  meta;
+    ggml_context *        ctx = nullptr;
+    ggml_cgraph *         gf  = nullptr;
+    ggml_backend_buffer_t buf = nullptr;
+    ggml_gallocr_t        ga  = nullptr;
+    ~cpu_graph_run();
+};
+
+void cpu_graph_run_free(cpu_graph_run & r) {
+    if (r.ga) ggml_gallocr_free(r.ga);
+    if (r.buf) ggml_backend_buffer_free(r.buf);
+    if (r.ctx) ggml_free(r.ctx);
+    if (r.be) ggml_backend_free(r.be);
+    r.ga  = nullptr;
+    r.buf = nullptr;
+    r.ctx = nullptr;
+    r.be  = nullptr;
+}
+
+cpu_graph_run::~cpu_graph_run() { cpu_graph_run_free(*this); }
+
+// The backend with n_threads and the context; mode hw needs the tile unit
+void cpu_graph_run_init(cpu_graph_run & r, amx_mode mode, int n_threads) {
+    if (mode == amx_mode::hw && !(amx_hw_compiled() && cpu_has_amx_bf16() && cpu_request_amx_tiles() == amx_tiles::granted))
+        throw std::runtime_error("the AMX tile unit is not available on this CPU");
+    r.be = ggml_backend_cpu_init();
+    if (!r.be) throw std::runtime_error("failed to initialise the CPU backend");
+    ggml_backend_cpu_set_n_threads(r.be, n_threads > 0 ? n_threads : 1);
+    r.meta.resize(ggml_tensor_overhead() * 16 + ggml_graph_overhead());
+    ggml_init_params ip = {r.meta.size(), r.meta.data(), true};
+    r.ctx               = ggml_init(ip);
+}
+
+// The graph of `out` with its tensors allocated
+void cpu_graph_run_alloc(cpu_graph_run & r, ggml_tensor * out) {
+    r.gf = ggml_new_graph(r.ctx);
+    ggml_build_forward_expand(r.gf, out);
+    r.buf = ggml_backend_alloc_ctx_tensors(r.ctx, r.be);
+    r.ga  = ggml_gallocr_new(ggml_backend_get_default_buffer_type(r.be));
+    if (!r.buf || !ggml_gallocr_alloc_graph(r.ga, r.gf)) throw std::runtime_error("out of memory");
+}
+
+void cpu_graph_run_compute(cpu_graph_run & r) {
+    if (ggml_backend_graph_compute(r.be, r.gf) != GGML_STATUS_SUCCESS) throw std::runtime_error("graph compute failed");
+}
+
+}  // namespace
+
 void amx_matmul_test(amx_mode         mode,
                      bool             transpose,
                      const uint16_t * w,
@@ -346,48 +400,28 @@ void amx_matmul_test(amx_mode         mode,
                      int              n_threads,
                      float *          y) {
     if (K <= 0 || N <= 0 || T <= 0) throw std::runtime_error("K, N and T must be positive");
-    if (mode == amx_mode::hw && !(amx_hw_compiled() && cpu_has_amx_bf16() && cpu_request_amx_tiles() == amx_tiles::granted))
-        throw std::runtime_error("the AMX tile unit is not available on this CPU");
-    ggml_backend_t be = ggml_backend_cpu_init();
-    if (!be) throw std::runtime_error("failed to initialise the CPU backend");
-    ggml_backend_cpu_set_n_threads(be, n_threads > 0 ? n_threads : 1);
-    std::vector<uint8_t> meta(ggml_tensor_overhead() * 16 + ggml_graph_overhead());
-    ggml_init_params     ip     = {meta.size(), meta.data(), true};
-    ggml_context *       ctx    = ggml_init(ip);
+    cpu_graph_run r;
+    cpu_graph_run_init(r, mode, n_threads);
+    ggml_context * ctx    = r.ctx;
     // W·x: W [K, N]; Wᵀ·x: W [N, K] (K rows). ggml's mul_mat takes the contiguous transpose.
-    const bool           ggml_t = transpose && mode == amx_mode::off;
-    ggml_tensor *        wt     = ggml_new_tensor_2d(ctx, GGML_TYPE_BF16, transpose && !ggml_t ? N : K, transpose && !ggml_t ? K : N);
-    ggml_tensor *        xt     = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, K, T);  // [K, T]
-    ggml_tensor *        out    = mode == amx_mode::off ? ggml_mul_mat(ctx, wt, xt) :
-                                  transpose             ? amx_mul_mat_t(ctx, mode, wt, nullptr, 0, xt) :
-                                                          amx_mul_mat(ctx, mode, wt, xt);  // [N, T]
-    ggml_cgraph *        gf     = ggml_new_graph(ctx);
-    ggml_build_forward_expand(gf, out);
-    ggml_backend_buffer_t buf = ggml_backend_alloc_ctx_tensors(ctx, be);
-    ggml_gallocr_t        ga  = ggml_gallocr_new(ggml_backend_get_default_buffer_type(be));
-    std::string           err;
-    if (!buf || !ggml_gallocr_alloc_graph(ga, gf)) {
-        err = "out of memory";
+    const bool     ggml_t = transpose && mode == amx_mode::off;
+    ggml_tensor *  wt     = ggml_new_tensor_2d(ctx, GGML_TYPE_BF16, transpose && !ggml_t ? N : K, transpose && !ggml_t ? K : N);
+    ggml_tensor *  xt     = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, K, T);  // [K, T]
+    ggml_tensor *  out    = mode == amx_mode::off ? ggml_mul_mat(ctx, wt, xt) :
+                            transpose             ? amx_mul_mat_t(ctx, mode, wt, nullptr, 0, xt) :
+                                                    amx_mul_mat(ctx, mode, wt, xt);  // [N, T]
+    cpu_graph_run_alloc(r, out);
+    if (ggml_t) {
+        std::vector<uint16_t> tw((size_t) K * N);
+        for (int64_t k = 0; k < K; k++)
+            for (int64_t n = 0; n < N; n++) tw[n * K + k] = w[k * N + n];
+        ggml_backend_tensor_set(wt, tw.data(), 0, tw.size() * 2);
     } else {
-        if (ggml_t) {
-            std::vector<uint16_t> tw((size_t) K * N);
-            for (int64_t k = 0; k < K; k++)
-                for (int64_t n = 0; n < N; n++) tw[n * K + k] = w[k * N + n];
-            ggml_backend_tensor_set(wt, tw.data(), 0, tw.size() * 2);
-        } else {
-            ggml_backend_tensor_set(wt, w, 0, (size_t) K * N * 2);
-        }
-        ggml_backend_tensor_set(xt, x, 0, (size_t) K * T * 4);
-        if (ggml_backend_graph_compute(be, gf) != GGML_STATUS_SUCCESS)
-            err = "graph compute failed";
-        else
-            ggml_backend_tensor_get(out, y, 0, (size_t) N * T * 4);
+        ggml_backend_tensor_set(wt, w, 0, (size_t) K * N * 2);
     }
-    ggml_gallocr_free(ga);
-    if (buf) ggml_backend_buffer_free(buf);
-    ggml_free(ctx);
-    ggml_backend_free(be);
-    if (!err.empty()) throw std::runtime_error(err);
+    ggml_backend_tensor_set(xt, x, 0, (size_t) K * T * 4);
+    cpu_graph_run_compute(r);
+    ggml_backend_tensor_get(out, y, 0, (size_t) N * T * 4);
 }
 
 void matmul_bench(amx_mode mode, ggml_type type, int64_t K, int64_t N, int64_t T, int n_threads, int reps, double * ms) {
@@ -395,46 +429,27 @@ void matmul_bench(amx_mode mode, ggml_type type, int64_t K, int64_t N, int64_t T
     if (type != GGML_TYPE_F32 && type != GGML_TYPE_F16 && type != GGML_TYPE_BF16)
         throw std::runtime_error("the weight type must be f32, f16 or bf16");
     if (mode != amx_mode::off && type != GGML_TYPE_BF16) throw std::runtime_error("the AMX kernel takes bf16 weights only");
-    if (mode == amx_mode::hw && !(amx_hw_compiled() && cpu_has_amx_bf16() && cpu_request_amx_tiles() == amx_tiles::granted))
-        throw std::runtime_error("the AMX tile unit is not available on this CPU");
-    ggml_backend_t be = ggml_backend_cpu_init();
-    if (!be) throw std::runtime_error("failed to initialise the CPU backend");
-    ggml_backend_cpu_set_n_threads(be, n_threads > 0 ? n_threads : 1);
-    std::vector<uint8_t> meta(ggml_tensor_overhead() * 16 + ggml_graph_overhead());
-    ggml_init_params     ip  = {meta.size(), meta.data(), true};
-    ggml_context *       ctx = ggml_init(ip);
-    ggml_tensor *        w   = ggml_new_tensor_2d(ctx, type, K, N);                                             // [K, N]
-    ggml_tensor *        x   = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, K, T);                                    // [K, T]
-    ggml_tensor *        y   = mode == amx_mode::off ? ggml_mul_mat(ctx, w, x) : amx_mul_mat(ctx, mode, w, x);  // [N, T]
-    ggml_cgraph *        gf  = ggml_new_graph(ctx);
-    ggml_build_forward_expand(gf, y);
-    ggml_backend_buffer_t buf = ggml_backend_alloc_ctx_tensors(ctx, be);
-    ggml_gallocr_t        ga  = ggml_gallocr_new(ggml_backend_get_default_buffer_type(be));
-    std::string           err;
-    if (!buf || !ggml_gallocr_alloc_graph(ga, gf)) {
-        err = "out of memory";
-    } else {
-        // seeded values in [-1/16, 1/16): the kernel's speed does not depend on them, only no denormals
-        uint32_t           s = 12345;
-        std::vector<float> v((size_t) std::max(K * N, K * T));
-        for (float & f : v) f = (float) ((s = s * 1664525u + 1013904223u) >> 8) / 16777216.0f / 8.0f - 0.0625f;
-        std::vector<uint8_t> wb(ggml_nbytes(w));
-        if (type == GGML_TYPE_F32) memcpy(wb.data(), v.data(), wb.size());
-        if (type == GGML_TYPE_F16) ggml_fp32_to_fp16_row(v.data(), (ggml_fp16_t *) wb.data(), K * N);
-        if (type == GGML_TYPE_BF16) ggml_fp32_to_bf16_row(v.data(), (ggml_bf16_t *) wb.data(), K * N);
-        ggml_backend_tensor_set(w, wb.data(), 0, wb.size());
-        ggml_backend_tensor_set(x, v.data(), 0, (size_t) K * T * 4);
-        for (int i = -1; i < reps && err.empty(); i++) {  // i = -1: the untimed run (page faults, thread start)
-            const auto t0 = std::chrono::steady_clock::now();
-            if (ggml_backend_graph_compute(be, gf) != GGML_STATUS_SUCCESS) err = "graph compute failed";
-            if (i >= 0) ms[i] = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-        }
+    cpu_graph_run r;
+    cpu_graph_run_init(r, mode, n_threads);
+    ggml_tensor * w = ggml_new_tensor_2d(r.ctx, type, K, N);                                               // [K, N]
+    ggml_tensor * x = ggml_new_tensor_2d(r.ctx, GGML_TYPE_F32, K, T);                                      // [K, T]
+    ggml_tensor * y = mode == amx_mode::off ? ggml_mul_mat(r.ctx, w, x) : amx_mul_mat(r.ctx, mode, w, x);  // [N, T]
+    cpu_graph_run_alloc(r, y);
+    // seeded values in [-1/16, 1/16): the kernel's speed does not depend on them, only no denormals
+    uint32_t           s = 12345;
+    std::vector<float> v((size_t) std::max(K * N, K * T));
+    for (float & f : v) f = (float) ((s = s * 1664525u + 1013904223u) >> 8) / 16777216.0f / 8.0f - 0.0625f;
+    std::vector<uint8_t> wb(ggml_nbytes(w));
+    if (type == GGML_TYPE_F32) memcpy(wb.data(), v.data(), wb.size());
+    if (type == GGML_TYPE_F16) ggml_fp32_to_fp16_row(v.data(), (ggml_fp16_t *) wb.data(), K * N);
+    if (type == GGML_TYPE_BF16) ggml_fp32_to_bf16_row(v.data(), (ggml_bf16_t *) wb.data(), K * N);
+    ggml_backend_tensor_set(w, wb.data(), 0, wb.size());
+    ggml_backend_tensor_set(x, v.data(), 0, (size_t) K * T * 4);
+    for (int i = -1; i < reps; i++) {  // i = -1: the untimed run (page faults, thread start)
+        const auto t0 = std::chrono::steady_clock::now();
+        cpu_graph_run_compute(r);
+        if (i >= 0) ms[i] = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     }
-    ggml_gallocr_free(ga);
-    if (buf) ggml_backend_buffer_free(buf);
-    ggml_free(ctx);
-    ggml_backend_free(be);
-    if (!err.empty()) throw std::runtime_error(err);
 }
 
 }  // namespace t2s
