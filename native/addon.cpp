@@ -23,6 +23,7 @@ namespace {
 
 using t2s::engine;
 using t2s_addon::queue;
+using t2s_addon::queue_array;
 using t2s_addon::task;
 using t2s_addon::to_typed_array;
 
@@ -168,12 +169,17 @@ class native_engine : public Napi::ObjectWrap<native_engine> {
         return b;
     }
 
+    // info[i] as a float; `what` (call: argument) names it in the error
+    static float float_arg(const Napi::CallbackInfo & info, size_t i, const char * what) {
+        if (info.Length() <= i || !info[i].IsNumber()) throw Napi::TypeError::New(info.Env(), std::string(what) + " must be a number");
+        return info[i].As<Napi::Number>().FloatValue();
+    }
+
     Napi::Value accumulate(const Napi::CallbackInfo & info) {
-        Napi::Env env = info.Env();
-        engine &  en  = live(env, "accumulate");
-        auto      b   = std::make_shared<batch_args>(read_batch(info, "accumulate"));
-        if (info.Length() < 5 || !info[4].IsNumber()) throw Napi::TypeError::New(env, "accumulate: gradScale must be a number");
-        const float scale = info[4].As<Napi::Number>().FloatValue();
+        Napi::Env   env   = info.Env();
+        engine &    en    = live(env, "accumulate");
+        auto        b     = std::make_shared<batch_args>(read_batch(info, "accumulate"));
+        const float scale = float_arg(info, 4, "accumulate: gradScale");
         auto        res   = std::make_shared<t2s::batch_stats>();
         return run(
             env, "accumulate",
@@ -213,11 +219,10 @@ class native_engine : public Napi::ObjectWrap<native_engine> {
 
     // logprobs(tokens, mask, nSeq, seqLen, temperature) -> Float64Array [nSeq × seqLen]
     Napi::Value logprobs(const Napi::CallbackInfo & info) {
-        Napi::Env env = info.Env();
-        engine &  en  = live(env, "logprobs");
-        auto      b   = std::make_shared<batch_args>(read_batch(info, "logprobs"));
-        if (info.Length() < 5 || !info[4].IsNumber()) throw Napi::TypeError::New(env, "logprobs: temperature must be a number");
-        const float temp = info[4].As<Napi::Number>().FloatValue();
+        Napi::Env   env  = info.Env();
+        engine &    en   = live(env, "logprobs");
+        auto        b    = std::make_shared<batch_args>(read_batch(info, "logprobs"));
+        const float temp = float_arg(info, 4, "logprobs: temperature");
         auto        res  = std::make_shared<std::vector<double>>();
         return run(
             env, "logprobs",
@@ -510,6 +515,17 @@ Napi::Value create_engine(const Napi::CallbackInfo & info) {
 
 t2s::amx_tiles g_amx_tiles = t2s::amx_tiles::absent;
 
+// The kernel argument (info[0]) of the kernel hooks: "amx" (the tile unit), "emulate" (its scalar
+// emulation) or "ggml" (ggml's mul_mat)
+t2s::amx_mode kernel_arg(const Napi::CallbackInfo & info, const char * call) {
+    const std::string k = info[0].As<Napi::String>().Utf8Value();
+    if (k != "amx" && k != "emulate" && k != "ggml")
+        throw Napi::TypeError::New(info.Env(), std::string(call) + ": kernel must be amx, emulate or ggml");
+    return k == "amx" ? t2s::amx_mode::hw : k == "emulate" ? t2s::amx_mode::emulate : t2s::amx_mode::off;
+}
+
+int64_t i64_arg(const Napi::CallbackInfo & info, size_t i) { return info[i].As<Napi::Number>().Int64Value(); }
+
 // amxMatmulTest(kernel, transpose, w: Uint16Array (bf16 bits), x: Float32Array, K, N, T, threads)
 //   -> Promise<Float32Array [T·N]>: the AMX kernel ("amx", "emulate") or ggml's mul_mat ("ggml")
 // on given arrays, for the kernel tests (src/engine/native.ts documents the layouts).
@@ -517,24 +533,19 @@ Napi::Value amx_matmul_test(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     if (info.Length() < 8 || !info[0].IsString() || !info[2].IsTypedArray() || !info[3].IsTypedArray())
         throw Napi::TypeError::New(env, "amxMatmulTest(kernel, transpose, w, x, K, N, T, threads)");
-    const std::string k = info[0].As<Napi::String>().Utf8Value();
-    if (k != "amx" && k != "emulate" && k != "ggml") throw Napi::TypeError::New(env, "amxMatmulTest: kernel must be amx, emulate or ggml");
-    const t2s::amx_mode mode = k == "amx" ? t2s::amx_mode::hw : k == "emulate" ? t2s::amx_mode::emulate : t2s::amx_mode::off;
+    const t2s::amx_mode mode = kernel_arg(info, "amxMatmulTest");
     const bool          tr   = info[1].ToBoolean().Value();
     Napi::Uint16Array   w    = info[2].As<Napi::Uint16Array>();
     Napi::Float32Array  x    = info[3].As<Napi::Float32Array>();
-    const int64_t       K = info[4].As<Napi::Number>().Int64Value(), N = info[5].As<Napi::Number>().Int64Value();
-    const int64_t       T  = info[6].As<Napi::Number>().Int64Value();
+    const int64_t       K = i64_arg(info, 4), N = i64_arg(info, 5), T = i64_arg(info, 6);
     const int           th = info[7].As<Napi::Number>().Int32Value();
     if (K <= 0 || N <= 0 || T <= 0 || (int64_t) w.ElementLength() != K * N || (int64_t) x.ElementLength() != K * T)
         throw Napi::RangeError::New(env, "amxMatmulTest: w must hold K·N and x K·T elements, K, N, T > 0");
-    auto   wv  = std::make_shared<std::vector<uint16_t>>(w.Data(), w.Data() + w.ElementLength());
-    auto   xv  = std::make_shared<std::vector<float>>(x.Data(), x.Data() + x.ElementLength());
-    auto   out = std::make_shared<std::vector<float>>((size_t) (N * T));
-    auto * t   = new task(
-        env, "amxMatmulTest", [=]() { t2s::amx_matmul_test(mode, tr, wv->data(), xv->data(), K, N, T, th, out->data()); },
-        [out](Napi::Env env) -> Napi::Value { return to_typed_array(env, *out); });
-    return queue(t);
+    auto wv  = std::make_shared<std::vector<uint16_t>>(w.Data(), w.Data() + w.ElementLength());
+    auto xv  = std::make_shared<std::vector<float>>(x.Data(), x.Data() + x.ElementLength());
+    auto out = std::make_shared<std::vector<float>>((size_t) (N * T));
+    return queue_array(env, "amxMatmulTest", out,
+                       [=]() { t2s::amx_matmul_test(mode, tr, wv->data(), xv->data(), K, N, T, th, out->data()); });
 }
 
 // matmulBench(kernel, type, K, N, T, threads, reps) -> Promise<Float64Array [reps]>: amx.h's
@@ -543,20 +554,15 @@ Napi::Value matmul_bench(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     if (info.Length() < 7 || !info[0].IsString() || !info[1].IsString())
         throw Napi::TypeError::New(env, "matmulBench(kernel, type, K, N, T, threads, reps)");
-    const std::string k = info[0].As<Napi::String>().Utf8Value(), tn = info[1].As<Napi::String>().Utf8Value();
-    if (k != "amx" && k != "emulate" && k != "ggml") throw Napi::TypeError::New(env, "matmulBench: kernel must be amx, emulate or ggml");
+    const t2s::amx_mode mode = kernel_arg(info, "matmulBench");
+    const std::string   tn   = info[1].As<Napi::String>().Utf8Value();
     if (tn != "f32" && tn != "f16" && tn != "bf16") throw Napi::TypeError::New(env, "matmulBench: type must be f32, f16 or bf16");
-    const t2s::amx_mode mode = k == "amx" ? t2s::amx_mode::hw : k == "emulate" ? t2s::amx_mode::emulate : t2s::amx_mode::off;
-    const ggml_type     type = tn == "f32" ? GGML_TYPE_F32 : tn == "f16" ? GGML_TYPE_F16 : GGML_TYPE_BF16;
-    const int64_t       K = info[2].As<Napi::Number>().Int64Value(), N = info[3].As<Napi::Number>().Int64Value();
-    const int64_t       T  = info[4].As<Napi::Number>().Int64Value();
-    const int           th = info[5].As<Napi::Number>().Int32Value(), reps = info[6].As<Napi::Number>().Int32Value();
+    const ggml_type type = tn == "f32" ? GGML_TYPE_F32 : tn == "f16" ? GGML_TYPE_F16 : GGML_TYPE_BF16;
+    const int64_t   K = i64_arg(info, 2), N = i64_arg(info, 3), T = i64_arg(info, 4);
+    const int       th = info[5].As<Napi::Number>().Int32Value(), reps = info[6].As<Napi::Number>().Int32Value();
     if (K <= 0 || N <= 0 || T <= 0 || reps < 1) throw Napi::RangeError::New(env, "matmulBench: K, N, T and reps must be positive");
-    auto   ms = std::make_shared<std::vector<double>>((size_t) reps);
-    auto * t  = new task(
-        env, "matmulBench", [=]() { t2s::matmul_bench(mode, type, K, N, T, th, reps, ms->data()); },
-        [ms](Napi::Env env) -> Napi::Value { return to_typed_array(env, *ms); });
-    return queue(t);
+    auto ms = std::make_shared<std::vector<double>>((size_t) reps);
+    return queue_array(env, "matmulBench", ms, [=]() { t2s::matmul_bench(mode, type, K, N, T, th, reps, ms->data()); });
 }
 
 // quantTransposeTest(type, x, nIn, nOut, row0, repack, bf16, threads): quant.h's test hook

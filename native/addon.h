@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -69,6 +70,13 @@ template <typename T> Napi::TypedArrayOf<T> to_typed_array(Napi::Env env, const 
     Napi::TypedArrayOf<T> a = Napi::TypedArrayOf<T>::New(env, v.size());
     std::copy(v.begin(), v.end(), a.Data());
     return a;
+}
+
+// Runs `work` off the main thread in a task named `name`; the Promise resolves to a typed-array copy
+// of *out, which `work` fills.
+template <typename T>
+Napi::Promise queue_array(Napi::Env env, const char * name, std::shared_ptr<std::vector<T>> out, std::function<void()> work) {
+    return queue(new task(env, name, std::move(work), [out](Napi::Env env) -> Napi::Value { return to_typed_array(env, *out); }));
 }
 
 }  // namespace t2s_addon
