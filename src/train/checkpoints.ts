@@ -44,6 +44,7 @@ export function checkpointDirs(out: string): { step: number; dir: string }[] {
  * Writes checkpoint-<pos.step> as a whole (a temporary folder swapped in) and keeps the newest `keep`.
  * The optimizer state is read from the engine here, and only here. `dropoutCalls`: the dropout
  * stream's position to record instead of the engine's, for an unfinished step wound back to its start.
+ * `extraFiles` (name: text): a caller's own state, written into the folder before it is swapped in.
  */
 export async function saveCheckpoint(
   engine: LoraEngine,
@@ -53,6 +54,7 @@ export async function saveCheckpoint(
   keep: number,
   rec: Omit<AdapterRecord, "steps">,
   dropoutCalls?: number,
+  extraFiles: Record<string, string> = {},
 ): Promise<string> {
   const opt = await engine.getOptimizerState();
   const state: TrainerState = {
@@ -71,6 +73,7 @@ export async function saveCheckpoint(
     for (const t of [...opt.m, ...opt.v]) parts.push(Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength));
     fs.writeFileSync(path.join(tmp, "optimizer.bin"), Buffer.concat(parts));
     fs.writeFileSync(path.join(tmp, "trainer_state.json"), JSON.stringify(state, null, 2) + "\n");
+    for (const [name, text] of Object.entries(extraFiles)) fs.writeFileSync(path.join(tmp, name), text);
   });
   const all = checkpointDirs(out);
   for (const c of all.slice(0, Math.max(0, all.length - keep))) removeAtomic(c.dir);

@@ -500,8 +500,10 @@ function firstAndTrainEx(metrics: string, rows: number, end: number | null): Pic
 
 /** A checkpoint after `step` GRPO steps, with the sampler RNG's state. */
 async function checkpoint(run: GrpoRun, step: number): Promise<void> {
-  const dir = await saveCheckpoint(run.engine, run.cfg.output.dir, { step, epoch: 0, offset: 0 }, run.tensors, run.cfg.train.keep_checkpoints, run.record);
-  writeFileAtomic(path.join(dir, "grpo_state.json"), JSON.stringify({ rng: run.rng.state, best: run.best }) + "\n");
+  // grpo_state.json goes into the checkpoint folder before it is swapped in: a checkpoint never lacks it
+  const state = { "grpo_state.json": JSON.stringify({ rng: run.rng.state, best: run.best }) + "\n" };
+  const pos = { step, epoch: 0, offset: 0 };
+  const dir = await saveCheckpoint(run.engine, run.cfg.output.dir, pos, run.tensors, run.cfg.train.keep_checkpoints, run.record, undefined, state);
   run.hooks.onLog?.(`checkpoint: ${dir}`);
 }
 
