@@ -12,7 +12,7 @@ import { formatGrpoSummary, trainGrpo } from "../src/index.js";
 import { loadConfig } from "../src/train/config.js";
 import { groupAdvantages, surrogateWeights } from "../src/train/grpo-loss.js";
 import { CONSTRAINED_BIAS, executionReward, Rng, trainGrpo as trainGrpoCore } from "../src/train/grpo.js";
-import { trainExSample } from "../src/train/grpo-eval.js";
+import { seededSample as trainExSample } from "../src/train/data.js";
 import { sampleWithAdapter } from "../src/serve/grpo-sampler.js";
 import { closeAll } from "../src/sql/query-process.js";
 import { makeShopDb, makeSpiderLayout, SHOP_PAIRS } from "./helpers/db-layouts.js";
@@ -107,8 +107,8 @@ describe("rl config", () => {
 
 describe("trainGrpo on the tiny model", () => {
   const failing: [string, string] = ["Which colours are there?", "SELECT colour FROM item"];
-  async function setup(out: string, set: string[] = []) {
-    const s = makeSpiderLayout({ train: [...SHOP_PAIRS.slice(0, 3), failing], dev: SHOP_PAIRS.slice(0, 2) });
+  async function setup(out: string, set: string[] = [], dev: [string, string][] = SHOP_PAIRS.slice(0, 2)) {
+    const s = makeSpiderLayout({ train: [...SHOP_PAIRS.slice(0, 3), failing], dev });
     return {
       s,
       options: {
@@ -282,6 +282,27 @@ describe("trainGrpo on the tiny model", () => {
     const want = trainExSample(trainOrder, 2, 7);
     expect(asked[2].slice(2)).toEqual(want);
     expect(sampled.trainEx).toEqual({ rows: 2, start: want.includes(SHOP_PAIRS[2][0]) ? 0.5 : 0, end: want.includes(SHOP_PAIRS[2][0]) ? 0.5 : 0 });
+  }, 240_000);
+
+  test("an eval row whose gold query fails is said with its line and left out of eval_ex, as eval_execution leaves it out", async () => {
+    const out = path.join(tempDir(), "grpo-eval-gold");
+    const { options } = await setup(out, [], [SHOP_PAIRS[0], failing, SHOP_PAIRS[1]]);
+    const gold = new Map(SHOP_PAIRS);
+    const asked: string[][] = [];
+    const decodeSql = async (_dir: string, rows: { question: string }[]) => (
+      asked.push(rows.map((r) => r.question)),
+      rows.map((r) => gold.get(r.question) ?? "SELECT 1")
+    );
+    const logs: string[] = [];
+    const sum = await trainGrpo(
+      { ...options, train: { ...options.train, max_steps: 1, eval_every: 0, save_every: 0 } },
+      { decodeSql, onLog: (m) => logs.push(m) },
+    );
+    expect(asked[0].slice(0, 2)).toEqual([SHOP_PAIRS[0][0], SHOP_PAIRS[1][0]]);
+    expect(sum.evalEx).toBe(1);
+    const said = logs.filter((l) => l.startsWith("eval_execution:") && /the gold query fails/.test(l));
+    expect(said, logs.join("\n")).toHaveLength(1);
+    expect(said[0]).toMatch(/dev\.json:\d+: item 1: the gold query fails on .*shop\.sqlite \(no_such_column: .*\); the row is left out of eval_ex$/);
   }, 240_000);
 
   test("resume from checkpoint-1 gives the same samples and adapter as the uninterrupted run", async () => {

@@ -450,6 +450,13 @@ export function shuffled<T>(items: readonly T[], seed: number): T[] {
   return out;
 }
 
+/** A fixed sample of `n` of `rows` (seeded by `seed`, in the rows' order; null or n >= their count: all). */
+export function seededSample<T>(rows: readonly T[], n: number | null, seed: number): T[] {
+  if (n === null || n >= rows.length) return rows.slice();
+  const keep = new Set(shuffled(rows, seed).slice(0, n));
+  return rows.filter((r) => keep.has(r));
+}
+
 /** Train/eval/test sizes for n rows: train = floor(n·s0), the rest shared by s1 : s2 (rounded). */
 export function splitSizes(n: number, split: number[]): { train: number; eval: number; test: number } {
   const train = Math.floor(n * split[0] + 1e-9);

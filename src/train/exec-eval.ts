@@ -19,7 +19,7 @@ import { runReadOnly, type RunOptions } from "../sql/query-process.js";
 import { isSingleReadQuery, removeDistinct } from "../sql/sql-text.js";
 import { removeAtomic } from "../util/atomic.js";
 import type { TrainConfig } from "./config.js";
-import { shuffled, type Example } from "./data.js";
+import { seededSample, type Example } from "./data.js";
 
 /** The folder of the adapter with the best eval_ex, in output.dir. */
 export const BEST_MODEL = "best_model";
@@ -69,12 +69,7 @@ export async function execRows(cfg: TrainConfig, evalRows: Example[], log: (m: s
     const first = evalRows.find((r) => !r.db)!;
     log(`eval_execution: ${evalRows.length - withDb.length} eval rows have no database (the first: ${first.source}); they are left out of eval_ex`);
   }
-  const n = cfg.train.eval_execution_rows;
-  let picked = withDb;
-  if (n !== null && n < withDb.length) {
-    const keep = new Set(shuffled(withDb, cfg.train.seed).slice(0, n));
-    picked = picked.filter((r) => keep.has(r));
-  }
+  const picked = seededSample(withDb, cfg.train.eval_execution_rows, cfg.train.seed);
   const rows: (Example & { db: string })[] = [];
   const limits = execLimits(cfg);
   for (const r of picked) {

@@ -12,7 +12,7 @@ import { saveAdapterFolder } from "../adapters/save-load.js";
 import type { LoraEngine } from "../engine/engine.js";
 import { removeAtomic } from "../util/atomic.js";
 import type { TrainConfig } from "./config.js";
-import { shuffled, type Example } from "./data.js";
+import type { Example } from "./data.js";
 import { betterByEx, execLimits, executionAccuracy, promoteBest, resumeBest, type EvalDecoder } from "./exec-eval.js";
 import { EVAL_ADAPTER } from "./loop.js";
 
@@ -29,16 +29,9 @@ export interface GrpoEvalRun {
   hooks: { decodeSql?: EvalDecoder; onLog?: (m: string) => void };
   record: Omit<AdapterRecord, "steps">;
   evalRows: (Example & { db: string })[];
-  /** the fixed sample of training rows train_ex is measured on (trainExSample) */
+  /** the fixed sample of training rows train_ex is measured on (seededSample) */
   trainExRows: (Example & { db: string })[];
   best: GrpoBest | null;
-}
-
-/** The fixed sample of training rows train_ex is measured on: train.eval_execution_rows of them (seeded by train.seed, in file order; null: all). */
-export function trainExSample<T>(rows: readonly T[], n: number | null, seed: number): T[] {
-  if (n === null || n >= rows.length) return rows.slice();
-  const keep = new Set(shuffled(rows, seed).slice(0, n));
-  return rows.filter((r) => keep.has(r));
 }
 
 /** Whether `a` beats `b`: a higher eval_ex. There is no eval loss in GRPO: a tie keeps the earlier (b). */

@@ -18,9 +18,9 @@ import { removeDistinct } from "../sql/sql-text.js";
 import { removeAtomic, writeFileAtomic } from "../util/atomic.js";
 import { checkpointDirs, resumeNewest, saveCheckpoint, type TensorList } from "./checkpoints.js";
 import { configToYaml, loadConfig, type TrainConfig } from "./config.js";
-import { loadDataset, type Example } from "./data.js";
-import { BEST_MODEL, execLimits, executionScores } from "./exec-eval.js";
-import { grpoEvalEx, removeLeftEvalAdapter, resumeGrpoBest, trainExSample, type GrpoBest } from "./grpo-eval.js";
+import { loadDataset, seededSample, type Example } from "./data.js";
+import { BEST_MODEL, execLimits, execRows, executionScores } from "./exec-eval.js";
+import { grpoEvalEx, removeLeftEvalAdapter, resumeGrpoBest, type GrpoBest } from "./grpo-eval.js";
 import { groupAdvantages, grpoUpdate, splitLogps, completionBatch, type Completion } from "./grpo-loss.js";
 import { encodeExample, Tokenizer } from "./prompt.js";
 import { lrAt } from "./schedule.js";
@@ -380,7 +380,8 @@ export async function trainGrpo(options: TrainOptions | TrainConfig, hooks: Grpo
   const modelPath = await resolveModelPath(cfg.model.path, { log, dtype: cfg.model.dtype, signal: hooks.signal });
   const data = await grpoRows(cfg, modelPath, log);
   const ds = await loadDataset(cfg.data);
-  const evalRows = ds.eval.filter((r): r is Example & { db: string } => !!r.db);
+  // the eval rows with a database, as eval_execution takes them: a fixed sample of train.eval_execution_rows, gold checked (a failing one said with its line, left out)
+  const evalRows = ds.eval.some((r) => r.db) ? (await execRows(cfg, ds.eval, log)).rows : [];
   const engine = await openGrpoEngine(cfg, modelPath, log);
   try {
     const st = await startGrpo(cfg, engine, hooks, log);
@@ -409,7 +410,7 @@ export async function trainGrpo(options: TrainOptions | TrainConfig, hooks: Grpo
       startStep: st.step,
       evalRows,
       best: st.best,
-      trainExRows: trainExSample(
+      trainExRows: seededSample(
         data.rows.map((r) => r.ex),
         cfg.train.eval_execution_rows,
         cfg.train.seed,
