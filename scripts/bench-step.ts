@@ -22,8 +22,8 @@
  *   options: --types bf16,f16 --memory fast,lean --checkpointing auto --tokens 256 --steps 3 --rounds 1 --threads N --json
  *            --shape tinyllama|llama3.2-3b|llama-3.2-1b|qwen2.5-1.5b|qwen2.5-0.5b|qwen3-0.6b
  *
- * Reference on the 2-core dev machine (engine-notes section 6): PyTorch 1.13 bf16, 4.73 s/step,
- * 54 tokens/s at 3.7 GB peak.
+ * Against PyTorch: npm run bench:vs-torch, which runs both sides in one command (a figure from
+ * another run or machine is no comparison).
  */
 import { spawnSync } from "node:child_process";
 import os from "node:os";
@@ -337,7 +337,7 @@ async function main(): Promise<void> {
   if (roundLines.length) console.log(`\neach round's s/step and ratio to the first row:\n${roundLines.join("\n")}`);
   for (const r of results) if (r.profile) printProfile(r);
   if (a.roofline && !a.scaling) printRoofline(results);
-  console.log("\nreference (engine-notes §6, same machine type): PyTorch 1.13 bf16 4.73 s/step, 54 tokens/s, 3.7 GB peak");
+  console.log("\nagainst PyTorch on this machine: npm run bench:vs-torch (both sides in one command)");
   console.log(
     "compute buf: ggml's compute buffer (activations and temporaries) of the largest graph, of which one Wᵀ: the largest made per layer from a quantized weight; " +
       "weights: base weights + transposed copies (fast), of which quantized: the quantized matrices",

@@ -48,9 +48,7 @@ async function main(): Promise<void> {
     console.log(
       `evaluation: ${evalS.toFixed(0)} s each, ${evalsPerEpoch} per epoch at eval_every ${cfg.train.eval_every}: ${h(epochTrainS + evalsPerEpoch * evalS)} with them`,
     );
-  console.log(
-    `the seed's way on this machine (PyTorch bf16, every row padded to 256 tokens, 4.73 s per row): ${h(data.train.length * 4.73)}, ${((data.train.length * 4.73) / epochTrainS).toFixed(1)}x this`,
-  );
+  // no PyTorch ratio here: a figure from another run is no comparison (npm run bench:vs-torch times both sides at once)
 }
 
 main().catch((err: unknown) => {
