@@ -530,11 +530,16 @@ Napi::Value amx_matmul_test(const Napi::CallbackInfo & info) {
     if (info.Length() < 8 || !info[0].IsString() || !info[2].IsTypedArray() || !info[3].IsTypedArray())
         throw Napi::TypeError::New(env, "amxMatmulTest(kernel, transpose, w, x, K, N, T, threads)");
     const std::string k = info[0].As<Napi::String>().Utf8Value();
-    if (k != "amx" && k != "emulate" && k != "ggml") throw Napi::TypeError::New(env, "amxMatmulTest: kernel must be amx, emulate or ggml");
-    const t2s::amx_mode mode = k == "amx" ? t2s::amx_mode::hw : k == "emulate" ? t2s::amx_mode::emulate : t2s::amx_mode::off;
-    const bool          tr   = info[1].ToBoolean().Value();
-    Napi::Uint16Array   w    = info[2].As<Napi::Uint16Array>();
-    Napi::Float32Array  x    = info[3].As<Napi::Float32Array>();
+    if (k != "amx" && k != "emulate" && k != "ggml" && k != "avx512" && k != "avx512-packed")
+        throw Napi::TypeError::New(env, "amxMatmulTest: kernel must be amx, emulate, avx512, avx512-packed or ggml");
+    const t2s::amx_mode mode   = k == "amx"     ? t2s::amx_mode::hw :
+                                 k == "emulate" ? t2s::amx_mode::emulate :
+                                 k == "ggml"    ? t2s::amx_mode::off :
+                                                  t2s::amx_mode::avx512;
+    const bool          packed = k == "avx512-packed";
+    const bool          tr     = info[1].ToBoolean().Value();
+    Napi::Uint16Array   w      = info[2].As<Napi::Uint16Array>();
+    Napi::Float32Array  x      = info[3].As<Napi::Float32Array>();
     const int64_t       K = info[4].As<Napi::Number>().Int64Value(), N = info[5].As<Napi::Number>().Int64Value();
     const int64_t       T  = info[6].As<Napi::Number>().Int64Value();
     const int           th = info[7].As<Napi::Number>().Int32Value();
@@ -544,7 +549,7 @@ Napi::Value amx_matmul_test(const Napi::CallbackInfo & info) {
     auto   xv  = std::make_shared<std::vector<float>>(x.Data(), x.Data() + x.ElementLength());
     auto   out = std::make_shared<std::vector<float>>((size_t) (N * T));
     auto * t   = new task(
-        env, "amxMatmulTest", [=]() { t2s::amx_matmul_test(mode, tr, wv->data(), xv->data(), K, N, T, th, out->data()); },
+        env, "amxMatmulTest", [=]() { t2s::amx_matmul_test(mode, tr, wv->data(), xv->data(), K, N, T, th, out->data(), packed); },
         [out](Napi::Env env) -> Napi::Value {
             Napi::Float32Array a = Napi::Float32Array::New(env, out->size());
             memcpy(a.Data(), out->data(), out->size() * sizeof(float));
@@ -562,9 +567,13 @@ Napi::Value matmul_bench(const Napi::CallbackInfo & info) {
     if (info.Length() < 7 || !info[0].IsString() || !info[1].IsString())
         throw Napi::TypeError::New(env, "matmulBench(kernel, type, K, N, T, threads, reps)");
     const std::string k = info[0].As<Napi::String>().Utf8Value(), tn = info[1].As<Napi::String>().Utf8Value();
-    if (k != "amx" && k != "emulate" && k != "ggml") throw Napi::TypeError::New(env, "matmulBench: kernel must be amx, emulate or ggml");
+    if (k != "amx" && k != "emulate" && k != "ggml" && k != "avx512")
+        throw Napi::TypeError::New(env, "matmulBench: kernel must be amx, emulate, avx512 or ggml");
     if (tn != "f32" && tn != "f16" && tn != "bf16") throw Napi::TypeError::New(env, "matmulBench: type must be f32, f16 or bf16");
-    const t2s::amx_mode mode = k == "amx" ? t2s::amx_mode::hw : k == "emulate" ? t2s::amx_mode::emulate : t2s::amx_mode::off;
+    const t2s::amx_mode mode = k == "amx"     ? t2s::amx_mode::hw :
+                               k == "emulate" ? t2s::amx_mode::emulate :
+                               k == "avx512"  ? t2s::amx_mode::avx512 :
+                                                t2s::amx_mode::off;
     const ggml_type     type = tn == "f32" ? GGML_TYPE_F32 : tn == "f16" ? GGML_TYPE_F16 : GGML_TYPE_BF16;
     const int64_t       K = info[2].As<Napi::Number>().Int64Value(), N = info[3].As<Napi::Number>().Int64Value();
     const int64_t       T  = info[4].As<Napi::Number>().Int64Value();
@@ -654,8 +663,9 @@ Napi::Value system_info(const Napi::CallbackInfo & info) {
     Napi::Object        k  = Napi::Object::New(env);
     k.Set("f32", t2s::ggml_cpu_mul_mat_kernel(GGML_TYPE_F32));
     k.Set("f16", t2s::ggml_cpu_mul_mat_kernel(GGML_TYPE_F16));
-    k.Set("bf16", am == t2s::amx_mode::off ? t2s::ggml_cpu_mul_mat_kernel(GGML_TYPE_BF16) :
-                                             std::string(t2s::amx_mode_name(am)) + " (text2sql's AMX tiles), activations to BF16");
+    k.Set("bf16", am == t2s::amx_mode::off    ? t2s::ggml_cpu_mul_mat_kernel(GGML_TYPE_BF16) :
+                  am == t2s::amx_mode::avx512 ? "avx512-bf16 (text2sql's AVX512-BF16 GEMM, vdpbf16ps), activations to BF16" :
+                                                std::string(t2s::amx_mode_name(am)) + " (text2sql's AMX tiles), activations to BF16");
     o.Set("kernels", k);
     o.Set("kernelNote", note);
     std::lock_guard<std::mutex> lock(g_log_mutex);
