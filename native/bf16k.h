@@ -9,10 +9,10 @@
 //   B = the weight, in VNNI panels of 16 columns x K-pairs (amx.h's amx_pack_b_bf16 layout, the
 //       layout vdpbf16ps wants: one zmm = 16 columns x one bf16 pair): read in place when the
 //       engine packed it once at load (fast mode's Wᵀ·dy), else packed per K-block into a
-//       per-thread L1 buffer from W's own rows (W·x, and lean mode's Wᵀ·dy);
+//       per-thread buffer from W's own rows (W·x, and lean mode's Wᵀ·dy: no extra memory);
 //   C = the product in ggml's layout, row m = token: y [n_out, T] or dx [n_in, T], stored once.
 // Threads share out the weight's dimension N (M = T is small), in contiguous ranges of panels.
-// The micro-kernel holds 8 rows x 3 panels (24 zmm accumulators, F32) over a K-block of 128 pairs.
+// The micro-kernel holds 8 rows x 3 panels (24 zmm accumulators, F32) over a K-block of 512 pairs.
 #pragma once
 
 #include "ggml.h"

@@ -27,7 +27,7 @@ using t2s::bf16k_args;
 
 constexpr int MR = 8;    // rows of C per micro-tile (tokens)
 constexpr int NR = 3;    // panels of 16 columns per micro-tile (weight columns)
-constexpr int KC = 128;  // K-pairs per K-block: a packed block of NR panels is 24 KiB (L1)
+constexpr int KC = 512;  // K-pairs per K-block: a packed block of NR panels is 96 KiB (L2), C is passed over K/1024 times
 
 inline __m512bh as_bh(__m512i v) { return (__m512bh) v; }
 
@@ -137,7 +137,12 @@ template <int NP> void block(const bf16k_args & g, const uint16_t * const * bp, 
     }
 }
 
-thread_local uint16_t * t_buf = nullptr;  // per worker thread, NR·KC pair-rows of 32 bf16 (24 KiB), never freed
+// The per-thread packing buffer: NR·KC pair-rows of 32 bf16 (96 KiB), freed when the thread ends
+struct pack_buf {
+    uint16_t * p = nullptr;
+    ~pack_buf() { _mm_free(p); }
+};
+thread_local pack_buf t_buf;
 
 }  // namespace
 
@@ -148,7 +153,7 @@ bool bf16k_compiled() { return true; }
 void bf16k_run(const bf16k_args & g, int ith, int nth) {
     const int64_t npan = (g.N + 15) / 16, ngrp = (npan + NR - 1) / NR, nkp = (g.K + 31) / 32 * 16;
     const int64_t grp0 = ngrp * ith / nth, grp1 = ngrp * (ith + 1) / nth;
-    if (!g.b && !t_buf) t_buf = (uint16_t *) _mm_malloc(sizeof(uint16_t) * NR * KC * 32, 64);
+    if (!g.b && !t_buf.p) t_buf.p = (uint16_t *) _mm_malloc(sizeof(uint16_t) * NR * KC * 32, 64);
     for (int64_t gi = grp0; gi < grp1; gi++) {
         const int64_t nb0 = gi * NR, np = npan - nb0 < NR ? npan - nb0 : NR;
         for (int64_t kp0 = 0; kp0 < nkp; kp0 += KC) {
@@ -158,8 +163,8 @@ void bf16k_run(const bf16k_args & g, int ith, int nth) {
                 if (g.b) {
                     bp[j] = g.b + (nb0 + j) * g.b_panel + kp0 * 32;
                 } else {
-                    pack_panel(g, nb0 + j, kp0, kc, t_buf + j * KC * 32);
-                    bp[j] = t_buf + j * KC * 32;
+                    pack_panel(g, nb0 + j, kp0, kc, t_buf.p + j * KC * 32);
+                    bp[j] = t_buf.p + j * KC * 32;
                 }
             }
             if (np == 3)
