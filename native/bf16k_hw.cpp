@@ -129,10 +129,37 @@ void pack_panel(const bf16k_args & g, int64_t nb, int64_t kp0, int64_t kc, uint1
     }
 }
 
+// The W bytes that packing the next K-block reads (rows of row_bytes, stride apart), prefetched
+// into L2 a slice per micro-tile while this block computes: the packing then finds them there
+// instead of waiting on memory for 48 rows at once.
+struct ahead {
+    const char * base   = nullptr;
+    int64_t      stride = 0, lines = 0, total = 0, done = 0, per_tile = 0;
+
+    ahead(const bf16k_args & g, int64_t nb0, int64_t np, int64_t kp0, int64_t kc) {
+        if (g.b || np <= 0) return;
+        const int64_t k0 = 2 * kp0, n0 = 16 * nb0;
+        const int64_t kn = (g.K - k0 < 2 * kc ? g.K - k0 : 2 * kc), nn = (g.N - n0 < 16 * np ? g.N - n0 : 16 * np);
+        if (kn <= 0 || nn <= 0) return;
+        // W·x: rows n of k-elements; Wᵀ·dy: rows k of n-elements
+        base   = (const char *) (g.w_cols ? g.w + n0 * g.ldw + k0 : g.w + k0 * g.ldw + n0);
+        stride = g.ldw * 2;
+        lines  = ((g.w_cols ? kn : nn) * 2 + 63) / 64 + 1;
+        total  = lines * (g.w_cols ? nn : kn);
+    }
+    void some() {
+        for (int64_t n = 0; n < per_tile && done < total; n++, done++) {
+            _mm_prefetch(base + (done / lines) * stride + (done % lines) * 64, _MM_HINT_T1);
+        }
+    }
+};
+
 // One K-block of a group of np panels from panel nb0: every MR rows of C against it.
-template <int NP> void block(const bf16k_args & g, const uint16_t * const * bp, int64_t nb0, int64_t kp0, int64_t kc) {
+template <int NP> void block(const bf16k_args & g, const uint16_t * const * bp, int64_t nb0, int64_t kp0, int64_t kc, ahead & pf) {
     const int64_t n0 = nb0 * 16, cols = g.N - n0 < 16 * NP ? g.N - n0 : 16 * NP;
+    pf.per_tile = (pf.total + (g.M + MR - 1) / MR - 1) / ((g.M + MR - 1) / MR);
     for (int64_t m0 = 0; m0 < g.M; m0 += MR) {
+        pf.some();
         tile<NP>(g.a + m0 * g.lda + 2 * kp0, g.lda, bp, kc, g.c + m0 * g.ldc + n0, g.ldc, kp0 == 0, g.M - m0, cols);
     }
 }
@@ -167,12 +194,15 @@ void bf16k_run(const bf16k_args & g, int ith, int nth) {
                     bp[j] = t_buf.p + j * KC * 32;
                 }
             }
+            // the next K-block of this group, else the first of the next group (none past this thread's)
+            const int64_t nkp0 = kp0 + KC < nkp ? kp0 + KC : 0, ngi = nkp0 ? gi : gi + 1, nnb0 = ngi * NR;
+            ahead         pf(g, nnb0, ngi < grp1 ? (npan - nnb0 < NR ? npan - nnb0 : NR) : 0, nkp0, nkp - nkp0 < KC ? nkp - nkp0 : KC);
             if (np == 3)
-                block<3>(g, bp, nb0, kp0, kc);
+                block<3>(g, bp, nb0, kp0, kc, pf);
             else if (np == 2)
-                block<2>(g, bp, nb0, kp0, kc);
+                block<2>(g, bp, nb0, kp0, kc, pf);
             else
-                block<1>(g, bp, nb0, kp0, kc);
+                block<1>(g, bp, nb0, kp0, kc, pf);
         }
     }
 }
