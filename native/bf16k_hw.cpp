@@ -178,11 +178,15 @@ namespace t2s {
 bool bf16k_compiled() { return true; }
 
 void bf16k_run(const bf16k_args & g, int ith, int nth) {
-    const int64_t npan = (g.N + 15) / 16, ngrp = (npan + NR - 1) / NR, nkp = (g.K + 31) / 32 * 16;
-    const int64_t grp0 = ngrp * ith / nth, grp1 = ngrp * (ith + 1) / nth;
+    // thread ith's panels [p0, p1), in groups of up to NR
+    const int64_t npan = (g.N + 15) / 16, nkp = (g.K + 31) / 32 * 16;
+    const int64_t p0 = npan * ith / nth, p1 = npan * (ith + 1) / nth;
+    auto          width = [&](int64_t nb) {
+        return p1 - nb < NR ? p1 - nb : (int64_t) NR;
+    };
     if (!g.b && !t_buf.p) t_buf.p = (uint16_t *) _mm_malloc(sizeof(uint16_t) * NR * KC * 32, 64);
-    for (int64_t gi = grp0; gi < grp1; gi++) {
-        const int64_t nb0 = gi * NR, np = npan - nb0 < NR ? npan - nb0 : NR;
+    for (int64_t nb0 = p0; nb0 < p1; nb0 += NR) {
+        const int64_t np = width(nb0);
         for (int64_t kp0 = 0; kp0 < nkp; kp0 += KC) {
             const int64_t    kc = nkp - kp0 < KC ? nkp - kp0 : KC;
             const uint16_t * bp[NR];
@@ -195,8 +199,8 @@ void bf16k_run(const bf16k_args & g, int ith, int nth) {
                 }
             }
             // the next K-block of this group, else the first of the next group (none past this thread's)
-            const int64_t nkp0 = kp0 + KC < nkp ? kp0 + KC : 0, ngi = nkp0 ? gi : gi + 1, nnb0 = ngi * NR;
-            ahead         pf(g, nnb0, ngi < grp1 ? (npan - nnb0 < NR ? npan - nnb0 : NR) : 0, nkp0, nkp - nkp0 < KC ? nkp - nkp0 : KC);
+            const int64_t nkp0 = kp0 + KC < nkp ? kp0 + KC : 0, nnb0 = nkp0 ? nb0 : nb0 + NR;
+            ahead         pf(g, nnb0, nnb0 < p1 ? width(nnb0) : 0, nkp0, nkp - nkp0 < KC ? nkp - nkp0 : KC);
             if (np == 3)
                 block<3>(g, bp, nb0, kp0, kc, pf);
             else if (np == 2)
