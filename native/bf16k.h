@@ -12,7 +12,7 @@
 //       per-thread buffer from W's own rows (W·x, and lean mode's Wᵀ·dy: no extra memory);
 //   C = the product in ggml's layout, row m = token: y [n_out, T] or dx [n_in, T], stored once.
 // Threads share out the weight's dimension N (M = T is small), in contiguous ranges of panels.
-// The micro-kernel holds 8 rows x 3 panels (24 zmm accumulators, F32) over a K-block of 512 pairs.
+// The micro-kernel holds 8 rows x 3 panels (24 zmm accumulators, F32) over a K-block of 256 pairs.
 #pragma once
 
 #include "ggml.h"

@@ -27,7 +27,7 @@ using t2s::bf16k_args;
 
 constexpr int MR = 8;    // rows of C per micro-tile (tokens)
 constexpr int NR = 3;    // panels of 16 columns per micro-tile (weight columns)
-constexpr int KC = 512;  // K-pairs per K-block: a packed block of NR panels is 96 KiB (L2), C is passed over K/1024 times
+constexpr int KC = 256;  // K-pairs per K-block: a packed block of NR panels is 48 KiB (L1 on Zen 5), C is passed over K/512 times
 
 inline __m512bh as_bh(__m512i v) { return (__m512bh) v; }
 
@@ -164,7 +164,7 @@ template <int NP> void block(const bf16k_args & g, const uint16_t * const * bp, 
     }
 }
 
-// The per-thread packing buffer: NR·KC pair-rows of 32 bf16 (96 KiB), freed when the thread ends
+// The per-thread packing buffer: NR·KC pair-rows of 32 bf16 (48 KiB), freed when the thread ends
 struct pack_buf {
     uint16_t * p = nullptr;
     ~pack_buf() { _mm_free(p); }

@@ -3,7 +3,8 @@
  * TinyLlama shapes (W [N x K] of q/o, k/v, gate/up and down, and their Wᵀ·dy shapes, x [K x T]),
  * through three kernels in the same command, in rounds: text2sql's AVX512-BF16 GEMM (where the CPU
  * has AVX512_BF16), ggml's mul_mat (llamafile's tinyBLAS) and PyTorch's torch.matmul (oneDNN), all
- * with the same threads. Prints each kernel's best GFLOP/s per shape over the rounds, the CPU and
+ * with the same threads, taking turns shape by shape (a PyTorch process stays up and times one shape
+ * per request). Prints each kernel's best GFLOP/s per shape over the rounds, the CPU and
  * the load average at the start and the end (the dev machine is shared: say so with any figure).
  *
  *   options: --tokens 256 --threads 2 --rounds 3 --python <interpreter with torch>
@@ -11,7 +12,8 @@
  * The output head (N = 32,000) is left out: one run is ~33 GFLOP, and it is the same kernel.
  * PyTorch: the first of `python3` and `/usr/bin/python3` that imports torch, unless --python.
  */
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
+import readline from "node:readline";
 import os from "node:os";
 import { benchMatmul, benchReps, shapeRate, stepProductShapes, type ProductShape } from "../src/engine/matmul-bench.js";
 import { loadNative } from "../src/engine/native.js";
@@ -36,19 +38,19 @@ function parseArgs(argv: string[]): Args {
   return a;
 }
 
+// One shape per line on stdin ({"K", "N", "reps"}), one JSON list of run milliseconds per line out
 const TORCH = `
 import json, sys, time, torch
-shapes, T, threads = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+T, threads = int(sys.argv[1]), int(sys.argv[2])
 torch.set_num_threads(threads)
-out = []
-for s in shapes:
+for line in sys.stdin:
+    s = json.loads(line)
     w = torch.randn(s["N"], s["K"]).to(torch.bfloat16); x = torch.randn(s["K"], T).to(torch.bfloat16)
     torch.matmul(w, x)
     ms = []
     for _ in range(s["reps"]):
         t0 = time.perf_counter(); torch.matmul(w, x); ms.append((time.perf_counter() - t0) * 1000)
-    out.append(ms)
-print(json.dumps(out))
+    print(json.dumps(ms), flush=True)
 `;
 
 function findPython(a: Args): string {
@@ -60,16 +62,25 @@ function findPython(a: Args): string {
   throw new Error(`no python3 with torch found; tried ${tried.join(", ")} (Debian: apt install python3-torch), or name one with --python`);
 }
 
-function torchRuns(python: string, shapes: (ProductShape & { reps: number })[], a: Args): number[][] {
-  const r = spawnSync(python, ["-c", TORCH, JSON.stringify(shapes), String(a.tokens), String(a.threads)], { encoding: "utf8", timeout: 600_000 });
-  if (r.error || r.status !== 0) throw new Error(`${python}: torch.matmul failed (${r.error?.message ?? `exit ${r.status}`}): ${r.stderr.slice(-500)}`);
-  return JSON.parse(r.stdout) as number[][];
-}
-
-async function ggmlRuns(kernel: "avx512" | "ggml", shapes: (ProductShape & { reps: number })[], a: Args): Promise<number[][]> {
-  const all: number[][] = [];
-  for (const s of shapes) all.push(await benchMatmul({ kernel, type: "bf16", K: s.K, N: s.N, T: a.tokens, threads: a.threads, reps: s.reps }));
-  return all;
+/** A PyTorch process that times one shape per request, so that the kernels can take turns shape by shape. */
+function startTorch(python: string, a: Args): { time(s: ProductShape & { reps: number }): Promise<number[]>; close(): void } {
+  const child = spawn(python, ["-c", TORCH, String(a.tokens), String(a.threads)], { stdio: ["pipe", "pipe", "inherit"] });
+  const lines = readline.createInterface({ input: child.stdout });
+  const waiting: ((line: string) => void)[] = [];
+  lines.on("line", (l) => waiting.shift()?.(l));
+  return {
+    time(s) {
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`${python}: torch.matmul timed out`)), 300_000);
+        waiting.push((l) => {
+          clearTimeout(timer);
+          resolve(JSON.parse(l) as number[]);
+        });
+        child.stdin.write(`${JSON.stringify(s)}\n`);
+      });
+    },
+    close: () => child.stdin.end(),
+  };
 }
 
 async function main(): Promise<void> {
@@ -83,16 +94,18 @@ async function main(): Promise<void> {
   const kernels: ("avx512" | "ggml" | "torch")[] = [...(ours ? (["avx512"] as const) : []), "ggml", "torch"];
   const best = new Map<string, number>();
   const loadBefore = os.loadavg()[0]!;
+  const torch = startTorch(python, a);
   for (let round = 0; round < a.rounds; round++) {
-    for (const k of kernels) {
-      const runs = k === "torch" ? torchRuns(python, shapes, a) : await ggmlRuns(k, shapes, a);
-      shapes.forEach((s, i) => {
-        const g = shapeRate(s, a.tokens, runs[i]!).bestGflops;
+    for (const s of shapes) {
+      for (const k of kernels) {
+        const ms =
+          k === "torch" ? await torch.time(s) : await benchMatmul({ kernel: k, type: "bf16", K: s.K, N: s.N, T: a.tokens, threads: a.threads, reps: s.reps });
         const key = `${k} ${s.N}x${s.K}`;
-        best.set(key, Math.max(best.get(key) ?? 0, g));
-      });
+        best.set(key, Math.max(best.get(key) ?? 0, shapeRate(s, a.tokens, ms).bestGflops));
+      }
     }
   }
+  torch.close();
   const loadAfter = os.loadavg()[0]!;
   const name = { avx512: "text2sql AVX512-BF16", ggml: "ggml tinyBLAS", torch: "torch.matmul" };
   console.log(`W·x bf16 x f32 (torch: bf16 x bf16), T = ${a.tokens}, ${a.threads} threads: best GFLOP/s of ${a.rounds} rounds`);

@@ -79,7 +79,7 @@ const hasBf16 = (() => {
   }
 })();
 
-// The kernel's blocks: 8 rows (tokens) x 3 panels of 16 columns, K-blocks of 1,024 (512 pairs).
+// The kernel's blocks: 8 rows (tokens) x 3 panels of 16 columns, K-blocks of 512 (256 pairs).
 // Ragged everywhere: odd K (a half pair), K past one and two K-blocks, N not a multiple of 16 or
 // 48, T = 1, 7, 9 (not a multiple of 8), 255; and whole blocks for contrast.
 const SHAPES: Omit<Case, "transpose">[] = [
@@ -197,7 +197,7 @@ describe.skipIf(!hasBf16)("a BF16 engine through the AVX512-BF16 kernel", () => 
     expect(off.products.every((p) => /MUL_MAT bf16 x f32 \((frozen weight|output head)\) \[tinyBLAS bf16 /.test(p))).toBe(true);
     // switched off, the engine is today's: the same graph, the same sums
     expect(off.g).toEqual(ggml.g);
-    expect(off.products).toEqual(ggml.products);
+    expect(off.products.slice().sort()).toEqual(ggml.products.slice().sort());
   });
 
   test("gradients: lean equals fast exactly, packed panels take the transposed copies' bytes, and agree with ggml's to summation order", async () => {
