@@ -516,12 +516,18 @@ Napi::Value create_engine(const Napi::CallbackInfo & info) {
 t2s::amx_tiles g_amx_tiles = t2s::amx_tiles::absent;
 
 // The kernel argument (info[0]) of the kernel hooks: "amx" (the tile unit), "emulate" (its scalar
-// emulation) or "ggml" (ggml's mul_mat)
-t2s::amx_mode kernel_arg(const Napi::CallbackInfo & info, const char * call) {
+// emulation), "avx512" (the AVX512-BF16 GEMM, bf16k.h), "ggml" (ggml's mul_mat), and where `packed`
+// is given "avx512-packed" (the AVX512-BF16 GEMM on panels packed beforehand; *packed set)
+t2s::amx_mode kernel_arg(const Napi::CallbackInfo & info, const char * call, bool * packed = nullptr) {
     const std::string k = info[0].As<Napi::String>().Utf8Value();
-    if (k != "amx" && k != "emulate" && k != "ggml")
-        throw Napi::TypeError::New(info.Env(), std::string(call) + ": kernel must be amx, emulate or ggml");
-    return k == "amx" ? t2s::amx_mode::hw : k == "emulate" ? t2s::amx_mode::emulate : t2s::amx_mode::off;
+    if (k != "amx" && k != "emulate" && k != "ggml" && k != "avx512" && !(packed && k == "avx512-packed"))
+        throw Napi::TypeError::New(
+            info.Env(), std::string(call) + ": kernel must be amx, emulate, avx512" + (packed ? ", avx512-packed" : "") + " or ggml");
+    if (packed) *packed = k == "avx512-packed";
+    return k == "amx"     ? t2s::amx_mode::hw :
+           k == "emulate" ? t2s::amx_mode::emulate :
+           k == "ggml"    ? t2s::amx_mode::off :
+                            t2s::amx_mode::avx512;
 }
 
 int64_t i64_arg(const Napi::CallbackInfo & info, size_t i) { return info[i].As<Napi::Number>().Int64Value(); }
@@ -533,10 +539,11 @@ Napi::Value amx_matmul_test(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     if (info.Length() < 8 || !info[0].IsString() || !info[2].IsTypedArray() || !info[3].IsTypedArray())
         throw Napi::TypeError::New(env, "amxMatmulTest(kernel, transpose, w, x, K, N, T, threads)");
-    const t2s::amx_mode mode = kernel_arg(info, "amxMatmulTest");
-    const bool          tr   = info[1].ToBoolean().Value();
-    Napi::Uint16Array   w    = info[2].As<Napi::Uint16Array>();
-    Napi::Float32Array  x    = info[3].As<Napi::Float32Array>();
+    bool                packed = false;
+    const t2s::amx_mode mode   = kernel_arg(info, "amxMatmulTest", &packed);
+    const bool          tr     = info[1].ToBoolean().Value();
+    Napi::Uint16Array   w      = info[2].As<Napi::Uint16Array>();
+    Napi::Float32Array  x      = info[3].As<Napi::Float32Array>();
     const int64_t       K = i64_arg(info, 4), N = i64_arg(info, 5), T = i64_arg(info, 6);
     const int           th = info[7].As<Napi::Number>().Int32Value();
     if (K <= 0 || N <= 0 || T <= 0 || (int64_t) w.ElementLength() != K * N || (int64_t) x.ElementLength() != K * T)
@@ -545,7 +552,7 @@ Napi::Value amx_matmul_test(const Napi::CallbackInfo & info) {
     auto xv  = std::make_shared<std::vector<float>>(x.Data(), x.Data() + x.ElementLength());
     auto out = std::make_shared<std::vector<float>>((size_t) (N * T));
     return queue_array(env, "amxMatmulTest", out,
-                       [=]() { t2s::amx_matmul_test(mode, tr, wv->data(), xv->data(), K, N, T, th, out->data()); });
+                       [=]() { t2s::amx_matmul_test(mode, tr, wv->data(), xv->data(), K, N, T, th, out->data(), packed); });
 }
 
 // matmulBench(kernel, type, K, N, T, threads, reps) -> Promise<Float64Array [reps]>: amx.h's
@@ -630,8 +637,9 @@ Napi::Value system_info(const Napi::CallbackInfo & info) {
     Napi::Object        k  = Napi::Object::New(env);
     k.Set("f32", t2s::ggml_cpu_mul_mat_kernel(GGML_TYPE_F32));
     k.Set("f16", t2s::ggml_cpu_mul_mat_kernel(GGML_TYPE_F16));
-    k.Set("bf16", am == t2s::amx_mode::off ? t2s::ggml_cpu_mul_mat_kernel(GGML_TYPE_BF16) :
-                                             std::string(t2s::amx_mode_name(am)) + " (text2sql's AMX tiles), activations to BF16");
+    k.Set("bf16", am == t2s::amx_mode::off    ? t2s::ggml_cpu_mul_mat_kernel(GGML_TYPE_BF16) :
+                  am == t2s::amx_mode::avx512 ? "avx512-bf16 (text2sql's AVX512-BF16 GEMM, vdpbf16ps), activations to BF16" :
+                                                std::string(t2s::amx_mode_name(am)) + " (text2sql's AMX tiles), activations to BF16");
     o.Set("kernels", k);
     o.Set("kernelNote", note);
     std::lock_guard<std::mutex> lock(g_log_mutex);

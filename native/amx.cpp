@@ -4,6 +4,7 @@
 // amx_hw.cpp on the real one.
 #include "amx.h"
 #include "amx_gemm.h"
+#include "bf16k.h"
 #include "kernels.h"
 
 #include "ggml-alloc.h"
@@ -221,6 +222,7 @@ const char * amx_mode_name(amx_mode m) {
     switch (m) {
         case amx_mode::hw: return "amx-bf16";
         case amx_mode::emulate: return "amx-bf16-emulated";
+        case amx_mode::avx512: return "avx512-bf16";
         default: return "ggml";
     }
 }
@@ -235,6 +237,24 @@ bool cpu_has_amx_bf16() {
 #endif
 }
 
+namespace {
+
+// Where AMX is not in use: the AVX512-BF16 GEMM where CPUID reports AVX512_BF16, unless
+// TEXT2SQL_AVX512BF16=0; `note` (AMX's fallback, if any) gets the kernel that runs instead.
+amx_mode avx512_mode_from_env(std::string & note) {
+    const char *      v  = getenv("TEXT2SQL_AVX512BF16");
+    const std::string s  = v ? v : "";
+    const bool        on = !(s == "0" || s == "off");
+    if (on && !s.empty() && s != "1" && s != "auto")
+        note += (note.empty() ? "" : "; ") + ("TEXT2SQL_AVX512BF16='" + s + "' is not one of 0, 1, auto; using auto");
+    const amx_mode m  = on && cpu_has_avx512_bf16() && bf16k_compiled() ? amx_mode::avx512 : amx_mode::off;
+    const size_t   at = note.find("using ggml's kernels");  // AMX's fallback note names what runs instead
+    if (m == amx_mode::avx512 && at != std::string::npos) note.replace(at, 20, "using text2sql's AVX512-BF16 GEMM");
+    return m;
+}
+
+}  // namespace
+
 amx_mode amx_mode_from_env(std::string & note) {
     note.clear();
     const char *      v = getenv("TEXT2SQL_AMX");
@@ -244,14 +264,14 @@ amx_mode amx_mode_from_env(std::string & note) {
     if (!s.empty() && s != "1" && s != "auto") {
         note = "TEXT2SQL_AMX='" + s + "' is not one of 0, 1, auto, emulate; using auto";
     }
-    if (!cpu_has_amx_bf16()) return amx_mode::off;
+    if (!cpu_has_amx_bf16()) return avx512_mode_from_env(note);
     if (!amx_hw_compiled()) {
         note = "this CPU has AMX-BF16 but the engine was built without AMX code (compiler too old or not x86-64); using ggml's kernels";
-        return amx_mode::off;
+        return avx512_mode_from_env(note);
     }
     if (cpu_request_amx_tiles() == amx_tiles::granted) return amx_mode::hw;
     note = "this CPU has AMX-BF16 but Linux denied the tile state (arch_prctl); using ggml's kernels";
-    return amx_mode::off;
+    return avx512_mode_from_env(note);
 }
 
 void amx_pack_b_bf16(const uint16_t * src, int64_t sk, int64_t sn, int64_t K, int64_t N, uint16_t * dst, int ith, int nth) {
@@ -280,6 +300,7 @@ void amx_pack_b_bf16(const uint16_t * src, int64_t sk, int64_t sn, int64_t K, in
 }
 
 ggml_tensor * amx_mul_mat(ggml_context * ctx, amx_mode m, ggml_tensor * w, ggml_tensor * x) {
+    if (m == amx_mode::avx512) return bf16k_mul_mat(ctx, w, x);  // [n_out, T]
     const int64_t K = w->ne[0], N = w->ne[1], T = x->ne[1];
     GGML_ASSERT(w->type == GGML_TYPE_BF16 && x->type == GGML_TYPE_F32 && x->ne[0] == K && w->nb[0] == 2 && x->nb[0] == 4);
     ggml_tensor * xs[1] = {x};
@@ -293,6 +314,7 @@ ggml_tensor * amx_mul_mat(ggml_context * ctx, amx_mode m, ggml_tensor * w, ggml_
 }
 
 ggml_tensor * amx_mul_mat_t(ggml_context * ctx, amx_mode m, ggml_tensor * w, ggml_tensor * w_packed, int64_t k0, ggml_tensor * dy) {
+    if (m == amx_mode::avx512) return bf16k_mul_mat_t(ctx, w, w_packed, k0, dy);  // [n_in, T]
     const int64_t n_in = w->ne[0], K = w->ne[1], T = dy->ne[1];
     GGML_ASSERT(w->type == GGML_TYPE_BF16 && dy->type == GGML_TYPE_F32 && dy->ne[0] == K && w->nb[0] == 2 && dy->nb[0] == 4);
     GGML_ASSERT(k0 % 32 == 0);
@@ -367,6 +389,8 @@ cpu_graph_run::~cpu_graph_run() { cpu_graph_run_free(*this); }
 void cpu_graph_run_init(cpu_graph_run & r, amx_mode mode, int n_threads) {
     if (mode == amx_mode::hw && !(amx_hw_compiled() && cpu_has_amx_bf16() && cpu_request_amx_tiles() == amx_tiles::granted))
         throw std::runtime_error("the AMX tile unit is not available on this CPU");
+    if (mode == amx_mode::avx512 && !(bf16k_compiled() && cpu_has_avx512_bf16()))
+        throw std::runtime_error("the AVX512-BF16 kernel is not available on this CPU (or this build)");
     r.be = ggml_backend_cpu_init();
     if (!r.be) throw std::runtime_error("failed to initialise the CPU backend");
     ggml_backend_cpu_set_n_threads(r.be, n_threads > 0 ? n_threads : 1);
@@ -398,7 +422,8 @@ void amx_matmul_test(amx_mode         mode,
                      int64_t          N,
                      int64_t          T,
                      int              n_threads,
-                     float *          y) {
+                     float *          y,
+                     bool             packed) {
     if (K <= 0 || N <= 0 || T <= 0) throw std::runtime_error("K, N and T must be positive");
     cpu_graph_run r;
     cpu_graph_run_init(r, mode, n_threads);
@@ -406,9 +431,11 @@ void amx_matmul_test(amx_mode         mode,
     // W·x: W [K, N]; Wᵀ·x: W [N, K] (K rows). ggml's mul_mat takes the contiguous transpose.
     const bool     ggml_t = transpose && mode == amx_mode::off;
     ggml_tensor *  wt     = ggml_new_tensor_2d(ctx, GGML_TYPE_BF16, transpose && !ggml_t ? N : K, transpose && !ggml_t ? K : N);
-    ggml_tensor *  xt     = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, K, T);  // [K, T]
-    ggml_tensor *  out    = mode == amx_mode::off ? ggml_mul_mat(ctx, wt, xt) :
-                            transpose             ? amx_mul_mat_t(ctx, mode, wt, nullptr, 0, xt) :
+    ggml_tensor *  xt     = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, K, T);                                              // [K, T]
+    packed                = packed && transpose && mode != amx_mode::off;
+    ggml_tensor * wp      = packed ? ggml_new_tensor_2d(ctx, GGML_TYPE_BF16, pad32(K) * 16, pad16(N) / 16) : nullptr;  // [Kp·16, Np/16]
+    ggml_tensor * out     = mode == amx_mode::off ? ggml_mul_mat(ctx, wt, xt) :
+                            transpose             ? amx_mul_mat_t(ctx, mode, wt, wp, 0, xt) :
                                                     amx_mul_mat(ctx, mode, wt, xt);  // [N, T]
     cpu_graph_run_alloc(r, out);
     if (ggml_t) {
@@ -419,6 +446,11 @@ void amx_matmul_test(amx_mode         mode,
     } else {
         ggml_backend_tensor_set(wt, w, 0, (size_t) K * N * 2);
     }
+    if (wp) {
+        std::vector<uint16_t> pw(ggml_nelements(wp));
+        amx_pack_b_bf16(w, N, 1, K, N, pw.data(), 0, 1);  // B(k, n) = W[k][n]
+        ggml_backend_tensor_set(wp, pw.data(), 0, pw.size() * 2);
+    }
     ggml_backend_tensor_set(xt, x, 0, (size_t) K * T * 4);
     cpu_graph_run_compute(r);
     ggml_backend_tensor_get(out, y, 0, (size_t) N * T * 4);
@@ -428,7 +460,7 @@ void matmul_bench(amx_mode mode, ggml_type type, int64_t K, int64_t N, int64_t T
     if (K <= 0 || N <= 0 || T <= 0 || reps < 1) throw std::runtime_error("K, N, T and reps must be positive");
     if (type != GGML_TYPE_F32 && type != GGML_TYPE_F16 && type != GGML_TYPE_BF16)
         throw std::runtime_error("the weight type must be f32, f16 or bf16");
-    if (mode != amx_mode::off && type != GGML_TYPE_BF16) throw std::runtime_error("the AMX kernel takes bf16 weights only");
+    if (mode != amx_mode::off && type != GGML_TYPE_BF16) throw std::runtime_error("the AMX and AVX512-BF16 kernels take bf16 weights only");
     cpu_graph_run r;
     cpu_graph_run_init(r, mode, n_threads);
     ggml_tensor * w = ggml_new_tensor_2d(r.ctx, type, K, N);                                               // [K, N]

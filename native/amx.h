@@ -23,12 +23,16 @@
 
 namespace t2s {
 
-// Which unit runs the AMX kernel: none (ggml's mul_mat), the tile unit, or the scalar emulation.
-enum class amx_mode : int { off = 0, hw = 1, emulate = 2 };
-const char * amx_mode_name(amx_mode m);  // "ggml" | "amx-bf16" | "amx-bf16-emulated"
+// Which kernel runs the BF16 products: ggml's mul_mat (off), the AMX tile unit, its scalar
+// emulation, or text2sql's AVX512-BF16 GEMM (bf16k.h: CPUs with AVX512_BF16 and no AMX in use).
+enum class amx_mode : int { off = 0, hw = 1, emulate = 2, avx512 = 3 };
+const char * amx_mode_name(amx_mode m);  // "ggml" | "amx-bf16" | "amx-bf16-emulated" | "avx512-bf16"
 
-// The mode for a new engine: TEXT2SQL_AMX=0 turns it off, =emulate forces the emulation (tests),
+// The mode for a new engine: TEXT2SQL_AMX=0 turns AMX off, =emulate forces the emulation (tests),
 // unset / 1 / auto use the tile unit where the CPU has AMX-BF16 and Linux granted the tile state.
+// Where the CPU has no usable AMX, the AVX512-BF16 GEMM runs where CPUID reports AVX512_BF16,
+// unless TEXT2SQL_AVX512BF16=0 (then ggml's mul_mat, tinyBLAS, as before). TEXT2SQL_AMX=0 still
+// means ggml's mul_mat for every BF16 product.
 // `note` explains a fallback (a CPU with AMX whose tiles were denied, or a build without AMX code).
 amx_mode amx_mode_from_env(std::string & note);
 
@@ -79,6 +83,7 @@ bool amx_is_op(const ggml_tensor * t);
 // The test hook (addon.cpp): y = W·x (transpose = false: W [K, N] bf16 bits, x [K, T] f32, y [N, T])
 // or y = Wᵀ·x (transpose = true: W [N, K] bf16, x [K, T], y [N, T]) on `mode`'s unit, or with ggml's
 // mul_mat (mode off), with n_threads threads. Throws when the mode is not available here.
+// packed (Wᵀ·x, not mode off): W is packed into panels on the host first, as fast mode does at load.
 void amx_matmul_test(amx_mode         mode,
                      bool             transpose,
                      const uint16_t * w,
@@ -87,7 +92,8 @@ void amx_matmul_test(amx_mode         mode,
                      int64_t          N,
                      int64_t          T,
                      int              n_threads,
-                     float *          y);
+                     float *          y,
+                     bool             packed = false);
 
 // The roofline microbenchmark (addon.cpp matmulBench): the frozen-weight product W·x as a training
 // step runs it, W [K, N] of `type` (f32, f16 or bf16; bf16 only for the AMX modes) filled with

@@ -1,6 +1,7 @@
 // The profiler (engine_options.profile): computes a graph one node at a time and adds each node's
 // time, by phase (forward, backward) and op kind, to the engine's profile.
 #include "amx.h"
+#include "bf16k.h"
 #include "graph.h"
 #include "q8_gemm.h"
 #include "quant.h"
@@ -20,13 +21,13 @@ bool is_weight(const engine & e, const ggml_tensor * t) {
     if (t->buffer == e.buf_w || (t->buffer && t->buffer == e.buf_wr)) return true;
     if (t->view_src) return is_weight(e, t->view_src);
     return (t->op == GGML_OP_MAP_CUSTOM1 || t->op == GGML_OP_CUSTOM || t->op == GGML_OP_CONT || t->op == GGML_OP_TRANSPOSE ||
-            amx_is_op(t)) &&
+            amx_is_op(t) || bf16k_is_op(t)) &&
            is_weight(e, t->src[0]);
 }
 
 // The kernel of a node that multiplies a frozen weight: ours (the AMX tiles) or ggml's for its type.
 std::string weight_kernel(const engine & e, const ggml_tensor * t) {
-    if (amx_is_op(t)) return amx_mode_name((amx_mode) e.amx);
+    if (amx_is_op(t) || bf16k_is_op(t)) return amx_mode_name((amx_mode) e.amx);
     if (!e.backend_cpu) return e.device_name;
     if (ggml_is_quantized(t->src[0]->type)) return quant_mul_mat_kernel(e, t->src[0]);
     return ggml_cpu_mul_mat_kernel(t->src[0]->type);
@@ -47,6 +48,16 @@ std::string profile_key(const engine & e, const ggml_tensor * t) {
                    (head ? " (output head)" : " (frozen weight)") + " [" + weight_kernel(e, t) + "]";
         }
         return n == "amx.pack_w" ? "AMX pack W (lean)" : n == "amx.pack_x" ? "AMX round+pack x" : "AMX round dy";
+    }
+    if (bf16k_is_op(t)) {
+        // "BF16 W·x bf16 x f32 (frozen weight) [avx512-bf16]": the products (W: src[0] of W·x,
+        // src[2] of Wᵀ·dy, a view of the output matrix for the head's chunks), the rounding apart
+        const std::string n = t->name;
+        if (n == "bf16k.round") return "BF16 round activations";
+        const bool fwd  = n == "bf16k.mul_mat";
+        const bool head = fwd ? t->ne[0] == V : t->src[2]->view_src == e.output;
+        return std::string(fwd ? "BF16 W·x" : "BF16 Wᵀ·dy") + " bf16 x f32" + (head ? " (output head)" : " (frozen weight)") + " [" +
+               weight_kernel(e, t) + "]";
     }
     if (q8_is_op(t)) {
         // "Q8 W·x q8_0 x i8 (frozen weight) [text2sql Q8_0 GEMM ...]", and the activations' quantization apart
@@ -100,6 +111,9 @@ void graph_compute_profiled(engine & e, ggml_cgraph * gf, int n_forward) {
         if (amx_is_op(t) && strcmp(t->name, "amx.mul_mat") == 0) p.flop += 2.0 * (double) t->src[0]->ne[0] * (double) ggml_nelements(t);
         if (q8_is_op(t) && strcmp(t->name, "q8.mul_mat") == 0) p.flop += 2.0 * (double) t->src[0]->ne[0] * (double) ggml_nelements(t);
         if (amx_is_op(t) && strcmp(t->name, "amx.mul_mat_t") == 0) p.flop += 2.0 * (double) t->src[0]->ne[0] * (double) ggml_nelements(t);
+        if (bf16k_is_op(t) && strcmp(t->name, "bf16k.mul_mat") == 0) p.flop += 2.0 * (double) t->src[0]->ne[0] * (double) ggml_nelements(t);
+        if (bf16k_is_op(t) && strcmp(t->name, "bf16k.mul_mat_t") == 0)
+            p.flop += 2.0 * (double) t->src[2]->ne[1] * (double) ggml_nelements(t);
     }
     ggml_free(ctx1);
     e.profile.clear();

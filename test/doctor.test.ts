@@ -14,11 +14,14 @@ test("doctor lists the CPU device and the generation binaries node-llama-cpp rea
     /^CPU features \(CPUID\): avx2 (yes|no), avx512f (yes|no), avx512_bf16 (yes|no), avx512_fp16 (yes|no), amx_tile (yes|no), amx_bf16 (yes|no), amx_int8 (yes|no)$/m,
   );
   expect(out).toMatch(/^ {2}f16 {2}tinyBLAS f16 .*activations to F16$/m);
-  // BF16: our AMX kernel where the CPU has AMX-BF16 and Linux granted the tiles (TEXT2SQL_AMX unset)
+  // BF16: our AMX kernel where the CPU has AMX-BF16 and Linux granted the tiles (TEXT2SQL_AMX
+  // unset), else our AVX512-BF16 GEMM where it has AVX512_BF16 (TEXT2SQL_AVX512BF16 not 0), else tinyBLAS
   const amx = /^CPU features.* amx_bf16 yes/m.test(out) && /^AMX tiles: granted/m.test(out);
+  const bf16 = /^CPU features.* avx512_bf16 yes/m.test(out) && !["0", "off"].includes(process.env.TEXT2SQL_AVX512BF16 ?? "");
   const env = process.env.TEXT2SQL_AMX;
-  if (env === undefined) expect(out).toMatch(amx ? /^ {2}bf16 amx-bf16 \(text2sql's AMX tiles\)/m : /^ {2}bf16 tinyBLAS bf16 /m);
-  else expect(out).toMatch(/^ {2}bf16 (amx-bf16(-emulated)? \(text2sql's AMX tiles\)|tinyBLAS bf16 )/m);
+  const ours = /^ {2}bf16 avx512-bf16 \(text2sql's AVX512-BF16 GEMM, vdpbf16ps\)/m;
+  if (env === undefined) expect(out).toMatch(amx ? /^ {2}bf16 amx-bf16 \(text2sql's AMX tiles\)/m : bf16 ? ours : /^ {2}bf16 tinyBLAS bf16 /m);
+  else expect(out).toMatch(/^ {2}bf16 (amx-bf16(-emulated)? \(text2sql's AMX tiles\)|avx512-bf16 \(text2sql's AVX512-BF16 GEMM|tinyBLAS bf16 )/m);
   const local = localLlamaBuild();
   const llama = await cpuLlama();
   expect(llama.buildType).toBe(local ? "localBuild" : "prebuilt");

@@ -70,6 +70,7 @@ test("the step's product shapes at TinyLlama size, and the kernel to measure", (
   expect(shapes.map(key).sort()).toEqual(["2048x2048", "2048x256", "256x2048", "2048x5632", "5632x2048", "2048x32000", "32000x2048"].sort());
   expect(rooflineKernel({ matmulKernel: "ggml", weightType: "bf16", device: "CPU" })).toEqual({ kernel: "ggml", type: "bf16" });
   expect(rooflineKernel({ matmulKernel: "amx-bf16", weightType: "bf16", device: "CPU" })).toEqual({ kernel: "amx", type: "bf16" });
+  expect(rooflineKernel({ matmulKernel: "avx512-bf16", weightType: "bf16", device: "CPU" })).toEqual({ kernel: "avx512", type: "bf16" });
   expect(rooflineKernel({ matmulKernel: "q8_0-vnni", weightType: "q8_0", device: "CPU" })).toEqual({ reason: expect.stringMatching(/q8_0-vnni/) });
   expect(rooflineKernel({ matmulKernel: "ggml", weightType: "bf16", device: "CUDA0" })).toEqual({ reason: expect.stringMatching(/CUDA0/) });
 });

@@ -43,8 +43,8 @@ export function stepProductShapes(m: { nEmbd: number; nHead: number; nHeadKv: nu
 
 /**
  * The microbenchmark's kernel for an engine's frozen-weight products (EngineInfo.matmulKernel,
- * weightType, device), or why there is none: only ggml's f32/f16/bf16 mul_mat and the AMX tiles
- * on the CPU are measured.
+ * weightType, device), or why there is none: only ggml's f32/f16/bf16 mul_mat, the AMX tiles and
+ * the AVX512-BF16 GEMM on the CPU are measured.
  */
 export function rooflineKernel(info: {
   matmulKernel: string;
@@ -54,8 +54,11 @@ export function rooflineKernel(info: {
   if (info.device !== "CPU") return { reason: `the products run on ${info.device}; the microbenchmark measures the CPU kernels only` };
   if (info.matmulKernel === "amx-bf16") return { kernel: "amx", type: "bf16" };
   if (info.matmulKernel === "amx-bf16-emulated") return { kernel: "emulate", type: "bf16" };
+  if (info.matmulKernel === "avx512-bf16") return { kernel: "avx512", type: "bf16" };
   if (info.matmulKernel === "ggml" && ["f32", "f16", "bf16"].includes(info.weightType)) return { kernel: "ggml", type: info.weightType as BenchWeightType };
-  return { reason: `no microbenchmark for the ${info.matmulKernel} kernel on ${info.weightType} weights (only ggml's f32/f16/bf16 mul_mat and the AMX tiles)` };
+  return {
+    reason: `no microbenchmark for the ${info.matmulKernel} kernel on ${info.weightType} weights (only ggml's f32/f16/bf16 mul_mat, the AMX tiles and the AVX512-BF16 GEMM)`,
+  };
 }
 
 /**
@@ -72,7 +75,7 @@ export async function benchMatmul(o: {
   threads: number;
   reps: number;
 }): Promise<number[]> {
-  if (!["ggml", "amx", "emulate"].includes(o.kernel)) fail("kernel", "ggml, amx or emulate", o.kernel);
+  if (!["ggml", "amx", "emulate", "avx512"].includes(o.kernel)) fail("kernel", "ggml, amx, emulate or avx512", o.kernel);
   if (!["f32", "f16", "bf16"].includes(o.type)) fail("type", "f32, f16 or bf16", o.type);
   if (o.kernel !== "ggml" && o.type !== "bf16") fail("type", `bf16 for the ${o.kernel} kernel`, o.type);
   for (const k of ["K", "N", "T"] as const) {

@@ -57,7 +57,7 @@ export interface NativeEngineInfo {
   ropeFreqBase: number;
   rmsEps: number;
   weightType: string; // f32 | f16 | bf16 | q8_0 | q4_k | ... (of blk.0.attn_q)
-  matmulKernel: string; // frozen-weight products: "ggml" (its mul_mat), "amx-bf16" (our AMX tiles), "amx-bf16-emulated" (TEXT2SQL_AMX=emulate), "q8_0-vnni" (our Q8_0 GEMM on AVX512-VNNI)
+  matmulKernel: string; // frozen-weight products: "ggml" (its mul_mat), "amx-bf16" (our AMX tiles), "amx-bf16-emulated" (TEXT2SQL_AMX=emulate), "avx512-bf16" (our AVX512-BF16 GEMM), "q8_0-vnni" (our Q8_0 GEMM on AVX512-VNNI)
   device: string; // ggml backend name, e.g. CPU, CUDA0, MTL0
   trainableParams: number;
   loraScale: number;
@@ -155,8 +155,8 @@ export interface NativeDevice {
   backend: string;
 }
 
-/** A kernel for the frozen-weight BF16 products: the AMX tiles, their scalar emulation, or ggml's mul_mat. */
-export type NativeMatmulKernel = "amx" | "emulate" | "ggml";
+/** A kernel for the frozen-weight BF16 products: the AMX tiles, their scalar emulation, our AVX512-BF16 GEMM, or ggml's mul_mat. */
+export type NativeMatmulKernel = "amx" | "emulate" | "avx512" | "ggml";
 
 export interface NativeAddon {
   createEngine(options: NativeEngineOptions): Promise<NativeEngine>;
@@ -165,10 +165,11 @@ export interface NativeAddon {
    * with w [N rows of K] (w[n·K + k]); transpose true: y = Wᵀ·x with w [K rows of N] (w[k·N + n]).
    * w holds BF16 bit patterns, x is [T rows of K] (x[t·K + k]); resolves to y [T rows of N]. The
    * activations are rounded to BF16 as ggml's BF16 mul_mat does. Rejects "amx" where the tile
-   * unit is not available.
+   * unit is not available, "avx512" where the CPU has no AVX512_BF16. "avx512-packed": the
+   * AVX512-BF16 GEMM with W packed into panels first, as fast mode packs it at load (Wᵀ·x).
    */
   amxMatmulTest(
-    kernel: NativeMatmulKernel,
+    kernel: NativeMatmulKernel | "avx512-packed",
     transpose: boolean,
     w: Uint16Array,
     x: Float32Array,
@@ -196,7 +197,7 @@ export interface NativeAddon {
   ): Promise<{ wt: Uint8Array; ref: Float32Array; repacked: boolean }>;
   /**
    * The roofline microbenchmark (src/engine/matmul-bench.ts validates): y = W·x on the CPU with
-   * `kernel`, W [K, N] of `type` (seeded values; bf16 only for "amx" and "emulate"), x [K, T]
+   * `kernel`, W [K, N] of `type` (seeded values; bf16 only for "amx", "emulate" and "avx512"), x [K, T]
    * f32, threads ≥ 1: one untimed run, then `reps` timed runs; resolves to each one's milliseconds.
    */
   matmulBench(kernel: NativeMatmulKernel, type: "f32" | "f16" | "bf16", K: number, N: number, T: number, threads: number, reps: number): Promise<Float64Array>;

@@ -9,7 +9,8 @@ import { loadNative, type NativeCpuFeatures, type NativeDevice } from "./native.
  * The compute devices this build of the native engine can use (CPU always; CUDA/Metal when built),
  * the AMX tile state (loading the addon asks Linux for it, for every ggml in the process), the
  * CPU features that decide the matrix kernels, and the kernel each weight type's products use on
- * the CPU (TEXT2SQL_AMX=0 turns our AMX kernel off, =emulate runs it on an emulated tile unit).
+ * the CPU (TEXT2SQL_AMX=0 turns our AMX kernel off, =emulate runs it on an emulated tile unit;
+ * TEXT2SQL_AVX512BF16=0 turns our AVX512-BF16 GEMM off).
  */
 export function systemInfo(): {
   devices: NativeDevice[];
