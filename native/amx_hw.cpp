@@ -22,6 +22,7 @@
 #    endif
 
 #    include "amx_gemm.h"
+#    include "avx512_transpose.h"
 
 namespace {
 
@@ -83,28 +84,9 @@ struct hw_unit {
     // dst[n·ld + m] = s[m·16 + n]: a 16 x 16 f32 transpose in registers (checked on AVX-512 CPUs
     // without AMX by the same sequence in a standalone program: every element lands right)
     static void transpose16(const float * s, float * dst, int64_t ld) {
-        __m512 r[16], t[16];
+        __m512 r[16];
         for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(s + i * 16);
-        for (int i = 0; i < 16; i += 2) {
-            t[i]     = _mm512_unpacklo_ps(r[i], r[i + 1]);
-            t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-        }
-        for (int i = 0; i < 16; i += 4) {
-            r[i]     = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
-            r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
-            r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
-            r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
-        }
-        for (int h = 0; h < 16; h += 8) {
-            for (int i = 0; i < 4; i++) {
-                t[h + i]     = _mm512_shuffle_f32x4(r[h + i], r[h + i + 4], 0x88);
-                t[h + i + 4] = _mm512_shuffle_f32x4(r[h + i], r[h + i + 4], 0xdd);
-            }
-        }
-        for (int i = 0; i < 8; i++) {
-            r[i]     = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
-            r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
-        }
+        transpose16_regs(r);
         for (int n = 0; n < 16; n++) _mm512_storeu_ps(dst + n * ld, r[n]);
     }
 };
@@ -116,11 +98,7 @@ void amx_hw_run(const amx_gemm_args & g, int ith, int nth) { amx_gemm<hw_unit>::
 bool amx_hw_compiled() { return true; }
 }  // namespace t2s
 
-#    if defined(__clang__)
-#        pragma clang attribute pop
-#    else
-#        pragma GCC pop_options
-#    endif
+#    include "target_pop.h"
 
 #else
 

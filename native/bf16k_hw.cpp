@@ -21,6 +21,8 @@
 #        pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16")
 #    endif
 
+#    include "avx512_transpose.h"
+
 namespace {
 
 using t2s::bf16k_args;
@@ -74,30 +76,12 @@ void tile(const uint16_t *         a,
     }
 }
 
-// r[n] = the n-th dwords of r[0..15] (a 16 x 16 dword transpose, as amx_hw.cpp's transpose16)
+// r[n] = the n-th dwords of r[0..15] (a 16 x 16 dword transpose)
 void transpose16(__m512i * ri) {
-    __m512 r[16], t[16];
+    __m512 r[16];
     for (int i = 0; i < 16; i++) r[i] = _mm512_castsi512_ps(ri[i]);
-    for (int i = 0; i < 16; i += 2) {
-        t[i]     = _mm512_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 16; i += 4) {
-        r[i]     = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
-        r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
-        r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
-        r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
-    }
-    for (int h = 0; h < 16; h += 8) {
-        for (int i = 0; i < 4; i++) {
-            t[h + i]     = _mm512_shuffle_f32x4(r[h + i], r[h + i + 4], 0x88);
-            t[h + i + 4] = _mm512_shuffle_f32x4(r[h + i], r[h + i + 4], 0xdd);
-        }
-    }
-    for (int i = 0; i < 8; i++) {
-        ri[i]     = _mm512_castps_si512(_mm512_shuffle_f32x4(t[i], t[i + 8], 0x88));
-        ri[i + 8] = _mm512_castps_si512(_mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd));
-    }
+    transpose16_regs(r);
+    for (int i = 0; i < 16; i++) ri[i] = _mm512_castps_si512(r[i]);
 }
 
 // Panel nb's pairs [kp0, kp0 + kc) of B into dst [kc][16 cols][2], zeros past K and N, from W's
@@ -237,18 +221,14 @@ void bf16k_round_rows(const float * x, int64_t ldx, int64_t K, int64_t T, uint16
 
 }  // namespace t2s
 
-#    if defined(__clang__)
-#        pragma clang attribute pop
-#    else
-#        pragma GCC pop_options
-#    endif
+#    include "target_pop.h"
 
 #else
 
 namespace t2s {
-bool bf16k_compiled() { return false; }
 void bf16k_run(const bf16k_args &, int, int) {}
 void bf16k_round_rows(const float *, int64_t, int64_t, int64_t, uint16_t *, int64_t, int64_t, int, int) {}
+bool bf16k_compiled() { return false; }
 }  // namespace t2s
 
 #endif
