@@ -67,10 +67,20 @@ ggml_tensor * bias_add_back(ggml_tensor * dy) {
     return dy;  // [n_out, T]
 }
 
-// W·x for a frozen weight: ggml's mul_mat (quantized: quant.h), or the AMX-BF16 kernel (amx.h) or
-// the Q8_0 VNNI kernel (q8_gemm.h) when the engine runs it.
+// Whether a frozen BF16 weight's products run on the engine's CPU kernel (AMX tiles or AVX512-BF16,
+// amx.h): where the engine runs one and the graph's backend runs custom ops (graphOps also builds
+// the graph as for a GPU backend). The engine then holds that kernel's packed panels in w_t, not Wᵀ.
+bool cpu_bf16_kernel(const graph_ctx & g, const ggml_tensor * w) { return g.e.amx && g.caps.custom_transpose && w->type == GGML_TYPE_BF16; }
+
+// w_t as a transposed copy: null where it holds the CPU kernel's packed panels instead
+ggml_tensor * transposed_copy(const graph_ctx & g, const ggml_tensor * w, ggml_tensor * w_t) {
+    return g.e.amx && w->type == GGML_TYPE_BF16 ? nullptr : w_t;  // [n_out, n_in]
+}
+
+// W·x for a frozen weight: ggml's mul_mat (quantized: quant.h), or the AMX-BF16 / AVX512-BF16
+// kernel (amx.h) or the Q8_0 VNNI kernel (q8_gemm.h) when the engine runs it.
 ggml_tensor * weight_mul(graph_ctx & g, ggml_tensor * w, ggml_tensor * x) {
-    if (g.e.amx && w->type == GGML_TYPE_BF16) return amx_mul_mat(g.ctx, (amx_mode) g.e.amx, w, x);     // [n_out, T]
+    if (cpu_bf16_kernel(g, w)) return amx_mul_mat(g.ctx, (amx_mode) g.e.amx, w, x);                    // [n_out, T]
     if (g.e.q8_gemm && g.caps.custom_transpose && q8_gemm_fits(w, x)) return q8_mul_mat(g.ctx, w, x);  // [n_out, T]
     return ggml_mul_mat(g.ctx, quant_weight_fwd(g, w), x);                                             // [n_out, T]
 }
@@ -78,8 +88,8 @@ ggml_tensor * weight_mul(graph_ctx & g, ggml_tensor * w, ggml_tensor * x) {
 // Wᵀ·dy for a frozen weight: through Wᵀ (weight_t), or the AMX kernel with w_t as W's packed
 // panels (fast mode) or W packed per call (lean, w_t null). k0: w's first row in w_t (head chunks).
 ggml_tensor * weight_mul_t(graph_ctx & g, ggml_tensor * w, ggml_tensor * w_t, ggml_tensor * dy, int64_t k0 = 0) {
-    if (g.e.amx && w->type == GGML_TYPE_BF16) return amx_mul_mat_t(g.ctx, (amx_mode) g.e.amx, w, w_t, k0, dy);  // [n_in, T]
-    return ggml_mul_mat(g.ctx, weight_t(g, w, w_t), dy);                                                        // [n_in, T]
+    if (cpu_bf16_kernel(g, w)) return amx_mul_mat_t(g.ctx, (amx_mode) g.e.amx, w, w_t, k0, dy);  // [n_in, T]
+    return ggml_mul_mat(g.ctx, weight_t(g, w, transposed_copy(g, w, w_t)), dy);                  // [n_in, T]
 }
 
 // y = W·x + s·B·(A·dropout(x)) (+ b)
@@ -403,14 +413,14 @@ ggml_cgraph * build_graph(graph_ctx & g, graph_outputs & out) {
     for (int64_t v0 = 0; v0 < V; v0 += C) {
         const int64_t c    = std::min(C, V - v0);
         ggml_tensor * dl_c = ggml_view_2d(ctx, dlogits, c, n_t, dlogits->nb[1], v0 * ggml_element_size(dlogits));   // [c, n_t]
-        if (e.amx && e.output->type == GGML_TYPE_BF16) {
+        if (cpu_bf16_kernel(g, e.output)) {
             ggml_tensor * w_c  = ggml_view_2d(ctx, e.output, hp.n_embd, c, e.output->nb[1], v0 * e.output->nb[1]);  // [n_embd, c]
             ggml_tensor * part = weight_mul_t(g, w_c, e.output_t, dl_c, e.output_t ? v0 : 0);                       // [n_embd, n_t]
             dhf_t              = dhf_t ? ggml_add(ctx, dhf_t, part) : part;                                         // [n_embd, n_t]
             continue;
         }
         ggml_tensor * wt_c;                                                                                             // [c, n_embd]
-        if (e.output_t) {
+        if (transposed_copy(g, e.output, e.output_t)) {
             wt_c = ggml_view_2d(ctx, e.output_t, c, hp.n_embd, e.output_t->nb[1], v0 * ggml_element_size(e.output_t));  // [c, n_embd]
         } else {
             ggml_tensor * w_c = ggml_view_2d(ctx, e.output, hp.n_embd, c, e.output->nb[1], v0 * e.output->nb[1]);       // [n_embd, c]

@@ -19,6 +19,9 @@ function parse(line: string): OpUse {
   };
 }
 
+/** EngineInfo.matmulKernel of our CPU kernels for BF16 weights (native/bf16k.h, native/amx.h). */
+const OUR_BF16_KERNELS = ["avx512-bf16", "amx-bf16", "amx-bf16-emulated"];
+
 describe("backend portability of the training graph", () => {
   // The graph uses a fused backward op only where the backend has it (SOFT_MAX_BACK,
   // RMS_NORM_BACK, OUT_PROD f32; the lean transpose as a CPU custom op) and composes it from
@@ -41,7 +44,10 @@ describe("backend portability of the training graph", () => {
           // the backward is really there, and autodiff's slow paths are not
           expect(uses.some((u) => u.startsWith("ROPE_BACK"))).toBe(true);
           expect(uses.some((u) => u.startsWith("SILU_BACK"))).toBe(true);
-          expect(uses.some((u) => u.startsWith(`MUL_MAT ${type},`))).toBe(true);
+          // a BF16 weight's products on the CPU run on our kernel (AVX512-BF16 or AMX, a CUSTOM op) where the CPU has one
+          const ours = type === "bf16" && backend === "cpu" && OUR_BF16_KERNELS.includes(e.info.matmulKernel);
+          expect(uses.some((u) => u.startsWith(`MUL_MAT ${type},`))).toBe(!ours);
+          expect(uses.some((u) => u.startsWith("CUSTOM bf16,bf16"))).toBe(ours);
           // (OUT_PROD f32 is the LoRA gradients' outer product; on a frozen F16/BF16 weight it would be autodiff's slow dX)
           if (type !== "f32") expect(uses.some((u) => u.startsWith(`OUT_PROD ${type}`))).toBe(false);
           for (const line of uses) {
@@ -128,14 +134,19 @@ describe("backend portability of the training graph", () => {
   });
 
   test("the fused ops are used where the backend has them", async () => {
-    const model = await testModel({ type: "bf16" });
-    const e = await LoraEngine.create({ model, device: "cpu", memory: "lean" });
-    const cpu = new Set((await e.graphOps(8, capsFor("cpu"))).map((l) => l.split(" ")[0]));
-    const metal = new Set((await e.graphOps(8, capsFor("metal"))).map((l) => l.split(" ")[0]));
-    await e.dispose();
-    for (const op of ["SOFT_MAX_BACK", "RMS_NORM_BACK", "OUT_PROD", "MAP_CUSTOM1"]) {
-      expect(cpu.has(op)).toBe(true);
-      expect(metal.has(op)).toBe(false);
+    for (const type of ["bf16", "f16"] as const) {
+      const model = await testModel({ type });
+      const e = await LoraEngine.create({ model, device: "cpu", memory: "lean" });
+      const cpu = new Set((await e.graphOps(8, capsFor("cpu"))).map((l) => l.split(" ")[0]));
+      const metal = new Set((await e.graphOps(8, capsFor("metal"))).map((l) => l.split(" ")[0]));
+      // our BF16 kernel packs W per call on the CPU: no lean transpose (MAP_CUSTOM1) to make there
+      const ours = type === "bf16" && OUR_BF16_KERNELS.includes(e.info.matmulKernel);
+      await e.dispose();
+      for (const op of ["SOFT_MAX_BACK", "RMS_NORM_BACK", "OUT_PROD", "MAP_CUSTOM1"]) {
+        expect(cpu.has(op), `${type} ${op}`).toBe(op !== "MAP_CUSTOM1" || !ours);
+        expect(metal.has(op), `${type} ${op}`).toBe(false);
+      }
+      expect(cpu.has("CUSTOM"), type).toBe(ours);
     }
   });
 
