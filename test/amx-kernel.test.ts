@@ -8,66 +8,24 @@
 // Stability, 2nd ed., eq. 4.4). So each kernel is within γ_K·Σ|w·x| of exact, elementwise, and
 // ours and ggml's BF16 mul_mat are within 2·γ_K·Σ|w·x| of each other: summation order only. A
 // wrong packing, block or edge would move an element by a whole term or more (far above it).
-import fs from "node:fs";
 import { describe, expect, test } from "vitest";
 import { LoraEngine } from "../src/engine/engine.js";
-import { loadNative, type NativeMatmulKernel } from "../src/engine/native.js";
-import { bf16BitsToF32, f32ToBf16Bits } from "../src/formats/float16.js";
 import { llamaLogitsF64 } from "./helpers/llama-f64.js";
 import { llamaCppLogProbs } from "./helpers/llamacpp.js";
-import { logSoftmax, randomize, relError, rng, testModel } from "./helpers/models.js";
-
-const U = 2 ** -24;
-const gamma = (k: number) => (k * U) / (1 - k * U);
-
-interface Case {
-  K: number;
-  N: number;
-  T: number;
-  transpose: boolean;
-}
-
-/** Seeded BF16 weights and activations (bf16-representable unless `roundX` is false). */
-function inputs(c: Case, seed: number, bf16x = true): { w: Uint16Array; x: Float32Array } {
-  const r = rng(seed);
-  const w = Uint16Array.from({ length: c.K * c.N }, () => f32ToBf16Bits(r() * 0.5));
-  const x = Float32Array.from({ length: c.K * c.T }, () => (bf16x ? bf16BitsToF32(f32ToBf16Bits(r() * 2)) : r() * 2));
-  return { w, x };
-}
-
-/** exact[t][n] and Σ|w·x| of the BF16-rounded inputs, in float64. */
-function exact(c: Case, w: Uint16Array, x: Float32Array): { y: Float64Array; abs: Float64Array } {
-  const { K, N, T } = c;
-  const wf = Float64Array.from(w, (b) => bf16BitsToF32(b));
-  const xf = Float64Array.from(x, (v) => bf16BitsToF32(f32ToBf16Bits(v)));
-  const y = new Float64Array(N * T);
-  const abs = new Float64Array(N * T);
-  for (let t = 0; t < T; t++) {
-    for (let n = 0; n < N; n++) {
-      let s = 0;
-      let a = 0;
-      for (let k = 0; k < K; k++) {
-        const p = (c.transpose ? wf[k * N + n]! : wf[n * K + k]!) * xf[t * K + k]!;
-        s += p;
-        a += Math.abs(p);
-      }
-      y[t * N + n] = s;
-      abs[t * N + n] = a;
-    }
-  }
-  return { y, abs };
-}
-
-/** The largest |got − want| / (factor·γ_K·Σ|w·x|) over all elements (≤ 1 within the bound). */
-function worst(got: Float32Array, want: ArrayLike<number>, abs: Float64Array, K: number, factor: number): number {
-  let m = 0;
-  for (let i = 0; i < got.length; i++) m = Math.max(m, Math.abs(got[i]! - want[i]!) / (factor * gamma(K) * abs[i]! + 1e-30));
-  return m;
-}
-
-function run(kernel: NativeMatmulKernel, c: Case, w: Uint16Array, x: Float32Array, threads = 2): Promise<Float32Array> {
-  return loadNative().amxMatmulTest(kernel, c.transpose, w, x, c.K, c.N, c.T, threads);
-}
+import {
+  batchGradients,
+  cpuHasFlag,
+  exact,
+  expectActivationsRoundedAsGgml,
+  expectSwappedPairOutsideBound,
+  expectWithinBound,
+  inputs,
+  run,
+  withEnv,
+  worst,
+  type Case,
+} from "./helpers/bf16-products.js";
+import { logSoftmax, relError, testModel } from "./helpers/models.js";
 
 // odd shapes: K not a multiple of 32, rows (N) not a multiple of 16, T = 1, 7, 255, 1,024; and
 // whole blocks for contrast
@@ -85,47 +43,17 @@ describe("AMX-BF16 kernel on the emulated tile unit", () => {
     for (const s of SHAPES) {
       const c = { ...s, transpose };
       test(`${transpose ? "Wᵀ·dy" : "W·x"} K=${c.K} N=${c.N} T=${c.T}: equals ggml's BF16 mul_mat to F32 summation order`, async () => {
-        const { w, x } = inputs(c, c.K * 7 + c.N + c.T);
-        const ref = exact(c, w, x);
-        const ours = await run("emulate", c, w, x);
-        const ggml = await run("ggml", c, w, x);
-        expect(worst(ours, ref.y, ref.abs, c.K, 1)).toBeLessThanOrEqual(1);
-        expect(worst(ggml, ref.y, ref.abs, c.K, 1)).toBeLessThanOrEqual(1);
-        expect(worst(ours, ggml, ref.abs, c.K, 2)).toBeLessThanOrEqual(1);
-        // one thread and two threads share the work differently but compute the same sums
-        expect(await run("emulate", c, w, x, 1)).toEqual(ours);
+        await expectWithinBound("emulate", c);
       });
     }
   }
 
-  test("activations are rounded to BF16 as ggml rounds them (round to nearest even)", async () => {
-    for (const transpose of [false, true]) {
-      const c = { K: 96, N: 40, T: 9, transpose };
-      const { w, x } = inputs(c, 5, false);
-      const ref = exact(c, w, x);
-      const ours = await run("emulate", c, w, x);
-      expect(worst(ours, ref.y, ref.abs, c.K, 1)).toBeLessThanOrEqual(1);
-      expect(worst(ours, await run("ggml", c, w, x), ref.abs, c.K, 2)).toBeLessThanOrEqual(1);
-    }
-  });
+  test("activations are rounded to BF16 as ggml rounds them (round to nearest even)", () => expectActivationsRoundedAsGgml("emulate"));
 
-  test("the bound has teeth: one swapped weight pair is far outside it", async () => {
-    const c = { K: 100, N: 50, T: 7, transpose: false };
-    const { w, x } = inputs(c, 11);
-    const ref = exact(c, w, x);
-    const bad = w.slice();
-    [bad[3], bad[4]] = [bad[4]!, bad[3]!];
-    expect(worst(await run("emulate", c, bad, x), ref.y, ref.abs, c.K, 1)).toBeGreaterThan(10);
-  });
+  test("the bound has teeth: one swapped weight pair is far outside it", () => expectSwappedPairOutsideBound("emulate"));
 });
 
-const hasAmx = (() => {
-  try {
-    return /^flags\s*:.*\samx_bf16(\s|$)/m.test(fs.readFileSync("/proc/cpuinfo", "utf8"));
-  } catch {
-    return false;
-  }
-})();
+const hasAmx = cpuHasFlag("amx_bf16");
 
 describe.skipIf(!hasAmx)("AMX-BF16 kernel on the real tile unit (this CPU has amx_bf16)", () => {
   for (const transpose of [false, true]) {
@@ -152,16 +80,7 @@ describe("a BF16 engine through the emulated AMX kernel", () => {
   const ALL = ["q", "k", "v", "o", "gate", "up", "down"];
   const TOKENS = [1, 518, 25580, 29962, 3251, 403, 3758, 363, 278, 1494, 1139, 29889, 894, 29901, 1128, 1784];
 
-  async function withAmx<T>(mode: string, f: () => Promise<T>): Promise<T> {
-    const before = process.env.TEXT2SQL_AMX;
-    process.env.TEXT2SQL_AMX = mode;
-    try {
-      return await f();
-    } finally {
-      if (before === undefined) delete process.env.TEXT2SQL_AMX;
-      else process.env.TEXT2SQL_AMX = before;
-    }
-  }
+  const withAmx = <T>(mode: string, f: () => Promise<T>) => withEnv("TEXT2SQL_AMX", mode, f);
 
   /** LoRA gradients of one batch (random adapter), the kernel used and the packed/transposed bytes. */
   async function grads(type: "f32" | "bf16", amx: string, lean = false) {
@@ -172,12 +91,7 @@ describe("a BF16 engine through the emulated AMX kernel", () => {
         memory: lean ? "lean" : "fast",
         lora: { targetModules: ALL, r: 4 },
       });
-      await e.setAdapter(randomize(await e.getAdapter(), 17, 0.2));
-      const r = rng(3);
-      const tokens = Int32Array.from({ length: 26 }, () => 2 + Math.floor(((r() + 1) / 2) * 31000));
-      const mask = Uint8Array.from({ length: 26 }, (_, i) => (i % 13 === 0 ? 0 : 1));
-      await e.accumulate({ tokens, mask, nSeq: 2, seqLen: 13 }, 24);
-      const g = (await e.getAdapter({ gradients: true })).flatMap((t) => Array.from(t.data));
+      const g = await batchGradients(e);
       const out = { g, kernel: e.info.matmulKernel, packedBytes: e.memoryInfo().transposedBytes };
       await e.dispose();
       return out;
