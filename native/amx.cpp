@@ -240,16 +240,22 @@ bool cpu_has_amx_bf16() {
 namespace {
 
 // Where AMX is not in use: the AVX512-BF16 GEMM where CPUID reports AVX512_BF16, unless
-// TEXT2SQL_AVX512BF16=0; `note` (AMX's fallback, if any) gets the kernel that runs instead.
+// TEXT2SQL_AVX512BF16=0 (a value not understood is added to `note`).
 amx_mode avx512_mode_from_env(std::string & note) {
     const char *      v  = getenv("TEXT2SQL_AVX512BF16");
     const std::string s  = v ? v : "";
     const bool        on = !(s == "0" || s == "off");
     if (on && !s.empty() && s != "1" && s != "auto")
         note += (note.empty() ? "" : "; ") + ("TEXT2SQL_AVX512BF16='" + s + "' is not one of 0, 1, auto; using auto");
-    const amx_mode m  = on && cpu_has_avx512_bf16() && bf16k_compiled() ? amx_mode::avx512 : amx_mode::off;
-    const size_t   at = note.find("using ggml's kernels");  // AMX's fallback note names what runs instead
-    if (m == amx_mode::avx512 && at != std::string::npos) note.replace(at, 20, "using text2sql's AVX512-BF16 GEMM");
+    return on && cpu_has_avx512_bf16() && bf16k_compiled() ? amx_mode::avx512 : amx_mode::off;
+}
+
+// An AMX CPU whose tiles cannot be used (`why`): the kernel that runs instead, named in the note
+amx_mode amx_fallback(const std::string & why, std::string & note) {
+    std::string    rest;
+    const amx_mode m = avx512_mode_from_env(rest);
+    note             = why + (m == amx_mode::avx512 ? "; using text2sql's AVX512-BF16 GEMM" : "; using ggml's kernels") +
+                       (rest.empty() ? "" : "; " + rest);
     return m;
 }
 
@@ -265,13 +271,10 @@ amx_mode amx_mode_from_env(std::string & note) {
         note = "TEXT2SQL_AMX='" + s + "' is not one of 0, 1, auto, emulate; using auto";
     }
     if (!cpu_has_amx_bf16()) return avx512_mode_from_env(note);
-    if (!amx_hw_compiled()) {
-        note = "this CPU has AMX-BF16 but the engine was built without AMX code (compiler too old or not x86-64); using ggml's kernels";
-        return avx512_mode_from_env(note);
-    }
+    if (!amx_hw_compiled())
+        return amx_fallback("this CPU has AMX-BF16 but the engine was built without AMX code (compiler too old or not x86-64)", note);
     if (cpu_request_amx_tiles() == amx_tiles::granted) return amx_mode::hw;
-    note = "this CPU has AMX-BF16 but Linux denied the tile state (arch_prctl); using ggml's kernels";
-    return avx512_mode_from_env(note);
+    return amx_fallback("this CPU has AMX-BF16 but Linux denied the tile state (arch_prctl)", note);
 }
 
 void amx_pack_b_bf16(const uint16_t * src, int64_t sk, int64_t sn, int64_t K, int64_t N, uint16_t * dst, int ith, int nth) {
