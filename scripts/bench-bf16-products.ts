@@ -12,11 +12,12 @@
  * The output head (N = 32,000) is left out: one run is ~33 GFLOP, and it is the same kernel.
  * PyTorch: the first of `python3` and `/usr/bin/python3` that imports torch, unless --python.
  */
-import { spawn, spawnSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import readline from "node:readline";
 import os from "node:os";
 import { benchMatmul, benchReps, shapeRate, stepProductShapes, type ProductShape } from "../src/engine/matmul-bench.js";
 import { loadNative } from "../src/engine/native.js";
+import { findTorchPython } from "./torch-python.js";
 
 interface Args {
   tokens: number;
@@ -53,15 +54,6 @@ for line in sys.stdin:
     print(json.dumps(ms), flush=True)
 `;
 
-function findPython(a: Args): string {
-  const tried: string[] = [];
-  for (const p of a.python ? [a.python] : ["python3", "/usr/bin/python3"]) {
-    tried.push(p);
-    if (spawnSync(p, ["-c", "import torch"], { stdio: "ignore", timeout: 60_000 }).status === 0) return p;
-  }
-  throw new Error(`no python3 with torch found; tried ${tried.join(", ")} (Debian: apt install python3-torch), or name one with --python`);
-}
-
 /** A PyTorch process that times one shape per request, so that the kernels can take turns shape by shape. */
 function startTorch(python: string, a: Args): { time(s: ProductShape & { reps: number }): Promise<number[]>; close(): void } {
   const child = spawn(python, ["-c", TORCH, String(a.tokens), String(a.threads)], { stdio: ["pipe", "pipe", "inherit"] });
@@ -85,7 +77,7 @@ function startTorch(python: string, a: Args): { time(s: ProductShape & { reps: n
 
 async function main(): Promise<void> {
   const a = parseArgs(process.argv.slice(2));
-  const python = findPython(a);
+  const python = findTorchPython(a.python);
   const ours = loadNative().systemInfo().cpuFeatures.avx512_bf16;
   const tiny = { nEmbd: 2048, nHead: 32, nHeadKv: 4, headDim: 64, nFf: 5632, nVocab: 32000 };
   const shapes = stepProductShapes(tiny)

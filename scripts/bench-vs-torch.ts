@@ -23,6 +23,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { flags } from "./args.js";
+import { findTorchPython } from "./torch-python.js";
 
 interface Args {
   rounds: number;
@@ -76,21 +77,6 @@ function ours(dir: string, a: Args, type: string, memory: string, env: NodeJS.Pr
   return res[0]!;
 }
 
-/** The interpreter that runs the PyTorch side: --python, else the first candidate that imports torch. */
-function findPython(a: Args): string {
-  const candidates = a.python ? [a.python] : ["python3", "/usr/bin/python3"];
-  const tried: string[] = [];
-  for (const py of candidates) {
-    const r = spawnSync(py, ["-c", "import torch; print(torch.__version__)"], { encoding: "utf8" });
-    if (!r.error && r.status === 0) return py;
-    const why = r.error ? r.error.message : (r.stderr.trim().split("\n").pop() ?? `exit ${r.status}`);
-    tried.push(`${py} (${why})`);
-  }
-  throw new Error(
-    `no python3 with torch found; tried ${tried.join(", ")}. Install Debian's python3-torch (apt install python3-torch) or name an interpreter with --python`,
-  );
-}
-
 function torch(a: Args, python: string, dtype: string): { tokensPerS: number; peakRssGB: number } {
   const script = path.join(root, "scripts", "bench-torch-step.py");
   const r = spawnSync(
@@ -112,7 +98,7 @@ const median = (xs: number[]) => {
 
 function main(): void {
   const a = parse(process.argv.slice(2));
-  const python = findPython(a);
+  const python = findTorchPython(a.python);
   const loadBefore = os.loadavg()[0]!;
   const env = { ...process.env, ...(a.amx !== undefined ? { TEXT2SQL_AMX: a.amx } : {}) };
   const rows = new Map<string, Row>();
