@@ -9,6 +9,7 @@
 // inputs and computes the graph.
 #include "graph.h"
 #include "amx.h"
+#include "attn.h"
 #include "kernels.h"
 #include "q8_gemm.h"
 #include "quant.h"
@@ -71,6 +72,10 @@ ggml_tensor * bias_add_back(ggml_tensor * dy) {
 // amx.h): where the engine runs one and the graph's backend runs custom ops (graphOps also builds
 // the graph as for a GPU backend). The engine then holds that kernel's packed panels in w_t, not Wᵀ.
 bool cpu_bf16_kernel(const graph_ctx & g, const ggml_tensor * w) { return g.e.amx && g.caps.custom_transpose && w->type == GGML_TYPE_BF16; }
+
+// Whether attention runs as text2sql's fused CPU ops (attn.h): where the engine has them and the
+// graph's backend runs custom ops (as cpu_bf16_kernel); else ggml's composition.
+bool fused_attn(const graph_ctx & g) { return g.e.attn && g.caps.custom_transpose; }
 
 // w_t as a transposed copy: null where it holds the CPU kernel's packed panels instead
 ggml_tensor * transposed_copy(const graph_ctx & g, const ggml_tensor * w, ggml_tensor * w_t) {
@@ -263,25 +268,32 @@ ggml_tensor * layer_forward(graph_ctx & g, int il, ggml_tensor * x, layer_saved 
     }
     if (L.attn_k_norm) {
         s.k3 = k3;
-        k3   = head_norm(g, k3, L.attn_k_norm, s.kn);                                                 // [hd, n_head_kv, T]
+        k3   = head_norm(g, k3, L.attn_k_norm, s.kn);     // [hd, n_head_kv, T]
     }
-    s.qr = rope(g, q3);                                                                               // [hd, n_head, T]
-    s.kr = rope(g, k3);                                                                               // [hd, n_head_kv, T]
-    s.v3 = ggml_reshape_3d(ctx, v, hd, hp.n_head_kv, T);                                              // [hd, n_head_kv, T]
+    s.qr = rope(g, q3);                                   // [hd, n_head, T]
+    s.kr = rope(g, k3);                                   // [hd, n_head_kv, T]
+    s.v3 = ggml_reshape_3d(ctx, v, hd, hp.n_head_kv, T);  // [hd, n_head_kv, T]
 
-    ggml_tensor * Q  = ggml_permute(ctx, s.qr, 0, 2, 1, 3);                                           // [hd, T, n_head]
-    ggml_tensor * K  = ggml_permute(ctx, s.kr, 0, 2, 1, 3);                                           // [hd, T, n_head_kv]
-    ggml_tensor * kq = ggml_mul_mat(ctx, K, Q);                                                       // [T_k, T_q, n_head]
-    s.p              = ggml_soft_max_ext(ctx, kq, g.in.kq_mask, 1.0f / std::sqrt((float) hd), 0.0f);  // [T_k, T_q, n_head]
-    ggml_tensor * Vt = ggml_cont(ctx, ggml_permute(ctx, s.v3, 1, 2, 0, 3));                           // [T_k, hd, n_head_kv]
-    ggml_tensor * o  = ggml_mul_mat(ctx, Vt, s.p);                                                    // [hd, T_q, n_head]
-    o                = ggml_cont(ctx, ggml_permute(ctx, o, 0, 2, 1, 3));                              // [hd, n_head, T]
-    o                = ggml_reshape_2d(ctx, o, hp.n_embd_q(), T);                                     // [n_embd_q, T]
-    o                = linear(g, il, TARGET_O, o, s.lin[TARGET_O], kl(TARGET_O), true);               // [n_embd, T]
-    s.x1             = ggml_add(ctx, x, o);                                                           // [n_embd, T]
+    ggml_tensor * o;                                      // [n_embd_q, T]
+    if (fused_attn(g)) {
+        const attn_fwd_out a = attn_forward(ctx, (attn_mode) e.attn, s.qr, attn_pack_t(ctx, (attn_mode) e.attn, s.kr), s.v3);
+        s.p                  = a.p;                                                                       // [T_pad, T_q, n_head]
+        o                    = a.o;                                                                       // [n_embd_q, T]
+    } else {
+        ggml_tensor * Q  = ggml_permute(ctx, s.qr, 0, 2, 1, 3);                                           // [hd, T, n_head]
+        ggml_tensor * K  = ggml_permute(ctx, s.kr, 0, 2, 1, 3);                                           // [hd, T, n_head_kv]
+        ggml_tensor * kq = ggml_mul_mat(ctx, K, Q);                                                       // [T_k, T_q, n_head]
+        s.p              = ggml_soft_max_ext(ctx, kq, g.in.kq_mask, 1.0f / std::sqrt((float) hd), 0.0f);  // [T_k, T_q, n_head]
+        ggml_tensor * Vt = ggml_cont(ctx, ggml_permute(ctx, s.v3, 1, 2, 0, 3));                           // [T_k, hd, n_head_kv]
+        o                = ggml_mul_mat(ctx, Vt, s.p);                                                    // [hd, T_q, n_head]
+        o                = ggml_cont(ctx, ggml_permute(ctx, o, 0, 2, 1, 3));                              // [hd, n_head, T]
+        o                = ggml_reshape_2d(ctx, o, hp.n_embd_q(), T);                                     // [n_embd_q, T]
+    }
+    o    = linear(g, il, TARGET_O, o, s.lin[TARGET_O], kl(TARGET_O), true);                               // [n_embd, T]
+    s.x1 = ggml_add(ctx, x, o);                                                                           // [n_embd, T]
 
-    s.n2             = ggml_rms_norm(ctx, s.x1, hp.rms_eps);                                          // [n_embd, T]
-    ggml_tensor * h2 = ggml_mul(ctx, s.n2, L.ffn_norm);                                               // [n_embd, T]
+    s.n2             = ggml_rms_norm(ctx, s.x1, hp.rms_eps);                                              // [n_embd, T]
+    ggml_tensor * h2 = ggml_mul(ctx, s.n2, L.ffn_norm);                                                   // [n_embd, T]
     // The gate/up outputs are recomputed: keeping them would hold 2·n_ff floats per token per
     // layer (2.6x less activation memory at 1,024 tokens instead of 4.9x) for ~10% less time.
     s.g              = linear(g, il, TARGET_GATE, h2, s.lin[TARGET_GATE], kl(TARGET_GATE), false);        // [n_ff, T]
@@ -290,6 +302,31 @@ ggml_tensor * layer_forward(graph_ctx & g, int il, ggml_tensor * x, layer_saved 
     ggml_tensor * a  = ggml_mul(ctx, s.sg, s.u);                                                          // [n_ff, T]
     ggml_tensor * d  = linear(g, il, TARGET_DOWN, a, s.lin[TARGET_DOWN], kl(TARGET_DOWN), false, !kept);  // [n_embd, T]
     return kept ? nullptr : ggml_add(ctx, s.x1, d);                                                       // [n_embd, T]
+}
+
+// Backward twin of ggml's composition of attention (layer_forward's path off the fused ops): dO
+// [hd, n_head, T] -> dq, dk (through rope_back) and dv, each [hd, n_heads, T].
+void attention_back(graph_ctx & g, const layer_saved & s, ggml_tensor * d_o, ggml_tensor *& dq, ggml_tensor *& dk, ggml_tensor *& dv) {
+    ggml_context * ctx = g.ctx;
+    const int64_t  hd  = g.e.hp.head_dim();
+    ggml_tensor *  dO  = ggml_cont(ctx, ggml_permute(ctx, d_o, 0, 2, 1, 3));  // [hd, T_q, n_head]
+
+    // O = V·P: dP = Vᵀ·dO, dV = Σ_(q, heads of the group) dO·Pᵀ
+    ggml_tensor * V  = ggml_permute(ctx, s.v3, 0, 2, 1, 3);                       // [hd, T_k, n_head_kv]
+    ggml_tensor * dP = ggml_mul_mat(ctx, V, dO);                                  // [T_k, T_q, n_head]
+    ggml_tensor * dV = ggml_mul_mat(ctx, fold_heads(g, dO), fold_heads(g, s.p));  // [hd, T_k, n_head_kv]
+
+    // S = scale·K·Q + mask, P = softmax(S)
+    ggml_tensor * dS = soft_max_back(g, s.p, dP, 1.0f / std::sqrt((float) hd));  // [T_k, T_q, n_head]
+    ggml_tensor * Kt = ggml_cont(ctx, ggml_permute(ctx, s.kr, 1, 2, 0, 3));      // [T_k, hd, n_head_kv]
+    ggml_tensor * dQ = ggml_mul_mat(ctx, Kt, dS);                                // [hd, T_q, n_head]
+    ggml_tensor * Q  = ggml_cont(ctx, ggml_permute(ctx, s.qr, 0, 2, 1, 3));      // [hd, T_q, n_head]
+    // dK[d, k, j] = Σ_(q, heads i of group j) dS[k, q, h] · Q[d, q, h]
+    ggml_tensor * dK = ggml_mul_mat(ctx, fold_heads(g, Q), fold_heads(g, dS));  // [hd, T_k, n_head_kv]
+
+    dq = rope_back(g, ggml_cont(ctx, ggml_permute(ctx, dQ, 0, 2, 1, 3)));       // [hd, n_head, T]
+    dk = rope_back(g, ggml_cont(ctx, ggml_permute(ctx, dK, 0, 2, 1, 3)));       // [hd, n_head_kv, T]
+    dv = ggml_cont(ctx, ggml_permute(ctx, dV, 0, 2, 1, 3));                     // [hd, n_head_kv, T]
 }
 
 // Backward twin of layer_forward(): dx2 -> dx.
@@ -311,26 +348,18 @@ ggml_tensor * layer_backward(graph_ctx & g, int il, const layer_saved & s, ggml_
     // attention output projection
     ggml_tensor * dattn = linear_back(g, il, TARGET_O, s.lin[TARGET_O], dx1);  // [n_embd_q, T]
     ggml_tensor * dO    = ggml_reshape_3d(ctx, dattn, hd, hp.n_head, T);       // [hd, n_head, T]
-    dO                  = ggml_cont(ctx, ggml_permute(ctx, dO, 0, 2, 1, 3));   // [hd, T_q, n_head]
-
-    // O = V·P: dP = Vᵀ·dO, dV = Σ_(q, heads of the group) dO·Pᵀ
-    ggml_tensor * V  = ggml_permute(ctx, s.v3, 0, 2, 1, 3);                       // [hd, T_k, n_head_kv]
-    ggml_tensor * dP = ggml_mul_mat(ctx, V, dO);                                  // [T_k, T_q, n_head]
-    ggml_tensor * dV = ggml_mul_mat(ctx, fold_heads(g, dO), fold_heads(g, s.p));  // [hd, T_k, n_head_kv]
-
-    // S = scale·K·Q + mask, P = softmax(S)
-    ggml_tensor * dS = soft_max_back(g, s.p, dP, 1.0f / std::sqrt((float) hd));  // [T_k, T_q, n_head]
-    ggml_tensor * Kt = ggml_cont(ctx, ggml_permute(ctx, s.kr, 1, 2, 0, 3));      // [T_k, hd, n_head_kv]
-    ggml_tensor * dQ = ggml_mul_mat(ctx, Kt, dS);                                // [hd, T_q, n_head]
-    ggml_tensor * Q  = ggml_cont(ctx, ggml_permute(ctx, s.qr, 0, 2, 1, 3));      // [hd, T_q, n_head]
-    // dK[d, k, j] = Σ_(q, heads i of group j) dS[k, q, h] · Q[d, q, h]
-    ggml_tensor * dK = ggml_mul_mat(ctx, fold_heads(g, Q), fold_heads(g, dS));           // [hd, T_k, n_head_kv]
-
-    ggml_tensor * dq = rope_back(g, ggml_cont(ctx, ggml_permute(ctx, dQ, 0, 2, 1, 3)));  // [hd, n_head, T]
-    ggml_tensor * dk = rope_back(g, ggml_cont(ctx, ggml_permute(ctx, dK, 0, 2, 1, 3)));  // [hd, n_head_kv, T]
-    if (L.attn_q_norm) dq = head_norm_back(g, s.q3, s.qn, L.attn_q_norm, dq);            // [hd, n_head, T]
-    if (L.attn_k_norm) dk = head_norm_back(g, s.k3, s.kn, L.attn_k_norm, dk);            // [hd, n_head_kv, T]
-    ggml_tensor * dv = ggml_cont(ctx, ggml_permute(ctx, dV, 0, 2, 1, 3));                // [hd, n_head_kv, T]
+    ggml_tensor * dq, *dk, *dv;                                                // [hd, n_head | n_head_kv, T]
+    if (fused_attn(g)) {
+        const attn_mode  m  = (attn_mode) e.attn;
+        const attn_grads gr = attn_backward(ctx, m, s.qr, s.kr, attn_pack_t(ctx, m, s.v3), s.p, dO);
+        dq                  = rope_back(g, gr.dq);  // [hd, n_head, T]
+        dk                  = rope_back(g, gr.dk);  // [hd, n_head_kv, T]
+        dv                  = gr.dv;                // [hd, n_head_kv, T]
+    } else {
+        attention_back(g, s, dO, dq, dk, dv);
+    }
+    if (L.attn_q_norm) dq = head_norm_back(g, s.q3, s.qn, L.attn_q_norm, dq);  // [hd, n_head, T]
+    if (L.attn_k_norm) dk = head_norm_back(g, s.k3, s.kn, L.attn_k_norm, dk);  // [hd, n_head_kv, T]
 
     // The first layer's input gradient (into the frozen embeddings) is not needed: only the
     // adapters' gradients are computed there.
@@ -351,12 +380,15 @@ ggml_cgraph * build_graph(graph_ctx & g, graph_outputs & out) {
     const llama_hparams & hp  = e.hp;
     const int64_t         T   = g.T;
 
-    g.in.tokens  = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, T);     // [T]
-    g.in.pos     = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, T);     // [T]
-    g.in.kq_mask = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, T, T);  // [T_k, T_q]
+    g.in.tokens = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, T);  // [T]
+    g.in.pos    = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, T);  // [T]
     ggml_set_input(g.in.tokens);
     ggml_set_input(g.in.pos);
-    ggml_set_input(g.in.kq_mask);
+    if (!fused_attn(g)) {
+        // the causal mask of ggml's soft_max_ext (the fused ops stop each row at the diagonal)
+        g.in.kq_mask = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, T, T);  // [T_k, T_q]
+        ggml_set_input(g.in.kq_mask);
+    }
 
     ggml_cgraph * gf = ggml_new_graph_custom(ctx, graph_size(hp), false);
 

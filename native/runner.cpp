@@ -37,6 +37,7 @@ void fill_common_inputs(graph_ctx & g, const int32_t * tokens) {
     std::vector<int32_t> pos(T);
     for (int64_t i = 0; i < T; i++) pos[i] = (int32_t) i;
     ggml_backend_tensor_set(g.in.pos, pos.data(), 0, T * sizeof(int32_t));
+    if (!g.in.kq_mask) return;  // the fused attention has no mask input
     std::vector<float> mask(T * T);
     for (int64_t q = 0; q < T; q++) {
         for (int64_t k = 0; k < T; k++) mask[q * T + k] = k <= q ? 0.0f : -INFINITY;

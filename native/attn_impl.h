@@ -1,0 +1,196 @@
+// The fused attention kernels (attn.h), written once and included by attn_hw.cpp inside one
+// namespace per variant, after it defines ATTN_VW (floats per vector) and ATTN_NV (vectors per
+// micro-tile row) and, for the wide variants, a target pragma. No include guard: by design.
+//
+// Layouts (ggml order, the first index fastest):
+//   q, d_o, dq  [hd, n_head, T]   k, v, dk, dv [hd, n_kv, T]   kt, vt [T_pad, hd, n_kv]
+//   P, dS       [T_pad, T, n_head]: row i of head h holds keys 0..i, zeros after
+
+typedef float vf __attribute__((vector_size(ATTN_VW * 4)));
+
+constexpr int64_t VW = ATTN_VW;  // floats per vector
+constexpr int     NV = ATTN_NV;  // vectors per micro-tile row
+constexpr int     MR = 4;        // rows per micro-tile
+constexpr int64_t IB = 32;       // query (or key) rows per task
+
+inline vf vload(const float * p) {
+    vf v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+}
+
+inline void vstore(float * p, vf v) { std::memcpy(p, &v, sizeof v); }
+
+// C[M, N] (= or +=) A[M, K]·B[K, N] for M <= MR rows and N = NVT vectors:
+// A(m, k) = a[m·lam + k·lak], B(k, n) = b[k·ldb + n], C(m, n) = c[m·ldc + n].
+template <int M, int NVT>
+inline void tile(int64_t K, const float * a, int64_t lam, int64_t lak, const float * b, int64_t ldb, float * c, int64_t ldc, bool acc) {
+    vf r[M][NVT];
+#pragma GCC unroll 8
+    for (int m = 0; m < M; m++) {
+#pragma GCC unroll 8
+        for (int v = 0; v < NVT; v++) r[m][v] = acc ? vload(c + m * ldc + v * VW) : vf{};
+    }
+    for (int64_t k = 0; k < K; k++) {
+        const float * bk = b + k * ldb;
+        const float * ak = a + k * lak;
+        vf            bv[NVT];
+#pragma GCC unroll 8
+        for (int v = 0; v < NVT; v++) bv[v] = vload(bk + v * VW);
+#pragma GCC unroll 8
+        for (int m = 0; m < M; m++) {
+            const float s = ak[m * lam];
+#pragma GCC unroll 8
+            for (int v = 0; v < NVT; v++) r[m][v] += bv[v] * s;
+        }
+    }
+#pragma GCC unroll 8
+    for (int m = 0; m < M; m++) {
+#pragma GCC unroll 8
+        for (int v = 0; v < NVT; v++) vstore(c + m * ldc + v * VW, r[m][v]);
+    }
+}
+
+template <int NVT>
+void gemm_rows(int64_t       M,
+               int64_t       K,
+               const float * a,
+               int64_t       lam,
+               int64_t       lak,
+               const float * b,
+               int64_t       ldb,
+               float *       c,
+               int64_t       ldc,
+               bool          acc) {
+    int64_t m0 = 0;
+    for (; m0 + MR <= M; m0 += MR) tile<MR, NVT>(K, a + m0 * lam, lam, lak, b, ldb, c + m0 * ldc, ldc, acc);
+    switch (M - m0) {
+        case 3: tile<3, NVT>(K, a + m0 * lam, lam, lak, b, ldb, c + m0 * ldc, ldc, acc); break;
+        case 2: tile<2, NVT>(K, a + m0 * lam, lam, lak, b, ldb, c + m0 * ldc, ldc, acc); break;
+        case 1: tile<1, NVT>(K, a + m0 * lam, lam, lak, b, ldb, c + m0 * ldc, ldc, acc); break;
+        default: break;
+    }
+}
+
+// C[M, N] (= or +=) A[M, K]·B[K, N], strides as tile(); N a multiple of VW. Each C element is one
+// F32 sum over k in order.
+void gemm(int64_t       M,
+          int64_t       N,
+          int64_t       K,
+          const float * a,
+          int64_t       lam,
+          int64_t       lak,
+          const float * b,
+          int64_t       ldb,
+          float *       c,
+          int64_t       ldc,
+          bool          acc) {
+    int64_t n0 = 0;
+    for (; n0 + VW * NV <= N; n0 += VW * NV) gemm_rows<NV>(M, K, a, lam, lak, b + n0, ldb, c + n0, ldc, acc);
+    for (; n0 < N; n0 += VW) gemm_rows<1>(M, K, a, lam, lak, b + n0, ldb, c + n0, ldc, acc);
+}
+
+int64_t round16(int64_t n) { return (n + 15) / 16 * 16; }
+
+// x [hd, n_kv, T] -> dst [T_pad, hd, n_kv], zero past T
+void pack_t(ggml_tensor * dst, const ggml_tensor * x, int ith, int nth) {
+    const int64_t hd = x->ne[0], nkv = x->ne[1], T = x->ne[2], Tp = dst->ne[0];
+    const float * X = (const float *) x->data;
+    float *       D = (float *) dst->data;
+    for (int64_t r = ith; r < nkv * hd; r += nth) {
+        const int64_t j = r / hd, d = r % hd;
+        float *       out = D + r * Tp;  // row (d, j) of dst
+        for (int64_t t = 0; t < T; t++) out[t] = X[(t * nkv + j) * hd + d];
+        for (int64_t t = T; t < Tp; t++) out[t] = 0.0f;
+    }
+}
+
+// dst = [O [hd, n_head, T] | P [T_pad, T, n_head]]; src: q, kt, v
+void forward(ggml_tensor * dst, int ith, int nth) {
+    const ggml_tensor *q = dst->src[0], *kt = dst->src[1], *v = dst->src[2];
+    const int64_t      hd = q->ne[0], nh = q->ne[1], T = q->ne[2], nkv = v->ne[1], Tp = kt->ne[0], grp = nh / nkv;
+    const float        scale = 1.0f / std::sqrt((float) hd);
+    const float *      Q = (const float *) q->data, *KT = (const float *) kt->data, *V = (const float *) v->data;
+    float *            O  = (float *) dst->data;
+    float *            P  = O + hd * nh * T;
+    const int64_t      nb = (T + IB - 1) / IB;
+    for (int64_t t = ith; t < nh * nb; t += nth) {
+        const int64_t h = t % nh, i0 = t / nh * IB, i1 = std::min(T, i0 + IB), j = h / grp;
+        float *       Ph = P + (h * T + i0) * Tp;  // rows i0..i1 of head h
+        // S = Q·Kᵀ for the keys before i1
+        gemm(i1 - i0, round16(i1), hd, Q + i0 * nh * hd + h * hd, nh * hd, 1, KT + j * hd * Tp, Tp, Ph, Tp, false);
+        for (int64_t i = i0; i < i1; i++) {
+            // ggml's soft_max_ext: scale, (mask: 0 up to the diagonal), max, exp and sum, 1/sum
+            float *   row = Ph + (i - i0) * Tp;
+            const int n   = (int) i + 1;
+            float     mx  = -INFINITY;
+            for (int k = 0; k < n; k++) {
+                row[k] *= scale;
+                mx = std::max(mx, row[k]);
+            }
+            const double sum = 1.0 / ggml_vec_soft_max_f32(n, row, row, mx);
+            const float  s   = (float) sum;
+            for (int k = 0; k < n; k++) row[k] *= s;
+            for (int64_t k = n; k < Tp; k++) row[k] = 0.0f;
+        }
+        // O = P·V over the keys before i1
+        gemm(i1 - i0, hd, i1, Ph, Tp, 1, V + j * hd, nkv * hd, O + i0 * nh * hd + h * hd, nh * hd, false);
+    }
+}
+
+// dst = [dQ [hd, n_head, T] | dS [T_pad, T, n_head]]; src: d_o, P, vt, k
+void backward_q(ggml_tensor * dst, int ith, int nth) {
+    const ggml_tensor *d_o = dst->src[0], *p = dst->src[1], *vt = dst->src[2], *k = dst->src[3];
+    const int64_t      hd = d_o->ne[0], nh = d_o->ne[1], T = d_o->ne[2], nkv = k->ne[1], Tp = vt->ne[0], grp = nh / nkv;
+    const float        scale = 1.0f / std::sqrt((float) hd);
+    const float *      DO = (const float *) d_o->data, *P = (const float *) p->data, *VT = (const float *) vt->data;
+    const float *      K  = (const float *) k->data;
+    float *            DQ = (float *) dst->data;
+    float *            DS = DQ + hd * nh * T;
+    const int64_t      nb = (T + IB - 1) / IB;
+    for (int64_t t = ith; t < nh * nb; t += nth) {
+        const int64_t h = t % nh, i0 = t / nh * IB, i1 = std::min(T, i0 + IB), j = h / grp;
+        float *       Sh = DS + (h * T + i0) * Tp;
+        const float * Ph = P + (h * T + i0) * Tp;
+        // dP = dO·Vᵀ for the keys before i1, into dS's rows
+        gemm(i1 - i0, round16(i1), hd, DO + i0 * nh * hd + h * hd, nh * hd, 1, VT + j * hd * Tp, Tp, Sh, Tp, false);
+        for (int64_t i = i0; i < i1; i++) {
+            // ggml's soft_max_ext_back: dS = ((dP - dot(P, dP)) ⊙ P) · scale
+            float *       row = Sh + (i - i0) * Tp;
+            const float * pr  = Ph + (i - i0) * Tp;
+            const int     n   = (int) i + 1;
+            double        dot = 0.0;
+            for (int c = 0; c < n; c++) dot += (double) row[c] * pr[c];
+            const float df = (float) dot;
+            for (int c = 0; c < n; c++) row[c] = (row[c] - df) * pr[c] * scale;
+            for (int64_t c = n; c < Tp; c++) row[c] = 0.0f;
+        }
+        // dQ = dS·K over the keys before i1
+        gemm(i1 - i0, hd, i1, Sh, Tp, 1, K + j * hd, nkv * hd, DQ + i0 * nh * hd + h * hd, nh * hd, false);
+    }
+}
+
+// dst = [dK [hd, n_kv, T] | dV [hd, n_kv, T]]; src: d_o, P, backward_q's output (dS), q
+void backward_kv(ggml_tensor * dst, int ith, int nth) {
+    const ggml_tensor *d_o = dst->src[0], *p = dst->src[1], *bq = dst->src[2], *q = dst->src[3];
+    const int64_t      hd = d_o->ne[0], nh = d_o->ne[1], T = d_o->ne[2], Tp = p->ne[0];
+    const int64_t      nkv = dst->ne[0] / (2 * hd * T), grp = nh / nkv;
+    const float *      DO = (const float *) d_o->data, *P = (const float *) p->data, *Q = (const float *) q->data;
+    const float *      DS = (const float *) bq->data + hd * nh * T;
+    float *            DK = (float *) dst->data;
+    float *            DV = DK + hd * nkv * T;
+    const int64_t      nb = (T + IB - 1) / IB;
+    for (int64_t t = ith; t < nkv * nb; t += nth) {
+        const int64_t j = t % nkv, j0 = t / nkv * IB, j1 = std::min(T, j0 + IB);
+        for (int64_t g = 0; g < grp; g++) {
+            const int64_t h  = j * grp + g;
+            // queries i >= j0 (P and dS are zero above the diagonal): A(m, k) = P[i = j0 + k][key j0 + m]
+            const float * Pa = P + (h * T + j0) * Tp + j0;
+            const float * Sa = DS + (h * T + j0) * Tp + j0;
+            gemm(j1 - j0, hd, T - j0, Pa, 1, Tp, DO + j0 * nh * hd + h * hd, nh * hd, DV + j0 * nkv * hd + j * hd, nkv * hd, g > 0);
+            gemm(j1 - j0, hd, T - j0, Sa, 1, Tp, Q + j0 * nh * hd + h * hd, nh * hd, DK + j0 * nkv * hd + j * hd, nkv * hd, g > 0);
+        }
+    }
+}
+
+const t2s::attn_kernels kernels = {pack_t, forward, backward_q, backward_kv};
