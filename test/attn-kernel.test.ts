@@ -1,0 +1,104 @@
+// The fused causal attention on the CPU (native/attn.h): its forward against an independent
+// float64 model, and its gradients against ggml's composition of the same attention
+// (TEXT2SQL_FUSED_ATTN=0), for each variant this CPU can run.
+//
+// Bounds. Both paths compute the same F32 products and ggml's softmax; they differ only in the
+// order of the F32 sums (and FMA or not). On the tiny model the log-probabilities of both sit
+// about 6e-8 from float64 (measured on an AMD EPYC: ggml 5.9e-8, fused 6.1e-8 for each variant), so
+// each path must be within 1e-5 of float64 (the bound of the llama.cpp agreement tests) and the
+// fused one no further than 2x ggml's distance plus 1e-7. The gradients of the two paths agree to
+// 5.6e-7 - 7.0e-7 (‖Δ‖/‖g‖, llama and qwen3); the test asks 1e-5, and a mask or layout mistake
+// gives O(1).
+import { describe, expect, test } from "vitest";
+import { LoraEngine, makeBatch } from "../src/engine/engine.js";
+import { cpuHasFlag, withEnv } from "./helpers/bf16-products.js";
+import { llamaLogitsF64 } from "./helpers/llama-f64.js";
+import { logSoftmax, randomize, relError, rng, testModel } from "./helpers/models.js";
+
+const VARIANTS = [
+  { env: "avx512", kernel: "fused-avx512", cpu: "avx512f" },
+  { env: "avx2", kernel: "fused-avx2", cpu: "avx2" },
+  { env: "base", kernel: "fused-base", cpu: "" },
+].filter((v) => v.cpu === "" || cpuHasFlag(v.cpu));
+
+// 70 tokens: two full 32-row blocks and a ragged one, T_pad = 80
+const r = rng(7);
+const TOKENS = Array.from({ length: 70 }, () => 2 + Math.floor(((r() + 1) / 2) * 31000));
+
+async function open(model: string, env: string | undefined, memory: "fast" | "lean" = "fast"): Promise<LoraEngine> {
+  return withEnv("TEXT2SQL_FUSED_ATTN", env, () =>
+    LoraEngine.create({ model, device: "cpu", threads: 2, memory, lora: { r: 4, targets: ["q_proj", "k_proj", "v_proj", "o_proj"] } }),
+  );
+}
+
+/** The adapters' gradients of one seeded two-sequence batch (70 + 41 tokens, every position but the first a target). */
+async function gradients(e: LoraEngine): Promise<Float32Array[]> {
+  await e.setAdapter(randomize(await e.getAdapter(), 17, 0.2));
+  await e.zeroGrad();
+  await e.accumulate(makeBatch([{ tokens: TOKENS }, { tokens: TOKENS.slice(0, 41).reverse() }]), 109);
+  return (await e.getAdapter({ gradients: true })).map((t) => t.data);
+}
+
+describe("fused causal attention (CPU)", () => {
+  test("each variant's log-probabilities are within the bound of float64, as close as ggml's composition", async () => {
+    const model = await testModel();
+    const exact = logSoftmax(llamaLogitsF64(model, TOKENS, "none"));
+    const ggml = await open(model, "0");
+    expect(ggml.info.attentionKernel).toBe("ggml");
+    const ggmlErr = relError(logSoftmax(await ggml.logits(TOKENS)), exact);
+    await ggml.dispose();
+    expect(ggmlErr).toBeLessThanOrEqual(1e-5);
+    for (const v of VARIANTS) {
+      const e = await open(model, v.env);
+      expect(e.info.attentionKernel).toBe(v.kernel);
+      const err = relError(logSoftmax(await e.logits(TOKENS)), exact);
+      await e.dispose();
+      expect(err, v.kernel).toBeLessThanOrEqual(1e-5);
+      expect(err, v.kernel).toBeLessThanOrEqual(2 * ggmlErr + 1e-7);
+    }
+  });
+
+  test("each variant's gradients equal ggml's composition within the bound, fast and lean (GQA, ragged blocks)", async () => {
+    for (const family of ["llama", "qwen3"] as const) {
+      const model = await testModel({ family });
+      const ggml = await open(model, "0");
+      const want = await gradients(ggml);
+      await ggml.dispose();
+      for (const v of VARIANTS) {
+        for (const memory of ["fast", "lean"] as const) {
+          const e = await open(model, v.env, memory);
+          const got = await gradients(e);
+          await e.dispose();
+          expect(relError(got, want), `${family} ${v.kernel} ${memory}`).toBeLessThanOrEqual(1e-5);
+        }
+      }
+    }
+  });
+
+  test("the default is the widest variant; 0 is ggml's composition; a head size the kernel does not take stays on ggml's", async () => {
+    const model = await testModel();
+    const widest = VARIANTS[0]!.kernel;
+    for (const [env, kernel] of [
+      [undefined, widest],
+      ["auto", widest],
+      ["1", widest],
+      ["0", "ggml"],
+      ["bogus", widest],
+    ] as const) {
+      const e = await open(model, env);
+      expect(e.info.attentionKernel, String(env)).toBe(kernel);
+      const ops = await e.graphOps(8);
+      await e.dispose();
+      expect(
+        ops.some((l) => l.startsWith("SOFT_MAX_BACK")),
+        String(env),
+      ).toBe(kernel === "ggml");
+    }
+    // head size 8 (64 / 8 heads): not a multiple of the kernel's 16 floats
+    const narrow = await testModel({ nHead: 8, nHeadKv: 4 });
+    const e = await open(narrow, undefined);
+    expect(e.info.headDim).toBe(8);
+    expect(e.info.attentionKernel).toBe("ggml");
+    await e.dispose();
+  });
+});
