@@ -5,8 +5,8 @@
 // std::exception becomes a rejection whose message names the failing call.
 #include "addon.h"
 #include "amx.h"
-#include "attn.h"
 #include "engine.h"
+#include "fused.h"
 #include "kernels.h"
 #include "quant.h"
 
@@ -118,7 +118,7 @@ class native_engine : public Napi::ObjectWrap<native_engine> {
         o.Set("matmulKernel", en.amx                                 ? t2s::amx_mode_name((t2s::amx_mode) en.amx) :
                               en.q8_gemm && en.weight_type == "q8_0" ? "q8_0-vnni" :
                                                                        "ggml");
-        o.Set("attentionKernel", t2s::attn_mode_name((t2s::attn_mode) en.attn));
+        o.Set("fusedKernel", t2s::fused_mode_name((t2s::fused_mode) en.fused));
         o.Set("device", en.device_name);
         o.Set("trainableParams", (double) t2s::lora_param_count(en));
         o.Set("loraScale", en.opts.lora.scale());

@@ -205,9 +205,9 @@ struct engine {
     // The forward products of Q8_0 weights on the CPU: text2sql's AVX512-VNNI GEMM (q8_gemm.h)
     // where the CPU has it, else ggml's kernel (logged at load when the model has Q8_0 weights).
     bool                       q8_gemm = false;
-    // Causal attention on the CPU: 0 ggml's composition (graph.cpp), else text2sql's fused ops in
-    // that variant (attn_mode, attn.h; TEXT2SQL_FUSED_ATTN).
-    int                        attn    = 0;
+    // text2sql's fused CPU ops (causal attention, the SwiGLU backward; fused.h): 0 ggml's
+    // composition of the same (graph.cpp), else the kernels' variant (fused_mode; TEXT2SQL_FUSED).
+    int                        fused   = 0;
 
     ~engine();
 };

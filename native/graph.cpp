@@ -9,7 +9,7 @@
 // inputs and computes the graph.
 #include "graph.h"
 #include "amx.h"
-#include "attn.h"
+#include "fused.h"
 #include "kernels.h"
 #include "q8_gemm.h"
 #include "quant.h"
@@ -73,9 +73,12 @@ ggml_tensor * bias_add_back(ggml_tensor * dy) {
 // the graph as for a GPU backend). The engine then holds that kernel's packed panels in w_t, not Wᵀ.
 bool cpu_bf16_kernel(const graph_ctx & g, const ggml_tensor * w) { return g.e.amx && g.caps.custom_transpose && w->type == GGML_TYPE_BF16; }
 
-// Whether attention runs as text2sql's fused CPU ops (attn.h): where the engine has them and the
-// graph's backend runs custom ops (as cpu_bf16_kernel); else ggml's composition.
-bool fused_attn(const graph_ctx & g) { return g.e.attn && g.caps.custom_transpose; }
+// Whether text2sql's fused CPU ops (fused.h) build this graph: where the engine runs them and the
+// graph's backend runs custom ops (as cpu_bf16_kernel); else ggml's composition of the same.
+bool fused_ops(const graph_ctx & g) { return g.e.fused && g.caps.custom_transpose; }
+
+// Attention as the fused ops: where fused_ops() and the head size suits the kernel.
+bool fused_attn(const graph_ctx & g) { return fused_ops(g) && attn_fits(g.e.hp.head_dim()); }
 
 // w_t as a transposed copy: null where it holds the CPU kernel's packed panels instead
 ggml_tensor * transposed_copy(const graph_ctx & g, const ggml_tensor * w, ggml_tensor * w_t) {
@@ -276,7 +279,7 @@ ggml_tensor * layer_forward(graph_ctx & g, int il, ggml_tensor * x, layer_saved 
 
     ggml_tensor * o;                                      // [n_embd_q, T]
     if (fused_attn(g)) {
-        const attn_fwd_out a = attn_forward(ctx, (attn_mode) e.attn, s.qr, attn_pack_t(ctx, (attn_mode) e.attn, s.kr), s.v3);
+        const attn_fwd_out a = attn_forward(ctx, (fused_mode) e.fused, s.qr, attn_pack_t(ctx, (fused_mode) e.fused, s.kr), s.v3);
         s.p                  = a.p;                                                                       // [T_pad, T_q, n_head]
         o                    = a.o;                                                                       // [n_embd_q, T]
     } else {
@@ -296,12 +299,17 @@ ggml_tensor * layer_forward(graph_ctx & g, int il, ggml_tensor * x, layer_saved 
     ggml_tensor * h2 = ggml_mul(ctx, s.n2, L.ffn_norm);                                                   // [n_embd, T]
     // The gate/up outputs are recomputed: keeping them would hold 2·n_ff floats per token per
     // layer (2.6x less activation memory at 1,024 tokens instead of 4.9x) for ~10% less time.
-    s.g              = linear(g, il, TARGET_GATE, h2, s.lin[TARGET_GATE], kl(TARGET_GATE), false);        // [n_ff, T]
-    s.u              = linear(g, il, TARGET_UP, h2, s.lin[TARGET_UP], kl(TARGET_UP), false);              // [n_ff, T]
-    s.sg             = ggml_silu(ctx, s.g);                                                               // [n_ff, T]
-    ggml_tensor * a  = ggml_mul(ctx, s.sg, s.u);                                                          // [n_ff, T]
-    ggml_tensor * d  = linear(g, il, TARGET_DOWN, a, s.lin[TARGET_DOWN], kl(TARGET_DOWN), false, !kept);  // [n_embd, T]
-    return kept ? nullptr : ggml_add(ctx, s.x1, d);                                                       // [n_embd, T]
+    s.g              = linear(g, il, TARGET_GATE, h2, s.lin[TARGET_GATE], kl(TARGET_GATE), false);  // [n_ff, T]
+    s.u              = linear(g, il, TARGET_UP, h2, s.lin[TARGET_UP], kl(TARGET_UP), false);        // [n_ff, T]
+    ggml_tensor * a;                                                                                // [n_ff, T]  silu(g) ⊙ u
+    if (fused_ops(g)) {
+        a = swiglu_forward(ctx, (fused_mode) e.fused, s.g, s.u);  // [n_ff, T]  (its backward twin recomputes silu(g): no s.sg kept)
+    } else {
+        s.sg = ggml_silu(ctx, s.g);                               // [n_ff, T]
+        a    = ggml_mul(ctx, s.sg, s.u);                          // [n_ff, T]
+    }
+    ggml_tensor * d = linear(g, il, TARGET_DOWN, a, s.lin[TARGET_DOWN], kl(TARGET_DOWN), false, !kept);  // [n_embd, T]
+    return kept ? nullptr : ggml_add(ctx, s.x1, d);                                                      // [n_embd, T]
 }
 
 // Backward twin of ggml's composition of attention (layer_forward's path off the fused ops): dO
@@ -338,9 +346,16 @@ ggml_tensor * layer_backward(graph_ctx & g, int il, const layer_saved & s, ggml_
     const int64_t         T = g.T, hd = hp.head_dim();
 
     // FFN
-    ggml_tensor * da  = linear_back(g, il, TARGET_DOWN, s.lin[TARGET_DOWN], dx2);                          // [n_ff, T]
-    ggml_tensor * du  = ggml_mul(ctx, da, s.sg);                                                           // [n_ff, T]
-    ggml_tensor * dg  = ggml_silu_back(ctx, ggml_mul(ctx, da, s.u), s.g);                                  // [n_ff, T]
+    ggml_tensor * da = linear_back(g, il, TARGET_DOWN, s.lin[TARGET_DOWN], dx2);  // [n_ff, T]
+    ggml_tensor * du, *dg;                                                        // [n_ff, T]
+    if (fused_ops(g)) {
+        const swiglu_grads sw = swiglu_backward(ctx, (fused_mode) e.fused, da, s.g, s.u);
+        du                    = sw.du;
+        dg                    = sw.dg;
+    } else {
+        du = ggml_mul(ctx, da, s.sg);                           // [n_ff, T]
+        dg = ggml_silu_back(ctx, ggml_mul(ctx, da, s.u), s.g);  // [n_ff, T]
+    }
     ggml_tensor * dh2 = ggml_add(ctx, linear_back(g, il, TARGET_GATE, s.lin[TARGET_GATE], dg),
                                  linear_back(g, il, TARGET_UP, s.lin[TARGET_UP], du));                     // [n_embd, T]
     ggml_tensor * dx1 = ggml_add(ctx, dx2, rms_norm_back(g, s.x1, s.n2, ggml_mul(ctx, dh2, L.ffn_norm)));  // [n_embd, T]
@@ -350,7 +365,7 @@ ggml_tensor * layer_backward(graph_ctx & g, int il, const layer_saved & s, ggml_
     ggml_tensor * dO    = ggml_reshape_3d(ctx, dattn, hd, hp.n_head, T);       // [hd, n_head, T]
     ggml_tensor * dq, *dk, *dv;                                                // [hd, n_head | n_head_kv, T]
     if (fused_attn(g)) {
-        const attn_mode  m  = (attn_mode) e.attn;
+        const fused_mode m  = (fused_mode) e.fused;
         const attn_grads gr = attn_backward(ctx, m, s.qr, s.kr, attn_pack_t(ctx, m, s.v3), s.p, dO);
         dq                  = rope_back(g, gr.dq);  // [hd, n_head, T]
         dk                  = rope_back(g, gr.dk);  // [hd, n_head_kv, T]

@@ -16,7 +16,7 @@ enum class graph_mode { logits, eval, train };
 struct graph_inputs {
     ggml_tensor *                              tokens   = nullptr;  // [T] i32
     ggml_tensor *                              pos      = nullptr;  // [T] i32
-    ggml_tensor *                              kq_mask  = nullptr;  // [T, T] f32, 0 or -inf (null with the fused attention, attn.h)
+    ggml_tensor *                              kq_mask  = nullptr;  // [T, T] f32, 0 or -inf (null with the fused attention, fused.h)
     ggml_tensor *                              tgt      = nullptr;  // [n_t] i32, the positions that have a target (loss)
     ggml_tensor *                              tgt_flat = nullptr;  // [n_t] i32, i·n_vocab + target of position tgt[i]
     ggml_tensor *                              scatter  = nullptr;  // [n_t, T] f32, scatter[i, j] = 1 where tgt[i] == j

@@ -1,8 +1,8 @@
 // Loading a GGUF of a Llama-like architecture (llama, qwen2, qwen3) onto a ggml backend, with the transposed weight copies the
 // backward pass multiplies by (dX = Wᵀ·dY through a fast mul_mat, never autodiff's out_prod).
 #include "amx.h"
-#include "attn.h"
 #include "engine.h"
+#include "fused.h"
 #include "gguf_util.h"
 #include "kernels.h"
 #include "q8_gemm.h"
@@ -521,9 +521,9 @@ std::unique_ptr<engine> engine_init(const engine_options & opts) {
         e->q8_gemm = q8_gemm_available(note);
         if (!e->q8_gemm && e->weight_type == "q8_0") fprintf(stderr, "text2sql: Q8_0 products run ggml's kernel: %s\n", note.c_str());
     }
-    if (e->backend_cpu && attn_fits(e->hp.head_dim())) {
+    if (e->backend_cpu) {
         std::string note;
-        e->attn = (int) attn_mode_from_env(note);
+        e->fused = (int) fused_mode_from_env(note);
         if (!note.empty()) fprintf(stderr, "text2sql: %s\n", note.c_str());
     }
     if (e->backend_cpu) {

@@ -1,8 +1,8 @@
 // The profiler (engine_options.profile): computes a graph one node at a time and adds each node's
 // time, by phase (forward, backward) and op kind, to the engine's profile.
 #include "amx.h"
-#include "attn.h"
 #include "bf16k.h"
+#include "fused.h"
 #include "graph.h"
 #include "q8_gemm.h"
 #include "quant.h"
@@ -39,7 +39,7 @@ std::string profile_key(const engine & e, const ggml_tensor * t) {
     std::string k = t->op == GGML_OP_UNARY ? std::string("UNARY ") + ggml_unary_op_name(ggml_get_unary_op(t)) : ggml_op_name(t->op);
     for (int j = 0; j < 2 && t->src[j]; j++) k += std::string(j ? " x " : " ") + ggml_type_name(t->src[j]->type);
     const int64_t V = e.hp.n_vocab;
-    if (attn_is_op(t)) return attn_profile_key(t, (attn_mode) e.attn);  // "ATTN forward f32 (attention) [fused-avx512]"
+    if (fused_is_op(t)) return fused_profile_key(t, (fused_mode) e.fused);  // "FUSED attn_forward f32 [fused-avx512]"
     if (amx_is_op(t)) {
         // "AMX W·x bf16 x f32 (frozen weight) [amx-bf16]": the product nodes; the rounding and packing nodes apart
         const std::string n = t->name;
@@ -109,6 +109,7 @@ void graph_compute_profiled(engine & e, ggml_cgraph * gf, int n_forward) {
         p.op                    = key;
         p.count += 1;
         p.ms += ms;
+        if (fused_is_op(t)) p.flop += fused_flop(t);
         if (t->op == GGML_OP_MUL_MAT) p.flop += 2.0 * (double) t->src[0]->ne[0] * (double) ggml_nelements(t);
         if (amx_is_op(t) && strcmp(t->name, "amx.mul_mat") == 0) p.flop += 2.0 * (double) t->src[0]->ne[0] * (double) ggml_nelements(t);
         if (q8_is_op(t) && strcmp(t->name, "q8.mul_mat") == 0) p.flop += 2.0 * (double) t->src[0]->ne[0] * (double) ggml_nelements(t);

@@ -1,17 +1,17 @@
-// The fused attention kernels (attn.h), written once and included by attn_hw.cpp inside one
-// namespace per variant, after it defines ATTN_VW (floats per vector) and ATTN_NV (vectors per
+// The fused attention kernels (fused.h), written once and included by fused_hw.cpp inside one
+// namespace per variant, after it defines FUSED_VW (floats per vector) and FUSED_NV (vectors per
 // micro-tile row) and, for the wide variants, a target pragma. No include guard: by design.
 //
 // Layouts (ggml order, the first index fastest):
 //   q, d_o, dq  [hd, n_head, T]   k, v, dk, dv [hd, n_kv, T]   kt, vt [T_pad, hd, n_kv]
 //   P, dS       [T_pad, T, n_head]: row i of head h holds keys 0..i, zeros after
 
-typedef float vf __attribute__((vector_size(ATTN_VW * 4)));
+typedef float vf __attribute__((vector_size(FUSED_VW * 4)));
 
-constexpr int64_t VW = ATTN_VW;  // floats per vector
-constexpr int     NV = ATTN_NV;  // vectors per micro-tile row
-constexpr int     MR = 4;        // rows per micro-tile
-constexpr int64_t IB = 32;       // query (or key) rows per task
+constexpr int64_t VW = FUSED_VW;  // floats per vector
+constexpr int     NV = FUSED_NV;  // vectors per micro-tile row
+constexpr int     MR = 4;         // rows per micro-tile
+constexpr int64_t IB = 32;        // query (or key) rows per task
 
 inline vf vload(const float * p) {
     vf v;
@@ -193,4 +193,72 @@ void backward_kv(ggml_tensor * dst, int ith, int nth) {
     }
 }
 
-const t2s::attn_kernels kernels = {pack_t, forward, backward_q, backward_kv};
+typedef int32_t vi __attribute__((vector_size(FUSED_VW * 4)));
+
+// exp(x) as ggml's ggml_v_expf computes it on AVX2 / SSE2 (ARM's routine: at most 1.45 ulp + 0.5),
+// for x clamped to [-87, 88], so without its branches for the range ends. There exp(x) is a normal
+// float; outside, the SwiGLU backward below needs only that exp(-g) is tiny or huge.
+inline vf v_exp(vf x) {
+    const vf lo = vf{} - 87.0f, hi = vf{} + 88.0f;
+    x          = x < lo ? lo : x;
+    x          = x > hi ? hi : x;
+    const vf r = vf{} + 0x1.8p23f;
+    const vf z = x * 0x1.715476p+0f + r;
+    const vf n = z - r;
+    const vf b = (x - n * 0x1.62e4p-1f) - n * 0x1.7f7d1cp-20f;
+    const vi e = (vi) z << 23;
+    const vf k = (vf) (e + (vi) (vf{} + 1.0f));  // 2^n
+    const vf u = b * b;
+    const vf j = ((0x1.0e4020p-7f * b + 0x1.573e2ep-5f) * u + (0x1.555e66p-3f * b + 0x1.fffdb6p-2f)) * u + 0x1.ffffecp-1f * b;
+    return j * k + k;
+}
+
+// Threads take contiguous chunks of n elements, in whole vectors: [i0, i1) of thread ith.
+void chunk_of(int64_t n, int ith, int nth, int64_t & i0, int64_t & i1) {
+    const int64_t chunk = ((n + nth - 1) / nth + VW - 1) / VW * VW;
+    i0                  = std::min(n, ith * chunk);
+    i1                  = std::min(n, i0 + chunk);
+}
+
+// dst = silu(g) ⊙ u = g / (1 + exp(-g)) ⊙ u, as ggml's SILU then MUL; src: g, u.
+void swiglu(ggml_tensor * dst, int ith, int nth) {
+    const ggml_tensor *g = dst->src[0], *u = dst->src[1];
+    const float *      G = (const float *) g->data, *U = (const float *) u->data;
+    float *            D = (float *) dst->data;
+    int64_t            i0, i1;
+    chunk_of(ggml_nelements(g), ith, nth, i0, i1);
+    int64_t i = i0;
+    for (; i + VW <= i1; i += VW) {
+        const vf x = vload(G + i);
+        vstore(D + i, x / (1.0f + v_exp(vf{} - x)) * vload(U + i));
+    }
+    for (; i < i1; i++) D[i] = G[i] / (1.0f + std::exp(-G[i])) * U[i];
+}
+
+// dst = [dg | du], each as da; src: da, g, u. The backward twin of a = silu(g) ⊙ u (ggml_swiglu_split):
+// du = da ⊙ silu(g), dg = (da ⊙ u) ⊙ s ⊙ (1 + g ⊙ (1 - s)), s = sigmoid(g): SILU_BACK's formula, with
+// silu(g) = g / (1 + exp(-g)) as the forward computes it.
+void swiglu_back(ggml_tensor * dst, int ith, int nth) {
+    const ggml_tensor *da = dst->src[0], *g = dst->src[1], *u = dst->src[2];
+    const int64_t      n = ggml_nelements(da);
+    const float *      A = (const float *) da->data, *G = (const float *) g->data, *U = (const float *) u->data;
+    float *            DG = (float *) dst->data;
+    float *            DU = DG + n;
+    int64_t            i0, i1;
+    chunk_of(n, ith, nth, i0, i1);
+    int64_t i = i0;
+    for (; i + VW <= i1; i += VW) {
+        const vf a = vload(A + i), x = vload(G + i), w = vload(U + i);
+        const vf e = 1.0f + v_exp(vf{} - x);
+        const vf s = 1.0f / e;
+        vstore(DU + i, a * (x / e));
+        vstore(DG + i, a * w * s * (1.0f + x * (1.0f - s)));
+    }
+    for (; i < i1; i++) {
+        const float e = 1.0f + std::exp(-G[i]), s = 1.0f / e;
+        DU[i] = A[i] * (G[i] / e);
+        DG[i] = A[i] * U[i] * s * (1.0f + G[i] * (1.0f - s));
+    }
+}
+
+const t2s::fused_kernels kernels = {pack_t, forward, backward_q, backward_kv, swiglu, swiglu_back};

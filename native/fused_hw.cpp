@@ -1,8 +1,8 @@
-// The fused attention kernels (attn_impl.h) in three variants: AVX-512 and AVX2+FMA, each inside
+// The fused attention kernels (fused_impl.h) in three variants: AVX-512 and AVX2+FMA, each inside
 // its own target region (GCC >= 11 or clang on x86-64; the rest of the addon stays baseline
-// x86-64), and the build's baseline (SSE2 on x86-64; NEON on arm64). attn.cpp picks
+// x86-64), and the build's baseline (SSE2 on x86-64; NEON on arm64). fused.cpp picks
 // one by CPUID; a variant runs only on a CPU that has its instructions.
-#include "attn.h"
+#include "fused.h"
 
 #include <algorithm>
 #include <cmath>
@@ -13,18 +13,18 @@
 extern "C" double ggml_vec_soft_max_f32(const int n, float * y, const float * x, float max);
 
 #if defined(__x86_64__) && (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 11))
-#    define T2S_ATTN_WIDE 1
+#    define T2S_FUSED_WIDE 1
 #endif
 
-namespace t2s_attn_base {
-#define ATTN_VW 4
-#define ATTN_NV 2
-#include "attn_impl.h"
-#undef ATTN_VW
-#undef ATTN_NV
-}  // namespace t2s_attn_base
+namespace t2s_fused_base {
+#define FUSED_VW 4
+#define FUSED_NV 2
+#include "fused_impl.h"
+#undef FUSED_VW
+#undef FUSED_NV
+}  // namespace t2s_fused_base
 
-#if defined(T2S_ATTN_WIDE)
+#if defined(T2S_FUSED_WIDE)
 
 #    if defined(__clang__)
 #        pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
@@ -32,13 +32,13 @@ namespace t2s_attn_base {
 #        pragma GCC push_options
 #        pragma GCC target("avx2,fma")
 #    endif
-namespace t2s_attn_avx2 {
-#    define ATTN_VW 8
-#    define ATTN_NV 2
-#    include "attn_impl.h"
-#    undef ATTN_VW
-#    undef ATTN_NV
-}  // namespace t2s_attn_avx2
+namespace t2s_fused_avx2 {
+#    define FUSED_VW 8
+#    define FUSED_NV 2
+#    include "fused_impl.h"
+#    undef FUSED_VW
+#    undef FUSED_NV
+}  // namespace t2s_fused_avx2
 #    if defined(__clang__)
 #        pragma clang attribute pop
 #    else
@@ -51,13 +51,13 @@ namespace t2s_attn_avx2 {
 #        pragma GCC push_options
 #        pragma GCC target("avx512f,avx512vl,fma")
 #    endif
-namespace t2s_attn_avx512 {
-#    define ATTN_VW 16
-#    define ATTN_NV 4
-#    include "attn_impl.h"
-#    undef ATTN_VW
-#    undef ATTN_NV
-}  // namespace t2s_attn_avx512
+namespace t2s_fused_avx512 {
+#    define FUSED_VW 16
+#    define FUSED_NV 4
+#    include "fused_impl.h"
+#    undef FUSED_VW
+#    undef FUSED_NV
+}  // namespace t2s_fused_avx512
 #    if defined(__clang__)
 #        pragma clang attribute pop
 #    else
@@ -68,12 +68,12 @@ namespace t2s_attn_avx512 {
 
 namespace t2s {
 
-const attn_kernels * attn_kernels_for(attn_mode m) {
+const fused_kernels * fused_kernels_for(fused_mode m) {
     switch (m) {
-        case attn_mode::base: return &t2s_attn_base::kernels;
-#if defined(T2S_ATTN_WIDE)
-        case attn_mode::avx2: return &t2s_attn_avx2::kernels;
-        case attn_mode::avx512: return &t2s_attn_avx512::kernels;
+        case fused_mode::base: return &t2s_fused_base::kernels;
+#if defined(T2S_FUSED_WIDE)
+        case fused_mode::avx2: return &t2s_fused_avx2::kernels;
+        case fused_mode::avx512: return &t2s_fused_avx512::kernels;
 #endif
         default: return nullptr;
     }

@@ -1,6 +1,6 @@
-// The fused causal attention on the CPU (native/attn.h): its forward against an independent
-// float64 model, and its gradients against ggml's composition of the same attention
-// (TEXT2SQL_FUSED_ATTN=0), for each variant this CPU can run.
+// text2sql's fused CPU ops (native/fused.h: causal attention and its backward, the SwiGLU
+// backward): the forward against an independent float64 model, and the gradients against ggml's
+// composition of the same maths (TEXT2SQL_FUSED=0), for each variant this CPU can run.
 //
 // Bounds. Both paths compute the same F32 products and ggml's softmax; they differ only in the
 // order of the F32 sums (and FMA or not). On the tiny model the log-probabilities of both sit
@@ -26,7 +26,7 @@ const r = rng(7);
 const TOKENS = Array.from({ length: 70 }, () => 2 + Math.floor(((r() + 1) / 2) * 31000));
 
 async function open(model: string, env: string | undefined, memory: "fast" | "lean" = "fast"): Promise<LoraEngine> {
-  return withEnv("TEXT2SQL_FUSED_ATTN", env, () =>
+  return withEnv("TEXT2SQL_FUSED", env, () =>
     LoraEngine.create({ model, device: "cpu", threads: 2, memory, lora: { r: 4, targets: ["q_proj", "k_proj", "v_proj", "o_proj"] } }),
   );
 }
@@ -39,18 +39,18 @@ async function gradients(e: LoraEngine): Promise<Float32Array[]> {
   return (await e.getAdapter({ gradients: true })).map((t) => t.data);
 }
 
-describe("fused causal attention (CPU)", () => {
+describe("fused CPU ops: attention, SwiGLU", () => {
   test("each variant's log-probabilities are within the bound of float64, as close as ggml's composition", async () => {
     const model = await testModel();
     const exact = logSoftmax(llamaLogitsF64(model, TOKENS, "none"));
     const ggml = await open(model, "0");
-    expect(ggml.info.attentionKernel).toBe("ggml");
+    expect(ggml.info.fusedKernel).toBe("ggml");
     const ggmlErr = relError(logSoftmax(await ggml.logits(TOKENS)), exact);
     await ggml.dispose();
     expect(ggmlErr).toBeLessThanOrEqual(1e-5);
     for (const v of VARIANTS) {
       const e = await open(model, v.env);
-      expect(e.info.attentionKernel).toBe(v.kernel);
+      expect(e.info.fusedKernel).toBe(v.kernel);
       const err = relError(logSoftmax(await e.logits(TOKENS)), exact);
       await e.dispose();
       expect(err, v.kernel).toBeLessThanOrEqual(1e-5);
@@ -86,7 +86,7 @@ describe("fused causal attention (CPU)", () => {
       ["bogus", widest],
     ] as const) {
       const e = await open(model, env);
-      expect(e.info.attentionKernel, String(env)).toBe(kernel);
+      expect(e.info.fusedKernel, String(env)).toBe(kernel);
       const ops = await e.graphOps(8);
       await e.dispose();
       expect(
@@ -94,11 +94,14 @@ describe("fused causal attention (CPU)", () => {
         String(env),
       ).toBe(kernel === "ggml");
     }
-    // head size 8 (64 / 8 heads): not a multiple of the kernel's 16 floats
+    // head size 8 (64 / 8 heads): not a multiple of the kernel's 16 floats; the SwiGLU backward is still ours
     const narrow = await testModel({ nHead: 8, nHeadKv: 4 });
     const e = await open(narrow, undefined);
     expect(e.info.headDim).toBe(8);
-    expect(e.info.attentionKernel).toBe("ggml");
+    expect(e.info.fusedKernel).toBe(widest);
+    const ops = await e.graphOps(8);
     await e.dispose();
+    expect(ops.some((l) => l.startsWith("SOFT_MAX_BACK"))).toBe(true);
+    expect(ops.some((l) => l.startsWith("SILU_BACK"))).toBe(false);
   });
 });
