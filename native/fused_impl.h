@@ -92,6 +92,50 @@ void gemm(int64_t       M,
 
 int64_t round16(int64_t n) { return (n + 15) / 16 * 16; }
 
+// The row loops of the softmax and its backward, in vectors with a scalar tail.
+
+// row[0, n) *= scale; returns their max
+float scale_max(float * row, int n, float scale) {
+    vf  mv = vf{} - INFINITY;
+    int k  = 0;
+    for (; k + VW <= n; k += VW) {
+        const vf x = vload(row + k) * scale;
+        vstore(row + k, x);
+        mv = x > mv ? x : mv;
+    }
+    float m = -INFINITY;
+    for (int l = 0; l < VW; l++) m = std::max(m, mv[l]);
+    for (; k < n; k++) {
+        row[k] *= scale;
+        m = std::max(m, row[k]);
+    }
+    return m;
+}
+
+// row[0, n) *= s, row[n, Tp) = 0
+void scale_zero(float * row, int n, int64_t Tp, float s) {
+    int k = 0;
+    for (; k + VW <= n; k += VW) vstore(row + k, vload(row + k) * s);
+    for (; k < n; k++) row[k] *= s;
+    for (int64_t c = n; c < Tp; c++) row[c] = 0.0f;
+}
+
+// ggml's soft_max_ext_back on one row: dS = ((dP - dot(P, dP)) ⊙ P) · scale over [0, n), zeros to Tp;
+// row holds dP in and dS out. The dot sums in F32 lanes, then in double.
+void softmax_back_row(float * row, const float * pr, int n, int64_t Tp, float scale) {
+    vf  acc = vf{};
+    int c   = 0;
+    for (; c + VW <= n; c += VW) acc += vload(row + c) * vload(pr + c);
+    double dot = 0.0;
+    for (int l = 0; l < VW; l++) dot += acc[l];
+    for (; c < n; c++) dot += (double) row[c] * pr[c];
+    const float df = (float) dot;
+    c              = 0;
+    for (; c + VW <= n; c += VW) vstore(row + c, (vload(row + c) - df) * vload(pr + c) * scale);
+    for (; c < n; c++) row[c] = (row[c] - df) * pr[c] * scale;
+    for (int64_t k = n; k < Tp; k++) row[k] = 0.0f;
+}
+
 // x [hd, n_kv, T] -> dst [T_pad, hd, n_kv], zero past T
 void pack_t(ggml_tensor * dst, const ggml_tensor * x, int ith, int nth) {
     const int64_t hd = x->ne[0], nkv = x->ne[1], T = x->ne[2], Tp = dst->ne[0];
@@ -121,17 +165,11 @@ void forward(ggml_tensor * dst, int ith, int nth) {
         gemm(i1 - i0, round16(i1), hd, Q + i0 * nh * hd + h * hd, nh * hd, 1, KT + j * hd * Tp, Tp, Ph, Tp, false);
         for (int64_t i = i0; i < i1; i++) {
             // ggml's soft_max_ext: scale, (mask: 0 up to the diagonal), max, exp and sum, 1/sum
-            float *   row = Ph + (i - i0) * Tp;
-            const int n   = (int) i + 1;
-            float     mx  = -INFINITY;
-            for (int k = 0; k < n; k++) {
-                row[k] *= scale;
-                mx = std::max(mx, row[k]);
-            }
+            float *      row = Ph + (i - i0) * Tp;
+            const int    n   = (int) i + 1;
+            const float  mx  = scale_max(row, n, scale);
             const double sum = 1.0 / ggml_vec_soft_max_f32(n, row, row, mx);
-            const float  s   = (float) sum;
-            for (int k = 0; k < n; k++) row[k] *= s;
-            for (int64_t k = n; k < Tp; k++) row[k] = 0.0f;
+            scale_zero(row, n, Tp, (float) sum);
         }
         // O = P·V over the keys before i1
         gemm(i1 - i0, hd, i1, Ph, Tp, 1, V + j * hd, nkv * hd, O + i0 * nh * hd + h * hd, nh * hd, false);
@@ -159,11 +197,7 @@ void backward_q(ggml_tensor * dst, int ith, int nth) {
             float *       row = Sh + (i - i0) * Tp;
             const float * pr  = Ph + (i - i0) * Tp;
             const int     n   = (int) i + 1;
-            double        dot = 0.0;
-            for (int c = 0; c < n; c++) dot += (double) row[c] * pr[c];
-            const float df = (float) dot;
-            for (int c = 0; c < n; c++) row[c] = (row[c] - df) * pr[c] * scale;
-            for (int64_t c = n; c < Tp; c++) row[c] = 0.0f;
+            softmax_back_row(row, pr, n, Tp, scale);
         }
         // dQ = dS·K over the keys before i1
         gemm(i1 - i0, hd, i1, Sh, Tp, 1, K + j * hd, nkv * hd, DQ + i0 * nh * hd + h * hd, nh * hd, false);

@@ -504,8 +504,9 @@ ggml_cgraph * build_graph(graph_ctx & g, graph_outputs & out) {
 graph_ctx graph_ctx_init(engine & e, graph_run & run, const graph_params & p) {
     const size_t n_nodes = graph_size(e.hp);
     const size_t mem     = ggml_tensor_overhead() * n_nodes * 2 + ggml_graph_overhead_custom(n_nodes, false);
-    run.meta.resize(mem);
-    ggml_init_params ip = {mem, run.meta.data(), true};
+    // not zeroed: ggml writes each object it places, so only the pages it uses are touched
+    run.meta.reset(new uint8_t[mem]);
+    ggml_init_params ip = {mem, run.meta.get(), true};
     run.ctx             = ggml_init(ip);
     const bool dropout  = p.mode == graph_mode::train && e.opts.lora.dropout > 0.0f;
     return graph_ctx{e,

@@ -6,6 +6,7 @@
 #include "engine.h"
 
 #include <array>
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -34,8 +35,8 @@ struct graph_outputs {
 
 // The memory of one graph's ggml context (tensor and graph metadata; the allocator places the data).
 struct graph_run {
-    std::vector<uint8_t> meta;
-    ggml_context *       ctx = nullptr;
+    std::unique_ptr<uint8_t[]> meta;
+    ggml_context *             ctx = nullptr;
     ~graph_run() {
         if (ctx) ggml_free(ctx);
     }

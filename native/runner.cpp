@@ -54,9 +54,11 @@ void fill_target_inputs(graph_ctx & g, const int32_t * tokens, const std::vector
     for (int64_t i = 0; i < n_t; i++) flat[i] = (int32_t) (i * V + tokens[tgt[i] + 1]);
     ggml_backend_tensor_set(g.in.tgt_flat, flat.data(), 0, n_t * sizeof(int32_t));
     if (g.in.onehot) {
-        std::vector<float> onehot((size_t) V * n_t, 0.0f);
-        for (int64_t i = 0; i < n_t; i++) onehot[(size_t) flat[i]] = 1.0f;
-        ggml_backend_tensor_set(g.in.onehot, onehot.data(), 0, onehot.size() * sizeof(float));
+        // [n_vocab, n_t] zeros and n_t ones, written in place (a host copy would be 33 MB to fault
+        // in, zero and copy per sequence at TinyLlama's vocabulary and 256 targets)
+        ggml_backend_tensor_memset(g.in.onehot, 0, 0, ggml_nbytes(g.in.onehot));
+        const float one = 1.0f;
+        for (int64_t i = 0; i < n_t; i++) ggml_backend_tensor_set(g.in.onehot, &one, (size_t) flat[i] * sizeof(float), sizeof(float));
         std::vector<float> sc((size_t) n_t * T, 0.0f);
         for (int64_t i = 0; i < n_t; i++) sc[(size_t) tgt[i] * n_t + i] = 1.0f;  // scatter[i, tgt[i]]
         ggml_backend_tensor_set(g.in.scatter, sc.data(), 0, sc.size() * sizeof(float));
