@@ -18,6 +18,8 @@ void forward_op(ggml_tensor * dst, int ith, int nth, void * ud) { kernels_of(ud)
 void backward_q_op(ggml_tensor * dst, int ith, int nth, void * ud) { kernels_of(ud).backward_q(dst, ith, nth); }
 void backward_kv_op(ggml_tensor * dst, int ith, int nth, void * ud) { kernels_of(ud).backward_kv(dst, ith, nth); }
 void swiglu_op(ggml_tensor * dst, int ith, int nth, void * ud) { kernels_of(ud).swiglu(dst, ith, nth); }
+void ce_stats_op(ggml_tensor * dst, int ith, int nth, void * ud) { kernels_of(ud).ce_stats(dst, ith, nth); }
+void ce_back_op(ggml_tensor * dst, int ith, int nth, void * ud) { kernels_of(ud).ce_back(dst, ith, nth); }
 void swiglu_back_op(ggml_tensor * dst, int ith, int nth, void * ud) { kernels_of(ud).swiglu_back(dst, ith, nth); }
 
 void * userdata(fused_mode m) {
@@ -133,6 +135,25 @@ swiglu_grads swiglu_backward(ggml_context * ctx, fused_mode m, ggml_tensor * da,
     swiglu_grads out;
     out.dg = ggml_view_2d(ctx, r, da->ne[0], da->ne[1], da->ne[0] * sizeof(float), 0);                  // [n_ff, T]
     out.du = ggml_view_2d(ctx, r, da->ne[0], da->ne[1], da->ne[0] * sizeof(float), n * sizeof(float));  // [n_ff, T]
+    return out;
+}
+
+ce_grads ce_backward(ggml_context * ctx, fused_mode m, ggml_tensor * z, ggml_tensor * tgt_flat, ggml_tensor * tw, ggml_tensor * after) {
+    const int64_t V = z->ne[0], n_t = z->ne[1];
+    GGML_ASSERT(z->type == GGML_TYPE_F32 && ggml_is_contiguous(z) && ggml_n_dims(z) <= 2);
+    GGML_ASSERT(tgt_flat->type == GGML_TYPE_I32 && tgt_flat->ne[0] == n_t);
+    GGML_ASSERT(!tw || (tw->type == GGML_TYPE_F32 && tw->ne[0] == 1 && tw->ne[1] == n_t));
+    ggml_tensor * sa[] = {z, tgt_flat};
+    ggml_tensor * st = ggml_custom_4d(ctx, GGML_TYPE_F32, 2 * n_t, 1, 1, 1, sa, 2, ce_stats_op, GGML_N_TASKS_MAX, userdata(m));  // [2·n_t]
+    ggml_set_name(st, "fused.ce_stats");
+    // in place on z, after the stats and `after` (sources for the order only)
+    ggml_tensor * ba[] = {tgt_flat, st, after, tw};
+    ggml_tensor * d    = ggml_custom_inplace(ctx, z, ba, 4, ce_back_op, GGML_N_TASKS_MAX, userdata(m));  // [n_vocab, n_t]
+    ggml_set_name(d, "fused.ce_back");
+    ce_grads out;
+    out.d        = d;
+    out.p_target = ggml_view_2d(ctx, st, 1, n_t, sizeof(float), 0);                    // [1, n_t]
+    out.logp     = ggml_view_2d(ctx, st, 1, n_t, sizeof(float), n_t * sizeof(float));  // [1, n_t]
     return out;
 }
 

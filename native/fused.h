@@ -79,6 +79,18 @@ struct swiglu_grads {
 // whose exp is scalar): dg, du [n_ff, T] from da, g, u [n_ff, T].
 swiglu_grads swiglu_backward(ggml_context * ctx, fused_mode m, ggml_tensor * da, ggml_tensor * g, ggml_tensor * u);
 
+struct ce_grads {
+    ggml_tensor * d        = nullptr;  // [n_vocab, n_t]  P - onehot (⊙ w_t), in z's memory; the caller scales it
+    ggml_tensor * p_target = nullptr;  // [1, n_t]        P at each target
+    ggml_tensor * logp     = nullptr;  // [1, n_t]        its exact log (for a P that underflowed)
+};
+// The output head's softmax and the cross-entropy gradient with no [n_vocab, n_t] tensor besides z:
+// z [n_vocab, n_t] (the logits over the temperature) is overwritten by P - onehot (⊙ w_t), after
+// `after` (nodes that read z: the argmax) and after a first op took P and log P at the targets.
+// tgt_flat [n_t] i32 (i·n_vocab + target i), tw [1, n_t] or null. P is ggml's SOFT_MAX
+// (ggml_vec_soft_max_f32), P - onehot and ⊙ w_t as ggml's SUB and MUL.
+ce_grads ce_backward(ggml_context * ctx, fused_mode m, ggml_tensor * z, ggml_tensor * tgt_flat, ggml_tensor * tw, ggml_tensor * after);
+
 // Whether a graph node is one of these ops (the profiler names them), its profile key and the
 // FLOPs of its products (the attention ops: the causal half that they compute; else 0).
 bool        fused_is_op(const ggml_tensor * t);
@@ -93,6 +105,8 @@ struct fused_kernels {
     void (*backward_kv)(ggml_tensor * dst, int ith, int nth);
     void (*swiglu)(ggml_tensor * dst, int ith, int nth);
     void (*swiglu_back)(ggml_tensor * dst, int ith, int nth);
+    void (*ce_stats)(ggml_tensor * dst, int ith, int nth);
+    void (*ce_back)(ggml_tensor * dst, int ith, int nth);
 };
 const fused_kernels * fused_kernels_for(fused_mode m);  // null where this build lacks the variant
 

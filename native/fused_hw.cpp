@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 // ggml's row softmax (ggml-cpu vec.cpp, built for this machine with the rest of ggml): y = exp(x - max),
 // returns the sum in double. The fused forward uses it so that P is computed as SOFT_MAX computes it.

@@ -295,4 +295,62 @@ void swiglu_back(ggml_tensor * dst, int ith, int nth) {
     }
 }
 
-const t2s::fused_kernels kernels = {pack_t, forward, backward_q, backward_kv, swiglu, swiglu_back};
+// max and 1/Σexp(z - max) of row zr [V], as ggml's SOFT_MAX: P = exp(z - max) · inv written to pr
+// when pr is set (else the exps go to scratch), the double sum returned in sum
+float softmax_row(const float * zr, int64_t V, float * pr, double & sum) {
+    vf      mv = vf{} - INFINITY;
+    int64_t k  = 0;
+    for (; k + VW <= V; k += VW) {
+        const vf x = vload(zr + k);
+        mv         = x > mv ? x : mv;
+    }
+    float mx = -INFINITY;
+    for (int l = 0; l < VW; l++) mx = std::max(mx, mv[l]);
+    for (; k < V; k++) mx = std::max(mx, zr[k]);
+    sum = ggml_vec_soft_max_f32((int) V, pr, zr, mx);
+    return mx;
+}
+
+// dst = [P at each target [n_t] | its exact log (double sums, as a float) [n_t]]; src: z [V, n_t], tgt_flat.
+// Row i's P is ggml's SOFT_MAX's; the log is (z_t - max) - log Σ exp(z - max).
+void ce_stats(ggml_tensor * dst, int ith, int nth) {
+    const ggml_tensor *z = dst->src[0], *tg = dst->src[1];
+    const int64_t      V = z->ne[0], n_t = z->ne[1];
+    const float *      Z  = (const float *) z->data;
+    const int32_t *    TG = (const int32_t *) tg->data;
+    float *            PT = (float *) dst->data;
+    float *            LP = PT + n_t;
+    std::vector<float> row(V);
+    for (int64_t i = ith; i < n_t; i += nth) {
+        const float * zr = Z + i * V;
+        double        sum;
+        const float   mx = softmax_row(zr, V, row.data(), sum);
+        const int64_t t  = TG[i] - i * V;  // the target's column
+        PT[i]            = row[t] * (float) (1.0 / sum);
+        LP[i]            = (float) (((double) zr[t] - mx) - std::log(sum));
+    }
+}
+
+// dst = z, in place: P - onehot (⊙ w) [V, n_t]; src: z, tgt_flat, the stats and the argmax (order only), tw or null
+// Per row as ggml's SOFT_MAX (max, ggml_vec_soft_max_f32, 1/sum), SUB and MUL.
+void ce_back(ggml_tensor * dst, int ith, int nth) {
+    const ggml_tensor *tg = dst->src[1], *tw = dst->src[4];
+    const int64_t      V = dst->ne[0], n_t = dst->ne[1];
+    const int32_t *    TG = (const int32_t *) tg->data;
+    float *            D  = (float *) dst->data;
+    for (int64_t i = ith; i < n_t; i += nth) {
+        float * dr = D + i * V;
+        double  sum;
+        softmax_row(dr, V, dr, sum);
+        scale_zero(dr, (int) V, V, (float) (1.0 / sum));
+        dr[TG[i] - i * V] -= 1.0f;
+        if (tw) {
+            const float w = ((const float *) tw->data)[i];
+            int64_t     k = 0;
+            for (; k + VW <= V; k += VW) vstore(dr + k, vload(dr + k) * w);
+            for (; k < V; k++) dr[k] *= w;
+        }
+    }
+}
+
+const t2s::fused_kernels kernels = {pack_t, forward, backward_q, backward_kv, swiglu, swiglu_back, ce_stats, ce_back};

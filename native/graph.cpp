@@ -295,13 +295,14 @@ ggml_tensor * layer_forward(graph_ctx & g, int il, ggml_tensor * x, layer_saved 
     o    = linear(g, il, TARGET_O, o, s.lin[TARGET_O], kl(TARGET_O), true);                               // [n_embd, T]
     s.x1 = ggml_add(ctx, x, o);                                                                           // [n_embd, T]
 
-    s.n2             = ggml_rms_norm(ctx, s.x1, hp.rms_eps);                                              // [n_embd, T]
-    ggml_tensor * h2 = ggml_mul(ctx, s.n2, L.ffn_norm);                                                   // [n_embd, T]
-    // The gate/up outputs are recomputed: keeping them would hold 2·n_ff floats per token per
-    // layer (2.6x less activation memory at 1,024 tokens instead of 4.9x) for ~10% less time.
-    s.g              = linear(g, il, TARGET_GATE, h2, s.lin[TARGET_GATE], kl(TARGET_GATE), false);  // [n_ff, T]
-    s.u              = linear(g, il, TARGET_UP, h2, s.lin[TARGET_UP], kl(TARGET_UP), false);        // [n_ff, T]
-    ggml_tensor * a;                                                                                // [n_ff, T]  silu(g) ⊙ u
+    s.n2                   = ggml_rms_norm(ctx, s.x1, hp.rms_eps);                                        // [n_embd, T]
+    ggml_tensor * h2       = ggml_mul(ctx, s.n2, L.ffn_norm);                                             // [n_embd, T]
+    // With checkpointing, the gate/up outputs (the FFN's two biggest products) are kept for the
+    // last layers that fit graph_ctx::keep_ffn_from's budget, and recomputed for the others.
+    const bool    keep_ffn = il >= g.keep_ffn_from;
+    s.g                    = linear(g, il, TARGET_GATE, h2, s.lin[TARGET_GATE], kl(TARGET_GATE), keep_ffn);  // [n_ff, T]
+    s.u                    = linear(g, il, TARGET_UP, h2, s.lin[TARGET_UP], kl(TARGET_UP), keep_ffn);        // [n_ff, T]
+    ggml_tensor * a;                                                                                         // [n_ff, T]  silu(g) ⊙ u
     if (fused_ops(g)) {
         a = swiglu_forward(ctx, (fused_mode) e.fused, s.g, s.u);  // [n_ff, T]  (its backward twin recomputes silu(g): no s.sg kept)
     } else {
@@ -422,17 +423,35 @@ ggml_cgraph * build_graph(graph_ctx & g, graph_outputs & out) {
     // Only positions with a target go through the output head: prompt positions carry no loss,
     // and the [n_vocab, ·] products and element-wise ops are a tenth of a step.
     const int64_t n_t = g.n_t;
-    g.in.tgt          = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n_t);                                 // [n_t]
+    g.in.tgt          = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n_t);               // [n_t]
     ggml_set_input(g.in.tgt);
-    ggml_tensor * hf_t = ggml_get_rows(ctx, hf, g.in.tgt);                                           // [n_embd, n_t]
-    out.logits         = weight_mul(g, e.output, hf_t);                                              // [n_vocab, n_t]
-    if (g.inv_temp != 1.0f) out.logits = ggml_scale(ctx, out.logits, g.inv_temp);                    // [n_vocab, n_t]
+    ggml_tensor * hf_t = ggml_get_rows(ctx, hf, g.in.tgt);                         // [n_embd, n_t]
+    out.logits         = weight_mul(g, e.output, hf_t);                            // [n_vocab, n_t]
+    if (g.inv_temp != 1.0f) out.logits = ggml_scale(ctx, out.logits, g.inv_temp);  // [n_vocab, n_t]
     ggml_set_output(out.logits);
-    ggml_tensor * P = ggml_soft_max(ctx, out.logits);                                                // [n_vocab, n_t]
-    g.in.tgt_flat   = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n_t);                                   // [n_t]
+    g.in.tgt_flat = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n_t);                   // [n_t]
     ggml_set_input(g.in.tgt_flat);
-    out.p_target = ggml_get_rows(ctx, ggml_reshape_2d(ctx, P, 1, hp.n_vocab * n_t), g.in.tgt_flat);  // [1, n_t]
-    out.argmax   = ggml_argmax(ctx, out.logits);                                                     // [n_t]
+    if (g.weighted) {
+        g.in.tw = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, 1, n_t);  // [1, n_t]
+        ggml_set_input(g.in.tw);
+    }
+    out.argmax      = ggml_argmax(ctx, out.logits);  // [n_t]
+    // train on the fused ops: P at the targets, then P - onehot (⊙ w_t) in the logits' memory after
+    // the argmax read them, without P or a one-hot matrix (fused.h); else ggml's softmax, get_rows,
+    // and below sub and mul
+    ggml_tensor * P = nullptr;  // [n_vocab, n_t]
+    ce_grads      ce;
+    if (g.mode == graph_mode::train && fused_ops(g)) {
+        ce             = ce_backward(ctx, (fused_mode) e.fused, out.logits, g.in.tgt_flat, g.in.tw, out.argmax);
+        out.p_target   = ce.p_target;  // [1, n_t]
+        out.logp_exact = ce.logp;      // [1, n_t]
+        out.logits     = nullptr;      // overwritten by the gradient
+        ggml_set_output(out.logp_exact);
+        ggml_build_forward_expand(gf, out.logp_exact);
+    } else {
+        P            = ggml_soft_max(ctx, out.logits);                                                   // [n_vocab, n_t]
+        out.p_target = ggml_get_rows(ctx, ggml_reshape_2d(ctx, P, 1, hp.n_vocab * n_t), g.in.tgt_flat);  // [1, n_t]
+    }
     ggml_set_output(out.p_target);
     ggml_set_output(out.argmax);
     ggml_build_forward_expand(gf, out.p_target);
@@ -440,17 +459,18 @@ ggml_cgraph * build_graph(graph_ctx & g, graph_outputs & out) {
     out.n_forward = ggml_graph_n_nodes(gf);
     if (g.mode == graph_mode::eval) return gf;
 
-    // d(grad_scale · Σ NLL)/d logits = grad_scale · (P - onehot)
-    g.in.onehot = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, hp.n_vocab, n_t);  // [n_vocab, n_t]
-    ggml_set_input(g.in.onehot);
-    ggml_tensor * dlogits;                                                  // [n_vocab, n_t]
-    if (g.weighted) {
-        // d(-grad_scale · Σ_t w_t · log softmax(z_t / temp)[target])/dz_t = grad_scale · w_t / temp · (P - onehot)
-        g.in.tw = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, 1, n_t);                                                     // [1, n_t]
-        ggml_set_input(g.in.tw);
-        dlogits = ggml_scale(ctx, ggml_mul(ctx, ggml_sub(ctx, P, g.in.onehot), g.in.tw), g.grad_scale * g.inv_temp);  // [n_vocab, n_t]
+    // d(grad_scale · Σ NLL)/d logits = grad_scale · (P - onehot); weighted:
+    // d(-grad_scale · Σ_t w_t · log softmax(z_t / temp)[target])/dz_t = grad_scale · w_t / temp · (P - onehot)
+    const float   k = g.weighted ? g.grad_scale * g.inv_temp : g.grad_scale;
+    ggml_tensor * dlogits;                                                      // [n_vocab, n_t]
+    if (ce.d) {
+        dlogits = ggml_scale_inplace(ctx, ce.d, k);                             // [n_vocab, n_t]
     } else {
-        dlogits = ggml_scale(ctx, ggml_sub(ctx, P, g.in.onehot), g.grad_scale);                                       // [n_vocab, n_t]
+        g.in.onehot = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, hp.n_vocab, n_t);  // [n_vocab, n_t]
+        ggml_set_input(g.in.onehot);
+        ggml_tensor * d = ggml_sub(ctx, P, g.in.onehot);                        // [n_vocab, n_t]
+        if (g.weighted) d = ggml_mul(ctx, d, g.in.tw);                          // [n_vocab, n_t]
+        dlogits = ggml_scale(ctx, d, k);                                        // [n_vocab, n_t]
     }
     // dhf = outputᵀ·dlogits in vocabulary chunks, so that lean mode's transposed copy of the
     // output matrix is a chunk at a time (16 MB instead of 131 MB at TinyLlama shape). Fast mode
@@ -506,9 +526,14 @@ graph_ctx graph_ctx_init(engine & e, graph_run & run, const graph_params & p) {
     const size_t mem     = ggml_tensor_overhead() * n_nodes * 2 + ggml_graph_overhead_custom(n_nodes, false);
     // not zeroed: ggml writes each object it places, so only the pages it uses are touched
     run.meta.reset(new uint8_t[mem]);
-    ggml_init_params ip = {mem, run.meta.get(), true};
-    run.ctx             = ggml_init(ip);
-    const bool dropout  = p.mode == graph_mode::train && e.opts.lora.dropout > 0.0f;
+    ggml_init_params ip     = {mem, run.meta.get(), true};
+    run.ctx                 = ggml_init(ip);
+    const bool    dropout   = p.mode == graph_mode::train && e.opts.lora.dropout > 0.0f;
+    // Checkpointing keeps the gate/up outputs of the last layers within an eighth of the weights'
+    // memory (2·n_ff F32 per token per layer: all 22 TinyLlama layers up to 270 tokens, 5 of them
+    // at 1,024) and recomputes the rest; each kept layer saves its two biggest products' recompute.
+    const int64_t ffn_bytes = 2 * e.hp.n_ff * p.n_tokens * (int64_t) sizeof(float);
+    const int64_t n_keep    = ffn_bytes > 0 ? std::min<int64_t>(e.hp.n_layer, (int64_t) (e.weight_bytes / 8) / ffn_bytes) : 0;
     return graph_ctx{e,
                      run.ctx,
                      p.n_tokens,
@@ -521,7 +546,8 @@ graph_ctx graph_ctx_init(engine & e, graph_run & run, const graph_params & p) {
                      dropout,
                      {},
                      lora_index(e),
-                     {}};
+                     {},
+                     (int) (e.hp.n_layer - n_keep)};
 }
 
 }  // namespace t2s

@@ -27,10 +27,13 @@ struct graph_inputs {
 };
 
 struct graph_outputs {
-    int           n_forward = 0;        // graph nodes of the forward pass (the rest is backward)
-    ggml_tensor * logits    = nullptr;  // [n_vocab, T] (logits mode) or [n_vocab, n_t], divided by the temperature
-    ggml_tensor * p_target  = nullptr;  // [1, n_t]  softmax probability of the target
-    ggml_tensor * argmax    = nullptr;  // [n_t] i32
+    int           n_forward  = 0;        // graph nodes of the forward pass (the rest is backward)
+    ggml_tensor * logits     = nullptr;  // [n_vocab, T] (logits mode) or [n_vocab, n_t], divided by the temperature
+    ggml_tensor * p_target   = nullptr;  // [1, n_t]  softmax probability of the target
+    // [1, n_t] its exact log, where the fused train graph overwrote the logits with their gradient
+    // (logits is null then); else null, and an underflowed P is redone from the logits
+    ggml_tensor * logp_exact = nullptr;
+    ggml_tensor * argmax     = nullptr;  // [n_t] i32
 };
 
 // The memory of one graph's ggml context (tensor and graph metadata; the allocator places the data).
@@ -69,6 +72,8 @@ struct graph_ctx {
     std::vector<std::array<int, TARGET_COUNT>> lora_idx;
     // gradient accumulation nodes (ggml_cpy into the persistent gradient tensors)
     std::vector<ggml_tensor *>                 grad_updates;
+    // checkpointing: layers il >= keep_ffn_from keep their gate/up outputs (graph_ctx_init's budget)
+    int                                        keep_ffn_from = 0;
 };
 
 // A graph context for one sequence, its ggml context made in `run` (graph.cpp).

@@ -59,6 +59,8 @@ void fill_target_inputs(graph_ctx & g, const int32_t * tokens, const std::vector
         ggml_backend_tensor_memset(g.in.onehot, 0, 0, ggml_nbytes(g.in.onehot));
         const float one = 1.0f;
         for (int64_t i = 0; i < n_t; i++) ggml_backend_tensor_set(g.in.onehot, &one, (size_t) flat[i] * sizeof(float), sizeof(float));
+    }
+    if (g.in.scatter) {
         std::vector<float> sc((size_t) n_t * T, 0.0f);
         for (int64_t i = 0; i < n_t; i++) sc[(size_t) tgt[i] * n_t + i] = 1.0f;  // scatter[i, tgt[i]]
         ggml_backend_tensor_set(g.in.scatter, sc.data(), 0, sc.size() * sizeof(float));
@@ -113,7 +115,8 @@ void run_graph(engine & e, ggml_cgraph * gf, int n_forward) {
 }
 
 // log p(target) of the computed graph's target i (at position j), from the (temperature-divided)
-// logits' softmax; where the probability underflowed, the exact log-softmax of the logits row.
+// logits' softmax; where the probability underflowed, the exact log-softmax of the logits row (or
+// the fused graph's, which overwrote the logits).
 double target_logp(const graph_ctx &     g,
                    const graph_outputs & out,
                    const int32_t *       tokens,
@@ -122,6 +125,11 @@ double target_logp(const graph_ctx &     g,
                    float                 pt,
                    std::vector<float> &  row) {
     if (pt > 1e-30f) return std::log((double) pt);
+    if (out.logp_exact) {
+        float lp = 0.0f;
+        ggml_backend_tensor_get(out.logp_exact, &lp, (size_t) i * sizeof(float), sizeof(float));
+        return lp;
+    }
     const int64_t V = g.e.hp.n_vocab;
     row.resize(V);
     ggml_backend_tensor_get(out.logits, row.data(), (size_t) i * V * sizeof(float), V * sizeof(float));

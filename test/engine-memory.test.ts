@@ -110,3 +110,28 @@ test("the composed backward ops (as on Metal) give the fused ops' gradients", as
   }
   expect(Math.sqrt(num / den)).toBeLessThan(1e-5);
 });
+
+test("checkpointing keeps the gate/up outputs of the last layers within its budget and recomputes the others, exactly", async () => {
+  // 2 layers: an eighth of the ~17 MB of weights holds 2·n_ff·T floats of one layer at T = 1,500 (1.5 MB)
+  // but not of both, so layer 1 keeps its gate/up outputs and layer 0 recomputes them
+  const model = await testModel({ nCtx: 2048 });
+  const r = rng(9);
+  const tokens = Array.from({ length: 1500 }, () => 100 + Math.floor((r() + 1) * 15000));
+  const grads = async (extra: Partial<EngineOptions>) => {
+    const e = await LoraEngine.create({ model, device: "cpu", threads: 2, lora: { targetModules: ALL, r: 2 }, ...extra });
+    await e.setAdapter(randomize(await e.getAdapter(), 4, 0.2));
+    const stats = await e.accumulate(makeBatch([{ tokens }]), 1499);
+    const g = await e.getAdapter({ gradients: true });
+    const mem = e.memoryInfo();
+    const w = e.info.weightBytes;
+    await e.dispose();
+    return { stats, g, mem, w };
+  };
+  const fast = await grads({ memory: "fast", checkpointing: false });
+  const ckpt = await grads({ memory: "lean" });
+  expect(ckpt.w / 8).toBeGreaterThan(2 * 128 * 1499 * 4);
+  expect(ckpt.w / 8).toBeLessThan(2 * 2 * 128 * 1499 * 4);
+  expect(ckpt.stats).toEqual(fast.stats);
+  expect(maxAbsDiff(ckpt.g, fast.g)).toBe(0);
+  expect(ckpt.mem.computeBytes).toBeLessThan(fast.mem.computeBytes);
+});

@@ -105,3 +105,29 @@ describe("fused CPU ops: attention, SwiGLU", () => {
     expect(ops.some((l) => l.startsWith("SILU_BACK"))).toBe(false);
   });
 });
+
+describe("fused CPU ops: the output head's cross-entropy", () => {
+  test("losses and gradients equal ggml's softmax/sub path, also where a target's P underflows (exact log-softmax)", async () => {
+    const model = await testModel();
+    const batch = makeBatch([{ tokens: TOKENS.slice(0, 30) }]);
+    const weights = Float32Array.from({ length: 30 }, (_, i) => (i === 0 ? 0 : 0.5 + (i % 3)));
+    const run = async (env: string, temperature: number) => {
+      const e = await open(model, env);
+      await e.setAdapter(randomize(await e.getAdapter(), 17, 0.2));
+      await e.zeroGrad();
+      const st = await e.accumulateWeighted(batch, weights, { gradScale: 0.25, temperature });
+      const g = (await e.getAdapter({ gradients: true })).map((t) => t.data);
+      await e.dispose();
+      return { loss: st.lossSum, g };
+    };
+    // temperature 1e-3: the logits / T spread over thousands, so most targets' P underflows F32
+    for (const temperature of [1, 1e-3]) {
+      const want = await run("0", temperature);
+      const got = await run(VARIANTS[0]!.env, temperature);
+      expect(Number.isFinite(want.loss) && want.loss > 0).toBe(true);
+      if (temperature < 1) expect(want.loss / 29, "most targets underflow").toBeGreaterThan(80);
+      expect(Math.abs(got.loss - want.loss) / want.loss, `T=${temperature}`).toBeLessThanOrEqual(1e-5);
+      expect(relError(got.g, want.g), `T=${temperature}`).toBeLessThanOrEqual(1e-5);
+    }
+  });
+});

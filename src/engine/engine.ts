@@ -46,8 +46,9 @@ export interface EngineOptions {
    */
   memory?: "fast" | "lean";
   /**
-   * Gradient checkpointing: the forward pass keeps each layer's input and its q/k/v/o outputs,
-   * and the backward pass recomputes the rest of the layer. Default: on with memory "lean".
+   * Gradient checkpointing: the forward pass keeps each layer's input and its q/k/v/o outputs (and
+   * the gate/up outputs of the last layers that fit in an eighth of the weights' memory), and the
+   * backward pass recomputes the rest of the layer. Default: on with memory "lean".
    */
   checkpointing?: boolean;
   /** Time every graph node (slow; for benchmarks): read with takeProfile(). */
