@@ -302,14 +302,23 @@ void amx_pack_b_bf16(const uint16_t * src, int64_t sk, int64_t sn, int64_t K, in
     pack_b(get, full, K, N, dst, ith, nth);
 }
 
-ggml_tensor * amx_mul_mat(ggml_context * ctx, amx_mode m, ggml_tensor * w, ggml_tensor * x) {
-    if (m == amx_mode::avx512) return bf16k_mul_mat(ctx, w, x);  // [n_out, T]
-    const int64_t K = w->ne[0], N = w->ne[1], T = x->ne[1];
-    GGML_ASSERT(w->type == GGML_TYPE_BF16 && x->type == GGML_TYPE_F32 && x->ne[0] == K && w->nb[0] == 2 && x->nb[0] == 4);
+ggml_tensor * amx_prepare_x(ggml_context * ctx, amx_mode m, ggml_tensor * x) {
+    if (m == amx_mode::avx512) return bf16k_round(ctx, x);  // [lda, Tp]
+    const int64_t K = x->ne[0], T = x->ne[1];
+    GGML_ASSERT(x->type == GGML_TYPE_F32 && x->nb[0] == 4);
     ggml_tensor * xs[1] = {x};
     ggml_tensor * xb    = ggml_custom_4d(ctx, GGML_TYPE_BF16, pad32(K) * 16, pad16(T) / 16, 1, 1, xs, 1, pack_act_op, GGML_N_TASKS_MAX,
                                          nullptr);  // [Kp·16, Tp/16]  x as B panels
     ggml_set_name(xb, "amx.pack_x");
+    return xb;
+}
+
+ggml_tensor * amx_mul_mat(ggml_context * ctx, amx_mode m, ggml_tensor * w, ggml_tensor * x, ggml_tensor * xp) {
+    GGML_ASSERT(!xp || xp->src[0] == x);
+    if (m == amx_mode::avx512) return bf16k_mul_mat(ctx, w, x, xp);  // [n_out, T]
+    const int64_t K = w->ne[0], N = w->ne[1], T = x->ne[1];
+    GGML_ASSERT(w->type == GGML_TYPE_BF16 && x->type == GGML_TYPE_F32 && x->ne[0] == K && w->nb[0] == 2 && x->nb[0] == 4);
+    ggml_tensor * xb    = xp ? xp : amx_prepare_x(ctx, m, x);  // [Kp·16, Tp/16]  x as B panels
     ggml_tensor * ab[2] = {w, xb};
     ggml_tensor * y     = ggml_custom_4d(ctx, GGML_TYPE_F32, N, T, 1, 1, ab, 2, fwd_op, GGML_N_TASKS_MAX, make_ud(m, 0));  // [n_out, T]
     ggml_set_name(y, "amx.mul_mat");

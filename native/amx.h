@@ -65,7 +65,14 @@ void amx_hw_run(const amx_gemm_args & g, int ith, int nth);
 // The graph's products (graph.cpp). w: a BF16 weight [n_in, n_out] (or a view of its rows);
 // w_packed: the engine's packed copy for Wᵀ·dy (null: pack per call); k0: the first row of w
 // that w_packed's view starts at (output head chunks).
-ggml_tensor * amx_mul_mat(ggml_context * ctx, amx_mode m, ggml_tensor * w, ggml_tensor * x);  // [n_out, T] = W·x
+// xp: x as amx_prepare_x made it for mode m (the products of one x share it), or null.
+ggml_tensor * amx_mul_mat(ggml_context * ctx,
+                          amx_mode       m,
+                          ggml_tensor *  w,
+                          ggml_tensor *  x,
+                          ggml_tensor *  xp = nullptr);  // [n_out, T] = W·x
+// x [K, T] f32 in the form the mode's W·x reads: rounded to BF16 (AVX512-BF16) or packed as B panels (AMX)
+ggml_tensor * amx_prepare_x(ggml_context * ctx, amx_mode m, ggml_tensor * x);
 ggml_tensor * amx_mul_mat_t(ggml_context * ctx,
                             amx_mode       m,
                             ggml_tensor *  w,

@@ -77,9 +77,12 @@ ggml_tensor * round_rows(ggml_context * ctx, ggml_tensor * x) {
 
 bool cpu_has_avx512_bf16() { return cpu_features_get().avx512_bf16; }
 
-ggml_tensor * bf16k_mul_mat(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x) {
+ggml_tensor * bf16k_round(ggml_context * ctx, ggml_tensor * x) { return round_rows(ctx, x); }
+
+ggml_tensor * bf16k_mul_mat(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, ggml_tensor * xr) {
     GGML_ASSERT(w->type == GGML_TYPE_BF16 && x->type == GGML_TYPE_F32 && x->ne[0] == w->ne[0] && w->nb[0] == 2 && x->nb[0] == 4);
-    ggml_tensor * src[2] = {w, round_rows(ctx, x)};
+    GGML_ASSERT(!xr || (xr->src[0] == x && bf16k_is_op(xr)));
+    ggml_tensor * src[2] = {w, xr ? xr : round_rows(ctx, x)};
     ggml_tensor * y =
         ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], x->ne[1], 1, 1, src, 2, fwd_op, GGML_N_TASKS_MAX, nullptr);  // [n_out, T]
     ggml_set_name(y, "bf16k.mul_mat");

@@ -46,7 +46,9 @@ void bf16k_run(const bf16k_args & g, int ith, int nth);
 void bf16k_round_rows(const float * x, int64_t ldx, int64_t K, int64_t T, uint16_t * dst, int64_t lda, int64_t Tp, int ith, int nth);
 
 // The graph's products (amx.cpp dispatches here for amx_mode::avx512); w, w_packed, k0 as amx.h's.
-ggml_tensor * bf16k_mul_mat(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x);  // [n_out, T] = W·x
+// xr: x as bf16k_round made it (shared by the products of one x), or null to round here.
+ggml_tensor * bf16k_mul_mat(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, ggml_tensor * xr = nullptr);  // [n_out, T] = W·x
+ggml_tensor * bf16k_round(ggml_context * ctx, ggml_tensor * x);  // [lda, Tp] bf16: x rounded, zero padded
 ggml_tensor * bf16k_mul_mat_t(ggml_context * ctx,
                               ggml_tensor *  w,
                               ggml_tensor *  w_packed,

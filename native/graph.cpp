@@ -88,7 +88,12 @@ ggml_tensor * transposed_copy(const graph_ctx & g, const ggml_tensor * w, ggml_t
 // W·x for a frozen weight: ggml's mul_mat (quantized: quant.h), or the AMX-BF16 / AVX512-BF16
 // kernel (amx.h) or the Q8_0 VNNI kernel (q8_gemm.h) when the engine runs it.
 ggml_tensor * weight_mul(graph_ctx & g, ggml_tensor * w, ggml_tensor * x) {
-    if (cpu_bf16_kernel(g, w)) return amx_mul_mat(g.ctx, (amx_mode) g.e.amx, w, x);                    // [n_out, T]
+    if (cpu_bf16_kernel(g, w)) {
+        // one rounding (or packing) of x for all its products: q, k, v share theirs, gate and up theirs
+        ggml_tensor *& xp = g.prepared_x[x];
+        if (!xp) xp = amx_prepare_x(g.ctx, (amx_mode) g.e.amx, x);
+        return amx_mul_mat(g.ctx, (amx_mode) g.e.amx, w, x, xp);                                       // [n_out, T]
+    }
     if (g.e.q8_gemm && g.caps.custom_transpose && q8_gemm_fits(w, x)) return q8_mul_mat(g.ctx, w, x);  // [n_out, T]
     return ggml_mul_mat(g.ctx, quant_weight_fwd(g, w), x);                                             // [n_out, T]
 }

@@ -7,6 +7,7 @@
 
 #include <array>
 #include <memory>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -57,23 +58,25 @@ struct graph_params {
 };
 
 struct graph_ctx {
-    engine &                                   e;
-    ggml_context *                             ctx;
-    int64_t                                    T;
-    int64_t                                    n_t;         // positions with a target (eval, train); the output head runs on these only
-    float                                      grad_scale;  // gradient weight of every target (train)
-    float                                      inv_temp;    // 1 / temperature of the target logits (eval, train)
-    bool                                       weighted;    // train: per-target weights in in.tw
-    op_caps                                    caps;
-    graph_mode                                 mode;
-    bool                                       dropout;  // train mode with lora.dropout > 0: each adapted layer gets a mask input
-    graph_inputs                               in;
+    engine &                                         e;
+    ggml_context *                                   ctx;
+    int64_t                                          T;
+    int64_t                                          n_t;  // positions with a target (eval, train); the output head runs on these only
+    float                                            grad_scale;  // gradient weight of every target (train)
+    float                                            inv_temp;    // 1 / temperature of the target logits (eval, train)
+    bool                                             weighted;    // train: per-target weights in in.tw
+    op_caps                                          caps;
+    graph_mode                                       mode;
+    bool                                             dropout;  // train mode with lora.dropout > 0: each adapted layer gets a mask input
+    graph_inputs                                     in;
     // lora pair index per [layer][target], -1 when the target has no adapter
-    std::vector<std::array<int, TARGET_COUNT>> lora_idx;
+    std::vector<std::array<int, TARGET_COUNT>>       lora_idx;
     // gradient accumulation nodes (ggml_cpy into the persistent gradient tensors)
-    std::vector<ggml_tensor *>                 grad_updates;
+    std::vector<ggml_tensor *>                       grad_updates;
     // checkpointing: layers il >= keep_ffn_from keep their gate/up outputs (graph_ctx_init's budget)
-    int                                        keep_ffn_from = 0;
+    int                                              keep_ffn_from = 0;
+    // x -> its form for the CPU BF16 kernel's W·x (amx_prepare_x), made once per x
+    std::unordered_map<ggml_tensor *, ggml_tensor *> prepared_x;
 };
 
 // A graph context for one sequence, its ggml context made in `run` (graph.cpp).

@@ -14,6 +14,7 @@ import { llamaLogitsF64 } from "./helpers/llama-f64.js";
 import { llamaCppLogProbs } from "./helpers/llamacpp.js";
 import {
   batchGradients,
+  productsOnly,
   cpuHasFlag,
   exact,
   expectActivationsRoundedAsGgml,
@@ -85,12 +86,14 @@ describe("a BF16 engine through the emulated AMX kernel", () => {
   /** LoRA gradients of one batch (random adapter), the kernel used and the packed/transposed bytes. */
   async function grads(type: "f32" | "bf16", amx: string, lean = false) {
     return withAmx(amx, async () => {
-      const e = await LoraEngine.create({
-        model: await testModel({ type }),
-        device: "cpu",
-        memory: lean ? "lean" : "fast",
-        lora: { targetModules: ALL, r: 4 },
-      });
+      const e = await productsOnly(async () =>
+        LoraEngine.create({
+          model: await testModel({ type }),
+          device: "cpu",
+          memory: lean ? "lean" : "fast",
+          lora: { targetModules: ALL, r: 4 },
+        }),
+      );
       const g = await batchGradients(e);
       const out = { g, kernel: e.info.matmulKernel, packedBytes: e.memoryInfo().transposedBytes };
       await e.dispose();

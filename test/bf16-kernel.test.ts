@@ -16,6 +16,7 @@ import { LoraEngine } from "../src/engine/engine.js";
 import { loadNative } from "../src/engine/native.js";
 import {
   batchGradients,
+  productsOnly,
   cpuHasFlag,
   expectActivationsRoundedAsGgml,
   expectSwappedPairOutsideBound,
@@ -74,13 +75,15 @@ describe.skipIf(!hasBf16)("a BF16 engine through the AVX512-BF16 kernel", () => 
   async function grads(env: { amx?: string; bf16?: string }, lean = false) {
     return withEnv("TEXT2SQL_AMX", env.amx, () =>
       withEnv("TEXT2SQL_AVX512BF16", env.bf16, async () => {
-        const e = await LoraEngine.create({
-          model: await testModel({ type: "bf16" }),
-          device: "cpu",
-          memory: lean ? "lean" : "fast",
-          profile: true,
-          lora: { targetModules: ALL, r: 4 },
-        });
+        const e = await productsOnly(async () =>
+          LoraEngine.create({
+            model: await testModel({ type: "bf16" }),
+            device: "cpu",
+            memory: lean ? "lean" : "fast",
+            profile: true,
+            lora: { targetModules: ALL, r: 4 },
+          }),
+        );
         const g = await batchGradients(e);
         const products = e
           .takeProfile()
@@ -115,7 +118,9 @@ describe.skipIf(!hasBf16)("a BF16 engine through the AVX512-BF16 kernel", () => 
     const lean = await grads({}, true);
     const ggml = await grads({ amx: "0" });
     const f32 = await withEnv("TEXT2SQL_AMX", "0", async () => {
-      const e = await LoraEngine.create({ model: await testModel({ type: "f32" }), device: "cpu", lora: { targetModules: ALL, r: 4 } });
+      const e = await productsOnly(async () =>
+        LoraEngine.create({ model: await testModel({ type: "f32" }), device: "cpu", lora: { targetModules: ALL, r: 4 } }),
+      );
       const g = await batchGradients(e);
       await e.dispose();
       return g;
