@@ -208,6 +208,9 @@ struct engine {
     // text2sql's fused CPU ops (causal attention, the SwiGLU backward; fused.h): 0 ggml's
     // composition of the same (graph.cpp), else the kernels' variant (fused_mode; TEXT2SQL_FUSED).
     int                        fused   = 0;
+    // The adapters' rank-r products on the CPU: 0 ggml's composition (graph.cpp), else text2sql's
+    // fused ops in that variant (lora_mode, lora.h; TEXT2SQL_FUSED_LORA).
+    int                        lora_k  = 0;
 
     ~engine();
 };

@@ -11,6 +11,7 @@
 #include "amx.h"
 #include "fused.h"
 #include "kernels.h"
+#include "lora.h"
 #include "q8_gemm.h"
 #include "quant.h"
 
@@ -80,6 +81,13 @@ bool fused_ops(const graph_ctx & g) { return g.e.fused && g.caps.custom_transpos
 // Attention as the fused ops: where fused_ops() and the head size suits the kernel.
 bool fused_attn(const graph_ctx & g) { return fused_ops(g) && attn_fits(g.e.hp.head_dim()); }
 
+// Whether the adapters' rank-r products run as text2sql's fused CPU ops (lora.h): in training
+// graphs, where the engine has them and the graph's backend runs custom ops (as fused_attn); else
+// ggml's composition. The logits and eval graphs keep ggml's, which is llama.cpp's op for op: on a
+// quantized model the activations' 8-bit rounding turns the fused sums' 1e-7 differences into
+// 1e-3 in the logits, and engine-quant checks ours against llama.cpp's to 1e-5.
+bool fused_lora(const graph_ctx & g) { return g.e.lora_k && g.caps.custom_transpose && g.mode == graph_mode::train; }
+
 // w_t as a transposed copy: null where it holds the CPU kernel's packed panels instead
 ggml_tensor * transposed_copy(const graph_ctx & g, const ggml_tensor * w, ggml_tensor * w_t) {
     return g.e.amx && w->type == GGML_TYPE_BF16 ? nullptr : w_t;  // [n_out, n_in]
@@ -133,12 +141,19 @@ ggml_tensor * linear(graph_ctx &          g,
             ggml_set_input(sv.mask);
             g.in.drop.emplace_back(sv.mask, sv.lora);
         }
-        if (sv.mask) xd = ggml_mul(ctx, x, sv.mask);                                      // [n_in, T]
-        sv.xd = xd;
-        sv.t  = ggml_mul_mat(ctx, p.a, xd);                                               // [r, T]
-        if (compute_y) {
-            ggml_tensor * u = ggml_mul_mat(ctx, p.b, sv.t);                               // [n_out, T]
-            y               = ggml_add(ctx, y, ggml_scale(ctx, u, e.opts.lora.scale()));  // [n_out, T]
+        if (fused_lora(g)) {
+            // t and y_base + s·B·t in one op, the mask applied as it reads x (no xd tensor: sv.xd stays null)
+            const lora_fwd_out f = lora_forward(ctx, (lora_mode) e.lora_k, x, sv.mask, p.a, p.b, y, e.opts.lora.scale());
+            sv.t                 = f.t;                                                       // [r, T]
+            if (compute_y) y = f.y;                                                           // [n_out, T]
+        } else {
+            if (sv.mask) xd = ggml_mul(ctx, x, sv.mask);                                      // [n_in, T]
+            sv.xd = xd;
+            sv.t  = ggml_mul_mat(ctx, p.a, xd);                                               // [r, T]
+            if (compute_y) {
+                ggml_tensor * u = ggml_mul_mat(ctx, p.b, sv.t);                               // [n_out, T]
+                y               = ggml_add(ctx, y, ggml_scale(ctx, u, e.opts.lora.scale()));  // [n_out, T]
+            }
         }
     }
     if (compute_y) y = bias_add(g, y, e.layers[il].bias[target]);  // [n_out, T]
@@ -154,8 +169,16 @@ ggml_tensor * linear_back(graph_ctx & g, int il, int target, const linear_saved 
     if (e.layers[il].bias[target]) dy = bias_add_back(dy);                                                        // [n_out, T]
     ggml_tensor * dx = need_dx ? weight_mul_t(g, e.layers[il].w[target], e.layers[il].wt[target], dy) : nullptr;  // [n_in, T]
     if (sv.lora < 0) return dx;
-    lora_pair &   p  = e.lora[sv.lora];
-    const float   s  = e.opts.lora.scale();
+    lora_pair & p = e.lora[sv.lora];
+    const float s = e.opts.lora.scale();
+    if (fused_lora(g)) {
+        // dt, then dx; the ops add dB into p.gb and dA into p.ga as they run
+        const lora_mode m  = (lora_mode) e.lora_k;
+        ggml_tensor *   dt = lora_backward_b(ctx, m, dy, sv.t, p.b, p.gb, s);                // [r, T]
+        ggml_tensor *   da = lora_backward_a(ctx, m, dt, sv.x, sv.mask, p.a, p.ga, dx);      // [n_in, T] (dx), or [1] without need_dx
+        g.grad_updates.push_back(da);
+        return need_dx ? da : nullptr;                                                       // [n_in, T]
+    }
     ggml_tensor * dt = ggml_scale(ctx, ggml_mul_mat(ctx, transpose_cont(ctx, p.b), dy), s);  // [r, T]  s·Bᵀ·dy
     ggml_tensor * dA, *dB;
     if (g.caps.out_prod) {

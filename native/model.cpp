@@ -5,6 +5,7 @@
 #include "fused.h"
 #include "gguf_util.h"
 #include "kernels.h"
+#include "lora.h"
 #include "q8_gemm.h"
 #include "quant.h"
 
@@ -524,6 +525,11 @@ std::unique_ptr<engine> engine_init(const engine_options & opts) {
     if (e->backend_cpu) {
         std::string note;
         e->fused = (int) fused_mode_from_env(note);
+        if (!note.empty()) fprintf(stderr, "text2sql: %s\n", note.c_str());
+    }
+    if (e->backend_cpu) {
+        std::string note;
+        e->lora_k = (int) lora_mode_from_env(note);
         if (!note.empty()) fprintf(stderr, "text2sql: %s\n", note.c_str());
     }
     if (e->backend_cpu) {

@@ -4,6 +4,7 @@
 #include "bf16k.h"
 #include "fused.h"
 #include "graph.h"
+#include "lora.h"
 #include "q8_gemm.h"
 #include "quant.h"
 
@@ -40,6 +41,8 @@ std::string profile_key(const engine & e, const ggml_tensor * t) {
     for (int j = 0; j < 2 && t->src[j]; j++) k += std::string(j ? " x " : " ") + ggml_type_name(t->src[j]->type);
     const int64_t V = e.hp.n_vocab;
     if (fused_is_op(t)) return fused_profile_key(t, (fused_mode) e.fused);  // "FUSED attn_forward f32 [fused-avx512]"
+    // "LORA forward_t f32 (LoRA) [fused-avx512]"
+    if (lora_is_op(t)) return lora_profile_key(t, (lora_mode) e.lora_k);
     if (amx_is_op(t)) {
         // "AMX W·x bf16 x f32 (frozen weight) [amx-bf16]": the product nodes; the rounding and packing nodes apart
         const std::string n = t->name;
@@ -110,6 +113,7 @@ void graph_compute_profiled(engine & e, ggml_cgraph * gf, int n_forward) {
         p.count += 1;
         p.ms += ms;
         if (fused_is_op(t)) p.flop += fused_flop(t);
+        p.flop += lora_flop(t);
         if (t->op == GGML_OP_MUL_MAT) p.flop += 2.0 * (double) t->src[0]->ne[0] * (double) ggml_nelements(t);
         if (amx_is_op(t) && strcmp(t->name, "amx.mul_mat") == 0) p.flop += 2.0 * (double) t->src[0]->ne[0] * (double) ggml_nelements(t);
         if (q8_is_op(t) && strcmp(t->name, "q8.mul_mat") == 0) p.flop += 2.0 * (double) t->src[0]->ne[0] * (double) ggml_nelements(t);

@@ -144,13 +144,15 @@ describe("backend portability of the training graph", () => {
       const ours = type === "bf16" && OUR_BF16_KERNELS.includes(e.info.matmulKernel);
       // our fused attention (fused.h) on the CPU: no SOFT_MAX_BACK of ggml's composition there
       const fusedAttn = e.info.fusedKernel !== "ggml";
+      // our fused LoRA products (lora.h) on the CPU: no OUT_PROD (the adapters' dA, dB) there
+      const fusedLora = e.info.loraKernel !== "ggml";
       await e.dispose();
       for (const op of ["SOFT_MAX_BACK", "RMS_NORM_BACK", "OUT_PROD", "MAP_CUSTOM1"]) {
-        const used = op === "MAP_CUSTOM1" ? !ours : op === "SOFT_MAX_BACK" ? !fusedAttn : true;
+        const used = op === "MAP_CUSTOM1" ? !ours : op === "SOFT_MAX_BACK" ? !fusedAttn : op === "OUT_PROD" ? !fusedLora : true;
         expect(cpu.has(op), `${type} ${op}`).toBe(used);
         expect(metal.has(op), `${type} ${op}`).toBe(false);
       }
-      expect(cpu.has("CUSTOM"), type).toBe(ours || fusedAttn);
+      expect(cpu.has("CUSTOM"), type).toBe(ours || fusedAttn || fusedLora);
     }
   });
 

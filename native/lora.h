@@ -1,0 +1,90 @@
+// The rank-r LoRA products of an adapted linear layer and their backward pass as fused CPU ops
+// (ggml custom ops), in F32.
+//
+// ggml's composition (graph.cpp, the path of every other backend) multiplies [r, ·] matrices with
+// mul_mat, which splits an [8 x 2048] product over its 8 rows and runs length-8 dot products for
+// B·t (11-17 GFLOP/s on two cores at TinyLlama shape), plus OUT_PROD, SCALE, ADD, CONT and the
+// dropout MUL around them. Here three ops do the whole adapter work of one layer:
+//
+//   forward     t = A·xd, then y = y_base + s·B·t              (lora_forward; y_base = W·x)
+//   backward    dt = s·Bᵀ·dy, gB += s·t·dyᵀ                     (lora_backward_b)
+//               dx = dx_base + (Aᵀ·dt) ⊙ mask, gA += xd·dtᵀ     (lora_backward_a; dx_base = Wᵀ·dy)
+//
+// with xd = x ⊙ mask (the dropout mask, scaled by 1/(1-p)), applied as the ops read x: no xd
+// tensor is made. The forward is two ops split over tokens (t apart from y, so that the saved t
+// does not hold y's memory); each
+// backward op splits its [·, T] output over tokens and its gradient over n_out or n_in, so no op
+// waits on another thread. dA and dB are accumulated into the adapters' gradients by graph.cpp,
+// as on ggml's path. The products are F32 with F32 accumulation in a different summation order
+// than ggml's mul_mat / out_prod: the gradient checks hold both to the same bounds. The kernels
+// are one template compiled for AVX-512, AVX2+FMA and SSE2 (lora_hw.cpp, by target pragma),
+// picked by CPUID at engine load.
+#pragma once
+
+#include "ggml.h"
+
+#include <string>
+
+namespace t2s {
+
+// Which variant runs the fused LoRA products: off (ggml's composition) or the kernels' ISA.
+enum class lora_mode : int { off = 0, base = 1, avx2 = 2, avx512 = 3 };
+const char * lora_mode_name(lora_mode m);  // "ggml" | "fused-base" | "fused-avx2" | "fused-avx512"
+
+// The mode for a new engine on the CPU: TEXT2SQL_FUSED_LORA=0 turns it off; unset, 1 or auto take
+// the widest variant CPUID allows; avx512, avx2 or base force that variant (tests, benchmarks of
+// the narrower paths on an AVX-512 CPU). `note` says why a request was not followed.
+lora_mode lora_mode_from_env(std::string & note);
+
+struct lora_fwd_out {
+    ggml_tensor * y;  // [n_out, T]  y_base + s·B·A·xd (null without y_base)
+    ggml_tensor * t;  // [r, T]      A·xd (read by lora_backward_b)
+};
+// x [n_in, T] (rows contiguous), mask [n_in, T] or null, a [n_in, r], b [r, n_out], y_base
+// [n_out, T] or null (only t is computed: a checkpoint recompute), s the adapter scale.
+// Two nodes: "lora.forward_t" and "lora.forward_y".
+lora_fwd_out lora_forward(ggml_context * ctx,
+                          lora_mode      m,
+                          ggml_tensor *  x,
+                          ggml_tensor *  mask,
+                          ggml_tensor *  a,
+                          ggml_tensor *  b,
+                          ggml_tensor *  y_base,
+                          float          s);
+
+// The first backward twin of lora_forward: dy [n_out, T], the forward's t, b and the adapter's dB
+// accumulator gb [r, n_out]. Returns dt [r, T] = s·Bᵀ·dy; adds s·t·dyᵀ into gb as it runs.
+ggml_tensor *
+lora_backward_b(ggml_context * ctx, lora_mode m, ggml_tensor * dy, ggml_tensor * t, ggml_tensor * b, ggml_tensor * gb, float s);
+
+// The second: dt from lora_backward_b, the forward's x and mask, the adapter's dA accumulator ga
+// [n_in, r] and dx_base = Wᵀ·dy [n_in, T]. Returns dx = dx_base + (Aᵀ·dt) ⊙ mask [n_in, T], in
+// place of dx_base; adds xd·dtᵀ into ga as it runs. Without dx_base (the input gradient is not
+// needed) only ga is updated and the node returned is a 1-float placeholder: the caller must
+// expand it into the graph.
+ggml_tensor * lora_backward_a(ggml_context * ctx,
+                              lora_mode      m,
+                              ggml_tensor *  dt,
+                              ggml_tensor *  x,
+                              ggml_tensor *  mask,
+                              ggml_tensor *  a,
+                              ggml_tensor *  ga,
+                              ggml_tensor *  dx_base);
+
+// Whether a graph node is one of these ops (the profiler names them), its profile key and its
+// floating-point operations (2 per multiply-add).
+bool        lora_is_op(const ggml_tensor * t);
+std::string lora_profile_key(const ggml_tensor * t, lora_mode m);  // m: the engine's mode
+double      lora_flop(const ggml_tensor * t);
+
+// The kernels of one variant (lora_hw.cpp), run by the custom ops over thread ith of nth; s is
+// the adapter scale.
+struct lora_kernels {
+    void (*forward_t)(ggml_tensor * dst, float s, int ith, int nth);
+    void (*forward_y)(ggml_tensor * dst, float s, int ith, int nth);
+    void (*backward_b)(ggml_tensor * dst, float s, int ith, int nth);
+    void (*backward_a)(ggml_tensor * dst, int ith, int nth);
+};
+const lora_kernels * lora_kernels_for(lora_mode m);  // null where this build lacks the variant
+
+}  // namespace t2s
