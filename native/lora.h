@@ -11,14 +11,19 @@
 //               dx = dx_base + (Aᵀ·dt) ⊙ mask, gA += xd·dtᵀ     (lora_backward_a; dx_base = Wᵀ·dy)
 //
 // with xd = x ⊙ mask (the dropout mask, scaled by 1/(1-p)), applied as the ops read x: no xd
-// tensor is made. The forward is two ops split over tokens (t apart from y, so that the saved t
-// does not hold y's memory); each
-// backward op splits its [·, T] output over tokens and its gradient over n_out or n_in, so no op
-// waits on another thread. dA and dB are accumulated into the adapters' gradients by graph.cpp,
-// as on ggml's path. The products are F32 with F32 accumulation in a different summation order
-// than ggml's mul_mat / out_prod: the gradient checks hold both to the same bounds. The kernels
-// are one template compiled for AVX-512, AVX2+FMA and SSE2 (lora_hw.cpp, by target pragma),
-// picked by CPUID at engine load.
+// tensor is made. y and dx are written in place of y_base and dx_base (the frozen weight's
+// products, read by nothing else). The adapters' gradient accumulators gA, gB (lora_pair's ga, gb)
+// are updated in place where ggml's path adds and copies: each element by one thread, and by one
+// op per graph (an adapter belongs to one layer and target). The forward is two ops split over
+// tokens (t apart from y, so that the saved t does not hold y's memory); backward_b splits dt over
+// tokens and gB over n_out; backward_a splits gA and dx over n_in, in chunks, so that x and the
+// mask are read from memory once for both. No op waits on another thread.
+//
+// The products are F32 with F32 accumulation in a different summation order than ggml's mul_mat
+// and out_prod: the gradient checks hold both to the same bounds. graph.cpp uses the ops in
+// training graphs only; the logits and eval graphs keep ggml's composition, llama.cpp's op for op.
+// The kernels are one template compiled for AVX-512, AVX2+FMA and SSE2 (lora_hw.cpp, by target
+// pragma), picked by CPUID at engine load.
 #pragma once
 
 #include "ggml.h"

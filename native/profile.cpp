@@ -18,10 +18,18 @@ namespace t2s {
 
 namespace {
 
+// A weight's product (W·x, Wᵀ·dy by our kernels): an activation, though its src[0] is the weight.
+// The fused LoRA ops write y and dx in place of them, so that views of those reach them.
+bool is_product(const ggml_tensor * t) {
+    const char * n = std::strchr(t->name, '.');
+    return t->op == GGML_OP_CUSTOM && n && (std::strcmp(n, ".mul_mat") == 0 || std::strcmp(n, ".mul_mat_t") == 0);
+}
+
 bool is_weight(const engine & e, const ggml_tensor * t) {
     if (!t) return false;
     if (t->buffer == e.buf_w || (t->buffer && t->buffer == e.buf_wr)) return true;
     if (t->view_src) return is_weight(e, t->view_src);
+    if (is_product(t)) return false;
     return (t->op == GGML_OP_MAP_CUSTOM1 || t->op == GGML_OP_CUSTOM || t->op == GGML_OP_CONT || t->op == GGML_OP_TRANSPOSE ||
             amx_is_op(t) || bf16k_is_op(t)) &&
            is_weight(e, t->src[0]);

@@ -57,6 +57,7 @@ async function gradients(e: LoraEngine): Promise<Float32Array[]> {
   return (await e.getAdapter({ gradients: true })).map((t) => t.data);
 }
 
+// Up to 24 engines a test: 25 s for the file alone, minutes beside the other suites on two cores.
 describe("fused LoRA products (CPU)", () => {
   test("each variant's training loss equals ggml's composition within 1e-5; the logits graph stays ggml's, bit for bit", async () => {
     for (const family of ["llama", "qwen2"] as const) {
@@ -80,7 +81,7 @@ describe("fused LoRA products (CPU)", () => {
         expect(ours, `${family} ${v.kernel}`).toEqual(logits);
       }
     }
-  });
+  }, 600_000);
 
   test("each variant's gradients equal ggml's composition within 1e-5: families, fast and lean (checkpointing), dropout, rsLoRA", async () => {
     const cases: { family: "llama" | "qwen2" | "qwen3"; opts: Opts }[] = [
@@ -103,7 +104,7 @@ describe("fused LoRA products (CPU)", () => {
         expect(relError(got, want), `${family} ${v.kernel} ${JSON.stringify(opts)}`).toBeLessThanOrEqual(1e-5);
       }
     }
-  });
+  }, 600_000);
 
   test("quantized and half-precision weights: the fused path's gradients equal ggml's composition", async () => {
     // q8_0, q4_k with quantMode "exact" (F32 products of the dequantized weights): the F32 bound.
@@ -125,7 +126,7 @@ describe("fused LoRA products (CPU)", () => {
       await e.dispose();
       expect(relError(got, want), type).toBeLessThanOrEqual(bound);
     }
-  });
+  }, 600_000);
 
   test("the default is the widest variant; 0 is ggml's composition; a graph for another backend keeps ggml's ops", async () => {
     const model = await testModel();
