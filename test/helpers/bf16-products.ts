@@ -125,14 +125,15 @@ export async function withEnv<T>(name: string, value: string | undefined, f: () 
 }
 
 /**
- * f with the rest of the graph in ggml's composition (TEXT2SQL_FUSED=0): the gradient tests of
- * the BF16 product kernels bound the kernels alone. The fused attention's F32 sums (1e-7 from
+ * f with the rest of the graph in ggml's composition (TEXT2SQL_FUSED=0, TEXT2SQL_FUSED_LORA=0):
+ * the gradient tests of the BF16 product kernels bound the kernels alone. The fused attention's F32 sums (1e-7 from
  * ggml's, test/fused-kernel.test.ts) flip BF16 roundings downstream on their own: over six seeds
  * of these tests' batch, ‖ours − ggml‖ / ‖ggml − F32 model‖ spans 0.003-0.153 with the fused ops
  * and 0.046-0.089 without (AMD EPYC, AVX512-BF16 kernel).
  */
 export function productsOnly<T>(f: () => Promise<T>): Promise<T> {
-  return withEnv("TEXT2SQL_FUSED", "0", f);
+  // the fused LoRA products (native/lora.h) have their own switch
+  return withEnv("TEXT2SQL_FUSED", "0", () => withEnv("TEXT2SQL_FUSED_LORA", "0", f));
 }
 
 /** The LoRA gradients, flattened, of one seeded batch (2 sequences of 13 tokens) under a seeded random adapter. */
