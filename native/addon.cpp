@@ -120,7 +120,7 @@ class native_engine : public Napi::ObjectWrap<native_engine> {
                               en.q8_gemm && en.weight_type == "q8_0" ? "q8_0-vnni" :
                                                                        "ggml");
         o.Set("fusedKernel", t2s::fused_mode_name((t2s::fused_mode) en.fused));
-        o.Set("loraKernel", t2s::lora_mode_name((t2s::lora_mode) en.lora_k));
+        o.Set("loraKernel", t2s::fused_mode_name((t2s::fused_mode) en.lora_k));
         o.Set("device", en.device_name);
         o.Set("trainableParams", (double) t2s::lora_param_count(en));
         o.Set("loraScale", en.opts.lora.scale());

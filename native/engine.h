@@ -209,7 +209,7 @@ struct engine {
     // composition of the same (graph.cpp), else the kernels' variant (fused_mode; TEXT2SQL_FUSED).
     int                        fused   = 0;
     // The adapters' rank-r products on the CPU: 0 ggml's composition (graph.cpp), else text2sql's
-    // fused ops in that variant (lora_mode, lora.h; TEXT2SQL_FUSED_LORA).
+    // fused ops in that variant (fused_mode, lora.h; TEXT2SQL_FUSED_LORA, off with TEXT2SQL_FUSED=0).
     int                        lora_k  = 0;
 
     ~engine();

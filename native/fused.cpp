@@ -51,8 +51,8 @@ const char * fused_mode_name(fused_mode m) {
     }
 }
 
-fused_mode fused_mode_from_env(std::string & note) {
-    const char *      v    = getenv("TEXT2SQL_FUSED");
+fused_mode fused_mode_from_env(std::string & note, const char * var) {
+    const char *      v    = getenv(var);
     const std::string s    = v ? v : "";
     const fused_mode  best = cpu_has(fused_mode::avx512) ? fused_mode::avx512 :
                              cpu_has(fused_mode::avx2)   ? fused_mode::avx2 :
@@ -62,10 +62,10 @@ fused_mode fused_mode_from_env(std::string & note) {
     if (s == "avx512" || s == "avx2" || s == "base") {
         const fused_mode m = s == "avx512" ? fused_mode::avx512 : s == "avx2" ? fused_mode::avx2 : fused_mode::base;
         if (cpu_has(m)) return m;
-        note = "TEXT2SQL_FUSED=" + s + ": this CPU or build has no " + s + " kernel; using " + fused_mode_name(best);
+        note = std::string(var) + "=" + s + ": this CPU or build has no " + s + " kernel; using " + fused_mode_name(best);
         return best;
     }
-    note = "TEXT2SQL_FUSED='" + s + "' is not one of 0, 1, auto, avx512, avx2, base; using auto";
+    note = std::string(var) + "='" + s + "' is not one of 0, 1, auto, avx512, avx2, base; using auto";
     return best;
 }
 

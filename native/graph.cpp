@@ -76,7 +76,9 @@ bool cpu_bf16_kernel(const graph_ctx & g, const ggml_tensor * w) { return g.e.am
 
 // Whether text2sql's fused CPU ops (fused.h) build this graph: where the engine runs them and the
 // graph's backend runs custom ops (as cpu_bf16_kernel); else ggml's composition of the same.
-bool fused_ops(const graph_ctx & g) { return g.e.fused && g.caps.custom_transpose; }
+// Logits graphs (engine.logits: the llama.cpp agreement checks) keep ggml's composition: on a
+// quantized model the 8-bit rounding of activations turns the fused sums' 1e-7 into 1e-3 there.
+bool fused_ops(const graph_ctx & g) { return g.e.fused && g.caps.custom_transpose && g.mode != graph_mode::logits; }
 
 // Attention as the fused ops: where fused_ops() and the head size suits the kernel.
 bool fused_attn(const graph_ctx & g) { return fused_ops(g) && attn_fits(g.e.hp.head_dim()); }
@@ -143,7 +145,7 @@ ggml_tensor * linear(graph_ctx &          g,
         }
         if (fused_lora(g)) {
             // t and y_base + s·B·t in one op, the mask applied as it reads x (no xd tensor: sv.xd stays null)
-            const lora_fwd_out f = lora_forward(ctx, (lora_mode) e.lora_k, x, sv.mask, p.a, p.b, y, e.opts.lora.scale());
+            const lora_fwd_out f = lora_forward(ctx, (fused_mode) e.lora_k, x, sv.mask, p.a, p.b, y, e.opts.lora.scale());
             sv.t                 = f.t;                                                       // [r, T]
             if (compute_y) y = f.y;                                                           // [n_out, T]
         } else {
@@ -173,9 +175,9 @@ ggml_tensor * linear_back(graph_ctx & g, int il, int target, const linear_saved 
     const float s = e.opts.lora.scale();
     if (fused_lora(g)) {
         // dt, then dx; the ops add dB into p.gb and dA into p.ga as they run
-        const lora_mode m  = (lora_mode) e.lora_k;
-        ggml_tensor *   dt = lora_backward_b(ctx, m, dy, sv.t, p.b, p.gb, s);                // [r, T]
-        ggml_tensor *   da = lora_backward_a(ctx, m, dt, sv.x, sv.mask, p.a, p.ga, dx);      // [n_in, T] (dx), or [1] without need_dx
+        const fused_mode m  = (fused_mode) e.lora_k;
+        ggml_tensor *    dt = lora_backward_b(ctx, m, dy, sv.t, p.b, p.gb, s);               // [r, T]
+        ggml_tensor *    da = lora_backward_a(ctx, m, dt, sv.x, sv.mask, p.a, p.ga, dx);     // [n_in, T] (dx), or [1] without need_dx
         g.grad_updates.push_back(da);
         return need_dx ? da : nullptr;                                                       // [n_in, T]
     }

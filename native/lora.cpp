@@ -15,14 +15,14 @@ namespace {
 // Custom op userdata: the mode in the low 8 bits, the adapter scale's F32 bits above.
 static_assert(sizeof(uintptr_t) >= 8, "the fused LoRA ops pack the scale into the userdata pointer");
 
-void * userdata(lora_mode m, float s) {
-    if (!lora_kernels_for(m)) GGML_ABORT("fused LoRA: this build has no %s kernel", lora_mode_name(m));
+void * userdata(fused_mode m, float s) {
+    if (!lora_kernels_for(m)) GGML_ABORT("fused LoRA: this build has no %s kernel", fused_mode_name(m));
     uint32_t bits;
     std::memcpy(&bits, &s, sizeof bits);
     return (void *) (((uintptr_t) bits << 8) | (uintptr_t) m);
 }
 
-const lora_kernels & kernels_of(void * ud) { return *lora_kernels_for((lora_mode) ((uintptr_t) ud & 0xff)); }
+const lora_kernels & kernels_of(void * ud) { return *lora_kernels_for((fused_mode) ((uintptr_t) ud & 0xff)); }
 
 float scale_of(void * ud) {
     const uint32_t bits = (uint32_t) ((uintptr_t) ud >> 8);
@@ -36,16 +36,6 @@ void forward_y_op(ggml_tensor * dst, int ith, int nth, void * ud) { kernels_of(u
 void backward_b_op(ggml_tensor * dst, int ith, int nth, void * ud) { kernels_of(ud).backward_b(dst, scale_of(ud), ith, nth); }
 void backward_a_op(ggml_tensor * dst, int ith, int nth, void * ud) { kernels_of(ud).backward_a(dst, ith, nth); }
 
-bool cpu_has(lora_mode m) {
-    const cpu_features f = cpu_features_get();
-    switch (m) {
-        case lora_mode::avx512: return f.avx512f && lora_kernels_for(m);
-        case lora_mode::avx2: return f.avx2 && lora_kernels_for(m);
-        case lora_mode::base: return true;
-        default: return false;
-    }
-}
-
 // an F32 [n, T] activation the kernels read: rows contiguous, any row stride
 void check_rows(const ggml_tensor * t, int64_t n, int64_t T) {
     GGML_ASSERT(t->type == GGML_TYPE_F32 && t->ne[0] == n && t->ne[1] == T && t->ne[2] == 1 && t->ne[3] == 1);
@@ -54,33 +44,8 @@ void check_rows(const ggml_tensor * t, int64_t n, int64_t T) {
 
 }  // namespace
 
-const char * lora_mode_name(lora_mode m) {
-    switch (m) {
-        case lora_mode::base: return "fused-base";
-        case lora_mode::avx2: return "fused-avx2";
-        case lora_mode::avx512: return "fused-avx512";
-        default: return "ggml";
-    }
-}
-
-lora_mode lora_mode_from_env(std::string & note) {
-    const char *      v    = getenv("TEXT2SQL_FUSED_LORA");
-    const std::string s    = v ? v : "";
-    const lora_mode   best = cpu_has(lora_mode::avx512) ? lora_mode::avx512 : cpu_has(lora_mode::avx2) ? lora_mode::avx2 : lora_mode::base;
-    if (s == "0" || s == "off") return lora_mode::off;
-    if (s.empty() || s == "1" || s == "auto") return best;
-    if (s == "avx512" || s == "avx2" || s == "base") {
-        const lora_mode m = s == "avx512" ? lora_mode::avx512 : s == "avx2" ? lora_mode::avx2 : lora_mode::base;
-        if (cpu_has(m)) return m;
-        note = "TEXT2SQL_FUSED_LORA=" + s + ": this CPU or build has no " + s + " kernel; using " + lora_mode_name(best);
-        return best;
-    }
-    note = "TEXT2SQL_FUSED_LORA='" + s + "' is not one of 0, 1, auto, avx512, avx2, base; using auto";
-    return best;
-}
-
 lora_fwd_out lora_forward(ggml_context * ctx,
-                          lora_mode      m,
+                          fused_mode     m,
                           ggml_tensor *  x,
                           ggml_tensor *  mask,
                           ggml_tensor *  a,
@@ -107,7 +72,7 @@ lora_fwd_out lora_forward(ggml_context * ctx,
 }
 
 ggml_tensor *
-lora_backward_b(ggml_context * ctx, lora_mode m, ggml_tensor * dy, ggml_tensor * t, ggml_tensor * b, ggml_tensor * gb, float s) {
+lora_backward_b(ggml_context * ctx, fused_mode m, ggml_tensor * dy, ggml_tensor * t, ggml_tensor * b, ggml_tensor * gb, float s) {
     const int64_t n_out = dy->ne[0], T = dy->ne[1], r = b->ne[0];
     check_rows(dy, n_out, T);
     GGML_ASSERT(t->type == GGML_TYPE_F32 && ggml_is_contiguous(t) && t->ne[0] == r && t->ne[1] == T);
@@ -120,7 +85,7 @@ lora_backward_b(ggml_context * ctx, lora_mode m, ggml_tensor * dy, ggml_tensor *
 }
 
 ggml_tensor * lora_backward_a(ggml_context * ctx,
-                              lora_mode      m,
+                              fused_mode     m,
                               ggml_tensor *  dt,
                               ggml_tensor *  x,
                               ggml_tensor *  mask,
@@ -148,8 +113,8 @@ ggml_tensor * lora_backward_a(ggml_context * ctx,
 
 bool lora_is_op(const ggml_tensor * t) { return t->op == GGML_OP_CUSTOM && std::strncmp(t->name, "lora.", 5) == 0; }
 
-std::string lora_profile_key(const ggml_tensor * t, lora_mode m) {
-    return std::string("LORA ") + (t->name + 5) + " f32 (LoRA) [" + lora_mode_name(m) + "]";  // "LORA forward_t f32 (LoRA) [fused-avx512]"
+std::string lora_profile_key(const ggml_tensor * t, fused_mode m) {
+    return std::string("LORA ") + (t->name + 5) + " f32 (LoRA) [" + fused_mode_name(m) + "]";  // "LORA forward_t f32 (LoRA) [fused-avx512]"
 }
 
 double lora_flop(const ggml_tensor * t) {

@@ -26,20 +26,15 @@
 // pragma), picked by CPUID at engine load.
 #pragma once
 
+#include "fused.h"
 #include "ggml.h"
 
 #include <string>
 
 namespace t2s {
 
-// Which variant runs the fused LoRA products: off (ggml's composition) or the kernels' ISA.
-enum class lora_mode : int { off = 0, base = 1, avx2 = 2, avx512 = 3 };
-const char * lora_mode_name(lora_mode m);  // "ggml" | "fused-base" | "fused-avx2" | "fused-avx512"
-
-// The mode for a new engine on the CPU: TEXT2SQL_FUSED_LORA=0 turns it off; unset, 1 or auto take
-// the widest variant CPUID allows; avx512, avx2 or base force that variant (tests, benchmarks of
-// the narrower paths on an AVX-512 CPU). `note` says why a request was not followed.
-lora_mode lora_mode_from_env(std::string & note);
+// The variant that runs them is a fused_mode (fused.h): the engine's engine.lora_k, read from
+// TEXT2SQL_FUSED_LORA where TEXT2SQL_FUSED leaves the fused ops on.
 
 struct lora_fwd_out {
     ggml_tensor * y;  // [n_out, T]  y_base + s·B·A·xd (null without y_base)
@@ -49,7 +44,7 @@ struct lora_fwd_out {
 // [n_out, T] or null (only t is computed: a checkpoint recompute), s the adapter scale.
 // Two nodes: "lora.forward_t" and "lora.forward_y".
 lora_fwd_out lora_forward(ggml_context * ctx,
-                          lora_mode      m,
+                          fused_mode     m,
                           ggml_tensor *  x,
                           ggml_tensor *  mask,
                           ggml_tensor *  a,
@@ -60,7 +55,7 @@ lora_fwd_out lora_forward(ggml_context * ctx,
 // The first backward twin of lora_forward: dy [n_out, T], the forward's t, b and the adapter's dB
 // accumulator gb [r, n_out]. Returns dt [r, T] = s·Bᵀ·dy; adds s·t·dyᵀ into gb as it runs.
 ggml_tensor *
-lora_backward_b(ggml_context * ctx, lora_mode m, ggml_tensor * dy, ggml_tensor * t, ggml_tensor * b, ggml_tensor * gb, float s);
+lora_backward_b(ggml_context * ctx, fused_mode m, ggml_tensor * dy, ggml_tensor * t, ggml_tensor * b, ggml_tensor * gb, float s);
 
 // The second: dt from lora_backward_b, the forward's x and mask, the adapter's dA accumulator ga
 // [n_in, r] and dx_base = Wᵀ·dy [n_in, T]. Returns dx = dx_base + (Aᵀ·dt) ⊙ mask [n_in, T], in
@@ -68,7 +63,7 @@ lora_backward_b(ggml_context * ctx, lora_mode m, ggml_tensor * dy, ggml_tensor *
 // needed) only ga is updated and the node returned is a 1-float placeholder: the caller must
 // expand it into the graph.
 ggml_tensor * lora_backward_a(ggml_context * ctx,
-                              lora_mode      m,
+                              fused_mode     m,
                               ggml_tensor *  dt,
                               ggml_tensor *  x,
                               ggml_tensor *  mask,
@@ -79,7 +74,7 @@ ggml_tensor * lora_backward_a(ggml_context * ctx,
 // Whether a graph node is one of these ops (the profiler names them), its profile key and its
 // floating-point operations (2 per multiply-add).
 bool        lora_is_op(const ggml_tensor * t);
-std::string lora_profile_key(const ggml_tensor * t, lora_mode m);  // m: the engine's mode
+std::string lora_profile_key(const ggml_tensor * t, fused_mode m);  // m: the engine's mode
 double      lora_flop(const ggml_tensor * t);
 
 // The kernels of one variant (lora_hw.cpp), run by the custom ops over thread ith of nth; s is
@@ -90,6 +85,6 @@ struct lora_kernels {
     void (*backward_b)(ggml_tensor * dst, float s, int ith, int nth);
     void (*backward_a)(ggml_tensor * dst, int ith, int nth);
 };
-const lora_kernels * lora_kernels_for(lora_mode m);  // null where this build lacks the variant
+const lora_kernels * lora_kernels_for(fused_mode m);  // null where this build lacks the variant
 
 }  // namespace t2s

@@ -83,12 +83,12 @@ namespace t2s_lora_avx512 {
 
 namespace t2s {
 
-const lora_kernels * lora_kernels_for(lora_mode m) {
+const lora_kernels * lora_kernels_for(fused_mode m) {
     switch (m) {
-        case lora_mode::base: return &t2s_lora_base::kernels;
+        case fused_mode::base: return &t2s_lora_base::kernels;
 #if defined(T2S_LORA_WIDE)
-        case lora_mode::avx2: return &t2s_lora_avx2::kernels;
-        case lora_mode::avx512: return &t2s_lora_avx512::kernels;
+        case fused_mode::avx2: return &t2s_lora_avx2::kernels;
+        case fused_mode::avx512: return &t2s_lora_avx512::kernels;
 #endif
         default: return nullptr;
     }

@@ -529,7 +529,7 @@ std::unique_ptr<engine> engine_init(const engine_options & opts) {
     }
     if (e->backend_cpu) {
         std::string note;
-        e->lora_k = (int) lora_mode_from_env(note);
+        e->lora_k = e->fused ? (int) fused_mode_from_env(note, "TEXT2SQL_FUSED_LORA") : 0;
         if (!note.empty()) fprintf(stderr, "text2sql: %s\n", note.c_str());
     }
     if (e->backend_cpu) {

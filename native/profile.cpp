@@ -50,7 +50,7 @@ std::string profile_key(const engine & e, const ggml_tensor * t) {
     const int64_t V = e.hp.n_vocab;
     if (fused_is_op(t)) return fused_profile_key(t, (fused_mode) e.fused);  // "FUSED attn_forward f32 [fused-avx512]"
     // "LORA forward_t f32 (LoRA) [fused-avx512]"
-    if (lora_is_op(t)) return lora_profile_key(t, (lora_mode) e.lora_k);
+    if (lora_is_op(t)) return lora_profile_key(t, (fused_mode) e.lora_k);
     if (amx_is_op(t)) {
         // "AMX W·x bf16 x f32 (frozen weight) [amx-bf16]": the product nodes; the rounding and packing nodes apart
         const std::string n = t->name;
