@@ -42,7 +42,8 @@ const char * fused_mode_name(fused_mode m);  // "ggml" | "fused-base" | "fused-a
 // The mode for a new engine on the CPU: TEXT2SQL_FUSED=0 turns it off; unset, 1 or auto take
 // the widest variant CPUID allows; avx2 or base (the build's baseline vectors) force that variant
 // (tests, benchmarks of the AVX2 path on an AVX-512 CPU). `note` says why a request was not
-// followed. The fused LoRA products (lora.h) read TEXT2SQL_FUSED_LORA the same way, within this.
+// followed. The fused LoRA products (lora.h) take the same variant, or TEXT2SQL_FUSED_LORA's
+// (read the same way) where it is set.
 fused_mode fused_mode_from_env(std::string & note, const char * var = "TEXT2SQL_FUSED");
 
 // Whether the fused ops serve this head size (the kernel's vectors are 16 floats): hd % 16 == 0.

@@ -13,6 +13,7 @@
 #include "gguf.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -529,7 +530,8 @@ std::unique_ptr<engine> engine_init(const engine_options & opts) {
     }
     if (e->backend_cpu) {
         std::string note;
-        e->lora_k = e->fused ? (int) fused_mode_from_env(note, "TEXT2SQL_FUSED_LORA") : 0;
+        // TEXT2SQL_FUSED's variant unless TEXT2SQL_FUSED_LORA names one (or 0)
+        e->lora_k = !e->fused ? 0 : getenv("TEXT2SQL_FUSED_LORA") ? (int) fused_mode_from_env(note, "TEXT2SQL_FUSED_LORA") : e->fused;
         if (!note.empty()) fprintf(stderr, "text2sql: %s\n", note.c_str());
     }
     if (e->backend_cpu) {

@@ -98,6 +98,12 @@ describe("fused CPU ops: attention, SwiGLU", () => {
         String(env),
       ).toBe(kernel === "ggml");
     }
+    // the fused LoRA products (lora.h) take TEXT2SQL_FUSED's variant (TEXT2SQL_FUSED_LORA unset), and are off with it
+    for (const v of [...VARIANTS, { env: "0", kernel: "ggml" }]) {
+      const e = await open(model, v.env);
+      expect(e.info.loraKernel, v.env).toBe(v.kernel);
+      await e.dispose();
+    }
     // head size 8 (64 / 8 heads): not a multiple of the kernel's 16 floats; the SwiGLU backward is still ours
     const narrow = await testModel({ nHead: 8, nHeadKv: 4 });
     const e = await open(narrow, undefined);
