@@ -418,6 +418,27 @@ ggml_tensor * layer_backward(graph_ctx & g, int il, const layer_saved & s, ggml_
     return ggml_add(ctx, dx1, rms_norm_back(g, s.x, s.n1, ggml_mul(ctx, dh, L.attn_norm)));                                   // [n_embd, T]
 }
 
+// The gradient of the loss with respect to the target logits [n_vocab, n_t]: the fused head's
+// P - onehot (⊙ w_t) scaled in place, or ggml's composition from P.
+ggml_tensor * logits_back(graph_ctx & g, const ce_grads & ce, ggml_tensor * P) {
+    ggml_context * ctx = g.ctx;
+    const int64_t  n_t = g.n_t;
+    // d(grad_scale · Σ NLL)/d logits = grad_scale · (P - onehot); weighted:
+    // d(-grad_scale · Σ_t w_t · log softmax(z_t / temp)[target])/dz_t = grad_scale · w_t / temp · (P - onehot)
+    const float    k   = g.weighted ? g.grad_scale * g.inv_temp : g.grad_scale;
+    ggml_tensor *  dlogits;                                                         // [n_vocab, n_t]
+    if (ce.d) {
+        dlogits = ggml_scale_inplace(ctx, ce.d, k);                                 // [n_vocab, n_t]
+    } else {
+        g.in.onehot = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, g.e.hp.n_vocab, n_t);  // [n_vocab, n_t]
+        ggml_set_input(g.in.onehot);
+        ggml_tensor * d = ggml_sub(ctx, P, g.in.onehot);                            // [n_vocab, n_t]
+        if (g.weighted) d = ggml_mul(ctx, d, g.in.tw);                              // [n_vocab, n_t]
+        dlogits = ggml_scale(ctx, d, k);                                            // [n_vocab, n_t]
+    }
+    return dlogits;
+}
+
 }  // namespace
 
 ggml_cgraph * build_graph(graph_ctx & g, graph_outputs & out) {
@@ -489,23 +510,11 @@ ggml_cgraph * build_graph(graph_ctx & g, graph_outputs & out) {
     out.n_forward = ggml_graph_n_nodes(gf);
     if (g.mode == graph_mode::eval) return gf;
 
-    // d(grad_scale · Σ NLL)/d logits = grad_scale · (P - onehot); weighted:
-    // d(-grad_scale · Σ_t w_t · log softmax(z_t / temp)[target])/dz_t = grad_scale · w_t / temp · (P - onehot)
-    const float   k = g.weighted ? g.grad_scale * g.inv_temp : g.grad_scale;
-    ggml_tensor * dlogits;                                                      // [n_vocab, n_t]
-    if (ce.d) {
-        dlogits = ggml_scale_inplace(ctx, ce.d, k);                             // [n_vocab, n_t]
-    } else {
-        g.in.onehot = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, hp.n_vocab, n_t);  // [n_vocab, n_t]
-        ggml_set_input(g.in.onehot);
-        ggml_tensor * d = ggml_sub(ctx, P, g.in.onehot);                        // [n_vocab, n_t]
-        if (g.weighted) d = ggml_mul(ctx, d, g.in.tw);                          // [n_vocab, n_t]
-        dlogits = ggml_scale(ctx, d, k);                                        // [n_vocab, n_t]
-    }
+    ggml_tensor * dlogits = logits_back(g, ce, P);  // [n_vocab, n_t]
     // dhf = outputᵀ·dlogits in vocabulary chunks, so that lean mode's transposed copy of the
     // output matrix is a chunk at a time (16 MB instead of 131 MB at TinyLlama shape). Fast mode
     // reads the same chunks from its full copy, so both sum in the same order.
-    ggml_tensor * dhf_t = nullptr;  // [n_embd, n_t]
+    ggml_tensor * dhf_t   = nullptr;  // [n_embd, n_t]
     const int64_t V = hp.n_vocab, C = 4096;
     for (int64_t v0 = 0; v0 < V; v0 += C) {
         const int64_t c    = std::min(C, V - v0);
