@@ -14,12 +14,8 @@
 
 #if defined(T2S_AMX_HW)
 
-#    if defined(__clang__)
-#        pragma clang attribute push(__attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512dq,avx512vl"))), apply_to = function)
-#    else
-#        pragma GCC push_options
-#        pragma GCC target("amx-tile,amx-bf16,avx512f,avx512bw,avx512dq,avx512vl")
-#    endif
+#    define T2S_TARGET "amx-tile,amx-bf16,avx512f,avx512bw,avx512dq,avx512vl"
+#    include "target_push.h"
 
 #    include "amx_gemm.h"
 #    include "avx512_transpose.h"

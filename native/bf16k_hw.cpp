@@ -14,12 +14,8 @@
 
 #if defined(T2S_BF16K_HW)
 
-#    if defined(__clang__)
-#        pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16"))), apply_to = function)
-#    else
-#        pragma GCC push_options
-#        pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16")
-#    endif
+#    define T2S_TARGET "avx512f,avx512bw,avx512dq,avx512vl,avx512bf16"
+#    include "target_push.h"
 
 #    include "avx512_transpose.h"
 

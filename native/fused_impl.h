@@ -1,4 +1,4 @@
-// The fused attention kernels (fused.h), written once and included by fused_hw.cpp inside one
+// The fused attention, SwiGLU and head kernels (fused.h), written once and included by fused_hw.cpp (fused_variant.h) inside one
 // namespace per variant, after it defines FUSED_VW (floats per vector) and FUSED_NV (vectors per
 // micro-tile row) and, for the wide variants, a target pragma. No include guard: by design.
 //

@@ -1,5 +1,5 @@
 // The fused LoRA ops (lora.h): the mode, the graph nodes and their profile names. The kernels are
-// lora_hw.cpp's.
+// fused_hw.cpp's.
 #include "lora.h"
 
 #include "kernels.h"

@@ -22,7 +22,7 @@
 // The products are F32 with F32 accumulation in a different summation order than ggml's mul_mat
 // and out_prod: the gradient checks hold both to the same bounds. graph.cpp uses the ops in
 // training graphs only; the logits and eval graphs keep ggml's composition, llama.cpp's op for op.
-// The kernels are one template compiled for AVX-512, AVX2+FMA and SSE2 (lora_hw.cpp, by target
+// The kernels are one template compiled for AVX-512, AVX2+FMA and SSE2 (fused_hw.cpp, by target
 // pragma), picked by CPUID at engine load.
 #pragma once
 
@@ -77,7 +77,7 @@ bool        lora_is_op(const ggml_tensor * t);
 std::string lora_profile_key(const ggml_tensor * t, fused_mode m);  // m: the engine's mode
 double      lora_flop(const ggml_tensor * t);
 
-// The kernels of one variant (lora_hw.cpp), run by the custom ops over thread ith of nth; s is
+// The kernels of one variant (fused_hw.cpp), run by the custom ops over thread ith of nth; s is
 // the adapter scale.
 struct lora_kernels {
     void (*forward_t)(ggml_tensor * dst, float s, int ith, int nth);

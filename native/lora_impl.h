@@ -1,4 +1,4 @@
-// The fused LoRA kernels (lora.h), written once and included by lora_hw.cpp inside one namespace
+// The fused LoRA kernels (lora.h), written once and included by fused_hw.cpp (fused_variant.h) in one namespace
 // per variant, after it defines LORA_VW (floats per vector), LORA_NT (tokens per dot tile),
 // LORA_NJ (vectors per rank-update tile), LORA_OR and LORA_OJ (rows and vectors per
 // outer-product tile) and, for the wide variants, a target pragma. No include guard: by design.

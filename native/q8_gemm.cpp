@@ -109,12 +109,8 @@ void pack_x_op(ggml_tensor * dst, int ith, int nth, void *) {
 
 #if defined(T2S_Q8_VNNI)
 
-#    if defined(__clang__)
-#        pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vnni"))), apply_to = function)
-#    else
-#        pragma GCC push_options
-#        pragma GCC target("avx512f,avx512bw,avx512vnni")
-#    endif
+#    define T2S_TARGET "avx512f,avx512bw,avx512vnni"
+#    include "target_push.h"
 
 namespace {
 
@@ -168,11 +164,7 @@ void q8_tile_n(int nt, const uint8_t * wp, int64_t nb, const uint8_t * x0, size_
 
 }  // namespace
 
-#    if defined(__clang__)
-#        pragma clang attribute pop
-#    else
-#        pragma GCC pop_options
-#    endif
+#    include "target_pop.h"
 
 namespace {
 

@@ -11,19 +11,14 @@
 // (‖Δ‖/‖g‖, llama and qwen3); the test asks 1e-5, and a mask or layout mistake gives O(1).
 import { describe, expect, test } from "vitest";
 import { LoraEngine, makeBatch } from "../src/engine/engine.js";
-import { cpuHasFlag, withEnv } from "./helpers/bf16-products.js";
+import { withEnv } from "./helpers/bf16-products.js";
+import { FUSED_VARIANTS, fusedTokens, seededGradients, switchCases } from "./helpers/fused-variants.js";
 import { llamaLogitsF64 } from "./helpers/llama-f64.js";
-import { logSoftmax, randomize, relError, rng, testModel } from "./helpers/models.js";
+import { logSoftmax, randomize, relError, testModel } from "./helpers/models.js";
 
-const VARIANTS = [
-  { env: "avx512", kernel: "fused-avx512", cpu: "avx512f" },
-  { env: "avx2", kernel: "fused-avx2", cpu: "avx2" },
-  { env: "base", kernel: "fused-base", cpu: "" },
-].filter((v) => v.cpu === "" || cpuHasFlag(v.cpu));
+const VARIANTS = FUSED_VARIANTS;
 
-// 70 tokens: two full 32-row blocks and a ragged one, T_pad = 80
-const r = rng(7);
-const TOKENS = Array.from({ length: 70 }, () => 2 + Math.floor(((r() + 1) / 2) * 31000));
+const TOKENS = fusedTokens(7);
 
 async function open(model: string, env: string | undefined, memory: "fast" | "lean" = "fast"): Promise<LoraEngine> {
   return withEnv("TEXT2SQL_FUSED", env, () =>
@@ -31,13 +26,7 @@ async function open(model: string, env: string | undefined, memory: "fast" | "le
   );
 }
 
-/** The adapters' gradients of one seeded two-sequence batch (70 + 41 tokens, every position but the first a target). */
-async function gradients(e: LoraEngine): Promise<Float32Array[]> {
-  await e.setAdapter(randomize(await e.getAdapter(), 17, 0.2));
-  await e.zeroGrad();
-  await e.accumulate(makeBatch([{ tokens: TOKENS }, { tokens: TOKENS.slice(0, 41).reverse() }]), 109);
-  return (await e.getAdapter({ gradients: true })).map((t) => t.data);
-}
+const gradients = (e: LoraEngine) => seededGradients(e, TOKENS);
 
 describe("fused CPU ops: attention, SwiGLU", () => {
   test("each variant's log-probabilities are within the bound of float64, as close as ggml's composition", async () => {
@@ -81,14 +70,7 @@ describe("fused CPU ops: attention, SwiGLU", () => {
 
   test("the default is the widest variant; 0 is ggml's composition; a head size the kernel does not take stays on ggml's", async () => {
     const model = await testModel();
-    const widest = VARIANTS[0]!.kernel;
-    for (const [env, kernel] of [
-      [undefined, widest],
-      ["auto", widest],
-      ["1", widest],
-      ["0", "ggml"],
-      ["bogus", widest],
-    ] as const) {
+    for (const [env, kernel] of switchCases()) {
       const e = await open(model, env);
       expect(e.info.fusedKernel, String(env)).toBe(kernel);
       const ops = await e.graphOps(8);
@@ -108,7 +90,7 @@ describe("fused CPU ops: attention, SwiGLU", () => {
     const narrow = await testModel({ nHead: 8, nHeadKv: 4 });
     const e = await open(narrow, undefined);
     expect(e.info.headDim).toBe(8);
-    expect(e.info.fusedKernel).toBe(widest);
+    expect(e.info.fusedKernel).toBe(VARIANTS[0]!.kernel);
     const ops = await e.graphOps(8);
     await e.dispose();
     expect(ops.some((l) => l.startsWith("SOFT_MAX_BACK"))).toBe(true);

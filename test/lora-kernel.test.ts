@@ -15,18 +15,14 @@
 // and 41 tokens (not multiples of the token tiles), on every target (q, k, v, o, gate, up, down).
 import { describe, expect, test } from "vitest";
 import { LoraEngine, makeBatch } from "../src/engine/engine.js";
-import { cpuHasFlag, withEnv } from "./helpers/bf16-products.js";
-import { randomize, relError, rng, testModel } from "./helpers/models.js";
+import { withEnv } from "./helpers/bf16-products.js";
+import { FUSED_VARIANTS, fusedTokens, seededGradients, switchCases } from "./helpers/fused-variants.js";
+import { randomize, relError, testModel } from "./helpers/models.js";
 
-const VARIANTS = [
-  { env: "avx512", kernel: "fused-avx512", cpu: "avx512f" },
-  { env: "avx2", kernel: "fused-avx2", cpu: "avx2" },
-  { env: "base", kernel: "fused-base", cpu: "" },
-].filter((v) => v.cpu === "" || cpuHasFlag(v.cpu));
+const VARIANTS = FUSED_VARIANTS;
 
 const ALL = ["q", "k", "v", "o", "gate", "up", "down"];
-const r = rng(11);
-const TOKENS = Array.from({ length: 70 }, () => 2 + Math.floor(((r() + 1) / 2) * 31000));
+const TOKENS = fusedTokens(11);
 
 interface Opts {
   memory?: "fast" | "lean";
@@ -49,13 +45,7 @@ async function open(model: string, env: string | undefined, o: Opts = {}): Promi
   );
 }
 
-/** The adapters' gradients of one seeded two-sequence batch (70 + 41 tokens), with a randomized adapter (B != 0). */
-async function gradients(e: LoraEngine): Promise<Float32Array[]> {
-  await e.setAdapter(randomize(await e.getAdapter(), 17, 0.2));
-  await e.zeroGrad();
-  await e.accumulate(makeBatch([{ tokens: TOKENS }, { tokens: TOKENS.slice(0, 41).reverse() }]), 109);
-  return (await e.getAdapter({ gradients: true })).map((t) => t.data);
-}
+const gradients = (e: LoraEngine) => seededGradients(e, TOKENS);
 
 // Up to 24 engines a test: 25 s for the file alone, minutes beside the other suites on two cores.
 describe("fused LoRA products (CPU)", () => {
@@ -130,14 +120,7 @@ describe("fused LoRA products (CPU)", () => {
 
   test("the default is the widest variant; 0 is ggml's composition; a graph for another backend keeps ggml's ops", async () => {
     const model = await testModel();
-    const widest = VARIANTS[0]!.kernel;
-    for (const [env, kernel] of [
-      [undefined, widest],
-      ["auto", widest],
-      ["1", widest],
-      ["0", "ggml"],
-      ["bogus", widest],
-    ] as const) {
+    for (const [env, kernel] of switchCases()) {
       const e = await open(model, env, { dropout: 0.1 });
       expect(e.info.loraKernel, String(env)).toBe(kernel);
       const ops = await e.graphOps(8);
