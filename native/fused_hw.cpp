@@ -23,6 +23,7 @@ extern "C" double ggml_vec_soft_max_f32(const int n, float * y, const float * x,
 namespace t2s_fused_base {
 #define FUSED_VW 4
 #define FUSED_NV 2
+#define FUSED_MR 4
 #define LORA_VW  4
 #define LORA_OR  4
 #define LORA_OJ  2
@@ -38,6 +39,7 @@ namespace t2s_fused_base {
 namespace t2s_fused_avx2 {
 #    define FUSED_VW 8
 #    define FUSED_NV 2
+#    define FUSED_MR 6
 #    define LORA_VW  8
 #    define LORA_OR  4
 #    define LORA_OJ  2
@@ -52,6 +54,7 @@ namespace t2s_fused_avx2 {
 namespace t2s_fused_avx512 {
 #    define FUSED_VW 16
 #    define FUSED_NV 4
+#    define FUSED_MR 6
 #    define LORA_VW  16
 #    define LORA_OR  4
 #    define LORA_OJ  4

@@ -1,6 +1,6 @@
 // The fused attention, SwiGLU and head kernels (fused.h), written once and included by fused_hw.cpp (fused_variant.h) inside one
-// namespace per variant, after it defines FUSED_VW (floats per vector) and FUSED_NV (vectors per
-// micro-tile row) and, for the wide variants, a target pragma. No include guard: by design.
+// namespace per variant, after it defines FUSED_VW (floats per vector), FUSED_NV (vectors per
+// micro-tile row) and FUSED_MR (rows per micro-tile) and, for the wide variants, a target pragma. No include guard: by design.
 //
 // Layouts (ggml order, the first index fastest):
 //   q, d_o, dq  [hd, n_head, T]   k, v, dk, dv [hd, n_kv, T]   kt, vt [T_pad, hd, n_kv]
@@ -10,7 +10,7 @@ typedef float vf __attribute__((vector_size(FUSED_VW * 4)));
 
 constexpr int64_t VW = FUSED_VW;  // floats per vector
 constexpr int     NV = FUSED_NV;  // vectors per micro-tile row
-constexpr int     MR = 4;         // rows per micro-tile
+constexpr int     MR = FUSED_MR;  // rows per micro-tile
 constexpr int64_t IB = 32;        // query (or key) rows per task
 
 inline vf vload(const float * p) {
@@ -51,6 +51,26 @@ inline void tile(int64_t K, const float * a, int64_t lam, int64_t lak, const flo
     }
 }
 
+// the last M < MR rows of gemm_rows: one tile of exactly M rows
+template <int M, int NVT>
+inline void tile_tail(int64_t       rows,
+                      int64_t       K,
+                      const float * a,
+                      int64_t       lam,
+                      int64_t       lak,
+                      const float * b,
+                      int64_t       ldb,
+                      float *       c,
+                      int64_t       ldc,
+                      bool          acc) {
+    if constexpr (M > 0) {
+        if (rows == M)
+            tile<M, NVT>(K, a, lam, lak, b, ldb, c, ldc, acc);
+        else
+            tile_tail<M - 1, NVT>(rows, K, a, lam, lak, b, ldb, c, ldc, acc);
+    }
+}
+
 template <int NVT>
 void gemm_rows(int64_t       M,
                int64_t       K,
@@ -64,12 +84,7 @@ void gemm_rows(int64_t       M,
                bool          acc) {
     int64_t m0 = 0;
     for (; m0 + MR <= M; m0 += MR) tile<MR, NVT>(K, a + m0 * lam, lam, lak, b, ldb, c + m0 * ldc, ldc, acc);
-    switch (M - m0) {
-        case 3: tile<3, NVT>(K, a + m0 * lam, lam, lak, b, ldb, c + m0 * ldc, ldc, acc); break;
-        case 2: tile<2, NVT>(K, a + m0 * lam, lam, lak, b, ldb, c + m0 * ldc, ldc, acc); break;
-        case 1: tile<1, NVT>(K, a + m0 * lam, lam, lak, b, ldb, c + m0 * ldc, ldc, acc); break;
-        default: break;
-    }
+    tile_tail<MR - 1, NVT>(M - m0, K, a + m0 * lam, lam, lak, b, ldb, c + m0 * ldc, ldc, acc);
 }
 
 // C[M, N] (= or +=) A[M, K]·B[K, N], strides as tile(); N a multiple of VW. Each C element is one

@@ -42,6 +42,20 @@ interface Row {
   peakRssGB: number[];
 }
 
+const HELP = `usage: npm run bench:vs-torch -- [options]
+Our LoRA step (TinyLlama shape, r=8 on q,v, one sequence, AdamW) and the same step in PyTorch bf16,
+in rounds in one command (ours fast, ours lean, PyTorch[, the baseline's fast and lean]); prints the
+median tokens/s and peak RSS of each side, the ratios to PyTorch, the CPU and the load average.
+  --rounds 3            rounds, each side once per round in turn (a changing load hits them all)
+  --steps 3             timed steps per side and round, after one warm-up step
+  --tokens 256          sequence length
+  --threads N           CPU threads for both sides (default: all cores)
+  --types bf16          our weight types, a list (PyTorch runs bf16)
+  --baseline DIR        also another built text2sql checkout's bench:step (e.g. before a change)
+  --amx 0|auto|emulate  TEXT2SQL_AMX for our runs
+  --python PATH         the python3 with torch (default: the first of python3, /usr/bin/python3
+                        that imports it; Debian: apt install python3-torch)`;
+
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, "..", "..");
 
@@ -56,7 +70,10 @@ function parse(argv: string[]): Args {
     else if (k === "--baseline") a.baseline = path.resolve(v());
     else if (k === "--amx") a.amx = v();
     else if (k === "--python") a.python = v();
-    else throw new Error(`unknown option ${k} (see the header of scripts/bench-vs-torch.ts)`);
+    else if (k === "--help" || k === "-h") {
+      console.log(HELP);
+      process.exit(0);
+    } else throw new Error(`unknown option ${k} (see --help)`);
   }
   if (!(a.rounds >= 1 && a.steps >= 1 && a.tokens >= 2 && a.threads >= 1)) throw new Error("--rounds, --steps, --threads >= 1, --tokens >= 2");
   if (a.baseline && !fs.existsSync(path.join(a.baseline, "dist", "scripts", "bench-step.js")))
