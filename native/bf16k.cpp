@@ -82,23 +82,38 @@ ggml_tensor * bf16k_round(ggml_context * ctx, ggml_tensor * x) { return round_ro
 ggml_tensor * bf16k_mul_mat(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, ggml_tensor * xr) {
     GGML_ASSERT(w->type == GGML_TYPE_BF16 && x->type == GGML_TYPE_F32 && x->ne[0] == w->ne[0] && w->nb[0] == 2 && x->nb[0] == 4);
     GGML_ASSERT(!xr || (xr->src[0] == x && bf16k_is_op(xr)));
-    ggml_tensor * src[2] = {w, xr ? xr : round_rows(ctx, x)};
-    ggml_tensor * y =
-        ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], x->ne[1], 1, 1, src, 2, fwd_op, GGML_N_TASKS_MAX, nullptr);  // [n_out, T]
+    return bf16k_mul_mat_r(ctx, w, xr ? xr : round_rows(ctx, x), x->ne[1]);  // [n_out, T]
+}
+
+ggml_tensor * bf16k_mul_mat_r(ggml_context * ctx, ggml_tensor * w, ggml_tensor * xr, int64_t T) {
+    GGML_ASSERT(w->type == GGML_TYPE_BF16 && w->nb[0] == 2 && xr->type == GGML_TYPE_BF16);
+    GGML_ASSERT(xr->ne[0] == a_stride(w->ne[0]) && xr->ne[1] == pad16(T) && xr->nb[1] == xr->ne[0] * 2);
+    ggml_tensor * src[2] = {w, xr};
+    ggml_tensor * y      = ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], T, 1, 1, src, 2, fwd_op, GGML_N_TASKS_MAX, nullptr);  // [n_out, T]
     ggml_set_name(y, "bf16k.mul_mat");
     return y;
 }
 
 ggml_tensor * bf16k_mul_mat_t(ggml_context * ctx, ggml_tensor * w, ggml_tensor * w_packed, int64_t k0, ggml_tensor * dy) {
-    const int64_t n_in = w->ne[0];
     GGML_ASSERT(w->type == GGML_TYPE_BF16 && dy->type == GGML_TYPE_F32 && dy->ne[0] == w->ne[1] && w->nb[0] == 2 && dy->nb[0] == 4);
+    return bf16k_mul_mat_t_r(ctx, w, w_packed, k0, round_rows(ctx, dy), dy->ne[1]);  // [n_in, T]
+}
+
+ggml_tensor * bf16k_mul_mat_t_r(ggml_context * ctx, ggml_tensor * w, ggml_tensor * w_packed, int64_t k0, ggml_tensor * dyr, int64_t T) {
+    const int64_t n_in = w->ne[0];
+    GGML_ASSERT(w->type == GGML_TYPE_BF16 && w->nb[0] == 2 && dyr->type == GGML_TYPE_BF16);
+    GGML_ASSERT(dyr->ne[0] == a_stride(w->ne[1]) && dyr->ne[1] == pad16(T) && dyr->nb[1] == dyr->ne[0] * 2);
     GGML_ASSERT(k0 % 32 == 0);
-    ggml_tensor * src[3] = {round_rows(ctx, dy), w_packed ? w_packed : w, w};
-    ggml_tensor * dx     = ggml_custom_4d(ctx, GGML_TYPE_F32, n_in, dy->ne[1], 1, 1, src, 3, bwd_op, GGML_N_TASKS_MAX,
+    ggml_tensor * src[3] = {dyr, w_packed ? w_packed : w, w};
+    ggml_tensor * dx     = ggml_custom_4d(ctx, GGML_TYPE_F32, n_in, T, 1, 1, src, 3, bwd_op, GGML_N_TASKS_MAX,
                                           (void *) (intptr_t) (k0 * 2 + (w_packed ? 1 : 0)));  // [n_in, T]
     ggml_set_name(dx, "bf16k.mul_mat_t");
     return dx;
 }
+
+int64_t bf16k_lda(int64_t K) { return a_stride(K); }
+
+int64_t bf16k_rows(int64_t T) { return pad16(T); }
 
 bool bf16k_is_op(const ggml_tensor * t) { return t->op == GGML_OP_CUSTOM && strncmp(t->name, "bf16k.", 6) == 0; }
 

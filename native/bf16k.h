@@ -55,6 +55,18 @@ ggml_tensor * bf16k_mul_mat_t(ggml_context * ctx,
                               int64_t        k0,
                               ggml_tensor *  dy);  // [n_in, T] = Wᵀ·dy, dy [rows of w, T]
 
+// The same products over activations that their producer rounded itself (fused.h's *_bf16 ops):
+// xr, dyr [bf16k_lda(K), bf16k_rows(T)] bf16 as bf16k_round gives them for K-long rows of T tokens.
+ggml_tensor * bf16k_mul_mat_r(ggml_context * ctx, ggml_tensor * w, ggml_tensor * xr, int64_t T);  // [n_out, T] = W·x
+ggml_tensor * bf16k_mul_mat_t_r(ggml_context * ctx,
+                                ggml_tensor *  w,
+                                ggml_tensor *  w_packed,
+                                int64_t        k0,
+                                ggml_tensor *  dyr,
+                                int64_t        T);  // [n_in, T] = Wᵀ·dy
+int64_t       bf16k_lda(int64_t K);                 // A's row stride: K to a multiple of 32, plus 64 bytes (rows do not alias in L1)
+int64_t       bf16k_rows(int64_t T);                // A's rows: T to a multiple of 16, zero past T
+
 // Whether a graph node is one of this kernel's ops (the profiler names the kernel).
 bool bf16k_is_op(const ggml_tensor * t);
 

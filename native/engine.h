@@ -201,16 +201,23 @@ struct engine {
     // The frozen-weight products of a BF16 model on the CPU: 0 ggml's mul_mat, 1 the AMX-BF16
     // tiles, 2 the same kernel on an emulated tile unit (amx_mode, amx.h). With 1 or 2 the
     // transposed copies (wt, output_t; fast mode) hold W packed for the tiles instead.
-    int                        amx     = 0;
+    int                        amx        = 0;
     // The forward products of Q8_0 weights on the CPU: text2sql's AVX512-VNNI GEMM (q8_gemm.h)
     // where the CPU has it, else ggml's kernel (logged at load when the model has Q8_0 weights).
-    bool                       q8_gemm = false;
+    bool                       q8_gemm    = false;
     // text2sql's fused CPU ops (causal attention, the SwiGLU backward; fused.h): 0 ggml's
     // composition of the same (graph.cpp), else the kernels' variant (fused_mode; TEXT2SQL_FUSED).
-    int                        fused   = 0;
+    int                        fused      = 0;
     // The adapters' rank-r products on the CPU: 0 ggml's composition (graph.cpp), else text2sql's
     // fused ops in that variant (fused_mode, lora.h; TEXT2SQL_FUSED_LORA, off with TEXT2SQL_FUSED=0).
-    int                        lora_k  = 0;
+    int                        lora_k     = 0;
+    // The RMS norms and their backward on the CPU: 0 ggml's RMS_NORM, MUL, RMS_NORM_BACK and ADD, else
+    // text2sql's fused norm in that variant (fused.h; TEXT2SQL_FUSED_NORM, off with TEXT2SQL_FUSED=0).
+    int                        norm_k     = 0;
+    // With the fused ops and the AVX512-BF16 kernel: the SwiGLU ops write the BF16 inputs of the
+    // down (forward), gate and up (backward) products themselves where those have no adapter
+    // (graph.cpp's bf16_direct; TEXT2SQL_FUSED_BF16=0 turns it off).
+    bool                       fused_bf16 = false;
 
     ~engine();
 };

@@ -2,10 +2,13 @@
 // are fused_hw.cpp's.
 #include "fused.h"
 
+#include "bf16k.h"
 #include "kernels.h"
 
 #include <cstdlib>
 #include <cstring>
+#include <deque>
+#include <mutex>
 
 namespace t2s {
 
@@ -21,11 +24,44 @@ void swiglu_op(ggml_tensor * dst, int ith, int nth, void * ud) { kernels_of(ud).
 void ce_stats_op(ggml_tensor * dst, int ith, int nth, void * ud) { kernels_of(ud).ce_stats(dst, ith, nth); }
 void ce_back_op(ggml_tensor * dst, int ith, int nth, void * ud) { kernels_of(ud).ce_back(dst, ith, nth); }
 void swiglu_back_op(ggml_tensor * dst, int ith, int nth, void * ud) { kernels_of(ud).swiglu_back(dst, ith, nth); }
+void swiglu_bf16_op(ggml_tensor * dst, int ith, int nth, void * ud) { kernels_of(ud).swiglu_bf16(dst, ith, nth); }
+void swiglu_back_bf16_op(ggml_tensor * dst, int ith, int nth, void * ud) { kernels_of(ud).swiglu_back_bf16(dst, ith, nth); }
 
 void * userdata(fused_mode m) {
     const fused_kernels * k = fused_kernels_for(m);
     if (!k) GGML_ABORT("fused attention: this build has no %s kernel", fused_mode_name(m));
     return (void *) k;
+}
+
+// The norms' userdata: the variant, eps and whether ggml's RMS_NORM_BACK fuses its multiply-add
+// (the CPU has FMA: ggml is built with -march=native), one entry per (variant, eps), kept for the
+// process (graphs hold the pointer).
+struct norm_params {
+    const fused_kernels * k;
+    float                 eps;
+    bool                  fma;
+};
+
+void * norm_userdata(fused_mode m, float eps) {
+    static std::mutex              mu;
+    static std::deque<norm_params> all;
+    const fused_kernels *          k = (const fused_kernels *) userdata(m);
+    std::lock_guard<std::mutex>    lock(mu);
+    for (norm_params & p : all) {
+        if (p.k == k && p.eps == eps) return &p;
+    }
+    all.push_back({k, eps, cpu_features_get().fma});
+    return &all.back();
+}
+
+void rms_norm_op(ggml_tensor * dst, int ith, int nth, void * ud) {
+    const norm_params & p = *(const norm_params *) ud;
+    p.k->rms_norm(dst, ith, nth, p.eps);
+}
+
+void rms_norm_back_op(ggml_tensor * dst, int ith, int nth, void * ud) {
+    const norm_params & p = *(const norm_params *) ud;
+    p.k->rms_norm_back(dst, ith, nth, p.eps, p.fma);
 }
 
 int64_t pad16(int64_t n) { return (n + 15) / 16 * 16; }
@@ -138,6 +174,52 @@ swiglu_grads swiglu_backward(ggml_context * ctx, fused_mode m, ggml_tensor * da,
     return out;
 }
 
+ggml_tensor * swiglu_forward_bf16(ggml_context * ctx, fused_mode m, ggml_tensor * g, ggml_tensor * u) {
+    GGML_ASSERT(g->type == GGML_TYPE_F32 && u->type == GGML_TYPE_F32 && ggml_are_same_shape(g, u));
+    GGML_ASSERT(ggml_is_contiguous(g) && ggml_is_contiguous(u) && ggml_n_dims(g) <= 2 && g->ne[0] % 16 == 0);
+    ggml_tensor * args[] = {g, u};
+    ggml_tensor * a      = ggml_custom_4d(ctx, GGML_TYPE_BF16, bf16k_lda(g->ne[0]), bf16k_rows(g->ne[1]), 1, 1, args, 2, swiglu_bf16_op,
+                                          GGML_N_TASKS_MAX, userdata(m));  // [lda, T_pad]
+    ggml_set_name(a, "fused.swiglu_bf16");
+    return a;
+}
+
+swiglu_grads swiglu_backward_bf16(ggml_context * ctx, fused_mode m, ggml_tensor * da, ggml_tensor * g, ggml_tensor * u) {
+    GGML_ASSERT(da->type == GGML_TYPE_F32 && ggml_are_same_shape(da, g) && ggml_are_same_shape(da, u));
+    GGML_ASSERT(ggml_is_contiguous(da) && ggml_is_contiguous(g) && ggml_is_contiguous(u) && ggml_n_dims(da) <= 2 && da->ne[0] % 16 == 0);
+    ggml_tensor * args[] = {da, g, u};
+    const int64_t lda = bf16k_lda(da->ne[0]), Tp = bf16k_rows(da->ne[1]);
+    ggml_tensor * r = ggml_custom_4d(ctx, GGML_TYPE_BF16, lda, 2 * Tp, 1, 1, args, 3, swiglu_back_bf16_op, GGML_N_TASKS_MAX, userdata(m));
+    ggml_set_name(r, "fused.swiglu_back_bf16");
+    swiglu_grads out;
+    out.dg = ggml_view_2d(ctx, r, lda, Tp, lda * 2, 0);             // [lda, T_pad]
+    out.du = ggml_view_2d(ctx, r, lda, Tp, lda * 2, lda * Tp * 2);  // [lda, T_pad]
+    return out;
+}
+
+ggml_tensor * rms_norm_mul(ggml_context * ctx, fused_mode m, ggml_tensor * x, ggml_tensor * w, float eps) {
+    GGML_ASSERT(x->type == GGML_TYPE_F32 && w->type == GGML_TYPE_F32 && ggml_is_contiguous(x) && ggml_is_contiguous(w));
+    GGML_ASSERT(ggml_nelements(w) == x->ne[0]);
+    ggml_tensor * args[] = {x, w};
+    ggml_tensor * h = ggml_custom_4d(ctx, GGML_TYPE_F32, x->ne[0], x->ne[1], x->ne[2], x->ne[3], args, 2, rms_norm_op, GGML_N_TASKS_MAX,
+                                     norm_userdata(m, eps));  // [n, rows...]
+    ggml_set_name(h, "fused.rms_norm");
+    return h;
+}
+
+ggml_tensor *
+rms_norm_mul_back(ggml_context * ctx, fused_mode m, ggml_tensor * x, ggml_tensor * dh, ggml_tensor * w, ggml_tensor * dres, float eps) {
+    GGML_ASSERT(x->type == GGML_TYPE_F32 && dh->type == GGML_TYPE_F32 && w->type == GGML_TYPE_F32);
+    GGML_ASSERT(ggml_is_contiguous(x) && ggml_is_contiguous(dh) && ggml_is_contiguous(w) && ggml_are_same_shape(x, dh));
+    GGML_ASSERT(ggml_nelements(w) == x->ne[0]);
+    GGML_ASSERT(!dres || (dres->type == GGML_TYPE_F32 && ggml_is_contiguous(dres) && ggml_nelements(dres) == ggml_nelements(x)));
+    ggml_tensor * args[] = {x, dh, w, dres};
+    ggml_tensor * dx     = ggml_custom_4d(ctx, GGML_TYPE_F32, x->ne[0], x->ne[1], x->ne[2], x->ne[3], args, dres ? 4 : 3, rms_norm_back_op,
+                                          GGML_N_TASKS_MAX, norm_userdata(m, eps));  // [n, rows...]
+    ggml_set_name(dx, "fused.rms_norm_back");
+    return dx;
+}
+
 ce_grads ce_backward(ggml_context * ctx, fused_mode m, ggml_tensor * z, ggml_tensor * tgt_flat, ggml_tensor * tw, ggml_tensor * after) {
     const int64_t V = z->ne[0], n_t = z->ne[1];
     GGML_ASSERT(z->type == GGML_TYPE_F32 && ggml_is_contiguous(z) && ggml_n_dims(z) <= 2);
@@ -160,7 +242,9 @@ ce_grads ce_backward(ggml_context * ctx, fused_mode m, ggml_tensor * z, ggml_ten
 bool fused_is_op(const ggml_tensor * t) { return t->op == GGML_OP_CUSTOM && std::strncmp(t->name, "fused.", 6) == 0; }
 
 std::string fused_profile_key(const ggml_tensor * t, fused_mode m) {
-    return std::string("FUSED ") + (t->name + 6) + " f32 [" + fused_mode_name(m) + "]";  // "FUSED attn_forward f32 [fused-avx512]"
+    // "FUSED attn_forward f32 [fused-avx512]"; the ops that write BF16: "FUSED swiglu_bf16 f32 -> bf16 [...]"
+    const bool bf16 = t->type == GGML_TYPE_BF16;
+    return std::string("FUSED ") + (t->name + 6) + (bf16 ? " f32 -> bf16 [" : " f32 [") + fused_mode_name(m) + "]";
 }
 
 double fused_flop(const ggml_tensor * t) {

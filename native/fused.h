@@ -81,6 +81,29 @@ struct swiglu_grads {
 // whose exp is scalar): dg, du [n_ff, T] from da, g, u [n_ff, T].
 swiglu_grads swiglu_backward(ggml_context * ctx, fused_mode m, ggml_tensor * da, ggml_tensor * g, ggml_tensor * u);
 
+// h = rms_norm(x) ⊙ w [n, rows] for x [n, rows] (contiguous; each row of n normalised), w [n]: ggml's
+// RMS_NORM then MUL in one pass, bit for bit (the same float and double operations in the same
+// order; eight rows' sums at a time, where ggml sums one row after another).
+ggml_tensor * rms_norm_mul(ggml_context * ctx, fused_mode m, ggml_tensor * x, ggml_tensor * w, float eps);
+
+// Its backward twin with the residual's gradient added: dres + rms_norm_back(x, dh ⊙ w) [n, rows]
+// (dres null: none), as ggml's MUL, RMS_NORM_BACK and ADD, bit for bit where ggml's build fuses
+// RMS_NORM_BACK's multiply-add as it does with FMA (taken to be where the CPU has FMA: ggml is
+// built with -march=native).
+ggml_tensor *
+rms_norm_mul_back(ggml_context * ctx, fused_mode m, ggml_tensor * x, ggml_tensor * dh, ggml_tensor * w, ggml_tensor * dres, float eps);
+
+// The same two ops for products that read their output only as BF16 (the AVX512-BF16 kernel's A,
+// bf16k.h): each value as above, rounded as bf16k_round rounds it, in its layout ([bf16k_lda(n_ff),
+// bf16k_rows(T)], zero padded), with no F32 tensor between. n_ff % 16 == 0 (every variant computes
+// every value in vectors, as the F32 ops do then).
+ggml_tensor * swiglu_forward_bf16(ggml_context * ctx, fused_mode m, ggml_tensor * g, ggml_tensor * u);  // [lda, T_pad] bf16
+swiglu_grads  swiglu_backward_bf16(ggml_context * ctx,
+                                   fused_mode     m,
+                                   ggml_tensor *  da,
+                                   ggml_tensor *  g,
+                                   ggml_tensor *  u);  // each [lda, T_pad] bf16
+
 struct ce_grads {
     ggml_tensor * d        = nullptr;  // [n_vocab, n_t]  P - onehot (⊙ w_t), in z's memory; the caller scales it
     ggml_tensor * p_target = nullptr;  // [1, n_t]        P at each target
@@ -109,6 +132,10 @@ struct fused_kernels {
     void (*swiglu_back)(ggml_tensor * dst, int ith, int nth);
     void (*ce_stats)(ggml_tensor * dst, int ith, int nth);
     void (*ce_back)(ggml_tensor * dst, int ith, int nth);
+    void (*rms_norm)(ggml_tensor * dst, int ith, int nth, float eps);
+    void (*rms_norm_back)(ggml_tensor * dst, int ith, int nth, float eps, bool fma);
+    void (*swiglu_bf16)(ggml_tensor * dst, int ith, int nth);
+    void (*swiglu_back_bf16)(ggml_tensor * dst, int ith, int nth);
 };
 const fused_kernels * fused_kernels_for(fused_mode m);  // null where this build lacks the variant
 

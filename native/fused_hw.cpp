@@ -20,6 +20,16 @@ extern "C" double ggml_vec_soft_max_f32(const int n, float * y, const float * x,
 #    define T2S_FUSED_WIDE 1
 #endif
 
+// The RMS norms (fused_impl.h) reproduce ggml's float operations one for one: no multiply-add
+// contracted into an FMA that ggml does not make (each variant below may use FMA elsewhere).
+#if defined(__clang__)
+#    define FUSED_NO_CONTRACT
+#    define FUSED_NO_CONTRACT_BODY _Pragma("clang fp contract(off)")
+#else
+#    define FUSED_NO_CONTRACT __attribute__((optimize("fp-contract=off")))
+#    define FUSED_NO_CONTRACT_BODY
+#endif
+
 namespace t2s_fused_base {
 #define FUSED_VW 4
 #define FUSED_NV 2

@@ -284,6 +284,66 @@ void swiglu(ggml_tensor * dst, int ith, int nth) {
     for (; i < i1; i++) D[i] = G[i] / (1.0f + std::exp(-G[i])) * U[i];
 }
 
+// v rounded to BF16 at p as bf16k_round_rows rounds it (ggml_compute_fp32_to_bf16: round to nearest
+// even, a NaN kept quiet): (u + 0x7fff + ((u >> 16) & 1)) >> 16, a NaN's (u >> 16) | 64
+typedef uint32_t vu __attribute__((vector_size(FUSED_VW * 4)));
+typedef uint16_t vh __attribute__((vector_size(FUSED_VW * 2)));
+
+inline void vstore_bf16(uint16_t * p, vf v) {
+    vu u;
+    std::memcpy(&u, &v, sizeof u);
+    const vu r   = (u + (0x7fffu + ((u >> 16) & 1u))) >> 16;
+    const vu q   = (u >> 16) | 64u;
+    const vu nan = (vu) ((u & 0x7fffffffu) > 0x7f800000u);  // all ones where NaN
+    const vh h   = __builtin_convertvector((q & nan) | (r & ~nan), vh);
+    std::memcpy(p, &h, sizeof h);
+}
+
+// dst [lda, T_pad] bf16 = swiglu's silu(g) ⊙ u, each value as swiglu computes it (n % VW == 0: all of
+// it in vectors there too), rounded as bf16k_round rounds it, zero past n and T: the A of the down
+// projection's product, made without the F32 tensor; src: g, u [n, T]. Rows to threads in turn.
+void swiglu_bf16(ggml_tensor * dst, int ith, int nth) {
+    const ggml_tensor *g = dst->src[0], *u = dst->src[1];
+    const int64_t      n = g->ne[0], T = g->ne[1], lda = dst->ne[0], Tp = dst->ne[1];
+    GGML_ASSERT(n % VW == 0 && lda >= n && Tp >= T);
+    for (int64_t t = ith; t < Tp; t += nth) {
+        uint16_t * row = (uint16_t *) dst->data + t * lda;
+        int64_t    i   = 0;
+        if (t < T) {
+            const float *G = (const float *) g->data + t * n, *U = (const float *) u->data + t * n;
+            for (; i < n; i += VW) {
+                const vf x = vload(G + i);
+                vstore_bf16(row + i, x / (1.0f + v_exp(vf{} - x)) * vload(U + i));
+            }
+        }
+        for (; i < lda; i++) row[i] = 0;
+    }
+}
+
+// dst [lda, 2·T_pad] bf16 = [dg | du], swiglu_back's values (n % VW == 0) rounded as bf16k_round
+// rounds them, zero padded: the A of the gate and up projections' Wᵀ·dy; src: da, g, u [n, T].
+void swiglu_back_bf16(ggml_tensor * dst, int ith, int nth) {
+    const ggml_tensor *da = dst->src[0], *g = dst->src[1], *u = dst->src[2];
+    const int64_t      n = da->ne[0], T = da->ne[1], lda = dst->ne[0], Tp = dst->ne[1] / 2;
+    GGML_ASSERT(n % VW == 0 && lda >= n && Tp >= T);
+    for (int64_t t = ith; t < Tp; t += nth) {
+        uint16_t * dg = (uint16_t *) dst->data + t * lda;
+        uint16_t * du = dg + Tp * lda;
+        int64_t    i  = 0;
+        if (t < T) {
+            const float *A = (const float *) da->data + t * n, *G = (const float *) g->data + t * n, *U = (const float *) u->data + t * n;
+            for (; i < n; i += VW) {
+                const vf a = vload(A + i), x = vload(G + i), w = vload(U + i);
+                const vf e = 1.0f + v_exp(vf{} - x);
+                const vf s = 1.0f / e;
+                vstore_bf16(du + i, a * (x / e));
+                vstore_bf16(dg + i, a * w * s * (1.0f + x * (1.0f - s)));
+            }
+        }
+        for (; i < lda; i++) dg[i] = du[i] = 0;
+    }
+}
+
 // dst = [dg | du], each as da; src: da, g, u. The backward twin of a = silu(g) ⊙ u (ggml_swiglu_split):
 // du = da ⊙ silu(g), dg = (da ⊙ u) ⊙ s ⊙ (1 + g ⊙ (1 - s)), s = sigmoid(g): SILU_BACK's formula, with
 // silu(g) = g / (1 + exp(-g)) as the forward computes it.
@@ -368,4 +428,108 @@ void ce_back(ggml_tensor * dst, int ith, int nth) {
     }
 }
 
-const t2s::fused_kernels kernels = {pack_t, forward, backward_q, backward_kv, swiglu, swiglu_back, ce_stats, ce_back};
+// RMS norms over rows of n floats (fused.h), as ggml's RMS_NORM then MUL, and MUL, RMS_NORM_BACK then
+// ADD compute them, bit for bit: each row's sums of products in double in ggml's order (element 0
+// first), NRM rows side by side so that their sequential sums overlap instead of waiting on one
+// another (ggml's loop adds one element per double-add latency). No FMA contraction in here
+// (FUSED_NO_CONTRACT): where ggml's build fuses a multiply-add (RMS_NORM_BACK's (dz + x·c)·rrms
+// under -march=native with FMA), `fma` asks for the same fused operation explicitly.
+constexpr int64_t NRM = 8;
+
+// The row pointers of group r0 (rows past the last repeat it: their sums are computed, not used)
+inline void norm_rows(const float * base, int64_t n, int64_t r0, int64_t nr, const float * (&rp)[NRM]) {
+    for (int64_t j = 0; j < NRM; j++) rp[j] = base + (r0 + std::min(j, nr - 1)) * n;
+}
+
+// y = (x·scale)·w: RMS_NORM's x·scale, then MUL's ·w
+FUSED_NO_CONTRACT void norm_scale_row(const float * __restrict x,
+                                      float scale,
+                                      const float * __restrict w,
+                                      float * __restrict y,
+                                      int64_t n) {
+    FUSED_NO_CONTRACT_BODY
+    for (int64_t i = 0; i < n; i++) y[i] = (x[i] * scale) * w[i];
+}
+
+// y = ((dh·w) + x·c)·rrms (+ r first): RMS_NORM_BACK's element with MUL's dz = dh·w, then ADD's r + dx;
+// fma: (dz + x·c) as one fused multiply-add, as ggml's build computes it
+FUSED_NO_CONTRACT void norm_back_row(const float * __restrict x,
+                                     const float * __restrict dh,
+                                     const float * __restrict w,
+                                     const float * __restrict r,
+                                     float c,
+                                     float rrms,
+                                     bool  fma,
+                                     float * __restrict y,
+                                     int64_t n) {
+    FUSED_NO_CONTRACT_BODY
+    if (fma && r) {
+        for (int64_t i = 0; i < n; i++) y[i] = r[i] + __builtin_fmaf(x[i], c, dh[i] * w[i]) * rrms;
+    } else if (fma) {
+        for (int64_t i = 0; i < n; i++) y[i] = __builtin_fmaf(x[i], c, dh[i] * w[i]) * rrms;
+    } else if (r) {
+        for (int64_t i = 0; i < n; i++) y[i] = r[i] + (dh[i] * w[i] + x[i] * c) * rrms;
+    } else {
+        for (int64_t i = 0; i < n; i++) y[i] = (dh[i] * w[i] + x[i] * c) * rrms;
+    }
+}
+
+// dst = rms_norm(x) ⊙ w [n, rows]; src: x [n, rows], w [n]. Groups of NRM rows to threads in turn.
+FUSED_NO_CONTRACT void rms_norm(ggml_tensor * dst, int ith, int nth, float eps) {
+    FUSED_NO_CONTRACT_BODY
+    const ggml_tensor *x = dst->src[0], *w = dst->src[1];
+    const int64_t      n = x->ne[0], rows = ggml_nrows(x);
+    const float *      X = (const float *) x->data, *W = (const float *) w->data;
+    float *            D = (float *) dst->data;
+    for (int64_t r0 = ith * NRM; r0 < rows; r0 += nth * NRM) {
+        const int64_t nr = std::min(NRM, rows - r0);
+        const float * xr[NRM];
+        norm_rows(X, n, r0, nr, xr);
+        double s[NRM] = {};
+        for (int64_t i = 0; i < n; i++) {
+            for (int64_t j = 0; j < NRM; j++) s[j] += (double) (xr[j][i] * xr[j][i]);
+        }
+        for (int64_t j = 0; j < nr; j++) {
+            const float mean  = s[j] / n;  // ggml: sum/ne00 in double, then float
+            const float scale = 1.0f / sqrtf(mean + eps);
+            norm_scale_row(xr[j], scale, W, D + (r0 + j) * n, n);
+        }
+    }
+}
+
+// dst = dres + rms_norm_back(x, dh ⊙ w) [n, rows]; src: x, dh [n, rows], w [n], dres [n, rows] or null.
+// ggml: dz = dh ⊙ w (MUL); per row sxx = Σ x², sxz = Σ x·dz (double), rrms = 1/sqrt(sxx/n + eps),
+// c = -sxz / (sxx + eps·n), dx = (dz + x·c)·rrms (RMS_NORM_BACK); dres + dx (ADD).
+FUSED_NO_CONTRACT void rms_norm_back(ggml_tensor * dst, int ith, int nth, float eps, bool fma) {
+    FUSED_NO_CONTRACT_BODY
+    const ggml_tensor *x = dst->src[0], *dh = dst->src[1], *w = dst->src[2], *res = dst->src[3];
+    const int64_t      n = x->ne[0], rows = ggml_nrows(x);
+    const float *      X = (const float *) x->data, *DH = (const float *) dh->data, *W = (const float *) w->data;
+    const float *      R     = res ? (const float *) res->data : nullptr;
+    float *            D     = (float *) dst->data;
+    const float        eps_n = eps * n;
+    for (int64_t r0 = ith * NRM; r0 < rows; r0 += nth * NRM) {
+        const int64_t nr = std::min(NRM, rows - r0);
+        const float * xr[NRM], *dr[NRM];
+        norm_rows(X, n, r0, nr, xr);
+        norm_rows(DH, n, r0, nr, dr);
+        double sxx[NRM] = {}, sxz[NRM] = {};
+        for (int64_t i = 0; i < n; i++) {
+            for (int64_t j = 0; j < NRM; j++) {
+                const float dz = dr[j][i] * W[i];
+                sxx[j] += (double) (xr[j][i] * xr[j][i]);
+                sxz[j] += (double) (xr[j][i] * dz);
+            }
+        }
+        for (int64_t j = 0; j < nr; j++) {
+            const float mean_eps = (float) sxx[j] / n + eps;
+            const float sum_eps  = (float) sxx[j] + eps_n;
+            const float rrms     = 1.0f / sqrtf(mean_eps);
+            const float c        = (float) (-sxz[j]) / sum_eps;
+            norm_back_row(xr[j], dr[j], W, R ? R + (r0 + j) * n : nullptr, c, rrms, fma, D + (r0 + j) * n, n);
+        }
+    }
+}
+
+const t2s::fused_kernels kernels = {pack_t,   forward, backward_q, backward_kv,   swiglu,      swiglu_back,
+                                    ce_stats, ce_back, rms_norm,   rms_norm_back, swiglu_bf16, swiglu_back_bf16};

@@ -9,6 +9,7 @@
 // inputs and computes the graph.
 #include "graph.h"
 #include "amx.h"
+#include "bf16k.h"
 #include "fused.h"
 #include "kernels.h"
 #include "lora.h"
@@ -79,6 +80,17 @@ bool cpu_bf16_kernel(const graph_ctx & g, const ggml_tensor * w) { return g.e.am
 // Logits graphs (engine.logits: the llama.cpp agreement checks) keep ggml's composition: on a
 // quantized model the 8-bit rounding of activations turns the fused sums' 1e-7 into 1e-3 there.
 bool fused_ops(const graph_ctx & g) { return g.e.fused && g.caps.custom_transpose && g.mode != graph_mode::logits; }
+
+// Whether layer il's product with a frozen weight (the down projection forward, gate and up
+// backward) takes its input from a fused op that rounds it to BF16 itself (fused.h's *_bf16 ops)
+// instead of an F32 tensor that bf16k_round then rounds: the AVX512-BF16 kernel on a BF16 weight
+// with no adapter and no bias (nothing else reads that input), n_ff a multiple of 16, and
+// TEXT2SQL_FUSED_BF16 not 0. The same values reach the product either way.
+bool bf16_direct(const graph_ctx & g, int il, int target) {
+    const llama_layer & L = g.e.layers[il];
+    return g.e.fused_bf16 && fused_ops(g) && cpu_bf16_kernel(g, L.w[target]) && (amx_mode) g.e.amx == amx_mode::avx512 &&
+           g.lora_idx[il][target] < 0 && !L.bias[target] && g.e.hp.n_ff % 16 == 0;
+}
 
 // Attention as the fused ops: where fused_ops() and the head size suits the kernel.
 bool fused_attn(const graph_ctx & g) { return fused_ops(g) && attn_fits(g.e.hp.head_dim()); }
@@ -212,17 +224,33 @@ ggml_tensor * rms_norm_back(graph_ctx & g, ggml_tensor * x, ggml_tensor * n, ggm
     return ggml_div(ctx, ggml_sub(ctx, dn, ggml_mul(ctx, n, c)), rms);                                                        // [n_embd, T]
 }
 
-// Qwen3's per-head RMSNorm of q or k: x [hd, n_heads, T] -> rms_norm(x) ⊙ w, w [hd] shared by
-// the heads; n (the normalised x before the weight) is kept for the backward twin head_norm_back.
-ggml_tensor * head_norm(graph_ctx & g, ggml_tensor * x, ggml_tensor * w, ggml_tensor *& n) {
-    n = ggml_rms_norm(g.ctx, x, g.e.hp.rms_eps);  // [hd, n_heads, T]
-    return ggml_mul(g.ctx, n, w);                 // [hd, n_heads, T]
+// The fused RMS norms (fused.h: ggml's RMS_NORM + MUL and MUL + RMS_NORM_BACK + ADD, bit for bit)
+// where the fused ops run, the backend has RMS_NORM_BACK (the CPU) and the tensors are contiguous.
+bool fused_norm(const graph_ctx & g, const ggml_tensor * x) {
+    return g.e.norm_k && fused_ops(g) && g.caps.rms_norm_back && ggml_is_contiguous(x);
 }
 
-// Backward twin of head_norm(): dx = rms_norm_back(x, n, dy ⊙ w), each head's row normalised
-// on its own (the norm's weight is frozen).
-ggml_tensor * head_norm_back(graph_ctx & g, ggml_tensor * x, ggml_tensor * n, ggml_tensor * w, ggml_tensor * dy) {
-    return rms_norm_back(g, x, n, ggml_mul(g.ctx, dy, w));  // [hd, n_heads, T]
+// rms_norm(x) ⊙ w for rows of x [n, ...], w [n] (the model's norms, Qwen3's per-head norms of q and
+// k); n: the normalised x before the weight, kept for norm_mul_back (null with the fused norm, whose
+// backward needs only x).
+ggml_tensor * norm_mul(graph_ctx & g, ggml_tensor * x, ggml_tensor * w, ggml_tensor *& n) {
+    if (fused_norm(g, x)) {
+        n = nullptr;
+        return rms_norm_mul(g.ctx, (fused_mode) g.e.norm_k, x, w, g.e.hp.rms_eps);  // [n, ...]
+    }
+    n = ggml_rms_norm(g.ctx, x, g.e.hp.rms_eps);                                    // [n, ...]
+    return ggml_mul(g.ctx, n, w);                                                   // [n, ...]
+}
+
+// Backward twin of norm_mul(): dres + rms_norm_back(x, n, dh ⊙ w) (dres null: none); the norm's
+// weight is frozen.
+ggml_tensor * norm_mul_back(graph_ctx & g, ggml_tensor * x, ggml_tensor * n, ggml_tensor * w, ggml_tensor * dh, ggml_tensor * dres) {
+    if (fused_norm(g, x) && ggml_is_contiguous(dh) && (!dres || ggml_is_contiguous(dres))) {
+        return rms_norm_mul_back(g.ctx, (fused_mode) g.e.norm_k, x, dh, w, dres, g.e.hp.rms_eps);  // [n, ...]
+    }
+    GGML_ASSERT(n || g.caps.rms_norm_back);
+    ggml_tensor * dx = rms_norm_back(g, x, n, ggml_mul(g.ctx, dh, w));  // [n, ...]
+    return dres ? ggml_add(g.ctx, dres, dx) : dx;                       // [n, ...]
 }
 
 // Backward twin of P = softmax(scale·S + mask): dS = scale · P ⊙ (dP - Σ_k dP ⊙ P). ggml's
@@ -285,8 +313,7 @@ ggml_tensor * layer_forward(graph_ctx & g, int il, ggml_tensor * x, layer_saved 
     const int64_t         T = g.T, hd = hp.head_dim();
 
     s.x              = x;                                  // [n_embd, T]
-    s.n1             = ggml_rms_norm(ctx, x, hp.rms_eps);  // [n_embd, T]
-    ggml_tensor * h  = ggml_mul(ctx, s.n1, L.attn_norm);   // [n_embd, T]
+    ggml_tensor * h  = norm_mul(g, x, L.attn_norm, s.n1);  // [n_embd, T]
     auto          kl = [&](int t) {
         return kept ? &kept->lin[t] : nullptr;
     };
@@ -297,11 +324,11 @@ ggml_tensor * layer_forward(graph_ctx & g, int il, ggml_tensor * x, layer_saved 
     ggml_tensor * k3 = ggml_reshape_3d(ctx, k, hd, hp.n_head_kv, T);                     // [hd, n_head_kv, T]
     if (L.attn_q_norm) {
         s.q3 = q3;
-        q3   = head_norm(g, q3, L.attn_q_norm, s.qn);  // [hd, n_head, T]
+        q3   = norm_mul(g, q3, L.attn_q_norm, s.qn);  // [hd, n_head, T]
     }
     if (L.attn_k_norm) {
         s.k3 = k3;
-        k3   = head_norm(g, k3, L.attn_k_norm, s.kn);     // [hd, n_head_kv, T]
+        k3   = norm_mul(g, k3, L.attn_k_norm, s.kn);      // [hd, n_head_kv, T]
     }
     s.qr = rope(g, q3);                                   // [hd, n_head, T]
     s.kr = rope(g, k3);                                   // [hd, n_head_kv, T]
@@ -325,14 +352,19 @@ ggml_tensor * layer_forward(graph_ctx & g, int il, ggml_tensor * x, layer_saved 
     o    = linear(g, il, TARGET_O, o, s.lin[TARGET_O], kl(TARGET_O), true);                               // [n_embd, T]
     s.x1 = ggml_add(ctx, x, o);                                                                           // [n_embd, T]
 
-    s.n2                   = ggml_rms_norm(ctx, s.x1, hp.rms_eps);                                        // [n_embd, T]
-    ggml_tensor * h2       = ggml_mul(ctx, s.n2, L.ffn_norm);                                             // [n_embd, T]
+    ggml_tensor * h2       = norm_mul(g, s.x1, L.ffn_norm, s.n2);                                         // [n_embd, T]
     // With checkpointing, the gate/up outputs (the FFN's two biggest products) are kept for the
     // last layers that fit graph_ctx::keep_ffn_from's budget, and recomputed for the others.
     const bool    keep_ffn = il >= g.keep_ffn_from;
     s.g                    = linear(g, il, TARGET_GATE, h2, s.lin[TARGET_GATE], kl(TARGET_GATE), keep_ffn);  // [n_ff, T]
     s.u                    = linear(g, il, TARGET_UP, h2, s.lin[TARGET_UP], kl(TARGET_UP), keep_ffn);        // [n_ff, T]
-    ggml_tensor * a;                                                                                         // [n_ff, T]  silu(g) ⊙ u
+    if (bf16_direct(g, il, TARGET_DOWN)) {
+        // silu(g) ⊙ u straight into the down product's BF16 input (no recompute needs the product)
+        linear_saved & sv = s.lin[TARGET_DOWN];
+        sv.y = kept ? nullptr : bf16k_mul_mat_r(ctx, L.w[TARGET_DOWN], swiglu_forward_bf16(ctx, (fused_mode) e.fused, s.g, s.u), T);
+        return kept ? nullptr : ggml_add(ctx, s.x1, sv.y);        // [n_embd, T]
+    }
+    ggml_tensor * a;                                              // [n_ff, T]  silu(g) ⊙ u
     if (fused_ops(g)) {
         a = swiglu_forward(ctx, (fused_mode) e.fused, s.g, s.u);  // [n_ff, T]  (its backward twin recomputes silu(g): no s.sg kept)
     } else {
@@ -378,18 +410,25 @@ ggml_tensor * layer_backward(graph_ctx & g, int il, const layer_saved & s, ggml_
 
     // FFN
     ggml_tensor * da = linear_back(g, il, TARGET_DOWN, s.lin[TARGET_DOWN], dx2);  // [n_ff, T]
-    ggml_tensor * du, *dg;                                                        // [n_ff, T]
-    if (fused_ops(g)) {
-        const swiglu_grads sw = swiglu_backward(ctx, (fused_mode) e.fused, da, s.g, s.u);
-        du                    = sw.du;
-        dg                    = sw.dg;
+    ggml_tensor * dh2;                                                            // [n_embd, T]
+    if (bf16_direct(g, il, TARGET_GATE) && bf16_direct(g, il, TARGET_UP)) {
+        // dg and du straight into the BF16 inputs of Wgᵀ·dg and Wuᵀ·du
+        const swiglu_grads sw = swiglu_backward_bf16(ctx, (fused_mode) e.fused, da, s.g, s.u);  // each [lda, T_pad] bf16
+        dh2                   = ggml_add(ctx, bf16k_mul_mat_t_r(ctx, L.w[TARGET_GATE], L.wt[TARGET_GATE], 0, sw.dg, T),
+                                         bf16k_mul_mat_t_r(ctx, L.w[TARGET_UP], L.wt[TARGET_UP], 0, sw.du, T));
     } else {
-        du = ggml_mul(ctx, da, s.sg);                           // [n_ff, T]
-        dg = ggml_silu_back(ctx, ggml_mul(ctx, da, s.u), s.g);  // [n_ff, T]
+        ggml_tensor *du, *dg;  // [n_ff, T]
+        if (fused_ops(g)) {
+            const swiglu_grads sw = swiglu_backward(ctx, (fused_mode) e.fused, da, s.g, s.u);
+            du                    = sw.du;
+            dg                    = sw.dg;
+        } else {
+            du = ggml_mul(ctx, da, s.sg);                           // [n_ff, T]
+            dg = ggml_silu_back(ctx, ggml_mul(ctx, da, s.u), s.g);  // [n_ff, T]
+        }
+        dh2 = ggml_add(ctx, linear_back(g, il, TARGET_GATE, s.lin[TARGET_GATE], dg), linear_back(g, il, TARGET_UP, s.lin[TARGET_UP], du));
     }
-    ggml_tensor * dh2 = ggml_add(ctx, linear_back(g, il, TARGET_GATE, s.lin[TARGET_GATE], dg),
-                                 linear_back(g, il, TARGET_UP, s.lin[TARGET_UP], du));                     // [n_embd, T]
-    ggml_tensor * dx1 = ggml_add(ctx, dx2, rms_norm_back(g, s.x1, s.n2, ggml_mul(ctx, dh2, L.ffn_norm)));  // [n_embd, T]
+    ggml_tensor * dx1 = norm_mul_back(g, s.x1, s.n2, L.ffn_norm, dh2, dx2);  // [n_embd, T]
 
     // attention output projection
     ggml_tensor * dattn = linear_back(g, il, TARGET_O, s.lin[TARGET_O], dx1);  // [n_embd_q, T]
@@ -404,8 +443,8 @@ ggml_tensor * layer_backward(graph_ctx & g, int il, const layer_saved & s, ggml_
     } else {
         attention_back(g, s, dO, dq, dk, dv);
     }
-    if (L.attn_q_norm) dq = head_norm_back(g, s.q3, s.qn, L.attn_q_norm, dq);  // [hd, n_head, T]
-    if (L.attn_k_norm) dk = head_norm_back(g, s.k3, s.kn, L.attn_k_norm, dk);  // [hd, n_head_kv, T]
+    if (L.attn_q_norm) dq = norm_mul_back(g, s.q3, s.qn, L.attn_q_norm, dq, nullptr);  // [hd, n_head, T]
+    if (L.attn_k_norm) dk = norm_mul_back(g, s.k3, s.kn, L.attn_k_norm, dk, nullptr);  // [hd, n_head_kv, T]
 
     // The first layer's input gradient (into the frozen embeddings) is not needed: only the
     // adapters' gradients are computed there.
@@ -415,7 +454,7 @@ ggml_tensor * layer_backward(graph_ctx & g, int il, const layer_saved & s, ggml_
     ggml_tensor * dhv = linear_back(g, il, TARGET_V, s.lin[TARGET_V], ggml_reshape_2d(ctx, dv, hp.n_embd_kv(), T), need_dx);  // [n_embd, T]
     if (!need_dx) return nullptr;
     ggml_tensor * dh = ggml_add(ctx, ggml_add(ctx, dhq, dhk), dhv);                                                           // [n_embd, T]
-    return ggml_add(ctx, dx1, rms_norm_back(g, s.x, s.n1, ggml_mul(ctx, dh, L.attn_norm)));                                   // [n_embd, T]
+    return norm_mul_back(g, s.x, s.n1, L.attn_norm, dh, dx1);                                                                 // [n_embd, T]
 }
 
 // The gradient of the loss with respect to the target logits [n_vocab, n_t]: the fused head's
@@ -462,8 +501,8 @@ ggml_cgraph * build_graph(graph_ctx & g, graph_outputs & out) {
     ggml_tensor *            x = ggml_get_rows(ctx, e.tok_embd, g.in.tokens);  // [n_embd, T]
     std::vector<layer_saved> saved(hp.n_layer);
     for (int il = 0; il < hp.n_layer; il++) x = layer_forward(g, il, x, saved[il]);
-    ggml_tensor * nf = ggml_rms_norm(ctx, x, hp.rms_eps);  // [n_embd, T]
-    ggml_tensor * hf = ggml_mul(ctx, nf, e.output_norm);   // [n_embd, T]
+    ggml_tensor * nf;                                      // [n_embd, T]  (null with the fused norm)
+    ggml_tensor * hf = norm_mul(g, x, e.output_norm, nf);  // [n_embd, T]
     if (g.mode == graph_mode::logits) {
         out.logits = weight_mul(g, e.output, hf);          // [n_vocab, T]
         ggml_set_output(out.logits);
@@ -540,7 +579,7 @@ ggml_cgraph * build_graph(graph_ctx & g, graph_outputs & out) {
     g.in.scatter = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, n_t, T);                    // [n_t, T]
     ggml_set_input(g.in.scatter);
     ggml_tensor * dhf = ggml_mul_mat(ctx, transpose_cont(ctx, dhf_t), g.in.scatter);  // [n_embd, T]
-    ggml_tensor * dx  = rms_norm_back(g, x, nf, ggml_mul(ctx, dhf, e.output_norm));   // [n_embd, T]
+    ggml_tensor * dx  = norm_mul_back(g, x, nf, e.output_norm, dhf, nullptr);         // [n_embd, T]
     ggml_build_forward_expand(gf, dx);
     // Layer by layer, each expanded before the next is built, so that the node order (which the
     // allocator follows) is: recompute layer il (checkpointing), its backward, its adapter

@@ -86,6 +86,7 @@ cpu_features cpu_features_get() {
     cpu_features f;
 #if defined(__x86_64__) && defined(__linux__)
     unsigned a = 0, b = 0, c = 0, d = 0;
+    if (__get_cpuid(1, &a, &b, &c, &d)) f.fma = c & (1u << 12);
     if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
         f.avx2        = b & (1u << 5);
         f.avx512f     = b & (1u << 16);

@@ -63,7 +63,7 @@ const char * amx_tiles_name(amx_tiles s);
 
 // The CPU features that decide the matrix kernels, as CPUID reports them (all false off x86-64).
 struct cpu_features {
-    bool avx2 = false, avx512f = false, avx512_bf16 = false, avx512_fp16 = false;
+    bool fma = false, avx2 = false, avx512f = false, avx512_bf16 = false, avx512_fp16 = false;
     bool amx_tile = false, amx_bf16 = false, amx_int8 = false;
 };
 cpu_features cpu_features_get();

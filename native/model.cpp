@@ -535,6 +535,14 @@ std::unique_ptr<engine> engine_init(const engine_options & opts) {
         if (!note.empty()) fprintf(stderr, "text2sql: %s\n", note.c_str());
     }
     if (e->backend_cpu) {
+        std::string note;
+        // the fused RMS norms: TEXT2SQL_FUSED's variant unless TEXT2SQL_FUSED_NORM names one (or 0)
+        e->norm_k = !e->fused ? 0 : getenv("TEXT2SQL_FUSED_NORM") ? (int) fused_mode_from_env(note, "TEXT2SQL_FUSED_NORM") : e->fused;
+        if (!note.empty()) fprintf(stderr, "text2sql: %s\n", note.c_str());
+        const char * bf = getenv("TEXT2SQL_FUSED_BF16");
+        e->fused_bf16   = e->fused && !(bf && (std::string(bf) == "0" || std::string(bf) == "off"));
+    }
+    if (e->backend_cpu) {
         const int n_threads = opts.threads > 0 ? opts.threads : (int) std::max(1u, std::thread::hardware_concurrency());
         ggml_backend_cpu_set_n_threads(e->backend_cpu, n_threads);
     }

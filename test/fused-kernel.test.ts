@@ -98,6 +98,33 @@ describe("fused CPU ops: attention, SwiGLU", () => {
   });
 });
 
+describe("fused CPU ops: the RMS norms", () => {
+  test("each variant's norms give ggml's RMS_NORM/MUL and MUL/RMS_NORM_BACK/ADD bit for bit: equal log-probabilities and gradients", async () => {
+    // TEXT2SQL_FUSED_NORM=0 keeps every other fused op and puts the norms back on ggml's ops, so the
+    // two runs differ in the norms alone; qwen3 adds the per-head norms of q and k
+    for (const family of ["llama", "qwen3"] as const) {
+      const model = await testModel({ family });
+      const batch = makeBatch([{ tokens: TOKENS }]);
+      for (const v of VARIANTS) {
+        const run = async (norm: string | undefined) => {
+          const e = await withEnv("TEXT2SQL_FUSED_NORM", norm, () => open(model, v.env));
+          const ops = (await e.graphOps(8)).join("\n");
+          const logp = await e.logprobs(batch);
+          const g = await gradients(e);
+          await e.dispose();
+          return { ops, logp, g };
+        };
+        const want = await run("0");
+        const got = await run(undefined);
+        expect(want.ops, `${family} ${v.kernel}`).toMatch(/^RMS_NORM_BACK/m);
+        expect(got.ops, `${family} ${v.kernel}`).not.toMatch(/^RMS_NORM/m);
+        expect(Array.from(got.logp), `${family} ${v.kernel} log-probabilities`).toEqual(Array.from(want.logp));
+        got.g.forEach((t, i) => expect(Array.from(t), `${family} ${v.kernel} gradient ${i}`).toEqual(Array.from(want.g[i]!)));
+      }
+    }
+  });
+});
+
 describe("fused CPU ops: the output head's cross-entropy", () => {
   test("losses and gradients equal ggml's softmax/sub path, also where a target's P underflows (exact log-softmax)", async () => {
     const model = await testModel();
