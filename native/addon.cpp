@@ -121,6 +121,7 @@ class native_engine : public Napi::ObjectWrap<native_engine> {
                                                                        "ggml");
         o.Set("fusedKernel", t2s::fused_mode_name((t2s::fused_mode) en.fused));
         o.Set("loraKernel", t2s::fused_mode_name((t2s::fused_mode) en.lora_k));
+        o.Set("normKernel", t2s::fused_mode_name((t2s::fused_mode) en.norm_k));
         o.Set("device", en.device_name);
         o.Set("trainableParams", (double) t2s::lora_param_count(en));
         o.Set("loraScale", en.opts.lora.scale());

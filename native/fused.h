@@ -24,6 +24,11 @@
 // and du in one pass, both with a vector exp (ggml's SILU_BACK calls expf per element, and two MULs
 // go around it).
 //
+// RMS norms. The model's norms (and Qwen3's per-head norms) as one op forward (RMS_NORM, MUL) and
+// one backward (MUL, RMS_NORM_BACK, the residual's ADD), with ggml's arithmetic exactly: ggml sums
+// each row's squares in double one element after another, so a row waits on the add's latency;
+// here eight rows' sums run side by side, each in ggml's order.
+//
 // Each kernel is one template compiled for AVX-512, AVX2+FMA and the baseline (fused_hw.cpp, by
 // target pragma), picked by CPUID at engine load.
 #pragma once

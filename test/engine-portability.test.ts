@@ -146,13 +146,15 @@ describe("backend portability of the training graph", () => {
       const fusedAttn = e.info.fusedKernel !== "ggml";
       // our fused LoRA products (lora.h) on the CPU: no OUT_PROD (the adapters' dA, dB) there
       const fusedLora = e.info.loraKernel !== "ggml";
+      // our fused RMS norms (fused.h) on the CPU: no RMS_NORM_BACK there
+      const fusedNorm = e.info.normKernel !== "ggml";
       await e.dispose();
       for (const op of ["SOFT_MAX_BACK", "RMS_NORM_BACK", "OUT_PROD", "MAP_CUSTOM1"]) {
-        const used = op === "MAP_CUSTOM1" ? !ours : op === "SOFT_MAX_BACK" ? !fusedAttn : op === "OUT_PROD" ? !fusedLora : true;
+        const used = op === "MAP_CUSTOM1" ? !ours : op === "SOFT_MAX_BACK" ? !fusedAttn : op === "OUT_PROD" ? !fusedLora : !fusedNorm;
         expect(cpu.has(op), `${type} ${op}`).toBe(used);
         expect(metal.has(op), `${type} ${op}`).toBe(false);
       }
-      expect(cpu.has("CUSTOM"), type).toBe(ours || fusedAttn || fusedLora);
+      expect(cpu.has("CUSTOM"), type).toBe(ours || fusedAttn || fusedLora || fusedNorm);
     }
   });
 

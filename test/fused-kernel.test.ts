@@ -109,13 +109,15 @@ describe("fused CPU ops: the RMS norms", () => {
         const run = async (norm: string | undefined) => {
           const e = await withEnv("TEXT2SQL_FUSED_NORM", norm, () => open(model, v.env));
           const ops = (await e.graphOps(8)).join("\n");
+          const kernel = e.info.normKernel;
           const logp = await e.logprobs(batch);
           const g = await gradients(e);
           await e.dispose();
-          return { ops, logp, g };
+          return { ops, logp, g, kernel };
         };
         const want = await run("0");
         const got = await run(undefined);
+        expect([want.kernel, got.kernel]).toEqual(["ggml", v.kernel]);
         expect(want.ops, `${family} ${v.kernel}`).toMatch(/^RMS_NORM_BACK/m);
         expect(got.ops, `${family} ${v.kernel}`).not.toMatch(/^RMS_NORM/m);
         expect(Array.from(got.logp), `${family} ${v.kernel} log-probabilities`).toEqual(Array.from(want.logp));

@@ -60,6 +60,7 @@ export interface NativeEngineInfo {
   matmulKernel: string; // frozen-weight products: "ggml" (its mul_mat), "amx-bf16" (our AMX tiles), "amx-bf16-emulated" (TEXT2SQL_AMX=emulate), "avx512-bf16" (our AVX512-BF16 GEMM), "q8_0-vnni" (our Q8_0 GEMM on AVX512-VNNI)
   fusedKernel: string; // text2sql's fused CPU ops (causal attention, the SwiGLU backward; native/fused.h): "ggml" (ggml's composition of the same: TEXT2SQL_FUSED=0, or not the CPU), else the kernels' variant: "fused-avx512" | "fused-avx2" | "fused-base"
   loraKernel: string; // the adapters' rank-r products on the CPU: "ggml" (its mul_mat / out_prod; TEXT2SQL_FUSED_LORA=0 or another backend), "fused-avx512" | "fused-avx2" | "fused-base" (our fused ops, lora.h)
+  normKernel: string; // the RMS norms and their backward on the CPU: "ggml" (RMS_NORM, MUL, RMS_NORM_BACK, ADD; TEXT2SQL_FUSED_NORM=0 or another backend), "fused-avx512" | "fused-avx2" | "fused-base" (our fused ops, fused.h)
   device: string; // ggml backend name, e.g. CPU, CUDA0, MTL0
   trainableParams: number;
   loraScale: number;
