@@ -269,6 +269,17 @@ void chunk_of(int64_t n, int ith, int nth, int64_t & i0, int64_t & i1) {
     i1                  = std::min(n, i0 + chunk);
 }
 
+// silu(x) ⊙ u and its backward twin's du, dg for da, one vector: the values of both the F32 ops and
+// the BF16-writing ones (one expression each, so the two write the same values)
+inline vf swiglu_v(vf x, vf u) { return x / (1.0f + v_exp(vf{} - x)) * u; }
+
+inline void swiglu_back_v(vf a, vf x, vf w, vf & du, vf & dg) {
+    const vf e = 1.0f + v_exp(vf{} - x);
+    const vf s = 1.0f / e;
+    du         = a * (x / e);
+    dg         = a * w * s * (1.0f + x * (1.0f - s));
+}
+
 // dst = silu(g) ⊙ u = g / (1 + exp(-g)) ⊙ u, as ggml's SILU then MUL; src: g, u.
 void swiglu(ggml_tensor * dst, int ith, int nth) {
     const ggml_tensor *g = dst->src[0], *u = dst->src[1];
@@ -278,8 +289,7 @@ void swiglu(ggml_tensor * dst, int ith, int nth) {
     chunk_of(ggml_nelements(g), ith, nth, i0, i1);
     int64_t i = i0;
     for (; i + VW <= i1; i += VW) {
-        const vf x = vload(G + i);
-        vstore(D + i, x / (1.0f + v_exp(vf{} - x)) * vload(U + i));
+        vstore(D + i, swiglu_v(vload(G + i), vload(U + i)));
     }
     for (; i < i1; i++) D[i] = G[i] / (1.0f + std::exp(-G[i])) * U[i];
 }
@@ -312,8 +322,7 @@ void swiglu_bf16(ggml_tensor * dst, int ith, int nth) {
         if (t < T) {
             const float *G = (const float *) g->data + t * n, *U = (const float *) u->data + t * n;
             for (; i < n; i += VW) {
-                const vf x = vload(G + i);
-                vstore_bf16(row + i, x / (1.0f + v_exp(vf{} - x)) * vload(U + i));
+                vstore_bf16(row + i, swiglu_v(vload(G + i), vload(U + i)));
             }
         }
         for (; i < lda; i++) row[i] = 0;
@@ -333,11 +342,10 @@ void swiglu_back_bf16(ggml_tensor * dst, int ith, int nth) {
         if (t < T) {
             const float *A = (const float *) da->data + t * n, *G = (const float *) g->data + t * n, *U = (const float *) u->data + t * n;
             for (; i < n; i += VW) {
-                const vf a = vload(A + i), x = vload(G + i), w = vload(U + i);
-                const vf e = 1.0f + v_exp(vf{} - x);
-                const vf s = 1.0f / e;
-                vstore_bf16(du + i, a * (x / e));
-                vstore_bf16(dg + i, a * w * s * (1.0f + x * (1.0f - s)));
+                vf dui, dgi;
+                swiglu_back_v(vload(A + i), vload(G + i), vload(U + i), dui, dgi);
+                vstore_bf16(du + i, dui);
+                vstore_bf16(dg + i, dgi);
             }
         }
         for (; i < lda; i++) dg[i] = du[i] = 0;
@@ -357,11 +365,10 @@ void swiglu_back(ggml_tensor * dst, int ith, int nth) {
     chunk_of(n, ith, nth, i0, i1);
     int64_t i = i0;
     for (; i + VW <= i1; i += VW) {
-        const vf a = vload(A + i), x = vload(G + i), w = vload(U + i);
-        const vf e = 1.0f + v_exp(vf{} - x);
-        const vf s = 1.0f / e;
-        vstore(DU + i, a * (x / e));
-        vstore(DG + i, a * w * s * (1.0f + x * (1.0f - s)));
+        vf du, dg;
+        swiglu_back_v(vload(A + i), vload(G + i), vload(U + i), du, dg);
+        vstore(DU + i, du);
+        vstore(DG + i, dg);
     }
     for (; i < i1; i++) {
         const float e = 1.0f + std::exp(-G[i]), s = 1.0f / e;
